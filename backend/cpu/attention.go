@@ -1,0 +1,211 @@
+package cpu
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/ringo-ai/ringo/backend"
+)
+
+// lightningChunk is the chunk length of the chunked (GEMM) form of linear
+// attention; spans shorter than lightningMinChunked use the recurrence.
+const (
+	lightningChunk      = 64
+	lightningMinChunked = 16
+)
+
+// Lightning implements backend.Backend.
+func (b *Backend) Lightning(dst, q, k, v backend.Tensor, spans []backend.Span, states []backend.Tensor, decay []float32, scale float32) {
+	H := len(decay)
+	d := q.Cols / H
+	if q.Cols != H*d || k.Cols != q.Cols || v.Cols != q.Cols || dst.Cols != q.Cols || len(states) != len(spans) {
+		panic(fmt.Sprintf("cpu.Lightning: q %d, k %d, v %d, dst %d columns, %d heads, %d spans, %d states", q.Cols, k.Cols, v.Cols, dst.Cols, H, len(spans), len(states)))
+	}
+	for i, st := range states {
+		if st.Rows != H*d || st.Cols != d {
+			panic(fmt.Sprintf("cpu.Lightning: state %d is %dx%d, want %dx%d", i, st.Rows, st.Cols, H*d, d))
+		}
+	}
+	b.pool.For(len(spans)*H, 1, func(lo, hi int) {
+		var ws lightningScratch
+		for job := lo; job < hi; job++ {
+			sp, h := spans[job/H], job%H
+			if sp.N == 0 {
+				continue
+			}
+			S := data(states[job/H].RowRange(h*d, d)) // d×d, contiguous
+			head := func(t backend.Tensor) backend.Tensor { return t.RowRange(sp.Row, sp.N).ColRange(h*d, d) }
+			if sp.N < lightningMinChunked {
+				lightningRecurrent(head(dst), head(q), head(k), head(v), S, decay[h], scale)
+			} else {
+				ws.chunked(head(dst), head(q), head(k), head(v), S, decay[h], scale)
+			}
+		}
+	})
+}
+
+// lightningRecurrent runs the token-by-token recurrence for one head.
+func lightningRecurrent(dst, q, k, v backend.Tensor, S []float32, a, scale float32) {
+	d := q.Cols
+	lam := float32(math.Exp(-float64(a)))
+	for t := 0; t < q.Rows; t++ {
+		kt, vt, qt, ot := row(k, t), row(v, t), row(q, t), row(dst, t)
+		clear(ot)
+		for i := 0; i < d; i++ {
+			s := S[i*d : i*d+d]
+			ki, qi := kt[i], qt[i]
+			for j := range s {
+				s[j] = lam*s[j] + ki*vt[j]
+			}
+			for j := range s {
+				ot[j] += qi * s[j]
+			}
+		}
+		for j := range ot {
+			ot[j] *= scale
+		}
+	}
+}
+
+// lightningScratch holds per-worker buffers of the chunked form.
+type lightningScratch struct {
+	qc, kc, vc, kt, a, o, pw []float32
+}
+
+func grow(s []float32, n int) []float32 {
+	if cap(s) < n {
+		return make([]float32, n)
+	}
+	return s[:n]
+}
+
+// chunked computes one head with the chunked closed form (spec §4.4):
+//
+//	O[i] = s·( Σ_{j≤i} λ^{i−j}(q_i·k_j) v_j + λ^{i+1} q_iᵀS )
+//	S'   = λ^{C}S + Σ_j λ^{C−1−j} k_j ⊗ v_j
+//
+// with every decay power built directly as exp(−a·m) (no λ^−j factors).
+func (ws *lightningScratch) chunked(dst, q, k, v backend.Tensor, S []float32, a, scale float32) {
+	d := q.Cols
+	C := lightningChunk
+	ws.qc, ws.kc, ws.vc = grow(ws.qc, C*d), grow(ws.kc, C*d), grow(ws.vc, C*d)
+	ws.kt, ws.a, ws.o = grow(ws.kt, d*C), grow(ws.a, C*C), grow(ws.o, C*d)
+	ws.pw = grow(ws.pw, C+1)
+	for m := range ws.pw {
+		ws.pw[m] = float32(math.Exp(-float64(a) * float64(m)))
+	}
+	pw := ws.pw
+	for c0 := 0; c0 < q.Rows; c0 += C {
+		n := min(C, q.Rows-c0)
+		for i := 0; i < n; i++ {
+			copy(ws.qc[i*d:(i+1)*d], row(q, c0+i))
+			copy(ws.kc[i*d:(i+1)*d], row(k, c0+i))
+			copy(ws.vc[i*d:(i+1)*d], row(v, c0+i))
+		}
+		// intra-chunk scores with the causal decay mask
+		A := ws.a[:n*n]
+		gemmF32NT(false, n, n, d, ws.qc, d, ws.kc, d, A, n)
+		for i := 0; i < n; i++ {
+			for j := 0; j <= i; j++ {
+				A[i*n+j] *= pw[i-j]
+			}
+			clear(A[i*n+i+1 : i*n+n])
+		}
+		O := ws.o[:n*d]
+		gemmF32(false, n, d, n, A, n, ws.vc, d, O, d)
+		// inter-chunk: λ^{i+1} q_i S
+		for i := 0; i < n; i++ {
+			f := pw[i+1]
+			qi := ws.qc[i*d : (i+1)*d]
+			for j := range qi {
+				qi[j] *= f
+			}
+		}
+		gemmF32(true, n, d, d, ws.qc, d, S, d, O, d)
+		for i := 0; i < n; i++ {
+			or, out := O[i*d:(i+1)*d], row(dst, c0+i)
+			for j := range or {
+				out[j] = scale * or[j]
+			}
+		}
+		// state update: S = λ^n S + (decayed K)ᵀ V
+		kt := ws.kt[:d*n]
+		for j := 0; j < n; j++ {
+			f := pw[n-1-j]
+			kj := ws.kc[j*d : (j+1)*d]
+			for i, x := range kj {
+				kt[i*n+j] = f * x
+			}
+		}
+		ln := pw[n]
+		if n < C {
+			ln = float32(math.Exp(-float64(a) * float64(n)))
+		}
+		for i := range S {
+			S[i] *= ln
+		}
+		gemmF32(true, d, d, n, kt, n, ws.vc, d, S, d)
+	}
+}
+
+// Attention implements backend.Backend.
+func (b *Backend) Attention(dst, q, k, v backend.Tensor, spans []backend.Span, caches []backend.KV, headDim int, scale float32) {
+	H, Hkv := q.Cols/headDim, k.Cols/headDim
+	if H*headDim != q.Cols || Hkv*headDim != k.Cols || v.Cols != k.Cols || dst.Cols != q.Cols || Hkv == 0 || H%Hkv != 0 {
+		panic(fmt.Sprintf("cpu.Attention: q %d, k %d, v %d, dst %d columns, head dim %d", q.Cols, k.Cols, v.Cols, dst.Cols, headDim))
+	}
+	for i, sp := range spans {
+		c := caches[i]
+		if c.K.Rows < sp.Pos+sp.N || c.K.Cols != k.Cols {
+			panic(fmt.Sprintf("cpu.Attention: cache of %dx%d for positions up to %d", c.K.Rows, c.K.Cols, sp.Pos+sp.N))
+		}
+		b.Copy(c.K.RowRange(sp.Pos, sp.N), k.RowRange(sp.Row, sp.N))
+		b.Copy(c.V.RowRange(sp.Pos, sp.N), v.RowRange(sp.Row, sp.N))
+	}
+	const qBlock = 32
+	type job struct{ span, head, q0 int }
+	var jobs []job
+	for i, sp := range spans {
+		for h := 0; h < H; h++ {
+			for q0 := 0; q0 < sp.N; q0 += qBlock {
+				jobs = append(jobs, job{i, h, q0})
+			}
+		}
+	}
+	group := H / Hkv
+	b.pool.For(len(jobs), 1, func(lo, hi int) {
+		var scores []float32
+		for _, jb := range jobs[lo:hi] {
+			sp, c := spans[jb.span], caches[jb.span]
+			g := jb.head / group
+			nq := min(qBlock, sp.N-jb.q0)
+			L := sp.Pos + jb.q0 + nq // keys visible to the last query of the block
+			scores = grow(scores, nq*L)
+			Kh := c.K.RowRange(0, L).ColRange(g*headDim, headDim)
+			Vh := c.V.RowRange(0, L).ColRange(g*headDim, headDim)
+			Qh := q.RowRange(sp.Row+jb.q0, nq).ColRange(jb.head*headDim, headDim)
+			gemmF32NT(false, nq, L, headDim, data(Qh), Qh.Stride, data(Kh), Kh.Stride, scores, L)
+			for i := 0; i < nq; i++ {
+				n := sp.Pos + jb.q0 + i + 1
+				s := scores[i*L : i*L+n]
+				mx := float32(math.Inf(-1))
+				for j := range s {
+					s[j] *= scale
+					mx = max(mx, s[j])
+				}
+				var sum float32
+				for j := range s {
+					s[j] = float32(math.Exp(float64(s[j] - mx)))
+					sum += s[j]
+				}
+				inv := 1 / sum
+				for j := range s {
+					s[j] *= inv
+				}
+				clear(scores[i*L+n : i*L+L])
+			}
+			O := dst.RowRange(sp.Row+jb.q0, nq).ColRange(jb.head*headDim, headDim)
+			gemmF32(false, nq, headDim, L, scores, L, data(Vh), Vh.Stride, data(O), O.Stride)
+		}
+	})
+}

@@ -1,0 +1,376 @@
+// Package cpu implements backend.Backend on the host CPU: float32
+// activations, weights used in place from memory-mapped files, work split
+// over all cores.
+package cpu
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"unsafe"
+
+	"github.com/ringo-ai/ringo/backend"
+	"github.com/ringo-ai/ringo/safetensors"
+)
+
+// Backend is the CPU backend.
+type Backend struct {
+	pool *pool
+}
+
+// New returns a CPU backend using threads workers (0: GOMAXPROCS).
+func New(threads int) *Backend { return &Backend{pool: newPool(threads)} }
+
+// Name implements backend.Backend.
+func (b *Backend) Name() string { return "cpu" }
+
+// Threads reports the number of workers.
+func (b *Backend) Threads() int { return b.pool.n }
+
+type buffer struct{ d []float32 }
+
+func (b *buffer) Len() int { return len(b.d) }
+
+// data returns the backing slice of t starting at its first element.
+func data(t backend.Tensor) []float32 {
+	if t.Rows == 0 {
+		return nil
+	}
+	return t.Buf.(*buffer).d[t.Off : t.Off+(t.Rows-1)*t.Stride+t.Cols]
+}
+
+// row returns row r of t.
+func row(t backend.Tensor, r int) []float32 {
+	d := t.Buf.(*buffer).d
+	o := t.Off + r*t.Stride
+	return d[o : o+t.Cols]
+}
+
+// Alloc implements backend.Backend.
+func (b *Backend) Alloc(rows, cols int) backend.Tensor {
+	return backend.Tensor{Buf: &buffer{make([]float32, rows*cols)}, Rows: rows, Cols: cols, Stride: cols}
+}
+
+// Free implements backend.Backend; memory is reclaimed by the garbage collector.
+func (b *Backend) Free(t backend.Tensor) {}
+
+// Write implements backend.Backend.
+func (b *Backend) Write(t backend.Tensor, src []float32) {
+	for r := 0; r < t.Rows; r++ {
+		copy(row(t, r), src[r*t.Cols:(r+1)*t.Cols])
+	}
+}
+
+// Read implements backend.Backend.
+func (b *Backend) Read(t backend.Tensor, dst []float32) {
+	for r := 0; r < t.Rows; r++ {
+		copy(dst[r*t.Cols:(r+1)*t.Cols], row(t, r))
+	}
+}
+
+// Copy implements backend.Backend.
+func (b *Backend) Copy(dst, src backend.Tensor) {
+	checkSame("Copy", dst, src)
+	for r := 0; r < src.Rows; r++ {
+		copy(row(dst, r), row(src, r))
+	}
+}
+
+// Zero implements backend.Backend.
+func (b *Backend) Zero(t backend.Tensor) {
+	for r := 0; r < t.Rows; r++ {
+		clear(row(t, r))
+	}
+}
+
+func checkSame(op string, a, b backend.Tensor) {
+	if a.Rows != b.Rows || a.Cols != b.Cols {
+		panic(fmt.Sprintf("cpu.%s: shape %dx%d vs %dx%d", op, a.Rows, a.Cols, b.Rows, b.Cols))
+	}
+}
+
+// weight is a weight in host memory.
+type weight struct {
+	name       string
+	kind       backend.Kind
+	qtype      uint32
+	rows, cols int
+	f32        []float32 // F32 (and every 1-D weight, converted)
+	u16        []uint16  // F16 / BF16 (F8 is widened to BF16 at upload)
+	q          []byte    // quantized rows
+	rowBytes   int
+}
+
+func (w *weight) Shape() (int, int) { return w.rows, w.cols }
+
+// Upload implements backend.Backend. F32, F16 and BF16 weights are used in
+// place; FP8 weights are dequantized with their block scales into BF16;
+// 1-D weights are converted to float32.
+func (b *Backend) Upload(hw backend.HostWeight) (backend.Weight, error) {
+	w := &weight{name: hw.Name, kind: hw.Kind, qtype: hw.QType, rows: hw.Rows, cols: hw.Cols}
+	n := hw.Rows * hw.Cols
+	switch hw.Kind {
+	case backend.F32:
+		if len(hw.Data) != 4*n {
+			return nil, sizeErr(hw, 4*n)
+		}
+		w.f32 = asF32(hw.Data)
+	case backend.F16, backend.BF16:
+		if len(hw.Data) != 2*n {
+			return nil, sizeErr(hw, 2*n)
+		}
+		w.u16 = asU16(hw.Data)
+	case backend.F8E4M3:
+		if len(hw.Data) != n {
+			return nil, sizeErr(hw, n)
+		}
+		br, bc := hw.BlockRows, hw.BlockCols
+		if br <= 0 || bc <= 0 {
+			return nil, fmt.Errorf("%s: FP8 weight without block size", hw.Name)
+		}
+		sr, sc := (hw.Rows+br-1)/br, (hw.Cols+bc-1)/bc
+		if len(hw.Scale) != sr*sc {
+			return nil, fmt.Errorf("%s: FP8 scale has %d values, want %dx%d", hw.Name, len(hw.Scale), sr, sc)
+		}
+		var lut [256]float32
+		for i := range lut {
+			lut[i] = safetensors.F8E4M3ToF32(uint8(i))
+		}
+		w.kind = backend.BF16
+		w.u16 = make([]uint16, n)
+		for r := 0; r < hw.Rows; r++ {
+			for c := 0; c < hw.Cols; c++ {
+				v := lut[hw.Data[r*hw.Cols+c]] * hw.Scale[(r/br)*sc+c/bc]
+				w.u16[r*hw.Cols+c] = safetensors.F32ToBF16(v)
+			}
+		}
+	case backend.Quant:
+		if hw.Rows == 0 || len(hw.Data)%hw.Rows != 0 {
+			return nil, fmt.Errorf("%s: %d bytes not divisible into %d rows", hw.Name, len(hw.Data), hw.Rows)
+		}
+		w.q = hw.Data
+		w.rowBytes = len(hw.Data) / hw.Rows
+		if err := checkQuant(w); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("%s: unsupported weight kind %v", hw.Name, hw.Kind)
+	}
+	if hw.Rows == 1 && w.f32 == nil {
+		w.f32 = w.toF32()
+	}
+	return w, nil
+}
+
+func sizeErr(hw backend.HostWeight, want int) error {
+	return fmt.Errorf("%s: %d bytes for %s [%d, %d], want %d", hw.Name, len(hw.Data), hw.Kind, hw.Rows, hw.Cols, want)
+}
+
+// toF32 converts the whole weight to float32.
+func (w *weight) toF32() []float32 {
+	out := make([]float32, w.rows*w.cols)
+	for r := 0; r < w.rows; r++ {
+		w.rowF32(r, out[r*w.cols:(r+1)*w.cols])
+	}
+	return out
+}
+
+// rowF32 converts row r into dst.
+func (w *weight) rowF32(r int, dst []float32) {
+	switch {
+	case w.f32 != nil:
+		copy(dst, w.f32[r*w.cols:(r+1)*w.cols])
+	case w.kind == backend.BF16:
+		for i, v := range w.u16[r*w.cols : (r+1)*w.cols] {
+			dst[i] = math.Float32frombits(uint32(v) << 16)
+		}
+	case w.kind == backend.F16:
+		for i, v := range w.u16[r*w.cols : (r+1)*w.cols] {
+			dst[i] = safetensors.F16ToF32(v)
+		}
+	case w.kind == backend.Quant:
+		dequantRow(w, r, dst)
+	}
+}
+
+// asF32 reinterprets little-endian bytes as float32, copying if unaligned.
+func asF32(b []byte) []float32 {
+	if len(b) == 0 {
+		return nil
+	}
+	if uintptr(unsafe.Pointer(&b[0]))%4 == 0 {
+		return unsafe.Slice((*float32)(unsafe.Pointer(&b[0])), len(b)/4)
+	}
+	out := make([]float32, len(b)/4)
+	for i := range out {
+		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+	}
+	return out
+}
+
+// asU16 reinterprets little-endian bytes as uint16, copying if unaligned.
+func asU16(b []byte) []uint16 {
+	if len(b) == 0 {
+		return nil
+	}
+	if uintptr(unsafe.Pointer(&b[0]))%2 == 0 {
+		return unsafe.Slice((*uint16)(unsafe.Pointer(&b[0])), len(b)/2)
+	}
+	out := make([]uint16, len(b)/2)
+	for i := range out {
+		out[i] = binary.LittleEndian.Uint16(b[2*i:])
+	}
+	return out
+}
+
+// Embed implements backend.Backend.
+func (b *Backend) Embed(dst backend.Tensor, table backend.Weight, ids []int32) {
+	w := table.(*weight)
+	for i, id := range ids {
+		w.rowF32(int(id), row(dst, i))
+	}
+}
+
+// MatMul implements backend.Backend.
+func (b *Backend) MatMul(dst, x backend.Tensor, wt backend.Weight) {
+	w := wt.(*weight)
+	T, N, K := x.Rows, w.rows, w.cols
+	if x.Cols != K || dst.Rows != T || dst.Cols != N {
+		panic(fmt.Sprintf("cpu.MatMul %s: x %dx%d, w %dx%d, dst %dx%d", w.name, x.Rows, x.Cols, N, K, dst.Rows, dst.Cols))
+	}
+	if T == 0 {
+		return
+	}
+	xd, od := data(x), data(dst)
+	grain := max(1, 16384/max(1, K)) // rows of W per task: enough work to amortise scheduling
+	b.pool.For(N, grain, func(lo, hi int) {
+		o := od[lo:]
+		switch {
+		case w.f32 != nil:
+			matMulF32(o, dst.Stride, xd, x.Stride, w.f32[lo*K:hi*K], T, hi-lo, K)
+		case w.kind == backend.BF16:
+			matMulBF16(o, dst.Stride, xd, x.Stride, w.u16[lo*K:hi*K], T, hi-lo, K)
+		case w.kind == backend.F16:
+			matMulF16(o, dst.Stride, xd, x.Stride, w.u16[lo*K:hi*K], T, hi-lo, K)
+		case w.kind == backend.Quant:
+			matMulQuant(w, o, dst.Stride, xd, x.Stride, lo, hi, T)
+		}
+	})
+}
+
+// RMSNorm implements backend.Backend.
+func (b *Backend) RMSNorm(dst, x backend.Tensor, wt backend.Weight, group int, eps float32) {
+	checkSame("RMSNorm", dst, x)
+	w := wt.(*weight).f32
+	if x.Cols%group != 0 || (len(w) != group && len(w) != x.Cols) {
+		panic(fmt.Sprintf("cpu.RMSNorm: %d columns, group %d, weight %d", x.Cols, group, len(w)))
+	}
+	b.pool.For(x.Rows, max(1, 4096/x.Cols), func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			xr, dr := row(x, r), row(dst, r)
+			for g := 0; g < x.Cols; g += group {
+				xs := xr[g : g+group]
+				var ss float64
+				for _, v := range xs {
+					ss += float64(v) * float64(v)
+				}
+				inv := float32(1 / math.Sqrt(ss/float64(group)+float64(eps)))
+				ws := w
+				if len(w) != group {
+					ws = w[g : g+group]
+				}
+				for i, v := range xs {
+					dr[g+i] = v * inv * ws[i]
+				}
+			}
+		}
+	})
+}
+
+// ApplyRoPE implements backend.Backend.
+func (b *Backend) ApplyRoPE(x backend.Tensor, headDim int, rope backend.RoPE, pos []int32) {
+	half := rope.Dim / 2
+	if half == 0 {
+		return
+	}
+	inv := make([]float64, half)
+	for i := range inv {
+		inv[i] = math.Pow(rope.Theta, -float64(2*i)/float64(rope.Dim))
+	}
+	b.pool.For(x.Rows, 1, func(lo, hi int) {
+		cs := make([]float32, 2*half)
+		for r := lo; r < hi; r++ {
+			p := float64(pos[r])
+			for i := 0; i < half; i++ {
+				// fp32 angle as the references compute it
+				ang := float32(p) * float32(inv[i])
+				s, c := math.Sincos(float64(ang))
+				cs[i], cs[half+i] = float32(c), float32(s)
+			}
+			xr := row(x, r)
+			for h := 0; h+headDim <= x.Cols; h += headDim {
+				v := xr[h : h+rope.Dim]
+				for i := 0; i < half; i++ {
+					a, bb := v[i], v[i+half]
+					c, s := cs[i], cs[half+i]
+					v[i] = a*c - bb*s
+					v[i+half] = bb*c + a*s
+				}
+			}
+		}
+	})
+}
+
+// Add implements backend.Backend.
+func (b *Backend) Add(dst, x, y backend.Tensor) {
+	checkSame("Add", dst, x)
+	checkSame("Add", dst, y)
+	for r := 0; r < dst.Rows; r++ {
+		d, a, c := row(dst, r), row(x, r), row(y, r)
+		for i := range d {
+			d[i] = a[i] + c[i]
+		}
+	}
+}
+
+// SiLUMul implements backend.Backend.
+func (b *Backend) SiLUMul(dst, gate, up backend.Tensor) {
+	checkSame("SiLUMul", dst, gate)
+	checkSame("SiLUMul", dst, up)
+	for r := 0; r < dst.Rows; r++ {
+		d, g, u := row(dst, r), row(gate, r), row(up, r)
+		for i := range d {
+			d[i] = g[i] / (1 + float32(math.Exp(float64(-g[i])))) * u[i]
+		}
+	}
+}
+
+// SiLU implements backend.Backend.
+func (b *Backend) SiLU(dst, x backend.Tensor) {
+	checkSame("SiLU", dst, x)
+	for r := 0; r < dst.Rows; r++ {
+		d, a := row(dst, r), row(x, r)
+		for i := range d {
+			d[i] = a[i] / (1 + float32(math.Exp(float64(-a[i]))))
+		}
+	}
+}
+
+// SigmoidMul implements backend.Backend.
+func (b *Backend) SigmoidMul(dst, x, gate backend.Tensor) {
+	checkSame("SigmoidMul", dst, x)
+	checkSame("SigmoidMul", dst, gate)
+	for r := 0; r < dst.Rows; r++ {
+		d, a, g := row(dst, r), row(x, r), row(gate, r)
+		for i := range d {
+			d[i] = a[i] / (1 + float32(math.Exp(float64(-g[i]))))
+		}
+	}
+}
+
+// Gather implements backend.Backend.
+func (b *Backend) Gather(dst, src backend.Tensor, rows []int) {
+	for i, r := range rows {
+		copy(row(dst, i), row(src, r))
+	}
+}

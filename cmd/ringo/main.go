@@ -1,0 +1,23 @@
+// Command ringo runs Ring-linear 2.0 and Ling 2.0 language models.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+var rootCmd = &cobra.Command{
+	Use:           "ringo",
+	Short:         "Run Ring-linear 2.0 and Ling 2.0 models",
+	SilenceUsage:  true,
+	SilenceErrors: true,
+}
+
+func main() {
+	if err := rootCmd.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "ringo:", err)
+		os.Exit(1)
+	}
+}

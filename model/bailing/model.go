@@ -1,0 +1,556 @@
+// Package bailing implements the Bailing MoE V2 family: Ring-linear 2.0
+// (BailingMoeLinearV2ForCausalLM: lightning attention with a softmax layer
+// every layer_group_size layers) and Ling/Ring 2.0 (BailingMoeV2ForCausalLM:
+// softmax attention only). Both share the embedding, pre-norm residual
+// blocks, QK-norm with partial NeoX RoPE and the sigmoid-routed MoE.
+//
+// The code describes what is computed, with the operations of package
+// backend; how it is computed is the backend's business.
+package bailing
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync"
+
+	"github.com/ringo-ai/ringo/backend"
+	"github.com/ringo-ai/ringo/checkpoint"
+	"github.com/ringo-ai/ringo/model"
+)
+
+// Options configure loading.
+type Options struct {
+	Decay DecayConvention // "" = default (sglang)
+	// MaxBatchRows bounds the rows of one forward pass; longer prompts are
+	// prefilled in chunks of this many tokens (0 = 512).
+	MaxBatchRows int
+}
+
+// Model is a loaded Bailing model.
+type Model struct {
+	Config *Config
+	b      backend.Backend
+	info   model.Info
+	opts   Options
+
+	embed, lmHead, norm backend.Weight
+	layers              []layer
+	rope                backend.RoPE
+
+	mu sync.Mutex
+	ws *workspace
+}
+
+type layer struct {
+	linear            bool
+	inNorm, postNorm  backend.Weight
+	qkv, qNorm, kNorm backend.Weight
+	dense             backend.Weight // attention output projection
+	gProj, gNorm      backend.Weight // lightning output gate (linear layers)
+	decay             []float32      // per head (linear layers)
+	ffn               ffn
+	linearIdx, kvIdx  int // index among linear / softmax layers
+}
+
+type ffn struct {
+	// dense SwiGLU (first_k_dense_replace layers) or shared experts
+	gate, up, down backend.Weight
+	// routed experts
+	router  backend.Weight
+	bias    backend.Weight
+	experts backend.Experts
+}
+
+// Load builds the model from a checkpoint's config and weights.
+func Load(cfgJSON []byte, gen checkpoint.GenerationConfig, src checkpoint.Source, b backend.Backend, opts Options) (*Model, error) {
+	cfg, err := ParseConfig(cfgJSON)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Decay == "" {
+		if opts.Decay, err = ParseDecayConvention(""); err != nil {
+			return nil, err
+		}
+	}
+	if opts.MaxBatchRows <= 0 {
+		opts.MaxBatchRows = 512
+	}
+	m := &Model{Config: cfg, b: b, opts: opts, rope: backend.RoPE{Dim: cfg.RopeDim(), Theta: cfg.RopeTheta}}
+	m.info = model.Info{Arch: cfg.Architectures[0], VocabSize: cfg.VocabSize, MaxContext: cfg.MaxPositionEmbeddings, Layers: cfg.NumHiddenLayers}
+	seen := map[int32]bool{}
+	for _, id := range append(append([]int32{}, cfg.EOSTokenID...), gen.EOSTokenIDs...) {
+		if !seen[id] {
+			seen[id] = true
+			m.info.EOS = append(m.info.EOS, id)
+		}
+	}
+	l := &loader{src: src, b: b}
+	D, V := cfg.HiddenSize, cfg.VocabSize
+	m.embed = l.w("model.word_embeddings.weight", V, D)
+	m.norm = l.w("model.norm.weight", D)
+	if cfg.TieWordEmbeddings && !src.Has("lm_head.weight") {
+		m.lmHead = m.embed
+	} else {
+		m.lmHead = l.w("lm_head.weight", V, D)
+	}
+	H, Hkv, d := cfg.NumAttentionHeads, cfg.NumKeyValueHeads, cfg.HeadDim
+	nLin, nKV := 0, 0
+	for i := 0; i < cfg.NumHiddenLayers; i++ {
+		p := fmt.Sprintf("model.layers.%d.", i)
+		ly := layer{linear: cfg.IsLinearLayer(i)}
+		ly.inNorm = l.w(p+"input_layernorm.weight", D)
+		ly.postNorm = l.w(p+"post_attention_layernorm.weight", D)
+		if ly.linear {
+			ly.linearIdx = nLin
+			nLin++
+			ly.qkv = l.w(p+"attention.query_key_value.weight", 3*H*d, D)
+			ly.gProj = l.w(p+"attention.g_proj.weight", H*d, D)
+			ly.gNorm = l.w(p+"attention.g_norm.weight", H*d)
+			ly.decay = Decay(opts.Decay, H, i, cfg.NumHiddenLayers)
+		} else {
+			ly.kvIdx = nKV
+			nKV++
+			ly.qkv = l.w(p+"attention.query_key_value.weight", (H+2*Hkv)*d, D)
+		}
+		if cfg.UseQKNorm {
+			ly.qNorm = l.w(p+"attention.query_layernorm.weight", d)
+			ly.kNorm = l.w(p+"attention.key_layernorm.weight", d)
+		}
+		ly.dense = l.w(p+"attention.dense.weight", D, H*d)
+		if i < cfg.FirstKDenseReplace {
+			I := cfg.IntermediateSize
+			ly.ffn.gate = l.w(p+"mlp.gate_proj.weight", I, D)
+			ly.ffn.up = l.w(p+"mlp.up_proj.weight", I, D)
+			ly.ffn.down = l.w(p+"mlp.down_proj.weight", D, I)
+		} else {
+			E, I := cfg.NumExperts, cfg.MoeIntermediateSize
+			ly.ffn.router = l.w(p+"mlp.gate.weight", E, D)
+			if cfg.MoeRouterEnableExpertBias || src.Has(p+"mlp.gate.expert_bias") {
+				ly.ffn.bias = l.w(p+"mlp.gate.expert_bias", E)
+			}
+			var g, u, dn []backend.HostWeight
+			for e := 0; e < E; e++ {
+				q := fmt.Sprintf("%smlp.experts.%d.", p, e)
+				g = append(g, l.hw(q+"gate_proj.weight", I, D))
+				u = append(u, l.hw(q+"up_proj.weight", I, D))
+				dn = append(dn, l.hw(q+"down_proj.weight", D, I))
+			}
+			if l.err == nil {
+				ly.ffn.experts, l.err = b.UploadExperts(g, u, dn)
+			}
+			if cfg.NumSharedExperts > 0 {
+				// The reference implementations disagree on the shared width
+				// (moe_intermediate_size or moe_shared_expert_intermediate_size,
+				// times num_shared_experts): accept either, as stored.
+				name := p + "mlp.shared_experts.gate_proj.weight"
+				SI := cfg.SharedIntermediate()
+				if s := src.Shape(name); len(s) == 2 && s[0] == cfg.MoeIntermediateSize*cfg.NumSharedExperts {
+					SI = s[0]
+				}
+				ly.ffn.gate = l.w(name, SI, D)
+				ly.ffn.up = l.w(p+"mlp.shared_experts.up_proj.weight", SI, D)
+				ly.ffn.down = l.w(p+"mlp.shared_experts.down_proj.weight", D, SI)
+			}
+		}
+		m.layers = append(m.layers, ly)
+	}
+	if l.err != nil {
+		return nil, l.err
+	}
+	for _, lin := range m.layers {
+		m.info.LinearLayer = append(m.info.LinearLayer, lin.linear)
+	}
+	return m, nil
+}
+
+// loader uploads weights, remembering the first error.
+type loader struct {
+	src checkpoint.Source
+	b   backend.Backend
+	err error
+}
+
+func (l *loader) hw(name string, shape ...int) backend.HostWeight {
+	if l.err != nil {
+		return backend.HostWeight{}
+	}
+	w, err := l.src.Weight(name, shape...)
+	if err != nil {
+		l.err = err
+	}
+	return w
+}
+
+func (l *loader) w(name string, shape ...int) backend.Weight {
+	hw := l.hw(name, shape...)
+	if l.err != nil {
+		return nil
+	}
+	w, err := l.b.Upload(hw)
+	if err != nil {
+		l.err = fmt.Errorf("upload %s: %w", name, err)
+	}
+	return w
+}
+
+// Info implements model.Model.
+func (m *Model) Info() model.Info { return m.info }
+
+// Backend returns the backend the model runs on.
+func (m *Model) Backend() backend.Backend { return m.b }
+
+// Close implements model.Model.
+func (m *Model) Close() error { return nil }
+
+// Forward implements model.Model. Requests are packed into passes of at most
+// MaxBatchRows rows; a long prompt is split over several passes, each
+// continuing from the state the previous one left.
+func (m *Model) Forward(ctx context.Context, reqs []*model.Request) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	V := m.Config.VocabSize
+	done := make([]int, len(reqs))
+	for i, r := range reqs {
+		st, ok := r.State.(*State)
+		if !ok || st.m != m {
+			return fmt.Errorf("request %d: state does not belong to this model", i)
+		}
+		if len(r.Tokens) == 0 {
+			return fmt.Errorf("request %d: no tokens", i)
+		}
+		for _, t := range r.Tokens {
+			if t < 0 || int(t) >= V {
+				return fmt.Errorf("request %d: token %d outside the vocabulary of %d", i, t, V)
+			}
+		}
+		n := V
+		if r.All {
+			n = len(r.Tokens) * V
+		}
+		if cap(r.Logits) < n {
+			r.Logits = make([]float32, n)
+		}
+		r.Logits = r.Logits[:n]
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var pass []piece
+		rows := 0
+		for i, r := range reqs {
+			left := len(r.Tokens) - done[i]
+			if left == 0 || rows == m.opts.MaxBatchRows {
+				continue
+			}
+			n := min(left, m.opts.MaxBatchRows-rows)
+			pass = append(pass, piece{req: r, off: done[i], n: n})
+			rows += n
+			done[i] += n
+		}
+		if len(pass) == 0 {
+			return nil
+		}
+		m.forward(pass, rows)
+	}
+}
+
+// piece is the part of a request run in one pass.
+type piece struct {
+	req    *model.Request
+	off, n int
+}
+
+// State is a sequence's caches: one float32 state per lightning layer and a
+// growing KV cache per softmax layer.
+type State struct {
+	m      *Model
+	pos    int
+	linear []backend.Tensor // [H·d, d] per lightning layer
+	kv     []backend.KV
+	kvCap  int
+}
+
+// NewState implements model.Model.
+func (m *Model) NewState() model.State {
+	c := m.Config
+	s := &State{m: m}
+	for _, ly := range m.layers {
+		if ly.linear {
+			s.linear = append(s.linear, m.b.Alloc(c.NumAttentionHeads*c.HeadDim, c.HeadDim))
+		} else {
+			s.kv = append(s.kv, backend.KV{})
+		}
+	}
+	return s
+}
+
+// Len implements model.State.
+func (s *State) Len() int { return s.pos }
+
+// Bytes implements model.State.
+func (s *State) Bytes() int64 {
+	var n int64
+	for _, t := range s.linear {
+		n += int64(t.Rows * t.Cols * 4)
+	}
+	for _, kv := range s.kv {
+		n += int64(2 * kv.K.Rows * kv.K.Cols * 4)
+	}
+	return n
+}
+
+// Fork implements model.State.
+func (s *State) Fork() model.State {
+	b := s.m.b
+	f := &State{m: s.m, pos: s.pos}
+	for _, t := range s.linear {
+		c := b.Alloc(t.Rows, t.Cols)
+		b.Copy(c, t)
+		f.linear = append(f.linear, c)
+	}
+	f.kvCap = s.pos
+	for _, kv := range s.kv {
+		var n backend.KV
+		if s.pos > 0 {
+			n = backend.KV{K: b.Alloc(s.pos, kv.K.Cols), V: b.Alloc(s.pos, kv.V.Cols)}
+			b.Copy(n.K, kv.K.RowRange(0, s.pos))
+			b.Copy(n.V, kv.V.RowRange(0, s.pos))
+		}
+		f.kv = append(f.kv, n)
+	}
+	return f
+}
+
+// Free implements model.State.
+func (s *State) Free() {
+	b := s.m.b
+	for _, t := range s.linear {
+		b.Free(t)
+	}
+	for _, kv := range s.kv {
+		if kv.K.Buf != nil {
+			b.Free(kv.K)
+			b.Free(kv.V)
+		}
+	}
+	s.linear, s.kv = nil, nil
+}
+
+// reserve grows the KV caches to hold n positions.
+func (s *State) reserve(n int) {
+	if n <= s.kvCap || len(s.kv) == 0 {
+		return
+	}
+	b := s.m.b
+	c := max(n, 2*s.kvCap, 64)
+	cols := s.m.Config.NumKeyValueHeads * s.m.Config.HeadDim
+	for i, kv := range s.kv {
+		n := backend.KV{K: b.Alloc(c, cols), V: b.Alloc(c, cols)}
+		if s.pos > 0 {
+			b.Copy(n.K.RowRange(0, s.pos), kv.K.RowRange(0, s.pos))
+			b.Copy(n.V.RowRange(0, s.pos), kv.V.RowRange(0, s.pos))
+		}
+		if kv.K.Buf != nil {
+			b.Free(kv.K)
+			b.Free(kv.V)
+		}
+		s.kv[i] = n
+	}
+	s.kvCap = c
+}
+
+// workspace holds the activations of one pass, reused between passes.
+type workspace struct {
+	rows               int
+	x, h, qkv, o, g, a backend.Tensor
+	f, ffnG, ffnU      backend.Tensor
+	router             backend.Tensor
+	logitRows          backend.Tensor
+	logits             backend.Tensor
+}
+
+func (m *Model) workspace(rows, logitRows int) *workspace {
+	if m.ws != nil && m.ws.rows >= rows && m.ws.logits.Rows >= logitRows {
+		return m.ws
+	}
+	if m.ws != nil {
+		for _, t := range []backend.Tensor{m.ws.x, m.ws.h, m.ws.qkv, m.ws.o, m.ws.g, m.ws.a, m.ws.f, m.ws.ffnG, m.ws.ffnU, m.ws.router, m.ws.logitRows, m.ws.logits} {
+			if t.Buf != nil {
+				m.b.Free(t)
+			}
+		}
+	}
+	c := m.Config
+	rows = max(rows, 1)
+	logitRows = max(logitRows, 1)
+	D, Hd := c.HiddenSize, c.NumAttentionHeads*c.HeadDim
+	qkvCols := (c.NumAttentionHeads + 2*c.NumKeyValueHeads) * c.HeadDim
+	if c.Linear() {
+		qkvCols = max(qkvCols, 3*Hd)
+	}
+	inter := max(c.IntermediateSize, c.SharedIntermediate(), c.MoeIntermediateSize*max(1, c.NumSharedExperts))
+	ws := &workspace{rows: rows}
+	ws.x, ws.h, ws.a, ws.f = m.b.Alloc(rows, D), m.b.Alloc(rows, D), m.b.Alloc(rows, D), m.b.Alloc(rows, D)
+	ws.qkv, ws.o, ws.g = m.b.Alloc(rows, qkvCols), m.b.Alloc(rows, Hd), m.b.Alloc(rows, Hd)
+	ws.ffnG, ws.ffnU = m.b.Alloc(rows, inter), m.b.Alloc(rows, inter)
+	ws.router = m.b.Alloc(rows, max(1, c.NumExperts))
+	ws.logitRows = m.b.Alloc(logitRows, D)
+	ws.logits = m.b.Alloc(logitRows, c.VocabSize)
+	m.ws = ws
+	return ws
+}
+
+// forward runs one pass over the pieces (rows in total).
+func (m *Model) forward(pass []piece, rows int) {
+	c, b := m.Config, m.b
+	ids := make([]int32, 0, rows)
+	pos := make([]int32, 0, rows)
+	spans := make([]backend.Span, len(pass))
+	var outRows []int
+	for i, p := range pass {
+		st := p.req.State.(*State)
+		spans[i] = backend.Span{Row: len(ids), N: p.n, Pos: st.pos}
+		for j := 0; j < p.n; j++ {
+			ids = append(ids, p.req.Tokens[p.off+j])
+			pos = append(pos, int32(st.pos+j))
+			last := p.off+j == len(p.req.Tokens)-1
+			if p.req.All || last {
+				outRows = append(outRows, len(ids)-1)
+			}
+		}
+		st.reserve(st.pos + p.n)
+	}
+	ws := m.workspace(rows, len(outRows))
+	x := ws.x.RowRange(0, rows)
+	h := ws.h.RowRange(0, rows)
+	a := ws.a.RowRange(0, rows)
+	f := ws.f.RowRange(0, rows)
+	eps := float32(c.RMSNormEps)
+	b.Embed(x, m.embed, ids)
+	for _, ly := range m.layers {
+		b.RMSNorm(h, x, ly.inNorm, c.HiddenSize, eps)
+		if ly.linear {
+			m.lightning(ws, ly, a, h, pass, spans, pos)
+		} else {
+			m.attention(ws, ly, a, h, pass, spans, pos)
+		}
+		b.Add(x, x, a)
+		b.RMSNorm(h, x, ly.postNorm, c.HiddenSize, eps)
+		m.ffn(ws, &ly.ffn, f, h)
+		b.Add(x, x, f)
+	}
+	for _, p := range pass {
+		p.req.State.(*State).pos += p.n
+	}
+	// final norm and output projection only on the rows whose logits are wanted
+	y := ws.logitRows.RowRange(0, len(outRows))
+	b.Gather(y, x, outRows)
+	b.RMSNorm(y, y, m.norm, c.HiddenSize, eps)
+	logits := ws.logits.RowRange(0, len(outRows))
+	b.MatMul(logits, y, m.lmHead)
+	V, k := c.VocabSize, 0
+	for _, p := range pass {
+		if p.req.All {
+			b.Read(logits.RowRange(k, p.n), p.req.Logits[p.off*V:(p.off+p.n)*V])
+			k += p.n
+		} else if p.off+p.n == len(p.req.Tokens) {
+			b.Read(logits.RowRange(k, 1), p.req.Logits)
+			k++
+		}
+	}
+}
+
+// lightning is the linear-attention mixer (spec §4):
+//
+//	q, k, v = split(h·Wqkv);  q, k = RoPE(RMSNorm_head(q)), RoPE(RMSNorm_head(k))
+//	o = Lightning(q, k, v) with decay exp(−a_h), scale 1/√d
+//	out = (GroupRMSNorm(o) ⊙ sigmoid(h·Wg)) · Wdenseᵀ
+func (m *Model) lightning(ws *workspace, ly layer, out, h backend.Tensor, pass []piece, spans []backend.Span, pos []int32) {
+	c, b := m.Config, m.b
+	T, Hd, d := h.Rows, c.NumAttentionHeads*c.HeadDim, c.HeadDim
+	qkv := ws.qkv.RowRange(0, T).ColRange(0, 3*Hd)
+	b.MatMul(qkv, h, ly.qkv)
+	if c.LinearSilu {
+		b.SiLU(qkv, qkv)
+	}
+	q, k, v := qkv.ColRange(0, Hd), qkv.ColRange(Hd, Hd), qkv.ColRange(2*Hd, Hd)
+	m.qkNormRoPE(ly, q, k, pos)
+	states := make([]backend.Tensor, len(pass))
+	for i, p := range pass {
+		states[i] = p.req.State.(*State).linear[ly.linearIdx]
+	}
+	o := ws.o.RowRange(0, T)
+	b.Lightning(o, q, k, v, spans, states, ly.decay, float32(1/math.Sqrt(float64(d))))
+	g := ws.g.RowRange(0, T)
+	b.MatMul(g, h, ly.gProj)
+	b.RMSNorm(o, o, ly.gNorm, Hd/c.GroupNormSize, float32(c.RMSNormEps))
+	b.SigmoidMul(o, o, g)
+	b.MatMul(out, o, ly.dense)
+}
+
+// attention is the softmax GQA mixer (spec §5).
+func (m *Model) attention(ws *workspace, ly layer, out, h backend.Tensor, pass []piece, spans []backend.Span, pos []int32) {
+	c, b := m.Config, m.b
+	T, d := h.Rows, c.HeadDim
+	H, Hkv := c.NumAttentionHeads, c.NumKeyValueHeads
+	qkv := ws.qkv.RowRange(0, T).ColRange(0, (H+2*Hkv)*d)
+	b.MatMul(qkv, h, ly.qkv)
+	q, k, v := qkv.ColRange(0, H*d), qkv.ColRange(H*d, Hkv*d), qkv.ColRange((H+Hkv)*d, Hkv*d)
+	m.qkNormRoPE(ly, q, k, pos)
+	caches := make([]backend.KV, len(pass))
+	for i, p := range pass {
+		caches[i] = p.req.State.(*State).kv[ly.kvIdx]
+	}
+	o := ws.o.RowRange(0, T)
+	b.Attention(o, q, k, v, spans, caches, d, float32(1/math.Sqrt(float64(d))))
+	b.MatMul(out, o, ly.dense)
+}
+
+// qkNormRoPE applies per-head RMSNorm (if configured) then RoPE to q and k.
+func (m *Model) qkNormRoPE(ly layer, q, k backend.Tensor, pos []int32) {
+	c, b := m.Config, m.b
+	if ly.qNorm != nil {
+		b.RMSNorm(q, q, ly.qNorm, c.HeadDim, float32(c.RMSNormEps))
+		b.RMSNorm(k, k, ly.kNorm, c.HeadDim, float32(c.RMSNormEps))
+	}
+	b.ApplyRoPE(q, c.HeadDim, m.rope, pos)
+	b.ApplyRoPE(k, c.HeadDim, m.rope, pos)
+}
+
+// ffn is the dense SwiGLU, or the routed experts plus the shared experts (spec §6).
+func (m *Model) ffn(ws *workspace, f *ffn, out, h backend.Tensor) {
+	b, T := m.b, h.Rows
+	if f.experts != nil {
+		logits := ws.router.RowRange(0, T)
+		b.MatMul(logits, h, f.router)
+		c := m.Config
+		r := b.Route(logits, f.bias, backend.RouteParams{
+			TopK: c.NumExpertsPerTok, Groups: c.NGroup, TopKGroups: c.TopkGroup,
+			Sigmoid: c.ScoreFunction == "sigmoid", Normalize: c.NormTopkProb && c.NumExpertsPerTok > 1,
+			Scale: float32(c.RoutedScalingFactor),
+		})
+		b.MoE(out, h, r, f.experts)
+		if f.gate == nil {
+			return
+		}
+		// shared experts are added to the routed output
+		s := ws.a.RowRange(0, T)
+		m.swiglu(ws, f, s, h)
+		b.Add(out, out, s)
+		return
+	}
+	m.swiglu(ws, f, out, h)
+}
+
+// swiglu computes out = (silu(h·Wgᵀ) ⊙ h·Wuᵀ)·Wdᵀ.
+func (m *Model) swiglu(ws *workspace, f *ffn, out, h backend.Tensor) {
+	b, T := m.b, h.Rows
+	I, _ := f.gate.Shape()
+	g, u := ws.ffnG.RowRange(0, T).ColRange(0, I), ws.ffnU.RowRange(0, T).ColRange(0, I)
+	b.MatMul(g, h, f.gate)
+	b.MatMul(u, h, f.up)
+	b.SiLUMul(g, g, u)
+	b.MatMul(out, g, f.down)
+}

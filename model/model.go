@@ -1,0 +1,51 @@
+// Package model defines what every language model architecture provides to
+// the engine: per-sequence state that can be extended, forked and dropped,
+// and a batched forward pass that returns logits.
+package model
+
+import "context"
+
+// Info describes a loaded model.
+type Info struct {
+	Arch        string  // config architecture name
+	VocabSize   int     // rows of the output layer
+	MaxContext  int     // max_position_embeddings
+	EOS         []int32 // ids that end generation (config and generation_config)
+	Layers      int
+	LinearLayer []bool // per layer: lightning attention (true) or softmax
+}
+
+// State is one sequence's cache (KV cache and linear-attention states).
+type State interface {
+	// Len is the number of tokens the state has consumed.
+	Len() int
+	// Fork returns an independent copy that continues identically.
+	Fork() State
+	// Free releases the state's memory; it must not be used afterwards.
+	Free()
+	// Bytes is the memory the state holds.
+	Bytes() int64
+}
+
+// Request asks Forward to append Tokens to State.
+type Request struct {
+	State  State
+	Tokens []int32
+	// All selects logits for every token (len(Tokens)·VocabSize values);
+	// otherwise only the last token's logits are returned.
+	All bool
+	// Logits receives the result; it is grown as needed and reused.
+	Logits []float32
+}
+
+// Model is a loaded language model.
+type Model interface {
+	Info() Info
+	// NewState returns an empty sequence state.
+	NewState() State
+	// Forward runs all requests as one batch, extending each state, and
+	// fills each request's Logits. It is not safe for concurrent use.
+	Forward(ctx context.Context, reqs []*Request) error
+	// Close releases the model's weights.
+	Close() error
+}
