@@ -202,3 +202,46 @@ type Backend interface {
 	// MoE computes dst = Σ_e w_e · Expert_e(x) over each row's selected experts.
 	MoE(dst, x Tensor, r Routing, e Experts)
 }
+
+// Options select and configure a backend.
+type Options struct {
+	Index   int // device index (cuda:N)
+	Threads int // CPU worker threads (0: all cores)
+}
+
+var factories = map[string]func(Options) (Backend, error){}
+
+// Register makes a backend available to Open under name (e.g. "cpu",
+// "cuda"). Backend packages call it from init.
+func Register(name string, f func(Options) (Backend, error)) { factories[name] = f }
+
+// Open returns the backend named by spec: "cpu", "cuda" or "cuda:N".
+func Open(spec string, o Options) (Backend, error) {
+	name := spec
+	for i, c := range spec {
+		if c == ':' {
+			name = spec[:i]
+			if _, err := fmt.Sscanf(spec[i+1:], "%d", &o.Index); err != nil || o.Index < 0 {
+				return nil, fmt.Errorf("device %q: bad index", spec)
+			}
+			break
+		}
+	}
+	f, ok := factories[name]
+	if !ok {
+		return nil, fmt.Errorf("device %q: unknown or not built in (have %v)", spec, names())
+	}
+	b, err := f(o)
+	if err != nil {
+		return nil, fmt.Errorf("device %q: %w", spec, err)
+	}
+	return b, nil
+}
+
+func names() []string {
+	var out []string
+	for n := range factories {
+		out = append(out, n)
+	}
+	return out
+}

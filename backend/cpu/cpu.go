@@ -374,3 +374,7 @@ func (b *Backend) Gather(dst, src backend.Tensor, rows []int) {
 		copy(row(dst, i), row(src, r))
 	}
 }
+
+func init() {
+	backend.Register("cpu", func(o backend.Options) (backend.Backend, error) { return New(o.Threads), nil })
+}

@@ -4,7 +4,9 @@ import "fmt"
 
 // Quantized weights arrive with package quant.
 
-func checkQuant(w *weight) error { return fmt.Errorf("%s: quantized weights not supported yet", w.name) }
+func checkQuant(w *weight) error {
+	return fmt.Errorf("%s: quantized weights not supported yet", w.name)
+}
 
 func dequantRow(w *weight, r int, dst []float32) {}
 

@@ -38,7 +38,7 @@ func ParseDecayConvention(s string) (DecayConvention, error) {
 // slopes returns the ALiBi-style per-head base slopes.
 func slopes(h int) []float64 {
 	pow2 := func(n int) []float64 {
-		start := math.Pow(2, -math.Pow(2, -(math.Log2(float64(n)) - 3)))
+		start := math.Pow(2, -math.Pow(2, -(math.Log2(float64(n))-3)))
 		out := make([]float64, n)
 		for i := range out {
 			out[i] = math.Pow(start, float64(i+1))

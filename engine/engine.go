@@ -1,0 +1,123 @@
+// Package engine loads a model directory onto a backend and generates text
+// tokens from it.
+package engine
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/ringo-ai/ringo/backend"
+	_ "github.com/ringo-ai/ringo/backend/cpu" // the default backend
+	"github.com/ringo-ai/ringo/checkpoint"
+	"github.com/ringo-ai/ringo/model"
+	"github.com/ringo-ai/ringo/model/bailing"
+	"github.com/ringo-ai/ringo/sample"
+)
+
+// Options configure Load.
+type Options struct {
+	Device       string // "cpu" (default), "cuda", "cuda:N"
+	Threads      int    // CPU threads (0: all)
+	Decay        string // lightning decay convention ("" = $RINGO_DECAY_CONVENTION or sglang)
+	MaxBatchRows int    // rows per forward pass (0: model default)
+}
+
+// Loaded is a model ready to run, with the checkpoint it came from.
+type Loaded struct {
+	model.Model
+	Dir        string
+	Checkpoint *checkpoint.Checkpoint
+	Backend    backend.Backend
+}
+
+// Close releases the model and unmaps its files.
+func (l *Loaded) Close() error {
+	l.Model.Close()
+	return l.Checkpoint.Close()
+}
+
+// Load opens a Hugging Face model directory and builds the model on the chosen backend.
+func Load(dir string, o Options) (*Loaded, error) {
+	conv, err := bailing.ParseDecayConvention(o.Decay)
+	if err != nil {
+		return nil, err
+	}
+	dev := o.Device
+	if dev == "" {
+		dev = "cpu"
+	}
+	b, err := backend.Open(dev, backend.Options{Threads: o.Threads})
+	if err != nil {
+		return nil, err
+	}
+	ck, err := checkpoint.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	m, err := bailing.Load(ck.ConfigJSON, ck.Generation, ck, b, bailing.Options{Decay: conv, MaxBatchRows: o.MaxBatchRows})
+	if err != nil {
+		ck.Close()
+		return nil, fmt.Errorf("load %s: %w", dir, err)
+	}
+	return &Loaded{Model: m, Dir: dir, Checkpoint: ck, Backend: b}, nil
+}
+
+// Finish says why generation stopped.
+type Finish string
+
+// Finish reasons, as in OpenAI's API.
+const (
+	FinishStop   Finish = "stop"   // an end-of-sequence token
+	FinishLength Finish = "length" // the token limit
+)
+
+// GenerateOptions configure Generate.
+type GenerateOptions struct {
+	MaxTokens int             // stop after this many tokens (0: until EOS or the context is full)
+	Sampler   *sample.Sampler // nil: greedy
+	Stop      []int32         // ids that end generation (nil: the model's EOS ids)
+	// OnToken is called with each generated token and the logits it was
+	// sampled from; returning false stops generation (FinishStop).
+	OnToken func(id int32, logits []float32) bool
+}
+
+// Generate appends prompt to st (which may already hold earlier tokens) and
+// samples tokens until a stop id, MaxTokens or the context limit. Stop ids
+// are reported to OnToken but not included in the returned tokens.
+func Generate(ctx context.Context, m model.Model, st model.State, prompt []int32, o GenerateOptions) ([]int32, Finish, error) {
+	info := m.Info()
+	stop := o.Stop
+	if stop == nil {
+		stop = info.EOS
+	}
+	smp := o.Sampler
+	if smp == nil {
+		smp = sample.New(sample.Params{})
+	}
+	smp.AcceptPrompt(prompt)
+	req := &model.Request{State: st, Tokens: prompt}
+	var out []int32
+	for {
+		if info.MaxContext > 0 && st.Len()+len(req.Tokens) > info.MaxContext {
+			return out, FinishLength, nil
+		}
+		if err := m.Forward(ctx, []*model.Request{req}); err != nil {
+			return out, "", err
+		}
+		id := smp.Sample(req.Logits)
+		smp.Accept(id)
+		if o.OnToken != nil && !o.OnToken(id, req.Logits) {
+			return out, FinishStop, nil
+		}
+		for _, s := range stop {
+			if id == s {
+				return out, FinishStop, nil
+			}
+		}
+		out = append(out, id)
+		if o.MaxTokens > 0 && len(out) >= o.MaxTokens {
+			return out, FinishLength, nil
+		}
+		req.Tokens = []int32{id}
+	}
+}
