@@ -144,10 +144,11 @@ func ParseConfig(data []byte) (*Config, error) {
 	if !has("score_function") {
 		c.ScoreFunction = "sigmoid"
 	}
-	if !has("n_group") {
+	// no group-limited routing: n_group/topk_group absent, null or 0
+	if c.NGroup <= 0 {
 		c.NGroup = 1
 	}
-	if !has("topk_group") {
+	if c.TopkGroup <= 0 {
 		c.TopkGroup = c.NGroup
 	}
 	if !has("group_norm_size") {

@@ -1,0 +1,127 @@
+package bailing
+
+import (
+	"context"
+	"slices"
+	"testing"
+
+	"github.com/ringo-ai/ringo/model"
+)
+
+func greedy(t *testing.T, m *Model, st model.State, first []int32, n int) ([]int32, [][]float32) {
+	t.Helper()
+	var ids []int32
+	var logits [][]float32
+	req := &model.Request{State: st, Tokens: first}
+	for i := 0; i < n; i++ {
+		if err := m.Forward(context.Background(), []*model.Request{req}); err != nil {
+			t.Fatal(err)
+		}
+		logits = append(logits, slices.Clone(req.Logits))
+		id := argmax(req.Logits)
+		ids = append(ids, id)
+		req.Tokens = []int32{id}
+	}
+	return ids, logits
+}
+
+// TestForkContinuesIdentically forks a state after the prompt and checks
+// that the fork and the original generate the same tokens and logits, and
+// that advancing one does not disturb the other.
+func TestForkContinuesIdentically(t *testing.T) {
+	for _, dir := range []string{"tiny-linear", "tiny-softmax"} {
+		t.Run(dir, func(t *testing.T) {
+			exp := loadExpected(t, "../../testdata/"+dir)
+			m := loadFixture(t, dir, Options{})
+			st := m.NewState()
+			prompt := exp.promptIDs[:100]
+			req := &model.Request{State: st, Tokens: prompt}
+			if err := m.Forward(context.Background(), []*model.Request{req}); err != nil {
+				t.Fatal(err)
+			}
+			next := argmax(req.Logits)
+			fork := st.Fork()
+			if fork.Len() != st.Len() {
+				t.Fatalf("fork length %d, original %d", fork.Len(), st.Len())
+			}
+			idsA, logA := greedy(t, m, st, []int32{next}, 10)
+			idsB, logB := greedy(t, m, fork, []int32{next}, 10)
+			if !slices.Equal(idsA, idsB) {
+				t.Fatalf("fork generated %v, original %v", idsB, idsA)
+			}
+			for i := range logA {
+				if !slices.Equal(logA[i], logB[i]) {
+					t.Fatalf("step %d: logits differ", i)
+				}
+			}
+			fork.Free()
+		})
+	}
+}
+
+// TestPrefillInPieces checks that a prompt fed in several Forward calls (a
+// prefill continuing from a non-zero state) equals one call, and that a
+// batch of different sequences equals running them one by one.
+func TestPrefillInPieces(t *testing.T) {
+	exp := loadExpected(t, "../../testdata/tiny-linear")
+	m := loadFixture(t, "tiny-linear", Options{})
+	V := m.Info().VocabSize
+	p := exp.promptIDs
+	whole := &model.Request{State: m.NewState(), Tokens: p}
+	if err := m.Forward(context.Background(), []*model.Request{whole}); err != nil {
+		t.Fatal(err)
+	}
+	for _, cut := range []int{1, 63, 64, 65, 149} {
+		st := m.NewState()
+		a := &model.Request{State: st, Tokens: p[:cut]}
+		b := &model.Request{State: st, Tokens: p[cut:]}
+		for _, r := range []*model.Request{a, b} {
+			if err := m.Forward(context.Background(), []*model.Request{r}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if e := rowErr(b.Logits, whole.Logits); e > 1e-5 {
+			t.Errorf("cut %d: last logits differ by %.3g", cut, e)
+		}
+	}
+	// batch: three sequences of different lengths together
+	reqs := []*model.Request{
+		{State: m.NewState(), Tokens: p[:10], All: true},
+		{State: m.NewState(), Tokens: p[:150], All: true},
+		{State: m.NewState(), Tokens: p[40:41], All: true},
+	}
+	if err := m.Forward(context.Background(), reqs); err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range reqs {
+		alone := &model.Request{State: m.NewState(), Tokens: r.Tokens, All: true}
+		if err := m.Forward(context.Background(), []*model.Request{alone}); err != nil {
+			t.Fatal(err)
+		}
+		for j := range r.Tokens {
+			if e := rowErr(r.Logits[j*V:(j+1)*V], alone.Logits[j*V:(j+1)*V]); e > 1e-5 {
+				t.Fatalf("request %d row %d: batched differs from alone by %.3g", i, j, e)
+			}
+		}
+	}
+}
+
+func TestForwardRejectsBadInput(t *testing.T) {
+	m := loadFixture(t, "tiny-linear", Options{})
+	other := loadFixture(t, "tiny-softmax", Options{})
+	for name, req := range map[string]*model.Request{
+		"token out of range": {State: m.NewState(), Tokens: []int32{999999}},
+		"negative token":     {State: m.NewState(), Tokens: []int32{-1}},
+		"no tokens":          {State: m.NewState()},
+		"foreign state":      {State: other.NewState(), Tokens: []int32{1}},
+	} {
+		if err := m.Forward(context.Background(), []*model.Request{req}); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := m.Forward(ctx, []*model.Request{{State: m.NewState(), Tokens: []int32{1}}}); err == nil {
+		t.Error("cancelled context: no error")
+	}
+}

@@ -1,0 +1,110 @@
+package safetensors
+
+import (
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	infos := []TensorInfo{
+		{Name: "a", DType: F32, Shape: []int{2, 3}},
+		{Name: "empty", DType: BF16, Shape: []int{0}},
+		{Name: "b", DType: BF16, Shape: []int{5}},
+	}
+	w, err := Create(filepath.Join(dir, "m.safetensors"), infos, map[string]string{"format": "pt"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, 24+10)
+	for i := range data {
+		data[i] = byte(i)
+	}
+	// written in odd-sized pieces across tensor boundaries
+	w.Write(data[:7])
+	w.Write(data[7:30])
+	w.Write(data[30:])
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteIndex(filepath.Join(dir, "model.safetensors.index.json"), map[string]string{"a": "m.safetensors", "b": "m.safetensors", "empty": "m.safetensors"}, 34); err != nil {
+		t.Fatal(err)
+	}
+	s, err := OpenDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if a := s.Tensor("a"); a == nil || string(a.Data) != string(data[:24]) || a.Shape[1] != 3 {
+		t.Fatalf("tensor a: %+v", a)
+	}
+	if b := s.Tensor("b"); b == nil || string(b.Data) != string(data[24:]) {
+		t.Fatalf("tensor b: %+v", b)
+	}
+	if s.Files[0].Metadata["format"] != "pt" {
+		t.Fatal("metadata lost")
+	}
+}
+
+func TestWriterChecksCounts(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "x.safetensors")
+	w, _ := Create(p, []TensorInfo{{Name: "a", DType: F32, Shape: []int{2}}}, nil)
+	if _, err := w.Write(make([]byte, 12)); err == nil {
+		t.Fatal("writing past the declared tensors succeeded")
+	}
+	w2, _ := Create(p, []TensorInfo{{Name: "a", DType: F32, Shape: []int{2}}}, nil)
+	w2.Write(make([]byte, 4))
+	if err := w2.Close(); err == nil {
+		t.Fatal("closing a short file succeeded")
+	}
+}
+
+func TestOpenGarbage(t *testing.T) {
+	dir := t.TempDir()
+	for name, content := range map[string]string{
+		"empty":      "",
+		"short":      "abc",
+		"badlen":     "\xff\xff\xff\xff\xff\xff\xff\x00{}",
+		"notjson":    "\x02\x00\x00\x00\x00\x00\x00\x00{x",
+		"badoffsets": "\x3c\x00\x00\x00\x00\x00\x00\x00{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}",
+	} {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, []byte(content), 0o644)
+		if _, err := Open(p); err == nil {
+			t.Errorf("%s: opened without error", name)
+		}
+	}
+}
+
+func TestConversions(t *testing.T) {
+	for _, f := range []float32{0, 1, -2.5, 65504, 6.1035156e-05, 5.9604645e-08, -0.333251953125} {
+		if got := F16ToF32(F32ToF16(f)); got != f {
+			t.Errorf("f16 round trip of %v gave %v", f, got)
+		}
+	}
+	if F32ToF16(1e6) != 0x7c00 {
+		t.Error("f16 overflow is not +inf")
+	}
+	for _, f := range []float32{0, 1, -3, 0.0078125, 3.0e38} {
+		if got := BF16ToF32(F32ToBF16(f)); math.Abs(float64(got-f)) > math.Abs(float64(f))/128 {
+			t.Errorf("bf16 of %v gave %v", f, got)
+		}
+	}
+	if F32ToBF16(1+1.0/256) != 0x3f80 { // tie rounds to even
+		t.Error("bf16 tie not rounded to even")
+	}
+	for b := 0; b < 256; b++ {
+		v := F8E4M3ToF32(uint8(b))
+		if v != v {
+			continue
+		}
+		if back := F32ToF8E4M3(v); F8E4M3ToF32(back) != v {
+			t.Errorf("fp8 %#x → %v → %#x", b, v, back)
+		}
+	}
+	if F8E4M3ToF32(0x7e) != 448 || F32ToF8E4M3(1000) != 0x7e {
+		t.Error("fp8 max or saturation wrong")
+	}
+}
