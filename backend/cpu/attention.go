@@ -5,6 +5,7 @@ import (
 	"math"
 
 	"github.com/ringo-ai/ringo/backend"
+	"github.com/ringo-ai/ringo/kernels"
 )
 
 // lightningChunk is the chunk length of the chunked (GEMM) form of linear
@@ -104,7 +105,7 @@ func (ws *lightningScratch) chunked(dst, q, k, v backend.Tensor, S []float32, a,
 		}
 		// intra-chunk scores with the causal decay mask
 		A := ws.a[:n*n]
-		gemmF32NT(false, n, n, d, ws.qc, d, ws.kc, d, A, n)
+		kernels.GemmF32NT(false, n, n, d, ws.qc, d, ws.kc, d, A, n)
 		for i := 0; i < n; i++ {
 			for j := 0; j <= i; j++ {
 				A[i*n+j] *= pw[i-j]
@@ -112,7 +113,7 @@ func (ws *lightningScratch) chunked(dst, q, k, v backend.Tensor, S []float32, a,
 			clear(A[i*n+i+1 : i*n+n])
 		}
 		O := ws.o[:n*d]
-		gemmF32(false, n, d, n, A, n, ws.vc, d, O, d)
+		kernels.GemmF32(false, n, d, n, A, n, ws.vc, d, O, d)
 		// inter-chunk: λ^{i+1} q_i S
 		for i := 0; i < n; i++ {
 			f := pw[i+1]
@@ -121,7 +122,7 @@ func (ws *lightningScratch) chunked(dst, q, k, v backend.Tensor, S []float32, a,
 				qi[j] *= f
 			}
 		}
-		gemmF32(true, n, d, d, ws.qc, d, S, d, O, d)
+		kernels.GemmF32(true, n, d, d, ws.qc, d, S, d, O, d)
 		for i := 0; i < n; i++ {
 			or, out := O[i*d:(i+1)*d], row(dst, c0+i)
 			for j := range or {
@@ -144,7 +145,7 @@ func (ws *lightningScratch) chunked(dst, q, k, v backend.Tensor, S []float32, a,
 		for i := range S {
 			S[i] *= ln
 		}
-		gemmF32(true, d, d, n, kt, n, ws.vc, d, S, d)
+		kernels.GemmF32(true, d, d, n, kt, n, ws.vc, d, S, d)
 	}
 }
 
@@ -184,7 +185,7 @@ func (b *Backend) Attention(dst, q, k, v backend.Tensor, spans []backend.Span, c
 			Kh := c.K.RowRange(0, L).ColRange(g*headDim, headDim)
 			Vh := c.V.RowRange(0, L).ColRange(g*headDim, headDim)
 			Qh := q.RowRange(sp.Row+jb.q0, nq).ColRange(jb.head*headDim, headDim)
-			gemmF32NT(false, nq, L, headDim, data(Qh), Qh.Stride, data(Kh), Kh.Stride, scores, L)
+			kernels.GemmF32NT(false, nq, L, headDim, data(Qh), Qh.Stride, data(Kh), Kh.Stride, scores, L)
 			for i := 0; i < nq; i++ {
 				n := sp.Pos + jb.q0 + i + 1
 				s := scores[i*L : i*L+n]
@@ -205,7 +206,7 @@ func (b *Backend) Attention(dst, q, k, v backend.Tensor, spans []backend.Span, c
 				clear(scores[i*L+n : i*L+L])
 			}
 			O := dst.RowRange(sp.Row+jb.q0, nq).ColRange(jb.head*headDim, headDim)
-			gemmF32(false, nq, headDim, L, scores, L, data(Vh), Vh.Stride, data(O), O.Stride)
+			kernels.GemmF32(false, nq, headDim, L, scores, L, data(Vh), Vh.Stride, data(O), O.Stride)
 		}
 	})
 }

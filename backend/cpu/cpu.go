@@ -10,6 +10,7 @@ import (
 	"unsafe"
 
 	"github.com/ringo-ai/ringo/backend"
+	"github.com/ringo-ai/ringo/kernels"
 	"github.com/ringo-ai/ringo/safetensors"
 )
 
@@ -247,11 +248,11 @@ func (b *Backend) MatMul(dst, x backend.Tensor, wt backend.Weight) {
 		o := od[lo:]
 		switch {
 		case w.f32 != nil:
-			matMulF32(o, dst.Stride, xd, x.Stride, w.f32[lo*K:hi*K], T, hi-lo, K)
+			kernels.MatMulF32(o, dst.Stride, xd, x.Stride, w.f32[lo*K:hi*K], T, hi-lo, K)
 		case w.kind == backend.BF16:
-			matMulBF16(o, dst.Stride, xd, x.Stride, w.u16[lo*K:hi*K], T, hi-lo, K)
+			kernels.MatMulBF16(o, dst.Stride, xd, x.Stride, w.u16[lo*K:hi*K], T, hi-lo, K)
 		case w.kind == backend.F16:
-			matMulF16(o, dst.Stride, xd, x.Stride, w.u16[lo*K:hi*K], T, hi-lo, K)
+			kernels.MatMulF16(o, dst.Stride, xd, x.Stride, w.u16[lo*K:hi*K], T, hi-lo, K)
 		case w.kind == backend.Quant:
 			matMulQuant(w, o, dst.Stride, xd, x.Stride, lo, hi, T)
 		}

@@ -6,6 +6,7 @@ import (
 	"sort"
 
 	"github.com/ringo-ai/ringo/backend"
+	"github.com/ringo-ai/ringo/kernels"
 )
 
 var _ backend.Backend = (*Backend)(nil)
@@ -225,11 +226,11 @@ func matMulW(w *weight, out, x []float32, n int) {
 	N, K := w.rows, w.cols
 	switch {
 	case w.f32 != nil:
-		matMulF32(out, N, x, K, w.f32, n, N, K)
+		kernels.MatMulF32(out, N, x, K, w.f32, n, N, K)
 	case w.kind == backend.BF16:
-		matMulBF16(out, N, x, K, w.u16, n, N, K)
+		kernels.MatMulBF16(out, N, x, K, w.u16, n, N, K)
 	case w.kind == backend.F16:
-		matMulF16(out, N, x, K, w.u16, n, N, K)
+		kernels.MatMulF16(out, N, x, K, w.u16, n, N, K)
 	case w.kind == backend.Quant:
 		matMulQuant(w, out, N, x, K, 0, N, n)
 	}

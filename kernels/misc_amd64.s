@@ -1,0 +1,227 @@
+//go:build amd64 && !purego
+
+#include "textflag.h"
+
+// Element-wise AVX2 helpers. Every function processes n elements where n is a
+// multiple of 8; the Go wrappers handle the remainder.
+
+// func axpyAsm(a float32, x *float32, y *float32, n int)
+TEXT ·axpyAsm(SB), NOSPLIT, $0-32
+	VBROADCASTSS a+0(FP), Y0
+	MOVQ x+8(FP), SI
+	MOVQ y+16(FP), DI
+	MOVQ n+24(FP), CX
+	CMPQ CX, $32
+	JL axpy_8
+axpy_32:
+	VMOVUPS (DI), Y1
+	VMOVUPS 32(DI), Y2
+	VMOVUPS 64(DI), Y3
+	VMOVUPS 96(DI), Y4
+	VFMADD231PS (SI), Y0, Y1
+	VFMADD231PS 32(SI), Y0, Y2
+	VFMADD231PS 64(SI), Y0, Y3
+	VFMADD231PS 96(SI), Y0, Y4
+	VMOVUPS Y1, (DI)
+	VMOVUPS Y2, 32(DI)
+	VMOVUPS Y3, 64(DI)
+	VMOVUPS Y4, 96(DI)
+	ADDQ $128, SI
+	ADDQ $128, DI
+	SUBQ $32, CX
+	CMPQ CX, $32
+	JGE axpy_32
+axpy_8:
+	CMPQ CX, $8
+	JL axpy_done
+	VMOVUPS (DI), Y1
+	VFMADD231PS (SI), Y0, Y1
+	VMOVUPS Y1, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JMP axpy_8
+axpy_done:
+	VZEROUPPER
+	RET
+
+// func scaleAsm(a float32, x *float32, n int)
+TEXT ·scaleAsm(SB), NOSPLIT, $0-24
+	VBROADCASTSS a+0(FP), Y0
+	MOVQ x+8(FP), DI
+	MOVQ n+16(FP), CX
+	CMPQ CX, $32
+	JL scale_8
+scale_32:
+	VMULPS (DI), Y0, Y1
+	VMULPS 32(DI), Y0, Y2
+	VMULPS 64(DI), Y0, Y3
+	VMULPS 96(DI), Y0, Y4
+	VMOVUPS Y1, (DI)
+	VMOVUPS Y2, 32(DI)
+	VMOVUPS Y3, 64(DI)
+	VMOVUPS Y4, 96(DI)
+	ADDQ $128, DI
+	SUBQ $32, CX
+	CMPQ CX, $32
+	JGE scale_32
+scale_8:
+	CMPQ CX, $8
+	JL scale_done
+	VMULPS (DI), Y0, Y1
+	VMOVUPS Y1, (DI)
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JMP scale_8
+scale_done:
+	VZEROUPPER
+	RET
+
+// func bf16ToF32Asm(dst *float32, src *uint16, n int)
+TEXT ·bf16ToF32Asm(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	CMPQ CX, $32
+	JL bf_8
+bf_32:
+	VPMOVZXWD (SI), Y0
+	VPMOVZXWD 16(SI), Y1
+	VPMOVZXWD 32(SI), Y2
+	VPMOVZXWD 48(SI), Y3
+	VPSLLD $16, Y0, Y0
+	VPSLLD $16, Y1, Y1
+	VPSLLD $16, Y2, Y2
+	VPSLLD $16, Y3, Y3
+	VMOVUPS Y0, (DI)
+	VMOVUPS Y1, 32(DI)
+	VMOVUPS Y2, 64(DI)
+	VMOVUPS Y3, 96(DI)
+	ADDQ $64, SI
+	ADDQ $128, DI
+	SUBQ $32, CX
+	CMPQ CX, $32
+	JGE bf_32
+bf_8:
+	CMPQ CX, $8
+	JL bf_done
+	VPMOVZXWD (SI), Y0
+	VPSLLD $16, Y0, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ $16, SI
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JMP bf_8
+bf_done:
+	VZEROUPPER
+	RET
+
+// func f16ToF32Asm(dst *float32, src *uint16, n int)
+TEXT ·f16ToF32Asm(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	CMPQ CX, $32
+	JL f16_8
+f16_32:
+	VCVTPH2PS (SI), Y0
+	VCVTPH2PS 16(SI), Y1
+	VCVTPH2PS 32(SI), Y2
+	VCVTPH2PS 48(SI), Y3
+	VMOVUPS Y0, (DI)
+	VMOVUPS Y1, 32(DI)
+	VMOVUPS Y2, 64(DI)
+	VMOVUPS Y3, 96(DI)
+	ADDQ $64, SI
+	ADDQ $128, DI
+	SUBQ $32, CX
+	CMPQ CX, $32
+	JGE f16_32
+f16_8:
+	CMPQ CX, $8
+	JL f16_done
+	VCVTPH2PS (SI), Y0
+	VMOVUPS Y0, (DI)
+	ADDQ $16, SI
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JMP f16_8
+f16_done:
+	VZEROUPPER
+	RET
+
+DATA bfconst<>+0(SB)/4, $0x00007fff
+DATA bfconst<>+4(SB)/4, $0x00000001
+DATA bfconst<>+8(SB)/4, $0x00400000
+GLOBL bfconst<>(SB), RODATA|NOPTR, $12
+
+// func f32ToBF16Asm(dst *uint16, src *float32, n int)
+// Round to nearest even; NaNs are kept NaN (quiet bit set).
+TEXT ·f32ToBF16Asm(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	VPBROADCASTD bfconst<>+0(SB), Y10
+	VPBROADCASTD bfconst<>+4(SB), Y11
+	VPBROADCASTD bfconst<>+8(SB), Y12
+tobf_8:
+	CMPQ CX, $8
+	JL tobf_done
+	VMOVUPS (SI), Y0
+	VPSRLD $16, Y0, Y1
+	VPAND Y11, Y1, Y1
+	VPADDD Y10, Y0, Y2
+	VPADDD Y1, Y2, Y2
+	VPOR Y12, Y0, Y3
+	VCMPPS $3, Y0, Y0, Y4
+	VBLENDVPS Y4, Y3, Y2, Y2
+	VPSRLD $16, Y2, Y2
+	VEXTRACTI128 $1, Y2, X3
+	VPACKUSDW X3, X2, X2
+	VMOVDQU X2, (DI)
+	ADDQ $32, SI
+	ADDQ $16, DI
+	SUBQ $8, CX
+	JMP tobf_8
+tobf_done:
+	VZEROUPPER
+	RET
+
+// func fmaLoop(n int)
+// 12 independent FMA chains, 12*8*2 = 192 flops per iteration.
+TEXT ·fmaLoop(SB), NOSPLIT, $0-8
+	MOVQ n+0(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+	VXORPS Y12, Y12, Y12
+	VXORPS Y13, Y13, Y13
+	TESTQ CX, CX
+	JEQ fma_done
+fma_loop:
+	VFMADD231PS Y12, Y13, Y0
+	VFMADD231PS Y12, Y13, Y1
+	VFMADD231PS Y12, Y13, Y2
+	VFMADD231PS Y12, Y13, Y3
+	VFMADD231PS Y12, Y13, Y4
+	VFMADD231PS Y12, Y13, Y5
+	VFMADD231PS Y12, Y13, Y6
+	VFMADD231PS Y12, Y13, Y7
+	VFMADD231PS Y12, Y13, Y8
+	VFMADD231PS Y12, Y13, Y9
+	VFMADD231PS Y12, Y13, Y10
+	VFMADD231PS Y12, Y13, Y11
+	DECQ CX
+	JNE fma_loop
+fma_done:
+	VZEROUPPER
+	RET
