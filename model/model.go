@@ -13,6 +13,16 @@ type Info struct {
 	EOS         []int32 // ids that end generation (config and generation_config)
 	Layers      int
 	LinearLayer []bool // per layer: lightning attention (true) or softmax
+	// WeightBytes is the stored size of all weights; ActiveBytes the weight
+	// bytes read to compute one token (routed experts counted TopK/E, the
+	// embedding table one row).
+	WeightBytes, ActiveBytes int64
+	// KVBytesPerToken is the KV cache growth per token; StateBytes the fixed
+	// per-sequence state (linear attention), both as stored by the backend.
+	KVBytesPerToken, StateBytes int64
+	// FLOPsPerToken is 2·(active multiply-accumulates) of the weight products,
+	// excluding attention over the context.
+	FLOPsPerToken int64
 }
 
 // State is one sequence's cache (KV cache and linear-attention states).

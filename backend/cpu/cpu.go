@@ -11,12 +11,14 @@ import (
 
 	"github.com/ringo-ai/ringo/backend"
 	"github.com/ringo-ai/ringo/kernels"
+	"github.com/ringo-ai/ringo/quant"
 	"github.com/ringo-ai/ringo/safetensors"
 )
 
 // Backend is the CPU backend.
 type Backend struct {
 	pool *pool
+	qa   quant.QActs // activations quantized for MatMul (one MatMul at a time)
 }
 
 // New returns a CPU backend using threads workers (0: GOMAXPROCS).
@@ -243,6 +245,10 @@ func (b *Backend) MatMul(dst, x backend.Tensor, wt backend.Weight) {
 		return
 	}
 	xd, od := data(x), data(dst)
+	if w.kind == backend.Quant {
+		// quantize the activations once for all workers
+		b.qa.Quantize(quant.Type(w.qtype), xd, x.Stride, T, K)
+	}
 	grain := max(1, 16384/max(1, K)) // rows of W per task: enough work to amortise scheduling
 	b.pool.For(N, grain, func(lo, hi int) {
 		o := od[lo:]
@@ -254,7 +260,7 @@ func (b *Backend) MatMul(dst, x backend.Tensor, wt backend.Weight) {
 		case w.kind == backend.F16:
 			kernels.MatMulF16(o, dst.Stride, xd, x.Stride, w.u16[lo*K:hi*K], T, hi-lo, K)
 		case w.kind == backend.Quant:
-			matMulQuant(w, o, dst.Stride, xd, x.Stride, lo, hi, T)
+			matMulQuant(w, o, dst.Stride, &b.qa, lo, hi)
 		}
 	})
 }

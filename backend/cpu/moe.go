@@ -7,6 +7,7 @@ import (
 
 	"github.com/ringo-ai/ringo/backend"
 	"github.com/ringo-ai/ringo/kernels"
+	"github.com/ringo-ai/ringo/quant"
 )
 
 var _ backend.Backend = (*Backend)(nil)
@@ -232,6 +233,8 @@ func matMulW(w *weight, out, x []float32, n int) {
 	case w.kind == backend.F16:
 		kernels.MatMulF16(out, N, x, K, w.u16, n, N, K)
 	case w.kind == backend.Quant:
-		matMulQuant(w, out, N, x, K, 0, N, n)
+		var qa quant.QActs
+		qa.Quantize(quant.Type(w.qtype), x, K, n, K)
+		matMulQuant(w, out, N, &qa, 0, N)
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"math/rand/v2"
+	"strings"
 	"sync"
 
 	"github.com/ringo-ai/ringo/backend"
@@ -161,6 +163,23 @@ func Load(cfgJSON []byte, gen checkpoint.GenerationConfig, src checkpoint.Source
 	for _, lin := range m.layers {
 		m.info.LinearLayer = append(m.info.LinearLayer, lin.linear)
 	}
+	embBytes := l.embedding
+	m.info.WeightBytes = l.dense + l.expert
+	if m.lmHead == m.embed {
+		m.info.ActiveBytes = l.dense
+	} else {
+		m.info.ActiveBytes = l.dense - embBytes + embBytes/int64(V)
+	}
+	moeLayers := int64(cfg.NumHiddenLayers - min(cfg.FirstKDenseReplace, cfg.NumHiddenLayers))
+	if moeLayers > 0 {
+		m.info.ActiveBytes += l.expert * int64(cfg.NumExpertsPerTok) / int64(cfg.NumExperts)
+	}
+	m.info.FLOPsPerToken = 2 * (l.denseMACs + l.expertMACs*int64(cfg.NumExpertsPerTok)/int64(max(1, cfg.NumExperts)))
+	if m.lmHead == m.embed {
+		m.info.FLOPsPerToken += 2 * int64(V) * int64(D)
+	}
+	m.info.KVBytesPerToken = int64(cfg.SoftmaxLayerCount()) * int64(2*Hkv*d) * 4
+	m.info.StateBytes = int64(cfg.LinearLayerCount()) * int64(H*d*d) * 4
 	return m, nil
 }
 
@@ -169,6 +188,8 @@ type loader struct {
 	src checkpoint.Source
 	b   backend.Backend
 	err error
+	// bytes and multiply-accumulates of dense and routed-expert weights
+	dense, expert, denseMACs, expertMACs, embedding int64
 }
 
 func (l *loader) hw(name string, shape ...int) backend.HostWeight {
@@ -178,6 +199,19 @@ func (l *loader) hw(name string, shape ...int) backend.HostWeight {
 	w, err := l.src.Weight(name, shape...)
 	if err != nil {
 		l.err = err
+	}
+	n := int64(len(w.Data))
+	if strings.Contains(name, ".mlp.experts.") {
+		l.expert += n
+		l.expertMACs += int64(w.Rows) * int64(w.Cols)
+	} else {
+		l.dense += n
+		switch {
+		case strings.HasSuffix(name, "word_embeddings.weight"):
+			l.embedding = n
+		case w.Rows > 1:
+			l.denseMACs += int64(w.Rows) * int64(w.Cols)
+		}
 	}
 	return w
 }
@@ -553,4 +587,31 @@ func (m *Model) swiglu(ws *workspace, f *ffn, out, h backend.Tensor) {
 	b.MatMul(u, h, f.up)
 	b.SiLUMul(g, g, u)
 	b.MatMul(out, g, f.down)
+}
+
+// Synthesize makes the state look as if it had consumed n tokens, with
+// random KV cache rows and linear states, without running the model. It
+// exists for benchmarks of decoding at long context, where a real prefill
+// would dominate the run time; outputs computed from it are meaningless.
+func (s *State) Synthesize(n int, seed uint64) {
+	b := s.m.b
+	s.reserve(n)
+	r := rand.New(rand.NewPCG(seed, 1))
+	fill := func(t backend.Tensor, scale float32) {
+		buf := make([]float32, t.Rows*t.Cols)
+		for i := range buf {
+			buf[i] = (r.Float32()*2 - 1) * scale
+		}
+		b.Write(t, buf)
+	}
+	for _, t := range s.linear {
+		fill(t, 0.1)
+	}
+	for _, kv := range s.kv {
+		if n > 0 {
+			fill(kv.K.RowRange(0, n), 1)
+			fill(kv.V.RowRange(0, n), 1)
+		}
+	}
+	s.pos = n
 }

@@ -1,0 +1,194 @@
+package cpu
+
+import (
+	"encoding/binary"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/ringo-ai/ringo/backend"
+	"github.com/ringo-ai/ringo/quant"
+)
+
+func f32Bytes(v []float32) []byte {
+	b := make([]byte, 4*len(v))
+	for i, x := range v {
+		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
+	}
+	return b
+}
+
+// quantPair returns the same random weight as a quantized upload and as the
+// float32 upload of its dequantized values.
+func quantPair(t *testing.T, b *Backend, r *rand.Rand, typ quant.Type, N, K int) (q, f backend.Weight) {
+	t.Helper()
+	src := make([]float32, N*K)
+	for i := range src {
+		src[i] = float32(r.NormFloat64())
+	}
+	qb := make([]byte, N*quant.RowBytes(typ, K))
+	if err := quant.Quantize(typ, qb, src); err != nil {
+		t.Fatal(err)
+	}
+	deq := make([]float32, N*K)
+	if err := quant.Dequantize(typ, deq, qb); err != nil {
+		t.Fatal(err)
+	}
+	q, err := b.Upload(backend.HostWeight{Name: "q", Kind: backend.Quant, QType: uint32(typ), Rows: N, Cols: K, Data: qb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err = b.Upload(backend.HostWeight{Name: "f", Kind: backend.F32, Rows: N, Cols: K, Data: f32Bytes(deq)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q, f
+}
+
+// TestQuantMatMul checks the quantized MatMul (activations quantized to
+// Q8_0/Q8_K) against the float32 MatMul over the dequantized weight.
+func TestQuantMatMul(t *testing.T) {
+	b := New(2)
+	r := rand.New(rand.NewPCG(9, 9))
+	for _, typ := range []quant.Type{quant.Q8_0, quant.Q4_0, quant.Q4_K, quant.Q6_K} {
+		for _, T := range []int{1, 3, 17} {
+			N, K := 37, 512
+			q, f := quantPair(t, b, r, typ, N, K)
+			x := randTensor(b, r, T, K, 1)
+			a, c := b.Alloc(T, N), b.Alloc(T, N)
+			b.MatMul(a, x, q)
+			b.MatMul(c, x, f)
+			if e := maxRelErr(data(a), data(c)); e > 0.02 {
+				t.Errorf("%v T=%d: quantized vs float error %.3g", typ, T, e)
+			}
+			// embedding rows of a quantized table are exact dequantized rows
+			e1, e2 := b.Alloc(2, K), b.Alloc(2, K)
+			b.Embed(e1, q, []int32{5, 36})
+			b.Embed(e2, f, []int32{5, 36})
+			if e := maxRelErr(data(e1), data(e2)); e != 0 {
+				t.Errorf("%v: embedding rows differ by %.3g", typ, e)
+			}
+		}
+	}
+	if _, err := b.Upload(backend.HostWeight{Name: "bad", Kind: backend.Quant, QType: uint32(quant.Q4_K), Rows: 2, Cols: 100, Data: make([]byte, 2*144)}); err == nil {
+		t.Error("Q4_K weight with 100 columns accepted")
+	}
+}
+
+// TestMoEQuantExperts compares MoE over quantized experts with MoE over
+// their dequantized float32 copies.
+func TestMoEQuantExperts(t *testing.T) {
+	b := New(2)
+	r := rand.New(rand.NewPCG(4, 4))
+	const E, D, I, T = 8, 256, 64, 5
+	var gq, uq, dq, gf, uf, df []backend.HostWeight
+	mk := func(N, K int) (backend.HostWeight, backend.HostWeight) {
+		src := make([]float32, N*K)
+		for i := range src {
+			src[i] = float32(r.NormFloat64()) * 0.1
+		}
+		qb := make([]byte, N*quant.RowBytes(quant.Q8_0, K))
+		quant.Quantize(quant.Q8_0, qb, src)
+		deq := make([]float32, N*K)
+		quant.Dequantize(quant.Q8_0, deq, qb)
+		return backend.HostWeight{Name: "q", Kind: backend.Quant, QType: uint32(quant.Q8_0), Rows: N, Cols: K, Data: qb},
+			backend.HostWeight{Name: "f", Kind: backend.F32, Rows: N, Cols: K, Data: f32Bytes(deq)}
+	}
+	for e := 0; e < E; e++ {
+		a, c := mk(I, D)
+		gq, gf = append(gq, a), append(gf, c)
+		a, c = mk(I, D)
+		uq, uf = append(uq, a), append(uf, c)
+		a, c = mk(D, I)
+		dq, df = append(dq, a), append(df, c)
+	}
+	exq, err := b.UploadExperts(gq, uq, dq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exf, _ := b.UploadExperts(gf, uf, df)
+	x := randTensor(b, r, T, D, 1)
+	logits := randTensor(b, r, T, E, 2)
+	rt := b.Route(logits, nil, backend.RouteParams{TopK: 2, Groups: 1, Sigmoid: true, Normalize: true, Scale: 1})
+	o1, o2 := b.Alloc(T, D), b.Alloc(T, D)
+	b.MoE(o1, x, rt, exq)
+	b.MoE(o2, x, rt, exf)
+	if e := maxRelErr(data(o1), data(o2)); e > 0.02 {
+		t.Fatalf("quantized experts differ by %.3g", e)
+	}
+}
+
+// TestRoute checks group-limited selection against a brute-force reading of spec §6.
+func TestRoute(t *testing.T) {
+	b := New(1)
+	r := rand.New(rand.NewPCG(1, 1))
+	const E, G, KG, K = 16, 4, 2, 4
+	logits := randTensor(b, r, 50, E, 3)
+	bias := make([]float32, E)
+	for i := range bias {
+		bias[i] = float32(r.NormFloat64()) * 0.1
+	}
+	bw, _ := b.Upload(backend.HostWeight{Name: "bias", Kind: backend.F32, Rows: 1, Cols: E, Data: f32Bytes(bias)})
+	rt := b.Route(logits, bw, backend.RouteParams{TopK: K, Groups: G, TopKGroups: KG, Sigmoid: true, Normalize: true, Scale: 2.5})
+	ids, w := make([]int32, K), make([]float32, K)
+	for row := 0; row < 50; row++ {
+		lr := data(logits.RowRange(row, 1))
+		s, c := make([]float64, E), make([]float64, E)
+		for e := range s {
+			s[e] = 1 / (1 + math.Exp(-float64(lr[e])))
+			c[e] = s[e] + float64(bias[e])
+		}
+		// group score = sum of top 2; keep KG best groups
+		type gs struct {
+			g int
+			v float64
+		}
+		var groups []gs
+		for g := 0; g < G; g++ {
+			m1, m2 := math.Inf(-1), math.Inf(-1)
+			for e := g * 4; e < g*4+4; e++ {
+				if c[e] > m1 {
+					m1, m2 = c[e], m1
+				} else if c[e] > m2 {
+					m2 = c[e]
+				}
+			}
+			groups = append(groups, gs{g, m1 + m2})
+		}
+		keep := map[int]bool{}
+		for n := 0; n < KG; n++ {
+			best := -1
+			for i, g := range groups {
+				if !keep[g.g] && (best < 0 || g.v > groups[best].v) {
+					best = i
+				}
+			}
+			keep[groups[best].g] = true
+		}
+		chosen := map[int]bool{}
+		var order []int
+		for n := 0; n < K; n++ {
+			best := -1
+			for e := 0; e < E; e++ {
+				if keep[e/4] && !chosen[e] && (best < 0 || c[e] > c[best]) {
+					best = e
+				}
+			}
+			chosen[best] = true
+			order = append(order, best)
+		}
+		var sum float64
+		for _, e := range order {
+			sum += s[e]
+		}
+		rt.Selected(row, ids, w)
+		for i, e := range order {
+			if int(ids[i]) != e {
+				t.Fatalf("row %d: selected %v, want %v", row, ids, order)
+			}
+			if want := s[e] / sum * 2.5; math.Abs(float64(w[i])-want) > 1e-5 {
+				t.Fatalf("row %d: weight %v, want %v", row, w[i], want)
+			}
+		}
+	}
+}

@@ -1,0 +1,240 @@
+// Package bench measures a model's prefill and decode speed on its backend
+// and the machine's rooflines (memory bandwidth, FMA peak), so that every
+// figure can be reported as a fraction of what the hardware allows.
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ringo-ai/ringo/kernels"
+	"github.com/ringo-ai/ringo/model"
+)
+
+// Options configure Run.
+type Options struct {
+	Prompt   int   // prompt tokens for the prefill measurement
+	Gen      int   // decode steps per measurement
+	Contexts []int // context lengths for the decode-vs-context curve
+	Threads  int   // threads used by the backend (for the FMA roofline)
+	Batch    int   // sequences decoded together (1: single stream)
+	Seed     uint64
+}
+
+// Machine is the measured hardware.
+type Machine struct {
+	BandwidthGBs float64 `json:"bandwidth_gb_s"` // streaming read bandwidth, all threads
+	PeakGFLOPs   float64 `json:"peak_gflop_s"`   // FMA peak of the threads used
+	Threads      int     `json:"threads"`
+}
+
+// Point is one decode measurement at a context length.
+type Point struct {
+	Context       int     `json:"context"`
+	DecodeTokS    float64 `json:"decode_tok_s"`
+	BytesPerToken int64   `json:"bytes_per_token"`
+	Roofline      float64 `json:"roofline_fraction"` // achieved ÷ (bandwidth ÷ bytes per token)
+}
+
+// Result is what Run measured.
+type Result struct {
+	Model          string  `json:"model"`
+	Machine        Machine `json:"machine"`
+	PromptTokens   int     `json:"prompt_tokens"`
+	PrefillTokS    float64 `json:"prefill_tok_s"`
+	PrefillFLOPs   float64 `json:"prefill_flops_per_token"`
+	PrefillPeak    float64 `json:"prefill_peak_fraction"` // achieved FLOP/s ÷ FMA peak
+	TTFTms         float64 `json:"ttft_ms"`
+	Batch          int     `json:"batch"`
+	Decode         []Point `json:"decode"`
+	PeakRSSMiB     float64 `json:"peak_rss_mib"`
+	WeightBytes    int64   `json:"weight_bytes"`
+	ActiveBytes    int64   `json:"active_bytes_per_token"`
+}
+
+// synthesizer is implemented by states that can fake a long context for benchmarks.
+type synthesizer interface{ Synthesize(n int, seed uint64) }
+
+// MeasureMachine measures streaming read bandwidth over a buffer much
+// larger than the caches and the FMA peak of threads cores.
+func MeasureMachine(threads int) Machine {
+	if threads <= 0 {
+		threads = runtime.GOMAXPROCS(0)
+	}
+	const n = 256 << 20 / 4 * 4 // 1 GiB of float32
+	buf := make([]float32, n)
+	for i := 0; i < n; i += 1024 {
+		buf[i] = 1
+	}
+	best := 0.0
+	for rep := 0; rep < 5; rep++ {
+		start := time.Now()
+		var wg sync.WaitGroup
+		per := n / threads
+		for t := 0; t < threads; t++ {
+			wg.Add(1)
+			go func(s []float32) {
+				defer wg.Done()
+				kernels.SumSquares(s)
+			}(buf[t*per : (t+1)*per])
+		}
+		wg.Wait()
+		if gbs := float64(4*n) / time.Since(start).Seconds() / 1e9; gbs > best {
+			best = gbs
+		}
+	}
+	var peak float64
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for t := 0; t < threads; t++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f := kernels.PeakFLOPS(300 * time.Millisecond)
+			mu.Lock()
+			peak += f
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return Machine{BandwidthGBs: best, PeakGFLOPs: peak / 1e9, Threads: threads}
+}
+
+// Run measures m. The machine figures are measured first.
+func Run(ctx context.Context, name string, m model.Model, o Options) (*Result, error) {
+	if o.Prompt <= 0 {
+		o.Prompt = 512
+	}
+	if o.Gen <= 0 {
+		o.Gen = 32
+	}
+	if o.Batch <= 0 {
+		o.Batch = 1
+	}
+	if len(o.Contexts) == 0 {
+		o.Contexts = []int{0}
+	}
+	info := m.Info()
+	res := &Result{Model: name, Machine: MeasureMachine(o.Threads), PromptTokens: o.Prompt, Batch: o.Batch,
+		WeightBytes: info.WeightBytes, ActiveBytes: info.ActiveBytes}
+	r := rand.New(rand.NewPCG(o.Seed, 7))
+	tokens := func(n int) []int32 {
+		out := make([]int32, n)
+		for i := range out {
+			out[i] = int32(r.IntN(info.VocabSize))
+		}
+		return out
+	}
+	// warm-up: touch the weights once
+	warm := m.NewState()
+	if err := m.Forward(ctx, []*model.Request{{State: warm, Tokens: tokens(8)}}); err != nil {
+		return nil, err
+	}
+	warm.Free()
+	// prefill
+	st := m.NewState()
+	start := time.Now()
+	if err := m.Forward(ctx, []*model.Request{{State: st, Tokens: tokens(o.Prompt)}}); err != nil {
+		return nil, err
+	}
+	el := time.Since(start).Seconds()
+	res.TTFTms = el * 1000
+	res.PrefillTokS = float64(o.Prompt) / el
+	res.PrefillFLOPs = float64(info.FLOPsPerToken)
+	res.PrefillPeak = res.PrefillTokS * res.PrefillFLOPs / (res.Machine.PeakGFLOPs * 1e9)
+	st.Free()
+	// decode at each context
+	for _, c := range o.Contexts {
+		reqs := make([]*model.Request, o.Batch)
+		for i := range reqs {
+			s := m.NewState()
+			if c > 0 {
+				syn, ok := s.(synthesizer)
+				if !ok {
+					return nil, fmt.Errorf("model state cannot synthesize a context of %d", c)
+				}
+				syn.Synthesize(c, o.Seed+uint64(i))
+			}
+			reqs[i] = &model.Request{State: s, Tokens: tokens(1)}
+		}
+		// one untimed step, then Gen timed steps
+		if err := m.Forward(ctx, reqs); err != nil {
+			return nil, err
+		}
+		start := time.Now()
+		for step := 0; step < o.Gen; step++ {
+			for _, q := range reqs {
+				q.Tokens[0] = int32(r.IntN(info.VocabSize))
+			}
+			if err := m.Forward(ctx, reqs); err != nil {
+				return nil, err
+			}
+		}
+		el := time.Since(start).Seconds()
+		tokS := float64(o.Gen*o.Batch) / el
+		// bytes per step: active weights (once per step for the batch; with
+		// a batch more experts are touched, bounded by all of them) + each
+		// sequence's KV cache and state.
+		ctxLen := int64(c + o.Gen/2)
+		perSeq := info.StateBytes*2 + ctxLen*info.KVBytesPerToken
+		stepBytes := info.ActiveBytes + int64(o.Batch)*perSeq
+		p := Point{Context: c, DecodeTokS: tokS, BytesPerToken: stepBytes / int64(o.Batch)}
+		stepsPerS := float64(o.Gen) / el
+		p.Roofline = stepsPerS * float64(stepBytes) / (res.Machine.BandwidthGBs * 1e9)
+		res.Decode = append(res.Decode, p)
+		for _, q := range reqs {
+			q.State.Free()
+		}
+	}
+	res.PeakRSSMiB = peakRSS()
+	return res, nil
+}
+
+// peakRSS reads VmHWM from /proc (0 where unavailable).
+func peakRSS() float64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			f := strings.Fields(line)
+			if len(f) >= 2 {
+				kb, _ := strconv.ParseFloat(f[1], 64)
+				return kb / 1024
+			}
+		}
+	}
+	return 0
+}
+
+// ParseSizes parses "1k,8k,32k" into token counts.
+func ParseSizes(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(strings.ToLower(f))
+		if f == "" {
+			continue
+		}
+		mul := 1
+		switch {
+		case strings.HasSuffix(f, "k"):
+			mul, f = 1024, strings.TrimSuffix(f, "k")
+		case strings.HasSuffix(f, "m"):
+			mul, f = 1<<20, strings.TrimSuffix(f, "m")
+		}
+		v, err := strconv.Atoi(f)
+		if err != nil || v < 0 {
+			return nil, fmt.Errorf("bad size %q", f)
+		}
+		out = append(out, v*mul)
+	}
+	return out, nil
+}

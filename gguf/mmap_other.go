@@ -1,0 +1,14 @@
+//go:build !unix
+
+package gguf
+
+import "os"
+
+// mapFile reads the whole file (no mmap on this platform).
+func mapFile(path string) ([]byte, func() error, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	return b, func() error { return nil }, nil
+}

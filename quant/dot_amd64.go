@@ -1,0 +1,90 @@
+//go:build amd64 && !purego
+
+package quant
+
+import (
+	"unsafe"
+
+	"golang.org/x/sys/cpu"
+)
+
+// Assembly kernels (dot_amd64.s). They require AVX2, FMA and F16C.
+// The quantized kernels process nb whole blocks; the float kernels process
+// n elements with n a multiple of 8.
+
+//go:noescape
+func dotQ4_0AVX2(w, x *byte, nb int) float32
+
+//go:noescape
+func dotQ8_0AVX2(w, x *byte, nb int) float32
+
+//go:noescape
+func dotQ4KAVX2(w, x *byte, nb int) float32
+
+//go:noescape
+func dotQ6KAVX2(w, x *byte, nb int) float32
+
+//go:noescape
+func dotF32AVX2(w *byte, x *float32, n int) float32
+
+//go:noescape
+func dotF16AVX2(w *byte, x *float32, n int) float32
+
+//go:noescape
+func dotBF16AVX2(w *byte, x *float32, n int) float32
+
+var avx2Kernels = kernelSet{
+	f32: func(w []byte, x []float32) float32 {
+		return floatDot(w, x, 4, dotF32AVX2, dotF32Go)
+	},
+	f16: func(w []byte, x []float32) float32 {
+		return floatDot(w, x, 2, dotF16AVX2, dotF16Go)
+	},
+	bf16: func(w []byte, x []float32) float32 {
+		return floatDot(w, x, 2, dotBF16AVX2, dotBF16Go)
+	},
+	q4_0: func(w, x []byte) float32 {
+		nb := len(x) / q8aBlockBytes
+		_ = w[nb*18-1]
+		return dotQ4_0AVX2(unsafe.SliceData(w), unsafe.SliceData(x), nb)
+	},
+	q8_0: func(w, x []byte) float32 {
+		nb := len(x) / q8aBlockBytes
+		_ = w[nb*34-1]
+		return dotQ8_0AVX2(unsafe.SliceData(w), unsafe.SliceData(x), nb)
+	},
+	q4k: func(w, x []byte) float32 {
+		nb := len(x) / 292
+		_ = w[nb*144-1]
+		return dotQ4KAVX2(unsafe.SliceData(w), unsafe.SliceData(x), nb)
+	},
+	q6k: func(w, x []byte) float32 {
+		nb := len(x) / 292
+		_ = w[nb*210-1]
+		return dotQ6KAVX2(unsafe.SliceData(w), unsafe.SliceData(x), nb)
+	},
+	name: "avx2",
+}
+
+func floatDot(w []byte, x []float32, esize int, asm func(*byte, *float32, int) float32, tail func([]byte, []float32) float32) float32 {
+	n := len(x)
+	_ = w[esize*n-1]
+	n8 := n &^ 7
+	var s float32
+	if n8 > 0 {
+		s = asm(unsafe.SliceData(w), unsafe.SliceData(x), n8)
+	}
+	if n8 < n {
+		s += tail(w[esize*n8:], x[n8:])
+	}
+	return s
+}
+
+// hasAVX2 reports whether the AVX2 kernels can be used on this CPU.
+var hasAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA && cpu.X86.HasF16C
+
+func init() {
+	if hasAVX2 {
+		kernels = avx2Kernels
+	}
+}
