@@ -45,18 +45,18 @@ type Point struct {
 
 // Result is what Run measured.
 type Result struct {
-	Model          string  `json:"model"`
-	Machine        Machine `json:"machine"`
-	PromptTokens   int     `json:"prompt_tokens"`
-	PrefillTokS    float64 `json:"prefill_tok_s"`
-	PrefillFLOPs   float64 `json:"prefill_flops_per_token"`
-	PrefillPeak    float64 `json:"prefill_peak_fraction"` // achieved FLOP/s ÷ FMA peak
-	TTFTms         float64 `json:"ttft_ms"`
-	Batch          int     `json:"batch"`
-	Decode         []Point `json:"decode"`
-	PeakRSSMiB     float64 `json:"peak_rss_mib"`
-	WeightBytes    int64   `json:"weight_bytes"`
-	ActiveBytes    int64   `json:"active_bytes_per_token"`
+	Model        string  `json:"model"`
+	Machine      Machine `json:"machine"`
+	PromptTokens int     `json:"prompt_tokens"`
+	PrefillTokS  float64 `json:"prefill_tok_s"`
+	PrefillFLOPs float64 `json:"prefill_flops_per_token"`
+	PrefillPeak  float64 `json:"prefill_peak_fraction"` // achieved FLOP/s ÷ FMA peak
+	TTFTms       float64 `json:"ttft_ms"`
+	Batch        int     `json:"batch"`
+	Decode       []Point `json:"decode"`
+	PeakRSSMiB   float64 `json:"peak_rss_mib"`
+	WeightBytes  int64   `json:"weight_bytes"`
+	ActiveBytes  int64   `json:"active_bytes_per_token"`
 }
 
 // synthesizer is implemented by states that can fake a long context for benchmarks.
@@ -122,7 +122,7 @@ func Run(ctx context.Context, name string, m model.Model, o Options) (*Result, e
 		o.Contexts = []int{0}
 	}
 	info := m.Info()
-	res := &Result{Model: name, Machine: MeasureMachine(o.Threads), PromptTokens: o.Prompt, Batch: o.Batch,
+	res := &Result{Model: name, PromptTokens: o.Prompt, Batch: o.Batch,
 		WeightBytes: info.WeightBytes, ActiveBytes: info.ActiveBytes}
 	r := rand.New(rand.NewPCG(o.Seed, 7))
 	tokens := func(n int) []int32 {
@@ -148,7 +148,6 @@ func Run(ctx context.Context, name string, m model.Model, o Options) (*Result, e
 	res.TTFTms = el * 1000
 	res.PrefillTokS = float64(o.Prompt) / el
 	res.PrefillFLOPs = float64(info.FLOPsPerToken)
-	res.PrefillPeak = res.PrefillTokS * res.PrefillFLOPs / (res.Machine.PeakGFLOPs * 1e9)
 	st.Free()
 	// decode at each context
 	for _, c := range o.Contexts {
@@ -187,13 +186,18 @@ func Run(ctx context.Context, name string, m model.Model, o Options) (*Result, e
 		stepBytes := info.ActiveBytes + int64(o.Batch)*perSeq
 		p := Point{Context: c, DecodeTokS: tokS, BytesPerToken: stepBytes / int64(o.Batch)}
 		stepsPerS := float64(o.Gen) / el
-		p.Roofline = stepsPerS * float64(stepBytes) / (res.Machine.BandwidthGBs * 1e9)
+		p.Roofline = stepsPerS * float64(stepBytes) // divided by the bandwidth below
 		res.Decode = append(res.Decode, p)
 		for _, q := range reqs {
 			q.State.Free()
 		}
 	}
-	res.PeakRSSMiB = peakRSS()
+	res.PeakRSSMiB = peakRSS() // before the 1 GiB bandwidth buffer
+	res.Machine = MeasureMachine(o.Threads)
+	res.PrefillPeak = res.PrefillTokS * res.PrefillFLOPs / (res.Machine.PeakGFLOPs * 1e9)
+	for i := range res.Decode {
+		res.Decode[i].Roofline /= res.Machine.BandwidthGBs * 1e9
+	}
 	return res, nil
 }
 

@@ -54,17 +54,11 @@ func lightningRecurrent(dst, q, k, v backend.Tensor, S []float32, a, scale float
 		clear(ot)
 		for i := 0; i < d; i++ {
 			s := S[i*d : i*d+d]
-			ki, qi := kt[i], qt[i]
-			for j := range s {
-				s[j] = lam*s[j] + ki*vt[j]
-			}
-			for j := range s {
-				ot[j] += qi * s[j]
-			}
+			kernels.Scale(lam, s)
+			kernels.Axpy(kt[i], vt, s)
+			kernels.Axpy(qt[i], s, ot)
 		}
-		for j := range ot {
-			ot[j] *= scale
-		}
+		kernels.Scale(scale, ot)
 	}
 }
 
