@@ -147,7 +147,7 @@ func Run(ctx context.Context, name string, m model.Model, o Options) (*Result, e
 	el := time.Since(start).Seconds()
 	res.TTFTms = el * 1000
 	res.PrefillTokS = float64(o.Prompt) / el
-	res.PrefillFLOPs = float64(info.FLOPsPerToken)
+	res.PrefillFLOPs = float64(info.FLOPsPerToken) + float64(info.OutputFLOPs)/float64(o.Prompt)
 	st.Free()
 	// decode at each context
 	for _, c := range o.Contexts {

@@ -20,9 +20,10 @@ type Info struct {
 	// KVBytesPerToken is the KV cache growth per token; StateBytes the fixed
 	// per-sequence state (linear attention), both as stored by the backend.
 	KVBytesPerToken, StateBytes int64
-	// FLOPsPerToken is 2·(active multiply-accumulates) of the weight products,
-	// excluding attention over the context.
-	FLOPsPerToken int64
+	// FLOPsPerToken is 2·(active multiply-accumulates) of the weight products
+	// of the layers, excluding attention over the context and the output
+	// layer, whose cost is OutputFLOPs for each token whose logits are wanted.
+	FLOPsPerToken, OutputFLOPs int64
 }
 
 // State is one sequence's cache (KV cache and linear-attention states).

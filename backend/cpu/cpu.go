@@ -245,7 +245,8 @@ func (b *Backend) MatMul(dst, x backend.Tensor, wt backend.Weight) {
 		return
 	}
 	xd, od := data(x), data(dst)
-	if w.kind == backend.Quant {
+	panels := w.kind == backend.Quant && T >= quantPanelMinRows
+	if w.kind == backend.Quant && !panels {
 		// quantize the activations once for all workers
 		b.qa.Quantize(quant.Type(w.qtype), xd, x.Stride, T, K)
 	}
@@ -259,6 +260,9 @@ func (b *Backend) MatMul(dst, x backend.Tensor, wt backend.Weight) {
 			kernels.MatMulBF16(o, dst.Stride, xd, x.Stride, w.u16[lo*K:hi*K], T, hi-lo, K)
 		case w.kind == backend.F16:
 			kernels.MatMulF16(o, dst.Stride, xd, x.Stride, w.u16[lo*K:hi*K], T, hi-lo, K)
+		case panels:
+			var buf []float32
+			matMulQuantPanels(w, o, dst.Stride, xd, x.Stride, T, lo, hi, &buf)
 		case w.kind == backend.Quant:
 			matMulQuant(w, o, dst.Stride, &b.qa, lo, hi)
 		}

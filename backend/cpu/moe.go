@@ -232,6 +232,9 @@ func matMulW(w *weight, out, x []float32, n int) {
 		kernels.MatMulBF16(out, N, x, K, w.u16, n, N, K)
 	case w.kind == backend.F16:
 		kernels.MatMulF16(out, N, x, K, w.u16, n, N, K)
+	case w.kind == backend.Quant && n >= quantPanelMinRows:
+		var buf []float32
+		matMulQuantPanels(w, out, N, x, K, n, 0, N, &buf)
 	case w.kind == backend.Quant:
 		var qa quant.QActs
 		qa.Quantize(quant.Type(w.qtype), x, K, n, K)

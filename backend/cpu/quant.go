@@ -3,6 +3,7 @@ package cpu
 import (
 	"fmt"
 
+	"github.com/ringo-ai/ringo/kernels"
 	"github.com/ringo-ai/ringo/quant"
 )
 
@@ -32,4 +33,29 @@ func dequantRow(w *weight, r int, dst []float32) {
 // already quantized in qa.
 func matMulQuant(w *weight, out []float32, ldo int, qa *quant.QActs, lo, hi int) {
 	quant.MatMulQ(quant.Type(w.qtype), out, ldo, qa, w.q[lo*w.rowBytes:hi*w.rowBytes], hi-lo, w.cols)
+}
+
+// quantPanelMinRows is the batch size from which a quantized MatMul expands
+// panels of weight rows to float32 and runs the float GEMM kernel: the
+// expansion is paid once per panel and amortised over all T rows, and the
+// float tile kernel runs near the FMA peak (prefill), while the integer dot
+// products win for few rows (decode).
+const (
+	quantPanelMinRows = 8
+	quantPanelRows    = 16
+)
+
+// matMulQuantPanels computes rows [lo, hi) of out = x·wᵀ (T rows of x) by
+// expanding quantPanelRows weight rows at a time into buf.
+func matMulQuantPanels(w *weight, out []float32, ldo int, x []float32, ldx, T, lo, hi int, buf *[]float32) {
+	K := w.cols
+	*buf = grow(*buf, quantPanelRows*K)
+	for r0 := lo; r0 < hi; r0 += quantPanelRows {
+		n := min(quantPanelRows, hi-r0)
+		p := (*buf)[:n*K]
+		if err := quant.Dequantize(quant.Type(w.qtype), p, w.q[r0*w.rowBytes:(r0+n)*w.rowBytes]); err != nil {
+			panic(err)
+		}
+		kernels.MatMulF32(out[r0-lo:], ldo, x, ldx, p, T, n, K)
+	}
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"os"
+	"runtime/pprof"
 	"text/tabwriter"
 
 	"github.com/ringo-ai/ringo/bench"
@@ -16,6 +18,7 @@ func init() {
 	var prompt, gen, batch int
 	var contexts string
 	var asJSON bool
+	var cpuProfile string
 	cmd := &cobra.Command{
 		Use:   "bench [--model DIR] [--prompt N] [--gen N] [--context 1k,8k,32k] [--threads T] [--batch B] [--json]",
 		Short: "Measure prefill and decode speed against this machine's rooflines",
@@ -43,6 +46,17 @@ peak and prints each figure as a fraction of its roofline: decode as
 				return err
 			}
 			defer m.Close()
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
 			res, err := bench.Run(cmd.Context(), dir, m, bench.Options{Prompt: prompt, Gen: gen, Contexts: ctxs, Threads: mf.threads, Batch: batch})
 			if err != nil {
 				return err
@@ -71,5 +85,6 @@ peak and prints each figure as a fraction of its roofline: decode as
 	cmd.Flags().IntVar(&batch, "batch", 1, "sequences decoded together")
 	cmd.Flags().StringVar(&contexts, "context", "0", "context lengths for decode, e.g. 1k,8k,32k")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the measurements to this file")
 	rootCmd.AddCommand(cmd)
 }

@@ -174,9 +174,10 @@ func Load(cfgJSON []byte, gen checkpoint.GenerationConfig, src checkpoint.Source
 	if moeLayers > 0 {
 		m.info.ActiveBytes += l.expert * int64(cfg.NumExpertsPerTok) / int64(cfg.NumExperts)
 	}
-	m.info.FLOPsPerToken = 2 * (l.denseMACs + l.expertMACs*int64(cfg.NumExpertsPerTok)/int64(max(1, cfg.NumExperts)))
+	m.info.OutputFLOPs = 2 * int64(V) * int64(D)
+	m.info.FLOPsPerToken = 2*(l.denseMACs+l.expertMACs*int64(cfg.NumExpertsPerTok)/int64(max(1, cfg.NumExperts))) - m.info.OutputFLOPs
 	if m.lmHead == m.embed {
-		m.info.FLOPsPerToken += 2 * int64(V) * int64(D)
+		m.info.FLOPsPerToken += m.info.OutputFLOPs // the tied table was not counted as a product
 	}
 	m.info.KVBytesPerToken = int64(cfg.SoftmaxLayerCount()) * int64(2*Hkv*d) * 4
 	m.info.StateBytes = int64(cfg.LinearLayerCount()) * int64(H*d*d) * 4
