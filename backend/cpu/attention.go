@@ -27,22 +27,37 @@ func (b *Backend) Lightning(dst, q, k, v backend.Tensor, spans []backend.Span, s
 			panic(fmt.Sprintf("cpu.Lightning: state %d is %dx%d, want %dx%d", i, st.Rows, st.Cols, H*d, d))
 		}
 	}
-	b.pool.For(len(spans)*H, 1, func(lo, hi int) {
-		var ws lightningScratch
-		for job := lo; job < hi; job++ {
-			sp, h := spans[job/H], job%H
-			if sp.N == 0 {
-				continue
-			}
-			S := data(states[job/H].RowRange(h*d, d)) // d×d, contiguous
-			head := func(t backend.Tensor) backend.Tensor { return t.RowRange(sp.Row, sp.N).ColRange(h*d, d) }
-			if sp.N < lightningMinChunked {
-				lightningRecurrent(head(dst), head(q), head(k), head(v), S, decay[h], scale)
-			} else {
-				ws.chunked(head(dst), head(q), head(k), head(v), S, decay[h], scale)
-			}
+	t := &b.light
+	t.dst, t.q, t.k, t.v, t.spans, t.states, t.decay, t.scale, t.d = dst, q, k, v, spans, states, decay, scale, d
+	b.pool.For(len(spans)*H, 1, t)
+}
+
+// lightningTask runs one (span, head) pair per index.
+type lightningTask struct {
+	dst, q, k, v backend.Tensor
+	spans        []backend.Span
+	states       []backend.Tensor
+	decay        []float32
+	scale        float32
+	d            int
+	ws           [maxWorkers]lightningScratch
+}
+
+func (t *lightningTask) run(part, lo, hi int) {
+	H, d := len(t.decay), t.d
+	for job := lo; job < hi; job++ {
+		sp, h := t.spans[job/H], job%H
+		if sp.N == 0 {
+			continue
 		}
-	})
+		S := data(t.states[job/H].RowRange(h*d, d)) // d×d, contiguous
+		head := func(x backend.Tensor) backend.Tensor { return x.RowRange(sp.Row, sp.N).ColRange(h*d, d) }
+		if sp.N < lightningMinChunked {
+			lightningRecurrent(head(t.dst), head(t.q), head(t.k), head(t.v), S, t.decay[h], t.scale)
+		} else {
+			t.ws[part].chunked(head(t.dst), head(t.q), head(t.k), head(t.v), S, t.decay[h], t.scale)
+		}
+	}
 }
 
 // lightningRecurrent runs the token-by-token recurrence for one head.
@@ -67,9 +82,11 @@ type lightningScratch struct {
 	qc, kc, vc, kt, a, o, pw []float32
 }
 
+// grow returns s resized to n, reallocating (with headroom, so a buffer
+// that grows by a little each step is not reallocated every step) if needed.
 func grow(s []float32, n int) []float32 {
 	if cap(s) < n {
-		return make([]float32, n)
+		return make([]float32, n, max(n, 2*cap(s)))
 	}
 	return s[:n]
 }
@@ -157,50 +174,66 @@ func (b *Backend) Attention(dst, q, k, v backend.Tensor, spans []backend.Span, c
 		b.Copy(c.K.RowRange(sp.Pos, sp.N), k.RowRange(sp.Row, sp.N))
 		b.Copy(c.V.RowRange(sp.Pos, sp.N), v.RowRange(sp.Row, sp.N))
 	}
-	const qBlock = 32
-	type job struct{ span, head, q0 int }
-	var jobs []job
+	t := &b.attn
+	t.jobs = t.jobs[:0]
 	for i, sp := range spans {
 		for h := 0; h < H; h++ {
-			for q0 := 0; q0 < sp.N; q0 += qBlock {
-				jobs = append(jobs, job{i, h, q0})
+			for q0 := 0; q0 < sp.N; q0 += attnQBlock {
+				t.jobs = append(t.jobs, attnJob{i, h, q0})
 			}
 		}
 	}
-	group := H / Hkv
-	b.pool.For(len(jobs), 1, func(lo, hi int) {
-		var scores []float32
-		for _, jb := range jobs[lo:hi] {
-			sp, c := spans[jb.span], caches[jb.span]
-			g := jb.head / group
-			nq := min(qBlock, sp.N-jb.q0)
-			L := sp.Pos + jb.q0 + nq // keys visible to the last query of the block
-			scores = grow(scores, nq*L)
-			Kh := c.K.RowRange(0, L).ColRange(g*headDim, headDim)
-			Vh := c.V.RowRange(0, L).ColRange(g*headDim, headDim)
-			Qh := q.RowRange(sp.Row+jb.q0, nq).ColRange(jb.head*headDim, headDim)
-			kernels.GemmF32NT(false, nq, L, headDim, data(Qh), Qh.Stride, data(Kh), Kh.Stride, scores, L)
-			for i := 0; i < nq; i++ {
-				n := sp.Pos + jb.q0 + i + 1
-				s := scores[i*L : i*L+n]
-				mx := float32(math.Inf(-1))
-				for j := range s {
-					s[j] *= scale
-					mx = max(mx, s[j])
-				}
-				var sum float32
-				for j := range s {
-					s[j] = float32(math.Exp(float64(s[j] - mx)))
-					sum += s[j]
-				}
-				inv := 1 / sum
-				for j := range s {
-					s[j] *= inv
-				}
-				clear(scores[i*L+n : i*L+L])
+	t.dst, t.q, t.spans, t.caches, t.headDim, t.scale, t.group = dst, q, spans, caches, headDim, scale, H/Hkv
+	b.pool.For(len(t.jobs), 1, t)
+}
+
+// attnQBlock is the number of queries of one head processed together.
+const attnQBlock = 32
+
+type attnJob struct{ span, head, q0 int }
+
+// attentionTask runs blocks of queries of one head of one span.
+type attentionTask struct {
+	jobs    []attnJob
+	dst, q  backend.Tensor
+	spans   []backend.Span
+	caches  []backend.KV
+	headDim int
+	scale   float32
+	group   int
+	scores  [maxWorkers][]float32
+}
+
+func (t *attentionTask) run(part, lo, hi int) {
+	headDim := t.headDim
+	for _, jb := range t.jobs[lo:hi] {
+		sp, c := t.spans[jb.span], t.caches[jb.span]
+		g := jb.head / t.group
+		nq := min(attnQBlock, sp.N-jb.q0)
+		L := sp.Pos + jb.q0 + nq // keys visible to the last query of the block
+		t.scores[part] = grow(t.scores[part], nq*L)
+		scores := t.scores[part]
+		Kh := c.K.RowRange(0, L).ColRange(g*headDim, headDim)
+		Vh := c.V.RowRange(0, L).ColRange(g*headDim, headDim)
+		Qh := t.q.RowRange(sp.Row+jb.q0, nq).ColRange(jb.head*headDim, headDim)
+		kernels.GemmF32NT(false, nq, L, headDim, data(Qh), Qh.Stride, data(Kh), Kh.Stride, scores, L)
+		for i := 0; i < nq; i++ {
+			n := sp.Pos + jb.q0 + i + 1
+			s := scores[i*L : i*L+n]
+			mx := float32(math.Inf(-1))
+			for j := range s {
+				s[j] *= t.scale
+				mx = max(mx, s[j])
 			}
-			O := dst.RowRange(sp.Row+jb.q0, nq).ColRange(jb.head*headDim, headDim)
-			kernels.GemmF32(false, nq, headDim, L, scores, L, data(Vh), Vh.Stride, data(O), O.Stride)
+			var sum float32
+			for j := range s {
+				s[j] = float32(math.Exp(float64(s[j] - mx)))
+				sum += s[j]
+			}
+			kernels.Scale(1/sum, s)
+			clear(scores[i*L+n : i*L+L])
 		}
-	})
+		O := t.dst.RowRange(sp.Row+jb.q0, nq).ColRange(jb.head*headDim, headDim)
+		kernels.GemmF32(false, nq, headDim, L, scores, L, data(Vh), Vh.Stride, data(O), O.Stride)
+	}
 }

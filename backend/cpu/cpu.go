@@ -16,13 +16,30 @@ import (
 )
 
 // Backend is the CPU backend.
+//
+// A Backend is used by one goroutine at a time (a model serialises its
+// forward passes); its operations keep their scratch memory between calls,
+// so a decode step allocates nothing.
 type Backend struct {
 	pool *pool
 	qa   quant.QActs // activations quantized for MatMul (one MatMul at a time)
+
+	matMul matMulTask
+	norm   normTask
+	rope   ropeTask
+	light  lightningTask
+	attn   attentionTask
+	route  routeTask
+	moe    moeTask
 }
 
 // New returns a CPU backend using threads workers (0: GOMAXPROCS).
-func New(threads int) *Backend { return &Backend{pool: newPool(threads)} }
+func New(threads int) *Backend {
+	if threads > maxWorkers {
+		threads = maxWorkers
+	}
+	return &Backend{pool: newPool(threads)}
+}
 
 // Name implements backend.Backend.
 func (b *Backend) Name() string { return "cpu" }
@@ -244,29 +261,46 @@ func (b *Backend) MatMul(dst, x backend.Tensor, wt backend.Weight) {
 	if T == 0 {
 		return
 	}
-	xd, od := data(x), data(dst)
-	panels := w.kind == backend.Quant && T >= quantPanelMinRows
-	if w.kind == backend.Quant && !panels {
+	t := &b.matMul
+	t.w, t.x, t.ldx, t.out, t.ldo, t.T = w, data(x), x.Stride, data(dst), dst.Stride, T
+	t.panels = w.kind == backend.Quant && T >= quantPanelMinRows
+	if w.kind == backend.Quant && !t.panels {
 		// quantize the activations once for all workers
-		b.qa.Quantize(quant.Type(w.qtype), xd, x.Stride, T, K)
+		b.qa.Quantize(quant.Type(w.qtype), t.x, t.ldx, T, K)
 	}
-	grain := max(1, 16384/max(1, K)) // rows of W per task: enough work to amortise scheduling
-	b.pool.For(N, grain, func(lo, hi int) {
-		o := od[lo:]
-		switch {
-		case w.f32 != nil:
-			kernels.MatMulF32(o, dst.Stride, xd, x.Stride, w.f32[lo*K:hi*K], T, hi-lo, K)
-		case w.kind == backend.BF16:
-			kernels.MatMulBF16(o, dst.Stride, xd, x.Stride, w.u16[lo*K:hi*K], T, hi-lo, K)
-		case w.kind == backend.F16:
-			kernels.MatMulF16(o, dst.Stride, xd, x.Stride, w.u16[lo*K:hi*K], T, hi-lo, K)
-		case panels:
-			var buf []float32
-			matMulQuantPanels(w, o, dst.Stride, xd, x.Stride, T, lo, hi, &buf)
-		case w.kind == backend.Quant:
-			matMulQuant(w, o, dst.Stride, &b.qa, lo, hi)
-		}
-	})
+	t.qa = &b.qa
+	grain := max(1, 16384/max(1, K)) // rows of W per part: enough work to amortise scheduling
+	b.pool.For(N, grain, t)
+}
+
+// matMulTask computes rows [lo, hi) of W for all T rows of x.
+type matMulTask struct {
+	w        *weight
+	x, out   []float32
+	ldx, ldo int
+	T        int
+	panels   bool
+	qa       *quant.QActs
+	buf      [maxWorkers][]float32 // per-part panel scratch
+}
+
+const maxWorkers = 256
+
+func (t *matMulTask) run(part, lo, hi int) {
+	w, K := t.w, t.w.cols
+	o := t.out[lo:]
+	switch {
+	case w.f32 != nil:
+		kernels.MatMulF32(o, t.ldo, t.x, t.ldx, w.f32[lo*K:hi*K], t.T, hi-lo, K)
+	case w.kind == backend.BF16:
+		kernels.MatMulBF16(o, t.ldo, t.x, t.ldx, w.u16[lo*K:hi*K], t.T, hi-lo, K)
+	case w.kind == backend.F16:
+		kernels.MatMulF16(o, t.ldo, t.x, t.ldx, w.u16[lo*K:hi*K], t.T, hi-lo, K)
+	case t.panels:
+		matMulQuantPanels(w, o, t.ldo, t.x, t.ldx, t.T, lo, hi, &t.buf[part])
+	case w.kind == backend.Quant:
+		matMulQuant(w, o, t.ldo, t.qa, lo, hi)
+	}
 }
 
 // RMSNorm implements backend.Backend.
@@ -276,60 +310,87 @@ func (b *Backend) RMSNorm(dst, x backend.Tensor, wt backend.Weight, group int, e
 	if x.Cols%group != 0 || (len(w) != group && len(w) != x.Cols) {
 		panic(fmt.Sprintf("cpu.RMSNorm: %d columns, group %d, weight %d", x.Cols, group, len(w)))
 	}
-	b.pool.For(x.Rows, max(1, 4096/x.Cols), func(lo, hi int) {
-		for r := lo; r < hi; r++ {
-			xr, dr := row(x, r), row(dst, r)
-			for g := 0; g < x.Cols; g += group {
-				xs := xr[g : g+group]
-				var ss float64
-				for _, v := range xs {
-					ss += float64(v) * float64(v)
-				}
-				inv := float32(1 / math.Sqrt(ss/float64(group)+float64(eps)))
-				ws := w
-				if len(w) != group {
-					ws = w[g : g+group]
-				}
-				for i, v := range xs {
-					dr[g+i] = v * inv * ws[i]
-				}
+	t := &b.norm
+	t.dst, t.x, t.w, t.group, t.eps = dst, x, w, group, eps
+	b.pool.For(x.Rows, max(1, 8192/x.Cols), t)
+}
+
+type normTask struct {
+	dst, x backend.Tensor
+	w      []float32
+	group  int
+	eps    float32
+}
+
+func (t *normTask) run(_, lo, hi int) {
+	group := t.group
+	for r := lo; r < hi; r++ {
+		xr, dr := row(t.x, r), row(t.dst, r)
+		for g := 0; g < len(xr); g += group {
+			xs := xr[g : g+group]
+			ss := float64(kernels.SumSquares(xs))
+			inv := float32(1 / math.Sqrt(ss/float64(group)+float64(t.eps)))
+			ws := t.w
+			if len(ws) != group {
+				ws = ws[g : g+group]
+			}
+			ds := dr[g : g+group]
+			for i, v := range xs {
+				ds[i] = v * inv * ws[i]
 			}
 		}
-	})
+	}
 }
 
 // ApplyRoPE implements backend.Backend.
 func (b *Backend) ApplyRoPE(x backend.Tensor, headDim int, rope backend.RoPE, pos []int32) {
 	half := rope.Dim / 2
-	if half == 0 {
+	if half == 0 || x.Rows == 0 {
 		return
 	}
-	inv := make([]float64, half)
-	for i := range inv {
-		inv[i] = math.Pow(rope.Theta, -float64(2*i)/float64(rope.Dim))
+	t := &b.rope
+	if t.theta != rope.Theta || t.dim != rope.Dim {
+		t.theta, t.dim = rope.Theta, rope.Dim
+		t.inv = make([]float32, half)
+		for i := range t.inv {
+			t.inv[i] = float32(math.Pow(rope.Theta, -float64(2*i)/float64(rope.Dim)))
+		}
 	}
-	b.pool.For(x.Rows, 1, func(lo, hi int) {
-		cs := make([]float32, 2*half)
-		for r := lo; r < hi; r++ {
-			p := float64(pos[r])
+	t.x, t.headDim, t.pos = x, headDim, pos
+	b.pool.For(x.Rows, 4, t)
+}
+
+type ropeTask struct {
+	theta   float64
+	dim     int
+	inv     []float32 // inverse frequencies, float32 as the references keep them
+	x       backend.Tensor
+	headDim int
+	pos     []int32
+	cs      [maxWorkers][]float32
+}
+
+func (t *ropeTask) run(part, lo, hi int) {
+	half := t.dim / 2
+	cs := grow(t.cs[part], 2*half)
+	t.cs[part] = cs
+	for r := lo; r < hi; r++ {
+		p := float32(t.pos[r])
+		for i := 0; i < half; i++ {
+			s, c := math.Sincos(float64(p * t.inv[i])) // fp32 angle
+			cs[i], cs[half+i] = float32(c), float32(s)
+		}
+		xr := row(t.x, r)
+		for h := 0; h+t.headDim <= len(xr); h += t.headDim {
+			v := xr[h : h+t.dim]
 			for i := 0; i < half; i++ {
-				// fp32 angle as the references compute it
-				ang := float32(p) * float32(inv[i])
-				s, c := math.Sincos(float64(ang))
-				cs[i], cs[half+i] = float32(c), float32(s)
-			}
-			xr := row(x, r)
-			for h := 0; h+headDim <= x.Cols; h += headDim {
-				v := xr[h : h+rope.Dim]
-				for i := 0; i < half; i++ {
-					a, bb := v[i], v[i+half]
-					c, s := cs[i], cs[half+i]
-					v[i] = a*c - bb*s
-					v[i+half] = bb*c + a*s
-				}
+				a, bb := v[i], v[i+half]
+				c, s := cs[i], cs[half+i]
+				v[i] = a*c - bb*s
+				v[i+half] = bb*c + a*s
 			}
 		}
-	})
+	}
 }
 
 // Add implements backend.Backend.

@@ -3,7 +3,6 @@ package cpu
 import (
 	"fmt"
 	"math"
-	"sort"
 
 	"github.com/ringo-ai/ringo/backend"
 	"github.com/ringo-ai/ringo/kernels"
@@ -12,7 +11,8 @@ import (
 
 var _ backend.Backend = (*Backend)(nil)
 
-// routing is the CPU expert selection: TopK ids and weights per row.
+// routing is the CPU expert selection: TopK ids and weights per row. The
+// Backend reuses one routing value, so a Routing is valid until the next Route.
 type routing struct {
 	k   int
 	ids []int32
@@ -28,100 +28,129 @@ func (r *routing) Selected(i int, ids []int32, w []float32) {
 // bias, deterministic ties (lower index first).
 func (b *Backend) Route(logits backend.Tensor, bias backend.Weight, p backend.RouteParams) backend.Routing {
 	E := logits.Cols
-	var bv []float32
+	t := &b.route
+	t.bias = nil
 	if bias != nil {
-		bv = bias.(*weight).f32
-		if len(bv) != E {
-			panic(fmt.Sprintf("cpu.Route: bias of %d for %d experts", len(bv), E))
+		t.bias = bias.(*weight).f32
+		if len(t.bias) != E {
+			panic(fmt.Sprintf("cpu.Route: bias of %d for %d experts", len(t.bias), E))
 		}
 	}
-	groups := max(1, p.Groups)
-	if E%groups != 0 || p.TopK > E {
-		panic(fmt.Sprintf("cpu.Route: %d experts, %d groups, top %d", E, groups, p.TopK))
+	p.Groups = max(1, p.Groups)
+	if p.TopKGroups <= 0 || p.TopKGroups > p.Groups {
+		p.TopKGroups = p.Groups
 	}
-	r := &routing{k: p.TopK, ids: make([]int32, logits.Rows*p.TopK), w: make([]float32, logits.Rows*p.TopK)}
-	b.pool.For(logits.Rows, 8, func(lo, hi int) {
-		s := make([]float32, E)
-		c := make([]float32, E)
-		gs := make([]float32, groups)
-		idx := make([]int, E)
-		for t := lo; t < hi; t++ {
-			lr := row(logits, t)
-			if p.Sigmoid {
-				for e, x := range lr {
-					s[e] = float32(1 / (1 + math.Exp(-float64(x))))
-				}
-			} else {
-				softmax(s, lr)
-			}
-			for e := range c {
-				c[e] = s[e]
-				if bv != nil {
-					c[e] += bv[e]
-				}
-			}
-			// group scores: sum of the top two selection scores in each group
-			per := E / groups
-			for g := 0; g < groups; g++ {
-				m1, m2 := float32(math.Inf(-1)), float32(math.Inf(-1))
-				for _, x := range c[g*per : (g+1)*per] {
-					if x > m1 {
-						m1, m2 = x, m1
-					} else if x > m2 {
-						m2 = x
-					}
-				}
-				if per == 1 {
-					m2 = 0
-				}
-				gs[g] = m1 + m2
-			}
-			keepGroups := groups
-			if p.TopKGroups > 0 && p.TopKGroups < groups {
-				keepGroups = p.TopKGroups
-			}
-			gi := topK(gs, keepGroups, idx[:groups])
-			n := 0
-			for _, g := range gi {
-				for e := g * per; e < (g+1)*per; e++ {
-					idx[n] = e
-					n++
-				}
-			}
-			cand := idx[:n]
-			sort.Slice(cand, func(i, j int) bool {
-				if c[cand[i]] != c[cand[j]] {
-					return c[cand[i]] > c[cand[j]]
-				}
-				return cand[i] < cand[j]
-			})
-			sel := cand[:p.TopK]
-			var sum float32
-			for _, e := range sel {
-				sum += s[e]
-			}
-			for i, e := range sel {
-				w := s[e]
-				if p.Normalize {
-					w /= sum + 1e-20
-				}
-				r.ids[t*p.TopK+i] = int32(e)
-				r.w[t*p.TopK+i] = w * p.Scale
-			}
-		}
-	})
-	return r
+	if E%p.Groups != 0 || p.TopK > E || p.TopK > p.TopKGroups*(E/p.Groups) {
+		panic(fmt.Sprintf("cpu.Route: %d experts, %d groups keeping %d, top %d", E, p.Groups, p.TopKGroups, p.TopK))
+	}
+	n := logits.Rows * p.TopK
+	t.r.k = p.TopK
+	t.r.ids = growInt32(t.r.ids, n)
+	t.r.w = grow(t.r.w, n)
+	t.logits, t.p = logits, p
+	b.pool.For(logits.Rows, 8, t)
+	return &t.r
 }
 
-// topK returns the indices of the k largest values (ties: lower index), using buf.
-func topK(v []float32, k int, buf []int) []int {
-	for i := range buf {
-		buf[i] = i
+type routeTask struct {
+	r       routing
+	logits  backend.Tensor
+	bias    []float32
+	p       backend.RouteParams
+	scratch [maxWorkers]struct {
+		s, c, gs []float32
+		keep     []bool
 	}
-	sort.SliceStable(buf, func(i, j int) bool { return v[buf[i]] > v[buf[j]] })
-	out := append([]int(nil), buf[:k]...)
-	sort.Ints(out)
-	return out
+}
+
+func (t *routeTask) run(part, lo, hi int) {
+	p, E := t.p, t.logits.Cols
+	sc := &t.scratch[part]
+	sc.s, sc.c, sc.gs = grow(sc.s, E), grow(sc.c, E), grow(sc.gs, p.Groups)
+	if cap(sc.keep) < p.Groups {
+		sc.keep = make([]bool, p.Groups)
+	}
+	s, c, gs, keep := sc.s, sc.c, sc.gs, sc.keep[:p.Groups]
+	per := E / p.Groups
+	for row := lo; row < hi; row++ {
+		lr := row_(t.logits, row)
+		if p.Sigmoid {
+			for e, x := range lr {
+				s[e] = float32(1 / (1 + math.Exp(-float64(x))))
+			}
+		} else {
+			softmax(s, lr)
+		}
+		copy(c, s)
+		for e, bv := range t.bias {
+			c[e] += bv
+		}
+		// group score: the sum of the two best selection scores of the group
+		for g := 0; g < p.Groups; g++ {
+			m1, m2 := float32(math.Inf(-1)), float32(math.Inf(-1))
+			for _, x := range c[g*per : (g+1)*per] {
+				if x > m1 {
+					m1, m2 = x, m1
+				} else if x > m2 {
+					m2 = x
+				}
+			}
+			if per == 1 {
+				m2 = 0
+			}
+			gs[g] = m1 + m2
+		}
+		// keep the TopKGroups best groups (ties: lower index)
+		clear(keep)
+		for n := 0; n < p.TopKGroups; n++ {
+			best := -1
+			for g := range gs {
+				if !keep[g] && (best < 0 || gs[g] > gs[best]) {
+					best = g
+				}
+			}
+			keep[best] = true
+		}
+		// pick the TopK best experts of the kept groups (ties: lower index)
+		ids, ws := t.r.ids[row*p.TopK:(row+1)*p.TopK], t.r.w[row*p.TopK:(row+1)*p.TopK]
+		var sum float32
+		for n := 0; n < p.TopK; n++ {
+			best := -1
+			for e := range c {
+				if keep[e/per] && (best < 0 || c[e] > c[best]) && !taken(ids[:n], e) {
+					best = e
+				}
+			}
+			ids[n] = int32(best)
+			sum += s[best]
+		}
+		for n, e := range ids {
+			w := s[e]
+			if p.Normalize {
+				w /= sum + 1e-20
+			}
+			ws[n] = w * p.Scale
+		}
+	}
+}
+
+func taken(ids []int32, e int) bool {
+	for _, id := range ids {
+		if int(id) == e {
+			return true
+		}
+	}
+	return false
+}
+
+// row_ is row for use where a variable named row shadows it.
+func row_(t backend.Tensor, r int) []float32 { return row(t, r) }
+
+func growInt32(s []int32, n int) []int32 {
+	if cap(s) < n {
+		return make([]int32, n)
+	}
+	return s[:n]
 }
 
 func softmax(dst, x []float32) {
@@ -174,56 +203,98 @@ func (b *Backend) UploadExperts(gate, up, down []backend.HostWeight) (backend.Ex
 func (b *Backend) MoE(dst, x backend.Tensor, rt backend.Routing, ex backend.Experts) {
 	r, e := rt.(*routing), ex.(*experts)
 	T, D := x.Rows, x.Cols
-	// rows per expert, as (row, slot) pairs; slot = t*k + i
-	byExpert := make([][]int, e.Count())
-	var active []int
-	for slot, id := range r.ids[:T*r.k] {
-		if byExpert[id] == nil {
-			active = append(active, int(id))
-		}
-		byExpert[id] = append(byExpert[id], slot)
+	t := &b.moe
+	// slots (t*k + i) per expert, as a counting sort: order[start[id]:start[id+1]]
+	E := e.Count()
+	t.start = growInt(t.start, E+1)
+	clear(t.start)
+	ids := r.ids[:T*r.k]
+	for _, id := range ids {
+		t.start[id+1]++
 	}
-	sort.Ints(active)
-	out := make([]float32, T*r.k*D)
-	b.pool.For(len(active), 1, func(lo, hi int) {
-		var xs, g, u, y []float32
-		for _, id := range active[lo:hi] {
-			slots := byExpert[id]
-			n := len(slots)
-			I := e.gate[id].rows
-			xs, g, u, y = grow(xs, n*D), grow(g, n*I), grow(u, n*I), grow(y, n*D)
-			for i, slot := range slots {
-				copy(xs[i*D:(i+1)*D], row(x, slot/r.k))
-			}
-			matMulW(e.gate[id], g, xs, n)
-			matMulW(e.up[id], u, xs, n)
-			for i := range g {
-				g[i] = g[i] / (1 + float32(math.Exp(float64(-g[i])))) * u[i]
-			}
-			matMulW(e.down[id], y, g, n)
-			for i, slot := range slots {
-				w := r.w[slot]
-				o, yr := out[slot*D:(slot+1)*D], y[i*D:(i+1)*D]
-				for j := range o {
-					o[j] = w * yr[j]
-				}
-			}
+	t.active = t.active[:0]
+	for id := 0; id < E; id++ {
+		if t.start[id+1] > 0 {
+			t.active = append(t.active, id)
 		}
-	})
-	for t := 0; t < T; t++ {
-		d := row(dst, t)
-		copy(d, out[t*r.k*D:(t*r.k+1)*D])
-		for i := 1; i < r.k; i++ {
-			o := out[(t*r.k+i)*D : (t*r.k+i+1)*D]
-			for j := range d {
-				d[j] += o[j]
+		t.start[id+1] += t.start[id]
+	}
+	t.order = growInt(t.order, len(ids))
+	t.fill = growInt(t.fill, E)
+	copy(t.fill, t.start[:E])
+	for slot, id := range ids {
+		t.order[t.fill[id]] = slot
+		t.fill[id]++
+	}
+	t.out = grow(t.out, T*r.k*D)
+	t.r, t.e, t.x = r, e, x
+	b.pool.For(len(t.active), 1, t)
+	for i := 0; i < T; i++ {
+		d := row(dst, i)
+		copy(d, t.out[i*r.k*D:(i*r.k+1)*D])
+		for j := 1; j < r.k; j++ {
+			o := t.out[(i*r.k+j)*D : (i*r.k+j+1)*D]
+			for c := range d {
+				d[c] += o[c]
 			}
 		}
 	}
 }
 
+type moeTask struct {
+	r                          *routing
+	e                          *experts
+	x                          backend.Tensor
+	start, order, fill, active []int
+	out                        []float32 // one weighted expert output per slot
+	scratch                    [maxWorkers]struct {
+		xs, g, u, y, panel []float32
+		qa                 quant.QActs
+	}
+}
+
+func (t *moeTask) run(part, lo, hi int) {
+	sc := &t.scratch[part]
+	D := t.x.Cols
+	k := t.r.k
+	for _, id := range t.active[lo:hi] {
+		slots := t.order[t.start[id]:t.start[id+1]]
+		n := len(slots)
+		I := t.e.gate[id].rows
+		sc.xs, sc.g, sc.u, sc.y = grow(sc.xs, n*D), grow(sc.g, n*I), grow(sc.u, n*I), grow(sc.y, n*D)
+		for i, slot := range slots {
+			copy(sc.xs[i*D:(i+1)*D], row(t.x, slot/k))
+		}
+		matMulW(t.e.gate[id], sc.g, sc.xs, n, &sc.qa, &sc.panel, true)
+		gw, uw := t.e.gate[id], t.e.up[id]
+		sameActs := gw.kind == backend.Quant && uw.kind == backend.Quant && gw.qtype == uw.qtype
+		matMulW(uw, sc.u, sc.xs, n, &sc.qa, &sc.panel, !sameActs) // reuse gate's quantized xs
+		g, u := sc.g, sc.u
+		for i := range g {
+			g[i] = g[i] / (1 + float32(math.Exp(float64(-g[i])))) * u[i]
+		}
+		matMulW(t.e.down[id], sc.y, g, n, &sc.qa, &sc.panel, true)
+		for i, slot := range slots {
+			o, yr := t.out[slot*D:(slot+1)*D], sc.y[i*D:(i+1)*D]
+			w := t.r.w[slot]
+			for j := range o {
+				o[j] = w * yr[j]
+			}
+		}
+	}
+}
+
+func growInt(s []int, n int) []int {
+	if cap(s) < n {
+		return make([]int, n)
+	}
+	return s[:n]
+}
+
 // matMulW computes out[n×rows] = x[n×cols] · wᵀ on the calling goroutine.
-func matMulW(w *weight, out, x []float32, n int) {
+// For quantized weights the activations are quantized into qa when
+// requantize is set (otherwise qa already holds x in the right format).
+func matMulW(w *weight, out, x []float32, n int, qa *quant.QActs, panel *[]float32, requantize bool) {
 	N, K := w.rows, w.cols
 	switch {
 	case w.f32 != nil:
@@ -233,11 +304,11 @@ func matMulW(w *weight, out, x []float32, n int) {
 	case w.kind == backend.F16:
 		kernels.MatMulF16(out, N, x, K, w.u16, n, N, K)
 	case w.kind == backend.Quant && n >= quantPanelMinRows:
-		var buf []float32
-		matMulQuantPanels(w, out, N, x, K, n, 0, N, &buf)
+		matMulQuantPanels(w, out, N, x, K, n, 0, N, panel)
 	case w.kind == backend.Quant:
-		var qa quant.QActs
-		qa.Quantize(quant.Type(w.qtype), x, K, n, K)
-		matMulQuant(w, out, N, &qa, 0, N)
+		if requantize {
+			qa.Quantize(quant.Type(w.qtype), x, K, n, K)
+		}
+		matMulQuant(w, out, N, qa, 0, N)
 	}
 }

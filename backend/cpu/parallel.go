@@ -5,59 +5,64 @@ import (
 	"sync"
 )
 
-// pool runs index ranges on a fixed set of worker goroutines.
+// task is work split into index ranges. Operations keep their task values
+// in the Backend, so running one allocates nothing.
+type task interface {
+	// run processes [lo, hi) as part number part (0 ≤ part < workers).
+	run(part, lo, hi int)
+}
+
+// pool runs index ranges on a fixed set of worker goroutines. One For runs
+// at a time (a Backend is used by one goroutine at a time).
 type pool struct {
 	n    int
 	jobs chan job
+	wg   sync.WaitGroup
 }
 
 type job struct {
-	fn     func(lo, hi int)
-	lo, hi int
-	wg     *sync.WaitGroup
+	t            task
+	part, lo, hi int
 }
 
 func newPool(n int) *pool {
 	if n <= 0 {
 		n = runtime.GOMAXPROCS(0)
 	}
-	p := &pool{n: n, jobs: make(chan job, 4*n)}
+	p := &pool{n: n, jobs: make(chan job, n)}
 	for i := 1; i < n; i++ {
 		go func() {
 			for j := range p.jobs {
-				j.fn(j.lo, j.hi)
-				j.wg.Done()
+				j.t.run(j.part, j.lo, j.hi)
+				p.wg.Done()
 			}
 		}()
 	}
 	return p
 }
 
-// For splits [0, n) into about one contiguous piece per worker, each at least
-// grain long, and runs fn on the pieces in parallel (the caller runs one).
-func (p *pool) For(n, grain int, fn func(lo, hi int)) {
+// For splits [0, n) into at most one contiguous part per worker, each at
+// least grain long, and runs t on the parts in parallel (the caller runs
+// part 0).
+func (p *pool) For(n, grain int, t task) {
 	if n <= 0 {
 		return
 	}
-	if grain < 1 {
-		grain = 1
-	}
+	grain = max(grain, 1)
 	parts := min(p.n, (n+grain-1)/grain)
 	if parts <= 1 {
-		fn(0, n)
+		t.run(0, 0, n)
 		return
 	}
-	var wg sync.WaitGroup
 	step := (n + parts - 1) / parts
-	wg.Add(parts - 1)
 	for i := 1; i < parts; i++ {
 		lo, hi := i*step, min(n, (i+1)*step)
 		if lo >= hi {
-			wg.Done()
 			continue
 		}
-		p.jobs <- job{fn, lo, hi, &wg}
+		p.wg.Add(1)
+		p.jobs <- job{t, i, lo, hi}
 	}
-	fn(0, min(n, step))
-	wg.Wait()
+	t.run(0, 0, min(n, step))
+	p.wg.Wait()
 }

@@ -42,6 +42,20 @@ type Model struct {
 
 	mu sync.Mutex
 	ws *workspace
+	sc scratch
+}
+
+// scratch holds the per-pass bookkeeping, reused so that a decode step
+// allocates nothing.
+type scratch struct {
+	done    []int
+	pass    []piece
+	ids     []int32
+	pos     []int32
+	spans   []backend.Span
+	outRows []int
+	states  []backend.Tensor
+	caches  []backend.KV
 }
 
 type layer struct {
@@ -245,7 +259,11 @@ func (m *Model) Forward(ctx context.Context, reqs []*model.Request) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	V := m.Config.VocabSize
-	done := make([]int, len(reqs))
+	done := m.sc.done[:0]
+	for range reqs {
+		done = append(done, 0)
+	}
+	m.sc.done = done
 	for i, r := range reqs {
 		st, ok := r.State.(*State)
 		if !ok || st.m != m {
@@ -272,7 +290,7 @@ func (m *Model) Forward(ctx context.Context, reqs []*model.Request) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		var pass []piece
+		pass := m.sc.pass[:0]
 		rows := 0
 		for i, r := range reqs {
 			left := len(r.Tokens) - done[i]
@@ -284,6 +302,7 @@ func (m *Model) Forward(ctx context.Context, reqs []*model.Request) error {
 			rows += n
 			done[i] += n
 		}
+		m.sc.pass = pass
 		if len(pass) == 0 {
 			return nil
 		}
@@ -440,13 +459,12 @@ func (m *Model) workspace(rows, logitRows int) *workspace {
 // forward runs one pass over the pieces (rows in total).
 func (m *Model) forward(pass []piece, rows int) {
 	c, b := m.Config, m.b
-	ids := make([]int32, 0, rows)
-	pos := make([]int32, 0, rows)
-	spans := make([]backend.Span, len(pass))
-	var outRows []int
-	for i, p := range pass {
+	sc := &m.sc
+	ids, pos, outRows := sc.ids[:0], sc.pos[:0], sc.outRows[:0]
+	spans := sc.spans[:0]
+	for _, p := range pass {
 		st := p.req.State.(*State)
-		spans[i] = backend.Span{Row: len(ids), N: p.n, Pos: st.pos}
+		spans = append(spans, backend.Span{Row: len(ids), N: p.n, Pos: st.pos})
 		for j := 0; j < p.n; j++ {
 			ids = append(ids, p.req.Tokens[p.off+j])
 			pos = append(pos, int32(st.pos+j))
@@ -457,6 +475,7 @@ func (m *Model) forward(pass []piece, rows int) {
 		}
 		st.reserve(st.pos + p.n)
 	}
+	sc.ids, sc.pos, sc.outRows, sc.spans = ids, pos, outRows, spans
 	ws := m.workspace(rows, len(outRows))
 	x := ws.x.RowRange(0, rows)
 	h := ws.h.RowRange(0, rows)
@@ -512,10 +531,11 @@ func (m *Model) lightning(ws *workspace, ly layer, out, h backend.Tensor, pass [
 	}
 	q, k, v := qkv.ColRange(0, Hd), qkv.ColRange(Hd, Hd), qkv.ColRange(2*Hd, Hd)
 	m.qkNormRoPE(ly, q, k, pos)
-	states := make([]backend.Tensor, len(pass))
-	for i, p := range pass {
-		states[i] = p.req.State.(*State).linear[ly.linearIdx]
+	states := m.sc.states[:0]
+	for _, p := range pass {
+		states = append(states, p.req.State.(*State).linear[ly.linearIdx])
 	}
+	m.sc.states = states
 	o := ws.o.RowRange(0, T)
 	b.Lightning(o, q, k, v, spans, states, ly.decay, float32(1/math.Sqrt(float64(d))))
 	g := ws.g.RowRange(0, T)
@@ -534,10 +554,11 @@ func (m *Model) attention(ws *workspace, ly layer, out, h backend.Tensor, pass [
 	b.MatMul(qkv, h, ly.qkv)
 	q, k, v := qkv.ColRange(0, H*d), qkv.ColRange(H*d, Hkv*d), qkv.ColRange((H+Hkv)*d, Hkv*d)
 	m.qkNormRoPE(ly, q, k, pos)
-	caches := make([]backend.KV, len(pass))
-	for i, p := range pass {
-		caches[i] = p.req.State.(*State).kv[ly.kvIdx]
+	caches := m.sc.caches[:0]
+	for _, p := range pass {
+		caches = append(caches, p.req.State.(*State).kv[ly.kvIdx])
 	}
+	m.sc.caches = caches
 	o := ws.o.RowRange(0, T)
 	b.Attention(o, q, k, v, spans, caches, d, float32(1/math.Sqrt(float64(d))))
 	b.MatMul(out, o, ly.dense)

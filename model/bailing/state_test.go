@@ -125,3 +125,28 @@ func TestForwardRejectsBadInput(t *testing.T) {
 		t.Error("cancelled context: no error")
 	}
 }
+
+// TestDecodeAllocations checks that a decode step allocates nothing once
+// the workspaces exist (weights BF16, CPU backend).
+func TestDecodeAllocations(t *testing.T) {
+	for _, dir := range []string{"tiny-linear", "tiny-softmax"} {
+		m := loadFixture(t, dir, Options{})
+		st := m.NewState()
+		req := &model.Request{State: st, Tokens: []int32{1, 2, 3}}
+		reqs := []*model.Request{req}
+		if err := m.Forward(context.Background(), reqs); err != nil {
+			t.Fatal(err)
+		}
+		st.(*State).reserve(200) // KV growth is amortised; exclude it here
+		req.Tokens = []int32{5}
+		ctx := context.Background()
+		n := testing.AllocsPerRun(50, func() {
+			if err := m.Forward(ctx, reqs); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if n != 0 {
+			t.Errorf("%s: %.1f allocations per decode step", dir, n)
+		}
+	}
+}
