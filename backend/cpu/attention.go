@@ -177,9 +177,9 @@ func (b *Backend) Attention(dst, q, k, v backend.Tensor, spans []backend.Span, c
 	t := &b.attn
 	t.jobs = t.jobs[:0]
 	for i, sp := range spans {
-		for h := 0; h < H; h++ {
+		for g := 0; g < Hkv; g++ {
 			for q0 := 0; q0 < sp.N; q0 += attnQBlock {
-				t.jobs = append(t.jobs, attnJob{i, h, q0})
+				t.jobs = append(t.jobs, attnJob{i, g, q0})
 			}
 		}
 	}
@@ -187,12 +187,14 @@ func (b *Backend) Attention(dst, q, k, v backend.Tensor, spans []backend.Span, c
 	b.pool.For(len(t.jobs), 1, t)
 }
 
-// attnQBlock is the number of queries of one head processed together.
+// attnQBlock is the number of query positions processed together.
 const attnQBlock = 32
 
-type attnJob struct{ span, head, q0 int }
+// attnJob is a block of query positions of one KV head's group of query heads.
+type attnJob struct{ span, kvHead, q0 int }
 
-// attentionTask runs blocks of queries of one head of one span.
+// attentionTask runs one job per index: all query heads that share a KV head
+// are stacked into one matrix, so K and V are read once for the group.
 type attentionTask struct {
 	jobs    []attnJob
 	dst, q  backend.Tensor
@@ -201,25 +203,31 @@ type attentionTask struct {
 	headDim int
 	scale   float32
 	group   int
-	scores  [maxWorkers][]float32
+	scratch [maxWorkers]struct{ q, scores, o []float32 }
 }
 
 func (t *attentionTask) run(part, lo, hi int) {
-	headDim := t.headDim
+	d, G := t.headDim, t.group
+	sc := &t.scratch[part]
 	for _, jb := range t.jobs[lo:hi] {
 		sp, c := t.spans[jb.span], t.caches[jb.span]
-		g := jb.head / t.group
 		nq := min(attnQBlock, sp.N-jb.q0)
 		L := sp.Pos + jb.q0 + nq // keys visible to the last query of the block
-		t.scores[part] = grow(t.scores[part], nq*L)
-		scores := t.scores[part]
-		Kh := c.K.RowRange(0, L).ColRange(g*headDim, headDim)
-		Vh := c.V.RowRange(0, L).ColRange(g*headDim, headDim)
-		Qh := t.q.RowRange(sp.Row+jb.q0, nq).ColRange(jb.head*headDim, headDim)
-		kernels.GemmF32NT(false, nq, L, headDim, data(Qh), Qh.Stride, data(Kh), Kh.Stride, scores, L)
-		for i := 0; i < nq; i++ {
-			n := sp.Pos + jb.q0 + i + 1
-			s := scores[i*L : i*L+n]
+		M := G * nq              // stacked rows: head-major, then query position
+		sc.q, sc.scores, sc.o = grow(sc.q, M*d), grow(sc.scores, M*L), grow(sc.o, M*d)
+		for h := 0; h < G; h++ {
+			Qh := t.q.RowRange(sp.Row+jb.q0, nq).ColRange((jb.kvHead*G+h)*d, d)
+			for i := 0; i < nq; i++ {
+				copy(sc.q[(h*nq+i)*d:(h*nq+i+1)*d], row(Qh, i))
+			}
+		}
+		Kh := c.K.RowRange(0, L).ColRange(jb.kvHead*d, d)
+		Vh := c.V.RowRange(0, L).ColRange(jb.kvHead*d, d)
+		scores := sc.scores
+		kernels.GemmF32NT(false, M, L, d, sc.q, d, data(Kh), Kh.Stride, scores, L)
+		for m := 0; m < M; m++ {
+			n := sp.Pos + jb.q0 + m%nq + 1 // causal limit of this query
+			s := scores[m*L : m*L+n]
 			mx := float32(math.Inf(-1))
 			for j := range s {
 				s[j] *= t.scale
@@ -231,9 +239,14 @@ func (t *attentionTask) run(part, lo, hi int) {
 				sum += s[j]
 			}
 			kernels.Scale(1/sum, s)
-			clear(scores[i*L+n : i*L+L])
+			clear(scores[m*L+n : m*L+L])
 		}
-		O := t.dst.RowRange(sp.Row+jb.q0, nq).ColRange(jb.head*headDim, headDim)
-		kernels.GemmF32(false, nq, headDim, L, scores, L, data(Vh), Vh.Stride, data(O), O.Stride)
+		kernels.GemmF32(false, M, d, L, scores, L, data(Vh), Vh.Stride, sc.o, d)
+		for h := 0; h < G; h++ {
+			O := t.dst.RowRange(sp.Row+jb.q0, nq).ColRange((jb.kvHead*G+h)*d, d)
+			for i := 0; i < nq; i++ {
+				copy(row(O, i), sc.o[(h*nq+i)*d:(h*nq+i+1)*d])
+			}
+		}
 	}
 }
