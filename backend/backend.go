@@ -207,6 +207,9 @@ type Backend interface {
 type Options struct {
 	Index   int // device index (cuda:N)
 	Threads int // CPU worker threads (0: all cores)
+	// Precise asks for float32 matrix products everywhere (GPU backends
+	// otherwise use BF16 tensor-core GEMMs for large products).
+	Precise bool
 }
 
 var factories = map[string]func(Options) (Backend, error){}

@@ -6,6 +6,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	_ "github.com/ringo-ai/ringo/backend/cuda" // --device cuda (found at run time; no cgo)
 )
 
 var rootCmd = &cobra.Command{

@@ -1,0 +1,303 @@
+package cuda
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ringo-ai/ringo/backend"
+	"github.com/ringo-ai/ringo/checkpoint"
+	"github.com/ringo-ai/ringo/model"
+	"github.com/ringo-ai/ringo/model/bailing"
+	"github.com/ringo-ai/ringo/safetensors"
+)
+
+// benchConfig is a synthetic Ring-linear-like model (~0.9 GB of BF16):
+// 8 layers (6 lightning, 2 softmax), 64 experts (top 8) + 1 shared.
+const benchConfig = `{
+  "architectures": ["BailingMoeLinearV2ForCausalLM"], "model_type": "bailing_moe_linear",
+  "vocab_size": 32768, "hidden_size": 1024, "num_hidden_layers": 8,
+  "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 128,
+  "intermediate_size": 2816, "moe_intermediate_size": 256, "moe_shared_expert_intermediate_size": 256,
+  "num_experts": 64, "num_experts_per_tok": 8, "num_shared_experts": 1, "n_group": 8, "topk_group": 4,
+  "norm_topk_prob": true, "routed_scaling_factor": 2.5, "score_function": "sigmoid",
+  "moe_router_enable_expert_bias": true, "first_k_dense_replace": 1, "layer_group_size": 4,
+  "group_norm_size": 4, "linear_silu": false, "use_qk_norm": true, "partial_rotary_factor": 0.5,
+  "rope_theta": 600000.0, "max_position_embeddings": 8192, "rms_norm_eps": 1e-6, "hidden_act": "silu",
+  "tie_word_embeddings": false, "eos_token_id": 1, "torch_dtype": "bfloat16"
+}`
+
+var (
+	benchDirOnce sync.Once
+	benchDir     string
+	benchDirErr  error
+	benchModels  sync.Map // precise bool -> *bailing.Model
+)
+
+// syntheticCheckpoint writes (once per machine) a random checkpoint with the
+// tensor names and shapes model/bailing expects.
+func syntheticCheckpoint() (string, error) {
+	benchDirOnce.Do(func() {
+		benchDir = filepath.Join(os.TempDir(), "ringo-cuda-bench-v1")
+		if _, err := os.Stat(filepath.Join(benchDir, "config.json")); err == nil {
+			return
+		}
+		benchDirErr = writeSynthetic(benchDir)
+	})
+	return benchDir, benchDirErr
+}
+
+func writeSynthetic(dir string) error {
+	cfg, err := bailing.ParseConfig([]byte(benchConfig))
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	D, V, H, Hkv, d := cfg.HiddenSize, cfg.VocabSize, cfg.NumAttentionHeads, cfg.NumKeyValueHeads, cfg.HeadDim
+	var infos []safetensors.TensorInfo
+	add := func(name string, dt safetensors.DType, shape ...int) {
+		infos = append(infos, safetensors.TensorInfo{Name: name, DType: dt, Shape: shape})
+	}
+	bf := safetensors.BF16
+	add("model.word_embeddings.weight", bf, V, D)
+	add("model.norm.weight", bf, D)
+	add("lm_head.weight", bf, V, D)
+	for i := 0; i < cfg.NumHiddenLayers; i++ {
+		p := fmt.Sprintf("model.layers.%d.", i)
+		add(p+"input_layernorm.weight", bf, D)
+		add(p+"post_attention_layernorm.weight", bf, D)
+		if cfg.IsLinearLayer(i) {
+			add(p+"attention.query_key_value.weight", bf, 3*H*d, D)
+			add(p+"attention.g_proj.weight", bf, H*d, D)
+			add(p+"attention.g_norm.weight", bf, H*d)
+		} else {
+			add(p+"attention.query_key_value.weight", bf, (H+2*Hkv)*d, D)
+		}
+		add(p+"attention.query_layernorm.weight", bf, d)
+		add(p+"attention.key_layernorm.weight", bf, d)
+		add(p+"attention.dense.weight", bf, D, H*d)
+		if i < cfg.FirstKDenseReplace {
+			I := cfg.IntermediateSize
+			add(p+"mlp.gate_proj.weight", bf, I, D)
+			add(p+"mlp.up_proj.weight", bf, I, D)
+			add(p+"mlp.down_proj.weight", bf, D, I)
+			continue
+		}
+		E, I, SI := cfg.NumExperts, cfg.MoeIntermediateSize, cfg.SharedIntermediate()
+		add(p+"mlp.gate.weight", bf, E, D)
+		add(p+"mlp.gate.expert_bias", safetensors.F32, E)
+		for e := 0; e < E; e++ {
+			q := fmt.Sprintf("%smlp.experts.%d.", p, e)
+			add(q+"gate_proj.weight", bf, I, D)
+			add(q+"up_proj.weight", bf, I, D)
+			add(q+"down_proj.weight", bf, D, I)
+		}
+		add(p+"mlp.shared_experts.gate_proj.weight", bf, SI, D)
+		add(p+"mlp.shared_experts.up_proj.weight", bf, SI, D)
+		add(p+"mlp.shared_experts.down_proj.weight", bf, D, SI)
+	}
+	w, err := safetensors.Create(filepath.Join(dir, "model.safetensors"), infos, map[string]string{"format": "pt"})
+	if err != nil {
+		return err
+	}
+	state := uint64(0x9e3779b97f4a7c15)
+	buf := make([]byte, 1<<20)
+	for _, ti := range infos {
+		n := int(ti.Bytes())
+		switch {
+		case ti.DType == safetensors.F32: // expert bias: zeros
+			clear(buf)
+		case len(ti.Shape) == 1: // norms: ones
+			for i := 0; i+1 < len(buf); i += 2 {
+				binary.LittleEndian.PutUint16(buf[i:], 0x3f80)
+			}
+		}
+		scale := float32(1 / math.Sqrt(float64(ti.Shape[len(ti.Shape)-1])))
+		for n > 0 {
+			k := min(n, len(buf))
+			if ti.DType != safetensors.F32 && len(ti.Shape) == 2 {
+				for i := 0; i+1 < k; i += 2 {
+					state ^= state << 13
+					state ^= state >> 7
+					state ^= state << 17
+					f := (float32(state>>40)/float32(1<<24)*2 - 1) * scale * 1.7
+					binary.LittleEndian.PutUint16(buf[i:], safetensors.F32ToBF16(f))
+				}
+			}
+			if _, err := w.Write(buf[:k]); err != nil {
+				w.Close()
+				return err
+			}
+			n -= k
+		}
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "config.json"), []byte(benchConfig), 0o644)
+}
+
+func benchModel(b *testing.B, precise bool) *bailing.Model {
+	g := gpu(b, precise)
+	if m, ok := benchModels.Load(precise); ok {
+		return m.(*bailing.Model)
+	}
+	dir, err := syntheticCheckpoint()
+	if err != nil {
+		b.Fatal(err)
+	}
+	ck, err := checkpoint.Open(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	t0 := time.Now()
+	m, err := bailing.Load(ck.ConfigJSON, ck.Generation, ck, g, bailing.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("loaded synthetic model (%s) in %v", g.Describe(), time.Since(t0))
+	benchModels.Store(precise, m)
+	return m
+}
+
+func prompt(n int, seed int32) []int32 {
+	out := make([]int32, n)
+	for i := range out {
+		out[i] = (seed*7919 + int32(i)*104729) % 32768
+		if out[i] < 2 {
+			out[i] += 2
+		}
+	}
+	return out
+}
+
+func modeName(precise bool) string {
+	if precise {
+		return "precise"
+	}
+	return "fast"
+}
+
+// BenchmarkDecode measures single-sequence and batched decode steps after a
+// 256-token prompt.
+func BenchmarkDecode(b *testing.B) {
+	for _, precise := range []bool{false, true} {
+		for _, batch := range []int{1, 8} {
+			b.Run(fmt.Sprintf("%s/batch=%d", modeName(precise), batch), func(b *testing.B) {
+				m := benchModel(b, precise)
+				var reqs []*model.Request
+				for i := 0; i < batch; i++ {
+					st := m.NewState()
+					defer st.Free()
+					reqs = append(reqs, &model.Request{State: st, Tokens: prompt(256, int32(i))})
+				}
+				if err := m.Forward(context.Background(), reqs); err != nil {
+					b.Fatal(err)
+				}
+				b.ResetTimer()
+				for it := 0; it < b.N; it++ {
+					for i, r := range reqs {
+						r.Tokens = []int32{argmax(r.Logits) + int32(i)%2}
+					}
+					if err := m.Forward(context.Background(), reqs); err != nil {
+						b.Fatal(err)
+					}
+				}
+				el := b.Elapsed().Seconds()
+				b.ReportMetric(float64(b.N*batch)/el, "tok/s")
+				b.ReportMetric(el/float64(b.N)*1e3, "ms/step")
+			})
+		}
+	}
+}
+
+// BenchmarkPrefill measures a fresh prompt of 512 tokens (one pass).
+func BenchmarkPrefill(b *testing.B) {
+	for _, precise := range []bool{false, true} {
+		for _, n := range []int{512, 2048} {
+			b.Run(fmt.Sprintf("%s/tokens=%d", modeName(precise), n), func(b *testing.B) {
+				m := benchModel(b, precise)
+				toks := prompt(n, 3)
+				b.ResetTimer()
+				for it := 0; it < b.N; it++ {
+					st := m.NewState()
+					req := &model.Request{State: st, Tokens: toks}
+					if err := m.Forward(context.Background(), []*model.Request{req}); err != nil {
+						b.Fatal(err)
+					}
+					st.Free()
+				}
+				b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "tok/s")
+			})
+		}
+	}
+}
+
+// BenchmarkOps times single operations at decode and prefill sizes of the
+// synthetic model (µs per call, including launch overhead).
+func BenchmarkOps(b *testing.B) {
+	g := gpu(b, false)
+	rng := rand.New(rand.NewSource(1))
+	D, Hd, d, E, I := 1024, 1024, 128, 64, 256
+	wqkv, err := g.Upload(hostWeight(rng, "qkv", backend.BF16, 3*Hd, D, 0.03))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var gate, up, down []backend.HostWeight
+	for e := 0; e < E; e++ {
+		gate = append(gate, hostWeight(rng, "gate", backend.BF16, I, D, 0.03))
+		up = append(up, hostWeight(rng, "up", backend.BF16, I, D, 0.03))
+		down = append(down, hostWeight(rng, "down", backend.BF16, D, I, 0.03))
+	}
+	ex, err := g.UploadExperts(gate, up, down)
+	if err != nil {
+		b.Fatal(err)
+	}
+	run := func(name string, f func()) {
+		b.Run(name, func(b *testing.B) {
+			f()
+			g.Sync()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				f()
+			}
+			g.Sync()
+			b.ReportMetric(b.Elapsed().Seconds()/float64(b.N)*1e6, "µs/call")
+		})
+	}
+	for _, T := range []int{1, 512} {
+		x, y := g.Alloc(T, D), g.Alloc(T, 3*Hd)
+		run(fmt.Sprintf("Add/T=%d", T), func() { g.Add(x, x, x) })
+		run(fmt.Sprintf("MatMul3072x1024/T=%d", T), func() { g.MatMul(y, x, wqkv) })
+		logits := g.Alloc(T, E)
+		vals := make([]float32, T*E)
+		for i := range vals {
+			vals[i] = rng.Float32()
+		}
+		g.Write(logits, vals)
+		p := backend.RouteParams{TopK: 8, Groups: 8, TopKGroups: 4, Sigmoid: true, Normalize: true, Scale: 2.5}
+		rt := g.Route(logits, nil, p)
+		run(fmt.Sprintf("Route/T=%d", T), func() { g.Route(logits, nil, p) })
+		run(fmt.Sprintf("MoE64x8/T=%d", T), func() { g.MoE(x, x, rt, ex) })
+		q := y.ColRange(0, Hd)
+		st := g.Alloc(Hd, d)
+		decay := []float32{0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8}
+		o := g.Alloc(T, Hd)
+		run(fmt.Sprintf("Lightning/T=%d", T), func() {
+			g.Lightning(o, q, y.ColRange(Hd, Hd), y.ColRange(2*Hd, Hd), []backend.Span{{Row: 0, N: T}}, []backend.Tensor{st}, decay, 0.088)
+		})
+		kv := backend.KV{K: g.Alloc(4096, 2*d), V: g.Alloc(4096, 2*d)}
+		run(fmt.Sprintf("Attention(pos 2048)/T=%d", T), func() {
+			g.Attention(o, q, y.ColRange(Hd, 2*d), y.ColRange(2*Hd, 2*d), []backend.Span{{Row: 0, N: T, Pos: 2048}}, []backend.KV{kv}, d, 0.088)
+		})
+	}
+}

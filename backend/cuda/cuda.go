@@ -1,0 +1,602 @@
+// Package cuda implements backend.Backend on an NVIDIA GPU without cgo: the
+// CUDA driver, NVRTC and cuBLASLt are loaded at run time with purego, and
+// the kernels (kernels.cu, embedded) are compiled by NVRTC on first use and
+// cached on disk per GPU architecture.
+//
+// Activations are float32 in device memory; weights keep their stored dtype
+// (BF16, F16, F32; FP8 is dequantized to BF16 at upload). In precise mode
+// every matrix product is an FP32 kernel (used to check against the
+// fixtures); in fast mode products with more than a few rows use cuBLASLt
+// BF16 GEMMs with FP32 accumulation.
+//
+// All work is issued in order on the legacy default stream; Read waits for it.
+// Errors in operations (which have no error result) panic with the CUDA
+// error text.
+package cuda
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/bits"
+	"os"
+	"runtime"
+	"sync"
+	"unsafe"
+
+	"github.com/ringo-ai/ringo/backend"
+)
+
+// Options configure the backend.
+type Options struct {
+	// Precise runs every matrix product in FP32 (own kernels); otherwise
+	// products of more than GEMVRows rows use cuBLASLt BF16 GEMMs (except
+	// the MoE router, "*.mlp.gate.weight", kept in FP32 as router_dtype asks;
+	// routed experts always use the FP32 grouped kernels).
+	Precise bool
+	// CacheDir holds compiled kernels ("" = <user cache dir>/ringo/cuda).
+	CacheDir string
+}
+
+// GEMVRows is the largest row count multiplied with the GEMV kernel.
+const GEMVRows = 8
+
+// ErrNoDevice is wrapped by New when no usable GPU is present.
+var ErrNoDevice = errors.New("cuda: no usable NVIDIA GPU")
+
+// Backend is the CUDA backend.
+type Backend struct {
+	mu   sync.Mutex
+	d    *driver
+	lt   *cublasLt
+	ltWS uintptr
+	opts Options
+
+	dev       int32
+	ctx       uintptr
+	devName   string
+	ccMaj     int
+	ccMin     int
+	sms       int
+	smemOptin int
+	mod       uintptr
+	fns       map[string]uintptr
+	kernelSrc string // where the kernels came from
+
+	pool    map[int][]uintptr // free device blocks by size class (bytes)
+	inUse   int64
+	pooled  int64
+	weights []uintptr
+	closed  bool
+
+	// staging ring for small per-call arrays: pinned host memory copied
+	// asynchronously to the same offsets of a device buffer
+	stageHost, stageDev uintptr
+	stageCap, stageOff  int
+	deferred            []scratch // released when the current operation has queued its work
+
+	// kernel parameter block (heap, stable addresses)
+	params *paramBlock
+	alpha  float32
+	beta   float32
+}
+
+type paramBlock struct {
+	slots [40]uint64
+	ptrs  [40]uintptr
+}
+
+const stageBytes = 4 << 20
+
+// New opens GPU number device. It returns an error wrapping ErrNoDevice when
+// the driver or a GPU is missing.
+func New(device int, opts Options) (*Backend, error) {
+	d, err := loadDriver()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNoDevice, err)
+	}
+	if r := ccall(d.cuInit, 0); int32(r) != 0 {
+		err := d.check(r, "cuInit")
+		return nil, fmt.Errorf("%w: %v", ErrNoDevice, err)
+	}
+	var n int32
+	if err := d.check(ccall(d.cuDeviceGetCount, uintptr(unsafe.Pointer(&n))), "cuDeviceGetCount"); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNoDevice, err)
+	}
+	if device < 0 || device >= int(n) {
+		return nil, fmt.Errorf("%w: device %d requested, %d present", ErrNoDevice, device, n)
+	}
+	b := &Backend{d: d, opts: opts, fns: map[string]uintptr{}, pool: map[int][]uintptr{}, params: &paramBlock{}, alpha: 1}
+	for i := range b.params.ptrs {
+		b.params.ptrs[i] = uintptr(unsafe.Pointer(&b.params.slots[i]))
+	}
+	if err := d.check(ccall(d.cuDeviceGet, uintptr(unsafe.Pointer(&b.dev)), uintptr(device)), "cuDeviceGet"); err != nil {
+		return nil, err
+	}
+	name := make([]byte, 256)
+	ccall(d.cuDeviceGetName, uintptr(unsafe.Pointer(&name[0])), 256, uintptr(b.dev))
+	b.devName = gostring(uintptr(unsafe.Pointer(&name[0])))
+	runtime.KeepAlive(name)
+	for _, a := range []struct {
+		attr int
+		v    *int
+	}{{cuDevAttrCCMajor, &b.ccMaj}, {cuDevAttrCCMinor, &b.ccMin}, {cuDevAttrMultiprocessorCount, &b.sms}, {cuDevAttrMaxSharedPerBlockOpt, &b.smemOptin}} {
+		if *a.v, err = d.attr(b.dev, a.attr); err != nil {
+			return nil, err
+		}
+	}
+	if err := d.check(ccall(d.cuDevicePrimaryCtxRetain, uintptr(unsafe.Pointer(&b.ctx)), uintptr(b.dev)), "cuDevicePrimaryCtxRetain"); err != nil {
+		return nil, err
+	}
+	defer b.enter()()
+	fail := func(err error) (*Backend, error) {
+		b.closeLocked()
+		return nil, err
+	}
+	img, path, err := kernelImage(opts.CacheDir, b.ccMaj, b.ccMin)
+	if err != nil {
+		return fail(err)
+	}
+	b.kernelSrc = "compiled by NVRTC"
+	if path != "" {
+		b.kernelSrc = "cached " + path
+	}
+	err = d.check(ccall(d.cuModuleLoadData, uintptr(unsafe.Pointer(&b.mod)), uintptr(unsafe.Pointer(&img[0]))), "cuModuleLoadData(kernels)")
+	if err != nil && path != "" {
+		// a stale or damaged cache entry: compile again
+		os.Remove(path)
+		if img, _, err = kernelImage(opts.CacheDir, b.ccMaj, b.ccMin); err != nil {
+			return fail(err)
+		}
+		b.kernelSrc = "compiled by NVRTC"
+		err = d.check(ccall(d.cuModuleLoadData, uintptr(unsafe.Pointer(&b.mod)), uintptr(unsafe.Pointer(&img[0]))), "cuModuleLoadData(kernels)")
+	}
+	if err != nil {
+		return fail(err)
+	}
+	runtime.KeepAlive(img)
+	for _, k := range kernelNames {
+		var f uintptr
+		if err := d.check(ccall(d.cuModuleGetFunction, uintptr(unsafe.Pointer(&f)), b.mod, uintptr(unsafe.Pointer(&cstr(k)[0]))), "cuModuleGetFunction("+k+")"); err != nil {
+			return fail(err)
+		}
+		b.fns[k] = f
+	}
+	// the chunked lightning kernel needs more than the default 48 KiB of shared memory
+	if b.smemOptin > 48<<10 {
+		if err := d.check(ccall(d.cuFuncSetAttribute, b.fns["k_lightning_chunk"], cuFuncAttrMaxDynamicShared, uintptr(b.smemOptin)), "cuFuncSetAttribute(k_lightning_chunk)"); err != nil {
+			return fail(err)
+		}
+	}
+	if err := d.check(ccall(d.cuMemAllocHost, uintptr(unsafe.Pointer(&b.stageHost)), stageBytes), "cuMemAllocHost"); err != nil {
+		return fail(err)
+	}
+	if err := d.check(ccall(d.cuMemAlloc, uintptr(unsafe.Pointer(&b.stageDev)), stageBytes), "cuMemAlloc(staging)"); err != nil {
+		return fail(err)
+	}
+	b.stageCap = stageBytes
+	if lt, err := loadCublasLt(); err == nil {
+		b.lt = lt
+		if err := d.check(ccall(d.cuMemAlloc, uintptr(unsafe.Pointer(&b.ltWS)), ltWorkspaceBytes), "cuMemAlloc(cublasLt workspace)"); err != nil {
+			return fail(err)
+		}
+	} else if !opts.Precise {
+		return fail(fmt.Errorf("%v (fast mode needs cuBLASLt; use Options{Precise: true} without it)", err))
+	}
+	return b, nil
+}
+
+var kernelNames = []string{
+	"k_copy", "k_fill", "k_add", "k_silu", "k_silumul", "k_sigmul", "k_gather", "k_tobf16",
+	"embed_f32", "embed_f16", "embed_bf16", "k_rmsnorm", "k_rope",
+	"gemv_f32", "gemv_f16", "gemv_bf16", "gemv_bf16v", "gemm_f32", "gemm_f16", "gemm_bf16",
+	"moe_gemv_f32", "moe_gemv_f16", "moe_gemv_bf16", "moe_gemv_bf16v",
+	"k_moe_plan", "moe_gemm_f32", "moe_gemm_f16", "moe_gemm_bf16", "k_moe_combine", "k_route",
+	"k_lightning_rec", "k_lightning_chunk", "k_kvstore", "k_attn", "k_attn_combine",
+}
+
+// enter locks the backend and makes its context current on this OS thread;
+// the returned function undoes both.
+func (b *Backend) enter() func() {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		panic("cuda: backend used after Close")
+	}
+	runtime.LockOSThread()
+	b.must(b.d.check(ccall(b.d.cuCtxSetCurrent, b.ctx), "cuCtxSetCurrent"))
+	return func() {
+		if len(b.deferred) > 0 {
+			b.release(b.deferred...)
+			b.deferred = b.deferred[:0]
+		}
+		runtime.UnlockOSThread()
+		b.mu.Unlock()
+	}
+}
+
+func (b *Backend) must(err error) {
+	if err != nil {
+		panic(err)
+	}
+}
+
+// Name implements backend.Backend.
+func (b *Backend) Name() string { return "cuda" }
+
+// Describe returns the device, mode and library details.
+func (b *Backend) Describe() string {
+	mode := "fast (cuBLASLt BF16)"
+	if b.opts.Precise {
+		mode = "precise (FP32)"
+	}
+	lt := "none"
+	if b.lt != nil {
+		lt = b.lt.l.path
+	}
+	return fmt.Sprintf("%s (sm_%d%d, %d SMs), %s mode, kernels %s, cuBLASLt %s", b.devName, b.ccMaj, b.ccMin, b.sms, mode, b.kernelSrc, lt)
+}
+
+// Close releases all device memory and the context.
+func (b *Backend) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	ccall(b.d.cuCtxSetCurrent, b.ctx)
+	b.closeLocked()
+	return nil
+}
+
+func (b *Backend) closeLocked() {
+	d := b.d
+	ccall(d.cuCtxSynchronize)
+	if b.lt != nil {
+		b.lt.close()
+	}
+	for _, list := range b.pool {
+		for _, p := range list {
+			ccall(d.cuMemFree, p)
+		}
+	}
+	for _, p := range b.weights {
+		ccall(d.cuMemFree, p)
+	}
+	for _, p := range []uintptr{b.stageDev, b.ltWS} {
+		if p != 0 {
+			ccall(d.cuMemFree, p)
+		}
+	}
+	if b.stageHost != 0 {
+		ccall(d.cuMemFreeHost, b.stageHost)
+	}
+	if b.mod != 0 {
+		ccall(d.cuModuleUnload, b.mod)
+	}
+	b.pool, b.weights = nil, nil
+	ccall(d.cuDevicePrimaryCtxRelease, uintptr(b.dev))
+	b.closed = true
+}
+
+// ---------------------------------------------------------------------------
+// memory
+
+// buffer is device memory for float32 activations.
+type buffer struct {
+	ptr   uintptr
+	n     int // float32 elements
+	class int // pool size class in bytes
+}
+
+func (b *buffer) Len() int { return b.n }
+
+// sizeClass rounds n bytes up to one of 8 sizes per power of two (min 512).
+func sizeClass(n int) int {
+	if n <= 512 {
+		return 512
+	}
+	shift := bits.Len(uint(n-1)) - 3
+	step := 1 << shift
+	return (n + step - 1) / step * step
+}
+
+// devAlloc returns a device block of at least n bytes from the pool.
+func (b *Backend) devAlloc(n int) (uintptr, int) {
+	c := sizeClass(n)
+	if l := b.pool[c]; len(l) > 0 {
+		p := l[len(l)-1]
+		b.pool[c] = l[:len(l)-1]
+		b.pooled -= int64(c)
+		b.inUse += int64(c)
+		return p, c
+	}
+	var p uintptr
+	r := ccall(b.d.cuMemAlloc, uintptr(unsafe.Pointer(&p)), uintptr(c))
+	if int32(r) != 0 {
+		// give the pool back to the driver and retry once
+		b.trim()
+		r = ccall(b.d.cuMemAlloc, uintptr(unsafe.Pointer(&p)), uintptr(c))
+	}
+	b.must(b.d.check(r, fmt.Sprintf("cuMemAlloc(%d bytes; %d in use, %d pooled)", c, b.inUse, b.pooled)))
+	b.inUse += int64(c)
+	return p, c
+}
+
+func (b *Backend) devFree(p uintptr, class int) {
+	b.pool[class] = append(b.pool[class], p)
+	b.inUse -= int64(class)
+	b.pooled += int64(class)
+}
+
+// trim frees every pooled block.
+func (b *Backend) trim() {
+	ccall(b.d.cuCtxSynchronize)
+	for c, list := range b.pool {
+		for _, p := range list {
+			ccall(b.d.cuMemFree, p)
+		}
+		delete(b.pool, c)
+	}
+	b.pooled = 0
+}
+
+// MemStats reports bytes of activations in use and held in the pool.
+func (b *Backend) MemStats() (inUse, pooled int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.inUse, b.pooled
+}
+
+// Alloc implements backend.Backend.
+func (b *Backend) Alloc(rows, cols int) backend.Tensor {
+	defer b.enter()()
+	return b.alloc(rows, cols)
+}
+
+func (b *Backend) alloc(rows, cols int) backend.Tensor {
+	n := rows * cols
+	p, c := b.devAlloc(max(4*n, 4))
+	if n > 0 {
+		b.must(b.d.check(ccall(b.d.cuMemsetD32Async, p, 0, uintptr(n), 0), "cuMemsetD32Async"))
+	}
+	return backend.Tensor{Buf: &buffer{ptr: p, n: n, class: c}, Rows: rows, Cols: cols, Stride: cols}
+}
+
+// Free implements backend.Backend.
+func (b *Backend) Free(t backend.Tensor) {
+	defer b.enter()()
+	b.free(t)
+}
+
+func (b *Backend) free(t backend.Tensor) {
+	buf := t.Buf.(*buffer)
+	if buf.ptr == 0 {
+		panic("cuda: Free of a freed tensor")
+	}
+	b.devFree(buf.ptr, buf.class)
+	buf.ptr = 0
+}
+
+// scratch is a temporary device block freed (stream-ordered) by release.
+type scratch struct {
+	p     uintptr
+	class int
+}
+
+func (b *Backend) scratch(n int) scratch {
+	p, c := b.devAlloc(max(n, 4))
+	return scratch{p, c}
+}
+
+func (b *Backend) release(s ...scratch) {
+	for _, x := range s {
+		b.devFree(x.p, x.class)
+	}
+}
+
+// ptr returns the device address of t's first element, checking the view.
+func (b *Backend) ptr(op string, t backend.Tensor) uintptr {
+	buf, ok := t.Buf.(*buffer)
+	if !ok || buf == nil {
+		panic(fmt.Sprintf("cuda.%s: tensor not allocated by the CUDA backend", op))
+	}
+	if buf.ptr == 0 {
+		panic(fmt.Sprintf("cuda.%s: tensor used after Free", op))
+	}
+	if t.Rows < 0 || t.Cols < 0 || t.Off < 0 || (t.Rows > 1 && t.Stride < t.Cols) || (t.Rows > 0 && t.Off+(t.Rows-1)*t.Stride+t.Cols > buf.n) {
+		panic(fmt.Sprintf("cuda.%s: view %dx%d (offset %d, stride %d) outside its buffer of %d", op, t.Rows, t.Cols, t.Off, t.Stride, buf.n))
+	}
+	return buf.ptr + uintptr(t.Off)*4
+}
+
+func contiguous(t backend.Tensor) bool { return t.Rows <= 1 || t.Stride == t.Cols }
+
+func checkSame(op string, a, b backend.Tensor) {
+	if a.Rows != b.Rows || a.Cols != b.Cols {
+		panic(fmt.Sprintf("cuda.%s: shape %dx%d vs %dx%d", op, a.Rows, a.Cols, b.Rows, b.Cols))
+	}
+}
+
+// stage copies small host data to device memory (asynchronously, through
+// pinned memory) and returns its device address; valid until the next sync.
+func (b *Backend) stage(data unsafe.Pointer, n int) uintptr {
+	if n == 0 {
+		return b.stageDev
+	}
+	need := (n + 255) &^ 255
+	if b.stageOff+need > b.stageCap {
+		// the ring is full (it empties at every Read): use a pool block,
+		// copied synchronously and released after this operation
+		s := b.scratch(n)
+		b.must(b.d.check(ccall(b.d.cuMemcpyHtoD, s.p, uintptr(data), uintptr(n)), "cuMemcpyHtoD(stage)"))
+		b.deferred = append(b.deferred, s)
+		return s.p
+	}
+	off := b.stageOff
+	copy(cmem(b.stageHost+uintptr(off), n), unsafe.Slice((*byte)(data), n))
+	b.must(b.d.check(ccall(b.d.cuMemcpyHtoDAsync, b.stageDev+uintptr(off), b.stageHost+uintptr(off), uintptr(n), 0), "cuMemcpyHtoDAsync(stage)"))
+	b.stageOff += need
+	return b.stageDev + uintptr(off)
+}
+
+func (b *Backend) stageI32(v []int32) uintptr {
+	if len(v) == 0 {
+		return b.stageDev
+	}
+	return b.stage(unsafe.Pointer(&v[0]), 4*len(v))
+}
+
+func (b *Backend) stageI64(v []int64) uintptr {
+	if len(v) == 0 {
+		return b.stageDev
+	}
+	return b.stage(unsafe.Pointer(&v[0]), 8*len(v))
+}
+
+// sync waits for all queued work.
+func (b *Backend) sync() {
+	b.must(b.d.check(ccall(b.d.cuCtxSynchronize), "cuCtxSynchronize (an earlier kernel failed)"))
+	b.stageOff = 0
+}
+
+// Sync waits for all queued work (for timing).
+func (b *Backend) Sync() {
+	defer b.enter()()
+	b.sync()
+}
+
+// ---------------------------------------------------------------------------
+// kernel launches
+
+// argument encoders for launch
+func pArg(p uintptr) uint64 { return uint64(p) }
+func iArg(v int) uint64     { return uint64(uint32(int32(v))) }
+func lArg(v int) uint64     { return uint64(int64(v)) }
+func fArg(v float32) uint64 { return uint64(math.Float32bits(v)) }
+func dArg(v float64) uint64 { return math.Float64bits(v) }
+func bArg(v bool) uint64 {
+	if v {
+		return 1
+	}
+	return 0
+}
+
+type dim3 struct{ x, y, z int }
+
+// launch runs kernel name on grid×block threads with smem bytes of dynamic
+// shared memory; each argument occupies one 8-byte slot read by the kernel
+// with its declared type.
+func (b *Backend) launch(name string, grid, block dim3, smem int, args ...uint64) {
+	f := b.fns[name]
+	if f == 0 {
+		panic("cuda: unknown kernel " + name)
+	}
+	if grid.x == 0 || grid.y == 0 || grid.z == 0 {
+		return
+	}
+	pb := b.params
+	copy(pb.slots[:], args)
+	r := ccall(b.d.cuLaunchKernel, f, uintptr(grid.x), uintptr(grid.y), uintptr(grid.z), uintptr(block.x), uintptr(block.y), uintptr(block.z),
+		uintptr(smem), 0, uintptr(unsafe.Pointer(&pb.ptrs[0])), 0)
+	if int32(r) != 0 {
+		b.must(b.d.check(r, fmt.Sprintf("cuLaunchKernel(%s, grid %v, block %v, smem %d)", name, grid, block, smem)))
+	}
+}
+
+// flatGrid returns a 1-D grid of 256-thread blocks covering n elements.
+func flatGrid(n int) (dim3, dim3) {
+	blocks := min((n+255)/256, 1<<20)
+	return dim3{max(blocks, 1), 1, 1}, dim3{256, 1, 1}
+}
+
+// ---------------------------------------------------------------------------
+// host transfers
+
+// Write implements backend.Backend.
+func (b *Backend) Write(t backend.Tensor, src []float32) {
+	defer b.enter()()
+	n := t.Rows * t.Cols
+	if len(src) < n {
+		panic(fmt.Sprintf("cuda.Write: %d values for %dx%d", len(src), t.Rows, t.Cols))
+	}
+	p := b.ptr("Write", t)
+	if n == 0 {
+		return
+	}
+	if contiguous(t) {
+		b.must(b.d.check(ccall(b.d.cuMemcpyHtoD, p, uintptr(unsafe.Pointer(&src[0])), uintptr(4*n)), "cuMemcpyHtoD"))
+		return
+	}
+	s := b.scratch(4 * n)
+	b.must(b.d.check(ccall(b.d.cuMemcpyHtoD, s.p, uintptr(unsafe.Pointer(&src[0])), uintptr(4*n)), "cuMemcpyHtoD"))
+	g, bl := flatGrid(n)
+	b.launch("k_copy", g, bl, 0, pArg(p), lArg(t.Stride), pArg(s.p), lArg(t.Cols), iArg(t.Rows), iArg(t.Cols))
+	b.release(s)
+}
+
+// Read implements backend.Backend.
+func (b *Backend) Read(t backend.Tensor, dst []float32) {
+	defer b.enter()()
+	n := t.Rows * t.Cols
+	if len(dst) < n {
+		panic(fmt.Sprintf("cuda.Read: room for %d values, need %dx%d", len(dst), t.Rows, t.Cols))
+	}
+	p := b.ptr("Read", t)
+	if n == 0 {
+		b.sync()
+		return
+	}
+	src := p
+	var s scratch
+	if !contiguous(t) {
+		s = b.scratch(4 * n)
+		g, bl := flatGrid(n)
+		b.launch("k_copy", g, bl, 0, pArg(s.p), lArg(t.Cols), pArg(p), lArg(t.Stride), iArg(t.Rows), iArg(t.Cols))
+		src = s.p
+	}
+	b.must(b.d.check(ccall(b.d.cuMemcpyDtoH, uintptr(unsafe.Pointer(&dst[0])), src, uintptr(4*n)), "cuMemcpyDtoH (or an earlier kernel failed)"))
+	if s.p != 0 {
+		b.release(s)
+	}
+	b.stageOff = 0 // everything queued has completed
+}
+
+// Copy implements backend.Backend.
+func (b *Backend) Copy(dst, src backend.Tensor) {
+	defer b.enter()()
+	b.copyT(dst, src)
+}
+
+func (b *Backend) copyT(dst, src backend.Tensor) {
+	checkSame("Copy", dst, src)
+	pd, ps := b.ptr("Copy", dst), b.ptr("Copy", src)
+	n := dst.Rows * dst.Cols
+	if n == 0 {
+		return
+	}
+	if contiguous(dst) && contiguous(src) {
+		b.must(b.d.check(ccall(b.d.cuMemcpyDtoDAsync, pd, ps, uintptr(4*n), 0), "cuMemcpyDtoDAsync"))
+		return
+	}
+	g, bl := flatGrid(n)
+	b.launch("k_copy", g, bl, 0, pArg(pd), lArg(dst.Stride), pArg(ps), lArg(src.Stride), iArg(dst.Rows), iArg(dst.Cols))
+}
+
+// Zero implements backend.Backend.
+func (b *Backend) Zero(t backend.Tensor) {
+	defer b.enter()()
+	p := b.ptr("Zero", t)
+	n := t.Rows * t.Cols
+	if n == 0 {
+		return
+	}
+	if contiguous(t) {
+		b.must(b.d.check(ccall(b.d.cuMemsetD32Async, p, 0, uintptr(n), 0), "cuMemsetD32Async"))
+		return
+	}
+	g, bl := flatGrid(n)
+	b.launch("k_fill", g, bl, 0, pArg(p), lArg(t.Stride), iArg(t.Rows), iArg(t.Cols), fArg(0))
+}

@@ -1,0 +1,452 @@
+package cuda
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand"
+	"sync"
+	"testing"
+
+	"github.com/ringo-ai/ringo/backend"
+	"github.com/ringo-ai/ringo/backend/cpu"
+	"github.com/ringo-ai/ringo/safetensors"
+)
+
+var (
+	gpuOnce  [2]sync.Once
+	gpuB     [2]*Backend
+	gpuErr   [2]error
+	cpuOnce  sync.Once
+	cpuB     *cpu.Backend
+	logDescr sync.Once
+)
+
+// gpu returns a shared backend (precise or fast), skipping the test when no GPU is usable.
+func gpu(t testing.TB, precise bool) *Backend {
+	t.Helper()
+	i := 0
+	if precise {
+		i = 1
+	}
+	gpuOnce[i].Do(func() { gpuB[i], gpuErr[i] = New(0, Options{Precise: precise}) })
+	if err := gpuErr[i]; err != nil {
+		if errors.Is(err, ErrNoDevice) {
+			t.Skip(err)
+		}
+		t.Fatal(err)
+	}
+	logDescr.Do(func() { t.Log(gpuB[i].Describe()) })
+	return gpuB[i]
+}
+
+func host() *cpu.Backend {
+	cpuOnce.Do(func() { cpuB = cpu.New(0) })
+	return cpuB
+}
+
+func TestNewWithoutDevice(t *testing.T) {
+	_, err := New(1<<20, Options{Precise: true})
+	if err == nil {
+		t.Fatal("New(huge device number) succeeded")
+	}
+	t.Logf("New(1<<20): %v", err)
+}
+
+// pair holds the same values on the CPU and GPU backends.
+type pair struct {
+	c, g backend.Tensor
+}
+
+// randT returns rows×cols random values as views (offset, padded stride) on both backends.
+func randT(t *testing.T, g *Backend, rng *rand.Rand, rows, cols int, scale float32) pair {
+	vals := make([]float32, rows*cols)
+	for i := range vals {
+		vals[i] = (rng.Float32()*2 - 1) * scale
+	}
+	return pairOf(g, rows, cols, vals)
+}
+
+func pairOf(g *Backend, rows, cols int, vals []float32) pair {
+	c := host()
+	ct := c.Alloc(rows+2, cols+5).RowRange(1, rows).ColRange(3, cols)
+	gt := g.Alloc(rows+2, cols+5).RowRange(1, rows).ColRange(3, cols)
+	c.Write(ct, vals)
+	g.Write(gt, vals)
+	return pair{ct, gt}
+}
+
+func zeroT(g *Backend, rows, cols int) pair {
+	return pairOf(g, rows, cols, make([]float32, rows*cols))
+}
+
+func readBoth(g *Backend, p pair) (cv, gv []float32) {
+	n := p.c.Rows * p.c.Cols
+	cv, gv = make([]float32, n), make([]float32, n)
+	host().Read(p.c, cv)
+	g.Read(p.g, gv)
+	return
+}
+
+// relErr returns max|got−want| / max|want|.
+func relErr(got, want []float32) float64 {
+	var num, den float64
+	for i := range want {
+		if math.IsNaN(float64(got[i])) != math.IsNaN(float64(want[i])) {
+			return math.Inf(1)
+		}
+		num = math.Max(num, math.Abs(float64(got[i]-want[i])))
+		den = math.Max(den, math.Abs(float64(want[i])))
+	}
+	if den == 0 {
+		return num
+	}
+	return num / den
+}
+
+func compare(t *testing.T, what string, g *Backend, p pair, tol float64) {
+	t.Helper()
+	cv, gv := readBoth(g, p)
+	if e := relErr(gv, cv); e > tol || math.IsNaN(e) {
+		t.Errorf("%s: relative error %.3g > %.3g", what, e, tol)
+	} else {
+		t.Logf("%s: relative error %.2g", what, e)
+	}
+}
+
+// hostWeight returns random weight bytes of the given kind.
+func hostWeight(rng *rand.Rand, name string, kind backend.Kind, rows, cols int, scale float32) backend.HostWeight {
+	n := rows * cols
+	hw := backend.HostWeight{Name: name, Kind: kind, Rows: rows, Cols: cols}
+	switch kind {
+	case backend.F32:
+		hw.Data = make([]byte, 4*n)
+		for i := 0; i < n; i++ {
+			binary.LittleEndian.PutUint32(hw.Data[4*i:], math.Float32bits((rng.Float32()*2-1)*scale))
+		}
+	case backend.F16:
+		hw.Data = make([]byte, 2*n)
+		for i := 0; i < n; i++ {
+			binary.LittleEndian.PutUint16(hw.Data[2*i:], safetensors.F32ToF16((rng.Float32()*2-1)*scale))
+		}
+	case backend.BF16:
+		hw.Data = make([]byte, 2*n)
+		for i := 0; i < n; i++ {
+			binary.LittleEndian.PutUint16(hw.Data[2*i:], safetensors.F32ToBF16((rng.Float32()*2-1)*scale))
+		}
+	case backend.F8E4M3:
+		hw.Data = make([]byte, n)
+		for i := range hw.Data {
+			hw.Data[i] = safetensors.F32ToF8E4M3((rng.Float32()*2 - 1) * 200)
+		}
+		hw.BlockRows, hw.BlockCols = 16, 16
+		hw.Scale = make([]float32, ((rows+15)/16)*((cols+15)/16))
+		for i := range hw.Scale {
+			hw.Scale[i] = scale / 200 * (0.5 + rng.Float32())
+		}
+	}
+	return hw
+}
+
+func upload(t *testing.T, g *Backend, hw backend.HostWeight) (backend.Weight, backend.Weight) {
+	t.Helper()
+	cw, err := host().Upload(hw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := g.Upload(hw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cw, gw
+}
+
+func TestMatMul(t *testing.T) {
+	g := gpu(t, true)
+	rng := rand.New(rand.NewSource(1))
+	for _, kind := range []backend.Kind{backend.F32, backend.F16, backend.BF16, backend.F8E4M3} {
+		for _, K := range []int{72, 70} {
+			cw, gw := upload(t, g, hostWeight(rng, "w", kind, 100, K, 0.5))
+			for _, T := range []int{1, 3, 8, 9, 70, 130} {
+				x := randT(t, g, rng, T, K, 1)
+				d := zeroT(g, T, 100)
+				host().MatMul(d.c, x.c, cw)
+				g.MatMul(d.g, x.g, gw)
+				compare(t, fmt.Sprintf("%v K=%d T=%d", kind, K, T), g, d, 1e-5)
+			}
+		}
+	}
+}
+
+func TestMatMulFast(t *testing.T) {
+	g := gpu(t, false)
+	rng := rand.New(rand.NewSource(2))
+	cw, gw := upload(t, g, hostWeight(rng, "w", backend.BF16, 200, 256, 0.5))
+	for _, T := range []int{1, 9, 64, 300} {
+		x := randT(t, g, rng, T, 256, 1)
+		d := zeroT(g, T, 200)
+		host().MatMul(d.c, x.c, cw)
+		g.MatMul(d.g, x.g, gw)
+		compare(t, fmt.Sprintf("fast BF16 T=%d", T), g, d, 2e-2)
+	}
+	// the fixture models' shapes
+	for _, nk := range [][2]int{{16, 64}, {32, 64}, {64, 32}, {512, 64}, {192, 64}, {96, 64}, {64, 96}} {
+		cw, gw := upload(t, g, hostWeight(rng, "w", backend.BF16, nk[0], nk[1], 0.5))
+		x := randT(t, g, rng, 150, nk[1], 1)
+		d := zeroT(g, 150, nk[0])
+		host().MatMul(d.c, x.c, cw)
+		g.MatMul(d.g, x.g, gw)
+		compare(t, fmt.Sprintf("fast BF16 N=%d K=%d T=150", nk[0], nk[1]), g, d, 2e-2)
+	}
+}
+
+func TestEmbed(t *testing.T) {
+	g := gpu(t, true)
+	rng := rand.New(rand.NewSource(3))
+	for _, kind := range []backend.Kind{backend.F32, backend.F16, backend.BF16} {
+		cw, gw := upload(t, g, hostWeight(rng, "emb", kind, 50, 24, 1))
+		ids := []int32{3, 0, 49, 3, 17}
+		d := zeroT(g, len(ids), 24)
+		host().Embed(d.c, cw, ids)
+		g.Embed(d.g, gw, ids)
+		compare(t, "embed "+kind.String(), g, d, 0)
+	}
+}
+
+func TestRMSNorm(t *testing.T) {
+	g := gpu(t, true)
+	rng := rand.New(rand.NewSource(4))
+	for _, c := range []struct{ cols, group, wlen int }{{64, 64, 64}, {64, 16, 16}, {64, 16, 64}, {2048, 2048, 2048}, {1024, 512, 1024}} {
+		cw, gw := upload(t, g, hostWeight(rng, "norm", backend.BF16, 1, c.wlen, 2))
+		x := randT(t, g, rng, 7, c.cols, 3)
+		d := zeroT(g, 7, c.cols)
+		host().RMSNorm(d.c, x.c, cw, c.group, 1e-6)
+		g.RMSNorm(d.g, x.g, gw, c.group, 1e-6)
+		compare(t, fmt.Sprintf("rmsnorm %+v", c), g, d, 1e-6)
+		// in place
+		host().RMSNorm(x.c, x.c, cw, c.group, 1e-6)
+		g.RMSNorm(x.g, x.g, gw, c.group, 1e-6)
+		compare(t, fmt.Sprintf("rmsnorm in place %+v", c), g, x, 1e-6)
+	}
+}
+
+func TestRoPE(t *testing.T) {
+	g := gpu(t, true)
+	rng := rand.New(rand.NewSource(5))
+	for _, c := range []struct {
+		hd, dim int
+		theta   float64
+	}{{16, 8, 10000}, {128, 64, 600000}, {64, 64, 10000}} {
+		rows := 9
+		pos := make([]int32, rows)
+		for i := range pos {
+			pos[i] = int32(rng.Intn(5000))
+		}
+		x := randT(t, g, rng, rows, 4*c.hd, 1)
+		rope := backend.RoPE{Dim: c.dim, Theta: c.theta}
+		host().ApplyRoPE(x.c, c.hd, rope, pos)
+		g.ApplyRoPE(x.g, c.hd, rope, pos)
+		compare(t, fmt.Sprintf("rope %+v", c), g, x, 1e-6)
+	}
+}
+
+func TestElementwise(t *testing.T) {
+	g := gpu(t, true)
+	c := host()
+	rng := rand.New(rand.NewSource(6))
+	a, b := randT(t, g, rng, 5, 300, 4), randT(t, g, rng, 5, 300, 4)
+	d := zeroT(g, 5, 300)
+	c.Add(d.c, a.c, b.c)
+	g.Add(d.g, a.g, b.g)
+	compare(t, "add", g, d, 0)
+	c.SiLU(d.c, a.c)
+	g.SiLU(d.g, a.g)
+	compare(t, "silu", g, d, 1e-6)
+	c.SiLUMul(d.c, a.c, b.c)
+	g.SiLUMul(d.g, a.g, b.g)
+	compare(t, "silumul", g, d, 1e-6)
+	c.SigmoidMul(d.c, a.c, b.c)
+	g.SigmoidMul(d.g, a.g, b.g)
+	compare(t, "sigmoidmul", g, d, 1e-6)
+	c.SigmoidMul(a.c, a.c, b.c) // aliasing
+	g.SigmoidMul(a.g, a.g, b.g)
+	compare(t, "sigmoidmul in place", g, a, 1e-6)
+	rows := []int{4, 0, 2}
+	gd := zeroT(g, 3, 300)
+	c.Gather(gd.c, b.c, rows)
+	g.Gather(gd.g, b.g, rows)
+	compare(t, "gather", g, gd, 0)
+	c.Copy(d.c, b.c)
+	g.Copy(d.g, b.g)
+	compare(t, "copy", g, d, 0)
+	c.Zero(d.c.RowRange(1, 2))
+	g.Zero(d.g.RowRange(1, 2))
+	compare(t, "zero", g, d, 0)
+	// contiguous tensors
+	ct := g.Alloc(3, 7)
+	vals := make([]float32, 21)
+	for i := range vals {
+		vals[i] = float32(i)
+	}
+	g.Write(ct, vals)
+	out := make([]float32, 21)
+	g.Read(ct, out)
+	for i := range out {
+		if out[i] != vals[i] {
+			t.Fatalf("write/read: %v", out)
+		}
+	}
+	g.Free(ct)
+}
+
+func TestLightning(t *testing.T) {
+	g := gpu(t, true)
+	rng := rand.New(rand.NewSource(7))
+	for _, c := range []struct{ H, d int }{{4, 16}, {2, 128}, {3, 64}} {
+		spans := []backend.Span{{Row: 0, N: 1, Pos: 5}, {Row: 1, N: 7, Pos: 0}, {Row: 8, N: 40, Pos: 3}, {Row: 48, N: 150, Pos: 0}, {Row: 198, N: 0, Pos: 2}}
+		T, Hd := 198, c.H*c.d
+		decay := make([]float32, c.H)
+		for h := range decay {
+			decay[h] = 0.02 + 0.3*float32(h)/float32(c.H)
+		}
+		states := make([]pair, len(spans))
+		cs, gs := make([]backend.Tensor, len(spans)), make([]backend.Tensor, len(spans))
+		for i := range states {
+			vals := make([]float32, Hd*c.d)
+			for j := range vals {
+				vals[j] = rng.Float32()*2 - 1
+			}
+			// states must be contiguous
+			st := pair{host().Alloc(Hd, c.d), g.Alloc(Hd, c.d)}
+			host().Write(st.c, vals)
+			g.Write(st.g, vals)
+			states[i], cs[i], gs[i] = st, st.c, st.g
+		}
+		for round := 0; round < 2; round++ {
+			q, k, v := randT(t, g, rng, T, Hd, 1), randT(t, g, rng, T, Hd, 1), randT(t, g, rng, T, Hd, 1)
+			o := zeroT(g, T, Hd)
+			scale := float32(1 / math.Sqrt(float64(c.d)))
+			host().Lightning(o.c, q.c, k.c, v.c, spans, cs, decay, scale)
+			g.Lightning(o.g, q.g, k.g, v.g, spans, gs, decay, scale)
+			compare(t, fmt.Sprintf("lightning H=%d d=%d round %d output", c.H, c.d, round), g, o, 1e-4)
+			for i, st := range states {
+				compare(t, fmt.Sprintf("lightning H=%d d=%d round %d state %d", c.H, c.d, round, i), g, st, 1e-4)
+			}
+		}
+	}
+}
+
+func TestAttention(t *testing.T) {
+	g := gpu(t, true)
+	rng := rand.New(rand.NewSource(8))
+	for _, c := range []struct{ H, Hkv, hd int }{{4, 2, 16}, {8, 2, 128}, {4, 4, 64}} {
+		caches := make([]backend.KV, 2)
+		gc := make([]backend.KV, 2)
+		var cachePairs []pair
+		for i := range caches {
+			kp, vp := zeroT(g, 2200, c.Hkv*c.hd), zeroT(g, 2200, c.Hkv*c.hd)
+			caches[i], gc[i] = backend.KV{K: kp.c, V: vp.c}, backend.KV{K: kp.g, V: vp.g}
+			cachePairs = append(cachePairs, kp, vp)
+		}
+		for _, spans := range [][]backend.Span{
+			{{Row: 0, N: 37, Pos: 0}, {Row: 37, N: 270, Pos: 0}},
+			{{Row: 0, N: 1, Pos: 37}, {Row: 1, N: 3, Pos: 270}},
+			{{Row: 0, N: 2, Pos: 2100}, {Row: 2, N: 1, Pos: 40}}, // keys split over blocks
+		} {
+			T := spans[1].Row + spans[1].N
+			q := randT(t, g, rng, T, c.H*c.hd, 1)
+			k, v := randT(t, g, rng, T, c.Hkv*c.hd, 1), randT(t, g, rng, T, c.Hkv*c.hd, 1)
+			o := zeroT(g, T, c.H*c.hd)
+			scale := float32(1 / math.Sqrt(float64(c.hd)))
+			host().Attention(o.c, q.c, k.c, v.c, spans, caches, c.hd, scale)
+			g.Attention(o.g, q.g, k.g, v.g, spans, gc, c.hd, scale)
+			compare(t, fmt.Sprintf("attention %+v T=%d", c, T), g, o, 1e-5)
+		}
+		for i, p := range cachePairs {
+			compare(t, fmt.Sprintf("attention %+v cache %d", c, i), g, p, 0)
+		}
+	}
+}
+
+func TestRoute(t *testing.T) {
+	g := gpu(t, true)
+	rng := rand.New(rand.NewSource(9))
+	for _, c := range []struct {
+		E   int
+		p   backend.RouteParams
+		tie bool
+	}{
+		{16, backend.RouteParams{TopK: 4, Groups: 4, TopKGroups: 2, Sigmoid: true, Normalize: true, Scale: 2.5}, false},
+		{256, backend.RouteParams{TopK: 8, Groups: 8, TopKGroups: 4, Sigmoid: true, Normalize: true, Scale: 2.5}, false},
+		{256, backend.RouteParams{TopK: 8, Groups: 8, TopKGroups: 4, Sigmoid: true, Normalize: true, Scale: 1}, true},
+		{64, backend.RouteParams{TopK: 6, Groups: 1, Sigmoid: false, Normalize: false, Scale: 1}, false},
+		{60, backend.RouteParams{TopK: 1, Groups: 60, TopKGroups: 3, Sigmoid: false, Normalize: false, Scale: 1}, true},
+	} {
+		T := 33
+		vals := make([]float32, T*c.E)
+		for i := range vals {
+			vals[i] = rng.Float32()*8 - 4
+			if c.tie {
+				vals[i] = float32(math.Round(float64(vals[i]))) // many exact ties
+			}
+		}
+		l := pairOf(g, T, c.E, vals)
+		var cb, gb backend.Weight
+		if c.p.Sigmoid && !c.tie {
+			cb, gb = upload(t, g, hostWeight(rng, "bias", backend.F32, 1, c.E, 0.1))
+		}
+		cr := host().Route(l.c, cb, c.p)
+		gr := g.Route(l.g, gb, c.p)
+		ci, gi := make([]int32, c.p.TopK), make([]int32, c.p.TopK)
+		cw, gw := make([]float32, c.p.TopK), make([]float32, c.p.TopK)
+		for r := 0; r < T; r++ {
+			cr.Selected(r, ci, cw)
+			gr.Selected(r, gi, gw)
+			if fmt.Sprint(ci) != fmt.Sprint(gi) {
+				t.Fatalf("route E=%d row %d: ids %v, want %v", c.E, r, gi, ci)
+			}
+			if e := relErr(gw, cw); e > 1e-6 {
+				t.Fatalf("route E=%d row %d: weights %v, want %v", c.E, r, gw, cw)
+			}
+		}
+	}
+}
+
+func TestMoE(t *testing.T) {
+	g := gpu(t, true)
+	rng := rand.New(rand.NewSource(10))
+	for _, kind := range []backend.Kind{backend.BF16, backend.F16, backend.F32} {
+		E, I, D := 16, 32, 64
+		var gate, up, down []backend.HostWeight
+		for e := 0; e < E; e++ {
+			gate = append(gate, hostWeight(rng, "gate", kind, I, D, 0.3))
+			up = append(up, hostWeight(rng, "up", kind, I, D, 0.3))
+			down = append(down, hostWeight(rng, "down", kind, D, I, 0.3))
+		}
+		ce, err := host().UploadExperts(gate, up, down)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ge, err := g.UploadExperts(gate, up, down)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := backend.RouteParams{TopK: 4, Groups: 4, TopKGroups: 2, Sigmoid: true, Normalize: true, Scale: 2.5}
+		for _, T := range []int{1, 3, 5, 8, 9, 70, 300} {
+			l := randT(t, g, rng, T, E, 3)
+			x := randT(t, g, rng, T, D, 1)
+			if T%2 == 1 { // contiguous rows (vectorized loads)
+				xs := make([]float32, T*D)
+				host().Read(x.c, xs)
+				x = pair{host().Alloc(T, D), g.Alloc(T, D)}
+				host().Write(x.c, xs)
+				g.Write(x.g, xs)
+			}
+			d := zeroT(g, T, D)
+			host().MoE(d.c, x.c, host().Route(l.c, nil, p), ce)
+			g.MoE(d.g, x.g, g.Route(l.g, nil, p), ge)
+			compare(t, fmt.Sprintf("moe %v T=%d", kind, T), g, d, 1e-5)
+		}
+	}
+}

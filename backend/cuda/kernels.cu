@@ -1,0 +1,799 @@
+// CUDA C kernels of the ringo CUDA backend. This file is embedded in the Go
+// binary and compiled with NVRTC at run time (no headers are available, so
+// everything needed is defined here).
+//
+// Conventions: activations are float32 row-major matrices addressed by a
+// base pointer and a row stride in elements (i64); weights are row-major
+// [N, K] in F32, F16 or BF16; kernel names carry the weight type as a suffix.
+
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef long long i64;
+
+#define NEG_INF (__int_as_float(0xff800000))
+
+__device__ __forceinline__ float bf16f(u16 h) { return __uint_as_float(((u32)h) << 16); }
+__device__ __forceinline__ float f16f(u16 h) {
+  float f;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+  return f;
+}
+// f2bf16 rounds to nearest even (NaN stays NaN).
+__device__ __forceinline__ u16 f2bf16(float f) {
+  u32 u = __float_as_uint(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (u16)((u >> 16) | 0x40);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (u16)(u >> 16);
+}
+
+struct WF32 {
+  typedef float T;
+  static __device__ __forceinline__ float ld(const float* p, i64 i) { return p[i]; }
+};
+struct WF16 {
+  typedef u16 T;
+  static __device__ __forceinline__ float ld(const u16* p, i64 i) { return f16f(p[i]); }
+};
+struct WBF16 {
+  typedef u16 T;
+  static __device__ __forceinline__ float ld(const u16* p, i64 i) { return bf16f(p[i]); }
+};
+
+// ---------------------------------------------------------------------------
+// reductions
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ double warp_sumd(double v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_down_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// block_sumd returns the sum over the block (blockDim.x a multiple of 32) to every thread.
+__device__ double block_sumd(double v, double* sh) {
+  int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+  v = warp_sumd(v);
+  __syncthreads();
+  if (lane == 0) sh[w] = v;
+  __syncthreads();
+  double s = 0;
+  for (int i = 0; i < nw; i++) s += sh[i];
+  __syncthreads();
+  return s;
+}
+__device__ float block_sum(float v, float* sh) {
+  int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) sh[w] = v;
+  __syncthreads();
+  float s = 0;
+  for (int i = 0; i < nw; i++) s += sh[i];
+  __syncthreads();
+  return s;
+}
+__device__ float block_max(float v, float* sh) {
+  int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) sh[w] = v;
+  __syncthreads();
+  float s = sh[0];
+  for (int i = 1; i < nw; i++) s = fmaxf(s, sh[i]);
+  __syncthreads();
+  return s;
+}
+
+// ---------------------------------------------------------------------------
+// element-wise kernels over rows x cols views (flat grid-stride loops)
+
+#define GRID_LOOP(total) for (i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x; idx < (total); idx += (i64)gridDim.x * blockDim.x)
+
+extern "C" __global__ void k_copy(float* d, i64 ldd, const float* s, i64 lds, int rows, int cols) {
+  GRID_LOOP((i64)rows * cols) {
+    i64 r = idx / cols, c = idx % cols;
+    d[r * ldd + c] = s[r * lds + c];
+  }
+}
+
+extern "C" __global__ void k_fill(float* d, i64 ldd, int rows, int cols, float v) {
+  GRID_LOOP((i64)rows * cols) {
+    i64 r = idx / cols, c = idx % cols;
+    d[r * ldd + c] = v;
+  }
+}
+
+extern "C" __global__ void k_add(float* d, i64 ldd, const float* a, i64 lda, const float* b, i64 ldb, int rows, int cols) {
+  GRID_LOOP((i64)rows * cols) {
+    i64 r = idx / cols, c = idx % cols;
+    d[r * ldd + c] = a[r * lda + c] + b[r * ldb + c];
+  }
+}
+
+extern "C" __global__ void k_silu(float* d, i64 ldd, const float* x, i64 ldx, int rows, int cols) {
+  GRID_LOOP((i64)rows * cols) {
+    i64 r = idx / cols, c = idx % cols;
+    float v = x[r * ldx + c];
+    d[r * ldd + c] = v / (1.0f + expf(-v));
+  }
+}
+
+extern "C" __global__ void k_silumul(float* d, i64 ldd, const float* g, i64 ldg, const float* u, i64 ldu, int rows, int cols) {
+  GRID_LOOP((i64)rows * cols) {
+    i64 r = idx / cols, c = idx % cols;
+    float v = g[r * ldg + c];
+    d[r * ldd + c] = v / (1.0f + expf(-v)) * u[r * ldu + c];
+  }
+}
+
+extern "C" __global__ void k_sigmul(float* d, i64 ldd, const float* x, i64 ldx, const float* g, i64 ldg, int rows, int cols) {
+  GRID_LOOP((i64)rows * cols) {
+    i64 r = idx / cols, c = idx % cols;
+    d[r * ldd + c] = x[r * ldx + c] / (1.0f + expf(-g[r * ldg + c]));
+  }
+}
+
+extern "C" __global__ void k_gather(float* d, i64 ldd, const float* s, i64 lds, const int* rows, int n, int cols) {
+  GRID_LOOP((i64)n * cols) {
+    i64 r = idx / cols, c = idx % cols;
+    d[r * ldd + c] = s[(i64)rows[r] * lds + c];
+  }
+}
+
+// k_tobf16 converts a float32 view into a contiguous BF16 matrix.
+extern "C" __global__ void k_tobf16(u16* d, const float* x, i64 ldx, int rows, int cols) {
+  GRID_LOOP((i64)rows * cols) {
+    i64 r = idx / cols, c = idx % cols;
+    d[idx] = f2bf16(x[r * ldx + c]);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// embedding
+
+template <class W>
+__device__ void embed_impl(float* d, i64 ldd, const typename W::T* table, const int* ids, int n, int cols) {
+  GRID_LOOP((i64)n * cols) {
+    i64 r = idx / cols, c = idx % cols;
+    d[r * ldd + c] = W::ld(table, (i64)ids[r] * cols + c);
+  }
+}
+extern "C" __global__ void embed_f32(float* d, i64 ldd, const float* t, const int* ids, int n, int cols) { embed_impl<WF32>(d, ldd, t, ids, n, cols); }
+extern "C" __global__ void embed_f16(float* d, i64 ldd, const u16* t, const int* ids, int n, int cols) { embed_impl<WF16>(d, ldd, t, ids, n, cols); }
+extern "C" __global__ void embed_bf16(float* d, i64 ldd, const u16* t, const int* ids, int n, int cols) { embed_impl<WBF16>(d, ldd, t, ids, n, cols); }
+
+// ---------------------------------------------------------------------------
+// RMSNorm: one block per (row, group); the sum of squares in double as the
+// CPU reference does. w has `group` values (shared) or `cols` (wfull).
+
+extern "C" __global__ void k_rmsnorm(float* d, i64 ldd, const float* x, i64 ldx, const float* w, int wfull, int cols, int group, float eps) {
+  __shared__ double sh[32];
+  int ng = cols / group;
+  i64 r = blockIdx.x / ng;
+  int g = blockIdx.x % ng;
+  const float* xr = x + r * ldx + (i64)g * group;
+  float* dr = d + r * ldd + (i64)g * group;
+  double ss = 0;
+  for (int i = threadIdx.x; i < group; i += blockDim.x) {
+    double v = xr[i];
+    ss += v * v;
+  }
+  ss = block_sumd(ss, sh);
+  float inv = (float)(1.0 / sqrt(ss / (double)group + (double)eps));
+  const float* ws = wfull ? w + (i64)g * group : w;
+  for (int i = threadIdx.x; i < group; i += blockDim.x) dr[i] = xr[i] * inv * ws[i];
+}
+
+// ---------------------------------------------------------------------------
+// RoPE (NeoX rotate-half on the first `dim` channels of every head), in place.
+// One block per row.
+
+extern "C" __global__ void k_rope(float* x, i64 ldx, int cols, int headDim, int dim, double theta, const int* pos) {
+  int r = blockIdx.x;
+  int half = dim / 2, nh = cols / headDim;
+  float p = (float)pos[r];
+  for (int j = threadIdx.x; j < nh * half; j += blockDim.x) {
+    int h = j / half, i = j % half;
+    float inv = (float)pow(theta, -(double)(2 * i) / (double)dim);
+    float ang = p * inv;
+    double s, c;
+    sincos((double)ang, &s, &c);
+    float cf = (float)c, sf = (float)s;
+    float* v = x + (i64)r * ldx + (i64)h * headDim;
+    float a = v[i], b = v[i + half];
+    v[i] = a * cf - b * sf;
+    v[i + half] = b * cf + a * sf;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// GEMV for few rows (T <= 8): one warp per output column n, FP32 accumulate.
+// Y[t, n] = sum_k X[t, k] * W[n, k]
+
+#define GEMV_T 8
+#define GEMV_WARPS 8
+
+template <class W>
+__device__ void gemv_impl(const float* X, i64 ldx, int T, const typename W::T* Wt, int N, int K, float* Y, i64 ldy) {
+  int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  int n = blockIdx.x * GEMV_WARPS + warp;
+  if (n >= N) return;
+  const typename W::T* wr = Wt + (i64)n * K;
+  float acc[GEMV_T];
+#pragma unroll
+  for (int t = 0; t < GEMV_T; t++) acc[t] = 0.f;
+  for (int k = lane; k < K; k += 32) {
+    float wv = W::ld(wr, k);
+#pragma unroll
+    for (int t = 0; t < GEMV_T; t++)
+      if (t < T) acc[t] += wv * X[(i64)t * ldx + k];
+  }
+#pragma unroll
+  for (int t = 0; t < GEMV_T; t++) {
+    if (t < T) {
+      float s = warp_sum(acc[t]);
+      if (lane == 0) Y[(i64)t * ldy + n] = s;
+    }
+  }
+}
+extern "C" __global__ void gemv_f32(const float* X, i64 ldx, int T, const float* W, int N, int K, float* Y, i64 ldy) { gemv_impl<WF32>(X, ldx, T, W, N, K, Y, ldy); }
+extern "C" __global__ void gemv_f16(const float* X, i64 ldx, int T, const u16* W, int N, int K, float* Y, i64 ldy) { gemv_impl<WF16>(X, ldx, T, W, N, K, Y, ldy); }
+extern "C" __global__ void gemv_bf16(const float* X, i64 ldx, int T, const u16* W, int N, int K, float* Y, i64 ldy) { gemv_impl<WBF16>(X, ldx, T, W, N, K, Y, ldy); }
+
+// gemv_bf16v is gemv_bf16 with 16-byte loads: requires K % 8 == 0, X and ldx 16-byte aligned.
+extern "C" __global__ void gemv_bf16v(const float* X, i64 ldx, int T, const u16* Wt, int N, int K, float* Y, i64 ldy) {
+  int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  int n = blockIdx.x * GEMV_WARPS + warp;
+  if (n >= N) return;
+  const uint4* wr = (const uint4*)(Wt + (i64)n * K);
+  float acc[GEMV_T];
+#pragma unroll
+  for (int t = 0; t < GEMV_T; t++) acc[t] = 0.f;
+  int K8 = K / 8;
+  for (int k8 = lane; k8 < K8; k8 += 32) {
+    uint4 wv = wr[k8];
+    float w[8];
+    w[0] = __uint_as_float(wv.x << 16); w[1] = __uint_as_float(wv.x & 0xffff0000u);
+    w[2] = __uint_as_float(wv.y << 16); w[3] = __uint_as_float(wv.y & 0xffff0000u);
+    w[4] = __uint_as_float(wv.z << 16); w[5] = __uint_as_float(wv.z & 0xffff0000u);
+    w[6] = __uint_as_float(wv.w << 16); w[7] = __uint_as_float(wv.w & 0xffff0000u);
+#pragma unroll
+    for (int t = 0; t < GEMV_T; t++) {
+      if (t < T) {
+        const float4* xp = (const float4*)(X + (i64)t * ldx + (i64)k8 * 8);
+        float4 a = xp[0], b = xp[1];
+        acc[t] += w[0] * a.x + w[1] * a.y + w[2] * a.z + w[3] * a.w + w[4] * b.x + w[5] * b.y + w[6] * b.z + w[7] * b.w;
+      }
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < GEMV_T; t++) {
+    if (t < T) {
+      float s = warp_sum(acc[t]);
+      if (lane == 0) Y[(i64)t * ldy + n] = s;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Tiled SGEMM with typed weights: Y[ybase + r, n] = sum_k X[xrow(r), k] * W[n, k]
+// for r < M, n in [n0, n0 + 64). xrow(r) = map ? map[xbase + r] / div : xbase + r.
+// 256 threads; each computes BM/16 x 4 outputs. FP32 FMA in k order.
+
+#define TBN 64
+#define TBK 16
+
+template <class W, int BM>
+__device__ __forceinline__ void gemm_tile(const float* X, i64 ldx, const int* map, int div, int xbase, int M,
+                                          const typename W::T* Wt, int N, int K, float* Y, i64 ldy, int ybase, int n0) {
+  __shared__ float As[TBK][BM + 4];
+  __shared__ float Bs[TBK][TBN + 4];
+  const int tid = threadIdx.x;
+  const int tx = tid & 15, ty = tid >> 4;
+  constexpr int RM = BM / 16;
+  constexpr int AL = BM * TBK / 256;  // A elements loaded per thread
+  float acc[RM][4];
+#pragma unroll
+  for (int i = 0; i < RM; i++)
+#pragma unroll
+    for (int j = 0; j < 4; j++) acc[i][j] = 0.f;
+  const float* xp[AL];
+  int ar[AL], ac[AL];
+#pragma unroll
+  for (int i = 0; i < AL; i++) {
+    int e = tid + 256 * i;
+    ar[i] = e / TBK;
+    ac[i] = e % TBK;
+    xp[i] = 0;
+    if (ar[i] < M) {
+      i64 row = map ? (i64)(map[xbase + ar[i]] / div) : (i64)(xbase + ar[i]);
+      xp[i] = X + row * ldx;
+    }
+  }
+  for (int k0 = 0; k0 < K; k0 += TBK) {
+#pragma unroll
+    for (int i = 0; i < AL; i++) {
+      int k = k0 + ac[i];
+      As[ac[i]][ar[i]] = (xp[i] && k < K) ? xp[i][k] : 0.f;
+    }
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      int e = tid + 256 * i;
+      int r = e / TBK, c = e % TBK;
+      int n = n0 + r, k = k0 + c;
+      Bs[c][r] = (n < N && k < K) ? W::ld(Wt, (i64)n * K + k) : 0.f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < TBK; kk++) {
+      float a[RM], b[4];
+#pragma unroll
+      for (int i = 0; i < RM; i++) a[i] = As[kk][ty + 16 * i];
+#pragma unroll
+      for (int j = 0; j < 4; j++) b[j] = Bs[kk][tx + 16 * j];
+#pragma unroll
+      for (int i = 0; i < RM; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) acc[i][j] += a[i] * b[j];
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < RM; i++) {
+    int r = ty + 16 * i;
+    if (r >= M) continue;
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+      int n = n0 + tx + 16 * j;
+      if (n < N) Y[(i64)(ybase + r) * ldy + n] = acc[i][j];
+    }
+  }
+}
+
+// dense GEMM: grid (ceil(N/64), ceil(T/64))
+#define GEMM_DENSE(name, W)                                                                                     \
+  extern "C" __global__ void name(const float* X, i64 ldx, int T, const W::T* Wt, int N, int K, float* Y, i64 ldy) { \
+    int m0 = blockIdx.y * 64;                                                                                    \
+    gemm_tile<W, 64>(X, ldx, 0, 1, m0, min(64, T - m0), Wt, N, K, Y, ldy, m0, blockIdx.x * TBN);               \
+  }
+GEMM_DENSE(gemm_f32, WF32)
+GEMM_DENSE(gemm_f16, WF16)
+GEMM_DENSE(gemm_bf16, WBF16)
+
+// ---------------------------------------------------------------------------
+// MoE. Slots are (token, k) pairs, slot = t*K + k. k_moe_plan groups slots by
+// expert: perm[p] = slot at sorted position p, posOf[slot] = p, and tiles of at
+// most BM rows of one expert: tiles[3i..3i+2] = (expert, first position, rows).
+
+#define MOE_BM 16
+
+extern "C" __global__ void k_moe_plan(const int* ids, int nslots, int E, int* perm, int* posOf, int* tiles, int* ntiles) {
+  extern __shared__ int shi[];
+  int* cnt = shi;
+  int* off = shi + E;
+  int* fill = shi + 2 * E;
+  for (int e = threadIdx.x; e < E; e += blockDim.x) cnt[e] = 0, fill[e] = 0;
+  __syncthreads();
+  for (int s = threadIdx.x; s < nslots; s += blockDim.x) {
+    int e = ids[s];
+    if (e >= 0 && e < E) atomicAdd(&cnt[e], 1);
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int o = 0, nt = 0;
+    for (int e = 0; e < E; e++) {
+      off[e] = o;
+      for (int st = 0; st < cnt[e]; st += MOE_BM) {
+        tiles[3 * nt] = e;
+        tiles[3 * nt + 1] = o + st;
+        tiles[3 * nt + 2] = min(MOE_BM, cnt[e] - st);
+        nt++;
+      }
+      o += cnt[e];
+    }
+    *ntiles = nt;
+  }
+  __syncthreads();
+  for (int s = threadIdx.x; s < nslots; s += blockDim.x) {
+    int e = ids[s];
+    if (e >= 0 && e < E) {
+      int p = off[e] + atomicAdd(&fill[e], 1);
+      perm[p] = s;
+      posOf[s] = p;
+    } else {
+      posOf[s] = -1;
+    }
+  }
+}
+
+// moe_gemm: grid (ceil(N/64), maxTiles). mode 0 (gate/up): X rows are tokens
+// perm[p]/topk; mode 1 (down): X rows are sorted positions. Y rows are sorted
+// positions. Expert e's weight is Wt + e*N*K.
+#define MOE_GEMM(name, W)                                                                                          \
+  extern "C" __global__ void name(const float* X, i64 ldx, const int* perm, int topk, int mode, const int* tiles,       \
+                                  const int* ntiles, const W::T* Wt, int N, int K, float* Y, i64 ldy) {                \
+    int ti = blockIdx.y;                                                                                            \
+    if (ti >= *ntiles) return;                                                                                      \
+    int e = tiles[3 * ti], p0 = tiles[3 * ti + 1], m = tiles[3 * ti + 2];                                           \
+    gemm_tile<W, MOE_BM>(X, ldx, mode == 0 ? perm : 0, topk, p0, m, Wt + (i64)e * N * K, N, K, Y, ldy, p0,        \
+                         blockIdx.x * TBN);                                                                          \
+  }
+MOE_GEMM(moe_gemm_f32, WF32)
+MOE_GEMM(moe_gemm_f16, WF16)
+MOE_GEMM(moe_gemm_bf16, WBF16)
+
+// moe_gemv (few rows): grid (ceil(N/8), slots), one warp per output n of
+// slot s = blockIdx.y with expert ids[s]; mode 0: X row s/topk, mode 1: X row s.
+// Y row s.
+template <class W>
+__device__ void moe_gemv_impl(const float* X, i64 ldx, const int* ids, int topk, int mode, const typename W::T* Wt, int N, int K, float* Y, i64 ldy) {
+  int s = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  int n = blockIdx.x * GEMV_WARPS + warp;
+  if (n >= N) return;
+  const float* xr = X + (i64)(mode == 0 ? s / topk : s) * ldx;
+  const typename W::T* wr = Wt + ((i64)ids[s] * N + n) * K;
+  float acc = 0.f;
+  for (int k = lane; k < K; k += 32) acc += W::ld(wr, k) * xr[k];
+  acc = warp_sum(acc);
+  if (lane == 0) Y[(i64)s * ldy + n] = acc;
+}
+#define MOE_GEMV(name, W)                                                                                              \
+  extern "C" __global__ void name(const float* X, i64 ldx, const int* ids, int topk, int mode, const W::T* Wt, int N, int K, \
+                                  float* Y, i64 ldy) {                                                                   \
+    moe_gemv_impl<W>(X, ldx, ids, topk, mode, Wt, N, K, Y, ldy);                                                         \
+  }
+MOE_GEMV(moe_gemv_f32, WF32)
+MOE_GEMV(moe_gemv_f16, WF16)
+MOE_GEMV(moe_gemv_bf16, WBF16)
+
+// moe_gemv_bf16v: 16-byte loads; K % 8 == 0 and X rows 16-byte aligned.
+extern "C" __global__ void moe_gemv_bf16v(const float* X, i64 ldx, const int* ids, int topk, int mode, const u16* Wt, int N, int K, float* Y, i64 ldy) {
+  int s = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  int n = blockIdx.x * GEMV_WARPS + warp;
+  if (n >= N) return;
+  const float4* xr = (const float4*)(X + (i64)(mode == 0 ? s / topk : s) * ldx);
+  const uint4* wr = (const uint4*)(Wt + ((i64)ids[s] * N + n) * K);
+  float acc = 0.f;
+  for (int k8 = lane; k8 < K / 8; k8 += 32) {
+    uint4 wv = wr[k8];
+    float4 a = xr[2 * k8], b = xr[2 * k8 + 1];
+    acc += __uint_as_float(wv.x << 16) * a.x + __uint_as_float(wv.x & 0xffff0000u) * a.y +
+           __uint_as_float(wv.y << 16) * a.z + __uint_as_float(wv.y & 0xffff0000u) * a.w +
+           __uint_as_float(wv.z << 16) * b.x + __uint_as_float(wv.z & 0xffff0000u) * b.y +
+           __uint_as_float(wv.w << 16) * b.z + __uint_as_float(wv.w & 0xffff0000u) * b.w;
+  }
+  acc = warp_sum(acc);
+  if (lane == 0) Y[(i64)s * ldy + n] = acc;
+}
+
+// k_moe_combine: d[t, c] = sum_k w[t*K+k] * Y[posOf[t*K+k], c], in k order
+// (posOf null: Y rows are slots).
+extern "C" __global__ void k_moe_combine(float* d, i64 ldd, const float* Y, i64 ldy, const int* posOf, const float* w, int T, int topk, int cols) {
+  GRID_LOOP((i64)T * cols) {
+    i64 t = idx / cols, c = idx % cols;
+    float acc = 0.f;
+    for (int k = 0; k < topk; k++) {
+      int p = posOf ? posOf[t * topk + k] : (int)(t * topk + k);
+      float v = w[t * topk + k] * Y[(i64)p * ldy + c];
+      acc = k == 0 ? v : acc + v;
+    }
+    d[t * ldd + c] = acc;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Routing: one block per row (blockDim a power of two >= E, >= 32).
+// Group-limited top-k with a selection bias; ties go to the lower index.
+
+__device__ __forceinline__ bool beats(int va, float a, int ia, int vb, float b, int ib) {
+  if (!va) return false;
+  if (!vb) return true;
+  return a > b || (a == b && ia < ib);
+}
+
+extern "C" __global__ void k_route(const float* logits, i64 ld, int E, const float* bias, int groups, int keepGroups, int topk,
+                                   int sigm, int normalize, float rscale, int* ids, float* wts) {
+  __shared__ float s[1024], c[1024], gs[1024];
+  __shared__ int keep[1024];
+  __shared__ int rv[1024], ri[1024];
+  __shared__ float rf[1024];
+  __shared__ int sel[256];
+  __shared__ double shd[32];
+  __shared__ float shf[32];
+  int r = blockIdx.x, tid = threadIdx.x;
+  bool in = tid < E;
+  float x = in ? logits[(i64)r * ld + tid] : 0.f;
+  float sv = 0.f;
+  if (sigm) {
+    sv = (float)(1.0 / (1.0 + exp(-(double)x)));
+  } else {
+    float mx = block_max(in ? x : NEG_INF, shf);
+    double e = in ? exp((double)(x - mx)) : 0.0;
+    double sum = block_sumd(e, shd);
+    sv = (float)((double)(float)e / sum);
+  }
+  if (in) {
+    s[tid] = sv;
+    c[tid] = bias ? sv + bias[tid] : sv;
+  }
+  __syncthreads();
+  int per = E / groups;
+  if (tid < groups) {
+    float m1 = NEG_INF, m2 = NEG_INF;
+    for (int e = tid * per; e < (tid + 1) * per; e++) {
+      float v = c[e];
+      if (v > m1) {
+        m2 = m1;
+        m1 = v;
+      } else if (v > m2) {
+        m2 = v;
+      }
+    }
+    if (per == 1) m2 = 0.f;
+    gs[tid] = m1 + m2;
+    keep[tid] = 0;
+  }
+  __syncthreads();
+  if (tid == 0) {
+    for (int k = 0; k < keepGroups; k++) {
+      int best = -1;
+      for (int g = 0; g < groups; g++)
+        if (!keep[g] && (best < 0 || gs[g] > gs[best])) best = g;
+      keep[best] = 1;
+    }
+  }
+  __syncthreads();
+  bool cand = in && keep[tid / per];
+  for (int k = 0; k < topk; k++) {
+    rv[tid] = cand;
+    rf[tid] = in ? c[tid] : 0.f;
+    ri[tid] = tid;
+    __syncthreads();
+    for (int o = blockDim.x / 2; o > 0; o >>= 1) {
+      if (tid < o) {
+        int j = tid + o;
+        if (beats(rv[j], rf[j], ri[j], rv[tid], rf[tid], ri[tid])) {
+          rv[tid] = rv[j];
+          rf[tid] = rf[j];
+          ri[tid] = ri[j];
+        }
+      }
+      __syncthreads();
+    }
+    int w = ri[0];
+    if (tid == 0) sel[k] = w;
+    if (tid == w) cand = false;
+    __syncthreads();
+  }
+  if (tid == 0) {
+    float sum = 0.f;
+    for (int k = 0; k < topk; k++) sum += s[sel[k]];
+    for (int k = 0; k < topk; k++) {
+      float wv = s[sel[k]];
+      if (normalize) wv /= sum + 1e-20f;
+      ids[(i64)r * topk + k] = sel[k];
+      wts[(i64)r * topk + k] = wv * rscale;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Lightning attention. spans: int[3*n] = (row, n, pos); states: per span the
+// device address of its [H*d, d] float32 state (contiguous).
+
+// Recurrent form: grid = spans*H, block = (d, R); thread (j, ir) owns column j
+// of S for rows i = ir, ir+R, ...
+extern "C" __global__ void k_lightning_rec(float* o, i64 ldo, const float* q, i64 ldq, const float* k, i64 ldk, const float* v, i64 ldv,
+                                           const int* spans, const i64* states, const float* decay, int H, int d, float scale) {
+  extern __shared__ float sh[];
+  int sp = blockIdx.x / H, h = blockIdx.x % H;
+  int row0 = spans[3 * sp], n = spans[3 * sp + 1];
+  if (n == 0) return;
+  float* S = (float*)states[sp] + (i64)h * d * d;
+  float lam = (float)exp(-(double)decay[h]);
+  int j = threadIdx.x, ir = threadIdx.y, R = blockDim.y;
+  for (int t = 0; t < n; t++) {
+    i64 row = row0 + t;
+    const float* qt = q + row * ldq + (i64)h * d;
+    const float* kt = k + row * ldk + (i64)h * d;
+    float vj = v[row * ldv + (i64)h * d + j];
+    float acc = 0.f;
+    for (int i = ir; i < d; i += R) {
+      float s = lam * S[i * d + j] + kt[i] * vj;
+      S[i * d + j] = s;
+      acc += qt[i] * s;
+    }
+    sh[ir * d + j] = acc;
+    __syncthreads();
+    if (ir == 0) {
+      float sum = 0.f;
+      for (int rr = 0; rr < R; rr++) sum += sh[rr * d + j];
+      o[row * ldo + (i64)h * d + j] = sum * scale;
+    }
+    __syncthreads();
+  }
+}
+
+// Chunked form (chunk C): grid = (spans*H, d/BV), 256 threads; block handles
+// the value columns [jb, jb+BV) of one head:
+//   O[i] = s*( sum_{j<=i} l^{i-j}(q_i.k_j) v_j + l^{i+1} q_i S )
+//   S'   = l^{n} S + sum_j l^{n-1-j} k_j (x) v_j
+// Dynamic shared memory: Q, K [C][d+1], V [C][BV], A [C][C+1], S [d][BV], pw[C+1].
+extern "C" __global__ void k_lightning_chunk(float* o, i64 ldo, const float* q, i64 ldq, const float* k, i64 ldk, const float* v, i64 ldv,
+                                             const int* spans, const i64* states, const float* decay, int H, int d, float scale, int C, int BV) {
+  extern __shared__ float sh[];
+  int sp = blockIdx.x / H, h = blockIdx.x % H;
+  int row0 = spans[3 * sp], n = spans[3 * sp + 1];
+  if (n == 0) return;
+  int jb = blockIdx.y * BV;
+  int dp = d + 1;
+  float* Qs = sh;
+  float* Ks = Qs + C * dp;
+  float* Vs = Ks + C * dp;
+  float* A = Vs + C * BV;
+  float* Ss = A + C * (C + 1);
+  float* pw = Ss + d * BV;
+  float* S = (float*)states[sp] + (i64)h * d * d;
+  double a = (double)decay[h];
+  int tid = threadIdx.x, nt = blockDim.x;
+  for (int m = tid; m <= C; m += nt) pw[m] = (float)exp(-a * (double)m);
+  for (int e = tid; e < d * BV; e += nt) {
+    int m = e / BV, jj = e % BV;
+    Ss[e] = S[(i64)m * d + jb + jj];
+  }
+  __syncthreads();
+  for (int c0 = 0; c0 < n; c0 += C) {
+    int nc = min(C, n - c0);
+    for (int e = tid; e < nc * d; e += nt) {
+      int i = e / d, m = e % d;
+      i64 row = row0 + c0 + i;
+      Qs[i * dp + m] = q[row * ldq + (i64)h * d + m];
+      Ks[i * dp + m] = k[row * ldk + (i64)h * d + m];
+    }
+    for (int e = tid; e < nc * BV; e += nt) {
+      int i = e / BV, jj = e % BV;
+      Vs[i * BV + jj] = v[(i64)(row0 + c0 + i) * ldv + (i64)h * d + jb + jj];
+    }
+    __syncthreads();
+    for (int e = tid; e < nc * nc; e += nt) {
+      int i = e / nc, j = e % nc;
+      float s = 0.f;
+      if (j <= i) {
+        for (int m = 0; m < d; m++) s += Qs[i * dp + m] * Ks[j * dp + m];
+        s *= pw[i - j];
+      }
+      A[i * (C + 1) + j] = s;
+    }
+    __syncthreads();
+    for (int e = tid; e < nc * BV; e += nt) {
+      int i = e / BV, jj = e % BV;
+      float acc = 0.f;
+      for (int j = 0; j <= i; j++) acc += A[i * (C + 1) + j] * Vs[j * BV + jj];
+      float f = pw[i + 1];
+      for (int m = 0; m < d; m++) acc += (Qs[i * dp + m] * f) * Ss[m * BV + jj];
+      o[(i64)(row0 + c0 + i) * ldo + (i64)h * d + jb + jj] = scale * acc;
+    }
+    __syncthreads();
+    float ln = pw[nc];
+    for (int e = tid; e < d * BV; e += nt) {
+      int m = e / BV, jj = e % BV;
+      float s = Ss[e] * ln;
+      for (int j = 0; j < nc; j++) s += (pw[nc - 1 - j] * Ks[j * dp + m]) * Vs[j * BV + jj];
+      Ss[e] = s;
+    }
+    __syncthreads();
+  }
+  for (int e = tid; e < d * BV; e += nt) {
+    int m = e / BV, jj = e % BV;
+    S[(i64)m * d + jb + jj] = Ss[e];
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Softmax attention. caches: per span (K address, V address, K stride, V stride).
+
+// k_kvstore copies every span's k, v rows to cache positions pos..pos+n-1.
+extern "C" __global__ void k_kvstore(const float* k, i64 ldk, const float* v, i64 ldv, const int* spans, const i64* caches, int cols) {
+  int sp = blockIdx.y;
+  int row0 = spans[3 * sp], n = spans[3 * sp + 1], pos = spans[3 * sp + 2];
+  float* K = (float*)caches[4 * sp];
+  float* V = (float*)caches[4 * sp + 1];
+  i64 lK = caches[4 * sp + 2], lV = caches[4 * sp + 3];
+  GRID_LOOP((i64)n * cols) {
+    i64 r = idx / cols, c = idx % cols;
+    K[(pos + r) * lK + c] = k[(row0 + r) * ldk + c];
+    V[(pos + r) * lV + c] = v[(row0 + r) * ldv + c];
+  }
+}
+
+// k_attn: grid (rows, H, S), 256 threads (head dim <= 256). Block z handles
+// keys [z*per, min(L, (z+1)*per)) of its query row with an online softmax
+// over blocks of 256 keys (one warp per key for the dot products). With S = 1
+// it writes the output; otherwise partial (max, sum, acc[hd]) to part for
+// k_attn_combine.
+extern "C" __global__ void k_attn(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, int nspans, const i64* caches,
+                                  int H, int Hkv, int hd, float scale, float* part) {
+  __shared__ float qs[256];
+  __shared__ float p[256];
+  __shared__ float shf[32];
+  int r = blockIdx.x, h = blockIdx.y, z = blockIdx.z, S = gridDim.z, tid = threadIdx.x;
+  int lane = tid & 31, warp = tid >> 5, nw = blockDim.x >> 5;
+  int sp = -1;
+  for (int i = 0; i < nspans; i++)
+    if (r >= spans[3 * i] && r < spans[3 * i] + spans[3 * i + 1]) {
+      sp = i;
+      break;
+    }
+  if (sp < 0) return;
+  int L = spans[3 * sp + 2] + (r - spans[3 * sp]) + 1;
+  int per = (L + S - 1) / S;
+  int jb = z * per, je = min(L, jb + per);
+  int g = h / (H / Hkv);
+  const float* K = (const float*)caches[4 * sp] + (i64)g * hd;
+  const float* V = (const float*)caches[4 * sp + 1] + (i64)g * hd;
+  i64 lK = caches[4 * sp + 2], lV = caches[4 * sp + 3];
+  if (tid < hd) qs[tid] = q[(i64)r * ldq + (i64)h * hd + tid];
+  __syncthreads();
+  float m = NEG_INF, l = 0.f, acc = 0.f;
+  for (int j0 = jb; j0 < je; j0 += 256) {
+    int nj = min(256, je - j0);
+    for (int jj = warp; jj < nj; jj += nw) {
+      const float* kr = K + (i64)(j0 + jj) * lK;
+      float dot = 0.f;
+      for (int c = lane; c < hd; c += 32) dot += qs[c] * kr[c];
+      dot = warp_sum(dot);
+      if (lane == 0) p[jj] = dot * scale;
+    }
+    __syncthreads();
+    float s = tid < nj ? p[tid] : NEG_INF;
+    float mnew = fmaxf(m, block_max(s, shf));
+    float pj = tid < nj ? expf(s - mnew) : 0.f;
+    p[tid] = pj;
+    float psum = block_sum(pj, shf);
+    float corr = expf(m - mnew);
+    l = l * corr + psum;
+    if (tid < hd) {
+      acc *= corr;
+      for (int j = 0; j < nj; j++) acc += p[j] * V[(i64)(j0 + j) * lV + tid];
+    }
+    m = mnew;
+    __syncthreads();
+  }
+  if (S == 1) {
+    if (tid < hd) o[(i64)r * ldo + (i64)h * hd + tid] = acc / l;
+    return;
+  }
+  float* pp = part + (((i64)r * H + h) * S + z) * (hd + 2);
+  if (tid == 0) {
+    pp[0] = m;
+    pp[1] = l;
+  }
+  if (tid < hd) pp[2 + tid] = acc;
+}
+
+// k_attn_combine merges the S partial results of every (row, head).
+extern "C" __global__ void k_attn_combine(float* o, i64 ldo, const int* spans, int nspans, int H, int hd, int S, const float* part) {
+  int r = blockIdx.x, h = blockIdx.y, tid = threadIdx.x;
+  bool found = false;
+  for (int i = 0; i < nspans; i++)
+    if (r >= spans[3 * i] && r < spans[3 * i] + spans[3 * i + 1]) found = true;
+  if (!found || tid >= hd) return;
+  const float* pp = part + ((i64)r * H + h) * S * (hd + 2);
+  float M = NEG_INF;
+  for (int z = 0; z < S; z++) M = fmaxf(M, pp[z * (hd + 2)]);
+  float l = 0.f, acc = 0.f;
+  for (int z = 0; z < S; z++) {
+    const float* x = pp + z * (hd + 2);
+    if (x[1] == 0.f) continue;
+    float f = expf(x[0] - M);
+    l += x[1] * f;
+    acc += x[2 + tid] * f;
+  }
+  o[(i64)r * ldo + (i64)h * hd + tid] = acc / l;
+}

@@ -1,0 +1,642 @@
+package cuda
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"runtime"
+	"strings"
+	"unsafe"
+
+	"github.com/ringo-ai/ringo/backend"
+	"github.com/ringo-ai/ringo/safetensors"
+)
+
+var _ backend.Backend = (*Backend)(nil)
+
+// weight is a weight in device memory: F32, F16 or BF16 (1-D weights are F32).
+type weight struct {
+	name       string
+	kind       backend.Kind
+	rows, cols int
+	p          uintptr
+	fp32       bool // always multiply in FP32 (router)
+}
+
+func (w *weight) Shape() (int, int) { return w.rows, w.cols }
+
+func kindSuffix(k backend.Kind) string {
+	switch k {
+	case backend.F32:
+		return "f32"
+	case backend.F16:
+		return "f16"
+	case backend.BF16:
+		return "bf16"
+	}
+	panic(fmt.Sprintf("cuda: no kernels for %v weights", k))
+}
+
+func elemSize(k backend.Kind) int {
+	if k == backend.F32 {
+		return 4
+	}
+	return 2
+}
+
+// hostData returns hw's values in device storage kind `to` (F32, F16 or BF16),
+// converting (FP8 is dequantized with its block scales) where needed.
+func hostData(hw backend.HostWeight, to backend.Kind) ([]byte, error) {
+	n := hw.Rows * hw.Cols
+	var want int
+	switch hw.Kind {
+	case backend.F32:
+		want = 4 * n
+	case backend.F16, backend.BF16:
+		want = 2 * n
+	case backend.F8E4M3:
+		want = n
+	case backend.Quant:
+		return nil, fmt.Errorf("%s: quantized (ggml) weights are not supported by the CUDA backend", hw.Name)
+	default:
+		return nil, fmt.Errorf("%s: unsupported weight kind %v", hw.Name, hw.Kind)
+	}
+	if len(hw.Data) != want {
+		return nil, fmt.Errorf("%s: %d bytes for %s [%d, %d], want %d", hw.Name, len(hw.Data), hw.Kind, hw.Rows, hw.Cols, want)
+	}
+	if hw.Kind == to {
+		return hw.Data, nil
+	}
+	// element i as float32
+	var at func(i int) float32
+	switch hw.Kind {
+	case backend.F32:
+		at = func(i int) float32 { return math.Float32frombits(binary.LittleEndian.Uint32(hw.Data[4*i:])) }
+	case backend.F16:
+		at = func(i int) float32 { return safetensors.F16ToF32(binary.LittleEndian.Uint16(hw.Data[2*i:])) }
+	case backend.BF16:
+		at = func(i int) float32 { return safetensors.BF16ToF32(binary.LittleEndian.Uint16(hw.Data[2*i:])) }
+	case backend.F8E4M3:
+		br, bc := hw.BlockRows, hw.BlockCols
+		if br <= 0 || bc <= 0 {
+			return nil, fmt.Errorf("%s: FP8 weight without block size", hw.Name)
+		}
+		sr, sc := (hw.Rows+br-1)/br, (hw.Cols+bc-1)/bc
+		if len(hw.Scale) != sr*sc {
+			return nil, fmt.Errorf("%s: FP8 scale has %d values, want %dx%d", hw.Name, len(hw.Scale), sr, sc)
+		}
+		var lut [256]float32
+		for i := range lut {
+			lut[i] = safetensors.F8E4M3ToF32(uint8(i))
+		}
+		at = func(i int) float32 {
+			r, c := i/hw.Cols, i%hw.Cols
+			// rounded through BF16 as the CPU backend does
+			return safetensors.BF16ToF32(safetensors.F32ToBF16(lut[hw.Data[i]] * hw.Scale[(r/br)*sc+c/bc]))
+		}
+	}
+	out := make([]byte, n*elemSize(to))
+	for i := 0; i < n; i++ {
+		v := at(i)
+		switch to {
+		case backend.F32:
+			binary.LittleEndian.PutUint32(out[4*i:], math.Float32bits(v))
+		case backend.BF16:
+			binary.LittleEndian.PutUint16(out[2*i:], safetensors.F32ToBF16(v))
+		case backend.F16:
+			binary.LittleEndian.PutUint16(out[2*i:], safetensors.F32ToF16(v))
+		}
+	}
+	return out, nil
+}
+
+// storageKind is the device kind of a host weight.
+func storageKind(hw backend.HostWeight) backend.Kind {
+	if hw.Rows == 1 {
+		return backend.F32
+	}
+	switch hw.Kind {
+	case backend.F32, backend.F16:
+		return hw.Kind
+	}
+	return backend.BF16
+}
+
+// uploadBytes copies host bytes into a new device allocation.
+func (b *Backend) uploadBytes(name string, data []byte) (uintptr, error) {
+	var p uintptr
+	n := max(len(data), 4)
+	if err := b.d.check(ccall(b.d.cuMemAlloc, uintptr(unsafe.Pointer(&p)), uintptr(n)), fmt.Sprintf("cuMemAlloc(%s, %d bytes)", name, n)); err != nil {
+		return 0, err
+	}
+	b.weights = append(b.weights, p)
+	if len(data) > 0 {
+		if err := b.d.check(ccall(b.d.cuMemcpyHtoD, p, uintptr(unsafe.Pointer(&data[0])), uintptr(len(data))), "cuMemcpyHtoD("+name+")"); err != nil {
+			return 0, err
+		}
+	}
+	return p, nil
+}
+
+// Upload implements backend.Backend: BF16, F16 and F32 matrices keep their
+// dtype, FP8 is dequantized to BF16, 1-D weights become F32.
+func (b *Backend) Upload(hw backend.HostWeight) (backend.Weight, error) {
+	defer b.enter()()
+	k := storageKind(hw)
+	data, err := hostData(hw, k)
+	if err != nil {
+		return nil, err
+	}
+	p, err := b.uploadBytes(hw.Name, data)
+	if err != nil {
+		return nil, err
+	}
+	return &weight{name: hw.Name, kind: k, rows: hw.Rows, cols: hw.Cols, p: p, fp32: strings.HasSuffix(hw.Name, "mlp.gate.weight")}, nil
+}
+
+// experts holds E SwiGLU experts stacked: gate and up as [E][2I][D] (gate
+// rows first), down as [E][D][I].
+type experts struct {
+	n, inter, dim int
+	kind          backend.Kind
+	gateUp, down  uintptr
+}
+
+func (e *experts) Count() int { return e.n }
+
+// UploadExperts implements backend.Backend.
+func (b *Backend) UploadExperts(gate, up, down []backend.HostWeight) (backend.Experts, error) {
+	if len(gate) != len(up) || len(gate) != len(down) || len(gate) == 0 {
+		return nil, fmt.Errorf("experts: %d gate, %d up, %d down weights", len(gate), len(up), len(down))
+	}
+	I, D := gate[0].Rows, gate[0].Cols
+	kind := storageKind(gate[0])
+	for i := range gate {
+		for _, hw := range []backend.HostWeight{gate[i], up[i], down[i]} {
+			if storageKind(hw) != kind {
+				kind = backend.F32 // mixed storage: widen everything
+			}
+		}
+		if gate[i].Rows != I || gate[i].Cols != D || up[i].Rows != I || up[i].Cols != D || down[i].Rows != D || down[i].Cols != I {
+			return nil, fmt.Errorf("experts: expert %d has gate %dx%d, up %dx%d, down %dx%d; want %dx%d, %dx%d, %dx%d",
+				i, gate[i].Rows, gate[i].Cols, up[i].Rows, up[i].Cols, down[i].Rows, down[i].Cols, I, D, I, D, D, I)
+		}
+	}
+	if I == 1 || D == 1 {
+		kind = backend.F32
+	}
+	defer b.enter()()
+	E, es := len(gate), elemSize(kind)
+	mat := I * D * es
+	e := &experts{n: E, inter: I, dim: D, kind: kind}
+	var err error
+	if e.gateUp, err = b.deviceBlock(gate[0].Name+"…", 2*E*mat); err != nil {
+		return nil, err
+	}
+	if e.down, err = b.deviceBlock(down[0].Name+"…", E*mat); err != nil {
+		return nil, err
+	}
+	for i := 0; i < E; i++ {
+		for _, part := range []struct {
+			hw  backend.HostWeight
+			dst uintptr
+		}{{gate[i], e.gateUp + uintptr(2*i*mat)}, {up[i], e.gateUp + uintptr((2*i+1)*mat)}, {down[i], e.down + uintptr(i*mat)}} {
+			data, err := hostData(part.hw, kind)
+			if err != nil {
+				return nil, err
+			}
+			if err := b.d.check(ccall(b.d.cuMemcpyHtoD, part.dst, uintptr(unsafe.Pointer(&data[0])), uintptr(len(data))), "cuMemcpyHtoD("+part.hw.Name+")"); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return e, nil
+}
+
+func (b *Backend) deviceBlock(name string, n int) (uintptr, error) {
+	var p uintptr
+	if err := b.d.check(ccall(b.d.cuMemAlloc, uintptr(unsafe.Pointer(&p)), uintptr(max(n, 4))), fmt.Sprintf("cuMemAlloc(%s, %d bytes)", name, n)); err != nil {
+		return 0, err
+	}
+	b.weights = append(b.weights, p)
+	return p, nil
+}
+
+// ---------------------------------------------------------------------------
+
+// Embed implements backend.Backend.
+func (b *Backend) Embed(dst backend.Tensor, table backend.Weight, ids []int32) {
+	defer b.enter()()
+	w := table.(*weight)
+	if dst.Rows < len(ids) || dst.Cols != w.cols {
+		panic(fmt.Sprintf("cuda.Embed: dst %dx%d for %d ids of a %dx%d table", dst.Rows, dst.Cols, len(ids), w.rows, w.cols))
+	}
+	for _, id := range ids {
+		if id < 0 || int(id) >= w.rows {
+			panic(fmt.Sprintf("cuda.Embed: id %d outside the table of %d rows", id, w.rows))
+		}
+	}
+	if len(ids) == 0 {
+		return
+	}
+	pd := b.ptr("Embed", dst)
+	g, bl := flatGrid(len(ids) * w.cols)
+	b.launch("embed_"+kindSuffix(w.kind), g, bl, 0, pArg(pd), lArg(dst.Stride), pArg(w.p), pArg(b.stageI32(ids)), iArg(len(ids)), iArg(w.cols))
+}
+
+// MatMul implements backend.Backend.
+func (b *Backend) MatMul(dst, x backend.Tensor, wt backend.Weight) {
+	defer b.enter()()
+	w := wt.(*weight)
+	T, N, K := x.Rows, w.rows, w.cols
+	if x.Cols != K || dst.Rows != T || dst.Cols != N {
+		panic(fmt.Sprintf("cuda.MatMul %s: x %dx%d, w %dx%d, dst %dx%d", w.name, x.Rows, x.Cols, N, K, dst.Rows, dst.Cols))
+	}
+	if T == 0 || N == 0 {
+		return
+	}
+	b.matmul(b.ptr("MatMul", dst), dst.Stride, b.ptr("MatMul", x), x.Stride, T, w)
+}
+
+func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *weight) {
+	N, K := w.rows, w.cols
+	if T <= GEMVRows {
+		name := "gemv_" + kindSuffix(w.kind)
+		if w.kind == backend.BF16 && K%8 == 0 && px%16 == 0 && (T == 1 || ldx%4 == 0) {
+			name = "gemv_bf16v"
+		}
+		b.launch(name, dim3{(N + 7) / 8, 1, 1}, dim3{256, 1, 1}, 0, pArg(px), lArg(ldx), iArg(T), pArg(w.p), iArg(N), iArg(K), pArg(pd), lArg(ldd))
+		return
+	}
+	if !b.opts.Precise && !w.fp32 && w.kind == backend.BF16 && b.lt != nil {
+		xb := b.scratch(2 * T * K)
+		g, bl := flatGrid(T * K)
+		b.launch("k_tobf16", g, bl, 0, pArg(xb.p), pArg(px), lArg(ldx), iArg(T), iArg(K))
+		plan, err := b.lt.plan(N, T, K, ldd, alignOf(pd, uintptr(4*ldd)))
+		b.must(err)
+		b.must(b.lt.gemm(plan, w.p, xb.p, pd, b.ltWS, &b.alpha, &b.beta))
+		b.release(xb)
+		return
+	}
+	b.launch("gemm_"+kindSuffix(w.kind), dim3{(N + 63) / 64, (T + 63) / 64, 1}, dim3{256, 1, 1}, 0,
+		pArg(px), lArg(ldx), iArg(T), pArg(w.p), iArg(N), iArg(K), pArg(pd), lArg(ldd))
+}
+
+// f32Weight returns w's device F32 values or panics.
+func f32Weight(op string, wt backend.Weight) *weight {
+	w := wt.(*weight)
+	if w.kind != backend.F32 {
+		panic(fmt.Sprintf("cuda.%s: weight %s is %v, want a 1-D (F32) weight", op, w.name, w.kind))
+	}
+	return w
+}
+
+func blockFor(n int) int {
+	t := 32
+	for t < n && t < 256 {
+		t *= 2
+	}
+	return t
+}
+
+// RMSNorm implements backend.Backend.
+func (b *Backend) RMSNorm(dst, x backend.Tensor, wt backend.Weight, group int, eps float32) {
+	defer b.enter()()
+	checkSame("RMSNorm", dst, x)
+	w := f32Weight("RMSNorm", wt)
+	wn := w.rows * w.cols
+	if group <= 0 || x.Cols%group != 0 || (wn != group && wn != x.Cols) {
+		panic(fmt.Sprintf("cuda.RMSNorm: %d columns, group %d, weight %d", x.Cols, group, wn))
+	}
+	if x.Rows == 0 {
+		return
+	}
+	pd, px := b.ptr("RMSNorm", dst), b.ptr("RMSNorm", x)
+	b.launch("k_rmsnorm", dim3{x.Rows * (x.Cols / group), 1, 1}, dim3{blockFor(group), 1, 1}, 0,
+		pArg(pd), lArg(dst.Stride), pArg(px), lArg(x.Stride), pArg(w.p), bArg(wn != group), iArg(x.Cols), iArg(group), fArg(eps))
+}
+
+// ApplyRoPE implements backend.Backend.
+func (b *Backend) ApplyRoPE(x backend.Tensor, headDim int, rope backend.RoPE, pos []int32) {
+	defer b.enter()()
+	half := rope.Dim / 2
+	if half == 0 || x.Rows == 0 {
+		return
+	}
+	if len(pos) < x.Rows || rope.Dim > headDim {
+		panic(fmt.Sprintf("cuda.ApplyRoPE: %d positions for %d rows, rotary dim %d, head dim %d", len(pos), x.Rows, rope.Dim, headDim))
+	}
+	px := b.ptr("ApplyRoPE", x)
+	nh := x.Cols / headDim
+	b.launch("k_rope", dim3{x.Rows, 1, 1}, dim3{blockFor(nh * half), 1, 1}, 0,
+		pArg(px), lArg(x.Stride), iArg(x.Cols), iArg(headDim), iArg(rope.Dim), dArg(rope.Theta), pArg(b.stageI32(pos[:x.Rows])))
+}
+
+// Add implements backend.Backend.
+func (b *Backend) Add(dst, x, y backend.Tensor) {
+	defer b.enter()()
+	checkSame("Add", dst, x)
+	checkSame("Add", dst, y)
+	g, bl := flatGrid(dst.Rows * dst.Cols)
+	b.launch("k_add", g, bl, 0, pArg(b.ptr("Add", dst)), lArg(dst.Stride), pArg(b.ptr("Add", x)), lArg(x.Stride), pArg(b.ptr("Add", y)), lArg(y.Stride), iArg(dst.Rows), iArg(dst.Cols))
+}
+
+// SiLU implements backend.Backend.
+func (b *Backend) SiLU(dst, x backend.Tensor) {
+	defer b.enter()()
+	checkSame("SiLU", dst, x)
+	g, bl := flatGrid(dst.Rows * dst.Cols)
+	b.launch("k_silu", g, bl, 0, pArg(b.ptr("SiLU", dst)), lArg(dst.Stride), pArg(b.ptr("SiLU", x)), lArg(x.Stride), iArg(dst.Rows), iArg(dst.Cols))
+}
+
+// SiLUMul implements backend.Backend.
+func (b *Backend) SiLUMul(dst, gate, up backend.Tensor) {
+	defer b.enter()()
+	checkSame("SiLUMul", dst, gate)
+	checkSame("SiLUMul", dst, up)
+	g, bl := flatGrid(dst.Rows * dst.Cols)
+	b.launch("k_silumul", g, bl, 0, pArg(b.ptr("SiLUMul", dst)), lArg(dst.Stride), pArg(b.ptr("SiLUMul", gate)), lArg(gate.Stride),
+		pArg(b.ptr("SiLUMul", up)), lArg(up.Stride), iArg(dst.Rows), iArg(dst.Cols))
+}
+
+// SigmoidMul implements backend.Backend.
+func (b *Backend) SigmoidMul(dst, x, gate backend.Tensor) {
+	defer b.enter()()
+	checkSame("SigmoidMul", dst, x)
+	checkSame("SigmoidMul", dst, gate)
+	g, bl := flatGrid(dst.Rows * dst.Cols)
+	b.launch("k_sigmul", g, bl, 0, pArg(b.ptr("SigmoidMul", dst)), lArg(dst.Stride), pArg(b.ptr("SigmoidMul", x)), lArg(x.Stride),
+		pArg(b.ptr("SigmoidMul", gate)), lArg(gate.Stride), iArg(dst.Rows), iArg(dst.Cols))
+}
+
+// Gather implements backend.Backend.
+func (b *Backend) Gather(dst, src backend.Tensor, rows []int) {
+	defer b.enter()()
+	if len(rows) > dst.Rows || dst.Cols != src.Cols {
+		panic(fmt.Sprintf("cuda.Gather: %d rows into %dx%d from %dx%d", len(rows), dst.Rows, dst.Cols, src.Rows, src.Cols))
+	}
+	if len(rows) == 0 {
+		return
+	}
+	idx := make([]int32, len(rows))
+	for i, r := range rows {
+		if r < 0 || r >= src.Rows {
+			panic(fmt.Sprintf("cuda.Gather: row %d of %d", r, src.Rows))
+		}
+		idx[i] = int32(r)
+	}
+	g, bl := flatGrid(len(rows) * dst.Cols)
+	b.launch("k_gather", g, bl, 0, pArg(b.ptr("Gather", dst)), lArg(dst.Stride), pArg(b.ptr("Gather", src)), lArg(src.Stride),
+		pArg(b.stageI32(idx)), iArg(len(rows)), iArg(dst.Cols))
+}
+
+// ---------------------------------------------------------------------------
+// attention
+
+// Lightning implements backend.Backend. Spans shorter than 16 tokens run the
+// recurrence; longer ones the chunked form.
+func (b *Backend) Lightning(dst, q, k, v backend.Tensor, spans []backend.Span, states []backend.Tensor, decay []float32, scale float32) {
+	defer b.enter()()
+	H := len(decay)
+	if H == 0 {
+		panic("cuda.Lightning: no heads")
+	}
+	d := q.Cols / H
+	if q.Cols != H*d || k.Cols != q.Cols || v.Cols != q.Cols || dst.Cols != q.Cols || len(states) != len(spans) || d > 1024 {
+		panic(fmt.Sprintf("cuda.Lightning: q %d, k %d, v %d, dst %d columns, %d heads, %d spans, %d states", q.Cols, k.Cols, v.Cols, dst.Cols, H, len(spans), len(states)))
+	}
+	var recS, chS []int32
+	var recP, chP []int64
+	for i, sp := range spans {
+		st := states[i]
+		if st.Rows != H*d || st.Cols != d || !contiguous(st) {
+			panic(fmt.Sprintf("cuda.Lightning: state %d is %dx%d (stride %d), want contiguous %dx%d", i, st.Rows, st.Cols, st.Stride, H*d, d))
+		}
+		if sp.N == 0 {
+			continue
+		}
+		if sp.Row < 0 || sp.Row+sp.N > q.Rows || sp.Row+sp.N > dst.Rows || sp.Row+sp.N > k.Rows || sp.Row+sp.N > v.Rows {
+			panic(fmt.Sprintf("cuda.Lightning: span rows [%d,%d) of %d", sp.Row, sp.Row+sp.N, q.Rows))
+		}
+		p := int64(b.ptr("Lightning", st))
+		if sp.N < 16 {
+			recS, recP = append(recS, int32(sp.Row), int32(sp.N), int32(sp.Pos)), append(recP, p)
+		} else {
+			chS, chP = append(chS, int32(sp.Row), int32(sp.N), int32(sp.Pos)), append(chP, p)
+		}
+	}
+	pd, pq, pk, pv := b.ptr("Lightning", dst), b.ptr("Lightning", q), b.ptr("Lightning", k), b.ptr("Lightning", v)
+	dec := b.stage(unsafe.Pointer(&decay[0]), 4*H)
+	common := []uint64{pArg(pd), lArg(dst.Stride), pArg(pq), lArg(q.Stride), pArg(pk), lArg(k.Stride), pArg(pv), lArg(v.Stride)}
+	if n := len(recP); n > 0 {
+		R := max(1, min(4, 1024/d))
+		args := append(append([]uint64{}, common...), pArg(b.stageI32(recS)), pArg(b.stageI64(recP)), pArg(dec), iArg(H), iArg(d), fArg(scale))
+		b.launch("k_lightning_rec", dim3{n * H, 1, 1}, dim3{d, R, 1}, 4*R*d, args...)
+	}
+	if n := len(chP); n > 0 {
+		BV := d
+		if d%32 == 0 {
+			BV = 32
+		}
+		limit := max(48<<10, b.smemOptin)
+		C, smem := 0, 0
+		for _, c := range []int{64, 32, 16} {
+			s := 4 * (2*c*(d+1) + c*BV + c*(c+1) + d*BV + c + 1)
+			if s <= limit {
+				C, smem = c, s
+				break
+			}
+		}
+		if C == 0 {
+			panic(fmt.Sprintf("cuda.Lightning: head dim %d needs more shared memory than the device's %d bytes", d, limit))
+		}
+		args := append(append([]uint64{}, common...), pArg(b.stageI32(chS)), pArg(b.stageI64(chP)), pArg(dec), iArg(H), iArg(d), fArg(scale), iArg(C), iArg(BV))
+		b.launch("k_lightning_chunk", dim3{n * H, d / BV, 1}, dim3{256, 1, 1}, smem, args...)
+	}
+}
+
+// Attention implements backend.Backend.
+func (b *Backend) Attention(dst, q, k, v backend.Tensor, spans []backend.Span, caches []backend.KV, headDim int, scale float32) {
+	defer b.enter()()
+	H, Hkv := q.Cols/headDim, k.Cols/headDim
+	if H*headDim != q.Cols || Hkv*headDim != k.Cols || v.Cols != k.Cols || dst.Cols != q.Cols || Hkv == 0 || H%Hkv != 0 || headDim > 256 || len(caches) != len(spans) {
+		panic(fmt.Sprintf("cuda.Attention: q %d, k %d, v %d, dst %d columns, head dim %d (at most 256), %d spans, %d caches", q.Cols, k.Cols, v.Cols, dst.Cols, headDim, len(spans), len(caches)))
+	}
+	if len(spans) == 0 {
+		return
+	}
+	sp32 := make([]int32, 0, 3*len(spans))
+	cp := make([]int64, 0, 4*len(spans))
+	maxN := 0
+	for i, sp := range spans {
+		c := caches[i]
+		if c.K.Rows < sp.Pos+sp.N || c.V.Rows < sp.Pos+sp.N || c.K.Cols != k.Cols || c.V.Cols != v.Cols {
+			panic(fmt.Sprintf("cuda.Attention: cache of %dx%d for positions up to %d", c.K.Rows, c.K.Cols, sp.Pos+sp.N))
+		}
+		if sp.Row < 0 || sp.Row+sp.N > q.Rows || sp.Row+sp.N > k.Rows || sp.Row+sp.N > v.Rows {
+			panic(fmt.Sprintf("cuda.Attention: span rows [%d,%d) of %d", sp.Row, sp.Row+sp.N, q.Rows))
+		}
+		sp32 = append(sp32, int32(sp.Row), int32(sp.N), int32(sp.Pos))
+		cp = append(cp, int64(b.ptr("Attention", c.K)), int64(b.ptr("Attention", c.V)), int64(c.K.Stride), int64(c.V.Stride))
+		maxN = max(maxN, sp.N)
+	}
+	if maxN == 0 {
+		return
+	}
+	ps, pc := b.stageI32(sp32), b.stageI64(cp)
+	g, bl := flatGrid(maxN * k.Cols)
+	g.y = len(spans)
+	b.launch("k_kvstore", g, bl, 0, pArg(b.ptr("Attention", k)), lArg(k.Stride), pArg(b.ptr("Attention", v)), lArg(v.Stride), pArg(ps), pArg(pc), iArg(k.Cols))
+	// split the keys of long contexts over several blocks when there are
+	// too few (row, head) pairs to fill the GPU (flash-decoding)
+	maxL := 0
+	for _, sp := range spans {
+		maxL = max(maxL, sp.Pos+sp.N)
+	}
+	S := 1
+	for S < 64 && q.Rows*H*S < 2*b.sms && maxL/(S*2) >= 256 {
+		S *= 2
+	}
+	var part scratch
+	if S > 1 {
+		part = b.scratch(4 * q.Rows * H * S * (headDim + 2))
+	}
+	pd, pq := b.ptr("Attention", dst), b.ptr("Attention", q)
+	b.launch("k_attn", dim3{q.Rows, H, S}, dim3{256, 1, 1}, 0, pArg(pd), lArg(dst.Stride), pArg(pq), lArg(q.Stride),
+		pArg(ps), iArg(len(spans)), pArg(pc), iArg(H), iArg(Hkv), iArg(headDim), fArg(scale), pArg(part.p))
+	if S > 1 {
+		b.launch("k_attn_combine", dim3{q.Rows, H, 1}, dim3{blockFor(headDim), 1, 1}, 0, pArg(pd), lArg(dst.Stride), pArg(ps), iArg(len(spans)),
+			iArg(H), iArg(headDim), iArg(S), pArg(part.p))
+		b.release(part)
+	}
+}
+
+// ---------------------------------------------------------------------------
+// routing and experts
+
+// routing is a device-held expert selection: ids int32 and weights float32,
+// TopK per row. Its memory returns to the pool when it is garbage collected.
+type routing struct {
+	b       *Backend
+	rows, k int
+	ids, w  scratch
+	hostIDs []int32
+	hostW   []float32
+}
+
+// Selected implements backend.Routing (the first call copies the selection to the host).
+func (r *routing) Selected(i int, ids []int32, w []float32) {
+	if r.hostIDs == nil {
+		r.hostIDs, r.hostW = make([]int32, r.rows*r.k), make([]float32, r.rows*r.k)
+		if len(r.hostIDs) > 0 {
+			b := r.b
+			func() {
+				defer b.enter()()
+				b.must(b.d.check(ccall(b.d.cuMemcpyDtoH, uintptr(unsafe.Pointer(&r.hostIDs[0])), r.ids.p, uintptr(4*len(r.hostIDs))), "cuMemcpyDtoH(routing)"))
+				b.must(b.d.check(ccall(b.d.cuMemcpyDtoH, uintptr(unsafe.Pointer(&r.hostW[0])), r.w.p, uintptr(4*len(r.hostW))), "cuMemcpyDtoH(routing)"))
+				b.stageOff = 0
+			}()
+		}
+	}
+	copy(ids, r.hostIDs[i*r.k:(i+1)*r.k])
+	copy(w, r.hostW[i*r.k:(i+1)*r.k])
+}
+
+func (r *routing) finalize() {
+	b := r.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.closed {
+		b.release(r.ids, r.w)
+	}
+}
+
+// Route implements backend.Backend.
+func (b *Backend) Route(logits backend.Tensor, bias backend.Weight, p backend.RouteParams) backend.Routing {
+	defer b.enter()()
+	E := logits.Cols
+	groups := max(1, p.Groups)
+	keep := groups
+	if p.TopKGroups > 0 && p.TopKGroups < groups {
+		keep = p.TopKGroups
+	}
+	if E > 1024 || E%groups != 0 || p.TopK <= 0 || p.TopK > E || p.TopK > 256 || keep*(E/groups) < p.TopK {
+		panic(fmt.Sprintf("cuda.Route: %d experts (at most 1024), %d groups keeping %d, top %d", E, groups, keep, p.TopK))
+	}
+	var pb uintptr
+	if bias != nil {
+		w := f32Weight("Route", bias)
+		if w.rows*w.cols != E {
+			panic(fmt.Sprintf("cuda.Route: bias of %d for %d experts", w.rows*w.cols, E))
+		}
+		pb = w.p
+	}
+	T := logits.Rows
+	r := &routing{b: b, rows: T, k: p.TopK, ids: b.scratch(4 * T * p.TopK), w: b.scratch(4 * T * p.TopK)}
+	runtime.SetFinalizer(r, (*routing).finalize)
+	if T > 0 {
+		threads := 32
+		for threads < E {
+			threads *= 2
+		}
+		b.launch("k_route", dim3{T, 1, 1}, dim3{threads, 1, 1}, 0, pArg(b.ptr("Route", logits)), lArg(logits.Stride), iArg(E), pArg(pb),
+			iArg(groups), iArg(keep), iArg(p.TopK), bArg(p.Sigmoid), bArg(p.Normalize), fArg(p.Scale), pArg(r.ids.p), pArg(r.w.p))
+	}
+	return r
+}
+
+const moeBM = 16 // rows per MoE tile (MOE_BM in kernels.cu)
+
+// MoE implements backend.Backend: slots are grouped by expert on the device,
+// then one grouped GEMM computes gate and up, one the down projection, and
+// the outputs are summed per row in selection order.
+func (b *Backend) MoE(dst, x backend.Tensor, rt backend.Routing, ex backend.Experts) {
+	defer b.enter()()
+	r, e := rt.(*routing), ex.(*experts)
+	T, D := x.Rows, x.Cols
+	if D != e.dim || dst.Rows != T || dst.Cols != D || r.rows < T {
+		panic(fmt.Sprintf("cuda.MoE: x %dx%d, dst %dx%d, experts of dim %d, routing of %d rows", x.Rows, x.Cols, dst.Rows, dst.Cols, e.dim, r.rows))
+	}
+	if T == 0 {
+		return
+	}
+	K, I, E := r.k, e.inter, e.n
+	ns := T * K
+	suf := kindSuffix(e.kind)
+	px := b.ptr("MoE", x)
+	if T <= GEMVRows {
+		// few rows: one warp per (slot, output), no grouping
+		gu, h, y := b.scratch(4*ns*2*I), b.scratch(4*ns*I), b.scratch(4*ns*D)
+		name1, name2 := "moe_gemv_"+suf, "moe_gemv_"+suf
+		if e.kind == backend.BF16 && D%8 == 0 && px%16 == 0 && (T == 1 || x.Stride%4 == 0) {
+			name1 = "moe_gemv_bf16v"
+		}
+		if e.kind == backend.BF16 && I%8 == 0 {
+			name2 = "moe_gemv_bf16v"
+		}
+		b.launch(name1, dim3{(2*I + 7) / 8, ns, 1}, dim3{256, 1, 1}, 0, pArg(px), lArg(x.Stride), pArg(r.ids.p), iArg(K), iArg(0),
+			pArg(e.gateUp), iArg(2*I), iArg(D), pArg(gu.p), lArg(2*I))
+		g, bl := flatGrid(ns * I)
+		b.launch("k_silumul", g, bl, 0, pArg(h.p), lArg(I), pArg(gu.p), lArg(2*I), pArg(gu.p+uintptr(4*I)), lArg(2*I), iArg(ns), iArg(I))
+		b.launch(name2, dim3{(D + 7) / 8, ns, 1}, dim3{256, 1, 1}, 0, pArg(h.p), lArg(I), pArg(r.ids.p), iArg(K), iArg(1),
+			pArg(e.down), iArg(D), iArg(I), pArg(y.p), lArg(D))
+		g, bl = flatGrid(T * D)
+		b.launch("k_moe_combine", g, bl, 0, pArg(b.ptr("MoE", dst)), lArg(dst.Stride), pArg(y.p), lArg(D), pArg(0), pArg(r.w.p), iArg(T), iArg(K), iArg(D))
+		b.release(gu, h, y)
+		return
+	}
+	maxTiles := (ns+moeBM-1)/moeBM + min(E, ns)
+	perm, posOf := b.scratch(4*ns), b.scratch(4*ns)
+	tiles, ntiles := b.scratch(12*maxTiles), b.scratch(4)
+	gu, h, y := b.scratch(4*ns*2*I), b.scratch(4*ns*I), b.scratch(4*ns*D)
+	b.launch("k_moe_plan", dim3{1, 1, 1}, dim3{1024, 1, 1}, 12*E, pArg(r.ids.p), iArg(ns), iArg(E), pArg(perm.p), pArg(posOf.p), pArg(tiles.p), pArg(ntiles.p))
+	b.launch("moe_gemm_"+suf, dim3{(2*I + 63) / 64, maxTiles, 1}, dim3{256, 1, 1}, 0, pArg(px), lArg(x.Stride), pArg(perm.p), iArg(K), iArg(0),
+		pArg(tiles.p), pArg(ntiles.p), pArg(e.gateUp), iArg(2*I), iArg(D), pArg(gu.p), lArg(2*I))
+	g, bl := flatGrid(ns * I)
+	b.launch("k_silumul", g, bl, 0, pArg(h.p), lArg(I), pArg(gu.p), lArg(2*I), pArg(gu.p+uintptr(4*I)), lArg(2*I), iArg(ns), iArg(I))
+	b.launch("moe_gemm_"+suf, dim3{(D + 63) / 64, maxTiles, 1}, dim3{256, 1, 1}, 0, pArg(h.p), lArg(I), pArg(perm.p), iArg(K), iArg(1),
+		pArg(tiles.p), pArg(ntiles.p), pArg(e.down), iArg(D), iArg(I), pArg(y.p), lArg(D))
+	g, bl = flatGrid(T * D)
+	b.launch("k_moe_combine", g, bl, 0, pArg(b.ptr("MoE", dst)), lArg(dst.Stride), pArg(y.p), lArg(D), pArg(posOf.p), pArg(r.w.p), iArg(T), iArg(K), iArg(D))
+	b.release(perm, posOf, tiles, ntiles, gu, h, y)
+}
