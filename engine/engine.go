@@ -1,5 +1,5 @@
-// Package engine loads a model directory onto a backend and generates text
-// tokens from it.
+// Package engine loads a model (a Hugging Face directory or a GGUF file) onto
+// a backend and generates text tokens from it.
 package engine
 
 import (
@@ -9,6 +9,7 @@ import (
 	"github.com/ringo-ai/ringo/backend"
 	_ "github.com/ringo-ai/ringo/backend/cpu" // the default backend
 	"github.com/ringo-ai/ringo/checkpoint"
+	"github.com/ringo-ai/ringo/ggufmodel"
 	"github.com/ringo-ai/ringo/model"
 	"github.com/ringo-ai/ringo/model/bailing"
 	"github.com/ringo-ai/ringo/sample"
@@ -20,23 +21,37 @@ type Options struct {
 	Threads      int    // CPU threads (0: all)
 	Decay        string // lightning decay convention ("" = $RINGO_DECAY_CONVENTION or sglang)
 	MaxBatchRows int    // rows per forward pass (0: model default)
+	// Quantize converts weights while loading: "" keeps them as stored,
+	// "Q8_0", "Q6_K", "Q4_K" or "Q4_0" quantize the 2-D weights (the router,
+	// norms and biases keep their type; lm_head becomes Q6_K for the 4-bit
+	// types; see ggufmodel.Plan).
+	Quantize string
+	// Precise asks GPU backends for float32 products everywhere.
+	Precise bool
 }
 
 // Loaded is a model ready to run, with the checkpoint it came from.
 type Loaded struct {
 	model.Model
-	Dir        string
-	Checkpoint *checkpoint.Checkpoint
+	Dir        string                 // the model directory or GGUF file
+	Checkpoint *checkpoint.Checkpoint // nil for a GGUF file
+	GGUF       *ggufmodel.Model       // nil for a model directory
 	Backend    backend.Backend
+	// Notes are remarks about loading, e.g. weights left unquantized.
+	Notes []string
 }
 
 // Close releases the model and unmaps its files.
 func (l *Loaded) Close() error {
 	l.Model.Close()
+	if l.GGUF != nil {
+		return l.GGUF.Close()
+	}
 	return l.Checkpoint.Close()
 }
 
-// Load opens a Hugging Face model directory and builds the model on the chosen backend.
+// Load opens a Hugging Face model directory, or a GGUF file (a path ending
+// in .gguf), and builds the model on the chosen backend.
 func Load(dir string, o Options) (*Loaded, error) {
 	conv, err := bailing.ParseDecayConvention(o.Decay)
 	if err != nil {
@@ -46,20 +61,50 @@ func Load(dir string, o Options) (*Loaded, error) {
 	if dev == "" {
 		dev = "cpu"
 	}
-	b, err := backend.Open(dev, backend.Options{Threads: o.Threads})
+	b, err := backend.Open(dev, backend.Options{Threads: o.Threads, Precise: o.Precise})
 	if err != nil {
 		return nil, err
 	}
-	ck, err := checkpoint.Open(dir)
-	if err != nil {
-		return nil, err
+	l := &Loaded{Dir: dir, Backend: b}
+	var (
+		cfgJSON []byte
+		gen     checkpoint.GenerationConfig
+		src     checkpoint.Source
+		closer  func() error
+	)
+	if ggufmodel.IsGGUF(dir) {
+		if l.GGUF, err = ggufmodel.Open(dir); err != nil {
+			return nil, err
+		}
+		cfgJSON, gen, src, closer = l.GGUF.ConfigJSON, l.GGUF.Generation, l.GGUF.Source, l.GGUF.Close
+	} else {
+		if l.Checkpoint, err = checkpoint.Open(dir); err != nil {
+			return nil, err
+		}
+		cfgJSON, gen, src, closer = l.Checkpoint.ConfigJSON, l.Checkpoint.Generation, l.Checkpoint, l.Checkpoint.Close
 	}
-	m, err := bailing.Load(ck.ConfigJSON, ck.Generation, ck, b, bailing.Options{Decay: conv, MaxBatchRows: o.MaxBatchRows})
+	var qs *ggufmodel.QuantizingSource
+	if o.Quantize != "" {
+		t, err := ggufmodel.ParseLoadType(o.Quantize)
+		if err == nil {
+			qs, err = ggufmodel.Quantizing(src, t)
+		}
+		if err != nil {
+			closer()
+			return nil, err
+		}
+		src = qs
+	}
+	m, err := bailing.Load(cfgJSON, gen, src, b, bailing.Options{Decay: conv, MaxBatchRows: o.MaxBatchRows})
 	if err != nil {
-		ck.Close()
+		closer()
 		return nil, fmt.Errorf("load %s: %w", dir, err)
 	}
-	return &Loaded{Model: m, Dir: dir, Checkpoint: ck, Backend: b}, nil
+	l.Model = m
+	if qs != nil {
+		l.Notes = qs.Notes()
+	}
+	return l, nil
 }
 
 // Finish says why generation stopped.

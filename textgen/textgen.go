@@ -16,6 +16,7 @@ import (
 
 	"github.com/ringo-ai/ringo/chat"
 	"github.com/ringo-ai/ringo/engine"
+	"github.com/ringo-ai/ringo/ggufmodel"
 	"github.com/ringo-ai/ringo/model"
 	"github.com/ringo-ai/ringo/sample"
 	"github.com/ringo-ai/ringo/tokenizer"
@@ -33,13 +34,27 @@ type Runner struct {
 	closer func() error
 }
 
-// Load loads the model, tokenizer and chat template of a model directory.
-func Load(dir string, o engine.Options) (*Runner, error) {
-	tok, err := tokenizer.LoadDir(dir)
-	if err != nil {
-		return nil, err
+// LoadText loads the tokenizer and chat template of a model directory or a
+// GGUF file (whose metadata carries both).
+func LoadText(path string) (*tokenizer.Tokenizer, *chat.Template, error) {
+	if ggufmodel.IsGGUF(path) {
+		return ggufmodel.LoadText(path)
 	}
-	tmpl, err := chat.LoadTemplate(dir)
+	tok, err := tokenizer.LoadDir(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	tmpl, err := chat.LoadTemplate(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	return tok, tmpl, nil
+}
+
+// Load loads the model, tokenizer and chat template of a model directory
+// or a GGUF file.
+func Load(dir string, o engine.Options) (*Runner, error) {
+	tok, tmpl, err := LoadText(dir)
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,9 @@ type modelFlags struct {
 	device  string
 	threads int
 	decay   string
+	// quantize is the quantize-on-load type ("" keeps the stored weights).
+	quantize string
+	precise  bool
 }
 
 func (f *modelFlags) register(cmd *cobra.Command, modelUsage string) {
@@ -18,8 +21,10 @@ func (f *modelFlags) register(cmd *cobra.Command, modelUsage string) {
 	cmd.Flags().StringVar(&f.device, "device", "cpu", "compute device: cpu, cuda or cuda:N")
 	cmd.Flags().IntVar(&f.threads, "threads", 0, "CPU threads (0: all cores)")
 	cmd.Flags().StringVar(&f.decay, "decay-convention", "", "lightning decay layer factor: sglang (default), hf or mlx (env RINGO_DECAY_CONVENTION)")
+	cmd.Flags().StringVar(&f.quantize, "quantize", "", "quantize weights while loading: Q8_0, Q6_K, Q4_K or Q4_0 (default: as stored)")
+	cmd.Flags().BoolVar(&f.precise, "precise", false, "GPU: float32 matrix products everywhere instead of BF16 tensor cores")
 }
 
 func (f *modelFlags) options() engine.Options {
-	return engine.Options{Device: f.device, Threads: f.threads, Decay: f.decay}
+	return engine.Options{Device: f.device, Threads: f.threads, Decay: f.decay, Quantize: f.quantize, Precise: f.precise}
 }

@@ -78,7 +78,9 @@ cache. --prompt-ids takes a comma-separated list or @file.json (a JSON array).`,
 			return writeLogits(out, ids, promptLogits, genIDs, genLogits, V, generate > 0)
 		},
 	}
-	mf.register(cmd, "model directory (Hugging Face layout)")
+	mf.register(cmd, "model directory (Hugging Face layout) or .gguf file")
+	cmd.Flags().Lookup("precise").DefValue = "true" // exact float32 logits on every device
+	mf.precise = true
 	cmd.Flags().StringVar(&promptIDs, "prompt-ids", "", "prompt token ids: 1,2,3 or @file.json")
 	cmd.Flags().IntVar(&generate, "generate", 0, "greedy tokens to generate after the prompt")
 	cmd.Flags().StringVar(&out, "out", "", "output safetensors file")

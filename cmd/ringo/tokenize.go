@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ringo-ai/ringo/textgen"
 	"github.com/ringo-ai/ringo/tokenizer"
 )
 
@@ -36,14 +37,14 @@ written in the text become their ids (as Hugging Face's encode does) unless
 			if modelDir == "" {
 				return errors.New("tokenize: --model DIR is required")
 			}
-			tok, err := tokenizer.LoadDir(modelDir)
+			tok, _, err := textgen.LoadText(modelDir)
 			if err != nil {
 				return fmt.Errorf("tokenize: %w", err)
 			}
 			return runTokenize(tok, cmd.InOrStdin(), cmd.OutOrStdout(), jsonl, !noSpecial)
 		},
 	}
-	cmd.Flags().StringVar(&modelDir, "model", "", "model directory holding tokenizer.json")
+	cmd.Flags().StringVar(&modelDir, "model", "", "model directory holding tokenizer.json, or a .gguf file")
 	cmd.Flags().BoolVar(&jsonl, "jsonl", false, "read one JSON string per line, write one JSON array of ids per line")
 	cmd.Flags().BoolVar(&noSpecial, "no-special", false, "encode special-token text as plain text")
 	return cmd
