@@ -40,10 +40,11 @@ func matMulQuant(w *weight, out []float32, ldo int, qa *quant.QActs, lo, hi int)
 // expansion is paid once per panel and amortised over all T rows, and the
 // float tile kernel runs near the FMA peak (prefill), while the integer dot
 // products win for few rows (decode).
-const (
-	quantPanelMinRows = 8
-	quantPanelRows    = 16
-)
+//
+// The crossover was measured with BenchmarkQuantMatMul (docs/PERFORMANCE.md).
+var quantPanelMinRows = 64
+
+const quantPanelRows = 16
 
 // matMulQuantPanels computes rows [lo, hi) of out = x·wᵀ (T rows of x) by
 // expanding quantPanelRows weight rows at a time into buf.
