@@ -26,6 +26,17 @@ type Options struct {
 	Threads  int   // threads used by the backend (for the FMA roofline)
 	Batch    int   // sequences decoded together (1: single stream)
 	Seed     uint64
+	// Backend, when it implements Rooflines, supplies the rooflines (a GPU's
+	// memory bandwidth and tensor-core peak) instead of MeasureMachine.
+	Backend any
+	// SkipPrefill and SkipDecode leave out one of the two measurements.
+	SkipPrefill, SkipDecode bool
+}
+
+// Rooflines is implemented by backends that measure their own device:
+// memory bandwidth in bytes/s and peak matrix-product FLOP/s.
+type Rooflines interface {
+	Rooflines() (bytesPerSec, flopsPerSec float64)
 }
 
 // Machine is the measured hardware.
@@ -33,6 +44,7 @@ type Machine struct {
 	BandwidthGBs float64 `json:"bandwidth_gb_s"` // streaming read bandwidth, all threads
 	PeakGFLOPs   float64 `json:"peak_gflop_s"`   // FMA peak of the threads used
 	Threads      int     `json:"threads"`
+	Device       bool    `json:"device,omitempty"` // the figures are the backend's device rooflines
 }
 
 // Point is one decode measurement at a context length.
@@ -144,17 +156,22 @@ func Run(ctx context.Context, name string, m model.Model, o Options) (*Result, e
 	}
 	warm.Free()
 	// prefill
-	st := m.NewState()
-	start := time.Now()
-	if err := m.Forward(ctx, []*model.Request{{State: st, Tokens: tokens(o.Prompt)}}); err != nil {
-		return nil, err
+	if !o.SkipPrefill {
+		st := m.NewState()
+		start := time.Now()
+		if err := m.Forward(ctx, []*model.Request{{State: st, Tokens: tokens(o.Prompt)}}); err != nil {
+			return nil, err
+		}
+		el := time.Since(start).Seconds()
+		res.TTFTms = el * 1000
+		res.PrefillTokS = float64(o.Prompt) / el
+		res.PrefillFLOPs = float64(info.FLOPsPerToken) + float64(info.OutputFLOPs)/float64(o.Prompt)
+		st.Free()
 	}
-	el := time.Since(start).Seconds()
-	res.TTFTms = el * 1000
-	res.PrefillTokS = float64(o.Prompt) / el
-	res.PrefillFLOPs = float64(info.FLOPsPerToken) + float64(info.OutputFLOPs)/float64(o.Prompt)
-	st.Free()
 	// decode at each context
+	if o.SkipDecode {
+		o.Contexts = nil
+	}
 	for _, c := range o.Contexts {
 		reqs := make([]*model.Request, o.Batch)
 		for i := range reqs {
@@ -198,7 +215,12 @@ func Run(ctx context.Context, name string, m model.Model, o Options) (*Result, e
 		}
 	}
 	res.PeakRSSMiB = peakRSS() // before the 1 GiB bandwidth buffer
-	res.Machine = MeasureMachine(o.Threads)
+	if rl, ok := o.Backend.(Rooflines); ok {
+		bw, fl := rl.Rooflines()
+		res.Machine = Machine{BandwidthGBs: bw / 1e9, PeakGFLOPs: fl / 1e9, Threads: o.Threads, Device: true}
+	} else {
+		res.Machine = MeasureMachine(o.Threads)
+	}
 	res.PrefillPeak = res.PrefillTokS * res.PrefillFLOPs / (res.Machine.PeakGFLOPs * 1e9)
 	for i := range res.Decode {
 		res.Decode[i].Roofline /= res.Machine.BandwidthGBs * 1e9

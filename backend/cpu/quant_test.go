@@ -51,7 +51,7 @@ func TestQuantMatMul(t *testing.T) {
 	b := New(2)
 	r := rand.New(rand.NewPCG(9, 9))
 	for _, typ := range []quant.Type{quant.Q8_0, quant.Q4_0, quant.Q4_K, quant.Q6_K} {
-		for _, T := range []int{1, 3, 17} {
+		for _, T := range []int{1, 3, 17, 70} { // 70: the float-panel path
 			N, K := 37, 512
 			q, f := quantPair(t, b, r, typ, N, K)
 			x := randTensor(b, r, T, K, 1)

@@ -62,6 +62,10 @@ type Backend struct {
 	mod       uintptr
 	fns       map[string]uintptr
 	kernelSrc string // where the kernels came from
+	mma       bool   // fast mode may use the tensor-core kernels (sm_80+)
+
+	roofOnce       sync.Once
+	roofBW, roofFL float64
 
 	pool    map[int][]uintptr // free device blocks by size class (bytes)
 	inUse   int64
@@ -162,12 +166,16 @@ func New(device int, opts Options) (*Backend, error) {
 		}
 		b.fns[k] = f
 	}
-	// the chunked lightning kernel needs more than the default 48 KiB of shared memory
+	// the chunked lightning kernels need more than the default 48 KiB of shared memory
 	if b.smemOptin > 48<<10 {
-		if err := d.check(ccall(d.cuFuncSetAttribute, b.fns["k_lightning_chunk"], cuFuncAttrMaxDynamicShared, uintptr(b.smemOptin)), "cuFuncSetAttribute(k_lightning_chunk)"); err != nil {
-			return fail(err)
+		for _, k := range []string{"k_lightning_chunk", "k_ltc_out64", "k_ltc_out128"} {
+			if err := d.check(ccall(d.cuFuncSetAttribute, b.fns[k], cuFuncAttrMaxDynamicShared, uintptr(b.smemOptin)), "cuFuncSetAttribute("+k+")"); err != nil {
+				return fail(err)
+			}
 		}
 	}
+	// tensor-core kernels (mma.sync BF16) need sm_80 or newer
+	b.mma = b.ccMaj >= 8 && os.Getenv("RINGO_CUDA_NO_MMA") == ""
 	if err := d.check(ccall(d.cuMemAllocHost, uintptr(unsafe.Pointer(&b.stageHost)), stageBytes), "cuMemAllocHost"); err != nil {
 		return fail(err)
 	}
@@ -193,6 +201,8 @@ var kernelNames = []string{
 	"moe_gemv_f32", "moe_gemv_f16", "moe_gemv_bf16", "moe_gemv_bf16v",
 	"k_moe_plan", "moe_gemm_f32", "moe_gemm_f16", "moe_gemm_bf16", "k_moe_combine", "k_route",
 	"k_lightning_rec", "k_lightning_chunk", "k_kvstore", "k_attn", "k_attn_combine",
+	"moe_mma16", "moe_mma64", "k_fattn64", "k_fattn128", "k_ltc_kv64", "k_ltc_kv128", "k_ltc_scan", "k_ltc_out64", "k_ltc_out128",
+	"k_readsum", "k_randbf16",
 }
 
 // enter locks the backend and makes its context current on this OS thread;
@@ -227,6 +237,9 @@ func (b *Backend) Name() string { return "cuda" }
 // Describe returns the device, mode and library details.
 func (b *Backend) Describe() string {
 	mode := "fast (cuBLASLt BF16)"
+	if b.mma {
+		mode = "fast (cuBLASLt BF16 + tensor-core MoE, lightning, flash attention)"
+	}
 	if b.opts.Precise {
 		mode = "precise (FP32)"
 	}

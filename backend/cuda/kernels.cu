@@ -373,7 +373,7 @@ GEMM_DENSE(gemm_bf16, WBF16)
 
 #define MOE_BM 16
 
-extern "C" __global__ void k_moe_plan(const int* ids, int nslots, int E, int* perm, int* posOf, int* tiles, int* ntiles) {
+extern "C" __global__ void k_moe_plan(const int* ids, int nslots, int E, int* perm, int* posOf, int* tiles, int* ntiles, int bm) {
   extern __shared__ int shi[];
   int* cnt = shi;
   int* off = shi + E;
@@ -389,10 +389,10 @@ extern "C" __global__ void k_moe_plan(const int* ids, int nslots, int E, int* pe
     int o = 0, nt = 0;
     for (int e = 0; e < E; e++) {
       off[e] = o;
-      for (int st = 0; st < cnt[e]; st += MOE_BM) {
+      for (int st = 0; st < cnt[e]; st += bm) {
         tiles[3 * nt] = e;
         tiles[3 * nt + 1] = o + st;
-        tiles[3 * nt + 2] = min(MOE_BM, cnt[e] - st);
+        tiles[3 * nt + 2] = min(bm, cnt[e] - st);
         nt++;
       }
       o += cnt[e];
@@ -796,4 +796,552 @@ extern "C" __global__ void k_attn_combine(float* o, i64 ldo, const int* spans, i
     acc += x[2 + tid] * f;
   }
   o[(i64)r * ldo + (i64)h * hd + tid] = acc / l;
+}
+
+// ===========================================================================
+// Tensor-core kernels (fast mode, sm_80 and newer): BF16 inputs, FP32
+// accumulation with mma.sync.m16n8k16. Fragment layout (g = lane/4, tg = lane%4):
+//   A (16x16, row-major): a[0] = (g, 2tg..2tg+1), a[1] = (g+8, 2tg..), a[2] = (g, 2tg+8..), a[3] = (g+8, 2tg+8..)
+//   B (16x8, k-major per column n): b[0] = (k 2tg..2tg+1, n g), b[1] = (k 2tg+8.., n g)
+//   C (16x8): c[0..1] = (g, 2tg..2tg+1), c[2..3] = (g+8, 2tg..)
+// Shared-memory operands are BF16 with k contiguous: A as [m][k], B as [n][k];
+// row strides are padded by 8 halves so the fragment loads hit distinct banks.
+
+__device__ __forceinline__ u32 pack_bf16(float lo, float hi) {
+  u32 r;
+#if __CUDA_ARCH__ >= 800
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+#else
+  r = (u32)f2bf16(lo) | ((u32)f2bf16(hi) << 16);
+#endif
+  return r;
+}
+__device__ __forceinline__ u32 lds32(const u16* p) { return *(const u32*)p; }
+
+__device__ __forceinline__ void mma_bf16(float* c, const u32* a, u32 b0, u32 b1) {
+#if __CUDA_ARCH__ >= 800
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#else
+  __trap();
+#endif
+}
+
+// A fragment of rows r..r+15, k columns k0..k0+15 of a [m][k] BF16 tile with stride ld.
+__device__ __forceinline__ void lda_frag(u32* a, const u16* s, int ld, int r, int k0, int g, int tg) {
+  a[0] = lds32(s + (r + g) * ld + k0 + 2 * tg);
+  a[1] = lds32(s + (r + g + 8) * ld + k0 + 2 * tg);
+  a[2] = lds32(s + (r + g) * ld + k0 + 8 + 2 * tg);
+  a[3] = lds32(s + (r + g + 8) * ld + k0 + 8 + 2 * tg);
+}
+
+// ---------------------------------------------------------------------------
+// moe_mma: the grouped expert GEMM of moe_gemm on tensor cores (BF16 experts).
+// grid (ceil(N/64), maxTiles), 128 threads; tile BM rows (of one expert) x 64
+// outputs, k steps of 64 with a register prefetch of the next step.
+
+#define MM_BK 64
+#define MM_LD 72
+
+template <int BM, int WM>
+__device__ __forceinline__ void moe_mma_impl(const float* X, i64 ldx, const int* perm, int topk, int mode, const int* tiles,
+                                             const int* ntiles, const u16* Wt, int N, int K, float* Y, i64 ldy) {
+  __shared__ __align__(16) u16 As[BM * MM_LD];
+  __shared__ __align__(16) u16 Bs[64 * MM_LD];
+  int ti = blockIdx.y;
+  if (ti >= *ntiles) return;
+  int e = tiles[3 * ti], p0 = tiles[3 * ti + 1], m = tiles[3 * ti + 2];
+  int n0 = blockIdx.x * 64;
+  const u16* W = Wt + (i64)e * N * K;
+  int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tg = lane & 3;
+  constexpr int WN = 4 / WM;
+  constexpr int MT = BM / WM / 16;
+  constexpr int NT = 64 / WN / 8;
+  constexpr int AL = BM * MM_BK / 4 / 128;  // 4-float groups of A per thread
+  int wm = warp % WM, wn = warp / WM;
+  float acc[MT][NT][4];
+#pragma unroll
+  for (int i = 0; i < MT; i++)
+#pragma unroll
+    for (int j = 0; j < NT; j++)
+#pragma unroll
+      for (int c = 0; c < 4; c++) acc[i][j][c] = 0.f;
+  const float* xr[AL];
+#pragma unroll
+  for (int i = 0; i < AL; i++) {
+    int r = (tid + 128 * i) / (MM_BK / 4);
+    xr[i] = 0;
+    if (r < m) xr[i] = X + (mode == 0 ? (i64)(perm[p0 + r] / topk) : (i64)(p0 + r)) * ldx;
+  }
+  bool wvec = (K & 7) == 0;
+  float av[AL][4];
+  uint4 bv[4];
+  auto load = [&](int k0) {
+#pragma unroll
+    for (int i = 0; i < AL; i++) {
+      int c = ((tid + 128 * i) % (MM_BK / 4)) * 4;
+#pragma unroll
+      for (int j = 0; j < 4; j++) av[i][j] = (xr[i] && k0 + c + j < K) ? xr[i][k0 + c + j] : 0.f;
+    }
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      int idx = tid + 128 * i, r = idx / 8, c = (idx % 8) * 8;
+      int n = n0 + r, k = k0 + c;
+      if (n < N && wvec && k + 8 <= K) {
+        bv[i] = *(const uint4*)(W + (i64)n * K + k);
+      } else {
+        u16 t[8];
+#pragma unroll
+        for (int j = 0; j < 8; j++) t[j] = (n < N && k + j < K) ? W[(i64)n * K + k + j] : (u16)0;
+        bv[i] = make_uint4(t[0] | ((u32)t[1] << 16), t[2] | ((u32)t[3] << 16), t[4] | ((u32)t[5] << 16), t[6] | ((u32)t[7] << 16));
+      }
+    }
+  };
+  auto store = [&]() {
+#pragma unroll
+    for (int i = 0; i < AL; i++) {
+      int idx = tid + 128 * i, r = idx / (MM_BK / 4), c = (idx % (MM_BK / 4)) * 4;
+      *(uint2*)(As + r * MM_LD + c) = make_uint2(pack_bf16(av[i][0], av[i][1]), pack_bf16(av[i][2], av[i][3]));
+    }
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      int idx = tid + 128 * i, r = idx / 8, c = (idx % 8) * 8;
+      *(uint4*)(Bs + r * MM_LD + c) = bv[i];
+    }
+  };
+  load(0);
+  store();
+  __syncthreads();
+  for (int k0 = 0; k0 < K; k0 += MM_BK) {
+    bool more = k0 + MM_BK < K;
+    if (more) load(k0 + MM_BK);
+#pragma unroll
+    for (int kk = 0; kk < MM_BK; kk += 16) {
+      u32 a[MT][4];
+#pragma unroll
+      for (int i = 0; i < MT; i++) lda_frag(a[i], As, MM_LD, wm * (BM / WM) + 16 * i, kk, g, tg);
+#pragma unroll
+      for (int j = 0; j < NT; j++) {
+        const u16* bp = Bs + (wn * (64 / WN) + 8 * j + g) * MM_LD + kk + 2 * tg;
+        u32 b0 = lds32(bp), b1 = lds32(bp + 8);
+#pragma unroll
+        for (int i = 0; i < MT; i++) mma_bf16(acc[i][j], a[i], b0, b1);
+      }
+    }
+    __syncthreads();
+    if (more) {
+      store();
+      __syncthreads();
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < MT; i++)
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+      int r = wm * (BM / WM) + 16 * i + g, n = n0 + wn * (64 / WN) + 8 * j + 2 * tg;
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        int rr = r + 8 * h;
+        if (rr >= m) continue;
+        float* y = Y + (i64)(p0 + rr) * ldy;
+        if (n < N) y[n] = acc[i][j][2 * h];
+        if (n + 1 < N) y[n + 1] = acc[i][j][2 * h + 1];
+      }
+    }
+}
+extern "C" __global__ void __launch_bounds__(128) moe_mma16(const float* X, i64 ldx, const int* perm, int topk, int mode, const int* tiles,
+                                                            const int* ntiles, const u16* Wt, int N, int K, float* Y, i64 ldy) {
+  moe_mma_impl<16, 1>(X, ldx, perm, topk, mode, tiles, ntiles, Wt, N, K, Y, ldy);
+}
+extern "C" __global__ void __launch_bounds__(128) moe_mma64(const float* X, i64 ldx, const int* perm, int topk, int mode, const int* tiles,
+                                                            const int* ntiles, const u16* Wt, int N, int K, float* Y, i64 ldy) {
+  moe_mma_impl<64, 2>(X, ldx, perm, topk, mode, tiles, ntiles, Wt, N, K, Y, ldy);
+}
+
+// ---------------------------------------------------------------------------
+// Flash attention for prefill (causal GQA, head dim HD = 64 or 128) on tensor
+// cores: grid (ceil(maxN/64), H, spans), 128 threads; warp w owns query rows
+// 16w..16w+15 of the block's 64. Keys/values come from the FP32 cache in tiles
+// of 64, rounded to BF16 in shared memory; online softmax in FP32 (base 2).
+
+template <int HD>
+__device__ __forceinline__ void fattn_impl(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, const i64* caches, int H, int Hkv, float scale) {
+  constexpr int KLD = HD + 8, VLD = 72, NO = HD / 8, KS = HD / 16;
+  __shared__ __align__(16) u16 Ks[64 * KLD];
+  __shared__ __align__(16) u16 Vt[HD * VLD];
+  int sp = blockIdx.z, h = blockIdx.y;
+  int row0 = spans[3 * sp], n = spans[3 * sp + 1], pos = spans[3 * sp + 2];
+  int r0 = blockIdx.x * 64;
+  if (r0 >= n) return;
+  int kvh = h / (H / Hkv);
+  const float* Kc = (const float*)caches[4 * sp] + (i64)kvh * HD;
+  const float* Vc = (const float*)caches[4 * sp + 1] + (i64)kvh * HD;
+  i64 lK = caches[4 * sp + 2], lV = caches[4 * sp + 3];
+  int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tg = lane & 3;
+  int ra = r0 + 16 * warp + g, rb = ra + 8;  // rows within the span
+  float qscale = scale * 1.4426950408889634f;
+  u32 qa[KS][4];
+  {
+    const float* qpa = q + (i64)(row0 + ra) * ldq + (i64)h * HD;
+    const float* qpb = q + (i64)(row0 + rb) * ldq + (i64)h * HD;
+    bool va = ra < n, vb = rb < n;
+#pragma unroll
+    for (int ks = 0; ks < KS; ks++) {
+      int c = 16 * ks + 2 * tg;
+      qa[ks][0] = va ? pack_bf16(qpa[c] * qscale, qpa[c + 1] * qscale) : 0u;
+      qa[ks][1] = vb ? pack_bf16(qpb[c] * qscale, qpb[c + 1] * qscale) : 0u;
+      qa[ks][2] = va ? pack_bf16(qpa[c + 8] * qscale, qpa[c + 9] * qscale) : 0u;
+      qa[ks][3] = vb ? pack_bf16(qpb[c + 8] * qscale, qpb[c + 9] * qscale) : 0u;
+    }
+  }
+  float oacc[NO][4];
+#pragma unroll
+  for (int j = 0; j < NO; j++) oacc[j][0] = oacc[j][1] = oacc[j][2] = oacc[j][3] = 0.f;
+  float ma = NEG_INF, mb = NEG_INF, la = 0.f, lb = 0.f;
+  int qposA = pos + ra, qposB = pos + rb;
+  int maxKey = pos + min(n, r0 + 64) - 1;  // last key any row of the block sees
+  int warpMin = pos + r0 + 16 * warp;      // smallest query position of this warp
+  for (int j0 = 0; j0 <= maxKey; j0 += 64) {
+    __syncthreads();
+    for (int idx = tid; idx < 64 * HD / 2; idx += 128) {
+      int j = idx / (HD / 2), c = (idx % (HD / 2)) * 2;
+      int key = j0 + j;
+      float x0 = 0.f, x1 = 0.f;
+      if (key <= maxKey) {
+        const float* kp = Kc + (i64)key * lK + c;
+        x0 = kp[0];
+        x1 = kp[1];
+      }
+      *(u32*)(Ks + j * KLD + c) = pack_bf16(x0, x1);
+    }
+    for (int idx = tid; idx < 32 * HD; idx += 128) {
+      int jp = idx / HD, c = idx % HD;
+      int key = j0 + 2 * jp;
+      float x0 = key <= maxKey ? Vc[(i64)key * lV + c] : 0.f;
+      float x1 = key + 1 <= maxKey ? Vc[(i64)(key + 1) * lV + c] : 0.f;
+      *(u32*)(Vt + c * VLD + 2 * jp) = pack_bf16(x0, x1);
+    }
+    __syncthreads();
+    if (j0 > pos + min(n - 1, r0 + 16 * warp + 15)) continue;  // every key of the tile is after this warp's rows
+    float s[8][4];
+#pragma unroll
+    for (int j = 0; j < 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < KS; ks++) {
+#pragma unroll
+      for (int j = 0; j < 8; j++) {
+        const u16* bp = Ks + (8 * j + g) * KLD + 16 * ks + 2 * tg;
+        mma_bf16(s[j], qa[ks], lds32(bp), lds32(bp + 8));
+      }
+    }
+    if (j0 + 63 > warpMin) {
+#pragma unroll
+      for (int j = 0; j < 8; j++) {
+        int key = j0 + 8 * j + 2 * tg;
+        if (key > qposA) s[j][0] = NEG_INF;
+        if (key + 1 > qposA) s[j][1] = NEG_INF;
+        if (key > qposB) s[j][2] = NEG_INF;
+        if (key + 1 > qposB) s[j][3] = NEG_INF;
+      }
+    }
+    float mxa = NEG_INF, mxb = NEG_INF;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+      mxa = fmaxf(mxa, fmaxf(s[j][0], s[j][1]));
+      mxb = fmaxf(mxb, fmaxf(s[j][2], s[j][3]));
+    }
+    mxa = fmaxf(mxa, __shfl_xor_sync(0xffffffffu, mxa, 1));
+    mxa = fmaxf(mxa, __shfl_xor_sync(0xffffffffu, mxa, 2));
+    mxb = fmaxf(mxb, __shfl_xor_sync(0xffffffffu, mxb, 1));
+    mxb = fmaxf(mxb, __shfl_xor_sync(0xffffffffu, mxb, 2));
+    float na = fmaxf(ma, mxa), nb = fmaxf(mb, mxb);
+    // rows with nothing visible yet keep m = -inf; use 0 as the reference
+    float ra_ = na == NEG_INF ? 0.f : na, rb_ = nb == NEG_INF ? 0.f : nb;
+    float ca = exp2f(ma - ra_), cb = exp2f(mb - rb_);
+    ma = na;
+    mb = nb;
+    float suma = 0.f, sumb = 0.f;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+      s[j][0] = exp2f(s[j][0] - ra_);
+      s[j][1] = exp2f(s[j][1] - ra_);
+      s[j][2] = exp2f(s[j][2] - rb_);
+      s[j][3] = exp2f(s[j][3] - rb_);
+      suma += s[j][0] + s[j][1];
+      sumb += s[j][2] + s[j][3];
+    }
+    la = la * ca + suma;
+    lb = lb * cb + sumb;
+#pragma unroll
+    for (int j = 0; j < NO; j++) {
+      oacc[j][0] *= ca;
+      oacc[j][1] *= ca;
+      oacc[j][2] *= cb;
+      oacc[j][3] *= cb;
+    }
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+      u32 pa[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
+                   pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+      for (int j = 0; j < NO; j++) {
+        const u16* bp = Vt + (8 * j + g) * VLD + 16 * kk + 2 * tg;
+        mma_bf16(oacc[j], pa, lds32(bp), lds32(bp + 8));
+      }
+    }
+  }
+  la += __shfl_xor_sync(0xffffffffu, la, 1);
+  la += __shfl_xor_sync(0xffffffffu, la, 2);
+  lb += __shfl_xor_sync(0xffffffffu, lb, 1);
+  lb += __shfl_xor_sync(0xffffffffu, lb, 2);
+  float ia = 1.f / la, ib = 1.f / lb;
+  float* oa = o + (i64)(row0 + ra) * ldo + (i64)h * HD;
+  float* ob = o + (i64)(row0 + rb) * ldo + (i64)h * HD;
+#pragma unroll
+  for (int j = 0; j < NO; j++) {
+    int c = 8 * j + 2 * tg;
+    if (ra < n) {
+      oa[c] = oacc[j][0] * ia;
+      oa[c + 1] = oacc[j][1] * ia;
+    }
+    if (rb < n) {
+      ob[c] = oacc[j][2] * ib;
+      ob[c + 1] = oacc[j][3] * ib;
+    }
+  }
+}
+extern "C" __global__ void __launch_bounds__(128) k_fattn64(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, const i64* caches, int H, int Hkv, float scale) {
+  fattn_impl<64>(o, ldo, q, ldq, spans, caches, H, Hkv, scale);
+}
+extern "C" __global__ void __launch_bounds__(128) k_fattn128(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, const i64* caches, int H, int Hkv, float scale) {
+  fattn_impl<128>(o, ldo, q, ldq, spans, caches, H, Hkv, scale);
+}
+
+// ---------------------------------------------------------------------------
+// Chunk-parallel lightning attention on tensor cores (head dim D = 64 or 128,
+// chunk C = 64). chunks: int[4*nch] = (first row, rows nc, span, 0); a span's
+// chunks are consecutive. kv: per (chunk, head) a D x D FP32 block.
+//   k_ltc_kv:   kv[c] = sum_j l^{nc-1-j} k_j (x) v_j            (all chunks at once)
+//   k_ltc_scan: kv[c] <- state before chunk c; state <- state after the span
+//   k_ltc_out:  O_i = s*( sum_{j<=i} l^{i-j}(q_i.k_j) v_j + l^{i+1} q_i S_c )
+
+#define LC 64
+#define LLD 72
+
+template <int D>
+__device__ __forceinline__ void ltc_kv_impl(const float* k, i64 ldk, const float* v, i64 ldv, const int* chunks, const float* decay, int H, float* kv) {
+  __shared__ __align__(16) u16 Kt[D * LLD];
+  __shared__ __align__(16) u16 Vt[D * LLD];
+  __shared__ float wt[LC];
+  int c = blockIdx.x / H, h = blockIdx.x % H;
+  int row0 = chunks[4 * c], nc = chunks[4 * c + 1];
+  double a = (double)decay[h];
+  int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tg = lane & 3;
+  for (int i = tid; i < LC; i += blockDim.x) wt[i] = i < nc ? (float)exp(-a * (double)(nc - 1 - i)) : 0.f;
+  __syncthreads();
+  for (int idx = tid; idx < (LC / 2) * D; idx += blockDim.x) {
+    int ip = idx / D, m = idx % D, i = 2 * ip;
+    float k0 = 0.f, k1 = 0.f, v0 = 0.f, v1 = 0.f;
+    if (i < nc) {
+      k0 = k[(i64)(row0 + i) * ldk + (i64)h * D + m] * wt[i];
+      v0 = v[(i64)(row0 + i) * ldv + (i64)h * D + m];
+    }
+    if (i + 1 < nc) {
+      k1 = k[(i64)(row0 + i + 1) * ldk + (i64)h * D + m] * wt[i + 1];
+      v1 = v[(i64)(row0 + i + 1) * ldv + (i64)h * D + m];
+    }
+    *(u32*)(Kt + m * LLD + i) = pack_bf16(k0, k1);
+    *(u32*)(Vt + m * LLD + i) = pack_bf16(v0, v1);
+  }
+  __syncthreads();
+  // 8 warps: 4 along the key dim (rows m), 2 along the value dim (columns)
+  constexpr int MT = D / 64, NT = D / 16;
+  int wm = warp & 3, wn = warp >> 2;
+  float acc[MT][NT][4];
+#pragma unroll
+  for (int i = 0; i < MT; i++)
+#pragma unroll
+    for (int j = 0; j < NT; j++) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.f;
+#pragma unroll
+  for (int kk = 0; kk < LC; kk += 16) {
+    u32 af[MT][4];
+#pragma unroll
+    for (int i = 0; i < MT; i++) lda_frag(af[i], Kt, LLD, wm * (D / 4) + 16 * i, kk, g, tg);
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+      const u16* bp = Vt + (wn * (D / 2) + 8 * j + g) * LLD + kk + 2 * tg;
+      u32 b0 = lds32(bp), b1 = lds32(bp + 8);
+#pragma unroll
+      for (int i = 0; i < MT; i++) mma_bf16(acc[i][j], af[i], b0, b1);
+    }
+  }
+  float* out = kv + ((i64)c * H + h) * D * D;
+#pragma unroll
+  for (int i = 0; i < MT; i++)
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+      int m = wm * (D / 4) + 16 * i + g, col = wn * (D / 2) + 8 * j + 2 * tg;
+      *(float2*)(out + (i64)m * D + col) = make_float2(acc[i][j][0], acc[i][j][1]);
+      *(float2*)(out + (i64)(m + 8) * D + col) = make_float2(acc[i][j][2], acc[i][j][3]);
+    }
+}
+extern "C" __global__ void __launch_bounds__(256) k_ltc_kv64(const float* k, i64 ldk, const float* v, i64 ldv, const int* chunks, const float* decay, int H, float* kv) {
+  ltc_kv_impl<64>(k, ldk, v, ldv, chunks, decay, H, kv);
+}
+extern "C" __global__ void __launch_bounds__(256) k_ltc_kv128(const float* k, i64 ldk, const float* v, i64 ldv, const int* chunks, const float* decay, int H, float* kv) {
+  ltc_kv_impl<128>(k, ldk, v, ldv, chunks, decay, H, kv);
+}
+
+// k_ltc_scan: grid (spans*H, ceil(D*D/256)); sinfo[2*sp] = (first chunk, chunks).
+extern "C" __global__ void k_ltc_scan(float* kv, const int* chunks, const int* sinfo, const i64* states, const float* decay, int H, int D) {
+  int sp = blockIdx.x / H, h = blockIdx.x % H;
+  int e = blockIdx.y * blockDim.x + threadIdx.x;
+  if (e >= D * D) return;
+  int c0 = sinfo[2 * sp], nch = sinfo[2 * sp + 1];
+  double a = (double)decay[h];
+  float* S = (float*)states[sp] + (i64)h * D * D + e;
+  float s = *S;
+  for (int c = c0; c < c0 + nch; c++) {
+    float* p = kv + ((i64)c * H + h) * D * D + e;
+    float t = *p;
+    *p = s;
+    s = (float)exp(-a * (double)chunks[4 * c + 1]) * s + t;
+  }
+  *S = s;
+}
+
+template <int D>
+__device__ __forceinline__ void ltc_out_impl(float* o, i64 ldo, const float* q, i64 ldq, const float* k, i64 ldk, const float* v, i64 ldv,
+                                             const int* chunks, const float* kv, const float* decay, int H, float scale) {
+  constexpr int QLD = D + 8, NO = D / 8, KS = D / 16;
+  extern __shared__ __align__(16) unsigned char dsm[];
+  u16* Qs = (u16*)dsm;
+  u16* Ks = Qs + LC * QLD;
+  u16* Vt = Ks + LC * QLD;
+  u16* St = Vt + D * LLD;
+  float* pw = (float*)(St + D * QLD);
+  int c = blockIdx.x / H, h = blockIdx.x % H;
+  int row0 = chunks[4 * c], nc = chunks[4 * c + 1];
+  double a = (double)decay[h];
+  int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tg = lane & 3;
+  for (int i = tid; i <= LC; i += blockDim.x) pw[i] = (float)exp(-a * (double)i);
+  for (int idx = tid; idx < LC * (D / 2); idx += blockDim.x) {
+    int i = idx / (D / 2), m = (idx % (D / 2)) * 2;
+    float q0 = 0.f, q1 = 0.f, k0 = 0.f, k1 = 0.f;
+    if (i < nc) {
+      const float* qp = q + (i64)(row0 + i) * ldq + (i64)h * D + m;
+      const float* kp = k + (i64)(row0 + i) * ldk + (i64)h * D + m;
+      q0 = qp[0], q1 = qp[1], k0 = kp[0], k1 = kp[1];
+    }
+    *(u32*)(Qs + i * QLD + m) = pack_bf16(q0, q1);
+    *(u32*)(Ks + i * QLD + m) = pack_bf16(k0, k1);
+  }
+  for (int idx = tid; idx < (LC / 2) * D; idx += blockDim.x) {
+    int ip = idx / D, j = idx % D, i = 2 * ip;
+    float v0 = i < nc ? v[(i64)(row0 + i) * ldv + (i64)h * D + j] : 0.f;
+    float v1 = i + 1 < nc ? v[(i64)(row0 + i + 1) * ldv + (i64)h * D + j] : 0.f;
+    *(u32*)(Vt + j * LLD + i) = pack_bf16(v0, v1);
+  }
+  const float* S = kv + ((i64)c * H + h) * D * D;
+  for (int idx = tid; idx < (D / 2) * D; idx += blockDim.x) {
+    int mp = idx / D, j = idx % D, m = 2 * mp;
+    *(u32*)(St + j * QLD + m) = pack_bf16(S[(i64)m * D + j], S[(i64)(m + 1) * D + j]);
+  }
+  __syncthreads();
+  int rw = 16 * warp;
+  if (rw >= nc) return;
+  int ia = rw + g, ib = ia + 8;
+  // P = (Q K^T) masked and decayed
+  float s[8][4];
+#pragma unroll
+  for (int j = 0; j < 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+  float oacc[NO][4];
+#pragma unroll
+  for (int j = 0; j < NO; j++) oacc[j][0] = oacc[j][1] = oacc[j][2] = oacc[j][3] = 0.f;
+#pragma unroll
+  for (int ks = 0; ks < KS; ks++) {
+    u32 af[4];
+    lda_frag(af, Qs, QLD, rw, 16 * ks, g, tg);
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+      const u16* bp = Ks + (8 * j + g) * QLD + 16 * ks + 2 * tg;
+      mma_bf16(s[j], af, lds32(bp), lds32(bp + 8));
+    }
+#pragma unroll
+    for (int j = 0; j < NO; j++) {
+      const u16* bp = St + (8 * j + g) * QLD + 16 * ks + 2 * tg;
+      mma_bf16(oacc[j], af, lds32(bp), lds32(bp + 8));
+    }
+  }
+  float fa = pw[min(ia + 1, LC)], fb = pw[min(ib + 1, LC)];
+#pragma unroll
+  for (int j = 0; j < NO; j++) {
+    oacc[j][0] *= fa;
+    oacc[j][1] *= fa;
+    oacc[j][2] *= fb;
+    oacc[j][3] *= fb;
+  }
+#pragma unroll
+  for (int j = 0; j < 8; j++) {
+    int kj = 8 * j + 2 * tg;
+    s[j][0] = kj <= ia ? s[j][0] * pw[ia - kj] : 0.f;
+    s[j][1] = kj + 1 <= ia ? s[j][1] * pw[ia - kj - 1] : 0.f;
+    s[j][2] = kj <= ib ? s[j][2] * pw[ib - kj] : 0.f;
+    s[j][3] = kj + 1 <= ib ? s[j][3] * pw[ib - kj - 1] : 0.f;
+  }
+#pragma unroll
+  for (int kk = 0; kk < 4; kk++) {
+    u32 pa[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
+                 pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+    for (int j = 0; j < NO; j++) {
+      const u16* bp = Vt + (8 * j + g) * LLD + 16 * kk + 2 * tg;
+      mma_bf16(oacc[j], pa, lds32(bp), lds32(bp + 8));
+    }
+  }
+  float* oa = o + (i64)(row0 + ia) * ldo + (i64)h * D;
+  float* ob = o + (i64)(row0 + ib) * ldo + (i64)h * D;
+#pragma unroll
+  for (int j = 0; j < NO; j++) {
+    int col = 8 * j + 2 * tg;
+    if (ia < nc) {
+      oa[col] = scale * oacc[j][0];
+      oa[col + 1] = scale * oacc[j][1];
+    }
+    if (ib < nc) {
+      ob[col] = scale * oacc[j][2];
+      ob[col + 1] = scale * oacc[j][3];
+    }
+  }
+}
+extern "C" __global__ void __launch_bounds__(128) k_ltc_out64(float* o, i64 ldo, const float* q, i64 ldq, const float* k, i64 ldk, const float* v, i64 ldv,
+                                                              const int* chunks, const float* kv, const float* decay, int H, float scale) {
+  ltc_out_impl<64>(o, ldo, q, ldq, k, ldk, v, ldv, chunks, kv, decay, H, scale);
+}
+extern "C" __global__ void __launch_bounds__(128) k_ltc_out128(float* o, i64 ldo, const float* q, i64 ldq, const float* k, i64 ldk, const float* v, i64 ldv,
+                                                               const int* chunks, const float* kv, const float* decay, int H, float scale) {
+  ltc_out_impl<128>(o, ldo, q, ldq, k, ldk, v, ldv, chunks, kv, decay, H, scale);
+}
+
+// ---------------------------------------------------------------------------
+// Roofline helpers: k_readsum streams a buffer (HBM read bandwidth);
+// k_randbf16 fills a BF16 buffer with small pseudo-random values.
+extern "C" __global__ void k_readsum(const float4* p, i64 n4, float* out) {
+  float s = 0.f;
+  GRID_LOOP(n4) {
+    float4 v = p[idx];
+    s += v.x + v.y + v.z + v.w;
+  }
+  s = warp_sum(s);
+  if ((threadIdx.x & 31) == 0 && s == 12345.678f) out[0] = s;  // never true for the fill used; keeps the loads
+}
+extern "C" __global__ void k_randbf16(u16* p, i64 n, u32 seed) {
+  GRID_LOOP(n) {
+    u32 x = (u32)idx * 2654435761u ^ seed;
+    x ^= x >> 13;
+    x *= 0x5bd1e995u;
+    x ^= x >> 15;
+    p[idx] = f2bf16(((float)(x & 0xffff) / 65536.f - 0.5f) * 0.1f);
+  }
 }

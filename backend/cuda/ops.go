@@ -407,6 +407,7 @@ func (b *Backend) Lightning(dst, q, k, v backend.Tensor, spans []backend.Span, s
 	}
 	var recS, chS []int32
 	var recP, chP []int64
+	var chSpans []backend.Span // the chunked spans, for the tensor-core path
 	for i, sp := range spans {
 		st := states[i]
 		if st.Rows != H*d || st.Cols != d || !contiguous(st) {
@@ -423,6 +424,7 @@ func (b *Backend) Lightning(dst, q, k, v backend.Tensor, spans []backend.Span, s
 			recS, recP = append(recS, int32(sp.Row), int32(sp.N), int32(sp.Pos)), append(recP, p)
 		} else {
 			chS, chP = append(chS, int32(sp.Row), int32(sp.N), int32(sp.Pos)), append(chP, p)
+			chSpans = append(chSpans, sp)
 		}
 	}
 	pd, pq, pk, pv := b.ptr("Lightning", dst), b.ptr("Lightning", q), b.ptr("Lightning", k), b.ptr("Lightning", v)
@@ -432,6 +434,10 @@ func (b *Backend) Lightning(dst, q, k, v backend.Tensor, spans []backend.Span, s
 		R := max(1, min(4, 1024/d))
 		args := append(append([]uint64{}, common...), pArg(b.stageI32(recS)), pArg(b.stageI64(recP)), pArg(dec), iArg(H), iArg(d), fArg(scale))
 		b.launch("k_lightning_rec", dim3{n * H, 1, 1}, dim3{d, R, 1}, 4*R*d, args...)
+	}
+	if len(chP) > 0 && !b.opts.Precise && b.mma && (d == 64 || d == 128) {
+		b.lightningMMA(common, chSpans, chP, dec, H, d, scale)
+		chP = nil
 	}
 	if n := len(chP); n > 0 {
 		BV := d
@@ -453,6 +459,33 @@ func (b *Backend) Lightning(dst, q, k, v backend.Tensor, spans []backend.Span, s
 		args := append(append([]uint64{}, common...), pArg(b.stageI32(chS)), pArg(b.stageI64(chP)), pArg(dec), iArg(H), iArg(d), fArg(scale), iArg(C), iArg(BV))
 		b.launch("k_lightning_chunk", dim3{n * H, d / BV, 1}, dim3{256, 1, 1}, smem, args...)
 	}
+}
+
+// ltcChunk is the chunk length of the tensor-core lightning kernels (LC in kernels.cu).
+const ltcChunk = 64
+
+// lightningMMA runs the chunk-parallel tensor-core form over spans (every
+// chunk of every span at once, then a scan of the states over the chunks,
+// then every chunk's output at once).
+func (b *Backend) lightningMMA(common []uint64, spans []backend.Span, states []int64, dec uintptr, H, d int, scale float32) {
+	var chunks, sinfo []int32
+	for i, sp := range spans {
+		first := len(chunks) / 4
+		for c0 := 0; c0 < sp.N; c0 += ltcChunk {
+			chunks = append(chunks, int32(sp.Row+c0), int32(min(ltcChunk, sp.N-c0)), int32(i), 0)
+		}
+		sinfo = append(sinfo, int32(first), int32(len(chunks)/4-first))
+	}
+	nch := len(chunks) / 4
+	kv := b.scratch(4 * nch * H * d * d)
+	pc, ps, pst := b.stageI32(chunks), b.stageI32(sinfo), b.stageI64(states)
+	pd, ldd, pq, ldq, pk, ldk, pv, ldv := common[0], common[1], common[2], common[3], common[4], common[5], common[6], common[7]
+	sfx := fmt.Sprint(d)
+	b.launch("k_ltc_kv"+sfx, dim3{nch * H, 1, 1}, dim3{256, 1, 1}, 0, pk, ldk, pv, ldv, pArg(pc), pArg(dec), iArg(H), pArg(kv.p))
+	b.launch("k_ltc_scan", dim3{len(spans) * H, (d*d + 255) / 256, 1}, dim3{256, 1, 1}, 0, pArg(kv.p), pArg(pc), pArg(ps), pArg(pst), pArg(dec), iArg(H), iArg(d))
+	smem := 2*(2*ltcChunk*(d+8)+d*72+d*(d+8)) + 4*(ltcChunk+1)
+	b.launch("k_ltc_out"+sfx, dim3{nch * H, 1, 1}, dim3{128, 1, 1}, smem, pd, ldd, pq, ldq, pk, ldk, pv, ldv, pArg(pc), pArg(kv.p), pArg(dec), iArg(H), fArg(scale))
+	b.release(kv)
 }
 
 // Attention implements backend.Backend.
@@ -487,6 +520,12 @@ func (b *Backend) Attention(dst, q, k, v backend.Tensor, spans []backend.Span, c
 	g, bl := flatGrid(maxN * k.Cols)
 	g.y = len(spans)
 	b.launch("k_kvstore", g, bl, 0, pArg(b.ptr("Attention", k)), lArg(k.Stride), pArg(b.ptr("Attention", v)), lArg(v.Stride), pArg(ps), pArg(pc), iArg(k.Cols))
+	if !b.opts.Precise && b.mma && (headDim == 64 || headDim == 128) && maxN > GEMVRows {
+		// prefill: tensor-core flash attention
+		b.launch(fmt.Sprintf("k_fattn%d", headDim), dim3{(maxN + 63) / 64, H, len(spans)}, dim3{128, 1, 1}, 0,
+			pArg(b.ptr("Attention", dst)), lArg(dst.Stride), pArg(b.ptr("Attention", q)), lArg(q.Stride), pArg(ps), pArg(pc), iArg(H), iArg(Hkv), fArg(scale))
+		return
+	}
 	// split the keys of long contexts over several blocks when there are
 	// too few (row, head) pairs to fill the GPU (flash-decoding)
 	maxL := 0
@@ -625,16 +664,25 @@ func (b *Backend) MoE(dst, x backend.Tensor, rt backend.Routing, ex backend.Expe
 		b.release(gu, h, y)
 		return
 	}
-	maxTiles := (ns+moeBM-1)/moeBM + min(E, ns)
+	// fast mode with BF16 experts: tensor-core grouped GEMM, 64-row tiles
+	// when experts get many rows on average, else 16-row tiles
+	bm, kern, threads := moeBM, "moe_gemm_"+suf, 256
+	if !b.opts.Precise && b.mma && e.kind == backend.BF16 {
+		bm, kern, threads = 16, "moe_mma16", 128
+		if ns >= 48*E {
+			bm, kern = 64, "moe_mma64"
+		}
+	}
+	maxTiles := (ns+bm-1)/bm + min(E, ns)
 	perm, posOf := b.scratch(4*ns), b.scratch(4*ns)
 	tiles, ntiles := b.scratch(12*maxTiles), b.scratch(4)
 	gu, h, y := b.scratch(4*ns*2*I), b.scratch(4*ns*I), b.scratch(4*ns*D)
-	b.launch("k_moe_plan", dim3{1, 1, 1}, dim3{1024, 1, 1}, 12*E, pArg(r.ids.p), iArg(ns), iArg(E), pArg(perm.p), pArg(posOf.p), pArg(tiles.p), pArg(ntiles.p))
-	b.launch("moe_gemm_"+suf, dim3{(2*I + 63) / 64, maxTiles, 1}, dim3{256, 1, 1}, 0, pArg(px), lArg(x.Stride), pArg(perm.p), iArg(K), iArg(0),
+	b.launch("k_moe_plan", dim3{1, 1, 1}, dim3{1024, 1, 1}, 12*E, pArg(r.ids.p), iArg(ns), iArg(E), pArg(perm.p), pArg(posOf.p), pArg(tiles.p), pArg(ntiles.p), iArg(bm))
+	b.launch(kern, dim3{(2*I + 63) / 64, maxTiles, 1}, dim3{threads, 1, 1}, 0, pArg(px), lArg(x.Stride), pArg(perm.p), iArg(K), iArg(0),
 		pArg(tiles.p), pArg(ntiles.p), pArg(e.gateUp), iArg(2*I), iArg(D), pArg(gu.p), lArg(2*I))
 	g, bl := flatGrid(ns * I)
 	b.launch("k_silumul", g, bl, 0, pArg(h.p), lArg(I), pArg(gu.p), lArg(2*I), pArg(gu.p+uintptr(4*I)), lArg(2*I), iArg(ns), iArg(I))
-	b.launch("moe_gemm_"+suf, dim3{(D + 63) / 64, maxTiles, 1}, dim3{256, 1, 1}, 0, pArg(h.p), lArg(I), pArg(perm.p), iArg(K), iArg(1),
+	b.launch(kern, dim3{(D + 63) / 64, maxTiles, 1}, dim3{threads, 1, 1}, 0, pArg(h.p), lArg(I), pArg(perm.p), iArg(K), iArg(1),
 		pArg(tiles.p), pArg(ntiles.p), pArg(e.down), iArg(D), iArg(I), pArg(y.p), lArg(D))
 	g, bl = flatGrid(T * D)
 	b.launch("k_moe_combine", g, bl, 0, pArg(b.ptr("MoE", dst)), lArg(dst.Stride), pArg(y.p), lArg(D), pArg(posOf.p), pArg(r.w.p), iArg(T), iArg(K), iArg(D))

@@ -15,12 +15,12 @@ import (
 
 func init() {
 	var mf modelFlags
-	var prompt, gen, batch int
-	var contexts string
+	var gen, batchRows int
+	var prompts, batches, contexts string
 	var asJSON bool
 	var cpuProfile string
 	cmd := &cobra.Command{
-		Use:   "bench [--model DIR] [--prompt N] [--gen N] [--context 1k,8k,32k] [--threads T] [--batch B] [--json]",
+		Use:   "bench [--model DIR] [--prompt N[,N...]] [--gen N] [--context 1k,8k,32k] [--threads T] [--batch B[,B...]] [--batch-rows R] [--json]",
 		Short: "Measure prefill and decode speed against this machine's rooflines",
 		Long: `bench measures prefill tokens/s and time to first token for a random
 prompt, and decode tokens/s at each --context length (the context is
@@ -28,12 +28,26 @@ synthesized: random KV cache rows and linear states, so no long prefill is
 needed). It also measures this machine's streaming memory bandwidth and FMA
 peak and prints each figure as a fraction of its roofline: decode as
 (weight + state + KV bytes read per step ÷ bandwidth), prefill as
-(FLOPs per token × tokens/s ÷ peak). Peak RSS is reported too.`,
+(FLOPs per token × tokens/s ÷ peak). Peak RSS is reported too. With a GPU
+backend (--device cuda) the rooflines are the GPU's: HBM read bandwidth and
+BF16 tensor-core GEMM peak, both measured.
+
+Several prompt lengths (--prompt 4k,32k) and batch sizes (--batch 1,64) can
+be measured with one model load: prefill at every prompt length, decode
+at every batch size (at the --context lengths).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctxs, err := bench.ParseSizes(contexts)
 			if err != nil {
 				return fmt.Errorf("--context: %w", err)
+			}
+			pl, err := bench.ParseSizes(prompts)
+			if err != nil || len(pl) == 0 {
+				return fmt.Errorf("--prompt: bad list %q", prompts)
+			}
+			bl, err := bench.ParseSizes(batches)
+			if err != nil || len(bl) == 0 {
+				return fmt.Errorf("--batch: bad list %q", batches)
 			}
 			dir := mf.model
 			if dir == "" {
@@ -41,7 +55,9 @@ peak and prints each figure as a fraction of its roofline: decode as
 					return err
 				}
 			}
-			m, err := engine.Load(dir, mf.options())
+			opts := mf.options()
+			opts.MaxBatchRows = batchRows
+			m, err := engine.Load(dir, opts)
 			if err != nil {
 				return err
 			}
@@ -57,32 +73,63 @@ peak and prints each figure as a fraction of its roofline: decode as
 				}
 				defer pprof.StopCPUProfile()
 			}
-			res, err := bench.Run(cmd.Context(), dir, m, bench.Options{Prompt: prompt, Gen: gen, Contexts: ctxs, Threads: mf.threads, Batch: batch})
-			if err != nil {
-				return err
+			var runs []bench.Options
+			for i, p := range pl {
+				runs = append(runs, bench.Options{Prompt: p, Gen: gen, Contexts: ctxs, Threads: mf.threads, Batch: bl[0], Backend: m.Backend, SkipDecode: i > 0})
 			}
+			for _, b := range bl[1:] {
+				runs = append(runs, bench.Options{Prompt: pl[0], Gen: gen, Contexts: ctxs, Threads: mf.threads, Batch: b, Backend: m.Backend, SkipPrefill: true})
+			}
+			var results []*bench.Result
 			out := cmd.OutOrStdout()
+			for i, o := range runs {
+				res, err := bench.Run(cmd.Context(), dir, m, o)
+				if err != nil {
+					return err
+				}
+				results = append(results, res)
+				if asJSON {
+					continue
+				}
+				w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+				if i == 0 {
+					fmt.Fprintf(w, "model\t%s (%s)\n", res.Model, m.Backend.Name())
+					if res.Machine.Device {
+						fmt.Fprintf(w, "device\t%.0f GB/s HBM read bandwidth, %.0f TFLOP/s BF16 tensor-core GEMM peak (both measured)\n", res.Machine.BandwidthGBs, res.Machine.PeakGFLOPs/1e3)
+					} else {
+						fmt.Fprintf(w, "machine\t%d threads, %.1f GB/s read bandwidth, %.0f GFLOP/s FMA peak\n", res.Machine.Threads, res.Machine.BandwidthGBs, res.Machine.PeakGFLOPs)
+					}
+					fmt.Fprintf(w, "weights\t%.2f GiB, %.1f MiB read per token\n", float64(res.WeightBytes)/(1<<30), float64(res.ActiveBytes)/(1<<20))
+				}
+				if !o.SkipPrefill {
+					fmt.Fprintf(w, "prefill\t%d tokens: %.1f tok/s, %.1f%% of peak, time to first token %.0f ms\n", res.PromptTokens, res.PrefillTokS, 100*res.PrefillPeak, res.TTFTms)
+				}
+				for _, p := range res.Decode {
+					fmt.Fprintf(w, "decode @ %d ctx, batch %d\t%.2f tok/s, %.1f%% of bandwidth roofline (%.1f MiB/token)\n", p.Context, res.Batch, p.DecodeTokS, 100*p.Roofline, float64(p.BytesPerToken)/(1<<20))
+				}
+				if i == len(runs)-1 {
+					fmt.Fprintf(w, "peak RSS\t%.0f MiB\n", res.PeakRSSMiB)
+				}
+				if err := w.Flush(); err != nil {
+					return err
+				}
+			}
 			if asJSON {
 				enc := json.NewEncoder(out)
 				enc.SetIndent("", "  ")
-				return enc.Encode(res)
+				if len(results) == 1 {
+					return enc.Encode(results[0])
+				}
+				return enc.Encode(results)
 			}
-			w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-			fmt.Fprintf(w, "model\t%s (%s)\n", res.Model, m.Backend.Name())
-			fmt.Fprintf(w, "machine\t%d threads, %.1f GB/s read bandwidth, %.0f GFLOP/s FMA peak\n", res.Machine.Threads, res.Machine.BandwidthGBs, res.Machine.PeakGFLOPs)
-			fmt.Fprintf(w, "weights\t%.2f GiB, %.1f MiB read per token\n", float64(res.WeightBytes)/(1<<30), float64(res.ActiveBytes)/(1<<20))
-			fmt.Fprintf(w, "prefill\t%d tokens: %.1f tok/s, %.1f%% of FMA peak, time to first token %.0f ms\n", res.PromptTokens, res.PrefillTokS, 100*res.PrefillPeak, res.TTFTms)
-			for _, p := range res.Decode {
-				fmt.Fprintf(w, "decode @ %d ctx, batch %d\t%.2f tok/s, %.1f%% of bandwidth roofline (%.1f MiB/token)\n", p.Context, res.Batch, p.DecodeTokS, 100*p.Roofline, float64(p.BytesPerToken)/(1<<20))
-			}
-			fmt.Fprintf(w, "peak RSS\t%.0f MiB\n", res.PeakRSSMiB)
-			return w.Flush()
+			return nil
 		},
 	}
 	mf.register(cmd, "model directory or .gguf file (default: the embedded tiny model)")
-	cmd.Flags().IntVar(&prompt, "prompt", 512, "prompt tokens for the prefill measurement")
+	cmd.Flags().StringVar(&prompts, "prompt", "512", "prompt tokens for the prefill measurement (a list measures each: 4k,32k)")
 	cmd.Flags().IntVar(&gen, "gen", 32, "decode steps per measurement")
-	cmd.Flags().IntVar(&batch, "batch", 1, "sequences decoded together")
+	cmd.Flags().StringVar(&batches, "batch", "1", "sequences decoded together (a list measures each: 1,64)")
+	cmd.Flags().IntVar(&batchRows, "batch-rows", 0, "rows per forward pass; longer prompts are split (0: model default, 512; GPUs prefill faster with 4096-8192)")
 	cmd.Flags().StringVar(&contexts, "context", "0", "context lengths for decode, e.g. 1k,8k,32k")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the measurements to this file")
