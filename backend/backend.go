@@ -155,6 +155,10 @@ type Backend interface {
 
 	// Alloc returns a zeroed rows×cols tensor; Free gives it back.
 	Alloc(rows, cols int) Tensor
+	// AllocKV returns a zeroed rows×cols tensor for a KV cache, which the
+	// backend may store in reduced precision (Options.KVCache). Only Free,
+	// Write, Read, Copy and Attention (as a KV cache) may be used on it.
+	AllocKV(rows, cols int) Tensor
 	Free(t Tensor)
 	// Write copies host data (row-major, t.Rows×t.Cols) into t; Read the reverse, waiting for pending work.
 	Write(t Tensor, src []float32)
@@ -210,6 +214,9 @@ type Options struct {
 	// Precise asks for float32 matrix products everywhere (GPU backends
 	// otherwise use BF16 tensor-core GEMMs for large products).
 	Precise bool
+	// KVCache is the KV cache element type: "f32" (default, exact) or
+	// "f16" (half the memory; backends without it keep f32).
+	KVCache string
 }
 
 var factories = map[string]func(Options) (Backend, error){}

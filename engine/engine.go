@@ -28,6 +28,8 @@ type Options struct {
 	Quantize string
 	// Precise asks GPU backends for float32 products everywhere.
 	Precise bool
+	// KVCache is the KV cache type: "f32" (default) or "f16".
+	KVCache string
 }
 
 // Loaded is a model ready to run, with the checkpoint it came from.
@@ -61,7 +63,7 @@ func Load(dir string, o Options) (*Loaded, error) {
 	if dev == "" {
 		dev = "cpu"
 	}
-	b, err := backend.Open(dev, backend.Options{Threads: o.Threads, Precise: o.Precise})
+	b, err := backend.Open(dev, backend.Options{Threads: o.Threads, Precise: o.Precise, KVCache: o.KVCache})
 	if err != nil {
 		return nil, err
 	}

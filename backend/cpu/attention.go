@@ -168,7 +168,7 @@ func (b *Backend) Attention(dst, q, k, v backend.Tensor, spans []backend.Span, c
 	}
 	for i, sp := range spans {
 		c := caches[i]
-		if c.K.Rows < sp.Pos+sp.N || c.K.Cols != k.Cols {
+		if c.K.Rows < sp.Pos+sp.N || c.K.Cols != k.Cols || isF16(c.K) != isF16(c.V) {
 			panic(fmt.Sprintf("cpu.Attention: cache of %dx%d for positions up to %d", c.K.Rows, c.K.Cols, sp.Pos+sp.N))
 		}
 		b.Copy(c.K.RowRange(sp.Pos, sp.N), k.RowRange(sp.Row, sp.N))
@@ -187,8 +187,12 @@ func (b *Backend) Attention(dst, q, k, v backend.Tensor, spans []backend.Span, c
 	b.pool.For(len(t.jobs), 1, t)
 }
 
-// attnQBlock is the number of query positions processed together.
-const attnQBlock = 32
+// attnQBlock is the number of query positions processed together; kvChunk
+// the number of half-precision keys or values expanded to float32 at a time.
+const (
+	attnQBlock = 32
+	kvChunk    = 256
+)
 
 // attnJob is a block of query positions of one KV head's group of query heads.
 type attnJob struct{ span, kvHead, q0 int }
@@ -203,7 +207,7 @@ type attentionTask struct {
 	headDim int
 	scale   float32
 	group   int
-	scratch [maxWorkers]struct{ q, scores, o []float32 }
+	scratch [maxWorkers]struct{ q, scores, o, kv []float32 }
 }
 
 func (t *attentionTask) run(part, lo, hi int) {
@@ -224,7 +228,18 @@ func (t *attentionTask) run(part, lo, hi int) {
 		Kh := c.K.RowRange(0, L).ColRange(jb.kvHead*d, d)
 		Vh := c.V.RowRange(0, L).ColRange(jb.kvHead*d, d)
 		scores := sc.scores
-		kernels.GemmF32NT(false, M, L, d, sc.q, d, data(Kh), Kh.Stride, scores, L)
+		f16 := isF16(c.K)
+		if f16 {
+			// half-precision cache: expand kvChunk keys at a time (L2-sized)
+			sc.kv = grow(sc.kv, kvChunk*d)
+			for j0 := 0; j0 < L; j0 += kvChunk {
+				n := min(kvChunk, L-j0)
+				rowsF32(sc.kv, Kh, j0, n)
+				kernels.GemmF32NT(false, M, n, d, sc.q, d, sc.kv, d, scores[j0:], L)
+			}
+		} else {
+			kernels.GemmF32NT(false, M, L, d, sc.q, d, data(Kh), Kh.Stride, scores, L)
+		}
 		for m := 0; m < M; m++ {
 			n := sp.Pos + jb.q0 + m%nq + 1 // causal limit of this query
 			s := scores[m*L : m*L+n]
@@ -241,7 +256,15 @@ func (t *attentionTask) run(part, lo, hi int) {
 			kernels.Scale(1/sum, s)
 			clear(scores[m*L+n : m*L+L])
 		}
-		kernels.GemmF32(false, M, d, L, scores, L, data(Vh), Vh.Stride, sc.o, d)
+		if f16 {
+			for j0 := 0; j0 < L; j0 += kvChunk {
+				n := min(kvChunk, L-j0)
+				rowsF32(sc.kv, Vh, j0, n)
+				kernels.GemmF32(j0 > 0, M, d, n, scores[j0:], L, sc.kv, d, sc.o, d)
+			}
+		} else {
+			kernels.GemmF32(false, M, d, L, scores, L, data(Vh), Vh.Stride, sc.o, d)
+		}
 		for h := 0; h < G; h++ {
 			O := t.dst.RowRange(sp.Row+jb.q0, nq).ColRange((jb.kvHead*G+h)*d, d)
 			for i := 0; i < nq; i++ {

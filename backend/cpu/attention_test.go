@@ -196,3 +196,39 @@ func TestAttentionIncremental(t *testing.T) {
 		}
 	}
 }
+
+// TestAttentionF16Cache runs the same incremental attention with a
+// half-precision KV cache (longer than one expansion chunk) and checks it
+// against the float64 reference with a half-precision tolerance.
+func TestAttentionF16Cache(t *testing.T) {
+	b := New(2)
+	b.kvF16 = true
+	r := rand.New(rand.NewPCG(7, 8))
+	const H, Hkv, d, T = 4, 2, 8, 300
+	q, k, v := randTensor(b, r, T, H*d, 1), randTensor(b, r, T, Hkv*d, 1), randTensor(b, r, T, Hkv*d, 1)
+	want := naiveAttention(data(q), data(k), data(v), T, H, Hkv, d, 0.3)
+	for _, splits := range [][]int{{T}, {260, 40}, {1, 1, 298}} {
+		kv := backend.KV{K: b.AllocKV(T, Hkv*d), V: b.AllocKV(T, Hkv*d)}
+		if !isF16(kv.K) {
+			t.Fatal("AllocKV did not give a half-precision tensor")
+		}
+		out := b.Alloc(T, H*d)
+		row := 0
+		for _, n := range splits {
+			sp := backend.Span{Row: 0, N: n, Pos: row}
+			b.Attention(out.RowRange(row, n), q.RowRange(row, n), k.RowRange(row, n), v.RowRange(row, n), []backend.Span{sp}, []backend.KV{kv}, d, 0.3)
+			row += n
+		}
+		if e := maxRelErr(data(out), want); e > 2e-3 {
+			t.Errorf("splits %v: error %.3g", splits, e)
+		}
+		// copy, read back and write round trips
+		c := b.AllocKV(T, Hkv*d)
+		b.Copy(c, kv.K)
+		got := make([]float32, T*Hkv*d)
+		b.Read(c, got)
+		if e := maxRelErr(got, data(k)); e > 1e-3 {
+			t.Errorf("f16 cache holds keys with error %.3g", e)
+		}
+	}
+}

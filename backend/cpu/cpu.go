@@ -21,8 +21,9 @@ import (
 // forward passes); its operations keep their scratch memory between calls,
 // so a decode step allocates nothing.
 type Backend struct {
-	pool *pool
-	qa   quant.QActs // activations quantized for MatMul (one MatMul at a time)
+	pool  *pool
+	qa    quant.QActs // activations quantized for MatMul (one MatMul at a time)
+	kvF16 bool        // KV caches in half precision
 
 	matMul matMulTask
 	norm   normTask
@@ -76,6 +77,12 @@ func (b *Backend) Free(t backend.Tensor) {}
 
 // Write implements backend.Backend.
 func (b *Backend) Write(t backend.Tensor, src []float32) {
+	if isF16(t) {
+		for r := 0; r < t.Rows; r++ {
+			f32ToF16(row16(t, r), src[r*t.Cols:(r+1)*t.Cols])
+		}
+		return
+	}
 	for r := 0; r < t.Rows; r++ {
 		copy(row(t, r), src[r*t.Cols:(r+1)*t.Cols])
 	}
@@ -83,6 +90,10 @@ func (b *Backend) Write(t backend.Tensor, src []float32) {
 
 // Read implements backend.Backend.
 func (b *Backend) Read(t backend.Tensor, dst []float32) {
+	if isF16(t) {
+		rowsF32(dst, t, 0, t.Rows)
+		return
+	}
 	for r := 0; r < t.Rows; r++ {
 		copy(dst[r*t.Cols:(r+1)*t.Cols], row(t, r))
 	}
@@ -91,6 +102,10 @@ func (b *Backend) Read(t backend.Tensor, dst []float32) {
 // Copy implements backend.Backend.
 func (b *Backend) Copy(dst, src backend.Tensor) {
 	checkSame("Copy", dst, src)
+	if isF16(dst) || isF16(src) {
+		copyMixed(dst, src)
+		return
+	}
 	for r := 0; r < src.Rows; r++ {
 		copy(row(dst, r), row(src, r))
 	}
@@ -98,6 +113,12 @@ func (b *Backend) Copy(dst, src backend.Tensor) {
 
 // Zero implements backend.Backend.
 func (b *Backend) Zero(t backend.Tensor) {
+	if isF16(t) {
+		for r := 0; r < t.Rows; r++ {
+			clear(row16(t, r))
+		}
+		return
+	}
 	for r := 0; r < t.Rows; r++ {
 		clear(row(t, r))
 	}
@@ -448,5 +469,15 @@ func (b *Backend) Gather(dst, src backend.Tensor, rows []int) {
 }
 
 func init() {
-	backend.Register("cpu", func(o backend.Options) (backend.Backend, error) { return New(o.Threads), nil })
+	backend.Register("cpu", func(o backend.Options) (backend.Backend, error) {
+		b := New(o.Threads)
+		switch o.KVCache {
+		case "", "f32":
+		case "f16":
+			b.kvF16 = true
+		default:
+			return nil, fmt.Errorf("KV cache type %q: want f32 or f16", o.KVCache)
+		}
+		return b, nil
+	})
 }

@@ -14,6 +14,7 @@ type modelFlags struct {
 	// quantize is the quantize-on-load type ("" keeps the stored weights).
 	quantize string
 	precise  bool
+	kvCache  string
 }
 
 func (f *modelFlags) register(cmd *cobra.Command, modelUsage string) {
@@ -23,8 +24,9 @@ func (f *modelFlags) register(cmd *cobra.Command, modelUsage string) {
 	cmd.Flags().StringVar(&f.decay, "decay-convention", "", "lightning decay layer factor: sglang (default), hf or mlx (env RINGO_DECAY_CONVENTION)")
 	cmd.Flags().StringVar(&f.quantize, "quantize", "", "quantize weights while loading: Q8_0, Q6_K, Q4_K or Q4_0 (default: as stored)")
 	cmd.Flags().BoolVar(&f.precise, "precise", false, "GPU: float32 matrix products everywhere instead of BF16 tensor cores")
+	cmd.Flags().StringVar(&f.kvCache, "kv-cache", "f32", "KV cache type of the softmax layers: f32 (exact) or f16 (half the memory)")
 }
 
 func (f *modelFlags) options() engine.Options {
-	return engine.Options{Device: f.device, Threads: f.threads, Decay: f.decay, Quantize: f.quantize, Precise: f.precise}
+	return engine.Options{Device: f.device, Threads: f.threads, Decay: f.decay, Quantize: f.quantize, Precise: f.precise, KVCache: f.kvCache}
 }

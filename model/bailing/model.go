@@ -368,7 +368,7 @@ func (s *State) Fork() model.State {
 	for _, kv := range s.kv {
 		var n backend.KV
 		if s.pos > 0 {
-			n = backend.KV{K: b.Alloc(s.pos, kv.K.Cols), V: b.Alloc(s.pos, kv.V.Cols)}
+			n = backend.KV{K: b.AllocKV(s.pos, kv.K.Cols), V: b.AllocKV(s.pos, kv.V.Cols)}
 			b.Copy(n.K, kv.K.RowRange(0, s.pos))
 			b.Copy(n.V, kv.V.RowRange(0, s.pos))
 		}
@@ -401,7 +401,7 @@ func (s *State) reserve(n int) {
 	c := max(n, 2*s.kvCap, 64)
 	cols := s.m.Config.NumKeyValueHeads * s.m.Config.HeadDim
 	for i, kv := range s.kv {
-		n := backend.KV{K: b.Alloc(c, cols), V: b.Alloc(c, cols)}
+		n := backend.KV{K: b.AllocKV(c, cols), V: b.AllocKV(c, cols)}
 		if s.pos > 0 {
 			b.Copy(n.K.RowRange(0, s.pos), kv.K.RowRange(0, s.pos))
 			b.Copy(n.V.RowRange(0, s.pos), kv.V.RowRange(0, s.pos))

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/ringo-ai/ringo/backend"
+	"github.com/ringo-ai/ringo/checkpoint"
 	"github.com/ringo-ai/ringo/model"
 )
 
@@ -148,5 +150,46 @@ func TestDecodeAllocations(t *testing.T) {
 		if n != 0 {
 			t.Errorf("%s: %.1f allocations per decode step", dir, n)
 		}
+	}
+}
+
+// TestF16KVCache checks the half-precision KV cache against the exact
+// float32 path on the softmax fixture: same greedy tokens, small error.
+func TestF16KVCache(t *testing.T) {
+	exp := loadExpected(t, "../../testdata/tiny-softmax")
+	ck, err := checkpoint.Open("../../testdata/tiny-softmax")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Close()
+	b, err := backend.Open("cpu", backend.Options{KVCache: "f16"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Load(ck.ConfigJSON, ck.Generation, ck, b, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	V := m.Info().VocabSize
+	st := m.NewState()
+	req := &model.Request{State: st, Tokens: exp.promptIDs, All: true}
+	if err := m.Forward(context.Background(), []*model.Request{req}); err != nil {
+		t.Fatal(err)
+	}
+	worst := 0.0
+	for i := range exp.promptIDs {
+		worst = max(worst, rowErr(req.Logits[i*V:(i+1)*V], exp.promptLogits[i*V:(i+1)*V]))
+	}
+	ids, _ := greedy(t, m, st.Fork(), []int32{argmax(req.Logits[len(req.Logits)-V:])}, len(exp.generatedIDs)-1)
+	ids = append([]int32{argmax(req.Logits[len(req.Logits)-V:])}, ids...)
+	t.Logf("f16 KV cache: worst prompt row error %.2g", worst)
+	if worst > 5e-3 {
+		t.Fatalf("f16 KV cache: prompt logits error %.3g", worst)
+	}
+	if !slices.Equal(ids, exp.generatedIDs) {
+		t.Fatalf("f16 KV cache generated %v, want %v", ids, exp.generatedIDs)
+	}
+	if _, err := backend.Open("cpu", backend.Options{KVCache: "q3"}); err == nil {
+		t.Fatal("unknown KV cache type accepted")
 	}
 }
