@@ -63,7 +63,11 @@ var avx2Kernels = kernelSet{
 		_ = w[nb*210-1]
 		return dotQ6KAVX2(unsafe.SliceData(w), unsafe.SliceData(x), nb)
 	},
-	name: "avx2",
+	q4_0x4: q4_0x4AVX2,
+	q8_0x4: q8_0x4AVX2,
+	q4kx4:  q4kx4AVX2,
+	q6kx4:  q6kx4AVX2,
+	name:   "avx2",
 }
 
 func floatDot(w []byte, x []float32, esize int, asm func(*byte, *float32, int) float32, tail func([]byte, []float32) float32) float32 {

@@ -28,8 +28,10 @@ func dequantQ4KBlock(y []float32, b []byte) {
 		d2, dm2 := d*float32(sc2), dmin*float32(m2)
 		q := qs[32*j : 32*j+32]
 		for l := 0; l < 32; l++ {
-			y[64*j+l] = d1*float32(q[l]&0xf) - dm1
-			y[64*j+32+l] = d2*float32(q[l]>>4) - dm2
+			// the conversions keep the products rounded (no fused
+			// multiply-add), as the SIMD kernels compute them
+			y[64*j+l] = float32(d1*float32(q[l]&0xf)) - dm1
+			y[64*j+32+l] = float32(d2*float32(q[l]>>4)) - dm2
 		}
 	}
 }

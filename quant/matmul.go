@@ -87,17 +87,32 @@ func (qa *QActs) Quantize(wt Type, x []float32, ldx, T, K int) {
 	for t := 0; t < T; t++ {
 		row := x[t*ldx : t*ldx+K]
 		dst := qa.data[t*qa.stride : (t+1)*qa.stride]
-		if kind == Q8_0 {
+		if kind == Q8_0 && quantQ8aRowFast != nil {
+			quantQ8aRowFast(dst, row)
+		} else if kind == Q8_0 {
 			for b := 0; b < K/QK; b++ {
 				quantizeQ8aBlock(dst[b*q8aBlockBytes:], row[b*QK:b*QK+QK])
 			}
 		} else {
+			q8k := quantizeQ8KBlock
+			if quantQ8KFast != nil {
+				q8k = quantQ8KFast
+			}
 			for b := 0; b < K/QKK; b++ {
-				quantizeQ8KBlock(dst[b*292:], row[b*QKK:b*QKK+QKK])
+				q8k(dst[b*292:], row[b*QKK:b*QKK+QKK])
 			}
 		}
 	}
 }
+
+// quantQ8KFast is a SIMD quantizeQ8KBlock (nil where there is none). It
+// writes the same bytes for finite inputs.
+var quantQ8KFast func(dst []byte, x []float32)
+
+// quantQ8aRowFast is a SIMD quantizeQ8aBlock over a whole row (len(x)/32
+// blocks; nil where there is none). It writes the same bytes for finite
+// inputs.
+var quantQ8aRowFast func(dst []byte, x []float32)
 
 // quantizeQ8aBlock writes the internal activation block: f32 d | 32 x int8.
 func quantizeQ8aBlock(dst []byte, x []float32) {
@@ -191,11 +206,79 @@ func MatMulQ(t Type, out []float32, ldo int, qa *QActs, w []byte, N, K int) {
 		case Q6_K:
 			dot = k.q6k
 		}
+		var x4 func(w []byte, xs *[4][]byte, res *[4]float32)
+		switch t {
+		case Q4_0:
+			x4 = k.q4_0x4
+		case Q8_0:
+			x4 = k.q8_0x4
+		case Q4_K:
+			x4 = k.q4kx4
+		case Q6_K:
+			x4 = k.q6kx4
+		}
 		s := qa.stride
-		for n := 0; n < N; n++ {
-			row := w[n*rb : (n+1)*rb]
-			for tt := 0; tt < T; tt++ {
-				out[tt*ldo+n] = dot(row, qa.data[tt*s:(tt+1)*s])
+		if x4 == nil || T == 1 {
+			for n := 0; n < N; n++ {
+				row := w[n*rb : (n+1)*rb]
+				for tt := 0; tt < T; tt++ {
+					out[tt*ldo+n] = dot(row, qa.data[tt*s:(tt+1)*s])
+				}
+			}
+			return
+		}
+		matMulX4(out, ldo, qa.data, s, w, rb, T, N, dot, x4)
+	}
+}
+
+// x4TileBytes is the size of the tile of weight rows that matMulX4 keeps in
+// the L1 cache while all groups of four activation rows pass over it.
+var x4TileBytes = 16 << 10
+
+// x4ActBytes bounds the quantized activation rows that matMulX4 runs over
+// one tile (so that they stay in the L2 cache); more rows take several passes
+// over the weights.
+var x4ActBytes = 256 << 10
+
+// matMulX4 runs the four-row kernel x4 over groups of four activation rows
+// (rows of x, s bytes apart) for each weight row (rb bytes each), tiled over
+// the weight rows and, for many rows, over the activation rows. A group of two or three rows repeats its last row (the
+// extra results are dropped); a single remaining row uses dot.
+func matMulX4(out []float32, ldo int, x []byte, s int, w []byte, rb, T, N int,
+	dot func(w, x []byte) float32, x4 func(w []byte, xs *[4][]byte, res *[4]float32)) {
+	tile := max(1, x4TileBytes/rb)
+	tb := max(4, x4ActBytes/s&^3) // activation rows per pass over W
+	for tb0 := 0; tb0 < T; tb0 += tb {
+		matMulX4Rows(out, ldo, x, s, w, rb, tb0, min(T, tb0+tb), N, tile, dot, x4)
+	}
+}
+
+// matMulX4Rows is matMulX4 for activation rows [ta, tb).
+func matMulX4Rows(out []float32, ldo int, x []byte, s int, w []byte, rb, ta, tb, N, tile int,
+	dot func(w, x []byte) float32, x4 func(w []byte, xs *[4][]byte, res *[4]float32)) {
+	var xs [4][]byte
+	var res [4]float32
+	for n0 := 0; n0 < N; n0 += tile {
+		n1 := min(N, n0+tile)
+		for t0 := ta; t0 < tb; t0 += 4 {
+			nr := min(4, tb-t0)
+			if nr == 1 {
+				xr := x[t0*s : (t0+1)*s]
+				o := out[t0*ldo : t0*ldo+N]
+				for n := n0; n < n1; n++ {
+					o[n] = dot(w[n*rb:(n+1)*rb], xr)
+				}
+				continue
+			}
+			for i := range xs {
+				r := t0 + min(i, nr-1)
+				xs[i] = x[r*s : (r+1)*s]
+			}
+			for n := n0; n < n1; n++ {
+				x4(w[n*rb:(n+1)*rb], &xs, &res)
+				for i := 0; i < nr; i++ {
+					out[(t0+i)*ldo+n] = res[i]
+				}
 			}
 		}
 	}
@@ -206,7 +289,11 @@ func MatMulQ(t Type, out []float32, ldo int, qa *QActs, w []byte, N, K int) {
 type kernelSet struct {
 	f32, f16, bf16       func(w []byte, x []float32) float32
 	q4_0, q8_0, q4k, q6k func(w, x []byte) float32
-	name                 string
+	// Optional multi-row kernels: one weight row against four activation
+	// rows (results in res[0..3]); nil where there is none, and MatMulQ then
+	// uses the row kernels.
+	q4_0x4, q8_0x4, q4kx4, q6kx4 func(w []byte, xs *[4][]byte, res *[4]float32)
+	name                         string
 }
 
 var genericKernels = kernelSet{

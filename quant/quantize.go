@@ -76,6 +76,10 @@ func Dequantize(t Type, dst []float32, src []byte) error {
 	}
 	ts := TypeSize(t)
 	nb := len(dst) / bs
+	if f := fastDequant[t]; f != nil {
+		f(dst, src, nb)
+		return nil
+	}
 	switch t {
 	case F32:
 		for i := range dst {
@@ -108,6 +112,11 @@ func Dequantize(t Type, dst []float32, src []byte) error {
 	}
 	return nil
 }
+
+// fastDequant holds SIMD block dequantizers (nb whole blocks of src into
+// dst; nil map or entry where there is none). They give bit-for-bit the
+// results of the Go block functions.
+var fastDequant map[Type]func(dst []float32, src []byte, nb int)
 
 func getF16(b []byte) float32 { return F16ToF32(binary.LittleEndian.Uint16(b)) }
 func putF16(b []byte, f float32) {

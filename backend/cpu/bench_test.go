@@ -21,12 +21,11 @@ func BenchmarkQuantMatMul(b *testing.B) {
 		for _, T := range []int{1, 16, 64, 256} {
 			for _, path := range []string{"dots", "panels"} {
 				b.Run(fmt.Sprintf("%v/T=%d/%s", typ, T, path), func(b *testing.B) {
-					old := quantPanelMinRows
-					defer func() { quantPanelMinRows = old }()
+					defer func() { forcePanels = 0 }()
 					if path == "dots" {
-						quantPanelMinRows = 1 << 30
+						forcePanels = 1 << 30
 					} else {
-						quantPanelMinRows = 1
+						forcePanels = 1
 					}
 					x := randTensor(be, r, T, K, 1)
 					out := be.Alloc(T, N)

@@ -284,7 +284,7 @@ func (b *Backend) MatMul(dst, x backend.Tensor, wt backend.Weight) {
 	}
 	t := &b.matMul
 	t.w, t.x, t.ldx, t.out, t.ldo, t.T = w, data(x), x.Stride, data(dst), dst.Stride, T
-	t.panels = w.kind == backend.Quant && T >= quantPanelMinRows
+	t.panels = usePanels(w, T)
 	if w.kind == backend.Quant && !t.panels {
 		// quantize the activations once for all workers
 		b.qa.Quantize(quant.Type(w.qtype), t.x, t.ldx, T, K)

@@ -303,7 +303,7 @@ func matMulW(w *weight, out, x []float32, n int, qa *quant.QActs, panel *[]float
 		kernels.MatMulBF16(out, N, x, K, w.u16, n, N, K)
 	case w.kind == backend.F16:
 		kernels.MatMulF16(out, N, x, K, w.u16, n, N, K)
-	case w.kind == backend.Quant && n >= quantPanelMinRows:
+	case usePanels(w, n):
 		matMulQuantPanels(w, out, N, x, K, n, 0, N, panel)
 	case w.kind == backend.Quant:
 		if requantize {

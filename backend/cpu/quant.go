@@ -3,6 +3,7 @@ package cpu
 import (
 	"fmt"
 
+	"github.com/ringo-ai/ringo/backend"
 	"github.com/ringo-ai/ringo/kernels"
 	"github.com/ringo-ai/ringo/quant"
 )
@@ -35,14 +36,28 @@ func matMulQuant(w *weight, out []float32, ldo int, qa *quant.QActs, lo, hi int)
 	quant.MatMulQ(quant.Type(w.qtype), out, ldo, qa, w.q[lo*w.rowBytes:hi*w.rowBytes], hi-lo, w.cols)
 }
 
-// quantPanelMinRows is the batch size from which a quantized MatMul expands
-// panels of weight rows to float32 and runs the float GEMM kernel: the
-// expansion is paid once per panel and amortised over all T rows, and the
-// float tile kernel runs near the FMA peak (prefill), while the integer dot
-// products win for few rows (decode).
-//
-// The crossover was measured with BenchmarkQuantMatMul (docs/PERFORMANCE.md).
-var quantPanelMinRows = 64
+// panelMinRows is, per block format, the batch size from which a quantized
+// MatMul expands panels of weight rows to float32 and runs the float GEMM
+// kernel instead of integer dot products against Q8-quantized activations.
+// Measured with BenchmarkQuantMatMul and quant's BenchmarkPathCrossover
+// (docs/PERFORMANCE.md): the 4-row integer kernels win at every batch size
+// for the K-quants and Q8_0; Q4_0 gains from panels from about 16 rows.
+var panelMinRows = map[quant.Type]int{quant.Q4_0: 16}
+
+// forcePanels, for tests and benchmarks, overrides panelMinRows (0: off).
+var forcePanels = 0
+
+// usePanels reports whether a T-row product with w takes the panel path.
+func usePanels(w *weight, T int) bool {
+	if w.kind != backend.Quant {
+		return false
+	}
+	if forcePanels != 0 {
+		return T >= forcePanels
+	}
+	n, ok := panelMinRows[quant.Type(w.qtype)]
+	return ok && T >= n
+}
 
 const quantPanelRows = 16
 

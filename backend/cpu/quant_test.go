@@ -50,16 +50,23 @@ func quantPair(t *testing.T, b *Backend, r *rand.Rand, typ quant.Type, N, K int)
 func TestQuantMatMul(t *testing.T) {
 	b := New(2)
 	r := rand.New(rand.NewPCG(9, 9))
+	defer func() { forcePanels = 0 }()
 	for _, typ := range []quant.Type{quant.Q8_0, quant.Q4_0, quant.Q4_K, quant.Q6_K} {
-		for _, T := range []int{1, 3, 17, 70} { // 70: the float-panel path
+		for _, T := range []int{1, 3, 17, 70} {
 			N, K := 37, 512
 			q, f := quantPair(t, b, r, typ, N, K)
 			x := randTensor(b, r, T, K, 1)
 			a, c := b.Alloc(T, N), b.Alloc(T, N)
-			b.MatMul(a, x, q)
 			b.MatMul(c, x, f)
-			if e := maxRelErr(data(a), data(c)); e > 0.02 {
-				t.Errorf("%v T=%d: quantized vs float error %.3g", typ, T, e)
+			for _, path := range []struct {
+				name  string
+				force int
+			}{{"integer dots", 1 << 30}, {"float panels", 1}} {
+				forcePanels = path.force
+				b.MatMul(a, x, q)
+				if e := maxRelErr(data(a), data(c)); e > 0.02 {
+					t.Errorf("%v T=%d %s: quantized vs float error %.3g", typ, T, path.name, e)
+				}
 			}
 			// embedding rows of a quantized table are exact dequantized rows
 			e1, e2 := b.Alloc(2, K), b.Alloc(2, K)
