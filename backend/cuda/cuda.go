@@ -6,8 +6,11 @@
 // Activations are float32 in device memory; weights keep their stored dtype
 // (BF16, F16, F32; FP8 is dequantized to BF16 at upload). In precise mode
 // every matrix product is an FP32 kernel (used to check against the
-// fixtures); in fast mode products with more than a few rows use cuBLASLt
-// BF16 GEMMs with FP32 accumulation.
+// fixtures); in fast mode products with more than a few rows use BF16 tensor
+// cores with FP32 accumulation: cuBLASLt GEMMs for the dense weights, and own
+// mma.sync kernels for the routed experts (grouped GEMM), the chunked
+// lightning attention (chunk-parallel form) and prefill softmax attention
+// (flash attention).
 //
 // All work is issued in order on the legacy default stream; Read waits for it.
 // Errors in operations (which have no error result) panic with the CUDA
@@ -30,9 +33,12 @@ import (
 // Options configure the backend.
 type Options struct {
 	// Precise runs every matrix product in FP32 (own kernels); otherwise
-	// products of more than GEMVRows rows use cuBLASLt BF16 GEMMs (except
-	// the MoE router, "*.mlp.gate.weight", kept in FP32 as router_dtype asks;
-	// routed experts always use the FP32 grouped kernels).
+	// products of more than GEMVRows rows use BF16 tensor cores: cuBLASLt
+	// GEMMs (except the MoE router, "*.mlp.gate.weight", kept in FP32 as
+	// router_dtype asks), and on sm_80+ the mma.sync kernels for BF16 routed
+	// experts, chunked lightning attention (head dim 64 or 128) and prefill
+	// softmax attention (head dim 64 or 128). RINGO_CUDA_NO_MMA=1 turns the
+	// latter off (FP32 SIMT kernels as in precise mode).
 	Precise bool
 	// CacheDir holds compiled kernels ("" = <user cache dir>/ringo/cuda).
 	CacheDir string

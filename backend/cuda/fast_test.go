@@ -1,0 +1,128 @@
+package cuda
+
+import (
+	"fmt"
+	"math"
+	"math/rand"
+	"testing"
+
+	"github.com/ringo-ai/ringo/backend"
+)
+
+// Fast mode's tensor-core kernels (MoE, chunked lightning, flash attention)
+// round their inputs to BF16 (8 significant bits) and accumulate in FP32, so
+// they are compared with the CPU backend at a BF16-level tolerance: the
+// largest error relative to the largest reference value (relErr) must stay
+// under fastTol.
+const fastTol = 3e-2
+
+func TestFastMoE(t *testing.T) {
+	g := gpu(t, false)
+	rng := rand.New(rand.NewSource(20))
+	for _, c := range []struct{ E, I, D int }{{16, 32, 64}, {8, 24, 70}, {32, 64, 128}} {
+		var gate, up, down []backend.HostWeight
+		for e := 0; e < c.E; e++ {
+			gate = append(gate, hostWeight(rng, "gate", backend.BF16, c.I, c.D, 0.3))
+			up = append(up, hostWeight(rng, "up", backend.BF16, c.I, c.D, 0.3))
+			down = append(down, hostWeight(rng, "down", backend.BF16, c.D, c.I, 0.3))
+		}
+		ce, err := host().UploadExperts(gate, up, down)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ge, err := g.UploadExperts(gate, up, down)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := backend.RouteParams{TopK: 4, Groups: 4, TopKGroups: 2, Sigmoid: true, Normalize: true, Scale: 2.5}
+		for _, T := range []int{9, 70, 250, 600} { // 16-row tiles below 48 rows per expert, 64-row tiles above
+			l := randT(t, g, rng, T, c.E, 3)
+			x := randT(t, g, rng, T, c.D, 1)
+			if T%2 == 0 { // contiguous rows
+				xs := make([]float32, T*c.D)
+				host().Read(x.c, xs)
+				x = pair{host().Alloc(T, c.D), g.Alloc(T, c.D)}
+				host().Write(x.c, xs)
+				g.Write(x.g, xs)
+			}
+			d := zeroT(g, T, c.D)
+			host().MoE(d.c, x.c, host().Route(l.c, nil, p), ce)
+			g.MoE(d.g, x.g, g.Route(l.g, nil, p), ge)
+			compare(t, fmt.Sprintf("fast moe %+v T=%d", c, T), g, d, fastTol)
+		}
+	}
+}
+
+func TestFastLightning(t *testing.T) {
+	g := gpu(t, false)
+	rng := rand.New(rand.NewSource(21))
+	for _, c := range []struct{ H, d int }{{2, 128}, {3, 64}, {4, 16}} {
+		spans := []backend.Span{{Row: 0, N: 1, Pos: 5}, {Row: 1, N: 7, Pos: 0}, {Row: 8, N: 40, Pos: 3}, {Row: 48, N: 150, Pos: 0}, {Row: 198, N: 0, Pos: 2}, {Row: 198, N: 64, Pos: 9}, {Row: 262, N: 129, Pos: 0}}
+		T, Hd := 391, c.H*c.d
+		decay := make([]float32, c.H)
+		for h := range decay {
+			decay[h] = 0.002 + 0.3*float32(h)/float32(c.H)
+		}
+		states := make([]pair, len(spans))
+		cs, gs := make([]backend.Tensor, len(spans)), make([]backend.Tensor, len(spans))
+		for i := range states {
+			vals := make([]float32, Hd*c.d)
+			for j := range vals {
+				vals[j] = rng.Float32()*2 - 1
+			}
+			st := pair{host().Alloc(Hd, c.d), g.Alloc(Hd, c.d)}
+			host().Write(st.c, vals)
+			g.Write(st.g, vals)
+			states[i], cs[i], gs[i] = st, st.c, st.g
+		}
+		for round := 0; round < 2; round++ {
+			q, k, v := randT(t, g, rng, T, Hd, 1), randT(t, g, rng, T, Hd, 1), randT(t, g, rng, T, Hd, 1)
+			o := zeroT(g, T, Hd)
+			scale := float32(1 / math.Sqrt(float64(c.d)))
+			host().Lightning(o.c, q.c, k.c, v.c, spans, cs, decay, scale)
+			g.Lightning(o.g, q.g, k.g, v.g, spans, gs, decay, scale)
+			compare(t, fmt.Sprintf("fast lightning H=%d d=%d round %d output", c.H, c.d, round), g, o, fastTol)
+			for i, st := range states {
+				compare(t, fmt.Sprintf("fast lightning H=%d d=%d round %d state %d", c.H, c.d, round, i), g, st, fastTol)
+			}
+		}
+	}
+}
+
+func TestFastAttention(t *testing.T) {
+	g := gpu(t, false)
+	rng := rand.New(rand.NewSource(22))
+	for _, c := range []struct{ H, Hkv, hd int }{{8, 2, 128}, {4, 4, 64}, {4, 2, 16}} {
+		caches := make([]backend.KV, 2)
+		gc := make([]backend.KV, 2)
+		for i := range caches {
+			kp, vp := zeroT(g, 2400, c.Hkv*c.hd), zeroT(g, 2400, c.Hkv*c.hd)
+			caches[i], gc[i] = backend.KV{K: kp.c, V: vp.c}, backend.KV{K: kp.g, V: vp.g}
+		}
+		for _, spans := range [][]backend.Span{
+			{{Row: 0, N: 37, Pos: 0}, {Row: 37, N: 270, Pos: 0}},
+			{{Row: 0, N: 100, Pos: 37}, {Row: 100, N: 130, Pos: 270}},
+			{{Row: 0, N: 2, Pos: 400}, {Row: 2, N: 1, Pos: 40}},
+			{{Row: 0, N: 1, Pos: 402}, {Row: 1, N: 200, Pos: 41}},
+		} {
+			T := spans[1].Row + spans[1].N
+			q := randT(t, g, rng, T, c.H*c.hd, 1)
+			k, v := randT(t, g, rng, T, c.Hkv*c.hd, 1), randT(t, g, rng, T, c.Hkv*c.hd, 1)
+			o := zeroT(g, T, c.H*c.hd)
+			scale := float32(1 / math.Sqrt(float64(c.hd)))
+			host().Attention(o.c, q.c, k.c, v.c, spans, caches, c.hd, scale)
+			g.Attention(o.g, q.g, k.g, v.g, spans, gc, c.hd, scale)
+			compare(t, fmt.Sprintf("fast attention %+v spans %v", c, spans), g, o, fastTol)
+		}
+	}
+}
+
+// TestRooflines checks that the device rooflines are plausible.
+func TestRooflines(t *testing.T) {
+	g := gpu(t, false)
+	bw, fl := g.Rooflines()
+	t.Logf("rooflines: %.0f GB/s HBM read, %.0f TFLOP/s BF16 GEMM", bw/1e9, fl/1e12)
+	if bw <= 0 || fl <= 0 {
+		t.Errorf("rooflines %g B/s, %g FLOP/s", bw, fl)
+	}
+}

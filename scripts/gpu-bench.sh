@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# gpu-bench.sh: one call on a GPU machine that benchmarks ringo's CUDA backend
+# on a synthetic full-size Ring-mini-linear-2.0 checkpoint and runs the eager
+# PyTorch reference (scripts/torch_ref.py) on the same checkpoint, side by side.
+#
+#   CGO_ENABLED=0 go build -o bin/ringo ./cmd/ringo      # here; bin/ is git-ignored (carry it)
+#   scripts/gpu-bench.sh                                 # on the GPU machine
+#
+# Environment: MODEL (default /dev/shm/rm; synthesized when missing), CONFIG
+# (default testdata/configs/Ring-mini-linear-2.0.json), STAGES (default
+# "bench,bench32k,logits,torch,check"), ROWS (rows per prefill pass, default 8192).
+# Logs go to $OUT (or ./gpu-bench-out).
+set -u
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+OUTDIR=${OUT:-$ROOT/gpu-bench-out}
+mkdir -p "$OUTDIR"
+MODEL=${MODEL:-/dev/shm/rm}
+CONFIG=${CONFIG:-testdata/configs/Ring-mini-linear-2.0.json}
+STAGES=${STAGES:-bench,bench32k,logits,torch,check}
+ROWS=${ROWS:-8192}
+RINGO=$ROOT/bin/ringo
+IDS=${IDS:-151,2047,9,33,1200,77,5,98000,431,12,6,700,3,19,4410,28,150000,61,7,300,88,1024,45,2,13000,17,640,29,5000,36,8,111}
+has() { case ",$STAGES," in *",$1,"*) return 0 ;; esac; return 1; }
+log() { echo "== $(date +%T) $*"; }
+
+# CUDA libraries for purego (as gpu-check.sh)
+dirs=""
+sp=""
+PY=python3
+[ -x /opt/torch/.venv/bin/python ] && PY=/opt/torch/.venv/bin/python
+sp=$($PY -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null)
+for f in $(find $sp /usr/local/cuda* -maxdepth 7 \( -name 'libnvrtc.so*' -o -name 'libcublasLt.so*' \) 2>/dev/null | grep -v -e builtins -e stubs | sort -u); do
+	d=$(dirname "$f")
+	case ":$dirs:" in *":$d:"*) ;; *) dirs="$dirs${dirs:+:}$d" ;; esac
+done
+export RINGO_CUDA_LIB_PATH="${RINGO_CUDA_LIB_PATH:-}${RINGO_CUDA_LIB_PATH:+:}$dirs"
+
+log "machine"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv,noheader
+df -h /dev/shm /tmp | tail -n +1
+free -g | head -2
+nproc
+
+if [ ! -f "$MODEL/config.json" ]; then
+	log "synth $CONFIG -> $MODEL"
+	s=$(date +%s.%N)
+	$RINGO synth --config "$CONFIG" --out "$MODEL" 2>&1 | tr '\r' '\n' | tail -1
+	echo "synth seconds: $(awk "BEGIN{print $(date +%s.%N) - $s}")"
+	du -sh "$MODEL"
+fi
+
+if has bench; then
+	log "ringo bench: prefill 4k,32k,128k ($ROWS rows per pass), decode batch 1 and 64 at 1k context"
+	timeout 300 $RINGO bench --device cuda --model "$MODEL" --prompt 4k,32k,128k --batch-rows "$ROWS" --gen 64 --context 1k --batch 1,64 2>&1 | tee "$OUTDIR/ringo_bench.txt"
+fi
+if has bench32k; then
+	log "ringo bench: decode batch 1 at 32k context"
+	timeout 120 $RINGO bench --device cuda --model "$MODEL" --prompt 4k --batch-rows "$ROWS" --gen 64 --context 32k --batch 1 2>&1 | tee "$OUTDIR/ringo_bench32k.txt"
+fi
+CMP=""
+if has logits; then
+	for mode in fast precise; do
+		log "ringo logits ($mode) on a ${#IDS}-character id list"
+		p=false
+		[ $mode = precise ] && p=true
+		timeout 90 $RINGO logits --device cuda --precise=$p --model "$MODEL" --prompt-ids "$IDS" --out /tmp/ringo_$mode.safetensors 2>&1 | tail -3
+		[ -f /tmp/ringo_$mode.safetensors ] && CMP="$CMP${CMP:+,}/tmp/ringo_$mode.safetensors"
+	done
+fi
+if has torch; then
+	log "torch reference ($PY)"
+	timeout 300 $PY scripts/torch_ref.py --model "$MODEL" --prefill 4096,32768 --decode 1,64 --context 1024 --gen 16 \
+		--logits-ids "$IDS" --compare "$CMP" >"$OUTDIR/torch.json" 2>"$OUTDIR/torch.err"
+	echo "rc $?"
+	cat "$OUTDIR/torch.json"
+	tail -5 "$OUTDIR/torch.err"
+fi
+if has check; then
+	# correctness cross-check: ringo (fast, precise) vs torch (BF16, FP32) logits on a short prompt
+	for dt in fp32 bf16; do
+		log "torch reference logits ($dt)"
+		f=""
+		[ $dt = fp32 ] && f=--fp32
+		timeout 200 $PY scripts/torch_ref.py --model "$MODEL" $f --prefill "" --decode "" --logits-ids "$IDS" --compare "$CMP" \
+			--save-logits /tmp/torch_$dt.safetensors >"$OUTDIR/torch_logits_$dt.json" 2>"$OUTDIR/torch_logits_$dt.err"
+		echo "rc $?"
+		tail -3 "$OUTDIR/torch_logits_$dt.err"
+	done
+	$PY scripts/cmp_logits.py /tmp/ringo_precise.safetensors /tmp/ringo_fast.safetensors /tmp/torch_fp32.safetensors /tmp/torch_bf16.safetensors | tee "$OUTDIR/cmp_logits.json"
+fi
+log "done"
