@@ -158,6 +158,11 @@ TEXT ·dotQ4KAVX2(SB), NOSPLIT, $16-28
 q4kloop:
 	TESTQ CX, CX
 	JZ    q4kdone
+	// software prefetch ~4 blocks ahead: single-core DRAM streams (cold
+	// expert matrices) otherwise stall on every line
+	PREFETCHT0 576(SI)
+	PREFETCHT0 640(SI)
+	PREFETCHT0 704(SI)
 	// d = f16(w.d) * x.d ; dmin = f16(w.dmin) * x.d
 	MOVWLZX 0(SI), AX
 	VMOVD    AX, X0
