@@ -2,13 +2,14 @@ package ggufmodel_test
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ringo-ai/ringo/internal/fixture"
 
 	"github.com/ringo-ai/ringo/backend/cpu"
 	"github.com/ringo-ai/ringo/checkpoint"
@@ -17,7 +18,6 @@ import (
 	"github.com/ringo-ai/ringo/model"
 	"github.com/ringo-ai/ringo/model/bailing"
 	"github.com/ringo-ai/ringo/quant"
-	"github.com/ringo-ai/ringo/safetensors"
 	"github.com/ringo-ai/ringo/synth"
 )
 
@@ -85,57 +85,6 @@ func logits(t testing.TB, m model.Model, prompt []int32) []float32 {
 	return append([]float32(nil), req.Logits...)
 }
 
-type expected struct {
-	promptIDs, generatedIDs       []int32
-	promptLogits, generatedLogits []float32
-}
-
-func loadExpected(t *testing.T, dir string) expected {
-	t.Helper()
-	f, err := safetensors.Open(filepath.Join(dir, "expected.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	ints := func(name string) []int32 {
-		tt := f.Tensor(name)
-		out := make([]int32, tt.Elems())
-		for i := range out {
-			out[i] = int32(binary.LittleEndian.Uint32(tt.Data[4*i:]))
-		}
-		return out
-	}
-	floats := func(name string) []float32 {
-		tt := f.Tensor(name)
-		out := make([]float32, tt.Elems())
-		for i := range out {
-			out[i] = math.Float32frombits(binary.LittleEndian.Uint32(tt.Data[4*i:]))
-		}
-		return out
-	}
-	return expected{ints("prompt_ids"), ints("generated_ids"), floats("prompt_logits"), floats("generated_logits")}
-}
-
-// rowErr returns max|got−want| / max|want| of one row.
-func rowErr(got, want []float32) float64 {
-	var num, den float64
-	for i := range want {
-		num = math.Max(num, math.Abs(float64(got[i]-want[i])))
-		den = math.Max(den, math.Abs(float64(want[i])))
-	}
-	return num / den
-}
-
-func argmax(v []float32) int32 {
-	best := 0
-	for i, x := range v {
-		if x > v[best] {
-			best = i
-		}
-	}
-	return int32(best)
-}
-
 // TestFixturesFloatGGUF converts the fixtures to F32 and BF16 GGUF files
 // and checks them against the reference logits exactly as
 // model/bailing/fixture_test.go does (1e-4 relative row error, same greedy
@@ -151,24 +100,24 @@ func TestFixturesFloatGGUF(t *testing.T) {
 	} {
 		for _, typ := range []quant.Type{quant.F32, quant.BF16} {
 			t.Run(tc.dir+"/"+typ.String(), func(t *testing.T) {
-				exp := loadExpected(t, fixtureDir(tc.dir))
+				exp := mustExpected(t, fixtureDir(tc.dir))
 				path := convert(t, fixtureDir(tc.dir), typ)
 				m := loadGGUF(t, path, bailing.Options{Decay: tc.decay}, 0)
 				V := m.Info().VocabSize
 				st := m.NewState()
-				req := &model.Request{State: st, Tokens: exp.promptIDs, All: true}
+				req := &model.Request{State: st, Tokens: exp.PromptIDs, All: true}
 				if err := m.Forward(context.Background(), []*model.Request{req}); err != nil {
 					t.Fatal(err)
 				}
 				worst := 0.0
-				for i := range exp.promptIDs {
-					worst = math.Max(worst, rowErr(req.Logits[i*V:(i+1)*V], exp.promptLogits[i*V:(i+1)*V]))
+				for i := range exp.PromptIDs {
+					worst = math.Max(worst, fixture.RowErr(req.Logits[i*V:(i+1)*V], exp.PromptLogits[i*V:(i+1)*V]))
 				}
 				if worst > 1e-4 {
 					t.Fatalf("prompt logits: worst row error %.3g > 1e-4", worst)
 				}
-				next := argmax(req.Logits[len(exp.promptIDs)*V-V:])
-				for i, want := range exp.generatedIDs {
+				next := fixture.Argmax(req.Logits[len(exp.PromptIDs)*V-V:])
+				for i, want := range exp.GeneratedIDs {
 					if next != want {
 						t.Fatalf("generated token %d: got %d, want %d", i, next, want)
 					}
@@ -176,12 +125,12 @@ func TestFixturesFloatGGUF(t *testing.T) {
 					if err := m.Forward(context.Background(), []*model.Request{req}); err != nil {
 						t.Fatal(err)
 					}
-					e := rowErr(req.Logits, exp.generatedLogits[i*V:(i+1)*V])
+					e := fixture.RowErr(req.Logits, exp.GeneratedLogits[i*V:(i+1)*V])
 					if e > 1e-4 {
 						t.Fatalf("generated logits %d: error %.3g > 1e-4", i, e)
 					}
 					worst = math.Max(worst, e)
-					next = argmax(req.Logits)
+					next = fixture.Argmax(req.Logits)
 				}
 				t.Logf("worst row error %.2g", worst)
 			})
@@ -349,4 +298,14 @@ func TestTypePlan(t *testing.T) {
 		t.Errorf("notes %q do not explain the fallback", notes)
 	}
 	t.Logf("notes: %s", strings.Join(notes, "; "))
+}
+
+// mustExpected loads a fixture's reference answers.
+func mustExpected(t *testing.T, dir string) *fixture.Expected {
+	t.Helper()
+	e, err := fixture.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
 }

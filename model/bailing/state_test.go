@@ -7,6 +7,7 @@ import (
 
 	"github.com/ringo-ai/ringo/backend"
 	"github.com/ringo-ai/ringo/checkpoint"
+	"github.com/ringo-ai/ringo/internal/fixture"
 	"github.com/ringo-ai/ringo/model"
 )
 
@@ -20,7 +21,7 @@ func greedy(t *testing.T, m *Model, st model.State, first []int32, n int) ([]int
 			t.Fatal(err)
 		}
 		logits = append(logits, slices.Clone(req.Logits))
-		id := argmax(req.Logits)
+		id := fixture.Argmax(req.Logits)
 		ids = append(ids, id)
 		req.Tokens = []int32{id}
 	}
@@ -33,15 +34,15 @@ func greedy(t *testing.T, m *Model, st model.State, first []int32, n int) ([]int
 func TestForkContinuesIdentically(t *testing.T) {
 	for _, dir := range []string{"tiny-linear", "tiny-softmax"} {
 		t.Run(dir, func(t *testing.T) {
-			exp := loadExpected(t, "../../testdata/"+dir)
+			exp := mustExpected(t, "../../testdata/"+dir)
 			m := loadFixture(t, dir, Options{})
 			st := m.NewState()
-			prompt := exp.promptIDs[:100]
+			prompt := exp.PromptIDs[:100]
 			req := &model.Request{State: st, Tokens: prompt}
 			if err := m.Forward(context.Background(), []*model.Request{req}); err != nil {
 				t.Fatal(err)
 			}
-			next := argmax(req.Logits)
+			next := fixture.Argmax(req.Logits)
 			fork := st.Fork()
 			if fork.Len() != st.Len() {
 				t.Fatalf("fork length %d, original %d", fork.Len(), st.Len())
@@ -65,10 +66,10 @@ func TestForkContinuesIdentically(t *testing.T) {
 // prefill continuing from a non-zero state) equals one call, and that a
 // batch of different sequences equals running them one by one.
 func TestPrefillInPieces(t *testing.T) {
-	exp := loadExpected(t, "../../testdata/tiny-linear")
+	exp := mustExpected(t, "../../testdata/tiny-linear")
 	m := loadFixture(t, "tiny-linear", Options{})
 	V := m.Info().VocabSize
-	p := exp.promptIDs
+	p := exp.PromptIDs
 	whole := &model.Request{State: m.NewState(), Tokens: p}
 	if err := m.Forward(context.Background(), []*model.Request{whole}); err != nil {
 		t.Fatal(err)
@@ -82,7 +83,7 @@ func TestPrefillInPieces(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if e := rowErr(b.Logits, whole.Logits); e > 1e-5 {
+		if e := fixture.RowErr(b.Logits, whole.Logits); e > 1e-5 {
 			t.Errorf("cut %d: last logits differ by %.3g", cut, e)
 		}
 	}
@@ -101,7 +102,7 @@ func TestPrefillInPieces(t *testing.T) {
 			t.Fatal(err)
 		}
 		for j := range r.Tokens {
-			if e := rowErr(r.Logits[j*V:(j+1)*V], alone.Logits[j*V:(j+1)*V]); e > 1e-5 {
+			if e := fixture.RowErr(r.Logits[j*V:(j+1)*V], alone.Logits[j*V:(j+1)*V]); e > 1e-5 {
 				t.Fatalf("request %d row %d: batched differs from alone by %.3g", i, j, e)
 			}
 		}
@@ -156,7 +157,7 @@ func TestDecodeAllocations(t *testing.T) {
 // TestF16KVCache checks the half-precision KV cache against the exact
 // float32 path on the softmax fixture: same greedy tokens, small error.
 func TestF16KVCache(t *testing.T) {
-	exp := loadExpected(t, "../../testdata/tiny-softmax")
+	exp := mustExpected(t, "../../testdata/tiny-softmax")
 	ck, err := checkpoint.Open("../../testdata/tiny-softmax")
 	if err != nil {
 		t.Fatal(err)
@@ -172,22 +173,22 @@ func TestF16KVCache(t *testing.T) {
 	}
 	V := m.Info().VocabSize
 	st := m.NewState()
-	req := &model.Request{State: st, Tokens: exp.promptIDs, All: true}
+	req := &model.Request{State: st, Tokens: exp.PromptIDs, All: true}
 	if err := m.Forward(context.Background(), []*model.Request{req}); err != nil {
 		t.Fatal(err)
 	}
 	worst := 0.0
-	for i := range exp.promptIDs {
-		worst = max(worst, rowErr(req.Logits[i*V:(i+1)*V], exp.promptLogits[i*V:(i+1)*V]))
+	for i := range exp.PromptIDs {
+		worst = max(worst, fixture.RowErr(req.Logits[i*V:(i+1)*V], exp.PromptLogits[i*V:(i+1)*V]))
 	}
-	ids, _ := greedy(t, m, st.Fork(), []int32{argmax(req.Logits[len(req.Logits)-V:])}, len(exp.generatedIDs)-1)
-	ids = append([]int32{argmax(req.Logits[len(req.Logits)-V:])}, ids...)
+	ids, _ := greedy(t, m, st.Fork(), []int32{fixture.Argmax(req.Logits[len(req.Logits)-V:])}, len(exp.GeneratedIDs)-1)
+	ids = append([]int32{fixture.Argmax(req.Logits[len(req.Logits)-V:])}, ids...)
 	t.Logf("f16 KV cache: worst prompt row error %.2g", worst)
 	if worst > 5e-3 {
 		t.Fatalf("f16 KV cache: prompt logits error %.3g", worst)
 	}
-	if !slices.Equal(ids, exp.generatedIDs) {
-		t.Fatalf("f16 KV cache generated %v, want %v", ids, exp.generatedIDs)
+	if !slices.Equal(ids, exp.GeneratedIDs) {
+		t.Fatalf("f16 KV cache generated %v, want %v", ids, exp.GeneratedIDs)
 	}
 	if _, err := backend.Open("cpu", backend.Options{KVCache: "q3"}); err == nil {
 		t.Fatal("unknown KV cache type accepted")
