@@ -42,7 +42,6 @@ type Writer struct {
 	base       int64 // absolute offset of the data section (relative to start of output)
 	pos        int64 // current absolute write position
 	dataEnd    int64 // end of data section (relative to base)
-	next       int   // next tensor in order (sequential mode)
 	err        error
 }
 

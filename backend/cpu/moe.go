@@ -72,8 +72,8 @@ func (t *routeTask) run(part, lo, hi int) {
 	}
 	s, c, gs, keep := sc.s, sc.c, sc.gs, sc.keep[:p.Groups]
 	per := E / p.Groups
-	for row := lo; row < hi; row++ {
-		lr := row_(t.logits, row)
+	for r := lo; r < hi; r++ {
+		lr := row(t.logits, r)
 		if p.Sigmoid {
 			for e, x := range lr {
 				s[e] = float32(1 / (1 + math.Exp(-float64(x))))
@@ -112,7 +112,7 @@ func (t *routeTask) run(part, lo, hi int) {
 			keep[best] = true
 		}
 		// pick the TopK best experts of the kept groups (ties: lower index)
-		ids, ws := t.r.ids[row*p.TopK:(row+1)*p.TopK], t.r.w[row*p.TopK:(row+1)*p.TopK]
+		ids, ws := t.r.ids[r*p.TopK:(r+1)*p.TopK], t.r.w[r*p.TopK:(r+1)*p.TopK]
 		var sum float32
 		for n := 0; n < p.TopK; n++ {
 			best := -1
@@ -142,9 +142,6 @@ func taken(ids []int32, e int) bool {
 	}
 	return false
 }
-
-// row_ is row for use where a variable named row shadows it.
-func row_(t backend.Tensor, r int) []float32 { return row(t, r) }
 
 func growInt32(s []int32, n int) []int32 {
 	if cap(s) < n {
