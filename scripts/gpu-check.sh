@@ -5,6 +5,7 @@
 #   scripts/gpu-check.sh            # tests + benchmarks
 #   TESTS=0 scripts/gpu-check.sh    # benchmarks only
 #   BENCH=0 scripts/gpu-check.sh    # tests only
+#   TEST_BIN=bin/cuda.test scripts/gpu-check.sh   # use the prebuilt test binary even where Go is installed
 #
 # Uses `go test` when Go is installed; otherwise a test binary prebuilt with
 #   CGO_ENABLED=0 go test -c -o bin/cuda.test ./backend/cuda/
@@ -46,7 +47,10 @@ export RINGO_CUDA_LIB_PATH="${RINGO_CUDA_LIB_PATH:-}${RINGO_CUDA_LIB_PATH:+:}$di
 echo "RINGO_CUDA_LIB_PATH=$RINGO_CUDA_LIB_PATH"
 
 echo "== Go"
-if command -v go >/dev/null; then
+if [ -n "${TEST_BIN:-}" ]; then # a prebuilt test binary, even where Go is installed
+	BIN=$(realpath "$TEST_BIN")
+	echo "using prebuilt $BIN"
+elif command -v go >/dev/null; then
 	go version
 	BIN=""
 else

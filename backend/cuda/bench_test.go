@@ -203,6 +203,8 @@ func BenchmarkDecode(b *testing.B) {
 				if err := m.Forward(context.Background(), reqs); err != nil {
 					b.Fatal(err)
 				}
+				g := gpu(b, precise)
+				s0 := g.Stats()
 				b.ResetTimer()
 				for it := 0; it < b.N; it++ {
 					for i, r := range reqs {
@@ -213,8 +215,12 @@ func BenchmarkDecode(b *testing.B) {
 					}
 				}
 				el := b.Elapsed().Seconds()
+				s1 := g.Stats()
 				b.ReportMetric(float64(b.N*batch)/el, "tok/s")
 				b.ReportMetric(el/float64(b.N)*1e3, "ms/step")
+				b.ReportMetric(float64(s1.Kernels-s0.Kernels)/float64(b.N), "kernels/step")
+				b.ReportMetric(float64(s1.DriverCalls-s0.DriverCalls)/float64(b.N), "calls/step")
+				b.ReportMetric(float64(s1.GraphLaunches-s0.GraphLaunches)/float64(b.N), "graphs/step")
 			})
 		}
 	}

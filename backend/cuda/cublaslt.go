@@ -141,10 +141,10 @@ func (c *cublasLt) plan(n, t, k, ldd, alignD int) (*ltPlan, error) {
 	return p, nil
 }
 
-// gemm runs D = X·Wᵀ with a plan on the legacy stream.
-func (c *cublasLt) gemm(p *ltPlan, w, x, d, workspace uintptr, alpha, beta *float32) error {
+// gemm runs D = X·Wᵀ with a plan on a stream.
+func (c *cublasLt) gemm(p *ltPlan, w, x, d, workspace uintptr, alpha, beta *float32, stream uintptr) error {
 	return c.check(ccall(c.matmul, c.handle, p.desc, uintptr(unsafe.Pointer(alpha)), w, p.a, x, p.b, uintptr(unsafe.Pointer(beta)),
-		d, p.c, d, p.c, uintptr(unsafe.Pointer(&p.result[0])), workspace, ltWorkspaceBytes, 0), "cublasLtMatmul")
+		d, p.c, d, p.c, uintptr(unsafe.Pointer(&p.result[0])), workspace, ltWorkspaceBytes, stream), "cublasLtMatmul")
 }
 
 func (c *cublasLt) close() {

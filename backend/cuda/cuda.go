@@ -12,9 +12,10 @@
 // lightning attention (chunk-parallel form) and prefill softmax attention
 // (flash attention).
 //
-// All work is issued in order on the legacy default stream; Read waits for it.
-// Errors in operations (which have no error result) panic with the CUDA
-// error text.
+// Operations queue their work; it is issued in order on the backend's own
+// stream when a Read (or Sync, Write) needs it, as a CUDA graph when the same
+// sequence of work recurs (graph.go). Errors in operations (which have no
+// error result) panic with the CUDA error text.
 package cuda
 
 import (
@@ -42,6 +43,9 @@ type Options struct {
 	Precise bool
 	// CacheDir holds compiled kernels ("" = <user cache dir>/ringo/cuda).
 	CacheDir string
+	// NoGraphs issues every kernel with its own launch instead of replaying
+	// recurring steps as CUDA graphs (also RINGO_CUDA_NO_GRAPHS=1).
+	NoGraphs bool
 }
 
 // GEMVRows is the largest row count multiplied with the GEMV kernel.
@@ -67,6 +71,7 @@ type Backend struct {
 	smemOptin int
 	mod       uintptr
 	fns       map[string]uintptr
+	fnNames   map[uintptr]string
 	kernelSrc string // where the kernels came from
 	mma       bool   // fast mode may use the tensor-core kernels (sm_80+)
 
@@ -80,10 +85,27 @@ type Backend struct {
 	closed  bool
 
 	// staging ring for small per-call arrays: pinned host memory copied
-	// asynchronously to the same offsets of a device buffer
+	// (by flush, in one copy) to the same offsets of a device buffer
 	stageHost, stageDev uintptr
 	stageCap, stageOff  int
-	deferred            []scratch // released when the current operation has queued its work
+	flushedOff          int       // ring bytes already copied
+	overflow            []uintptr // staging blocks beyond the ring, freed at the next sync
+
+	// deferred work and CUDA graphs (graph.go)
+	stream        uintptr
+	queue         []uint64
+	funcs         []func(stream uintptr) error
+	graphs        map[uint64]*graphEntry
+	graphsOn      bool
+	graphWarned   bool
+	stats         Stats
+	statsLast     Stats
+	statsEvery    int
+	prof          *profiler
+	kernelsAtSync int64
+
+	// routing results of the current step (ops.go)
+	rt routeArena
 
 	// kernel parameter block (heap, stable addresses)
 	params *paramBlock
@@ -116,7 +138,14 @@ func New(device int, opts Options) (*Backend, error) {
 	if device < 0 || device >= int(n) {
 		return nil, fmt.Errorf("%w: device %d requested, %d present", ErrNoDevice, device, n)
 	}
-	b := &Backend{d: d, opts: opts, fns: map[string]uintptr{}, pool: map[int][]uintptr{}, params: &paramBlock{}, alpha: 1}
+	b := &Backend{d: d, opts: opts, fns: map[string]uintptr{}, fnNames: map[uintptr]string{}, pool: map[int][]uintptr{}, params: &paramBlock{}, alpha: 1,
+		queue: make([]uint64, queueHead, 1<<12), graphs: map[uint64]*graphEntry{}, rt: routeArena{gen: 1}}
+	if v := os.Getenv("RINGO_CUDA_STATS"); v != "" {
+		fmt.Sscan(v, &b.statsEvery)
+		if b.statsEvery <= 1 {
+			b.statsEvery = 64
+		}
+	}
 	for i := range b.params.ptrs {
 		b.params.ptrs[i] = uintptr(unsafe.Pointer(&b.params.slots[i]))
 	}
@@ -171,6 +200,7 @@ func New(device int, opts Options) (*Backend, error) {
 			return fail(err)
 		}
 		b.fns[k] = f
+		b.fnNames[f] = k
 	}
 	// the chunked lightning kernels need more than the default 48 KiB of shared memory
 	if b.smemOptin > 48<<10 {
@@ -189,6 +219,14 @@ func New(device int, opts Options) (*Backend, error) {
 		return fail(err)
 	}
 	b.stageCap = stageBytes
+	if err := d.check(ccall(d.cuStreamCreate, uintptr(unsafe.Pointer(&b.stream)), 0), "cuStreamCreate"); err != nil {
+		return fail(err)
+	}
+	b.graphsOn = !opts.NoGraphs && os.Getenv("RINGO_CUDA_NO_GRAPHS") == "" && d.cuGraphLaunch != 0
+	if os.Getenv("RINGO_CUDA_PROFILE") != "" && b.statsEvery > 0 {
+		b.prof = &profiler{ms: map[string]float64{}, count: map[string]int{}}
+		b.graphsOn = false
+	}
 	if lt, err := loadCublasLt(); err == nil {
 		b.lt = lt
 		if err := d.check(ccall(d.cuMemAlloc, uintptr(unsafe.Pointer(&b.ltWS)), ltWorkspaceBytes), "cuMemAlloc(cublasLt workspace)"); err != nil {
@@ -204,7 +242,7 @@ var kernelNames = []string{
 	"k_copy", "k_fill", "k_add", "k_silu", "k_silumul", "k_sigmul", "k_gather", "k_tobf16",
 	"embed_f32", "embed_f16", "embed_bf16", "k_rmsnorm", "k_rope",
 	"gemv_f32", "gemv_f16", "gemv_bf16", "gemv_bf16v", "gemm_f32", "gemm_f16", "gemm_bf16",
-	"moe_gemv_f32", "moe_gemv_f16", "moe_gemv_bf16", "moe_gemv_bf16v",
+	"moe_gemv_f32", "moe_gemv_f16", "moe_gemv_bf16", "moe_gemv_bf16v", "moe_down_bf16v",
 	"k_moe_plan", "moe_gemm_f32", "moe_gemm_f16", "moe_gemm_bf16", "k_moe_combine", "k_route",
 	"k_lightning_rec", "k_lightning_chunk", "k_kvstore", "k_attn", "k_attn_combine",
 	"moe_mma16", "moe_mma64", "k_fattn64", "k_fattn128", "k_ltc_kv64", "k_ltc_kv128", "k_ltc_scan", "k_ltc_out64", "k_ltc_out128",
@@ -222,10 +260,6 @@ func (b *Backend) enter() func() {
 	runtime.LockOSThread()
 	b.must(b.d.check(ccall(b.d.cuCtxSetCurrent, b.ctx), "cuCtxSetCurrent"))
 	return func() {
-		if len(b.deferred) > 0 {
-			b.release(b.deferred...)
-			b.deferred = b.deferred[:0]
-		}
 		runtime.UnlockOSThread()
 		b.mu.Unlock()
 	}
@@ -253,7 +287,11 @@ func (b *Backend) Describe() string {
 	if b.lt != nil {
 		lt = b.lt.l.path
 	}
-	return fmt.Sprintf("%s (sm_%d%d, %d SMs), %s mode, kernels %s, cuBLASLt %s", b.devName, b.ccMaj, b.ccMin, b.sms, mode, b.kernelSrc, lt)
+	graphs := "CUDA graphs"
+	if !b.graphsOn {
+		graphs = "no CUDA graphs"
+	}
+	return fmt.Sprintf("%s (sm_%d%d, %d SMs), %s mode, %s, kernels %s, cuBLASLt %s", b.devName, b.ccMaj, b.ccMin, b.sms, mode, graphs, b.kernelSrc, lt)
 }
 
 // Close releases all device memory and the context.
@@ -272,7 +310,21 @@ func (b *Backend) Close() error {
 
 func (b *Backend) closeLocked() {
 	d := b.d
+	if b.stream != 0 {
+		func() {
+			defer func() { recover() }() // closing anyway
+			b.flush()
+		}()
+	}
 	ccall(d.cuCtxSynchronize)
+	b.dropGraphs()
+	if b.stream != 0 {
+		ccall(d.cuStreamDestroy, b.stream)
+	}
+	b.rt.free(d)
+	for _, p := range b.overflow {
+		ccall(d.cuMemFree, p)
+	}
 	if b.lt != nil {
 		b.lt.close()
 	}
@@ -352,7 +404,7 @@ func (b *Backend) devFree(p uintptr, class int) {
 
 // trim frees every pooled block.
 func (b *Backend) trim() {
-	ccall(b.d.cuCtxSynchronize)
+	b.drain() // queued work may still use pooled blocks
 	for c, list := range b.pool {
 		for _, p := range list {
 			ccall(b.d.cuMemFree, p)
@@ -379,7 +431,7 @@ func (b *Backend) alloc(rows, cols int) backend.Tensor {
 	n := rows * cols
 	p, c := b.devAlloc(max(4*n, 4))
 	if n > 0 {
-		b.must(b.d.check(ccall(b.d.cuMemsetD32Async, p, 0, uintptr(n), 0), "cuMemsetD32Async"))
+		b.record(opMemset, uint64(p), 0, uint64(n))
 	}
 	return backend.Tensor{Buf: &buffer{ptr: p, n: n, class: c}, Rows: rows, Cols: cols, Stride: cols}
 }
@@ -410,9 +462,12 @@ func (b *Backend) scratch(n int) scratch {
 	return scratch{p, c}
 }
 
+// release returns blocks in reverse order, so that allocating blocks and
+// releasing them in the same order leaves the pool as it was (the pointers
+// of a step then repeat, which CUDA graph replay needs).
 func (b *Backend) release(s ...scratch) {
-	for _, x := range s {
-		b.devFree(x.p, x.class)
+	for i := len(s) - 1; i >= 0; i-- {
+		b.devFree(s[i].p, s[i].class)
 	}
 }
 
@@ -439,24 +494,25 @@ func checkSame(op string, a, b backend.Tensor) {
 	}
 }
 
-// stage copies small host data to device memory (asynchronously, through
-// pinned memory) and returns its device address; valid until the next sync.
+// stage puts small host data in the pinned ring and returns the device
+// address it will have (flush copies the ring's new bytes before the queued
+// work); valid until the next sync.
 func (b *Backend) stage(data unsafe.Pointer, n int) uintptr {
 	if n == 0 {
 		return b.stageDev
 	}
 	need := (n + 255) &^ 255
 	if b.stageOff+need > b.stageCap {
-		// the ring is full (it empties at every Read): use a pool block,
-		// copied synchronously and released after this operation
-		s := b.scratch(n)
-		b.must(b.d.check(ccall(b.d.cuMemcpyHtoD, s.p, uintptr(data), uintptr(n)), "cuMemcpyHtoD(stage)"))
-		b.deferred = append(b.deferred, s)
-		return s.p
+		// the ring is full (it empties at every sync): use a fresh block,
+		// copied synchronously and freed at the next sync
+		var p uintptr
+		b.must(b.d.check(ccall(b.d.cuMemAlloc, uintptr(unsafe.Pointer(&p)), uintptr(n)), "cuMemAlloc(stage)"))
+		b.overflow = append(b.overflow, p)
+		b.must(b.d.check(ccall(b.d.cuMemcpyHtoD, p, uintptr(data), uintptr(n)), "cuMemcpyHtoD(stage)"))
+		return p
 	}
 	off := b.stageOff
 	copy(cmem(b.stageHost+uintptr(off), n), unsafe.Slice((*byte)(data), n))
-	b.must(b.d.check(ccall(b.d.cuMemcpyHtoDAsync, b.stageDev+uintptr(off), b.stageHost+uintptr(off), uintptr(n), 0), "cuMemcpyHtoDAsync(stage)"))
 	b.stageOff += need
 	return b.stageDev + uintptr(off)
 }
@@ -473,12 +529,6 @@ func (b *Backend) stageI64(v []int64) uintptr {
 		return b.stageDev
 	}
 	return b.stage(unsafe.Pointer(&v[0]), 8*len(v))
-}
-
-// sync waits for all queued work.
-func (b *Backend) sync() {
-	b.must(b.d.check(ccall(b.d.cuCtxSynchronize), "cuCtxSynchronize (an earlier kernel failed)"))
-	b.stageOff = 0
 }
 
 // Sync waits for all queued work (for timing).
@@ -516,12 +566,13 @@ func (b *Backend) launch(name string, grid, block dim3, smem int, args ...uint64
 	if grid.x == 0 || grid.y == 0 || grid.z == 0 {
 		return
 	}
-	pb := b.params
-	copy(pb.slots[:], args)
-	r := ccall(b.d.cuLaunchKernel, f, uintptr(grid.x), uintptr(grid.y), uintptr(grid.z), uintptr(block.x), uintptr(block.y), uintptr(block.z),
-		uintptr(smem), 0, uintptr(unsafe.Pointer(&pb.ptrs[0])), 0)
-	if int32(r) != 0 {
-		b.must(b.d.check(r, fmt.Sprintf("cuLaunchKernel(%s, grid %v, block %v, smem %d)", name, grid, block, smem)))
+	if len(args) > len(b.params.slots) {
+		panic(fmt.Sprintf("cuda: %d arguments for %s", len(args), name))
+	}
+	b.record(uint64(opKernel|len(args)<<8), uint64(f), uint64(grid.x), uint64(grid.y), uint64(grid.z), uint64(block.x), uint64(block.y), uint64(block.z), uint64(smem))
+	b.record(args...)
+	if len(b.queue) > 1<<18 {
+		b.flush() // long runs of work without a Read
 	}
 }
 
@@ -545,6 +596,7 @@ func (b *Backend) Write(t backend.Tensor, src []float32) {
 	if n == 0 {
 		return
 	}
+	b.sync() // queued work may use t, or the pool block used below
 	if contiguous(t) {
 		b.must(b.d.check(ccall(b.d.cuMemcpyHtoD, p, uintptr(unsafe.Pointer(&src[0])), uintptr(4*n)), "cuMemcpyHtoD"))
 		return
@@ -576,11 +628,11 @@ func (b *Backend) Read(t backend.Tensor, dst []float32) {
 		b.launch("k_copy", g, bl, 0, pArg(s.p), lArg(t.Cols), pArg(p), lArg(t.Stride), iArg(t.Rows), iArg(t.Cols))
 		src = s.p
 	}
+	b.sync()
 	b.must(b.d.check(ccall(b.d.cuMemcpyDtoH, uintptr(unsafe.Pointer(&dst[0])), src, uintptr(4*n)), "cuMemcpyDtoH (or an earlier kernel failed)"))
 	if s.p != 0 {
 		b.release(s)
 	}
-	b.stageOff = 0 // everything queued has completed
 }
 
 // Copy implements backend.Backend.
@@ -597,7 +649,7 @@ func (b *Backend) copyT(dst, src backend.Tensor) {
 		return
 	}
 	if contiguous(dst) && contiguous(src) {
-		b.must(b.d.check(ccall(b.d.cuMemcpyDtoDAsync, pd, ps, uintptr(4*n), 0), "cuMemcpyDtoDAsync"))
+		b.record(opDtoD, uint64(pd), uint64(ps), uint64(4*n))
 		return
 	}
 	g, bl := flatGrid(n)
@@ -613,7 +665,7 @@ func (b *Backend) Zero(t backend.Tensor) {
 		return
 	}
 	if contiguous(t) {
-		b.must(b.d.check(ccall(b.d.cuMemsetD32Async, p, 0, uintptr(n), 0), "cuMemsetD32Async"))
+		b.record(opMemset, uint64(p), 0, uint64(n))
 		return
 	}
 	g, bl := flatGrid(n)

@@ -15,6 +15,11 @@ type driver struct {
 	cuMemcpyHtoD, cuMemcpyDtoH, cuMemcpyHtoDAsync, cuMemcpyDtoDAsync, cuMemsetD32Async                                 uintptr
 	cuModuleLoadData, cuModuleUnload, cuModuleGetFunction, cuFuncSetAttribute, cuFuncGetAttribute, cuLaunchKernel      uintptr
 	cuGetErrorString, cuGetErrorName                                                                                   uintptr
+	cuStreamCreate, cuStreamDestroy, cuMemcpyDtoHAsync                                                                 uintptr
+	cuEventCreate, cuEventRecord, cuEventElapsedTime                                                                   uintptr
+
+	// CUDA graphs (optional: nil when the driver lacks them, which turns graphs off)
+	cuStreamBeginCapture, cuStreamEndCapture, cuGraphInstantiate, cuGraphLaunch, cuGraphExecDestroy, cuGraphDestroy uintptr
 }
 
 // CUDA driver constants used here.
@@ -47,9 +52,20 @@ func loadDriver() (*driver, error) {
 		"cuModuleLoadData": &d.cuModuleLoadData, "cuModuleUnload": &d.cuModuleUnload, "cuModuleGetFunction": &d.cuModuleGetFunction,
 		"cuFuncSetAttribute": &d.cuFuncSetAttribute, "cuFuncGetAttribute": &d.cuFuncGetAttribute, "cuLaunchKernel": &d.cuLaunchKernel,
 		"cuGetErrorString": &d.cuGetErrorString, "cuGetErrorName": &d.cuGetErrorName,
+		"cuStreamCreate": &d.cuStreamCreate, "cuStreamDestroy_v2": &d.cuStreamDestroy, "cuMemcpyDtoHAsync_v2": &d.cuMemcpyDtoHAsync,
+		"cuEventCreate": &d.cuEventCreate, "cuEventRecord": &d.cuEventRecord, "cuEventElapsedTime": &d.cuEventElapsedTime,
 	})
 	if err != nil {
 		return nil, err
+	}
+	var g driver
+	if l.bind(map[string]*uintptr{
+		"cuStreamBeginCapture_v2": &g.cuStreamBeginCapture, "cuStreamEndCapture": &g.cuStreamEndCapture,
+		"cuGraphInstantiateWithFlags": &g.cuGraphInstantiate, "cuGraphLaunch": &g.cuGraphLaunch,
+		"cuGraphExecDestroy": &g.cuGraphExecDestroy, "cuGraphDestroy": &g.cuGraphDestroy,
+	}) == nil {
+		d.cuStreamBeginCapture, d.cuStreamEndCapture, d.cuGraphInstantiate = g.cuStreamBeginCapture, g.cuStreamEndCapture, g.cuGraphInstantiate
+		d.cuGraphLaunch, d.cuGraphExecDestroy, d.cuGraphDestroy = g.cuGraphLaunch, g.cuGraphExecDestroy, g.cuGraphDestroy
 	}
 	return d, nil
 }

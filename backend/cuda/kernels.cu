@@ -472,6 +472,32 @@ extern "C" __global__ void moe_gemv_bf16v(const float* X, i64 ldx, const int* id
   if (lane == 0) Y[(i64)s * ldy + n] = acc;
 }
 
+// moe_down_bf16v: the down projection of moe_gemv_bf16v (mode 1) with the
+// SwiGLU fused into its input: X[s, k] = silu(GU[s, k]) * GU[s, K + k] (the
+// expression of k_silumul). K % 8 == 0 and GU rows 16-byte aligned.
+__device__ __forceinline__ float silu_mul(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+extern "C" __global__ void moe_down_bf16v(const float* GU, i64 ldgu, const int* ids, const u16* Wt, int N, int K, float* Y, i64 ldy) {
+  int s = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  int n = blockIdx.x * GEMV_WARPS + warp;
+  if (n >= N) return;
+  const float4* gr = (const float4*)(GU + (i64)s * ldgu);
+  const float4* ur = (const float4*)(GU + (i64)s * ldgu + K);
+  const uint4* wr = (const uint4*)(Wt + ((i64)ids[s] * N + n) * K);
+  float acc = 0.f;
+  for (int k8 = lane; k8 < K / 8; k8 += 32) {
+    uint4 wv = wr[k8];
+    float4 ga = gr[2 * k8], gb = gr[2 * k8 + 1], ua = ur[2 * k8], ub = ur[2 * k8 + 1];
+    float4 a = make_float4(silu_mul(ga.x, ua.x), silu_mul(ga.y, ua.y), silu_mul(ga.z, ua.z), silu_mul(ga.w, ua.w));
+    float4 b = make_float4(silu_mul(gb.x, ub.x), silu_mul(gb.y, ub.y), silu_mul(gb.z, ub.z), silu_mul(gb.w, ub.w));
+    acc += __uint_as_float(wv.x << 16) * a.x + __uint_as_float(wv.x & 0xffff0000u) * a.y +
+           __uint_as_float(wv.y << 16) * a.z + __uint_as_float(wv.y & 0xffff0000u) * a.w +
+           __uint_as_float(wv.z << 16) * b.x + __uint_as_float(wv.z & 0xffff0000u) * b.y +
+           __uint_as_float(wv.w << 16) * b.z + __uint_as_float(wv.w & 0xffff0000u) * b.w;
+  }
+  acc = warp_sum(acc);
+  if (lane == 0) Y[(i64)s * ldy + n] = acc;
+}
+
 // k_moe_combine: d[t, c] = sum_k w[t*K+k] * Y[posOf[t*K+k], c], in k order
 // (posOf null: Y rows are slots).
 extern "C" __global__ void k_moe_combine(float* d, i64 ldd, const float* Y, i64 ldy, const int* posOf, const float* w, int T, int topk, int cols) {

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
-	"runtime"
 	"strings"
 	"unsafe"
 
@@ -274,7 +273,8 @@ func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *wei
 		b.launch("k_tobf16", g, bl, 0, pArg(xb.p), pArg(px), lArg(ldx), iArg(T), iArg(K))
 		plan, err := b.lt.plan(N, T, K, ldd, alignOf(pd, uintptr(4*ldd)))
 		b.must(err)
-		b.must(b.lt.gemm(plan, w.p, xb.p, pd, b.ltWS, &b.alpha, &b.beta))
+		wp, xp := w.p, xb.p
+		b.recordFunc(func(stream uintptr) error { return b.lt.gemm(plan, wp, xp, pd, b.ltWS, &b.alpha, &b.beta, stream) })
 		b.release(xb)
 		return
 	}
@@ -553,40 +553,143 @@ func (b *Backend) Attention(dst, q, k, v backend.Tensor, spans []backend.Span, c
 // ---------------------------------------------------------------------------
 // routing and experts
 
-// routing is a device-held expert selection: ids int32 and weights float32,
-// TopK per row. Its memory returns to the pool when it is garbage collected.
+// routing is an expert selection for every row: ids int32 then weights
+// float32, TopK per row. During the step that made it, it lives in the
+// backend's routing arena (device memory at offsets that repeat from step to
+// step, so decode steps can be replayed as graphs); when the step ends, the
+// arena is copied to host memory and the routing keeps its values there.
 type routing struct {
 	b       *Backend
 	rows, k int
-	ids, w  scratch
+	gen     uint64  // arena generation holding the device copy
+	p       uintptr // device address (ids, then weights) while gen is current
+	moff    int     // offset in the arena's host mirror
 	hostIDs []int32
 	hostW   []float32
 }
 
-// Selected implements backend.Routing (the first call copies the selection to the host).
+// Selected implements backend.Routing (the first call waits for the step).
 func (r *routing) Selected(i int, ids []int32, w []float32) {
 	if r.hostIDs == nil {
-		r.hostIDs, r.hostW = make([]int32, r.rows*r.k), make([]float32, r.rows*r.k)
-		if len(r.hostIDs) > 0 {
-			b := r.b
-			func() {
-				defer b.enter()()
-				b.must(b.d.check(ccall(b.d.cuMemcpyDtoH, uintptr(unsafe.Pointer(&r.hostIDs[0])), r.ids.p, uintptr(4*len(r.hostIDs))), "cuMemcpyDtoH(routing)"))
-				b.must(b.d.check(ccall(b.d.cuMemcpyDtoH, uintptr(unsafe.Pointer(&r.hostW[0])), r.w.p, uintptr(4*len(r.hostW))), "cuMemcpyDtoH(routing)"))
-				b.stageOff = 0
-			}()
-		}
+		b := r.b
+		func() {
+			defer b.enter()()
+			b.sync()
+		}()
 	}
 	copy(ids, r.hostIDs[i*r.k:(i+1)*r.k])
 	copy(w, r.hostW[i*r.k:(i+1)*r.k])
 }
 
-func (r *routing) finalize() {
-	b := r.b
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if !b.closed {
-		b.release(r.ids, r.w)
+// routingPtrs returns the device addresses of the ids and weights, staging
+// the host copy when the step that made r has ended.
+func (b *Backend) routingPtrs(r *routing) (ids, w uintptr) {
+	n := r.rows * r.k
+	if r.gen == b.rt.gen {
+		return r.p, r.p + uintptr(4*n)
+	}
+	return b.stageI32(r.hostIDs), b.stage(unsafe.Pointer(unsafe.SliceData(r.hostW)), 4*len(r.hostW))
+}
+
+// routeArena holds the routings of the current step.
+type routeArena struct {
+	gen        uint64
+	blocks     []arenaBlock
+	live       []*routing
+	total      int     // bytes handed out this step (over all blocks)
+	mirror     uintptr // pinned host copy
+	mirrorCap  int
+	capPerStep int // size of the next block: the largest sum of block capacities so far
+}
+
+type arenaBlock struct {
+	p              uintptr
+	cap, used, off int // off: start in the mirror
+}
+
+// alloc returns n bytes of arena for r.
+func (a *routeArena) alloc(b *Backend, r *routing, n int) {
+	n = (n + 255) &^ 255
+	if len(a.blocks) == 0 || a.blocks[len(a.blocks)-1].used+n > a.blocks[len(a.blocks)-1].cap {
+		c := max(n, 64<<10, a.capPerStep)
+		var p uintptr
+		b.must(b.d.check(ccall(b.d.cuMemAlloc, uintptr(unsafe.Pointer(&p)), uintptr(c)), "cuMemAlloc(routing arena)"))
+		a.blocks = append(a.blocks, arenaBlock{p: p, cap: c, off: a.total})
+		sum := 0
+		for _, blk := range a.blocks {
+			sum += blk.cap
+		}
+		a.capPerStep = max(a.capPerStep, sum)
+	}
+	blk := &a.blocks[len(a.blocks)-1]
+	r.gen, r.p, r.moff = a.gen, blk.p+uintptr(blk.used), blk.off+blk.used
+	blk.used += n
+	a.total += n
+	a.live = append(a.live, r)
+}
+
+// routeMirror queues the copy of this step's routings to host memory.
+func (b *Backend) routeMirror() {
+	a := &b.rt
+	if len(a.live) == 0 {
+		return
+	}
+	if a.total > a.mirrorCap {
+		if a.mirror != 0 {
+			b.drain()
+			ccall(b.d.cuMemFreeHost, a.mirror)
+			a.mirror, a.mirrorCap = 0, 0
+		}
+		c := max(a.total, a.capPerStep)
+		b.must(b.d.check(ccall(b.d.cuMemAllocHost, uintptr(unsafe.Pointer(&a.mirror)), uintptr(c)), "cuMemAllocHost(routing mirror)"))
+		a.mirrorCap = c
+	}
+	for _, blk := range a.blocks {
+		if blk.used > 0 {
+			b.record(opDtoH, uint64(a.mirror+uintptr(blk.off)), uint64(blk.p), uint64(blk.used))
+		}
+	}
+}
+
+// routeSettle (after the wait) gives this step's routings their host copies
+// and starts a new arena generation.
+func (b *Backend) routeSettle() {
+	a := &b.rt
+	if len(a.live) == 0 && a.total == 0 {
+		return
+	}
+	for _, r := range a.live {
+		n := r.rows * r.k
+		r.hostIDs, r.hostW = make([]int32, n), make([]float32, n)
+		if n > 0 {
+			copy(unsafe.Slice((*byte)(unsafe.Pointer(&r.hostIDs[0])), 4*n), cmem(a.mirror+uintptr(r.moff), 4*n))
+			copy(unsafe.Slice((*byte)(unsafe.Pointer(&r.hostW[0])), 4*n), cmem(a.mirror+uintptr(r.moff+4*n), 4*n))
+		}
+	}
+	clear(a.live)
+	a.live = a.live[:0]
+	a.gen++
+	a.total = 0
+	if len(a.blocks) > 1 {
+		// one block of the whole size from now on (the work is done)
+		for _, blk := range a.blocks {
+			ccall(b.d.cuMemFree, blk.p)
+		}
+		a.blocks = a.blocks[:0]
+	}
+	for i := range a.blocks {
+		a.blocks[i].used = 0
+	}
+}
+
+func (a *routeArena) free(d *driver) {
+	for _, blk := range a.blocks {
+		ccall(d.cuMemFree, blk.p)
+	}
+	a.blocks = nil
+	if a.mirror != 0 {
+		ccall(d.cuMemFreeHost, a.mirror)
+		a.mirror = 0
 	}
 }
 
@@ -611,16 +714,18 @@ func (b *Backend) Route(logits backend.Tensor, bias backend.Weight, p backend.Ro
 		pb = w.p
 	}
 	T := logits.Rows
-	r := &routing{b: b, rows: T, k: p.TopK, ids: b.scratch(4 * T * p.TopK), w: b.scratch(4 * T * p.TopK)}
-	runtime.SetFinalizer(r, (*routing).finalize)
-	if T > 0 {
-		threads := 32
-		for threads < E {
-			threads *= 2
-		}
-		b.launch("k_route", dim3{T, 1, 1}, dim3{threads, 1, 1}, 0, pArg(b.ptr("Route", logits)), lArg(logits.Stride), iArg(E), pArg(pb),
-			iArg(groups), iArg(keep), iArg(p.TopK), bArg(p.Sigmoid), bArg(p.Normalize), fArg(p.Scale), pArg(r.ids.p), pArg(r.w.p))
+	r := &routing{b: b, rows: T, k: p.TopK}
+	if T == 0 {
+		r.hostIDs, r.hostW = []int32{}, []float32{}
+		return r
 	}
+	b.rt.alloc(b, r, 8*T*p.TopK)
+	threads := 32
+	for threads < E {
+		threads *= 2
+	}
+	b.launch("k_route", dim3{T, 1, 1}, dim3{threads, 1, 1}, 0, pArg(b.ptr("Route", logits)), lArg(logits.Stride), iArg(E), pArg(pb),
+		iArg(groups), iArg(keep), iArg(p.TopK), bArg(p.Sigmoid), bArg(p.Normalize), fArg(p.Scale), pArg(r.p), pArg(r.p+uintptr(4*T*p.TopK)))
 	return r
 }
 
@@ -641,6 +746,7 @@ func (b *Backend) MoE(dst, x backend.Tensor, rt backend.Routing, ex backend.Expe
 	}
 	K, I, E := r.k, e.inter, e.n
 	ns := T * K
+	rIDs, rW := b.routingPtrs(r)
 	suf := kindSuffix(e.kind)
 	px := b.ptr("MoE", x)
 	if T <= GEMVRows {
@@ -653,14 +759,23 @@ func (b *Backend) MoE(dst, x backend.Tensor, rt backend.Routing, ex backend.Expe
 		if e.kind == backend.BF16 && I%8 == 0 {
 			name2 = "moe_gemv_bf16v"
 		}
-		b.launch(name1, dim3{(2*I + 7) / 8, ns, 1}, dim3{256, 1, 1}, 0, pArg(px), lArg(x.Stride), pArg(r.ids.p), iArg(K), iArg(0),
+		b.launch(name1, dim3{(2*I + 7) / 8, ns, 1}, dim3{256, 1, 1}, 0, pArg(px), lArg(x.Stride), pArg(rIDs), iArg(K), iArg(0),
 			pArg(e.gateUp), iArg(2*I), iArg(D), pArg(gu.p), lArg(2*I))
+		if name2 == "moe_gemv_bf16v" {
+			// SwiGLU fused into the down projection's input
+			b.launch("moe_down_bf16v", dim3{(D + 7) / 8, ns, 1}, dim3{256, 1, 1}, 0, pArg(gu.p), lArg(2*I), pArg(rIDs),
+				pArg(e.down), iArg(D), iArg(I), pArg(y.p), lArg(D))
+			g, bl := flatGrid(T * D)
+			b.launch("k_moe_combine", g, bl, 0, pArg(b.ptr("MoE", dst)), lArg(dst.Stride), pArg(y.p), lArg(D), pArg(0), pArg(rW), iArg(T), iArg(K), iArg(D))
+			b.release(gu, h, y)
+			return
+		}
 		g, bl := flatGrid(ns * I)
 		b.launch("k_silumul", g, bl, 0, pArg(h.p), lArg(I), pArg(gu.p), lArg(2*I), pArg(gu.p+uintptr(4*I)), lArg(2*I), iArg(ns), iArg(I))
-		b.launch(name2, dim3{(D + 7) / 8, ns, 1}, dim3{256, 1, 1}, 0, pArg(h.p), lArg(I), pArg(r.ids.p), iArg(K), iArg(1),
+		b.launch(name2, dim3{(D + 7) / 8, ns, 1}, dim3{256, 1, 1}, 0, pArg(h.p), lArg(I), pArg(rIDs), iArg(K), iArg(1),
 			pArg(e.down), iArg(D), iArg(I), pArg(y.p), lArg(D))
 		g, bl = flatGrid(T * D)
-		b.launch("k_moe_combine", g, bl, 0, pArg(b.ptr("MoE", dst)), lArg(dst.Stride), pArg(y.p), lArg(D), pArg(0), pArg(r.w.p), iArg(T), iArg(K), iArg(D))
+		b.launch("k_moe_combine", g, bl, 0, pArg(b.ptr("MoE", dst)), lArg(dst.Stride), pArg(y.p), lArg(D), pArg(0), pArg(rW), iArg(T), iArg(K), iArg(D))
 		b.release(gu, h, y)
 		return
 	}
@@ -677,7 +792,7 @@ func (b *Backend) MoE(dst, x backend.Tensor, rt backend.Routing, ex backend.Expe
 	perm, posOf := b.scratch(4*ns), b.scratch(4*ns)
 	tiles, ntiles := b.scratch(12*maxTiles), b.scratch(4)
 	gu, h, y := b.scratch(4*ns*2*I), b.scratch(4*ns*I), b.scratch(4*ns*D)
-	b.launch("k_moe_plan", dim3{1, 1, 1}, dim3{1024, 1, 1}, 12*E, pArg(r.ids.p), iArg(ns), iArg(E), pArg(perm.p), pArg(posOf.p), pArg(tiles.p), pArg(ntiles.p), iArg(bm))
+	b.launch("k_moe_plan", dim3{1, 1, 1}, dim3{1024, 1, 1}, 12*E, pArg(rIDs), iArg(ns), iArg(E), pArg(perm.p), pArg(posOf.p), pArg(tiles.p), pArg(ntiles.p), iArg(bm))
 	b.launch(kern, dim3{(2*I + 63) / 64, maxTiles, 1}, dim3{threads, 1, 1}, 0, pArg(px), lArg(x.Stride), pArg(perm.p), iArg(K), iArg(0),
 		pArg(tiles.p), pArg(ntiles.p), pArg(e.gateUp), iArg(2*I), iArg(D), pArg(gu.p), lArg(2*I))
 	g, bl := flatGrid(ns * I)
@@ -685,6 +800,6 @@ func (b *Backend) MoE(dst, x backend.Tensor, rt backend.Routing, ex backend.Expe
 	b.launch(kern, dim3{(D + 63) / 64, maxTiles, 1}, dim3{threads, 1, 1}, 0, pArg(h.p), lArg(I), pArg(perm.p), iArg(K), iArg(1),
 		pArg(tiles.p), pArg(ntiles.p), pArg(e.down), iArg(D), iArg(I), pArg(y.p), lArg(D))
 	g, bl = flatGrid(T * D)
-	b.launch("k_moe_combine", g, bl, 0, pArg(b.ptr("MoE", dst)), lArg(dst.Stride), pArg(y.p), lArg(D), pArg(posOf.p), pArg(r.w.p), iArg(T), iArg(K), iArg(D))
+	b.launch("k_moe_combine", g, bl, 0, pArg(b.ptr("MoE", dst)), lArg(dst.Stride), pArg(y.p), lArg(D), pArg(posOf.p), pArg(rW), iArg(T), iArg(K), iArg(D))
 	b.release(perm, posOf, tiles, ntiles, gu, h, y)
 }
