@@ -3,6 +3,7 @@ package cpu
 import (
 	"runtime"
 	"sync"
+	"sync/atomic"
 )
 
 // task is work split into index ranges. Operations keep their task values
@@ -14,31 +15,72 @@ type task interface {
 
 // pool runs index ranges on a fixed set of worker goroutines. One For runs
 // at a time (a Backend is used by one goroutine at a time).
+//
+// A decode step issues a few hundred short parallel operations, so waking a
+// parked goroutine for each (a futex round trip, several microseconds) would
+// cost a noticeable share of the step. Workers therefore spin on an atomic
+// generation counter for a short while after each job and only then park on
+// a condition variable.
 type pool struct {
-	n    int
-	jobs chan job
-	wg   sync.WaitGroup
+	n     int
+	slots []slot
+	left  atomic.Int64 // assigned parts not yet finished
+	mu    sync.Mutex
+	cond  *sync.Cond
+	sleep int // workers parked on cond (guarded by mu)
+	seq   uint64
 }
 
-type job struct {
-	t            task
-	part, lo, hi int
+// slot hands one job to one worker: the job is written, then seq is
+// published; the worker reads the job only after it sees a new seq, and the
+// next job is written only after the worker has finished this one (For
+// waits for every assigned part).
+type slot struct {
+	seq    atomic.Uint64
+	t      task
+	lo, hi int
+	_      [64]byte // keep workers' slots on separate cache lines
 }
+
+// spinRounds bounds how long an idle worker polls before parking.
+const spinRounds = 20000
 
 func newPool(n int) *pool {
 	if n <= 0 {
 		n = runtime.GOMAXPROCS(0)
 	}
-	p := &pool{n: n, jobs: make(chan job, n)}
+	p := &pool{n: n, slots: make([]slot, n)}
+	p.cond = sync.NewCond(&p.mu)
 	for i := 1; i < n; i++ {
-		go func() {
-			for j := range p.jobs {
-				j.t.run(j.part, j.lo, j.hi)
-				p.wg.Done()
-			}
-		}()
+		go p.worker(i)
 	}
 	return p
+}
+
+func (p *pool) worker(i int) {
+	s := &p.slots[i]
+	var seen uint64
+	for {
+		// wait for a new job: spin, then park
+		for spins := 0; s.seq.Load() == seen; spins++ {
+			if spins < spinRounds {
+				if spins%64 == 63 {
+					runtime.Gosched()
+				}
+				continue
+			}
+			p.mu.Lock()
+			p.sleep++
+			for s.seq.Load() == seen {
+				p.cond.Wait()
+			}
+			p.sleep--
+			p.mu.Unlock()
+		}
+		seen = s.seq.Load()
+		s.t.run(i, s.lo, s.hi)
+		p.left.Add(-1)
+	}
 }
 
 // For splits [0, n) into at most one contiguous part per worker, each at
@@ -55,14 +97,31 @@ func (p *pool) For(n, grain int, t task) {
 		return
 	}
 	step := (n + parts - 1) / parts
+	p.seq++
+	var assigned int64
+	for i := 1; i < parts; i++ {
+		lo, hi := i*step, min(n, (i+1)*step)
+		if lo < hi {
+			assigned++
+		}
+	}
+	p.left.Store(assigned)
 	for i := 1; i < parts; i++ {
 		lo, hi := i*step, min(n, (i+1)*step)
 		if lo >= hi {
 			continue
 		}
-		p.wg.Add(1)
-		p.jobs <- job{t, i, lo, hi}
+		s := &p.slots[i]
+		s.t, s.lo, s.hi = t, lo, hi
+		s.seq.Store(p.seq)
 	}
+	p.mu.Lock()
+	if p.sleep > 0 {
+		p.cond.Broadcast()
+	}
+	p.mu.Unlock()
 	t.run(0, 0, min(n, step))
-	p.wg.Wait()
+	for p.left.Load() > 0 {
+		runtime.Gosched()
+	}
 }
