@@ -33,6 +33,8 @@ type Sampler struct {
 	counts  map[int32]int  // output tokens
 	scratch []float32
 	idx     []int
+	probs   []float64
+	exps    []float32
 }
 
 // New returns a Sampler.
@@ -57,6 +59,13 @@ func (s *Sampler) Accept(id int32) {
 }
 
 // Sample returns the next token for logits (which are not modified).
+//
+// Top-k keeps the k most likely tokens (ties: lower id first), then the
+// probabilities are normalised over what is kept, min-p drops tokens below
+// MinP times the most likely one, and top-p keeps the shortest prefix whose
+// probability reaches TopP. No full sort of the vocabulary is needed: with
+// no filter the draw scans the distribution in id order, and the filters
+// sort only the tokens that can survive them.
 func (s *Sampler) Sample(logits []float32) int32 {
 	x := append(s.scratch[:0], logits...)
 	s.scratch = x
@@ -65,33 +74,90 @@ func (s *Sampler) Sample(logits []float32) int32 {
 		return Argmax(x)
 	}
 	inv := 1 / s.p.Temperature
+	mx := float32(math.Inf(-1))
 	for i := range x {
 		x[i] *= inv
+		mx = max(mx, x[i])
 	}
-	// candidates sorted by logit, descending (stable: lower id first)
+	topP := s.p.TopP > 0 && s.p.TopP < 1
+	if s.p.TopK > 0 && s.p.TopK < len(x) {
+		return s.drawSorted(x, s.topK(x, s.p.TopK), 0)
+	}
+	var z float64 // normaliser over the whole vocabulary
+	e := s.exps[:0]
+	for _, v := range x {
+		q := float32(math.Exp(float64(v - mx)))
+		e = append(e, q)
+		z += float64(q)
+	}
+	s.exps = e
+	if !topP && s.p.MinP <= 0 {
+		r := s.rng.Float64() * z
+		for i, q := range e {
+			r -= float64(q)
+			if r < 0 {
+				return int32(i)
+			}
+		}
+		return Argmax(x)
+	}
+	// Only tokens with p ≥ eps·p_max can survive min-p; for top-p alone,
+	// try the tokens above a small relative cut first and fall back to all
+	// of them if their mass does not reach TopP.
+	eps := float64(s.p.MinP)
+	if eps <= 0 {
+		eps = 1e-4
+	}
+	cut := mx + float32(math.Log(eps))
+	idx := s.idx[:0]
+	var mass float64
+	for i, v := range x {
+		if v >= cut {
+			idx = append(idx, i)
+			mass += float64(e[i])
+		}
+	}
+	s.idx = idx
+	if s.p.MinP <= 0 && mass/z < float64(s.p.TopP) {
+		idx = s.idx[:0]
+		for i := range x {
+			idx = append(idx, i)
+		}
+		s.idx = idx
+	}
+	sortDesc(idx, x)
+	return s.drawSorted(x, idx, z)
+}
+
+// topK returns the indices of the k largest values of x, sorted descending
+// (ties: lower index first).
+func (s *Sampler) topK(x []float32, k int) []int {
 	idx := s.idx[:0]
 	for i := range x {
 		idx = append(idx, i)
 	}
 	s.idx = idx
-	k := len(idx)
-	if s.p.TopK > 0 && s.p.TopK < k {
-		k = s.p.TopK
-	}
 	partialSort(idx, x, k)
-	idx = idx[:k]
-	// softmax over the candidates
+	return idx[:k]
+}
+
+// drawSorted applies min-p and top-p to candidates sorted by descending
+// logit and draws one. z normalises the probabilities (0: normalise over
+// the candidates).
+func (s *Sampler) drawSorted(x []float32, idx []int, z float64) int32 {
 	mx := x[idx[0]]
-	probs := make([]float64, k)
+	probs := s.probs[:0]
 	var sum float64
-	for i, id := range idx {
-		probs[i] = math.Exp(float64(x[id] - mx))
-		sum += probs[i]
+	for _, id := range idx {
+		p := math.Exp(float64(x[id] - mx))
+		probs = append(probs, p)
+		sum += p
 	}
-	for i := range probs {
-		probs[i] /= sum
+	s.probs = probs
+	if z == 0 {
+		z = sum
 	}
-	n := k
+	n := len(idx)
 	if s.p.MinP > 0 {
 		lim := float64(s.p.MinP) * probs[0]
 		for n > 1 && probs[n-1] < lim {
@@ -101,7 +167,7 @@ func (s *Sampler) Sample(logits []float32) int32 {
 	if s.p.TopP > 0 && s.p.TopP < 1 {
 		var c float64
 		for i := 0; i < n; i++ {
-			c += probs[i]
+			c += probs[i] / z
 			if c >= float64(s.p.TopP) {
 				n = i + 1
 				break
@@ -120,6 +186,16 @@ func (s *Sampler) Sample(logits []float32) int32 {
 		}
 	}
 	return int32(idx[n-1])
+}
+
+// sortDesc orders idx by descending x (ties: lower index first).
+func sortDesc(idx []int, x []float32) {
+	sort.Slice(idx, func(i, j int) bool {
+		if x[idx[i]] != x[idx[j]] {
+			return x[idx[i]] > x[idx[j]]
+		}
+		return idx[i] < idx[j]
+	})
 }
 
 func (s *Sampler) applyPenalties(x []float32) {

@@ -1,7 +1,9 @@
 package sample
 
 import (
+	"fmt"
 	"math"
+	"math/rand/v2"
 	"testing"
 )
 
@@ -115,5 +117,101 @@ func TestLogSoftmax(t *testing.T) {
 	}
 	if math.Abs(s-1) > 1e-6 {
 		t.Fatalf("probabilities sum to %v", s)
+	}
+}
+
+// naiveSample is the plain definition: sort every token by logit, keep the
+// top k, normalise, apply min-p and top-p, draw with u ∈ [0, 1).
+func naiveSample(logits []float32, p Params, u float64) int32 {
+	x := make([]float32, len(logits))
+	for i, v := range logits {
+		x[i] = v / p.Temperature
+	}
+	idx := make([]int, len(x))
+	for i := range idx {
+		idx[i] = i
+	}
+	sortDesc(idx, x)
+	if p.TopK > 0 && p.TopK < len(idx) {
+		idx = idx[:p.TopK]
+	}
+	probs := make([]float64, len(idx))
+	var sum float64
+	for i, id := range idx {
+		probs[i] = math.Exp(float64(x[id] - x[idx[0]]))
+		sum += probs[i]
+	}
+	n := len(idx)
+	if p.MinP > 0 {
+		for n > 1 && probs[n-1] < float64(p.MinP)*probs[0] {
+			n--
+		}
+	}
+	if p.TopP > 0 && p.TopP < 1 {
+		var c float64
+		for i := 0; i < n; i++ {
+			c += probs[i] / sum
+			if c >= float64(p.TopP) {
+				n = i + 1
+				break
+			}
+		}
+	}
+	var tot float64
+	for _, q := range probs[:n] {
+		tot += q
+	}
+	r := u * tot
+	for i, q := range probs[:n] {
+		r -= q
+		if r < 0 {
+			return int32(idx[i])
+		}
+	}
+	return int32(idx[n-1])
+}
+
+// TestFiltersMatchDefinition checks the fast filtered sampling against the
+// full-sort definition, draw for draw, on random logits of a large vocabulary.
+func TestFiltersMatchDefinition(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 3))
+	for _, p := range []Params{
+		{Temperature: 0.7, TopK: 40},
+		{Temperature: 1, TopP: 0.9},
+		{Temperature: 1.3, TopP: 0.999}, // reaches past the first candidate cut
+		{Temperature: 0.8, MinP: 0.05},
+		{Temperature: 1, MinP: 0.1, TopP: 0.8},
+		{Temperature: 0.6, TopK: 100, TopP: 0.95, MinP: 0.02},
+	} {
+		p.Seed = 11
+		s := New(p)
+		ref := rand.New(rand.NewPCG(p.Seed, p.Seed^0x9e3779b97f4a7c15))
+		for n := 0; n < 30; n++ {
+			logits := make([]float32, 20000)
+			for i := range logits {
+				logits[i] = float32(r.NormFloat64() * 3)
+			}
+			got := s.Sample(logits)
+			want := naiveSample(logits, p, ref.Float64())
+			if got != want {
+				t.Fatalf("%+v draw %d: sampled %d, definition gives %d", p, n, got, want)
+			}
+		}
+	}
+}
+
+func BenchmarkSample(b *testing.B) {
+	logits := make([]float32, 157184)
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range logits {
+		logits[i] = float32(r.NormFloat64() * 2)
+	}
+	for _, p := range []Params{{Temperature: 0.7}, {Temperature: 0.7, TopP: 0.9}, {Temperature: 0.7, TopK: 40}} {
+		b.Run(fmt.Sprintf("T=%.1f/k=%d/p=%.1f", p.Temperature, p.TopK, p.TopP), func(b *testing.B) {
+			s := New(p)
+			for i := 0; i < b.N; i++ {
+				s.Sample(logits)
+			}
+		})
 	}
 }
