@@ -1,0 +1,66 @@
+package engine
+
+import (
+	"context"
+	"testing"
+
+	"github.com/ringo-ai/ringo/sample"
+)
+
+func TestGenerateStops(t *testing.T) {
+	m, err := Load("../testdata/tiny-linear", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	prompt := []int32{3, 17, 42, 99}
+	// greedy, token limit
+	st := m.NewState()
+	out, fin, err := Generate(context.Background(), m, st, prompt, GenerateOptions{MaxTokens: 5})
+	if err != nil || fin != FinishLength || len(out) != 5 || st.Len() != len(prompt)+4 {
+		t.Fatalf("max tokens: %v %v %v, state %d", out, fin, err, st.Len())
+	}
+	// the first generated token as a stop id ends generation before it
+	out2, fin, err := Generate(context.Background(), m, m.NewState(), prompt, GenerateOptions{MaxTokens: 5, Stop: []int32{out[0]}})
+	if err != nil || fin != FinishStop || len(out2) != 0 {
+		t.Fatalf("stop id: %v %v %v", out2, fin, err)
+	}
+	// OnToken can stop; sampling with a seed is reproducible
+	run := func() []int32 {
+		var seen []int32
+		_, _, err := Generate(context.Background(), m, m.NewState(), prompt, GenerateOptions{
+			MaxTokens: 50, Sampler: sample.New(sample.Params{Temperature: 1, Seed: 9}),
+			OnToken: func(id int32, _ []float32) bool { seen = append(seen, id); return len(seen) < 3 },
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return seen
+	}
+	a, b := run(), run()
+	if len(a) != 3 || len(b) != 3 || a[0] != b[0] || a[1] != b[1] || a[2] != b[2] {
+		t.Fatalf("seeded runs: %v vs %v", a, b)
+	}
+	// cancellation
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, _, err := Generate(ctx, m, m.NewState(), prompt, GenerateOptions{MaxTokens: 5}); err == nil {
+		t.Fatal("cancelled context: no error")
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	for name, o := range map[string]Options{
+		"bad device":  {Device: "tpu"},
+		"bad decay":   {Decay: "nope"},
+		"bad kv type": {KVCache: "q2"},
+		"bad quant":   {Quantize: "Q3_X"},
+	} {
+		if _, err := Load("../testdata/tiny-linear", o); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+	if _, err := Load("../testdata/does-not-exist", Options{}); err == nil {
+		t.Error("missing directory: no error")
+	}
+}
