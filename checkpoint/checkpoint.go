@@ -11,6 +11,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/ringo-ai/ringo/backend"
@@ -118,7 +119,7 @@ func (c *Checkpoint) Weight(name string, shape ...int) (backend.HostWeight, erro
 	if t == nil {
 		return backend.HostWeight{}, fmt.Errorf("%s: tensor %s is missing", c.Dir, name)
 	}
-	if !sameShape(t.Shape, shape) {
+	if !slices.Equal(t.Shape, shape) {
 		return backend.HostWeight{}, fmt.Errorf("%s: tensor %s has shape %v, want %v", t.File, name, t.Shape, shape)
 	}
 	hw := backend.HostWeight{Name: name, Data: t.Data, Rows: 1, Cols: shape[0]}
@@ -141,7 +142,7 @@ func (c *Checkpoint) Weight(name string, shape ...int) (backend.HostWeight, erro
 		}
 		hw.BlockRows, hw.BlockCols = c.blockRows, c.blockCols
 		want := []int{(hw.Rows + c.blockRows - 1) / c.blockRows, (hw.Cols + c.blockCols - 1) / c.blockCols}
-		if !sameShape(st.Shape, want) {
+		if !slices.Equal(st.Shape, want) {
 			return backend.HostWeight{}, fmt.Errorf("%s: tensor %s has shape %v, want %v for %dx%d blocks", st.File, sname, st.Shape, want, c.blockRows, c.blockCols)
 		}
 		s, err := floats(st)
@@ -176,18 +177,6 @@ func floats(t *safetensors.Tensor) ([]float32, error) {
 		return nil, fmt.Errorf("%s: tensor %s: dtype %s is not a float type", t.File, t.Name, t.DType)
 	}
 	return out, nil
-}
-
-func sameShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // Shape returns the stored shape of a tensor, or nil if it is missing.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/ringo-ai/ringo/checkpoint"
@@ -196,7 +197,7 @@ func planTensors(ck *checkpoint.Checkpoint, cfg *bailing.Config, target quant.Ty
 		}
 		if _, _, _, isExp := gguf.ExpertIndex(s.Name); isExp {
 			if p := stacked[g]; p != nil {
-				if !sameShape(p.shape, shape) || p.src != src {
+				if !slices.Equal(p.shape, shape) || p.src != src {
 					return nil, fmt.Errorf("%s: experts of %s differ in shape or dtype", s.Name, g)
 				}
 				p.hf = append(p.hf, s.Name)

@@ -3,7 +3,6 @@ package ggufmodel_test
 import (
 	"context"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -103,34 +102,9 @@ func TestFixturesFloatGGUF(t *testing.T) {
 				exp := mustExpected(t, fixtureDir(tc.dir))
 				path := convert(t, fixtureDir(tc.dir), typ)
 				m := loadGGUF(t, path, bailing.Options{Decay: tc.decay}, 0)
-				V := m.Info().VocabSize
-				st := m.NewState()
-				req := &model.Request{State: st, Tokens: exp.PromptIDs, All: true}
-				if err := m.Forward(context.Background(), []*model.Request{req}); err != nil {
+				worst, err := fixture.Check(context.Background(), m, exp)
+				if err != nil {
 					t.Fatal(err)
-				}
-				worst := 0.0
-				for i := range exp.PromptIDs {
-					worst = math.Max(worst, fixture.RowErr(req.Logits[i*V:(i+1)*V], exp.PromptLogits[i*V:(i+1)*V]))
-				}
-				if worst > 1e-4 {
-					t.Fatalf("prompt logits: worst row error %.3g > 1e-4", worst)
-				}
-				next := fixture.Argmax(req.Logits[len(exp.PromptIDs)*V-V:])
-				for i, want := range exp.GeneratedIDs {
-					if next != want {
-						t.Fatalf("generated token %d: got %d, want %d", i, next, want)
-					}
-					req := &model.Request{State: st, Tokens: []int32{next}}
-					if err := m.Forward(context.Background(), []*model.Request{req}); err != nil {
-						t.Fatal(err)
-					}
-					e := fixture.RowErr(req.Logits, exp.GeneratedLogits[i*V:(i+1)*V])
-					if e > 1e-4 {
-						t.Fatalf("generated logits %d: error %.3g > 1e-4", i, e)
-					}
-					worst = math.Max(worst, e)
-					next = fixture.Argmax(req.Logits)
 				}
 				t.Logf("worst row error %.2g", worst)
 			})

@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/ringo-ai/ringo/backend"
@@ -144,7 +145,7 @@ func (s *Source) Weight(name string, shape ...int) (backend.HostWeight, error) {
 	if len(shape) < 1 || len(shape) > 2 {
 		return fail("requested shape %v must have 1 or 2 dimensions", shape)
 	}
-	if !sameShape(have, shape) {
+	if !slices.Equal(have, shape) {
 		return fail("has shape %v (ggml ne %v), want %v", have, t.Shape, shape)
 	}
 	hw := backend.HostWeight{Name: name, Rows: 1, Cols: shape[0]}
@@ -181,16 +182,4 @@ func (s *Source) Weight(name string, shape ...int) (backend.HostWeight, error) {
 	}
 	hw.Data = t.Data[off : off+size : off+size]
 	return hw, nil
-}
-
-func sameShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

@@ -397,38 +397,20 @@ func (r *chatRequest) validate(s *Server) (*chatInput, error) {
 }
 
 // contentText extracts message content: a string, null (nil) or an array
-// of {"type":"text","text":…} parts (concatenated).
+// of {"type":"text","text":…} parts (concatenated, see chat.ContentText).
 func contentText(raw json.RawMessage) (*string, error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || string(raw) == "null" {
 		return nil, nil
 	}
-	switch raw[0] {
-	case '"':
-		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
-			return nil, fmt.Errorf("invalid content string: %w", err)
-		}
-		return &s, nil
-	case '[':
-		var parts []struct {
-			Type string  `json:"type"`
-			Text *string `json:"text"`
-		}
-		if err := json.Unmarshal(raw, &parts); err != nil {
-			return nil, fmt.Errorf("content must be a string or an array of text parts: %w", err)
-		}
-		var sb strings.Builder
-		for _, p := range parts {
-			if p.Type != "text" || p.Text == nil {
-				return nil, fmt.Errorf("unsupported content part type %q (only text is supported)", p.Type)
-			}
-			sb.WriteString(*p.Text)
-		}
-		s := sb.String()
-		return &s, nil
+	if raw[0] != '"' && raw[0] != '[' {
+		return nil, errors.New("content must be a string or an array of text parts")
 	}
-	return nil, errors.New("content must be a string or an array of text parts")
+	s, err := chat.ContentText(raw)
+	if err != nil {
+		return nil, err
+	}
+	return &s, nil
 }
 
 // argumentsText normalises tool call arguments given as a JSON string or

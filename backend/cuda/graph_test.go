@@ -44,7 +44,7 @@ func TestGraphsMatchEager(t *testing.T) {
 						for i := 0; i < batch; i++ {
 							st := m.NewState()
 							t.Cleanup(st.Free)
-							reqs = append(reqs, &model.Request{State: st, Tokens: exp.promptIDs[:len(exp.promptIDs)-i]})
+							reqs = append(reqs, &model.Request{State: st, Tokens: exp.PromptIDs[:len(exp.PromptIDs)-i]})
 						}
 						return m, reqs
 					}

@@ -2,7 +2,6 @@ package bailing
 
 import (
 	"context"
-	"math"
 	"path/filepath"
 	"testing"
 
@@ -10,7 +9,6 @@ import (
 
 	"github.com/ringo-ai/ringo/backend/cpu"
 	"github.com/ringo-ai/ringo/checkpoint"
-	"github.com/ringo-ai/ringo/model"
 )
 
 func loadFixture(t *testing.T, name string, opts Options) *Model {
@@ -40,33 +38,9 @@ func TestFixtures(t *testing.T) {
 			t.Run(tc.dir, func(t *testing.T) {
 				exp := mustExpected(t, filepath.Join("..", "..", "testdata", tc.dir))
 				m := loadFixture(t, tc.dir, Options{Decay: tc.decay, MaxBatchRows: rows})
-				V := m.Info().VocabSize
-				st := m.NewState()
-				req := &model.Request{State: st, Tokens: exp.PromptIDs, All: true}
-				if err := m.Forward(context.Background(), []*model.Request{req}); err != nil {
+				worst, err := fixture.Check(context.Background(), m, exp)
+				if err != nil {
 					t.Fatal(err)
-				}
-				worst := 0.0
-				for i := range exp.PromptIDs {
-					worst = math.Max(worst, fixture.RowErr(req.Logits[i*V:(i+1)*V], exp.PromptLogits[i*V:(i+1)*V]))
-				}
-				if worst > 1e-4 {
-					t.Fatalf("prompt logits: worst row error %.3g > 1e-4", worst)
-				}
-				next := fixture.Argmax(req.Logits[len(exp.PromptIDs)*V-V:])
-				for i, want := range exp.GeneratedIDs {
-					if next != want {
-						t.Fatalf("generated token %d: got %d, want %d", i, next, want)
-					}
-					req := &model.Request{State: st, Tokens: []int32{next}}
-					if err := m.Forward(context.Background(), []*model.Request{req}); err != nil {
-						t.Fatal(err)
-					}
-					if e := fixture.RowErr(req.Logits, exp.GeneratedLogits[i*V:(i+1)*V]); e > 1e-4 {
-						t.Fatalf("generated logits %d: error %.3g > 1e-4", i, e)
-					}
-					worst = math.Max(worst, fixture.RowErr(req.Logits, exp.GeneratedLogits[i*V:(i+1)*V]))
-					next = fixture.Argmax(req.Logits)
 				}
 				t.Logf("%s rows=%d: %d prompt + %d generated tokens, worst row error %.2g", tc.dir, rows, len(exp.PromptIDs), len(exp.GeneratedIDs), worst)
 			})
