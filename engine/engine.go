@@ -24,7 +24,9 @@ type Options struct {
 	// Quantize converts weights while loading: "" keeps them as stored,
 	// "Q8_0", "Q6_K", "Q4_K" or "Q4_0" quantize the 2-D weights (the router,
 	// norms and biases keep their type; lm_head becomes Q6_K for the 4-bit
-	// types; see ggufmodel.Plan).
+	// types; see ggufmodel.Plan). "FP8" makes the bulk matrices E4M3 with
+	// 128×128 block scales (see ggufmodel.QuantizingByName): the CUDA
+	// backend keeps and multiplies them in FP8, the CPU backend widens them.
 	Quantize string
 	// Precise asks GPU backends for float32 products everywhere.
 	Precise bool
@@ -87,10 +89,7 @@ func Load(dir string, o Options) (*Loaded, error) {
 	}
 	var qs *ggufmodel.QuantizingSource
 	if o.Quantize != "" {
-		t, err := ggufmodel.ParseLoadType(o.Quantize)
-		if err == nil {
-			qs, err = ggufmodel.Quantizing(src, t)
-		}
+		qs, err = ggufmodel.QuantizingByName(src, o.Quantize)
 		if err != nil {
 			closer()
 			return nil, err

@@ -17,6 +17,7 @@ import (
 type QuantizingSource struct {
 	src    checkpoint.Source
 	target quant.Type
+	fp8    bool // target is FP8 (QuantizingByName), not target
 	tied   bool
 
 	mu    sync.Mutex
@@ -56,24 +57,41 @@ func (q *QuantizingSource) Weight(name string, shape ...int) (backend.HostWeight
 	if err != nil {
 		return hw, err
 	}
-	src, ok := kindType(hw)
-	if !ok { // FP8: plan as BF16 (what the CPU backend would widen it to)
-		src = quant.BF16
-	}
-	t, note := Plan(name, hw.Rows, hw.Cols, src, q.target, q.tied)
 	q.mu.Lock()
-	q.notes.add(note)
 	q.inBytes += int64(len(hw.Data))
 	q.mu.Unlock()
-	if cur, ok := kindType(hw); (ok && cur == t) || (!ok && note != "") || hw.Rows <= 1 {
-		q.count(int64(len(hw.Data)))
-		return hw, nil
+	var out backend.HostWeight
+	if q.fp8 {
+		switch hw.Kind {
+		case backend.F32, backend.F16, backend.BF16:
+		default:
+			q.count(int64(len(hw.Data)))
+			return hw, nil
+		}
+		if RoleOf(name, hw.Rows, q.tied) != RoleMatrix {
+			q.count(int64(len(hw.Data)))
+			return hw, nil
+		}
+		out, err = EncodeFP8(hw)
+	} else {
+		src, ok := kindType(hw)
+		if !ok { // FP8: plan as BF16 (what the CPU backend would widen it to)
+			src = quant.BF16
+		}
+		t, note := Plan(name, hw.Rows, hw.Cols, src, q.target, q.tied)
+		q.mu.Lock()
+		q.notes.add(note)
+		q.mu.Unlock()
+		if cur, ok := kindType(hw); (ok && cur == t) || (!ok && note != "") || hw.Rows <= 1 {
+			q.count(int64(len(hw.Data)))
+			return hw, nil
+		}
+		out, err = Encode(hw, t)
 	}
-	out, err := Encode(hw, t)
 	if err != nil {
 		return backend.HostWeight{}, fmt.Errorf("quantize on load: %w", err)
 	}
-	q.count(int64(len(out.Data)))
+	q.count(int64(len(out.Data) + 4*len(out.Scale)))
 	if q.measure {
 		e, v, err := sqError(hw, out)
 		if err != nil {

@@ -144,29 +144,27 @@ func F8E4M3ToF32(b uint8) float32 {
 	return sign * (1 + man/8) * float32(math.Ldexp(1, exp-7))
 }
 
-// F32ToF8E4M3 rounds f to the nearest E4M3FN value, saturating at ±448.
+// F32ToF8E4M3 rounds f to the nearest E4M3FN value (ties to even),
+// saturating at ±448; NaN stays NaN.
 func F32ToF8E4M3(f float32) uint8 {
-	var sign uint8
-	if f < 0 || (f == 0 && math.Signbit(float64(f))) {
-		sign = 0x80
-		f = -f
+	b := math.Float32bits(f)
+	sign := uint8(b>>24) & 0x80
+	b &= 0x7fffffff
+	switch {
+	case b > 0x7f800000: // NaN
+		return sign | 0x7f
+	case b >= 0x43e00000: // ≥ 448 (or infinite): saturate
+		return sign | 0x7e
+	case b < 0x3c800000: // below 2^-6: a multiple of the subnormal step 2^-9
+		m := math.RoundToEven(float64(math.Float32frombits(b)) * 512)
+		return sign | uint8(m) // m = 8 is 2^-6, the first normal value
 	}
-	if f != f {
-		return 0x7f
-	}
-	if f >= 448 {
+	// keep 3 mantissa bits, rounding the 20 dropped ones to nearest even;
+	// a carry moves into the exponent as it should
+	r := (b + 0x7ffff + (b>>20)&1) >> 20
+	e := int(r>>3) - 127 + 7
+	if e > 15 || (e == 15 && r&7 == 7) {
 		return sign | 0x7e
 	}
-	best, bestErr := uint8(0), float32(math.Inf(1))
-	// 127 finite magnitudes: a small search is exact and simple.
-	for c := uint8(0); c < 0x7f; c++ {
-		e := F8E4M3ToF32(c) - f
-		if e < 0 {
-			e = -e
-		}
-		if e < bestErr || (e == bestErr && c&1 == 0) {
-			best, bestErr = c, e
-		}
-	}
-	return sign | best
+	return sign | uint8(e<<3) | uint8(r&7)
 }

@@ -108,3 +108,52 @@ func TestConversions(t *testing.T) {
 		t.Error("fp8 max or saturation wrong")
 	}
 }
+
+// f8Search is the definition of F32ToF8E4M3: the nearest finite E4M3FN
+// value by exhaustive search, ties to the even code, saturating at ±448.
+func f8Search(f float32) uint8 {
+	var sign uint8
+	if math.Signbit(float64(f)) {
+		sign, f = 0x80, -f
+	}
+	if f != f {
+		return 0x7f
+	}
+	if f >= 448 {
+		return sign | 0x7e
+	}
+	best, bestErr := uint8(0), math.Inf(1)
+	for c := uint8(0); c < 0x7f; c++ {
+		e := math.Abs(float64(F8E4M3ToF32(c)) - float64(f))
+		if e < bestErr || (e == bestErr && c&1 == 0) {
+			best, bestErr = c, e
+		}
+	}
+	return sign | best
+}
+
+func TestF32ToF8E4M3MatchesSearch(t *testing.T) {
+	var cases []float32
+	// every representable value, the midpoints between neighbours and one
+	// float32 step either side of them (where rounding decides)
+	for c := 0; c < 0x7e; c++ {
+		a, b := F8E4M3ToF32(uint8(c)), F8E4M3ToF32(uint8(c+1))
+		mid := (a + b) / 2
+		for _, v := range []float32{a, b, mid, math.Nextafter32(mid, 0), math.Nextafter32(mid, 1000)} {
+			cases = append(cases, v, -v)
+		}
+	}
+	// a sweep over the bit patterns from 2^-12 to 2^10
+	for bits := uint32(0x39800000); bits < 0x44800000; bits += 0x1357 {
+		cases = append(cases, math.Float32frombits(bits), -math.Float32frombits(bits))
+	}
+	cases = append(cases, 0, float32(math.Copysign(0, -1)), 447.9, 448, 463.9, 464, 1e30, float32(math.Inf(1)), float32(math.Inf(-1)), 1e-30)
+	for _, f := range cases {
+		if got, want := F32ToF8E4M3(f), f8Search(f); got != want {
+			t.Fatalf("F32ToF8E4M3(%g) = %#x, want %#x", f, got, want)
+		}
+	}
+	if got := F32ToF8E4M3(float32(math.NaN())); F8E4M3ToF32(got) == F8E4M3ToF32(got) {
+		t.Errorf("NaN became %#x", got)
+	}
+}

@@ -9,7 +9,9 @@
 # Environment: MODEL (default /dev/shm/rm; synthesized when missing), CONFIG
 # (default testdata/configs/Ring-mini-linear-2.0.json), STAGES (default
 # "bench,bench32k,logits,torch,check"; also "decode": decode only, with and without CUDA graphs,
-# and "profile": GPU time per kernel of a decode step), ROWS (rows per prefill pass, default 8192).
+# "profile": GPU time per kernel of a decode step, "fp8": the bench stage with the weights quantized
+# to FP8 on load), ROWS (rows per prefill pass, default 8192), QUANT (--quantize for the decode and
+# profile stages, e.g. fp8).
 # Logs go to $OUT (or ./gpu-bench-out).
 set -u
 cd "$(dirname "$0")/.."
@@ -59,16 +61,22 @@ if has bench32k; then
 	log "ringo bench: decode batch 1 at 32k context"
 	timeout 120 $RINGO bench --device cuda --model "$MODEL" --prompt 4k --batch-rows "$ROWS" --gen 64 --context 32k --batch 1 2>&1 | tee "$OUTDIR/ringo_bench32k.txt"
 fi
+Q=""
+[ -n "${QUANT:-}" ] && Q="--quantize $QUANT"
+if has fp8; then
+	log "ringo bench, FP8 on load: prefill 4k,32k ($ROWS rows per pass), decode batch 1 and 64 at 1k context"
+	timeout 400 $RINGO bench --device cuda --quantize fp8 --model "$MODEL" --prompt 4k,32k --batch-rows "$ROWS" --gen 64 --context 1k --batch 1,64 2>&1 | tee "$OUTDIR/ringo_bench_fp8.txt"
+fi
 if has decode; then
 	# decode only, with CUDA graphs (default) and without; RINGO_CUDA_STATS prints kernels and driver calls per step
 	for g in "" 1; do
-		log "ringo bench: decode batch 1 and 64 at 1k and 32k context (RINGO_CUDA_NO_GRAPHS=$g)"
-		RINGO_CUDA_NO_GRAPHS=$g RINGO_CUDA_STATS=32 timeout 200 $RINGO bench --device cuda --model "$MODEL" --prompt 512 --gen 64 --context 1k,32k --batch 1,64 2>&1 | tee "$OUTDIR/ringo_decode$g.txt"
+		log "ringo bench $Q: decode batch 1 and 64 at 1k and 32k context (RINGO_CUDA_NO_GRAPHS=$g)"
+		RINGO_CUDA_NO_GRAPHS=$g RINGO_CUDA_STATS=32 timeout 200 $RINGO bench --device cuda $Q --model "$MODEL" --prompt 512 --gen 64 --context 1k,32k --batch 1,64 2>&1 | tee "$OUTDIR/ringo_decode$g.txt"
 	done
 fi
 if has profile; then
-	log "ringo bench: GPU time per kernel of a decode step (eager, events around every kernel)"
-	RINGO_CUDA_PROFILE=1 RINGO_CUDA_STATS=64 timeout 150 $RINGO bench --device cuda --model "$MODEL" --prompt 512 --gen 64 --context 1k --batch 1 2>&1 | tee "$OUTDIR/ringo_profile.txt"
+	log "ringo bench $Q: GPU time per kernel of a decode step (eager, events around every kernel)"
+	RINGO_CUDA_PROFILE=1 RINGO_CUDA_STATS=64 timeout 150 $RINGO bench --device cuda $Q --model "$MODEL" --prompt 512 --gen 64 --context 1k --batch 1 2>&1 | tee "$OUTDIR/ringo_profile.txt"
 fi
 CMP=""
 if has logits; then

@@ -74,6 +74,7 @@ type Backend struct {
 	fnNames   map[uintptr]string
 	kernelSrc string // where the kernels came from
 	mma       bool   // fast mode may use the tensor-core kernels (sm_80+)
+	fp8       bool   // FP8 weights stay FP8 on the device (fast mode with mma and cuBLASLt)
 
 	roofOnce       sync.Once
 	roofBW, roofFL float64
@@ -235,14 +236,15 @@ func New(device int, opts Options) (*Backend, error) {
 	} else if !opts.Precise {
 		return fail(fmt.Errorf("%v (fast mode needs cuBLASLt; use Options{Precise: true} without it)", err))
 	}
+	b.fp8 = !opts.Precise && b.mma && b.lt != nil && os.Getenv("RINGO_CUDA_NO_FP8") == ""
 	return b, nil
 }
 
 var kernelNames = []string{
 	"k_copy", "k_fill", "k_add", "k_silu", "k_silumul", "k_sigmul", "k_gather", "k_tobf16",
-	"embed_f32", "embed_f16", "embed_bf16", "k_rmsnorm", "k_rope",
-	"gemv_f32", "gemv_f16", "gemv_bf16", "gemv_bf16v", "gemm_f32", "gemm_f16", "gemm_bf16",
-	"moe_gemv_f32", "moe_gemv_f16", "moe_gemv_bf16", "moe_gemv_bf16v", "moe_down_bf16v",
+	"embed_f32", "embed_f16", "embed_bf16", "embed_fp8", "k_rmsnorm", "k_rope",
+	"gemv_f32", "gemv_f16", "gemv_bf16", "gemv_bf16v", "gemv_fp8", "k_fp8_bf16", "gemm_f32", "gemm_f16", "gemm_bf16",
+	"moe_gemv_f32", "moe_gemv_f16", "moe_gemv_bf16", "moe_gemv_bf16v", "moe_down_bf16v", "moe_gemv_fp8", "moe_down_fp8", "moe_mma16_fp8", "moe_mma64_fp8",
 	"k_moe_plan", "moe_gemm_f32", "moe_gemm_f16", "moe_gemm_bf16", "k_moe_combine", "k_route",
 	"k_lightning_rec", "k_lightning_chunk", "k_kvstore", "k_attn", "k_attn_combine",
 	"moe_mma16", "moe_mma64", "k_fattn64", "k_fattn128", "k_ltc_kv64", "k_ltc_kv128", "k_ltc_scan", "k_ltc_out64", "k_ltc_out128",

@@ -92,7 +92,7 @@ func TestFastLightning(t *testing.T) {
 func TestFastAttention(t *testing.T) {
 	g := gpu(t, false)
 	rng := rand.New(rand.NewSource(22))
-	for _, c := range []struct{ H, Hkv, hd int }{{8, 2, 128}, {4, 4, 64}, {4, 2, 16}} {
+	for _, c := range []struct{ H, Hkv, hd int }{{8, 2, 128}, {4, 4, 64}, {8, 2, 64}, {4, 2, 16}} {
 		caches := make([]backend.KV, 2)
 		gc := make([]backend.KV, 2)
 		for i := range caches {

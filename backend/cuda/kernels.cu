@@ -39,6 +39,32 @@ struct WBF16 {
   static __device__ __forceinline__ float ld(const u16* p, i64 i) { return bf16f(p[i]); }
 };
 
+// fp8x4 converts four OCP E4M3 values (bytes of w, lowest first) exactly to
+// float: on sm_89+ with the hardware E4M3→F16 conversion; elsewhere by moving
+// the bits into a half ((x & 0x7f) << 7 has the E4M3 value times 2^-8, the
+// sign goes to bit 15) and scaling back by 2^8.
+__device__ __forceinline__ void fp8x4(u32 w, float* f) {
+#if __CUDA_ARCH__ >= 890
+  u32 lo, hi;
+  asm("{.reg .b16 a, b;\n mov.b32 {a, b}, %2;\n cvt.rn.f16x2.e4m3x2 %0, a;\n cvt.rn.f16x2.e4m3x2 %1, b;}" : "=r"(lo), "=r"(hi) : "r"(w));
+  f[0] = f16f((u16)(lo & 0xffff));
+  f[1] = f16f((u16)(lo >> 16));
+  f[2] = f16f((u16)(hi & 0xffff));
+  f[3] = f16f((u16)(hi >> 16));
+#else
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    u32 b = (w >> (8 * i)) & 0xff;
+    f[i] = f16f((u16)(((b & 0x80) << 8) | ((b & 0x7f) << 7))) * 256.f;
+  }
+#endif
+}
+__device__ __forceinline__ float fp8f(unsigned char b) {
+  float f[4];
+  fp8x4((u32)b, f);
+  return f[0];
+}
+
 // ---------------------------------------------------------------------------
 // reductions
 
@@ -167,6 +193,14 @@ __device__ void embed_impl(float* d, i64 ldd, const typename W::T* table, const 
 extern "C" __global__ void embed_f32(float* d, i64 ldd, const float* t, const int* ids, int n, int cols) { embed_impl<WF32>(d, ldd, t, ids, n, cols); }
 extern "C" __global__ void embed_f16(float* d, i64 ldd, const u16* t, const int* ids, int n, int cols) { embed_impl<WF16>(d, ldd, t, ids, n, cols); }
 extern "C" __global__ void embed_bf16(float* d, i64 ldd, const u16* t, const int* ids, int n, int cols) { embed_impl<WBF16>(d, ldd, t, ids, n, cols); }
+// embed_fp8: E4M3 table with block scales S [ceil(rows/br)][sc].
+extern "C" __global__ void embed_fp8(float* d, i64 ldd, const unsigned char* t, const int* ids, int n, int cols, const float* S, int sc, int br, int bc) {
+  GRID_LOOP((i64)n * cols) {
+    i64 r = idx / cols, c = idx % cols;
+    i64 id = ids[r];
+    d[r * ldd + c] = fp8f(t[id * cols + c]) * S[(id / br) * sc + c / bc];
+  }
+}
 
 // ---------------------------------------------------------------------------
 // RMSNorm: one block per (row, group); the sum of squares in double as the
@@ -246,8 +280,26 @@ extern "C" __global__ void gemv_f32(const float* X, i64 ldx, int T, const float*
 extern "C" __global__ void gemv_f16(const float* X, i64 ldx, int T, const u16* W, int N, int K, float* Y, i64 ldy) { gemv_impl<WF16>(X, ldx, T, W, N, K, Y, ldy); }
 extern "C" __global__ void gemv_bf16(const float* X, i64 ldx, int T, const u16* W, int N, int K, float* Y, i64 ldy) { gemv_impl<WBF16>(X, ldx, T, W, N, K, Y, ldy); }
 
-// gemv_bf16v is gemv_bf16 with 16-byte loads: requires K % 8 == 0, X and ldx 16-byte aligned.
-extern "C" __global__ void gemv_bf16v(const float* X, i64 ldx, int T, const u16* Wt, int N, int K, float* Y, i64 ldy) {
+// gemv_bf16v is gemv_bf16 with 16-byte loads: requires K % 8 == 0, X and ldx
+// 16-byte aligned. Each lane issues GV_U weight loads before using any, so
+// that enough bytes are in flight to approach HBM bandwidth.
+#define GV_U 4
+__device__ __forceinline__ void bf16x8(uint4 wv, float* w) {
+  w[0] = __uint_as_float(wv.x << 16); w[1] = __uint_as_float(wv.x & 0xffff0000u);
+  w[2] = __uint_as_float(wv.y << 16); w[3] = __uint_as_float(wv.y & 0xffff0000u);
+  w[4] = __uint_as_float(wv.z << 16); w[5] = __uint_as_float(wv.z & 0xffff0000u);
+  w[6] = __uint_as_float(wv.w << 16); w[7] = __uint_as_float(wv.w & 0xffff0000u);
+}
+// dot8 multiplies 8 weights by 8 activations in memory (16-byte aligned);
+// dot8r by 8 activations in registers.
+__device__ __forceinline__ float dot8(const float* w, const float* x) {
+  float4 a = ((const float4*)x)[0], b = ((const float4*)x)[1];
+  return w[0] * a.x + w[1] * a.y + w[2] * a.z + w[3] * a.w + w[4] * b.x + w[5] * b.y + w[6] * b.z + w[7] * b.w;
+}
+__device__ __forceinline__ float dot8r(const float* w, const float* x) {
+  return w[0] * x[0] + w[1] * x[1] + w[2] * x[2] + w[3] * x[3] + w[4] * x[4] + w[5] * x[5] + w[6] * x[6] + w[7] * x[7];
+}
+extern "C" __global__ void gemv_bf16v(const float* X, i64 ldx, int T, const u16* __restrict__ Wt, int N, int K, float* Y, i64 ldy) {
   int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   int n = blockIdx.x * GEMV_WARPS + warp;
   if (n >= N) return;
@@ -256,20 +308,19 @@ extern "C" __global__ void gemv_bf16v(const float* X, i64 ldx, int T, const u16*
 #pragma unroll
   for (int t = 0; t < GEMV_T; t++) acc[t] = 0.f;
   int K8 = K / 8;
-  for (int k8 = lane; k8 < K8; k8 += 32) {
-    uint4 wv = wr[k8];
-    float w[8];
-    w[0] = __uint_as_float(wv.x << 16); w[1] = __uint_as_float(wv.x & 0xffff0000u);
-    w[2] = __uint_as_float(wv.y << 16); w[3] = __uint_as_float(wv.y & 0xffff0000u);
-    w[4] = __uint_as_float(wv.z << 16); w[5] = __uint_as_float(wv.z & 0xffff0000u);
-    w[6] = __uint_as_float(wv.w << 16); w[7] = __uint_as_float(wv.w & 0xffff0000u);
+  for (int k0 = lane; k0 < K8; k0 += 32 * GV_U) {
+    uint4 wv[GV_U];
 #pragma unroll
-    for (int t = 0; t < GEMV_T; t++) {
-      if (t < T) {
-        const float4* xp = (const float4*)(X + (i64)t * ldx + (i64)k8 * 8);
-        float4 a = xp[0], b = xp[1];
-        acc[t] += w[0] * a.x + w[1] * a.y + w[2] * a.z + w[3] * a.w + w[4] * b.x + w[5] * b.y + w[6] * b.z + w[7] * b.w;
-      }
+    for (int u = 0; u < GV_U; u++) wv[u] = k0 + 32 * u < K8 ? __ldg(wr + k0 + 32 * u) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int u = 0; u < GV_U; u++) {
+      int k8 = k0 + 32 * u;
+      if (k8 >= K8) break;
+      float w[8];
+      bf16x8(wv[u], w);
+#pragma unroll
+      for (int t = 0; t < GEMV_T; t++)
+        if (t < T) acc[t] += dot8(w, X + (i64)t * ldx + (i64)k8 * 8);
     }
   }
 #pragma unroll
@@ -278,6 +329,63 @@ extern "C" __global__ void gemv_bf16v(const float* X, i64 ldx, int T, const u16*
       float s = warp_sum(acc[t]);
       if (lane == 0) Y[(i64)t * ldy + n] = s;
     }
+  }
+}
+
+// gemv_fp8: E4M3 weights with block scales S [ceil(N/br)][sc] (sc =
+// ceil(K/bc)); K % 16 == 0, bc % 16 == 0, X and ldx 16-byte aligned. Each
+// 16-byte load is 16 weights of one block; their dot product is scaled once.
+__device__ __forceinline__ void fp8x16(uint4 wv, float* w) {
+  fp8x4(wv.x, w);
+  fp8x4(wv.y, w + 4);
+  fp8x4(wv.z, w + 8);
+  fp8x4(wv.w, w + 12);
+}
+__device__ __forceinline__ float dot16fp8(uint4 wv, const float* x) {
+  float w[16];
+  fp8x16(wv, w);
+  return dot8(w, x) + dot8(w + 8, x + 8);
+}
+extern "C" __global__ void gemv_fp8(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br, int bc,
+                                    float* Y, i64 ldy) {
+  int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  int n = blockIdx.x * GEMV_WARPS + warp;
+  if (n >= N) return;
+  const uint4* wr = (const uint4*)(Wt + (i64)n * K);
+  const float* sr = S + (i64)(n / br) * sc;
+  float acc[GEMV_T];
+#pragma unroll
+  for (int t = 0; t < GEMV_T; t++) acc[t] = 0.f;
+  int K16 = K / 16;
+  for (int k0 = lane; k0 < K16; k0 += 32 * GV_U) {
+    uint4 wv[GV_U];
+#pragma unroll
+    for (int u = 0; u < GV_U; u++) wv[u] = k0 + 32 * u < K16 ? __ldg(wr + k0 + 32 * u) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int u = 0; u < GV_U; u++) {
+      int k16 = k0 + 32 * u;
+      if (k16 >= K16) break;
+      float s = sr[k16 * 16 / bc];
+#pragma unroll
+      for (int t = 0; t < GEMV_T; t++)
+        if (t < T) acc[t] += s * dot16fp8(wv[u], X + (i64)t * ldx + (i64)k16 * 16);
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < GEMV_T; t++) {
+    if (t < T) {
+      float s = warp_sum(acc[t]);
+      if (lane == 0) Y[(i64)t * ldy + n] = s;
+    }
+  }
+}
+
+// k_fp8_bf16 widens an [N, K] E4M3 weight with block scales to BF16 (for
+// the cuBLASLt GEMMs of prefill).
+extern "C" __global__ void k_fp8_bf16(u16* d, const unsigned char* W, int N, int K, const float* S, int sc, int br, int bc) {
+  GRID_LOOP((i64)N * K) {
+    i64 n = idx / K, k = idx % K;
+    d[idx] = f2bf16(fp8f(W[idx]) * S[(n / br) * sc + k / bc]);
   }
 }
 
@@ -452,21 +560,57 @@ MOE_GEMV(moe_gemv_f32, WF32)
 MOE_GEMV(moe_gemv_f16, WF16)
 MOE_GEMV(moe_gemv_bf16, WBF16)
 
-// moe_gemv_bf16v: 16-byte loads; K % 8 == 0 and X rows 16-byte aligned.
-extern "C" __global__ void moe_gemv_bf16v(const float* X, i64 ldx, const int* ids, int topk, int mode, const u16* Wt, int N, int K, float* Y, i64 ldy) {
+// moe_gemv_bf16v: 16-byte loads (GV_U in flight per lane); K % 8 == 0 and X
+// rows 16-byte aligned.
+extern "C" __global__ void moe_gemv_bf16v(const float* X, i64 ldx, const int* ids, int topk, int mode, const u16* __restrict__ Wt, int N, int K, float* Y, i64 ldy) {
   int s = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   int n = blockIdx.x * GEMV_WARPS + warp;
   if (n >= N) return;
-  const float4* xr = (const float4*)(X + (i64)(mode == 0 ? s / topk : s) * ldx);
+  const float* xr = X + (i64)(mode == 0 ? s / topk : s) * ldx;
   const uint4* wr = (const uint4*)(Wt + ((i64)ids[s] * N + n) * K);
   float acc = 0.f;
-  for (int k8 = lane; k8 < K / 8; k8 += 32) {
-    uint4 wv = wr[k8];
-    float4 a = xr[2 * k8], b = xr[2 * k8 + 1];
-    acc += __uint_as_float(wv.x << 16) * a.x + __uint_as_float(wv.x & 0xffff0000u) * a.y +
-           __uint_as_float(wv.y << 16) * a.z + __uint_as_float(wv.y & 0xffff0000u) * a.w +
-           __uint_as_float(wv.z << 16) * b.x + __uint_as_float(wv.z & 0xffff0000u) * b.y +
-           __uint_as_float(wv.w << 16) * b.z + __uint_as_float(wv.w & 0xffff0000u) * b.w;
+  int K8 = K / 8;
+  for (int k0 = lane; k0 < K8; k0 += 32 * GV_U) {
+    uint4 wv[GV_U];
+#pragma unroll
+    for (int u = 0; u < GV_U; u++) wv[u] = k0 + 32 * u < K8 ? __ldg(wr + k0 + 32 * u) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int u = 0; u < GV_U; u++) {
+      int k8 = k0 + 32 * u;
+      if (k8 >= K8) break;
+      float w[8];
+      bf16x8(wv[u], w);
+      acc += dot8(w, xr + (i64)k8 * 8);
+    }
+  }
+  acc = warp_sum(acc);
+  if (lane == 0) Y[(i64)s * ldy + n] = acc;
+}
+
+// moe_gemv_fp8: moe_gemv_bf16v for E4M3 experts; expert e's scales are
+// S + e*(N/br)*(K/bc) ([N/br][K/bc]); N % br == 0, K % bc == 0, bc % 16 == 0.
+extern "C" __global__ void moe_gemv_fp8(const float* X, i64 ldx, const int* ids, int topk, int mode, const unsigned char* __restrict__ Wt, int N, int K,
+                                        const float* S, int br, int bc, float* Y, i64 ldy) {
+  int s = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  int n = blockIdx.x * GEMV_WARPS + warp;
+  if (n >= N) return;
+  const float* xr = X + (i64)(mode == 0 ? s / topk : s) * ldx;
+  i64 e = ids[s];
+  const uint4* wr = (const uint4*)(Wt + (e * N + n) * K);
+  int sc = K / bc;
+  const float* sr = S + e * (N / br) * sc + (i64)(n / br) * sc;
+  float acc = 0.f;
+  int K16 = K / 16;
+  for (int k0 = lane; k0 < K16; k0 += 32 * GV_U) {
+    uint4 wv[GV_U];
+#pragma unroll
+    for (int u = 0; u < GV_U; u++) wv[u] = k0 + 32 * u < K16 ? __ldg(wr + k0 + 32 * u) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int u = 0; u < GV_U; u++) {
+      int k16 = k0 + 32 * u;
+      if (k16 >= K16) break;
+      acc += sr[k16 * 16 / bc] * dot16fp8(wv[u], xr + (i64)k16 * 16);
+    }
   }
   acc = warp_sum(acc);
   if (lane == 0) Y[(i64)s * ldy + n] = acc;
@@ -476,23 +620,64 @@ extern "C" __global__ void moe_gemv_bf16v(const float* X, i64 ldx, const int* id
 // SwiGLU fused into its input: X[s, k] = silu(GU[s, k]) * GU[s, K + k] (the
 // expression of k_silumul). K % 8 == 0 and GU rows 16-byte aligned.
 __device__ __forceinline__ float silu_mul(float g, float u) { return g / (1.0f + expf(-g)) * u; }
-extern "C" __global__ void moe_down_bf16v(const float* GU, i64 ldgu, const int* ids, const u16* Wt, int N, int K, float* Y, i64 ldy) {
+__device__ __forceinline__ void swiglu8(const float* g, const float* u, float* x) {
+  float4 ga = ((const float4*)g)[0], gb = ((const float4*)g)[1], ua = ((const float4*)u)[0], ub = ((const float4*)u)[1];
+  x[0] = silu_mul(ga.x, ua.x); x[1] = silu_mul(ga.y, ua.y); x[2] = silu_mul(ga.z, ua.z); x[3] = silu_mul(ga.w, ua.w);
+  x[4] = silu_mul(gb.x, ub.x); x[5] = silu_mul(gb.y, ub.y); x[6] = silu_mul(gb.z, ub.z); x[7] = silu_mul(gb.w, ub.w);
+}
+extern "C" __global__ void moe_down_bf16v(const float* GU, i64 ldgu, const int* ids, const u16* __restrict__ Wt, int N, int K, float* Y, i64 ldy) {
   int s = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   int n = blockIdx.x * GEMV_WARPS + warp;
   if (n >= N) return;
-  const float4* gr = (const float4*)(GU + (i64)s * ldgu);
-  const float4* ur = (const float4*)(GU + (i64)s * ldgu + K);
+  const float* gr = GU + (i64)s * ldgu;
   const uint4* wr = (const uint4*)(Wt + ((i64)ids[s] * N + n) * K);
   float acc = 0.f;
-  for (int k8 = lane; k8 < K / 8; k8 += 32) {
-    uint4 wv = wr[k8];
-    float4 ga = gr[2 * k8], gb = gr[2 * k8 + 1], ua = ur[2 * k8], ub = ur[2 * k8 + 1];
-    float4 a = make_float4(silu_mul(ga.x, ua.x), silu_mul(ga.y, ua.y), silu_mul(ga.z, ua.z), silu_mul(ga.w, ua.w));
-    float4 b = make_float4(silu_mul(gb.x, ub.x), silu_mul(gb.y, ub.y), silu_mul(gb.z, ub.z), silu_mul(gb.w, ub.w));
-    acc += __uint_as_float(wv.x << 16) * a.x + __uint_as_float(wv.x & 0xffff0000u) * a.y +
-           __uint_as_float(wv.y << 16) * a.z + __uint_as_float(wv.y & 0xffff0000u) * a.w +
-           __uint_as_float(wv.z << 16) * b.x + __uint_as_float(wv.z & 0xffff0000u) * b.y +
-           __uint_as_float(wv.w << 16) * b.z + __uint_as_float(wv.w & 0xffff0000u) * b.w;
+  int K8 = K / 8;
+  for (int k0 = lane; k0 < K8; k0 += 32 * GV_U) {
+    uint4 wv[GV_U];
+#pragma unroll
+    for (int u = 0; u < GV_U; u++) wv[u] = k0 + 32 * u < K8 ? __ldg(wr + k0 + 32 * u) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int u = 0; u < GV_U; u++) {
+      int k8 = k0 + 32 * u;
+      if (k8 >= K8) break;
+      float w[8], x[8];
+      bf16x8(wv[u], w);
+      swiglu8(gr + k8 * 8, gr + K + k8 * 8, x);
+      acc += dot8r(w, x);
+    }
+  }
+  acc = warp_sum(acc);
+  if (lane == 0) Y[(i64)s * ldy + n] = acc;
+}
+
+// moe_down_fp8: moe_down_bf16v for E4M3 experts (scales as in moe_gemv_fp8).
+extern "C" __global__ void moe_down_fp8(const float* GU, i64 ldgu, const int* ids, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int br,
+                                        int bc, float* Y, i64 ldy) {
+  int s = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  int n = blockIdx.x * GEMV_WARPS + warp;
+  if (n >= N) return;
+  const float* gr = GU + (i64)s * ldgu;
+  i64 e = ids[s];
+  const uint4* wr = (const uint4*)(Wt + (e * N + n) * K);
+  int sc = K / bc;
+  const float* sr = S + e * (N / br) * sc + (i64)(n / br) * sc;
+  float acc = 0.f;
+  int K16 = K / 16;
+  for (int k0 = lane; k0 < K16; k0 += 32 * GV_U) {
+    uint4 wv[GV_U];
+#pragma unroll
+    for (int u = 0; u < GV_U; u++) wv[u] = k0 + 32 * u < K16 ? __ldg(wr + k0 + 32 * u) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int u = 0; u < GV_U; u++) {
+      int k16 = k0 + 32 * u;
+      if (k16 >= K16) break;
+      float w[16], x[16];
+      fp8x16(wv[u], w);
+      swiglu8(gr + k16 * 16, gr + K + k16 * 16, x);
+      swiglu8(gr + k16 * 16 + 8, gr + K + k16 * 16 + 8, x + 8);
+      acc += sr[k16 * 16 / bc] * (dot8r(w, x) + dot8r(w + 8, x + 8));
+    }
   }
   acc = warp_sum(acc);
   if (lane == 0) Y[(i64)s * ldy + n] = acc;
@@ -527,8 +712,8 @@ extern "C" __global__ void k_route(const float* logits, i64 ld, int E, const flo
                                    int sigm, int normalize, float rscale, int* ids, float* wts) {
   __shared__ float s[1024], c[1024], gs[1024];
   __shared__ int keep[1024];
-  __shared__ int rv[1024], ri[1024];
-  __shared__ float rf[1024];
+  __shared__ int ri[64];
+  __shared__ float rf[64];
   __shared__ int sel[256];
   __shared__ double shd[32];
   __shared__ float shf[32];
@@ -575,28 +760,40 @@ extern "C" __global__ void k_route(const float* logits, i64 ld, int E, const flo
     }
   }
   __syncthreads();
+  // top-k by k rounds of arg-max (higher score first, ties to the lower
+  // index): within each warp by shuffles, then over the warps' winners by
+  // every thread; the winners' buffers alternate so one barrier per round
+  // suffices.
   bool cand = in && keep[tid / per];
+  int lane = tid & 31, warp = tid >> 5, nw = blockDim.x >> 5;
   for (int k = 0; k < topk; k++) {
-    rv[tid] = cand;
-    rf[tid] = in ? c[tid] : 0.f;
-    ri[tid] = tid;
-    __syncthreads();
-    for (int o = blockDim.x / 2; o > 0; o >>= 1) {
-      if (tid < o) {
-        int j = tid + o;
-        if (beats(rv[j], rf[j], ri[j], rv[tid], rf[tid], ri[tid])) {
-          rv[tid] = rv[j];
-          rf[tid] = rf[j];
-          ri[tid] = ri[j];
-        }
+    float v = cand ? c[tid] : NEG_INF;
+    int vi = cand ? tid : 0x7fffffff;
+    for (int o = 16; o > 0; o >>= 1) {
+      float v2 = __shfl_down_sync(0xffffffffu, v, o);
+      int i2 = __shfl_down_sync(0xffffffffu, vi, o);
+      if (beats(i2 != 0x7fffffff, v2, i2, vi != 0x7fffffff, v, vi)) {
+        v = v2;
+        vi = i2;
       }
-      __syncthreads();
     }
-    int w = ri[0];
-    if (tid == 0) sel[k] = w;
-    if (tid == w) cand = false;
+    int buf = (k & 1) * 32;
+    if (lane == 0) {
+      rf[buf + warp] = v;
+      ri[buf + warp] = vi;
+    }
     __syncthreads();
+    float bv = rf[buf];
+    int bi = ri[buf];
+    for (int w2 = 1; w2 < nw; w2++)
+      if (beats(ri[buf + w2] != 0x7fffffff, rf[buf + w2], ri[buf + w2], bi != 0x7fffffff, bv, bi)) {
+        bv = rf[buf + w2];
+        bi = ri[buf + w2];
+      }
+    if (tid == 0) sel[k] = bi;
+    if (tid == bi) cand = false;
   }
+  __syncthreads();
   if (tid == 0) {
     float sum = 0.f;
     for (int k = 0; k < topk; k++) sum += s[sel[k]];
@@ -613,8 +810,8 @@ extern "C" __global__ void k_route(const float* logits, i64 ld, int E, const flo
 // Lightning attention. spans: int[3*n] = (row, n, pos); states: per span the
 // device address of its [H*d, d] float32 state (contiguous).
 
-// Recurrent form: grid = spans*H, block = (d, R); thread (j, ir) owns column j
-// of S for rows i = ir, ir+R, ...
+// Recurrent form: grid = (spans*H, d/JB), block = (JB, R); thread (jx, ir)
+// owns column j = blockIdx.y*JB + jx of S for rows i = ir, ir+R, ...
 extern "C" __global__ void k_lightning_rec(float* o, i64 ldo, const float* q, i64 ldq, const float* k, i64 ldk, const float* v, i64 ldv,
                                            const int* spans, const i64* states, const float* decay, int H, int d, float scale) {
   extern __shared__ float sh[];
@@ -623,7 +820,7 @@ extern "C" __global__ void k_lightning_rec(float* o, i64 ldo, const float* q, i6
   if (n == 0) return;
   float* S = (float*)states[sp] + (i64)h * d * d;
   float lam = (float)exp(-(double)decay[h]);
-  int j = threadIdx.x, ir = threadIdx.y, R = blockDim.y;
+  int JB = blockDim.x, jx = threadIdx.x, j = blockIdx.y * JB + jx, ir = threadIdx.y, R = blockDim.y;
   for (int t = 0; t < n; t++) {
     i64 row = row0 + t;
     const float* qt = q + row * ldq + (i64)h * d;
@@ -635,11 +832,11 @@ extern "C" __global__ void k_lightning_rec(float* o, i64 ldo, const float* q, i6
       S[i * d + j] = s;
       acc += qt[i] * s;
     }
-    sh[ir * d + j] = acc;
+    sh[ir * JB + jx] = acc;
     __syncthreads();
     if (ir == 0) {
       float sum = 0.f;
-      for (int rr = 0; rr < R; rr++) sum += sh[rr * d + j];
+      for (int rr = 0; rr < R; rr++) sum += sh[rr * JB + jx];
       o[row * ldo + (i64)h * d + j] = sum * scale;
     }
     __syncthreads();
@@ -767,6 +964,8 @@ extern "C" __global__ void k_attn(float* o, i64 ldo, const float* q, i64 ldq, co
   if (tid < hd) qs[tid] = q[(i64)r * ldq + (i64)h * hd + tid];
   __syncthreads();
   float m = NEG_INF, l = 0.f, acc = 0.f;
+  // P·V: ngrp groups of hd threads take every ngrp-th key
+  int ngrp = blockDim.x / hd, grp = tid / hd, col = tid - grp * hd;
   for (int j0 = jb; j0 < je; j0 += 256) {
     int nj = min(256, je - j0);
     for (int jj = warp; jj < nj; jj += nw) {
@@ -784,12 +983,21 @@ extern "C" __global__ void k_attn(float* o, i64 ldo, const float* q, i64 ldq, co
     float psum = block_sum(pj, shf);
     float corr = expf(m - mnew);
     l = l * corr + psum;
-    if (tid < hd) {
+    if (grp < ngrp) {
       acc *= corr;
-      for (int j = 0; j < nj; j++) acc += p[j] * V[(i64)(j0 + j) * lV + tid];
+#pragma unroll 4
+      for (int j = grp; j < nj; j += ngrp) acc += p[j] * V[(i64)(j0 + j) * lV + col];
     }
     m = mnew;
     __syncthreads();
+  }
+  if (ngrp > 1) {
+    if (grp < ngrp) p[tid] = acc;
+    __syncthreads();
+    if (tid < hd) {
+      acc = p[tid];
+      for (int gi = 1; gi < ngrp; gi++) acc += p[gi * hd + tid];
+    }
   }
   if (S == 1) {
     if (tid < hd) o[(i64)r * ldo + (i64)h * hd + tid] = acc / l;
@@ -870,16 +1078,21 @@ __device__ __forceinline__ void lda_frag(u32* a, const u16* s, int ld, int r, in
 #define MM_BK 64
 #define MM_LD 72
 
-template <int BM, int WM>
+// With F8 the experts are E4M3 (Wv bytes) with block scales as in
+// moe_gemv_fp8 (K % 16 == 0), widened to BF16 as they are loaded.
+template <int BM, int WM, bool F8>
 __device__ __forceinline__ void moe_mma_impl(const float* X, i64 ldx, const int* perm, int topk, int mode, const int* tiles,
-                                             const int* ntiles, const u16* Wt, int N, int K, float* Y, i64 ldy) {
+                                             const int* ntiles, const void* Wv, int N, int K, const float* S, int br, int bc,
+                                             float* Y, i64 ldy) {
   __shared__ __align__(16) u16 As[BM * MM_LD];
   __shared__ __align__(16) u16 Bs[64 * MM_LD];
   int ti = blockIdx.y;
   if (ti >= *ntiles) return;
   int e = tiles[3 * ti], p0 = tiles[3 * ti + 1], m = tiles[3 * ti + 2];
   int n0 = blockIdx.x * 64;
-  const u16* W = Wt + (i64)e * N * K;
+  const u16* W = (const u16*)Wv + (i64)e * N * K;
+  const unsigned char* W8 = (const unsigned char*)Wv + (i64)e * N * K;
+  const float* Se = F8 ? S + (i64)e * (N / br) * (K / bc) : 0;
   int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tg = lane & 3;
   constexpr int WN = 4 / WM;
   constexpr int MT = BM / WM / 16;
@@ -914,7 +1127,17 @@ __device__ __forceinline__ void moe_mma_impl(const float* X, i64 ldx, const int*
     for (int i = 0; i < 4; i++) {
       int idx = tid + 128 * i, r = idx / 8, c = (idx % 8) * 8;
       int n = n0 + r, k = k0 + c;
-      if (n < N && wvec && k + 8 <= K) {
+      if (F8) {
+        bv[i] = make_uint4(0, 0, 0, 0);
+        if (n < N && k + 8 <= K) {
+          uint2 raw = *(const uint2*)(W8 + (i64)n * K + k);
+          float sc = Se[(n / br) * (K / bc) + k / bc], f[8];
+          fp8x4(raw.x, f);
+          fp8x4(raw.y, f + 4);
+          bv[i] = make_uint4(pack_bf16(f[0] * sc, f[1] * sc), pack_bf16(f[2] * sc, f[3] * sc), pack_bf16(f[4] * sc, f[5] * sc),
+                             pack_bf16(f[6] * sc, f[7] * sc));
+        }
+      } else if (n < N && wvec && k + 8 <= K) {
         bv[i] = *(const uint4*)(W + (i64)n * K + k);
       } else {
         u16 t[8];
@@ -978,25 +1201,40 @@ __device__ __forceinline__ void moe_mma_impl(const float* X, i64 ldx, const int*
 }
 extern "C" __global__ void __launch_bounds__(128) moe_mma16(const float* X, i64 ldx, const int* perm, int topk, int mode, const int* tiles,
                                                             const int* ntiles, const u16* Wt, int N, int K, float* Y, i64 ldy) {
-  moe_mma_impl<16, 1>(X, ldx, perm, topk, mode, tiles, ntiles, Wt, N, K, Y, ldy);
+  moe_mma_impl<16, 1, false>(X, ldx, perm, topk, mode, tiles, ntiles, Wt, N, K, 0, 1, 1, Y, ldy);
 }
 extern "C" __global__ void __launch_bounds__(128) moe_mma64(const float* X, i64 ldx, const int* perm, int topk, int mode, const int* tiles,
                                                             const int* ntiles, const u16* Wt, int N, int K, float* Y, i64 ldy) {
-  moe_mma_impl<64, 2>(X, ldx, perm, topk, mode, tiles, ntiles, Wt, N, K, Y, ldy);
+  moe_mma_impl<64, 2, false>(X, ldx, perm, topk, mode, tiles, ntiles, Wt, N, K, 0, 1, 1, Y, ldy);
+}
+extern "C" __global__ void __launch_bounds__(128) moe_mma16_fp8(const float* X, i64 ldx, const int* perm, int topk, int mode, const int* tiles,
+                                                                const int* ntiles, const unsigned char* Wt, int N, int K, const float* S, int br, int bc,
+                                                                float* Y, i64 ldy) {
+  moe_mma_impl<16, 1, true>(X, ldx, perm, topk, mode, tiles, ntiles, Wt, N, K, S, br, bc, Y, ldy);
+}
+extern "C" __global__ void __launch_bounds__(128) moe_mma64_fp8(const float* X, i64 ldx, const int* perm, int topk, int mode, const int* tiles,
+                                                                const int* ntiles, const unsigned char* Wt, int N, int K, const float* S, int br, int bc,
+                                                                float* Y, i64 ldy) {
+  moe_mma_impl<64, 2, true>(X, ldx, perm, topk, mode, tiles, ntiles, Wt, N, K, S, br, bc, Y, ldy);
 }
 
 // ---------------------------------------------------------------------------
 // Flash attention for prefill (causal GQA, head dim HD = 64 or 128) on tensor
-// cores: grid (ceil(maxN/64), H, spans), 128 threads; warp w owns query rows
-// 16w..16w+15 of the block's 64. Keys/values come from the FP32 cache in tiles
-// of 64, rounded to BF16 in shared memory; online softmax in FP32 (base 2).
+// cores: grid (ceil(maxN/64), H/G, spans), 128*G threads (G <= 4 for HD = 64,
+// G <= 2 for HD = 128, within the registers of the launch bounds): the block runs the G
+// query heads h0..h0+G-1 (G divides H/Hkv, so they share one KV head) of 64
+// query rows, and warp w owns rows 16(w%4)..+15 of head h0 + w/4. Keys/values
+// come from the FP32 cache in tiles of 64, rounded to BF16 in shared memory
+// once for the G heads; online softmax in FP32 (base 2).
 
 template <int HD>
 __device__ __forceinline__ void fattn_impl(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, const i64* caches, int H, int Hkv, float scale) {
   constexpr int KLD = HD + 8, VLD = 72, NO = HD / 8, KS = HD / 16;
   __shared__ __align__(16) u16 Ks[64 * KLD];
   __shared__ __align__(16) u16 Vt[HD * VLD];
-  int sp = blockIdx.z, h = blockIdx.y;
+  int sp = blockIdx.z, G = blockDim.x / 128;
+  int tid = threadIdx.x, warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, tg = lane & 3, nt = blockDim.x;
+  int h = blockIdx.y * G + (tid >> 7);
   int row0 = spans[3 * sp], n = spans[3 * sp + 1], pos = spans[3 * sp + 2];
   int r0 = blockIdx.x * 64;
   if (r0 >= n) return;
@@ -1004,7 +1242,6 @@ __device__ __forceinline__ void fattn_impl(float* o, i64 ldo, const float* q, i6
   const float* Kc = (const float*)caches[4 * sp] + (i64)kvh * HD;
   const float* Vc = (const float*)caches[4 * sp + 1] + (i64)kvh * HD;
   i64 lK = caches[4 * sp + 2], lV = caches[4 * sp + 3];
-  int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tg = lane & 3;
   int ra = r0 + 16 * warp + g, rb = ra + 8;  // rows within the span
   float qscale = scale * 1.4426950408889634f;
   u32 qa[KS][4];
@@ -1030,7 +1267,7 @@ __device__ __forceinline__ void fattn_impl(float* o, i64 ldo, const float* q, i6
   int warpMin = pos + r0 + 16 * warp;      // smallest query position of this warp
   for (int j0 = 0; j0 <= maxKey; j0 += 64) {
     __syncthreads();
-    for (int idx = tid; idx < 64 * HD / 2; idx += 128) {
+    for (int idx = tid; idx < 64 * HD / 2; idx += nt) {
       int j = idx / (HD / 2), c = (idx % (HD / 2)) * 2;
       int key = j0 + j;
       float x0 = 0.f, x1 = 0.f;
@@ -1041,7 +1278,7 @@ __device__ __forceinline__ void fattn_impl(float* o, i64 ldo, const float* q, i6
       }
       *(u32*)(Ks + j * KLD + c) = pack_bf16(x0, x1);
     }
-    for (int idx = tid; idx < 32 * HD; idx += 128) {
+    for (int idx = tid; idx < 32 * HD; idx += nt) {
       int jp = idx / HD, c = idx % HD;
       int key = j0 + 2 * jp;
       float x0 = key <= maxKey ? Vc[(i64)key * lV + c] : 0.f;
@@ -1137,10 +1374,10 @@ __device__ __forceinline__ void fattn_impl(float* o, i64 ldo, const float* q, i6
     }
   }
 }
-extern "C" __global__ void __launch_bounds__(128) k_fattn64(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, const i64* caches, int H, int Hkv, float scale) {
+extern "C" __global__ void __launch_bounds__(512) k_fattn64(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, const i64* caches, int H, int Hkv, float scale) {
   fattn_impl<64>(o, ldo, q, ldq, spans, caches, H, Hkv, scale);
 }
-extern "C" __global__ void __launch_bounds__(128) k_fattn128(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, const i64* caches, int H, int Hkv, float scale) {
+extern "C" __global__ void __launch_bounds__(256) k_fattn128(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, const i64* caches, int H, int Hkv, float scale) {
   fattn_impl<128>(o, ldo, q, ldq, spans, caches, H, Hkv, scale);
 }
 
@@ -1228,11 +1465,22 @@ extern "C" __global__ void k_ltc_scan(float* kv, const int* chunks, const int* s
   double a = (double)decay[h];
   float* S = (float*)states[sp] + (i64)h * D * D + e;
   float s = *S;
-  for (int c = c0; c < c0 + nch; c++) {
-    float* p = kv + ((i64)c * H + h) * D * D + e;
-    float t = *p;
-    *p = s;
-    s = (float)exp(-a * (double)chunks[4 * c + 1]) * s + t;
+  float full = (float)exp(-a * (double)LC);  // the factor of every full chunk
+  i64 step = (i64)H * D * D;
+  float* p = kv + ((i64)c0 * H + h) * D * D + e;
+  // loads in groups of 8 chunks, so that they are in flight together
+  for (int c = 0; c < nch; c += 8) {
+    float t[8];
+#pragma unroll
+    for (int u = 0; u < 8; u++) t[u] = c + u < nch ? p[(c + u) * step] : 0.f;
+#pragma unroll
+    for (int u = 0; u < 8; u++) {
+      if (c + u < nch) {
+        p[(c + u) * step] = s;
+        int nc = chunks[4 * (c0 + c + u) + 1];
+        s = (nc == LC ? full : (float)exp(-a * (double)nc)) * s + t[u];
+      }
+    }
   }
   *S = s;
 }

@@ -13,13 +13,17 @@ import (
 
 var _ backend.Backend = (*Backend)(nil)
 
-// weight is a weight in device memory: F32, F16 or BF16 (1-D weights are F32).
+// weight is a weight in device memory: F32, F16, BF16 or (fast mode) FP8
+// E4M3 with float32 block scales (1-D weights are F32).
 type weight struct {
 	name       string
 	kind       backend.Kind
 	rows, cols int
 	p          uintptr
 	fp32       bool // always multiply in FP32 (router)
+	// FP8: scales [ceil(rows/br)][sc] at scale, sc = ceil(cols/bc)
+	scale      uintptr
+	br, bc, sc int
 }
 
 func (w *weight) Shape() (int, int) { return w.rows, w.cols }
@@ -37,8 +41,11 @@ func kindSuffix(k backend.Kind) string {
 }
 
 func elemSize(k backend.Kind) int {
-	if k == backend.F32 {
+	switch k {
+	case backend.F32:
 		return 4
+	case backend.F8E4M3:
+		return 1
 	}
 	return 2
 }
@@ -109,16 +116,31 @@ func hostData(hw backend.HostWeight, to backend.Kind) ([]byte, error) {
 	return out, nil
 }
 
-// storageKind is the device kind of a host weight.
-func storageKind(hw backend.HostWeight) backend.Kind {
+// storageKind is the device kind of a host weight: FP8 stays FP8 in fast
+// mode when its rows are whole 16-byte loads of one scale block (the kernels'
+// requirement) and it is not the router (multiplied in FP32); other FP8
+// weights are widened to BF16.
+func (b *Backend) storageKind(hw backend.HostWeight) backend.Kind {
 	if hw.Rows == 1 {
 		return backend.F32
 	}
 	switch hw.Kind {
 	case backend.F32, backend.F16:
 		return hw.Kind
+	case backend.F8E4M3:
+		if b.fp8 && hw.Cols%16 == 0 && hw.BlockCols%16 == 0 && hw.BlockRows > 0 && !isRouter(hw.Name) {
+			return backend.F8E4M3
+		}
 	}
 	return backend.BF16
+}
+
+// isRouter reports whether a weight is the MoE router, which is multiplied in FP32.
+func isRouter(name string) bool { return strings.HasSuffix(name, "mlp.gate.weight") }
+
+// uploadScales uploads an FP8 weight's block scales.
+func (b *Backend) uploadScales(hw backend.HostWeight) (uintptr, error) {
+	return b.uploadBytes(hw.Name+" scales", unsafe.Slice((*byte)(unsafe.Pointer(&hw.Scale[0])), 4*len(hw.Scale)))
 }
 
 // uploadBytes copies host bytes into a new device allocation.
@@ -138,10 +160,11 @@ func (b *Backend) uploadBytes(name string, data []byte) (uintptr, error) {
 }
 
 // Upload implements backend.Backend: BF16, F16 and F32 matrices keep their
-// dtype, FP8 is dequantized to BF16, 1-D weights become F32.
+// dtype, FP8 stays FP8 in fast mode (see storageKind) and is otherwise
+// dequantized to BF16, 1-D weights become F32.
 func (b *Backend) Upload(hw backend.HostWeight) (backend.Weight, error) {
 	defer b.enter()()
-	k := storageKind(hw)
+	k := b.storageKind(hw)
 	data, err := hostData(hw, k)
 	if err != nil {
 		return nil, err
@@ -150,7 +173,17 @@ func (b *Backend) Upload(hw backend.HostWeight) (backend.Weight, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &weight{name: hw.Name, kind: k, rows: hw.Rows, cols: hw.Cols, p: p, fp32: strings.HasSuffix(hw.Name, "mlp.gate.weight")}, nil
+	w := &weight{name: hw.Name, kind: k, rows: hw.Rows, cols: hw.Cols, p: p, fp32: isRouter(hw.Name)}
+	if k == backend.F8E4M3 {
+		if want := ((hw.Rows + hw.BlockRows - 1) / hw.BlockRows) * ((hw.Cols + hw.BlockCols - 1) / hw.BlockCols); len(hw.Scale) != want {
+			return nil, fmt.Errorf("%s: FP8 scale has %d values, want %d", hw.Name, len(hw.Scale), want)
+		}
+		if w.scale, err = b.uploadScales(hw); err != nil {
+			return nil, err
+		}
+		w.br, w.bc, w.sc = hw.BlockRows, hw.BlockCols, (hw.Cols+hw.BlockCols-1)/hw.BlockCols
+	}
+	return w, nil
 }
 
 // experts holds E SwiGLU experts stacked: gate and up as [E][2I][D] (gate
@@ -159,6 +192,9 @@ type experts struct {
 	n, inter, dim int
 	kind          backend.Kind
 	gateUp, down  uintptr
+	// FP8: per expert [2I/br][D/bc] and [D/br][I/bc] block scales
+	guScale, downScale uintptr
+	br, bc             int
 }
 
 func (e *experts) Count() int { return e.n }
@@ -169,17 +205,24 @@ func (b *Backend) UploadExperts(gate, up, down []backend.HostWeight) (backend.Ex
 		return nil, fmt.Errorf("experts: %d gate, %d up, %d down weights", len(gate), len(up), len(down))
 	}
 	I, D := gate[0].Rows, gate[0].Cols
-	kind := storageKind(gate[0])
+	kind := b.storageKind(gate[0])
+	br, bc := gate[0].BlockRows, gate[0].BlockCols
 	for i := range gate {
 		for _, hw := range []backend.HostWeight{gate[i], up[i], down[i]} {
-			if storageKind(hw) != kind {
+			if b.storageKind(hw) != kind {
 				kind = backend.F32 // mixed storage: widen everything
+			}
+			if kind == backend.F8E4M3 && (hw.BlockRows != br || hw.BlockCols != bc) {
+				kind = backend.BF16
 			}
 		}
 		if gate[i].Rows != I || gate[i].Cols != D || up[i].Rows != I || up[i].Cols != D || down[i].Rows != D || down[i].Cols != I {
 			return nil, fmt.Errorf("experts: expert %d has gate %dx%d, up %dx%d, down %dx%d; want %dx%d, %dx%d, %dx%d",
 				i, gate[i].Rows, gate[i].Cols, up[i].Rows, up[i].Cols, down[i].Rows, down[i].Cols, I, D, I, D, D, I)
 		}
+	}
+	if kind == backend.F8E4M3 && (I%br != 0 || D%br != 0 || I%bc != 0 || D%bc != 0) {
+		kind = backend.BF16 // the stacked scales need whole blocks
 	}
 	if I == 1 || D == 1 {
 		kind = backend.F32
@@ -194,6 +237,29 @@ func (b *Backend) UploadExperts(gate, up, down []backend.HostWeight) (backend.Ex
 	}
 	if e.down, err = b.deviceBlock(down[0].Name+"…", E*mat); err != nil {
 		return nil, err
+	}
+	if kind == backend.F8E4M3 {
+		e.br, e.bc = br, bc
+		ns := (I / br) * (D / bc) // scales per matrix
+		if e.guScale, err = b.deviceBlock(gate[0].Name+" scales…", 4*2*E*ns); err != nil {
+			return nil, err
+		}
+		if e.downScale, err = b.deviceBlock(down[0].Name+" scales…", 4*E*ns); err != nil {
+			return nil, err
+		}
+		for i := 0; i < E; i++ {
+			for _, part := range []struct {
+				hw  backend.HostWeight
+				dst uintptr
+			}{{gate[i], e.guScale + uintptr(4*2*i*ns)}, {up[i], e.guScale + uintptr(4*(2*i+1)*ns)}, {down[i], e.downScale + uintptr(4*i*ns)}} {
+				if len(part.hw.Scale) != ns {
+					return nil, fmt.Errorf("%s: FP8 scale has %d values, want %d", part.hw.Name, len(part.hw.Scale), ns)
+				}
+				if err := b.d.check(ccall(b.d.cuMemcpyHtoD, part.dst, uintptr(unsafe.Pointer(&part.hw.Scale[0])), uintptr(4*ns)), "cuMemcpyHtoD("+part.hw.Name+" scales)"); err != nil {
+					return nil, err
+				}
+			}
+		}
 	}
 	for i := 0; i < E; i++ {
 		for _, part := range []struct {
@@ -240,6 +306,11 @@ func (b *Backend) Embed(dst backend.Tensor, table backend.Weight, ids []int32) {
 	}
 	pd := b.ptr("Embed", dst)
 	g, bl := flatGrid(len(ids) * w.cols)
+	if w.kind == backend.F8E4M3 {
+		b.launch("embed_fp8", g, bl, 0, pArg(pd), lArg(dst.Stride), pArg(w.p), pArg(b.stageI32(ids)), iArg(len(ids)), iArg(w.cols),
+			pArg(w.scale), iArg(w.sc), iArg(w.br), iArg(w.bc))
+		return
+	}
 	b.launch("embed_"+kindSuffix(w.kind), g, bl, 0, pArg(pd), lArg(dst.Stride), pArg(w.p), pArg(b.stageI32(ids)), iArg(len(ids)), iArg(w.cols))
 }
 
@@ -259,6 +330,23 @@ func (b *Backend) MatMul(dst, x backend.Tensor, wt backend.Weight) {
 
 func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *weight) {
 	N, K := w.rows, w.cols
+	if w.kind == backend.F8E4M3 {
+		if T <= GEMVRows {
+			px, ldx, xs := b.aligned16(px, ldx, T, K)
+			b.launch("gemv_fp8", dim3{(N + 7) / 8, 1, 1}, dim3{256, 1, 1}, 0, pArg(px), lArg(ldx), iArg(T), pArg(w.p), iArg(N), iArg(K),
+				pArg(w.scale), iArg(w.sc), iArg(w.br), iArg(w.bc), pArg(pd), lArg(ldd))
+			b.release(xs...)
+			return
+		}
+		// prefill: widen to BF16 for a cuBLASLt GEMM (compute-bound; the
+		// widening reads the weight once more)
+		wb := b.scratch(2 * N * K)
+		g, bl := flatGrid(N * K)
+		b.launch("k_fp8_bf16", g, bl, 0, pArg(wb.p), pArg(w.p), iArg(N), iArg(K), pArg(w.scale), iArg(w.sc), iArg(w.br), iArg(w.bc))
+		b.matmul(pd, ldd, px, ldx, T, &weight{name: w.name, kind: backend.BF16, rows: N, cols: K, p: wb.p})
+		b.release(wb)
+		return
+	}
 	if T <= GEMVRows {
 		name := "gemv_" + kindSuffix(w.kind)
 		if w.kind == backend.BF16 && K%8 == 0 && px%16 == 0 && (T == 1 || ldx%4 == 0) {
@@ -280,6 +368,20 @@ func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *wei
 	}
 	b.launch("gemm_"+kindSuffix(w.kind), dim3{(N + 63) / 64, (T + 63) / 64, 1}, dim3{256, 1, 1}, 0,
 		pArg(px), lArg(ldx), iArg(T), pArg(w.p), iArg(N), iArg(K), pArg(pd), lArg(ldd))
+}
+
+// aligned16 returns x (T rows of K floats at px, stride ldx) at a 16-byte
+// aligned address with a stride that keeps every row aligned, copying it to
+// scratch (returned, for release) when it is not.
+func (b *Backend) aligned16(px uintptr, ldx, T, K int) (uintptr, int, []scratch) {
+	if px%16 == 0 && (T == 1 || ldx%4 == 0) {
+		return px, ldx, nil
+	}
+	ld := (K + 3) &^ 3
+	xs := b.scratch(4 * T * ld)
+	g, bl := flatGrid(T * K)
+	b.launch("k_copy", g, bl, 0, pArg(xs.p), lArg(ld), pArg(px), lArg(ldx), iArg(T), iArg(K))
+	return xs.p, ld, []scratch{xs}
 }
 
 // f32Weight returns w's device F32 values or panics.
@@ -431,9 +533,15 @@ func (b *Backend) Lightning(dst, q, k, v backend.Tensor, spans []backend.Span, s
 	dec := b.stage(unsafe.Pointer(&decay[0]), 4*H)
 	common := []uint64{pArg(pd), lArg(dst.Stride), pArg(pq), lArg(q.Stride), pArg(pk), lArg(k.Stride), pArg(pv), lArg(v.Stride)}
 	if n := len(recP); n > 0 {
-		R := max(1, min(4, 1024/d))
+		// blocks of 16 value columns, so that a single token's heads
+		// still spread over many multiprocessors
+		JB := d
+		if d%16 == 0 {
+			JB = 16
+		}
+		R := max(1, min(d, 512/JB))
 		args := append(append([]uint64{}, common...), pArg(b.stageI32(recS)), pArg(b.stageI64(recP)), pArg(dec), iArg(H), iArg(d), fArg(scale))
-		b.launch("k_lightning_rec", dim3{n * H, 1, 1}, dim3{d, R, 1}, 4*R*d, args...)
+		b.launch("k_lightning_rec", dim3{n * H, d / JB, 1}, dim3{JB, R, 1}, 4*R*JB, args...)
 	}
 	if len(chP) > 0 && !b.opts.Precise && b.mma && (d == 64 || d == 128) {
 		b.lightningMMA(common, chSpans, chP, dec, H, d, scale)
@@ -521,8 +629,16 @@ func (b *Backend) Attention(dst, q, k, v backend.Tensor, spans []backend.Span, c
 	g.y = len(spans)
 	b.launch("k_kvstore", g, bl, 0, pArg(b.ptr("Attention", k)), lArg(k.Stride), pArg(b.ptr("Attention", v)), lArg(v.Stride), pArg(ps), pArg(pc), iArg(k.Cols))
 	if !b.opts.Precise && b.mma && (headDim == 64 || headDim == 128) && maxN > GEMVRows {
-		// prefill: tensor-core flash attention
-		b.launch(fmt.Sprintf("k_fattn%d", headDim), dim3{(maxN + 63) / 64, H, len(spans)}, dim3{128, 1, 1}, 0,
+		// prefill: tensor-core flash attention, G query heads of one KV
+		// head per block sharing the key/value tiles
+		G := 1
+		for g := 8192 / headDim / 32; g > 1; g /= 2 { // 4 for head dim 64, 2 for 128 (the kernels' launch bounds)
+			if (H/Hkv)%g == 0 {
+				G = g
+				break
+			}
+		}
+		b.launch(fmt.Sprintf("k_fattn%d", headDim), dim3{(maxN + 63) / 64, H / G, len(spans)}, dim3{128 * G, 1, 1}, 0,
 			pArg(b.ptr("Attention", dst)), lArg(dst.Stride), pArg(b.ptr("Attention", q)), lArg(q.Stride), pArg(ps), pArg(pc), iArg(H), iArg(Hkv), fArg(scale))
 		return
 	}
@@ -533,7 +649,7 @@ func (b *Backend) Attention(dst, q, k, v backend.Tensor, spans []backend.Span, c
 		maxL = max(maxL, sp.Pos+sp.N)
 	}
 	S := 1
-	for S < 64 && q.Rows*H*S < 2*b.sms && maxL/(S*2) >= 256 {
+	for S < 64 && q.Rows*H*S < 2*b.sms && maxL/(S*2) >= 64 {
 		S *= 2
 	}
 	var part scratch
@@ -747,8 +863,12 @@ func (b *Backend) MoE(dst, x backend.Tensor, rt backend.Routing, ex backend.Expe
 	K, I, E := r.k, e.inter, e.n
 	ns := T * K
 	rIDs, rW := b.routingPtrs(r)
-	suf := kindSuffix(e.kind)
 	px := b.ptr("MoE", x)
+	if e.kind == backend.F8E4M3 {
+		b.moeFP8(dst, x, px, r, e, rIDs, rW)
+		return
+	}
+	suf := kindSuffix(e.kind)
 	if T <= GEMVRows {
 		// few rows: one warp per (slot, output), no grouping
 		gu, h, y := b.scratch(4*ns*2*I), b.scratch(4*ns*I), b.scratch(4*ns*D)
@@ -801,5 +921,46 @@ func (b *Backend) MoE(dst, x backend.Tensor, rt backend.Routing, ex backend.Expe
 		pArg(tiles.p), pArg(ntiles.p), pArg(e.down), iArg(D), iArg(I), pArg(y.p), lArg(D))
 	g, bl = flatGrid(T * D)
 	b.launch("k_moe_combine", g, bl, 0, pArg(b.ptr("MoE", dst)), lArg(dst.Stride), pArg(y.p), lArg(D), pArg(posOf.p), pArg(rW), iArg(T), iArg(K), iArg(D))
+	b.release(perm, posOf, tiles, ntiles, gu, h, y)
+}
+
+// moeFP8 is MoE for FP8 experts (fast mode only): per-slot FP8 GEMVs for
+// decode-sized batches, else the tensor-core grouped GEMM widening the
+// weights to BF16 as it loads them.
+func (b *Backend) moeFP8(dst, x backend.Tensor, px uintptr, r *routing, e *experts, rIDs, rW uintptr) {
+	T, D := x.Rows, x.Cols
+	K, I, E := r.k, e.inter, e.n
+	ns := T * K
+	pdst := b.ptr("MoE", dst)
+	if T <= GEMVRows {
+		px, ldx, xs := b.aligned16(px, x.Stride, T, D)
+		gu, y := b.scratch(4*ns*2*I), b.scratch(4*ns*D)
+		b.launch("moe_gemv_fp8", dim3{(2*I + 7) / 8, ns, 1}, dim3{256, 1, 1}, 0, pArg(px), lArg(ldx), pArg(rIDs), iArg(K), iArg(0),
+			pArg(e.gateUp), iArg(2*I), iArg(D), pArg(e.guScale), iArg(e.br), iArg(e.bc), pArg(gu.p), lArg(2*I))
+		b.launch("moe_down_fp8", dim3{(D + 7) / 8, ns, 1}, dim3{256, 1, 1}, 0, pArg(gu.p), lArg(2*I), pArg(rIDs),
+			pArg(e.down), iArg(D), iArg(I), pArg(e.downScale), iArg(e.br), iArg(e.bc), pArg(y.p), lArg(D))
+		g, bl := flatGrid(T * D)
+		b.launch("k_moe_combine", g, bl, 0, pArg(pdst), lArg(dst.Stride), pArg(y.p), lArg(D), pArg(0), pArg(rW), iArg(T), iArg(K), iArg(D))
+		b.release(gu, y)
+		b.release(xs...)
+		return
+	}
+	bm, kern := 16, "moe_mma16_fp8"
+	if ns >= 48*E {
+		bm, kern = 64, "moe_mma64_fp8"
+	}
+	maxTiles := (ns+bm-1)/bm + min(E, ns)
+	perm, posOf := b.scratch(4*ns), b.scratch(4*ns)
+	tiles, ntiles := b.scratch(12*maxTiles), b.scratch(4)
+	gu, h, y := b.scratch(4*ns*2*I), b.scratch(4*ns*I), b.scratch(4*ns*D)
+	b.launch("k_moe_plan", dim3{1, 1, 1}, dim3{1024, 1, 1}, 12*E, pArg(rIDs), iArg(ns), iArg(E), pArg(perm.p), pArg(posOf.p), pArg(tiles.p), pArg(ntiles.p), iArg(bm))
+	b.launch(kern, dim3{(2*I + 63) / 64, maxTiles, 1}, dim3{128, 1, 1}, 0, pArg(px), lArg(x.Stride), pArg(perm.p), iArg(K), iArg(0),
+		pArg(tiles.p), pArg(ntiles.p), pArg(e.gateUp), iArg(2*I), iArg(D), pArg(e.guScale), iArg(e.br), iArg(e.bc), pArg(gu.p), lArg(2*I))
+	g, bl := flatGrid(ns * I)
+	b.launch("k_silumul", g, bl, 0, pArg(h.p), lArg(I), pArg(gu.p), lArg(2*I), pArg(gu.p+uintptr(4*I)), lArg(2*I), iArg(ns), iArg(I))
+	b.launch(kern, dim3{(D + 63) / 64, maxTiles, 1}, dim3{128, 1, 1}, 0, pArg(h.p), lArg(I), pArg(perm.p), iArg(K), iArg(1),
+		pArg(tiles.p), pArg(ntiles.p), pArg(e.down), iArg(D), iArg(I), pArg(e.downScale), iArg(e.br), iArg(e.bc), pArg(y.p), lArg(D))
+	g, bl = flatGrid(T * D)
+	b.launch("k_moe_combine", g, bl, 0, pArg(pdst), lArg(dst.Stride), pArg(y.p), lArg(D), pArg(posOf.p), pArg(rW), iArg(T), iArg(K), iArg(D))
 	b.release(perm, posOf, tiles, ntiles, gu, h, y)
 }

@@ -22,7 +22,7 @@ func (f *modelFlags) register(cmd *cobra.Command, modelUsage string) {
 	cmd.Flags().StringVar(&f.device, "device", "cpu", "compute device: cpu, cuda or cuda:N")
 	cmd.Flags().IntVar(&f.threads, "threads", 0, "CPU threads (0: all cores)")
 	cmd.Flags().StringVar(&f.decay, "decay-convention", "", "lightning decay layer factor: sglang (default), hf or mlx (env RINGO_DECAY_CONVENTION)")
-	cmd.Flags().StringVar(&f.quantize, "quantize", "", "quantize weights while loading: Q8_0, Q6_K, Q4_K or Q4_0 (default: as stored)")
+	cmd.Flags().StringVar(&f.quantize, "quantize", "", "quantize weights while loading: Q8_0, Q6_K, Q4_K, Q4_0, or FP8 (E4M3, 128×128 block scales; kept in FP8 by the CUDA backend) (default: as stored)")
 	cmd.Flags().BoolVar(&f.precise, "precise", false, "GPU: float32 matrix products everywhere instead of BF16 tensor cores")
 	cmd.Flags().StringVar(&f.kvCache, "kv-cache", "f32", "KV cache type of the softmax layers: f32 (exact) or f16 (half the memory)")
 }

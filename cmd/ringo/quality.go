@@ -14,7 +14,6 @@ import (
 	"github.com/ringo-ai/ringo/ggufmodel"
 	"github.com/ringo-ai/ringo/model"
 	"github.com/ringo-ai/ringo/model/bailing"
-	"github.com/ringo-ai/ringo/quant"
 	"github.com/spf13/cobra"
 )
 
@@ -37,16 +36,15 @@ over all prompt positions. See docs/QUANTIZATION.md.`,
 			if mf.model == "" {
 				return fmt.Errorf("--model is required")
 			}
-			var ts []quant.Type
+			var ts []string
 			for _, s := range strings.Split(types, ",") {
 				if s = strings.TrimSpace(s); s == "" {
 					continue
 				}
-				t, err := ggufmodel.ParseLoadType(s)
-				if err != nil {
+				if err := ggufmodel.CheckLoadName(s); err != nil {
 					return fmt.Errorf("--types: %w", err)
 				}
-				ts = append(ts, t)
+				ts = append(ts, s)
 			}
 			if tokens < 1 {
 				return fmt.Errorf("--tokens must be positive")
@@ -103,10 +101,7 @@ func loadQualityModel(path string, mf modelFlags, q string) (*qualityModel, erro
 		cfgJSON, gen, src, qm.close = ck.ConfigJSON, ck.Generation, ck, ck.Close
 	}
 	if q != "" {
-		t, err := ggufmodel.ParseLoadType(q)
-		if err == nil {
-			qm.qs, err = ggufmodel.Quantizing(src, t)
-		}
+		qm.qs, err = ggufmodel.QuantizingByName(src, q)
 		if err != nil {
 			qm.close()
 			return nil, err
@@ -133,7 +128,7 @@ func promptLogits(ctx context.Context, m model.Model, prompt []int32) ([]float32
 }
 
 // runQuality prints the quality table of ringo quality.
-func runQuality(ctx context.Context, w io.Writer, mf modelFlags, types []quant.Type, tokens int, seed uint64) error {
+func runQuality(ctx context.Context, w io.Writer, mf modelFlags, types []string, tokens int, seed uint64) error {
 	start := time.Now()
 	ref, err := loadQualityModel(mf.model, mf, mf.quantize)
 	if err != nil {
@@ -160,7 +155,7 @@ func runQuality(ctx context.Context, w io.Writer, mf modelFlags, types []quant.T
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		qm, err := loadQualityModel(mf.model, mf, t.String())
+		qm, err := loadQualityModel(mf.model, mf, t)
 		if err != nil {
 			return err
 		}

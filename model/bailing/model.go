@@ -215,7 +215,7 @@ func (l *loader) hw(name string, shape ...int) backend.HostWeight {
 	if err != nil {
 		l.err = err
 	}
-	n := int64(len(w.Data))
+	n := int64(len(w.Data) + 4*len(w.Scale))
 	if strings.Contains(name, ".mlp.experts.") {
 		l.expert += n
 		l.expertMACs += int64(w.Rows) * int64(w.Cols)
