@@ -269,7 +269,10 @@ func (m *fakeModel) Forward(ctx context.Context, reqs []*model.Request) error {
 		}
 		r.Logits = r.Logits[:m.vocab]
 		clear(r.Logits)
-		r.Logits[next] = 20
+		// 40 above every other logit: at temperature 1 a stray token has
+		// probability vocab·e^-40 ≈ 7e-13 per step (20 gave a few
+		// percent per scripted reply, a flaky test)
+		r.Logits[next] = 40
 	}
 	m.mu.Lock()
 	m.batches = append(m.batches, sizes)

@@ -231,6 +231,22 @@ func TestRMSNorm(t *testing.T) {
 	}
 }
 
+// TestAddRMSNorm checks the fused residual add and norm against the CPU's
+// Add then RMSNorm (both the sum and the normalised output).
+func TestAddRMSNorm(t *testing.T) {
+	g := gpu(t, true)
+	rng := rand.New(rand.NewSource(6))
+	for _, cols := range []int{64, 2048, 300} {
+		cw, gw := upload(t, g, hostWeight(rng, "norm", backend.BF16, 1, cols, 2))
+		x, a := randT(t, g, rng, 5, cols, 3), randT(t, g, rng, 5, cols, 1)
+		d := zeroT(g, 5, cols)
+		backend.AddRMSNorm(host(), d.c, x.c, a.c, cw, 1e-6)
+		backend.AddRMSNorm(g, d.g, x.g, a.g, gw, 1e-6)
+		compare(t, fmt.Sprintf("addrmsnorm %d: sum", cols), g, x, 1e-6)
+		compare(t, fmt.Sprintf("addrmsnorm %d: norm", cols), g, d, 1e-6)
+	}
+}
+
 func TestRoPE(t *testing.T) {
 	g := gpu(t, true)
 	rng := rand.New(rand.NewSource(5))

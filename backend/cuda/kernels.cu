@@ -224,6 +224,25 @@ extern "C" __global__ void k_rmsnorm(float* d, i64 ldd, const float* x, i64 ldx,
   for (int i = threadIdx.x; i < group; i += blockDim.x) dr[i] = xr[i] * inv * ws[i];
 }
 
+// k_addrmsnorm: x = x + a (stored), then d = RMSNorm(x) * w over the whole
+// row; one block per row. The same arithmetic as k_add then k_rmsnorm.
+extern "C" __global__ void k_addrmsnorm(float* d, i64 ldd, float* x, i64 ldx, const float* a, i64 lda, const float* w, int cols, float eps) {
+  __shared__ double sh[32];
+  i64 r = blockIdx.x;
+  float* xr = x + r * ldx;
+  const float* ar = a + r * lda;
+  float* dr = d + r * ldd;
+  double ss = 0;
+  for (int i = threadIdx.x; i < cols; i += blockDim.x) {
+    float v = xr[i] + ar[i];
+    xr[i] = v;
+    ss += (double)v * (double)v;
+  }
+  ss = block_sumd(ss, sh);
+  float inv = (float)(1.0 / sqrt(ss / (double)cols + (double)eps));
+  for (int i = threadIdx.x; i < cols; i += blockDim.x) dr[i] = xr[i] * inv * w[i];
+}
+
 // ---------------------------------------------------------------------------
 // RoPE (NeoX rotate-half on the first `dim` channels of every head), in place.
 // One block per row.

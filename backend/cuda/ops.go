@@ -418,6 +418,25 @@ func (b *Backend) RMSNorm(dst, x backend.Tensor, wt backend.Weight, group int, e
 		pArg(pd), lArg(dst.Stride), pArg(px), lArg(x.Stride), pArg(w.p), bArg(wn != group), iArg(x.Cols), iArg(group), fArg(eps))
 }
 
+// AddRMSNorm implements backend.AddRMSNormer: x += a, then dst =
+// RMSNorm(x)·w, in one kernel.
+func (b *Backend) AddRMSNorm(dst, x, a backend.Tensor, wt backend.Weight, eps float32) {
+	defer b.enter()()
+	checkSame("AddRMSNorm", dst, x)
+	checkSame("AddRMSNorm", a, x)
+	w := f32Weight("AddRMSNorm", wt)
+	if w.rows*w.cols != x.Cols {
+		panic(fmt.Sprintf("cuda.AddRMSNorm: %d columns, weight %d", x.Cols, w.rows*w.cols))
+	}
+	if x.Rows == 0 {
+		return
+	}
+	// up to 1024 threads: decode normalises a single row
+	threads := min(1024, max(32, (x.Cols/2+31)&^31))
+	b.launch("k_addrmsnorm", dim3{x.Rows, 1, 1}, dim3{threads, 1, 1}, 0, pArg(b.ptr("AddRMSNorm", dst)), lArg(dst.Stride),
+		pArg(b.ptr("AddRMSNorm", x)), lArg(x.Stride), pArg(b.ptr("AddRMSNorm", a)), lArg(a.Stride), pArg(w.p), iArg(x.Cols), fArg(eps))
+}
+
 // ApplyRoPE implements backend.Backend.
 func (b *Backend) ApplyRoPE(x backend.Tensor, headDim int, rope backend.RoPE, pos []int32) {
 	defer b.enter()()

@@ -59,19 +59,22 @@ type scratch struct {
 }
 
 type layer struct {
-	linear            bool
-	inNorm, postNorm  backend.Weight
-	qkv, qNorm, kNorm backend.Weight
-	dense             backend.Weight // attention output projection
-	gProj, gNorm      backend.Weight // lightning output gate (linear layers)
-	decay             []float32      // per head (linear layers)
-	ffn               ffn
-	linearIdx, kvIdx  int // index among linear / softmax layers
+	linear           bool
+	inNorm, postNorm backend.Weight
+	qkv              backend.Weight
+	qkvg             backend.Weight // linear layers: qkv and gProj stacked when stored alike (then qkv, gProj are nil)
+	qkNorm           backend.Weight // per-head RMSNorm weights of q and k, one per head (nil without QK norm)
+	dense            backend.Weight // attention output projection
+	gProj, gNorm     backend.Weight // lightning output gate (linear layers)
+	decay            []float32      // per head (linear layers)
+	ffn              ffn
+	linearIdx, kvIdx int // index among linear / softmax layers
 }
 
 type ffn struct {
-	// dense SwiGLU (first_k_dense_replace layers) or shared experts
-	gate, up, down backend.Weight
+	// dense SwiGLU (first_k_dense_replace layers) or shared experts: gate
+	// and up stacked as one [2I, D] weight when stored alike, else apart
+	gateUp, gate, up, down backend.Weight
 	// routed experts
 	router  backend.Weight
 	bias    backend.Weight
@@ -120,8 +123,7 @@ func Load(cfgJSON []byte, gen checkpoint.GenerationConfig, src checkpoint.Source
 		if ly.linear {
 			ly.linearIdx = nLin
 			nLin++
-			ly.qkv = l.w(p+"attention.query_key_value.weight", 3*H*d, D)
-			ly.gProj = l.w(p+"attention.g_proj.weight", H*d, D)
+			ly.qkvg, ly.qkv, ly.gProj = l.pair(p+"attention.query_key_value.weight", 3*H*d, p+"attention.g_proj.weight", H*d, D)
 			ly.gNorm = l.w(p+"attention.g_norm.weight", H*d)
 			ly.decay = Decay(opts.Decay, H, i, cfg.NumHiddenLayers)
 		} else {
@@ -130,14 +132,16 @@ func Load(cfgJSON []byte, gen checkpoint.GenerationConfig, src checkpoint.Source
 			ly.qkv = l.w(p+"attention.query_key_value.weight", (H+2*Hkv)*d, D)
 		}
 		if cfg.UseQKNorm {
-			ly.qNorm = l.w(p+"attention.query_layernorm.weight", d)
-			ly.kNorm = l.w(p+"attention.key_layernorm.weight", d)
+			kHeads := Hkv
+			if ly.linear {
+				kHeads = H
+			}
+			ly.qkNorm = l.headNorms(p+"attention.query_layernorm.weight", H, p+"attention.key_layernorm.weight", kHeads, d)
 		}
 		ly.dense = l.w(p+"attention.dense.weight", D, H*d)
 		if i < cfg.FirstKDenseReplace {
 			I := cfg.IntermediateSize
-			ly.ffn.gate = l.w(p+"mlp.gate_proj.weight", I, D)
-			ly.ffn.up = l.w(p+"mlp.up_proj.weight", I, D)
+			ly.ffn.gateUp, ly.ffn.gate, ly.ffn.up = l.pair(p+"mlp.gate_proj.weight", I, p+"mlp.up_proj.weight", I, D)
 			ly.ffn.down = l.w(p+"mlp.down_proj.weight", D, I)
 		} else {
 			E, I := cfg.NumExperts, cfg.MoeIntermediateSize
@@ -164,8 +168,7 @@ func Load(cfgJSON []byte, gen checkpoint.GenerationConfig, src checkpoint.Source
 				if s := src.Shape(name); len(s) == 2 && s[0] == cfg.MoeIntermediateSize*cfg.NumSharedExperts {
 					SI = s[0]
 				}
-				ly.ffn.gate = l.w(name, SI, D)
-				ly.ffn.up = l.w(p+"mlp.shared_experts.up_proj.weight", SI, D)
+				ly.ffn.gateUp, ly.ffn.gate, ly.ffn.up = l.pair(name, SI, p+"mlp.shared_experts.up_proj.weight", SI, D)
 				ly.ffn.down = l.w(p+"mlp.shared_experts.down_proj.weight", D, SI)
 			}
 		}
@@ -232,15 +235,78 @@ func (l *loader) hw(name string, shape ...int) backend.HostWeight {
 }
 
 func (l *loader) w(name string, shape ...int) backend.Weight {
-	hw := l.hw(name, shape...)
+	return l.upload(l.hw(name, shape...))
+}
+
+// upload makes hw available to the backend.
+func (l *loader) upload(hw backend.HostWeight) backend.Weight {
 	if l.err != nil {
 		return nil
 	}
 	w, err := l.b.Upload(hw)
 	if err != nil {
-		l.err = fmt.Errorf("upload %s: %w", name, err)
+		l.err = fmt.Errorf("upload %s: %w", hw.Name, err)
 	}
 	return w
+}
+
+// pair loads two weights that multiply the same input ([ra, cols] and
+// [rb, cols], e.g. a SwiGLU's gate and up): stacked as one [ra+rb, cols]
+// weight when they are stored alike, so that one product computes both,
+// else as two weights (stacked is then nil).
+func (l *loader) pair(a string, ra int, b string, rb, cols int) (stacked, wa, wb backend.Weight) {
+	ha, hb := l.hw(a, ra, cols), l.hw(b, rb, cols)
+	if l.err != nil {
+		return nil, nil, nil
+	}
+	if s, ok := stackRows(ha, hb); ok {
+		return l.upload(s), nil, nil
+	}
+	return nil, l.upload(ha), l.upload(hb)
+}
+
+// stackRows returns a on top of b as one weight, if both have the same
+// storage (kind, block type, FP8 blocks that stay whole) and width.
+func stackRows(a, b backend.HostWeight) (backend.HostWeight, bool) {
+	if a.Kind != b.Kind || a.QType != b.QType || a.Cols != b.Cols || a.BlockRows != b.BlockRows || a.BlockCols != b.BlockCols {
+		return backend.HostWeight{}, false
+	}
+	if a.Kind == backend.F8E4M3 && (a.BlockRows <= 0 || a.Rows%a.BlockRows != 0) {
+		return backend.HostWeight{}, false
+	}
+	s := a
+	s.Name = a.Name + "+" + b.Name
+	s.Rows = a.Rows + b.Rows
+	s.Data = append(append(make([]byte, 0, len(a.Data)+len(b.Data)), a.Data...), b.Data...)
+	if a.Scale != nil {
+		s.Scale = append(append(make([]float32, 0, len(a.Scale)+len(b.Scale)), a.Scale...), b.Scale...)
+	}
+	return s, true
+}
+
+// headNorms loads the per-head RMSNorm weights of q (qHeads heads) and k
+// (kHeads heads), d values each, as one weight over the q|k columns: the q
+// weight repeated qHeads times, then the k weight kHeads times.
+func (l *loader) headNorms(qName string, qHeads int, kName string, kHeads, d int) backend.Weight {
+	q, k := l.hw(qName, d), l.hw(kName, d)
+	if l.err != nil {
+		return nil
+	}
+	if q.Kind != k.Kind || q.QType != k.QType || len(q.Data) != len(k.Data) {
+		l.err = fmt.Errorf("%s is %v and %s is %v: want the same type", qName, q.Kind, kName, k.Kind)
+		return nil
+	}
+	w := q
+	w.Name, w.Cols = qName+"+"+kName, (qHeads+kHeads)*d
+	w.Data = make([]byte, 0, (qHeads+kHeads)*len(q.Data))
+	for i := 0; i < qHeads+kHeads; i++ {
+		if i < qHeads {
+			w.Data = append(w.Data, q.Data...)
+		} else {
+			w.Data = append(w.Data, k.Data...)
+		}
+	}
+	return l.upload(w)
 }
 
 // Info implements model.Model.
@@ -417,12 +483,12 @@ func (s *State) reserve(n int) {
 
 // workspace holds the activations of one pass, reused between passes.
 type workspace struct {
-	rows               int
-	x, h, qkv, o, g, a backend.Tensor
-	f, ffnG, ffnU      backend.Tensor
-	router             backend.Tensor
-	logitRows          backend.Tensor
-	logits             backend.Tensor
+	rows            int
+	x, h, qkv, o, a backend.Tensor // qkv: q|k|v (|gate, linear layers)
+	f, ffnGU        backend.Tensor // ffnGU: gate | up
+	router          backend.Tensor
+	logitRows       backend.Tensor
+	logits          backend.Tensor
 }
 
 func (m *Model) workspace(rows, logitRows int) *workspace {
@@ -430,7 +496,7 @@ func (m *Model) workspace(rows, logitRows int) *workspace {
 		return m.ws
 	}
 	if m.ws != nil {
-		for _, t := range []backend.Tensor{m.ws.x, m.ws.h, m.ws.qkv, m.ws.o, m.ws.g, m.ws.a, m.ws.f, m.ws.ffnG, m.ws.ffnU, m.ws.router, m.ws.logitRows, m.ws.logits} {
+		for _, t := range []backend.Tensor{m.ws.x, m.ws.h, m.ws.qkv, m.ws.o, m.ws.a, m.ws.f, m.ws.ffnGU, m.ws.router, m.ws.logitRows, m.ws.logits} {
 			if t.Buf != nil {
 				m.b.Free(t)
 			}
@@ -442,13 +508,13 @@ func (m *Model) workspace(rows, logitRows int) *workspace {
 	D, Hd := c.HiddenSize, c.NumAttentionHeads*c.HeadDim
 	qkvCols := (c.NumAttentionHeads + 2*c.NumKeyValueHeads) * c.HeadDim
 	if c.Linear() {
-		qkvCols = max(qkvCols, 3*Hd)
+		qkvCols = max(qkvCols, 4*Hd) // q, k, v and the output gate
 	}
 	inter := max(c.IntermediateSize, c.SharedIntermediate(), c.MoeIntermediateSize*max(1, c.NumSharedExperts))
 	ws := &workspace{rows: rows}
 	ws.x, ws.h, ws.a, ws.f = m.b.Alloc(rows, D), m.b.Alloc(rows, D), m.b.Alloc(rows, D), m.b.Alloc(rows, D)
-	ws.qkv, ws.o, ws.g = m.b.Alloc(rows, qkvCols), m.b.Alloc(rows, Hd), m.b.Alloc(rows, Hd)
-	ws.ffnG, ws.ffnU = m.b.Alloc(rows, inter), m.b.Alloc(rows, inter)
+	ws.qkv, ws.o = m.b.Alloc(rows, qkvCols), m.b.Alloc(rows, Hd)
+	ws.ffnGU = m.b.Alloc(rows, 2*inter)
 	ws.router = m.b.Alloc(rows, max(1, c.NumExperts))
 	ws.logitRows = m.b.Alloc(logitRows, D)
 	ws.logits = m.b.Alloc(logitRows, c.VocabSize)
@@ -483,17 +549,21 @@ func (m *Model) forward(pass []piece, rows int) {
 	f := ws.f.RowRange(0, rows)
 	eps := float32(c.RMSNormEps)
 	b.Embed(x, m.embed, ids)
-	for _, ly := range m.layers {
-		b.RMSNorm(h, x, ly.inNorm, c.HiddenSize, eps)
+	b.RMSNorm(h, x, m.layers[0].inNorm, c.HiddenSize, eps)
+	for i, ly := range m.layers {
+		// h = RMSNorm(x) with this layer's input norm
 		if ly.linear {
 			m.lightning(ws, ly, a, h, pass, spans, pos)
 		} else {
 			m.attention(ws, ly, a, h, pass, spans, pos)
 		}
-		b.Add(x, x, a)
-		b.RMSNorm(h, x, ly.postNorm, c.HiddenSize, eps)
+		backend.AddRMSNorm(b, h, x, a, ly.postNorm, eps) // x += a; h = RMSNorm(x)
 		m.ffn(ws, &ly.ffn, f, h)
-		b.Add(x, x, f)
+		if i+1 < len(m.layers) {
+			backend.AddRMSNorm(b, h, x, f, m.layers[i+1].inNorm, eps)
+		} else {
+			b.Add(x, x, f) // the final norm runs on the output rows only
+		}
 	}
 	for _, p := range pass {
 		p.req.State.(*State).pos += p.n
@@ -524,13 +594,19 @@ func (m *Model) forward(pass []piece, rows int) {
 func (m *Model) lightning(ws *workspace, ly layer, out, h backend.Tensor, pass []piece, spans []backend.Span, pos []int32) {
 	c, b := m.Config, m.b
 	T, Hd, d := h.Rows, c.NumAttentionHeads*c.HeadDim, c.HeadDim
-	qkv := ws.qkv.RowRange(0, T).ColRange(0, 3*Hd)
-	b.MatMul(qkv, h, ly.qkv)
+	qkvg := ws.qkv.RowRange(0, T).ColRange(0, 4*Hd)
+	qkv, g := qkvg.ColRange(0, 3*Hd), qkvg.ColRange(3*Hd, Hd)
+	if ly.qkvg != nil {
+		b.MatMul(qkvg, h, ly.qkvg)
+	} else {
+		b.MatMul(qkv, h, ly.qkv)
+		b.MatMul(g, h, ly.gProj)
+	}
 	if c.LinearSilu {
 		b.SiLU(qkv, qkv)
 	}
 	q, k, v := qkv.ColRange(0, Hd), qkv.ColRange(Hd, Hd), qkv.ColRange(2*Hd, Hd)
-	m.qkNormRoPE(ly, q, k, pos)
+	m.qkNormRoPE(ly, qkv.ColRange(0, 2*Hd), pos)
 	states := m.sc.states[:0]
 	for _, p := range pass {
 		states = append(states, p.req.State.(*State).linear[ly.linearIdx])
@@ -538,8 +614,6 @@ func (m *Model) lightning(ws *workspace, ly layer, out, h backend.Tensor, pass [
 	m.sc.states = states
 	o := ws.o.RowRange(0, T)
 	b.Lightning(o, q, k, v, spans, states, ly.decay, float32(1/math.Sqrt(float64(d))))
-	g := ws.g.RowRange(0, T)
-	b.MatMul(g, h, ly.gProj)
 	b.RMSNorm(o, o, ly.gNorm, Hd/c.GroupNormSize, float32(c.RMSNormEps))
 	b.SigmoidMul(o, o, g)
 	b.MatMul(out, o, ly.dense)
@@ -553,7 +627,7 @@ func (m *Model) attention(ws *workspace, ly layer, out, h backend.Tensor, pass [
 	qkv := ws.qkv.RowRange(0, T).ColRange(0, (H+2*Hkv)*d)
 	b.MatMul(qkv, h, ly.qkv)
 	q, k, v := qkv.ColRange(0, H*d), qkv.ColRange(H*d, Hkv*d), qkv.ColRange((H+Hkv)*d, Hkv*d)
-	m.qkNormRoPE(ly, q, k, pos)
+	m.qkNormRoPE(ly, qkv.ColRange(0, (H+Hkv)*d), pos)
 	caches := m.sc.caches[:0]
 	for _, p := range pass {
 		caches = append(caches, p.req.State.(*State).kv[ly.kvIdx])
@@ -564,15 +638,14 @@ func (m *Model) attention(ws *workspace, ly layer, out, h backend.Tensor, pass [
 	b.MatMul(out, o, ly.dense)
 }
 
-// qkNormRoPE applies per-head RMSNorm (if configured) then RoPE to q and k.
-func (m *Model) qkNormRoPE(ly layer, q, k backend.Tensor, pos []int32) {
+// qkNormRoPE applies per-head RMSNorm (if configured) then RoPE to the q
+// and k heads, adjacent in qk.
+func (m *Model) qkNormRoPE(ly layer, qk backend.Tensor, pos []int32) {
 	c, b := m.Config, m.b
-	if ly.qNorm != nil {
-		b.RMSNorm(q, q, ly.qNorm, c.HeadDim, float32(c.RMSNormEps))
-		b.RMSNorm(k, k, ly.kNorm, c.HeadDim, float32(c.RMSNormEps))
+	if ly.qkNorm != nil {
+		b.RMSNorm(qk, qk, ly.qkNorm, c.HeadDim, float32(c.RMSNormEps))
 	}
-	b.ApplyRoPE(q, c.HeadDim, m.rope, pos)
-	b.ApplyRoPE(k, c.HeadDim, m.rope, pos)
+	b.ApplyRoPE(qk, c.HeadDim, m.rope, pos)
 }
 
 // ffn is the dense SwiGLU, or the routed experts plus the shared experts (spec §6).
@@ -588,7 +661,7 @@ func (m *Model) ffn(ws *workspace, f *ffn, out, h backend.Tensor) {
 			Scale: float32(c.RoutedScalingFactor),
 		})
 		b.MoE(out, h, r, f.experts)
-		if f.gate == nil {
+		if f.down == nil {
 			return
 		}
 		// shared experts are added to the routed output
@@ -603,10 +676,15 @@ func (m *Model) ffn(ws *workspace, f *ffn, out, h backend.Tensor) {
 // swiglu computes out = (silu(h·Wgᵀ) ⊙ h·Wuᵀ)·Wdᵀ.
 func (m *Model) swiglu(ws *workspace, f *ffn, out, h backend.Tensor) {
 	b, T := m.b, h.Rows
-	I, _ := f.gate.Shape()
-	g, u := ws.ffnG.RowRange(0, T).ColRange(0, I), ws.ffnU.RowRange(0, T).ColRange(0, I)
-	b.MatMul(g, h, f.gate)
-	b.MatMul(u, h, f.up)
+	_, I := f.down.Shape()
+	gu := ws.ffnGU.RowRange(0, T).ColRange(0, 2*I)
+	g, u := gu.ColRange(0, I), gu.ColRange(I, I)
+	if f.gateUp != nil {
+		b.MatMul(gu, h, f.gateUp)
+	} else {
+		b.MatMul(g, h, f.gate)
+		b.MatMul(u, h, f.up)
+	}
 	b.SiLUMul(g, g, u)
 	b.MatMul(out, g, f.down)
 }
