@@ -41,6 +41,7 @@ type QActs struct {
 	stride int       // bytes per quantized row
 	x      []float32 // F32 kind: the caller's activations (not copied)
 	ldx    int
+	aux    []byte // Q8_K kind with T > 1: tileAux of each group of four rows
 }
 
 // QuantizeActivations prepares T rows of K activations (row t at x[t*ldx:])
@@ -102,6 +103,16 @@ func (qa *QActs) Quantize(wt Type, x []float32, ldx, T, K int) {
 				q8k(dst[b*292:], row[b*QKK:b*QKK+QKK])
 			}
 		}
+	}
+	qa.aux = qa.aux[:0]
+	if kind == Q8_K && T > 1 {
+		nb := K / QKK
+		n := (T + 3) / 4 * nb * tileAuxBytes
+		if cap(qa.aux) < n {
+			qa.aux = make([]byte, n)
+		}
+		qa.aux = qa.aux[:n]
+		buildTileAux(qa.aux, qa.data, qa.stride, T, nb)
 	}
 }
 
@@ -217,7 +228,19 @@ func MatMulQ(t Type, out []float32, ldo int, qa *QActs, w []byte, N, K int) {
 		case Q6_K:
 			x4 = k.q6kx4
 		}
+		var t2 tileKernel
+		var t8 tileKernel8
+		switch t {
+		case Q4_K:
+			t2, t8 = k.q4kx2x4, k.q4kx2x8
+		case Q6_K:
+			t2, t8 = k.q6kx2x4, k.q6kx2x8
+		}
 		s := qa.stride
+		if x4 != nil && (t2 != nil || t8 != nil) && useTiles && T > 1 {
+			matMulTiles(out, ldo, qa, w, rb, N, dot, x4, t2, t8)
+			return
+		}
 		if x4 == nil || T == 1 {
 			for n := 0; n < N; n++ {
 				row := w[n*rb : (n+1)*rb]
@@ -293,7 +316,11 @@ type kernelSet struct {
 	// rows (results in res[0..3]); nil where there is none, and MatMulQ then
 	// uses the row kernels.
 	q4_0x4, q8_0x4, q4kx4, q6kx4 func(w []byte, xs *[4][]byte, res *[4]float32)
-	name                         string
+	// Optional tile kernels: two weight rows against four activation rows
+	// (see tile.go); nil where there is none.
+	q4kx2x4, q6kx2x4 tileKernel
+	q4kx2x8, q6kx2x8 tileKernel8
+	name             string
 }
 
 var genericKernels = kernelSet{
