@@ -1,29 +1,15 @@
 package main
 
 import (
-	"encoding/binary"
-	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
-	"github.com/ringo-ai/ringo/safetensors"
+	"github.com/ringo-ai/ringo/internal/fixture"
 )
-
-func readF32(t *testing.T, f *safetensors.File, name string) []float32 {
-	t.Helper()
-	tt := f.Tensor(name)
-	if tt == nil {
-		t.Fatalf("output has no %s", name)
-	}
-	out := make([]float32, tt.Elems())
-	for i := range out {
-		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(tt.Data[4*i:]))
-	}
-	return out
-}
 
 // TestLogitsCommand runs `ringo logits` on every fixture exactly as the
 // external checks do and compares with the reference answers.
@@ -33,47 +19,40 @@ func TestLogitsCommand(t *testing.T) {
 	} {
 		t.Run(tc.dir, func(t *testing.T) {
 			dir := filepath.Join("..", "..", "testdata", tc.dir)
-			exp, err := safetensors.Open(filepath.Join(dir, "expected.safetensors"))
+			exp, err := fixture.Load(dir)
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer exp.Close()
-			ids := exp.Tensor("prompt_ids")
 			var list []string
-			for i := 0; i < ids.Elems(); i++ {
-				list = append(list, itoa(int32(binary.LittleEndian.Uint32(ids.Data[4*i:]))))
+			for _, id := range exp.PromptIDs {
+				list = append(list, itoa(id))
 			}
 			idsFile := filepath.Join(t.TempDir(), "ids.json")
 			os.WriteFile(idsFile, []byte("["+strings.Join(list, ",")+"]"), 0o644)
-			gen := exp.Tensor("generated_ids").Elems()
 			out := filepath.Join(t.TempDir(), "out.safetensors")
 			t.Setenv("RINGO_DECAY_CONVENTION", tc.decay)
-			rootCmd.SetArgs([]string{"logits", "--model", dir, "--prompt-ids", "@" + idsFile, "--generate", itoa(int32(gen)), "--out", out})
+			rootCmd.SetArgs([]string{"logits", "--model", dir, "--prompt-ids", "@" + idsFile, "--generate", itoa(int32(len(exp.GeneratedIDs))), "--out", out})
 			if err := rootCmd.Execute(); err != nil {
 				t.Fatal(err)
 			}
-			got, err := safetensors.Open(out)
+			got, err := fixture.LoadFile(out) // checks the tensor names and dtypes
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer got.Close()
-			if s := got.Tensor("prompt_logits").Shape; s[0] != ids.Elems() || got.Tensor("prompt_logits").DType != safetensors.F32 {
-				t.Fatalf("prompt_logits shape %v", s)
+			if !slices.Equal(got.PromptIDs, exp.PromptIDs) || !slices.Equal(got.GeneratedIDs, exp.GeneratedIDs) {
+				t.Fatalf("ids differ: prompt %v generated %v, want %v %v", got.PromptIDs, got.GeneratedIDs, exp.PromptIDs, exp.GeneratedIDs)
 			}
-			if g := got.Tensor("generated_ids"); g.DType != safetensors.I32 || string(g.Data) != string(exp.Tensor("generated_ids").Data) {
-				t.Fatal("generated_ids differ")
+			if len(got.PromptLogits) != len(exp.PromptLogits) || len(got.GeneratedLogits) != len(exp.GeneratedLogits) {
+				t.Fatalf("logits shapes differ: %d and %d values, want %d and %d", len(got.PromptLogits), len(got.GeneratedLogits), len(exp.PromptLogits), len(exp.GeneratedLogits))
 			}
-			V := got.Tensor("prompt_logits").Shape[1]
-			for _, name := range []string{"prompt_logits", "generated_logits"} {
-				a, b := readF32(t, got, name), readF32(t, exp, name)
-				for r := 0; r < len(b)/V; r++ {
-					var num, den float64
-					for i := r * V; i < (r+1)*V; i++ {
-						num = math.Max(num, math.Abs(float64(a[i]-b[i])))
-						den = math.Max(den, math.Abs(float64(b[i])))
-					}
-					if num/den > 1e-4 {
-						t.Fatalf("%s row %d: error %.3g", name, r, num/den)
+			V := len(exp.PromptLogits) / len(exp.PromptIDs)
+			for _, c := range []struct {
+				name      string
+				got, want []float32
+			}{{"prompt_logits", got.PromptLogits, exp.PromptLogits}, {"generated_logits", got.GeneratedLogits, exp.GeneratedLogits}} {
+				for r := 0; r < len(c.want)/V; r++ {
+					if e := fixture.RowErr(c.got[r*V:(r+1)*V], c.want[r*V:(r+1)*V]); e > fixture.Tolerance {
+						t.Fatalf("%s row %d: error %.3g", c.name, r, e)
 					}
 				}
 			}
