@@ -214,8 +214,10 @@ type Options struct {
 	// Precise asks for float32 matrix products everywhere (GPU backends
 	// otherwise use BF16 tensor-core GEMMs for large products).
 	Precise bool
-	// KVCache is the KV cache element type: "f32" (default, exact) or
-	// "f16" (half the memory; backends without it keep f32).
+	// KVCache is the KV cache element type: "f32" (default, exact), "f16"
+	// (half the memory) or "q8_0" (ggml Q8_0 blocks: 32 int8 and a float16
+	// scale, 0.27 of the memory; attention over it uses integer dot
+	// products). Backends without a type keep f32.
 	KVCache string
 }
 

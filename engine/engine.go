@@ -30,7 +30,8 @@ type Options struct {
 	Quantize string
 	// Precise asks GPU backends for float32 products everywhere.
 	Precise bool
-	// KVCache is the KV cache type: "f32" (default) or "f16".
+	// KVCache is the KV cache type: "f32" (default), "f16" or "q8_0"
+	// (see backend.Options.KVCache).
 	KVCache string
 }
 

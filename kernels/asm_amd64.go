@@ -2,7 +2,11 @@
 
 package kernels
 
-import "golang.org/x/sys/cpu"
+import (
+	"unsafe"
+
+	"golang.org/x/sys/cpu"
+)
 
 // hasAsm: the assembly needs AVX2 (integer widening, 256-bit ops), FMA and
 // F16C (VCVTPH2PS). x/sys/cpu already checks OS support for YMM state.
@@ -24,6 +28,15 @@ func f16ToF32Asm(dst *float32, src *uint16, n int)
 
 //go:noescape
 func f32ToBF16Asm(dst *uint16, src *float32, n int)
+
+//go:noescape
+func expSubAsm(x *float32, n int, m float32) float32
+
+//go:noescape
+func maxAsm(x *float32, n int) float32
+
+//go:noescape
+func prefetchAsm(p unsafe.Pointer, ld, rows, lines int)
 
 // fmaLoop runs n iterations of 12 independent 8-lane FMAs.
 func fmaLoop(n int)

@@ -2,6 +2,8 @@
 
 package kernels
 
+import "unsafe"
+
 const hasAsm = false
 
 // The assembly entry points do not exist on this platform; useAsm is never
@@ -21,9 +23,12 @@ func gemmNNAsm(acc bool, M, N, K int, a []float32, lda int, b []float32, ldb int
 func matmul16Asm(f16 bool, out []float32, ldo int, x []float32, ldx int, w []uint16, T, N, K int) {
 	unreachable()
 }
-func axpyAsm(a float32, x, y *float32, n int)       { unreachable() }
-func scaleAsm(a float32, x *float32, n int)         { unreachable() }
-func bf16ToF32Asm(dst *float32, src *uint16, n int) { unreachable() }
-func f16ToF32Asm(dst *float32, src *uint16, n int)  { unreachable() }
-func f32ToBF16Asm(dst *uint16, src *float32, n int) { unreachable() }
-func fmaLoopAsm(n int)                              { unreachable() }
+func axpyAsm(a float32, x, y *float32, n int)           { unreachable() }
+func scaleAsm(a float32, x *float32, n int)             { unreachable() }
+func bf16ToF32Asm(dst *float32, src *uint16, n int)     { unreachable() }
+func f16ToF32Asm(dst *float32, src *uint16, n int)      { unreachable() }
+func f32ToBF16Asm(dst *uint16, src *float32, n int)     { unreachable() }
+func fmaLoopAsm(n int)                                  { unreachable() }
+func expSubAsm(x *float32, n int, m float32) float32    { unreachable(); return 0 }
+func maxAsm(x *float32, n int) float32                  { unreachable(); return 0 }
+func prefetchAsm(p unsafe.Pointer, ld, rows, lines int) { unreachable() }

@@ -137,6 +137,10 @@ func gemmNNGeneric(acc bool, M, N, K int, a []float32, lda int, b []float32, ldb
 	}
 }
 
+// fmaSink keeps fmaLoopGeneric's result alive so that its loop is not
+// optimised away.
+//
+//lint:ignore U1000 written, never read, on purpose
 var fmaSink float32
 
 // fmaLoopGeneric performs n*FlopsPerFMALoopIter flops of scalar

@@ -16,7 +16,9 @@ package kernels
 
 import (
 	"fmt"
+	"math"
 	"time"
+	"unsafe"
 )
 
 // useAsm selects the assembly paths. It is initialised from CPU detection
@@ -185,6 +187,57 @@ func Scale(a float32, x []float32) {
 	for i := range x {
 		x[i] *= a
 	}
+}
+
+// Max returns the largest element of x, or −Inf if x is empty. The result
+// is unspecified if x contains NaNs.
+func Max(x []float32) float32 {
+	m := float32(math.Inf(-1))
+	if useAsm && len(x) >= 8 {
+		n8 := len(x) &^ 7
+		m = maxAsm(&x[0], n8)
+		x = x[n8:]
+	}
+	for _, v := range x {
+		m = max(m, v)
+	}
+	return m
+}
+
+// ExpSub replaces every x[i] by exp(x[i] − m) and returns the sum of the
+// new values: the exponentials of a softmax, with m the running maximum.
+// The assembly evaluates the exponential with a polynomial accurate to
+// about 2e-7 relative (results below the smallest normal float32, i.e.
+// arguments under −87.34, are flushed to zero; −Inf gives 0, NaN gives
+// NaN); the Go code uses math.Exp.
+func ExpSub(x []float32, m float32) float32 {
+	var sum float32
+	if useAsm && len(x) >= 8 {
+		n8 := len(x) &^ 7
+		sum = expSubAsm(&x[0], n8, m)
+		x = x[n8:]
+	}
+	for i, v := range x {
+		e := float32(math.Exp(float64(v - m)))
+		x[i] = e
+		sum += e
+	}
+	return sum
+}
+
+// Prefetch asks the CPU to bring rows of a matrix into its L2 cache ahead
+// of use: rows rows of cols elements, ld elements apart, from the start of
+// s (which must hold them). It has no effect on the values, and none
+// without the assembly.
+func Prefetch[E any](s []E, ld, rows, cols int) {
+	if !useAsm || rows <= 0 || cols <= 0 {
+		return
+	}
+	need("Prefetch", len(s), rows, cols, ld)
+	var e E
+	es := int(unsafe.Sizeof(e))
+	lines := (cols*es+63)/64 + 1 // rows need not start on a cache line
+	prefetchAsm(unsafe.Pointer(unsafe.SliceData(s)), ld*es, rows, lines)
 }
 
 // BF16ToF32 converts len(src) bfloat16 bit patterns to float32 (exact);

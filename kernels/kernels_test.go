@@ -525,3 +525,103 @@ func BenchmarkDotF32(b *testing.B) {
 		benchSink += DotF32(x, y)
 	}
 }
+
+// TestExpSub checks the softmax exponentials against math.Exp over the
+// whole float32 range of results (and beyond: large negative arguments
+// flush to zero, −Inf gives 0, NaN stays NaN), for every length modulo 16.
+func TestExpSub(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	var xs []float32
+	for v := -110.0; v <= 88.7; v += 0.0173 {
+		xs = append(xs, float32(v))
+	}
+	for range 20000 {
+		xs = append(xs, float32(r.NormFloat64()*10), -float32(r.ExpFloat64()*30))
+	}
+	xs = append(xs, 0, -0, 1e-30, -1e-30, -87.33, -87.34, -88, -103, -104, -200, -1e30, float32(math.Inf(-1)))
+	withModes(t, func(t *testing.T) {
+		worst := 0.0
+		defer func() { t.Logf("worst relative error %.3g", worst) }()
+		for _, shift := range []float32{0, 3.5, -20} {
+			for _, n := range []int{0, 1, 7, 8, 9, 15, 16, 17, 33, len(xs)} {
+				x := make([]float32, n)
+				for i := range x {
+					x[i] = xs[(i*7919+n)%len(xs)] + shift
+				}
+				in := append([]float32(nil), x...)
+				sum := ExpSub(x, shift)
+				var want float64
+				for i, v := range in {
+					e := math.Exp(float64(v) - float64(shift))
+					if float32(e) == 0 && float64(v)-float64(shift) > -87 {
+						t.Fatalf("bad test input %v", v)
+					}
+					want += float64(x[i])
+					tol := 4e-7 * e
+					if e < 0x1p-126 {
+						tol = 0x1p-126
+					}
+					if math.IsInf(float64(float32(e)), 1) {
+						if !math.IsInf(float64(x[i]), 1) {
+							t.Errorf("n=%d: exp(%v) = %v, want +Inf", n, float64(v)-float64(shift), x[i])
+						}
+						continue
+					}
+					if d := math.Abs(float64(x[i]) - e); e >= 0x1p-126 && d/e > worst {
+						worst = d / e
+					}
+					if d := math.Abs(float64(x[i]) - e); d > tol {
+						t.Errorf("n=%d: exp(%v) = %v, want %v (rel. error %.3g)", n, float64(v)-float64(shift), x[i], e, d/e)
+					}
+				}
+				if want > math.MaxFloat32 {
+					if !math.IsInf(float64(sum), 1) {
+						t.Errorf("n=%d: sum %v, want +Inf", n, sum)
+					}
+				} else if math.Abs(float64(sum)-want) > 1e-5*math.Abs(want) {
+					t.Errorf("n=%d: sum %v, want %v", n, sum, want)
+				}
+			}
+		}
+		x := []float32{float32(math.NaN()), float32(math.Inf(-1)), float32(math.Inf(1)), 0, 0, 0, 0, 0, float32(math.NaN())}
+		ExpSub(x, 0)
+		if !math.IsNaN(float64(x[0])) || x[1] != 0 || !math.IsInf(float64(x[2]), 1) || x[3] != 1 || !math.IsNaN(float64(x[8])) {
+			t.Errorf("special values: %v", x)
+		}
+	})
+}
+
+// TestMax checks Max against a plain loop for every length modulo 32 and
+// for maxima at every position.
+func TestMax(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 14))
+	withModes(t, func(t *testing.T) {
+		if m := Max(nil); !math.IsInf(float64(m), -1) {
+			t.Errorf("Max(nil) = %v", m)
+		}
+		for n := 1; n < 80; n++ {
+			x := randF32(r, n)
+			for i := range x {
+				x[i] -= 100
+			}
+			for p := 0; p < n; p++ {
+				x[p] += 1000
+				if m := Max(x); m != x[p] {
+					t.Fatalf("n=%d: max at %d = %v, got %v", n, p, x[p], m)
+				}
+				x[p] -= 1000
+			}
+		}
+	})
+}
+
+func BenchmarkExpSub(b *testing.B) {
+	x := make([]float32, 4096)
+	b.SetBytes(int64(4 * len(x)))
+	for i := 0; i < b.N; i++ {
+		for j := range x {
+			x[j] = -float32(j) / 256
+		}
+		ExpSub(x, 0)
+	}
+}

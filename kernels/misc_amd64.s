@@ -225,3 +225,211 @@ fma_loop:
 fma_done:
 	VZEROUPPER
 	RET
+
+// Constants of expSubAsm, each replicated over 8 lanes (32 bytes): the
+// Cephes expf polynomial p0..p5 and 1.0 (also used, as an integer, to
+// build 2^n as n<<23 + bits(1.0)).
+DATA expvec<>+0(SB)/4, $0x39506967
+DATA expvec<>+4(SB)/4, $0x39506967
+DATA expvec<>+8(SB)/4, $0x39506967
+DATA expvec<>+12(SB)/4, $0x39506967
+DATA expvec<>+16(SB)/4, $0x39506967
+DATA expvec<>+20(SB)/4, $0x39506967
+DATA expvec<>+24(SB)/4, $0x39506967
+DATA expvec<>+28(SB)/4, $0x39506967
+DATA expvec<>+32(SB)/4, $0x3ab743ce
+DATA expvec<>+36(SB)/4, $0x3ab743ce
+DATA expvec<>+40(SB)/4, $0x3ab743ce
+DATA expvec<>+44(SB)/4, $0x3ab743ce
+DATA expvec<>+48(SB)/4, $0x3ab743ce
+DATA expvec<>+52(SB)/4, $0x3ab743ce
+DATA expvec<>+56(SB)/4, $0x3ab743ce
+DATA expvec<>+60(SB)/4, $0x3ab743ce
+DATA expvec<>+64(SB)/4, $0x3c088908
+DATA expvec<>+68(SB)/4, $0x3c088908
+DATA expvec<>+72(SB)/4, $0x3c088908
+DATA expvec<>+76(SB)/4, $0x3c088908
+DATA expvec<>+80(SB)/4, $0x3c088908
+DATA expvec<>+84(SB)/4, $0x3c088908
+DATA expvec<>+88(SB)/4, $0x3c088908
+DATA expvec<>+92(SB)/4, $0x3c088908
+DATA expvec<>+96(SB)/4, $0x3d2aa9c1
+DATA expvec<>+100(SB)/4, $0x3d2aa9c1
+DATA expvec<>+104(SB)/4, $0x3d2aa9c1
+DATA expvec<>+108(SB)/4, $0x3d2aa9c1
+DATA expvec<>+112(SB)/4, $0x3d2aa9c1
+DATA expvec<>+116(SB)/4, $0x3d2aa9c1
+DATA expvec<>+120(SB)/4, $0x3d2aa9c1
+DATA expvec<>+124(SB)/4, $0x3d2aa9c1
+DATA expvec<>+128(SB)/4, $0x3e2aaaaa
+DATA expvec<>+132(SB)/4, $0x3e2aaaaa
+DATA expvec<>+136(SB)/4, $0x3e2aaaaa
+DATA expvec<>+140(SB)/4, $0x3e2aaaaa
+DATA expvec<>+144(SB)/4, $0x3e2aaaaa
+DATA expvec<>+148(SB)/4, $0x3e2aaaaa
+DATA expvec<>+152(SB)/4, $0x3e2aaaaa
+DATA expvec<>+156(SB)/4, $0x3e2aaaaa
+DATA expvec<>+160(SB)/4, $0x3f000000
+DATA expvec<>+164(SB)/4, $0x3f000000
+DATA expvec<>+168(SB)/4, $0x3f000000
+DATA expvec<>+172(SB)/4, $0x3f000000
+DATA expvec<>+176(SB)/4, $0x3f000000
+DATA expvec<>+180(SB)/4, $0x3f000000
+DATA expvec<>+184(SB)/4, $0x3f000000
+DATA expvec<>+188(SB)/4, $0x3f000000
+DATA expvec<>+192(SB)/4, $0x3f800000
+DATA expvec<>+196(SB)/4, $0x3f800000
+DATA expvec<>+200(SB)/4, $0x3f800000
+DATA expvec<>+204(SB)/4, $0x3f800000
+DATA expvec<>+208(SB)/4, $0x3f800000
+DATA expvec<>+212(SB)/4, $0x3f800000
+DATA expvec<>+216(SB)/4, $0x3f800000
+DATA expvec<>+220(SB)/4, $0x3f800000
+GLOBL expvec<>(SB), RODATA|NOPTR, $224
+
+// Scalar constants of expSubAsm: log2(e), ln(2) split in a high part
+// (exact in 9 bits) and a low part, the clamp range of n and the input
+// below which the result is flushed to zero (ln of the smallest normal).
+DATA expconst<>+0(SB)/4, $0x3fb8aa3b
+DATA expconst<>+4(SB)/4, $0x3f318000
+DATA expconst<>+8(SB)/4, $0xb95e8083
+DATA expconst<>+12(SB)/4, $0xc2fc0000
+DATA expconst<>+16(SB)/4, $0x42fe0000
+DATA expconst<>+20(SB)/4, $0xc2aeac50
+GLOBL expconst<>(SB), RODATA|NOPTR, $24
+
+// EXP8 replaces the 8 floats at off(SI) by exp(x - m) and adds them to Y8.
+// A, B, C, D are temporaries. e^x = 2^n · e^r with n = round(x·log2 e),
+// r = x - n·ln 2 (in two parts), e^r = 1 + r + r²·p(r).
+#define EXP8(off, A, B, C, D) \
+	VMOVUPS off(SI), A \
+	VSUBPS  Y15, A, A \
+	VCMPPS  $5, Y9, A, D \
+	VMULPS  Y14, A, B \
+	VROUNDPS $0, B, B \
+	VMAXPS  Y11, B, B \
+	VMINPS  Y10, B, B \
+	VFNMADD231PS Y13, B, A \
+	VFNMADD231PS Y12, B, A \
+	VMOVUPS expvec<>+0(SB), C \
+	VFMADD213PS expvec<>+32(SB), A, C \
+	VFMADD213PS expvec<>+64(SB), A, C \
+	VFMADD213PS expvec<>+96(SB), A, C \
+	VFMADD213PS expvec<>+128(SB), A, C \
+	VFMADD213PS expvec<>+160(SB), A, C \
+	VFMADD213PS expvec<>+192(SB), A, C \
+	VFMADD213PS expvec<>+192(SB), A, C \
+	VCVTPS2DQ B, B \
+	VPSLLD  $23, B, B \
+	VPADDD  expvec<>+192(SB), B, B \
+	VMULPS  B, C, C \
+	VANDPS  D, C, C \
+	VMOVUPS C, off(SI) \
+	VADDPS  C, Y8, Y8
+
+// func expSubAsm(x *float32, n int, m float32) float32
+// x[i] = exp(x[i] - m) for i < n (a multiple of 8); returns the sum.
+TEXT ·expSubAsm(SB), NOSPLIT, $0-28
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	VBROADCASTSS m+16(FP), Y15
+	VBROADCASTSS expconst<>+0(SB), Y14
+	VBROADCASTSS expconst<>+4(SB), Y13
+	VBROADCASTSS expconst<>+8(SB), Y12
+	VBROADCASTSS expconst<>+12(SB), Y11
+	VBROADCASTSS expconst<>+16(SB), Y10
+	VBROADCASTSS expconst<>+20(SB), Y9
+	VXORPS Y8, Y8, Y8
+	CMPQ CX, $16
+	JL exp_8
+exp_16:
+	EXP8(0, Y0, Y1, Y2, Y3)
+	EXP8(32, Y4, Y5, Y6, Y7)
+	ADDQ $64, SI
+	SUBQ $16, CX
+	CMPQ CX, $16
+	JGE exp_16
+exp_8:
+	CMPQ CX, $8
+	JL exp_done
+	EXP8(0, Y0, Y1, Y2, Y3)
+	ADDQ $32, SI
+	SUBQ $8, CX
+	JMP exp_8
+exp_done:
+	VEXTRACTF128 $1, Y8, X0
+	VADDPS X0, X8, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VMOVSS X0, ret+24(FP)
+	VZEROUPPER
+	RET
+
+// func maxAsm(x *float32, n int) float32
+// Largest of x[0..n), n a positive multiple of 8.
+TEXT ·maxAsm(SB), NOSPLIT, $0-20
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	VMOVUPS (SI), Y0
+	VMOVAPS Y0, Y1
+	VMOVAPS Y0, Y2
+	VMOVAPS Y0, Y3
+	ADDQ $32, SI
+	SUBQ $8, CX
+	CMPQ CX, $32
+	JL max_8
+max_32:
+	VMAXPS (SI), Y0, Y0
+	VMAXPS 32(SI), Y1, Y1
+	VMAXPS 64(SI), Y2, Y2
+	VMAXPS 96(SI), Y3, Y3
+	ADDQ $128, SI
+	SUBQ $32, CX
+	CMPQ CX, $32
+	JGE max_32
+max_8:
+	CMPQ CX, $8
+	JL max_done
+	VMAXPS (SI), Y0, Y0
+	ADDQ $32, SI
+	SUBQ $8, CX
+	JMP max_8
+max_done:
+	VMAXPS Y1, Y0, Y0
+	VMAXPS Y3, Y2, Y2
+	VMAXPS Y2, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VMAXPS X1, X0, X0
+	VPERMILPS $0x4e, X0, X1
+	VMAXPS X1, X0, X0
+	VPERMILPS $0xb1, X0, X1
+	VMAXPS X1, X0, X0
+	VMOVSS X0, ret+16(FP)
+	VZEROUPPER
+	RET
+
+// func prefetchAsm(p unsafe.Pointer, ld, rows, lines int)
+// PREFETCHT1 of lines cache lines (64 bytes) from each of rows rows ld
+// bytes apart, starting at p.
+TEXT ·prefetchAsm(SB), NOSPLIT, $0-32
+	MOVQ p+0(FP), SI
+	MOVQ ld+8(FP), DX
+	MOVQ rows+16(FP), CX
+	MOVQ lines+24(FP), BX
+	TESTQ CX, CX
+	JEQ pf_done
+	TESTQ BX, BX
+	JEQ pf_done
+pf_row:
+	MOVQ SI, DI
+	MOVQ BX, AX
+pf_line:
+	PREFETCHT1 (DI)
+	ADDQ $64, DI
+	DECQ AX
+	JNE pf_line
+	ADDQ DX, SI
+	DECQ CX
+	JNE pf_row
+pf_done:
+	RET

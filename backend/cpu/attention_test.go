@@ -202,7 +202,7 @@ func TestAttentionIncremental(t *testing.T) {
 // against the float64 reference with a half-precision tolerance.
 func TestAttentionF16Cache(t *testing.T) {
 	b := New(2)
-	b.kvF16 = true
+	b.kv = kvF16
 	r := rand.New(rand.NewPCG(7, 8))
 	const H, Hkv, d, T = 4, 2, 8, 300
 	q, k, v := randTensor(b, r, T, H*d, 1), randTensor(b, r, T, Hkv*d, 1), randTensor(b, r, T, Hkv*d, 1)

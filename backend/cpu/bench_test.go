@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/ringo-ai/ringo/backend"
 	"github.com/ringo-ai/ringo/quant"
 )
 
@@ -36,6 +37,66 @@ func BenchmarkQuantMatMul(b *testing.B) {
 					b.ReportMetric(float64(N*K*T)*float64(b.N)/float64(b.Elapsed().Nanoseconds()), "MAC/ns")
 				})
 			}
+		}
+	}
+}
+
+// benchThreads is the number of workers of the attention benchmarks.
+const benchThreads = 2
+
+// BenchmarkAttention measures one batch-1 decode step of softmax attention
+// (16 query heads, 4 KV heads, head dim 128: the Ring-mini shape) over a KV
+// cache of L keys, for each KV cache type, on two workers.
+func BenchmarkAttention(b *testing.B) {
+	const H, Hkv, d = 16, 4, 128
+	for _, kvt := range []string{"f32", "f16", "q8_0"} {
+		for _, L := range []int{1024, 8192, 32768} {
+			b.Run(fmt.Sprintf("%s/L=%d", kvt, L), func(b *testing.B) {
+				be := New(benchThreads)
+				be.kv, _ = parseKVType(kvt)
+				r := rand.New(rand.NewPCG(1, uint64(L)))
+				kv := backend.KV{K: be.AllocKV(L, Hkv*d), V: be.AllocKV(L, Hkv*d)}
+				for _, t := range []backend.Tensor{kv.K, kv.V} {
+					be.Write(t, data(randTensor(be, r, L, Hkv*d, 1)))
+				}
+				q, k, v := randTensor(be, r, 1, H*d, 1), randTensor(be, r, 1, Hkv*d, 1), randTensor(be, r, 1, Hkv*d, 1)
+				out := be.Alloc(1, H*d)
+				sp := []backend.Span{{N: 1, Pos: L - 1}}
+				kvs := []backend.KV{kv}
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					be.Attention(out, q, k, v, sp, kvs, d, 0.088)
+				}
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(L), "ns/key")
+			})
+		}
+	}
+}
+
+// BenchmarkAttentionPrefill measures a 512-token prefill chunk continuing a
+// sequence at position P (the Ring-mini shape, two workers).
+func BenchmarkAttentionPrefill(b *testing.B) {
+	const H, Hkv, d, T = 16, 4, 128, 512
+	for _, kvt := range []string{"f32", "f16", "q8_0"} {
+		for _, P := range []int{0, 4096} {
+			b.Run(fmt.Sprintf("%s/P=%d", kvt, P), func(b *testing.B) {
+				be := New(benchThreads)
+				be.kv, _ = parseKVType(kvt)
+				r := rand.New(rand.NewPCG(2, uint64(P)))
+				kv := backend.KV{K: be.AllocKV(P+T, Hkv*d), V: be.AllocKV(P+T, Hkv*d)}
+				if P > 0 {
+					be.Write(kv.K.RowRange(0, P), data(randTensor(be, r, P, Hkv*d, 1)))
+					be.Write(kv.V.RowRange(0, P), data(randTensor(be, r, P, Hkv*d, 1)))
+				}
+				q, k, v := randTensor(be, r, T, H*d, 1), randTensor(be, r, T, Hkv*d, 1), randTensor(be, r, T, Hkv*d, 1)
+				out := be.Alloc(T, H*d)
+				sp := []backend.Span{{N: T, Pos: P}}
+				kvs := []backend.KV{kv}
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					be.Attention(out, q, k, v, sp, kvs, d, 0.088)
+				}
+			})
 		}
 	}
 }

@@ -21,9 +21,9 @@ import (
 // forward passes); its operations keep their scratch memory between calls,
 // so a decode step allocates nothing.
 type Backend struct {
-	pool  *pool
-	qa    quant.QActs // activations quantized for MatMul (one MatMul at a time)
-	kvF16 bool        // KV caches in half precision
+	pool *pool
+	qa   quant.QActs // activations quantized for MatMul (one MatMul at a time)
+	kv   kvType      // element type of the KV caches
 
 	matMul matMulTask
 	norm   normTask
@@ -77,32 +77,22 @@ func (b *Backend) Free(t backend.Tensor) {}
 
 // Write implements backend.Backend.
 func (b *Backend) Write(t backend.Tensor, src []float32) {
-	if isF16(t) {
-		for r := 0; r < t.Rows; r++ {
-			f32ToF16(row16(t, r), src[r*t.Cols:(r+1)*t.Cols])
-		}
-		return
-	}
 	for r := 0; r < t.Rows; r++ {
-		copy(row(t, r), src[r*t.Cols:(r+1)*t.Cols])
+		rowFromF32(t, r, src[r*t.Cols:(r+1)*t.Cols])
 	}
 }
 
 // Read implements backend.Backend.
 func (b *Backend) Read(t backend.Tensor, dst []float32) {
-	if isF16(t) {
-		rowsF32(dst, t, 0, t.Rows)
-		return
-	}
 	for r := 0; r < t.Rows; r++ {
-		copy(dst[r*t.Cols:(r+1)*t.Cols], row(t, r))
+		rowToF32(dst[r*t.Cols:(r+1)*t.Cols], t, r)
 	}
 }
 
 // Copy implements backend.Backend.
 func (b *Backend) Copy(dst, src backend.Tensor) {
 	checkSame("Copy", dst, src)
-	if isF16(dst) || isF16(src) {
+	if kvTypeOf(dst) != kvF32 || kvTypeOf(src) != kvF32 {
 		copyMixed(dst, src)
 		return
 	}
@@ -113,15 +103,7 @@ func (b *Backend) Copy(dst, src backend.Tensor) {
 
 // Zero implements backend.Backend.
 func (b *Backend) Zero(t backend.Tensor) {
-	if isF16(t) {
-		for r := 0; r < t.Rows; r++ {
-			clear(row16(t, r))
-		}
-		return
-	}
-	for r := 0; r < t.Rows; r++ {
-		clear(row(t, r))
-	}
+	zeroKV(t)
 }
 
 func checkSame(op string, a, b backend.Tensor) {
@@ -470,14 +452,12 @@ func (b *Backend) Gather(dst, src backend.Tensor, rows []int) {
 
 func init() {
 	backend.Register("cpu", func(o backend.Options) (backend.Backend, error) {
-		b := New(o.Threads)
-		switch o.KVCache {
-		case "", "f32":
-		case "f16":
-			b.kvF16 = true
-		default:
-			return nil, fmt.Errorf("KV cache type %q: want f32 or f16", o.KVCache)
+		kv, err := parseKVType(o.KVCache)
+		if err != nil {
+			return nil, fmt.Errorf("cpu backend: %w", err)
 		}
+		b := New(o.Threads)
+		b.kv = kv
 		return b, nil
 	})
 }

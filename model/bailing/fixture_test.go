@@ -7,18 +7,34 @@ import (
 
 	"github.com/ringo-ai/ringo/internal/fixture"
 
+	"github.com/ringo-ai/ringo/backend"
 	"github.com/ringo-ai/ringo/backend/cpu"
 	"github.com/ringo-ai/ringo/checkpoint"
 )
 
 func loadFixture(t *testing.T, name string, opts Options) *Model {
 	t.Helper()
+	return loadFixtureOn(t, name, cpu.New(0), opts)
+}
+
+// loadFixtureKV loads a fixture on a CPU backend with KV caches of type kv.
+func loadFixtureKV(t *testing.T, name, kv string, opts Options) *Model {
+	t.Helper()
+	b, err := backend.Open("cpu", backend.Options{KVCache: kv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return loadFixtureOn(t, name, b, opts)
+}
+
+func loadFixtureOn(t *testing.T, name string, b backend.Backend, opts Options) *Model {
+	t.Helper()
 	ck, err := checkpoint.Open(filepath.Join("..", "..", "testdata", name))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ck.Close() })
-	m, err := Load(ck.ConfigJSON, ck.Generation, ck, cpu.New(0), opts)
+	m, err := Load(ck.ConfigJSON, ck.Generation, ck, b, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

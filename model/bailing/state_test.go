@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/ringo-ai/ringo/backend"
-	"github.com/ringo-ai/ringo/checkpoint"
 	"github.com/ringo-ai/ringo/internal/fixture"
 	"github.com/ringo-ai/ringo/model"
 )
@@ -30,12 +29,16 @@ func greedy(t *testing.T, m *Model, st model.State, first []int32, n int) ([]int
 
 // TestForkContinuesIdentically forks a state after the prompt and checks
 // that the fork and the original generate the same tokens and logits, and
-// that advancing one does not disturb the other.
+// that advancing one does not disturb the other (with each KV cache type:
+// forks copy reduced-precision caches as they are stored).
 func TestForkContinuesIdentically(t *testing.T) {
-	for _, dir := range []string{"tiny-linear", "tiny-softmax"} {
-		t.Run(dir, func(t *testing.T) {
+	for _, tc := range []struct{ dir, kv string }{
+		{"tiny-linear", "f32"}, {"tiny-softmax", "f32"}, {"tiny-softmax", "f16"}, {"tiny-softmax", "q8_0"},
+	} {
+		dir := tc.dir
+		t.Run(dir+"/"+tc.kv, func(t *testing.T) {
 			exp := mustExpected(t, "../../testdata/"+dir)
-			m := loadFixture(t, dir, Options{})
+			m := loadFixtureKV(t, dir, tc.kv, Options{})
 			st := m.NewState()
 			prompt := exp.PromptIDs[:100]
 			req := &model.Request{State: st, Tokens: prompt}
@@ -130,65 +133,95 @@ func TestForwardRejectsBadInput(t *testing.T) {
 }
 
 // TestDecodeAllocations checks that a decode step allocates nothing once
-// the workspaces exist (weights BF16, CPU backend).
+// the workspaces exist (weights BF16, CPU backend), with every KV cache
+// type.
 func TestDecodeAllocations(t *testing.T) {
-	for _, dir := range []string{"tiny-linear", "tiny-softmax"} {
-		m := loadFixture(t, dir, Options{})
-		st := m.NewState()
-		req := &model.Request{State: st, Tokens: []int32{1, 2, 3}}
-		reqs := []*model.Request{req}
-		if err := m.Forward(context.Background(), reqs); err != nil {
-			t.Fatal(err)
-		}
-		st.(*State).reserve(200) // KV growth is amortised; exclude it here
-		req.Tokens = []int32{5}
-		ctx := context.Background()
-		n := testing.AllocsPerRun(50, func() {
-			if err := m.Forward(ctx, reqs); err != nil {
+	for _, kv := range []string{"f32", "f16", "q8_0"} {
+		for _, dir := range []string{"tiny-linear", "tiny-softmax"} {
+			m := loadFixtureKV(t, dir, kv, Options{})
+			st := m.NewState()
+			req := &model.Request{State: st, Tokens: []int32{1, 2, 3}}
+			reqs := []*model.Request{req}
+			if err := m.Forward(context.Background(), reqs); err != nil {
 				t.Fatal(err)
 			}
-		})
-		if n != 0 {
-			t.Errorf("%s: %.1f allocations per decode step", dir, n)
+			st.(*State).reserve(200) // KV growth is amortised; exclude it here
+			req.Tokens = []int32{5}
+			ctx := context.Background()
+			n := testing.AllocsPerRun(50, func() {
+				if err := m.Forward(ctx, reqs); err != nil {
+					t.Fatal(err)
+				}
+			})
+			if n != 0 {
+				t.Errorf("%s, %s KV cache: %.1f allocations per decode step", dir, kv, n)
+			}
 		}
 	}
 }
 
-// TestF16KVCache checks the half-precision KV cache against the exact
-// float32 path on the softmax fixture: same greedy tokens, small error.
-func TestF16KVCache(t *testing.T) {
-	exp := mustExpected(t, "../../testdata/tiny-softmax")
-	ck, err := checkpoint.Open("../../testdata/tiny-softmax")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ck.Close()
-	b, err := backend.Open("cpu", backend.Options{KVCache: "f16"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := Load(ck.ConfigJSON, ck.Generation, ck, b, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	V := m.Info().VocabSize
-	st := m.NewState()
-	req := &model.Request{State: st, Tokens: exp.PromptIDs, All: true}
-	if err := m.Forward(context.Background(), []*model.Request{req}); err != nil {
-		t.Fatal(err)
-	}
-	worst := 0.0
-	for i := range exp.PromptIDs {
-		worst = max(worst, fixture.RowErr(req.Logits[i*V:(i+1)*V], exp.PromptLogits[i*V:(i+1)*V]))
-	}
-	ids, _ := greedy(t, m, st.Fork(), []int32{fixture.Argmax(req.Logits[len(req.Logits)-V:])}, len(exp.GeneratedIDs)-1)
-	ids = append([]int32{fixture.Argmax(req.Logits[len(req.Logits)-V:])}, ids...)
-	t.Logf("f16 KV cache: worst prompt row error %.2g", worst)
-	if worst > 5e-3 {
-		t.Fatalf("f16 KV cache: prompt logits error %.3g", worst)
-	}
-	if !slices.Equal(ids, exp.GeneratedIDs) {
-		t.Fatalf("f16 KV cache generated %v, want %v", ids, exp.GeneratedIDs)
+// TestReducedKVCache runs the fixtures with the reduced-precision KV
+// caches against the reference logits: every prompt position, then every
+// generated position with the reference's tokens fed back (so that one
+// differing argmax does not change all later inputs). It reports the row
+// errors (max|Δlogit| / max|logit|) and how often the top-1 token agrees
+// with the reference, and bounds them: f16 rounds each cached value to 11
+// significant bits, q8_0 to 8 bits of its block's largest magnitude. With
+// q8_0 an occasional row differs a lot because the perturbed hidden state
+// flips the MoE router's expert selection (e.g. tiny-softmax position 102,
+// layer 3), so q8_0 is bounded by its median row error.
+func TestReducedKVCache(t *testing.T) {
+	for _, tc := range []struct {
+		kv       string
+		worst    float64 // bound on the worst row error (0: none)
+		median   float64 // bound on the median row error
+		minAgree float64 // fraction of rows whose top-1 token must agree
+	}{
+		{"f16", 5e-3, 1e-3, 1},
+		{"q8_0", 0, 1e-2, 0.97},
+	} {
+		for _, dir := range []string{"tiny-softmax", "tiny-linear"} {
+			t.Run(tc.kv+"/"+dir, func(t *testing.T) {
+				exp := mustExpected(t, "../../testdata/"+dir)
+				m := loadFixtureKV(t, dir, tc.kv, Options{})
+				V := m.Info().VocabSize
+				st := m.NewState()
+				req := &model.Request{State: st, Tokens: exp.PromptIDs, All: true}
+				if err := m.Forward(context.Background(), []*model.Request{req}); err != nil {
+					t.Fatal(err)
+				}
+				var errs []float64
+				agree := 0
+				check := func(got, want []float32) {
+					errs = append(errs, fixture.RowErr(got, want))
+					if fixture.Argmax(got) == fixture.Argmax(want) {
+						agree++
+					}
+				}
+				for i := range exp.PromptIDs {
+					check(req.Logits[i*V:(i+1)*V], exp.PromptLogits[i*V:(i+1)*V])
+				}
+				for i, id := range exp.GeneratedIDs {
+					r := &model.Request{State: st, Tokens: []int32{id}}
+					if err := m.Forward(context.Background(), []*model.Request{r}); err != nil {
+						t.Fatal(err)
+					}
+					check(r.Logits, exp.GeneratedLogits[i*V:(i+1)*V])
+				}
+				slices.Sort(errs)
+				worst, med := errs[len(errs)-1], errs[len(errs)/2]
+				t.Logf("%s KV cache, %s: row error median %.3g, worst %.3g; top-1 agreement %d/%d", tc.kv, dir, med, worst, agree, len(errs))
+				if tc.worst > 0 && worst > tc.worst {
+					t.Errorf("worst row error %.3g > %g", worst, tc.worst)
+				}
+				if med > tc.median {
+					t.Errorf("median row error %.3g > %g", med, tc.median)
+				}
+				if float64(agree) < tc.minAgree*float64(len(errs)) {
+					t.Errorf("top-1 agreement %d/%d", agree, len(errs))
+				}
+			})
+		}
 	}
 	if _, err := backend.Open("cpu", backend.Options{KVCache: "q3"}); err == nil {
 		t.Fatal("unknown KV cache type accepted")

@@ -1,0 +1,117 @@
+package bailing_test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"slices"
+	"sort"
+	"testing"
+
+	"github.com/ringo-ai/ringo/engine"
+	"github.com/ringo-ai/ringo/internal/fixture"
+	"github.com/ringo-ai/ringo/model"
+	"github.com/ringo-ai/ringo/synth"
+)
+
+// TestKVCacheTypesLongContext runs a random Ling-shaped checkpoint (every
+// layer softmax attention, head dim 64, four query heads per KV head, so
+// the Q8_0 cache takes its integer dot-product path) through an 1100-token
+// prompt and 24 decode steps with each KV cache type, and compares the
+// logits of every position with those of the float32 cache. The decode
+// steps run past the point where a single sequence's keys are split over
+// the workers. The reduced types must keep the top-1 token of nearly
+// every position; their worst rows are logged.
+func TestKVCacheTypesLongContext(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long context")
+	}
+	base, err := os.ReadFile("../../testdata/tiny-softmax/config.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c map[string]any
+	if err := json.Unmarshal(base, &c); err != nil {
+		t.Fatal(err)
+	}
+	c["head_dim"], c["num_attention_heads"], c["num_key_value_heads"] = 64, 8, 2
+	cfg, _ := json.Marshal(c)
+	dir := t.TempDir()
+	if err := synth.Write(context.Background(), cfg, dir, synth.Options{Seed: 9}); err != nil {
+		t.Fatal(err)
+	}
+	const P, G = 1100, 24
+	prompt := make([]int32, P)
+	for i := range prompt {
+		prompt[i] = int32((i*131 + 7) % 500)
+	}
+	// run returns the logits of every prompt position and of G decode
+	// steps fed with the tokens in feed (greedy tokens when feed is nil).
+	run := func(kv string, feed []int32) (rows [][]float32, toks []int32) {
+		m, err := engine.Load(dir, engine.Options{KVCache: kv, Threads: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		V := m.Info().VocabSize
+		st := m.NewState()
+		defer st.Free()
+		req := &model.Request{State: st, Tokens: prompt, All: true}
+		if err := m.Forward(context.Background(), []*model.Request{req}); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < P; i++ {
+			rows = append(rows, slices.Clone(req.Logits[i*V:(i+1)*V]))
+		}
+		next := fixture.Argmax(rows[P-1])
+		for i := 0; i < G; i++ {
+			if feed != nil {
+				next = feed[i]
+			}
+			toks = append(toks, next)
+			r := &model.Request{State: st, Tokens: []int32{next}}
+			if err := m.Forward(context.Background(), []*model.Request{r}); err != nil {
+				t.Fatal(err)
+			}
+			rows = append(rows, slices.Clone(r.Logits))
+			next = fixture.Argmax(r.Logits)
+		}
+		return rows, toks
+	}
+	want, toks := run("f32", nil)
+	for _, tc := range []struct {
+		kv       string
+		median   float64 // bound on the median row error
+		minAgree float64 // fraction of rows whose top-1 token must agree
+	}{
+		{"f16", 2e-3, 0.99},
+		{"q8_0", 2e-2, 0.97},
+	} {
+		got, _ := run(tc.kv, toks)
+		errs := make([]float64, len(want))
+		agree, agreeDecode, worstDecode := 0, 0, 0.0
+		for i := range want {
+			errs[i] = fixture.RowErr(got[i], want[i])
+			ok := fixture.Argmax(got[i]) == fixture.Argmax(want[i])
+			if ok {
+				agree++
+			}
+			if i >= P {
+				worstDecode = max(worstDecode, errs[i])
+				if ok {
+					agreeDecode++
+				}
+			}
+		}
+		sort.Float64s(errs)
+		med, p99, worst := errs[len(errs)/2], errs[len(errs)*99/100], errs[len(errs)-1]
+		t.Logf("%s vs f32: row error median %.3g, 99th percentile %.3g, worst %.3g; top-1 agreement %d/%d (decode steps: worst %.3g, %d/%d)",
+			tc.kv, med, p99, worst, agree, len(want), worstDecode, agreeDecode, G)
+		if med > tc.median {
+			t.Errorf("%s: median row error %.3g > %g", tc.kv, med, tc.median)
+		}
+		if float64(agree) < tc.minAgree*float64(len(want)) {
+			t.Errorf("%s: top-1 agreement %d/%d", tc.kv, agree, len(want))
+		}
+	}
+}

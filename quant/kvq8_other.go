@@ -1,0 +1,21 @@
+//go:build !amd64 || purego
+
+package quant
+
+// Without assembly the kernels of kvq8.go use the Go code.
+
+func kvSIMD() bool { return false }
+
+func accumQ8_0x4(o, p *[4]*float32, v []byte, ldv, n, nb int) { panic("quant: no SIMD kernels") }
+
+func dotQ8_0x4Rows(out []float32, ldo, mr int, xs *[4][]byte, w []byte, ldw, n, nb int, next []byte) {
+	panic("quant: no SIMD kernels")
+}
+
+func quantizeQ8aRow(dst []byte, x []float32) { panic("quant: no SIMD kernels") }
+
+func dequantQ8_0Row(dst []float32, src []byte, nb int) {
+	for b := 0; b < nb; b++ {
+		dequantQ8_0Block(dst[b*QK:], src[b*34:])
+	}
+}
