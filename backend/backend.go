@@ -70,6 +70,22 @@ type Buffer interface {
 	Len() int
 }
 
+// Sizer is implemented by buffers that do not store 4 bytes per element
+// (reduced-precision KV caches).
+type Sizer interface {
+	// Bytes is the memory the buffer holds.
+	Bytes() int64
+}
+
+// BufferBytes returns the memory held by t's buffer: Sizer.Bytes when the
+// buffer implements it, else 4 bytes per element.
+func BufferBytes(t Tensor) int64 {
+	if s, ok := t.Buf.(Sizer); ok {
+		return s.Bytes()
+	}
+	return 4 * int64(t.Buf.Len())
+}
+
 // Tensor is a row-major float32 matrix in a backend Buffer, or a view of one:
 // element (r, c) lives at Off + r*Stride + c.
 type Tensor struct {

@@ -37,6 +37,9 @@ type f16buffer struct{ d []uint16 }
 
 func (b *f16buffer) Len() int { return len(b.d) }
 
+// Bytes implements backend.Sizer.
+func (b *f16buffer) Bytes() int64 { return 2 * int64(len(b.d)) }
+
 // q8buffer stores a KV cache in ggml Q8_0 blocks: every 32 consecutive
 // elements of a row are one block of a float16 scale and 32 int8 (34
 // bytes), 0.27 of the float32 size. Element e of the buffer lives in block
@@ -45,6 +48,9 @@ func (b *f16buffer) Len() int { return len(b.d) }
 type q8buffer struct{ d []byte }
 
 func (b *q8buffer) Len() int { return len(b.d) / q8BlockBytes * quant.QK }
+
+// Bytes implements backend.Sizer.
+func (b *q8buffer) Bytes() int64 { return int64(len(b.d)) }
 
 // q8BlockBytes is the size of one Q8_0 block.
 const q8BlockBytes = 34

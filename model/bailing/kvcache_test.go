@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"testing"
@@ -112,6 +113,34 @@ func TestKVCacheTypesLongContext(t *testing.T) {
 		}
 		if float64(agree) < tc.minAgree*float64(len(want)) {
 			t.Errorf("%s: top-1 agreement %d/%d", tc.kv, agree, len(want))
+		}
+	}
+}
+
+// TestKVBytes checks that the model's memory figures follow the KV cache
+// type: Info.KVBytesPerToken and the KV part of State.Bytes count 4, 2 and
+// 34/32 bytes per cached value for f32, f16 and q8_0.
+func TestKVBytes(t *testing.T) {
+	dir := filepath.Join("..", "..", "testdata", "tiny-softmax")
+	var perToken, kvHeld [3]int64
+	for i, kv := range []string{"f32", "f16", "q8_0"} {
+		m, err := engine.Load(dir, engine.Options{KVCache: kv})
+		if err != nil {
+			t.Fatal(err)
+		}
+		info := m.Info()
+		st := m.NewState()
+		if err := m.Forward(context.Background(), []*model.Request{{State: st, Tokens: []int32{1, 2, 3}}}); err != nil {
+			t.Fatal(err)
+		}
+		perToken[i], kvHeld[i] = info.KVBytesPerToken, st.Bytes()-info.StateBytes
+		st.Free()
+		m.Close()
+	}
+	for i, w := range []int64{128, 64, 34} { // bytes per 32 values, ×4
+		if perToken[i]*128 != perToken[0]*w || kvHeld[i]*128 != kvHeld[0]*w || kvHeld[i] <= 0 {
+			t.Errorf("KV bytes per token %v and held by a state %v (f32, f16, q8_0): want 4 : 2 : 34/32", perToken, kvHeld)
+			break
 		}
 	}
 }

@@ -196,7 +196,10 @@ func Load(cfgJSON []byte, gen checkpoint.GenerationConfig, src checkpoint.Source
 	if m.lmHead == m.embed {
 		m.info.FLOPsPerToken += m.info.OutputFLOPs // the tied table was not counted as a product
 	}
-	m.info.KVBytesPerToken = int64(cfg.SoftmaxLayerCount()) * int64(2*Hkv*d) * 4
+	// the KV cache's storage is the backend's choice (Options.KVCache): probe it
+	probe := b.AllocKV(1, Hkv*d)
+	m.info.KVBytesPerToken = int64(cfg.SoftmaxLayerCount()) * 2 * backend.BufferBytes(probe)
+	b.Free(probe)
 	m.info.StateBytes = int64(cfg.LinearLayerCount()) * int64(H*d*d) * 4
 	return m, nil
 }
@@ -416,7 +419,7 @@ func (s *State) Bytes() int64 {
 		n += int64(t.Rows * t.Cols * 4)
 	}
 	for _, kv := range s.kv {
-		n += int64(2 * kv.K.Rows * kv.K.Cols * 4)
+		n += backend.BufferBytes(kv.K) + backend.BufferBytes(kv.V)
 	}
 	return n
 }
