@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/ringo-ai/ringo/backend"
+	"github.com/ringo-ai/ringo/quant"
 	"github.com/ringo-ai/ringo/safetensors"
 )
 
@@ -167,11 +168,11 @@ func floats(t *safetensors.Tensor) ([]float32, error) {
 		}
 	case safetensors.BF16:
 		for i := range out {
-			out[i] = safetensors.BF16ToF32(binary.LittleEndian.Uint16(t.Data[2*i:]))
+			out[i] = quant.BF16ToF32(binary.LittleEndian.Uint16(t.Data[2*i:]))
 		}
 	case safetensors.F16:
 		for i := range out {
-			out[i] = safetensors.F16ToF32(binary.LittleEndian.Uint16(t.Data[2*i:]))
+			out[i] = quant.F16ToF32(binary.LittleEndian.Uint16(t.Data[2*i:]))
 		}
 	default:
 		return nil, fmt.Errorf("%s: tensor %s: dtype %s is not a float type", t.File, t.Name, t.DType)

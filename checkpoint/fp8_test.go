@@ -13,6 +13,7 @@ import (
 	"github.com/ringo-ai/ringo/checkpoint"
 	"github.com/ringo-ai/ringo/model"
 	"github.com/ringo-ai/ringo/model/bailing"
+	"github.com/ringo-ai/ringo/quant"
 	"github.com/ringo-ai/ringo/safetensors"
 )
 
@@ -43,7 +44,7 @@ func toFP8(t *testing.T, dir string, block int, simulate bool) {
 			sr, sc := (R+block-1)/block, (C+block-1)/block
 			vals := make([]float32, R*C)
 			for i := range vals {
-				vals[i] = safetensors.BF16ToF32(binary.LittleEndian.Uint16(tt.Data[2*i:]))
+				vals[i] = quant.BF16ToF32(binary.LittleEndian.Uint16(tt.Data[2*i:]))
 			}
 			scales := make([]float32, sr*sc)
 			for br := 0; br < sr; br++ {
@@ -68,7 +69,7 @@ func toFP8(t *testing.T, dir string, block int, simulate bool) {
 				for r := 0; r < R; r++ {
 					for c := 0; c < C; c++ {
 						v := safetensors.F8E4M3ToF32(q[r*C+c]) * scales[(r/block)*sc+c/block]
-						binary.LittleEndian.PutUint16(b[2*(r*C+c):], safetensors.F32ToBF16(v))
+						binary.LittleEndian.PutUint16(b[2*(r*C+c):], quant.F32ToBF16(v))
 					}
 				}
 				infos = append(infos, safetensors.TensorInfo{Name: n, DType: safetensors.BF16, Shape: tt.Shape})

@@ -64,69 +64,6 @@ func (d DType) Size() int {
 	return 0
 }
 
-// BF16ToF32 converts bfloat16 bits to float32.
-func BF16ToF32(b uint16) float32 { return math.Float32frombits(uint32(b) << 16) }
-
-// F32ToBF16 rounds f to the nearest bfloat16 (ties to even), keeping NaN a NaN.
-func F32ToBF16(f float32) uint16 {
-	u := math.Float32bits(f)
-	if u&0x7fffffff > 0x7f800000 {
-		return uint16(u>>16) | 0x40
-	}
-	u += 0x7fff + (u>>16)&1
-	return uint16(u >> 16)
-}
-
-// F16ToF32 converts IEEE half-precision bits to float32.
-func F16ToF32(h uint16) float32 {
-	sign := uint32(h>>15) << 31
-	exp := uint32(h>>10) & 0x1f
-	man := uint32(h) & 0x3ff
-	switch {
-	case exp == 0 && man == 0:
-		return math.Float32frombits(sign)
-	case exp == 0: // subnormal
-		f := float32(man) / 1024 / 16384
-		if sign != 0 {
-			return -f
-		}
-		return f
-	case exp == 31:
-		return math.Float32frombits(sign | 0x7f800000 | man<<13)
-	}
-	return math.Float32frombits(sign | (exp+112)<<23 | man<<13)
-}
-
-// F32ToF16 rounds f to the nearest half-precision value (ties to even).
-func F32ToF16(f float32) uint16 {
-	u := math.Float32bits(f)
-	sign := uint16(u>>16) & 0x8000
-	if u&0x7fffffff > 0x7f800000 {
-		return sign | 0x7e00
-	}
-	a := math.Abs(float64(f))
-	if a >= 65520 {
-		return sign | 0x7c00
-	}
-	if a < 6.103515625e-05 { // subnormal
-		m := math.RoundToEven(a * 16777216)
-		return sign | uint16(m)
-	}
-	exp := int(u>>23&0xff) - 127
-	man := u & 0x7fffff
-	// round mantissa to 10 bits
-	r := man >> 13
-	rem := man & 0x1fff
-	if rem > 0x1000 || (rem == 0x1000 && r&1 == 1) {
-		r++
-	}
-	if r == 0x400 {
-		r = 0
-		exp++
-	}
-	return sign | uint16(exp+15)<<10 | uint16(r)
-}
-
 // F8E4M3ToF32 converts an OCP FP8 E4M3FN byte (no infinities, 0x7f/0xff are NaN) to float32.
 func F8E4M3ToF32(b uint8) float32 {
 	sign := float32(1)

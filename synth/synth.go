@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/ringo-ai/ringo/model/bailing"
+	"github.com/ringo-ai/ringo/quant"
 	"github.com/ringo-ai/ringo/safetensors"
 )
 
@@ -159,7 +160,7 @@ func fill(buf []byte, dt safetensors.DType, g dist, r *rng) {
 			u := float32(uint32(x>>(32*k))>>8)/float32(1<<24)*2 - 1
 			v := g.center + g.scale*u
 			if dt == safetensors.BF16 {
-				binary.LittleEndian.PutUint16(buf[i:], safetensors.F32ToBF16(v))
+				binary.LittleEndian.PutUint16(buf[i:], quant.F32ToBF16(v))
 			} else {
 				binary.LittleEndian.PutUint32(buf[i:], math.Float32bits(v))
 			}

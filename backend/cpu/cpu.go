@@ -164,7 +164,7 @@ func (b *Backend) Upload(hw backend.HostWeight) (backend.Weight, error) {
 		for r := 0; r < hw.Rows; r++ {
 			for c := 0; c < hw.Cols; c++ {
 				v := lut[hw.Data[r*hw.Cols+c]] * hw.Scale[(r/br)*sc+c/bc]
-				w.u16[r*hw.Cols+c] = safetensors.F32ToBF16(v)
+				w.u16[r*hw.Cols+c] = quant.F32ToBF16(v)
 			}
 		}
 	case backend.Quant:
@@ -209,7 +209,7 @@ func (w *weight) rowF32(r int, dst []float32) {
 		}
 	case w.kind == backend.F16:
 		for i, v := range w.u16[r*w.cols : (r+1)*w.cols] {
-			dst[i] = safetensors.F16ToF32(v)
+			dst[i] = quant.F16ToF32(v)
 		}
 	case w.kind == backend.Quant:
 		dequantRow(w, r, dst)

@@ -16,6 +16,7 @@ import (
 	"github.com/ringo-ai/ringo/checkpoint"
 	"github.com/ringo-ai/ringo/model"
 	"github.com/ringo-ai/ringo/model/bailing"
+	"github.com/ringo-ai/ringo/quant"
 	"github.com/ringo-ai/ringo/safetensors"
 )
 
@@ -130,7 +131,7 @@ func writeSynthetic(dir string) error {
 					state ^= state >> 7
 					state ^= state << 17
 					f := (float32(state>>40)/float32(1<<24)*2 - 1) * scale * 1.7
-					binary.LittleEndian.PutUint16(buf[i:], safetensors.F32ToBF16(f))
+					binary.LittleEndian.PutUint16(buf[i:], quant.F32ToBF16(f))
 				}
 			}
 			if _, err := w.Write(buf[:k]); err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ringo-ai/ringo/backend"
 	"github.com/ringo-ai/ringo/backend/cpu"
+	"github.com/ringo-ai/ringo/quant"
 	"github.com/ringo-ai/ringo/safetensors"
 )
 
@@ -128,12 +129,12 @@ func hostWeight(rng *rand.Rand, name string, kind backend.Kind, rows, cols int, 
 	case backend.F16:
 		hw.Data = make([]byte, 2*n)
 		for i := 0; i < n; i++ {
-			binary.LittleEndian.PutUint16(hw.Data[2*i:], safetensors.F32ToF16((rng.Float32()*2-1)*scale))
+			binary.LittleEndian.PutUint16(hw.Data[2*i:], quant.F32ToF16((rng.Float32()*2-1)*scale))
 		}
 	case backend.BF16:
 		hw.Data = make([]byte, 2*n)
 		for i := 0; i < n; i++ {
-			binary.LittleEndian.PutUint16(hw.Data[2*i:], safetensors.F32ToBF16((rng.Float32()*2-1)*scale))
+			binary.LittleEndian.PutUint16(hw.Data[2*i:], quant.F32ToBF16((rng.Float32()*2-1)*scale))
 		}
 	case backend.F8E4M3:
 		hw.Data = make([]byte, n)

@@ -8,6 +8,7 @@ import (
 	"unsafe"
 
 	"github.com/ringo-ai/ringo/backend"
+	"github.com/ringo-ai/ringo/quant"
 	"github.com/ringo-ai/ringo/safetensors"
 )
 
@@ -79,9 +80,9 @@ func hostData(hw backend.HostWeight, to backend.Kind) ([]byte, error) {
 	case backend.F32:
 		at = func(i int) float32 { return math.Float32frombits(binary.LittleEndian.Uint32(hw.Data[4*i:])) }
 	case backend.F16:
-		at = func(i int) float32 { return safetensors.F16ToF32(binary.LittleEndian.Uint16(hw.Data[2*i:])) }
+		at = func(i int) float32 { return quant.F16ToF32(binary.LittleEndian.Uint16(hw.Data[2*i:])) }
 	case backend.BF16:
-		at = func(i int) float32 { return safetensors.BF16ToF32(binary.LittleEndian.Uint16(hw.Data[2*i:])) }
+		at = func(i int) float32 { return quant.BF16ToF32(binary.LittleEndian.Uint16(hw.Data[2*i:])) }
 	case backend.F8E4M3:
 		br, bc := hw.BlockRows, hw.BlockCols
 		if br <= 0 || bc <= 0 {
@@ -98,7 +99,7 @@ func hostData(hw backend.HostWeight, to backend.Kind) ([]byte, error) {
 		at = func(i int) float32 {
 			r, c := i/hw.Cols, i%hw.Cols
 			// rounded through BF16 as the CPU backend does
-			return safetensors.BF16ToF32(safetensors.F32ToBF16(lut[hw.Data[i]] * hw.Scale[(r/br)*sc+c/bc]))
+			return quant.BF16ToF32(quant.F32ToBF16(lut[hw.Data[i]] * hw.Scale[(r/br)*sc+c/bc]))
 		}
 	}
 	out := make([]byte, n*elemSize(to))
@@ -108,9 +109,9 @@ func hostData(hw backend.HostWeight, to backend.Kind) ([]byte, error) {
 		case backend.F32:
 			binary.LittleEndian.PutUint32(out[4*i:], math.Float32bits(v))
 		case backend.BF16:
-			binary.LittleEndian.PutUint16(out[2*i:], safetensors.F32ToBF16(v))
+			binary.LittleEndian.PutUint16(out[2*i:], quant.F32ToBF16(v))
 		case backend.F16:
-			binary.LittleEndian.PutUint16(out[2*i:], safetensors.F32ToF16(v))
+			binary.LittleEndian.PutUint16(out[2*i:], quant.F32ToF16(v))
 		}
 	}
 	return out, nil
