@@ -88,7 +88,5 @@ func floatDot(w []byte, x []float32, esize int, asm func(*byte, *float32, int) f
 var hasAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA && cpu.X86.HasF16C
 
 func init() {
-	if hasAVX2 {
-		kernels = avx2Kernels
-	}
+	selectKernels() // dot512_amd64.go: AVX-512 VNNI where present, else AVX2
 }

@@ -237,7 +237,22 @@ func MatMulQ(t Type, out []float32, ldo int, qa *QActs, w []byte, N, K int) {
 			t2, t8 = k.q6kx2x4, k.q6kx2x8
 		}
 		s := qa.stride
-		if x4 != nil && (t2 != nil || t8 != nil) && useTiles && T > 1 {
+		if T == 1 {
+			var rows rowsKernel
+			switch t {
+			case Q8_0:
+				rows = k.q8_0Rows
+			case Q4_K:
+				rows = k.q4kRows
+			case Q6_K:
+				rows = k.q6kRows
+			}
+			if rows != nil {
+				rows(w[:N*rb], rb, qa.data[:s], out[:N])
+				return
+			}
+		}
+		if x4 != nil && (t2 != nil || t8 != nil) && useTiles && T > 1 && (k.tileMaxK == 0 || K <= k.tileMaxK) {
 			matMulTiles(out, ldo, qa, w, rb, N, dot, x4, t2, t8)
 			return
 		}
@@ -307,6 +322,10 @@ func matMulX4Rows(out []float32, ldo int, x []byte, s int, w []byte, rb, ta, tb,
 	}
 }
 
+// rowsKernel multiplies len(out) weight rows (row i at w[i*rb:]) by one
+// activation row x of the same K: out[i] = w_i · x.
+type rowsKernel func(w []byte, rb int, x []byte, out []float32)
+
 // kernelSet holds the row-dot kernels. Each takes one full weight row and one
 // full activation row of the same K (slices already bounds-checked).
 type kernelSet struct {
@@ -320,7 +339,14 @@ type kernelSet struct {
 	// (see tile.go); nil where there is none.
 	q4kx2x4, q6kx2x4 tileKernel
 	q4kx2x8, q6kx2x8 tileKernel8
-	name             string
+	// tileMaxK, where non-zero, limits the tile kernels to K <= tileMaxK
+	// (for longer rows the set's four-row kernels are faster).
+	tileMaxK int
+	// Optional one-activation-row kernels over many weight rows: out[i] =
+	// w[i*rb:] · x for i < len(out) (one call per product instead of one
+	// per weight row; used for T = 1); nil where there is none.
+	q8_0Rows, q4kRows, q6kRows rowsKernel
+	name                       string
 }
 
 var genericKernels = kernelSet{
@@ -333,8 +359,8 @@ var genericKernels = kernelSet{
 // CPU supports them).
 var kernels = genericKernels
 
-// KernelName reports which kernel implementation MatMul uses ("generic" or
-// "avx2").
+// KernelName reports which kernel implementation MatMul uses ("generic",
+// "avx2" or "avx512vnni").
 func KernelName() string { return kernels.name }
 
 // ---- pure-Go reference kernels.
