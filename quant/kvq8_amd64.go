@@ -21,8 +21,13 @@ func accumQ8_0x4AVX2(o, p *[4]*float32, v *byte, ldv, n, nb int)
 // kvSIMD reports whether the AVX2 kernels of kvq8.go are in use.
 func kvSIMD() bool { return hasAVX2 && !kvOff }
 
-// accumQ8_0x4 is the four-row kernel of AccumQ8_0Rows (slices checked).
+// accumQ8_0x4 is the four-row kernel of AccumQ8_0Rows (slices checked):
+// AVX-512 where the CPU has it (kvq8_512_amd64.go), else AVX2.
 func accumQ8_0x4(o, p *[4]*float32, v []byte, ldv, n, nb int) {
+	if nb <= maxKVBlocks && kv512() {
+		accumQ8_0x4Rows512(o, p, v, ldv, n, nb)
+		return
+	}
 	accumQ8_0x4AVX2(o, p, unsafe.SliceData(v), ldv, n, nb)
 }
 
@@ -64,7 +69,8 @@ const maxKVBlocks = 16
 // dotQ8_0x4Rows runs the four-row multi-key kernel over n key rows
 // (bounds checked by the caller, once for all rows), writing the results
 // of rows r < mr to out[r*ldo+j] (rows r ≥ mr of a short group repeat the
-// last query row; their results are dropped).
+// last query row; their results are dropped). It uses the AVX-512 kernel
+// where the CPU has it (kvq8_512_amd64.go), else the AVX2 one.
 func dotQ8_0x4Rows(out []float32, ldo, mr int, xs *[4][]byte, w []byte, ldw, n, nb int, next []byte) {
 	if nb > maxKVBlocks {
 		var res [4]float32
@@ -78,6 +84,14 @@ func dotQ8_0x4Rows(out []float32, ldo, mr int, xs *[4][]byte, w []byte, ldw, n, 
 		}
 		return
 	}
+	pf := unsafe.SliceData(w)
+	if next != nil {
+		pf = unsafe.SliceData(next)
+	}
+	if kv512() {
+		dotQ8_0x4Rows512(out, ldo, mr, xs, w, ldw, n, nb, pf)
+		return
+	}
 	var x [4]*byte
 	var sq [8 * maxKVBlocks]float32
 	for r := range x {
@@ -86,10 +100,6 @@ func dotQ8_0x4Rows(out []float32, ldo, mr int, xs *[4][]byte, w []byte, ldw, n, 
 			d := math.Float32frombits(binary.LittleEndian.Uint32(xs[r][b*q8aBlockBytes:]))
 			sq[8*b+r], sq[8*b+4+r] = d, d
 		}
-	}
-	pf := unsafe.SliceData(w)
-	if next != nil {
-		pf = unsafe.SliceData(next)
 	}
 	dotQ8_0x4nAVX2(&out[0], ldo, mr, &x, &sq[0], unsafe.SliceData(w), ldw, n, nb, pf)
 }

@@ -19,3 +19,6 @@ func dequantQ8_0Row(dst []float32, src []byte, nb int) {
 		dequantQ8_0Block(dst[b*QK:], src[b*34:])
 	}
 }
+
+// setKV512 reports that there are no AVX-512 kernels to switch on.
+func setKV512(on bool) bool { return false }

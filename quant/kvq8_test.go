@@ -2,16 +2,17 @@ package quant
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
 )
 
-// kvModes runs f with the SIMD kernels (where there are any) and with the
-// pure-Go ones.
+// kvModes runs f with the pure-Go kernels and with each SIMD kernel set
+// this machine has: AVX2, and AVX-512 (VNNI) where the CPU supports it.
 func kvModes(t *testing.T, f func(t *testing.T)) {
-	defer func() { kvOff = false }()
+	defer func() { kvOff = false; setKV512(true) }()
 	t.Run("go", func(t *testing.T) {
 		kvOff = true
 		f(t)
@@ -21,7 +22,13 @@ func kvModes(t *testing.T, f func(t *testing.T)) {
 		t.Log("no SIMD kernels on this machine")
 		return
 	}
+	setKV512(false)
 	t.Run("avx2", f)
+	if !setKV512(true) {
+		t.Log("no AVX-512 VNNI on this machine: AVX2 kernels only")
+		return
+	}
+	t.Run("avx512", f)
 }
 
 // kvRow returns n floats with the kinds of blocks a cache sees: normal
@@ -217,9 +224,244 @@ func TestAccumQ8_0Rows(t *testing.T) {
 	})
 }
 
+// kvImpl is one implementation of the Q8_0 KV-cache kernels.
+type kvImpl struct {
+	name string
+	set  func() // selects it
+}
+
+// kvImpls lists the implementations this machine can run: the pure-Go
+// code, AVX2 and AVX-512 VNNI (logging the ones it lacks).
+func kvImpls(t testing.TB) []kvImpl {
+	impls := []kvImpl{{"go", func() { kvOff = true }}}
+	kvOff = false
+	if !kvSIMD() {
+		t.Log("no SIMD kernels on this machine: pure-Go code only")
+		return impls
+	}
+	impls = append(impls, kvImpl{"avx2", func() { kvOff = false; setKV512(false) }})
+	if !setKV512(true) {
+		t.Log("no AVX-512 VNNI on this machine: AVX2 and Go checked only")
+		return impls
+	}
+	return append(impls, kvImpl{"avx512", func() { kvOff = false; setKV512(true) }})
+}
+
+// kvScale returns a block scale of one of the kinds a cache or query can
+// hold: ordinary, zero, tiny or huge (tiny and huge chosen so that the
+// products of query and key scales and sums stay normal and finite).
+func kvScale(r *rand.Rand, tiny, huge float32) float32 {
+	switch r.IntN(8) {
+	case 0:
+		return 0
+	case 1:
+		return tiny * (1 + r.Float32())
+	case 2:
+		return huge * (0.5 + r.Float32()/2)
+	}
+	return 0.001 + r.Float32()/8
+}
+
+// kvQuants fills q with int8 in −127..127: random, all ±127 (random or one
+// sign), or zero.
+func kvQuants(r *rand.Rand, q []byte) {
+	mode := r.IntN(6)
+	for i := range q {
+		var v int
+		switch mode {
+		case 0:
+			v = 127 * (1 - 2*r.IntN(2))
+		case 1:
+			v = 127
+		case 2:
+			v = -127
+		case 3:
+			v = 0
+		default:
+			v = r.IntN(255) - 127
+		}
+		q[i] = byte(int8(v))
+	}
+}
+
+// kvRandQ8_0 writes nb random Q8_0 blocks (float16 scales from tiny
+// subnormals to 60000) to dst.
+func kvRandQ8_0(r *rand.Rand, dst []byte, nb int) {
+	for b := 0; b < nb; b++ {
+		blk := dst[b*34 : b*34+34]
+		putF16(blk, kvScale(r, 6e-8, 6e4))
+		kvQuants(r, blk[2:])
+	}
+}
+
+// kvRandQ8Act writes nb random blocks of the Q8 activation format to dst.
+func kvRandQ8Act(r *rand.Rand, dst []byte, nb int) {
+	for b := 0; b < nb; b++ {
+		blk := dst[b*36 : b*36+36]
+		binary.LittleEndian.PutUint32(blk, math.Float32bits(kvScale(r, 1e-20, 1e20)))
+		kvQuants(r, blk[4:])
+	}
+}
+
+// kvClose reports whether got is within 1e-5 of the magnitude mag (the sum
+// of absolute products) of want.
+func kvClose(got, want, mag float64) bool {
+	return math.Abs(got-want) <= 1e-5*mag+1e-37
+}
+
+// TestKVQ8Implementations checks every implementation of DotQ8_0Rows and
+// AccumQ8_0Rows (pure Go, AVX2, AVX-512) against float64 sums and against
+// each other, on blocks with extreme quants and scales, for row lengths of
+// 1..8 blocks (head dims 32..256) and 17 (beyond the multi-key kernels, the
+// per-key fallback), key counts around the kernels' unrolls (groups of 4
+// keys, chunks of 32) and query counts that are and are not multiples of
+// four, with padded strides whose padding must stay untouched.
+func TestKVQ8Implementations(t *testing.T) {
+	defer func() { kvOff = false; setKV512(true) }()
+	impls := kvImpls(t)
+	r := rand.New(rand.NewPCG(31, 32))
+	ms := []int{1, 2, 3, 4, 5, 8}
+	var i int
+	for _, nb := range []int{1, 2, 3, 4, 5, 6, 7, 8, 17} {
+		for _, n := range []int{1, 2, 3, 4, 5, 7, 9, 31, 32, 33, 66} {
+			m := ms[i%len(ms)]
+			i++
+			name := fmt.Sprintf("m=%d/n=%d/nb=%d", m, n, nb)
+			d := nb * QK
+			// scores
+			ldx, ldw, ldo := nb*36+36*(i%2), nb*34+17*(i%3), n+i%3
+			x := make([]byte, (m-1)*ldx+nb*36)
+			for k := 0; k < m; k++ {
+				kvRandQ8Act(r, x[k*ldx:], nb)
+			}
+			w := make([]byte, (n-1)*ldw+nb*34)
+			for j := 0; j < n; j++ {
+				kvRandQ8_0(r, w[j*ldw:], nb)
+			}
+			var next []byte
+			if i%2 == 0 {
+				next = w
+			}
+			want, mag := make([]float64, m*n), make([]float64, m*n)
+			for k := 0; k < m; k++ {
+				xk := deqQ8Act(x[k*ldx:], nb)
+				for j := 0; j < n; j++ {
+					wj := deqQ8_0(w[j*ldw:], nb)
+					for c := range xk {
+						want[k*n+j] += float64(xk[c]) * float64(wj[c])
+						mag[k*n+j] += math.Abs(float64(xk[c]) * float64(wj[c]))
+					}
+				}
+			}
+			scores := make([][]float32, len(impls))
+			for ii, im := range impls {
+				im.set()
+				// padding and the memory after out must stay untouched
+				buf := make([]float32, (m-1)*ldo+n+ldo+16)
+				for k := range buf {
+					buf[k] = 12345
+				}
+				out := buf[:(m-1)*ldo+n]
+				DotQ8_0Rows(out, ldo, x, ldx, m, w, ldw, n, nb, next)
+				for _, v := range buf[len(out):] {
+					if v != 12345 {
+						t.Fatalf("%s: DotQ8_0Rows %s: wrote past the output", name, im.name)
+					}
+				}
+				for k := 0; k < m; k++ {
+					for j := 0; j < ldo && k*ldo+j < len(out); j++ {
+						got := float64(out[k*ldo+j])
+						if j >= n {
+							if got != 12345 {
+								t.Fatalf("%s: DotQ8_0Rows %s: padding of row %d overwritten", name, im.name, k)
+							}
+							continue
+						}
+						if !kvClose(got, want[k*n+j], mag[k*n+j]) {
+							t.Fatalf("%s: DotQ8_0Rows %s: score[%d][%d] = %v, want %v", name, im.name, k, j, got, want[k*n+j])
+						}
+						for jj := 0; jj < ii; jj++ {
+							if o := float64(scores[jj][k*ldo+j]); !kvClose(got, o, mag[k*n+j]) {
+								t.Fatalf("%s: DotQ8_0Rows: score[%d][%d]: %s %v, %s %v", name, k, j, im.name, got, impls[jj].name, o)
+							}
+						}
+					}
+				}
+				scores[ii] = out
+			}
+			// weighted sums of values (the keys' rows as values)
+			ldp, ldo2 := n+i%2, d+5*(i%2)
+			p := make([]float32, (m-1)*ldp+n)
+			for k := range p {
+				switch r.IntN(6) {
+				case 0:
+					p[k] = 0
+				case 1:
+					p[k] = 1
+				case 2:
+					p[k] = 1e-30
+				default:
+					p[k] = r.Float32()
+				}
+			}
+			o0 := make([]float32, (m-1)*ldo2+d)
+			for k := range o0 {
+				o0[k] = float32(r.NormFloat64())
+			}
+			want2, mag2 := make([]float64, m*d), make([]float64, m*d)
+			for k := 0; k < m; k++ {
+				for c := 0; c < d; c++ {
+					want2[k*d+c], mag2[k*d+c] = float64(o0[k*ldo2+c]), math.Abs(float64(o0[k*ldo2+c]))
+				}
+				for j := 0; j < n; j++ {
+					vj := deqQ8_0(w[j*ldw:], nb)
+					for c, v := range vj {
+						pv := float64(p[k*ldp+j]) * float64(v)
+						want2[k*d+c] += pv
+						mag2[k*d+c] += math.Abs(pv)
+					}
+				}
+			}
+			outs := make([][]float32, len(impls))
+			for ii, im := range impls {
+				im.set()
+				buf := append(append([]float32(nil), o0...), make([]float32, ldo2+16)...)
+				o := buf[:len(o0)]
+				AccumQ8_0Rows(o, ldo2, p, ldp, m, w, ldw, n, nb)
+				for _, v := range buf[len(o):] {
+					if v != 0 {
+						t.Fatalf("%s: AccumQ8_0Rows %s: wrote past the output", name, im.name)
+					}
+				}
+				for k := 0; k < m; k++ {
+					for c := 0; c < ldo2 && k*ldo2+c < len(o); c++ {
+						got := float64(o[k*ldo2+c])
+						if c >= d {
+							if o[k*ldo2+c] != o0[k*ldo2+c] {
+								t.Fatalf("%s: AccumQ8_0Rows %s: padding of row %d changed", name, im.name, k)
+							}
+							continue
+						}
+						if !kvClose(got, want2[k*d+c], mag2[k*d+c]) {
+							t.Fatalf("%s: AccumQ8_0Rows %s: o[%d][%d] = %v, want %v", name, im.name, k, c, got, want2[k*d+c])
+						}
+						for jj := 0; jj < ii; jj++ {
+							if v := float64(outs[jj][k*ldo2+c]); !kvClose(got, v, mag2[k*d+c]) {
+								t.Fatalf("%s: AccumQ8_0Rows: o[%d][%d]: %s %v, %s %v", name, k, c, im.name, got, impls[jj].name, v)
+							}
+						}
+					}
+				}
+				outs[ii] = o
+			}
+		}
+	}
+}
+
 // BenchmarkKVQ8 measures the two attention kernels for 4 query rows against
 // kvBenchKeys cached rows of 128 elements (one KV head of a decode step);
-// ns/key is per cached row.
+// ns/key is per cached row. Each SIMD kernel set of the machine (avx2,
+// avx512; the Go code where there is none) is a sub-benchmark.
 func BenchmarkKVQ8(b *testing.B) {
 	r := rand.New(rand.NewPCG(1, 2))
 	const m, nb = 4, 4
@@ -234,18 +476,73 @@ func BenchmarkKVQ8(b *testing.B) {
 	}
 	s := make([]float32, m*n)
 	o := make([]float32, m*nb*QK)
-	b.Run("scores", func(b *testing.B) {
-		for i := 0; i < b.N; i++ {
-			DotQ8_0Rows(s, n, x, nb*36, m, kv, nb*34, n, nb, nil)
+	defer func() { kvOff = false; setKV512(true) }()
+	impls := kvImpls(b)
+	if len(impls) > 1 {
+		impls = impls[1:] // the SIMD kernels only
+	}
+	for _, im := range impls {
+		im.set()
+		b.Run(im.name+"/scores", func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				DotQ8_0Rows(s, n, x, nb*36, m, kv, nb*34, n, nb, nil)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/key")
+		})
+		b.Run(im.name+"/accum", func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				AccumQ8_0Rows(o, nb*QK, s, n, m, kv, nb*34, n, nb)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/key")
+		})
+	}
+}
+
+// BenchmarkKVQ8Decode runs the two kernels as one worker of a decode step
+// does (backend/cpu/attention.go): a cache of L rows holding 4 KV heads of
+// 128 values (K and V), visited in blocks of 128 keys, each block per KV
+// head scored (prefetching the values) and then accumulated; ns/key is per
+// key and KV head. Without the softmax, so it isolates kernels and memory.
+func BenchmarkKVQ8Decode(b *testing.B) {
+	r := rand.New(rand.NewPCG(3, 4))
+	const m, nb, heads, blk = 4, 4, 4, 128
+	rs := heads * nb * 34 // bytes of a cache row
+	defer func() { kvOff = false; setKV512(true) }()
+	impls := kvImpls(b)
+	if len(impls) > 1 {
+		impls = impls[1:]
+	}
+	for _, L := range []int{1024, 32768} {
+		K, V := make([]byte, L*rs), make([]byte, L*rs)
+		for j := 0; j < L; j++ {
+			kvRandQ8_0(r, K[j*rs:], heads*nb)
+			kvRandQ8_0(r, V[j*rs:], heads*nb)
 		}
-		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/key")
-	})
-	b.Run("accum", func(b *testing.B) {
-		for i := 0; i < b.N; i++ {
-			AccumQ8_0Rows(o, nb*QK, s, n, m, kv, nb*34, n, nb)
+		x := make([]byte, heads*m*nb*36)
+		for i := 0; i < heads*m; i++ {
+			QuantizeQ8Act(x[i*nb*36:], kvRow(r, nb*QK))
 		}
-		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/key")
-	})
+		s := make([]float32, m*blk)
+		for i := range s {
+			s[i] = r.Float32()
+		}
+		o := make([]float32, heads*m*nb*QK)
+		for _, im := range impls {
+			im.set()
+			b.Run(fmt.Sprintf("%s/L=%d", im.name, L), func(b *testing.B) {
+				for i := 0; i < b.N; i++ {
+					for j0 := 0; j0 < L; j0 += blk {
+						for g := 0; g < heads; g++ {
+							kb, vb := K[j0*rs+g*nb*34:], V[j0*rs+g*nb*34:]
+							DotQ8_0Rows(s, blk, x[g*m*nb*36:], nb*36, m, kb, rs, blk, nb, vb)
+							AccumQ8_0Rows(o[g*m*nb*QK:], nb*QK, s, blk, m, vb, rs, blk, nb)
+						}
+					}
+				}
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*L*heads), "ns/key")
+			})
+		}
+	}
 }
 
 // kvBenchKeys is the number of cached rows of BenchmarkKVQ8 (1024: the
