@@ -299,9 +299,12 @@ extern "C" __global__ void gemv_f32(const float* X, i64 ldx, int T, const float*
 extern "C" __global__ void gemv_f16(const float* X, i64 ldx, int T, const u16* W, int N, int K, float* Y, i64 ldy) { gemv_impl<WF16>(X, ldx, T, W, N, K, Y, ldy); }
 extern "C" __global__ void gemv_bf16(const float* X, i64 ldx, int T, const u16* W, int N, int K, float* Y, i64 ldy) { gemv_impl<WBF16>(X, ldx, T, W, N, K, Y, ldy); }
 
-// gemv_bf16v is gemv_bf16 with 16-byte loads: requires K % 8 == 0, X and ldx
-// 16-byte aligned. Each lane issues GV_U weight loads before using any, so
-// that enough bytes are in flight to approach HBM bandwidth.
+// Vectorized GEMVs for BF16 and FP8 weights: one warp per output row n, each
+// lane reading 16-byte chunks of the row and keeping GV_U of them in flight
+// before using any, so that enough bytes are in flight to approach HBM
+// bandwidth. A chunk holds F::N weights: 8 BF16 or 16 E4M3 values. FP8 rows
+// carry block scales S [ceil(N/br)][sc] (sc = ceil(K/bc), bc % 16 == 0), one
+// per chunk. Requirements: K % F::N == 0, activation rows 16-byte aligned.
 #define GV_U 4
 __device__ __forceinline__ void bf16x8(uint4 wv, float* w) {
   w[0] = __uint_as_float(wv.x << 16); w[1] = __uint_as_float(wv.x & 0xffff0000u);
@@ -309,94 +312,82 @@ __device__ __forceinline__ void bf16x8(uint4 wv, float* w) {
   w[4] = __uint_as_float(wv.z << 16); w[5] = __uint_as_float(wv.z & 0xffff0000u);
   w[6] = __uint_as_float(wv.w << 16); w[7] = __uint_as_float(wv.w & 0xffff0000u);
 }
-// dot8 multiplies 8 weights by 8 activations in memory (16-byte aligned);
-// dot8r by 8 activations in registers.
-__device__ __forceinline__ float dot8(const float* w, const float* x) {
-  float4 a = ((const float4*)x)[0], b = ((const float4*)x)[1];
-  return w[0] * a.x + w[1] * a.y + w[2] * a.z + w[3] * a.w + w[4] * b.x + w[5] * b.y + w[6] * b.z + w[7] * b.w;
-}
-__device__ __forceinline__ float dot8r(const float* w, const float* x) {
-  return w[0] * x[0] + w[1] * x[1] + w[2] * x[2] + w[3] * x[3] + w[4] * x[4] + w[5] * x[5] + w[6] * x[6] + w[7] * x[7];
-}
-extern "C" __global__ void gemv_bf16v(const float* X, i64 ldx, int T, const u16* __restrict__ Wt, int N, int K, float* Y, i64 ldy) {
-  int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  int n = blockIdx.x * GEMV_WARPS + warp;
-  if (n >= N) return;
-  const uint4* wr = (const uint4*)(Wt + (i64)n * K);
-  float acc[GEMV_T];
-#pragma unroll
-  for (int t = 0; t < GEMV_T; t++) acc[t] = 0.f;
-  int K8 = K / 8;
-  for (int k0 = lane; k0 < K8; k0 += 32 * GV_U) {
-    uint4 wv[GV_U];
-#pragma unroll
-    for (int u = 0; u < GV_U; u++) wv[u] = k0 + 32 * u < K8 ? __ldg(wr + k0 + 32 * u) : make_uint4(0, 0, 0, 0);
-#pragma unroll
-    for (int u = 0; u < GV_U; u++) {
-      int k8 = k0 + 32 * u;
-      if (k8 >= K8) break;
-      float w[8];
-      bf16x8(wv[u], w);
-#pragma unroll
-      for (int t = 0; t < GEMV_T; t++)
-        if (t < T) acc[t] += dot8(w, X + (i64)t * ldx + (i64)k8 * 8);
-    }
-  }
-#pragma unroll
-  for (int t = 0; t < GEMV_T; t++) {
-    if (t < T) {
-      float s = warp_sum(acc[t]);
-      if (lane == 0) Y[(i64)t * ldy + n] = s;
-    }
-  }
-}
-
-// gemv_fp8: E4M3 weights with block scales S [ceil(N/br)][sc] (sc =
-// ceil(K/bc)); K % 16 == 0, bc % 16 == 0, X and ldx 16-byte aligned. Each
-// 16-byte load is 16 weights of one block; their dot product is scaled once.
 __device__ __forceinline__ void fp8x16(uint4 wv, float* w) {
   fp8x4(wv.x, w);
   fp8x4(wv.y, w + 4);
   fp8x4(wv.z, w + 8);
   fp8x4(wv.w, w + 12);
 }
-__device__ __forceinline__ float dot16fp8(uint4 wv, const float* x) {
-  float w[16];
-  fp8x16(wv, w);
-  return dot8(w, x) + dot8(w + 8, x + 8);
+struct GvBF16 {
+  static constexpr int N = 8;
+  static __device__ __forceinline__ void dec(uint4 v, float* w) { bf16x8(v, w); }
+};
+struct GvFP8 {
+  static constexpr int N = 16;
+  static __device__ __forceinline__ void dec(uint4 v, float* w) { fp8x16(v, w); }
+};
+// ldx8 loads 8 activations from memory (16-byte aligned).
+__device__ __forceinline__ void ldx8(const float* x, float* o) {
+  float4 a = ((const float4*)x)[0], b = ((const float4*)x)[1];
+  o[0] = a.x; o[1] = a.y; o[2] = a.z; o[3] = a.w; o[4] = b.x; o[5] = b.y; o[6] = b.z; o[7] = b.w;
 }
-extern "C" __global__ void gemv_fp8(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br, int bc,
-                                    float* Y, i64 ldy) {
-  int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  int n = blockIdx.x * GEMV_WARPS + warp;
-  if (n >= N) return;
-  const uint4* wr = (const uint4*)(Wt + (i64)n * K);
-  const float* sr = S + (i64)(n / br) * sc;
+template <int N>
+__device__ __forceinline__ float dotn(const float* w, const float* x) {
+  float d = 0.f;
+#pragma unroll
+  for (int i = 0; i < N; i++) d += w[i] * x[i];
+  return d;
+}
+
+// gemv_rows: Y[t, n] = sum_k X[t, k] * W[n, k] for t < T <= GEMV_T; sr is the
+// row's scales (null: none).
+template <class F>
+__device__ __forceinline__ void gemv_rows(const float* X, i64 ldx, int T, const uint4* wr, const float* sr, int bc, int K, float* Y, i64 ldy, int n) {
+  int lane = threadIdx.x & 31;
   float acc[GEMV_T];
 #pragma unroll
   for (int t = 0; t < GEMV_T; t++) acc[t] = 0.f;
-  int K16 = K / 16;
-  for (int k0 = lane; k0 < K16; k0 += 32 * GV_U) {
+  int KC = K / F::N;
+  for (int k0 = lane; k0 < KC; k0 += 32 * GV_U) {
     uint4 wv[GV_U];
 #pragma unroll
-    for (int u = 0; u < GV_U; u++) wv[u] = k0 + 32 * u < K16 ? __ldg(wr + k0 + 32 * u) : make_uint4(0, 0, 0, 0);
+    for (int u = 0; u < GV_U; u++) wv[u] = k0 + 32 * u < KC ? __ldg(wr + k0 + 32 * u) : make_uint4(0, 0, 0, 0);
 #pragma unroll
     for (int u = 0; u < GV_U; u++) {
-      int k16 = k0 + 32 * u;
-      if (k16 >= K16) break;
-      float s = sr[k16 * 16 / bc];
+      int kc = k0 + 32 * u;
+      if (kc >= KC) break;
+      float w[F::N];
+      F::dec(wv[u], w);
+      float s = sr ? sr[kc * F::N / bc] : 1.f;
 #pragma unroll
-      for (int t = 0; t < GEMV_T; t++)
-        if (t < T) acc[t] += s * dot16fp8(wv[u], X + (i64)t * ldx + (i64)k16 * 16);
+      for (int t = 0; t < GEMV_T; t++) {
+        if (t < T) {
+          float x[F::N];
+#pragma unroll
+          for (int i = 0; i < F::N; i += 8) ldx8(X + (i64)t * ldx + (i64)kc * F::N + i, x + i);
+          acc[t] += s * dotn<F::N>(w, x);
+        }
+      }
     }
   }
 #pragma unroll
   for (int t = 0; t < GEMV_T; t++) {
     if (t < T) {
-      float s = warp_sum(acc[t]);
-      if (lane == 0) Y[(i64)t * ldy + n] = s;
+      float v = warp_sum(acc[t]);
+      if (lane == 0) Y[(i64)t * ldy + n] = v;
     }
   }
+}
+extern "C" __global__ void gemv_bf16v(const float* X, i64 ldx, int T, const u16* __restrict__ Wt, int N, int K, float* Y, i64 ldy) {
+  int n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
+  if (n >= N) return;
+  gemv_rows<GvBF16>(X, ldx, T, (const uint4*)(Wt + (i64)n * K), 0, 1, K, Y, ldy, n);
+}
+extern "C" __global__ void gemv_fp8(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br, int bc,
+                                    float* Y, i64 ldy) {
+  int n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
+  if (n >= N) return;
+  gemv_rows<GvFP8>(X, ldx, T, (const uint4*)(Wt + (i64)n * K), S + (i64)(n / br) * sc, bc, K, Y, ldy, n);
 }
 
 // k_fp8_bf16 widens an [N, K] E4M3 weight with block scales to BF16 (for
@@ -579,127 +570,82 @@ MOE_GEMV(moe_gemv_f32, WF32)
 MOE_GEMV(moe_gemv_f16, WF16)
 MOE_GEMV(moe_gemv_bf16, WBF16)
 
-// moe_gemv_bf16v: 16-byte loads (GV_U in flight per lane); K % 8 == 0 and X
-// rows 16-byte aligned.
-extern "C" __global__ void moe_gemv_bf16v(const float* X, i64 ldx, const int* ids, int topk, int mode, const u16* __restrict__ Wt, int N, int K, float* Y, i64 ldy) {
-  int s = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  int n = blockIdx.x * GEMV_WARPS + warp;
-  if (n >= N) return;
-  const float* xr = X + (i64)(mode == 0 ? s / topk : s) * ldx;
-  const uint4* wr = (const uint4*)(Wt + ((i64)ids[s] * N + n) * K);
+// Per-slot expert GEMVs (few rows): grid (ceil(N/8), slots), one warp per
+// output n of slot s with expert ids[s], chunks as in gemv_rows. gate/up
+// (moe_gemv_*): X row s/topk (mode 0) or s (mode 1); down (moe_down_*): the
+// SwiGLU is fused into the input, X[s, k] = silu(GU[s, k]) * GU[s, K + k]
+// (the expression of k_silumul). FP8 experts' scales are S + e*(N/br)*(K/bc)
+// ([N/br][K/bc]; N % br == 0, K % bc == 0).
+__device__ __forceinline__ float silu_mul(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+struct ActRow {  // activations read from a row
+  const float* x;
+  __device__ __forceinline__ void get(int k, float* o) const { ldx8(x + k, o); }
+};
+struct ActSwiGLU {  // silu(gate) * up from a [gate | up] row of width 2K
+  const float* g;
+  int K;
+  __device__ __forceinline__ void get(int k, float* o) const {
+    float gv[8], uv[8];
+    ldx8(g + k, gv);
+    ldx8(g + K + k, uv);
+#pragma unroll
+    for (int i = 0; i < 8; i++) o[i] = silu_mul(gv[i], uv[i]);
+  }
+};
+template <class F, class A>
+__device__ __forceinline__ void moe_row(const A& a, const uint4* wr, const float* sr, int bc, int K, float* y) {
+  int lane = threadIdx.x & 31;
   float acc = 0.f;
-  int K8 = K / 8;
-  for (int k0 = lane; k0 < K8; k0 += 32 * GV_U) {
+  int KC = K / F::N;
+  for (int k0 = lane; k0 < KC; k0 += 32 * GV_U) {
     uint4 wv[GV_U];
 #pragma unroll
-    for (int u = 0; u < GV_U; u++) wv[u] = k0 + 32 * u < K8 ? __ldg(wr + k0 + 32 * u) : make_uint4(0, 0, 0, 0);
+    for (int u = 0; u < GV_U; u++) wv[u] = k0 + 32 * u < KC ? __ldg(wr + k0 + 32 * u) : make_uint4(0, 0, 0, 0);
 #pragma unroll
     for (int u = 0; u < GV_U; u++) {
-      int k8 = k0 + 32 * u;
-      if (k8 >= K8) break;
-      float w[8];
-      bf16x8(wv[u], w);
-      acc += dot8(w, xr + (i64)k8 * 8);
+      int kc = k0 + 32 * u;
+      if (kc >= KC) break;
+      float w[F::N], x[F::N];
+      F::dec(wv[u], w);
+#pragma unroll
+      for (int i = 0; i < F::N; i += 8) a.get(kc * F::N + i, x + i);
+      acc += (sr ? sr[kc * F::N / bc] : 1.f) * dotn<F::N>(w, x);
     }
   }
   acc = warp_sum(acc);
-  if (lane == 0) Y[(i64)s * ldy + n] = acc;
+  if (lane == 0) *y = acc;
 }
-
-// moe_gemv_fp8: moe_gemv_bf16v for E4M3 experts; expert e's scales are
-// S + e*(N/br)*(K/bc) ([N/br][K/bc]); N % br == 0, K % bc == 0, bc % 16 == 0.
+// moe_wrow returns expert ids[s]'s row n (stacked [E][N][K]) and its scales.
+template <class T>
+__device__ __forceinline__ const uint4* moe_wrow(const T* Wt, i64 e, int N, int K, int n) { return (const uint4*)(Wt + (e * N + n) * K); }
+__device__ __forceinline__ const float* moe_srow(const float* S, i64 e, int N, int K, int br, int bc, int n) {
+  return S + e * (N / br) * (K / bc) + (i64)(n / br) * (K / bc);
+}
+extern "C" __global__ void moe_gemv_bf16v(const float* X, i64 ldx, const int* ids, int topk, int mode, const u16* __restrict__ Wt, int N, int K, float* Y, i64 ldy) {
+  int s = blockIdx.y, n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
+  if (n >= N) return;
+  ActRow a{X + (i64)(mode == 0 ? s / topk : s) * ldx};
+  moe_row<GvBF16>(a, moe_wrow(Wt, ids[s], N, K, n), 0, 1, K, Y + (i64)s * ldy + n);
+}
 extern "C" __global__ void moe_gemv_fp8(const float* X, i64 ldx, const int* ids, int topk, int mode, const unsigned char* __restrict__ Wt, int N, int K,
                                         const float* S, int br, int bc, float* Y, i64 ldy) {
-  int s = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  int n = blockIdx.x * GEMV_WARPS + warp;
+  int s = blockIdx.y, n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
   if (n >= N) return;
-  const float* xr = X + (i64)(mode == 0 ? s / topk : s) * ldx;
-  i64 e = ids[s];
-  const uint4* wr = (const uint4*)(Wt + (e * N + n) * K);
-  int sc = K / bc;
-  const float* sr = S + e * (N / br) * sc + (i64)(n / br) * sc;
-  float acc = 0.f;
-  int K16 = K / 16;
-  for (int k0 = lane; k0 < K16; k0 += 32 * GV_U) {
-    uint4 wv[GV_U];
-#pragma unroll
-    for (int u = 0; u < GV_U; u++) wv[u] = k0 + 32 * u < K16 ? __ldg(wr + k0 + 32 * u) : make_uint4(0, 0, 0, 0);
-#pragma unroll
-    for (int u = 0; u < GV_U; u++) {
-      int k16 = k0 + 32 * u;
-      if (k16 >= K16) break;
-      acc += sr[k16 * 16 / bc] * dot16fp8(wv[u], xr + (i64)k16 * 16);
-    }
-  }
-  acc = warp_sum(acc);
-  if (lane == 0) Y[(i64)s * ldy + n] = acc;
-}
-
-// moe_down_bf16v: the down projection of moe_gemv_bf16v (mode 1) with the
-// SwiGLU fused into its input: X[s, k] = silu(GU[s, k]) * GU[s, K + k] (the
-// expression of k_silumul). K % 8 == 0 and GU rows 16-byte aligned.
-__device__ __forceinline__ float silu_mul(float g, float u) { return g / (1.0f + expf(-g)) * u; }
-__device__ __forceinline__ void swiglu8(const float* g, const float* u, float* x) {
-  float4 ga = ((const float4*)g)[0], gb = ((const float4*)g)[1], ua = ((const float4*)u)[0], ub = ((const float4*)u)[1];
-  x[0] = silu_mul(ga.x, ua.x); x[1] = silu_mul(ga.y, ua.y); x[2] = silu_mul(ga.z, ua.z); x[3] = silu_mul(ga.w, ua.w);
-  x[4] = silu_mul(gb.x, ub.x); x[5] = silu_mul(gb.y, ub.y); x[6] = silu_mul(gb.z, ub.z); x[7] = silu_mul(gb.w, ub.w);
+  ActRow a{X + (i64)(mode == 0 ? s / topk : s) * ldx};
+  moe_row<GvFP8>(a, moe_wrow(Wt, ids[s], N, K, n), moe_srow(S, ids[s], N, K, br, bc, n), bc, K, Y + (i64)s * ldy + n);
 }
 extern "C" __global__ void moe_down_bf16v(const float* GU, i64 ldgu, const int* ids, const u16* __restrict__ Wt, int N, int K, float* Y, i64 ldy) {
-  int s = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  int n = blockIdx.x * GEMV_WARPS + warp;
+  int s = blockIdx.y, n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
   if (n >= N) return;
-  const float* gr = GU + (i64)s * ldgu;
-  const uint4* wr = (const uint4*)(Wt + ((i64)ids[s] * N + n) * K);
-  float acc = 0.f;
-  int K8 = K / 8;
-  for (int k0 = lane; k0 < K8; k0 += 32 * GV_U) {
-    uint4 wv[GV_U];
-#pragma unroll
-    for (int u = 0; u < GV_U; u++) wv[u] = k0 + 32 * u < K8 ? __ldg(wr + k0 + 32 * u) : make_uint4(0, 0, 0, 0);
-#pragma unroll
-    for (int u = 0; u < GV_U; u++) {
-      int k8 = k0 + 32 * u;
-      if (k8 >= K8) break;
-      float w[8], x[8];
-      bf16x8(wv[u], w);
-      swiglu8(gr + k8 * 8, gr + K + k8 * 8, x);
-      acc += dot8r(w, x);
-    }
-  }
-  acc = warp_sum(acc);
-  if (lane == 0) Y[(i64)s * ldy + n] = acc;
+  ActSwiGLU a{GU + (i64)s * ldgu, K};
+  moe_row<GvBF16>(a, moe_wrow(Wt, ids[s], N, K, n), 0, 1, K, Y + (i64)s * ldy + n);
 }
-
-// moe_down_fp8: moe_down_bf16v for E4M3 experts (scales as in moe_gemv_fp8).
 extern "C" __global__ void moe_down_fp8(const float* GU, i64 ldgu, const int* ids, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int br,
                                         int bc, float* Y, i64 ldy) {
-  int s = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  int n = blockIdx.x * GEMV_WARPS + warp;
+  int s = blockIdx.y, n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
   if (n >= N) return;
-  const float* gr = GU + (i64)s * ldgu;
-  i64 e = ids[s];
-  const uint4* wr = (const uint4*)(Wt + (e * N + n) * K);
-  int sc = K / bc;
-  const float* sr = S + e * (N / br) * sc + (i64)(n / br) * sc;
-  float acc = 0.f;
-  int K16 = K / 16;
-  for (int k0 = lane; k0 < K16; k0 += 32 * GV_U) {
-    uint4 wv[GV_U];
-#pragma unroll
-    for (int u = 0; u < GV_U; u++) wv[u] = k0 + 32 * u < K16 ? __ldg(wr + k0 + 32 * u) : make_uint4(0, 0, 0, 0);
-#pragma unroll
-    for (int u = 0; u < GV_U; u++) {
-      int k16 = k0 + 32 * u;
-      if (k16 >= K16) break;
-      float w[16], x[16];
-      fp8x16(wv[u], w);
-      swiglu8(gr + k16 * 16, gr + K + k16 * 16, x);
-      swiglu8(gr + k16 * 16 + 8, gr + K + k16 * 16 + 8, x + 8);
-      acc += sr[k16 * 16 / bc] * (dot8r(w, x) + dot8r(w + 8, x + 8));
-    }
-  }
-  acc = warp_sum(acc);
-  if (lane == 0) Y[(i64)s * ldy + n] = acc;
+  ActSwiGLU a{GU + (i64)s * ldgu, K};
+  moe_row<GvFP8>(a, moe_wrow(Wt, ids[s], N, K, n), moe_srow(S, ids[s], N, K, br, bc, n), bc, K, Y + (i64)s * ldy + n);
 }
 
 // k_moe_combine: d[t, c] = sum_k w[t*K+k] * Y[posOf[t*K+k], c], in k order
