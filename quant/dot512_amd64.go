@@ -30,11 +30,16 @@ func dotQ6KVNNIx4(w, x0, x1, x2, x3 *byte, nb int, res *[4]float32)
 //go:noescape
 func dotQ8_0VNNIx4(w, x0, x1, x2, x3 *byte, nb int, res *[4]float32)
 
-// hasVNNI reports whether the VNNI kernels can be used on this CPU. They
-// use AVX-512 (F, BW, VL) and VNNI instructions, BMI2's RORX, and the AVX2
-// kernels for everything else.
-var hasVNNI = hasAVX2 && cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW &&
-	cpu.X86.HasAVX512VL && cpu.X86.HasAVX512VNNI && cpu.X86.HasBMI2
+// hasAVX512VNNI reports whether the CPU (and OS) support AVX-512 F, BW, VL
+// and VNNI (with AVX2), what every AVX-512 kernel of this package needs.
+// GODEBUG=cpu.avx512vnni=off turns it off (golang.org/x/sys/cpu).
+var hasAVX512VNNI = hasAVX2 && cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW &&
+	cpu.X86.HasAVX512VL && cpu.X86.HasAVX512VNNI
+
+// hasVNNI reports whether the VNNI dot kernels can be used on this CPU.
+// Besides AVX-512 VNNI they use BMI2's RORX, and the AVX2 kernels for
+// everything else.
+var hasVNNI = hasAVX512VNNI && cpu.X86.HasBMI2
 
 // useVNNI selects the VNNI kernels on CPUs that have them (like useTiles, a
 // switch for package tests and benchmarks, which call setVNNI to compare

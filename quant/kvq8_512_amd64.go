@@ -4,8 +4,6 @@ package quant
 
 import (
 	"unsafe"
-
-	"golang.org/x/sys/cpu"
 )
 
 // AVX-512 kernels of the Q8_0 KV cache (kvq8_512_amd64.s): Q·Kᵀ with
@@ -13,8 +11,7 @@ import (
 // kernels of kvq8_amd64.s where the CPU has AVX-512 F, BW, VL and VNNI.
 
 // hasKV512 reports whether the CPU (and OS) support the AVX-512 kernels.
-var hasKV512 = hasAVX2 && cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW &&
-	cpu.X86.HasAVX512VL && cpu.X86.HasAVX512VNNI
+var hasKV512 = hasAVX512VNNI
 
 // kvKernels set to "avx2" at link time
 // (-ldflags=-X=github.com/ringo-ai/ringo/quant.kvKernels=avx2) keeps the
