@@ -58,6 +58,21 @@ type HostWeight struct {
 	BlockRows, BlockCols int
 }
 
+// ScaleGrid returns the block-scale grid of an F8E4M3 weight, sr × sc =
+// ceil(Rows/BlockRows) × ceil(Cols/BlockCols), or an error naming the weight
+// when the block size is missing or Scale has the wrong length.
+func (w HostWeight) ScaleGrid() (sr, sc int, err error) {
+	br, bc := w.BlockRows, w.BlockCols
+	if br <= 0 || bc <= 0 {
+		return 0, 0, fmt.Errorf("%s: FP8 weight without block size", w.Name)
+	}
+	sr, sc = (w.Rows+br-1)/br, (w.Cols+bc-1)/bc
+	if len(w.Scale) != sr*sc {
+		return 0, 0, fmt.Errorf("%s: FP8 scale has %d values for [%d, %d] in %dx%d blocks, want %dx%d", w.Name, len(w.Scale), w.Rows, w.Cols, br, bc, sr, sc)
+	}
+	return sr, sc, nil
+}
+
 // Weight is a weight uploaded to a backend.
 type Weight interface {
 	// Shape returns rows (out features) and columns (in features).

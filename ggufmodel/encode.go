@@ -27,13 +27,6 @@ func kindType(hw backend.HostWeight) (quant.Type, bool) {
 	return 0, false
 }
 
-var f8LUT = func() (t [256]float32) {
-	for i := range t {
-		t[i] = safetensors.F8E4M3ToF32(uint8(i))
-	}
-	return
-}()
-
 // rowF32 decodes row r of a float (or FP8) host weight into dst.
 func rowF32(hw backend.HostWeight, r int, dst []float32) error {
 	c := hw.Cols
@@ -53,7 +46,7 @@ func rowF32(hw backend.HostWeight, r int, dst []float32) error {
 		b := hw.Data[r*c : (r+1)*c]
 		srow := hw.Scale[(r/br)*sc : (r/br+1)*sc]
 		for i := range dst {
-			dst[i] = f8LUT[b[i]] * srow[i/bc]
+			dst[i] = safetensors.F8E4M3ToF32(b[i]) * srow[i/bc]
 		}
 	case backend.Quant:
 		rb := quant.RowBytes(quant.Type(hw.QType), c)
@@ -80,12 +73,8 @@ func checkHost(hw backend.HostWeight) error {
 		want = 2 * n
 	case backend.F8E4M3:
 		want = n
-		br, bc := hw.BlockRows, hw.BlockCols
-		if br <= 0 || bc <= 0 {
-			return fmt.Errorf("%s: FP8 weight without block size", hw.Name)
-		}
-		if len(hw.Scale) != ((hw.Rows+br-1)/br)*((hw.Cols+bc-1)/bc) {
-			return fmt.Errorf("%s: FP8 scale has %d values for [%d, %d] in %dx%d blocks", hw.Name, len(hw.Scale), hw.Rows, hw.Cols, br, bc)
+		if _, _, err := hw.ScaleGrid(); err != nil {
+			return err
 		}
 	case backend.Quant:
 		t := quant.Type(hw.QType)

@@ -64,8 +64,19 @@ func (d DType) Size() int {
 	return 0
 }
 
-// F8E4M3ToF32 converts an OCP FP8 E4M3FN byte (no infinities, 0x7f/0xff are NaN) to float32.
-func F8E4M3ToF32(b uint8) float32 {
+// F8E4M3ToF32 converts an OCP FP8 E4M3FN byte (no infinities, 0x7f/0xff are
+// NaN) to float32, by table: cheap enough for per-element loops.
+func F8E4M3ToF32(b uint8) float32 { return f8Table[b] }
+
+var f8Table = func() (t [256]float32) {
+	for i := range t {
+		t[i] = f8Decode(uint8(i))
+	}
+	return
+}()
+
+// f8Decode is the definition of F8E4M3ToF32.
+func f8Decode(b uint8) float32 {
 	sign := float32(1)
 	if b&0x80 != 0 {
 		sign = -1

@@ -147,23 +147,16 @@ func (b *Backend) Upload(hw backend.HostWeight) (backend.Weight, error) {
 		if len(hw.Data) != n {
 			return nil, sizeErr(hw, n)
 		}
+		_, sc, err := hw.ScaleGrid()
+		if err != nil {
+			return nil, err
+		}
 		br, bc := hw.BlockRows, hw.BlockCols
-		if br <= 0 || bc <= 0 {
-			return nil, fmt.Errorf("%s: FP8 weight without block size", hw.Name)
-		}
-		sr, sc := (hw.Rows+br-1)/br, (hw.Cols+bc-1)/bc
-		if len(hw.Scale) != sr*sc {
-			return nil, fmt.Errorf("%s: FP8 scale has %d values, want %dx%d", hw.Name, len(hw.Scale), sr, sc)
-		}
-		var lut [256]float32
-		for i := range lut {
-			lut[i] = safetensors.F8E4M3ToF32(uint8(i))
-		}
 		w.kind = backend.BF16
 		w.u16 = make([]uint16, n)
 		for r := 0; r < hw.Rows; r++ {
 			for c := 0; c < hw.Cols; c++ {
-				v := lut[hw.Data[r*hw.Cols+c]] * hw.Scale[(r/br)*sc+c/bc]
+				v := safetensors.F8E4M3ToF32(hw.Data[r*hw.Cols+c]) * hw.Scale[(r/br)*sc+c/bc]
 				w.u16[r*hw.Cols+c] = quant.F32ToBF16(v)
 			}
 		}

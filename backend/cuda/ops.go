@@ -84,22 +84,15 @@ func hostData(hw backend.HostWeight, to backend.Kind) ([]byte, error) {
 	case backend.BF16:
 		at = func(i int) float32 { return quant.BF16ToF32(binary.LittleEndian.Uint16(hw.Data[2*i:])) }
 	case backend.F8E4M3:
+		_, sc, err := hw.ScaleGrid()
+		if err != nil {
+			return nil, err
+		}
 		br, bc := hw.BlockRows, hw.BlockCols
-		if br <= 0 || bc <= 0 {
-			return nil, fmt.Errorf("%s: FP8 weight without block size", hw.Name)
-		}
-		sr, sc := (hw.Rows+br-1)/br, (hw.Cols+bc-1)/bc
-		if len(hw.Scale) != sr*sc {
-			return nil, fmt.Errorf("%s: FP8 scale has %d values, want %dx%d", hw.Name, len(hw.Scale), sr, sc)
-		}
-		var lut [256]float32
-		for i := range lut {
-			lut[i] = safetensors.F8E4M3ToF32(uint8(i))
-		}
 		at = func(i int) float32 {
 			r, c := i/hw.Cols, i%hw.Cols
 			// rounded through BF16 as the CPU backend does
-			return quant.BF16ToF32(quant.F32ToBF16(lut[hw.Data[i]] * hw.Scale[(r/br)*sc+c/bc]))
+			return quant.BF16ToF32(quant.F32ToBF16(safetensors.F8E4M3ToF32(hw.Data[i]) * hw.Scale[(r/br)*sc+c/bc]))
 		}
 	}
 	out := make([]byte, n*elemSize(to))
@@ -176,8 +169,8 @@ func (b *Backend) Upload(hw backend.HostWeight) (backend.Weight, error) {
 	}
 	w := &weight{name: hw.Name, kind: k, rows: hw.Rows, cols: hw.Cols, p: p, fp32: isRouter(hw.Name)}
 	if k == backend.F8E4M3 {
-		if want := ((hw.Rows + hw.BlockRows - 1) / hw.BlockRows) * ((hw.Cols + hw.BlockCols - 1) / hw.BlockCols); len(hw.Scale) != want {
-			return nil, fmt.Errorf("%s: FP8 scale has %d values, want %d", hw.Name, len(hw.Scale), want)
+		if _, _, err := hw.ScaleGrid(); err != nil {
+			return nil, err
 		}
 		if w.scale, err = b.uploadScales(hw); err != nil {
 			return nil, err
