@@ -876,104 +876,78 @@ func (b *Backend) MoE(dst, x backend.Tensor, rt backend.Routing, ex backend.Expe
 	K, I, E := r.k, e.inter, e.n
 	ns := T * K
 	rIDs, rW := b.routingPtrs(r)
-	px := b.ptr("MoE", x)
-	if e.kind == backend.F8E4M3 {
-		b.moeFP8(dst, x, px, r, e, rIDs, rW)
-		return
-	}
-	suf := kindSuffix(e.kind)
+	px, pdst := b.ptr("MoE", x), b.ptr("MoE", dst)
+	fp8 := e.kind == backend.F8E4M3
 	if T <= GEMVRows {
 		// few rows: one warp per (slot, output), no grouping
-		gu, h, y := b.scratch(4*ns*2*I), b.scratch(4*ns*I), b.scratch(4*ns*D)
-		name1, name2 := "moe_gemv_"+suf, "moe_gemv_"+suf
-		if e.kind == backend.BF16 && D%8 == 0 && px%16 == 0 && (T == 1 || x.Stride%4 == 0) {
-			name1 = "moe_gemv_bf16v"
-		}
-		if e.kind == backend.BF16 && I%8 == 0 {
-			name2 = "moe_gemv_bf16v"
-		}
-		b.launch(name1, dim3{(2*I + 7) / 8, ns, 1}, dim3{256, 1, 1}, 0, pArg(px), lArg(x.Stride), pArg(rIDs), iArg(K), iArg(0),
-			pArg(e.gateUp), iArg(2*I), iArg(D), pArg(gu.p), lArg(2*I))
-		if name2 == "moe_gemv_bf16v" {
-			// SwiGLU fused into the down projection's input
-			b.launch("moe_down_bf16v", dim3{(D + 7) / 8, ns, 1}, dim3{256, 1, 1}, 0, pArg(gu.p), lArg(2*I), pArg(rIDs),
-				pArg(e.down), iArg(D), iArg(I), pArg(y.p), lArg(D))
+		if vsuf := "bf16v"; fp8 || (e.kind == backend.BF16 && D%8 == 0 && I%8 == 0) {
+			// vector kernels, the SwiGLU fused into the down projection's input
+			if fp8 {
+				vsuf = "fp8"
+			}
+			px, ldx, xs := b.aligned16(px, x.Stride, T, D)
+			gu, y := b.scratch(4*ns*2*I), b.scratch(4*ns*D)
+			b.launch("moe_gemv_"+vsuf, dim3{(2*I + 7) / 8, ns, 1}, dim3{256, 1, 1}, 0,
+				append([]uint64{pArg(px), lArg(ldx), pArg(rIDs), iArg(K), iArg(0)}, e.args(e.gateUp, e.guScale, 2*I, D, pArg(gu.p), lArg(2*I))...)...)
+			b.launch("moe_down_"+vsuf, dim3{(D + 7) / 8, ns, 1}, dim3{256, 1, 1}, 0,
+				append([]uint64{pArg(gu.p), lArg(2 * I), pArg(rIDs)}, e.args(e.down, e.downScale, D, I, pArg(y.p), lArg(D))...)...)
 			g, bl := flatGrid(T * D)
-			b.launch("k_moe_combine", g, bl, 0, pArg(b.ptr("MoE", dst)), lArg(dst.Stride), pArg(y.p), lArg(D), pArg(0), pArg(rW), iArg(T), iArg(K), iArg(D))
-			b.release(gu, h, y)
+			b.launch("k_moe_combine", g, bl, 0, pArg(pdst), lArg(dst.Stride), pArg(y.p), lArg(D), pArg(0), pArg(rW), iArg(T), iArg(K), iArg(D))
+			b.release(gu, y)
+			b.release(xs...)
 			return
 		}
+		suf := kindSuffix(e.kind)
+		gu, h, y := b.scratch(4*ns*2*I), b.scratch(4*ns*I), b.scratch(4*ns*D)
+		b.launch("moe_gemv_"+suf, dim3{(2*I + 7) / 8, ns, 1}, dim3{256, 1, 1}, 0, pArg(px), lArg(x.Stride), pArg(rIDs), iArg(K), iArg(0),
+			pArg(e.gateUp), iArg(2*I), iArg(D), pArg(gu.p), lArg(2*I))
 		g, bl := flatGrid(ns * I)
 		b.launch("k_silumul", g, bl, 0, pArg(h.p), lArg(I), pArg(gu.p), lArg(2*I), pArg(gu.p+uintptr(4*I)), lArg(2*I), iArg(ns), iArg(I))
-		b.launch(name2, dim3{(D + 7) / 8, ns, 1}, dim3{256, 1, 1}, 0, pArg(h.p), lArg(I), pArg(rIDs), iArg(K), iArg(1),
+		b.launch("moe_gemv_"+suf, dim3{(D + 7) / 8, ns, 1}, dim3{256, 1, 1}, 0, pArg(h.p), lArg(I), pArg(rIDs), iArg(K), iArg(1),
 			pArg(e.down), iArg(D), iArg(I), pArg(y.p), lArg(D))
 		g, bl = flatGrid(T * D)
-		b.launch("k_moe_combine", g, bl, 0, pArg(b.ptr("MoE", dst)), lArg(dst.Stride), pArg(y.p), lArg(D), pArg(0), pArg(rW), iArg(T), iArg(K), iArg(D))
+		b.launch("k_moe_combine", g, bl, 0, pArg(pdst), lArg(dst.Stride), pArg(y.p), lArg(D), pArg(0), pArg(rW), iArg(T), iArg(K), iArg(D))
 		b.release(gu, h, y)
 		return
 	}
-	// fast mode with BF16 experts: tensor-core grouped GEMM, 64-row tiles
+	// grouped GEMM over the rows sorted by expert: on tensor cores in fast
+	// mode (FP8 experts are widened to BF16 as tiles load), 64-row tiles
 	// when experts get many rows on average, else 16-row tiles
-	bm, kern, threads := moeBM, "moe_gemm_"+suf, 256
-	if !b.opts.Precise && b.mma && e.kind == backend.BF16 {
+	var bm, threads int
+	var kern string
+	if fp8 || (!b.opts.Precise && b.mma && e.kind == backend.BF16) {
 		bm, kern, threads = 16, "moe_mma16", 128
 		if ns >= 48*E {
 			bm, kern = 64, "moe_mma64"
 		}
+		if fp8 {
+			kern += "_fp8"
+		}
+	} else {
+		bm, kern, threads = moeBM, "moe_gemm_"+kindSuffix(e.kind), 256
 	}
 	maxTiles := (ns+bm-1)/bm + min(E, ns)
 	perm, posOf := b.scratch(4*ns), b.scratch(4*ns)
 	tiles, ntiles := b.scratch(12*maxTiles), b.scratch(4)
 	gu, h, y := b.scratch(4*ns*2*I), b.scratch(4*ns*I), b.scratch(4*ns*D)
 	b.launch("k_moe_plan", dim3{1, 1, 1}, dim3{1024, 1, 1}, 12*E, pArg(rIDs), iArg(ns), iArg(E), pArg(perm.p), pArg(posOf.p), pArg(tiles.p), pArg(ntiles.p), iArg(bm))
-	b.launch(kern, dim3{(2*I + 63) / 64, maxTiles, 1}, dim3{threads, 1, 1}, 0, pArg(px), lArg(x.Stride), pArg(perm.p), iArg(K), iArg(0),
-		pArg(tiles.p), pArg(ntiles.p), pArg(e.gateUp), iArg(2*I), iArg(D), pArg(gu.p), lArg(2*I))
+	b.launch(kern, dim3{(2*I + 63) / 64, maxTiles, 1}, dim3{threads, 1, 1}, 0,
+		append([]uint64{pArg(px), lArg(x.Stride), pArg(perm.p), iArg(K), iArg(0), pArg(tiles.p), pArg(ntiles.p)}, e.args(e.gateUp, e.guScale, 2*I, D, pArg(gu.p), lArg(2*I))...)...)
 	g, bl := flatGrid(ns * I)
 	b.launch("k_silumul", g, bl, 0, pArg(h.p), lArg(I), pArg(gu.p), lArg(2*I), pArg(gu.p+uintptr(4*I)), lArg(2*I), iArg(ns), iArg(I))
-	b.launch(kern, dim3{(D + 63) / 64, maxTiles, 1}, dim3{threads, 1, 1}, 0, pArg(h.p), lArg(I), pArg(perm.p), iArg(K), iArg(1),
-		pArg(tiles.p), pArg(ntiles.p), pArg(e.down), iArg(D), iArg(I), pArg(y.p), lArg(D))
-	g, bl = flatGrid(T * D)
-	b.launch("k_moe_combine", g, bl, 0, pArg(b.ptr("MoE", dst)), lArg(dst.Stride), pArg(y.p), lArg(D), pArg(posOf.p), pArg(rW), iArg(T), iArg(K), iArg(D))
-	b.release(perm, posOf, tiles, ntiles, gu, h, y)
-}
-
-// moeFP8 is MoE for FP8 experts (fast mode only): per-slot FP8 GEMVs for
-// decode-sized batches, else the tensor-core grouped GEMM widening the
-// weights to BF16 as it loads them.
-func (b *Backend) moeFP8(dst, x backend.Tensor, px uintptr, r *routing, e *experts, rIDs, rW uintptr) {
-	T, D := x.Rows, x.Cols
-	K, I, E := r.k, e.inter, e.n
-	ns := T * K
-	pdst := b.ptr("MoE", dst)
-	if T <= GEMVRows {
-		px, ldx, xs := b.aligned16(px, x.Stride, T, D)
-		gu, y := b.scratch(4*ns*2*I), b.scratch(4*ns*D)
-		b.launch("moe_gemv_fp8", dim3{(2*I + 7) / 8, ns, 1}, dim3{256, 1, 1}, 0, pArg(px), lArg(ldx), pArg(rIDs), iArg(K), iArg(0),
-			pArg(e.gateUp), iArg(2*I), iArg(D), pArg(e.guScale), iArg(e.br), iArg(e.bc), pArg(gu.p), lArg(2*I))
-		b.launch("moe_down_fp8", dim3{(D + 7) / 8, ns, 1}, dim3{256, 1, 1}, 0, pArg(gu.p), lArg(2*I), pArg(rIDs),
-			pArg(e.down), iArg(D), iArg(I), pArg(e.downScale), iArg(e.br), iArg(e.bc), pArg(y.p), lArg(D))
-		g, bl := flatGrid(T * D)
-		b.launch("k_moe_combine", g, bl, 0, pArg(pdst), lArg(dst.Stride), pArg(y.p), lArg(D), pArg(0), pArg(rW), iArg(T), iArg(K), iArg(D))
-		b.release(gu, y)
-		b.release(xs...)
-		return
-	}
-	bm, kern := 16, "moe_mma16_fp8"
-	if ns >= 48*E {
-		bm, kern = 64, "moe_mma64_fp8"
-	}
-	maxTiles := (ns+bm-1)/bm + min(E, ns)
-	perm, posOf := b.scratch(4*ns), b.scratch(4*ns)
-	tiles, ntiles := b.scratch(12*maxTiles), b.scratch(4)
-	gu, h, y := b.scratch(4*ns*2*I), b.scratch(4*ns*I), b.scratch(4*ns*D)
-	b.launch("k_moe_plan", dim3{1, 1, 1}, dim3{1024, 1, 1}, 12*E, pArg(rIDs), iArg(ns), iArg(E), pArg(perm.p), pArg(posOf.p), pArg(tiles.p), pArg(ntiles.p), iArg(bm))
-	b.launch(kern, dim3{(2*I + 63) / 64, maxTiles, 1}, dim3{128, 1, 1}, 0, pArg(px), lArg(x.Stride), pArg(perm.p), iArg(K), iArg(0),
-		pArg(tiles.p), pArg(ntiles.p), pArg(e.gateUp), iArg(2*I), iArg(D), pArg(e.guScale), iArg(e.br), iArg(e.bc), pArg(gu.p), lArg(2*I))
-	g, bl := flatGrid(ns * I)
-	b.launch("k_silumul", g, bl, 0, pArg(h.p), lArg(I), pArg(gu.p), lArg(2*I), pArg(gu.p+uintptr(4*I)), lArg(2*I), iArg(ns), iArg(I))
-	b.launch(kern, dim3{(D + 63) / 64, maxTiles, 1}, dim3{128, 1, 1}, 0, pArg(h.p), lArg(I), pArg(perm.p), iArg(K), iArg(1),
-		pArg(tiles.p), pArg(ntiles.p), pArg(e.down), iArg(D), iArg(I), pArg(e.downScale), iArg(e.br), iArg(e.bc), pArg(y.p), lArg(D))
+	b.launch(kern, dim3{(D + 63) / 64, maxTiles, 1}, dim3{threads, 1, 1}, 0,
+		append([]uint64{pArg(h.p), lArg(I), pArg(perm.p), iArg(K), iArg(1), pArg(tiles.p), pArg(ntiles.p)}, e.args(e.down, e.downScale, D, I, pArg(y.p), lArg(D))...)...)
 	g, bl = flatGrid(T * D)
 	b.launch("k_moe_combine", g, bl, 0, pArg(pdst), lArg(dst.Stride), pArg(y.p), lArg(D), pArg(posOf.p), pArg(rW), iArg(T), iArg(K), iArg(D))
 	b.release(perm, posOf, tiles, ntiles, gu, h, y)
+}
+
+// args are the kernel arguments of one stacked expert matrix p ([E][N][K]):
+// p, N, K, then for FP8 experts its scales and block size, then out.
+func (e *experts) args(p, scale uintptr, N, K int, out ...uint64) []uint64 {
+	a := []uint64{pArg(p), iArg(N), iArg(K)}
+	if e.kind == backend.F8E4M3 {
+		a = append(a, pArg(scale), iArg(e.br), iArg(e.bc))
+	}
+	return append(a, out...)
 }
