@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ringo-ai/ringo/internal/hugepage"
 	"github.com/ringo-ai/ringo/kernels"
 	"github.com/ringo-ai/ringo/model"
 )
@@ -67,6 +68,11 @@ type Result struct {
 	Batch        int     `json:"batch"`
 	Decode       []Point `json:"decode"`
 	PeakRSSMiB   float64 `json:"peak_rss_mib"`
+	// HugeFileMiB and HugeAnonMiB are the memory-mapped files (weights) and
+	// the heap (caches, states, weights built at load) mapped with huge pages
+	// at the end of the decode measurements; -1 where the system does not say.
+	HugeFileMiB float64 `json:"huge_pages_file_mib"`
+	HugeAnonMiB float64 `json:"huge_pages_heap_mib"`
 	WeightBytes  int64   `json:"weight_bytes"`
 	ActiveBytes  int64   `json:"active_bytes_per_token"`
 }
@@ -81,7 +87,7 @@ func MeasureMachine(threads int) Machine {
 		threads = runtime.GOMAXPROCS(0)
 	}
 	const n = 256 << 20 / 4 * 4 // 1 GiB of float32
-	buf := make([]float32, n)
+	buf := hugepage.Make[float32](n)
 	for i := 0; i < n; i += 1024 {
 		buf[i] = 1
 	}
@@ -215,6 +221,10 @@ func Run(ctx context.Context, name string, m model.Model, o Options) (*Result, e
 		}
 	}
 	res.PeakRSSMiB = peakRSS() // before the 1 GiB bandwidth buffer
+	res.HugeFileMiB, res.HugeAnonMiB = -1, -1
+	if anon, file, ok := hugepage.Usage(); ok {
+		res.HugeFileMiB, res.HugeAnonMiB = float64(file)/(1<<20), float64(anon)/(1<<20)
+	}
 	if rl, ok := o.Backend.(Rooflines); ok {
 		bw, fl := rl.Rooflines()
 		res.Machine = Machine{BandwidthGBs: bw / 1e9, PeakGFLOPs: fl / 1e9, Threads: o.Threads, Device: true}

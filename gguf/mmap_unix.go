@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/ringo-ai/ringo/internal/hugepage"
 	"golang.org/x/sys/unix"
 )
 
@@ -31,5 +32,8 @@ func mapFile(path string) ([]byte, func() error, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("mmap: %w", err)
 	}
+	// Pages read in through this mapping then come into the page cache as
+	// 2 MiB folios and are mapped as such (see package hugepage).
+	hugepage.Advise(b)
 	return b, func() error { return unix.Munmap(b) }, nil
 }

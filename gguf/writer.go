@@ -1,7 +1,6 @@
 package gguf
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -25,7 +24,7 @@ import (
 // was written and flushes (and closes the file when created with Create).
 type Writer struct {
 	w      io.Writer
-	bw     *bufio.Writer
+	bw     *chunkWriter
 	ws     io.WriteSeeker // non-nil if seeking is possible
 	closer io.Closer
 	name   string
@@ -49,7 +48,7 @@ type Writer struct {
 // positioned at its start, tensors may be written in any order.
 func NewWriter(w io.Writer) *Writer {
 	gw := &Writer{
-		w: w, bw: bufio.NewWriterSize(w, 1<<20), name: "gguf writer",
+		w: w, bw: newChunkWriter(w), name: "gguf writer",
 		align: DefaultAlignment, kvIndex: map[string]int{}, tIndex: map[string]int{},
 	}
 	if ws, ok := w.(io.WriteSeeker); ok {
@@ -283,6 +282,7 @@ func (w *Writer) seekTo(abs int64) error {
 	if _, err := w.ws.Seek(abs, io.SeekStart); err != nil {
 		return w.fail(fmt.Errorf("gguf: %s: seek: %w", w.name, err))
 	}
+	w.bw.seeked(abs)
 	w.pos = abs
 	return nil
 }
@@ -390,7 +390,7 @@ func (w *Writer) Close() error {
 // ---- encoding
 
 type encoder struct {
-	w   *bufio.Writer
+	w   *chunkWriter
 	n   int64
 	err error
 	buf [8]byte
@@ -421,7 +421,7 @@ func (e *encoder) u64(v uint64) {
 func (e *encoder) str(s string) {
 	e.u64(uint64(len(s)))
 	if e.err == nil {
-		n, err := e.w.WriteString(s)
+		n, err := io.WriteString(e.w, s)
 		e.n += int64(n)
 		e.err = err
 	}

@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/ringo-ai/ringo/backend"
+	"github.com/ringo-ai/ringo/internal/hugepage"
 	"github.com/ringo-ai/ringo/quant"
 	"github.com/ringo-ai/ringo/safetensors"
 )
@@ -162,7 +163,7 @@ func Encode(hw backend.HostWeight, t quant.Type) (backend.HostWeight, error) {
 	default:
 		out.Kind, out.QType = backend.Quant, uint32(t)
 	}
-	out.Data = make([]byte, hw.Rows*quant.RowBytes(t, hw.Cols))
+	out.Data = hugepage.Make[byte](hw.Rows * quant.RowBytes(t, hw.Cols))
 	if err := encodeRows(hw, t, 0, hw.Rows, out.Data); err != nil {
 		return backend.HostWeight{}, err
 	}

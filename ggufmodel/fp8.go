@@ -9,6 +9,7 @@ import (
 
 	"github.com/ringo-ai/ringo/backend"
 	"github.com/ringo-ai/ringo/checkpoint"
+	"github.com/ringo-ai/ringo/internal/hugepage"
 	"github.com/ringo-ai/ringo/safetensors"
 )
 
@@ -70,7 +71,7 @@ func EncodeFP8(hw backend.HostWeight) (backend.HostWeight, error) {
 	R, C := hw.Rows, hw.Cols
 	sr, sc := (R+B-1)/B, (C+B-1)/B
 	out := backend.HostWeight{Name: hw.Name, Kind: backend.F8E4M3, Rows: R, Cols: C,
-		Data: make([]byte, R*C), Scale: make([]float32, sr*sc), BlockRows: B, BlockCols: B}
+		Data: hugepage.Make[byte](R * C), Scale: make([]float32, sr*sc), BlockRows: B, BlockCols: B}
 	workers := max(1, min(runtime.GOMAXPROCS(0), sr, R*C/(1<<16)))
 	var wg sync.WaitGroup
 	errs := make([]error, workers)

@@ -5,6 +5,7 @@ package safetensors
 import (
 	"os"
 
+	"github.com/ringo-ai/ringo/internal/hugepage"
 	"golang.org/x/sys/unix"
 )
 
@@ -17,5 +18,6 @@ func mapFile(f *os.File, size int64) ([]byte, func() error, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	hugepage.Advise(b) // see package hugepage and gguf's mapFile
 	return b, func() error { return unix.Munmap(b) }, nil
 }

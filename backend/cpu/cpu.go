@@ -10,6 +10,7 @@ import (
 	"unsafe"
 
 	"github.com/ringo-ai/ringo/backend"
+	"github.com/ringo-ai/ringo/internal/hugepage"
 	"github.com/ringo-ai/ringo/kernels"
 	"github.com/ringo-ai/ringo/quant"
 	"github.com/ringo-ai/ringo/safetensors"
@@ -69,7 +70,7 @@ func row(t backend.Tensor, r int) []float32 {
 
 // Alloc implements backend.Backend.
 func (b *Backend) Alloc(rows, cols int) backend.Tensor {
-	return backend.Tensor{Buf: &buffer{make([]float32, rows*cols)}, Rows: rows, Cols: cols, Stride: cols}
+	return backend.Tensor{Buf: &buffer{hugepage.Make[float32](rows * cols)}, Rows: rows, Cols: cols, Stride: cols}
 }
 
 // Free implements backend.Backend; memory is reclaimed by the garbage collector.
@@ -153,7 +154,7 @@ func (b *Backend) Upload(hw backend.HostWeight) (backend.Weight, error) {
 		}
 		br, bc := hw.BlockRows, hw.BlockCols
 		w.kind = backend.BF16
-		w.u16 = make([]uint16, n)
+		w.u16 = hugepage.Make[uint16](n)
 		for r := 0; r < hw.Rows; r++ {
 			for c := 0; c < hw.Cols; c++ {
 				v := safetensors.F8E4M3ToF32(hw.Data[r*hw.Cols+c]) * hw.Scale[(r/br)*sc+c/bc]

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/ringo-ai/ringo/backend"
+	"github.com/ringo-ai/ringo/internal/hugepage"
 	"github.com/ringo-ai/ringo/kernels"
 	"github.com/ringo-ai/ringo/quant"
 )
@@ -61,9 +62,9 @@ const q8BlockBytes = 34
 func (b *Backend) AllocKV(rows, cols int) backend.Tensor {
 	switch {
 	case b.kv == kvF16:
-		return backend.Tensor{Buf: &f16buffer{make([]uint16, rows*cols)}, Rows: rows, Cols: cols, Stride: cols}
+		return backend.Tensor{Buf: &f16buffer{hugepage.Make[uint16](rows * cols)}, Rows: rows, Cols: cols, Stride: cols}
 	case b.kv == kvQ8 && cols%quant.QK == 0:
-		return backend.Tensor{Buf: &q8buffer{make([]byte, rows*cols/quant.QK*q8BlockBytes)}, Rows: rows, Cols: cols, Stride: cols}
+		return backend.Tensor{Buf: &q8buffer{hugepage.Make[byte](rows * cols / quant.QK * q8BlockBytes)}, Rows: rows, Cols: cols, Stride: cols}
 	}
 	return b.Alloc(rows, cols)
 }

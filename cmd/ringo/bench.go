@@ -109,6 +109,12 @@ at every batch size (at the --context lengths).`,
 				}
 				if i == len(runs)-1 {
 					fmt.Fprintf(w, "peak RSS\t%.0f MiB\n", res.PeakRSSMiB)
+					if res.HugeFileMiB >= 0 && !res.Machine.Device {
+						fmt.Fprintf(w, "huge pages\t%.0f MiB of mapped files, %.0f MiB of heap\n", res.HugeFileMiB, res.HugeAnonMiB)
+						if (res.HugeFileMiB+res.HugeAnonMiB)*(1<<20) < 0.5*float64(res.WeightBytes) {
+							fmt.Fprintf(w, "\tmost weights sit in 4 KiB pages, which slows decode: see \"Huge pages\" in docs/PERFORMANCE.md\n")
+						}
+					}
 				}
 				if err := w.Flush(); err != nil {
 					return err

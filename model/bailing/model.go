@@ -18,6 +18,7 @@ import (
 
 	"github.com/ringo-ai/ringo/backend"
 	"github.com/ringo-ai/ringo/checkpoint"
+	"github.com/ringo-ai/ringo/internal/hugepage"
 	"github.com/ringo-ai/ringo/model"
 )
 
@@ -280,7 +281,8 @@ func stackRows(a, b backend.HostWeight) (backend.HostWeight, bool) {
 	s := a
 	s.Name = a.Name + "+" + b.Name
 	s.Rows = a.Rows + b.Rows
-	s.Data = append(append(make([]byte, 0, len(a.Data)+len(b.Data)), a.Data...), b.Data...)
+	s.Data = hugepage.Make[byte](len(a.Data) + len(b.Data))
+	copy(s.Data[copy(s.Data, a.Data):], b.Data)
 	if a.Scale != nil {
 		s.Scale = append(append(make([]float32, 0, len(a.Scale)+len(b.Scale)), a.Scale...), b.Scale...)
 	}
