@@ -8,6 +8,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/ringo-ai/ringo/internal/hugepage"
 )
 
 // simdSets returns the SIMD kernel sets to check: AVX2 and, where the CPU
@@ -429,7 +431,7 @@ func BenchmarkVNNIStream(b *testing.B) {
 			r := rand.New(rand.NewPCG(13, 14))
 			one := randWeightRows(b, r, ty, N, K, 0)
 			copies := (512<<20)/len(one) + 1
-			pool := make([]byte, copies*len(one))
+			pool := hugepage.Make[byte](copies * len(one)) // as model weights are
 			for c := 0; c < copies; c++ {
 				copy(pool[c*len(one):], one)
 			}

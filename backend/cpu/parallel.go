@@ -9,7 +9,9 @@ import (
 // task is work split into index ranges. Operations keep their task values
 // in the Backend, so running one allocates nothing.
 type task interface {
-	// run processes [lo, hi) as part number part (0 ≤ part < workers).
+	// run processes [lo, hi) on worker number part (0 ≤ part < workers),
+	// which may call run several times per job, one range after another:
+	// part only selects per-worker scratch.
 	run(part, lo, hi int)
 }
 
@@ -21,25 +23,33 @@ type task interface {
 // cost a noticeable share of the step. Workers therefore spin on an atomic
 // generation counter for a short while after each job and only then park on
 // a condition variable.
+//
+// The ranges are handed out as the workers ask for them (guided
+// self-scheduling: each takes a share of what is left, never less than the
+// grain), so a worker that starts late or runs slower, on a busy core or
+// colder memory, does less of the job instead of making the others wait.
 type pool struct {
 	n     int
 	slots []slot
-	left  atomic.Int64 // assigned parts not yet finished
+	left  atomic.Int64 // workers still on the current job
+	next  atomic.Int64 // first index not yet handed out
 	mu    sync.Mutex
 	cond  *sync.Cond
 	sleep int // workers parked on cond (guarded by mu)
 	seq   uint64
+
+	// the current job (written before seq is published)
+	t            task
+	total, grain int
+	parts        int
 }
 
-// slot hands one job to one worker: the job is written, then seq is
-// published; the worker reads the job only after it sees a new seq, and the
-// next job is written only after the worker has finished this one (For
-// waits for every assigned part).
+// slot wakes one worker: the worker reads the job only after it sees a new
+// seq, and the next job is written only after every worker has finished this
+// one (For waits for them).
 type slot struct {
-	seq    atomic.Uint64
-	t      task
-	lo, hi int
-	_      [64]byte // keep workers' slots on separate cache lines
+	seq atomic.Uint64
+	_   [56]byte // keep workers' slots on separate cache lines
 }
 
 // spinRounds bounds how long an idle worker polls before parking.
@@ -78,14 +88,31 @@ func (p *pool) worker(i int) {
 			p.mu.Unlock()
 		}
 		seen = s.seq.Load()
-		s.t.run(i, s.lo, s.hi)
+		p.work(i)
 		p.left.Add(-1)
 	}
 }
 
-// For splits [0, n) into at most one contiguous part per worker, each at
-// least grain long, and runs t on the parts in parallel (the caller runs
-// part 0).
+// work runs ranges of the current job on worker part until none is left.
+func (p *pool) work(part int) {
+	n := int64(p.total)
+	g := int64(p.grain)
+	for {
+		lo := p.next.Load()
+		if lo >= n {
+			return
+		}
+		size := max(g, (n-lo)/int64(2*p.parts))
+		if !p.next.CompareAndSwap(lo, lo+size) {
+			continue
+		}
+		p.t.run(part, int(lo), int(min(n, lo+size)))
+	}
+}
+
+// For runs t over [0, n) in ranges of at least grain indexes, on at most
+// one worker per grain (the caller is worker 0), and returns when all of
+// [0, n) is done.
 func (p *pool) For(n, grain int, t task) {
 	if n <= 0 {
 		return
@@ -96,32 +123,21 @@ func (p *pool) For(n, grain int, t task) {
 		t.run(0, 0, n)
 		return
 	}
-	step := (n + parts - 1) / parts
+	p.t, p.total, p.grain, p.parts = t, n, grain, parts
+	p.next.Store(0)
+	p.left.Store(int64(parts - 1))
 	p.seq++
-	var assigned int64
 	for i := 1; i < parts; i++ {
-		lo, hi := i*step, min(n, (i+1)*step)
-		if lo < hi {
-			assigned++
-		}
-	}
-	p.left.Store(assigned)
-	for i := 1; i < parts; i++ {
-		lo, hi := i*step, min(n, (i+1)*step)
-		if lo >= hi {
-			continue
-		}
-		s := &p.slots[i]
-		s.t, s.lo, s.hi = t, lo, hi
-		s.seq.Store(p.seq)
+		p.slots[i].seq.Store(p.seq)
 	}
 	p.mu.Lock()
 	if p.sleep > 0 {
 		p.cond.Broadcast()
 	}
 	p.mu.Unlock()
-	t.run(0, 0, min(n, step))
+	p.work(0)
 	for p.left.Load() > 0 {
 		runtime.Gosched()
 	}
+	p.t = nil
 }
