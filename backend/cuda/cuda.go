@@ -110,8 +110,18 @@ type Backend struct {
 
 	// kernel parameter block (heap, stable addresses)
 	params *paramBlock
+	// programmatic dependent launch (see PDL_ENTER in kernels.cu): launches
+	// go through cuLaunchKernelEx with pdlCfg
+	pdl    bool
+	pdlCfg *pdlLaunch
 	alpha  float32
 	beta   float32
+}
+
+// pdlLaunch is the cuLaunchKernelEx configuration (heap, stable addresses).
+type pdlLaunch struct {
+	cfg launchConfig
+	pdl launchAttr
 }
 
 type paramBlock struct {
@@ -237,6 +247,13 @@ func New(device int, opts Options) (*Backend, error) {
 		return fail(fmt.Errorf("%v (fast mode needs cuBLASLt; use Options{Precise: true} without it)", err))
 	}
 	b.fp8 = !opts.Precise && b.mma && b.lt != nil && os.Getenv("RINGO_CUDA_NO_FP8") == ""
+	if b.ccMaj >= 9 && d.cuLaunchKernelEx != 0 && os.Getenv("RINGO_CUDA_NO_PDL") == "" {
+		b.pdl = true
+		b.pdlCfg = &pdlLaunch{}
+		b.pdlCfg.pdl.id = cuLaunchAttrProgrammaticStreamSerialization
+		b.pdlCfg.pdl.val[0] = 1 // programmaticStreamSerializationAllowed (int, little-endian)
+		b.pdlCfg.cfg.attrs, b.pdlCfg.cfg.nattrs = &b.pdlCfg.pdl, 1
+	}
 	return b, nil
 }
 
@@ -292,6 +309,9 @@ func (b *Backend) Describe() string {
 	graphs := "CUDA graphs"
 	if !b.graphsOn {
 		graphs = "no CUDA graphs"
+	}
+	if b.pdl {
+		graphs += " + programmatic dependent launch"
 	}
 	return fmt.Sprintf("%s (sm_%d%d, %d SMs), %s mode, %s, kernels %s, cuBLASLt %s", b.devName, b.ccMaj, b.ccMin, b.sms, mode, graphs, b.kernelSrc, lt)
 }

@@ -20,7 +20,35 @@ type driver struct {
 
 	// CUDA graphs (optional: nil when the driver lacks them, which turns graphs off)
 	cuStreamBeginCapture, cuStreamEndCapture, cuGraphInstantiate, cuGraphLaunch, cuGraphExecDestroy, cuGraphDestroy uintptr
+
+	// launches with attributes (optional: CUDA 12+), for programmatic dependent launch
+	cuLaunchKernelEx uintptr
 }
+
+// launchConfig is CUlaunchConfig; launchAttr is CUlaunchAttribute (an id and a
+// 64-byte value union, 8-byte aligned).
+type launchConfig struct {
+	gridX, gridY, gridZ    uint32
+	blockX, blockY, blockZ uint32
+	smem                   uint32
+	_                      uint32
+	stream                 uintptr
+	attrs                  *launchAttr
+	nattrs                 uint32
+	_                      uint32
+}
+
+type launchAttr struct {
+	id  uint32
+	_   uint32
+	val [64]byte
+}
+
+// cuLaunchAttrProgrammaticStreamSerialization is
+// CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION; its value is an int
+// (non-zero: the kernel may overlap the previous one in the stream, which it
+// then waits for with griddepcontrol.wait).
+const cuLaunchAttrProgrammaticStreamSerialization = 6
 
 // CUDA driver constants used here.
 const (
@@ -66,6 +94,10 @@ func loadDriver() (*driver, error) {
 	}) == nil {
 		d.cuStreamBeginCapture, d.cuStreamEndCapture, d.cuGraphInstantiate = g.cuStreamBeginCapture, g.cuStreamEndCapture, g.cuGraphInstantiate
 		d.cuGraphLaunch, d.cuGraphExecDestroy, d.cuGraphDestroy = g.cuGraphLaunch, g.cuGraphExecDestroy, g.cuGraphDestroy
+	}
+	var ex uintptr
+	if l.bind(map[string]*uintptr{"cuLaunchKernelEx": &ex}) == nil {
+		d.cuLaunchKernelEx = ex
 	}
 	return d, nil
 }

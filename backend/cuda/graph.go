@@ -175,8 +175,16 @@ func (b *Backend) issue(q []uint64) error {
 			}
 			pb := b.params
 			copy(pb.slots[:], c[9:])
-			r = ccall(d.cuLaunchKernel, uintptr(c[1]), uintptr(c[2]), uintptr(c[3]), uintptr(c[4]), uintptr(c[5]), uintptr(c[6]), uintptr(c[7]),
-				uintptr(c[8]), s, uintptr(unsafe.Pointer(&pb.ptrs[0])), 0)
+			if b.pdl {
+				lc := &b.pdlCfg.cfg
+				lc.gridX, lc.gridY, lc.gridZ = uint32(c[2]), uint32(c[3]), uint32(c[4])
+				lc.blockX, lc.blockY, lc.blockZ = uint32(c[5]), uint32(c[6]), uint32(c[7])
+				lc.smem, lc.stream = uint32(c[8]), s
+				r = ccall(d.cuLaunchKernelEx, uintptr(unsafe.Pointer(lc)), uintptr(c[1]), uintptr(unsafe.Pointer(&pb.ptrs[0])), 0)
+			} else {
+				r = ccall(d.cuLaunchKernel, uintptr(c[1]), uintptr(c[2]), uintptr(c[3]), uintptr(c[4]), uintptr(c[5]), uintptr(c[6]), uintptr(c[7]),
+					uintptr(c[8]), s, uintptr(unsafe.Pointer(&pb.ptrs[0])), 0)
+			}
 			if b.prof != nil {
 				b.prof.mark(b, 0)
 			}

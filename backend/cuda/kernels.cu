@@ -12,6 +12,22 @@ typedef long long i64;
 
 #define NEG_INF (__int_as_float(0xff800000))
 
+// Programmatic dependent launch (sm_90+). The backend launches every kernel of
+// this file with the programmatic-stream-serialization attribute, so a kernel
+// may be scheduled while the one before it in the stream is still running.
+// Every kernel therefore starts with PDL_ENTER: griddepcontrol.wait blocks
+// until the previous kernel has completed and its writes are visible (so it
+// comes before any global memory access), and launch_dependents lets the next
+// kernel be scheduled as soon as all blocks of this one have started. Without
+// the attribute, or before sm_90, both do nothing.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define PDL_ENTER() asm volatile("griddepcontrol.wait;\n\tgriddepcontrol.launch_dependents;" ::: "memory")
+#else
+#define PDL_ENTER() \
+  do {          \
+  } while (0)
+#endif
+
 __device__ __forceinline__ float bf16f(u16 h) { return __uint_as_float(((u32)h) << 16); }
 __device__ __forceinline__ float f16f(u16 h) {
   float f;
@@ -121,28 +137,28 @@ __device__ float block_max(float v, float* sh) {
 
 #define GRID_LOOP(total) for (i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x; idx < (total); idx += (i64)gridDim.x * blockDim.x)
 
-extern "C" __global__ void k_copy(float* d, i64 ldd, const float* s, i64 lds, int rows, int cols) {
+extern "C" __global__ void k_copy(float* d, i64 ldd, const float* s, i64 lds, int rows, int cols) { PDL_ENTER();
   GRID_LOOP((i64)rows * cols) {
     i64 r = idx / cols, c = idx % cols;
     d[r * ldd + c] = s[r * lds + c];
   }
 }
 
-extern "C" __global__ void k_fill(float* d, i64 ldd, int rows, int cols, float v) {
+extern "C" __global__ void k_fill(float* d, i64 ldd, int rows, int cols, float v) { PDL_ENTER();
   GRID_LOOP((i64)rows * cols) {
     i64 r = idx / cols, c = idx % cols;
     d[r * ldd + c] = v;
   }
 }
 
-extern "C" __global__ void k_add(float* d, i64 ldd, const float* a, i64 lda, const float* b, i64 ldb, int rows, int cols) {
+extern "C" __global__ void k_add(float* d, i64 ldd, const float* a, i64 lda, const float* b, i64 ldb, int rows, int cols) { PDL_ENTER();
   GRID_LOOP((i64)rows * cols) {
     i64 r = idx / cols, c = idx % cols;
     d[r * ldd + c] = a[r * lda + c] + b[r * ldb + c];
   }
 }
 
-extern "C" __global__ void k_silu(float* d, i64 ldd, const float* x, i64 ldx, int rows, int cols) {
+extern "C" __global__ void k_silu(float* d, i64 ldd, const float* x, i64 ldx, int rows, int cols) { PDL_ENTER();
   GRID_LOOP((i64)rows * cols) {
     i64 r = idx / cols, c = idx % cols;
     float v = x[r * ldx + c];
@@ -150,7 +166,7 @@ extern "C" __global__ void k_silu(float* d, i64 ldd, const float* x, i64 ldx, in
   }
 }
 
-extern "C" __global__ void k_silumul(float* d, i64 ldd, const float* g, i64 ldg, const float* u, i64 ldu, int rows, int cols) {
+extern "C" __global__ void k_silumul(float* d, i64 ldd, const float* g, i64 ldg, const float* u, i64 ldu, int rows, int cols) { PDL_ENTER();
   GRID_LOOP((i64)rows * cols) {
     i64 r = idx / cols, c = idx % cols;
     float v = g[r * ldg + c];
@@ -158,14 +174,14 @@ extern "C" __global__ void k_silumul(float* d, i64 ldd, const float* g, i64 ldg,
   }
 }
 
-extern "C" __global__ void k_sigmul(float* d, i64 ldd, const float* x, i64 ldx, const float* g, i64 ldg, int rows, int cols) {
+extern "C" __global__ void k_sigmul(float* d, i64 ldd, const float* x, i64 ldx, const float* g, i64 ldg, int rows, int cols) { PDL_ENTER();
   GRID_LOOP((i64)rows * cols) {
     i64 r = idx / cols, c = idx % cols;
     d[r * ldd + c] = x[r * ldx + c] / (1.0f + expf(-g[r * ldg + c]));
   }
 }
 
-extern "C" __global__ void k_gather(float* d, i64 ldd, const float* s, i64 lds, const int* rows, int n, int cols) {
+extern "C" __global__ void k_gather(float* d, i64 ldd, const float* s, i64 lds, const int* rows, int n, int cols) { PDL_ENTER();
   GRID_LOOP((i64)n * cols) {
     i64 r = idx / cols, c = idx % cols;
     d[r * ldd + c] = s[(i64)rows[r] * lds + c];
@@ -173,7 +189,7 @@ extern "C" __global__ void k_gather(float* d, i64 ldd, const float* s, i64 lds, 
 }
 
 // k_tobf16 converts a float32 view into a contiguous BF16 matrix.
-extern "C" __global__ void k_tobf16(u16* d, const float* x, i64 ldx, int rows, int cols) {
+extern "C" __global__ void k_tobf16(u16* d, const float* x, i64 ldx, int rows, int cols) { PDL_ENTER();
   GRID_LOOP((i64)rows * cols) {
     i64 r = idx / cols, c = idx % cols;
     d[idx] = f2bf16(x[r * ldx + c]);
@@ -190,11 +206,11 @@ __device__ void embed_impl(float* d, i64 ldd, const typename W::T* table, const 
     d[r * ldd + c] = W::ld(table, (i64)ids[r] * cols + c);
   }
 }
-extern "C" __global__ void embed_f32(float* d, i64 ldd, const float* t, const int* ids, int n, int cols) { embed_impl<WF32>(d, ldd, t, ids, n, cols); }
-extern "C" __global__ void embed_f16(float* d, i64 ldd, const u16* t, const int* ids, int n, int cols) { embed_impl<WF16>(d, ldd, t, ids, n, cols); }
-extern "C" __global__ void embed_bf16(float* d, i64 ldd, const u16* t, const int* ids, int n, int cols) { embed_impl<WBF16>(d, ldd, t, ids, n, cols); }
+extern "C" __global__ void embed_f32(float* d, i64 ldd, const float* t, const int* ids, int n, int cols) { PDL_ENTER(); embed_impl<WF32>(d, ldd, t, ids, n, cols); }
+extern "C" __global__ void embed_f16(float* d, i64 ldd, const u16* t, const int* ids, int n, int cols) { PDL_ENTER(); embed_impl<WF16>(d, ldd, t, ids, n, cols); }
+extern "C" __global__ void embed_bf16(float* d, i64 ldd, const u16* t, const int* ids, int n, int cols) { PDL_ENTER(); embed_impl<WBF16>(d, ldd, t, ids, n, cols); }
 // embed_fp8: E4M3 table with block scales S [ceil(rows/br)][sc].
-extern "C" __global__ void embed_fp8(float* d, i64 ldd, const unsigned char* t, const int* ids, int n, int cols, const float* S, int sc, int br, int bc) {
+extern "C" __global__ void embed_fp8(float* d, i64 ldd, const unsigned char* t, const int* ids, int n, int cols, const float* S, int sc, int br, int bc) { PDL_ENTER();
   GRID_LOOP((i64)n * cols) {
     i64 r = idx / cols, c = idx % cols;
     i64 id = ids[r];
@@ -206,7 +222,7 @@ extern "C" __global__ void embed_fp8(float* d, i64 ldd, const unsigned char* t, 
 // RMSNorm: one block per (row, group); the sum of squares in double as the
 // CPU reference does. w has `group` values (shared) or `cols` (wfull).
 
-extern "C" __global__ void k_rmsnorm(float* d, i64 ldd, const float* x, i64 ldx, const float* w, int wfull, int cols, int group, float eps) {
+extern "C" __global__ void k_rmsnorm(float* d, i64 ldd, const float* x, i64 ldx, const float* w, int wfull, int cols, int group, float eps) { PDL_ENTER();
   __shared__ double sh[32];
   int ng = cols / group;
   i64 r = blockIdx.x / ng;
@@ -226,7 +242,7 @@ extern "C" __global__ void k_rmsnorm(float* d, i64 ldd, const float* x, i64 ldx,
 
 // k_addrmsnorm: x = x + a (stored), then d = RMSNorm(x) * w over the whole
 // row; one block per row. The same arithmetic as k_add then k_rmsnorm.
-extern "C" __global__ void k_addrmsnorm(float* d, i64 ldd, float* x, i64 ldx, const float* a, i64 lda, const float* w, int cols, float eps) {
+extern "C" __global__ void k_addrmsnorm(float* d, i64 ldd, float* x, i64 ldx, const float* a, i64 lda, const float* w, int cols, float eps) { PDL_ENTER();
   __shared__ double sh[32];
   i64 r = blockIdx.x;
   float* xr = x + r * ldx;
@@ -247,7 +263,7 @@ extern "C" __global__ void k_addrmsnorm(float* d, i64 ldd, float* x, i64 ldx, co
 // RoPE (NeoX rotate-half on the first `dim` channels of every head), in place.
 // One block per row.
 
-extern "C" __global__ void k_rope(float* x, i64 ldx, int cols, int headDim, int dim, double theta, const int* pos) {
+extern "C" __global__ void k_rope(float* x, i64 ldx, int cols, int headDim, int dim, double theta, const int* pos) { PDL_ENTER();
   int r = blockIdx.x;
   int half = dim / 2, nh = cols / headDim;
   float p = (float)pos[r];
@@ -295,9 +311,9 @@ __device__ void gemv_impl(const float* X, i64 ldx, int T, const typename W::T* W
     }
   }
 }
-extern "C" __global__ void gemv_f32(const float* X, i64 ldx, int T, const float* W, int N, int K, float* Y, i64 ldy) { gemv_impl<WF32>(X, ldx, T, W, N, K, Y, ldy); }
-extern "C" __global__ void gemv_f16(const float* X, i64 ldx, int T, const u16* W, int N, int K, float* Y, i64 ldy) { gemv_impl<WF16>(X, ldx, T, W, N, K, Y, ldy); }
-extern "C" __global__ void gemv_bf16(const float* X, i64 ldx, int T, const u16* W, int N, int K, float* Y, i64 ldy) { gemv_impl<WBF16>(X, ldx, T, W, N, K, Y, ldy); }
+extern "C" __global__ void gemv_f32(const float* X, i64 ldx, int T, const float* W, int N, int K, float* Y, i64 ldy) { PDL_ENTER(); gemv_impl<WF32>(X, ldx, T, W, N, K, Y, ldy); }
+extern "C" __global__ void gemv_f16(const float* X, i64 ldx, int T, const u16* W, int N, int K, float* Y, i64 ldy) { PDL_ENTER(); gemv_impl<WF16>(X, ldx, T, W, N, K, Y, ldy); }
+extern "C" __global__ void gemv_bf16(const float* X, i64 ldx, int T, const u16* W, int N, int K, float* Y, i64 ldy) { PDL_ENTER(); gemv_impl<WBF16>(X, ldx, T, W, N, K, Y, ldy); }
 
 // Vectorized GEMVs for BF16 and FP8 weights: one warp per output row n, each
 // lane reading 16-byte chunks of the row and keeping GV_U of them in flight
@@ -378,13 +394,13 @@ __device__ __forceinline__ void gemv_rows(const float* X, i64 ldx, int T, const 
     }
   }
 }
-extern "C" __global__ void gemv_bf16v(const float* X, i64 ldx, int T, const u16* __restrict__ Wt, int N, int K, float* Y, i64 ldy) {
+extern "C" __global__ void gemv_bf16v(const float* X, i64 ldx, int T, const u16* __restrict__ Wt, int N, int K, float* Y, i64 ldy) { PDL_ENTER();
   int n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
   if (n >= N) return;
   gemv_rows<GvBF16>(X, ldx, T, (const uint4*)(Wt + (i64)n * K), 0, 1, K, Y, ldy, n);
 }
 extern "C" __global__ void gemv_fp8(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br, int bc,
-                                    float* Y, i64 ldy) {
+                                    float* Y, i64 ldy) { PDL_ENTER();
   int n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
   if (n >= N) return;
   gemv_rows<GvFP8>(X, ldx, T, (const uint4*)(Wt + (i64)n * K), S + (i64)(n / br) * sc, bc, K, Y, ldy, n);
@@ -392,7 +408,7 @@ extern "C" __global__ void gemv_fp8(const float* X, i64 ldx, int T, const unsign
 
 // k_fp8_bf16 widens an [N, K] E4M3 weight with block scales to BF16 (for
 // the cuBLASLt GEMMs of prefill).
-extern "C" __global__ void k_fp8_bf16(u16* d, const unsigned char* W, int N, int K, const float* S, int sc, int br, int bc) {
+extern "C" __global__ void k_fp8_bf16(u16* d, const unsigned char* W, int N, int K, const float* S, int sc, int br, int bc) { PDL_ENTER();
   GRID_LOOP((i64)N * K) {
     i64 n = idx / K, k = idx % K;
     d[idx] = f2bf16(fp8f(W[idx]) * S[(n / br) * sc + k / bc]);
@@ -476,7 +492,7 @@ __device__ __forceinline__ void gemm_tile(const float* X, i64 ldx, const int* ma
 
 // dense GEMM: grid (ceil(N/64), ceil(T/64))
 #define GEMM_DENSE(name, W)                                                                                     \
-  extern "C" __global__ void name(const float* X, i64 ldx, int T, const W::T* Wt, int N, int K, float* Y, i64 ldy) { \
+  extern "C" __global__ void name(const float* X, i64 ldx, int T, const W::T* Wt, int N, int K, float* Y, i64 ldy) { PDL_ENTER(); \
     int m0 = blockIdx.y * 64;                                                                                    \
     gemm_tile<W, 64>(X, ldx, 0, 1, m0, min(64, T - m0), Wt, N, K, Y, ldy, m0, blockIdx.x * TBN);               \
   }
@@ -491,7 +507,7 @@ GEMM_DENSE(gemm_bf16, WBF16)
 
 #define MOE_BM 16
 
-extern "C" __global__ void k_moe_plan(const int* ids, int nslots, int E, int* perm, int* posOf, int* tiles, int* ntiles, int bm) {
+extern "C" __global__ void k_moe_plan(const int* ids, int nslots, int E, int* perm, int* posOf, int* tiles, int* ntiles, int bm) { PDL_ENTER();
   extern __shared__ int shi[];
   int* cnt = shi;
   int* off = shi + E;
@@ -535,7 +551,7 @@ extern "C" __global__ void k_moe_plan(const int* ids, int nslots, int E, int* pe
 // positions. Expert e's weight is Wt + e*N*K.
 #define MOE_GEMM(name, W)                                                                                          \
   extern "C" __global__ void name(const float* X, i64 ldx, const int* perm, int topk, int mode, const int* tiles,       \
-                                  const int* ntiles, const W::T* Wt, int N, int K, float* Y, i64 ldy) {                \
+                                  const int* ntiles, const W::T* Wt, int N, int K, float* Y, i64 ldy) { PDL_ENTER();                \
     int ti = blockIdx.y;                                                                                            \
     if (ti >= *ntiles) return;                                                                                      \
     int e = tiles[3 * ti], p0 = tiles[3 * ti + 1], m = tiles[3 * ti + 2];                                           \
@@ -563,7 +579,7 @@ __device__ void moe_gemv_impl(const float* X, i64 ldx, const int* ids, int topk,
 }
 #define MOE_GEMV(name, W)                                                                                              \
   extern "C" __global__ void name(const float* X, i64 ldx, const int* ids, int topk, int mode, const W::T* Wt, int N, int K, \
-                                  float* Y, i64 ldy) {                                                                   \
+                                  float* Y, i64 ldy) { PDL_ENTER();                                                                   \
     moe_gemv_impl<W>(X, ldx, ids, topk, mode, Wt, N, K, Y, ldy);                                                         \
   }
 MOE_GEMV(moe_gemv_f32, WF32)
@@ -621,27 +637,27 @@ __device__ __forceinline__ const uint4* moe_wrow(const T* Wt, i64 e, int N, int 
 __device__ __forceinline__ const float* moe_srow(const float* S, i64 e, int N, int K, int br, int bc, int n) {
   return S + e * (N / br) * (K / bc) + (i64)(n / br) * (K / bc);
 }
-extern "C" __global__ void moe_gemv_bf16v(const float* X, i64 ldx, const int* ids, int topk, int mode, const u16* __restrict__ Wt, int N, int K, float* Y, i64 ldy) {
+extern "C" __global__ void moe_gemv_bf16v(const float* X, i64 ldx, const int* ids, int topk, int mode, const u16* __restrict__ Wt, int N, int K, float* Y, i64 ldy) { PDL_ENTER();
   int s = blockIdx.y, n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
   if (n >= N) return;
   ActRow a{X + (i64)(mode == 0 ? s / topk : s) * ldx};
   moe_row<GvBF16>(a, moe_wrow(Wt, ids[s], N, K, n), 0, 1, K, Y + (i64)s * ldy + n);
 }
 extern "C" __global__ void moe_gemv_fp8(const float* X, i64 ldx, const int* ids, int topk, int mode, const unsigned char* __restrict__ Wt, int N, int K,
-                                        const float* S, int br, int bc, float* Y, i64 ldy) {
+                                        const float* S, int br, int bc, float* Y, i64 ldy) { PDL_ENTER();
   int s = blockIdx.y, n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
   if (n >= N) return;
   ActRow a{X + (i64)(mode == 0 ? s / topk : s) * ldx};
   moe_row<GvFP8>(a, moe_wrow(Wt, ids[s], N, K, n), moe_srow(S, ids[s], N, K, br, bc, n), bc, K, Y + (i64)s * ldy + n);
 }
-extern "C" __global__ void moe_down_bf16v(const float* GU, i64 ldgu, const int* ids, const u16* __restrict__ Wt, int N, int K, float* Y, i64 ldy) {
+extern "C" __global__ void moe_down_bf16v(const float* GU, i64 ldgu, const int* ids, const u16* __restrict__ Wt, int N, int K, float* Y, i64 ldy) { PDL_ENTER();
   int s = blockIdx.y, n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
   if (n >= N) return;
   ActSwiGLU a{GU + (i64)s * ldgu, K};
   moe_row<GvBF16>(a, moe_wrow(Wt, ids[s], N, K, n), 0, 1, K, Y + (i64)s * ldy + n);
 }
 extern "C" __global__ void moe_down_fp8(const float* GU, i64 ldgu, const int* ids, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int br,
-                                        int bc, float* Y, i64 ldy) {
+                                        int bc, float* Y, i64 ldy) { PDL_ENTER();
   int s = blockIdx.y, n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
   if (n >= N) return;
   ActSwiGLU a{GU + (i64)s * ldgu, K};
@@ -650,7 +666,7 @@ extern "C" __global__ void moe_down_fp8(const float* GU, i64 ldgu, const int* id
 
 // k_moe_combine: d[t, c] = sum_k w[t*K+k] * Y[posOf[t*K+k], c], in k order
 // (posOf null: Y rows are slots).
-extern "C" __global__ void k_moe_combine(float* d, i64 ldd, const float* Y, i64 ldy, const int* posOf, const float* w, int T, int topk, int cols) {
+extern "C" __global__ void k_moe_combine(float* d, i64 ldd, const float* Y, i64 ldy, const int* posOf, const float* w, int T, int topk, int cols) { PDL_ENTER();
   GRID_LOOP((i64)T * cols) {
     i64 t = idx / cols, c = idx % cols;
     float acc = 0.f;
@@ -674,7 +690,7 @@ __device__ __forceinline__ bool beats(int va, float a, int ia, int vb, float b, 
 }
 
 extern "C" __global__ void k_route(const float* logits, i64 ld, int E, const float* bias, int groups, int keepGroups, int topk,
-                                   int sigm, int normalize, float rscale, int* ids, float* wts) {
+                                   int sigm, int normalize, float rscale, int* ids, float* wts) { PDL_ENTER();
   __shared__ float s[1024], c[1024], gs[1024];
   __shared__ int keep[1024];
   __shared__ int ri[64];
@@ -778,7 +794,7 @@ extern "C" __global__ void k_route(const float* logits, i64 ld, int E, const flo
 // Recurrent form: grid = (spans*H, d/JB), block = (JB, R); thread (jx, ir)
 // owns column j = blockIdx.y*JB + jx of S for rows i = ir, ir+R, ...
 extern "C" __global__ void k_lightning_rec(float* o, i64 ldo, const float* q, i64 ldq, const float* k, i64 ldk, const float* v, i64 ldv,
-                                           const int* spans, const i64* states, const float* decay, int H, int d, float scale) {
+                                           const int* spans, const i64* states, const float* decay, int H, int d, float scale) { PDL_ENTER();
   extern __shared__ float sh[];
   int sp = blockIdx.x / H, h = blockIdx.x % H;
   int row0 = spans[3 * sp], n = spans[3 * sp + 1];
@@ -814,7 +830,7 @@ extern "C" __global__ void k_lightning_rec(float* o, i64 ldo, const float* q, i6
 //   S'   = l^{n} S + sum_j l^{n-1-j} k_j (x) v_j
 // Dynamic shared memory: Q, K [C][d+1], V [C][BV], A [C][C+1], S [d][BV], pw[C+1].
 extern "C" __global__ void k_lightning_chunk(float* o, i64 ldo, const float* q, i64 ldq, const float* k, i64 ldk, const float* v, i64 ldv,
-                                             const int* spans, const i64* states, const float* decay, int H, int d, float scale, int C, int BV) {
+                                             const int* spans, const i64* states, const float* decay, int H, int d, float scale, int C, int BV) { PDL_ENTER();
   extern __shared__ float sh[];
   int sp = blockIdx.x / H, h = blockIdx.x % H;
   int row0 = spans[3 * sp], n = spans[3 * sp + 1];
@@ -887,7 +903,7 @@ extern "C" __global__ void k_lightning_chunk(float* o, i64 ldo, const float* q, 
 // Softmax attention. caches: per span (K address, V address, K stride, V stride).
 
 // k_kvstore copies every span's k, v rows to cache positions pos..pos+n-1.
-extern "C" __global__ void k_kvstore(const float* k, i64 ldk, const float* v, i64 ldv, const int* spans, const i64* caches, int cols) {
+extern "C" __global__ void k_kvstore(const float* k, i64 ldk, const float* v, i64 ldv, const int* spans, const i64* caches, int cols) { PDL_ENTER();
   int sp = blockIdx.y;
   int row0 = spans[3 * sp], n = spans[3 * sp + 1], pos = spans[3 * sp + 2];
   float* K = (float*)caches[4 * sp];
@@ -906,7 +922,7 @@ extern "C" __global__ void k_kvstore(const float* k, i64 ldk, const float* v, i6
 // it writes the output; otherwise partial (max, sum, acc[hd]) to part for
 // k_attn_combine.
 extern "C" __global__ void k_attn(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, int nspans, const i64* caches,
-                                  int H, int Hkv, int hd, float scale, float* part) {
+                                  int H, int Hkv, int hd, float scale, float* part) { PDL_ENTER();
   __shared__ float qs[256];
   __shared__ float p[256];
   __shared__ float shf[32];
@@ -977,7 +993,7 @@ extern "C" __global__ void k_attn(float* o, i64 ldo, const float* q, i64 ldq, co
 }
 
 // k_attn_combine merges the S partial results of every (row, head).
-extern "C" __global__ void k_attn_combine(float* o, i64 ldo, const int* spans, int nspans, int H, int hd, int S, const float* part) {
+extern "C" __global__ void k_attn_combine(float* o, i64 ldo, const int* spans, int nspans, int H, int hd, int S, const float* part) { PDL_ENTER();
   int r = blockIdx.x, h = blockIdx.y, tid = threadIdx.x;
   bool found = false;
   for (int i = 0; i < nspans; i++)
@@ -1165,21 +1181,21 @@ __device__ __forceinline__ void moe_mma_impl(const float* X, i64 ldx, const int*
     }
 }
 extern "C" __global__ void __launch_bounds__(128) moe_mma16(const float* X, i64 ldx, const int* perm, int topk, int mode, const int* tiles,
-                                                            const int* ntiles, const u16* Wt, int N, int K, float* Y, i64 ldy) {
+                                                            const int* ntiles, const u16* Wt, int N, int K, float* Y, i64 ldy) { PDL_ENTER();
   moe_mma_impl<16, 1, false>(X, ldx, perm, topk, mode, tiles, ntiles, Wt, N, K, 0, 1, 1, Y, ldy);
 }
 extern "C" __global__ void __launch_bounds__(128) moe_mma64(const float* X, i64 ldx, const int* perm, int topk, int mode, const int* tiles,
-                                                            const int* ntiles, const u16* Wt, int N, int K, float* Y, i64 ldy) {
+                                                            const int* ntiles, const u16* Wt, int N, int K, float* Y, i64 ldy) { PDL_ENTER();
   moe_mma_impl<64, 2, false>(X, ldx, perm, topk, mode, tiles, ntiles, Wt, N, K, 0, 1, 1, Y, ldy);
 }
 extern "C" __global__ void __launch_bounds__(128) moe_mma16_fp8(const float* X, i64 ldx, const int* perm, int topk, int mode, const int* tiles,
                                                                 const int* ntiles, const unsigned char* Wt, int N, int K, const float* S, int br, int bc,
-                                                                float* Y, i64 ldy) {
+                                                                float* Y, i64 ldy) { PDL_ENTER();
   moe_mma_impl<16, 1, true>(X, ldx, perm, topk, mode, tiles, ntiles, Wt, N, K, S, br, bc, Y, ldy);
 }
 extern "C" __global__ void __launch_bounds__(128) moe_mma64_fp8(const float* X, i64 ldx, const int* perm, int topk, int mode, const int* tiles,
                                                                 const int* ntiles, const unsigned char* Wt, int N, int K, const float* S, int br, int bc,
-                                                                float* Y, i64 ldy) {
+                                                                float* Y, i64 ldy) { PDL_ENTER();
   moe_mma_impl<64, 2, true>(X, ldx, perm, topk, mode, tiles, ntiles, Wt, N, K, S, br, bc, Y, ldy);
 }
 
@@ -1339,10 +1355,10 @@ __device__ __forceinline__ void fattn_impl(float* o, i64 ldo, const float* q, i6
     }
   }
 }
-extern "C" __global__ void __launch_bounds__(512) k_fattn64(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, const i64* caches, int H, int Hkv, float scale) {
+extern "C" __global__ void __launch_bounds__(512) k_fattn64(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, const i64* caches, int H, int Hkv, float scale) { PDL_ENTER();
   fattn_impl<64>(o, ldo, q, ldq, spans, caches, H, Hkv, scale);
 }
-extern "C" __global__ void __launch_bounds__(256) k_fattn128(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, const i64* caches, int H, int Hkv, float scale) {
+extern "C" __global__ void __launch_bounds__(256) k_fattn128(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, const i64* caches, int H, int Hkv, float scale) { PDL_ENTER();
   fattn_impl<128>(o, ldo, q, ldq, spans, caches, H, Hkv, scale);
 }
 
@@ -1414,15 +1430,15 @@ __device__ __forceinline__ void ltc_kv_impl(const float* k, i64 ldk, const float
       *(float2*)(out + (i64)(m + 8) * D + col) = make_float2(acc[i][j][2], acc[i][j][3]);
     }
 }
-extern "C" __global__ void __launch_bounds__(256) k_ltc_kv64(const float* k, i64 ldk, const float* v, i64 ldv, const int* chunks, const float* decay, int H, float* kv) {
+extern "C" __global__ void __launch_bounds__(256) k_ltc_kv64(const float* k, i64 ldk, const float* v, i64 ldv, const int* chunks, const float* decay, int H, float* kv) { PDL_ENTER();
   ltc_kv_impl<64>(k, ldk, v, ldv, chunks, decay, H, kv);
 }
-extern "C" __global__ void __launch_bounds__(256) k_ltc_kv128(const float* k, i64 ldk, const float* v, i64 ldv, const int* chunks, const float* decay, int H, float* kv) {
+extern "C" __global__ void __launch_bounds__(256) k_ltc_kv128(const float* k, i64 ldk, const float* v, i64 ldv, const int* chunks, const float* decay, int H, float* kv) { PDL_ENTER();
   ltc_kv_impl<128>(k, ldk, v, ldv, chunks, decay, H, kv);
 }
 
 // k_ltc_scan: grid (spans*H, ceil(D*D/256)); sinfo[2*sp] = (first chunk, chunks).
-extern "C" __global__ void k_ltc_scan(float* kv, const int* chunks, const int* sinfo, const i64* states, const float* decay, int H, int D) {
+extern "C" __global__ void k_ltc_scan(float* kv, const int* chunks, const int* sinfo, const i64* states, const float* decay, int H, int D) { PDL_ENTER();
   int sp = blockIdx.x / H, h = blockIdx.x % H;
   int e = blockIdx.y * blockDim.x + threadIdx.x;
   if (e >= D * D) return;
@@ -1555,18 +1571,18 @@ __device__ __forceinline__ void ltc_out_impl(float* o, i64 ldo, const float* q, 
   }
 }
 extern "C" __global__ void __launch_bounds__(128) k_ltc_out64(float* o, i64 ldo, const float* q, i64 ldq, const float* k, i64 ldk, const float* v, i64 ldv,
-                                                              const int* chunks, const float* kv, const float* decay, int H, float scale) {
+                                                              const int* chunks, const float* kv, const float* decay, int H, float scale) { PDL_ENTER();
   ltc_out_impl<64>(o, ldo, q, ldq, k, ldk, v, ldv, chunks, kv, decay, H, scale);
 }
 extern "C" __global__ void __launch_bounds__(128) k_ltc_out128(float* o, i64 ldo, const float* q, i64 ldq, const float* k, i64 ldk, const float* v, i64 ldv,
-                                                               const int* chunks, const float* kv, const float* decay, int H, float scale) {
+                                                               const int* chunks, const float* kv, const float* decay, int H, float scale) { PDL_ENTER();
   ltc_out_impl<128>(o, ldo, q, ldq, k, ldk, v, ldv, chunks, kv, decay, H, scale);
 }
 
 // ---------------------------------------------------------------------------
 // Roofline helpers: k_readsum streams a buffer (HBM read bandwidth);
 // k_randbf16 fills a BF16 buffer with small pseudo-random values.
-extern "C" __global__ void k_readsum(const float4* p, i64 n4, float* out) {
+extern "C" __global__ void k_readsum(const float4* p, i64 n4, float* out) { PDL_ENTER();
   float s = 0.f;
   GRID_LOOP(n4) {
     float4 v = p[idx];
@@ -1575,7 +1591,7 @@ extern "C" __global__ void k_readsum(const float4* p, i64 n4, float* out) {
   s = warp_sum(s);
   if ((threadIdx.x & 31) == 0 && s == 12345.678f) out[0] = s;  // never true for the fill used; keeps the loads
 }
-extern "C" __global__ void k_randbf16(u16* p, i64 n, u32 seed) {
+extern "C" __global__ void k_randbf16(u16* p, i64 n, u32 seed) { PDL_ENTER();
   GRID_LOOP(n) {
     u32 x = (u32)idx * 2654435761u ^ seed;
     x ^= x >> 13;
