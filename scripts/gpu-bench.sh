@@ -10,8 +10,9 @@
 # (default testdata/configs/Ring-mini-linear-2.0.json), STAGES (default
 # "bench,bench32k,logits,torch,check"; also "decode": decode only, with and without CUDA graphs,
 # "profile": GPU time per kernel of a decode step, "fp8": the bench stage with the weights quantized
-# to FP8 on load), ROWS (rows per prefill pass, default 8192), QUANT (--quantize for the decode and
-# profile stages, e.g. fp8).
+# to FP8 on load, "pdl": prefill and decode with programmatic dependent launch on, off, on), ROWS (rows per prefill pass, default 8192), QUANT (--quantize for the decode and
+# profile stages, e.g. fp8), DTYPE (synth --dtype when the model is synthesized: bf16 or fp8), ARGS
+# (stage "args": one `ringo bench --device cuda --model $MODEL $ARGS`).
 # Logs go to $OUT (or ./gpu-bench-out).
 set -u
 cd "$(dirname "$0")/.."
@@ -48,7 +49,7 @@ nproc
 if [ ! -f "$MODEL/config.json" ]; then
 	log "synth $CONFIG -> $MODEL"
 	s=$(date +%s.%N)
-	$RINGO synth --config "$CONFIG" --out "$MODEL" 2>&1 | tr '\r' '\n' | tail -1
+	$RINGO synth --config "$CONFIG" --dtype "${DTYPE:-bf16}" --out "$MODEL" 2>&1 | tr '\r' '\n' | tail -1
 	echo "synth seconds: $(awk "BEGIN{print $(date +%s.%N) - $s}")"
 	du -sh "$MODEL"
 fi
@@ -73,6 +74,17 @@ if has decode; then
 		log "ringo bench $Q: decode batch 1 and 64 at 1k and 32k context (RINGO_CUDA_NO_GRAPHS=$g)"
 		RINGO_CUDA_NO_GRAPHS=$g RINGO_CUDA_STATS=32 timeout 200 $RINGO bench --device cuda $Q --model "$MODEL" --prompt 512 --gen 64 --context 1k,32k --batch 1,64 2>&1 | tee "$OUTDIR/ringo_decode$g.txt"
 	done
+fi
+if has pdl; then
+	# programmatic dependent launch on / off / on (RINGO_CUDA_NO_PDL), same model, one after the other
+	for p in "" 1 ""; do
+		log "ringo bench $Q: prefill 4k,32k, decode batch 1 and 64 at 1k (RINGO_CUDA_NO_PDL=$p)"
+		RINGO_CUDA_NO_PDL=$p RINGO_CUDA_STATS=64 timeout 200 $RINGO bench --device cuda $Q --model "$MODEL" --prompt 4k,32k --batch-rows "$ROWS" --gen 64 --context 1k --batch 1,64 2>&1 | tee -a "$OUTDIR/ringo_pdl$p.txt"
+	done
+fi
+if has args; then
+	log "ringo bench --device cuda --model $MODEL ${ARGS:-}"
+	RINGO_CUDA_STATS=64 timeout ${ARGS_TIMEOUT:-300} $RINGO bench --device cuda --model "$MODEL" ${ARGS:-} 2>&1 | tee "$OUTDIR/ringo_args.txt"
 fi
 if has profile; then
 	log "ringo bench $Q: GPU time per kernel of a decode step (eager, events around every kernel)"

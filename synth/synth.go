@@ -6,12 +6,14 @@ package synth
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"math"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/ringo-ai/ringo/ggufmodel"
 	"github.com/ringo-ai/ringo/model/bailing"
 	"github.com/ringo-ai/ringo/quant"
 	"github.com/ringo-ai/ringo/safetensors"
@@ -19,7 +21,11 @@ import (
 
 // Options configure Write.
 type Options struct {
-	DType     safetensors.DType // BF16 (default) or F32
+	// DType is BF16 (default), F32, or F8E4M3: then the bulk matrices (those
+	// ggufmodel.RoleOf calls RoleMatrix) are FP8 with a float32
+	// weight_scale_inv per fp8Block×fp8Block block, as in the Hub's FP8
+	// checkpoints, and everything else is BF16.
+	DType     safetensors.DType
 	Seed      uint64
 	ShardSize int64 // bytes per shard (0: 4 GiB)
 	// Progress, if set, is called after each tensor with bytes written so far and the total.
@@ -36,8 +42,14 @@ func Write(ctx context.Context, cfgJSON []byte, dir string, o Options) error {
 	if o.DType == safetensors.Invalid {
 		o.DType = safetensors.BF16
 	}
-	if o.DType != safetensors.BF16 && o.DType != safetensors.F32 {
-		return fmt.Errorf("synth: dtype %s not supported (bf16 or f32)", o.DType)
+	fp8 := o.DType == safetensors.F8E4M3
+	if o.DType != safetensors.BF16 && o.DType != safetensors.F32 && !fp8 {
+		return fmt.Errorf("synth: dtype %s not supported (bf16, f32 or f8_e4m3)", o.DType)
+	}
+	if fp8 {
+		if cfgJSON, err = withFP8Config(cfgJSON); err != nil {
+			return err
+		}
 	}
 	if o.ShardSize <= 0 {
 		o.ShardSize = 4 << 30
@@ -59,16 +71,30 @@ func Write(ctx context.Context, cfgJSON []byte, dir string, o Options) error {
 	var curSize, total int64
 	for _, s := range specs {
 		ti := safetensors.TensorInfo{Name: s.Name, DType: o.DType, Shape: s.Shape}
-		if s.F32 {
+		var scale *safetensors.TensorInfo
+		switch {
+		case s.F32:
 			ti.DType = safetensors.F32
+		case fp8 && len(s.Shape) == 2 && ggufmodel.RoleOf(s.Name, s.Shape[0], cfg.TieWordEmbeddings) == ggufmodel.RoleMatrix:
+			scale = &safetensors.TensorInfo{Name: s.Name + "_scale_inv", DType: safetensors.F32,
+				Shape: []int{(s.Shape[0] + fp8Block - 1) / fp8Block, (s.Shape[1] + fp8Block - 1) / fp8Block}}
+		case fp8:
+			ti.DType = safetensors.BF16
 		}
-		if curSize > 0 && curSize+ti.Bytes() > o.ShardSize {
+		size := ti.Bytes()
+		if scale != nil {
+			size += scale.Bytes()
+		}
+		if curSize > 0 && curSize+size > o.ShardSize {
 			shards = append(shards, cur)
 			cur, curSize = nil, 0
 		}
 		cur = append(cur, ti)
-		curSize += ti.Bytes()
-		total += ti.Bytes()
+		if scale != nil {
+			cur = append(cur, *scale)
+		}
+		curSize += size
+		total += size
 	}
 	shards = append(shards, cur)
 	weightMap := map[string]string{}
@@ -88,6 +114,11 @@ func Write(ctx context.Context, cfgJSON []byte, dir string, o Options) error {
 			}
 			weightMap[ti.Name] = name
 			gen := generator(ti, cfg)
+			if strings.HasSuffix(ti.Name, "_scale_inv") {
+				// FP8 quants span ±448 (fillFP8): scale them to the matrix's range
+				m := generator(safetensors.TensorInfo{Name: strings.TrimSuffix(ti.Name, "_scale_inv"), Shape: []int{0, ti.Shape[1] * fp8Block}}, cfg)
+				gen = dist{m.scale / 448, 0}
+			}
 			left := ti.Bytes()
 			for left > 0 {
 				n := min(int64(len(buf)), left)
@@ -152,7 +183,27 @@ func (r *rng) next() uint64 {
 	return r.s * 0x2545f4914f6cdd1d
 }
 
+// fp8Block is the block size of synthetic FP8 weights (rows and columns), that
+// of the Hub's FP8 checkpoints.
+const fp8Block = 128
+
+// withFP8Config adds the quantization_config of a block-scaled FP8
+// checkpoint to a config.json.
+func withFP8Config(cfgJSON []byte) ([]byte, error) {
+	var m map[string]any
+	if err := json.Unmarshal(cfgJSON, &m); err != nil {
+		return nil, fmt.Errorf("synth: config: %w", err)
+	}
+	m["quantization_config"] = map[string]any{"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
+		"weight_block_size": []int{fp8Block, fp8Block}}
+	return json.MarshalIndent(m, "", "  ")
+}
+
 func fill(buf []byte, dt safetensors.DType, g dist, r *rng) {
+	if dt == safetensors.F8E4M3 {
+		fillFP8(buf, r)
+		return
+	}
 	size := dt.Size()
 	for i := 0; i+size <= len(buf); {
 		x := r.next()
@@ -165,6 +216,21 @@ func fill(buf []byte, dt safetensors.DType, g dist, r *rng) {
 				binary.LittleEndian.PutUint32(buf[i:], math.Float32bits(v))
 			}
 			i += size
+		}
+	}
+}
+
+// fillFP8 fills buf with random E4M3 values of either sign whose magnitudes
+// lie between 16 and 416 (exponents 11..15, never NaN): 8 values per random
+// number, so that the ~100 GB of a large FP8 model are written quickly.
+func fillFP8(buf []byte, r *rng) {
+	for i := 0; i < len(buf); {
+		x := r.next()
+		for k := 0; k < 8 && i < len(buf); k++ {
+			b := byte(x >> (8 * k))
+			e := 0x58 + (b&0x3f)%0x26 // exponent and mantissa bits 0x58..0x7d
+			buf[i] = b&0x80 | e
+			i++
 		}
 	}
 }

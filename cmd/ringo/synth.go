@@ -15,7 +15,7 @@ func init() {
 	var cfgPath, out, dtype string
 	var seed uint64
 	cmd := &cobra.Command{
-		Use:   "synth --config FILE.json --out DIR [--dtype bf16|f32] [--seed N]",
+		Use:   "synth --config FILE.json --out DIR [--dtype bf16|f32|fp8] [--seed N]",
 		Short: "Write a random-weight checkpoint of any config (for benchmarks)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -32,8 +32,10 @@ func init() {
 				dt = safetensors.BF16
 			case "f32":
 				dt = safetensors.F32
+			case "fp8":
+				dt = safetensors.F8E4M3
 			default:
-				return fmt.Errorf("--dtype %q: want bf16 or f32", dtype)
+				return fmt.Errorf("--dtype %q: want bf16, f32 or fp8", dtype)
 			}
 			var bar *progressbar.ProgressBar
 			err = synth.Write(cmd.Context(), cfg, out, synth.Options{DType: dt, Seed: seed, Progress: func(done, total int64) {
@@ -51,7 +53,7 @@ func init() {
 	}
 	cmd.Flags().StringVar(&cfgPath, "config", "", "config.json to build")
 	cmd.Flags().StringVar(&out, "out", "", "output directory")
-	cmd.Flags().StringVar(&dtype, "dtype", "bf16", "weight dtype: bf16 or f32")
+	cmd.Flags().StringVar(&dtype, "dtype", "bf16", "weight dtype: bf16, f32, or fp8 (E4M3 matrices with 128x128 block scales, the rest bf16, as the Hub's FP8 checkpoints)")
 	cmd.Flags().Uint64Var(&seed, "seed", 0, "random seed")
 	rootCmd.AddCommand(cmd)
 }
