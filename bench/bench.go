@@ -73,8 +73,8 @@ type Result struct {
 	// at the end of the decode measurements; -1 where the system does not say.
 	HugeFileMiB float64 `json:"huge_pages_file_mib"`
 	HugeAnonMiB float64 `json:"huge_pages_heap_mib"`
-	WeightBytes  int64   `json:"weight_bytes"`
-	ActiveBytes  int64   `json:"active_bytes_per_token"`
+	WeightBytes int64   `json:"weight_bytes"`
+	ActiveBytes int64   `json:"active_bytes_per_token"`
 }
 
 // synthesizer is implemented by states that can fake a long context for benchmarks.
