@@ -20,3 +20,45 @@ func AddRMSNorm(b Backend, dst, x, a Tensor, w Weight, eps float32) {
 	b.Add(x, x, a)
 	b.RMSNorm(dst, x, w, x.Cols, eps)
 }
+
+// RMSNormRoPEr is implemented by backends that fuse the per-head RMSNorm of
+// q|k with the rotary embedding that follows it (one pass over each head).
+type RMSNormRoPEr interface {
+	// RMSNormRoPE normalises, in place, every head (headDim columns) of every
+	// row of x with weight w (length headDim or x.Cols, see Backend.RMSNorm),
+	// then rotates it by position pos[r] (see Backend.ApplyRoPE).
+	RMSNormRoPE(x Tensor, w Weight, headDim int, eps float32, rope RoPE, pos []int32)
+}
+
+// RMSNormRoPE computes x = RoPE(RMSNorm(x)·w) per head of headDim columns,
+// fused when b implements RMSNormRoPEr and as RMSNorm (group headDim) then
+// ApplyRoPE otherwise; the results are the same either way.
+func RMSNormRoPE(b Backend, x Tensor, w Weight, headDim int, eps float32, rope RoPE, pos []int32) {
+	if f, ok := b.(RMSNormRoPEr); ok {
+		f.RMSNormRoPE(x, w, headDim, eps, rope, pos)
+		return
+	}
+	b.RMSNorm(x, x, w, headDim, eps)
+	b.ApplyRoPE(x, headDim, rope, pos)
+}
+
+// RMSNormSigmoidMuler is implemented by backends that fuse a (grouped)
+// RMSNorm with the sigmoid gating that follows it.
+type RMSNormSigmoidMuler interface {
+	// RMSNormSigmoidMul computes dst = RMSNorm(x)·w ⊙ sigmoid(gate), the norm
+	// over every group of `group` columns (see Backend.RMSNorm). dst may alias
+	// x but not gate.
+	RMSNormSigmoidMul(dst, x, gate Tensor, w Weight, group int, eps float32)
+}
+
+// RMSNormSigmoidMul computes dst = RMSNorm(x)·w ⊙ sigmoid(gate), fused when b
+// implements RMSNormSigmoidMuler and as RMSNorm then SigmoidMul otherwise;
+// the results are the same either way. dst may alias x but not gate.
+func RMSNormSigmoidMul(b Backend, dst, x, gate Tensor, w Weight, group int, eps float32) {
+	if f, ok := b.(RMSNormSigmoidMuler); ok {
+		f.RMSNormSigmoidMul(dst, x, gate, w, group, eps)
+		return
+	}
+	b.RMSNorm(dst, x, w, group, eps)
+	b.SigmoidMul(dst, dst, gate)
+}

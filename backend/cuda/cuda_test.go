@@ -248,6 +248,117 @@ func TestAddRMSNorm(t *testing.T) {
 	}
 }
 
+// gpuCopy returns a copy of the GPU tensor x (contiguous; Free it after).
+func gpuCopy(g *Backend, x backend.Tensor) backend.Tensor {
+	u := g.Alloc(x.Rows, x.Cols)
+	g.Copy(u, x)
+	return u
+}
+
+// gpuRelErr returns the relative error of got against want, both on the GPU.
+func gpuRelErr(g *Backend, got, want backend.Tensor) float64 {
+	gv, wv := make([]float32, got.Rows*got.Cols), make([]float32, want.Rows*want.Cols)
+	g.Read(got, gv)
+	g.Read(want, wv)
+	return relErr(gv, wv)
+}
+
+// TestRMSNormRoPE checks the fused per-head RMSNorm and RoPE against the
+// CPU's RMSNorm then ApplyRoPE, and against the GPU's own two kernels (the
+// same arithmetic: expected equal up to FMA contraction).
+func TestRMSNormRoPE(t *testing.T) {
+	for _, precise := range []bool{true, false} {
+		g := gpu(t, precise)
+		rng := rand.New(rand.NewSource(7))
+		for _, c := range []struct {
+			rows, heads, hd, dim int
+			wfull                bool
+			theta                float64
+		}{
+			{1, 20, 128, 64, true, 600000}, // Ring-mini q|k: 16+4 heads, half of each rotated
+			{3, 20, 128, 64, false, 600000},
+			{17, 20, 128, 64, true, 600000},
+			{3, 6, 128, 128, true, 10000},
+			{1, 4, 64, 64, false, 10000},
+			{17, 3, 64, 64, true, 1e6},
+			{3, 5, 64, 32, false, 10000},
+			{3, 2, 64, 0, true, 10000}, // no rotation
+		} {
+			what := fmt.Sprintf("rmsnorm+rope precise=%v %+v", precise, c)
+			cols, wlen := c.heads*c.hd, c.hd
+			if c.wfull {
+				wlen = cols
+			}
+			cw, gw := upload(t, g, hostWeight(rng, "qknorm", backend.BF16, 1, wlen, 2))
+			pos := make([]int32, c.rows) // not contiguous
+			for i := range pos {
+				pos[i] = int32(rng.Intn(40000))
+			}
+			rope := backend.RoPE{Dim: c.dim, Theta: c.theta}
+			x := randT(t, g, rng, c.rows, cols, 3)
+			u := gpuCopy(g, x.g)
+			g.RMSNorm(u, u, gw, c.hd, 1e-6)
+			g.ApplyRoPE(u, c.hd, rope, pos)
+			backend.RMSNormRoPE(host(), x.c, cw, c.hd, 1e-6, rope, pos)
+			backend.RMSNormRoPE(g, x.g, gw, c.hd, 1e-6, rope, pos)
+			compare(t, what, g, x, 2e-6)
+			if e := gpuRelErr(g, x.g, u); e > 1e-7 {
+				t.Errorf("%s: relative error %.3g against the unfused kernels", what, e)
+			} else {
+				t.Logf("%s: relative error %.2g against the unfused kernels", what, e)
+			}
+			g.Free(u)
+		}
+	}
+}
+
+// TestRMSNormSigmoidMul checks the fused grouped RMSNorm and sigmoid gating
+// against the CPU's RMSNorm then SigmoidMul (into a separate destination and
+// in place), and against the GPU's own two kernels.
+func TestRMSNormSigmoidMul(t *testing.T) {
+	for _, precise := range []bool{true, false} {
+		g := gpu(t, precise)
+		rng := rand.New(rand.NewSource(8))
+		for _, c := range []struct {
+			rows, cols, group int
+			wfull             bool
+		}{
+			{1, 2048, 512, true}, // Ring-mini: hidden 2048, group_norm_size 4
+			{3, 2048, 512, true},
+			{17, 2048, 512, false},
+			{3, 300, 60, true}, // ragged
+			{17, 300, 300, false},
+			{1, 40, 8, true},
+		} {
+			what := fmt.Sprintf("rmsnorm+sigmul precise=%v %+v", precise, c)
+			wlen := c.group
+			if c.wfull {
+				wlen = c.cols
+			}
+			cw, gw := upload(t, g, hostWeight(rng, "gnorm", backend.BF16, 1, wlen, 2))
+			x, gate := randT(t, g, rng, c.rows, c.cols, 3), randT(t, g, rng, c.rows, c.cols, 4)
+			d := zeroT(g, c.rows, c.cols)
+			backend.RMSNormSigmoidMul(host(), d.c, x.c, gate.c, cw, c.group, 1e-6)
+			backend.RMSNormSigmoidMul(g, d.g, x.g, gate.g, gw, c.group, 1e-6)
+			compare(t, what, g, d, 2e-6)
+			compare(t, what+": x unchanged", g, x, 0)
+			u := gpuCopy(g, x.g)
+			g.RMSNorm(u, u, gw, c.group, 1e-6)
+			g.SigmoidMul(u, u, gate.g)
+			// in place, as the model calls it
+			backend.RMSNormSigmoidMul(host(), x.c, x.c, gate.c, cw, c.group, 1e-6)
+			backend.RMSNormSigmoidMul(g, x.g, x.g, gate.g, gw, c.group, 1e-6)
+			compare(t, what+" in place", g, x, 2e-6)
+			if e := gpuRelErr(g, x.g, u); e > 1e-7 {
+				t.Errorf("%s: relative error %.3g against the unfused kernels", what, e)
+			} else {
+				t.Logf("%s: relative error %.2g against the unfused kernels", what, e)
+			}
+			g.Free(u)
+		}
+	}
+}
+
 func TestRoPE(t *testing.T) {
 	g := gpu(t, true)
 	rng := rand.New(rand.NewSource(5))

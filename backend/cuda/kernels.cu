@@ -174,10 +174,13 @@ extern "C" __global__ void k_silumul(float* d, i64 ldd, const float* g, i64 ldg,
   }
 }
 
+// sigmul is x · sigmoid(g), shared by k_sigmul and k_rmsnorm_sigmul.
+__device__ __forceinline__ float sigmul(float x, float g) { return x / (1.0f + expf(-g)); }
+
 extern "C" __global__ void k_sigmul(float* d, i64 ldd, const float* x, i64 ldx, const float* g, i64 ldg, int rows, int cols) { PDL_ENTER();
   GRID_LOOP((i64)rows * cols) {
     i64 r = idx / cols, c = idx % cols;
-    d[r * ldd + c] = x[r * ldx + c] / (1.0f + expf(-g[r * ldg + c]));
+    d[r * ldd + c] = sigmul(x[r * ldx + c], g[r * ldg + c]);
   }
 }
 
@@ -222,6 +225,18 @@ extern "C" __global__ void embed_fp8(float* d, i64 ldd, const unsigned char* t, 
 // RMSNorm: one block per (row, group); the sum of squares in double as the
 // CPU reference does. w has `group` values (shared) or `cols` (wfull).
 
+// rms_inv returns 1/sqrt(mean(xr[0..n)²) + eps) to every thread of the block.
+// It ends with a barrier, so the caller may then overwrite xr.
+__device__ float rms_inv(const float* xr, int n, float eps, double* sh) {
+  double ss = 0;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    double v = xr[i];
+    ss += v * v;
+  }
+  ss = block_sumd(ss, sh);
+  return (float)(1.0 / sqrt(ss / (double)n + (double)eps));
+}
+
 extern "C" __global__ void k_rmsnorm(float* d, i64 ldd, const float* x, i64 ldx, const float* w, int wfull, int cols, int group, float eps) { PDL_ENTER();
   __shared__ double sh[32];
   int ng = cols / group;
@@ -229,15 +244,25 @@ extern "C" __global__ void k_rmsnorm(float* d, i64 ldd, const float* x, i64 ldx,
   int g = blockIdx.x % ng;
   const float* xr = x + r * ldx + (i64)g * group;
   float* dr = d + r * ldd + (i64)g * group;
-  double ss = 0;
-  for (int i = threadIdx.x; i < group; i += blockDim.x) {
-    double v = xr[i];
-    ss += v * v;
-  }
-  ss = block_sumd(ss, sh);
-  float inv = (float)(1.0 / sqrt(ss / (double)group + (double)eps));
+  float inv = rms_inv(xr, group, eps, sh);
   const float* ws = wfull ? w + (i64)g * group : w;
   for (int i = threadIdx.x; i < group; i += blockDim.x) dr[i] = xr[i] * inv * ws[i];
+}
+
+// k_rmsnorm_sigmul: d = RMSNorm(x)·w ⊙ sigmoid(g), the norm as k_rmsnorm (one
+// block per (row, group)), the gate as k_sigmul. d may alias x.
+extern "C" __global__ void k_rmsnorm_sigmul(float* d, i64 ldd, const float* x, i64 ldx, const float* gt, i64 ldg, const float* w, int wfull, int cols, int group,
+                                            float eps) { PDL_ENTER();
+  __shared__ double sh[32];
+  int ng = cols / group;
+  i64 r = blockIdx.x / ng;
+  int g = blockIdx.x % ng;
+  const float* xr = x + r * ldx + (i64)g * group;
+  const float* gr = gt + r * ldg + (i64)g * group;
+  float* dr = d + r * ldd + (i64)g * group;
+  float inv = rms_inv(xr, group, eps, sh);
+  const float* ws = wfull ? w + (i64)g * group : w;
+  for (int i = threadIdx.x; i < group; i += blockDim.x) dr[i] = sigmul(xr[i] * inv * ws[i], gr[i]);
 }
 
 // k_addrmsnorm: x = x + a (stored), then d = RMSNorm(x) * w over the whole
@@ -263,22 +288,55 @@ extern "C" __global__ void k_addrmsnorm(float* d, i64 ldd, float* x, i64 ldx, co
 // RoPE (NeoX rotate-half on the first `dim` channels of every head), in place.
 // One block per row.
 
+// rope_rotate rotates the pair (a, b) = (v[i], v[i + dim/2]) of a head at
+// position p: the inverse frequency and the angle in float32, sin and cos in
+// double, as the CPU backend does.
+__device__ __forceinline__ void rope_rotate(float& a, float& b, int i, int dim, double theta, float p) {
+  float inv = (float)pow(theta, -(double)(2 * i) / (double)dim);
+  float ang = p * inv;
+  double s, c;
+  sincos((double)ang, &s, &c);
+  float cf = (float)c, sf = (float)s;
+  float a0 = a, b0 = b;
+  a = a0 * cf - b0 * sf;
+  b = b0 * cf + a0 * sf;
+}
+
 extern "C" __global__ void k_rope(float* x, i64 ldx, int cols, int headDim, int dim, double theta, const int* pos) { PDL_ENTER();
   int r = blockIdx.x;
   int half = dim / 2, nh = cols / headDim;
   float p = (float)pos[r];
   for (int j = threadIdx.x; j < nh * half; j += blockDim.x) {
     int h = j / half, i = j % half;
-    float inv = (float)pow(theta, -(double)(2 * i) / (double)dim);
-    float ang = p * inv;
-    double s, c;
-    sincos((double)ang, &s, &c);
-    float cf = (float)c, sf = (float)s;
     float* v = x + (i64)r * ldx + (i64)h * headDim;
     float a = v[i], b = v[i + half];
-    v[i] = a * cf - b * sf;
-    v[i + half] = b * cf + a * sf;
+    rope_rotate(a, b, i, dim, theta, p);
+    v[i] = a;
+    v[i + half] = b;
   }
+}
+
+// k_rmsnorm_rope: per-head RMSNorm (as k_rmsnorm with group headDim; w has
+// headDim values or cols, wfull) then RoPE (as k_rope), in place; one block
+// per (row, head). Each thread normalises and rotates whole pairs in
+// registers, so the only barrier is the one of the sum of squares.
+extern "C" __global__ void k_rmsnorm_rope(float* x, i64 ldx, const float* w, int wfull, int cols, int headDim, float eps, int dim, double theta,
+                                          const int* pos) { PDL_ENTER();
+  __shared__ double sh[32];
+  int nh = cols / headDim, half = dim / 2;
+  i64 r = blockIdx.x / nh;
+  int h = blockIdx.x % nh;
+  float* v = x + r * ldx + (i64)h * headDim;
+  float inv = rms_inv(v, headDim, eps, sh);
+  const float* ws = wfull ? w + (i64)h * headDim : w;
+  float p = (float)pos[r];
+  for (int i = threadIdx.x; i < half; i += blockDim.x) {
+    float a = v[i] * inv * ws[i], b = v[i + half] * inv * ws[i + half];
+    rope_rotate(a, b, i, dim, theta, p);
+    v[i] = a;
+    v[i + half] = b;
+  }
+  for (int i = 2 * half + threadIdx.x; i < headDim; i += blockDim.x) v[i] = v[i] * inv * ws[i];
 }
 
 // ---------------------------------------------------------------------------

@@ -12,7 +12,12 @@ import (
 	"github.com/ringo-ai/ringo/safetensors"
 )
 
-var _ backend.Backend = (*Backend)(nil)
+var (
+	_ backend.Backend             = (*Backend)(nil)
+	_ backend.AddRMSNormer        = (*Backend)(nil)
+	_ backend.RMSNormRoPEr        = (*Backend)(nil)
+	_ backend.RMSNormSigmoidMuler = (*Backend)(nil)
+)
 
 // weight is a weight in device memory: F32, F16, BF16 or (fast mode) FP8
 // E4M3 with float32 block scales (1-D weights are F32).
@@ -445,6 +450,50 @@ func (b *Backend) ApplyRoPE(x backend.Tensor, headDim int, rope backend.RoPE, po
 	nh := x.Cols / headDim
 	b.launch("k_rope", dim3{x.Rows, 1, 1}, dim3{blockFor(nh * half), 1, 1}, 0,
 		pArg(px), lArg(x.Stride), iArg(x.Cols), iArg(headDim), iArg(rope.Dim), dArg(rope.Theta), pArg(b.stageI32(pos[:x.Rows])))
+}
+
+// RMSNormRoPE implements backend.RMSNormRoPEr: per-head RMSNorm then RoPE,
+// in place, in one kernel (one block per row and head).
+func (b *Backend) RMSNormRoPE(x backend.Tensor, wt backend.Weight, headDim int, eps float32, rope backend.RoPE, pos []int32) {
+	if rope.Dim/2 <= 0 { // no rotation (ApplyRoPE does nothing)
+		b.RMSNorm(x, x, wt, headDim, eps)
+		return
+	}
+	defer b.enter()()
+	w := f32Weight("RMSNormRoPE", wt)
+	wn := w.rows * w.cols
+	if headDim <= 0 || x.Cols%headDim != 0 || (wn != headDim && wn != x.Cols) || rope.Dim > headDim {
+		panic(fmt.Sprintf("cuda.RMSNormRoPE: %d columns, head dim %d, weight %d, rotary dim %d", x.Cols, headDim, wn, rope.Dim))
+	}
+	if x.Rows == 0 {
+		return
+	}
+	if len(pos) < x.Rows {
+		panic(fmt.Sprintf("cuda.RMSNormRoPE: %d positions for %d rows", len(pos), x.Rows))
+	}
+	// blockFor(headDim) as RMSNorm uses, so the sum of squares is the same
+	b.launch("k_rmsnorm_rope", dim3{x.Rows * (x.Cols / headDim), 1, 1}, dim3{blockFor(headDim), 1, 1}, 0,
+		pArg(b.ptr("RMSNormRoPE", x)), lArg(x.Stride), pArg(w.p), bArg(wn != headDim), iArg(x.Cols), iArg(headDim), fArg(eps),
+		iArg(rope.Dim), dArg(rope.Theta), pArg(b.stageI32(pos[:x.Rows])))
+}
+
+// RMSNormSigmoidMul implements backend.RMSNormSigmoidMuler: grouped RMSNorm
+// then sigmoid gating in one kernel (one block per row and group).
+func (b *Backend) RMSNormSigmoidMul(dst, x, gate backend.Tensor, wt backend.Weight, group int, eps float32) {
+	defer b.enter()()
+	checkSame("RMSNormSigmoidMul", dst, x)
+	checkSame("RMSNormSigmoidMul", dst, gate)
+	w := f32Weight("RMSNormSigmoidMul", wt)
+	wn := w.rows * w.cols
+	if group <= 0 || x.Cols%group != 0 || (wn != group && wn != x.Cols) {
+		panic(fmt.Sprintf("cuda.RMSNormSigmoidMul: %d columns, group %d, weight %d", x.Cols, group, wn))
+	}
+	if x.Rows == 0 {
+		return
+	}
+	b.launch("k_rmsnorm_sigmul", dim3{x.Rows * (x.Cols / group), 1, 1}, dim3{blockFor(group), 1, 1}, 0,
+		pArg(b.ptr("RMSNormSigmoidMul", dst)), lArg(dst.Stride), pArg(b.ptr("RMSNormSigmoidMul", x)), lArg(x.Stride),
+		pArg(b.ptr("RMSNormSigmoidMul", gate)), lArg(gate.Stride), pArg(w.p), bArg(wn != group), iArg(x.Cols), iArg(group), fArg(eps))
 }
 
 // Add implements backend.Backend.

@@ -619,8 +619,7 @@ func (m *Model) lightning(ws *workspace, ly layer, out, h backend.Tensor, pass [
 	m.sc.states = states
 	o := ws.o.RowRange(0, T)
 	b.Lightning(o, q, k, v, spans, states, ly.decay, float32(1/math.Sqrt(float64(d))))
-	b.RMSNorm(o, o, ly.gNorm, Hd/c.GroupNormSize, float32(c.RMSNormEps))
-	b.SigmoidMul(o, o, g)
+	backend.RMSNormSigmoidMul(b, o, o, g, ly.gNorm, Hd/c.GroupNormSize, float32(c.RMSNormEps))
 	b.MatMul(out, o, ly.dense)
 }
 
@@ -647,10 +646,11 @@ func (m *Model) attention(ws *workspace, ly layer, out, h backend.Tensor, pass [
 // and k heads, adjacent in qk.
 func (m *Model) qkNormRoPE(ly layer, qk backend.Tensor, pos []int32) {
 	c, b := m.Config, m.b
-	if ly.qkNorm != nil {
-		b.RMSNorm(qk, qk, ly.qkNorm, c.HeadDim, float32(c.RMSNormEps))
+	if ly.qkNorm == nil {
+		b.ApplyRoPE(qk, c.HeadDim, m.rope, pos)
+		return
 	}
-	b.ApplyRoPE(qk, c.HeadDim, m.rope, pos)
+	backend.RMSNormRoPE(b, qk, ly.qkNorm, c.HeadDim, float32(c.RMSNormEps), m.rope, pos)
 }
 
 // ffn is the dense SwiGLU, or the routed experts plus the shared experts (spec §6).

@@ -1,0 +1,71 @@
+package backend
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+)
+
+// recorder is a Backend that records the calls of the operations the fused
+// helpers fall back to (any other operation panics on the nil Backend).
+type recorder struct {
+	Backend
+	calls []string
+}
+
+func (r *recorder) RMSNorm(dst, x Tensor, w Weight, group int, eps float32) {
+	r.calls = append(r.calls, fmt.Sprintf("RMSNorm(%d,%d,%d,%g)", dst.Off, x.Off, group, eps))
+}
+
+func (r *recorder) ApplyRoPE(x Tensor, headDim int, rope RoPE, pos []int32) {
+	r.calls = append(r.calls, fmt.Sprintf("ApplyRoPE(%d,%d,%d,%v)", x.Off, headDim, rope.Dim, pos))
+}
+
+func (r *recorder) SigmoidMul(dst, x, gate Tensor) {
+	r.calls = append(r.calls, fmt.Sprintf("SigmoidMul(%d,%d,%d)", dst.Off, x.Off, gate.Off))
+}
+
+// fusing is a recorder that also implements the fused operations.
+type fusing struct{ recorder }
+
+func (f *fusing) RMSNormRoPE(x Tensor, w Weight, headDim int, eps float32, rope RoPE, pos []int32) {
+	f.calls = append(f.calls, fmt.Sprintf("RMSNormRoPE(%d,%d,%g,%d,%v)", x.Off, headDim, eps, rope.Dim, pos))
+}
+
+func (f *fusing) RMSNormSigmoidMul(dst, x, gate Tensor, w Weight, group int, eps float32) {
+	f.calls = append(f.calls, fmt.Sprintf("RMSNormSigmoidMul(%d,%d,%d,%d,%g)", dst.Off, x.Off, gate.Off, group, eps))
+}
+
+// TestFusedHelpers checks that the fused helpers call the fused operation
+// when the backend has it and the two plain operations, in order and on the
+// right tensors, when it does not. (backend/cpu checks the fallback's values.)
+func TestFusedHelpers(t *testing.T) {
+	x, d, g := Tensor{Off: 1}, Tensor{Off: 2}, Tensor{Off: 3}
+	rope, pos := RoPE{Dim: 64, Theta: 1e4}, []int32{7, 3}
+	for _, c := range []struct {
+		name  string
+		run   func(b Backend)
+		plain []string
+		fused []string
+	}{
+		{"RMSNormRoPE", func(b Backend) { RMSNormRoPE(b, x, nil, 128, 0.5, rope, pos) },
+			[]string{"RMSNorm(1,1,128,0.5)", "ApplyRoPE(1,128,64,[7 3])"},
+			[]string{"RMSNormRoPE(1,128,0.5,64,[7 3])"}},
+		{"RMSNormSigmoidMul", func(b Backend) { RMSNormSigmoidMul(b, d, x, g, nil, 512, 0.25) },
+			[]string{"RMSNorm(2,1,512,0.25)", "SigmoidMul(2,2,3)"},
+			[]string{"RMSNormSigmoidMul(2,1,3,512,0.25)"}},
+		{"RMSNormSigmoidMul in place", func(b Backend) { RMSNormSigmoidMul(b, x, x, g, nil, 512, 0.25) },
+			[]string{"RMSNorm(1,1,512,0.25)", "SigmoidMul(1,1,3)"},
+			[]string{"RMSNormSigmoidMul(1,1,3,512,0.25)"}},
+	} {
+		r, f := &recorder{}, &fusing{}
+		c.run(r)
+		c.run(f)
+		if !slices.Equal(r.calls, c.plain) {
+			t.Errorf("%s without the fused operation: calls %q, want %q", c.name, r.calls, c.plain)
+		}
+		if !slices.Equal(f.calls, c.fused) {
+			t.Errorf("%s with the fused operation: calls %q, want %q", c.name, f.calls, c.fused)
+		}
+	}
+}
