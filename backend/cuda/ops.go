@@ -404,17 +404,25 @@ func blockFor(n int) int {
 func (b *Backend) RMSNorm(dst, x backend.Tensor, wt backend.Weight, group int, eps float32) {
 	defer b.enter()()
 	checkSame("RMSNorm", dst, x)
-	w := f32Weight("RMSNorm", wt)
-	wn := w.rows * w.cols
-	if group <= 0 || x.Cols%group != 0 || (wn != group && wn != x.Cols) {
-		panic(fmt.Sprintf("cuda.RMSNorm: %d columns, group %d, weight %d", x.Cols, group, wn))
-	}
+	w, wfull := normWeight("RMSNorm", wt, x.Cols, group)
 	if x.Rows == 0 {
 		return
 	}
 	pd, px := b.ptr("RMSNorm", dst), b.ptr("RMSNorm", x)
 	b.launch("k_rmsnorm", dim3{x.Rows * (x.Cols / group), 1, 1}, dim3{blockFor(group), 1, 1}, 0,
-		pArg(pd), lArg(dst.Stride), pArg(px), lArg(x.Stride), pArg(w.p), bArg(wn != group), iArg(x.Cols), iArg(group), fArg(eps))
+		pArg(pd), lArg(dst.Stride), pArg(px), lArg(x.Stride), pArg(w.p), bArg(wfull), iArg(x.Cols), iArg(group), fArg(eps))
+}
+
+// normWeight returns the weight of a norm over groups of group columns of a
+// cols-wide tensor and whether it covers all the columns (else one group,
+// shared); it panics, naming op, when the shapes do not fit.
+func normWeight(op string, wt backend.Weight, cols, group int) (*weight, bool) {
+	w := f32Weight(op, wt)
+	wn := w.rows * w.cols
+	if group <= 0 || cols%group != 0 || (wn != group && wn != cols) {
+		panic(fmt.Sprintf("cuda.%s: %d columns, group %d, weight %d", op, cols, group, wn))
+	}
+	return w, wn != group
 }
 
 // AddRMSNorm implements backend.AddRMSNormer: x += a, then dst =
@@ -460,10 +468,9 @@ func (b *Backend) RMSNormRoPE(x backend.Tensor, wt backend.Weight, headDim int, 
 		return
 	}
 	defer b.enter()()
-	w := f32Weight("RMSNormRoPE", wt)
-	wn := w.rows * w.cols
-	if headDim <= 0 || x.Cols%headDim != 0 || (wn != headDim && wn != x.Cols) || rope.Dim > headDim {
-		panic(fmt.Sprintf("cuda.RMSNormRoPE: %d columns, head dim %d, weight %d, rotary dim %d", x.Cols, headDim, wn, rope.Dim))
+	w, wfull := normWeight("RMSNormRoPE", wt, x.Cols, headDim)
+	if rope.Dim > headDim {
+		panic(fmt.Sprintf("cuda.RMSNormRoPE: rotary dim %d > head dim %d", rope.Dim, headDim))
 	}
 	if x.Rows == 0 {
 		return
@@ -473,7 +480,7 @@ func (b *Backend) RMSNormRoPE(x backend.Tensor, wt backend.Weight, headDim int, 
 	}
 	// blockFor(headDim) as RMSNorm uses, so the sum of squares is the same
 	b.launch("k_rmsnorm_rope", dim3{x.Rows * (x.Cols / headDim), 1, 1}, dim3{blockFor(headDim), 1, 1}, 0,
-		pArg(b.ptr("RMSNormRoPE", x)), lArg(x.Stride), pArg(w.p), bArg(wn != headDim), iArg(x.Cols), iArg(headDim), fArg(eps),
+		pArg(b.ptr("RMSNormRoPE", x)), lArg(x.Stride), pArg(w.p), bArg(wfull), iArg(x.Cols), iArg(headDim), fArg(eps),
 		iArg(rope.Dim), dArg(rope.Theta), pArg(b.stageI32(pos[:x.Rows])))
 }
 
@@ -483,17 +490,13 @@ func (b *Backend) RMSNormSigmoidMul(dst, x, gate backend.Tensor, wt backend.Weig
 	defer b.enter()()
 	checkSame("RMSNormSigmoidMul", dst, x)
 	checkSame("RMSNormSigmoidMul", dst, gate)
-	w := f32Weight("RMSNormSigmoidMul", wt)
-	wn := w.rows * w.cols
-	if group <= 0 || x.Cols%group != 0 || (wn != group && wn != x.Cols) {
-		panic(fmt.Sprintf("cuda.RMSNormSigmoidMul: %d columns, group %d, weight %d", x.Cols, group, wn))
-	}
+	w, wfull := normWeight("RMSNormSigmoidMul", wt, x.Cols, group)
 	if x.Rows == 0 {
 		return
 	}
 	b.launch("k_rmsnorm_sigmul", dim3{x.Rows * (x.Cols / group), 1, 1}, dim3{blockFor(group), 1, 1}, 0,
 		pArg(b.ptr("RMSNormSigmoidMul", dst)), lArg(dst.Stride), pArg(b.ptr("RMSNormSigmoidMul", x)), lArg(x.Stride),
-		pArg(b.ptr("RMSNormSigmoidMul", gate)), lArg(gate.Stride), pArg(w.p), bArg(wn != group), iArg(x.Cols), iArg(group), fArg(eps))
+		pArg(b.ptr("RMSNormSigmoidMul", gate)), lArg(gate.Stride), pArg(w.p), bArg(wfull), iArg(x.Cols), iArg(group), fArg(eps))
 }
 
 // Add implements backend.Backend.
