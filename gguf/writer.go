@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 
+	"github.com/ringo-ai/ringo/internal/hugepage"
 	"github.com/ringo-ai/ringo/quant"
 )
 
@@ -24,7 +25,7 @@ import (
 // was written and flushes (and closes the file when created with Create).
 type Writer struct {
 	w      io.Writer
-	bw     *chunkWriter
+	bw     *hugepage.Writer
 	ws     io.WriteSeeker // non-nil if seeking is possible
 	closer io.Closer
 	name   string
@@ -48,7 +49,7 @@ type Writer struct {
 // positioned at its start, tensors may be written in any order.
 func NewWriter(w io.Writer) *Writer {
 	gw := &Writer{
-		w: w, bw: newChunkWriter(w), name: "gguf writer",
+		w: w, bw: hugepage.NewWriter(w, 0), name: "gguf writer",
 		align: DefaultAlignment, kvIndex: map[string]int{}, tIndex: map[string]int{},
 	}
 	if ws, ok := w.(io.WriteSeeker); ok {
@@ -282,7 +283,7 @@ func (w *Writer) seekTo(abs int64) error {
 	if _, err := w.ws.Seek(abs, io.SeekStart); err != nil {
 		return w.fail(fmt.Errorf("gguf: %s: seek: %w", w.name, err))
 	}
-	w.bw.seeked(abs)
+	w.bw.Seeked(abs)
 	w.pos = abs
 	return nil
 }
@@ -390,7 +391,7 @@ func (w *Writer) Close() error {
 // ---- encoding
 
 type encoder struct {
-	w   *chunkWriter
+	w   *hugepage.Writer
 	n   int64
 	err error
 	buf [8]byte

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ringo-ai/ringo/internal/hugepage"
 	"github.com/schollz/progressbar/v3"
 )
 
@@ -260,7 +261,10 @@ func (c *Client) fetch(ctx context.Context, u, part string, f File, bar *progres
 			resp.Body.Close()
 			return err
 		}
-		ws := []io.Writer{fh}
+		// the file in aligned 2 MiB pieces, so that it is cached in 2 MiB
+		// folios and mapped with huge pages when loaded (package hugepage)
+		fw := hugepage.NewWriter(fh, offset)
+		ws := []io.Writer{fw}
 		if h != nil {
 			ws = append(ws, h)
 		}
@@ -270,6 +274,11 @@ func (c *Client) fetch(ctx context.Context, u, part string, f File, bar *progres
 		// Read one byte more than expected to detect an overlong body.
 		n, err := io.Copy(io.MultiWriter(ws...), io.LimitReader(resp.Body, f.Size-offset+1))
 		resp.Body.Close()
+		if ferr := fw.Flush(); ferr != nil {
+			// what was counted may not all be in the file: the next attempt
+			// resumes from the file's length and hashes it again
+			return fmt.Errorf("write %s: %w", part, ferr)
+		}
 		offset += n
 		if err != nil {
 			if cerr := ctx.Err(); cerr != nil {

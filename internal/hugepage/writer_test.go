@@ -1,4 +1,4 @@
-package gguf
+package hugepage
 
 import (
 	"bytes"
@@ -6,8 +6,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"testing"
-
-	"github.com/ringo-ai/ringo/internal/hugepage"
 )
 
 // seekRecorder is an in-memory io.WriteSeeker that records every write.
@@ -39,27 +37,29 @@ func (r *seekRecorder) Seek(off int64, whence int) (int64, error) {
 	return off, nil
 }
 
-// TestChunkWriter writes pieces of random sizes, with seeks, and checks the
+// TestWriter writes pieces of random sizes, with seeks, and checks the
 // output and that every write but the last of a run ends on a huge page
 // boundary.
-func TestChunkWriter(t *testing.T) {
-	const S = hugepage.Size
+func TestWriter(t *testing.T) {
+	const S = Size
 	tests := []struct {
 		name  string
+		start int64   // offset of the first byte (a resumed download)
 		sizes []int   // pieces written in order
 		seeks []int64 // before piece i, seek to seeks[i] if >= 0
 	}{
-		{"small pieces", []int{1, 100, 4096, 7, S - 4204, 1, 5}, nil},
-		{"large pieces", []int{3*S + 17, 2 * S, 5, S}, nil},
-		{"seek back and forth", []int{S + 3, 1000, 2*S + 1, 10}, []int64{-1, 5 * S / 2, 7, S + 1}},
+		{"small pieces", 0, []int{1, 100, 4096, 7, S - 4204, 1, 5}, nil},
+		{"large pieces", 0, []int{3*S + 17, 2 * S, 5, S}, nil},
+		{"seek back and forth", 0, []int{S + 3, 1000, 2*S + 1, 10}, []int64{-1, 5 * S / 2, 7, S + 1}},
+		{"unaligned start", S + 12345, []int{S, 2 * S, 99}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := rand.New(rand.NewPCG(1, 2))
-			rec := &seekRecorder{}
-			cw := newChunkWriter(rec)
+			rec := &seekRecorder{pos: tt.start}
+			cw := NewWriter(rec, tt.start)
 			want := []byte{}
-			pos := int64(0)
+			pos := tt.start
 			runStart := map[int]bool{0: true} // indexes of writes that follow a seek
 			for i, n := range tt.sizes {
 				if i < len(tt.seeks) && tt.seeks[i] >= 0 {
@@ -69,7 +69,7 @@ func TestChunkWriter(t *testing.T) {
 					if _, err := rec.Seek(tt.seeks[i], io.SeekStart); err != nil {
 						t.Fatal(err)
 					}
-					cw.seeked(tt.seeks[i])
+					cw.Seeked(tt.seeks[i])
 					pos = tt.seeks[i]
 					runStart[len(rec.writes)] = true
 				}
@@ -105,11 +105,11 @@ func TestChunkWriter(t *testing.T) {
 	}
 }
 
-// TestChunkWriterError checks that a failed write is reported, then sticks.
-func TestChunkWriterError(t *testing.T) {
+// TestWriterError checks that a failed write is reported, then sticks.
+func TestWriterError(t *testing.T) {
 	rec := &seekRecorder{fail: 2}
-	cw := newChunkWriter(rec)
-	p := make([]byte, 3*hugepage.Size)
+	cw := NewWriter(rec, 0)
+	p := make([]byte, 3*Size)
 	n, err := cw.Write(p)
 	if err == nil || n == len(p) {
 		t.Fatalf("Write = %d, %v; want the second chunk's error", n, err)
