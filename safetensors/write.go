@@ -1,13 +1,14 @@
 package safetensors
 
 import (
-	"bufio"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"sort"
+
+	"github.com/ringo-ai/ringo/internal/hugepage"
 )
 
 // TensorInfo declares a tensor to write: its name, dtype and shape.
@@ -31,7 +32,7 @@ func (ti TensorInfo) Bytes() int64 {
 // has to be held in memory.
 type Writer struct {
 	f     *os.File
-	w     *bufio.Writer
+	w     *hugepage.Writer // aligned 2 MiB pieces, see package hugepage
 	infos []TensorInfo
 	next  int
 	left  int64
@@ -65,7 +66,7 @@ func Create(path string, infos []TensorInfo, metadata map[string]string) (*Write
 	if err != nil {
 		return nil, err
 	}
-	w := &Writer{f: f, w: bufio.NewWriterSize(f, 1<<20), infos: infos, path: path}
+	w := &Writer{f: f, w: hugepage.NewWriter(f, 0), infos: infos, path: path}
 	var l [8]byte
 	binary.LittleEndian.PutUint64(l[:], uint64(len(hb)))
 	w.w.Write(l[:])
