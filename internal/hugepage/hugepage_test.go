@@ -3,16 +3,8 @@ package hugepage
 import (
 	"os"
 	"runtime"
-	"strings"
 	"testing"
 )
-
-// thpAvailable reports whether this Linux system offers transparent huge
-// pages on request.
-func thpAvailable() bool {
-	b, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
-	return err == nil && !strings.Contains(string(b), "[never]")
-}
 
 func TestAdvise(t *testing.T) {
 	tests := []struct {
@@ -28,7 +20,7 @@ func TestAdvise(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			b := make([]byte, tt.n)
-			want := tt.want && runtime.GOOS == "linux" && thpAvailable()
+			want := tt.want && runtime.GOOS == "linux" && Available()
 			if got := Advise(b); got != want {
 				t.Errorf("Advise(%d bytes) = %v, want %v", tt.n, got, want)
 			}
@@ -64,5 +56,21 @@ func TestUsage(t *testing.T) {
 	}
 	if anon < 0 || file < 0 {
 		t.Fatalf("Usage = %d, %d", anon, file)
+	}
+}
+
+// TestAdvised checks Advised against a buffer advised by Make and one that
+// is not (a small one).
+func TestAdvised(t *testing.T) {
+	if runtime.GOOS != "linux" || !Available() {
+		t.Skip("no transparent huge pages here")
+	}
+	big := Make[byte](16 << 20)
+	if adv, ok := Advised(big); !ok || !adv {
+		t.Fatalf("Advised(Make(16 MiB)) = %v, %v; want true, true", adv, ok)
+	}
+	small := make([]byte, 64<<10)
+	if adv, ok := Advised(small); !ok || adv {
+		t.Fatalf("Advised(64 KiB from make) = %v, %v; want false, true", adv, ok)
 	}
 }
