@@ -24,7 +24,8 @@ type task interface {
 // generation counter for a short while after each job and only then park on
 // a condition variable.
 //
-// The ranges (chunksPerWorker per worker, at least the grain long) are
+// The ranges (at least chunksPerWorker per worker, at least the grain long;
+// so 9 experts go out as 2+2+2+2+1, not 3+3+3) are
 // handed out as the workers ask for them, so a worker that starts late or
 // runs slower, on a busy core or colder memory, does less of the job instead
 // of making the others wait.
@@ -123,7 +124,7 @@ func (p *pool) For(n, grain int, t task) {
 		return
 	}
 	p.t, p.total = t, n
-	p.chunk = max(grain, (n+chunksPerWorker*parts-1)/(chunksPerWorker*parts))
+	p.chunk = max(grain, n/(chunksPerWorker*parts)) // at least chunksPerWorker ranges each
 	p.next.Store(0)
 	p.left.Store(int64(parts - 1))
 	p.seq++
