@@ -25,7 +25,9 @@ const Min = 2 * Size
 // Make returns a zeroed slice of n elements, allocated by the Go runtime and
 // advised to use huge pages when it is at least Min bytes long. The advice
 // only takes effect for pages not yet touched, which a fresh large allocation
-// usually is.
+// usually is. It stays with the address range (a separate kernel mapping)
+// after the garbage collector frees the slice, so later Go allocations there
+// may get huge pages too; that costs at most some memory granularity.
 func Make[T any](n int) []T {
 	s := make([]T, n)
 	if n > 0 {
