@@ -62,3 +62,16 @@ func RMSNormSigmoidMul(b Backend, dst, x, gate Tensor, w Weight, group int, eps 
 	b.RMSNorm(dst, x, w, group, eps)
 	b.SigmoidMul(dst, dst, gate)
 }
+
+// SharedMoEer is implemented by backends that fuse a MoE layer's shared
+// expert into the routed experts' kernels (fewer launches in decode).
+type SharedMoEer interface {
+	// MoEShared computes dst = MoE(x) + (silu(x·gateᵀ) ⊙ x·upᵀ)·downᵀ, the
+	// routed experts ex selected by rt (see Backend.MoE) plus one shared
+	// SwiGLU expert with gateUp = [gate; up] stacked ([2I, D]) and down
+	// [D, I]. It returns false, having done nothing, when the backend cannot
+	// fuse these operands; the caller then runs the plain operations (MoE,
+	// MatMul, SiLUMul, MatMul, Add), whose results are the same up to the
+	// rounding of the order of the additions.
+	MoEShared(dst, x Tensor, rt Routing, ex Experts, gateUp, down Weight) bool
+}

@@ -126,3 +126,117 @@ func TestRooflines(t *testing.T) {
 		t.Errorf("rooflines %g B/s, %g FLOP/s", bw, fl)
 	}
 }
+
+// unfusedSharedMoE computes dst = MoE(x) + (silu(x·gateᵀ) ⊙ x·upᵀ)·downᵀ
+// with the plain operations (what the model runs without MoEShared).
+func unfusedSharedMoE(b backend.Backend, dst, x backend.Tensor, r backend.Routing, ex backend.Experts, gateUp, down backend.Weight) {
+	T := x.Rows
+	D, I := down.Shape()
+	gu, s := b.Alloc(T, 2*I), b.Alloc(T, D)
+	g, u := gu.ColRange(0, I), gu.ColRange(I, I)
+	b.MoE(dst, x, r, ex)
+	b.MatMul(gu, x, gateUp)
+	b.SiLUMul(g, g, u)
+	b.MatMul(s, g, down)
+	b.Add(dst, dst, s)
+	b.Free(gu)
+	b.Free(s)
+}
+
+// TestMoEShared checks the shared expert fused into the vector MoE kernels
+// (fast mode, T <= GEMVRows) against the CPU's MoE, SwiGLU and Add, and
+// against the GPU's own unfused sequence (the same FP32 arithmetic, the
+// shared row added after the routed sum as Add does), and that it declines,
+// leaving dst untouched, where it cannot fuse.
+func TestMoEShared(t *testing.T) {
+	g := gpu(t, false)
+	rng := rand.New(rand.NewSource(22))
+	const E = 16
+	for _, c := range []struct{ I, D int }{{64, 128}, {128, 256}, {64, 256}, {128, 128}} {
+		var gate, up, down []backend.HostWeight
+		for e := 0; e < E; e++ {
+			gate = append(gate, hostWeight(rng, "gate", backend.BF16, c.I, c.D, 0.3))
+			up = append(up, hostWeight(rng, "up", backend.BF16, c.I, c.D, 0.3))
+			down = append(down, hostWeight(rng, "down", backend.BF16, c.D, c.I, 0.3))
+		}
+		ce, err := host().UploadExperts(gate, up, down)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ge, err := g.UploadExperts(gate, up, down)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cgu, ggu := upload(t, g, hostWeight(rng, "shared gate_up", backend.BF16, 2*c.I, c.D, 0.3))
+		cdn, gdn := upload(t, g, hostWeight(rng, "shared down", backend.BF16, c.D, c.I, 0.3))
+		for _, k := range []int{2, 8} {
+			p := backend.RouteParams{TopK: k, Groups: 1, TopKGroups: 1, Sigmoid: true, Normalize: true, Scale: 2.5}
+			for _, T := range []int{1, 3, 8} {
+				what := fmt.Sprintf("moe+shared %+v k=%d T=%d", c, k, T)
+				l := randT(t, g, rng, T, E, 3)
+				x := randT(t, g, rng, T, c.D, 1)
+				if T%2 == 1 { // contiguous rows (no copy to aligned scratch)
+					xs := make([]float32, T*c.D)
+					host().Read(x.c, xs)
+					x = pair{host().Alloc(T, c.D), g.Alloc(T, c.D)}
+					host().Write(x.c, xs)
+					g.Write(x.g, xs)
+				}
+				d := randT(t, g, rng, T, c.D, 1) // overwritten
+				unfusedSharedMoE(host(), d.c, x.c, host().Route(l.c, nil, p), ce, cgu, cdn)
+				if !g.MoEShared(d.g, x.g, g.Route(l.g, nil, p), ge, ggu, gdn) {
+					t.Fatalf("%s: MoEShared declined", what)
+				}
+				compare(t, what, g, d, 1e-4)
+				u := g.Alloc(T, c.D)
+				unfusedSharedMoE(g, u, x.g, g.Route(l.g, nil, p), ge, ggu, gdn)
+				if e := gpuRelErr(g, d.g, u); e > 1e-5 {
+					t.Errorf("%s: relative error %.3g against the unfused GPU operations", what, e)
+				} else {
+					t.Logf("%s: relative error %.2g against the unfused GPU operations", what, e)
+				}
+				g.Free(u)
+			}
+		}
+		// cases it declines: the grouped path (T > GEMVRows), a shared
+		// expert of another width, precise mode
+		p := backend.RouteParams{TopK: 2, Groups: 1, TopKGroups: 1, Sigmoid: true, Normalize: true, Scale: 2.5}
+		_, ogu := upload(t, g, hostWeight(rng, "shared gate_up", backend.BF16, 2*(c.I+8), c.D, 0.3))
+		_, odn := upload(t, g, hostWeight(rng, "shared down", backend.BF16, c.D, c.I+8, 0.3))
+		gp := gpu(t, true)
+		gpe, err := gp.UploadExperts(gate, up, down)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, pgu := upload(t, gp, hostWeight(rng, "shared gate_up", backend.BF16, 2*c.I, c.D, 0.3))
+		_, pdn := upload(t, gp, hostWeight(rng, "shared down", backend.BF16, c.D, c.I, 0.3))
+		for _, dc := range []struct {
+			what string
+			b    *Backend
+			T    int
+			ex   backend.Experts
+			gu   backend.Weight
+			dn   backend.Weight
+		}{
+			{"T=9", g, 9, ge, ggu, gdn},
+			{"shared I+8", g, 3, ge, ogu, odn},
+			{"precise", gp, 3, gpe, pgu, pdn},
+		} {
+			l := randT(t, dc.b, rng, dc.T, E, 3)
+			x := randT(t, dc.b, rng, dc.T, c.D, 1)
+			d := randT(t, dc.b, rng, dc.T, c.D, 1)
+			before, after := make([]float32, dc.T*c.D), make([]float32, dc.T*c.D)
+			dc.b.Read(d.g, before)
+			if dc.b.MoEShared(d.g, x.g, dc.b.Route(l.g, nil, p), dc.ex, dc.gu, dc.dn) {
+				t.Errorf("%+v %s: MoEShared did not decline", c, dc.what)
+			}
+			dc.b.Read(d.g, after)
+			for i := range before {
+				if math.Float32bits(before[i]) != math.Float32bits(after[i]) {
+					t.Errorf("%+v %s: dst changed at %d: %g → %g", c, dc.what, i, before[i], after[i])
+					break
+				}
+			}
+		}
+	}
+}

@@ -650,6 +650,9 @@ MOE_GEMV(moe_gemv_bf16, WBF16)
 // SwiGLU is fused into the input, X[s, k] = silu(GU[s, k]) * GU[s, K + k]
 // (the expression of k_silumul). FP8 experts' scales are S + e*(N/br)*(K/bc)
 // ([N/br][K/bc]; N % br == 0, K % bc == 0).
+// Slots s >= ns (grid.y = ns + T) are a shared expert's: weight Ws ([N][K],
+// scales Ss laid out like one expert's) instead of expert ids[s], and in
+// mode 0 X row s - ns; with only ns slots launched Ws (and Ss) go unused.
 __device__ __forceinline__ float silu_mul(float g, float u) { return g / (1.0f + expf(-g)) * u; }
 struct ActRow {  // activations read from a row
   const float* x;
@@ -695,36 +698,47 @@ __device__ __forceinline__ const uint4* moe_wrow(const T* Wt, i64 e, int N, int 
 __device__ __forceinline__ const float* moe_srow(const float* S, i64 e, int N, int K, int br, int bc, int n) {
   return S + e * (N / br) * (K / bc) + (i64)(n / br) * (K / bc);
 }
-extern "C" __global__ void moe_gemv_bf16v(const float* X, i64 ldx, const int* ids, int topk, int mode, const u16* __restrict__ Wt, int N, int K, float* Y, i64 ldy) { PDL_ENTER();
+__device__ __forceinline__ i64 moe_xrow(int s, int ns, int topk, int mode) { return mode != 0 ? s : s < ns ? s / topk : s - ns; }
+extern "C" __global__ void moe_gemv_bf16v(const float* X, i64 ldx, const int* ids, int topk, int mode, const u16* __restrict__ Wt, int N, int K, float* Y, i64 ldy,
+                                          const u16* __restrict__ Ws, int ns) { PDL_ENTER();
   int s = blockIdx.y, n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
   if (n >= N) return;
-  ActRow a{X + (i64)(mode == 0 ? s / topk : s) * ldx};
-  moe_row<GvBF16>(a, moe_wrow(Wt, ids[s], N, K, n), 0, 1, K, Y + (i64)s * ldy + n);
+  ActRow a{X + moe_xrow(s, ns, topk, mode) * ldx};
+  moe_row<GvBF16>(a, s < ns ? moe_wrow(Wt, ids[s], N, K, n) : moe_wrow(Ws, 0, N, K, n), 0, 1, K, Y + (i64)s * ldy + n);
 }
 extern "C" __global__ void moe_gemv_fp8(const float* X, i64 ldx, const int* ids, int topk, int mode, const unsigned char* __restrict__ Wt, int N, int K,
-                                        const float* S, int br, int bc, float* Y, i64 ldy) { PDL_ENTER();
+                                        const float* S, int br, int bc, float* Y, i64 ldy, const unsigned char* __restrict__ Ws, const float* Ss, int ns) { PDL_ENTER();
   int s = blockIdx.y, n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
   if (n >= N) return;
-  ActRow a{X + (i64)(mode == 0 ? s / topk : s) * ldx};
-  moe_row<GvFP8>(a, moe_wrow(Wt, ids[s], N, K, n), moe_srow(S, ids[s], N, K, br, bc, n), bc, K, Y + (i64)s * ldy + n);
+  ActRow a{X + moe_xrow(s, ns, topk, mode) * ldx};
+  if (s < ns)
+    moe_row<GvFP8>(a, moe_wrow(Wt, ids[s], N, K, n), moe_srow(S, ids[s], N, K, br, bc, n), bc, K, Y + (i64)s * ldy + n);
+  else
+    moe_row<GvFP8>(a, moe_wrow(Ws, 0, N, K, n), moe_srow(Ss, 0, N, K, br, bc, n), bc, K, Y + (i64)s * ldy + n);
 }
-extern "C" __global__ void moe_down_bf16v(const float* GU, i64 ldgu, const int* ids, const u16* __restrict__ Wt, int N, int K, float* Y, i64 ldy) { PDL_ENTER();
+extern "C" __global__ void moe_down_bf16v(const float* GU, i64 ldgu, const int* ids, const u16* __restrict__ Wt, int N, int K, float* Y, i64 ldy,
+                                          const u16* __restrict__ Ws, int ns) { PDL_ENTER();
   int s = blockIdx.y, n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
   if (n >= N) return;
   ActSwiGLU a{GU + (i64)s * ldgu, K};
-  moe_row<GvBF16>(a, moe_wrow(Wt, ids[s], N, K, n), 0, 1, K, Y + (i64)s * ldy + n);
+  moe_row<GvBF16>(a, s < ns ? moe_wrow(Wt, ids[s], N, K, n) : moe_wrow(Ws, 0, N, K, n), 0, 1, K, Y + (i64)s * ldy + n);
 }
 extern "C" __global__ void moe_down_fp8(const float* GU, i64 ldgu, const int* ids, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int br,
-                                        int bc, float* Y, i64 ldy) { PDL_ENTER();
+                                        int bc, float* Y, i64 ldy, const unsigned char* __restrict__ Ws, const float* Ss, int ns) { PDL_ENTER();
   int s = blockIdx.y, n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
   if (n >= N) return;
   ActSwiGLU a{GU + (i64)s * ldgu, K};
-  moe_row<GvFP8>(a, moe_wrow(Wt, ids[s], N, K, n), moe_srow(S, ids[s], N, K, br, bc, n), bc, K, Y + (i64)s * ldy + n);
+  if (s < ns)
+    moe_row<GvFP8>(a, moe_wrow(Wt, ids[s], N, K, n), moe_srow(S, ids[s], N, K, br, bc, n), bc, K, Y + (i64)s * ldy + n);
+  else
+    moe_row<GvFP8>(a, moe_wrow(Ws, 0, N, K, n), moe_srow(Ss, 0, N, K, br, bc, n), bc, K, Y + (i64)s * ldy + n);
 }
 
 // k_moe_combine: d[t, c] = sum_k w[t*K+k] * Y[posOf[t*K+k], c], in k order
-// (posOf null: Y rows are slots).
-extern "C" __global__ void k_moe_combine(float* d, i64 ldd, const float* Y, i64 ldy, const int* posOf, const float* w, int T, int topk, int cols) { PDL_ENTER();
+// (posOf null: Y rows are slots), then + Ys[t, c] (stride ldy) when Ys is
+// not null: the shared expert's row, added last with weight 1.
+extern "C" __global__ void k_moe_combine(float* d, i64 ldd, const float* Y, i64 ldy, const int* posOf, const float* w, int T, int topk, int cols,
+                                         const float* Ys) { PDL_ENTER();
   GRID_LOOP((i64)T * cols) {
     i64 t = idx / cols, c = idx % cols;
     float acc = 0.f;
@@ -733,6 +747,7 @@ extern "C" __global__ void k_moe_combine(float* d, i64 ldd, const float* Y, i64 
       float v = w[t * topk + k] * Y[(i64)p * ldy + c];
       acc = k == 0 ? v : acc + v;
     }
+    if (Ys) acc += Ys[t * ldy + c];
     d[t * ldd + c] = acc;
   }
 }

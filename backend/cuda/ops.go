@@ -932,21 +932,9 @@ func (b *Backend) MoE(dst, x backend.Tensor, rt backend.Routing, ex backend.Expe
 	fp8 := e.kind == backend.F8E4M3
 	if T <= GEMVRows {
 		// few rows: one warp per (slot, output), no grouping
-		if vsuf := "bf16v"; fp8 || (e.kind == backend.BF16 && D%8 == 0 && I%8 == 0) {
+		if e.vector() {
 			// vector kernels, the SwiGLU fused into the down projection's input
-			if fp8 {
-				vsuf = "fp8"
-			}
-			px, ldx, xs := b.aligned16(px, x.Stride, T, D)
-			gu, y := b.scratch(4*ns*2*I), b.scratch(4*ns*D)
-			b.launch("moe_gemv_"+vsuf, dim3{(2*I + 7) / 8, ns, 1}, dim3{256, 1, 1}, 0,
-				append([]uint64{pArg(px), lArg(ldx), pArg(rIDs), iArg(K), iArg(0)}, e.args(e.gateUp, e.guScale, 2*I, D, pArg(gu.p), lArg(2*I))...)...)
-			b.launch("moe_down_"+vsuf, dim3{(D + 7) / 8, ns, 1}, dim3{256, 1, 1}, 0,
-				append([]uint64{pArg(gu.p), lArg(2 * I), pArg(rIDs)}, e.args(e.down, e.downScale, D, I, pArg(y.p), lArg(D))...)...)
-			g, bl := flatGrid(T * D)
-			b.launch("k_moe_combine", g, bl, 0, pArg(pdst), lArg(dst.Stride), pArg(y.p), lArg(D), pArg(0), pArg(rW), iArg(T), iArg(K), iArg(D))
-			b.release(gu, y)
-			b.release(xs...)
+			b.moeVector(pdst, dst.Stride, px, x.Stride, T, K, rIDs, rW, e, nil, nil)
 			return
 		}
 		suf := kindSuffix(e.kind)
@@ -958,7 +946,7 @@ func (b *Backend) MoE(dst, x backend.Tensor, rt backend.Routing, ex backend.Expe
 		b.launch("moe_gemv_"+suf, dim3{(D + 7) / 8, ns, 1}, dim3{256, 1, 1}, 0, pArg(h.p), lArg(I), pArg(rIDs), iArg(K), iArg(1),
 			pArg(e.down), iArg(D), iArg(I), pArg(y.p), lArg(D))
 		g, bl = flatGrid(T * D)
-		b.launch("k_moe_combine", g, bl, 0, pArg(pdst), lArg(dst.Stride), pArg(y.p), lArg(D), pArg(0), pArg(rW), iArg(T), iArg(K), iArg(D))
+		b.launch("k_moe_combine", g, bl, 0, pArg(pdst), lArg(dst.Stride), pArg(y.p), lArg(D), pArg(0), pArg(rW), iArg(T), iArg(K), iArg(D), pArg(0))
 		b.release(gu, h, y)
 		return
 	}
@@ -990,8 +978,92 @@ func (b *Backend) MoE(dst, x backend.Tensor, rt backend.Routing, ex backend.Expe
 	b.launch(kern, dim3{(D + 63) / 64, maxTiles, 1}, dim3{threads, 1, 1}, 0,
 		append([]uint64{pArg(h.p), lArg(I), pArg(perm.p), iArg(K), iArg(1), pArg(tiles.p), pArg(ntiles.p)}, e.args(e.down, e.downScale, D, I, pArg(y.p), lArg(D))...)...)
 	g, bl = flatGrid(T * D)
-	b.launch("k_moe_combine", g, bl, 0, pArg(pdst), lArg(dst.Stride), pArg(y.p), lArg(D), pArg(posOf.p), pArg(rW), iArg(T), iArg(K), iArg(D))
+	b.launch("k_moe_combine", g, bl, 0, pArg(pdst), lArg(dst.Stride), pArg(y.p), lArg(D), pArg(posOf.p), pArg(rW), iArg(T), iArg(K), iArg(D), pArg(0))
 	b.release(perm, posOf, tiles, ntiles, gu, h, y)
+}
+
+// vector reports whether the experts have the vector kernels of few rows
+// (moe_gemv_bf16v/moe_down_bf16v or moe_gemv_fp8/moe_down_fp8).
+func (e *experts) vector() bool {
+	return e.kind == backend.F8E4M3 || (e.kind == backend.BF16 && e.dim%8 == 0 && e.inter%8 == 0)
+}
+
+// moeVector runs the vector kernels of MoE for T <= GEMVRows rows of x
+// (e.vector()) with the routing's device ids and weights rIDs, rW (K per
+// row): dst = Σ_k w·expert(x) per row and, when gateUp and down are not nil (a shared expert of e's kind, shapes and blocks), + the shared
+// expert's output, computed as T extra slots ns..ns+T-1 of the same launches
+// and added after the routed sum.
+func (b *Backend) moeVector(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rIDs, rW uintptr, e *experts, gateUp, down *weight) {
+	I, D := e.inter, e.dim
+	ns, slots := T*K, T*K
+	if gateUp != nil {
+		slots += T
+	}
+	vsuf, fp8 := "bf16v", e.kind == backend.F8E4M3
+	if fp8 {
+		vsuf = "fp8"
+	}
+	// the shared expert's weight (and scales) pointers, then ns
+	shared := func(w *weight) []uint64 {
+		var p, s uintptr
+		if w != nil {
+			p, s = w.p, w.scale
+		}
+		if fp8 {
+			return []uint64{pArg(p), pArg(s), iArg(ns)}
+		}
+		return []uint64{pArg(p), iArg(ns)}
+	}
+	px, ldx, xs := b.aligned16(px, ldx, T, D)
+	gu, y := b.scratch(4*slots*2*I), b.scratch(4*slots*D)
+	a := append([]uint64{pArg(px), lArg(ldx), pArg(rIDs), iArg(K), iArg(0)}, e.args(e.gateUp, e.guScale, 2*I, D, pArg(gu.p), lArg(2*I))...)
+	b.launch("moe_gemv_"+vsuf, dim3{(2*I + 7) / 8, slots, 1}, dim3{256, 1, 1}, 0, append(a, shared(gateUp)...)...)
+	a = append([]uint64{pArg(gu.p), lArg(2 * I), pArg(rIDs)}, e.args(e.down, e.downScale, D, I, pArg(y.p), lArg(D))...)
+	b.launch("moe_down_"+vsuf, dim3{(D + 7) / 8, slots, 1}, dim3{256, 1, 1}, 0, append(a, shared(down)...)...)
+	var ys uintptr
+	if gateUp != nil {
+		ys = y.p + uintptr(4*ns*D)
+	}
+	g, bl := flatGrid(T * D)
+	b.launch("k_moe_combine", g, bl, 0, pArg(pdst), lArg(ldd), pArg(y.p), lArg(D), pArg(0), pArg(rW), iArg(T), iArg(K), iArg(D), pArg(ys))
+	b.release(gu, y)
+	b.release(xs...)
+}
+
+// MoEShared implements backend.SharedMoEer for the vector kernels of few
+// rows (T <= GEMVRows, fast mode): the shared expert runs as T extra slots
+// of the routed experts' launches, its output added to each row after the
+// routed sum (Σ_k in k order, then + shared), as MoE followed by Add does.
+// It returns false for every other case: precise mode, more rows, experts
+// without vector kernels, or a shared expert whose kind, FP8 blocks or
+// shapes ([2I, D] and [D, I]) differ from the experts'.
+func (b *Backend) MoEShared(dst, x backend.Tensor, rt backend.Routing, ex backend.Experts, gateUp, down backend.Weight) bool {
+	r, ok1 := rt.(*routing)
+	e, ok2 := ex.(*experts)
+	gu, ok3 := gateUp.(*weight)
+	dw, ok4 := down.(*weight)
+	if !ok1 || !ok2 || !ok3 || !ok4 || b.opts.Precise {
+		return false
+	}
+	T, D, I := x.Rows, e.dim, e.inter
+	if T == 0 || T > GEMVRows || x.Cols != D || dst.Rows != T || dst.Cols != D || r.rows < T || !e.vector() {
+		return false
+	}
+	for _, w := range []*weight{gu, dw} {
+		if w.kind != e.kind || w.fp32 || w.p%16 != 0 {
+			return false
+		}
+		if e.kind == backend.F8E4M3 && (w.br != e.br || w.bc != e.bc || w.scale == 0) {
+			return false
+		}
+	}
+	if gu.rows != 2*I || gu.cols != D || dw.rows != D || dw.cols != I {
+		return false
+	}
+	defer b.enter()()
+	rIDs, rW := b.routingPtrs(r)
+	b.moeVector(b.ptr("MoEShared", dst), dst.Stride, b.ptr("MoEShared", x), x.Stride, T, r.k, rIDs, rW, e, gu, dw)
+	return true
 }
 
 // args are the kernel arguments of one stacked expert matrix p ([E][N][K]):

@@ -665,6 +665,11 @@ func (m *Model) ffn(ws *workspace, f *ffn, out, h backend.Tensor) {
 			Sigmoid: c.ScoreFunction == "sigmoid", Normalize: c.NormTopkProb && c.NumExpertsPerTok > 1,
 			Scale: float32(c.RoutedScalingFactor),
 		})
+		if f.gateUp != nil && f.down != nil {
+			if sm, ok := b.(backend.SharedMoEer); ok && sm.MoEShared(out, h, r, f.experts, f.gateUp, f.down) {
+				return
+			}
+		}
 		b.MoE(out, h, r, f.experts)
 		if f.down == nil {
 			return
