@@ -42,7 +42,8 @@ type Loaded struct {
 	Checkpoint *checkpoint.Checkpoint // nil for a GGUF file
 	GGUF       *ggufmodel.Model       // nil for a model directory
 	Backend    backend.Backend
-	// Notes are remarks about loading, e.g. weights left unquantized.
+	// Notes are remarks about loading, e.g. weights left unquantized or a
+	// model file mapped in small pages; commands print them.
 	Notes []string
 }
 
@@ -82,6 +83,13 @@ func Load(dir string, o Options) (*Loaded, error) {
 			return nil, err
 		}
 		cfgJSON, gen, src, closer = l.GGUF.ConfigJSON, l.GGUF.Generation, l.GGUF.Source, l.GGUF.Close
+		if b.Name() == "cpu" {
+			// the CPU reads the weights from the mapping on every token
+			if share, ok := l.GGUF.File.HugePageShare(64); ok && share < 0.5 {
+				l.Notes = append(l.Notes, fmt.Sprintf("%s: only %.0f%% of the sampled weights are mapped with 2 MiB pages (the file is cached in small pieces); "+
+					"decode is up to 1.5x slower until the file leaves the page cache, e.g. dd if=FILE iflag=nocache count=0 (docs/PERFORMANCE.md, \"CPU: huge pages\")", dir, 100*share))
+			}
+		}
 	} else {
 		if l.Checkpoint, err = checkpoint.Open(dir); err != nil {
 			return nil, err

@@ -7,6 +7,7 @@ import (
 	"math"
 	"sort"
 
+	"github.com/ringo-ai/ringo/internal/hugepage"
 	"github.com/ringo-ai/ringo/quant"
 )
 
@@ -711,4 +712,11 @@ func parse(name string, data []byte) (*File, error) {
 		ti.Data = data[start : start+size : start+size]
 	}
 	return f, nil
+}
+
+// HugePageShare touches samples places spread over the mapped file and
+// reports which share of them the kernel mapped with 2 MiB pages (see
+// hugepage.MappedShare); ok is false where that cannot be told.
+func (f *File) HugePageShare(samples int) (share float64, ok bool) {
+	return hugepage.MappedShare(f.data, samples)
 }

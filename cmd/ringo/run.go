@@ -13,6 +13,7 @@ import (
 
 	"github.com/ringo-ai/ringo/chat"
 	"github.com/ringo-ai/ringo/defaultmodel"
+	"github.com/ringo-ai/ringo/engine"
 	"github.com/ringo-ai/ringo/sample"
 	"github.com/ringo-ai/ringo/textgen"
 	"github.com/spf13/cobra"
@@ -142,7 +143,16 @@ func loadRunner(cmd *cobra.Command, mf *modelFlags) (*textgen.Runner, error) {
 		dir = d
 		fmt.Fprintf(cmd.ErrOrStderr(), "ringo: no --model given, using the embedded %s model (random weights: expect gibberish)\n", defaultmodel.Name)
 	}
-	return textgen.Load(dir, mf.options())
+	r, err := textgen.Load(dir, mf.options())
+	if err != nil {
+		return nil, err
+	}
+	if l, ok := r.Model.(*engine.Loaded); ok {
+		for _, n := range l.Notes {
+			fmt.Fprintf(cmd.ErrOrStderr(), "ringo: note: %s\n", n)
+		}
+	}
+	return r, nil
 }
 
 func newRunCmd() *cobra.Command {

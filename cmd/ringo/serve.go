@@ -75,6 +75,9 @@ SIGINT or SIGTERM stops accepting requests and waits up to
 				return fmt.Errorf("serve: %w", err)
 			}
 			defer m.Close()
+			for _, n := range m.Notes {
+				log.Warn(n)
+			}
 			tok, tmpl, err := textgen.LoadText(dir)
 			if err != nil {
 				return fmt.Errorf("serve: %w", err)

@@ -15,3 +15,7 @@ func Advised(b []byte) (advised, ok bool) { return false, false }
 // Available reports whether this system offers transparent huge pages on
 // request (never here).
 func Available() bool { return false }
+
+// MappedShare reports which share of a file mapping is mapped with huge
+// pages; ok is false where that cannot be read (here).
+func MappedShare(b []byte, samples int) (share float64, ok bool) { return 0, false }

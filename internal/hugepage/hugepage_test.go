@@ -58,19 +58,3 @@ func TestUsage(t *testing.T) {
 		t.Fatalf("Usage = %d, %d", anon, file)
 	}
 }
-
-// TestAdvised checks Advised against a buffer advised by Make and one that
-// is not (a small one).
-func TestAdvised(t *testing.T) {
-	if runtime.GOOS != "linux" || !Available() {
-		t.Skip("no transparent huge pages here")
-	}
-	big := Make[byte](16 << 20)
-	if adv, ok := Advised(big); !ok || !adv {
-		t.Fatalf("Advised(Make(16 MiB)) = %v, %v; want true, true", adv, ok)
-	}
-	small := make([]byte, 64<<10)
-	if adv, ok := Advised(small); !ok || adv {
-		t.Fatalf("Advised(64 KiB from make) = %v, %v; want false, true", adv, ok)
-	}
-}
