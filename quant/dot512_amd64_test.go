@@ -108,23 +108,11 @@ func refDot64(ty Type, w, x []byte) (v, mag float64) {
 // quants at their maximum (Q4_K/Q4_0 nibbles 15, Q6_K 63) or minimum
 // (Q8_0 −128), all 6-bit Q4_K scales and minimums 63, Q6_K scales −128.
 func randWeightRows(t testing.TB, r *rand.Rand, ty Type, n, K, mode int) []byte {
-	if mode == 0 && (ty == Q4_K || ty == Q6_K) {
-		return randKRows(t, r, ty, n, K, 0)
+	if mode == 0 {
+		return randKRows(t, r, ty, n, K, 0) // quantized Gaussians: any type
 	}
 	rb := RowBytes(ty, K)
 	w := make([]byte, n*rb)
-	if mode == 0 {
-		wf := gaussian(r, n*K)
-		for i := range wf {
-			if (i/K)%2 == 1 {
-				wf[i] *= 100 * float32(r.Float64())
-			}
-		}
-		if err := Quantize(ty, w, wf); err != nil {
-			t.Fatal(err)
-		}
-		return w
-	}
 	fill := byte(0xff)
 	if ty == Q8_0 && r.IntN(2) == 0 {
 		fill = 0x80 // −128

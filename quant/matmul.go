@@ -301,17 +301,10 @@ func matMulX4Rows(out []float32, ldo int, x []byte, s int, w []byte, rb, ta, tb,
 		for t0 := ta; t0 < tb; t0 += 4 {
 			nr := min(4, tb-t0)
 			if nr == 1 {
-				xr := x[t0*s : (t0+1)*s]
-				o := out[t0*ldo : t0*ldo+N]
-				for n := n0; n < n1; n++ {
-					o[n] = dot(w[n*rb:(n+1)*rb], xr)
-				}
+				dotRows(out[t0*ldo:], x[t0*s:(t0+1)*s], w, rb, n0, n1, dot)
 				continue
 			}
-			for i := range xs {
-				r := t0 + min(i, nr-1)
-				xs[i] = x[r*s : (r+1)*s]
-			}
+			padRows(&xs, x, s, t0, nr)
 			for n := n0; n < n1; n++ {
 				x4(w[n*rb:(n+1)*rb], &xs, &res)
 				for i := 0; i < nr; i++ {
@@ -319,6 +312,23 @@ func matMulX4Rows(out []float32, ldo int, x []byte, s int, w []byte, rb, ta, tb,
 				}
 			}
 		}
+	}
+}
+
+// dotRows sets o[n] = w_n · xr for the weight rows n0 <= n < n1 (row n at
+// w[n*rb:]): one activation row, one dot product per weight row.
+func dotRows(o []float32, xr, w []byte, rb, n0, n1 int, dot func(w, x []byte) float32) {
+	for n := n0; n < n1; n++ {
+		o[n] = dot(w[n*rb:(n+1)*rb], xr)
+	}
+}
+
+// padRows points xs at the nr (1..4) activation rows from t0 (row r at
+// x[r*s:]), repeating the last one where nr < 4, for the four-row kernels.
+func padRows(xs *[4][]byte, x []byte, s, t0, nr int) {
+	for i := range xs {
+		r := t0 + min(i, nr-1)
+		xs[i] = x[r*s : (r+1)*s]
 	}
 }
 

@@ -112,17 +112,10 @@ func matMulTiles(out []float32, ldo int, qa *QActs, w []byte, rb, N int,
 			for ; t0 < te; t0 += 4 {
 				nr := min(4, te-t0)
 				if nr == 1 {
-					xr := x[t0*s : (t0+1)*s]
-					o := out[t0*ldo : t0*ldo+N]
-					for n := n0; n < n1; n++ {
-						o[n] = dot(w[n*rb:(n+1)*rb], xr)
-					}
+					dotRows(out[t0*ldo:], x[t0*s:(t0+1)*s], w, rb, n0, n1, dot)
 					continue
 				}
-				for i := range xs {
-					r := t0 + min(i, nr-1)
-					xs[i] = x[r*s : (r+1)*s]
-				}
+				padRows(&xs, x, s, t0, nr)
 				n := n0
 				if t2 != nil {
 					np := (n1 - n0) / 2

@@ -45,7 +45,8 @@ func randQ8KRow(r *rand.Rand, K, mode int) []byte {
 
 // randKRows returns n rows of K columns of type ty: quantized Gaussian
 // weights, some rows with a large dynamic range (mode 0), or random bytes
-// with finite f16 scales (mode 1: any 6-bit / 8-bit scale, any quant).
+// with finite f16 scales (mode 1, K-quants only: any 6-bit / 8-bit scale,
+// any quant). Mode 0 works for every type.
 func randKRows(t testing.TB, r *rand.Rand, ty Type, n, K, mode int) []byte {
 	rb := RowBytes(ty, K)
 	w := make([]byte, n*rb)

@@ -1,6 +1,7 @@
 package cpu
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -152,14 +153,7 @@ func testAttentionSchedule(t *testing.T, kvt string, H, Hkv, d, workers int, sch
 					}
 					if q8 {
 						// the integer path sees the query as quantized
-						blk := make([]byte, d/quant.QK*quant.Q8ActBlockBytes)
-						quant.QuantizeQ8Act(blk, qsc)
-						for bi := 0; bi < d/quant.QK; bi++ {
-							sc := math.Float32frombits(uint32(blk[bi*36]) | uint32(blk[bi*36+1])<<8 | uint32(blk[bi*36+2])<<16 | uint32(blk[bi*36+3])<<24)
-							for i := 0; i < quant.QK; i++ {
-								qs[bi*quant.QK+i] = float64(sc) * float64(int8(blk[bi*36+4+i]))
-							}
-						}
+						q8ActValues(qs, qsc)
 					}
 					want := attnRef(qs, kc, vc, sp.Pos+qi, h, G, Hkv, d)
 					got := row(out, sp.Row+qi)[h*d : (h+1)*d]
@@ -245,14 +239,7 @@ func TestAttentionLongDecode(t *testing.T) {
 						qs[i] = float64(qsc[i])
 					}
 					if b.kv == kvQ8 {
-						blk := make([]byte, d/quant.QK*quant.Q8ActBlockBytes)
-						quant.QuantizeQ8Act(blk, qsc)
-						for bi := 0; bi < d/quant.QK; bi++ {
-							sc := math.Float32frombits(uint32(blk[bi*36]) | uint32(blk[bi*36+1])<<8 | uint32(blk[bi*36+2])<<16 | uint32(blk[bi*36+3])<<24)
-							for i := 0; i < quant.QK; i++ {
-								qs[bi*quant.QK+i] = float64(sc) * float64(int8(blk[bi*36+4+i]))
-							}
-						}
+						q8ActValues(qs, qsc)
 					}
 					want := attnRef(qs, kc, vc, pos, h, H/Hkv, Hkv, d)
 					got := row(out, 0)[h*d : (h+1)*d]
@@ -298,6 +285,21 @@ func TestAttentionDecodeAllocations(t *testing.T) {
 		step()
 		if n := testing.AllocsPerRun(10, step); n != 0 {
 			t.Errorf("%s: %.1f allocations per decode step", kvt, n)
+		}
+	}
+}
+
+// q8ActValues sets qs to the values the integer attention path sees for the
+// query q: q quantized as a Q8 activation row (quant.QuantizeQ8Act: per
+// block of quant.QK a float32 scale and int8 quants), then expanded.
+func q8ActValues(qs []float64, q []float32) {
+	const bb = quant.Q8ActBlockBytes
+	blk := make([]byte, len(q)/quant.QK*bb)
+	quant.QuantizeQ8Act(blk, q)
+	for bi := 0; bi < len(q)/quant.QK; bi++ {
+		sc := math.Float32frombits(binary.LittleEndian.Uint32(blk[bi*bb:]))
+		for i := 0; i < quant.QK; i++ {
+			qs[bi*quant.QK+i] = float64(sc) * float64(int8(blk[bi*bb+4+i]))
 		}
 	}
 }
