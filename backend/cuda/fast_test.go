@@ -188,6 +188,7 @@ func TestMoEShared(t *testing.T) {
 					t.Fatalf("%s: MoEShared declined", what)
 				}
 				compare(t, what, g, d, 1e-4)
+				sameAsMoE3(t, what, g, d.g, func(dst backend.Tensor) bool { return g.MoEShared(dst, x.g, g.Route(l.g, nil, p), ge, ggu, gdn) })
 				u := g.Alloc(T, c.D)
 				unfusedSharedMoE(g, u, x.g, g.Route(l.g, nil, p), ge, ggu, gdn)
 				if e := gpuRelErr(g, d.g, u); e > 1e-5 {
@@ -236,6 +237,107 @@ func TestMoEShared(t *testing.T) {
 					t.Errorf("%+v %s: dst changed at %d: %g → %g", c, dc.what, i, before[i], after[i])
 					break
 				}
+			}
+		}
+	}
+}
+
+// sameAsMoE3 checks that run, a decode-sized MoE on g that wrote got, gives
+// the same values with the three-kernel decode MoE (moe3: the down
+// projections and their sum in two kernels) as with the two-kernel one: the
+// same FP32 operations in the same order, up to the compiler's choice of
+// fused multiply-adds.
+func sameAsMoE3(t *testing.T, what string, g *Backend, got backend.Tensor, run func(dst backend.Tensor) bool) {
+	t.Helper()
+	want := g.Alloc(got.Rows, got.Cols)
+	defer g.Free(want)
+	g.moe3 = true
+	ok := run(want)
+	g.moe3 = false
+	if !ok {
+		t.Fatalf("%s: declined with moe3", what)
+	}
+	if e := gpuRelErr(g, got, want); e > 1e-6 {
+		t.Errorf("%s: relative error %.3g between the two- and three-kernel MoE", what, e)
+	}
+}
+
+// TestEpilogues checks AddRMSNorm and Route run as the last-block epilogues
+// of the kernel queued before them (a vector GEMV, the decode MoE's down
+// projection) against the same operations as separate kernels, for BF16 and FP8 weights: the same FP32 arithmetic (the norm's
+// double-precision sum over another block size), so equal up to rounding;
+// the routing must select the same experts. Each fusion must also have
+// removed its kernel.
+func TestEpilogues(t *testing.T) {
+	g := gpu(t, false)
+	defer func(n, r bool) { g.fuseNorm, g.fuseRoute = n, r }(g.fuseNorm, g.fuseRoute)
+	rng := rand.New(rand.NewSource(31))
+	const D, I, E = 256, 128, 64
+	p := backend.RouteParams{TopK: 8, Groups: 8, TopKGroups: 4, Sigmoid: true, Normalize: true, Scale: 2.5}
+	for _, fp8 := range []bool{false, true} {
+		mk := func(name string, rows, cols int) backend.HostWeight {
+			if fp8 {
+				return fp8Weight(t, rng, name, rows, cols, false)
+			}
+			return hostWeight(rng, name, backend.BF16, rows, cols, 0.1)
+		}
+		_, wo := upload(t, g, mk("dense", D, D))
+		_, wr := upload(t, g, hostWeight(rng, "router", backend.BF16, E, D, 0.1))
+		_, nw := upload(t, g, hostWeight(rng, "norm", backend.BF16, 1, D, 2))
+		var gate, up, down []backend.HostWeight
+		for e := 0; e < E; e++ {
+			gate, up, down = append(gate, mk("gate", I, D)), append(up, mk("up", I, D)), append(down, mk("down", D, I))
+		}
+		ex, err := g.UploadExperts(gate, up, down)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, sgu := upload(t, g, mk("shared gate_up", 2*I, D))
+		_, sdn := upload(t, g, mk("shared down", D, I))
+		for _, T := range []int{1, 3, 8} {
+			what := fmt.Sprintf("fp8=%v T=%d", fp8, T)
+			in, res := contiguousT(g, rng, T, D), contiguousT(g, rng, T, D)
+			var vals [2][3][]float32
+			var ids [2][]int32
+			var kernels [2]int64
+			for i, fuse := range []bool{false, true} {
+				g.fuseNorm, g.fuseRoute = fuse, fuse
+				x := gpuCopy(g, res.g)
+				a, h, f, h2, logits := g.Alloc(T, D), g.Alloc(T, D), g.Alloc(T, D), g.Alloc(T, D), g.Alloc(T, E)
+				g.Sync()
+				k0 := g.Stats().Kernels
+				g.MatMul(a, in.g, wo)
+				backend.AddRMSNorm(g, h, x, a, nw, 1e-6)
+				g.MatMul(logits, h, wr)
+				rt := g.Route(logits, nil, p)
+				if !g.MoEShared(f, h, rt, ex, sgu, sdn) {
+					t.Fatalf("%s: MoEShared declined", what)
+				}
+				backend.AddRMSNorm(g, h2, x, f, nw, 1e-6)
+				for j, v := range []backend.Tensor{x, h, h2} {
+					vals[i][j] = make([]float32, T*D)
+					g.Read(v, vals[i][j])
+				}
+				kernels[i] = g.Stats().Kernels - k0
+				ids[i] = make([]int32, T*p.TopK)
+				w := make([]float32, p.TopK)
+				for r := 0; r < T; r++ {
+					rt.Selected(r, ids[i][r*p.TopK:(r+1)*p.TopK], w)
+				}
+				for _, v := range []backend.Tensor{x, a, h, f, h2, logits} {
+					g.Free(v)
+				}
+			}
+			for j, name := range []string{"residual", "norm after the GEMV", "norm after the MoE"} {
+				if e := relErr(vals[1][j], vals[0][j]); e > 1e-6 || math.IsNaN(e) {
+					t.Errorf("%s: %s: relative error %.3g fused against unfused", what, name, e)
+				}
+			}
+			if fmt.Sprint(ids[0]) != fmt.Sprint(ids[1]) {
+				t.Errorf("%s: experts %v fused, %v unfused", what, ids[1], ids[0])
+			}
+			if kernels[0]-kernels[1] != 3 {
+				t.Errorf("%s: %d kernels unfused, %d fused: want 3 fewer", what, kernels[0], kernels[1])
 			}
 		}
 	}

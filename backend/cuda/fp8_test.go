@@ -107,6 +107,9 @@ func TestFastFP8(t *testing.T) {
 			host().MoE(d.c, x.c, host().Route(l.c, nil, p), ce)
 			g.MoE(d.g, x.g, g.Route(l.g, nil, p), ge)
 			compare(t, fmt.Sprintf("fp8 moe %+v T=%d", c, T), g, d, fastTol)
+			if T <= GEMVRows {
+				sameAsMoE3(t, fmt.Sprintf("fp8 moe %+v T=%d", c, T), g, d.g, func(dst backend.Tensor) bool { g.MoE(dst, x.g, g.Route(l.g, nil, p), ge); return true })
+			}
 		}
 	}
 }

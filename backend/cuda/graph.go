@@ -95,6 +95,7 @@ func (b *Backend) flush() {
 	}
 	defer func() {
 		b.queue = b.queue[:queueHead]
+		b.last = queuedLaunch{}
 		clear(b.funcs)
 		b.funcs = b.funcs[:0]
 	}()

@@ -20,6 +20,10 @@ typedef long long i64;
 // comes before any global memory access), and launch_dependents lets the next
 // kernel be scheduled as soon as all blocks of this one have started. Without
 // the attribute, or before sm_90, both do nothing.
+//
+// A kernel may read memory that no kernel writes (weights) before
+// PDL_ENTER: the GEMVs load the start of their weight rows first, so that
+// those loads overlap the end of the kernel before them.
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #define PDL_ENTER() asm volatile("griddepcontrol.wait;\n\tgriddepcontrol.launch_dependents;" ::: "memory")
 #else
@@ -413,55 +417,151 @@ __device__ __forceinline__ float dotn(const float* w, const float* x) {
   return d;
 }
 
+// gv_chunk adds chunk kc (weights wv, F::N of them) of a row to acc[t] for
+// the T activation rows; sr is the row's scales (null: none).
+template <class F>
+__device__ __forceinline__ void gv_chunk(uint4 wv, int kc, const float* X, i64 ldx, int T, const float* sr, int bc, float* acc) {
+  float w[F::N];
+  F::dec(wv, w);
+  float s = sr ? sr[kc * F::N / bc] : 1.f;
+#pragma unroll
+  for (int t = 0; t < GEMV_T; t++) {
+    if (t < T) {
+      float x[F::N];
+#pragma unroll
+      for (int i = 0; i < F::N; i += 8) ldx8(X + (i64)t * ldx + (i64)kc * F::N + i, x + i);
+      acc[t] += s * dotn<F::N>(w, x);
+    }
+  }
+}
+
 // gemv_rows: Y[t, n] = sum_k X[t, k] * W[n, k] for t < T <= GEMV_T; sr is the
-// row's scales (null: none).
+// row's scales (null: none). It runs PDL_ENTER itself: the first GV_P
+// chunks of each lane (for K = 2048 BF16, the whole row) are loaded before
+// it, the weights being read-only, so that they are in flight while the
+// previous kernel finishes (a warp past the last row, n < 0, must call it
+// too, and stores nothing).
+#define GV_P 8
 template <class F>
 __device__ __forceinline__ void gemv_rows(const float* X, i64 ldx, int T, const uint4* wr, const float* sr, int bc, int K, float* Y, i64 ldy, int n) {
   int lane = threadIdx.x & 31;
+  int KC = K / F::N;
+  uint4 wp[GV_P];
+#pragma unroll
+  for (int u = 0; u < GV_P; u++) wp[u] = lane + 32 * u < KC ? __ldg(wr + lane + 32 * u) : make_uint4(0, 0, 0, 0);
+  PDL_ENTER();
   float acc[GEMV_T];
 #pragma unroll
   for (int t = 0; t < GEMV_T; t++) acc[t] = 0.f;
-  int KC = K / F::N;
-  for (int k0 = lane; k0 < KC; k0 += 32 * GV_U) {
+#pragma unroll
+  for (int u = 0; u < GV_P; u++)
+    if (lane + 32 * u < KC) gv_chunk<F>(wp[u], lane + 32 * u, X, ldx, T, sr, bc, acc);
+  for (int k0 = lane + 32 * GV_P; k0 < KC; k0 += 32 * GV_U) {
     uint4 wv[GV_U];
 #pragma unroll
     for (int u = 0; u < GV_U; u++) wv[u] = k0 + 32 * u < KC ? __ldg(wr + k0 + 32 * u) : make_uint4(0, 0, 0, 0);
 #pragma unroll
-    for (int u = 0; u < GV_U; u++) {
-      int kc = k0 + 32 * u;
-      if (kc >= KC) break;
-      float w[F::N];
-      F::dec(wv[u], w);
-      float s = sr ? sr[kc * F::N / bc] : 1.f;
-#pragma unroll
-      for (int t = 0; t < GEMV_T; t++) {
-        if (t < T) {
-          float x[F::N];
-#pragma unroll
-          for (int i = 0; i < F::N; i += 8) ldx8(X + (i64)t * ldx + (i64)kc * F::N + i, x + i);
-          acc[t] += s * dotn<F::N>(w, x);
-        }
-      }
-    }
+    for (int u = 0; u < GV_U; u++)
+      if (k0 + 32 * u < KC) gv_chunk<F>(wv[u], k0 + 32 * u, X, ldx, T, sr, bc, acc);
   }
 #pragma unroll
   for (int t = 0; t < GEMV_T; t++) {
     if (t < T) {
       float v = warp_sum(acc[t]);
-      if (lane == 0) Y[(i64)t * ldy + n] = v;
+      if (lane == 0 && n >= 0) Y[(i64)t * ldy + n] = v;
     }
   }
 }
-extern "C" __global__ void gemv_bf16v(const float* X, i64 ldx, int T, const u16* __restrict__ Wt, int N, int K, float* Y, i64 ldy) { PDL_ENTER();
-  int n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
-  if (n >= N) return;
-  gemv_rows<GvBF16>(X, ldx, T, (const uint4*)(Wt + (i64)n * K), 0, 1, K, Y, ldy, n);
+__device__ void route_row(const float* logits, i64 ld, int r, int E, const float* bias, int groups, int keepGroups, int topk, int sigm, int normalize,
+                          float rscale, int* ids, float* wts);
+
+// last_block reports to every thread of a block whether the block is the
+// last of its grid to get here, all of them having done their global writes
+// (every thread of every block must call it once; the last block resets
+// *counter to 0 for the next launch). Kernels run one after another on the
+// backend's stream, so they share one counter.
+__device__ __forceinline__ bool last_block(int* counter) {
+  __shared__ int amLast;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();  // cumulative: orders the block's writes seen at the barrier
+    int prev = atomicAdd(counter, 1);
+    amLast = prev == (int)(gridDim.x * gridDim.y * gridDim.z) - 1;
+    if (amLast) atomicExch(counter, 0);
+  }
+  __syncthreads();
+  if (amLast) __threadfence();
+  return amLast != 0;
 }
-extern "C" __global__ void gemv_fp8(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br, int bc,
-                                    float* Y, i64 ldy) { PDL_ENTER();
-  int n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
-  if (n >= N) return;
-  gemv_rows<GvFP8>(X, ldx, T, (const uint4*)(Wt + (i64)n * K), S + (i64)(n / br) * sc, bc, K, Y, ldy, n);
+
+// addnorm_rows is k_addrmsnorm for T rows of cols values run by one block
+// (the epilogue of a kernel whose last block adds its output a to the
+// residual x and normalises: x += a, h = RMSNorm(x) · w). a was written by
+// other blocks of the grid, so it is read past the L1 cache.
+__device__ void addnorm_rows(float* h, i64 ldh, float* x, i64 ldx, const float* a, i64 lda, const float* w, int T, int cols, float eps) {
+  __shared__ double sh[32];
+  for (int t = 0; t < T; t++) {
+    float* xr = x + t * ldx;
+    const float* ar = a + t * lda;
+    float* hr = h + t * ldh;
+    double ss = 0;
+    for (int i = threadIdx.x; i < cols; i += blockDim.x) {
+      float v = xr[i] + __ldcg(ar + i);
+      xr[i] = v;
+      ss += (double)v * (double)v;
+    }
+    ss = block_sumd(ss, sh);
+    float inv = (float)(1.0 / sqrt(ss / (double)cols + (double)eps));
+    for (int i = threadIdx.x; i < cols; i += blockDim.x) hr[i] = xr[i] * inv * w[i];
+  }
+}
+
+// The vector GEMVs: a block of GEMV_WARPS warps, one per output row (warps
+// past N compute row N-1 again and store nothing, so that all reach the
+// epilogues). The _an variants end with addnorm_rows on their output (T
+// rows of N) in the last block, the _rt variants with the routing of each of
+// their T rows of N router logits (route_row; N <= blockDim).
+__device__ __forceinline__ int gv_row() { return blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5); }
+#define GV_BF16_CALL gemv_rows<GvBF16>(X, ldx, T, (const uint4*)(Wt + (i64)min(n, N - 1) * K), 0, 1, K, Y, ldy, n < N ? n : -1)
+#define GV_FP8_CALL                                                                                                         \
+  gemv_rows<GvFP8>(X, ldx, T, (const uint4*)(Wt + (i64)min(n, N - 1) * K), S + (i64)(min(n, N - 1) / br) * sc, bc, K, Y, ldy, \
+                   n < N ? n : -1)
+#define GV_BF16_ARGS const float *X, i64 ldx, int T, const u16 *__restrict__ Wt, int N, int K, float *Y, i64 ldy
+#define GV_FP8_ARGS \
+  const float *X, i64 ldx, int T, const unsigned char *__restrict__ Wt, int N, int K, const float *S, int sc, int br, int bc, float *Y, i64 ldy
+#define GV_AN_ARGS float *h, i64 ldh, float *x, i64 ldxr, const float *w, float eps, int *counter
+#define GV_RT_ARGS \
+  const float *bias, int groups, int keepGroups, int topk, int sigm, int normalize, float rscale, int *ids, float *wts, int *counter
+#define GV_RT_EPI                                          \
+  if (last_block(counter))                                 \
+    for (int r = 0; r < T; r++) route_row(Y, ldy, r, N, bias, groups, keepGroups, topk, sigm, normalize, rscale, ids, wts)
+extern "C" __global__ void gemv_bf16v(GV_BF16_ARGS) {
+  int n = gv_row();
+  GV_BF16_CALL;
+}
+extern "C" __global__ void gemv_fp8(GV_FP8_ARGS) {
+  int n = gv_row();
+  GV_FP8_CALL;
+}
+extern "C" __global__ void gemv_bf16v_an(GV_BF16_ARGS, GV_AN_ARGS) {
+  int n = gv_row();
+  GV_BF16_CALL;
+  if (last_block(counter)) addnorm_rows(h, ldh, x, ldxr, Y, ldy, w, T, N, eps);
+}
+extern "C" __global__ void gemv_fp8_an(GV_FP8_ARGS, GV_AN_ARGS) {
+  int n = gv_row();
+  GV_FP8_CALL;
+  if (last_block(counter)) addnorm_rows(h, ldh, x, ldxr, Y, ldy, w, T, N, eps);
+}
+extern "C" __global__ void gemv_bf16v_rt(GV_BF16_ARGS, GV_RT_ARGS) {
+  int n = gv_row();
+  GV_BF16_CALL;
+  GV_RT_EPI;
+}
+extern "C" __global__ void gemv_fp8_rt(GV_FP8_ARGS, GV_RT_ARGS) {
+  int n = gv_row();
+  GV_FP8_CALL;
+  GV_RT_EPI;
 }
 
 // k_fp8_bf16 widens an [N, K] E4M3 weight with block scales to BF16 (for
@@ -734,6 +834,141 @@ extern "C" __global__ void moe_down_fp8(const float* GU, i64 ldgu, const int* id
     moe_row<GvFP8>(a, moe_wrow(Ws, 0, N, K, n), moe_srow(Ss, 0, N, K, br, bc, n), bc, K, Y + (i64)s * ldy + n);
 }
 
+// Decode MoE in two kernels (few rows; the shared expert, if any, as T
+// extra slots as above). moe_gu_*: grid (ceil(I/8), slots), one warp per
+// (slot s, k < I) computing both rows k (gate) and I+k (up) of its expert's
+// [2I][K] matrix, so that it stores A[s, k] = silu(gate)·up once (the
+// expression of k_silumul). moe_dc_*: grid (ceil(N/8), T), one warp per
+// output (t, n): the down projections of row t's slots, with every lane
+// loading the chunks of all its slots before using them, summed in k order
+// with their weights, then + the shared expert's (weight 1): the arithmetic
+// of moe_down_* then k_moe_combine (up to FMA contraction), in one kernel.
+#define MOE_DC_MAXS 9 /* topk + shared slots one warp sums (topk <= 8) */
+template <class F>
+__device__ __forceinline__ void moe_gu(const float* X, i64 ldx, const int* ids, int topk, const uint4* Wt, const float* S, int br, int bc, int I, int K,
+                                       float* A, const uint4* Ws, const float* Ss, int ns) {
+  int s = blockIdx.y, k = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  if (k >= I) return;
+  int KC = K / F::N;
+  i64 e = s < ns ? ids[s] : 0;
+  const uint4* W = s < ns ? Wt : Ws;
+  const float* Sc = s < ns ? S : Ss;
+  const uint4* wg = W + (e * 2 * I + k) * KC;
+  const uint4* wu = W + (e * 2 * I + I + k) * KC;
+  const float *sg = 0, *su = 0;
+  if (Sc) {
+    sg = Sc + e * (2 * I / br) * (K / bc) + (i64)(k / br) * (K / bc);
+    su = Sc + e * (2 * I / br) * (K / bc) + (i64)((I + k) / br) * (K / bc);
+  }
+  const float* x = X + (s < ns ? s / topk : s - ns) * ldx;
+  float ag = 0.f, au = 0.f;
+  for (int k0 = lane; k0 < KC; k0 += 32 * GV_U) {
+    uint4 vg[GV_U], vu[GV_U];
+#pragma unroll
+    for (int u = 0; u < GV_U; u++) {
+      bool in = k0 + 32 * u < KC;
+      vg[u] = in ? __ldg(wg + k0 + 32 * u) : make_uint4(0, 0, 0, 0);
+      vu[u] = in ? __ldg(wu + k0 + 32 * u) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < GV_U; u++) {
+      int kc = k0 + 32 * u;
+      if (kc >= KC) break;
+      float w[F::N], xv[F::N];
+#pragma unroll
+      for (int i = 0; i < F::N; i += 8) ldx8(x + kc * F::N + i, xv + i);
+      F::dec(vg[u], w);
+      ag += (sg ? sg[kc * F::N / bc] : 1.f) * dotn<F::N>(w, xv);
+      F::dec(vu[u], w);
+      au += (su ? su[kc * F::N / bc] : 1.f) * dotn<F::N>(w, xv);
+    }
+  }
+  ag = warp_sum(ag);
+  au = warp_sum(au);
+  if (lane == 0) A[(i64)s * I + k] = silu_mul(ag, au);
+}
+template <class F>
+__device__ __forceinline__ void moe_dc(const float* A, const int* ids, const float* wts, int topk, const uint4* Wt, const float* S, int br, int bc, int N,
+                                       int K, float* D, i64 ldd, const uint4* Ws, const float* Ss, int ns) {
+  int t = blockIdx.y, n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  if (n >= N) return;  // (callers with an epilogue pass n < N)
+  int KC = K / F::N, m = topk + (Ws ? 1 : 0);
+  const uint4* wr[MOE_DC_MAXS];
+  const float* sr[MOE_DC_MAXS];
+  const float* ar[MOE_DC_MAXS];
+  float acc[MOE_DC_MAXS];
+#pragma unroll
+  for (int j = 0; j < MOE_DC_MAXS; j++) {
+    acc[j] = 0.f;
+    if (j >= m) continue;
+    int s = j < topk ? t * topk + j : ns + t;
+    i64 e = j < topk ? ids[s] : 0;
+    const float* Sc = j < topk ? S : Ss;
+    wr[j] = (j < topk ? Wt : Ws) + (e * N + n) * KC;
+    sr[j] = Sc ? Sc + e * (N / br) * (K / bc) + (i64)(n / br) * (K / bc) : 0;
+    ar[j] = A + (i64)s * K;
+  }
+  for (int kc = lane; kc < KC; kc += 32) {
+    uint4 wv[MOE_DC_MAXS];
+#pragma unroll
+    for (int j = 0; j < MOE_DC_MAXS; j++)
+      if (j < m) wv[j] = __ldg(wr[j] + kc);
+#pragma unroll
+    for (int j = 0; j < MOE_DC_MAXS; j++) {
+      if (j >= m) break;
+      float w[F::N], xv[F::N];
+      F::dec(wv[j], w);
+#pragma unroll
+      for (int i = 0; i < F::N; i += 8) ldx8(ar[j] + kc * F::N + i, xv + i);
+      acc[j] += (sr[j] ? sr[j][kc * F::N / bc] : 1.f) * dotn<F::N>(w, xv);
+    }
+  }
+  float out = 0.f;
+#pragma unroll
+  for (int j = 0; j < MOE_DC_MAXS; j++) {
+    if (j >= m) break;
+    float v = warp_sum(acc[j]);
+    if (j < topk) {
+      v *= wts[t * topk + j];
+      out = j == 0 ? v : out + v;
+    } else {
+      out += v;
+    }
+  }
+  if (lane == 0) D[(i64)t * ldd + n] = out;
+}
+// moe_dc_*_an: moe_dc_* then, in the last block, addnorm_rows on the T
+// output rows (warps past N skip the product but reach the epilogue).
+#define MOE_DC_AN_ARGS float *h, i64 ldh, float *x, i64 ldxr, const float *w, float eps, int *counter
+extern "C" __global__ void moe_dc_bf16v_an(const float* A, const int* ids, const float* wts, int topk, const u16* __restrict__ Wt, int N, int K,
+                                           float* D, i64 ldd, const u16* __restrict__ Ws, int ns, MOE_DC_AN_ARGS) { PDL_ENTER();
+  if (blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5) < N) moe_dc<GvBF16>(A, ids, wts, topk, (const uint4*)Wt, 0, 1, 1, N, K, D, ldd, (const uint4*)Ws, 0, ns);
+  if (last_block(counter)) addnorm_rows(h, ldh, x, ldxr, D, ldd, w, gridDim.y, N, eps);
+}
+extern "C" __global__ void moe_dc_fp8_an(const float* A, const int* ids, const float* wts, int topk, const unsigned char* __restrict__ Wt, const float* S,
+                                         int br, int bc, int N, int K, float* D, i64 ldd, const unsigned char* __restrict__ Ws, const float* Ss, int ns,
+                                         MOE_DC_AN_ARGS) { PDL_ENTER();
+  if (blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5) < N) moe_dc<GvFP8>(A, ids, wts, topk, (const uint4*)Wt, S, br, bc, N, K, D, ldd, (const uint4*)Ws, Ss, ns);
+  if (last_block(counter)) addnorm_rows(h, ldh, x, ldxr, D, ldd, w, gridDim.y, N, eps);
+}
+extern "C" __global__ void moe_gu_bf16v(const float* X, i64 ldx, const int* ids, int topk, const u16* __restrict__ Wt, int I, int K, float* A,
+                                        const u16* __restrict__ Ws, int ns) { PDL_ENTER();
+  moe_gu<GvBF16>(X, ldx, ids, topk, (const uint4*)Wt, 0, 1, 1, I, K, A, (const uint4*)Ws, 0, ns);
+}
+extern "C" __global__ void moe_gu_fp8(const float* X, i64 ldx, const int* ids, int topk, const unsigned char* __restrict__ Wt, const float* S, int br,
+                                      int bc, int I, int K, float* A, const unsigned char* __restrict__ Ws, const float* Ss, int ns) { PDL_ENTER();
+  moe_gu<GvFP8>(X, ldx, ids, topk, (const uint4*)Wt, S, br, bc, I, K, A, (const uint4*)Ws, Ss, ns);
+}
+extern "C" __global__ void moe_dc_bf16v(const float* A, const int* ids, const float* wts, int topk, const u16* __restrict__ Wt, int N, int K, float* D,
+                                        i64 ldd, const u16* __restrict__ Ws, int ns) { PDL_ENTER();
+  moe_dc<GvBF16>(A, ids, wts, topk, (const uint4*)Wt, 0, 1, 1, N, K, D, ldd, (const uint4*)Ws, 0, ns);
+}
+extern "C" __global__ void moe_dc_fp8(const float* A, const int* ids, const float* wts, int topk, const unsigned char* __restrict__ Wt, const float* S,
+                                      int br, int bc, int N, int K, float* D, i64 ldd, const unsigned char* __restrict__ Ws, const float* Ss, int ns) {
+  PDL_ENTER();
+  moe_dc<GvFP8>(A, ids, wts, topk, (const uint4*)Wt, S, br, bc, N, K, D, ldd, (const uint4*)Ws, Ss, ns);
+}
+
 // k_moe_combine: d[t, c] = sum_k w[t*K+k] * Y[posOf[t*K+k], c], in k order
 // (posOf null: Y rows are slots), then + Ys[t, c] (stride ldy) when Ys is
 // not null: the shared expert's row, added last with weight 1.
@@ -762,8 +997,12 @@ __device__ __forceinline__ bool beats(int va, float a, int ia, int vb, float b, 
   return a > b || (a == b && ia < ib);
 }
 
-extern "C" __global__ void k_route(const float* logits, i64 ld, int E, const float* bias, int groups, int keepGroups, int topk,
-                                   int sigm, int normalize, float rscale, int* ids, float* wts) { PDL_ENTER();
+// route_row routes row r of the logits (read past the L1 cache: they may come
+// from other blocks of the calling kernel) and stores its ids and weights;
+// blockDim is a power of two >= E, >= 32. The block's threads may call it
+// again for another row once it returns.
+__device__ void route_row(const float* logits, i64 ld, int r, int E, const float* bias, int groups, int keepGroups, int topk, int sigm, int normalize,
+                          float rscale, int* ids, float* wts) {
   __shared__ float s[1024], c[1024], gs[1024];
   __shared__ int keep[1024];
   __shared__ int ri[64];
@@ -771,9 +1010,9 @@ extern "C" __global__ void k_route(const float* logits, i64 ld, int E, const flo
   __shared__ int sel[256];
   __shared__ double shd[32];
   __shared__ float shf[32];
-  int r = blockIdx.x, tid = threadIdx.x;
+  int tid = threadIdx.x;
   bool in = tid < E;
-  float x = in ? logits[(i64)r * ld + tid] : 0.f;
+  float x = in ? __ldcg(logits + (i64)r * ld + tid) : 0.f;
   float sv = 0.f;
   if (sigm) {
     sv = (float)(1.0 / (1.0 + exp(-(double)x)));
@@ -858,6 +1097,11 @@ extern "C" __global__ void k_route(const float* logits, i64 ld, int E, const flo
       wts[(i64)r * topk + k] = wv * rscale;
     }
   }
+  __syncthreads();
+}
+extern "C" __global__ void k_route(const float* logits, i64 ld, int E, const float* bias, int groups, int keepGroups, int topk, int sigm,
+                                   int normalize, float rscale, int* ids, float* wts) { PDL_ENTER();
+  route_row(logits, ld, blockIdx.x, E, bias, groups, keepGroups, topk, sigm, normalize, rscale, ids, wts);
 }
 
 // ---------------------------------------------------------------------------
