@@ -25,7 +25,6 @@ import (
 	"math/bits"
 	"os"
 	"runtime"
-	"slices"
 	"sync"
 	"unsafe"
 
@@ -115,20 +114,11 @@ type Backend struct {
 	// go through cuLaunchKernelEx with pdlCfg
 	pdl    bool
 	pdlCfg *pdlLaunch
-	// the last kernel launch queued (see lastLaunch), and the device int
-	// that kernels with a last-block epilogue count their blocks in
-	last    queuedLaunch
-	counter uintptr
 	// moe3 (RINGO_CUDA_MOE3) keeps the three-kernel decode MoE (gate|up,
 	// down, combine) instead of the two-kernel one, for comparisons
-	moe3 bool
-	// fuseNorm and fuseRoute let AddRMSNorm and Route become the epilogue of
-	// the GEMV or MoE kernel queued just before them (RINGO_CUDA_EPILOGUES:
-	// "norm", "route", "all"; off by default: measured slower on an H200,
-	// docs/GPU.md)
-	fuseNorm, fuseRoute bool
-	alpha               float32
-	beta                float32
+	moe3  bool
+	alpha float32
+	beta  float32
 }
 
 // pdlLaunch is the cuLaunchKernelEx configuration (heap, stable addresses).
@@ -243,12 +233,6 @@ func New(device int, opts Options) (*Backend, error) {
 		return fail(err)
 	}
 	b.stageCap = stageBytes
-	if err := d.check(ccall(d.cuMemAlloc, uintptr(unsafe.Pointer(&b.counter)), 256), "cuMemAlloc(counter)"); err != nil {
-		return fail(err)
-	}
-	if err := d.check(ccall(d.cuMemsetD32Async, b.counter, 0, 64, 0), "cuMemsetD32Async(counter)"); err != nil {
-		return fail(err)
-	}
 	if err := d.check(ccall(d.cuStreamCreate, uintptr(unsafe.Pointer(&b.stream)), 0), "cuStreamCreate"); err != nil {
 		return fail(err)
 	}
@@ -267,14 +251,6 @@ func New(device int, opts Options) (*Backend, error) {
 	}
 	b.fp8 = !opts.Precise && b.mma && b.lt != nil && os.Getenv("RINGO_CUDA_NO_FP8") == ""
 	b.moe3 = os.Getenv("RINGO_CUDA_MOE3") != ""
-	switch os.Getenv("RINGO_CUDA_EPILOGUES") {
-	case "norm":
-		b.fuseNorm = true
-	case "route":
-		b.fuseRoute = true
-	case "all":
-		b.fuseNorm, b.fuseRoute = true, true
-	}
 	if b.ccMaj >= 9 && d.cuLaunchKernelEx != 0 && os.Getenv("RINGO_CUDA_NO_PDL") == "" {
 		b.pdl = true
 		b.pdlCfg = &pdlLaunch{}
@@ -288,7 +264,7 @@ func New(device int, opts Options) (*Backend, error) {
 var kernelNames = []string{
 	"k_copy", "k_fill", "k_add", "k_silu", "k_silumul", "k_sigmul", "k_gather", "k_tobf16",
 	"embed_f32", "embed_f16", "embed_bf16", "embed_fp8", "k_rmsnorm", "k_addrmsnorm", "k_rope", "k_rmsnorm_sigmul", "k_rmsnorm_rope",
-	"gemv_f32", "gemv_f16", "gemv_bf16", "gemv_bf16v", "gemv_fp8", "gemv_bf16v_an", "gemv_fp8_an", "gemv_bf16v_rt", "gemv_fp8_rt", "moe_dc_bf16v_an", "moe_dc_fp8_an", "k_fp8_bf16", "gemm_f32", "gemm_f16", "gemm_bf16",
+	"gemv_f32", "gemv_f16", "gemv_bf16", "gemv_bf16v", "gemv_fp8", "k_fp8_bf16", "gemm_f32", "gemm_f16", "gemm_bf16",
 	"moe_gu_bf16v", "moe_gu_fp8", "moe_dc_bf16v", "moe_dc_fp8", "moe_gemv_f32", "moe_gemv_f16", "moe_gemv_bf16", "moe_gemv_bf16v", "moe_down_bf16v", "moe_gemv_fp8", "moe_down_fp8", "moe_mma16_fp8", "moe_mma64_fp8",
 	"k_moe_plan", "moe_gemm_f32", "moe_gemm_f16", "moe_gemm_bf16", "k_moe_combine", "k_route",
 	"k_lightning_rec", "k_lightning_chunk", "k_kvstore", "k_attn", "k_attn_combine",
@@ -386,7 +362,7 @@ func (b *Backend) closeLocked() {
 	for _, p := range b.weights {
 		ccall(d.cuMemFree, p)
 	}
-	for _, p := range []uintptr{b.stageDev, b.ltWS, b.counter} {
+	for _, p := range []uintptr{b.stageDev, b.ltWS} {
 		if p != 0 {
 			ccall(d.cuMemFree, p)
 		}
@@ -619,44 +595,11 @@ func (b *Backend) launch(name string, grid, block dim3, smem int, args ...uint64
 	if len(args) > len(b.params.slots) {
 		panic(fmt.Sprintf("cuda: %d arguments for %s", len(args), name))
 	}
-	at := len(b.queue)
 	b.record(uint64(opKernel|len(args)<<8), uint64(f), uint64(grid.x), uint64(grid.y), uint64(grid.z), uint64(block.x), uint64(block.y), uint64(block.z), uint64(smem))
 	b.record(args...)
-	b.last = queuedLaunch{name: name, at: at, end: len(b.queue)}
 	if len(b.queue) > 1<<18 {
 		b.flush() // long runs of work without a Read
 	}
-}
-
-// queuedLaunch is where a kernel launch was recorded in the queue: words
-// [at, end).
-type queuedLaunch struct {
-	name    string
-	at, end int
-}
-
-// launchHeader is the number of queue words of a launch before its
-// arguments (see launch).
-const launchHeader = 9
-
-// lastLaunch returns the arguments of the last launch queued if it launched
-// one of the kernels names and nothing was queued after it, else nil.
-func (b *Backend) lastLaunch(names ...string) []uint64 {
-	l := b.last
-	if l.end == 0 || l.end != len(b.queue) || !slices.Contains(names, l.name) {
-		return nil
-	}
-	return b.queue[l.at+launchHeader : l.end]
-}
-
-// relaunchLast replaces the last launch queued (lastLaunch returned its
-// arguments) by kernel name on the same grid, with args.
-func (b *Backend) relaunchLast(name string, args ...uint64) {
-	h := slices.Clone(b.queue[b.last.at : b.last.at+launchHeader])
-	args = slices.Clone(args) // may alias the queue
-	b.queue = b.queue[:b.last.at]
-	b.last = queuedLaunch{}
-	b.launch(name, dim3{int(h[2]), int(h[3]), int(h[4])}, dim3{int(h[5]), int(h[6]), int(h[7])}, int(h[8]), args...)
 }
 
 // flatGrid returns a 1-D grid of 256-thread blocks covering n elements.

@@ -95,7 +95,6 @@ func (b *Backend) flush() {
 	}
 	defer func() {
 		b.queue = b.queue[:queueHead]
-		b.last = queuedLaunch{}
 		clear(b.funcs)
 		b.funcs = b.funcs[:0]
 	}()

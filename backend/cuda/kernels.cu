@@ -472,96 +472,17 @@ __device__ __forceinline__ void gemv_rows(const float* X, i64 ldx, int T, const 
     }
   }
 }
-__device__ void route_row(const float* logits, i64 ld, int r, int E, const float* bias, int groups, int keepGroups, int topk, int sigm, int normalize,
-                          float rscale, int* ids, float* wts);
-
-// last_block reports to every thread of a block whether the block is the
-// last of its grid to get here, all of them having done their global writes
-// (every thread of every block must call it once; the last block resets
-// *counter to 0 for the next launch). Kernels run one after another on the
-// backend's stream, so they share one counter.
-__device__ __forceinline__ bool last_block(int* counter) {
-  __shared__ int amLast;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    __threadfence();  // cumulative: orders the block's writes seen at the barrier
-    int prev = atomicAdd(counter, 1);
-    amLast = prev == (int)(gridDim.x * gridDim.y * gridDim.z) - 1;
-    if (amLast) atomicExch(counter, 0);
-  }
-  __syncthreads();
-  if (amLast) __threadfence();
-  return amLast != 0;
-}
-
-// addnorm_rows is k_addrmsnorm for T rows of cols values run by one block
-// (the epilogue of a kernel whose last block adds its output a to the
-// residual x and normalises: x += a, h = RMSNorm(x) · w). a was written by
-// other blocks of the grid, so it is read past the L1 cache.
-__device__ void addnorm_rows(float* h, i64 ldh, float* x, i64 ldx, const float* a, i64 lda, const float* w, int T, int cols, float eps) {
-  __shared__ double sh[32];
-  for (int t = 0; t < T; t++) {
-    float* xr = x + t * ldx;
-    const float* ar = a + t * lda;
-    float* hr = h + t * ldh;
-    double ss = 0;
-    for (int i = threadIdx.x; i < cols; i += blockDim.x) {
-      float v = xr[i] + __ldcg(ar + i);
-      xr[i] = v;
-      ss += (double)v * (double)v;
-    }
-    ss = block_sumd(ss, sh);
-    float inv = (float)(1.0 / sqrt(ss / (double)cols + (double)eps));
-    for (int i = threadIdx.x; i < cols; i += blockDim.x) hr[i] = xr[i] * inv * w[i];
-  }
-}
-
 // The vector GEMVs: a block of GEMV_WARPS warps, one per output row (warps
-// past N compute row N-1 again and store nothing, so that all reach the
-// epilogues). The _an variants end with addnorm_rows on their output (T
-// rows of N) in the last block, the _rt variants with the routing of each of
-// their T rows of N router logits (route_row; N <= blockDim).
+// past N load row N-1 and store nothing: they too must reach PDL_ENTER).
 __device__ __forceinline__ int gv_row() { return blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5); }
-#define GV_BF16_CALL gemv_rows<GvBF16>(X, ldx, T, (const uint4*)(Wt + (i64)min(n, N - 1) * K), 0, 1, K, Y, ldy, n < N ? n : -1)
-#define GV_FP8_CALL                                                                                                         \
-  gemv_rows<GvFP8>(X, ldx, T, (const uint4*)(Wt + (i64)min(n, N - 1) * K), S + (i64)(min(n, N - 1) / br) * sc, bc, K, Y, ldy, \
-                   n < N ? n : -1)
-#define GV_BF16_ARGS const float *X, i64 ldx, int T, const u16 *__restrict__ Wt, int N, int K, float *Y, i64 ldy
-#define GV_FP8_ARGS \
-  const float *X, i64 ldx, int T, const unsigned char *__restrict__ Wt, int N, int K, const float *S, int sc, int br, int bc, float *Y, i64 ldy
-#define GV_AN_ARGS float *h, i64 ldh, float *x, i64 ldxr, const float *w, float eps, int *counter
-#define GV_RT_ARGS \
-  const float *bias, int groups, int keepGroups, int topk, int sigm, int normalize, float rscale, int *ids, float *wts, int *counter
-#define GV_RT_EPI                                          \
-  if (last_block(counter))                                 \
-    for (int r = 0; r < T; r++) route_row(Y, ldy, r, N, bias, groups, keepGroups, topk, sigm, normalize, rscale, ids, wts)
-extern "C" __global__ void gemv_bf16v(GV_BF16_ARGS) {
+extern "C" __global__ void gemv_bf16v(const float* X, i64 ldx, int T, const u16* __restrict__ Wt, int N, int K, float* Y, i64 ldy) {
   int n = gv_row();
-  GV_BF16_CALL;
+  gemv_rows<GvBF16>(X, ldx, T, (const uint4*)(Wt + (i64)min(n, N - 1) * K), 0, 1, K, Y, ldy, n < N ? n : -1);
 }
-extern "C" __global__ void gemv_fp8(GV_FP8_ARGS) {
+extern "C" __global__ void gemv_fp8(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br, int bc,
+                                    float* Y, i64 ldy) {
   int n = gv_row();
-  GV_FP8_CALL;
-}
-extern "C" __global__ void gemv_bf16v_an(GV_BF16_ARGS, GV_AN_ARGS) {
-  int n = gv_row();
-  GV_BF16_CALL;
-  if (last_block(counter)) addnorm_rows(h, ldh, x, ldxr, Y, ldy, w, T, N, eps);
-}
-extern "C" __global__ void gemv_fp8_an(GV_FP8_ARGS, GV_AN_ARGS) {
-  int n = gv_row();
-  GV_FP8_CALL;
-  if (last_block(counter)) addnorm_rows(h, ldh, x, ldxr, Y, ldy, w, T, N, eps);
-}
-extern "C" __global__ void gemv_bf16v_rt(GV_BF16_ARGS, GV_RT_ARGS) {
-  int n = gv_row();
-  GV_BF16_CALL;
-  GV_RT_EPI;
-}
-extern "C" __global__ void gemv_fp8_rt(GV_FP8_ARGS, GV_RT_ARGS) {
-  int n = gv_row();
-  GV_FP8_CALL;
-  GV_RT_EPI;
+  gemv_rows<GvFP8>(X, ldx, T, (const uint4*)(Wt + (i64)min(n, N - 1) * K), S + (i64)(min(n, N - 1) / br) * sc, bc, K, Y, ldy, n < N ? n : -1);
 }
 
 // k_fp8_bf16 widens an [N, K] E4M3 weight with block scales to BF16 (for
@@ -891,7 +812,7 @@ template <class F>
 __device__ __forceinline__ void moe_dc(const float* A, const int* ids, const float* wts, int topk, const uint4* Wt, const float* S, int br, int bc, int N,
                                        int K, float* D, i64 ldd, const uint4* Ws, const float* Ss, int ns) {
   int t = blockIdx.y, n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-  if (n >= N) return;  // (callers with an epilogue pass n < N)
+  if (n >= N) return;
   int KC = K / F::N, m = topk + (Ws ? 1 : 0);
   const uint4* wr[MOE_DC_MAXS];
   const float* sr[MOE_DC_MAXS];
@@ -936,20 +857,6 @@ __device__ __forceinline__ void moe_dc(const float* A, const int* ids, const flo
     }
   }
   if (lane == 0) D[(i64)t * ldd + n] = out;
-}
-// moe_dc_*_an: moe_dc_* then, in the last block, addnorm_rows on the T
-// output rows (warps past N skip the product but reach the epilogue).
-#define MOE_DC_AN_ARGS float *h, i64 ldh, float *x, i64 ldxr, const float *w, float eps, int *counter
-extern "C" __global__ void moe_dc_bf16v_an(const float* A, const int* ids, const float* wts, int topk, const u16* __restrict__ Wt, int N, int K,
-                                           float* D, i64 ldd, const u16* __restrict__ Ws, int ns, MOE_DC_AN_ARGS) { PDL_ENTER();
-  if (blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5) < N) moe_dc<GvBF16>(A, ids, wts, topk, (const uint4*)Wt, 0, 1, 1, N, K, D, ldd, (const uint4*)Ws, 0, ns);
-  if (last_block(counter)) addnorm_rows(h, ldh, x, ldxr, D, ldd, w, gridDim.y, N, eps);
-}
-extern "C" __global__ void moe_dc_fp8_an(const float* A, const int* ids, const float* wts, int topk, const unsigned char* __restrict__ Wt, const float* S,
-                                         int br, int bc, int N, int K, float* D, i64 ldd, const unsigned char* __restrict__ Ws, const float* Ss, int ns,
-                                         MOE_DC_AN_ARGS) { PDL_ENTER();
-  if (blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5) < N) moe_dc<GvFP8>(A, ids, wts, topk, (const uint4*)Wt, S, br, bc, N, K, D, ldd, (const uint4*)Ws, Ss, ns);
-  if (last_block(counter)) addnorm_rows(h, ldh, x, ldxr, D, ldd, w, gridDim.y, N, eps);
 }
 extern "C" __global__ void moe_gu_bf16v(const float* X, i64 ldx, const int* ids, int topk, const u16* __restrict__ Wt, int I, int K, float* A,
                                         const u16* __restrict__ Ws, int ns) { PDL_ENTER();
@@ -997,12 +904,8 @@ __device__ __forceinline__ bool beats(int va, float a, int ia, int vb, float b, 
   return a > b || (a == b && ia < ib);
 }
 
-// route_row routes row r of the logits (read past the L1 cache: they may come
-// from other blocks of the calling kernel) and stores its ids and weights;
-// blockDim is a power of two >= E, >= 32. The block's threads may call it
-// again for another row once it returns.
-__device__ void route_row(const float* logits, i64 ld, int r, int E, const float* bias, int groups, int keepGroups, int topk, int sigm, int normalize,
-                          float rscale, int* ids, float* wts) {
+extern "C" __global__ void k_route(const float* logits, i64 ld, int E, const float* bias, int groups, int keepGroups, int topk,
+                                   int sigm, int normalize, float rscale, int* ids, float* wts) { PDL_ENTER();
   __shared__ float s[1024], c[1024], gs[1024];
   __shared__ int keep[1024];
   __shared__ int ri[64];
@@ -1010,9 +913,9 @@ __device__ void route_row(const float* logits, i64 ld, int r, int E, const float
   __shared__ int sel[256];
   __shared__ double shd[32];
   __shared__ float shf[32];
-  int tid = threadIdx.x;
+  int r = blockIdx.x, tid = threadIdx.x;
   bool in = tid < E;
-  float x = in ? __ldcg(logits + (i64)r * ld + tid) : 0.f;
+  float x = in ? logits[(i64)r * ld + tid] : 0.f;
   float sv = 0.f;
   if (sigm) {
     sv = (float)(1.0 / (1.0 + exp(-(double)x)));
@@ -1097,11 +1000,6 @@ __device__ void route_row(const float* logits, i64 ld, int r, int E, const float
       wts[(i64)r * topk + k] = wv * rscale;
     }
   }
-  __syncthreads();
-}
-extern "C" __global__ void k_route(const float* logits, i64 ld, int E, const float* bias, int groups, int keepGroups, int topk, int sigm,
-                                   int normalize, float rscale, int* ids, float* wts) { PDL_ENTER();
-  route_row(logits, ld, blockIdx.x, E, bias, groups, keepGroups, topk, sigm, normalize, rscale, ids, wts);
 }
 
 // ---------------------------------------------------------------------------

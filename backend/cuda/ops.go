@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
-	"slices"
 	"strings"
 	"unsafe"
 
@@ -439,48 +438,10 @@ func (b *Backend) AddRMSNorm(dst, x, a backend.Tensor, wt backend.Weight, eps fl
 	if x.Rows == 0 {
 		return
 	}
-	if b.fuseAddRMSNorm(dst, x, a, w, eps) {
-		return
-	}
 	// up to 1024 threads: decode normalises a single row
 	threads := min(1024, max(32, (x.Cols/2+31)&^31))
 	b.launch("k_addrmsnorm", dim3{x.Rows, 1, 1}, dim3{threads, 1, 1}, 0, pArg(b.ptr("AddRMSNorm", dst)), lArg(dst.Stride),
 		pArg(b.ptr("AddRMSNorm", x)), lArg(x.Stride), pArg(b.ptr("AddRMSNorm", a)), lArg(a.Stride), pArg(w.p), iArg(x.Cols), fArg(eps))
-}
-
-// fuseAddRMSNorm makes AddRMSNorm the epilogue of the kernel queued just
-// before it when that kernel computed a (all of its T <= GEMVRows rows): a
-// vector GEMV (gemv_*_an) or the decode MoE's down projection (moe_dc_*_an),
-// whose last block then adds and normalises. It reports whether it did.
-func (b *Backend) fuseAddRMSNorm(dst, x, a backend.Tensor, w *weight, eps float32) bool {
-	if !b.fuseNorm || x.Rows > GEMVRows {
-		return false
-	}
-	pa := uint64(b.ptr("AddRMSNorm", a))
-	epi := []uint64{pArg(b.ptr("AddRMSNorm", dst)), lArg(dst.Stride), pArg(b.ptr("AddRMSNorm", x)), lArg(x.Stride), pArg(w.p), fArg(eps), pArg(b.counter)}
-	switch args := b.lastLaunch("gemv_bf16v", "gemv_fp8"); {
-	case args != nil:
-		// (X, ldx, T, W, N, K, [S, sc, br, bc,] Y, ldy)
-		y := len(args) - 2
-		if args[y] != pa || args[y+1] != lArg(a.Stride) || args[2] != iArg(a.Rows) || args[4] != iArg(a.Cols) {
-			return false
-		}
-		b.relaunchLast(b.last.name+"_an", append(slices.Clone(args), epi...)...)
-		return true
-	}
-	if args := b.lastLaunch("moe_dc_bf16v", "moe_dc_fp8"); args != nil {
-		// (A, ids, wts, topk, W, [S, br, bc,] N, K, D, ldd, Ws, [Ss,] ns) on a grid of (·, T)
-		d := 7
-		if b.last.name == "moe_dc_fp8" {
-			d = 10
-		}
-		if args[d] != pa || args[d+1] != lArg(a.Stride) || args[d-2] != iArg(a.Cols) || b.queue[b.last.at+3] != uint64(a.Rows) {
-			return false
-		}
-		b.relaunchLast(b.last.name+"_an", append(slices.Clone(args), epi...)...)
-		return true
-	}
-	return false
 }
 
 // ApplyRoPE implements backend.Backend.
@@ -940,18 +901,6 @@ func (b *Backend) Route(logits backend.Tensor, bias backend.Weight, p backend.Ro
 		return r
 	}
 	b.rt.alloc(b, r, 8*T*p.TopK)
-	if b.fuseRoute && T <= GEMVRows && E <= 256 {
-		// the epilogue of the router's GEMV queued just before, if it was one
-		// (its blocks have 256 threads)
-		if args := b.lastLaunch("gemv_bf16v", "gemv_fp8"); args != nil {
-			y := len(args) - 2
-			if args[y] == uint64(b.ptr("Route", logits)) && args[y+1] == lArg(logits.Stride) && args[2] == iArg(T) && args[4] == iArg(E) {
-				b.relaunchLast(b.last.name+"_rt", append(slices.Clone(args), pArg(pb), iArg(groups), iArg(keep), iArg(p.TopK), bArg(p.Sigmoid),
-					bArg(p.Normalize), fArg(p.Scale), pArg(r.p), pArg(r.p+uintptr(4*T*p.TopK)), pArg(b.counter))...)
-				return r
-			}
-		}
-	}
 	threads := 32
 	for threads < E {
 		threads *= 2
