@@ -368,3 +368,82 @@ func PeakFLOPS(d time.Duration) float64 {
 		}
 	}
 }
+
+// gateChunk is the number of elements the gating functions below take at a
+// time through the vector exponential (a stack buffer).
+const gateChunk = 256
+
+// expNeg sets e[i] = exp(−x[i]) for len(e) ≤ gateChunk elements with the
+// assembly exponential of ExpSub (about 2e-7 relative), arguments clamped
+// to ±88 so that large inputs saturate (the exponential of −88 is about
+// 6e-39, of 88 about 1.7e38; a gate of such inputs is 0 or 1 to float32
+// precision either way).
+func expNeg(e, x []float32) {
+	for i, v := range x[:len(e)] {
+		e[i] = min(88, max(-88, -v))
+	}
+	ExpSub(e, 0)
+}
+
+// SiLUMul sets dst[i] = silu(g[i])·u[i] = g[i]/(1+e^(−g[i]))·u[i] (the
+// SwiGLU gate). With the assembly kernels the exponential is ExpSub's
+// polynomial; otherwise math.Exp. dst may be g or u.
+func SiLUMul(dst, g, u []float32) {
+	need("SiLUMul", len(g), 1, len(dst), len(dst))
+	need("SiLUMul", len(u), 1, len(dst), len(dst))
+	if !useAsm {
+		for i := range dst {
+			dst[i] = g[i] / (1 + float32(math.Exp(float64(-g[i])))) * u[i]
+		}
+		return
+	}
+	var e [gateChunk]float32
+	for i0 := 0; i0 < len(dst); i0 += gateChunk {
+		n := min(gateChunk, len(dst)-i0)
+		expNeg(e[:n], g[i0:])
+		for i, ev := range e[:n] {
+			dst[i0+i] = g[i0+i] / (1 + ev) * u[i0+i]
+		}
+	}
+}
+
+// SiLU sets dst[i] = x[i]/(1+e^(−x[i])) (dst may be x), with the
+// exponential of SiLUMul.
+func SiLU(dst, x []float32) {
+	need("SiLU", len(x), 1, len(dst), len(dst))
+	if !useAsm {
+		for i := range dst {
+			dst[i] = x[i] / (1 + float32(math.Exp(float64(-x[i]))))
+		}
+		return
+	}
+	var e [gateChunk]float32
+	for i0 := 0; i0 < len(dst); i0 += gateChunk {
+		n := min(gateChunk, len(dst)-i0)
+		expNeg(e[:n], x[i0:])
+		for i, ev := range e[:n] {
+			dst[i0+i] = x[i0+i] / (1 + ev)
+		}
+	}
+}
+
+// SigmoidMul sets dst[i] = x[i]·sigmoid(g[i]) = x[i]/(1+e^(−g[i])) (dst may
+// be x or g), with the exponential of SiLUMul.
+func SigmoidMul(dst, x, g []float32) {
+	need("SigmoidMul", len(x), 1, len(dst), len(dst))
+	need("SigmoidMul", len(g), 1, len(dst), len(dst))
+	if !useAsm {
+		for i := range dst {
+			dst[i] = x[i] / (1 + float32(math.Exp(float64(-g[i]))))
+		}
+		return
+	}
+	var e [gateChunk]float32
+	for i0 := 0; i0 < len(dst); i0 += gateChunk {
+		n := min(gateChunk, len(dst)-i0)
+		expNeg(e[:n], g[i0:])
+		for i, ev := range e[:n] {
+			dst[i0+i] = x[i0+i] / (1 + ev)
+		}
+	}
+}

@@ -407,10 +407,7 @@ func (b *Backend) SiLUMul(dst, gate, up backend.Tensor) {
 	checkSame("SiLUMul", dst, gate)
 	checkSame("SiLUMul", dst, up)
 	for r := 0; r < dst.Rows; r++ {
-		d, g, u := row(dst, r), row(gate, r), row(up, r)
-		for i := range d {
-			d[i] = g[i] / (1 + float32(math.Exp(float64(-g[i])))) * u[i]
-		}
+		kernels.SiLUMul(row(dst, r), row(gate, r), row(up, r))
 	}
 }
 
@@ -418,10 +415,7 @@ func (b *Backend) SiLUMul(dst, gate, up backend.Tensor) {
 func (b *Backend) SiLU(dst, x backend.Tensor) {
 	checkSame("SiLU", dst, x)
 	for r := 0; r < dst.Rows; r++ {
-		d, a := row(dst, r), row(x, r)
-		for i := range d {
-			d[i] = a[i] / (1 + float32(math.Exp(float64(-a[i]))))
-		}
+		kernels.SiLU(row(dst, r), row(x, r))
 	}
 }
 
@@ -430,10 +424,7 @@ func (b *Backend) SigmoidMul(dst, x, gate backend.Tensor) {
 	checkSame("SigmoidMul", dst, x)
 	checkSame("SigmoidMul", dst, gate)
 	for r := 0; r < dst.Rows; r++ {
-		d, a, g := row(dst, r), row(x, r), row(gate, r)
-		for i := range d {
-			d[i] = a[i] / (1 + float32(math.Exp(float64(-g[i]))))
-		}
+		kernels.SigmoidMul(row(dst, r), row(x, r), row(gate, r))
 	}
 }
 

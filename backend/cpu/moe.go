@@ -266,10 +266,8 @@ func (t *moeTask) run(part, lo, hi int) {
 		gw, uw := t.e.gate[id], t.e.up[id]
 		sameActs := gw.kind == backend.Quant && uw.kind == backend.Quant && gw.qtype == uw.qtype
 		matMulW(uw, sc.u, sc.xs, n, &sc.qa, &sc.panel, !sameActs) // reuse gate's quantized xs
-		g, u := sc.g, sc.u
-		for i := range g {
-			g[i] = g[i] / (1 + float32(math.Exp(float64(-g[i])))) * u[i]
-		}
+		g := sc.g
+		kernels.SiLUMul(g, g, sc.u)
 		matMulW(t.e.down[id], sc.y, g, n, &sc.qa, &sc.panel, true)
 		for i, slot := range slots {
 			o, yr := t.out[slot*D:(slot+1)*D], sc.y[i*D:(i+1)*D]
