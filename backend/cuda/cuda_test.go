@@ -248,6 +248,73 @@ func TestAddRMSNorm(t *testing.T) {
 	}
 }
 
+// randExperts returns E random experts of I×D gate and up and D×I down
+// matrices made by mk (name, rows, cols), uploaded to the CPU backend and
+// to g, and the host weights for other uploads.
+func randExperts(t *testing.T, g *Backend, E, I, D int, mk func(name string, rows, cols int) backend.HostWeight) (ce, ge backend.Experts, gate, up, down []backend.HostWeight) {
+	t.Helper()
+	for e := 0; e < E; e++ {
+		gate = append(gate, mk("gate", I, D))
+		up = append(up, mk("up", I, D))
+		down = append(down, mk("down", D, I))
+	}
+	var err error
+	if ce, err = host().UploadExperts(gate, up, down); err != nil {
+		t.Fatal(err)
+	}
+	if ge, err = g.UploadExperts(gate, up, down); err != nil {
+		t.Fatal(err)
+	}
+	return ce, ge, gate, up, down
+}
+
+// contiguousPair returns a copy of p in freshly allocated (contiguous,
+// 16-byte aligned) tensors on both backends.
+func contiguousPair(g *Backend, p pair) pair {
+	vals := make([]float32, p.c.Rows*p.c.Cols)
+	host().Read(p.c, vals)
+	q := pair{host().Alloc(p.c.Rows, p.c.Cols), g.Alloc(p.c.Rows, p.c.Cols)}
+	host().Write(q.c, vals)
+	g.Write(q.g, vals)
+	return q
+}
+
+// checkLightning runs Lightning on both backends over spans (T rows, H
+// heads of head dim d, decays from decay0 up) twice, the second time from
+// the states the first left, and compares outputs and states within tol.
+func checkLightning(t *testing.T, g *Backend, rng *rand.Rand, what string, H, d, T int, spans []backend.Span, decay0 float32, tol float64) {
+	t.Helper()
+	Hd := H * d
+	decay := make([]float32, H)
+	for h := range decay {
+		decay[h] = decay0 + 0.3*float32(h)/float32(H)
+	}
+	states := make([]pair, len(spans))
+	cs, gs := make([]backend.Tensor, len(spans)), make([]backend.Tensor, len(spans))
+	for i := range states {
+		vals := make([]float32, Hd*d)
+		for j := range vals {
+			vals[j] = rng.Float32()*2 - 1
+		}
+		// states must be contiguous
+		st := pair{host().Alloc(Hd, d), g.Alloc(Hd, d)}
+		host().Write(st.c, vals)
+		g.Write(st.g, vals)
+		states[i], cs[i], gs[i] = st, st.c, st.g
+	}
+	for round := 0; round < 2; round++ {
+		q, k, v := randT(t, g, rng, T, Hd, 1), randT(t, g, rng, T, Hd, 1), randT(t, g, rng, T, Hd, 1)
+		o := zeroT(g, T, Hd)
+		scale := float32(1 / math.Sqrt(float64(d)))
+		host().Lightning(o.c, q.c, k.c, v.c, spans, cs, decay, scale)
+		g.Lightning(o.g, q.g, k.g, v.g, spans, gs, decay, scale)
+		compare(t, fmt.Sprintf("%s H=%d d=%d round %d output", what, H, d, round), g, o, tol)
+		for i, st := range states {
+			compare(t, fmt.Sprintf("%s H=%d d=%d round %d state %d", what, H, d, round, i), g, st, tol)
+		}
+	}
+}
+
 // gpuCopy returns a copy of the GPU tensor x (contiguous; Free it after).
 func gpuCopy(g *Backend, x backend.Tensor) backend.Tensor {
 	u := g.Alloc(x.Rows, x.Cols)
@@ -433,35 +500,7 @@ func TestLightning(t *testing.T) {
 	rng := rand.New(rand.NewSource(7))
 	for _, c := range []struct{ H, d int }{{4, 16}, {2, 128}, {3, 64}} {
 		spans := []backend.Span{{Row: 0, N: 1, Pos: 5}, {Row: 1, N: 7, Pos: 0}, {Row: 8, N: 40, Pos: 3}, {Row: 48, N: 150, Pos: 0}, {Row: 198, N: 0, Pos: 2}}
-		T, Hd := 198, c.H*c.d
-		decay := make([]float32, c.H)
-		for h := range decay {
-			decay[h] = 0.02 + 0.3*float32(h)/float32(c.H)
-		}
-		states := make([]pair, len(spans))
-		cs, gs := make([]backend.Tensor, len(spans)), make([]backend.Tensor, len(spans))
-		for i := range states {
-			vals := make([]float32, Hd*c.d)
-			for j := range vals {
-				vals[j] = rng.Float32()*2 - 1
-			}
-			// states must be contiguous
-			st := pair{host().Alloc(Hd, c.d), g.Alloc(Hd, c.d)}
-			host().Write(st.c, vals)
-			g.Write(st.g, vals)
-			states[i], cs[i], gs[i] = st, st.c, st.g
-		}
-		for round := 0; round < 2; round++ {
-			q, k, v := randT(t, g, rng, T, Hd, 1), randT(t, g, rng, T, Hd, 1), randT(t, g, rng, T, Hd, 1)
-			o := zeroT(g, T, Hd)
-			scale := float32(1 / math.Sqrt(float64(c.d)))
-			host().Lightning(o.c, q.c, k.c, v.c, spans, cs, decay, scale)
-			g.Lightning(o.g, q.g, k.g, v.g, spans, gs, decay, scale)
-			compare(t, fmt.Sprintf("lightning H=%d d=%d round %d output", c.H, c.d, round), g, o, 1e-4)
-			for i, st := range states {
-				compare(t, fmt.Sprintf("lightning H=%d d=%d round %d state %d", c.H, c.d, round, i), g, st, 1e-4)
-			}
-		}
+		checkLightning(t, g, rng, "lightning", c.H, c.d, 198, spans, 0.02, 1e-4)
 	}
 }
 
@@ -546,30 +585,15 @@ func TestMoE(t *testing.T) {
 	rng := rand.New(rand.NewSource(10))
 	for _, kind := range []backend.Kind{backend.BF16, backend.F16, backend.F32} {
 		E, I, D := 16, 32, 64
-		var gate, up, down []backend.HostWeight
-		for e := 0; e < E; e++ {
-			gate = append(gate, hostWeight(rng, "gate", kind, I, D, 0.3))
-			up = append(up, hostWeight(rng, "up", kind, I, D, 0.3))
-			down = append(down, hostWeight(rng, "down", kind, D, I, 0.3))
-		}
-		ce, err := host().UploadExperts(gate, up, down)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ge, err := g.UploadExperts(gate, up, down)
-		if err != nil {
-			t.Fatal(err)
-		}
+		ce, ge, _, _, _ := randExperts(t, g, E, I, D, func(name string, rows, cols int) backend.HostWeight {
+			return hostWeight(rng, name, kind, rows, cols, 0.3)
+		})
 		p := backend.RouteParams{TopK: 4, Groups: 4, TopKGroups: 2, Sigmoid: true, Normalize: true, Scale: 2.5}
 		for _, T := range []int{1, 3, 5, 8, 9, 70, 300} {
 			l := randT(t, g, rng, T, E, 3)
 			x := randT(t, g, rng, T, D, 1)
 			if T%2 == 1 { // contiguous rows (vectorized loads)
-				xs := make([]float32, T*D)
-				host().Read(x.c, xs)
-				x = pair{host().Alloc(T, D), g.Alloc(T, D)}
-				host().Write(x.c, xs)
-				g.Write(x.g, xs)
+				x = contiguousPair(g, x)
 			}
 			d := zeroT(g, T, D)
 			host().MoE(d.c, x.c, host().Route(l.c, nil, p), ce)

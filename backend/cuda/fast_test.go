@@ -20,30 +20,13 @@ func TestFastMoE(t *testing.T) {
 	g := gpu(t, false)
 	rng := rand.New(rand.NewSource(20))
 	for _, c := range []struct{ E, I, D int }{{16, 32, 64}, {8, 24, 70}, {32, 64, 128}} {
-		var gate, up, down []backend.HostWeight
-		for e := 0; e < c.E; e++ {
-			gate = append(gate, hostWeight(rng, "gate", backend.BF16, c.I, c.D, 0.3))
-			up = append(up, hostWeight(rng, "up", backend.BF16, c.I, c.D, 0.3))
-			down = append(down, hostWeight(rng, "down", backend.BF16, c.D, c.I, 0.3))
-		}
-		ce, err := host().UploadExperts(gate, up, down)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ge, err := g.UploadExperts(gate, up, down)
-		if err != nil {
-			t.Fatal(err)
-		}
+		ce, ge, _, _, _ := randExperts(t, g, c.E, c.I, c.D, bf16Weights(rng))
 		p := backend.RouteParams{TopK: 4, Groups: 4, TopKGroups: 2, Sigmoid: true, Normalize: true, Scale: 2.5}
 		for _, T := range []int{9, 70, 250, 600} { // 16-row tiles below 48 rows per expert, 64-row tiles above
 			l := randT(t, g, rng, T, c.E, 3)
 			x := randT(t, g, rng, T, c.D, 1)
 			if T%2 == 0 { // contiguous rows
-				xs := make([]float32, T*c.D)
-				host().Read(x.c, xs)
-				x = pair{host().Alloc(T, c.D), g.Alloc(T, c.D)}
-				host().Write(x.c, xs)
-				g.Write(x.g, xs)
+				x = contiguousPair(g, x)
 			}
 			d := zeroT(g, T, c.D)
 			host().MoE(d.c, x.c, host().Route(l.c, nil, p), ce)
@@ -58,34 +41,7 @@ func TestFastLightning(t *testing.T) {
 	rng := rand.New(rand.NewSource(21))
 	for _, c := range []struct{ H, d int }{{2, 128}, {3, 64}, {4, 16}} {
 		spans := []backend.Span{{Row: 0, N: 1, Pos: 5}, {Row: 1, N: 7, Pos: 0}, {Row: 8, N: 40, Pos: 3}, {Row: 48, N: 150, Pos: 0}, {Row: 198, N: 0, Pos: 2}, {Row: 198, N: 64, Pos: 9}, {Row: 262, N: 129, Pos: 0}}
-		T, Hd := 391, c.H*c.d
-		decay := make([]float32, c.H)
-		for h := range decay {
-			decay[h] = 0.002 + 0.3*float32(h)/float32(c.H)
-		}
-		states := make([]pair, len(spans))
-		cs, gs := make([]backend.Tensor, len(spans)), make([]backend.Tensor, len(spans))
-		for i := range states {
-			vals := make([]float32, Hd*c.d)
-			for j := range vals {
-				vals[j] = rng.Float32()*2 - 1
-			}
-			st := pair{host().Alloc(Hd, c.d), g.Alloc(Hd, c.d)}
-			host().Write(st.c, vals)
-			g.Write(st.g, vals)
-			states[i], cs[i], gs[i] = st, st.c, st.g
-		}
-		for round := 0; round < 2; round++ {
-			q, k, v := randT(t, g, rng, T, Hd, 1), randT(t, g, rng, T, Hd, 1), randT(t, g, rng, T, Hd, 1)
-			o := zeroT(g, T, Hd)
-			scale := float32(1 / math.Sqrt(float64(c.d)))
-			host().Lightning(o.c, q.c, k.c, v.c, spans, cs, decay, scale)
-			g.Lightning(o.g, q.g, k.g, v.g, spans, gs, decay, scale)
-			compare(t, fmt.Sprintf("fast lightning H=%d d=%d round %d output", c.H, c.d, round), g, o, fastTol)
-			for i, st := range states {
-				compare(t, fmt.Sprintf("fast lightning H=%d d=%d round %d state %d", c.H, c.d, round, i), g, st, fastTol)
-			}
-		}
+		checkLightning(t, g, rng, "fast lightning", c.H, c.d, 391, spans, 0.002, fastTol)
 	}
 }
 
@@ -153,20 +109,7 @@ func TestMoEShared(t *testing.T) {
 	rng := rand.New(rand.NewSource(22))
 	const E = 16
 	for _, c := range []struct{ I, D int }{{64, 128}, {128, 256}, {64, 256}, {128, 128}} {
-		var gate, up, down []backend.HostWeight
-		for e := 0; e < E; e++ {
-			gate = append(gate, hostWeight(rng, "gate", backend.BF16, c.I, c.D, 0.3))
-			up = append(up, hostWeight(rng, "up", backend.BF16, c.I, c.D, 0.3))
-			down = append(down, hostWeight(rng, "down", backend.BF16, c.D, c.I, 0.3))
-		}
-		ce, err := host().UploadExperts(gate, up, down)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ge, err := g.UploadExperts(gate, up, down)
-		if err != nil {
-			t.Fatal(err)
-		}
+		ce, ge, gate, up, down := randExperts(t, g, E, c.I, c.D, bf16Weights(rng))
 		cgu, ggu := upload(t, g, hostWeight(rng, "shared gate_up", backend.BF16, 2*c.I, c.D, 0.3))
 		cdn, gdn := upload(t, g, hostWeight(rng, "shared down", backend.BF16, c.D, c.I, 0.3))
 		for _, k := range []int{2, 8} {
@@ -176,11 +119,7 @@ func TestMoEShared(t *testing.T) {
 				l := randT(t, g, rng, T, E, 3)
 				x := randT(t, g, rng, T, c.D, 1)
 				if T%2 == 1 { // contiguous rows (no copy to aligned scratch)
-					xs := make([]float32, T*c.D)
-					host().Read(x.c, xs)
-					x = pair{host().Alloc(T, c.D), g.Alloc(T, c.D)}
-					host().Write(x.c, xs)
-					g.Write(x.g, xs)
+					x = contiguousPair(g, x)
 				}
 				d := randT(t, g, rng, T, c.D, 1) // overwritten
 				unfusedSharedMoE(host(), d.c, x.c, host().Route(l.c, nil, p), ce, cgu, cdn)
@@ -239,6 +178,13 @@ func TestMoEShared(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// bf16Weights makes random BF16 weights for randExperts.
+func bf16Weights(rng *rand.Rand) func(name string, rows, cols int) backend.HostWeight {
+	return func(name string, rows, cols int) backend.HostWeight {
+		return hostWeight(rng, name, backend.BF16, rows, cols, 0.3)
 	}
 }
 

@@ -79,20 +79,9 @@ func TestFastFP8(t *testing.T) {
 		E, I, D int
 		small   bool
 	}{{16, 32, 64, true}, {8, 128, 256, false}} {
-		var gate, up, down []backend.HostWeight
-		for e := 0; e < c.E; e++ {
-			gate = append(gate, fp8Weight(t, rng, "gate", c.I, c.D, c.small))
-			up = append(up, fp8Weight(t, rng, "up", c.I, c.D, c.small))
-			down = append(down, fp8Weight(t, rng, "down", c.D, c.I, c.small))
-		}
-		ce, err := host().UploadExperts(gate, up, down)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ge, err := g.UploadExperts(gate, up, down)
-		if err != nil {
-			t.Fatal(err)
-		}
+		ce, ge, _, _, _ := randExperts(t, g, c.E, c.I, c.D, func(name string, rows, cols int) backend.HostWeight {
+			return fp8Weight(t, rng, name, rows, cols, c.small)
+		})
 		if k := ge.(*experts).kind; k != backend.F8E4M3 {
 			t.Fatalf("%+v: experts stored as %v, want FP8", c, k)
 		}
