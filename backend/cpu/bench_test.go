@@ -73,6 +73,37 @@ func BenchmarkAttention(b *testing.B) {
 	}
 }
 
+// BenchmarkAttentionLayers is BenchmarkAttention over four layers' caches
+// in turn (q8_0), as a decode step visits the Ring-mini's softmax layers:
+// at 32K the caches (142 MB) do not fit in the caches of the CPU, so every
+// call reads its keys and values from memory. ns/key is per key and layer.
+func BenchmarkAttentionLayers(b *testing.B) {
+	const H, Hkv, d, layers = 16, 4, 128, 4
+	for _, L := range []int{1024, 32768} {
+		b.Run(fmt.Sprintf("q8_0/L=%d", L), func(b *testing.B) {
+			be := New(benchThreads)
+			be.kv = kvQ8
+			r := rand.New(rand.NewPCG(3, uint64(L)))
+			var kvs [layers][]backend.KV
+			for l := range kvs {
+				kv := backend.KV{K: be.AllocKV(L, Hkv*d), V: be.AllocKV(L, Hkv*d)}
+				for _, t := range []backend.Tensor{kv.K, kv.V} {
+					be.Write(t, data(randTensor(be, r, L, Hkv*d, 1)))
+				}
+				kvs[l] = []backend.KV{kv}
+			}
+			q, k, v := randTensor(be, r, 1, H*d, 1), randTensor(be, r, 1, Hkv*d, 1), randTensor(be, r, 1, Hkv*d, 1)
+			out := be.Alloc(1, H*d)
+			sp := []backend.Span{{N: 1, Pos: L - 1}}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				be.Attention(out, q, k, v, sp, kvs[i%layers], d, 0.088)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(L), "ns/key")
+		})
+	}
+}
+
 // BenchmarkAttentionPrefill measures a 512-token prefill chunk continuing a
 // sequence at position P (the Ring-mini shape, two workers).
 func BenchmarkAttentionPrefill(b *testing.B) {
