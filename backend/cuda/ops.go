@@ -987,16 +987,18 @@ func (b *Backend) MoE(dst, x backend.Tensor, rt backend.Routing, ex backend.Expe
 const moeDCMaxTopK = 8
 
 // vector reports whether the experts have the vector kernels of few rows
-// (moe_gemv_bf16v/moe_down_bf16v or moe_gemv_fp8/moe_down_fp8).
+// (moe_gu/moe_dc and moe_gemv/moe_down, _bf16v or _fp8).
 func (e *experts) vector() bool {
 	return e.kind == backend.F8E4M3 || (e.kind == backend.BF16 && e.dim%8 == 0 && e.inter%8 == 0)
 }
 
 // moeVector runs the vector kernels of MoE for T <= GEMVRows rows of x
 // (e.vector()) with the routing's device ids and weights rIDs, rW (K per
-// row): dst = Σ_k w·expert(x) per row and, when gateUp and down are not nil (a shared expert of e's kind, shapes and blocks), + the shared
-// expert's output, computed as T extra slots ns..ns+T-1 of the same launches
-// and added after the routed sum.
+// row): dst = Σ_k w·expert(x) per row and, when gateUp and down are not
+// nil (a shared expert of e's kind, shapes and blocks), + the shared
+// expert's output, computed as T extra slots ns..ns+T-1 of the same
+// launches and added after the routed sum. Up to moeDCMaxTopK experts per
+// row it takes two kernels (moe_gu, moe_dc), else three.
 func (b *Backend) moeVector(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rIDs, rW uintptr, e *experts, gateUp, down *weight) {
 	I, D := e.inter, e.dim
 	ns, slots := T*K, T*K
