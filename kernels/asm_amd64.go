@@ -38,6 +38,9 @@ func maxAsm(x *float32, n int) float32
 //go:noescape
 func prefetchAsm(p unsafe.Pointer, ld, rows, lines int)
 
+//go:noescape
+func lightningStepAsm(s *float32, d int, q, k, v, o *float32, lam float32)
+
 // fmaLoop runs n iterations of 12 independent 8-lane FMAs.
 func fmaLoop(n int)
 

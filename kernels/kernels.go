@@ -447,3 +447,26 @@ func SigmoidMul(dst, x, g []float32) {
 		}
 	}
 }
+
+// LightningStep advances one head of lightning attention by one token: the
+// d×d state S (row-major, d = len(q)) becomes λ·S + kᵀv (row i gains
+// k[i]·v) and o gains q·S with the new state. The assembly (d a multiple
+// of 32) makes one pass over the rows in order, with the same rounding as
+// Scale then two Axpy calls per row, which the other cases use.
+func LightningStep(S, q, k, v, o []float32, lam float32) {
+	d := len(q)
+	need("LightningStep", len(S), d, d, d)
+	need("LightningStep", len(k), 1, d, d)
+	need("LightningStep", len(v), 1, d, d)
+	need("LightningStep", len(o), 1, d, d)
+	if useAsm && d > 0 && d%32 == 0 {
+		lightningStepAsm(&S[0], d, &q[0], &k[0], &v[0], &o[0], lam)
+		return
+	}
+	for i := 0; i < d; i++ {
+		s := S[i*d : (i+1)*d]
+		Scale(lam, s)
+		Axpy(k[i], v, s)
+		Axpy(q[i], s, o)
+	}
+}

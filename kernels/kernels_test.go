@@ -696,3 +696,122 @@ func BenchmarkSiLUMul(b *testing.B) {
 		})
 	}
 }
+
+// TestLightningStep checks LightningStep against float64 arithmetic (every
+// mode), and with the assembly against Scale and Axpy row by row, whose
+// rounding it must repeat bit for bit, for head dims with and without the
+// one-pass kernel.
+func TestLightningStep(t *testing.T) {
+	r := rand.New(rand.NewPCG(15, 16))
+	withModes(t, func(t *testing.T) {
+		for _, d := range []int{8, 16, 64, 100, 128, 192} {
+			vec := func(n int) []float32 {
+				x := make([]float32, n)
+				for i := range x {
+					x[i] = float32(r.NormFloat64())
+				}
+				return x
+			}
+			S, q, k, v, o := vec(d*d), vec(d), vec(d), vec(d), vec(d)
+			lam := float32(0.97)
+			S0, o0 := append([]float32(nil), S...), append([]float32(nil), o...)
+			LightningStep(S, q, k, v, o, lam)
+			for i := 0; i < d; i++ {
+				for j := 0; j < d; j++ {
+					want := float64(lam)*float64(S0[i*d+j]) + float64(k[i])*float64(v[j])
+					if math.Abs(float64(S[i*d+j])-want) > 1e-5*(math.Abs(want)+1) {
+						t.Fatalf("d=%d: S[%d][%d] = %v, want %v", d, i, j, S[i*d+j], want)
+					}
+				}
+			}
+			for j := 0; j < d; j++ {
+				want, mag := float64(o0[j]), math.Abs(float64(o0[j]))
+				for i := 0; i < d; i++ {
+					s := float64(lam)*float64(S0[i*d+j]) + float64(k[i])*float64(v[j])
+					want += float64(q[i]) * s
+					mag += math.Abs(float64(q[i]) * s)
+				}
+				if math.Abs(float64(o[j])-want) > 1e-5*mag {
+					t.Fatalf("d=%d: o[%d] = %v, want %v", d, j, o[j], want)
+				}
+			}
+			// the row-by-row form with the same kernels
+			S2, o2 := append([]float32(nil), S0...), append([]float32(nil), o0...)
+			for i := 0; i < d; i++ {
+				s := S2[i*d : (i+1)*d]
+				Scale(lam, s)
+				Axpy(k[i], v, s)
+				Axpy(q[i], s, o2)
+			}
+			for i := range S {
+				if math.Float32bits(S[i]) != math.Float32bits(S2[i]) {
+					t.Fatalf("d=%d: S[%d] = %v, row by row %v", d, i, S[i], S2[i])
+				}
+			}
+			for j := range o {
+				if math.Float32bits(o[j]) != math.Float32bits(o2[j]) {
+					t.Fatalf("d=%d: o[%d] = %v, row by row %v", d, j, o[j], o2[j])
+				}
+			}
+		}
+	})
+}
+
+// BenchmarkLightningStep measures one token of one head at d = 128 (64 KiB
+// of state, in the caches) with the one-pass kernel and row by row.
+func BenchmarkLightningStep(b *testing.B) {
+	const d = 128
+	S, q, k, v, o := make([]float32, d*d), make([]float32, d), make([]float32, d), make([]float32, d), make([]float32, d)
+	for i := range q {
+		q[i], k[i], v[i] = 0.01, 0.02, 0.03
+	}
+	b.Run("fused", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			LightningStep(S, q, k, v, o, 0.9)
+		}
+	})
+	b.Run("rows", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			for r := 0; r < d; r++ {
+				s := S[r*d : (r+1)*d]
+				Scale(0.9, s)
+				Axpy(k[r], v, s)
+				Axpy(q[r], s, o)
+			}
+		}
+	})
+}
+
+// BenchmarkLightningStepMem is BenchmarkLightningStep over the states of
+// 16 layers × 16 heads in turn (16 MiB, out of the caches, as in decode).
+func BenchmarkLightningStepMem(b *testing.B) {
+	const d, heads = 128, 256
+	S := make([]float32, heads*d*d)
+	for i := range S {
+		S[i] = 1e-3 // touched: the pages are real, not the zero page
+	}
+	q, k, v, o := make([]float32, d), make([]float32, d), make([]float32, d), make([]float32, d)
+	for i := range q {
+		q[i], k[i], v[i] = 0.01, 0.02, 0.03
+	}
+	b.Run("fused", func(b *testing.B) {
+		b.SetBytes(2 * 4 * d * d) // read and written
+		for i := 0; i < b.N; i++ {
+			h := i % heads
+			LightningStep(S[h*d*d:(h+1)*d*d], q, k, v, o, 0.9)
+		}
+	})
+	b.Run("rows", func(b *testing.B) {
+		b.SetBytes(2 * 4 * d * d)
+		for i := 0; i < b.N; i++ {
+			h := i % heads
+			Sh := S[h*d*d : (h+1)*d*d]
+			for r := 0; r < d; r++ {
+				s := Sh[r*d : (r+1)*d]
+				Scale(0.9, s)
+				Axpy(k[r], v, s)
+				Axpy(q[r], s, o)
+			}
+		}
+	})
+}

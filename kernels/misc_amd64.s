@@ -433,3 +433,57 @@ pf_line:
 	JNE pf_row
 pf_done:
 	RET
+
+// LS_CHUNK(off, t, u): columns off/4 .. off/4+7 of the current row (DI),
+// v (R10) and o (R11): t = lam·s + k_i·v, stored back to s, then o +=
+// q_i·t (u a temporary).
+#define LS_CHUNK(off, t, u) \
+	VMULPS off(DI), Y15, t \
+	VFMADD231PS off(R10), Y13, t \
+	VMOVUPS t, off(DI) \
+	VMOVUPS off(R11), u \
+	VFMADD231PS t, Y14, u \
+	VMOVUPS u, off(R11)
+
+// func lightningStepAsm(s *float32, d int, q, k, v, o *float32, lam float32)
+// For each row i < d of the d×d state s (row-major): s_i = lam·s_i +
+// k[i]·v, then o += q[i]·s_i. The rows are visited in order, 32 columns
+// at a time (d is a positive multiple of 32; o stays in the L1 cache), and
+// the state 16 rows ahead is prefetched: the states of a decode step do not
+// fit in the caches.
+TEXT ·lightningStepAsm(SB), NOSPLIT, $0-52
+	MOVQ s+0(FP), DI
+	MOVQ d+8(FP), DX
+	MOVQ q+16(FP), R8
+	MOVQ k+24(FP), R9
+	MOVQ v+32(FP), R12
+	MOVQ o+40(FP), R13
+	VBROADCASTSS lam+48(FP), Y15
+	LEAQ (DX*4), AX
+	SHLQ $4, AX // 16 rows in bytes
+	XORQ CX, CX
+
+lsrow:
+	VBROADCASTSS (R9)(CX*4), Y13
+	VBROADCASTSS (R8)(CX*4), Y14
+	MOVQ R12, R10
+	MOVQ R13, R11
+	MOVQ DX, BX
+
+lscol:
+	PREFETCHT0 (DI)(AX*1)
+	PREFETCHT0 64(DI)(AX*1)
+	LS_CHUNK(0, Y0, Y4)
+	LS_CHUNK(32, Y1, Y5)
+	LS_CHUNK(64, Y2, Y6)
+	LS_CHUNK(96, Y3, Y7)
+	ADDQ $128, DI
+	ADDQ $128, R10
+	ADDQ $128, R11
+	SUBQ $32, BX
+	JNZ lscol
+	INCQ CX
+	CMPQ CX, DX
+	JLT lsrow
+	VZEROUPPER
+	RET

@@ -66,14 +66,9 @@ func lightningRecurrent(dst, q, k, v backend.Tensor, S []float32, a, scale float
 	d := q.Cols
 	lam := float32(math.Exp(-float64(a)))
 	for t := 0; t < q.Rows; t++ {
-		kt, vt, qt, ot := row(k, t), row(v, t), row(q, t), row(dst, t)
+		ot := row(dst, t)
 		clear(ot)
-		for i := 0; i < d; i++ {
-			s := S[i*d : i*d+d]
-			kernels.Scale(lam, s)
-			kernels.Axpy(kt[i], vt, s)
-			kernels.Axpy(qt[i], s, ot)
-		}
+		kernels.LightningStep(S[:d*d], row(q, t), row(k, t), row(v, t), ot, lam)
 		kernels.Scale(scale, ot)
 	}
 }
