@@ -230,10 +230,7 @@ func (b *Backend) MoE(dst, x backend.Tensor, rt backend.Routing, ex backend.Expe
 		d := row(dst, i)
 		copy(d, t.out[i*r.k*D:(i*r.k+1)*D])
 		for j := 1; j < r.k; j++ {
-			o := t.out[(i*r.k+j)*D : (i*r.k+j+1)*D]
-			for c := range d {
-				d[c] += o[c]
-			}
+			kernels.Axpy(1, t.out[(i*r.k+j)*D:(i*r.k+j+1)*D], d) // d += o, exactly
 		}
 	}
 }
@@ -270,11 +267,9 @@ func (t *moeTask) run(part, lo, hi int) {
 		kernels.SiLUMul(g, g, sc.u)
 		matMulW(t.e.down[id], sc.y, g, n, &sc.qa, &sc.panel, true)
 		for i, slot := range slots {
-			o, yr := t.out[slot*D:(slot+1)*D], sc.y[i*D:(i+1)*D]
-			w := t.r.w[slot]
-			for j := range o {
-				o[j] = w * yr[j]
-			}
+			o := t.out[slot*D : (slot+1)*D]
+			copy(o, sc.y[i*D:(i+1)*D])
+			kernels.Scale(t.r.w[slot], o)
 		}
 	}
 }
