@@ -439,8 +439,8 @@ __device__ __forceinline__ void gv_chunk(uint4 wv, int kc, const float* X, i64 l
 // row's scales (null: none). It runs PDL_ENTER itself: the first GV_P
 // chunks of each lane (for K = 2048 BF16, the whole row) are loaded before
 // it, the weights being read-only, so that they are in flight while the
-// previous kernel finishes (a warp past the last row, n < 0, must call it
-// too, and stores nothing).
+// previous kernel finishes (a warp past the last row has n < 0: it stores
+// nothing).
 #define GV_P 8
 template <class F>
 __device__ __forceinline__ void gemv_rows(const float* X, i64 ldx, int T, const uint4* wr, const float* sr, int bc, int K, float* Y, i64 ldy, int n) {
@@ -473,7 +473,7 @@ __device__ __forceinline__ void gemv_rows(const float* X, i64 ldx, int T, const 
   }
 }
 // The vector GEMVs: a block of GEMV_WARPS warps, one per output row (warps
-// past N load row N-1 and store nothing: they too must reach PDL_ENTER).
+// past N load row N-1 and store nothing).
 __device__ __forceinline__ int gv_row() { return blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5); }
 extern "C" __global__ void gemv_bf16v(const float* X, i64 ldx, int T, const u16* __restrict__ Wt, int N, int K, float* Y, i64 ldy) {
   int n = gv_row();
