@@ -389,52 +389,30 @@ func expNeg(e, x []float32) {
 // SwiGLU gate). With the assembly kernels the exponential is ExpSub's
 // polynomial; otherwise math.Exp. dst may be g or u.
 func SiLUMul(dst, g, u []float32) {
-	need("SiLUMul", len(g), 1, len(dst), len(dst))
 	need("SiLUMul", len(u), 1, len(dst), len(dst))
-	if !useAsm {
-		for i := range dst {
-			dst[i] = g[i] / (1 + float32(math.Exp(float64(-g[i])))) * u[i]
-		}
-		return
-	}
-	var e [gateChunk]float32
-	for i0 := 0; i0 < len(dst); i0 += gateChunk {
-		n := min(gateChunk, len(dst)-i0)
-		expNeg(e[:n], g[i0:])
-		for i, ev := range e[:n] {
-			dst[i0+i] = g[i0+i] / (1 + ev) * u[i0+i]
-		}
-	}
+	sigmoidGate("SiLUMul", dst, g, g, u)
 }
 
 // SiLU sets dst[i] = x[i]/(1+e^(−x[i])) (dst may be x), with the
 // exponential of SiLUMul.
-func SiLU(dst, x []float32) {
-	need("SiLU", len(x), 1, len(dst), len(dst))
-	if !useAsm {
-		for i := range dst {
-			dst[i] = x[i] / (1 + float32(math.Exp(float64(-x[i]))))
-		}
-		return
-	}
-	var e [gateChunk]float32
-	for i0 := 0; i0 < len(dst); i0 += gateChunk {
-		n := min(gateChunk, len(dst)-i0)
-		expNeg(e[:n], x[i0:])
-		for i, ev := range e[:n] {
-			dst[i0+i] = x[i0+i] / (1 + ev)
-		}
-	}
-}
+func SiLU(dst, x []float32) { sigmoidGate("SiLU", dst, x, x, nil) }
 
 // SigmoidMul sets dst[i] = x[i]·sigmoid(g[i]) = x[i]/(1+e^(−g[i])) (dst may
 // be x or g), with the exponential of SiLUMul.
-func SigmoidMul(dst, x, g []float32) {
-	need("SigmoidMul", len(x), 1, len(dst), len(dst))
-	need("SigmoidMul", len(g), 1, len(dst), len(dst))
+func SigmoidMul(dst, x, g []float32) { sigmoidGate("SigmoidMul", dst, x, g, nil) }
+
+// sigmoidGate sets dst[i] = x[i]/(1+e^(−g[i])), times u[i] when u is not
+// nil (the three gates above).
+func sigmoidGate(what string, dst, x, g, u []float32) {
+	need(what, len(x), 1, len(dst), len(dst))
+	need(what, len(g), 1, len(dst), len(dst))
 	if !useAsm {
 		for i := range dst {
-			dst[i] = x[i] / (1 + float32(math.Exp(float64(-g[i]))))
+			v := x[i] / (1 + float32(math.Exp(float64(-g[i]))))
+			if u != nil {
+				v *= u[i]
+			}
+			dst[i] = v
 		}
 		return
 	}
@@ -442,8 +420,14 @@ func SigmoidMul(dst, x, g []float32) {
 	for i0 := 0; i0 < len(dst); i0 += gateChunk {
 		n := min(gateChunk, len(dst)-i0)
 		expNeg(e[:n], g[i0:])
+		if u == nil {
+			for i, ev := range e[:n] {
+				dst[i0+i] = x[i0+i] / (1 + ev)
+			}
+			continue
+		}
 		for i, ev := range e[:n] {
-			dst[i0+i] = x[i0+i] / (1 + ev)
+			dst[i0+i] = x[i0+i] / (1 + ev) * u[i0+i]
 		}
 	}
 }
