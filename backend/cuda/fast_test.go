@@ -188,18 +188,19 @@ func bf16Weights(rng *rand.Rand) func(name string, rows, cols int) backend.HostW
 	}
 }
 
-// sameAsMoE3 checks that run, a decode-sized MoE on g that wrote got, gives
-// the same values with the three-kernel decode MoE (moe3: the down
-// projections and their sum in two kernels) as with the two-kernel one: the
-// same FP32 operations in the same order, up to the compiler's choice of
-// fused multiply-adds.
+// sameAsMoE3 checks that run, a decode-sized MoE on g that wrote got with
+// the two-kernel decode MoE, gives the same values with the three-kernel
+// one (moe3: gate|up, then the down projections and their sum in two more
+// kernels): the same FP32 operations in the same order, up to the
+// compiler's choice of fused multiply-adds.
 func sameAsMoE3(t *testing.T, what string, g *Backend, got backend.Tensor, run func(dst backend.Tensor) bool) {
 	t.Helper()
 	want := g.Alloc(got.Rows, got.Cols)
 	defer g.Free(want)
+	saved := g.moe3
 	g.moe3 = true
 	ok := run(want)
-	g.moe3 = false
+	g.moe3 = saved
 	if !ok {
 		t.Fatalf("%s: declined with moe3", what)
 	}
