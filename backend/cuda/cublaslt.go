@@ -13,6 +13,7 @@ type cublasLt struct {
 	prefDestroy, heuristic, matmul, statusString, version uintptr
 	handle                                                uintptr
 	plans                                                 map[ltKey]*ltPlan
+	list                                                  []*ltPlan // by ltPlan.id
 }
 
 // cuBLAS / CUDA enums.
@@ -38,6 +39,7 @@ type ltKey struct {
 }
 
 type ltPlan struct {
+	id            int // index in cublasLt.list (how the launch queue names it)
 	desc, a, b, c uintptr
 	result        [ltHeuristicResultLen]byte // cublasLtMatmulHeuristicResult_t; algo is its first 64 bytes
 }
@@ -137,7 +139,9 @@ func (c *cublasLt) plan(n, t, k, ldd, alignD int) (*ltPlan, error) {
 	if got < 1 {
 		return nil, fmt.Errorf("cuda: cublasLt has no algorithm for BF16 GEMM N=%d T=%d K=%d", n, t, k)
 	}
+	p.id = len(c.list)
 	c.plans[key] = p
+	c.list = append(c.list, p)
 	return p, nil
 }
 
@@ -154,6 +158,6 @@ func (c *cublasLt) close() {
 		ccall(c.layoutDestroy, p.c)
 		ccall(c.descDestroy, p.desc)
 	}
-	c.plans = nil
+	c.plans, c.list = nil, nil
 	ccall(c.destroy, c.handle)
 }

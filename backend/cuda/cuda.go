@@ -95,7 +95,6 @@ type Backend struct {
 	// deferred work and CUDA graphs (graph.go)
 	stream        uintptr
 	queue         []uint64
-	funcs         []func(stream uintptr) error
 	graphs        map[uint64]*graphEntry
 	graphsOn      bool
 	graphWarned   bool

@@ -25,7 +25,8 @@ import (
 // lengths, state pointers) lives in the ring, whose offsets repeat from
 // step to step, so a decode step replays one graph as long as the batch
 // composition and the attention split count (a power of two of the context
-// length) stay the same. Lists with cuBLASLt calls are never captured.
+// length) stay the same. cuBLASLt GEMMs are commands too (their plan's
+// index and the operand addresses), captured like the kernels.
 // Options.NoGraphs or RINGO_CUDA_NO_GRAPHS=1 turns graphs off (the commands
 // are then issued one by one, as before).
 
@@ -36,7 +37,7 @@ const (
 	opDtoD              // dst, src, bytes
 	opHtoD              // dst, src (pinned host), bytes
 	opDtoH              // dst (pinned host), src, bytes
-	opFunc              // index into Backend.funcs
+	opLt                // cuBLASLt GEMM: plan index (cublasLt.list), w, x, d
 )
 
 // minGraphKernels is the smallest list worth a graph.
@@ -75,12 +76,6 @@ func (b *Backend) record(words ...uint64) { b.queue = append(b.queue, words...) 
 // queueHead is the room kept at the start of the queue for the ring copy.
 const queueHead = 4
 
-// recordFunc queues an opaque call (made with the stream as argument).
-func (b *Backend) recordFunc(f func(stream uintptr) error) {
-	b.funcs = append(b.funcs, f)
-	b.record(opFunc, uint64(len(b.funcs)-1))
-}
-
 // flush issues everything queued on the stream (as a graph when possible).
 func (b *Backend) flush() {
 	q := b.queue[queueHead:]
@@ -95,11 +90,9 @@ func (b *Backend) flush() {
 	}
 	defer func() {
 		b.queue = b.queue[:queueHead]
-		clear(b.funcs)
-		b.funcs = b.funcs[:0]
 	}()
 	kernels := countKernels(q)
-	if b.graphsOn && len(b.funcs) == 0 && kernels >= minGraphKernels {
+	if b.graphsOn && kernels >= minGraphKernels {
 		h := maphash.Bytes(graphSeed, unsafe.Slice((*byte)(unsafe.Pointer(&q[0])), 8*len(q)))
 		e := b.graphs[h]
 		switch {
@@ -151,8 +144,8 @@ func cmdLen(h uint64) int {
 		return 9 + int(h>>8&0xff)
 	case opMemset, opDtoD, opHtoD, opDtoH:
 		return 4
-	case opFunc:
-		return 2
+	case opLt:
+		return 5
 	}
 	panic(fmt.Sprintf("cuda: bad command word %#x", h))
 }
@@ -199,8 +192,8 @@ func (b *Backend) issue(q []uint64) error {
 			r, what = ccall(d.cuMemcpyHtoDAsync, uintptr(c[1]), uintptr(c[2]), uintptr(c[3]), s), "cuMemcpyHtoDAsync(stage)"
 		case opDtoH:
 			r, what = ccall(d.cuMemcpyDtoHAsync, uintptr(c[1]), uintptr(c[2]), uintptr(c[3]), s), "cuMemcpyDtoHAsync"
-		case opFunc:
-			if err := b.funcs[c[1]](s); err != nil {
+		case opLt:
+			if err := b.lt.gemm(b.lt.list[c[1]], uintptr(c[2]), uintptr(c[3]), uintptr(c[4]), b.ltWS, &b.alpha, &b.beta, s); err != nil {
 				return err
 			}
 		}

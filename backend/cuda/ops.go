@@ -360,8 +360,7 @@ func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *wei
 		b.launch("k_tobf16", g, bl, 0, pArg(xb.p), pArg(px), lArg(ldx), iArg(T), iArg(K))
 		plan, err := b.lt.plan(N, T, K, ldd, alignOf(pd, uintptr(4*ldd)))
 		b.must(err)
-		wp, xp := w.p, xb.p
-		b.recordFunc(func(stream uintptr) error { return b.lt.gemm(plan, wp, xp, pd, b.ltWS, &b.alpha, &b.beta, stream) })
+		b.record(opLt, uint64(plan.id), uint64(w.p), uint64(xb.p), uint64(pd))
 		b.release(xb)
 		return
 	}

@@ -64,7 +64,7 @@ func (b *Backend) measureRooflines() (bw, fl float64) {
 		b.launch("k_randbf16", g, bl, 0, pArg(x), lArg(m*m), iArg(2))
 		if plan, err := b.lt.plan(m, m, m, m, alignOf(y, 4*m)); err == nil {
 			t := best(10, func() {
-				b.recordFunc(func(stream uintptr) error { return b.lt.gemm(plan, w, x, y, b.ltWS, &b.alpha, &b.beta, stream) })
+				b.record(opLt, uint64(plan.id), uint64(w), uint64(x), uint64(y))
 			})
 			fl = 10 * 2 * float64(m) * m * m / t
 		}
