@@ -25,6 +25,8 @@ import (
 	"math/bits"
 	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"unsafe"
 
@@ -115,9 +117,16 @@ type Backend struct {
 	pdlCfg *pdlLaunch
 	// moe3 (RINGO_CUDA_MOE3) keeps the three-kernel decode MoE (gate|up,
 	// down, combine) instead of the two-kernel one, for comparisons
-	moe3  bool
-	alpha float32
-	beta  float32
+	moe3 bool
+	// gemvT8 (RINGO_CUDA_GEMV_T8) runs single-row GEMVs with the kernels
+	// for up to 8 rows instead of the ones compiled for 1, for comparisons
+	gemvT8 bool
+	// moeWarps are the warps per block of moe_gu and moe_dc (4 and 8;
+	// RINGO_CUDA_MOE_WARPS=g,d for comparisons): with 4, moe_gu's 576 blocks
+	// of a Ring-mini step fit on the H200 at once
+	moeWarps [2]int
+	alpha    float32
+	beta     float32
 }
 
 // pdlLaunch is the cuLaunchKernelEx configuration (heap, stable addresses).
@@ -223,6 +232,15 @@ func New(device int, opts Options) (*Backend, error) {
 			}
 		}
 	}
+	b.gemvT8 = os.Getenv("RINGO_CUDA_GEMV_T8") != ""
+	b.moeWarps = [2]int{4, 8}
+	if v := strings.Split(os.Getenv("RINGO_CUDA_MOE_WARPS"), ","); len(v) == 2 {
+		g, e1 := strconv.Atoi(v[0])
+		d, e2 := strconv.Atoi(v[1])
+		if e1 == nil && e2 == nil && g >= 1 && g <= 32 && d >= 1 && d <= 32 {
+			b.moeWarps = [2]int{g, d}
+		}
+	}
 	// tensor-core kernels (mma.sync BF16) need sm_80 or newer
 	b.mma = b.ccMaj >= 8 && os.Getenv("RINGO_CUDA_NO_MMA") == ""
 	if err := d.check(ccall(d.cuMemAllocHost, uintptr(unsafe.Pointer(&b.stageHost)), stageBytes), "cuMemAllocHost"); err != nil {
@@ -263,7 +281,7 @@ func New(device int, opts Options) (*Backend, error) {
 var kernelNames = []string{
 	"k_copy", "k_fill", "k_add", "k_silu", "k_silumul", "k_sigmul", "k_gather", "k_tobf16",
 	"embed_f32", "embed_f16", "embed_bf16", "embed_fp8", "k_rmsnorm", "k_addrmsnorm", "k_rope", "k_rmsnorm_sigmul", "k_rmsnorm_rope",
-	"gemv_f32", "gemv_f16", "gemv_bf16", "gemv_bf16v", "gemv_fp8", "k_fp8_bf16", "gemm_f32", "gemm_f16", "gemm_bf16",
+	"gemv_f32", "gemv_f16", "gemv_bf16", "gemv_bf16v", "gemv_fp8", "gemv_bf16v1", "gemv_fp81", "k_fp8_bf16", "gemm_f32", "gemm_f16", "gemm_bf16",
 	"moe_gu_bf16v", "moe_gu_fp8", "moe_dc_bf16v", "moe_dc_fp8", "moe_gemv_f32", "moe_gemv_f16", "moe_gemv_bf16", "moe_gemv_bf16v", "moe_down_bf16v", "moe_gemv_fp8", "moe_down_fp8", "moe_mma16_fp8", "moe_mma64_fp8",
 	"k_moe_plan", "moe_gemm_f32", "moe_gemm_f16", "moe_gemm_bf16", "k_moe_combine", "k_route",
 	"k_lightning_rec", "k_lightning_chunk", "k_kvstore", "k_attn", "k_attn_combine",

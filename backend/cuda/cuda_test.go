@@ -218,7 +218,7 @@ func TestEmbed(t *testing.T) {
 func TestRMSNorm(t *testing.T) {
 	g := gpu(t, true)
 	rng := rand.New(rand.NewSource(4))
-	for _, c := range []struct{ cols, group, wlen int }{{64, 64, 64}, {64, 16, 16}, {64, 16, 64}, {2048, 2048, 2048}, {1024, 512, 1024}} {
+	for _, c := range []struct{ cols, group, wlen int }{{64, 64, 64}, {64, 16, 16}, {64, 16, 64}, {2048, 2048, 2048}, {1024, 512, 1024}, {5000, 5000, 5000}} {
 		cw, gw := upload(t, g, hostWeight(rng, "norm", backend.BF16, 1, c.wlen, 2))
 		x := randT(t, g, rng, 7, c.cols, 3)
 		d := zeroT(g, 7, c.cols)
@@ -237,7 +237,7 @@ func TestRMSNorm(t *testing.T) {
 func TestAddRMSNorm(t *testing.T) {
 	g := gpu(t, true)
 	rng := rand.New(rand.NewSource(6))
-	for _, cols := range []int{64, 2048, 300} {
+	for _, cols := range []int{64, 2048, 300, 10000} { // 10000: more than 8 values per thread
 		cw, gw := upload(t, g, hostWeight(rng, "norm", backend.BF16, 1, cols, 2))
 		x, a := randT(t, g, rng, 5, cols, 3), randT(t, g, rng, 5, cols, 1)
 		d := zeroT(g, 5, cols)
@@ -549,6 +549,11 @@ func TestRoute(t *testing.T) {
 		{256, backend.RouteParams{TopK: 8, Groups: 8, TopKGroups: 4, Sigmoid: true, Normalize: true, Scale: 1}, true},
 		{64, backend.RouteParams{TopK: 6, Groups: 1, Sigmoid: false, Normalize: false, Scale: 1}, false},
 		{60, backend.RouteParams{TopK: 1, Groups: 60, TopKGroups: 3, Sigmoid: false, Normalize: false, Scale: 1}, true},
+		// groups of 32, 8 and 1 experts; a single group
+		{128, backend.RouteParams{TopK: 6, Groups: 4, TopKGroups: 2, Sigmoid: true, Normalize: true, Scale: 1.5}, false},
+		{64, backend.RouteParams{TopK: 4, Groups: 8, TopKGroups: 3, Sigmoid: true, Normalize: false, Scale: 1}, true},
+		{32, backend.RouteParams{TopK: 3, Groups: 32, TopKGroups: 5, Sigmoid: true, Normalize: true, Scale: 1}, true},
+		{256, backend.RouteParams{TopK: 8, Groups: 1, Sigmoid: true, Normalize: true, Scale: 2.5}, false},
 	} {
 		T := 33
 		vals := make([]float32, T*c.E)

@@ -108,7 +108,7 @@ func TestMoEShared(t *testing.T) {
 	g := gpu(t, false)
 	rng := rand.New(rand.NewSource(22))
 	const E = 16
-	for _, c := range []struct{ I, D int }{{64, 128}, {128, 256}, {64, 256}, {128, 128}} {
+	for _, c := range []struct{ I, D int }{{64, 128}, {128, 256}, {64, 256}, {128, 128}, {64, 2048}} {
 		ce, ge, gate, up, down := randExperts(t, g, E, c.I, c.D, bf16Weights(rng))
 		cgu, ggu := upload(t, g, hostWeight(rng, "shared gate_up", backend.BF16, 2*c.I, c.D, 0.3))
 		cdn, gdn := upload(t, g, hostWeight(rng, "shared down", backend.BF16, c.D, c.I, 0.3))
@@ -206,5 +206,40 @@ func sameAsMoE3(t *testing.T, what string, g *Backend, got backend.Tensor, run f
 	}
 	if e := gpuRelErr(g, got, want); e > 1e-6 {
 		t.Errorf("%s: relative error %.3g between the two- and three-kernel MoE", what, e)
+	}
+}
+
+// TestGEMVSingleRow checks the decode GEMVs against the CPU, and the ones
+// compiled for one activation row (gemv_bf16v1, gemv_fp81) against those for
+// up to 8 (the same sums in the same order): rows longer than the first
+// loads, ragged last chunks, grids with a partial last block.
+func TestGEMVSingleRow(t *testing.T) {
+	g := gpu(t, false)
+	rng := rand.New(rand.NewSource(9))
+	for _, kind := range []backend.Kind{backend.BF16, backend.F8E4M3} {
+		for _, nk := range [][2]int{{1, 2048}, {7, 256}, {200, 2064}, {3000, 5120}, {9, 4112}} {
+			N, K := nk[0], nk[1]
+			cw, gw := upload(t, g, hostWeight(rng, "w", kind, N, K, 0.5))
+			for _, T := range []int{1, 3, 8} {
+				what := fmt.Sprintf("%v N=%d K=%d T=%d", kind, N, K, T)
+				x := randT(t, g, rng, T, K, 1)
+				d := zeroT(g, T, N)
+				host().MatMul(d.c, x.c, cw)
+				g.MatMul(d.g, x.g, gw)
+				compare(t, what, g, d, 2e-2)
+				if T == 1 {
+					got := gpuCopy(g, d.g)
+					g.gemvT8 = true
+					g.MatMul(got, x.g, gw)
+					g.gemvT8 = false
+					if e := gpuRelErr(g, got, d.g); e > 1e-6 {
+						t.Errorf("%s: the kernel for 8 rows differs from the one for 1 by %.3g", what, e)
+					} else if e != 0 {
+						t.Logf("%s: the kernels for 8 rows and for 1 differ by %.3g (FMA contraction)", what, e)
+					}
+					g.Free(got)
+				}
+			}
+		}
 	}
 }

@@ -229,16 +229,51 @@ extern "C" __global__ void embed_fp8(float* d, i64 ldd, const unsigned char* t, 
 // RMSNorm: one block per (row, group); the sum of squares in double as the
 // CPU reference does. w has `group` values (shared) or `cols` (wfull).
 
+// The row kernels below load NU values per thread before using any of
+// them: a loop that loads, uses and stores one value at a time waits for a
+// memory round trip per value (the stores may alias the loads), which made
+// a 2048-wide decode norm several microseconds long. The sums keep their
+// order (each thread adds its values in index order).
+#define NU 8
+
 // rms_inv returns 1/sqrt(mean(xr[0..n)²) + eps) to every thread of the block.
 // It ends with a barrier, so the caller may then overwrite xr.
 __device__ float rms_inv(const float* xr, int n, float eps, double* sh) {
   double ss = 0;
-  for (int i = threadIdx.x; i < n; i += blockDim.x) {
-    double v = xr[i];
-    ss += v * v;
+  for (int i0 = threadIdx.x; i0 < n; i0 += NU * blockDim.x) {
+    float v[NU];
+#pragma unroll
+    for (int u = 0; u < NU; u++) {
+      int i = i0 + u * blockDim.x;
+      v[u] = i < n ? xr[i] : 0.f;
+    }
+#pragma unroll
+    for (int u = 0; u < NU; u++)
+      if (i0 + u * blockDim.x < n) ss += (double)v[u] * (double)v[u];
   }
   ss = block_sumd(ss, sh);
   return (float)(1.0 / sqrt(ss / (double)n + (double)eps));
+}
+
+// norm_out stores dr[i] = xr[i]·inv·ws[i] (then ⊙ sigmoid(gr[i]) when gr
+// is set) for i < n; dr may alias xr.
+__device__ __forceinline__ void norm_out(float* dr, const float* xr, float inv, const float* ws, const float* gr, int n) {
+  for (int i0 = threadIdx.x; i0 < n; i0 += NU * blockDim.x) {
+    float xv[NU], wv[NU], gv[NU];
+#pragma unroll
+    for (int u = 0; u < NU; u++) {
+      int i = i0 + u * blockDim.x;
+      bool in = i < n;
+      xv[u] = in ? xr[i] : 0.f;
+      wv[u] = in ? ws[i] : 0.f;
+      gv[u] = in && gr ? gr[i] : 0.f;
+    }
+#pragma unroll
+    for (int u = 0; u < NU; u++) {
+      int i = i0 + u * blockDim.x;
+      if (i < n) dr[i] = gr ? sigmul(xv[u] * inv * wv[u], gv[u]) : xv[u] * inv * wv[u];
+    }
+  }
 }
 
 extern "C" __global__ void k_rmsnorm(float* d, i64 ldd, const float* x, i64 ldx, const float* w, int wfull, int cols, int group, float eps) { PDL_ENTER();
@@ -249,8 +284,7 @@ extern "C" __global__ void k_rmsnorm(float* d, i64 ldd, const float* x, i64 ldx,
   const float* xr = x + r * ldx + (i64)g * group;
   float* dr = d + r * ldd + (i64)g * group;
   float inv = rms_inv(xr, group, eps, sh);
-  const float* ws = wfull ? w + (i64)g * group : w;
-  for (int i = threadIdx.x; i < group; i += blockDim.x) dr[i] = xr[i] * inv * ws[i];
+  norm_out(dr, xr, inv, wfull ? w + (i64)g * group : w, 0, group);
 }
 
 // k_rmsnorm_sigmul: d = RMSNorm(x)·w ⊙ sigmoid(g), the norm as k_rmsnorm (one
@@ -262,30 +296,58 @@ extern "C" __global__ void k_rmsnorm_sigmul(float* d, i64 ldd, const float* x, i
   i64 r = blockIdx.x / ng;
   int g = blockIdx.x % ng;
   const float* xr = x + r * ldx + (i64)g * group;
-  const float* gr = gt + r * ldg + (i64)g * group;
   float* dr = d + r * ldd + (i64)g * group;
   float inv = rms_inv(xr, group, eps, sh);
-  const float* ws = wfull ? w + (i64)g * group : w;
-  for (int i = threadIdx.x; i < group; i += blockDim.x) dr[i] = sigmul(xr[i] * inv * ws[i], gr[i]);
+  norm_out(dr, xr, inv, wfull ? w + (i64)g * group : w, gt + r * ldg + (i64)g * group, group);
 }
 
 // k_addrmsnorm: x = x + a (stored), then d = RMSNorm(x) * w over the whole
 // row; one block per row. The same arithmetic as k_add then k_rmsnorm.
+// Rows of at most NU·blockDim values (decode) keep x + a in registers.
 extern "C" __global__ void k_addrmsnorm(float* d, i64 ldd, float* x, i64 ldx, const float* a, i64 lda, const float* w, int cols, float eps) { PDL_ENTER();
   __shared__ double sh[32];
   i64 r = blockIdx.x;
   float* xr = x + r * ldx;
   const float* ar = a + r * lda;
   float* dr = d + r * ldd;
+  int B = NU * blockDim.x;
+  float v[NU];
   double ss = 0;
-  for (int i = threadIdx.x; i < cols; i += blockDim.x) {
-    float v = xr[i] + ar[i];
-    xr[i] = v;
-    ss += (double)v * (double)v;
+  for (int i0 = threadIdx.x; i0 < cols; i0 += B) {
+    float xv[NU], av[NU];
+#pragma unroll
+    for (int u = 0; u < NU; u++) {
+      int i = i0 + u * blockDim.x;
+      xv[u] = i < cols ? xr[i] : 0.f;
+      av[u] = i < cols ? ar[i] : 0.f;
+    }
+#pragma unroll
+    for (int u = 0; u < NU; u++) {
+      int i = i0 + u * blockDim.x;
+      v[u] = xv[u] + av[u];
+      if (i < cols) {
+        xr[i] = v[u];
+        ss += (double)v[u] * (double)v[u];
+      }
+    }
   }
   ss = block_sumd(ss, sh);
   float inv = (float)(1.0 / sqrt(ss / (double)cols + (double)eps));
-  for (int i = threadIdx.x; i < cols; i += blockDim.x) dr[i] = xr[i] * inv * w[i];
+  if (cols > B) {
+    norm_out(dr, xr, inv, w, 0, cols);
+    return;
+  }
+  float wv[NU];
+#pragma unroll
+  for (int u = 0; u < NU; u++) {
+    int i = threadIdx.x + u * blockDim.x;
+    wv[u] = i < cols ? w[i] : 0.f;
+  }
+#pragma unroll
+  for (int u = 0; u < NU; u++) {
+    int i = threadIdx.x + u * blockDim.x;
+    if (i < cols) dr[i] = v[u] * inv * wv[u];
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -398,10 +460,12 @@ __device__ __forceinline__ void fp8x16(uint4 wv, float* w) {
 }
 struct GvBF16 {
   static constexpr int N = 8;
+  static constexpr bool S = false;  // no block scales
   static __device__ __forceinline__ void dec(uint4 v, float* w) { bf16x8(v, w); }
 };
 struct GvFP8 {
   static constexpr int N = 16;
+  static constexpr bool S = true;
   static __device__ __forceinline__ void dec(uint4 v, float* w) { fp8x16(v, w); }
 };
 // ldx8 loads 8 activations from memory (16-byte aligned).
@@ -418,31 +482,34 @@ __device__ __forceinline__ float dotn(const float* w, const float* x) {
 }
 
 // gv_chunk adds chunk kc (weights wv, F::N of them) of a row to acc[t] for
-// the T activation rows; sr is the row's scales (null: none).
-template <class F>
+// the T <= TT activation rows; sr is the row's scales (F::S only). TT is a
+// compile-time bound (1 for a single row: no per-row tests).
+template <class F, int TT>
 __device__ __forceinline__ void gv_chunk(uint4 wv, int kc, const float* X, i64 ldx, int T, const float* sr, int bc, float* acc) {
   float w[F::N];
   F::dec(wv, w);
-  float s = sr ? sr[kc * F::N / bc] : 1.f;
 #pragma unroll
-  for (int t = 0; t < GEMV_T; t++) {
-    if (t < T) {
+  for (int t = 0; t < TT; t++) {
+    if (TT == 1 || t < T) {
       float x[F::N];
 #pragma unroll
       for (int i = 0; i < F::N; i += 8) ldx8(X + (i64)t * ldx + (i64)kc * F::N + i, x + i);
-      acc[t] += s * dotn<F::N>(w, x);
+      if (F::S)
+        acc[t] += sr[kc * F::N / bc] * dotn<F::N>(w, x);
+      else
+        acc[t] += dotn<F::N>(w, x);
     }
   }
 }
 
-// gemv_rows: Y[t, n] = sum_k X[t, k] * W[n, k] for t < T <= GEMV_T; sr is the
-// row's scales (null: none). It runs PDL_ENTER itself: the first GV_P
-// chunks of each lane (for K = 2048 BF16, the whole row) are loaded before
-// it, the weights being read-only, so that they are in flight while the
-// previous kernel finishes (a warp past the last row has n < 0: it stores
-// nothing).
+// gemv_rows: Y[t, n] = sum_k X[t, k] * W[n, k] for t < T <= TT <= GEMV_T;
+// sr is the row's scales (F::S only). It runs PDL_ENTER itself: the first
+// GV_P chunks of each lane (for K = 2048 BF16, the whole row) are loaded
+// before it, the weights being read-only, so that they are in flight while
+// the previous kernel finishes (a warp past the last row has n < 0: it
+// stores nothing).
 #define GV_P 8
-template <class F>
+template <class F, int TT>
 __device__ __forceinline__ void gemv_rows(const float* X, i64 ldx, int T, const uint4* wr, const float* sr, int bc, int K, float* Y, i64 ldy, int n) {
   int lane = threadIdx.x & 31;
   int KC = K / F::N;
@@ -450,39 +517,56 @@ __device__ __forceinline__ void gemv_rows(const float* X, i64 ldx, int T, const 
 #pragma unroll
   for (int u = 0; u < GV_P; u++) wp[u] = lane + 32 * u < KC ? __ldg(wr + lane + 32 * u) : make_uint4(0, 0, 0, 0);
   PDL_ENTER();
-  float acc[GEMV_T];
+  float acc[TT];
 #pragma unroll
-  for (int t = 0; t < GEMV_T; t++) acc[t] = 0.f;
+  for (int t = 0; t < TT; t++) acc[t] = 0.f;
 #pragma unroll
   for (int u = 0; u < GV_P; u++)
-    if (lane + 32 * u < KC) gv_chunk<F>(wp[u], lane + 32 * u, X, ldx, T, sr, bc, acc);
+    if (lane + 32 * u < KC) gv_chunk<F, TT>(wp[u], lane + 32 * u, X, ldx, T, sr, bc, acc);
   for (int k0 = lane + 32 * GV_P; k0 < KC; k0 += 32 * GV_U) {
     uint4 wv[GV_U];
 #pragma unroll
     for (int u = 0; u < GV_U; u++) wv[u] = k0 + 32 * u < KC ? __ldg(wr + k0 + 32 * u) : make_uint4(0, 0, 0, 0);
 #pragma unroll
     for (int u = 0; u < GV_U; u++)
-      if (k0 + 32 * u < KC) gv_chunk<F>(wv[u], k0 + 32 * u, X, ldx, T, sr, bc, acc);
+      if (k0 + 32 * u < KC) gv_chunk<F, TT>(wv[u], k0 + 32 * u, X, ldx, T, sr, bc, acc);
   }
 #pragma unroll
-  for (int t = 0; t < GEMV_T; t++) {
-    if (t < T) {
+  for (int t = 0; t < TT; t++) {
+    if (TT == 1 || t < T) {
       float v = warp_sum(acc[t]);
       if (lane == 0 && n >= 0) Y[(i64)t * ldy + n] = v;
     }
   }
 }
 // The vector GEMVs: a block of GEMV_WARPS warps, one per output row (warps
-// past N load row N-1 and store nothing).
+// past N load row N-1 and store nothing); the ...1 kernels take one
+// activation row.
 __device__ __forceinline__ int gv_row() { return blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5); }
-extern "C" __global__ void gemv_bf16v(const float* X, i64 ldx, int T, const u16* __restrict__ Wt, int N, int K, float* Y, i64 ldy) {
+template <int TT>
+__device__ __forceinline__ void gemv_bf16v_impl(const float* X, i64 ldx, int T, const u16* __restrict__ Wt, int N, int K, float* Y, i64 ldy) {
   int n = gv_row();
-  gemv_rows<GvBF16>(X, ldx, T, (const uint4*)(Wt + (i64)min(n, N - 1) * K), 0, 1, K, Y, ldy, n < N ? n : -1);
+  gemv_rows<GvBF16, TT>(X, ldx, T, (const uint4*)(Wt + (i64)min(n, N - 1) * K), 0, 1, K, Y, ldy, n < N ? n : -1);
+}
+template <int TT>
+__device__ __forceinline__ void gemv_fp8_impl(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br,
+                                              int bc, float* Y, i64 ldy) {
+  int n = gv_row();
+  gemv_rows<GvFP8, TT>(X, ldx, T, (const uint4*)(Wt + (i64)min(n, N - 1) * K), S + (i64)(min(n, N - 1) / br) * sc, bc, K, Y, ldy, n < N ? n : -1);
+}
+extern "C" __global__ void gemv_bf16v(const float* X, i64 ldx, int T, const u16* __restrict__ Wt, int N, int K, float* Y, i64 ldy) {
+  gemv_bf16v_impl<GEMV_T>(X, ldx, T, Wt, N, K, Y, ldy);
+}
+extern "C" __global__ void gemv_bf16v1(const float* X, i64 ldx, int T, const u16* __restrict__ Wt, int N, int K, float* Y, i64 ldy) {
+  gemv_bf16v_impl<1>(X, ldx, T, Wt, N, K, Y, ldy);
 }
 extern "C" __global__ void gemv_fp8(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br, int bc,
                                     float* Y, i64 ldy) {
-  int n = gv_row();
-  gemv_rows<GvFP8>(X, ldx, T, (const uint4*)(Wt + (i64)min(n, N - 1) * K), S + (i64)(min(n, N - 1) / br) * sc, bc, K, Y, ldy, n < N ? n : -1);
+  gemv_fp8_impl<GEMV_T>(X, ldx, T, Wt, N, K, S, sc, br, bc, Y, ldy);
+}
+extern "C" __global__ void gemv_fp81(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br, int bc,
+                                     float* Y, i64 ldy) {
+  gemv_fp8_impl<1>(X, ldx, T, Wt, N, K, S, sc, br, bc, Y, ldy);
 }
 
 // k_fp8_bf16 widens an [N, K] E4M3 weight with block scales to BF16 (for
@@ -768,7 +852,7 @@ extern "C" __global__ void moe_down_fp8(const float* GU, i64 ldgu, const int* id
 template <class F>
 __device__ __forceinline__ void moe_gu(const float* X, i64 ldx, const int* ids, int topk, const uint4* Wt, const float* S, int br, int bc, int I, int K,
                                        float* A, const uint4* Ws, const float* Ss, int ns) {
-  int s = blockIdx.y, k = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  int s = blockIdx.y, k = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
   if (k >= I) return;
   int KC = K / F::N;
   i64 e = s < ns ? ids[s] : 0;
@@ -799,9 +883,9 @@ __device__ __forceinline__ void moe_gu(const float* X, i64 ldx, const int* ids, 
 #pragma unroll
       for (int i = 0; i < F::N; i += 8) ldx8(x + kc * F::N + i, xv + i);
       F::dec(vg[u], w);
-      ag += (sg ? sg[kc * F::N / bc] : 1.f) * dotn<F::N>(w, xv);
+      ag += (F::S && sg ? sg[kc * F::N / bc] : 1.f) * dotn<F::N>(w, xv);
       F::dec(vu[u], w);
-      au += (su ? su[kc * F::N / bc] : 1.f) * dotn<F::N>(w, xv);
+      au += (F::S && su ? su[kc * F::N / bc] : 1.f) * dotn<F::N>(w, xv);
     }
   }
   ag = warp_sum(ag);
@@ -811,7 +895,7 @@ __device__ __forceinline__ void moe_gu(const float* X, i64 ldx, const int* ids, 
 template <class F>
 __device__ __forceinline__ void moe_dc(const float* A, const int* ids, const float* wts, int topk, const uint4* Wt, const float* S, int br, int bc, int N,
                                        int K, float* D, i64 ldd, const uint4* Ws, const float* Ss, int ns) {
-  int t = blockIdx.y, n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  int t = blockIdx.y, n = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
   if (n >= N) return;
   int KC = K / F::N, m = topk + (Ws ? 1 : 0);
   const uint4* wr[MOE_DC_MAXS];
@@ -841,7 +925,7 @@ __device__ __forceinline__ void moe_dc(const float* A, const int* ids, const flo
       F::dec(wv[j], w);
 #pragma unroll
       for (int i = 0; i < F::N; i += 8) ldx8(ar[j] + kc * F::N + i, xv + i);
-      acc[j] += (sr[j] ? sr[j][kc * F::N / bc] : 1.f) * dotn<F::N>(w, xv);
+      acc[j] += (F::S && sr[j] ? sr[j][kc * F::N / bc] : 1.f) * dotn<F::N>(w, xv);
     }
   }
   float out = 0.f;
@@ -904,12 +988,17 @@ __device__ __forceinline__ bool beats(int va, float a, int ia, int vb, float b, 
   return a > b || (a == b && ia < ib);
 }
 
+// Every selection is a rank: the number of rivals that beat a value
+// (higher, ties to the lower index), counted by each thread for its own
+// value at once, instead of rounds of arg-max on one thread or one warp
+// (those chains of dependent steps made a decode routing 10 µs). Rank 0 and
+// 1 within a group are its two largest scores; a group is kept when its
+// rank is below keepGroups; an expert of a kept group with rank k < topk is
+// the k-th selected. The same choices as repeated arg-max.
 extern "C" __global__ void k_route(const float* logits, i64 ld, int E, const float* bias, int groups, int keepGroups, int topk,
                                    int sigm, int normalize, float rscale, int* ids, float* wts) { PDL_ENTER();
-  __shared__ float s[1024], c[1024], gs[1024];
-  __shared__ int keep[1024];
-  __shared__ int ri[64];
-  __shared__ float rf[64];
+  __shared__ float s[1024], c[1024], gs[1024], m1[1024], m2[1024];
+  __shared__ int kept[1024];
   __shared__ int sel[256];
   __shared__ double shd[32];
   __shared__ float shf[32];
@@ -925,69 +1014,38 @@ extern "C" __global__ void k_route(const float* logits, i64 ld, int E, const flo
     double sum = block_sumd(e, shd);
     sv = (float)((double)(float)e / sum);
   }
+  float cv = bias && in ? sv + bias[tid] : sv;
   if (in) {
     s[tid] = sv;
-    c[tid] = bias ? sv + bias[tid] : sv;
+    c[tid] = cv;
+  }
+  if (tid < topk) sel[tid] = 0;
+  if (tid < groups) m1[tid] = m2[tid] = NEG_INF;
+  if (tid < keepGroups) kept[tid] = tid;  // overwritten below (unless NaNs tie ranks)
+  __syncthreads();
+  int per = E / groups, g = tid / per;
+  if (in) {  // the group's two largest scores
+    int rank = 0;
+    for (int j = g * per; j < (g + 1) * per; j++) rank += beats(1, c[j], j, 1, cv, tid);
+    if (rank == 0) m1[g] = cv;
+    if (rank == 1) m2[g] = cv;
   }
   __syncthreads();
-  int per = E / groups;
+  if (tid < groups) gs[tid] = m1[tid] + (per == 1 ? 0.f : m2[tid]);
+  __syncthreads();
   if (tid < groups) {
-    float m1 = NEG_INF, m2 = NEG_INF;
-    for (int e = tid * per; e < (tid + 1) * per; e++) {
-      float v = c[e];
-      if (v > m1) {
-        m2 = m1;
-        m1 = v;
-      } else if (v > m2) {
-        m2 = v;
-      }
-    }
-    if (per == 1) m2 = 0.f;
-    gs[tid] = m1 + m2;
-    keep[tid] = 0;
+    int rank = 0;
+    for (int h = 0; h < groups; h++) rank += beats(1, gs[h], h, 1, gs[tid], tid);
+    if (rank < keepGroups) kept[rank] = tid;
   }
   __syncthreads();
-  if (tid == 0) {
-    for (int k = 0; k < keepGroups; k++) {
-      int best = -1;
-      for (int g = 0; g < groups; g++)
-        if (!keep[g] && (best < 0 || gs[g] > gs[best])) best = g;
-      keep[best] = 1;
-    }
-  }
-  __syncthreads();
-  // top-k by k rounds of arg-max (higher score first, ties to the lower
-  // index): within each warp by shuffles, then over the warps' winners by
-  // every thread; the winners' buffers alternate so one barrier per round
-  // suffices.
-  bool cand = in && keep[tid / per];
-  int lane = tid & 31, warp = tid >> 5, nw = blockDim.x >> 5;
-  for (int k = 0; k < topk; k++) {
-    float v = cand ? c[tid] : NEG_INF;
-    int vi = cand ? tid : 0x7fffffff;
-    for (int o = 16; o > 0; o >>= 1) {
-      float v2 = __shfl_down_sync(0xffffffffu, v, o);
-      int i2 = __shfl_down_sync(0xffffffffu, vi, o);
-      if (beats(i2 != 0x7fffffff, v2, i2, vi != 0x7fffffff, v, vi)) {
-        v = v2;
-        vi = i2;
-      }
-    }
-    int buf = (k & 1) * 32;
-    if (lane == 0) {
-      rf[buf + warp] = v;
-      ri[buf + warp] = vi;
-    }
-    __syncthreads();
-    float bv = rf[buf];
-    int bi = ri[buf];
-    for (int w2 = 1; w2 < nw; w2++)
-      if (beats(ri[buf + w2] != 0x7fffffff, rf[buf + w2], ri[buf + w2], bi != 0x7fffffff, bv, bi)) {
-        bv = rf[buf + w2];
-        bi = ri[buf + w2];
-      }
-    if (tid == 0) sel[k] = bi;
-    if (tid == bi) cand = false;
+  bool cand = false;
+  for (int k = 0; k < keepGroups; k++) cand |= kept[k] == g;
+  if (in && cand) {
+    int rank = 0;
+    for (int k = 0; k < keepGroups; k++)
+      for (int j = kept[k] * per; j < (kept[k] + 1) * per; j++) rank += beats(1, c[j], j, 1, cv, tid);
+    if (rank < topk) sel[rank] = tid;
   }
   __syncthreads();
   if (tid == 0) {

@@ -332,7 +332,11 @@ func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *wei
 	if w.kind == backend.F8E4M3 {
 		if T <= GEMVRows {
 			px, ldx, xs := b.aligned16(px, ldx, T, K)
-			b.launch("gemv_fp8", dim3{(N + 7) / 8, 1, 1}, dim3{256, 1, 1}, 0, pArg(px), lArg(ldx), iArg(T), pArg(w.p), iArg(N), iArg(K),
+			name := "gemv_fp8"
+			if T == 1 && !b.gemvT8 {
+				name = "gemv_fp81"
+			}
+			b.launch(name, dim3{(N + 7) / 8, 1, 1}, dim3{256, 1, 1}, 0, pArg(px), lArg(ldx), iArg(T), pArg(w.p), iArg(N), iArg(K),
 				pArg(w.scale), iArg(w.sc), iArg(w.br), iArg(w.bc), pArg(pd), lArg(ldd))
 			b.release(xs...)
 			return
@@ -350,6 +354,9 @@ func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *wei
 		name := "gemv_" + kindSuffix(w.kind)
 		if w.kind == backend.BF16 && K%8 == 0 && px%16 == 0 && (T == 1 || ldx%4 == 0) {
 			name = "gemv_bf16v"
+			if T == 1 && !b.gemvT8 {
+				name = "gemv_bf16v1"
+			}
 		}
 		b.launch(name, dim3{(N + 7) / 8, 1, 1}, dim3{256, 1, 1}, 0, pArg(px), lArg(ldx), iArg(T), pArg(w.p), iArg(N), iArg(K), pArg(pd), lArg(ldd))
 		return
@@ -437,8 +444,9 @@ func (b *Backend) AddRMSNorm(dst, x, a backend.Tensor, wt backend.Weight, eps fl
 	if x.Rows == 0 {
 		return
 	}
-	// up to 1024 threads: decode normalises a single row
-	threads := min(1024, max(32, (x.Cols/2+31)&^31))
+	// up to 1024 threads, 8 values each (NU in kernels.cu): decode
+	// normalises a single row
+	threads := min(1024, max(32, (x.Cols/8+31)&^31))
 	b.launch("k_addrmsnorm", dim3{x.Rows, 1, 1}, dim3{threads, 1, 1}, 0, pArg(b.ptr("AddRMSNorm", dst)), lArg(dst.Stride),
 		pArg(b.ptr("AddRMSNorm", x)), lArg(x.Stride), pArg(b.ptr("AddRMSNorm", a)), lArg(a.Stride), pArg(w.p), iArg(x.Cols), fArg(eps))
 }
@@ -1029,13 +1037,14 @@ func (b *Backend) moeVector(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rI
 		} else {
 			a = []uint64{pArg(px), lArg(ldx), pArg(rIDs), iArg(K), pArg(e.gateUp), iArg(I), iArg(D), pArg(act.p)}
 		}
-		b.launch("moe_gu_"+vsuf, dim3{(I + 7) / 8, slots, 1}, dim3{256, 1, 1}, 0, append(a, shared(gateUp)...)...)
+		wg, wd := b.moeWarps[0], b.moeWarps[1] // warps per block
+		b.launch("moe_gu_"+vsuf, dim3{(I + wg - 1) / wg, slots, 1}, dim3{32 * wg, 1, 1}, 0, append(a, shared(gateUp)...)...)
 		if fp8 {
 			a = []uint64{pArg(act.p), pArg(rIDs), pArg(rW), iArg(K), pArg(e.down), pArg(e.downScale), iArg(e.br), iArg(e.bc), iArg(D), iArg(I), pArg(pdst), lArg(ldd)}
 		} else {
 			a = []uint64{pArg(act.p), pArg(rIDs), pArg(rW), iArg(K), pArg(e.down), iArg(D), iArg(I), pArg(pdst), lArg(ldd)}
 		}
-		b.launch("moe_dc_"+vsuf, dim3{(D + 7) / 8, T, 1}, dim3{256, 1, 1}, 0, append(a, shared(down)...)...)
+		b.launch("moe_dc_"+vsuf, dim3{(D + wd - 1) / wd, T, 1}, dim3{32 * wd, 1, 1}, 0, append(a, shared(down)...)...)
 		b.release(act)
 		b.release(xs...)
 		return
