@@ -11,8 +11,11 @@
 # "bench,bench32k,logits,torch,check"; also "decode": decode only, with and without CUDA graphs,
 # "profile": GPU time per kernel of a decode step, "fp8": the bench stage with the weights quantized
 # to FP8 on load, "pdl": prefill and decode with programmatic dependent launch on, off, on), ROWS (rows per prefill pass, default 8192), QUANT (--quantize for the decode and
-# profile stages, e.g. fp8), DTYPE (synth --dtype when the model is synthesized: bf16 or fp8), ARGS
-# (stage "args": one `ringo bench --device cuda --model $MODEL $ARGS`).
+# profile stages, e.g. fp8), "ncu": Nsight Compute's duration and DRAM bytes of every kernel of two eager
+# decode steps at batch 1 (scripts/ncu_summary.py sums them per kernel name; NCU_SKIP, NCU_COUNT; NCU_FULL=regex
+# adds every ncu section for NCU_FULL_COUNT matching kernels), DTYPE (synth --dtype when the model is synthesized: bf16 or fp8), ARGS
+# (stage "args": one `ringo bench --device cuda --model $MODEL $ARGS`; stage "ab": that bench under each
+# setting of AB, e.g. AB="-;RINGO_CUDA_PREFETCH=0", two rounds).
 # Logs go to $OUT (or ./gpu-bench-out).
 set -u
 cd "$(dirname "$0")/.."
@@ -86,9 +89,40 @@ if has args; then
 	log "ringo bench --device cuda --model $MODEL ${ARGS:-}"
 	RINGO_CUDA_STATS=64 timeout ${ARGS_TIMEOUT:-300} $RINGO bench --device cuda --model "$MODEL" ${ARGS:-} 2>&1 | tee "$OUTDIR/ringo_args.txt"
 fi
+if has ab; then
+	# the same bench under each setting of AB (';'-separated lists of VAR=value, "-" for none), in turn
+	IFS=';' read -ra settings <<<"${AB:--}"
+	for round in 1 2; do
+		for st in "${settings[@]}"; do
+			[ "$st" = "-" ] && st=""
+			log "round $round: $st ringo bench --device cuda --model $MODEL ${ARGS:-}"
+			env $st timeout 200 $RINGO bench --device cuda --model "$MODEL" ${ARGS:-} 2>&1 | grep -E "tok/s|error|panic" | tee -a "$OUTDIR/ringo_ab.txt"
+		done
+	done
+fi
 if has profile; then
 	log "ringo bench $Q: GPU time per kernel of a decode step (eager, events around every kernel)"
 	RINGO_CUDA_PROFILE=1 RINGO_CUDA_STATS=64 timeout 150 $RINGO bench --device cuda $Q --model "$MODEL" --prompt 512 --gen 64 --context 1k --batch 1 2>&1 | tee "$OUTDIR/ringo_profile.txt"
+fi
+if has ncu; then
+	NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
+	log "ncu ($NCU): kernels of decode steps at batch 1, eager, L2 not flushed, clocks left alone"
+	# the first NCU_SKIP launches are the rooflines, the prompt pass and the first decode steps
+	RINGO_CUDA_NO_GRAPHS=1 timeout 400 "$NCU" --clock-control none --cache-control none --csv \
+		--metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,launch__grid_size,launch__block_size,launch__registers_per_thread \
+		--launch-skip "${NCU_SKIP:-1200}" --launch-count "${NCU_COUNT:-456}" \
+		$RINGO bench --device cuda $Q --model "$MODEL" --prompt 64 --gen 16 --context 1k --batch 1 >"$OUTDIR/ncu.csv" 2>"$OUTDIR/ncu.err"
+	echo "rc $?"
+	tail -3 "$OUTDIR/ncu.err"
+	$PY scripts/ncu_summary.py "$OUTDIR/ncu.csv" "${NCU_STEPS:-2}" | tee "$OUTDIR/ncu_summary.txt"
+	if [ -n "${NCU_FULL:-}" ]; then
+		# every section (stall reasons, memory traffic, source hot spots) of NCU_FULL_COUNT decode kernels matching NCU_FULL
+		log "ncu --set full on kernels matching $NCU_FULL"
+		RINGO_CUDA_NO_GRAPHS=1 timeout 300 "$NCU" --clock-control none --cache-control none --set full -k "regex:$NCU_FULL" \
+			--launch-skip "${NCU_FULL_SKIP:-400}" --launch-count "${NCU_FULL_COUNT:-8}" \
+			$RINGO bench --device cuda $Q --model "$MODEL" --prompt 64 --gen 8 --context 1k --batch 1 >"$OUTDIR/ncu_full.txt" 2>&1
+		echo "rc $?"
+	fi
 fi
 CMP=""
 if has logits; then
