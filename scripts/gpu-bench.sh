@@ -15,7 +15,7 @@
 # decode steps at batch 1 (scripts/ncu_summary.py sums them per kernel name; NCU_SKIP, NCU_COUNT; NCU_FULL=regex
 # adds every ncu section for NCU_FULL_COUNT matching kernels), DTYPE (synth --dtype when the model is synthesized: bf16 or fp8), ARGS
 # (stage "args": one `ringo bench --device cuda --model $MODEL $ARGS`; stage "ab": that bench under each
-# setting of AB, e.g. AB="-;RINGO_CUDA_PREFETCH=0", two rounds).
+# setting of AB, e.g. AB="-;RINGO_CUDA_GEMV_T8=1", two rounds).
 # Logs go to $OUT (or ./gpu-bench-out).
 set -u
 cd "$(dirname "$0")/.."

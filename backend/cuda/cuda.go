@@ -122,8 +122,8 @@ type Backend struct {
 	// for up to 8 rows instead of the ones compiled for 1, for comparisons
 	gemvT8 bool
 	// moeWarps are the warps per block of moe_gu and moe_dc (4 and 8;
-	// RINGO_CUDA_MOE_WARPS=g,d for comparisons): with 4, moe_gu's 576 blocks
-	// of a Ring-mini step fit on the H200 at once
+	// RINGO_CUDA_MOE_WARPS=g,d for comparisons): with 4, the 1,152 moe_gu
+	// blocks of a Ring-mini step fit on the H200 at once
 	moeWarps [2]int
 	alpha    float32
 	beta     float32
