@@ -63,6 +63,56 @@ func RMSNormSigmoidMul(b Backend, dst, x, gate Tensor, w Weight, group int, eps 
 	b.SigmoidMul(dst, dst, gate)
 }
 
+// NormGateMatMuler is implemented by backends that fuse a grouped RMSNorm
+// and sigmoid gate into the matrix product that consumes them (decode: the
+// normalised row is computed inside the product instead of in a kernel of
+// its own).
+type NormGateMatMuler interface {
+	// NormGateMatMul computes dst = (RMSNorm(x)·nw ⊙ sigmoid(gate))·wᵀ, the
+	// norm over every group of `group` columns, leaving x and gate unchanged.
+	// It returns false, having done nothing, when the backend cannot fuse
+	// these shapes or kinds.
+	NormGateMatMul(dst, x, gate Tensor, nw Weight, group int, eps float32, w Weight) bool
+}
+
+// NormGateMatMul computes dst = (RMSNorm(x)·nw ⊙ sigmoid(gate))·wᵀ (norm
+// groups of `group` columns), fused when b implements NormGateMatMuler and
+// accepts the shapes, else as RMSNormSigmoidMul (in place in x) then
+// MatMul; x's contents afterwards are unspecified. The results are the same
+// either way.
+func NormGateMatMul(b Backend, dst, x, gate Tensor, nw Weight, group int, eps float32, w Weight) {
+	if f, ok := b.(NormGateMatMuler); ok && f.NormGateMatMul(dst, x, gate, nw, group, eps, w) {
+		return
+	}
+	RMSNormSigmoidMul(b, x, x, gate, nw, group, eps)
+	b.MatMul(dst, x, w)
+}
+
+// NormRoPELightninger is implemented by backends that fuse the per-head
+// RMSNorm and RoPE of q and k into the lightning attention that consumes
+// them (decode: inside the recurrent step).
+type NormRoPELightninger interface {
+	// NormRoPELightning computes Lightning(dst, q, k, v, spans, states,
+	// decay, scale) where q|k = qk (two halves of H·headDim columns, H =
+	// len(decay)) after RMSNormRoPE(qk, w, headDim, eps, rope, pos), leaving
+	// qk unchanged. It returns false, having done nothing, when the backend
+	// cannot fuse these spans or shapes.
+	NormRoPELightning(dst, qk, v Tensor, w Weight, headDim int, eps float32, rope RoPE, pos []int32, spans []Span, states []Tensor, decay []float32, scale float32) bool
+}
+
+// NormRoPELightning is RMSNormRoPE(b, qk, ...) then b.Lightning over the two
+// halves of qk, fused when b implements NormRoPELightninger and accepts the
+// spans; qk's contents afterwards are unspecified. The results are the
+// same either way.
+func NormRoPELightning(b Backend, dst, qk, v Tensor, w Weight, headDim int, eps float32, rope RoPE, pos []int32, spans []Span, states []Tensor, decay []float32, scale float32) {
+	if f, ok := b.(NormRoPELightninger); ok && f.NormRoPELightning(dst, qk, v, w, headDim, eps, rope, pos, spans, states, decay, scale) {
+		return
+	}
+	RMSNormRoPE(b, qk, w, headDim, eps, rope, pos)
+	Hd := qk.Cols / 2
+	b.Lightning(dst, qk.ColRange(0, Hd), qk.ColRange(Hd, Hd), v, spans, states, decay, scale)
+}
+
 // SharedMoEer is implemented by backends that fuse a MoE layer's shared
 // expert into the routed experts' kernels (fewer launches in decode).
 type SharedMoEer interface {

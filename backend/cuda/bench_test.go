@@ -8,6 +8,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -306,5 +307,82 @@ func BenchmarkOps(b *testing.B) {
 		run(fmt.Sprintf("Attention(pos 2048)/T=%d", T), func() {
 			g.Attention(o, q, y.ColRange(Hd, 2*d), y.ColRange(2*Hd, 2*d), []backend.Span{{Row: 0, N: T, Pos: 2048}}, []backend.KV{kv}, d, 0.088)
 		})
+	}
+}
+
+// BenchmarkDecodeAB alternates decode settings step by step, in one process,
+// on the checkpoint in RINGO_BENCH_MODEL (skipped without it; e.g. a
+// synthetic Ring-mini-linear-2.0 from `ringo synth`) after a 512-token
+// prompt, and logs each setting's mean step time. RINGO_BENCH_AB lists the
+// settings, ';'-separated, each "fuse/early": a RINGO_CUDA_FUSE value and
+// whether k_lightning_rec loads its state before PDL_ENTER (default
+// "all/1;0/1"). Separate processes on the GPU machine differ by a few per
+// cent; alternating steps resolves less than that.
+func BenchmarkDecodeAB(b *testing.B) {
+	dir := os.Getenv("RINGO_BENCH_MODEL")
+	if dir == "" {
+		b.Skip("RINGO_BENCH_MODEL not set")
+	}
+	spec := os.Getenv("RINGO_BENCH_AB")
+	if spec == "" {
+		spec = "all/1;0/1"
+	}
+	type setting struct {
+		name string
+		fuse fuseSet
+		late bool
+	}
+	var settings []setting
+	for _, s := range strings.Split(spec, ";") {
+		f, e, ok := strings.Cut(s, "/")
+		if !ok || (e != "0" && e != "1") {
+			b.Fatalf("RINGO_BENCH_AB: bad setting %q (want fuse/early)", s)
+		}
+		settings = append(settings, setting{s, parseFuse(f), e == "0"})
+	}
+	g := gpu(b, false)
+	ck, err := checkpoint.Open(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ck.Close()
+	m, err := bailing.Load(ck.ConfigJSON, ck.Generation, ck, g, bailing.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	st := m.NewState()
+	defer st.Free()
+	r := &model.Request{State: st, Tokens: prompt(512, 1)}
+	if err := m.Forward(context.Background(), []*model.Request{r}); err != nil {
+		b.Fatal(err)
+	}
+	saved, savedLate := g.fuse, g.recLate
+	defer func() { g.fuse, g.recLate = saved, savedLate }()
+	step := func(s setting) time.Duration {
+		g.fuse, g.recLate = s.fuse, s.late
+		r.Tokens = []int32{argmax(r.Logits)}
+		t0 := time.Now()
+		if err := m.Forward(context.Background(), []*model.Request{r}); err != nil {
+			b.Fatal(err)
+		}
+		return time.Since(t0)
+	}
+	for _, s := range settings { // graphs captured
+		step(s)
+		step(s)
+	}
+	sum := make([]time.Duration, len(settings))
+	n := make([]int, len(settings))
+	b.ResetTimer()
+	for it := 0; it < b.N; it++ {
+		k := it % len(settings)
+		sum[k] += step(settings[k])
+		n[k]++
+	}
+	for k, s := range settings {
+		if n[k] > 0 {
+			us := float64(sum[k].Microseconds()) / float64(n[k])
+			b.Logf("%-12s %5d steps  %8.1f µs/step  %7.1f tok/s", s.name, n[k], us, 1e6/us)
+		}
 	}
 }

@@ -329,15 +329,19 @@ func (b *Backend) MatMul(dst, x backend.Tensor, wt backend.Weight) {
 
 func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *weight) {
 	N, K := w.rows, w.cols
+	if T == 1 && b.consumePending(pd, ldd, px, w) {
+		return
+	}
 	if w.kind == backend.F8E4M3 {
 		if T <= GEMVRows {
 			px, ldx, xs := b.aligned16(px, ldx, T, K)
-			name := "gemv_fp8"
+			args := []uint64{pArg(px), lArg(ldx), iArg(T), pArg(w.p), iArg(N), iArg(K), pArg(w.scale), iArg(w.sc), iArg(w.br), iArg(w.bc), pArg(pd), lArg(ldd)}
 			if T == 1 && !b.gemvT8 {
-				name = "gemv_fp81"
+				// the residual argument (fuse.go)
+				b.markProducer(b.launch("gemv_fp81", dim3{(N + 7) / 8, 1, 1}, dim3{256, 1, 1}, 0, append(args, pArg(0))...), len(args), pd, N)
+			} else {
+				b.launch("gemv_fp8", dim3{(N + 7) / 8, 1, 1}, dim3{256, 1, 1}, 0, args...)
 			}
-			b.launch(name, dim3{(N + 7) / 8, 1, 1}, dim3{256, 1, 1}, 0, pArg(px), lArg(ldx), iArg(T), pArg(w.p), iArg(N), iArg(K),
-				pArg(w.scale), iArg(w.sc), iArg(w.br), iArg(w.bc), pArg(pd), lArg(ldd))
 			b.release(xs...)
 			return
 		}
@@ -352,13 +356,16 @@ func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *wei
 	}
 	if T <= GEMVRows {
 		name := "gemv_" + kindSuffix(w.kind)
+		args := []uint64{pArg(px), lArg(ldx), iArg(T), pArg(w.p), iArg(N), iArg(K), pArg(pd), lArg(ldd)}
 		if w.kind == backend.BF16 && K%8 == 0 && px%16 == 0 && (T == 1 || ldx%4 == 0) {
 			name = "gemv_bf16v"
 			if T == 1 && !b.gemvT8 {
-				name = "gemv_bf16v1"
+				// the residual argument (fuse.go)
+				b.markProducer(b.launch("gemv_bf16v1", dim3{(N + 7) / 8, 1, 1}, dim3{256, 1, 1}, 0, append(args, pArg(0))...), len(args), pd, N)
+				return
 			}
 		}
-		b.launch(name, dim3{(N + 7) / 8, 1, 1}, dim3{256, 1, 1}, 0, pArg(px), lArg(ldx), iArg(T), pArg(w.p), iArg(N), iArg(K), pArg(pd), lArg(ldd))
+		b.launch(name, dim3{(N + 7) / 8, 1, 1}, dim3{256, 1, 1}, 0, args...)
 		return
 	}
 	if !b.opts.Precise && !w.fp32 && w.kind == backend.BF16 && b.lt != nil {
@@ -442,6 +449,9 @@ func (b *Backend) AddRMSNorm(dst, x, a backend.Tensor, wt backend.Weight, eps fl
 		panic(fmt.Sprintf("cuda.AddRMSNorm: %d columns, weight %d", x.Cols, w.rows*w.cols))
 	}
 	if x.Rows == 0 {
+		return
+	}
+	if x.Rows == 1 && b.deferAddNorm(b.ptr("AddRMSNorm", dst), b.ptr("AddRMSNorm", x), b.ptr("AddRMSNorm", a), x.Cols, w, eps) {
 		return
 	}
 	// up to 1024 threads, 8 values each (NU in kernels.cu): decode
@@ -571,6 +581,57 @@ func (b *Backend) Gather(dst, src backend.Tensor, rows []int) {
 // recurrence; longer ones the chunked form.
 func (b *Backend) Lightning(dst, q, k, v backend.Tensor, spans []backend.Span, states []backend.Tensor, decay []float32, scale float32) {
 	defer b.enter()()
+	b.lightning(dst, q, k, v, spans, states, decay, scale, nil)
+}
+
+// recNorm is the QK norm and RoPE done inside the recurrent lightning
+// kernel (NormRoPELightning).
+type recNorm struct {
+	w     *weight
+	wfull bool
+	eps   float32
+	rope  backend.RoPE
+	pos   []int32
+}
+
+// NormRoPELightning implements backend.NormRoPELightninger: when every span
+// runs the recurrence (fewer than 16 tokens: decode), the per-head norm and
+// rotation of q and k happen in k_lightning_rec, and qk is left unchanged.
+func (b *Backend) NormRoPELightning(dst, qk, v backend.Tensor, wt backend.Weight, headDim int, eps float32, rope backend.RoPE, pos []int32,
+	spans []backend.Span, states []backend.Tensor, decay []float32, scale float32) bool {
+	H := len(decay)
+	if b.fuse&fuseRope == 0 || H == 0 || qk.Cols != 2*H*headDim || headDim > 256 || rope.Dim > headDim || len(pos) < qk.Rows {
+		return false
+	}
+	for _, sp := range spans {
+		if sp.N >= 16 {
+			return false
+		}
+	}
+	if JB, R := recBlock(headDim); 2*blockFor(headDim) > JB*R {
+		return false // too few threads for the norm
+	}
+	defer b.enter()()
+	w, wfull := normWeight("NormRoPELightning", wt, qk.Cols, headDim)
+	Hd := H * headDim
+	b.lightning(dst, qk.ColRange(0, Hd), qk.ColRange(Hd, Hd), v, spans, states, decay, scale, &recNorm{w, wfull, eps, rope, pos})
+	return true
+}
+
+// recBlock returns k_lightning_rec's block shape (JB, R) for head dim d:
+// blocks of 16 value columns, so that a single token's heads still spread
+// over many multiprocessors.
+func recBlock(d int) (JB, R int) {
+	JB = d
+	if d%16 == 0 {
+		JB = 16
+	}
+	return JB, max(1, min(d, 512/JB))
+}
+
+// lightning is Lightning, with the QK norm and RoPE inside the recurrent
+// kernel when nrm is set (all spans recurrent).
+func (b *Backend) lightning(dst, q, k, v backend.Tensor, spans []backend.Span, states []backend.Tensor, decay []float32, scale float32, nrm *recNorm) {
 	H := len(decay)
 	if H == 0 {
 		panic("cuda.Lightning: no heads")
@@ -605,15 +666,20 @@ func (b *Backend) Lightning(dst, q, k, v backend.Tensor, spans []backend.Span, s
 	dec := b.stage(unsafe.Pointer(&decay[0]), 4*H)
 	common := []uint64{pArg(pd), lArg(dst.Stride), pArg(pq), lArg(q.Stride), pArg(pk), lArg(k.Stride), pArg(pv), lArg(v.Stride)}
 	if n := len(recP); n > 0 {
-		// blocks of 16 value columns, so that a single token's heads
-		// still spread over many multiprocessors
-		JB := d
-		if d%16 == 0 {
-			JB = 16
-		}
-		R := max(1, min(d, 512/JB))
+		JB, R := recBlock(d)
 		args := append(append([]uint64{}, common...), pArg(b.stageI32(recS)), pArg(b.stageI64(recP)), pArg(dec), iArg(H), iArg(d), fArg(scale))
-		b.launch("k_lightning_rec", dim3{n * H, d / JB, 1}, dim3{JB, R, 1}, 4*R*JB, args...)
+		smem := 4 * R * JB
+		if nrm != nil {
+			// the norm's threads per head as RMSNormRoPE's (blockFor), for
+			// the same sums
+			args = append(args, pArg(nrm.w.p), bArg(nrm.wfull), iArg(blockFor(d)), fArg(nrm.eps), iArg(nrm.rope.Dim), dArg(nrm.rope.Theta),
+				pArg(b.stageI32(nrm.pos[:q.Rows])))
+			smem += 4 * 2 * d
+		} else {
+			args = append(args, pArg(0), bArg(false), iArg(0), fArg(0), iArg(0), dArg(0), pArg(0))
+		}
+		args = append(args, bArg(!b.recLate))
+		b.launch("k_lightning_rec", dim3{n * H, d / JB, 1}, dim3{JB, R, 1}, smem, args...)
 	}
 	if len(chP) > 0 && !b.opts.Precise && b.mma && (d == 64 || d == 128) {
 		b.lightningMMA(common, chSpans, chP, dec, H, d, scale)
@@ -1044,7 +1110,11 @@ func (b *Backend) moeVector(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rI
 		} else {
 			a = []uint64{pArg(act.p), pArg(rIDs), pArg(rW), iArg(K), pArg(e.down), iArg(D), iArg(I), pArg(pdst), lArg(ldd)}
 		}
-		b.launch("moe_dc_"+vsuf, dim3{(D + wd - 1) / wd, T, 1}, dim3{32 * wd, 1, 1}, 0, append(a, shared(down)...)...)
+		a = append(a, shared(down)...)
+		arg := b.launch("moe_dc_"+vsuf, dim3{(D + wd - 1) / wd, T, 1}, dim3{32 * wd, 1, 1}, 0, append(a, pArg(0))...) // R: fuse.go
+		if T == 1 {
+			b.markProducer(arg, len(a), pdst, D)
+		}
 		b.release(act)
 		b.release(xs...)
 		return

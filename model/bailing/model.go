@@ -610,17 +610,20 @@ func (m *Model) lightning(ws *workspace, ly layer, out, h backend.Tensor, pass [
 	if c.LinearSilu {
 		b.SiLU(qkv, qkv)
 	}
-	q, k, v := qkv.ColRange(0, Hd), qkv.ColRange(Hd, Hd), qkv.ColRange(2*Hd, Hd)
-	m.qkNormRoPE(ly, qkv.ColRange(0, 2*Hd), pos)
 	states := m.sc.states[:0]
 	for _, p := range pass {
 		states = append(states, p.req.State.(*State).linear[ly.linearIdx])
 	}
 	m.sc.states = states
 	o := ws.o.RowRange(0, T)
-	b.Lightning(o, q, k, v, spans, states, ly.decay, float32(1/math.Sqrt(float64(d))))
-	backend.RMSNormSigmoidMul(b, o, o, g, ly.gNorm, Hd/c.GroupNormSize, float32(c.RMSNormEps))
-	b.MatMul(out, o, ly.dense)
+	scale := float32(1 / math.Sqrt(float64(d)))
+	if ly.qkNorm != nil {
+		backend.NormRoPELightning(b, o, qkv.ColRange(0, 2*Hd), qkv.ColRange(2*Hd, Hd), ly.qkNorm, d, float32(c.RMSNormEps), m.rope, pos, spans, states, ly.decay, scale)
+	} else {
+		m.qkNormRoPE(ly, qkv.ColRange(0, 2*Hd), pos)
+		b.Lightning(o, qkv.ColRange(0, Hd), qkv.ColRange(Hd, Hd), qkv.ColRange(2*Hd, Hd), spans, states, ly.decay, scale)
+	}
+	backend.NormGateMatMul(b, out, o, g, ly.gNorm, Hd/c.GroupNormSize, float32(c.RMSNormEps), ly.dense)
 }
 
 // attention is the softmax GQA mixer (spec §5).
