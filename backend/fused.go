@@ -63,31 +63,6 @@ func RMSNormSigmoidMul(b Backend, dst, x, gate Tensor, w Weight, group int, eps 
 	b.SigmoidMul(dst, dst, gate)
 }
 
-// NormGateMatMuler is implemented by backends that fuse a grouped RMSNorm
-// and sigmoid gate into the matrix product that consumes them (decode: the
-// normalised row is computed inside the product instead of in a kernel of
-// its own).
-type NormGateMatMuler interface {
-	// NormGateMatMul computes dst = (RMSNorm(x)·nw ⊙ sigmoid(gate))·wᵀ, the
-	// norm over every group of `group` columns, leaving x and gate unchanged.
-	// It returns false, having done nothing, when the backend cannot fuse
-	// these shapes or kinds.
-	NormGateMatMul(dst, x, gate Tensor, nw Weight, group int, eps float32, w Weight) bool
-}
-
-// NormGateMatMul computes dst = (RMSNorm(x)·nw ⊙ sigmoid(gate))·wᵀ (norm
-// groups of `group` columns), fused when b implements NormGateMatMuler and
-// accepts the shapes, else as RMSNormSigmoidMul (in place in x) then
-// MatMul; x's contents afterwards are unspecified. The results are the same
-// either way.
-func NormGateMatMul(b Backend, dst, x, gate Tensor, nw Weight, group int, eps float32, w Weight) {
-	if f, ok := b.(NormGateMatMuler); ok && f.NormGateMatMul(dst, x, gate, nw, group, eps, w) {
-		return
-	}
-	RMSNormSigmoidMul(b, x, x, gate, nw, group, eps)
-	b.MatMul(dst, x, w)
-}
-
 // NormRoPELightninger is implemented by backends that fuse the per-head
 // RMSNorm and RoPE of q and k into the lightning attention that consumes
 // them (decode: inside the recurrent step).

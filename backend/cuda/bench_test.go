@@ -314,10 +314,11 @@ func BenchmarkOps(b *testing.B) {
 // on the checkpoint in RINGO_BENCH_MODEL (skipped without it; e.g. a
 // synthetic Ring-mini-linear-2.0 from `ringo synth`) after a 512-token
 // prompt, and logs each setting's mean step time. RINGO_BENCH_AB lists the
-// settings, ';'-separated, each "fuse/early": a RINGO_CUDA_FUSE value and
-// whether k_lightning_rec loads its state before PDL_ENTER (default
-// "all/1;0/1"). Separate processes on the GPU machine differ by a few per
-// cent; alternating steps resolves less than that.
+// settings, ';'-separated, each "rope/early" (0 or 1): the QK norm and RoPE
+// inside k_lightning_rec (RINGO_CUDA_FUSE), and that kernel's state loads
+// before PDL_ENTER (RINGO_CUDA_REC_EARLY); default "1/1;0/1;1/0". Separate
+// processes on the GPU machine differ by a few per cent; alternating steps
+// resolves less than that.
 func BenchmarkDecodeAB(b *testing.B) {
 	dir := os.Getenv("RINGO_BENCH_MODEL")
 	if dir == "" {
@@ -325,20 +326,19 @@ func BenchmarkDecodeAB(b *testing.B) {
 	}
 	spec := os.Getenv("RINGO_BENCH_AB")
 	if spec == "" {
-		spec = "all/1;0/1"
+		spec = "1/1;0/1;1/0"
 	}
 	type setting struct {
-		name string
-		fuse fuseSet
-		late bool
+		name       string
+		rope, late bool
 	}
 	var settings []setting
 	for _, s := range strings.Split(spec, ";") {
 		f, e, ok := strings.Cut(s, "/")
-		if !ok || (e != "0" && e != "1") {
-			b.Fatalf("RINGO_BENCH_AB: bad setting %q (want fuse/early)", s)
+		if !ok || (f != "0" && f != "1") || (e != "0" && e != "1") {
+			b.Fatalf("RINGO_BENCH_AB: bad setting %q (want rope/early, each 0 or 1)", s)
 		}
-		settings = append(settings, setting{s, parseFuse(f), e == "0"})
+		settings = append(settings, setting{s, f == "1", e == "0"})
 	}
 	g := gpu(b, false)
 	ck, err := checkpoint.Open(dir)
@@ -356,10 +356,10 @@ func BenchmarkDecodeAB(b *testing.B) {
 	if err := m.Forward(context.Background(), []*model.Request{r}); err != nil {
 		b.Fatal(err)
 	}
-	saved, savedLate := g.fuse, g.recLate
-	defer func() { g.fuse, g.recLate = saved, savedLate }()
+	saved, savedLate := g.fuseRope, g.recLate
+	defer func() { g.fuseRope, g.recLate = saved, savedLate }()
 	step := func(s setting) time.Duration {
-		g.fuse, g.recLate = s.fuse, s.late
+		g.fuseRope, g.recLate = s.rope, s.late
 		r.Tokens = []int32{argmax(r.Logits)}
 		t0 := time.Now()
 		if err := m.Forward(context.Background(), []*model.Request{r}); err != nil {

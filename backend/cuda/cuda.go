@@ -121,10 +121,9 @@ type Backend struct {
 	// gemvT8 (RINGO_CUDA_GEMV_T8) runs single-row GEMVs with the kernels
 	// for up to 8 rows instead of the ones compiled for 1, for comparisons
 	gemvT8 bool
-	// fuse (RINGO_CUDA_FUSE) selects the norms moved into the kernels
-	// around them in decode; nf is the state of that (fuse.go)
-	fuse fuseSet
-	nf   normFusion
+	// fuseRope (RINGO_CUDA_FUSE=0 turns it off) lets NormRoPELightning
+	// normalise and rotate q and k inside k_lightning_rec
+	fuseRope bool
 	// recLate (RINGO_CUDA_REC_EARLY=0) makes k_lightning_rec load its state
 	// after PDL_ENTER instead of before, for comparisons
 	recLate bool
@@ -240,9 +239,8 @@ func New(device int, opts Options) (*Backend, error) {
 		}
 	}
 	b.gemvT8 = os.Getenv("RINGO_CUDA_GEMV_T8") != ""
-	b.fuse = parseFuse(os.Getenv("RINGO_CUDA_FUSE"))
+	b.fuseRope = os.Getenv("RINGO_CUDA_FUSE") != "0"
 	b.recLate = os.Getenv("RINGO_CUDA_REC_EARLY") == "0"
-	b.nf.prodEnd = -1
 	b.moeWarps = [2]int{4, 8}
 	if v := strings.Split(os.Getenv("RINGO_CUDA_MOE_WARPS"), ","); len(v) == 2 {
 		g, e1 := strconv.Atoi(v[0])
@@ -291,7 +289,7 @@ func New(device int, opts Options) (*Backend, error) {
 var kernelNames = []string{
 	"k_copy", "k_fill", "k_add", "k_silu", "k_silumul", "k_sigmul", "k_gather", "k_tobf16",
 	"embed_f32", "embed_f16", "embed_bf16", "embed_fp8", "k_rmsnorm", "k_addrmsnorm", "k_rope", "k_rmsnorm_sigmul", "k_rmsnorm_rope",
-	"gemv_f32", "gemv_f16", "gemv_bf16", "gemv_bf16v", "gemv_fp8", "gemv_bf16v1", "gemv_fp81", "gemv_bf16v1n", "gemv_fp81n", "k_fp8_bf16", "gemm_f32", "gemm_f16", "gemm_bf16",
+	"gemv_f32", "gemv_f16", "gemv_bf16", "gemv_bf16v", "gemv_fp8", "gemv_bf16v1", "gemv_fp81", "k_fp8_bf16", "gemm_f32", "gemm_f16", "gemm_bf16",
 	"moe_gu_bf16v", "moe_gu_fp8", "moe_dc_bf16v", "moe_dc_fp8", "moe_gemv_f32", "moe_gemv_f16", "moe_gemv_bf16", "moe_gemv_bf16v", "moe_down_bf16v", "moe_gemv_fp8", "moe_down_fp8", "moe_mma16_fp8", "moe_mma64_fp8",
 	"k_moe_plan", "moe_gemm_f32", "moe_gemm_f16", "moe_gemm_bf16", "k_moe_combine", "k_route",
 	"k_lightning_rec", "k_lightning_chunk", "k_kvstore", "k_attn", "k_attn_combine",
@@ -611,28 +609,22 @@ type dim3 struct{ x, y, z int }
 // launch runs kernel name on grid×block threads with smem bytes of dynamic
 // shared memory; each argument occupies one 8-byte slot read by the kernel
 // with its declared type.
-//
-// It returns the index in b.queue of the command's first argument word, or
-// -1 when nothing stays queued (an empty grid, or a flush of a long queue).
-func (b *Backend) launch(name string, grid, block dim3, smem int, args ...uint64) int {
+func (b *Backend) launch(name string, grid, block dim3, smem int, args ...uint64) {
 	f := b.fns[name]
 	if f == 0 {
 		panic("cuda: unknown kernel " + name)
 	}
 	if grid.x == 0 || grid.y == 0 || grid.z == 0 {
-		return -1
+		return
 	}
 	if len(args) > len(b.params.slots) {
 		panic(fmt.Sprintf("cuda: %d arguments for %s", len(args), name))
 	}
 	b.record(uint64(opKernel|len(args)<<8), uint64(f), uint64(grid.x), uint64(grid.y), uint64(grid.z), uint64(block.x), uint64(block.y), uint64(block.z), uint64(smem))
-	i := len(b.queue)
 	b.record(args...)
 	if len(b.queue) > 1<<18 {
 		b.flush() // long runs of work without a Read
-		return -1
 	}
-	return i
 }
 
 // flatGrid returns a 1-D grid of 256-thread blocks covering n elements.

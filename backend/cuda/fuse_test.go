@@ -14,15 +14,12 @@ import (
 	"github.com/ringo-ai/ringo/model/bailing"
 )
 
-// fusedRun runs f on g with the norm fusion on or off and returns the
-// kernels it issued.
+// fusedRun runs f on g with the fusion of NormRoPELightning on or off and
+// returns the kernels it issued.
 func fusedRun(g *Backend, on bool, f func()) int64 {
-	saved := g.fuse
-	g.fuse = 0
-	if on {
-		g.fuse = fuseAll
-	}
-	defer func() { g.fuse = saved }()
+	saved := g.fuseRope
+	g.fuseRope = on
+	defer func() { g.fuseRope = saved }()
 	g.Sync()
 	before := g.Stats().Kernels
 	f()
@@ -41,125 +38,10 @@ func sameTensors(t *testing.T, what string, g *Backend, got, want backend.Tensor
 	}
 }
 
-// TestFusedAddNorm checks AddRMSNorm fused into the single-row GEMVs around
-// it (the residual add into the GEMV producing a, the norm into the GEMV
-// consuming h, or queued as k_rmsnorm when something else comes next)
-// against the same operations unfused, and against the CPU. At 2,048
-// columns the sums are those of k_addrmsnorm (bit-identical); at other
-// widths their order differs.
-func TestFusedAddNorm(t *testing.T) {
-	g := gpu(t, false)
-	rng := rand.New(rand.NewSource(21))
-	for _, kind := range []backend.Kind{backend.BF16, backend.F8E4M3} {
-		for _, c := range []struct{ D, K, N int }{{2048, 512, 3000}, {2048, 2048, 7}, {320, 128, 200}, {4096, 64, 9}} {
-			for _, next := range []string{"gemv", "other"} {
-				what := fmt.Sprintf("%v D=%d K=%d N=%d next=%s", kind, c.D, c.K, c.N, next)
-				cd, gd := upload(t, g, hostWeight(rng, "wd", kind, c.D, c.K, 0.1))
-				cq, gq := upload(t, g, hostWeight(rng, "wq", kind, c.N, c.D, 0.1))
-				cn, gn := upload(t, g, hostWeight(rng, "norm", backend.BF16, 1, c.D, 2))
-				o := contiguousPair(g, randT(t, g, rng, 1, c.K, 1)) // aligned: the vector GEMVs
-				x0 := randT(t, g, rng, 1, c.D, 3)
-				var res [2][4]backend.Tensor // x, a, h, y per setting
-				var kernels [2]int64
-				for i, on := range []bool{false, true} {
-					x, a, h, y := gpuCopy(g, x0.g), g.Alloc(1, c.D), g.Alloc(1, c.D), g.Alloc(1, c.N)
-					kernels[i] = fusedRun(g, on, func() {
-						g.MatMul(a, o.g, gd)
-						backend.AddRMSNorm(g, h, x, a, gn, 1e-6)
-						if next == "gemv" {
-							g.MatMul(y, h, gq)
-						} else {
-							g.Add(y.ColRange(0, 1), y.ColRange(0, 1), y.ColRange(0, 1))
-						}
-					})
-					res[i] = [4]backend.Tensor{x, a, h, y}
-				}
-				tol := 0.0
-				if c.D != 2048 {
-					tol = 1e-6
-				}
-				for j, name := range []string{"x", "a", "h", "y"} {
-					if name == "y" && next != "gemv" {
-						continue
-					}
-					sameTensors(t, what+": "+name, g, res[1][j], res[0][j], tol)
-				}
-				// with a GEMV next the norm runs inside it; else it is queued as
-				// k_rmsnorm instead of k_addrmsnorm
-				if want := kernels[0] - 1; next != "gemv" && kernels[1] != kernels[0] || next == "gemv" && kernels[1] != want {
-					t.Errorf("%s: %d kernels fused, %d unfused", what, kernels[1], kernels[0])
-				}
-				// the CPU
-				a, h, y := zeroT(g, 1, c.D), zeroT(g, 1, c.D), zeroT(g, 1, c.N)
-				host().MatMul(a.c, o.c, cd)
-				backend.AddRMSNorm(host(), h.c, x0.c, a.c, cn, 1e-6)
-				host().MatMul(y.c, h.c, cq)
-				g.Copy(x0.g, res[1][0])
-				g.Copy(h.g, res[1][2])
-				g.Copy(y.g, res[1][3])
-				compare(t, what+": x against the CPU", g, x0, 2e-2)
-				compare(t, what+": h against the CPU", g, h, 2e-2)
-				if next == "gemv" {
-					compare(t, what+": y against the CPU", g, y, 2e-2)
-				}
-				for _, r := range res {
-					for _, u := range r {
-						g.Free(u)
-					}
-				}
-			}
-		}
-	}
-}
-
-// TestNormGateMatMul checks the grouped norm and sigmoid gate computed in
-// the prologue of the GEMV that consumes them against RMSNormSigmoidMul
-// then MatMul (bit-identical for 256-thread norm blocks: groups of 512,
-// Ring-mini's) and against the CPU.
-func TestNormGateMatMul(t *testing.T) {
-	g := gpu(t, false)
-	rng := rand.New(rand.NewSource(22))
-	for _, kind := range []backend.Kind{backend.BF16, backend.F8E4M3} {
-		for _, c := range []struct {
-			K, N, group int
-			wfull       bool
-		}{{2048, 2048, 512, true}, {2048, 9, 512, false}, {4096, 300, 512, true}, {320, 64, 64, true}, {256, 40, 256, false}} {
-			what := fmt.Sprintf("%v %+v", kind, c)
-			wlen := c.group
-			if c.wfull {
-				wlen = c.K
-			}
-			cw, gw := upload(t, g, hostWeight(rng, "dense", kind, c.N, c.K, 0.1))
-			cn, gn := upload(t, g, hostWeight(rng, "gnorm", backend.BF16, 1, wlen, 2))
-			x, gate := randT(t, g, rng, 1, c.K, 3), randT(t, g, rng, 1, c.K, 4) // unaligned: read in the prologue
-			xs := gpuCopy(g, x.g)
-			want, got := g.Alloc(1, c.N), g.Alloc(1, c.N)
-			var kernels [2]int64
-			kernels[0] = fusedRun(g, false, func() { backend.NormGateMatMul(g, want, xs, gate.g, gn, c.group, 1e-6, gw) })
-			kernels[1] = fusedRun(g, true, func() { backend.NormGateMatMul(g, got, x.g, gate.g, gn, c.group, 1e-6, gw) })
-			if kernels[1] != 1 || kernels[0] != 2 {
-				t.Errorf("%s: %d kernels fused, %d unfused: want 1 and 2", what, kernels[1], kernels[0])
-			}
-			tol := 0.0
-			if c.group != 512 {
-				tol = 1e-6
-			}
-			sameTensors(t, what, g, got, want, tol)
-			y := zeroT(g, 1, c.N)
-			backend.NormGateMatMul(host(), y.c, x.c, gate.c, cn, c.group, 1e-6, cw)
-			g.Copy(y.g, got)
-			compare(t, what+" against the CPU", g, y, 2e-2)
-			g.Free(xs)
-			g.Free(want)
-			g.Free(got)
-		}
-	}
-}
-
-// TestFusedDecode decodes the fixture models at batch 1 (fast mode, BF16
-// weights: the vector GEMVs) with the norm fusion on and off: the logits
-// must agree (the hidden size, 64, gives other norm blocks than 256 threads,
-// so the sums' order differs) and the fused steps must issue fewer kernels.
+// TestFusedDecode decodes the fixture models at batch 1 (fast mode) with
+// the QK norm and RoPE inside the lightning kernel and without: the same
+// logits (the same arithmetic), and fewer kernels per fused step for the
+// lightning model.
 func TestFusedDecode(t *testing.T) {
 	g := gpu(t, false)
 	u, err := New(0, Options{})
@@ -167,8 +49,8 @@ func TestFusedDecode(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer u.Close()
-	u.fuse = 0
-	for _, dir := range []string{"tiny-linear", "tiny-softmax"} {
+	u.fuseRope = false
+	for _, dir := range []string{"tiny-linear", "tiny-linear-hfdecay"} {
 		t.Run(dir, func(t *testing.T) {
 			path := filepath.Join("..", "..", "testdata", dir)
 			exp := loadExpected(t, path)
@@ -202,8 +84,10 @@ func TestFusedDecode(t *testing.T) {
 					kf += g.Stats().Kernels - bf
 					ku += u.Stats().Kernels - bu
 				}
-				if e := relErr(rf.Logits, ru.Logits); e > 1e-5 {
-					t.Fatalf("step %d: logits differ by %.3g with and without the fused norms", s, e)
+				for j := range rf.Logits {
+					if math.Float32bits(rf.Logits[j]) != math.Float32bits(ru.Logits[j]) {
+						t.Fatalf("step %d: logit %d is %v fused, %v unfused", s, j, rf.Logits[j], ru.Logits[j])
+					}
 				}
 				next := []int32{argmax(ru.Logits)}
 				rf.Tokens, ru.Tokens = next, next
@@ -307,20 +191,6 @@ func TestNormRoPELightning(t *testing.T) {
 			for _, u := range st {
 				g.Free(u)
 			}
-		}
-	}
-}
-
-func TestParseFuse(t *testing.T) {
-	for _, c := range []struct {
-		in   string
-		want fuseSet
-	}{
-		{"", fuseRope}, {"all", fuseAll}, {"1", fuseAll}, {"0", 0}, {"none", 0},
-		{"add", fuseAdd}, {"gate,rope", fuseGate | fuseRope}, {" add , rope", fuseAdd | fuseRope}, {"bogus", 0},
-	} {
-		if got := parseFuse(c.in); got != c.want {
-			t.Errorf("parseFuse(%q) = %b, want %b", c.in, got, c.want)
 		}
 	}
 }

@@ -70,21 +70,14 @@ func (b *Backend) Stats() Stats {
 
 var graphSeed = maphash.MakeSeed()
 
-// record appends a command (after a pending norm, fuse.go).
-func (b *Backend) record(words ...uint64) {
-	if b.nf.pend {
-		b.emitPending()
-	}
-	b.queue = append(b.queue, words...)
-}
+// record appends a command.
+func (b *Backend) record(words ...uint64) { b.queue = append(b.queue, words...) }
 
 // queueHead is the room kept at the start of the queue for the ring copy.
 const queueHead = 4
 
 // flush issues everything queued on the stream (as a graph when possible).
 func (b *Backend) flush() {
-	b.emitPending()
-	b.nf.prodEnd = -1
 	q := b.queue[queueHead:]
 	if b.stageOff > b.flushedOff {
 		// the ring's new bytes go first, in one copy

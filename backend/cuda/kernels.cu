@@ -507,87 +507,6 @@ __device__ __forceinline__ void gv_chunk(uint4 wv, int kc, const float* X, i64 l
   }
 }
 
-// Prologues of the single-row GEMVs, run by every block after PDL_ENTER;
-// run returns the activation row to use. GvNone: the row X as given.
-// GvNorm (the ...1n kernels): the row is computed from x into shared memory
-// (K floats of dynamic shared memory): h = RMSNorm over groups of G values
-// · w (K values, or G shared ones unless wfull), then ⊙ sigmoid(gate) when
-// gate is set; block 0 also stores h to H when H is set. The sums of
-// squares are those of k_rmsnorm / k_addrmsnorm for blocks of 256 threads
-// (each thread adds its values in index order, NU at a time, in double;
-// then block_sumd), so for G = 2048 (AddRMSNorm) and G = 512 (the grouped
-// norm) h is bit-identical to theirs.
-#define GN_MAX 4 /* norm groups summed at once (Ring-mini's grouped norm has 4) */
-struct GvNone {
-  __device__ __forceinline__ const float* run(const float* X, int) const { return X; }
-};
-struct GvNorm {
-  const float *w, *gate;
-  float* H;
-  int wfull, G;
-  float eps;
-  __device__ const float* run(const float* x, int K) const {
-    extern __shared__ float xs[];
-    int tid = threadIdx.x, B = blockDim.x;
-    for (int i0 = tid; i0 < K; i0 += NU * B) {
-      float v[NU];
-#pragma unroll
-      for (int u = 0; u < NU; u++) {
-        int i = i0 + u * B;
-        v[u] = i < K ? x[i] : 0.f;
-      }
-#pragma unroll
-      for (int u = 0; u < NU; u++)
-        if (i0 + u * B < K) xs[i0 + u * B] = v[u];
-    }
-    // up to GN_MAX groups' sums at once: the same sums as one block_sumd
-    // per group, with one pair of barriers
-    __shared__ double shg[GN_MAX][32];
-    int lane = tid & 31, wp = tid >> 5, nw = B >> 5;
-    for (int gb = 0; gb < K; gb += GN_MAX * G) {
-      double ss[GN_MAX];
-#pragma unroll
-      for (int q = 0; q < GN_MAX; q++) {
-        ss[q] = 0;
-        int g0 = gb + q * G;
-        if (g0 >= K) continue;
-        for (int i0 = tid; i0 < G; i0 += NU * B) {
-#pragma unroll
-          for (int u = 0; u < NU; u++) {
-            int i = i0 + u * B;
-            if (i < G) {
-              float v = xs[g0 + i];
-              ss[q] += (double)v * (double)v;
-            }
-          }
-        }
-        ss[q] = warp_sumd(ss[q]);
-      }
-      __syncthreads();
-      if (lane == 0) {
-#pragma unroll
-        for (int q = 0; q < GN_MAX; q++) shg[q][wp] = ss[q];
-      }
-      __syncthreads();
-      for (int q = 0; q < GN_MAX && gb + q * G < K; q++) {
-        int g0 = gb + q * G;
-        double t = 0;
-        for (int u = 0; u < nw; u++) t += shg[q][u];
-        float inv = (float)(1.0 / sqrt(t / (double)G + (double)eps));
-        const float* ws = wfull ? w + g0 : w;
-        for (int i = tid; i < G; i += B) {
-          float h = xs[g0 + i] * inv * ws[i];
-          if (gate) h = sigmul(h, gate[g0 + i]);
-          xs[g0 + i] = h;
-          if (H && blockIdx.x == 0) H[g0 + i] = h;
-        }
-      }
-    }
-    __syncthreads();
-    return xs;
-  }
-};
-
 // gemv_rows: Y[t, n] = sum_k X[t, k] * W[n, k] for t < T <= TT <= GEMV_T;
 // sr is the row's scales (F::S only). It runs PDL_ENTER itself: the first
 // GV_P chunks of each lane (for K = 2048 BF16, the whole row) are loaded
@@ -595,16 +514,14 @@ struct GvNorm {
 // the previous kernel finishes (a warp past the last row has n < 0: it
 // stores nothing).
 #define GV_P 8
-template <class F, int TT, class P>
-__device__ __forceinline__ void gemv_rows(const float* X, i64 ldx, int T, const uint4* wr, const float* sr, int bc, int K, float* Y, i64 ldy, int n,
-                                          const P& pro, float* R) {
+template <class F, int TT>
+__device__ __forceinline__ void gemv_rows(const float* X, i64 ldx, int T, const uint4* wr, const float* sr, int bc, int K, float* Y, i64 ldy, int n) {
   int lane = threadIdx.x & 31;
   int KC = K / F::N;
   uint4 wp[GV_P];
 #pragma unroll
   for (int u = 0; u < GV_P; u++) wp[u] = lane + 32 * u < KC ? __ldg(wr + lane + 32 * u) : make_uint4(0, 0, 0, 0);
   PDL_ENTER();
-  X = pro.run(X, K);
   float acc[TT];
 #pragma unroll
   for (int t = 0; t < TT; t++) acc[t] = 0.f;
@@ -623,10 +540,7 @@ __device__ __forceinline__ void gemv_rows(const float* X, i64 ldx, int T, const 
   for (int t = 0; t < TT; t++) {
     if (TT == 1 || t < T) {
       float v = warp_sum(acc[t]);
-      if (lane == 0 && n >= 0) {
-        Y[(i64)t * ldy + n] = v;
-        if (TT == 1 && R) R[n] += v;
-      }
+      if (lane == 0 && n >= 0) Y[(i64)t * ldy + n] = v;
     }
   }
 }
@@ -634,43 +548,30 @@ __device__ __forceinline__ void gemv_rows(const float* X, i64 ldx, int T, const 
 // past N load row N-1 and store nothing); the ...1 kernels take one
 // activation row.
 __device__ __forceinline__ int gv_row() { return blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5); }
-template <int TT, class P>
-__device__ __forceinline__ void gemv_bf16v_impl(const float* X, i64 ldx, int T, const u16* __restrict__ Wt, int N, int K, float* Y, i64 ldy, const P& pro,
-                                                float* R) {
+template <int TT>
+__device__ __forceinline__ void gemv_bf16v_impl(const float* X, i64 ldx, int T, const u16* __restrict__ Wt, int N, int K, float* Y, i64 ldy) {
   int n = gv_row();
-  gemv_rows<GvBF16, TT>(X, ldx, T, (const uint4*)(Wt + (i64)min(n, N - 1) * K), 0, 1, K, Y, ldy, n < N ? n : -1, pro, R);
+  gemv_rows<GvBF16, TT>(X, ldx, T, (const uint4*)(Wt + (i64)min(n, N - 1) * K), 0, 1, K, Y, ldy, n < N ? n : -1);
 }
-template <int TT, class P>
+template <int TT>
 __device__ __forceinline__ void gemv_fp8_impl(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br,
-                                              int bc, float* Y, i64 ldy, const P& pro, float* R) {
+                                              int bc, float* Y, i64 ldy) {
   int n = gv_row();
-  gemv_rows<GvFP8, TT>(X, ldx, T, (const uint4*)(Wt + (i64)min(n, N - 1) * K), S + (i64)(min(n, N - 1) / br) * sc, bc, K, Y, ldy, n < N ? n : -1, pro,
-                       R);
+  gemv_rows<GvFP8, TT>(X, ldx, T, (const uint4*)(Wt + (i64)min(n, N - 1) * K), S + (i64)(min(n, N - 1) / br) * sc, bc, K, Y, ldy, n < N ? n : -1);
 }
-// The single-row kernels (...1) also add their output to R[n] when R is set
-// (a residual x += a fused into the GEMV that produces a); the ...1n ones
-// compute their activation row with GvNorm from the row X (see above).
 extern "C" __global__ void gemv_bf16v(const float* X, i64 ldx, int T, const u16* __restrict__ Wt, int N, int K, float* Y, i64 ldy) {
-  gemv_bf16v_impl<GEMV_T>(X, ldx, T, Wt, N, K, Y, ldy, GvNone{}, 0);
+  gemv_bf16v_impl<GEMV_T>(X, ldx, T, Wt, N, K, Y, ldy);
 }
-extern "C" __global__ void gemv_bf16v1(const float* X, i64 ldx, int T, const u16* __restrict__ Wt, int N, int K, float* Y, i64 ldy, float* R) {
-  gemv_bf16v_impl<1>(X, ldx, T, Wt, N, K, Y, ldy, GvNone{}, R);
-}
-extern "C" __global__ void __launch_bounds__(256, 4) gemv_bf16v1n(const float* X, i64 ldx, int T, const u16* __restrict__ Wt, int N, int K, float* Y, i64 ldy, float* R, const float* nw,
-                                        int wfull, const float* gate, float* H, int G, float eps) {
-  gemv_bf16v_impl<1>(X, ldx, T, Wt, N, K, Y, ldy, GvNorm{nw, gate, H, wfull, G, eps}, R);
+extern "C" __global__ void gemv_bf16v1(const float* X, i64 ldx, int T, const u16* __restrict__ Wt, int N, int K, float* Y, i64 ldy) {
+  gemv_bf16v_impl<1>(X, ldx, T, Wt, N, K, Y, ldy);
 }
 extern "C" __global__ void gemv_fp8(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br, int bc,
                                     float* Y, i64 ldy) {
-  gemv_fp8_impl<GEMV_T>(X, ldx, T, Wt, N, K, S, sc, br, bc, Y, ldy, GvNone{}, 0);
+  gemv_fp8_impl<GEMV_T>(X, ldx, T, Wt, N, K, S, sc, br, bc, Y, ldy);
 }
 extern "C" __global__ void gemv_fp81(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br, int bc,
-                                     float* Y, i64 ldy, float* R) {
-  gemv_fp8_impl<1>(X, ldx, T, Wt, N, K, S, sc, br, bc, Y, ldy, GvNone{}, R);
-}
-extern "C" __global__ void __launch_bounds__(256, 4) gemv_fp81n(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br,
-                                      int bc, float* Y, i64 ldy, float* R, const float* nw, int wfull, const float* gate, float* H, int G, float eps) {
-  gemv_fp8_impl<1>(X, ldx, T, Wt, N, K, S, sc, br, bc, Y, ldy, GvNorm{nw, gate, H, wfull, G, eps}, R);
+                                     float* Y, i64 ldy) {
+  gemv_fp8_impl<1>(X, ldx, T, Wt, N, K, S, sc, br, bc, Y, ldy);
 }
 
 // k_fp8_bf16 widens an [N, K] E4M3 weight with block scales to BF16 (for
@@ -998,7 +899,7 @@ __device__ __forceinline__ void moe_gu(const float* X, i64 ldx, const int* ids, 
 }
 template <class F>
 __device__ __forceinline__ void moe_dc(const float* A, const int* ids, const float* wts, int topk, const uint4* Wt, const float* S, int br, int bc, int N,
-                                       int K, float* D, i64 ldd, const uint4* Ws, const float* Ss, int ns, float* R) {
+                                       int K, float* D, i64 ldd, const uint4* Ws, const float* Ss, int ns) {
   int t = blockIdx.y, n = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
   if (n >= N) return;
   int KC = K / F::N, m = topk + (Ws ? 1 : 0);
@@ -1044,10 +945,7 @@ __device__ __forceinline__ void moe_dc(const float* A, const int* ids, const flo
       out += v;
     }
   }
-  if (lane == 0) {
-    D[(i64)t * ldd + n] = out;
-    if (R) R[n] += out;  // a fused residual add (one row only)
-  }
+  if (lane == 0) D[(i64)t * ldd + n] = out;
 }
 extern "C" __global__ void moe_gu_bf16v(const float* X, i64 ldx, const int* ids, int topk, const u16* __restrict__ Wt, int I, int K, float* A,
                                         const u16* __restrict__ Ws, int ns) { PDL_ENTER();
@@ -1058,14 +956,13 @@ extern "C" __global__ void moe_gu_fp8(const float* X, i64 ldx, const int* ids, i
   moe_gu<GvFP8>(X, ldx, ids, topk, (const uint4*)Wt, S, br, bc, I, K, A, (const uint4*)Ws, Ss, ns);
 }
 extern "C" __global__ void moe_dc_bf16v(const float* A, const int* ids, const float* wts, int topk, const u16* __restrict__ Wt, int N, int K, float* D,
-                                        i64 ldd, const u16* __restrict__ Ws, int ns, float* R) { PDL_ENTER();
-  moe_dc<GvBF16>(A, ids, wts, topk, (const uint4*)Wt, 0, 1, 1, N, K, D, ldd, (const uint4*)Ws, 0, ns, R);
+                                        i64 ldd, const u16* __restrict__ Ws, int ns) { PDL_ENTER();
+  moe_dc<GvBF16>(A, ids, wts, topk, (const uint4*)Wt, 0, 1, 1, N, K, D, ldd, (const uint4*)Ws, 0, ns);
 }
 extern "C" __global__ void moe_dc_fp8(const float* A, const int* ids, const float* wts, int topk, const unsigned char* __restrict__ Wt, const float* S,
-                                      int br, int bc, int N, int K, float* D, i64 ldd, const unsigned char* __restrict__ Ws, const float* Ss, int ns,
-                                      float* R) {
+                                      int br, int bc, int N, int K, float* D, i64 ldd, const unsigned char* __restrict__ Ws, const float* Ss, int ns) {
   PDL_ENTER();
-  moe_dc<GvFP8>(A, ids, wts, topk, (const uint4*)Wt, S, br, bc, N, K, D, ldd, (const uint4*)Ws, Ss, ns, R);
+  moe_dc<GvFP8>(A, ids, wts, topk, (const uint4*)Wt, S, br, bc, N, K, D, ldd, (const uint4*)Ws, Ss, ns);
 }
 
 // k_moe_combine: d[t, c] = sum_k w[t*K+k] * Y[posOf[t*K+k], c], in k order

@@ -329,19 +329,15 @@ func (b *Backend) MatMul(dst, x backend.Tensor, wt backend.Weight) {
 
 func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *weight) {
 	N, K := w.rows, w.cols
-	if T == 1 && b.consumePending(pd, ldd, px, w) {
-		return
-	}
 	if w.kind == backend.F8E4M3 {
 		if T <= GEMVRows {
 			px, ldx, xs := b.aligned16(px, ldx, T, K)
-			args := []uint64{pArg(px), lArg(ldx), iArg(T), pArg(w.p), iArg(N), iArg(K), pArg(w.scale), iArg(w.sc), iArg(w.br), iArg(w.bc), pArg(pd), lArg(ldd)}
+			name := "gemv_fp8"
 			if T == 1 && !b.gemvT8 {
-				// the residual argument (fuse.go)
-				b.markProducer(b.launch("gemv_fp81", dim3{(N + 7) / 8, 1, 1}, dim3{256, 1, 1}, 0, append(args, pArg(0))...), len(args), pd, N)
-			} else {
-				b.launch("gemv_fp8", dim3{(N + 7) / 8, 1, 1}, dim3{256, 1, 1}, 0, args...)
+				name = "gemv_fp81"
 			}
+			b.launch(name, dim3{(N + 7) / 8, 1, 1}, dim3{256, 1, 1}, 0, pArg(px), lArg(ldx), iArg(T), pArg(w.p), iArg(N), iArg(K),
+				pArg(w.scale), iArg(w.sc), iArg(w.br), iArg(w.bc), pArg(pd), lArg(ldd))
 			b.release(xs...)
 			return
 		}
@@ -356,16 +352,13 @@ func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *wei
 	}
 	if T <= GEMVRows {
 		name := "gemv_" + kindSuffix(w.kind)
-		args := []uint64{pArg(px), lArg(ldx), iArg(T), pArg(w.p), iArg(N), iArg(K), pArg(pd), lArg(ldd)}
 		if w.kind == backend.BF16 && K%8 == 0 && px%16 == 0 && (T == 1 || ldx%4 == 0) {
 			name = "gemv_bf16v"
 			if T == 1 && !b.gemvT8 {
-				// the residual argument (fuse.go)
-				b.markProducer(b.launch("gemv_bf16v1", dim3{(N + 7) / 8, 1, 1}, dim3{256, 1, 1}, 0, append(args, pArg(0))...), len(args), pd, N)
-				return
+				name = "gemv_bf16v1"
 			}
 		}
-		b.launch(name, dim3{(N + 7) / 8, 1, 1}, dim3{256, 1, 1}, 0, args...)
+		b.launch(name, dim3{(N + 7) / 8, 1, 1}, dim3{256, 1, 1}, 0, pArg(px), lArg(ldx), iArg(T), pArg(w.p), iArg(N), iArg(K), pArg(pd), lArg(ldd))
 		return
 	}
 	if !b.opts.Precise && !w.fp32 && w.kind == backend.BF16 && b.lt != nil {
@@ -449,9 +442,6 @@ func (b *Backend) AddRMSNorm(dst, x, a backend.Tensor, wt backend.Weight, eps fl
 		panic(fmt.Sprintf("cuda.AddRMSNorm: %d columns, weight %d", x.Cols, w.rows*w.cols))
 	}
 	if x.Rows == 0 {
-		return
-	}
-	if x.Rows == 1 && b.deferAddNorm(b.ptr("AddRMSNorm", dst), b.ptr("AddRMSNorm", x), b.ptr("AddRMSNorm", a), x.Cols, w, eps) {
 		return
 	}
 	// up to 1024 threads, 8 values each (NU in kernels.cu): decode
@@ -600,7 +590,7 @@ type recNorm struct {
 func (b *Backend) NormRoPELightning(dst, qk, v backend.Tensor, wt backend.Weight, headDim int, eps float32, rope backend.RoPE, pos []int32,
 	spans []backend.Span, states []backend.Tensor, decay []float32, scale float32) bool {
 	H := len(decay)
-	if b.fuse&fuseRope == 0 || H == 0 || qk.Cols != 2*H*headDim || headDim > 256 || rope.Dim > headDim || len(pos) < qk.Rows {
+	if !b.fuseRope || H == 0 || qk.Cols != 2*H*headDim || headDim > 256 || rope.Dim > headDim || len(pos) < qk.Rows {
 		return false
 	}
 	for _, sp := range spans {
@@ -1110,11 +1100,7 @@ func (b *Backend) moeVector(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rI
 		} else {
 			a = []uint64{pArg(act.p), pArg(rIDs), pArg(rW), iArg(K), pArg(e.down), iArg(D), iArg(I), pArg(pdst), lArg(ldd)}
 		}
-		a = append(a, shared(down)...)
-		arg := b.launch("moe_dc_"+vsuf, dim3{(D + wd - 1) / wd, T, 1}, dim3{32 * wd, 1, 1}, 0, append(a, pArg(0))...) // R: fuse.go
-		if T == 1 {
-			b.markProducer(arg, len(a), pdst, D)
-		}
+		b.launch("moe_dc_"+vsuf, dim3{(D + wd - 1) / wd, T, 1}, dim3{32 * wd, 1, 1}, 0, append(a, shared(down)...)...)
 		b.release(act)
 		b.release(xs...)
 		return

@@ -623,7 +623,8 @@ func (m *Model) lightning(ws *workspace, ly layer, out, h backend.Tensor, pass [
 		m.qkNormRoPE(ly, qkv.ColRange(0, 2*Hd), pos)
 		b.Lightning(o, qkv.ColRange(0, Hd), qkv.ColRange(Hd, Hd), qkv.ColRange(2*Hd, Hd), spans, states, ly.decay, scale)
 	}
-	backend.NormGateMatMul(b, out, o, g, ly.gNorm, Hd/c.GroupNormSize, float32(c.RMSNormEps), ly.dense)
+	backend.RMSNormSigmoidMul(b, o, o, g, ly.gNorm, Hd/c.GroupNormSize, float32(c.RMSNormEps))
+	b.MatMul(out, o, ly.dense)
 }
 
 // attention is the softmax GQA mixer (spec §5).
