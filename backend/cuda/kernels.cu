@@ -1131,7 +1131,7 @@ extern "C" __global__ void k_lightning_rec(float* o, i64 ldo, const float* q, i6
   // and decays (staged before the step's first kernel) do not depend on the
   // kernel before this one: this thread's values of S for the first token
   // are loaded before PDL_ENTER, overlapping that kernel's end (unless
-// early is 0: RINGO_CUDA_REC_EARLY=0, for comparisons).
+  // early is 0: RINGO_CUDA_REC_EARLY=0, for comparisons).
   bool pf = d <= REC_PF * R;
   float s0[REC_PF];
 #pragma unroll

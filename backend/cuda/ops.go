@@ -584,13 +584,16 @@ type recNorm struct {
 	pos   []int32
 }
 
-// NormRoPELightning implements backend.NormRoPELightninger: when every span
-// runs the recurrence (fewer than 16 tokens: decode), the per-head norm and
-// rotation of q and k happen in k_lightning_rec, and qk is left unchanged.
+// NormRoPELightning implements backend.NormRoPELightninger: for at most
+// GEMVRows rows whose spans all run the recurrence (fewer than 16 tokens:
+// decode), the per-head norm and rotation of q and k happen in
+// k_lightning_rec, and qk is left unchanged. (At batch 8 that was as fast
+// as the separate kernel, at batch 64 ~2 % slower: every block of a head,
+// d/16 of them, repeats the norm and rotation; docs/GPU.md.)
 func (b *Backend) NormRoPELightning(dst, qk, v backend.Tensor, wt backend.Weight, headDim int, eps float32, rope backend.RoPE, pos []int32,
 	spans []backend.Span, states []backend.Tensor, decay []float32, scale float32) bool {
 	H := len(decay)
-	if !b.fuseRope || H == 0 || qk.Cols != 2*H*headDim || headDim > 256 || rope.Dim > headDim || len(pos) < qk.Rows {
+	if !b.fuseRope || qk.Rows > GEMVRows || H == 0 || qk.Cols != 2*H*headDim || headDim > 256 || rope.Dim > headDim || len(pos) < qk.Rows {
 		return false
 	}
 	for _, sp := range spans {
