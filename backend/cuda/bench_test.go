@@ -8,6 +8,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -314,11 +315,12 @@ func BenchmarkOps(b *testing.B) {
 // on the checkpoint in RINGO_BENCH_MODEL (skipped without it; e.g. a
 // synthetic Ring-mini-linear-2.0 from `ringo synth`) after a 512-token
 // prompt, and logs each setting's mean step time. RINGO_BENCH_AB lists the
-// settings, ';'-separated, each "rope/early" (0 or 1): the QK norm and RoPE
-// inside k_lightning_rec (RINGO_CUDA_FUSE), and that kernel's state loads
-// before PDL_ENTER (RINGO_CUDA_REC_EARLY); default "1/1;0/1;1/0". Separate
-// processes on the GPU machine differ by a few per cent; alternating steps
-// resolves less than that.
+// settings, ';'-separated, each "rope/rec/gu" (0 or 1 each): the QK norm
+// and RoPE inside k_lightning_rec (RINGO_CUDA_FUSE), that kernel's state
+// loads before PDL_ENTER (RINGO_CUDA_REC_EARLY), and moe_gu's shared-expert
+// blocks before it (RINGO_CUDA_GU_EARLY); default "1/1/0;1/1/1;0/1/0".
+// Separate processes on the GPU machine differ by a few per cent;
+// alternating steps resolves less than that.
 func BenchmarkDecodeAB(b *testing.B) {
 	dir := os.Getenv("RINGO_BENCH_MODEL")
 	if dir == "" {
@@ -326,19 +328,19 @@ func BenchmarkDecodeAB(b *testing.B) {
 	}
 	spec := os.Getenv("RINGO_BENCH_AB")
 	if spec == "" {
-		spec = "1/1;0/1;1/0"
+		spec = "1/1/0;1/1/1;0/1/0"
 	}
 	type setting struct {
-		name       string
-		rope, late bool
+		name                   string
+		rope, recLate, guEarly bool
 	}
 	var settings []setting
 	for _, s := range strings.Split(spec, ";") {
-		f, e, ok := strings.Cut(s, "/")
-		if !ok || (f != "0" && f != "1") || (e != "0" && e != "1") {
-			b.Fatalf("RINGO_BENCH_AB: bad setting %q (want rope/early, each 0 or 1)", s)
+		f := strings.Split(s, "/")
+		if len(f) != 3 || slices.ContainsFunc(f, func(v string) bool { return v != "0" && v != "1" }) {
+			b.Fatalf("RINGO_BENCH_AB: bad setting %q (want rope/rec/gu, each 0 or 1)", s)
 		}
-		settings = append(settings, setting{s, f == "1", e == "0"})
+		settings = append(settings, setting{s, f[0] == "1", f[1] == "0", f[2] == "1"})
 	}
 	g := gpu(b, false)
 	ck, err := checkpoint.Open(dir)
@@ -356,10 +358,10 @@ func BenchmarkDecodeAB(b *testing.B) {
 	if err := m.Forward(context.Background(), []*model.Request{r}); err != nil {
 		b.Fatal(err)
 	}
-	saved, savedLate := g.fuseRope, g.recLate
-	defer func() { g.fuseRope, g.recLate = saved, savedLate }()
+	saved, savedRec, savedGU := g.fuseRope, g.recLate, g.guEarly
+	defer func() { g.fuseRope, g.recLate, g.guEarly = saved, savedRec, savedGU }()
 	step := func(s setting) time.Duration {
-		g.fuseRope, g.recLate = s.rope, s.late
+		g.fuseRope, g.recLate, g.guEarly = s.rope, s.recLate, s.guEarly
 		r.Tokens = []int32{argmax(r.Logits)}
 		t0 := time.Now()
 		if err := m.Forward(context.Background(), []*model.Request{r}); err != nil {

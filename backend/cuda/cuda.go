@@ -127,6 +127,12 @@ type Backend struct {
 	// recLate (RINGO_CUDA_REC_EARLY=0) makes k_lightning_rec load its state
 	// after PDL_ENTER instead of before, for comparisons
 	recLate bool
+	// routeEnd is the queue length right after the last k_route launch;
+	// guEarly (RINGO_CUDA_GU_EARLY=1) lets moe_gu's shared-expert blocks
+	// run before its PDL wait right after the routing: tested, not yet
+	// measured end to end, so off by default
+	routeEnd int
+	guEarly  bool
 	// moeWarps are the warps per block of moe_gu and moe_dc (4 and 8;
 	// RINGO_CUDA_MOE_WARPS=g,d for comparisons): with 4, the 1,152 moe_gu
 	// blocks of a Ring-mini step fit on the H200 at once
@@ -241,6 +247,8 @@ func New(device int, opts Options) (*Backend, error) {
 	b.gemvT8 = os.Getenv("RINGO_CUDA_GEMV_T8") != ""
 	b.fuseRope = os.Getenv("RINGO_CUDA_FUSE") != "0"
 	b.recLate = os.Getenv("RINGO_CUDA_REC_EARLY") == "0"
+	b.guEarly = os.Getenv("RINGO_CUDA_GU_EARLY") == "1"
+	b.routeEnd = -1
 	b.moeWarps = [2]int{4, 8}
 	if v := strings.Split(os.Getenv("RINGO_CUDA_MOE_WARPS"), ","); len(v) == 2 {
 		g, e1 := strconv.Atoi(v[0])

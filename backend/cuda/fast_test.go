@@ -127,6 +127,18 @@ func TestMoEShared(t *testing.T) {
 					t.Fatalf("%s: MoEShared declined", what)
 				}
 				compare(t, what, g, d, 1e-4)
+				// the shared expert's blocks started before the PDL wait
+				// (RINGO_CUDA_GU_EARLY; contiguous x, right after the
+				// routing) or after it
+				early := g.Alloc(T, c.D)
+				saved := g.guEarly
+				g.guEarly = !saved
+				g.MoEShared(early, x.g, g.Route(l.g, nil, p), ge, ggu, gdn)
+				g.guEarly = saved
+				if e := gpuRelErr(g, early, d.g); e != 0 {
+					t.Errorf("%s: relative error %.3g with moe_gu's shared blocks early=%v", what, e, !saved)
+				}
+				g.Free(early)
 				sameAsMoE3(t, what, g, d.g, func(dst backend.Tensor) bool { return g.MoEShared(dst, x.g, g.Route(l.g, nil, p), ge, ggu, gdn) })
 				u := g.Alloc(T, c.D)
 				unfusedSharedMoE(g, u, x.g, g.Route(l.g, nil, p), ge, ggu, gdn)

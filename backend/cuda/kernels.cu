@@ -854,10 +854,16 @@ extern "C" __global__ void moe_down_fp8(const float* GU, i64 ldgu, const int* id
 // with their weights, then + the shared expert's (weight 1): the arithmetic
 // of moe_down_* then k_moe_combine (up to FMA contraction), in one kernel.
 #define MOE_DC_MAXS 9 /* topk + shared slots one warp sums (topk <= 8) */
+//
+// With early set (the kernel before this one is the routing, which writes
+// neither X nor A), the shared expert's blocks skip PDL_ENTER: their inputs
+// (X, written two or more launches back, and the weights) are ready, so
+// they run while the routing does. The routed slots need its ids.
 template <class F>
 __device__ __forceinline__ void moe_gu(const float* X, i64 ldx, const int* ids, int topk, const uint4* Wt, const float* S, int br, int bc, int I, int K,
-                                       float* A, const uint4* Ws, const float* Ss, int ns) {
+                                       float* A, const uint4* Ws, const float* Ss, int ns, int early) {
   int s = blockIdx.y, k = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  if (!early || s < ns) PDL_ENTER();
   if (k >= I) return;
   int KC = K / F::N;
   i64 e = s < ns ? ids[s] : 0;
@@ -948,12 +954,12 @@ __device__ __forceinline__ void moe_dc(const float* A, const int* ids, const flo
   if (lane == 0) D[(i64)t * ldd + n] = out;
 }
 extern "C" __global__ void moe_gu_bf16v(const float* X, i64 ldx, const int* ids, int topk, const u16* __restrict__ Wt, int I, int K, float* A,
-                                        const u16* __restrict__ Ws, int ns) { PDL_ENTER();
-  moe_gu<GvBF16>(X, ldx, ids, topk, (const uint4*)Wt, 0, 1, 1, I, K, A, (const uint4*)Ws, 0, ns);
+                                        const u16* __restrict__ Ws, int ns, int early) {
+  moe_gu<GvBF16>(X, ldx, ids, topk, (const uint4*)Wt, 0, 1, 1, I, K, A, (const uint4*)Ws, 0, ns, early);
 }
 extern "C" __global__ void moe_gu_fp8(const float* X, i64 ldx, const int* ids, int topk, const unsigned char* __restrict__ Wt, const float* S, int br,
-                                      int bc, int I, int K, float* A, const unsigned char* __restrict__ Ws, const float* Ss, int ns) { PDL_ENTER();
-  moe_gu<GvFP8>(X, ldx, ids, topk, (const uint4*)Wt, S, br, bc, I, K, A, (const uint4*)Ws, Ss, ns);
+                                      int bc, int I, int K, float* A, const unsigned char* __restrict__ Ws, const float* Ss, int ns, int early) {
+  moe_gu<GvFP8>(X, ldx, ids, topk, (const uint4*)Wt, S, br, bc, I, K, A, (const uint4*)Ws, Ss, ns, early);
 }
 extern "C" __global__ void moe_dc_bf16v(const float* A, const int* ids, const float* wts, int topk, const u16* __restrict__ Wt, int N, int K, float* D,
                                         i64 ldd, const u16* __restrict__ Ws, int ns) { PDL_ENTER();

@@ -973,6 +973,7 @@ func (b *Backend) Route(logits backend.Tensor, bias backend.Weight, p backend.Ro
 	}
 	b.launch("k_route", dim3{T, 1, 1}, dim3{threads, 1, 1}, 0, pArg(b.ptr("Route", logits)), lArg(logits.Stride), iArg(E), pArg(pb),
 		iArg(groups), iArg(keep), iArg(p.TopK), bArg(p.Sigmoid), bArg(p.Normalize), fArg(p.Scale), pArg(r.p), pArg(r.p+uintptr(4*T*p.TopK)))
+	b.routeEnd = len(b.queue)
 	return r
 }
 
@@ -1097,7 +1098,10 @@ func (b *Backend) moeVector(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rI
 			a = []uint64{pArg(px), lArg(ldx), pArg(rIDs), iArg(K), pArg(e.gateUp), iArg(I), iArg(D), pArg(act.p)}
 		}
 		wg, wd := b.moeWarps[0], b.moeWarps[1] // warps per block
-		b.launch("moe_gu_"+vsuf, dim3{(I + wg - 1) / wg, slots, 1}, dim3{32 * wg, 1, 1}, 0, append(a, shared(gateUp)...)...)
+		// the shared expert's blocks may start before the wait when the
+		// last command queued is the routing (it writes neither x nor act)
+		early := b.guEarly && gateUp != nil && xs == nil && b.routeEnd == len(b.queue)
+		b.launch("moe_gu_"+vsuf, dim3{(I + wg - 1) / wg, slots, 1}, dim3{32 * wg, 1, 1}, 0, append(append(a, shared(gateUp)...), bArg(early))...)
 		if fp8 {
 			a = []uint64{pArg(act.p), pArg(rIDs), pArg(rW), iArg(K), pArg(e.down), pArg(e.downScale), iArg(e.br), iArg(e.bc), iArg(D), iArg(I), pArg(pdst), lArg(ldd)}
 		} else {
