@@ -15,7 +15,8 @@
 # decode steps at batch 1 (scripts/ncu_summary.py sums them per kernel name; NCU_SKIP, NCU_COUNT; NCU_FULL=regex
 # adds every ncu section for NCU_FULL_COUNT matching kernels), DTYPE (synth --dtype when the model is synthesized: bf16 or fp8), ARGS
 # (stage "args": one `ringo bench --device cuda --model $MODEL $ARGS`; stage "ab": that bench under each
-# setting of AB, e.g. AB="-;RINGO_CUDA_GEMV_T8=1", two rounds).
+# setting of AB, e.g. AB="-;RINGO_CUDA_GEMV_T8=1", two rounds), "decodeab": BenchmarkDecodeAB, decode
+# settings alternated step by step in one process (RINGO_BENCH_AB, ABSTEPS; TEST_BIN as gpu-check.sh).
 # Logs go to $OUT (or ./gpu-bench-out).
 set -u
 cd "$(dirname "$0")/.."
@@ -99,6 +100,13 @@ if has ab; then
 			env $st timeout 200 $RINGO bench --device cuda --model "$MODEL" ${ARGS:-} 2>&1 | grep -E "tok/s|error|panic" | tee -a "$OUTDIR/ringo_ab.txt"
 		done
 	done
+fi
+if has decodeab; then
+	# decode settings alternated step by step in one process (BenchmarkDecodeAB, backend/cuda):
+	# RINGO_BENCH_AB lists them ("rope/rec/gu" each), ABSTEPS the steps over all of them
+	log "BenchmarkDecodeAB on $MODEL: ${RINGO_BENCH_AB:-default settings}"
+	TESTS=0 BENCH=1 BENCHRE=DecodeAB BENCHTIME="${ABSTEPS:-9000x}" RINGO_BENCH_MODEL="$MODEL" OUT="$OUTDIR/decodeab" \
+		timeout 300 scripts/gpu-check.sh 2>&1 | grep -E "bench_test|^Benchmark|FAIL|panic|rror" | tee "$OUTDIR/decodeab.txt"
 fi
 if has profile; then
 	log "ringo bench $Q: GPU time per kernel of a decode step (eager, events around every kernel)"
