@@ -20,6 +20,20 @@ func loadExpected(t *testing.T, dir string) *fixture.Expected {
 	return e
 }
 
+// openFixture loads testdata/name's reference answers and opens its
+// checkpoint (closed when the test ends).
+func openFixture(t *testing.T, name string) (*fixture.Expected, *checkpoint.Checkpoint) {
+	t.Helper()
+	dir := filepath.Join("..", "..", "testdata", name)
+	exp := loadExpected(t, dir)
+	ck, err := checkpoint.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ck.Close() })
+	return exp, ck
+}
+
 func argmax(v []float32) int32 { return fixture.Argmax(v) }
 
 // TestFixtures runs the reference fixtures through the model on the GPU:
@@ -44,13 +58,7 @@ func TestFixtures(t *testing.T) {
 					mode = "precise"
 				}
 				t.Run(mode+"/"+tc.dir, func(t *testing.T) {
-					dir := filepath.Join("..", "..", "testdata", tc.dir)
-					exp := loadExpected(t, dir)
-					ck, err := checkpoint.Open(dir)
-					if err != nil {
-						t.Fatal(err)
-					}
-					defer ck.Close()
+					exp, ck := openFixture(t, tc.dir)
 					m, err := bailing.Load(ck.ConfigJSON, ck.Generation, ck, g, bailing.Options{Decay: tc.decay, MaxBatchRows: rows})
 					if err != nil {
 						t.Fatal(err)

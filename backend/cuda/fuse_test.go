@@ -5,11 +5,9 @@ import (
 	"fmt"
 	"math"
 	"math/rand"
-	"path/filepath"
 	"testing"
 
 	"github.com/ringo-ai/ringo/backend"
-	"github.com/ringo-ai/ringo/checkpoint"
 	"github.com/ringo-ai/ringo/model"
 	"github.com/ringo-ai/ringo/model/bailing"
 )
@@ -50,17 +48,14 @@ func TestFusedDecode(t *testing.T) {
 	}
 	defer u.Close()
 	u.fuseRope = false
-	for _, dir := range []string{"tiny-linear", "tiny-linear-hfdecay"} {
-		t.Run(dir, func(t *testing.T) {
-			path := filepath.Join("..", "..", "testdata", dir)
-			exp := loadExpected(t, path)
-			ck, err := checkpoint.Open(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ck.Close()
+	for _, tc := range []struct {
+		dir   string
+		decay bailing.DecayConvention
+	}{{"tiny-linear", bailing.DecaySGLang}, {"tiny-linear-hfdecay", bailing.DecayHF}} {
+		t.Run(tc.dir, func(t *testing.T) {
+			exp, ck := openFixture(t, tc.dir)
 			load := func(be *Backend) (*bailing.Model, *model.Request) {
-				m, err := bailing.Load(ck.ConfigJSON, ck.Generation, ck, be, bailing.Options{})
+				m, err := bailing.Load(ck.ConfigJSON, ck.Generation, ck, be, bailing.Options{Decay: tc.decay})
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -3,10 +3,8 @@ package cuda
 import (
 	"context"
 	"math"
-	"path/filepath"
 	"testing"
 
-	"github.com/ringo-ai/ringo/checkpoint"
 	"github.com/ringo-ai/ringo/model"
 	"github.com/ringo-ai/ringo/model/bailing"
 )
@@ -28,13 +26,7 @@ func TestGraphsMatchEager(t *testing.T) {
 		for _, dir := range []string{"tiny-linear", "tiny-softmax"} {
 			for _, batch := range []int{1, 2, 9} { // 9 rows: cuBLASLt GEMMs in fast mode
 				t.Run(modeName(precise)+"/"+dir+"/batch="+string(rune('0'+batch)), func(t *testing.T) {
-					path := filepath.Join("..", "..", "testdata", dir)
-					exp := loadExpected(t, path)
-					ck, err := checkpoint.Open(path)
-					if err != nil {
-						t.Fatal(err)
-					}
-					defer ck.Close()
+					exp, ck := openFixture(t, dir)
 					load := func(be *Backend) (*bailing.Model, []*model.Request) {
 						m, err := bailing.Load(ck.ConfigJSON, ck.Generation, ck, be, bailing.Options{})
 						if err != nil {

@@ -571,11 +571,11 @@ func (b *Backend) Gather(dst, src backend.Tensor, rows []int) {
 // recurrence; longer ones the chunked form.
 func (b *Backend) Lightning(dst, q, k, v backend.Tensor, spans []backend.Span, states []backend.Tensor, decay []float32, scale float32) {
 	defer b.enter()()
-	b.lightning(dst, q, k, v, spans, states, decay, scale, nil)
+	b.lightning(dst, q, k, v, spans, states, decay, scale, recNorm{})
 }
 
 // recNorm is the QK norm and RoPE done inside the recurrent lightning
-// kernel (NormRoPELightning).
+// kernel (NormRoPELightning); none when w is nil.
 type recNorm struct {
 	w     *weight
 	wfull bool
@@ -607,7 +607,7 @@ func (b *Backend) NormRoPELightning(dst, qk, v backend.Tensor, wt backend.Weight
 	defer b.enter()()
 	w, wfull := normWeight("NormRoPELightning", wt, qk.Cols, headDim)
 	Hd := H * headDim
-	b.lightning(dst, qk.ColRange(0, Hd), qk.ColRange(Hd, Hd), v, spans, states, decay, scale, &recNorm{w, wfull, eps, rope, pos})
+	b.lightning(dst, qk.ColRange(0, Hd), qk.ColRange(Hd, Hd), v, spans, states, decay, scale, recNorm{w, wfull, eps, rope, pos})
 	return true
 }
 
@@ -623,8 +623,8 @@ func recBlock(d int) (JB, R int) {
 }
 
 // lightning is Lightning, with the QK norm and RoPE inside the recurrent
-// kernel when nrm is set (all spans recurrent).
-func (b *Backend) lightning(dst, q, k, v backend.Tensor, spans []backend.Span, states []backend.Tensor, decay []float32, scale float32, nrm *recNorm) {
+// kernel when nrm.w is set (all spans recurrent).
+func (b *Backend) lightning(dst, q, k, v backend.Tensor, spans []backend.Span, states []backend.Tensor, decay []float32, scale float32, nrm recNorm) {
 	H := len(decay)
 	if H == 0 {
 		panic("cuda.Lightning: no heads")
@@ -662,7 +662,7 @@ func (b *Backend) lightning(dst, q, k, v backend.Tensor, spans []backend.Span, s
 		JB, R := recBlock(d)
 		args := append(append([]uint64{}, common...), pArg(b.stageI32(recS)), pArg(b.stageI64(recP)), pArg(dec), iArg(H), iArg(d), fArg(scale))
 		smem := 4 * R * JB
-		if nrm != nil {
+		if nrm.w != nil {
 			// the norm's threads per head as RMSNormRoPE's (blockFor), for
 			// the same sums
 			args = append(args, pArg(nrm.w.p), bArg(nrm.wfull), iArg(blockFor(d)), fArg(nrm.eps), iArg(nrm.rope.Dim), dArg(nrm.rope.Theta),
