@@ -318,7 +318,7 @@ func BenchmarkOps(b *testing.B) {
 // settings, ';'-separated, each "rope/rec/gu" (0 or 1 each): the QK norm
 // and RoPE inside k_lightning_rec (RINGO_CUDA_FUSE), that kernel's state
 // loads before PDL_ENTER (RINGO_CUDA_REC_EARLY), and moe_gu's shared-expert
-// blocks before it (RINGO_CUDA_GU_EARLY); default "1/1/0;1/1/1;0/1/0".
+// blocks before it (RINGO_CUDA_GU_EARLY); default "1/1/1;1/1/0;0/1/1".
 // Separate processes on the GPU machine differ by a few per cent;
 // alternating steps resolves less than that.
 func BenchmarkDecodeAB(b *testing.B) {
@@ -328,7 +328,7 @@ func BenchmarkDecodeAB(b *testing.B) {
 	}
 	spec := os.Getenv("RINGO_BENCH_AB")
 	if spec == "" {
-		spec = "1/1/0;1/1/1;0/1/0"
+		spec = "1/1/1;1/1/0;0/1/1"
 	}
 	type setting struct {
 		name                   string

@@ -128,9 +128,9 @@ type Backend struct {
 	// after PDL_ENTER instead of before, for comparisons
 	recLate bool
 	// routeEnd is the queue length right after the last k_route launch;
-	// guEarly (RINGO_CUDA_GU_EARLY=1) lets moe_gu's shared-expert blocks
-	// run before its PDL wait right after the routing: tested, not yet
-	// measured end to end, so off by default
+	// guEarly lets moe_gu's shared-expert blocks run before its PDL wait
+	// right after the routing (RINGO_CUDA_GU_EARLY=0 turns it off, for
+	// comparisons)
 	routeEnd int
 	guEarly  bool
 	// moeWarps are the warps per block of moe_gu and moe_dc (4 and 8;
@@ -247,7 +247,7 @@ func New(device int, opts Options) (*Backend, error) {
 	b.gemvT8 = os.Getenv("RINGO_CUDA_GEMV_T8") != ""
 	b.fuseRope = os.Getenv("RINGO_CUDA_FUSE") != "0"
 	b.recLate = os.Getenv("RINGO_CUDA_REC_EARLY") == "0"
-	b.guEarly = os.Getenv("RINGO_CUDA_GU_EARLY") == "1"
+	b.guEarly = os.Getenv("RINGO_CUDA_GU_EARLY") != "0"
 	b.routeEnd = -1
 	b.moeWarps = [2]int{4, 8}
 	if v := strings.Split(os.Getenv("RINGO_CUDA_MOE_WARPS"), ","); len(v) == 2 {
