@@ -186,10 +186,12 @@ type Backend interface {
 
 	// Alloc returns a zeroed rows×cols tensor; Free gives it back.
 	Alloc(rows, cols int) Tensor
-	// AllocKV returns a zeroed rows×cols tensor for a KV cache, which the
-	// backend may store in reduced precision (Options.KVCache). Only Free,
-	// Write, Read, Copy and Attention (as a KV cache) may be used on it.
-	AllocKV(rows, cols int) Tensor
+	// AllocKV returns the zeroed rows×cols key and value tensors of a KV
+	// cache, which the backend may store in reduced precision and arranged
+	// for its attention kernels (Options.KVCache). Only Free, Write, Read,
+	// Copy, Zero and Attention (as a KV cache) may be used on them, and
+	// column views only at multiples of 32 columns.
+	AllocKV(rows, cols int) KV
 	Free(t Tensor)
 	// Write copies host data (row-major, t.Rows×t.Cols) into t; Read the reverse, waiting for pending work.
 	Write(t Tensor, src []float32)

@@ -22,3 +22,16 @@ func dequantQ8_0Row(dst []float32, src []byte, nb int) {
 
 // setKV512 reports that there are no AVX-512 kernels to switch on.
 func setKV512(on bool) bool { return false }
+
+func tiledSIMD() bool { return false }
+
+// TiledKV reports that the tiled KV-cache kernels do not run here.
+func TiledKV() bool { return false }
+
+func dotQ8_0TG(gs *tiledGroup, ng, ldo int, k *byte, ldt, n, nb int) {
+	panic("quant: no SIMD kernels")
+}
+
+func accumQ8_0T4(o, p *[4]*float32, v *byte, ldt, n, nb int, scr *byte) {
+	panic("quant: no SIMD kernels")
+}

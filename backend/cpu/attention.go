@@ -325,9 +325,20 @@ func (t *attentionTask) job(sc *attnScratch, jb attnJob) {
 	M := G * nq // stacked rows of one KV head: head-major, then query position
 	R := jb.rows(G)
 	kvt := kvTypeOf(c.K)
-	q8dots := kvt == kvQ8 && M <= attnQ8Rows && d%quant.QK == 0
+	// tiled Q8_0 caches always use the integer kernels, Q8_0 rows up to
+	// attnQ8Rows stacked rows
+	tiled := kvt == kvQ8T && d%quant.QK == 0
+	q8dots := kvt == kvQ8 && M <= attnQ8Rows && d%quant.QK == 0 || tiled
 	sc.q, sc.o = grow(sc.q, R*d), grow(sc.o, R*d)
-	sc.s, sc.m, sc.l = grow(sc.s, M*attnKBlock), grow(sc.m, R), grow(sc.l, R)
+	// a tiled cache at decode scores all heads' rows of a block in one
+	// stream over its tiles
+	allHeads := tiled && M <= 4
+	if allHeads {
+		sc.s = grow(sc.s, R*attnKBlock)
+	} else {
+		sc.s = grow(sc.s, M*attnKBlock)
+	}
+	sc.m, sc.l = grow(sc.m, R), grow(sc.l, R)
 	// stacked queries, scaled once here instead of every score
 	Q := t.q.RowRange(sp.Row+jb.q0, nq)
 	for r := 0; r < R; r++ {
@@ -361,6 +372,11 @@ func (t *attentionTask) job(sc *attnScratch, jb attnJob) {
 		Kr, Vr := c.K.RowRange(j0, n), c.V.RowRange(j0, n)
 		j1 := j0 + attnKBlock
 		nn := min(attnKBlock, jb.k1-j1) // keys of the next block
+		if allHeads {
+			nh := jb.g1 - jb.g0
+			kb, ldt := tiledBytes(Kr.ColRange(jb.g0*d, nh*d))
+			quant.DotQ8_0TiledHeads(sc.s, ld, sc.qq, qb, M, nh, kb, ldt, n, nb)
+		}
 		for g := jb.g0; g < jb.g1; g++ {
 			if nn > 0 && !q8dots {
 				// this head's rows of the next block into L2 while this one
@@ -373,9 +389,15 @@ func (t *attentionTask) job(sc *attnScratch, jb attnJob) {
 			m, l := sc.m[base:base+M], sc.l[base:base+M]
 			Kb, Vb := Kr.ColRange(g*d, d), Vr.ColRange(g*d, d)
 			// scores S[M][n] (row stride attnKBlock)
+			S := sc.s
 			switch {
+			case allHeads:
+				S = sc.s[base*ld:] // scored above
 			case kvt == kvF32:
 				kernels.GemmF32NT(false, M, n, d, q, d, data(Kb), Kb.Stride, sc.s, ld)
+			case tiled:
+				kb, ldt := tiledBytes(Kb)
+				quant.DotQ8_0Tiled(sc.s, ld, sc.qq[base*qb:], qb, M, kb, ldt, n, nb)
 			case q8dots:
 				kb, ldk := q8Bytes(Kb)
 				vb, _ := q8Bytes(Vb)
@@ -386,7 +408,7 @@ func (t *attentionTask) job(sc *attnScratch, jb attnJob) {
 			}
 			// online softmax: rescale what was accumulated when the maximum grows
 			for r := 0; r < M; r++ {
-				s := sc.s[r*ld : r*ld+n]
+				s := S[r*ld : r*ld+n]
 				nv := min(n, max(0, sp.Pos+jb.q0+r%nq+1-j0)) // causal: keys this query sees
 				if nv < n {
 					clear(s[nv:])
@@ -410,6 +432,9 @@ func (t *attentionTask) job(sc *attnScratch, jb attnJob) {
 			switch {
 			case kvt == kvF32:
 				kernels.GemmF32(true, M, d, n, sc.s, ld, data(Vb), Vb.Stride, o, d)
+			case tiled:
+				vb, ldt := tiledBytes(Vb)
+				quant.AccumQ8_0Tiled(o, d, S, ld, M, vb, ldt, n, nb)
 			case q8dots:
 				vb, ldv := q8Bytes(Vb)
 				quant.AccumQ8_0Rows(o, d, sc.s, ld, M, vb, ldv, n, nb)
@@ -450,6 +475,11 @@ func prefetchKV(t backend.Tensor) {
 			b, ld := q8Bytes(t)
 			kernels.Prefetch(b, ld, t.Rows, t.Cols/quant.QK*q8BlockBytes)
 		}
+	case kvQ8T:
+		if r, _ := tiledAt(t); tiledAligned(t) && r%quant.KVTile == 0 {
+			b, ldt := tiledBytes(t)
+			kernels.Prefetch(b, ldt, (t.Rows+quant.KVTile-1)/quant.KVTile, t.Cols/quant.QK*quant.KVTileBlockBytes)
+		}
 	}
 }
 
@@ -466,6 +496,9 @@ func expandRows(dst []float32, t backend.Tensor) {
 	case kvTypeOf(t) == kvQ8 && q8Aligned(t):
 		b, ld := q8Bytes(t)
 		quant.DequantizeQ8_0Rows(dst, t.Cols, b, ld, t.Rows, t.Cols/quant.QK)
+	case kvTypeOf(t) == kvQ8T && tiledAligned(t) && t.Off/t.Stride%quant.KVTile == 0:
+		b, ldt := tiledBytes(t)
+		quant.DequantizeKVTileRows(dst, t.Cols, b, t.Buf.(*q8tbuffer).layout, ldt, t.Rows, t.Cols/quant.QK)
 	default:
 		for i := 0; i < t.Rows; i++ {
 			rowToF32(dst[i*t.Cols:(i+1)*t.Cols], t, i)

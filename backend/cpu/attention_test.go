@@ -208,7 +208,7 @@ func TestAttentionF16Cache(t *testing.T) {
 	q, k, v := randTensor(b, r, T, H*d, 1), randTensor(b, r, T, Hkv*d, 1), randTensor(b, r, T, Hkv*d, 1)
 	want := naiveAttention(data(q), data(k), data(v), T, H, Hkv, d, 0.3)
 	for _, splits := range [][]int{{T}, {260, 40}, {1, 1, 298}} {
-		kv := backend.KV{K: b.AllocKV(T, Hkv*d), V: b.AllocKV(T, Hkv*d)}
+		kv := b.AllocKV(T, Hkv*d)
 		if !isF16(kv.K) {
 			t.Fatal("AllocKV did not give a half-precision tensor")
 		}
@@ -223,7 +223,7 @@ func TestAttentionF16Cache(t *testing.T) {
 			t.Errorf("splits %v: error %.3g", splits, e)
 		}
 		// copy, read back and write round trips
-		c := b.AllocKV(T, Hkv*d)
+		c := b.AllocKV(T, Hkv*d).K
 		b.Copy(c, kv.K)
 		got := make([]float32, T*Hkv*d)
 		b.Read(c, got)

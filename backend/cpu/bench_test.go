@@ -55,7 +55,7 @@ func BenchmarkAttention(b *testing.B) {
 				be := New(benchThreads)
 				be.kv, _ = parseKVType(kvt)
 				r := rand.New(rand.NewPCG(1, uint64(L)))
-				kv := backend.KV{K: be.AllocKV(L, Hkv*d), V: be.AllocKV(L, Hkv*d)}
+				kv := be.AllocKV(L, Hkv*d)
 				for _, t := range []backend.Tensor{kv.K, kv.V} {
 					be.Write(t, data(randTensor(be, r, L, Hkv*d, 1)))
 				}
@@ -74,33 +74,38 @@ func BenchmarkAttention(b *testing.B) {
 }
 
 // BenchmarkAttentionLayers is BenchmarkAttention over four layers' caches
-// in turn (q8_0), as a decode step visits the Ring-mini's softmax layers:
+// in turn (q8_0, and q8_0 as rows where this CPU keeps it in tiles), as a decode step visits the Ring-mini's softmax layers:
 // at 32K the caches (142 MB) do not fit in the caches of the CPU, so every
 // call reads its keys and values from memory. ns/key is per key and layer.
 func BenchmarkAttentionLayers(b *testing.B) {
 	const H, Hkv, d, layers = 16, 4, 128, 4
 	for _, L := range []int{1024, 32768} {
-		b.Run(fmt.Sprintf("q8_0/L=%d", L), func(b *testing.B) {
-			be := New(benchThreads)
-			be.kv = kvQ8
-			r := rand.New(rand.NewPCG(3, uint64(L)))
-			var kvs [layers][]backend.KV
-			for l := range kvs {
-				kv := backend.KV{K: be.AllocKV(L, Hkv*d), V: be.AllocKV(L, Hkv*d)}
-				for _, t := range []backend.Tensor{kv.K, kv.V} {
-					be.Write(t, data(randTensor(be, r, L, Hkv*d, 1)))
+		for _, kvt := range []string{"q8_0", "q8_0/rows"} {
+			if kvt == "q8_0/rows" && !quant.TiledKV() {
+				continue // the same as q8_0 here
+			}
+			b.Run(fmt.Sprintf("%s/L=%d", kvt, L), func(b *testing.B) {
+				be := New(benchThreads)
+				setKVTest(be, kvt)
+				r := rand.New(rand.NewPCG(3, uint64(L)))
+				var kvs [layers][]backend.KV
+				for l := range kvs {
+					kv := be.AllocKV(L, Hkv*d)
+					for _, t := range []backend.Tensor{kv.K, kv.V} {
+						be.Write(t, data(randTensor(be, r, L, Hkv*d, 1)))
+					}
+					kvs[l] = []backend.KV{kv}
 				}
-				kvs[l] = []backend.KV{kv}
-			}
-			q, k, v := randTensor(be, r, 1, H*d, 1), randTensor(be, r, 1, Hkv*d, 1), randTensor(be, r, 1, Hkv*d, 1)
-			out := be.Alloc(1, H*d)
-			sp := []backend.Span{{N: 1, Pos: L - 1}}
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				be.Attention(out, q, k, v, sp, kvs[i%layers], d, 0.088)
-			}
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(L), "ns/key")
-		})
+				q, k, v := randTensor(be, r, 1, H*d, 1), randTensor(be, r, 1, Hkv*d, 1), randTensor(be, r, 1, Hkv*d, 1)
+				out := be.Alloc(1, H*d)
+				sp := []backend.Span{{N: 1, Pos: L - 1}}
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					be.Attention(out, q, k, v, sp, kvs[i%layers], d, 0.088)
+				}
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(L), "ns/key")
+			})
+		}
 	}
 }
 
@@ -108,13 +113,13 @@ func BenchmarkAttentionLayers(b *testing.B) {
 // sequence at position P (the Ring-mini shape, two workers).
 func BenchmarkAttentionPrefill(b *testing.B) {
 	const H, Hkv, d, T = 16, 4, 128, 512
-	for _, kvt := range []string{"f32", "f16", "q8_0"} {
+	for _, kvt := range kvTestTypes() {
 		for _, P := range []int{0, 4096} {
 			b.Run(fmt.Sprintf("%s/P=%d", kvt, P), func(b *testing.B) {
 				be := New(benchThreads)
-				be.kv, _ = parseKVType(kvt)
+				setKVTest(be, kvt)
 				r := rand.New(rand.NewPCG(2, uint64(P)))
-				kv := backend.KV{K: be.AllocKV(P+T, Hkv*d), V: be.AllocKV(P+T, Hkv*d)}
+				kv := be.AllocKV(P+T, Hkv*d)
 				if P > 0 {
 					be.Write(kv.K.RowRange(0, P), data(randTensor(be, r, P, Hkv*d, 1)))
 					be.Write(kv.V.RowRange(0, P), data(randTensor(be, r, P, Hkv*d, 1)))

@@ -25,6 +25,9 @@ type Backend struct {
 	pool *pool
 	qa   quant.QActs // activations quantized for MatMul (one MatMul at a time)
 	kv   kvType      // element type of the KV caches
+	// kvRows keeps Q8_0 caches as rows where the CPU could use tiles (for
+	// tests and comparisons)
+	kvRows bool
 
 	matMul matMulTask
 	norm   normTask

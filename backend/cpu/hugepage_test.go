@@ -19,12 +19,14 @@ func TestBuffersAdvised(t *testing.T) {
 		b := New(1)
 		b.kv = kv
 		var mem []byte
-		switch buf := b.AllocKV(rows, cols).Buf.(type) {
+		switch buf := b.AllocKV(rows, cols).V.Buf.(type) {
 		case *buffer:
 			mem = unsafe.Slice((*byte)(unsafe.Pointer(&buf.d[0])), 4*len(buf.d))
 		case *f16buffer:
 			mem = unsafe.Slice((*byte)(unsafe.Pointer(&buf.d[0])), 2*len(buf.d))
 		case *q8buffer:
+			mem = buf.d
+		case *q8tbuffer:
 			mem = buf.d
 		}
 		if adv, ok := hugepage.Advised(mem); !ok || !adv {

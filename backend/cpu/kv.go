@@ -16,6 +16,7 @@ const (
 	kvF32 kvType = iota // float32 (a plain buffer)
 	kvF16               // IEEE half precision (f16buffer)
 	kvQ8                // ggml Q8_0 blocks (q8buffer)
+	kvQ8T               // ggml Q8_0 blocks in tiles of rows (q8tbuffer)
 )
 
 // parseKVType maps Options.KVCache to a kvType.
@@ -56,10 +57,71 @@ func (b *q8buffer) Bytes() int64 { return int64(len(b.d)) }
 // q8BlockBytes is the size of one Q8_0 block.
 const q8BlockBytes = 34
 
+// q8tbuffer stores a KV cache in Q8_0 blocks arranged in tiles of
+// quant.KVTile rows, for the tiled attention kernels of CPUs with AVX-512
+// VNNI: keys as quant.KVTileK, values as quant.KVTileV. Its tensors have
+// the buffer's row width as stride; column views must cover whole blocks
+// to be written or read by the kernels.
+type q8tbuffer struct {
+	d      []byte
+	cols   int
+	layout quant.KVLayout
+}
+
+func (b *q8tbuffer) Len() int { return len(b.d) / q8BlockBytes * quant.QK }
+
+// Bytes implements backend.Sizer.
+func (b *q8tbuffer) Bytes() int64 { return int64(len(b.d)) }
+
+// tileBytes is the size of one tile (quant.KVTile rows).
+func (b *q8tbuffer) tileBytes() int { return b.cols / quant.QK * quant.KVTileBlockBytes }
+
+// tiledAt returns the position of a tiled tensor's element (0, 0): row and
+// column of its buffer.
+func tiledAt(t backend.Tensor) (row, col int) { return t.Off / t.Stride, t.Off % t.Stride }
+
+// tileRow returns the tile holding row r of a tiled tensor, from the block
+// column of the tensor's first column on, and the row's index in the tile.
+func tileRow(t backend.Tensor, r int) ([]byte, int) {
+	buf := t.Buf.(*q8tbuffer)
+	R, c := tiledAt(t)
+	R += r
+	o := R/quant.KVTile*buf.tileBytes() + c/quant.QK*quant.KVTileBlockBytes
+	return buf.d[o:], R % quant.KVTile
+}
+
+// tiledBytes returns the bytes of a tiled tensor that starts on a tile and
+// a block (as the attention kernels read it), from its first tile's first
+// block column on, and the distance between tiles.
+func tiledBytes(t backend.Tensor) ([]byte, int) {
+	buf := t.Buf.(*q8tbuffer)
+	R, c := tiledAt(t)
+	if R%quant.KVTile != 0 || c%quant.QK != 0 || t.Cols%quant.QK != 0 {
+		panic(fmt.Sprintf("cpu: tiled KV view at row %d, column %d, %d columns: not whole tiles and blocks", R, c, t.Cols))
+	}
+	ldt := buf.tileBytes()
+	o := R/quant.KVTile*ldt + c/quant.QK*quant.KVTileBlockBytes
+	tiles := max(1, (t.Rows+quant.KVTile-1)/quant.KVTile)
+	return buf.d[o : o+(tiles-1)*ldt+t.Cols/quant.QK*quant.KVTileBlockBytes], ldt
+}
+
 // AllocKV implements backend.Backend: float16 when the backend was made
 // with KVCache "f16", Q8_0 blocks with "q8_0" (float32 if cols is not a
-// multiple of 32), else float32.
-func (b *Backend) AllocKV(rows, cols int) backend.Tensor {
+// multiple of 32; in tiles of 16 rows where the CPU runs the tiled
+// kernels), else float32.
+func (b *Backend) AllocKV(rows, cols int) backend.KV {
+	if b.kv == kvQ8 && cols%quant.QK == 0 && quant.TiledKV() && !b.kvRows {
+		n := (rows + quant.KVTile - 1) / quant.KVTile * quant.KVTile * cols / quant.QK * q8BlockBytes
+		tiled := func(l quant.KVLayout) backend.Tensor {
+			return backend.Tensor{Buf: &q8tbuffer{hugepage.Make[byte](n), cols, l}, Rows: rows, Cols: cols, Stride: cols}
+		}
+		return backend.KV{K: tiled(quant.KVTileK), V: tiled(quant.KVTileV)}
+	}
+	return backend.KV{K: b.allocKV(rows, cols), V: b.allocKV(rows, cols)}
+}
+
+// allocKV returns one KV tensor stored as rows.
+func (b *Backend) allocKV(rows, cols int) backend.Tensor {
 	switch {
 	case b.kv == kvF16:
 		return backend.Tensor{Buf: &f16buffer{hugepage.Make[uint16](rows * cols)}, Rows: rows, Cols: cols, Stride: cols}
@@ -76,6 +138,8 @@ func kvTypeOf(t backend.Tensor) kvType {
 		return kvF16
 	case *q8buffer:
 		return kvQ8
+	case *q8tbuffer:
+		return kvQ8T
 	}
 	return kvF32
 }
@@ -136,6 +200,24 @@ func rowToF32(dst []float32, t backend.Tensor, r int) {
 			n := copy(dst[i:], blk[o:])
 			e, i = e+n, i+n
 		}
+	case kvQ8T:
+		layout := t.Buf.(*q8tbuffer).layout
+		if _, c := tiledAt(t); c%quant.QK == 0 && t.Cols%quant.QK == 0 {
+			tile, i := tileRow(t, r)
+			quant.LoadKVTileRow(dst, tile, layout, i)
+			return
+		}
+		// a column view that starts or ends inside a block
+		_, c := tiledAt(t)
+		var blk [quant.QK]float32
+		for e, i := c, 0; i < t.Cols; {
+			v := t
+			v.Off -= c - e/quant.QK*quant.QK // the view from e's block on
+			tile, ti := tileRow(v, r)
+			quant.LoadKVTileRow(blk[:], tile, layout, ti)
+			n := copy(dst[i:], blk[e%quant.QK:])
+			e, i = e+n, i+n
+		}
 	}
 }
 
@@ -153,12 +235,22 @@ func rowFromF32(t backend.Tensor, r int, src []float32) {
 			panic(fmt.Sprintf("cpu: write to a Q8_0 tensor view at element %d, %d columns: not whole blocks", t.Off, t.Cols))
 		}
 		quant.QuantizeQ8_0Row(rowQ8(t, r), src)
+	case kvQ8T:
+		if _, c := tiledAt(t); c%quant.QK != 0 || t.Cols%quant.QK != 0 {
+			panic(fmt.Sprintf("cpu: write to a tiled Q8_0 tensor view at column %d, %d columns: not whole blocks", c, t.Cols))
+		}
+		tile, i := tileRow(t, r)
+		quant.StoreKVTileRow(tile, t.Buf.(*q8tbuffer).layout, i, src)
 	}
 }
 
 // copyMixed copies between tensors of which at least one is not float32.
 func copyMixed(dst, src backend.Tensor) {
 	dt, st := kvTypeOf(dst), kvTypeOf(src)
+	if dt == kvQ8T && st == kvQ8T && tiledAligned(dst) && tiledAligned(src) {
+		copyTiled(dst, src)
+		return
+	}
 	for r := 0; r < src.Rows; r++ {
 		switch {
 		case dt == kvF16 && st == kvF16:
@@ -181,8 +273,45 @@ func copyMixed(dst, src backend.Tensor) {
 	}
 }
 
+// tiledAligned reports whether the columns of a tiled tensor are whole
+// blocks.
+func tiledAligned(t backend.Tensor) bool {
+	_, c := tiledAt(t)
+	return c%quant.QK == 0 && t.Cols%quant.QK == 0
+}
+
+// copyTiled copies between tiled tensors whose columns are whole blocks:
+// the Q8_0 blocks unchanged, whole tiles at once where both views start on
+// a tile and are full rows of the same layout.
+func copyTiled(dst, src backend.Tensor) {
+	db, sb := dst.Buf.(*q8tbuffer), src.Buf.(*q8tbuffer)
+	r := 0
+	if dr, _ := tiledAt(dst); db.layout == sb.layout && db.cols == sb.cols && dst.Cols == db.cols && src.Cols == sb.cols &&
+		dr%quant.KVTile == 0 && (src.Off/src.Stride)%quant.KVTile == 0 {
+		if full := src.Rows / quant.KVTile; full > 0 {
+			d, _ := tiledBytes(dst.RowRange(0, full*quant.KVTile))
+			s, _ := tiledBytes(src.RowRange(0, full*quant.KVTile))
+			copy(d, s)
+			r = full * quant.KVTile
+		}
+	}
+	nb := src.Cols / quant.QK
+	var raw [64 * q8BlockBytes]byte
+	for ; r < src.Rows; r++ {
+		st, si := tileRow(src, r)
+		dt, di := tileRow(dst, r)
+		for b0 := 0; b0 < nb; b0 += 64 {
+			n := min(64, nb-b0)
+			o := b0 * quant.KVTileBlockBytes
+			quant.KVTileBlocks(raw[:n*q8BlockBytes], st[o:], sb.layout, si, n)
+			quant.PutKVTileBlocks(dt[o:], db.layout, di, raw[:n*q8BlockBytes], n)
+		}
+	}
+}
+
 // zeroKV clears a tensor of any KV type.
 func zeroKV(t backend.Tensor) {
+	var zero [64 * q8BlockBytes]byte
 	for r := 0; r < t.Rows; r++ {
 		switch kvTypeOf(t) {
 		case kvF16:
@@ -192,6 +321,15 @@ func zeroKV(t backend.Tensor) {
 				panic(fmt.Sprintf("cpu: Zero of a Q8_0 tensor view at element %d, %d columns: not whole blocks", t.Off, t.Cols))
 			}
 			clear(rowQ8(t, r))
+		case kvQ8T:
+			if !tiledAligned(t) {
+				panic(fmt.Sprintf("cpu: Zero of a tiled Q8_0 tensor view at element %d, %d columns: not whole blocks", t.Off, t.Cols))
+			}
+			tile, i := tileRow(t, r)
+			for b0, nb := 0, t.Cols/quant.QK; b0 < nb; b0 += 64 {
+				n := min(64, nb-b0)
+				quant.PutKVTileBlocks(tile[b0*quant.KVTileBlockBytes:], t.Buf.(*q8tbuffer).layout, i, zero[:n*q8BlockBytes], n)
+			}
 		default:
 			clear(row(t, r))
 		}

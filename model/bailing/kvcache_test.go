@@ -17,7 +17,8 @@ import (
 
 // TestKVCacheTypesLongContext runs a random Ling-shaped checkpoint (every
 // layer softmax attention, head dim 64, four query heads per KV head, so
-// the Q8_0 cache takes its integer dot-product path) through an 1100-token
+// the Q8_0 cache takes its integer dot-product path, in prefill too where
+// the cache is tiled) through an 1100-token
 // prompt and 24 decode steps with each KV cache type, and compares the
 // logits of every position with those of the float32 cache. The decode
 // steps run past the point where a single sequence's keys are split over
@@ -86,7 +87,11 @@ func TestKVCacheTypesLongContext(t *testing.T) {
 		minAgree float64 // fraction of rows whose top-1 token must agree
 	}{
 		{"f16", 2e-3, 0.99},
-		{"q8_0", 2e-2, 0.97},
+		// q8_0 also rounds the queries to 8 bits per block of 32 (as
+		// llama.cpp's Q8_0 attention does), in prefill too where the CPU
+		// keeps the cache in tiles: 1,088-1,097 of 1,124 rows agree on
+		// this random model, whose top logits are close
+		{"q8_0", 2e-2, 0.96},
 	} {
 		got, _ := run(tc.kv, toks)
 		errs := make([]float64, len(want))

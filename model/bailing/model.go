@@ -198,9 +198,11 @@ func Load(cfgJSON []byte, gen checkpoint.GenerationConfig, src checkpoint.Source
 		m.info.FLOPsPerToken += m.info.OutputFLOPs // the tied table was not counted as a product
 	}
 	// the KV cache's storage is the backend's choice (Options.KVCache): probe it
-	probe := b.AllocKV(1, Hkv*d)
-	m.info.KVBytesPerToken = int64(cfg.SoftmaxLayerCount()) * 2 * backend.BufferBytes(probe)
-	b.Free(probe)
+	const probeRows = 64 // a multiple of any backend's row tiles
+	probe := b.AllocKV(probeRows, Hkv*d)
+	m.info.KVBytesPerToken = int64(cfg.SoftmaxLayerCount()) * (backend.BufferBytes(probe.K) + backend.BufferBytes(probe.V)) / probeRows
+	b.Free(probe.K)
+	b.Free(probe.V)
 	m.info.StateBytes = int64(cfg.LinearLayerCount()) * int64(H*d*d) * 4
 	return m, nil
 }
@@ -439,7 +441,7 @@ func (s *State) Fork() model.State {
 	for _, kv := range s.kv {
 		var n backend.KV
 		if s.pos > 0 {
-			n = backend.KV{K: b.AllocKV(s.pos, kv.K.Cols), V: b.AllocKV(s.pos, kv.V.Cols)}
+			n = b.AllocKV(s.pos, kv.K.Cols)
 			b.Copy(n.K, kv.K.RowRange(0, s.pos))
 			b.Copy(n.V, kv.V.RowRange(0, s.pos))
 		}
@@ -472,7 +474,7 @@ func (s *State) reserve(n int) {
 	c := max(n, 2*s.kvCap, 64)
 	cols := s.m.Config.NumKeyValueHeads * s.m.Config.HeadDim
 	for i, kv := range s.kv {
-		n := backend.KV{K: b.AllocKV(c, cols), V: b.AllocKV(c, cols)}
+		n := b.AllocKV(c, cols)
 		if s.pos > 0 {
 			b.Copy(n.K.RowRange(0, s.pos), kv.K.RowRange(0, s.pos))
 			b.Copy(n.V.RowRange(0, s.pos), kv.V.RowRange(0, s.pos))
