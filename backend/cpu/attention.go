@@ -462,7 +462,8 @@ func (t *attentionTask) job(sc *attnScratch, jb attnJob) {
 	}
 }
 
-// prefetchKV asks for the rows of a KV cache view to be brought into L2.
+// prefetchKV asks for the rows of a KV cache view to be brought into L2
+// (tiled caches need none: their kernels prefetch as they go).
 func prefetchKV(t backend.Tensor) {
 	switch kvTypeOf(t) {
 	case kvF32:
@@ -474,11 +475,6 @@ func prefetchKV(t backend.Tensor) {
 		if q8Aligned(t) {
 			b, ld := q8Bytes(t)
 			kernels.Prefetch(b, ld, t.Rows, t.Cols/quant.QK*q8BlockBytes)
-		}
-	case kvQ8T:
-		if r, _ := tiledAt(t); tiledAligned(t) && r%quant.KVTile == 0 {
-			b, ldt := tiledBytes(t)
-			kernels.Prefetch(b, ldt, (t.Rows+quant.KVTile-1)/quant.KVTile, t.Cols/quant.QK*quant.KVTileBlockBytes)
 		}
 	}
 }
