@@ -32,6 +32,11 @@ type Options struct {
 	Backend any
 	// SkipPrefill and SkipDecode leave out one of the two measurements.
 	SkipPrefill, SkipDecode bool
+	// Interleave > 0 decodes the contexts in turns of Interleave steps, so
+	// that a machine whose speed drifts affects all of them alike; each
+	// context's figure is then the time of its own steps. (A step that
+	// follows another context's starts with caches that one filled.)
+	Interleave int
 }
 
 // Rooflines is implemented by backends that measure their own device:
@@ -178,7 +183,8 @@ func Run(ctx context.Context, name string, m model.Model, o Options) (*Result, e
 	if o.SkipDecode {
 		o.Contexts = nil
 	}
-	for _, c := range o.Contexts {
+	// the sequences of a context length, after one untimed step
+	prepare := func(c int) ([]*model.Request, error) {
 		reqs := make([]*model.Request, o.Batch)
 		for i := range reqs {
 			s := m.NewState()
@@ -191,20 +197,19 @@ func Run(ctx context.Context, name string, m model.Model, o Options) (*Result, e
 			}
 			reqs[i] = &model.Request{State: s, Tokens: tokens(1)}
 		}
-		// one untimed step, then Gen timed steps
-		if err := m.Forward(ctx, reqs); err != nil {
-			return nil, err
+		return reqs, m.Forward(ctx, reqs)
+	}
+	// step runs one timed decode step of reqs
+	step := func(reqs []*model.Request) (time.Duration, error) {
+		for _, q := range reqs {
+			q.Tokens[0] = int32(r.IntN(info.VocabSize))
 		}
 		start := time.Now()
-		for step := 0; step < o.Gen; step++ {
-			for _, q := range reqs {
-				q.Tokens[0] = int32(r.IntN(info.VocabSize))
-			}
-			if err := m.Forward(ctx, reqs); err != nil {
-				return nil, err
-			}
-		}
-		el := time.Since(start).Seconds()
+		err := m.Forward(ctx, reqs)
+		return time.Since(start), err
+	}
+	// point is the decode figure of o.Gen steps at context c that took el
+	point := func(c int, el float64) Point {
 		tokS := float64(o.Gen*o.Batch) / el
 		// bytes per step: active weights (once per step for the batch; with
 		// a batch more experts are touched, bounded by all of them) + each
@@ -215,10 +220,63 @@ func Run(ctx context.Context, name string, m model.Model, o Options) (*Result, e
 		p := Point{Context: c, DecodeTokS: tokS, BytesPerToken: stepBytes / int64(o.Batch)}
 		stepsPerS := float64(o.Gen) / el
 		p.Roofline = stepsPerS * float64(stepBytes) // divided by the bandwidth below
-		res.Decode = append(res.Decode, p)
+		return p
+	}
+	free := func(reqs []*model.Request) {
 		for _, q := range reqs {
 			q.State.Free()
 		}
+	}
+	if o.Interleave > 0 && len(o.Contexts) > 1 {
+		sets := make([][]*model.Request, len(o.Contexts))
+		for i, c := range o.Contexts {
+			reqs, err := prepare(c)
+			sets[i] = reqs
+			if err != nil {
+				for _, s := range sets[:i+1] {
+					free(s)
+				}
+				return nil, err
+			}
+		}
+		el := make([]time.Duration, len(sets))
+		for n0 := 0; n0 < o.Gen; n0 += o.Interleave {
+			for i, reqs := range sets {
+				for n := n0; n < min(o.Gen, n0+o.Interleave); n++ {
+					d, err := step(reqs)
+					if err != nil {
+						for _, s := range sets {
+							free(s)
+						}
+						return nil, err
+					}
+					el[i] += d
+				}
+			}
+		}
+		for i, c := range o.Contexts {
+			res.Decode = append(res.Decode, point(c, el[i].Seconds()))
+			free(sets[i])
+		}
+		o.Contexts = nil
+	}
+	for _, c := range o.Contexts {
+		reqs, err := prepare(c)
+		if err != nil {
+			free(reqs)
+			return nil, err
+		}
+		var el time.Duration
+		for n := 0; n < o.Gen; n++ {
+			d, err := step(reqs)
+			if err != nil {
+				free(reqs)
+				return nil, err
+			}
+			el += d
+		}
+		res.Decode = append(res.Decode, point(c, el.Seconds()))
+		free(reqs)
 	}
 	res.PeakRSSMiB = peakRSS() // before the 1 GiB bandwidth buffer
 	res.HugeFileMiB, res.HugeAnonMiB = -1, -1

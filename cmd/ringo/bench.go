@@ -18,9 +18,10 @@ func init() {
 	var gen, batchRows int
 	var prompts, batches, contexts string
 	var asJSON bool
+	var interleave int
 	var cpuProfile string
 	cmd := &cobra.Command{
-		Use:   "bench [--model DIR] [--prompt N[,N...]] [--gen N] [--context 1k,8k,32k] [--threads T] [--batch B[,B...]] [--batch-rows R] [--json]",
+		Use:   "bench [--model DIR] [--prompt N[,N...]] [--gen N] [--context 1k,8k,32k] [--interleave N] [--threads T] [--batch B[,B...]] [--batch-rows R] [--json]",
 		Short: "Measure prefill and decode speed against this machine's rooflines",
 		Long: `bench measures prefill tokens/s and time to first token for a random
 prompt, and decode tokens/s at each --context length (the context is
@@ -34,7 +35,10 @@ BF16 tensor-core GEMM peak, both measured.
 
 Several prompt lengths (--prompt 4k,32k) and batch sizes (--batch 1,64) can
 be measured with one model load: prefill at every prompt length, decode
-at every batch size (at the --context lengths).`,
+at every batch size (at the --context lengths). With --interleave N the
+context lengths are decoded in turns of N steps, so that a machine whose
+speed drifts affects every length alike (for ratios such as 32K ÷ 1K); the
+first step of a turn starts with the caches the other length filled.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctxs, err := bench.ParseSizes(contexts)
@@ -75,10 +79,10 @@ at every batch size (at the --context lengths).`,
 			}
 			var runs []bench.Options
 			for i, p := range pl {
-				runs = append(runs, bench.Options{Prompt: p, Gen: gen, Contexts: ctxs, Threads: mf.threads, Batch: bl[0], Backend: m.Backend, SkipDecode: i > 0})
+				runs = append(runs, bench.Options{Prompt: p, Gen: gen, Contexts: ctxs, Threads: mf.threads, Batch: bl[0], Backend: m.Backend, SkipDecode: i > 0, Interleave: interleave})
 			}
 			for _, b := range bl[1:] {
-				runs = append(runs, bench.Options{Prompt: pl[0], Gen: gen, Contexts: ctxs, Threads: mf.threads, Batch: b, Backend: m.Backend, SkipPrefill: true})
+				runs = append(runs, bench.Options{Prompt: pl[0], Gen: gen, Contexts: ctxs, Threads: mf.threads, Batch: b, Backend: m.Backend, SkipPrefill: true, Interleave: interleave})
 			}
 			var results []*bench.Result
 			out := cmd.OutOrStdout()
@@ -138,6 +142,7 @@ at every batch size (at the --context lengths).`,
 	cmd.Flags().IntVar(&batchRows, "batch-rows", 0, "rows per forward pass; longer prompts are split (0: model default, 512; GPUs prefill faster with 4096-8192)")
 	cmd.Flags().StringVar(&contexts, "context", "0", "context lengths for decode, e.g. 1k,8k,32k")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().IntVar(&interleave, "interleave", 0, "decode the --context lengths in turns of this many steps (comparisons on a machine whose speed drifts; 0: one after the other)")
 	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the measurements to this file")
 	rootCmd.AddCommand(cmd)
 }
