@@ -12,6 +12,9 @@ import (
 // F16C (VCVTPH2PS). x/sys/cpu already checks OS support for YMM state.
 var hasAsm = cpu.X86.HasAVX2 && cpu.X86.HasFMA && cpu.X86.HasF16C
 
+// hasAsm512: the AVX-512 kernels (expSubAsm512) need AVX512F besides.
+var hasAsm512 = hasAsm && cpu.X86.HasAVX512F
+
 // Hand-written element-wise kernels (misc_amd64.s); n is a multiple of 8.
 
 //go:noescape
@@ -31,6 +34,11 @@ func f32ToBF16Asm(dst *uint16, src *float32, n int)
 
 //go:noescape
 func expSubAsm(x *float32, n int, m float32) float32
+
+// expSubAsm512 is expSubAsm on 16 lanes (n a multiple of 16).
+//
+//go:noescape
+func expSubAsm512(x *float32, n int, m float32) float32
 
 //go:noescape
 func maxAsm(x *float32, n int) float32

@@ -4,7 +4,10 @@ package kernels
 
 import "unsafe"
 
-const hasAsm = false
+const (
+	hasAsm    = false
+	hasAsm512 = false
+)
 
 // The assembly entry points do not exist on this platform; useAsm is never
 // true here, so these are unreachable.
@@ -30,6 +33,7 @@ func f16ToF32Asm(dst *float32, src *uint16, n int)      { unreachable() }
 func f32ToBF16Asm(dst *uint16, src *float32, n int)     { unreachable() }
 func fmaLoopAsm(n int)                                  { unreachable() }
 func expSubAsm(x *float32, n int, m float32) float32    { unreachable(); return 0 }
+func expSubAsm512(x *float32, n int, m float32) float32 { unreachable(); return 0 }
 func maxAsm(x *float32, n int) float32                  { unreachable(); return 0 }
 func prefetchAsm(p unsafe.Pointer, ld, rows, lines int) { unreachable() }
 func lightningStepAsm(s *float32, d int, q, k, v, o *float32, lam float32) {

@@ -25,6 +25,10 @@ import (
 // and may be cleared by tests to exercise the pure-Go code.
 var useAsm = hasAsm
 
+// useAsm512 selects the AVX-512 kernels where there are some (with
+// useAsm); tests clear it to compare.
+var useAsm512 = hasAsm512
+
 // HasAVX2 reports whether the AVX2+FMA assembly paths are in use (the CPU
 // supports AVX2, FMA and F16C, the build is amd64 without the purego tag,
 // and they have not been disabled).
@@ -212,9 +216,14 @@ func Max(x []float32) float32 {
 // NaN); the Go code uses math.Exp.
 func ExpSub(x []float32, m float32) float32 {
 	var sum float32
+	if useAsm && useAsm512 && len(x) >= 16 {
+		n16 := len(x) &^ 15
+		sum = expSubAsm512(&x[0], n16, m)
+		x = x[n16:]
+	}
 	if useAsm && len(x) >= 8 {
 		n8 := len(x) &^ 7
-		sum = expSubAsm(&x[0], n8, m)
+		sum += expSubAsm(&x[0], n8, m)
 		x = x[n8:]
 	}
 	for i, v := range x {

@@ -10,21 +10,24 @@ import (
 // withModes runs f with the assembly enabled (when available) and disabled.
 func withModes(t *testing.T, f func(t *testing.T)) {
 	t.Helper()
-	saved := useAsm
-	defer func() { useAsm = saved }()
-	modes := []bool{false}
+	saved, saved512 := useAsm, useAsm512
+	defer func() { useAsm, useAsm512 = saved, saved512 }()
+	type mode struct {
+		name        string
+		asm, avx512 bool
+	}
+	modes := []mode{{"go", false, false}}
 	if hasAsm {
-		modes = append(modes, true)
+		modes = append(modes, mode{"asm", true, false})
 	} else {
 		t.Log("assembly not available; testing the Go code only")
 	}
+	if hasAsm512 {
+		modes = append(modes, mode{"asm512", true, true})
+	}
 	for _, m := range modes {
-		useAsm = m
-		name := "go"
-		if m {
-			name = "asm"
-		}
-		t.Run(name, f)
+		useAsm, useAsm512 = m.asm, m.avx512
+		t.Run(m.name, f)
 	}
 }
 
@@ -616,13 +619,23 @@ func TestMax(t *testing.T) {
 }
 
 func BenchmarkExpSub(b *testing.B) {
-	x := make([]float32, 4096)
-	b.SetBytes(int64(4 * len(x)))
-	for i := 0; i < b.N; i++ {
-		for j := range x {
-			x[j] = -float32(j) / 256
+	saved := useAsm512
+	defer func() { useAsm512 = saved }()
+	for _, on := range []bool{false, true} {
+		if on && !hasAsm512 {
+			continue
 		}
-		ExpSub(x, 0)
+		useAsm512 = on
+		b.Run(map[bool]string{false: "avx2", true: "avx512"}[on], func(b *testing.B) {
+			x := make([]float32, 128) // a block of attention scores
+			for j := range x {
+				x[j] = -float32(j) / 16
+			}
+			b.SetBytes(int64(4 * len(x)))
+			for i := 0; i < b.N; i++ {
+				ExpSub(x, 1) // the values stay in (0, 1]
+			}
+		})
 	}
 }
 

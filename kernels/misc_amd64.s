@@ -487,3 +487,84 @@ lscol:
 	JLT lsrow
 	VZEROUPPER
 	RET
+
+// AVX-512 version of expSubAsm (misc_amd64.s): the same range reduction
+// and polynomial (expconst, expvec) on 16 lanes, with VRNDSCALEPS for the
+// rounding and VSCALEFPS for the power of two (exact, as the AVX2 code's
+// multiplication by 2^n built in the exponent bits).
+
+// EXP16(off, A, B, C): x = exp(x − m) for the 16 floats at off(SI), added
+// to Z8. Constants: Z15 m, Z14 log2(e), Z13/Z12 ln2 high/low, Z11/Z10 the
+// clamp of n, Z9 the flush-to-zero threshold, Z16..Z22 the polynomial.
+#define EXP16(off, A, B, C) \
+	VMOVUPS off(SI), A \
+	VSUBPS  Z15, A, A \
+	VCMPPS  $5, Z9, A, K2 \
+	VMULPS  Z14, A, B \
+	VRNDSCALEPS $0, B, B \
+	VMAXPS  Z11, B, B \
+	VMINPS  Z10, B, B \
+	VFNMADD231PS Z13, B, A \
+	VFNMADD231PS Z12, B, A \
+	VMOVAPS Z16, C \
+	VFMADD213PS Z17, A, C \
+	VFMADD213PS Z18, A, C \
+	VFMADD213PS Z19, A, C \
+	VFMADD213PS Z20, A, C \
+	VFMADD213PS Z21, A, C \
+	VFMADD213PS Z22, A, C \
+	VFMADD213PS Z22, A, C \
+	VSCALEFPS B, C, C \
+	VMOVAPS.Z C, K2, C \
+	VMOVUPS C, off(SI) \
+	VADDPS  C, Z8, Z8
+
+// func expSubAsm512(x *float32, n int, m float32) float32
+// x[i] = exp(x[i] - m) for i < n (a multiple of 16); returns the sum.
+TEXT ·expSubAsm512(SB), NOSPLIT, $0-28
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	VBROADCASTSS m+16(FP), Z15
+	VBROADCASTSS expconst<>+0(SB), Z14
+	VBROADCASTSS expconst<>+4(SB), Z13
+	VBROADCASTSS expconst<>+8(SB), Z12
+	VBROADCASTSS expconst<>+12(SB), Z11
+	VBROADCASTSS expconst<>+16(SB), Z10
+	VBROADCASTSS expconst<>+20(SB), Z9
+	VBROADCASTSS expvec<>+0(SB), Z16
+	VBROADCASTSS expvec<>+32(SB), Z17
+	VBROADCASTSS expvec<>+64(SB), Z18
+	VBROADCASTSS expvec<>+96(SB), Z19
+	VBROADCASTSS expvec<>+128(SB), Z20
+	VBROADCASTSS expvec<>+160(SB), Z21
+	VBROADCASTSS expvec<>+192(SB), Z22
+	VPXORD Z8, Z8, Z8
+	CMPQ CX, $32
+	JL exp16_one
+
+exp16_two:
+	EXP16(0, Z0, Z1, Z2)
+	EXP16(64, Z3, Z4, Z5)
+	ADDQ $128, SI
+	SUBQ $32, CX
+	CMPQ CX, $32
+	JGE exp16_two
+
+exp16_one:
+	CMPQ CX, $16
+	JL exp16_done
+	EXP16(0, Z0, Z1, Z2)
+	ADDQ $64, SI
+	SUBQ $16, CX
+	JMP exp16_one
+
+exp16_done:
+	VEXTRACTF64X4 $1, Z8, Y0
+	VADDPS Y0, Y8, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VMOVSS X0, ret+24(FP)
+	VZEROUPPER
+	RET
