@@ -318,7 +318,10 @@ func BenchmarkOps(b *testing.B) {
 // settings, ';'-separated, each "rope/rec/gu" (0 or 1 each): the QK norm
 // and RoPE inside k_lightning_rec (RINGO_CUDA_FUSE), that kernel's state
 // loads before PDL_ENTER (RINGO_CUDA_REC_EARLY), and moe_gu's shared-expert
-// blocks before it (RINGO_CUDA_GU_EARLY); default "1/1/1;1/1/0;0/1/1".
+// blocks before it (RINGO_CUDA_GU_EARLY), and optionally a fourth field,
+// the warps per output row of moe_dc (RINGO_CUDA_DC_SPLIT: 1, 2 or 3; the
+// backend's default without it); default
+// "1/1/1;1/1/0;0/1/1".
 // Separate processes on the GPU machine differ by a few per cent;
 // alternating steps resolves less than that.
 func BenchmarkDecodeAB(b *testing.B) {
@@ -333,14 +336,20 @@ func BenchmarkDecodeAB(b *testing.B) {
 	type setting struct {
 		name                   string
 		rope, recLate, guEarly bool
+		dcSplit                int
 	}
 	var settings []setting
 	for _, s := range strings.Split(spec, ";") {
 		f := strings.Split(s, "/")
-		if len(f) != 3 || slices.ContainsFunc(f, func(v string) bool { return v != "0" && v != "1" }) {
-			b.Fatalf("RINGO_BENCH_AB: bad setting %q (want rope/rec/gu, each 0 or 1)", s)
+		if len(f) != 3 && len(f) != 4 || slices.ContainsFunc(f[:3], func(v string) bool { return v != "0" && v != "1" }) ||
+			len(f) == 4 && f[3] != "1" && f[3] != "2" && f[3] != "3" {
+			b.Fatalf("RINGO_BENCH_AB: bad setting %q (want rope/rec/gu, each 0 or 1, then optionally dc: 1, 2 or 3)", s)
 		}
-		settings = append(settings, setting{s, f[0] == "1", f[1] == "0", f[2] == "1"})
+		dc := 0 // the backend's default
+		if len(f) == 4 {
+			dc = int(f[3][0] - '0')
+		}
+		settings = append(settings, setting{s, f[0] == "1", f[1] == "0", f[2] == "1", dc})
 	}
 	g := gpu(b, false)
 	ck, err := checkpoint.Open(dir)
@@ -358,10 +367,13 @@ func BenchmarkDecodeAB(b *testing.B) {
 	if err := m.Forward(context.Background(), []*model.Request{r}); err != nil {
 		b.Fatal(err)
 	}
-	saved, savedRec, savedGU := g.fuseRope, g.recLate, g.guEarly
-	defer func() { g.fuseRope, g.recLate, g.guEarly = saved, savedRec, savedGU }()
+	saved, savedRec, savedGU, savedDC := g.fuseRope, g.recLate, g.guEarly, g.dcSplit
+	defer func() { g.fuseRope, g.recLate, g.guEarly, g.dcSplit = saved, savedRec, savedGU, savedDC }()
 	step := func(s setting) time.Duration {
-		g.fuseRope, g.recLate, g.guEarly = s.rope, s.recLate, s.guEarly
+		g.fuseRope, g.recLate, g.guEarly, g.dcSplit = s.rope, s.recLate, s.guEarly, s.dcSplit
+		if s.dcSplit == 0 {
+			g.dcSplit = savedDC
+		}
 		r.Tokens = []int32{argmax(r.Logits)}
 		t0 := time.Now()
 		if err := m.Forward(context.Background(), []*model.Request{r}); err != nil {

@@ -139,6 +139,33 @@ func TestMoEShared(t *testing.T) {
 					t.Errorf("%s: relative error %.3g with moe_gu's shared blocks early=%v", what, e, !saved)
 				}
 				g.Free(early)
+				// moe_dc with two or three warps per output row against
+				// one (RINGO_CUDA_DC_SPLIT), with and without the shared
+				// expert: the same sums in another order
+				for _, sp := range []int{2, 3} {
+					for _, shared := range []bool{true, false} {
+						split, one := g.Alloc(T, c.D), g.Alloc(T, c.D)
+						for _, on := range []int{sp, 1} {
+							dst := one
+							if on > 1 {
+								dst = split
+							}
+							saved := g.dcSplit
+							g.dcSplit = on
+							if shared {
+								g.MoEShared(dst, x.g, g.Route(l.g, nil, p), ge, ggu, gdn)
+							} else {
+								g.MoE(dst, x.g, g.Route(l.g, nil, p), ge)
+							}
+							g.dcSplit = saved
+						}
+						if e := gpuRelErr(g, split, one); e > 1e-5 {
+							t.Errorf("%s: relative error %.3g with moe_dc split over %d warps (shared %v)", what, e, sp, shared)
+						}
+						g.Free(split)
+						g.Free(one)
+					}
+				}
 				sameAsMoE3(t, what, g, d.g, func(dst backend.Tensor) bool { return g.MoEShared(dst, x.g, g.Route(l.g, nil, p), ge, ggu, gdn) })
 				u := g.Alloc(T, c.D)
 				unfusedSharedMoE(g, u, x.g, g.Route(l.g, nil, p), ge, ggu, gdn)

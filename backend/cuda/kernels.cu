@@ -953,6 +953,68 @@ __device__ __forceinline__ void moe_dc(const float* A, const int* ids, const flo
   }
   if (lane == 0) D[(i64)t * ldd + n] = out;
 }
+// moe_dcs: moe_dc with SPLIT warps per output row, warp p of a row summing
+// the slots p, p+SPLIT, ... (at most SL of them, so fewer registers per
+// thread and more warps per SM, each with fewer loads in flight); the
+// row's first warp adds the warps' partial sums in p order (shared
+// memory). Blocks of (blockDim.x/32)/SPLIT rows, SPLIT·rows <= 32 warps.
+template <class F, int SPLIT>
+__device__ __forceinline__ void moe_dcs(const float* A, const int* ids, const float* wts, int topk, const uint4* Wt, const float* S, int br, int bc,
+                                        int N, int K, float* D, i64 ldd, const uint4* Ws, const float* Ss, int ns) {
+  constexpr int SL = (MOE_DC_MAXS + SPLIT - 1) / SPLIT;
+  __shared__ float part[32];
+  int w = threadIdx.x >> 5, lane = threadIdx.x & 31, p = w % SPLIT;
+  int t = blockIdx.y, n = blockIdx.x * ((blockDim.x >> 5) / SPLIT) + w / SPLIT;
+  float out = 0.f;
+  if (n < N) {
+    int KC = K / F::N, m = topk + (Ws ? 1 : 0);
+    const uint4* wr[SL];
+    const float* sr[SL];
+    const float* ar[SL];
+    float acc[SL];
+#pragma unroll
+    for (int q = 0; q < SL; q++) {
+      int j = p + q * SPLIT;
+      acc[q] = 0.f;
+      if (j >= m) continue;
+      int s = j < topk ? t * topk + j : ns + t;
+      i64 e = j < topk ? ids[s] : 0;
+      const float* Sc = j < topk ? S : Ss;
+      wr[q] = (j < topk ? Wt : Ws) + (e * N + n) * KC;
+      sr[q] = Sc ? Sc + e * (N / br) * (K / bc) + (i64)(n / br) * (K / bc) : 0;
+      ar[q] = A + (i64)s * K;
+    }
+    for (int kc = lane; kc < KC; kc += 32) {
+      uint4 wv[SL];
+#pragma unroll
+      for (int q = 0; q < SL; q++)
+        if (p + q * SPLIT < m) wv[q] = __ldg(wr[q] + kc);
+#pragma unroll
+      for (int q = 0; q < SL; q++) {
+        if (p + q * SPLIT >= m) break;
+        float wf[F::N], xv[F::N];
+        F::dec(wv[q], wf);
+#pragma unroll
+        for (int i = 0; i < F::N; i += 8) ldx8(ar[q] + kc * F::N + i, xv + i);
+        acc[q] += (F::S && sr[q] ? sr[q][kc * F::N / bc] : 1.f) * dotn<F::N>(wf, xv);
+      }
+    }
+#pragma unroll
+    for (int q = 0; q < SL; q++) {
+      int j = p + q * SPLIT;
+      if (j >= m) break;
+      float v = warp_sum(acc[q]);
+      out += j < topk ? v * wts[t * topk + j] : v;
+    }
+  }
+  if (lane == 0) part[w] = out;
+  __syncthreads();
+  if (n < N && p == 0 && lane == 0) {
+    float o = part[w];
+    for (int q = 1; q < SPLIT; q++) o += part[w + q];
+    D[(i64)t * ldd + n] = o;
+  }
+}
 extern "C" __global__ void moe_gu_bf16v(const float* X, i64 ldx, const int* ids, int topk, const u16* __restrict__ Wt, int I, int K, float* A,
                                         const u16* __restrict__ Ws, int ns, int early) {
   moe_gu<GvBF16>(X, ldx, ids, topk, (const uint4*)Wt, 0, 1, 1, I, K, A, (const uint4*)Ws, 0, ns, early);
@@ -964,6 +1026,14 @@ extern "C" __global__ void moe_gu_fp8(const float* X, i64 ldx, const int* ids, i
 extern "C" __global__ void moe_dc_bf16v(const float* A, const int* ids, const float* wts, int topk, const u16* __restrict__ Wt, int N, int K, float* D,
                                         i64 ldd, const u16* __restrict__ Ws, int ns) { PDL_ENTER();
   moe_dc<GvBF16>(A, ids, wts, topk, (const uint4*)Wt, 0, 1, 1, N, K, D, ldd, (const uint4*)Ws, 0, ns);
+}
+extern "C" __global__ void moe_dc2_bf16v(const float* A, const int* ids, const float* wts, int topk, const u16* __restrict__ Wt, int N, int K, float* D,
+                                         i64 ldd, const u16* __restrict__ Ws, int ns) { PDL_ENTER();
+  moe_dcs<GvBF16, 2>(A, ids, wts, topk, (const uint4*)Wt, 0, 1, 1, N, K, D, ldd, (const uint4*)Ws, 0, ns);
+}
+extern "C" __global__ void moe_dc3_bf16v(const float* A, const int* ids, const float* wts, int topk, const u16* __restrict__ Wt, int N, int K, float* D,
+                                         i64 ldd, const u16* __restrict__ Ws, int ns) { PDL_ENTER();
+  moe_dcs<GvBF16, 3>(A, ids, wts, topk, (const uint4*)Wt, 0, 1, 1, N, K, D, ldd, (const uint4*)Ws, 0, ns);
 }
 extern "C" __global__ void moe_dc_fp8(const float* A, const int* ids, const float* wts, int topk, const unsigned char* __restrict__ Wt, const float* S,
                                       int br, int bc, int N, int K, float* D, i64 ldd, const unsigned char* __restrict__ Ws, const float* Ss, int ns) {
