@@ -202,7 +202,7 @@ func rowToF32(dst []float32, t backend.Tensor, r int) {
 		}
 	case kvQ8T:
 		layout := t.Buf.(*q8tbuffer).layout
-		if _, c := tiledAt(t); c%quant.QK == 0 && t.Cols%quant.QK == 0 {
+		if tiledAligned(t) {
 			tile, i := tileRow(t, r)
 			quant.LoadKVTileRow(dst, tile, layout, i)
 			return
@@ -236,7 +236,8 @@ func rowFromF32(t backend.Tensor, r int, src []float32) {
 		}
 		quant.QuantizeQ8_0Row(rowQ8(t, r), src)
 	case kvQ8T:
-		if _, c := tiledAt(t); c%quant.QK != 0 || t.Cols%quant.QK != 0 {
+		if !tiledAligned(t) {
+			_, c := tiledAt(t)
 			panic(fmt.Sprintf("cpu: write to a tiled Q8_0 tensor view at column %d, %d columns: not whole blocks", c, t.Cols))
 		}
 		tile, i := tileRow(t, r)
