@@ -138,6 +138,13 @@ type Backend struct {
 	// H200), 3 (moe_dc3_bf16v) or 1 (moe_dc_bf16v); RINGO_CUDA_DC_SPLIT
 	// sets it for comparisons
 	dcSplit int
+	// attnGroup runs the decode attention over at least attnGroupMin keys
+	// with the query heads of one KV head in one block (k_attn_g2/4/8: each
+	// key and value read once per KV head; decode at 32K +10 % on the H200,
+	// at 1K the GPU has too few blocks that way); RINGO_CUDA_ATTN_GROUP=0
+	// runs one block per query head
+	attnGroup    bool
+	attnGroupMin int
 	// moeWarps are the warps per block of moe_gu and moe_dc (4 and 8;
 	// RINGO_CUDA_MOE_WARPS=g,d for comparisons): with 4, the 1,152 moe_gu
 	// blocks of a Ring-mini step fit on the H200 at once
@@ -253,6 +260,7 @@ func New(device int, opts Options) (*Backend, error) {
 	b.fuseRope = os.Getenv("RINGO_CUDA_FUSE") != "0"
 	b.recLate = os.Getenv("RINGO_CUDA_REC_EARLY") == "0"
 	b.guEarly = os.Getenv("RINGO_CUDA_GU_EARLY") != "0"
+	b.attnGroup, b.attnGroupMin = os.Getenv("RINGO_CUDA_ATTN_GROUP") != "0", 4096
 	b.dcSplit = 2
 	if v, err := strconv.Atoi(os.Getenv("RINGO_CUDA_DC_SPLIT")); err == nil && v >= 1 && v <= 3 {
 		b.dcSplit = v
@@ -309,7 +317,7 @@ var kernelNames = []string{
 	"gemv_f32", "gemv_f16", "gemv_bf16", "gemv_bf16v", "gemv_fp8", "gemv_bf16v1", "gemv_fp81", "k_fp8_bf16", "gemm_f32", "gemm_f16", "gemm_bf16",
 	"moe_gu_bf16v", "moe_gu_fp8", "moe_dc_bf16v", "moe_dc2_bf16v", "moe_dc3_bf16v", "moe_dc_fp8", "moe_gemv_f32", "moe_gemv_f16", "moe_gemv_bf16", "moe_gemv_bf16v", "moe_down_bf16v", "moe_gemv_fp8", "moe_down_fp8", "moe_mma16_fp8", "moe_mma64_fp8",
 	"k_moe_plan", "moe_gemm_f32", "moe_gemm_f16", "moe_gemm_bf16", "k_moe_combine", "k_route",
-	"k_lightning_rec", "k_lightning_chunk", "k_kvstore", "k_attn", "k_attn_combine",
+	"k_lightning_rec", "k_lightning_chunk", "k_kvstore", "k_attn", "k_attn_g2", "k_attn_g4", "k_attn_g8", "k_attn_combine",
 	"moe_mma16", "moe_mma64", "k_fattn64", "k_fattn128", "k_ltc_kv64", "k_ltc_kv128", "k_ltc_scan", "k_ltc_out64", "k_ltc_out128",
 	"k_readsum", "k_randbf16",
 }

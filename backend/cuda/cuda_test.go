@@ -506,6 +506,8 @@ func TestLightning(t *testing.T) {
 
 func TestAttention(t *testing.T) {
 	g := gpu(t, true)
+	defer func(n int) { g.attnGroupMin = n }(g.attnGroupMin)
+	g.attnGroupMin = 0 // the grouped kernels at every length
 	rng := rand.New(rand.NewSource(8))
 	for _, c := range []struct{ H, Hkv, hd int }{{4, 2, 16}, {8, 2, 128}, {4, 4, 64}} {
 		caches := make([]backend.KV, 2)
@@ -529,6 +531,19 @@ func TestAttention(t *testing.T) {
 			host().Attention(o.c, q.c, k.c, v.c, spans, caches, c.hd, scale)
 			g.Attention(o.g, q.g, k.g, v.g, spans, gc, c.hd, scale)
 			compare(t, fmt.Sprintf("attention %+v T=%d", c, T), g, o, 1e-5)
+			// one block per query head (RINGO_CUDA_ATTN_GROUP=0) instead of
+			// per KV head: the same arithmetic per head (the k, v appended
+			// again to the same cache rows)
+			one := g.Alloc(T, c.H*c.hd)
+			g.attnGroup = false
+			g.Attention(one, q.g, k.g, v.g, spans, gc, c.hd, scale)
+			g.attnGroup = true
+			if e := gpuRelErr(g, one, o.g); e > 1e-6 {
+				t.Errorf("attention %+v T=%d: one block per query head differs by %.3g", c, T, e)
+			} else if e != 0 {
+				t.Logf("attention %+v T=%d: one block per query head differs by %.2g", c, T, e)
+			}
+			g.Free(one)
 		}
 		for i, p := range cachePairs {
 			compare(t, fmt.Sprintf("attention %+v cache %d", c, i), g, p, 0)

@@ -1425,6 +1425,126 @@ extern "C" __global__ void k_attn(float* o, i64 ldo, const float* q, i64 ldq, co
   if (tid < hd) pp[2 + tid] = acc;
 }
 
+// k_attn_g<G>: k_attn for the G query heads of one KV head per block, grid
+// (rows, Hkv, S): every key and value row is read once for the G heads
+// (k_attn reads it once per query head). Each head's arithmetic is k_attn's,
+// in the same order, so the results are the same.
+template <int G>
+__device__ __forceinline__ void attn_group(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, int nspans, const i64* caches, int H,
+                                           int Hkv, int hd, float scale, float* part) {
+  __shared__ float qs[G][256];
+  __shared__ float p[G][256];
+  __shared__ float shf[32];
+  int r = blockIdx.x, kh = blockIdx.y, z = blockIdx.z, S = gridDim.z, tid = threadIdx.x;
+  int lane = tid & 31, warp = tid >> 5, nw = blockDim.x >> 5;
+  int sp = -1;
+  for (int i = 0; i < nspans; i++)
+    if (r >= spans[3 * i] && r < spans[3 * i] + spans[3 * i + 1]) {
+      sp = i;
+      break;
+    }
+  if (sp < 0) return;
+  int L = spans[3 * sp + 2] + (r - spans[3 * sp]) + 1;
+  int per = (L + S - 1) / S;
+  int jb = z * per, je = min(L, jb + per);
+  const float* K = (const float*)caches[4 * sp] + (i64)kh * hd;
+  const float* V = (const float*)caches[4 * sp + 1] + (i64)kh * hd;
+  i64 lK = caches[4 * sp + 2], lV = caches[4 * sp + 3];
+#pragma unroll
+  for (int g = 0; g < G; g++)
+    if (tid < hd) qs[g][tid] = q[(i64)r * ldq + (i64)(kh * G + g) * hd + tid];
+  __syncthreads();
+  float m[G], l[G], acc[G];
+#pragma unroll
+  for (int g = 0; g < G; g++) {
+    m[g] = NEG_INF;
+    l[g] = 0.f;
+    acc[g] = 0.f;
+  }
+  int ngrp = blockDim.x / hd, grp = tid / hd, col = tid - grp * hd;
+  for (int j0 = jb; j0 < je; j0 += 256) {
+    int nj = min(256, je - j0);
+    for (int jj = warp; jj < nj; jj += nw) {
+      const float* kr = K + (i64)(j0 + jj) * lK;
+      float dot[G];
+#pragma unroll
+      for (int g = 0; g < G; g++) dot[g] = 0.f;
+      for (int c = lane; c < hd; c += 32) {
+        float kv = kr[c];
+#pragma unroll
+        for (int g = 0; g < G; g++) dot[g] += qs[g][c] * kv;
+      }
+#pragma unroll
+      for (int g = 0; g < G; g++) {
+        float d = warp_sum(dot[g]);
+        if (lane == 0) p[g][jj] = d * scale;
+      }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+      float s = tid < nj ? p[g][tid] : NEG_INF;
+      float mnew = fmaxf(m[g], block_max(s, shf));
+      float pj = tid < nj ? expf(s - mnew) : 0.f;
+      p[g][tid] = pj;
+      float psum = block_sum(pj, shf);
+      float corr = expf(m[g] - mnew);
+      l[g] = l[g] * corr + psum;
+      acc[g] *= corr;
+      m[g] = mnew;
+    }
+    __syncthreads();
+    if (grp < ngrp) {
+#pragma unroll 4
+      for (int j = grp; j < nj; j += ngrp) {
+        float v = V[(i64)(j0 + j) * lV + col];
+#pragma unroll
+        for (int g = 0; g < G; g++) acc[g] += p[g][j] * v;
+      }
+    }
+    __syncthreads();
+  }
+  if (ngrp > 1) {
+#pragma unroll
+    for (int g = 0; g < G; g++)
+      if (grp < ngrp) p[g][tid] = acc[g];
+    __syncthreads();
+    if (tid < hd) {
+#pragma unroll
+      for (int g = 0; g < G; g++) {
+        acc[g] = p[g][tid];
+        for (int gi = 1; gi < ngrp; gi++) acc[g] += p[g][gi * hd + tid];
+      }
+    }
+  }
+#pragma unroll
+  for (int g = 0; g < G; g++) {
+    int h = kh * G + g;
+    if (S == 1) {
+      if (tid < hd) o[(i64)r * ldo + (i64)h * hd + tid] = acc[g] / l[g];
+      continue;
+    }
+    float* pp = part + (((i64)r * H + h) * S + z) * (hd + 2);
+    if (tid == 0) {
+      pp[0] = m[g];
+      pp[1] = l[g];
+    }
+    if (tid < hd) pp[2 + tid] = acc[g];
+  }
+}
+extern "C" __global__ void k_attn_g2(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, int nspans, const i64* caches, int H, int Hkv,
+                                     int hd, float scale, float* part) { PDL_ENTER();
+  attn_group<2>(o, ldo, q, ldq, spans, nspans, caches, H, Hkv, hd, scale, part);
+}
+extern "C" __global__ void k_attn_g4(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, int nspans, const i64* caches, int H, int Hkv,
+                                     int hd, float scale, float* part) { PDL_ENTER();
+  attn_group<4>(o, ldo, q, ldq, spans, nspans, caches, H, Hkv, hd, scale, part);
+}
+extern "C" __global__ void k_attn_g8(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, int nspans, const i64* caches, int H, int Hkv,
+                                     int hd, float scale, float* part) { PDL_ENTER();
+  attn_group<8>(o, ldo, q, ldq, spans, nspans, caches, H, Hkv, hd, scale, part);
+}
+
 // k_attn_combine merges the S partial results of every (row, head).
 extern "C" __global__ void k_attn_combine(float* o, i64 ldo, const int* spans, int nspans, int H, int hd, int S, const float* part) { PDL_ENTER();
   int r = blockIdx.x, h = blockIdx.y, tid = threadIdx.x;

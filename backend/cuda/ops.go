@@ -779,8 +779,15 @@ func (b *Backend) Attention(dst, q, k, v backend.Tensor, spans []backend.Span, c
 	for _, sp := range spans {
 		maxL = max(maxL, sp.Pos+sp.N)
 	}
+	// the query heads of a KV head in one block where there is a kernel
+	// for their number
+	G, blocksY, maxS := H/Hkv, H, 64
+	grouped := b.attnGroup && (G == 2 || G == 4 || G == 8) && maxL >= b.attnGroupMin
+	if grouped {
+		blocksY, maxS = Hkv, 128
+	}
 	S := 1
-	for S < 64 && q.Rows*H*S < 2*b.sms && maxL/(S*2) >= 64 {
+	for S < maxS && q.Rows*blocksY*S < 2*b.sms && maxL/(S*2) >= 64 {
 		S *= 2
 	}
 	var part scratch
@@ -788,7 +795,11 @@ func (b *Backend) Attention(dst, q, k, v backend.Tensor, spans []backend.Span, c
 		part = b.scratch(4 * q.Rows * H * S * (headDim + 2))
 	}
 	pd, pq := b.ptr("Attention", dst), b.ptr("Attention", q)
-	b.launch("k_attn", dim3{q.Rows, H, S}, dim3{256, 1, 1}, 0, pArg(pd), lArg(dst.Stride), pArg(pq), lArg(q.Stride),
+	name := "k_attn"
+	if grouped {
+		name = [...]string{2: "k_attn_g2", 4: "k_attn_g4", 8: "k_attn_g8"}[G]
+	}
+	b.launch(name, dim3{q.Rows, blocksY, S}, dim3{256, 1, 1}, 0, pArg(pd), lArg(dst.Stride), pArg(pq), lArg(q.Stride),
 		pArg(ps), iArg(len(spans)), pArg(pc), iArg(H), iArg(Hkv), iArg(headDim), fArg(scale), pArg(part.p))
 	if S > 1 {
 		b.launch("k_attn_combine", dim3{q.Rows, H, 1}, dim3{blockFor(headDim), 1, 1}, 0, pArg(pd), lArg(dst.Stride), pArg(ps), iArg(len(spans)),
