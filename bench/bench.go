@@ -191,6 +191,10 @@ func Run(ctx context.Context, name string, m model.Model, o Options) (*Result, e
 			if c > 0 {
 				syn, ok := s.(synthesizer)
 				if !ok {
+					s.Free()
+					for _, q := range reqs[:i] {
+						q.State.Free()
+					}
 					return nil, fmt.Errorf("model state cannot synthesize a context of %d", c)
 				}
 				syn.Synthesize(c, o.Seed+uint64(i))
