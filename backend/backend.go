@@ -252,6 +252,10 @@ type Options struct {
 	// scale, 0.27 of the memory; attention over it uses integer dot
 	// products). Backends without a type keep f32.
 	KVCache string
+	// NoMmap asks the CPU backend to copy the weights into its own memory
+	// (anonymous huge pages; each expert's matrices side by side) instead
+	// of reading them from the caller's memory, e.g. a memory-mapped file.
+	NoMmap bool
 }
 
 var factories = map[string]func(Options) (Backend, error){}

@@ -33,6 +33,9 @@ type Options struct {
 	// KVCache is the KV cache type: "f32" (default), "f16" or "q8_0"
 	// (see backend.Options.KVCache).
 	KVCache string
+	// NoMmap copies the weights into the CPU backend's memory instead of
+	// reading them from the memory-mapped file (backend.Options.NoMmap).
+	NoMmap bool
 }
 
 // Loaded is a model ready to run, with the checkpoint it came from.
@@ -67,7 +70,7 @@ func Load(dir string, o Options) (*Loaded, error) {
 	if dev == "" {
 		dev = "cpu"
 	}
-	b, err := backend.Open(dev, backend.Options{Threads: o.Threads, Precise: o.Precise, KVCache: o.KVCache})
+	b, err := backend.Open(dev, backend.Options{Threads: o.Threads, Precise: o.Precise, KVCache: o.KVCache, NoMmap: o.NoMmap})
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,9 @@ import (
 	"context"
 	"testing"
 
+	"github.com/ringo-ai/ringo/ggufmodel"
+	"github.com/ringo-ai/ringo/model"
+	"github.com/ringo-ai/ringo/quant"
 	"github.com/ringo-ai/ringo/sample"
 )
 
@@ -62,5 +65,39 @@ func TestLoadErrors(t *testing.T) {
 	}
 	if _, err := Load("../testdata/does-not-exist", Options{}); err == nil {
 		t.Error("missing directory: no error")
+	}
+}
+
+// TestNoMmap checks that a model loaded with its weights copied into the
+// backend's memory gives the same logits as one reading the mapped files,
+// for a model directory and a GGUF file.
+func TestNoMmap(t *testing.T) {
+	dir := t.TempDir()
+	gg := dir + "/tiny.gguf"
+	// tiny-softmax has no tokenizer.json: the GGUF needs none for logits
+	if err := ggufmodel.Convert(context.Background(), "../testdata/tiny-softmax", gg, ggufmodel.ConvertOptions{Type: quant.Q8_0}); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"../testdata/tiny-linear", gg} {
+		var logits [2][]float32
+		for i, noMmap := range []bool{false, true} {
+			m, err := Load(path, Options{NoMmap: noMmap})
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := m.NewState()
+			req := &model.Request{State: st, Tokens: []int32{3, 17, 42, 99}}
+			if err := m.Forward(context.Background(), []*model.Request{req}); err != nil {
+				t.Fatal(err)
+			}
+			logits[i] = append([]float32(nil), req.Logits...)
+			st.Free()
+			m.Close()
+		}
+		for j := range logits[0] {
+			if logits[0][j] != logits[1][j] {
+				t.Fatalf("%s: logit %d is %v with the weights copied, %v mapped", path, j, logits[1][j], logits[0][j])
+			}
+		}
 	}
 }

@@ -28,6 +28,9 @@ type Backend struct {
 	// kvRows keeps Q8_0 caches as rows where the CPU could use tiles (for
 	// tests and comparisons)
 	kvRows bool
+	// noMmap copies uploaded weights into the backend's own memory
+	// (Options.NoMmap)
+	noMmap bool
 
 	matMul matMulTask
 	norm   normTask
@@ -134,6 +137,18 @@ func (w *weight) Shape() (int, int) { return w.rows, w.cols }
 // place; FP8 weights are dequantized with their block scales into BF16;
 // 1-D weights are converted to float32.
 func (b *Backend) Upload(hw backend.HostWeight) (backend.Weight, error) {
+	w, err := b.upload(hw)
+	if err != nil {
+		return nil, err
+	}
+	if b.noMmap {
+		w.own()
+	}
+	return w, nil
+}
+
+// upload makes the weight of Upload, referencing hw.Data where it can.
+func (b *Backend) upload(hw backend.HostWeight) (*weight, error) {
 	w := &weight{name: hw.Name, kind: hw.Kind, qtype: hw.QType, rows: hw.Rows, cols: hw.Cols}
 	n := hw.Rows * hw.Cols
 	switch hw.Kind {
@@ -180,6 +195,25 @@ func (b *Backend) Upload(hw backend.HostWeight) (backend.Weight, error) {
 		w.f32 = w.toF32()
 	}
 	return w, nil
+}
+
+// own copies the weight's data into memory of its own (huge pages), so
+// that it no longer references the uploaded bytes.
+func (w *weight) own() {
+	switch {
+	case w.q != nil:
+		c := hugepage.Make[byte](len(w.q))
+		copy(c, w.q)
+		w.q = c
+	case w.u16 != nil:
+		c := hugepage.Make[uint16](len(w.u16))
+		copy(c, w.u16)
+		w.u16 = c
+	case w.f32 != nil:
+		c := hugepage.Make[float32](len(w.f32))
+		copy(c, w.f32)
+		w.f32 = c
+	}
 }
 
 func sizeErr(hw backend.HostWeight, want int) error {
@@ -445,7 +479,7 @@ func init() {
 			return nil, fmt.Errorf("cpu backend: %w", err)
 		}
 		b := New(o.Threads)
-		b.kv = kv
+		b.kv, b.noMmap = kv, o.NoMmap
 		return b, nil
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+	"unsafe"
 
 	"github.com/ringo-ai/ringo/backend"
 	"github.com/ringo-ai/ringo/quant"
@@ -122,6 +123,84 @@ func TestMoEQuantExperts(t *testing.T) {
 	b.MoE(o2, x, rt, exf)
 	if e := maxRelErr(data(o1), data(o2)); e > 0.02 {
 		t.Fatalf("quantized experts differ by %.3g", e)
+	}
+}
+
+// TestNoMmap checks that a backend with Options.NoMmap keeps copies of the
+// weights (the results do not change when the uploaded bytes do) laid out
+// as it says (each expert's gate, up and down side by side), and computes
+// exactly what a backend reading the uploaded bytes computes, for
+// quantized, BF16 and float32 experts and a quantized matrix.
+func TestNoMmap(t *testing.T) {
+	r := rand.New(rand.NewPCG(6, 6))
+	const E, D, I, T = 6, 256, 256, 3
+	mk := func(kind backend.Kind, N, K int) backend.HostWeight {
+		src := make([]float32, N*K)
+		for i := range src {
+			src[i] = float32(r.NormFloat64()) * 0.1
+		}
+		switch kind {
+		case backend.Quant:
+			qb := make([]byte, N*quant.RowBytes(quant.Q4_K, K))
+			quant.Quantize(quant.Q4_K, qb, src)
+			return backend.HostWeight{Name: "q", Kind: kind, QType: uint32(quant.Q4_K), Rows: N, Cols: K, Data: qb}
+		case backend.BF16:
+			b := make([]byte, 2*N*K)
+			for i, v := range src {
+				binary.LittleEndian.PutUint16(b[2*i:], quant.F32ToBF16(v))
+			}
+			return backend.HostWeight{Name: "bf16", Kind: kind, Rows: N, Cols: K, Data: b}
+		}
+		return backend.HostWeight{Name: "f32", Kind: kind, Rows: N, Cols: K, Data: f32Bytes(src)}
+	}
+	for _, kind := range []backend.Kind{backend.Quant, backend.BF16, backend.F32} {
+		var g, u, d []backend.HostWeight
+		for e := 0; e < E; e++ {
+			g, u, d = append(g, mk(kind, I, D)), append(u, mk(kind, I, D)), append(d, mk(kind, D, I))
+		}
+		w := mk(backend.Quant, 40, D)
+		mapped, own := New(2), New(2)
+		own.noMmap = true
+		var outs [2][2][]float32
+		for i, b := range []*Backend{mapped, own} {
+			ex, err := b.UploadExperts(g, u, d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mw, err := b.Upload(w)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i == 1 {
+				// the copies: scribbling over the uploaded bytes changes nothing
+				for _, hw := range append(append(append(append([]backend.HostWeight{}, g...), u...), d...), w) {
+					for k := range hw.Data {
+						hw.Data[k] = 0x55
+					}
+				}
+				// and an expert's matrices lie side by side
+				e := ex.(*experts)
+				if kind == backend.Quant {
+					end := unsafe.Pointer(unsafe.SliceData(e.gate[1].q[len(e.gate[1].q)-1:]))
+					if gap := uintptr(unsafe.Pointer(unsafe.SliceData(e.up[1].q))) - uintptr(end); gap > 64 {
+						t.Errorf("%v: expert 1's up matrix starts %d bytes after its gate", kind, gap)
+					}
+				}
+			}
+			rr := rand.New(rand.NewPCG(7, 7))
+			x := randTensor(b, rr, T, D, 1)
+			logits := randTensor(b, rr, T, E, 2)
+			rt := b.Route(logits, nil, backend.RouteParams{TopK: 2, Groups: 1, Sigmoid: true, Normalize: true, Scale: 1})
+			o, m := b.Alloc(T, D), b.Alloc(T, 40)
+			b.MoE(o, x, rt, ex)
+			b.MatMul(m, x, mw)
+			outs[i] = [2][]float32{data(o), data(m)}
+		}
+		for j, what := range []string{"MoE", "MatMul"} {
+			if e := maxRelErr(outs[1][j], outs[0][j]); e != 0 {
+				t.Errorf("%v: %s with copied weights differs by %.3g", kind, what, e)
+			}
+		}
 	}
 }
 

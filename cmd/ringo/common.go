@@ -15,6 +15,7 @@ type modelFlags struct {
 	quantize string
 	precise  bool
 	kvCache  string
+	noMmap   bool
 }
 
 func (f *modelFlags) register(cmd *cobra.Command, modelUsage string) {
@@ -25,8 +26,9 @@ func (f *modelFlags) register(cmd *cobra.Command, modelUsage string) {
 	cmd.Flags().StringVar(&f.quantize, "quantize", "", "quantize weights while loading: Q8_0, Q6_K, Q4_K, Q4_0, or FP8 (E4M3, 128×128 block scales; kept in FP8 by the CUDA backend) (default: as stored)")
 	cmd.Flags().BoolVar(&f.precise, "precise", false, "GPU: float32 matrix products everywhere instead of BF16 tensor cores")
 	cmd.Flags().StringVar(&f.kvCache, "kv-cache", "f32", "KV cache type of the softmax layers: f32 (exact), f16 (half the memory) or q8_0 (0.27 of the memory, fastest at long context on the CPU)")
+	cmd.Flags().BoolVar(&f.noMmap, "no-mmap", false, "CPU: copy the weights into memory (each expert's matrices side by side) instead of reading them from the mapped file: faster decode, but the process holds the weights' size in RAM")
 }
 
 func (f *modelFlags) options() engine.Options {
-	return engine.Options{Device: f.device, Threads: f.threads, Decay: f.decay, Quantize: f.quantize, Precise: f.precise, KVCache: f.kvCache}
+	return engine.Options{Device: f.device, Threads: f.threads, Decay: f.decay, Quantize: f.quantize, Precise: f.precise, KVCache: f.kvCache, NoMmap: f.noMmap}
 }
