@@ -117,6 +117,13 @@ func Load(dir string, o Options) (*Loaded, error) {
 	if qs != nil {
 		l.Notes = qs.Notes()
 	}
+	if o.NoMmap && b.Name() == "cpu" && l.GGUF != nil {
+		// the weights were copied: the mapped file's pages need not stay
+		// in this process (they stay in the page cache, clean)
+		if err := l.GGUF.File.DropPages(); err != nil {
+			l.Notes = append(l.Notes, fmt.Sprintf("%s: releasing the mapped file's pages: %v", dir, err))
+		}
+	}
 	return l, nil
 }
 

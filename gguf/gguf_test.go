@@ -175,6 +175,11 @@ func TestRoundTrip(t *testing.T) {
 			}
 		}
 		checkFile(t, f, ts, align)
+		// the mapping's pages dropped from the process read back the same
+		if err := f.DropPages(); err != nil {
+			t.Fatal(err)
+		}
+		checkFile(t, f, ts, align)
 		seq, _ := os.ReadFile(path)
 		if err := f.Close(); err != nil {
 			t.Fatal(err)

@@ -37,3 +37,6 @@ func mapFile(path string) ([]byte, func() error, error) {
 	hugepage.Advise(b)
 	return b, func() error { return unix.Munmap(b) }, nil
 }
+
+// dropPages advises the kernel that the mapping b is not needed now.
+func dropPages(b []byte) error { return unix.Madvise(b, unix.MADV_DONTNEED) }

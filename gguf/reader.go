@@ -720,3 +720,15 @@ func parse(name string, data []byte) (*File, error) {
 func (f *File) HugePageShare(samples int) (share float64, ok bool) {
 	return hugepage.MappedShare(f.data, samples)
 }
+
+// DropPages tells the kernel that the process needs none of the mapped
+// file's pages now (after its tensors were copied elsewhere): they leave
+// its resident set, stay in the page cache as long as the kernel likes,
+// and are read again if a tensor's Data is used. Without a mapping (a file
+// read into memory, OpenBytes) it does nothing.
+func (f *File) DropPages() error {
+	if f.release == nil || len(f.data) == 0 {
+		return nil
+	}
+	return dropPages(f.data)
+}
