@@ -903,61 +903,13 @@ __device__ __forceinline__ void moe_gu(const float* X, i64 ldx, const int* ids, 
   au = warp_sum(au);
   if (lane == 0) A[(i64)s * I + k] = silu_mul(ag, au);
 }
-template <class F>
-__device__ __forceinline__ void moe_dc(const float* A, const int* ids, const float* wts, int topk, const uint4* Wt, const float* S, int br, int bc, int N,
-                                       int K, float* D, i64 ldd, const uint4* Ws, const float* Ss, int ns) {
-  int t = blockIdx.y, n = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-  if (n >= N) return;
-  int KC = K / F::N, m = topk + (Ws ? 1 : 0);
-  const uint4* wr[MOE_DC_MAXS];
-  const float* sr[MOE_DC_MAXS];
-  const float* ar[MOE_DC_MAXS];
-  float acc[MOE_DC_MAXS];
-#pragma unroll
-  for (int j = 0; j < MOE_DC_MAXS; j++) {
-    acc[j] = 0.f;
-    if (j >= m) continue;
-    int s = j < topk ? t * topk + j : ns + t;
-    i64 e = j < topk ? ids[s] : 0;
-    const float* Sc = j < topk ? S : Ss;
-    wr[j] = (j < topk ? Wt : Ws) + (e * N + n) * KC;
-    sr[j] = Sc ? Sc + e * (N / br) * (K / bc) + (i64)(n / br) * (K / bc) : 0;
-    ar[j] = A + (i64)s * K;
-  }
-  for (int kc = lane; kc < KC; kc += 32) {
-    uint4 wv[MOE_DC_MAXS];
-#pragma unroll
-    for (int j = 0; j < MOE_DC_MAXS; j++)
-      if (j < m) wv[j] = __ldg(wr[j] + kc);
-#pragma unroll
-    for (int j = 0; j < MOE_DC_MAXS; j++) {
-      if (j >= m) break;
-      float w[F::N], xv[F::N];
-      F::dec(wv[j], w);
-#pragma unroll
-      for (int i = 0; i < F::N; i += 8) ldx8(ar[j] + kc * F::N + i, xv + i);
-      acc[j] += (F::S && sr[j] ? sr[j][kc * F::N / bc] : 1.f) * dotn<F::N>(w, xv);
-    }
-  }
-  float out = 0.f;
-#pragma unroll
-  for (int j = 0; j < MOE_DC_MAXS; j++) {
-    if (j >= m) break;
-    float v = warp_sum(acc[j]);
-    if (j < topk) {
-      v *= wts[t * topk + j];
-      out = j == 0 ? v : out + v;
-    } else {
-      out += v;
-    }
-  }
-  if (lane == 0) D[(i64)t * ldd + n] = out;
-}
-// moe_dcs: moe_dc with SPLIT warps per output row, warp p of a row summing
-// the slots p, p+SPLIT, ... (at most SL of them, so fewer registers per
-// thread and more warps per SM, each with fewer loads in flight); the
-// row's first warp adds the warps' partial sums in p order (shared
-// memory). Blocks of (blockDim.x/32)/SPLIT rows, SPLIT·rows <= 32 warps.
+// moe_dcs: the down projections of a token's slots and their weighted sum
+// (moe_dc), with SPLIT warps per output row, warp p of a row summing the
+// slots p, p+SPLIT, ... in order, each lane loading a chunk of every one of
+// its slots' rows before using any (at most SL slots: with SPLIT > 1 fewer
+// registers per thread and more warps per SM); the row's first warp adds
+// the warps' partial sums in p order (shared memory). Blocks of
+// (blockDim.x/32)/SPLIT rows, SPLIT·rows <= 32 warps.
 template <class F, int SPLIT>
 __device__ __forceinline__ void moe_dcs(const float* A, const int* ids, const float* wts, int topk, const uint4* Wt, const float* S, int br, int bc,
                                         int N, int K, float* D, i64 ldd, const uint4* Ws, const float* Ss, int ns) {
@@ -1025,7 +977,7 @@ extern "C" __global__ void moe_gu_fp8(const float* X, i64 ldx, const int* ids, i
 }
 extern "C" __global__ void moe_dc_bf16v(const float* A, const int* ids, const float* wts, int topk, const u16* __restrict__ Wt, int N, int K, float* D,
                                         i64 ldd, const u16* __restrict__ Ws, int ns) { PDL_ENTER();
-  moe_dc<GvBF16>(A, ids, wts, topk, (const uint4*)Wt, 0, 1, 1, N, K, D, ldd, (const uint4*)Ws, 0, ns);
+  moe_dcs<GvBF16, 1>(A, ids, wts, topk, (const uint4*)Wt, 0, 1, 1, N, K, D, ldd, (const uint4*)Ws, 0, ns);
 }
 extern "C" __global__ void moe_dc2_bf16v(const float* A, const int* ids, const float* wts, int topk, const u16* __restrict__ Wt, int N, int K, float* D,
                                          i64 ldd, const u16* __restrict__ Ws, int ns) { PDL_ENTER();
@@ -1038,7 +990,7 @@ extern "C" __global__ void moe_dc3_bf16v(const float* A, const int* ids, const f
 extern "C" __global__ void moe_dc_fp8(const float* A, const int* ids, const float* wts, int topk, const unsigned char* __restrict__ Wt, const float* S,
                                       int br, int bc, int N, int K, float* D, i64 ldd, const unsigned char* __restrict__ Ws, const float* Ss, int ns) {
   PDL_ENTER();
-  moe_dc<GvFP8>(A, ids, wts, topk, (const uint4*)Wt, S, br, bc, N, K, D, ldd, (const uint4*)Ws, Ss, ns);
+  moe_dcs<GvFP8, 1>(A, ids, wts, topk, (const uint4*)Wt, S, br, bc, N, K, D, ldd, (const uint4*)Ws, Ss, ns);
 }
 
 // k_moe_combine: d[t, c] = sum_k w[t*K+k] * Y[posOf[t*K+k], c], in k order
