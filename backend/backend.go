@@ -256,6 +256,10 @@ type Options struct {
 	// (anonymous huge pages; each expert's matrices side by side) instead
 	// of reading them from the caller's memory, e.g. a memory-mapped file.
 	NoMmap bool
+	// Copied, if set, is called with the bytes of each weight NoMmap
+	// copied, once the copy is made (e.g. to release a file mapping's pages
+	// as loading goes, instead of holding the weights twice).
+	Copied func(src []byte)
 }
 
 var factories = map[string]func(Options) (Backend, error){}

@@ -9,6 +9,7 @@ import (
 	"github.com/ringo-ai/ringo/backend"
 	_ "github.com/ringo-ai/ringo/backend/cpu" // the default backend
 	"github.com/ringo-ai/ringo/checkpoint"
+	"github.com/ringo-ai/ringo/gguf"
 	"github.com/ringo-ai/ringo/ggufmodel"
 	"github.com/ringo-ai/ringo/model"
 	"github.com/ringo-ai/ringo/model/bailing"
@@ -70,7 +71,15 @@ func Load(dir string, o Options) (*Loaded, error) {
 	if dev == "" {
 		dev = "cpu"
 	}
-	b, err := backend.Open(dev, backend.Options{Threads: o.Threads, Precise: o.Precise, KVCache: o.KVCache, NoMmap: o.NoMmap})
+	// with NoMmap, the mapped GGUF file's pages of each copied weight are
+	// released as loading goes (the file is opened below)
+	var mapped *gguf.File
+	copied := func(src []byte) {
+		if mapped != nil {
+			mapped.DropRange(src)
+		}
+	}
+	b, err := backend.Open(dev, backend.Options{Threads: o.Threads, Precise: o.Precise, KVCache: o.KVCache, NoMmap: o.NoMmap, Copied: copied})
 	if err != nil {
 		return nil, err
 	}
@@ -86,6 +95,7 @@ func Load(dir string, o Options) (*Loaded, error) {
 			return nil, err
 		}
 		cfgJSON, gen, src, closer = l.GGUF.ConfigJSON, l.GGUF.Generation, l.GGUF.Source, l.GGUF.Close
+		mapped = l.GGUF.File
 		if b.Name() == "cpu" {
 			// the CPU reads the weights from the mapping on every token
 			if share, ok := l.GGUF.File.HugePageShare(64); ok && share < 0.5 {

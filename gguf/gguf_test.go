@@ -175,7 +175,19 @@ func TestRoundTrip(t *testing.T) {
 			}
 		}
 		checkFile(t, f, ts, align)
-		// the mapping's pages dropped from the process read back the same
+		// the mapping's pages dropped from the process read back the same,
+		// tensor by tensor and whole; memory outside the mapping is left
+		// alone
+		heap := []byte{1, 2, 3}
+		if err := f.DropRange(heap); err != nil || heap[2] != 3 {
+			t.Fatalf("DropRange of heap memory: %v, %v", err, heap)
+		}
+		for _, tt := range ts {
+			if err := f.DropRange(f.Tensor(tt.name).Data); err != nil {
+				t.Fatal(err)
+			}
+		}
+		checkFile(t, f, ts, align)
 		if err := f.DropPages(); err != nil {
 			t.Fatal(err)
 		}

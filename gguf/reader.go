@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"unsafe"
 
 	"github.com/ringo-ai/ringo/internal/hugepage"
 	"github.com/ringo-ai/ringo/quant"
@@ -731,4 +732,24 @@ func (f *File) DropPages() error {
 		return nil
 	}
 	return dropPages(f.data)
+}
+
+// DropRange is DropPages for the whole pages of the mapping that b covers
+// (a tensor's Data, say); b outside the mapping is ignored.
+func (f *File) DropRange(b []byte) error {
+	if f.release == nil || len(f.data) == 0 || len(b) == 0 {
+		return nil
+	}
+	base := uintptr(unsafe.Pointer(unsafe.SliceData(f.data)))
+	lo := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	hi := lo + uintptr(len(b))
+	if lo < base || hi > base+uintptr(len(f.data)) {
+		return nil
+	}
+	const page = 4096
+	lo, hi = (lo+page-1)&^(page-1), hi&^(page-1) // whole pages only
+	if lo >= hi {
+		return nil
+	}
+	return dropPages(f.data[lo-base : hi-base])
 }

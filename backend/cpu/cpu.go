@@ -29,8 +29,9 @@ type Backend struct {
 	// tests and comparisons)
 	kvRows bool
 	// noMmap copies uploaded weights into the backend's own memory
-	// (Options.NoMmap)
+	// (Options.NoMmap), calling copied (if set) with each source
 	noMmap bool
+	copied func([]byte)
 
 	matMul matMulTask
 	norm   normTask
@@ -142,9 +143,16 @@ func (b *Backend) Upload(hw backend.HostWeight) (backend.Weight, error) {
 		return nil, err
 	}
 	if b.noMmap {
-		w.own()
+		b.copied1(w.own())
 	}
 	return w, nil
+}
+
+// copied1 reports the source of one copy (Options.Copied).
+func (b *Backend) copied1(src []byte) {
+	if b.copied != nil && len(src) > 0 {
+		b.copied(src)
+	}
 }
 
 // upload makes the weight of Upload, referencing hw.Data where it can.
@@ -198,22 +206,27 @@ func (b *Backend) upload(hw backend.HostWeight) (*weight, error) {
 }
 
 // own copies the weight's data into memory of its own (huge pages), so
-// that it no longer references the uploaded bytes.
-func (w *weight) own() {
+// that it no longer references the uploaded bytes, and returns the bytes
+// it copied from.
+func (w *weight) own() []byte {
 	switch {
 	case w.q != nil:
-		c := hugepage.Make[byte](len(w.q))
-		copy(c, w.q)
-		w.q = c
+		src := w.q
+		w.q = hugepage.Make[byte](len(src))
+		copy(w.q, src)
+		return src
 	case w.u16 != nil:
-		c := hugepage.Make[uint16](len(w.u16))
-		copy(c, w.u16)
-		w.u16 = c
+		src := w.u16
+		w.u16 = hugepage.Make[uint16](len(src))
+		copy(w.u16, src)
+		return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(src))), 2*len(src))
 	case w.f32 != nil:
-		c := hugepage.Make[float32](len(w.f32))
-		copy(c, w.f32)
-		w.f32 = c
+		src := w.f32
+		w.f32 = hugepage.Make[float32](len(src))
+		copy(w.f32, src)
+		return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(src))), 4*len(src))
 	}
+	return nil
 }
 
 func sizeErr(hw backend.HostWeight, want int) error {
@@ -479,7 +492,7 @@ func init() {
 			return nil, fmt.Errorf("cpu backend: %w", err)
 		}
 		b := New(o.Threads)
-		b.kv, b.noMmap = kv, o.NoMmap
+		b.kv, b.noMmap, b.copied = kv, o.NoMmap, o.Copied
 		return b, nil
 	})
 }

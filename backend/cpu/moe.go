@@ -194,7 +194,7 @@ func (b *Backend) UploadExperts(gate, up, down []backend.HostWeight) (backend.Ex
 		}
 	}
 	if b.noMmap {
-		e.own()
+		e.own(b.copied1)
 	}
 	return e, nil
 }
@@ -204,8 +204,8 @@ func (b *Backend) UploadExperts(gate, up, down []backend.HostWeight) (backend.Ex
 // of 256 experts per layer at random, and reading each from one place
 // rather than three, in anonymous memory rather than a file mapping, made
 // decode ~20 % faster (docs/PERFORMANCE.md). Weights that are not quantized
-// blocks or 16-bit values are copied one by one.
-func (e *experts) own() {
+// blocks or 16-bit values are copied one by one. copied gets each source.
+func (e *experts) own(copied func([]byte)) {
 	bytesOf := func(w *weight) []byte {
 		switch {
 		case w.q != nil:
@@ -227,7 +227,7 @@ func (e *experts) own() {
 		for _, w := range []*weight{e.gate[i], e.up[i], e.down[i]} {
 			src := bytesOf(w)
 			if src == nil {
-				w.own()
+				copied(w.own())
 				continue
 			}
 			c := buf[o : o+len(src) : o+len(src)]
@@ -238,6 +238,7 @@ func (e *experts) own() {
 				w.u16 = unsafe.Slice((*uint16)(unsafe.Pointer(unsafe.SliceData(c))), len(c)/2)
 			}
 			o += (len(src) + 63) &^ 63
+			copied(src)
 		}
 	}
 }
