@@ -96,7 +96,7 @@ func Load(dir string, o Options) (*Loaded, error) {
 		}
 		cfgJSON, gen, src, closer = l.GGUF.ConfigJSON, l.GGUF.Generation, l.GGUF.Source, l.GGUF.Close
 		mapped = l.GGUF.File
-		if b.Name() == "cpu" {
+		if b.Name() == "cpu" && !o.NoMmap {
 			// the CPU reads the weights from the mapping on every token
 			if share, ok := l.GGUF.File.HugePageShare(64); ok && share < 0.5 {
 				l.Notes = append(l.Notes, fmt.Sprintf("%s: only %.0f%% of the sampled weights are mapped with 2 MiB pages (the file is cached in small pieces); "+
