@@ -243,20 +243,14 @@ func AccumQ8_0Tiled(o []float32, ldo int, p []float32, ldp, m int, v []byte, ldt
 	}
 	checkTiled("AccumQ8_0Tiled", v, ldt, n, nb)
 	if tiledSIMD() {
-		var scr [tiledScratch]byte
-		for i0 := 0; i0 < m; i0 += 4 {
-			for j0 := 0; j0 < n; j0 += tiledSpan {
-				for b0 := 0; b0 < nb; b0 += tiledMaxBlocks {
-					var os, ps [4]*float32
-					for r := range os {
-						// a short group repeats its last row: the repeated
-						// rows compute and store identical values
-						i := min(i0+r, m-1)
-						os[r], ps[r] = &o[i*ldo+b0*QK], &p[i*ldp+j0]
-					}
-					accumQ8_0T4(&os, &ps, &v[(j0/KVTile)*ldt+b0*KVTileBlockBytes], ldt, min(tiledSpan, n-j0), min(tiledMaxBlocks, nb-b0), &scr[0])
-				}
-			}
+		// Go clears a work area on every call: the small one for head dims
+		// up to 128
+		if nb <= tiledSmallBlocks {
+			var scr [tiledSmallBlocks * tiledBlockScratch]byte
+			accumTiled(o, ldo, p, ldp, m, v, ldt, n, nb, scr[:])
+		} else {
+			var scr [tiledMaxBlocks * tiledBlockScratch]byte
+			accumTiled(o, ldo, p, ldp, m, v, ldt, n, nb, scr[:])
 		}
 		return
 	}
@@ -282,26 +276,31 @@ func AccumQ8_0Tiled(o []float32, ldo int, p []float32, ldp, m int, v []byte, ldt
 
 // tiledSpan is the most keys of one call of the value kernel (its 16-bit
 // weights sum into int32 without overflow over 128 keys); tiledMaxBlocks
-// the most block columns per call (its work area: 1 KiB per block).
+// the most block columns per call, each taking tiledBlockScratch bytes of
+// its work area; tiledSmallBlocks those of the small work area.
 const (
-	tiledSpan      = 128
-	tiledMaxBlocks = 8
-	tiledScratch   = tiledMaxBlocks*1024 + 64
+	tiledSpan         = 128
+	tiledMaxBlocks    = 8
+	tiledSmallBlocks  = 4
+	tiledBlockScratch = 1024
 )
 
-// DequantizeKVTileRows expands rows [0, n) of a tiled tensor (nb block
-// columns from t[0], tiles ldt bytes apart) into dst[i*ldd:] (32·nb float32
-// each).
-func DequantizeKVTileRows(dst []float32, ldd int, t []byte, l KVLayout, ldt, n, nb int) {
-	if n <= 0 {
-		return
-	}
-	checkTiled("DequantizeKVTileRows", t, ldt, n, nb)
-	d := nb * QK
-	if ldd < d && n > 1 || len(dst) < (n-1)*ldd+d {
-		panic(fmt.Sprintf("quant: DequantizeKVTileRows: %d rows of %d blocks into %d (ld %d)", n, nb, len(dst), ldd))
-	}
-	for j := 0; j < n; j++ {
-		LoadKVTileRow(dst[j*ldd:j*ldd+d], t[(j/KVTile)*ldt:], l, j%KVTile)
+// accumTiled is the SIMD part of AccumQ8_0Tiled, scr its kernel's work
+// area for min(nb, tiledMaxBlocks) block columns.
+func accumTiled(o []float32, ldo int, p []float32, ldp, m int, v []byte, ldt, n, nb int, scr []byte) {
+	step := len(scr) / tiledBlockScratch
+	for i0 := 0; i0 < m; i0 += 4 {
+		for j0 := 0; j0 < n; j0 += tiledSpan {
+			for b0 := 0; b0 < nb; b0 += step {
+				var os, ps [4]*float32
+				for r := range os {
+					// a short group repeats its last row: the repeated rows
+					// compute and store identical values
+					i := min(i0+r, m-1)
+					os[r], ps[r] = &o[i*ldo+b0*QK], &p[i*ldp+j0]
+				}
+				accumQ8_0T4(&os, &ps, &v[(j0/KVTile)*ldt+b0*KVTileBlockBytes], ldt, min(tiledSpan, n-j0), min(step, nb-b0), &scr[0])
+			}
+		}
 	}
 }

@@ -492,9 +492,6 @@ func expandRows(dst []float32, t backend.Tensor) {
 	case kvTypeOf(t) == kvQ8 && q8Aligned(t):
 		b, ld := q8Bytes(t)
 		quant.DequantizeQ8_0Rows(dst, t.Cols, b, ld, t.Rows, t.Cols/quant.QK)
-	case kvTypeOf(t) == kvQ8T && tiledAligned(t) && t.Off/t.Stride%quant.KVTile == 0:
-		b, ldt := tiledBytes(t)
-		quant.DequantizeKVTileRows(dst, t.Cols, b, t.Buf.(*q8tbuffer).layout, ldt, t.Rows, t.Cols/quant.QK)
 	default:
 		for i := 0; i < t.Rows; i++ {
 			rowToF32(dst[i*t.Cols:(i+1)*t.Cols], t, i)
