@@ -1301,93 +1301,23 @@ extern "C" __global__ void k_kvstore(const float* k, i64 ldk, const float* v, i6
   }
 }
 
-// k_attn: grid (rows, H, S), 256 threads (head dim <= 256). Block z handles
-// keys [z*per, min(L, (z+1)*per)) of its query row with an online softmax
-// over blocks of 256 keys (one warp per key for the dot products). With S = 1
-// it writes the output; otherwise partial (max, sum, acc[hd]) to part for
-// k_attn_combine.
-extern "C" __global__ void k_attn(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, int nspans, const i64* caches,
-                                  int H, int Hkv, int hd, float scale, float* part) { PDL_ENTER();
-  __shared__ float qs[256];
-  __shared__ float p[256];
-  __shared__ float shf[32];
-  int r = blockIdx.x, h = blockIdx.y, z = blockIdx.z, S = gridDim.z, tid = threadIdx.x;
-  int lane = tid & 31, warp = tid >> 5, nw = blockDim.x >> 5;
-  int sp = -1;
-  for (int i = 0; i < nspans; i++)
-    if (r >= spans[3 * i] && r < spans[3 * i] + spans[3 * i + 1]) {
-      sp = i;
-      break;
-    }
-  if (sp < 0) return;
-  int L = spans[3 * sp + 2] + (r - spans[3 * sp]) + 1;
-  int per = (L + S - 1) / S;
-  int jb = z * per, je = min(L, jb + per);
-  int g = h / (H / Hkv);
-  const float* K = (const float*)caches[4 * sp] + (i64)g * hd;
-  const float* V = (const float*)caches[4 * sp + 1] + (i64)g * hd;
-  i64 lK = caches[4 * sp + 2], lV = caches[4 * sp + 3];
-  if (tid < hd) qs[tid] = q[(i64)r * ldq + (i64)h * hd + tid];
-  __syncthreads();
-  float m = NEG_INF, l = 0.f, acc = 0.f;
-  // P·V: ngrp groups of hd threads take every ngrp-th key
-  int ngrp = blockDim.x / hd, grp = tid / hd, col = tid - grp * hd;
-  for (int j0 = jb; j0 < je; j0 += 256) {
-    int nj = min(256, je - j0);
-    for (int jj = warp; jj < nj; jj += nw) {
-      const float* kr = K + (i64)(j0 + jj) * lK;
-      float dot = 0.f;
-      for (int c = lane; c < hd; c += 32) dot += qs[c] * kr[c];
-      dot = warp_sum(dot);
-      if (lane == 0) p[jj] = dot * scale;
-    }
-    __syncthreads();
-    float s = tid < nj ? p[tid] : NEG_INF;
-    float mnew = fmaxf(m, block_max(s, shf));
-    float pj = tid < nj ? expf(s - mnew) : 0.f;
-    p[tid] = pj;
-    float psum = block_sum(pj, shf);
-    float corr = expf(m - mnew);
-    l = l * corr + psum;
-    if (grp < ngrp) {
-      acc *= corr;
-#pragma unroll 4
-      for (int j = grp; j < nj; j += ngrp) acc += p[j] * V[(i64)(j0 + j) * lV + col];
-    }
-    m = mnew;
-    __syncthreads();
-  }
-  if (ngrp > 1) {
-    if (grp < ngrp) p[tid] = acc;
-    __syncthreads();
-    if (tid < hd) {
-      acc = p[tid];
-      for (int gi = 1; gi < ngrp; gi++) acc += p[gi * hd + tid];
-    }
-  }
-  if (S == 1) {
-    if (tid < hd) o[(i64)r * ldo + (i64)h * hd + tid] = acc / l;
-    return;
-  }
-  float* pp = part + (((i64)r * H + h) * S + z) * (hd + 2);
-  if (tid == 0) {
-    pp[0] = m;
-    pp[1] = l;
-  }
-  if (tid < hd) pp[2 + tid] = acc;
-}
-
-// k_attn_g<G>: k_attn for the G query heads of one KV head per block, grid
-// (rows, Hkv, S): every key and value row is read once for the G heads
-// (k_attn reads it once per query head). Each head's arithmetic is k_attn's,
-// in the same order, so the results are the same.
+// attn_group<G>: decode attention (k_attn, k_attn_g2/4/8), grid (rows,
+// H/G, S), 256 threads (head dim <= 256): block (r, y, z) computes query
+// heads y·G .. y·G+G−1 of row r (G dividing H/Hkv, so one KV head) over keys
+// [z*per, min(L, (z+1)*per)) with an online softmax over blocks of 256 keys
+// (one warp per key for the dot products, every key row meeting the G
+// queries; groups of hd threads taking every ngrp-th value row for P·V). With
+// S = 1 it writes the output; otherwise partial (max, sum, acc[hd]) per head
+// to part for k_attn_combine. k_attn (G = 1) reads every key and value row
+// once per query head, k_attn_g<G> once per G heads, with each head's
+// arithmetic in the same order.
 template <int G>
 __device__ __forceinline__ void attn_group(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, int nspans, const i64* caches, int H,
                                            int Hkv, int hd, float scale, float* part) {
   __shared__ float qs[G][256];
   __shared__ float p[G][256];
   __shared__ float shf[32];
-  int r = blockIdx.x, kh = blockIdx.y, z = blockIdx.z, S = gridDim.z, tid = threadIdx.x;
+  int r = blockIdx.x, h0 = blockIdx.y * G, z = blockIdx.z, S = gridDim.z, tid = threadIdx.x;
   int lane = tid & 31, warp = tid >> 5, nw = blockDim.x >> 5;
   int sp = -1;
   for (int i = 0; i < nspans; i++)
@@ -1399,12 +1329,13 @@ __device__ __forceinline__ void attn_group(float* o, i64 ldo, const float* q, i6
   int L = spans[3 * sp + 2] + (r - spans[3 * sp]) + 1;
   int per = (L + S - 1) / S;
   int jb = z * per, je = min(L, jb + per);
+  int kh = h0 / (H / Hkv);
   const float* K = (const float*)caches[4 * sp] + (i64)kh * hd;
   const float* V = (const float*)caches[4 * sp + 1] + (i64)kh * hd;
   i64 lK = caches[4 * sp + 2], lV = caches[4 * sp + 3];
 #pragma unroll
   for (int g = 0; g < G; g++)
-    if (tid < hd) qs[g][tid] = q[(i64)r * ldq + (i64)(kh * G + g) * hd + tid];
+    if (tid < hd) qs[g][tid] = q[(i64)r * ldq + (i64)(h0 + g) * hd + tid];
   __syncthreads();
   float m[G], l[G], acc[G];
 #pragma unroll
@@ -1471,7 +1402,7 @@ __device__ __forceinline__ void attn_group(float* o, i64 ldo, const float* q, i6
   }
 #pragma unroll
   for (int g = 0; g < G; g++) {
-    int h = kh * G + g;
+    int h = h0 + g;
     if (S == 1) {
       if (tid < hd) o[(i64)r * ldo + (i64)h * hd + tid] = acc[g] / l[g];
       continue;
@@ -1483,6 +1414,10 @@ __device__ __forceinline__ void attn_group(float* o, i64 ldo, const float* q, i6
     }
     if (tid < hd) pp[2 + tid] = acc[g];
   }
+}
+extern "C" __global__ void k_attn(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, int nspans, const i64* caches, int H, int Hkv,
+                                  int hd, float scale, float* part) { PDL_ENTER();
+  attn_group<1>(o, ldo, q, ldq, spans, nspans, caches, H, Hkv, hd, scale, part);
 }
 extern "C" __global__ void k_attn_g2(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, int nspans, const i64* caches, int H, int Hkv,
                                      int hd, float scale, float* part) { PDL_ENTER();
