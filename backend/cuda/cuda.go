@@ -149,6 +149,13 @@ type Backend struct {
 	// RINGO_CUDA_MOE_WARPS=g,d for comparisons): with 4, the 1,152 moe_gu
 	// blocks of a Ring-mini step fit on the H200 at once
 	moeWarps [2]int
+	// mmb runs the prefill MoE of BF16 experts through moe_mmb_gu and
+	// moe_mmb (BF16 activations, 128x128 tiles, cp.async pipeline, SwiGLU in
+	// the gate|up epilogue) when experts get at least 64 rows on average;
+	// fa2 runs the prefill attention through k_fattn2 on a BF16 copy of the
+	// keys and values. RINGO_CUDA_MMB=0 and RINGO_CUDA_FA2=0 bring back
+	// moe_mma and k_fattn, for comparisons.
+	mmb, fa2 bool
 	alpha    float32
 	beta     float32
 }
@@ -250,7 +257,7 @@ func New(device int, opts Options) (*Backend, error) {
 	}
 	// the chunked lightning kernels need more than the default 48 KiB of shared memory
 	if b.smemOptin > 48<<10 {
-		for _, k := range []string{"k_lightning_chunk", "k_ltc_out64", "k_ltc_out128"} {
+		for _, k := range []string{"k_lightning_chunk", "k_ltc_out64", "k_ltc_out128", "moe_mmb", "moe_mmb_gu", "k_fattn2_64", "k_fattn2_128"} {
 			if err := d.check(ccall(d.cuFuncSetAttribute, b.fns[k], cuFuncAttrMaxDynamicShared, uintptr(b.smemOptin)), "cuFuncSetAttribute("+k+")"); err != nil {
 				return fail(err)
 			}
@@ -260,6 +267,8 @@ func New(device int, opts Options) (*Backend, error) {
 	b.fuseRope = os.Getenv("RINGO_CUDA_FUSE") != "0"
 	b.recLate = os.Getenv("RINGO_CUDA_REC_EARLY") == "0"
 	b.guEarly = os.Getenv("RINGO_CUDA_GU_EARLY") != "0"
+	b.mmb = b.smemOptin >= mmbSmem && os.Getenv("RINGO_CUDA_MMB") != "0"
+	b.fa2 = b.smemOptin >= fa2Smem(128) && os.Getenv("RINGO_CUDA_FA2") != "0"
 	b.attnGroup, b.attnGroupMin = os.Getenv("RINGO_CUDA_ATTN_GROUP") != "0", 4096
 	b.dcSplit = 2
 	if v, err := strconv.Atoi(os.Getenv("RINGO_CUDA_DC_SPLIT")); err == nil && v >= 1 && v <= 3 {
@@ -312,13 +321,13 @@ func New(device int, opts Options) (*Backend, error) {
 }
 
 var kernelNames = []string{
-	"k_copy", "k_fill", "k_add", "k_silu", "k_silumul", "k_sigmul", "k_gather", "k_tobf16",
+	"k_copy", "k_fill", "k_add", "k_silu", "k_silumul", "k_sigmul", "k_gather", "k_tobf16", "k_tobf16v",
 	"embed_f32", "embed_f16", "embed_bf16", "embed_fp8", "k_rmsnorm", "k_addrmsnorm", "k_rope", "k_rmsnorm_sigmul", "k_rmsnorm_rope",
 	"gemv_f32", "gemv_f16", "gemv_bf16", "gemv_bf16v", "gemv_fp8", "gemv_bf16v1", "gemv_fp81", "k_fp8_bf16", "gemm_f32", "gemm_f16", "gemm_bf16",
 	"moe_gu_bf16v", "moe_gu_fp8", "moe_dc_bf16v", "moe_dc2_bf16v", "moe_dc3_bf16v", "moe_dc_fp8", "moe_gemv_f32", "moe_gemv_f16", "moe_gemv_bf16", "moe_gemv_bf16v", "moe_down_bf16v", "moe_gemv_fp8", "moe_down_fp8", "moe_mma16_fp8", "moe_mma64_fp8",
 	"k_moe_plan", "moe_gemm_f32", "moe_gemm_f16", "moe_gemm_bf16", "k_moe_combine", "k_route",
 	"k_lightning_rec", "k_lightning_chunk", "k_kvstore", "k_attn", "k_attn_g2", "k_attn_g4", "k_attn_g8", "k_attn_combine",
-	"moe_mma16", "moe_mma64", "k_fattn64", "k_fattn128", "k_ltc_kv64", "k_ltc_kv128", "k_ltc_scan", "k_ltc_out64", "k_ltc_out128",
+	"moe_mma16", "moe_mma64", "k_fattn64", "k_fattn128", "moe_mmb", "moe_mmb_gu", "k_kvbf16", "k_fattn2_64", "k_fattn2_128", "k_ltc_kv64", "k_ltc_kv128", "k_ltc_scan", "k_ltc_out64", "k_ltc_out128",
 	"k_readsum", "k_randbf16",
 }
 

@@ -19,7 +19,10 @@ const fastTol = 3e-2
 func TestFastMoE(t *testing.T) {
 	g := gpu(t, false)
 	rng := rand.New(rand.NewSource(20))
-	for _, c := range []struct{ E, I, D int }{{16, 32, 64}, {8, 24, 70}, {32, 64, 128}} {
+	// T=600 takes moe_mmb (at least 64 rows per expert on average) where D
+	// and I are multiples of 8; {8, 256, 512} runs its k pipeline over 8
+	// and 4 steps, {8, 72, 136} ends on partial tiles and k steps
+	for _, c := range []struct{ E, I, D int }{{16, 32, 64}, {8, 24, 70}, {32, 64, 128}, {8, 256, 512}, {8, 72, 136}} {
 		ce, ge, _, _, _ := randExperts(t, g, c.E, c.I, c.D, bf16Weights(rng))
 		p := backend.RouteParams{TopK: 4, Groups: 4, TopKGroups: 2, Sigmoid: true, Normalize: true, Scale: 2.5}
 		for _, T := range []int{9, 70, 250, 600} { // 16-row tiles below 48 rows per expert, 64-row tiles above

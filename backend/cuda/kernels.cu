@@ -50,6 +50,16 @@ __device__ __forceinline__ u16 f2bf16(float f) {
   u += 0x7fffu + ((u >> 16) & 1u);
   return (u16)(u >> 16);
 }
+// pack_bf16 rounds lo and hi to BF16 (as f2bf16) and packs them, lo in the low half.
+__device__ __forceinline__ u32 pack_bf16(float lo, float hi) {
+  u32 r;
+#if __CUDA_ARCH__ >= 800
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+#else
+  r = (u32)f2bf16(lo) | ((u32)f2bf16(hi) << 16);
+#endif
+  return r;
+}
 
 struct WF32 {
   typedef float T;
@@ -205,6 +215,19 @@ extern "C" __global__ void k_tobf16(u16* d, const float* x, i64 ldx, int rows, i
   GRID_LOOP((i64)rows * cols) {
     i64 r = idx / cols, c = idx % cols;
     d[idx] = f2bf16(x[r * ldx + c]);
+  }
+}
+
+// k_tobf16v is k_tobf16 eight values at a time (cols % 8 == 0, ldx % 4 == 0,
+// x 16-byte aligned).
+extern "C" __global__ void k_tobf16v(u16* d, const float* x, i64 ldx, int rows, int cols) { PDL_ENTER();
+  int c8 = cols / 8;
+  GRID_LOOP((i64)rows * c8) {
+    i64 r = idx / c8;
+    int c = (int)(idx - r * c8) * 8;
+    const float* p = x + r * ldx + c;
+    float4 a = *(const float4*)p, b = *(const float4*)(p + 4);
+    *(uint4*)(d + r * cols + c) = make_uint4(pack_bf16(a.x, a.y), pack_bf16(a.z, a.w), pack_bf16(b.x, b.y), pack_bf16(b.z, b.w));
   }
 }
 
@@ -1462,15 +1485,6 @@ extern "C" __global__ void k_attn_combine(float* o, i64 ldo, const int* spans, i
 // Shared-memory operands are BF16 with k contiguous: A as [m][k], B as [n][k];
 // row strides are padded by 8 halves so the fragment loads hit distinct banks.
 
-__device__ __forceinline__ u32 pack_bf16(float lo, float hi) {
-  u32 r;
-#if __CUDA_ARCH__ >= 800
-  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-#else
-  r = (u32)f2bf16(lo) | ((u32)f2bf16(hi) << 16);
-#endif
-  return r;
-}
 __device__ __forceinline__ u32 lds32(const u16* p) { return *(const u32*)p; }
 
 __device__ __forceinline__ void mma_bf16(float* c, const u32* a, u32 b0, u32 b1) {
@@ -1640,6 +1654,198 @@ extern "C" __global__ void __launch_bounds__(128) moe_mma64_fp8(const float* X, 
 }
 
 // ---------------------------------------------------------------------------
+// Asynchronous copies and matrix loads (sm_80+).
+
+__device__ __forceinline__ u32 smem_addr(const void* p) {
+  u32 r;
+  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(r) : "l"(p));
+  return r;
+}
+// cp_async16 copies 16 bytes from global src to shared dst, or zeros them
+// when !valid (src is then not read, but must still be a mapped address).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
+#if __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_addr(dst)), "l"(src), "r"(valid ? 16 : 0) : "memory");
+#else
+  __trap();
+#endif
+}
+__device__ __forceinline__ void cp_async_commit() {
+#if __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+#if __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+#endif
+}
+// ldsm4 loads four 8x8 BF16 matrices; lanes 8i..8i+7 give matrix i's row addresses.
+__device__ __forceinline__ void ldsm4(u32* r, const void* p) {
+#if __CUDA_ARCH__ >= 800
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+#else
+  __trap();
+#endif
+}
+// ldsm4t is ldsm4 with each matrix transposed.
+__device__ __forceinline__ void ldsm4t(u32* r, const void* p) {
+#if __CUDA_ARCH__ >= 800
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+#else
+  __trap();
+#endif
+}
+// swz is the offset (in halves) of 16-byte chunk c of row r in a shared tile
+// of rows of ld halves, the chunks of each row permuted by the row's low 3
+// bits so that 8 rows' same chunk fall in distinct banks (ldmatrix, cp.async).
+__device__ __forceinline__ int swz(int r, int c, int ld) { return r * ld + ((c ^ (r & 7)) << 3); }
+
+// ---------------------------------------------------------------------------
+// moe_mmb: the grouped expert GEMM for BF16 experts and BF16 activations,
+// tiles of 128 rows (of one expert) x 128 weight rows, k steps of 64 through a
+// 3-stage cp.async pipeline, fragments by ldmatrix; 256 threads, 8 warps of
+// 64 x 32. X rows: mode 0 tokens perm[p]/topk, mode 1 sorted positions p.
+// K % 8 == 0, ldx % 8 == 0. Dynamic shared memory MMB_SMEM bytes.
+//   moe_mmb_gu: Wt is an expert's [gate; up] (2I x K); the block computes 64
+//     columns c0.. of gate and of up (its tile's weight rows interleaved by 8:
+//     gate c0..c0+7, up c0..c0+7, gate c0+8.., so that a warp holds gate and up
+//     of the same outputs) and stores silu(gate)·up as BF16 in H (ldh), rows
+//     the sorted positions. grid (ceil(I/64), maxTiles).
+//   moe_mmb: Y[p] = X·Wtᵀ in FP32 (ldy), grid (ceil(N/128), maxTiles).
+
+#define MMB_BK 64
+#define MMB_ST 3
+#define MMB_SMEM (MMB_ST * 256 * MMB_BK * 2)
+
+template <bool GU>
+__device__ __forceinline__ void moe_mmb_impl(const u16* X, i64 ldx, const int* perm, int topk, int mode, const int* tiles, const int* ntiles,
+                                             const u16* Wt, int N, int K, float* Y, i64 ldy, u16* H, i64 ldh) {
+  extern __shared__ __align__(128) u16 mmbs[];
+  int ti = blockIdx.y;
+  if (ti >= *ntiles) return;
+  int e = tiles[3 * ti], p0 = tiles[3 * ti + 1], m = tiles[3 * ti + 2];
+  int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tg = lane & 3;
+  int wm = warp & 1, wn = warp >> 1;
+  int NW = GU ? 2 * N : N;  // weight rows of an expert
+  const u16* W = Wt + (i64)e * NW * K;
+  int c0 = blockIdx.x * (GU ? 64 : 128);
+  // each thread copies chunk ch of rows rr + 32i of the A and B tiles
+  int ch = tid & 7, rr = tid >> 3;
+  const u16* xa[4];
+  const u16* wb[4];
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    int r = rr + 32 * i;
+    xa[i] = r < m ? X + (mode == 0 ? (i64)(perm[p0 + r] / topk) : (i64)(p0 + r)) * ldx : 0;
+    int n;
+    bool ok;
+    if (GU) {
+      int col = c0 + (r >> 4) * 8 + (r & 7);
+      ok = col < N;
+      n = (r & 8) ? N + col : col;
+    } else {
+      n = c0 + r;
+      ok = n < N;
+    }
+    wb[i] = ok ? W + (i64)n * K : 0;
+  }
+  auto load = [&](int st, int k0) {
+    u16* As = mmbs + st * 256 * MMB_BK;
+    u16* Bs = As + 128 * MMB_BK;
+    int k = k0 + 8 * ch;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      int r = rr + 32 * i;
+      bool va = xa[i] && k < K, vb = wb[i] && k < K;
+      cp_async16(As + swz(r, ch, MMB_BK), va ? xa[i] + k : X, va);
+      cp_async16(Bs + swz(r, ch, MMB_BK), vb ? wb[i] + k : Wt, vb);
+    }
+  };
+  float acc[4][4][4];
+#pragma unroll
+  for (int i = 0; i < 4; i++)
+#pragma unroll
+    for (int j = 0; j < 4; j++) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.f;
+  int KT = (K + MMB_BK - 1) / MMB_BK;
+#pragma unroll
+  for (int s = 0; s < MMB_ST - 1; s++) {
+    if (s < KT) load(s, s * MMB_BK);
+    cp_async_commit();
+  }
+  for (int kt = 0; kt < KT; kt++) {
+    cp_async_wait<MMB_ST - 2>();
+    __syncthreads();
+    if (kt + MMB_ST - 1 < KT) load((kt + MMB_ST - 1) % MMB_ST, (kt + MMB_ST - 1) * MMB_BK);
+    cp_async_commit();
+    const u16* As = mmbs + (kt % MMB_ST) * 256 * MMB_BK;
+    const u16* Bs = As + 128 * MMB_BK;
+#pragma unroll
+    for (int kk = 0; kk < MMB_BK / 16; kk++) {
+      u32 a[4][4], b[2][4];
+#pragma unroll
+      for (int i = 0; i < 4; i++) {
+        int r = wm * 64 + 16 * i + (lane & 15);
+        ldsm4(a[i], As + swz(r, 2 * kk + (lane >> 4), MMB_BK));
+      }
+#pragma unroll
+      for (int jp = 0; jp < 2; jp++) {
+        int r = wn * 32 + 16 * jp + (lane & 7) + ((lane >> 4) << 3);
+        ldsm4(b[jp], Bs + swz(r, 2 * kk + ((lane >> 3) & 1), MMB_BK));
+      }
+#pragma unroll
+      for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) mma_bf16(acc[i][j], a[i], b[j >> 1][2 * (j & 1)], b[j >> 1][2 * (j & 1) + 1]);
+    }
+  }
+  cp_async_wait<0>();
+#pragma unroll
+  for (int i = 0; i < 4; i++)
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      int r = wm * 64 + 16 * i + g + 8 * h;
+      if (r >= m) continue;
+      if (GU) {
+        u16* hr = H + (i64)(p0 + r) * ldh;
+#pragma unroll
+        for (int jp = 0; jp < 2; jp++) {
+          int col = c0 + (2 * wn + jp) * 8 + 2 * tg;
+          if (col < N) {
+            const float* gt = acc[i][2 * jp];
+            const float* up = acc[i][2 * jp + 1];
+            *(u32*)(hr + col) = pack_bf16(silu_mul(gt[2 * h], up[2 * h]), silu_mul(gt[2 * h + 1], up[2 * h + 1]));
+          }
+        }
+      } else {
+        float* yr = Y + (i64)(p0 + r) * ldy;
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+          int n = c0 + wn * 32 + 8 * j + 2 * tg;
+          if (n + 1 < N) {
+            *(float2*)(yr + n) = make_float2(acc[i][j][2 * h], acc[i][j][2 * h + 1]);
+          } else if (n < N) {
+            yr[n] = acc[i][j][2 * h];
+          }
+        }
+      }
+    }
+}
+extern "C" __global__ void __launch_bounds__(256) moe_mmb_gu(const u16* X, i64 ldx, const int* perm, int topk, const int* tiles, const int* ntiles,
+                                                             const u16* Wt, int I, int K, u16* H, i64 ldh) { PDL_ENTER();
+  moe_mmb_impl<true>(X, ldx, perm, topk, 0, tiles, ntiles, Wt, I, K, 0, 0, H, ldh);
+}
+extern "C" __global__ void __launch_bounds__(256) moe_mmb(const u16* X, i64 ldx, const int* perm, int topk, int mode, const int* tiles, const int* ntiles,
+                                                          const u16* Wt, int N, int K, float* Y, i64 ldy) { PDL_ENTER();
+  moe_mmb_impl<false>(X, ldx, perm, topk, mode, tiles, ntiles, Wt, N, K, Y, ldy, 0, 0);
+}
+
+// ---------------------------------------------------------------------------
 // Flash attention for prefill (causal GQA, head dim HD = 64 or 128) on tensor
 // cores: grid (ceil(maxN/64), H/G, spans), 128*G threads (G <= 4 for HD = 64,
 // G <= 2 for HD = 128, within the registers of the launch bounds): the block runs the G
@@ -1800,6 +2006,193 @@ extern "C" __global__ void __launch_bounds__(512) k_fattn64(float* o, i64 ldo, c
 }
 extern "C" __global__ void __launch_bounds__(256) k_fattn128(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, const i64* caches, int H, int Hkv, float scale) { PDL_ENTER();
   fattn_impl<128>(o, ldo, q, ldq, spans, caches, H, Hkv, scale);
+}
+
+// ---------------------------------------------------------------------------
+// Flash attention for prefill from a BF16 copy of the keys and values.
+//
+// k_kvbf16 copies the cached keys and values of each span (positions
+// 0..pos+n-1) into BF16 per KV head: span sp's head kvh starts at row
+// off[sp] + kvh*L (L = pos+n) of kb and vb, rows of hd values. grid
+// (ceil(maxL*Hkv*hd/8 / 256), spans), 256 threads; hd % 8 == 0.
+extern "C" __global__ void k_kvbf16(const int* spans, const i64* caches, const i64* off, int Hkv, int hd, u16* kb, u16* vb) { PDL_ENTER();
+  int sp = blockIdx.y;
+  i64 L = spans[3 * sp + 1] + spans[3 * sp + 2];
+  int per = Hkv * hd / 8;  // 8-value chunks per key
+  i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+  if (idx >= L * per) return;
+  i64 key = idx / per;
+  int c = (int)(idx % per), kvh = c / (hd / 8), cc = (c % (hd / 8)) * 8;
+  const float* K = (const float*)caches[4 * sp] + key * caches[4 * sp + 2] + kvh * hd + cc;
+  const float* V = (const float*)caches[4 * sp + 1] + key * caches[4 * sp + 3] + kvh * hd + cc;
+  i64 o = (off[sp] + kvh * L + key) * hd + cc;
+  float4 k0 = *(const float4*)K, k1 = *(const float4*)(K + 4), v0 = *(const float4*)V, v1 = *(const float4*)(V + 4);
+  *(uint4*)(kb + o) = make_uint4(pack_bf16(k0.x, k0.y), pack_bf16(k0.z, k0.w), pack_bf16(k1.x, k1.y), pack_bf16(k1.z, k1.w));
+  *(uint4*)(vb + o) = make_uint4(pack_bf16(v0.x, v0.y), pack_bf16(v0.z, v0.w), pack_bf16(v1.x, v1.y), pack_bf16(v1.z, v1.w));
+}
+
+// k_fattn2: causal GQA flash attention (head dim HD = 64 or 128) over k_kvbf16's
+// copy: grid (ceil(maxN/64), H/G, spans), 128*G threads, dynamic shared memory
+// 2 stages of a 64-key tile of keys and of values (8*64*HD bytes). The block
+// runs the G query heads of one KV head for 64 query rows (warp w: rows
+// 16(w%4)..+15 of head h0 + w/4); tiles come in by cp.async while the previous
+// one is used, fragments by ldmatrix (values transposed); online softmax in
+// FP32 (base 2), as k_fattn.
+template <int HD>
+__device__ __forceinline__ void fattn2_impl(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, const i64* off, const u16* kb, const u16* vb,
+                                            int H, int Hkv, float scale) {
+  constexpr int NO = HD / 8, KS = HD / 16, CH = HD / 8;  // CH: 16-byte chunks per row
+  extern __shared__ __align__(128) u16 fas[];
+  int sp = blockIdx.z;
+  int tid = threadIdx.x, warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, tg = lane & 3, nt = blockDim.x;
+  int G = nt / 128;
+  int h = blockIdx.y * G + (tid >> 7);
+  int row0 = spans[3 * sp], n = spans[3 * sp + 1], pos = spans[3 * sp + 2];
+  int r0 = blockIdx.x * 64;
+  if (r0 >= n) return;
+  i64 L = pos + n;
+  int kvh = (blockIdx.y * G) / (H / Hkv);
+  const u16* Kg = kb + (off[sp] + kvh * L) * HD;
+  const u16* Vg = vb + (off[sp] + kvh * L) * HD;
+  int ra = r0 + 16 * warp + g, rb = ra + 8;
+  float qscale = scale * 1.4426950408889634f;
+  u32 qa[KS][4];
+  {
+    const float* qpa = q + (i64)(row0 + ra) * ldq + (i64)h * HD;
+    const float* qpb = q + (i64)(row0 + rb) * ldq + (i64)h * HD;
+    bool va = ra < n, vb_ = rb < n;
+#pragma unroll
+    for (int ks = 0; ks < KS; ks++) {
+      int c = 16 * ks + 2 * tg;
+      qa[ks][0] = va ? pack_bf16(qpa[c] * qscale, qpa[c + 1] * qscale) : 0u;
+      qa[ks][1] = vb_ ? pack_bf16(qpb[c] * qscale, qpb[c + 1] * qscale) : 0u;
+      qa[ks][2] = va ? pack_bf16(qpa[c + 8] * qscale, qpa[c + 9] * qscale) : 0u;
+      qa[ks][3] = vb_ ? pack_bf16(qpb[c + 8] * qscale, qpb[c + 9] * qscale) : 0u;
+    }
+  }
+  float oacc[NO][4];
+#pragma unroll
+  for (int j = 0; j < NO; j++) oacc[j][0] = oacc[j][1] = oacc[j][2] = oacc[j][3] = 0.f;
+  float ma = NEG_INF, mb = NEG_INF, la = 0.f, lb = 0.f;
+  int qposA = pos + ra, qposB = pos + rb;
+  int maxKey = pos + min(n, r0 + 64) - 1;
+  int warpMin = pos + r0 + 16 * warp;
+  int warpMax = pos + min(n - 1, r0 + 16 * warp + 15);
+  auto load = [&](int st, int j0) {
+    u16* Ks = fas + st * 2 * 64 * HD;
+    u16* Vs = Ks + 64 * HD;
+    for (int idx = tid; idx < 64 * CH; idx += nt) {
+      int j = idx / CH, c = idx % CH;
+      bool ok = j0 + j <= maxKey;
+      i64 src = (i64)(ok ? j0 + j : 0) * HD + 8 * c;
+      cp_async16(Ks + swz(j, c, HD), Kg + src, ok);
+      cp_async16(Vs + swz(j, c, HD), Vg + src, ok);
+    }
+  };
+  load(0, 0);
+  cp_async_commit();
+  for (int j0 = 0, st = 0; j0 <= maxKey; j0 += 64, st ^= 1) {
+    cp_async_wait<0>();
+    __syncthreads();
+    if (j0 + 64 <= maxKey) load(st ^ 1, j0 + 64);
+    cp_async_commit();
+    if (j0 > warpMax) continue;  // every key of the tile is after this warp's rows
+    const u16* Ks = fas + st * 2 * 64 * HD;
+    const u16* Vs = Ks + 64 * HD;
+    float s[8][4];
+#pragma unroll
+    for (int j = 0; j < 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < KS; ks++) {
+#pragma unroll
+      for (int jp = 0; jp < 4; jp++) {
+        u32 b[4];
+        int r = 16 * jp + (lane & 7) + ((lane >> 4) << 3);
+        ldsm4(b, Ks + swz(r, 2 * ks + ((lane >> 3) & 1), HD));
+        mma_bf16(s[2 * jp], qa[ks], b[0], b[1]);
+        mma_bf16(s[2 * jp + 1], qa[ks], b[2], b[3]);
+      }
+    }
+    if (j0 + 63 > warpMin) {
+#pragma unroll
+      for (int j = 0; j < 8; j++) {
+        int key = j0 + 8 * j + 2 * tg;
+        if (key > qposA) s[j][0] = NEG_INF;
+        if (key + 1 > qposA) s[j][1] = NEG_INF;
+        if (key > qposB) s[j][2] = NEG_INF;
+        if (key + 1 > qposB) s[j][3] = NEG_INF;
+      }
+    }
+    float mxa = NEG_INF, mxb = NEG_INF;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+      mxa = fmaxf(mxa, fmaxf(s[j][0], s[j][1]));
+      mxb = fmaxf(mxb, fmaxf(s[j][2], s[j][3]));
+    }
+    mxa = fmaxf(mxa, __shfl_xor_sync(0xffffffffu, mxa, 1));
+    mxa = fmaxf(mxa, __shfl_xor_sync(0xffffffffu, mxa, 2));
+    mxb = fmaxf(mxb, __shfl_xor_sync(0xffffffffu, mxb, 1));
+    mxb = fmaxf(mxb, __shfl_xor_sync(0xffffffffu, mxb, 2));
+    float na = fmaxf(ma, mxa), nb = fmaxf(mb, mxb);
+    float ra_ = na == NEG_INF ? 0.f : na, rb_ = nb == NEG_INF ? 0.f : nb;
+    float ca = exp2f(ma - ra_), cb = exp2f(mb - rb_);
+    ma = na;
+    mb = nb;
+    float suma = 0.f, sumb = 0.f;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+      s[j][0] = exp2f(s[j][0] - ra_);
+      s[j][1] = exp2f(s[j][1] - ra_);
+      s[j][2] = exp2f(s[j][2] - rb_);
+      s[j][3] = exp2f(s[j][3] - rb_);
+      suma += s[j][0] + s[j][1];
+      sumb += s[j][2] + s[j][3];
+    }
+    la = la * ca + suma;
+    lb = lb * cb + sumb;
+#pragma unroll
+    for (int j = 0; j < NO; j++) {
+      oacc[j][0] *= ca;
+      oacc[j][1] *= ca;
+      oacc[j][2] *= cb;
+      oacc[j][3] *= cb;
+    }
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+      u32 pa[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
+                   pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+      int r = 16 * kk + (lane & 7) + (((lane >> 3) & 1) << 3);
+#pragma unroll
+      for (int dp = 0; dp < HD / 16; dp++) {
+        u32 b[4];
+        ldsm4t(b, Vs + swz(r, 2 * dp + (lane >> 4), HD));
+        mma_bf16(oacc[2 * dp], pa, b[0], b[1]);
+        mma_bf16(oacc[2 * dp + 1], pa, b[2], b[3]);
+      }
+    }
+  }
+  cp_async_wait<0>();
+  la += __shfl_xor_sync(0xffffffffu, la, 1);
+  la += __shfl_xor_sync(0xffffffffu, la, 2);
+  lb += __shfl_xor_sync(0xffffffffu, lb, 1);
+  lb += __shfl_xor_sync(0xffffffffu, lb, 2);
+  float ia = 1.f / la, ib = 1.f / lb;
+  float* oa = o + (i64)(row0 + ra) * ldo + (i64)h * HD;
+  float* ob = o + (i64)(row0 + rb) * ldo + (i64)h * HD;
+#pragma unroll
+  for (int j = 0; j < NO; j++) {
+    int c = 8 * j + 2 * tg;
+    if (ra < n) *(float2*)(oa + c) = make_float2(oacc[j][0] * ia, oacc[j][1] * ia);
+    if (rb < n) *(float2*)(ob + c) = make_float2(oacc[j][2] * ib, oacc[j][3] * ib);
+  }
+}
+extern "C" __global__ void __launch_bounds__(512) k_fattn2_64(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, const i64* off, const u16* kb,
+                                                              const u16* vb, int H, int Hkv, float scale) { PDL_ENTER();
+  fattn2_impl<64>(o, ldo, q, ldq, spans, off, kb, vb, H, Hkv, scale);
+}
+extern "C" __global__ void __launch_bounds__(256) k_fattn2_128(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, const i64* off, const u16* kb,
+                                                               const u16* vb, int H, int Hkv, float scale) { PDL_ENTER();
+  fattn2_impl<128>(o, ldo, q, ldq, spans, off, kb, vb, H, Hkv, scale);
 }
 
 // ---------------------------------------------------------------------------

@@ -363,8 +363,7 @@ func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *wei
 	}
 	if !b.opts.Precise && !w.fp32 && w.kind == backend.BF16 && b.lt != nil {
 		xb := b.scratch(2 * T * K)
-		g, bl := flatGrid(T * K)
-		b.launch("k_tobf16", g, bl, 0, pArg(xb.p), pArg(px), lArg(ldx), iArg(T), iArg(K))
+		b.toBF16(xb.p, px, ldx, T, K)
 		plan, err := b.lt.plan(N, T, K, ldd, alignOf(pd, uintptr(4*ldd)))
 		b.must(err)
 		b.record(opLt, uint64(plan.id), uint64(w.p), uint64(xb.p), uint64(pd))
@@ -727,6 +726,32 @@ func (b *Backend) lightningMMA(common []uint64, spans []backend.Span, states []i
 	b.release(kv)
 }
 
+// fa2Smem is k_fattn2's dynamic shared memory for head dim hd: two stages
+// of a 64-key tile of BF16 keys and values.
+func fa2Smem(hd int) int { return 2 * 2 * 64 * hd * 2 }
+
+// fa2MaxCopy bounds the BF16 copy of keys and values that k_fattn2 reads
+// (bytes); longer batches take k_fattn, which reads the FP32 caches.
+const fa2MaxCopy = 1 << 30
+
+// fa2Layout returns the first row of each span's BF16 key (and value) copy
+// and the rows in all, Σ (pos+n)·Hkv, or ok false when k_fattn2 cannot run:
+// the copy would exceed fa2MaxCopy, or k_kvbf16 could not read the caches 16
+// bytes at a time.
+func (b *Backend) fa2Layout(caches []backend.KV, spans []backend.Span, Hkv, headDim int) (off []int64, rows int, ok bool) {
+	off = make([]int64, len(spans))
+	for i, sp := range spans {
+		off[i] = int64(rows)
+		rows += (sp.Pos + sp.N) * Hkv
+		for _, t := range []backend.Tensor{caches[i].K, caches[i].V} {
+			if t.Stride%4 != 0 || b.ptr("Attention", t)%16 != 0 {
+				return nil, 0, false
+			}
+		}
+	}
+	return off, rows, 2*2*rows*headDim <= fa2MaxCopy
+}
+
 // Attention implements backend.Backend.
 func (b *Backend) Attention(dst, q, k, v backend.Tensor, spans []backend.Span, caches []backend.KV, headDim int, scale float32) {
 	defer b.enter()()
@@ -768,6 +793,22 @@ func (b *Backend) Attention(dst, q, k, v backend.Tensor, spans []backend.Span, c
 				G = g
 				break
 			}
+		}
+		pd := b.ptr("Attention", dst)
+		if off, rows, ok := b.fa2Layout(caches, spans, Hkv, headDim); ok && b.fa2 && dst.Stride%2 == 0 && pd%8 == 0 {
+			// from a BF16 copy of the spans' keys and values, per KV head
+			maxL := 0
+			for _, sp := range spans {
+				maxL = max(maxL, sp.Pos+sp.N)
+			}
+			po := b.stageI64(off)
+			kb, vb := b.scratch(2*rows*headDim), b.scratch(2*rows*headDim)
+			b.launch("k_kvbf16", dim3{(maxL*Hkv*headDim/8 + 255) / 256, len(spans), 1}, dim3{256, 1, 1}, 0,
+				pArg(ps), pArg(pc), pArg(po), iArg(Hkv), iArg(headDim), pArg(kb.p), pArg(vb.p))
+			b.launch(fmt.Sprintf("k_fattn2_%d", headDim), dim3{(maxN + 63) / 64, H / G, len(spans)}, dim3{128 * G, 1, 1}, fa2Smem(headDim),
+				pArg(pd), lArg(dst.Stride), pArg(b.ptr("Attention", q)), lArg(q.Stride), pArg(ps), pArg(po), pArg(kb.p), pArg(vb.p), iArg(H), iArg(Hkv), fArg(scale))
+			b.release(kb, vb)
+			return
 		}
 		b.launch(fmt.Sprintf("k_fattn%d", headDim), dim3{(maxN + 63) / 64, H / G, len(spans)}, dim3{128 * G, 1, 1}, 0,
 			pArg(b.ptr("Attention", dst)), lArg(dst.Stride), pArg(b.ptr("Attention", q)), lArg(q.Stride), pArg(ps), pArg(pc), iArg(H), iArg(Hkv), fArg(scale))
@@ -1028,6 +1069,10 @@ func (b *Backend) MoE(dst, x backend.Tensor, rt backend.Routing, ex backend.Expe
 		b.release(gu, h, y)
 		return
 	}
+	if b.mmb && !b.opts.Precise && b.mma && e.kind == backend.BF16 && D%8 == 0 && I%8 == 0 && ns >= mmbMinRows*E {
+		b.moeMMB(pdst, dst.Stride, px, x.Stride, T, K, rIDs, rW, e)
+		return
+	}
 	// grouped GEMM over the rows sorted by expert: on tensor cores in fast
 	// mode (FP8 experts are widened to BF16 as tiles load), 64-row tiles
 	// when experts get many rows on average, else 16-row tiles
@@ -1058,6 +1103,47 @@ func (b *Backend) MoE(dst, x backend.Tensor, rt backend.Routing, ex backend.Expe
 	g, bl = flatGrid(T * D)
 	b.launch("k_moe_combine", g, bl, 0, pArg(pdst), lArg(dst.Stride), pArg(y.p), lArg(D), pArg(posOf.p), pArg(rW), iArg(T), iArg(K), iArg(D), pArg(0))
 	b.release(perm, posOf, tiles, ntiles, gu, h, y)
+}
+
+// toBF16 writes the rows×cols view at px (row stride ldx) as a contiguous
+// BF16 matrix at dst, eight values per thread where the view allows.
+func (b *Backend) toBF16(dst, px uintptr, ldx, rows, cols int) {
+	if cols%8 == 0 && ldx%4 == 0 && px%16 == 0 {
+		g, bl := flatGrid(rows * cols / 8)
+		b.launch("k_tobf16v", g, bl, 0, pArg(dst), pArg(px), lArg(ldx), iArg(rows), iArg(cols))
+		return
+	}
+	g, bl := flatGrid(rows * cols)
+	b.launch("k_tobf16", g, bl, 0, pArg(dst), pArg(px), lArg(ldx), iArg(rows), iArg(cols))
+}
+
+// mmbSmem is moe_mmb's dynamic shared memory (MMB_SMEM in kernels.cu), and
+// mmbMinRows the average rows per expert from which MoE takes it.
+const (
+	mmbSmem    = 3 * 256 * 64 * 2
+	mmbMinRows = 64
+)
+
+// moeMMB runs the grouped MoE of T rows of x (BF16 experts, D and I
+// multiples of 8) on moe_mmb: x in BF16, the slots sorted by expert into
+// 128-row tiles, gate|up with the SwiGLU in its epilogue (BF16 out), the down
+// projection in FP32, then the weighted sum per row.
+func (b *Backend) moeMMB(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rIDs, rW uintptr, e *experts) {
+	I, D, E := e.inter, e.dim, e.n
+	ns := T * K
+	maxTiles := (ns+127)/128 + min(E, ns)
+	xb, perm, posOf := b.scratch(2*T*D), b.scratch(4*ns), b.scratch(4*ns)
+	tiles, ntiles := b.scratch(12*maxTiles), b.scratch(4)
+	h, y := b.scratch(2*ns*I), b.scratch(4*ns*D)
+	b.toBF16(xb.p, px, ldx, T, D)
+	b.launch("k_moe_plan", dim3{1, 1, 1}, dim3{1024, 1, 1}, 12*E, pArg(rIDs), iArg(ns), iArg(E), pArg(perm.p), pArg(posOf.p), pArg(tiles.p), pArg(ntiles.p), iArg(128))
+	b.launch("moe_mmb_gu", dim3{(I + 63) / 64, maxTiles, 1}, dim3{256, 1, 1}, mmbSmem, pArg(xb.p), lArg(D), pArg(perm.p), iArg(K), pArg(tiles.p), pArg(ntiles.p),
+		pArg(e.gateUp), iArg(I), iArg(D), pArg(h.p), lArg(I))
+	b.launch("moe_mmb", dim3{(D + 127) / 128, maxTiles, 1}, dim3{256, 1, 1}, mmbSmem, pArg(h.p), lArg(I), pArg(perm.p), iArg(K), iArg(1), pArg(tiles.p), pArg(ntiles.p),
+		pArg(e.down), iArg(D), iArg(I), pArg(y.p), lArg(D))
+	g, bl := flatGrid(T * D)
+	b.launch("k_moe_combine", g, bl, 0, pArg(pdst), lArg(ldd), pArg(y.p), lArg(D), pArg(posOf.p), pArg(rW), iArg(T), iArg(K), iArg(D), pArg(0))
+	b.release(xb, perm, posOf, tiles, ntiles, h, y)
 }
 
 // moeDCMaxTopK is the most experts per row of the two-kernel decode MoE
