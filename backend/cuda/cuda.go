@@ -156,8 +156,12 @@ type Backend struct {
 	// keys and values. RINGO_CUDA_MMB=0 and RINGO_CUDA_FA2=0 bring back
 	// moe_mma and k_fattn, for comparisons.
 	mmb, fa2 bool
-	alpha    float32
-	beta     float32
+	// routerSplit (fast mode with cuBLASLt; RINGO_CUDA_ROUTER_SPLIT=0 turns
+	// it off) keeps BF16 routers also three times side by side (weight.tri)
+	// for prefill on tensor cores at FP32 accuracy
+	routerSplit bool
+	alpha       float32
+	beta        float32
 }
 
 // pdlLaunch is the cuLaunchKernelEx configuration (heap, stable addresses).
@@ -255,6 +259,14 @@ func New(device int, opts Options) (*Backend, error) {
 		b.fns[k] = f
 		b.fnNames[f] = k
 	}
+	if os.Getenv("RINGO_CUDA_REGS") != "" { // registers and local (spilled) bytes per thread of every kernel
+		for _, k := range kernelNames {
+			var regs, local int32
+			ccall(d.cuFuncGetAttribute, uintptr(unsafe.Pointer(&regs)), cuFuncAttrNumRegs, b.fns[k])
+			ccall(d.cuFuncGetAttribute, uintptr(unsafe.Pointer(&local)), cuFuncAttrLocalSizeBytes, b.fns[k])
+			fmt.Fprintf(os.Stderr, "cuda kernel %-22s %3d registers, %4d local bytes\n", k, regs, local)
+		}
+	}
 	// the chunked lightning kernels need more than the default 48 KiB of shared memory
 	if b.smemOptin > 48<<10 {
 		for _, k := range []string{"k_lightning_chunk", "k_ltc_out64", "k_ltc_out128", "moe_mmb", "moe_mmb_gu", "k_fattn2_64", "k_fattn2_128"} {
@@ -309,6 +321,7 @@ func New(device int, opts Options) (*Backend, error) {
 		return fail(fmt.Errorf("%v (fast mode needs cuBLASLt; use Options{Precise: true} without it)", err))
 	}
 	b.fp8 = !opts.Precise && b.mma && b.lt != nil && os.Getenv("RINGO_CUDA_NO_FP8") == ""
+	b.routerSplit = !opts.Precise && b.lt != nil && os.Getenv("RINGO_CUDA_ROUTER_SPLIT") != "0"
 	b.moe3 = os.Getenv("RINGO_CUDA_MOE3") != ""
 	if b.ccMaj >= 9 && d.cuLaunchKernelEx != 0 && os.Getenv("RINGO_CUDA_NO_PDL") == "" {
 		b.pdl = true
@@ -321,8 +334,8 @@ func New(device int, opts Options) (*Backend, error) {
 }
 
 var kernelNames = []string{
-	"k_copy", "k_fill", "k_add", "k_silu", "k_silumul", "k_sigmul", "k_gather", "k_tobf16", "k_tobf16v",
-	"embed_f32", "embed_f16", "embed_bf16", "embed_fp8", "k_rmsnorm", "k_addrmsnorm", "k_rope", "k_rmsnorm_sigmul", "k_rmsnorm_rope",
+	"k_copy", "k_fill", "k_add", "k_silu", "k_silumul", "k_sigmul", "k_gather", "k_tobf16", "k_tobf16v", "k_split3bf16",
+	"embed_f32", "embed_f16", "embed_bf16", "embed_fp8", "k_rmsnorm", "k_addrmsnorm", "k_rope", "k_rmsnorm_sigmul", "k_rmsnorm_rope", "k_rmsnorm_rope_w21", "k_rmsnorm_rope_w41", "k_rmsnorm_rope_w42",
 	"gemv_f32", "gemv_f16", "gemv_bf16", "gemv_bf16v", "gemv_fp8", "gemv_bf16v1", "gemv_fp81", "k_fp8_bf16", "gemm_f32", "gemm_f16", "gemm_bf16",
 	"moe_gu_bf16v", "moe_gu_fp8", "moe_dc_bf16v", "moe_dc2_bf16v", "moe_dc3_bf16v", "moe_dc_fp8", "moe_gemv_f32", "moe_gemv_f16", "moe_gemv_bf16", "moe_gemv_bf16v", "moe_down_bf16v", "moe_gemv_fp8", "moe_down_fp8", "moe_mma16_fp8", "moe_mma64_fp8",
 	"k_moe_plan", "moe_gemm_f32", "moe_gemm_f16", "moe_gemm_bf16", "k_moe_combine", "k_route",

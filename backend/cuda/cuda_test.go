@@ -202,6 +202,37 @@ func TestMatMulFast(t *testing.T) {
 	}
 }
 
+// TestRouterSplit checks that a BF16 router in fast mode, multiplied on
+// tensor cores with its input split into three BF16 parts (weight.tri),
+// keeps FP32 accuracy (the tolerance of TestMatMul), and that the other
+// weights of fast mode do not (so that the test can tell the two apart).
+func TestRouterSplit(t *testing.T) {
+	g := gpu(t, false)
+	rng := rand.New(rand.NewSource(3))
+	for _, nk := range [][2]int{{256, 2048}, {64, 72}} {
+		cr, gr := upload(t, g, hostWeight(rng, "model.layers.3.mlp.gate.weight", backend.BF16, nk[0], nk[1], 0.5))
+		if gr.(*weight).tri == 0 {
+			t.Fatalf("router %v: no split copy", nk)
+		}
+		_, gw := upload(t, g, hostWeight(rng, "w", backend.BF16, nk[0], nk[1], 0.5))
+		gw.(*weight).p = gr.(*weight).p // the same matrix, without the split
+		for _, T := range []int{9, 300} {
+			x := randT(t, g, rng, T, nk[1], 1)
+			d, u := zeroT(g, T, nk[0]), zeroT(g, T, nk[0])
+			host().MatMul(d.c, x.c, cr)
+			g.MatMul(d.g, x.g, gr)
+			compare(t, fmt.Sprintf("router %v T=%d", nk, T), g, d, 1e-5)
+			g.MatMul(u.g, x.g, gw)
+			cv, _ := readBoth(g, d)
+			uv := make([]float32, T*nk[0])
+			g.Read(u.g, uv)
+			if e := relErr(uv, cv); e < 1e-4 {
+				t.Errorf("router %v T=%d: the BF16 product is as close (%.2g) as the split one", nk, T, e)
+			}
+		}
+	}
+}
+
 func TestEmbed(t *testing.T) {
 	g := gpu(t, true)
 	rng := rand.New(rand.NewSource(3))
@@ -346,6 +377,7 @@ func TestRMSNormRoPE(t *testing.T) {
 			{3, 20, 128, 64, false, 600000},
 			{17, 20, 128, 64, true, 600000},
 			{3, 6, 128, 128, true, 10000},
+			{17, 6, 128, 128, false, 10000}, // more than GEMVRows rows: one warp per (row, head)
 			{1, 4, 64, 64, false, 10000},
 			{17, 3, 64, 64, true, 1e6},
 			{3, 5, 64, 32, false, 10000},

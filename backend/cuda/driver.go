@@ -57,6 +57,8 @@ const (
 	cuDevAttrCCMinor              = 76
 	cuDevAttrMaxSharedPerBlockOpt = 97
 	cuFuncAttrSharedSizeBytes     = 1
+	cuFuncAttrLocalSizeBytes      = 3
+	cuFuncAttrNumRegs             = 4
 	cuFuncAttrMaxDynamicShared    = 8
 	cuErrorNoDevice               = 100
 )

@@ -231,6 +231,26 @@ extern "C" __global__ void k_tobf16v(u16* d, const float* x, i64 ldx, int rows, 
   }
 }
 
+// k_split3bf16 writes each value v of the rows×cols view x as three BF16
+// parts, hi = bf16(v), mid = bf16(v - hi), lo = bf16(v - hi - mid), row r of
+// d holding [hi… | mid… | lo…] (3·cols values): a BF16 GEMM against the
+// weight repeated three times along k then multiplies x at FP32 accuracy
+// (products of BF16 values are exact in the FP32 accumulation).
+extern "C" __global__ void k_split3bf16(u16* d, const float* x, i64 ldx, int rows, int cols) { PDL_ENTER();
+  GRID_LOOP((i64)rows * cols) {
+    i64 r = idx / cols;
+    int c = (int)(idx - r * cols);
+    float v = x[r * ldx + c];
+    u16 h = f2bf16(v);
+    float r1 = v - bf16f(h);
+    u16 m = f2bf16(r1);
+    u16* dr = d + r * 3 * cols + c;
+    dr[0] = h;
+    dr[cols] = m;
+    dr[2 * cols] = f2bf16(r1 - bf16f(m));
+  }
+}
+
 // ---------------------------------------------------------------------------
 // embedding
 
@@ -409,6 +429,52 @@ extern "C" __global__ void k_rope(float* x, i64 ldx, int cols, int headDim, int 
     v[i + half] = b;
   }
 }
+
+// k_rmsnorm_rope_w<NV, HU>: k_rmsnorm_rope with one warp per (row, head), 8
+// per block, for head dims of 32·NV and rotary halves of 32·HU: lane l holds
+// values l + 32u of its head, so both values of a rotated pair are in one
+// lane and the only reduction is the warp's sum of squares (in double).
+// Prefill has rows×heads of one-block work items otherwise, whose barriers
+// and scheduling cost more than the arithmetic.
+template <int NV, int HU>
+__device__ __forceinline__ void rmsnorm_rope_w(float* x, i64 ldx, const float* w, int wfull, int cols, int headDim, float eps, int dim, double theta,
+                                               const int* pos, int rows) {
+  int nh = cols / headDim;
+  i64 t = (i64)blockIdx.x * 8 + (threadIdx.x >> 5);
+  if (t >= (i64)rows * nh) return;
+  int lane = threadIdx.x & 31;
+  i64 r = t / nh;
+  int h = (int)(t - r * nh);
+  float* v = x + r * ldx + (i64)h * headDim + lane;
+  const float* ws = (wfull ? w + (i64)h * headDim : w) + lane;
+  float val[NV], wv[NV];
+#pragma unroll
+  for (int u = 0; u < NV; u++) {
+    val[u] = v[32 * u];
+    wv[u] = ws[32 * u];
+  }
+  double ss = 0;
+#pragma unroll
+  for (int u = 0; u < NV; u++) ss += (double)val[u] * (double)val[u];
+  ss = __shfl_sync(0xffffffffu, warp_sumd(ss), 0);  // warp_sumd's total is lane 0's
+  float inv = (float)(1.0 / sqrt(ss / (double)headDim + (double)eps));
+#pragma unroll
+  for (int u = 0; u < NV; u++) val[u] = val[u] * inv * wv[u];
+  float p = (float)pos[r];
+#pragma unroll
+  for (int u = 0; u < HU; u++) rope_rotate(val[u], val[u + HU], lane + 32 * u, dim, theta, p);
+#pragma unroll
+  for (int u = 0; u < NV; u++) v[32 * u] = val[u];
+}
+#define RMSNORM_ROPE_W(NV, HU)                                                                                                               \
+  extern "C" __global__ void k_rmsnorm_rope_w##NV##HU(float* x, i64 ldx, const float* w, int wfull, int cols, int headDim, float eps, int dim, \
+                                                     double theta, const int* pos, int rows) {                                              \
+    PDL_ENTER();                                                                                                                             \
+    rmsnorm_rope_w<NV, HU>(x, ldx, w, wfull, cols, headDim, eps, dim, theta, pos, rows);                                                    \
+  }
+RMSNORM_ROPE_W(2, 1)
+RMSNORM_ROPE_W(4, 1)
+RMSNORM_ROPE_W(4, 2)
 
 // k_rmsnorm_rope: per-head RMSNorm (as k_rmsnorm with group headDim; w has
 // headDim values or cols, wfull) then RoPE (as k_rope), in place; one block
@@ -710,19 +776,33 @@ extern "C" __global__ void k_moe_plan(const int* ids, int nslots, int E, int* pe
     if (e >= 0 && e < E) atomicAdd(&cnt[e], 1);
   }
   __syncthreads();
-  if (threadIdx.x == 0) {
-    int o = 0, nt = 0;
-    for (int e = 0; e < E; e++) {
+  if (threadIdx.x < 32) {
+    // lane l lays out the tiles of experts e0..e1-1, after the slots and
+    // tiles of the lanes before it (a warp prefix sum)
+    int lane = threadIdx.x, per = (E + 31) / 32, e0 = min(E, lane * per), e1 = min(E, e0 + per);
+    int sc = 0, st = 0;
+    for (int e = e0; e < e1; e++) {
+      sc += cnt[e];
+      st += (cnt[e] + bm - 1) / bm;
+    }
+    int ic = sc, it = st;
+#pragma unroll
+    for (int d = 1; d < 32; d <<= 1) {
+      int a = __shfl_up_sync(0xffffffffu, ic, d), b = __shfl_up_sync(0xffffffffu, it, d);
+      if (lane >= d) ic += a, it += b;
+    }
+    int o = ic - sc, nt = it - st;
+    for (int e = e0; e < e1; e++) {
       off[e] = o;
-      for (int st = 0; st < cnt[e]; st += bm) {
+      for (int s = 0; s < cnt[e]; s += bm) {
         tiles[3 * nt] = e;
-        tiles[3 * nt + 1] = o + st;
-        tiles[3 * nt + 2] = min(bm, cnt[e] - st);
+        tiles[3 * nt + 1] = o + s;
+        tiles[3 * nt + 2] = min(bm, cnt[e] - s);
         nt++;
       }
       o += cnt[e];
     }
-    *ntiles = nt;
+    if (lane == 31) *ntiles = nt;
   }
   __syncthreads();
   for (int s = threadIdx.x; s < nslots; s += blockDim.x) {
@@ -1836,12 +1916,14 @@ __device__ __forceinline__ void moe_mmb_impl(const u16* X, i64 ldx, const int* p
       }
     }
 }
-extern "C" __global__ void __launch_bounds__(256) moe_mmb_gu(const u16* X, i64 ldx, const int* perm, int topk, const int* tiles, const int* ntiles,
-                                                             const u16* Wt, int I, int K, u16* H, i64 ldh) { PDL_ENTER();
+// Held to 128 registers, two blocks (16 warps) per SM: prefill of 4K tokens
+// 26 % and of 32K 4 % faster on the H200 than one block of up to 168.
+extern "C" __global__ void __launch_bounds__(256, 2) moe_mmb_gu(const u16* X, i64 ldx, const int* perm, int topk, const int* tiles, const int* ntiles,
+                                                                const u16* Wt, int I, int K, u16* H, i64 ldh) { PDL_ENTER();
   moe_mmb_impl<true>(X, ldx, perm, topk, 0, tiles, ntiles, Wt, I, K, 0, 0, H, ldh);
 }
-extern "C" __global__ void __launch_bounds__(256) moe_mmb(const u16* X, i64 ldx, const int* perm, int topk, int mode, const int* tiles, const int* ntiles,
-                                                          const u16* Wt, int N, int K, float* Y, i64 ldy) { PDL_ENTER();
+extern "C" __global__ void __launch_bounds__(256, 2) moe_mmb(const u16* X, i64 ldx, const int* perm, int topk, int mode, const int* tiles,
+                                                             const int* ntiles, const u16* Wt, int N, int K, float* Y, i64 ldy) { PDL_ENTER();
   moe_mmb_impl<false>(X, ldx, perm, topk, mode, tiles, ntiles, Wt, N, K, Y, ldy, 0, 0);
 }
 

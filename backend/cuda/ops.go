@@ -27,6 +27,10 @@ type weight struct {
 	rows, cols int
 	p          uintptr
 	fp32       bool // always multiply in FP32 (router)
+	// tri (fast mode, BF16 router): the matrix three times side by side,
+	// [rows][3·cols], multiplied on tensor cores by x split into three BF16
+	// parts (k_split3bf16), which keeps the product at FP32 accuracy
+	tri uintptr
 	// FP8: scales [ceil(rows/br)][sc] at scale, sc = ceil(cols/bc)
 	scale      uintptr
 	br, bc, sc int
@@ -173,6 +177,19 @@ func (b *Backend) Upload(hw backend.HostWeight) (backend.Weight, error) {
 		return nil, err
 	}
 	w := &weight{name: hw.Name, kind: k, rows: hw.Rows, cols: hw.Cols, p: p, fp32: isRouter(hw.Name)}
+	if w.fp32 && k == backend.BF16 && b.routerSplit && hw.Cols%8 == 0 {
+		row := 2 * hw.Cols
+		tri := make([]byte, 3*len(data))
+		for r := range hw.Rows {
+			src := data[r*row : (r+1)*row]
+			for j := range 3 {
+				copy(tri[(3*r+j)*row:], src)
+			}
+		}
+		if w.tri, err = b.uploadBytes(hw.Name+" (three times)", tri); err != nil {
+			return nil, err
+		}
+	}
 	if k == backend.F8E4M3 {
 		if _, _, err := hw.ScaleGrid(); err != nil {
 			return nil, err
@@ -361,6 +378,17 @@ func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *wei
 		b.launch(name, dim3{(N + 7) / 8, 1, 1}, dim3{256, 1, 1}, 0, pArg(px), lArg(ldx), iArg(T), pArg(w.p), iArg(N), iArg(K), pArg(pd), lArg(ldd))
 		return
 	}
+	if w.tri != 0 {
+		// the router at FP32 accuracy on tensor cores: [hi|mid|lo](x)·[W|W|W]ᵀ
+		xs := b.scratch(2 * T * 3 * K)
+		g, bl := flatGrid(T * K)
+		b.launch("k_split3bf16", g, bl, 0, pArg(xs.p), pArg(px), lArg(ldx), iArg(T), iArg(K))
+		plan, err := b.lt.plan(N, T, 3*K, ldd, alignOf(pd, uintptr(4*ldd)))
+		b.must(err)
+		b.record(opLt, uint64(plan.id), uint64(w.tri), uint64(xs.p), uint64(pd))
+		b.release(xs)
+		return
+	}
 	if !b.opts.Precise && !w.fp32 && w.kind == backend.BF16 && b.lt != nil {
 		xb := b.scratch(2 * T * K)
 		b.toBF16(xb.p, px, ldx, T, K)
@@ -483,6 +511,15 @@ func (b *Backend) RMSNormRoPE(x backend.Tensor, wt backend.Weight, headDim int, 
 	}
 	if len(pos) < x.Rows {
 		panic(fmt.Sprintf("cuda.RMSNormRoPE: %d positions for %d rows", len(pos), x.Rows))
+	}
+	// many rows: one warp per (row, head) where a kernel fits the shape
+	if nv, hu := headDim/32, rope.Dim/64; x.Rows > GEMVRows && headDim%32 == 0 && rope.Dim%64 == 0 &&
+		(nv == 2 && hu == 1 || nv == 4 && (hu == 1 || hu == 2)) {
+		items := x.Rows * (x.Cols / headDim)
+		b.launch(fmt.Sprintf("k_rmsnorm_rope_w%d%d", nv, hu), dim3{(items + 7) / 8, 1, 1}, dim3{256, 1, 1}, 0,
+			pArg(b.ptr("RMSNormRoPE", x)), lArg(x.Stride), pArg(w.p), bArg(wfull), iArg(x.Cols), iArg(headDim), fArg(eps),
+			iArg(rope.Dim), dArg(rope.Theta), pArg(b.stageI32(pos[:x.Rows])), iArg(x.Rows))
+		return
 	}
 	// blockFor(headDim) as RMSNorm uses, so the sum of squares is the same
 	b.launch("k_rmsnorm_rope", dim3{x.Rows * (x.Cols / headDim), 1, 1}, dim3{blockFor(headDim), 1, 1}, 0,
