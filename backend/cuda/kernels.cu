@@ -251,6 +251,33 @@ extern "C" __global__ void k_split3bf16(u16* d, const float* x, i64 ldx, int row
   }
 }
 
+// k_split3bf16v is k_split3bf16 eight values at a time (cols % 8 == 0,
+// ldx % 4 == 0, x 16-byte aligned).
+extern "C" __global__ void k_split3bf16v(u16* d, const float* x, i64 ldx, int rows, int cols) { PDL_ENTER();
+  int c8 = cols / 8;
+  GRID_LOOP((i64)rows * c8) {
+    i64 r = idx / c8;
+    int c = (int)(idx - r * c8) * 8;
+    const float* p = x + r * ldx + c;
+    float4 a = *(const float4*)p, b = *(const float4*)(p + 4);
+    float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+    u32 hw[4], mw[4], lw[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      u16 h0 = f2bf16(v[2 * i]), h1 = f2bf16(v[2 * i + 1]);
+      float r0 = v[2 * i] - bf16f(h0), r1 = v[2 * i + 1] - bf16f(h1);
+      u16 m0 = f2bf16(r0), m1 = f2bf16(r1);
+      hw[i] = h0 | ((u32)h1 << 16);
+      mw[i] = m0 | ((u32)m1 << 16);
+      lw[i] = f2bf16(r0 - bf16f(m0)) | ((u32)f2bf16(r1 - bf16f(m1)) << 16);
+    }
+    u16* dr = d + r * 3 * cols + c;
+    *(uint4*)dr = make_uint4(hw[0], hw[1], hw[2], hw[3]);
+    *(uint4*)(dr + cols) = make_uint4(mw[0], mw[1], mw[2], mw[3]);
+    *(uint4*)(dr + 2 * cols) = make_uint4(lw[0], lw[1], lw[2], lw[3]);
+  }
+}
+
 // ---------------------------------------------------------------------------
 // embedding
 
@@ -758,61 +785,72 @@ GEMM_DENSE(gemm_f16, WF16)
 GEMM_DENSE(gemm_bf16, WBF16)
 
 // ---------------------------------------------------------------------------
-// MoE. Slots are (token, k) pairs, slot = t*K + k. k_moe_plan groups slots by
-// expert: perm[p] = slot at sorted position p, posOf[slot] = p, and tiles of at
-// most BM rows of one expert: tiles[3i..3i+2] = (expert, first position, rows).
+// MoE. Slots are (token, k) pairs, slot = t*K + k. Three kernels group the
+// slots by expert: perm[p] = slot at sorted position p, posOf[slot] = p, and
+// tiles of at most bm rows of one expert: tiles[3i..3i+2] = (expert, first
+// position, rows), experts in order. cnt, off and fill hold E ints each; cnt
+// starts at zero. (The order of an expert's slots varies from run to run;
+// nothing computed from a slot depends on where it sits in its tile.)
 
 #define MOE_BM 16
 
-extern "C" __global__ void k_moe_plan(const int* ids, int nslots, int E, int* perm, int* posOf, int* tiles, int* ntiles, int bm) { PDL_ENTER();
-  extern __shared__ int shi[];
-  int* cnt = shi;
-  int* off = shi + E;
-  int* fill = shi + 2 * E;
-  for (int e = threadIdx.x; e < E; e += blockDim.x) cnt[e] = 0, fill[e] = 0;
+// k_moe_count adds the slots of each expert to cnt (E <= 4096: counts per
+// block in shared memory first). Any grid.
+extern "C" __global__ void k_moe_count(const int* ids, int nslots, int E, int* cnt) { PDL_ENTER();
+  __shared__ int shc[4096];
+  for (int e = threadIdx.x; e < E; e += blockDim.x) shc[e] = 0;
   __syncthreads();
-  for (int s = threadIdx.x; s < nslots; s += blockDim.x) {
-    int e = ids[s];
-    if (e >= 0 && e < E) atomicAdd(&cnt[e], 1);
+  GRID_LOOP(nslots) {
+    int e = ids[idx];
+    if (e >= 0 && e < E) atomicAdd(&shc[e], 1);
   }
   __syncthreads();
-  if (threadIdx.x < 32) {
-    // lane l lays out the tiles of experts e0..e1-1, after the slots and
-    // tiles of the lanes before it (a warp prefix sum)
-    int lane = threadIdx.x, per = (E + 31) / 32, e0 = min(E, lane * per), e1 = min(E, e0 + per);
-    int sc = 0, st = 0;
-    for (int e = e0; e < e1; e++) {
-      sc += cnt[e];
-      st += (cnt[e] + bm - 1) / bm;
-    }
-    int ic = sc, it = st;
+  for (int e = threadIdx.x; e < E; e += blockDim.x)
+    if (shc[e]) atomicAdd(&cnt[e], shc[e]);
+}
+
+// k_moe_tiles (one warp) lays out the tiles from the counts: lane l takes
+// experts e0..e1-1, after the slots and tiles of the lanes before it (a warp
+// prefix sum); off[e] = first sorted position of e, fill[e] = 0.
+extern "C" __global__ void k_moe_tiles(const int* cnt, int E, int* off, int* fill, int* tiles, int* ntiles, int bm) { PDL_ENTER();
+  int lane = threadIdx.x, per = (E + 31) / 32, e0 = min(E, lane * per), e1 = min(E, e0 + per);
+  int sc = 0, st = 0;
+  for (int e = e0; e < e1; e++) {
+    sc += cnt[e];
+    st += (cnt[e] + bm - 1) / bm;
+  }
+  int ic = sc, it = st;
 #pragma unroll
-    for (int d = 1; d < 32; d <<= 1) {
-      int a = __shfl_up_sync(0xffffffffu, ic, d), b = __shfl_up_sync(0xffffffffu, it, d);
-      if (lane >= d) ic += a, it += b;
-    }
-    int o = ic - sc, nt = it - st;
-    for (int e = e0; e < e1; e++) {
-      off[e] = o;
-      for (int s = 0; s < cnt[e]; s += bm) {
-        tiles[3 * nt] = e;
-        tiles[3 * nt + 1] = o + s;
-        tiles[3 * nt + 2] = min(bm, cnt[e] - s);
-        nt++;
-      }
-      o += cnt[e];
-    }
-    if (lane == 31) *ntiles = nt;
+  for (int d = 1; d < 32; d <<= 1) {
+    int a = __shfl_up_sync(0xffffffffu, ic, d), b = __shfl_up_sync(0xffffffffu, it, d);
+    if (lane >= d) ic += a, it += b;
   }
-  __syncthreads();
-  for (int s = threadIdx.x; s < nslots; s += blockDim.x) {
-    int e = ids[s];
+  int o = ic - sc, nt = it - st;
+  for (int e = e0; e < e1; e++) {
+    int n = cnt[e];
+    off[e] = o;
+    fill[e] = 0;
+    for (int s = 0; s < n; s += bm) {
+      tiles[3 * nt] = e;
+      tiles[3 * nt + 1] = o + s;
+      tiles[3 * nt + 2] = min(bm, n - s);
+      nt++;
+    }
+    o += n;
+  }
+  if (lane == 31) *ntiles = nt;
+}
+
+// k_moe_scatter places every slot at its expert's next sorted position.
+extern "C" __global__ void k_moe_scatter(const int* ids, int nslots, int E, const int* off, int* fill, int* perm, int* posOf) { PDL_ENTER();
+  GRID_LOOP(nslots) {
+    int e = ids[idx];
     if (e >= 0 && e < E) {
       int p = off[e] + atomicAdd(&fill[e], 1);
-      perm[p] = s;
-      posOf[s] = p;
+      perm[p] = (int)idx;
+      posOf[idx] = p;
     } else {
-      posOf[s] = -1;
+      posOf[idx] = -1;
     }
   }
 }
@@ -2282,8 +2320,8 @@ extern "C" __global__ void __launch_bounds__(256) k_fattn2_128(float* o, i64 ldo
 // chunk C = 64). chunks: int[4*nch] = (first row, rows nc, span, 0); a span's
 // chunks are consecutive. kv: per (chunk, head) a D x D FP32 block.
 //   k_ltc_kv:   kv[c] = sum_j l^{nc-1-j} k_j (x) v_j            (all chunks at once)
-//   k_ltc_scan: kv[c] <- state before chunk c; state <- state after the span
-//   k_ltc_out:  O_i = s*( sum_{j<=i} l^{i-j}(q_i.k_j) v_j + l^{i+1} q_i S_c )
+//   k_ltc_scan: sb[c] <- state before chunk c (BF16); state <- state after the span
+//   k_ltc_out:  O_i = s*( sum_{j<=i} l^{i-j}(q_i.k_j) v_j + l^{i+1} q_i S_c ), S_c = sb[c]
 
 #define LC 64
 #define LLD 72
@@ -2353,7 +2391,9 @@ extern "C" __global__ void __launch_bounds__(256) k_ltc_kv128(const float* k, i6
 }
 
 // k_ltc_scan: grid (spans*H, ceil(D*D/256)); sinfo[2*sp] = (first chunk, chunks).
-extern "C" __global__ void k_ltc_scan(float* kv, const int* chunks, const int* sinfo, const i64* states, const float* decay, int H, int D) { PDL_ENTER();
+// The state before chunk c goes to sb[c] in BF16 (as k_ltc_out multiplies it),
+// at the offsets of kv[c].
+extern "C" __global__ void k_ltc_scan(const float* kv, u16* sb, const int* chunks, const int* sinfo, const i64* states, const float* decay, int H, int D) { PDL_ENTER();
   int sp = blockIdx.x / H, h = blockIdx.x % H;
   int e = blockIdx.y * blockDim.x + threadIdx.x;
   if (e >= D * D) return;
@@ -2363,7 +2403,8 @@ extern "C" __global__ void k_ltc_scan(float* kv, const int* chunks, const int* s
   float s = *S;
   float full = (float)exp(-a * (double)LC);  // the factor of every full chunk
   i64 step = (i64)H * D * D;
-  float* p = kv + ((i64)c0 * H + h) * D * D + e;
+  const float* p = kv + ((i64)c0 * H + h) * D * D + e;
+  u16* sp_ = sb + ((i64)c0 * H + h) * D * D + e;
   // loads in groups of 8 chunks, so that they are in flight together
   for (int c = 0; c < nch; c += 8) {
     float t[8];
@@ -2372,7 +2413,7 @@ extern "C" __global__ void k_ltc_scan(float* kv, const int* chunks, const int* s
 #pragma unroll
     for (int u = 0; u < 8; u++) {
       if (c + u < nch) {
-        p[(c + u) * step] = s;
+        sp_[(c + u) * step] = f2bf16(s);
         int nc = chunks[4 * (c0 + c + u) + 1];
         s = (nc == LC ? full : (float)exp(-a * (double)nc)) * s + t[u];
       }
@@ -2383,14 +2424,14 @@ extern "C" __global__ void k_ltc_scan(float* kv, const int* chunks, const int* s
 
 template <int D>
 __device__ __forceinline__ void ltc_out_impl(float* o, i64 ldo, const float* q, i64 ldq, const float* k, i64 ldk, const float* v, i64 ldv,
-                                             const int* chunks, const float* kv, const float* decay, int H, float scale) {
+                                             const int* chunks, const u16* sb, const float* decay, int H, float scale) {
   constexpr int QLD = D + 8, NO = D / 8, KS = D / 16;
   extern __shared__ __align__(16) unsigned char dsm[];
   u16* Qs = (u16*)dsm;
   u16* Ks = Qs + LC * QLD;
   u16* Vt = Ks + LC * QLD;
-  u16* St = Vt + D * LLD;
-  float* pw = (float*)(St + D * QLD);
+  u16* Ss = Vt + D * LLD;  // the state before the chunk, [key dim][value dim], swizzled
+  float* pw = (float*)(Ss + D * D);
   int c = blockIdx.x / H, h = blockIdx.x % H;
   int row0 = chunks[4 * c], nc = chunks[4 * c + 1];
   double a = (double)decay[h];
@@ -2413,11 +2454,13 @@ __device__ __forceinline__ void ltc_out_impl(float* o, i64 ldo, const float* q, 
     float v1 = i + 1 < nc ? v[(i64)(row0 + i + 1) * ldv + (i64)h * D + j] : 0.f;
     *(u32*)(Vt + j * LLD + i) = pack_bf16(v0, v1);
   }
-  const float* S = kv + ((i64)c * H + h) * D * D;
-  for (int idx = tid; idx < (D / 2) * D; idx += blockDim.x) {
-    int mp = idx / D, j = idx % D, m = 2 * mp;
-    *(u32*)(St + j * QLD + m) = pack_bf16(S[(i64)m * D + j], S[(i64)(m + 1) * D + j]);
+  const u16* S = sb + ((i64)c * H + h) * D * D;
+  for (int idx = tid; idx < D * D / 8; idx += blockDim.x) {
+    int m = idx / (D / 8), ch = idx % (D / 8);
+    cp_async16(Ss + swz(m, ch, D), S + (i64)m * D + 8 * ch, true);
   }
+  cp_async_commit();
+  cp_async_wait<0>();
   __syncthreads();
   int rw = 16 * warp;
   if (rw >= nc) return;
@@ -2439,9 +2482,11 @@ __device__ __forceinline__ void ltc_out_impl(float* o, i64 ldo, const float* q, 
       mma_bf16(s[j], af, lds32(bp), lds32(bp + 8));
     }
 #pragma unroll
-    for (int j = 0; j < NO; j++) {
-      const u16* bp = St + (8 * j + g) * QLD + 16 * ks + 2 * tg;
-      mma_bf16(oacc[j], af, lds32(bp), lds32(bp + 8));
+    for (int jp = 0; jp < NO / 2; jp++) {
+      u32 bs[4];
+      ldsm4t(bs, Ss + swz(16 * ks + (lane & 7) + (((lane >> 3) & 1) << 3), 2 * jp + (lane >> 4), D));
+      mma_bf16(oacc[2 * jp], af, bs[0], bs[1]);
+      mma_bf16(oacc[2 * jp + 1], af, bs[2], bs[3]);
     }
   }
   float fa = pw[min(ia + 1, LC)], fb = pw[min(ib + 1, LC)];
@@ -2486,12 +2531,12 @@ __device__ __forceinline__ void ltc_out_impl(float* o, i64 ldo, const float* q, 
   }
 }
 extern "C" __global__ void __launch_bounds__(128) k_ltc_out64(float* o, i64 ldo, const float* q, i64 ldq, const float* k, i64 ldk, const float* v, i64 ldv,
-                                                              const int* chunks, const float* kv, const float* decay, int H, float scale) { PDL_ENTER();
-  ltc_out_impl<64>(o, ldo, q, ldq, k, ldk, v, ldv, chunks, kv, decay, H, scale);
+                                                              const int* chunks, const u16* sb, const float* decay, int H, float scale) { PDL_ENTER();
+  ltc_out_impl<64>(o, ldo, q, ldq, k, ldk, v, ldv, chunks, sb, decay, H, scale);
 }
 extern "C" __global__ void __launch_bounds__(128) k_ltc_out128(float* o, i64 ldo, const float* q, i64 ldq, const float* k, i64 ldk, const float* v, i64 ldv,
-                                                               const int* chunks, const float* kv, const float* decay, int H, float scale) { PDL_ENTER();
-  ltc_out_impl<128>(o, ldo, q, ldq, k, ldk, v, ldv, chunks, kv, decay, H, scale);
+                                                               const int* chunks, const u16* sb, const float* decay, int H, float scale) { PDL_ENTER();
+  ltc_out_impl<128>(o, ldo, q, ldq, k, ldk, v, ldv, chunks, sb, decay, H, scale);
 }
 
 // ---------------------------------------------------------------------------

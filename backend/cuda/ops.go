@@ -381,8 +381,13 @@ func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *wei
 	if w.tri != 0 {
 		// the router at FP32 accuracy on tensor cores: [hi|mid|lo](x)·[W|W|W]ᵀ
 		xs := b.scratch(2 * T * 3 * K)
-		g, bl := flatGrid(T * K)
-		b.launch("k_split3bf16", g, bl, 0, pArg(xs.p), pArg(px), lArg(ldx), iArg(T), iArg(K))
+		if K%8 == 0 && ldx%4 == 0 && px%16 == 0 {
+			g, bl := flatGrid(T * K / 8)
+			b.launch("k_split3bf16v", g, bl, 0, pArg(xs.p), pArg(px), lArg(ldx), iArg(T), iArg(K))
+		} else {
+			g, bl := flatGrid(T * K)
+			b.launch("k_split3bf16", g, bl, 0, pArg(xs.p), pArg(px), lArg(ldx), iArg(T), iArg(K))
+		}
 		plan, err := b.lt.plan(N, T, 3*K, ldd, alignOf(pd, uintptr(4*ldd)))
 		b.must(err)
 		b.record(opLt, uint64(plan.id), uint64(w.tri), uint64(xs.p), uint64(pd))
@@ -757,10 +762,11 @@ func (b *Backend) lightningMMA(common []uint64, spans []backend.Span, states []i
 	pd, ldd, pq, ldq, pk, ldk, pv, ldv := common[0], common[1], common[2], common[3], common[4], common[5], common[6], common[7]
 	sfx := fmt.Sprint(d)
 	b.launch("k_ltc_kv"+sfx, dim3{nch * H, 1, 1}, dim3{256, 1, 1}, 0, pk, ldk, pv, ldv, pArg(pc), pArg(dec), iArg(H), pArg(kv.p))
-	b.launch("k_ltc_scan", dim3{len(spans) * H, (d*d + 255) / 256, 1}, dim3{256, 1, 1}, 0, pArg(kv.p), pArg(pc), pArg(ps), pArg(pst), pArg(dec), iArg(H), iArg(d))
-	smem := 2*(2*ltcChunk*(d+8)+d*72+d*(d+8)) + 4*(ltcChunk+1)
-	b.launch("k_ltc_out"+sfx, dim3{nch * H, 1, 1}, dim3{128, 1, 1}, smem, pd, ldd, pq, ldq, pk, ldk, pv, ldv, pArg(pc), pArg(kv.p), pArg(dec), iArg(H), fArg(scale))
-	b.release(kv)
+	sb := b.scratch(2 * nch * H * d * d) // the states before each chunk, BF16
+	b.launch("k_ltc_scan", dim3{len(spans) * H, (d*d + 255) / 256, 1}, dim3{256, 1, 1}, 0, pArg(kv.p), pArg(sb.p), pArg(pc), pArg(ps), pArg(pst), pArg(dec), iArg(H), iArg(d))
+	smem := 2*(2*ltcChunk*(d+8)+d*72+d*d) + 4*(ltcChunk+1)
+	b.launch("k_ltc_out"+sfx, dim3{nch * H, 1, 1}, dim3{128, 1, 1}, smem, pd, ldd, pq, ldq, pk, ldk, pv, ldv, pArg(pc), pArg(sb.p), pArg(dec), iArg(H), fArg(scale))
+	b.release(kv, sb)
 }
 
 // fa2Smem is k_fattn2's dynamic shared memory for head dim hd: two stages
@@ -1130,7 +1136,7 @@ func (b *Backend) MoE(dst, x backend.Tensor, rt backend.Routing, ex backend.Expe
 	perm, posOf := b.scratch(4*ns), b.scratch(4*ns)
 	tiles, ntiles := b.scratch(12*maxTiles), b.scratch(4)
 	gu, h, y := b.scratch(4*ns*2*I), b.scratch(4*ns*I), b.scratch(4*ns*D)
-	b.launch("k_moe_plan", dim3{1, 1, 1}, dim3{1024, 1, 1}, 12*E, pArg(rIDs), iArg(ns), iArg(E), pArg(perm.p), pArg(posOf.p), pArg(tiles.p), pArg(ntiles.p), iArg(bm))
+	b.moePlan(rIDs, ns, E, bm, perm.p, posOf.p, tiles.p, ntiles.p)
 	b.launch(kern, dim3{(2*I + 63) / 64, maxTiles, 1}, dim3{threads, 1, 1}, 0,
 		append([]uint64{pArg(px), lArg(x.Stride), pArg(perm.p), iArg(K), iArg(0), pArg(tiles.p), pArg(ntiles.p)}, e.args(e.gateUp, e.guScale, 2*I, D, pArg(gu.p), lArg(2*I))...)...)
 	g, bl := flatGrid(ns * I)
@@ -1161,6 +1167,23 @@ const (
 	mmbMinRows = 64
 )
 
+// moePlan groups the ns slots of the routing ids rIDs by expert (E of them)
+// into perm and posOf (ns ints each) and tiles of at most bm rows (the
+// tiles' count at ntiles): k_moe_count, k_moe_tiles, k_moe_scatter.
+func (b *Backend) moePlan(rIDs uintptr, ns, E, bm int, perm, posOf, tiles, ntiles uintptr) {
+	if E > 4096 {
+		panic(fmt.Sprintf("cuda.MoE: %d experts (at most 4096)", E))
+	}
+	cnt := b.scratch(3 * 4 * E) // counts, first positions, fill levels
+	off, fill := cnt.p+uintptr(4*E), cnt.p+uintptr(8*E)
+	b.record(opMemset, uint64(cnt.p), 0, uint64(E))
+	b.launch("k_moe_count", dim3{min((ns+1023)/1024, 4*b.sms), 1, 1}, dim3{256, 1, 1}, 0, pArg(rIDs), iArg(ns), iArg(E), pArg(cnt.p))
+	b.launch("k_moe_tiles", dim3{1, 1, 1}, dim3{32, 1, 1}, 0, pArg(cnt.p), iArg(E), pArg(off), pArg(fill), pArg(tiles), pArg(ntiles), iArg(bm))
+	g, bl := flatGrid(ns)
+	b.launch("k_moe_scatter", g, bl, 0, pArg(rIDs), iArg(ns), iArg(E), pArg(off), pArg(fill), pArg(perm), pArg(posOf))
+	b.release(cnt)
+}
+
 // moeMMB runs the grouped MoE of T rows of x (BF16 experts, D and I
 // multiples of 8) on moe_mmb: x in BF16, the slots sorted by expert into
 // 128-row tiles, gate|up with the SwiGLU in its epilogue (BF16 out), the down
@@ -1173,7 +1196,7 @@ func (b *Backend) moeMMB(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rIDs,
 	tiles, ntiles := b.scratch(12*maxTiles), b.scratch(4)
 	h, y := b.scratch(2*ns*I), b.scratch(4*ns*D)
 	b.toBF16(xb.p, px, ldx, T, D)
-	b.launch("k_moe_plan", dim3{1, 1, 1}, dim3{1024, 1, 1}, 12*E, pArg(rIDs), iArg(ns), iArg(E), pArg(perm.p), pArg(posOf.p), pArg(tiles.p), pArg(ntiles.p), iArg(128))
+	b.moePlan(rIDs, ns, E, 128, perm.p, posOf.p, tiles.p, ntiles.p)
 	b.launch("moe_mmb_gu", dim3{(I + 63) / 64, maxTiles, 1}, dim3{256, 1, 1}, mmbSmem, pArg(xb.p), lArg(D), pArg(perm.p), iArg(K), pArg(tiles.p), pArg(ntiles.p),
 		pArg(e.gateUp), iArg(I), iArg(D), pArg(h.p), lArg(I))
 	b.launch("moe_mmb", dim3{(D + 127) / 128, maxTiles, 1}, dim3{256, 1, 1}, mmbSmem, pArg(h.p), lArg(I), pArg(perm.p), iArg(K), iArg(1), pArg(tiles.p), pArg(ntiles.p),
