@@ -428,6 +428,9 @@ func TestRMSNormSigmoidMul(t *testing.T) {
 			{1, 2048, 512, true}, // Ring-mini: hidden 2048, group_norm_size 4
 			{3, 2048, 512, true},
 			{17, 2048, 512, false},
+			{17, 2048, 128, true}, // more than GEMVRows rows, groups of 64..512: one warp per (row, group)
+			{33, 256, 64, false},
+			{9, 512, 256, true},
 			{3, 300, 60, true}, // ragged
 			{17, 300, 300, false},
 			{1, 40, 8, true},
@@ -490,6 +493,10 @@ func TestElementwise(t *testing.T) {
 	c.Add(d.c, a.c, b.c)
 	g.Add(d.g, a.g, b.g)
 	compare(t, "add", g, d, 0)
+	ac, bc, dc := contiguousPair(g, a), contiguousPair(g, b), contiguousPair(g, d) // aligned: four values at a time
+	c.Add(dc.c, ac.c, bc.c)
+	g.Add(dc.g, ac.g, bc.g)
+	compare(t, "add (aligned)", g, dc, 0)
 	c.SiLU(d.c, a.c)
 	g.SiLU(d.g, a.g)
 	compare(t, "silu", g, d, 1e-6)

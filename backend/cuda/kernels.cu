@@ -177,6 +177,18 @@ extern "C" __global__ void k_add(float* d, i64 ldd, const float* a, i64 lda, con
   }
 }
 
+// k_addv is k_add four values at a time (cols and the strides multiples of
+// 4, the views 16-byte aligned).
+extern "C" __global__ void k_addv(float* d, i64 ldd, const float* a, i64 lda, const float* b, i64 ldb, int rows, int cols) { PDL_ENTER();
+  int c4 = cols / 4;
+  GRID_LOOP((i64)rows * c4) {
+    i64 r = idx / c4;
+    int c = (int)(idx - r * c4) * 4;
+    float4 x = *(const float4*)(a + r * lda + c), y = *(const float4*)(b + r * ldb + c);
+    *(float4*)(d + r * ldd + c) = make_float4(x.x + y.x, x.y + y.y, x.z + y.z, x.w + y.w);
+  }
+}
+
 extern "C" __global__ void k_silu(float* d, i64 ldd, const float* x, i64 ldx, int rows, int cols) { PDL_ENTER();
   GRID_LOOP((i64)rows * cols) {
     i64 r = idx / cols, c = idx % cols;
@@ -375,6 +387,49 @@ extern "C" __global__ void k_rmsnorm_sigmul(float* d, i64 ldd, const float* x, i
   float inv = rms_inv(xr, group, eps, sh);
   norm_out(dr, xr, inv, wfull ? w + (i64)g * group : w, gt + r * ldg + (i64)g * group, group);
 }
+
+// k_rmsnorm_sigmul_w<NV>: k_rmsnorm_sigmul with one warp per (row, group),
+// 8 per block, for groups of 32·NV values (lane l holds values l + 32u):
+// prefill's rows×groups one-block items cost more in barriers and scheduling
+// than in arithmetic.
+template <int NV>
+__device__ __forceinline__ void rmsnorm_sigmul_w(float* d, i64 ldd, const float* x, i64 ldx, const float* gt, i64 ldg, const float* w, int wfull,
+                                                 int cols, int group, float eps, int rows) {
+  int ng = cols / group;
+  i64 t = (i64)blockIdx.x * 8 + (threadIdx.x >> 5);
+  if (t >= (i64)rows * ng) return;
+  int lane = threadIdx.x & 31;
+  i64 r = t / ng;
+  int g = (int)(t - r * ng);
+  const float* xr = x + r * ldx + (i64)g * group + lane;
+  const float* gr = gt + r * ldg + (i64)g * group + lane;
+  const float* ws = (wfull ? w + (i64)g * group : w) + lane;
+  float* dr = d + r * ldd + (i64)g * group + lane;
+  float xv[NV], wv[NV], gv[NV];
+#pragma unroll
+  for (int u = 0; u < NV; u++) {
+    xv[u] = xr[32 * u];
+    wv[u] = ws[32 * u];
+    gv[u] = gr[32 * u];
+  }
+  double ss = 0;
+#pragma unroll
+  for (int u = 0; u < NV; u++) ss += (double)xv[u] * (double)xv[u];
+  ss = __shfl_sync(0xffffffffu, warp_sumd(ss), 0);
+  float inv = (float)(1.0 / sqrt(ss / (double)group + (double)eps));
+#pragma unroll
+  for (int u = 0; u < NV; u++) dr[32 * u] = sigmul(xv[u] * inv * wv[u], gv[u]);
+}
+#define RMSNORM_SIGMUL_W(NV)                                                                                                               \
+  extern "C" __global__ void k_rmsnorm_sigmul_w##NV(float* d, i64 ldd, const float* x, i64 ldx, const float* gt, i64 ldg, const float* w, int wfull, \
+                                                    int cols, int group, float eps, int rows) {                                                 \
+    PDL_ENTER();                                                                                                                            \
+    rmsnorm_sigmul_w<NV>(d, ldd, x, ldx, gt, ldg, w, wfull, cols, group, eps, rows);                                                        \
+  }
+RMSNORM_SIGMUL_W(2)
+RMSNORM_SIGMUL_W(4)
+RMSNORM_SIGMUL_W(8)
+RMSNORM_SIGMUL_W(16)
 
 // k_addrmsnorm: x = x + a (stored), then d = RMSNorm(x) * w over the whole
 // row; one block per row. The same arithmetic as k_add then k_rmsnorm.
@@ -2168,7 +2223,7 @@ __device__ __forceinline__ void fattn2_impl(float* o, i64 ldo, const float* q, i
   int G = nt / 128;
   int h = blockIdx.y * G + (tid >> 7);
   int row0 = spans[3 * sp], n = spans[3 * sp + 1], pos = spans[3 * sp + 2];
-  int r0 = blockIdx.x * 64;
+  int r0 = (gridDim.x - 1 - blockIdx.x) * 64;  // the last rows, which see the most keys, first
   if (r0 >= n) return;
   i64 L = pos + n;
   int kvh = (blockIdx.y * G) / (H / Hkv);

@@ -542,6 +542,14 @@ func (b *Backend) RMSNormSigmoidMul(dst, x, gate backend.Tensor, wt backend.Weig
 	if x.Rows == 0 {
 		return
 	}
+	if nv := group / 32; x.Rows > GEMVRows && group%32 == 0 && (nv == 2 || nv == 4 || nv == 8 || nv == 16) {
+		// many rows: one warp per (row, group)
+		items := x.Rows * (x.Cols / group)
+		b.launch(fmt.Sprintf("k_rmsnorm_sigmul_w%d", nv), dim3{(items + 7) / 8, 1, 1}, dim3{256, 1, 1}, 0,
+			pArg(b.ptr("RMSNormSigmoidMul", dst)), lArg(dst.Stride), pArg(b.ptr("RMSNormSigmoidMul", x)), lArg(x.Stride),
+			pArg(b.ptr("RMSNormSigmoidMul", gate)), lArg(gate.Stride), pArg(w.p), bArg(wfull), iArg(x.Cols), iArg(group), fArg(eps), iArg(x.Rows))
+		return
+	}
 	b.launch("k_rmsnorm_sigmul", dim3{x.Rows * (x.Cols / group), 1, 1}, dim3{blockFor(group), 1, 1}, 0,
 		pArg(b.ptr("RMSNormSigmoidMul", dst)), lArg(dst.Stride), pArg(b.ptr("RMSNormSigmoidMul", x)), lArg(x.Stride),
 		pArg(b.ptr("RMSNormSigmoidMul", gate)), lArg(gate.Stride), pArg(w.p), bArg(wfull), iArg(x.Cols), iArg(group), fArg(eps))
@@ -552,6 +560,12 @@ func (b *Backend) Add(dst, x, y backend.Tensor) {
 	defer b.enter()()
 	checkSame("Add", dst, x)
 	checkSame("Add", dst, y)
+	pd, px, py := b.ptr("Add", dst), b.ptr("Add", x), b.ptr("Add", y)
+	if dst.Cols%4 == 0 && (dst.Stride|x.Stride|y.Stride)%4 == 0 && (pd|px|py)%16 == 0 {
+		g, bl := flatGrid(dst.Rows * dst.Cols / 4)
+		b.launch("k_addv", g, bl, 0, pArg(pd), lArg(dst.Stride), pArg(px), lArg(x.Stride), pArg(py), lArg(y.Stride), iArg(dst.Rows), iArg(dst.Cols))
+		return
+	}
 	g, bl := flatGrid(dst.Rows * dst.Cols)
 	b.launch("k_add", g, bl, 0, pArg(b.ptr("Add", dst)), lArg(dst.Stride), pArg(b.ptr("Add", x)), lArg(x.Stride), pArg(b.ptr("Add", y)), lArg(y.Stride), iArg(dst.Rows), iArg(dst.Cols))
 }
