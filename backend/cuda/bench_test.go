@@ -400,3 +400,74 @@ func BenchmarkDecodeAB(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkPrefillOps times the prefill attention and MoE of one layer at
+// Ring-mini-linear-2.0's shapes (8,192 rows; 16 query and 4 KV heads of 128;
+// 256 experts of 512, top 8, hidden 2048) with each kernel variant, in one
+// process, and reports TFLOP/s (attention: the causal score and value
+// products; MoE: the routed experts' three products).
+func BenchmarkPrefillOps(b *testing.B) {
+	g := gpu(b, false)
+	const T, D, H, Hkv, hd, pos = 8192, 2048, 16, 4, 128, 24576
+	rng := rand.New(rand.NewSource(1))
+	randTensor := func(rows, cols int) backend.Tensor {
+		x := g.Alloc(rows, cols)
+		v := make([]float32, rows*cols)
+		for i := range v {
+			v[i] = rng.Float32()*2 - 1
+		}
+		g.Write(x, v)
+		return x
+	}
+	timeIt := func(b *testing.B, flop float64, f func()) {
+		f()
+		g.Sync()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			f()
+		}
+		g.Sync()
+		b.ReportMetric(flop*float64(b.N)/b.Elapsed().Seconds()/1e12, "TFLOP/s")
+		b.ReportMetric(b.Elapsed().Seconds()/float64(b.N)*1e3, "ms/call")
+	}
+	fa2, fa3, mmb := g.fa2, g.fa3, g.mmb
+	defer func() { g.fa2, g.fa3, g.mmb = fa2, fa3, mmb }()
+
+	q, k, v, o := randTensor(T, H*hd), randTensor(T, Hkv*hd), randTensor(T, Hkv*hd), g.Alloc(T, H*hd)
+	kv := backend.KV{K: randTensor(pos+T, Hkv*hd), V: randTensor(pos+T, Hkv*hd)}
+	keys := float64(T)*pos + float64(T)*(T+1)/2 // keys seen, summed over the rows
+	for _, c := range []struct {
+		name     string
+		fa2, fa3 bool
+	}{{"fattn", false, false}, {"fattn2", true, false}, {"fattn3", true, true}} {
+		b.Run("Attention/"+c.name, func(b *testing.B) {
+			g.fa2, g.fa3 = c.fa2, c.fa3
+			timeIt(b, 4*H*hd*keys, func() {
+				g.Attention(o, q, k, v, []backend.Span{{Row: 0, N: T, Pos: pos}}, []backend.KV{kv}, hd, 0.088)
+			})
+		})
+	}
+
+	const E, I, K = 256, 512, 8
+	var gate, up, down []backend.HostWeight
+	for e := 0; e < E; e++ {
+		gate = append(gate, hostWeight(rng, "gate", backend.BF16, I, D, 0.03))
+		up = append(up, hostWeight(rng, "up", backend.BF16, I, D, 0.03))
+		down = append(down, hostWeight(rng, "down", backend.BF16, D, I, 0.03))
+	}
+	ex, err := g.UploadExperts(gate, up, down)
+	if err != nil {
+		b.Fatal(err)
+	}
+	x, y := randTensor(T, D), g.Alloc(T, D)
+	rt := g.Route(randTensor(T, E), nil, backend.RouteParams{TopK: K, Groups: 8, TopKGroups: 4, Sigmoid: true, Normalize: true, Scale: 2.5})
+	for _, c := range []struct {
+		name string
+		mmb  bool
+	}{{"moe_mma", false}, {"moe_mmb", true}} {
+		b.Run("MoE/"+c.name, func(b *testing.B) {
+			g.mmb = c.mmb
+			timeIt(b, 2*3*float64(T)*K*I*D, func() { g.MoE(y, x, rt, ex) })
+		})
+	}
+}

@@ -50,6 +50,7 @@ func TestFastLightning(t *testing.T) {
 
 func TestFastAttention(t *testing.T) {
 	g := gpu(t, false)
+	defer func(fa2, fa3 bool) { g.fa2, g.fa3 = fa2, fa3 }(g.fa2, g.fa3)
 	rng := rand.New(rand.NewSource(22))
 	for _, c := range []struct{ H, Hkv, hd int }{{8, 2, 128}, {4, 4, 64}, {8, 2, 64}, {4, 2, 16}} {
 		caches := make([]backend.KV, 2)
@@ -67,11 +68,21 @@ func TestFastAttention(t *testing.T) {
 			T := spans[1].Row + spans[1].N
 			q := randT(t, g, rng, T, c.H*c.hd, 1)
 			k, v := randT(t, g, rng, T, c.Hkv*c.hd, 1), randT(t, g, rng, T, c.Hkv*c.hd, 1)
-			o := zeroT(g, T, c.H*c.hd)
 			scale := float32(1 / math.Sqrt(float64(c.hd)))
+			o := zeroT(g, T, c.H*c.hd)
 			host().Attention(o.c, q.c, k.c, v.c, spans, caches, c.hd, scale)
-			g.Attention(o.g, q.g, k.g, v.g, spans, gc, c.hd, scale)
-			compare(t, fmt.Sprintf("fast attention %+v spans %v", c, spans), g, o, fastTol)
+			// prefill runs k_fattn (FP32 caches), k_fattn2 and k_fattn3,
+			// which needs 8-byte aligned query rows (the caches get the
+			// same keys again: Attention stores them first)
+			for _, kern := range []string{"fattn", "fattn2", "fattn3"} {
+				g.fa2, g.fa3 = kern != "fattn", kern == "fattn3"
+				qg := q.g
+				if g.fa3 {
+					qg = contiguousPair(g, q).g
+				}
+				g.Attention(o.g, qg, k.g, v.g, spans, gc, c.hd, scale)
+				compare(t, fmt.Sprintf("fast attention %+v spans %v %s", c, spans, kern), g, o, fastTol)
+			}
 		}
 	}
 }

@@ -2021,6 +2021,85 @@ extern "C" __global__ void __launch_bounds__(256, 2) moe_mmb(const u16* X, i64 l
 }
 
 // ---------------------------------------------------------------------------
+// Flash-attention pieces shared by k_fattn, k_fattn2 and k_fattn3, for one m16 tile
+// of scores s (8 n8 tiles: 64 keys j0.. of query rows a = g and b = g + 8).
+// fa_mask sets the scores of keys after a row's position to -inf.
+__device__ __forceinline__ void fa_mask(float (&s)[8][4], int j0, int tg, int qposA, int qposB) {
+#pragma unroll
+  for (int j = 0; j < 8; j++) {
+    int key = j0 + 8 * j + 2 * tg;
+    if (key > qposA) s[j][0] = NEG_INF;
+    if (key + 1 > qposA) s[j][1] = NEG_INF;
+    if (key > qposB) s[j][2] = NEG_INF;
+    if (key + 1 > qposB) s[j][3] = NEG_INF;
+  }
+}
+// fa_online turns the scores (base 2) into probabilities against the running
+// maxima ma, mb, adds them to the running sums la, lb and rescales the output
+// accumulators (rows with nothing visible yet keep m = -inf and use 0).
+template <int NO>
+__device__ __forceinline__ void fa_online(float (&s)[8][4], float (&oacc)[NO][4], float& ma, float& mb, float& la, float& lb) {
+  float mxa = NEG_INF, mxb = NEG_INF;
+#pragma unroll
+  for (int j = 0; j < 8; j++) {
+    mxa = fmaxf(mxa, fmaxf(s[j][0], s[j][1]));
+    mxb = fmaxf(mxb, fmaxf(s[j][2], s[j][3]));
+  }
+  mxa = fmaxf(mxa, __shfl_xor_sync(0xffffffffu, mxa, 1));
+  mxa = fmaxf(mxa, __shfl_xor_sync(0xffffffffu, mxa, 2));
+  mxb = fmaxf(mxb, __shfl_xor_sync(0xffffffffu, mxb, 1));
+  mxb = fmaxf(mxb, __shfl_xor_sync(0xffffffffu, mxb, 2));
+  float na = fmaxf(ma, mxa), nb = fmaxf(mb, mxb);
+  float ra_ = na == NEG_INF ? 0.f : na, rb_ = nb == NEG_INF ? 0.f : nb;
+  float ca = exp2f(ma - ra_), cb = exp2f(mb - rb_);
+  ma = na;
+  mb = nb;
+  float suma = 0.f, sumb = 0.f;
+#pragma unroll
+  for (int j = 0; j < 8; j++) {
+    s[j][0] = exp2f(s[j][0] - ra_);
+    s[j][1] = exp2f(s[j][1] - ra_);
+    s[j][2] = exp2f(s[j][2] - rb_);
+    s[j][3] = exp2f(s[j][3] - rb_);
+    suma += s[j][0] + s[j][1];
+    sumb += s[j][2] + s[j][3];
+  }
+  la = la * ca + suma;
+  lb = lb * cb + sumb;
+#pragma unroll
+  for (int j = 0; j < NO; j++) {
+    oacc[j][0] *= ca;
+    oacc[j][1] *= ca;
+    oacc[j][2] *= cb;
+    oacc[j][3] *= cb;
+  }
+}
+// fa_pfrag packs keys 16kk..16kk+15 of the probabilities as an mma A fragment.
+__device__ __forceinline__ void fa_pfrag(u32* pa, const float (&s)[8][4], int kk) {
+  pa[0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
+  pa[1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
+  pa[2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+  pa[3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+}
+// fa_store divides the accumulators by the row sums and stores rows ra, rb
+// (< n) of the span (first row row0) at column c0 of o.
+template <int NO>
+__device__ __forceinline__ void fa_store(float* o, i64 ldo, int row0, int c0, int n, int ra, int rb, int tg, const float (&oacc)[NO][4], float la, float lb) {
+  la += __shfl_xor_sync(0xffffffffu, la, 1);
+  la += __shfl_xor_sync(0xffffffffu, la, 2);
+  lb += __shfl_xor_sync(0xffffffffu, lb, 1);
+  lb += __shfl_xor_sync(0xffffffffu, lb, 2);
+  float ia = 1.f / la, ib = 1.f / lb;
+  float* oa = o + (i64)(row0 + ra) * ldo + c0;
+  float* ob = o + (i64)(row0 + rb) * ldo + c0;
+#pragma unroll
+  for (int j = 0; j < NO; j++) {
+    int c = 8 * j + 2 * tg;
+    if (ra < n) *(float2*)(oa + c) = make_float2(oacc[j][0] * ia, oacc[j][1] * ia);
+    if (rb < n) *(float2*)(ob + c) = make_float2(oacc[j][2] * ib, oacc[j][3] * ib);
+  }
+}
+
 // Flash attention for prefill (causal GQA, head dim HD = 64 or 128) on tensor
 // cores: grid (ceil(maxN/64), H/G, spans), 128*G threads (G <= 4 for HD = 64,
 // G <= 2 for HD = 128, within the registers of the launch bounds): the block runs the G
@@ -2100,55 +2179,12 @@ __device__ __forceinline__ void fattn_impl(float* o, i64 ldo, const float* q, i6
         mma_bf16(s[j], qa[ks], lds32(bp), lds32(bp + 8));
       }
     }
-    if (j0 + 63 > warpMin) {
-#pragma unroll
-      for (int j = 0; j < 8; j++) {
-        int key = j0 + 8 * j + 2 * tg;
-        if (key > qposA) s[j][0] = NEG_INF;
-        if (key + 1 > qposA) s[j][1] = NEG_INF;
-        if (key > qposB) s[j][2] = NEG_INF;
-        if (key + 1 > qposB) s[j][3] = NEG_INF;
-      }
-    }
-    float mxa = NEG_INF, mxb = NEG_INF;
-#pragma unroll
-    for (int j = 0; j < 8; j++) {
-      mxa = fmaxf(mxa, fmaxf(s[j][0], s[j][1]));
-      mxb = fmaxf(mxb, fmaxf(s[j][2], s[j][3]));
-    }
-    mxa = fmaxf(mxa, __shfl_xor_sync(0xffffffffu, mxa, 1));
-    mxa = fmaxf(mxa, __shfl_xor_sync(0xffffffffu, mxa, 2));
-    mxb = fmaxf(mxb, __shfl_xor_sync(0xffffffffu, mxb, 1));
-    mxb = fmaxf(mxb, __shfl_xor_sync(0xffffffffu, mxb, 2));
-    float na = fmaxf(ma, mxa), nb = fmaxf(mb, mxb);
-    // rows with nothing visible yet keep m = -inf; use 0 as the reference
-    float ra_ = na == NEG_INF ? 0.f : na, rb_ = nb == NEG_INF ? 0.f : nb;
-    float ca = exp2f(ma - ra_), cb = exp2f(mb - rb_);
-    ma = na;
-    mb = nb;
-    float suma = 0.f, sumb = 0.f;
-#pragma unroll
-    for (int j = 0; j < 8; j++) {
-      s[j][0] = exp2f(s[j][0] - ra_);
-      s[j][1] = exp2f(s[j][1] - ra_);
-      s[j][2] = exp2f(s[j][2] - rb_);
-      s[j][3] = exp2f(s[j][3] - rb_);
-      suma += s[j][0] + s[j][1];
-      sumb += s[j][2] + s[j][3];
-    }
-    la = la * ca + suma;
-    lb = lb * cb + sumb;
-#pragma unroll
-    for (int j = 0; j < NO; j++) {
-      oacc[j][0] *= ca;
-      oacc[j][1] *= ca;
-      oacc[j][2] *= cb;
-      oacc[j][3] *= cb;
-    }
+    if (j0 + 63 > warpMin) fa_mask(s, j0, tg, qposA, qposB);
+    fa_online<NO>(s, oacc, ma, mb, la, lb);
 #pragma unroll
     for (int kk = 0; kk < 4; kk++) {
-      u32 pa[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
-                   pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+      u32 pa[4];
+      fa_pfrag(pa, s, kk);
 #pragma unroll
       for (int j = 0; j < NO; j++) {
         const u16* bp = Vt + (8 * j + g) * VLD + 16 * kk + 2 * tg;
@@ -2288,54 +2324,12 @@ __device__ __forceinline__ void fattn2_impl(float* o, i64 ldo, const float* q, i
         mma_bf16(s[2 * jp + 1], qa[ks], b[2], b[3]);
       }
     }
-    if (j0 + 63 > warpMin) {
-#pragma unroll
-      for (int j = 0; j < 8; j++) {
-        int key = j0 + 8 * j + 2 * tg;
-        if (key > qposA) s[j][0] = NEG_INF;
-        if (key + 1 > qposA) s[j][1] = NEG_INF;
-        if (key > qposB) s[j][2] = NEG_INF;
-        if (key + 1 > qposB) s[j][3] = NEG_INF;
-      }
-    }
-    float mxa = NEG_INF, mxb = NEG_INF;
-#pragma unroll
-    for (int j = 0; j < 8; j++) {
-      mxa = fmaxf(mxa, fmaxf(s[j][0], s[j][1]));
-      mxb = fmaxf(mxb, fmaxf(s[j][2], s[j][3]));
-    }
-    mxa = fmaxf(mxa, __shfl_xor_sync(0xffffffffu, mxa, 1));
-    mxa = fmaxf(mxa, __shfl_xor_sync(0xffffffffu, mxa, 2));
-    mxb = fmaxf(mxb, __shfl_xor_sync(0xffffffffu, mxb, 1));
-    mxb = fmaxf(mxb, __shfl_xor_sync(0xffffffffu, mxb, 2));
-    float na = fmaxf(ma, mxa), nb = fmaxf(mb, mxb);
-    float ra_ = na == NEG_INF ? 0.f : na, rb_ = nb == NEG_INF ? 0.f : nb;
-    float ca = exp2f(ma - ra_), cb = exp2f(mb - rb_);
-    ma = na;
-    mb = nb;
-    float suma = 0.f, sumb = 0.f;
-#pragma unroll
-    for (int j = 0; j < 8; j++) {
-      s[j][0] = exp2f(s[j][0] - ra_);
-      s[j][1] = exp2f(s[j][1] - ra_);
-      s[j][2] = exp2f(s[j][2] - rb_);
-      s[j][3] = exp2f(s[j][3] - rb_);
-      suma += s[j][0] + s[j][1];
-      sumb += s[j][2] + s[j][3];
-    }
-    la = la * ca + suma;
-    lb = lb * cb + sumb;
-#pragma unroll
-    for (int j = 0; j < NO; j++) {
-      oacc[j][0] *= ca;
-      oacc[j][1] *= ca;
-      oacc[j][2] *= cb;
-      oacc[j][3] *= cb;
-    }
+    if (j0 + 63 > warpMin) fa_mask(s, j0, tg, qposA, qposB);
+    fa_online<NO>(s, oacc, ma, mb, la, lb);
 #pragma unroll
     for (int kk = 0; kk < 4; kk++) {
-      u32 pa[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
-                   pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+      u32 pa[4];
+      fa_pfrag(pa, s, kk);
       int r = 16 * kk + (lane & 7) + (((lane >> 3) & 1) << 3);
 #pragma unroll
       for (int dp = 0; dp < HD / 16; dp++) {
@@ -2347,19 +2341,7 @@ __device__ __forceinline__ void fattn2_impl(float* o, i64 ldo, const float* q, i
     }
   }
   cp_async_wait<0>();
-  la += __shfl_xor_sync(0xffffffffu, la, 1);
-  la += __shfl_xor_sync(0xffffffffu, la, 2);
-  lb += __shfl_xor_sync(0xffffffffu, lb, 1);
-  lb += __shfl_xor_sync(0xffffffffu, lb, 2);
-  float ia = 1.f / la, ib = 1.f / lb;
-  float* oa = o + (i64)(row0 + ra) * ldo + (i64)h * HD;
-  float* ob = o + (i64)(row0 + rb) * ldo + (i64)h * HD;
-#pragma unroll
-  for (int j = 0; j < NO; j++) {
-    int c = 8 * j + 2 * tg;
-    if (ra < n) *(float2*)(oa + c) = make_float2(oacc[j][0] * ia, oacc[j][1] * ia);
-    if (rb < n) *(float2*)(ob + c) = make_float2(oacc[j][2] * ib, oacc[j][3] * ib);
-  }
+  fa_store<NO>(o, ldo, row0, h * HD, n, ra, rb, tg, oacc, la, lb);
 }
 extern "C" __global__ void __launch_bounds__(512) k_fattn2_64(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, const i64* off, const u16* kb,
                                                               const u16* vb, int H, int Hkv, float scale) { PDL_ENTER();
@@ -2368,6 +2350,128 @@ extern "C" __global__ void __launch_bounds__(512) k_fattn2_64(float* o, i64 ldo,
 extern "C" __global__ void __launch_bounds__(256) k_fattn2_128(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, const i64* off, const u16* kb,
                                                                const u16* vb, int H, int Hkv, float scale) { PDL_ENTER();
   fattn2_impl<128>(o, ldo, q, ldq, spans, off, kb, vb, H, Hkv, scale);
+}
+
+// k_fattn3: k_fattn2 with 32 query rows per warp (two m16 tiles sharing every
+// key and value fragment, as FlashAttention-2 lays them out) and the queries in
+// shared memory: grid (ceil(maxN/128), H, spans), 128 threads (warp w: rows
+// 32w..32w+31 of the block's 128, one head), dynamic shared memory
+// fa3Smem = the BF16 query tile (128 x HD) + 2 stages of 64-key K and V tiles.
+// q rows 8-byte aligned (ldq even).
+template <int HD>
+__device__ __forceinline__ void fattn3_impl(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, const i64* off, const u16* kb, const u16* vb,
+                                            int H, int Hkv, float scale) {
+  constexpr int NO = HD / 8, KS = HD / 16, CH = HD / 8;
+  extern __shared__ __align__(128) u16 faqs[];
+  u16* Qs = faqs;
+  u16* KVs = faqs + 128 * HD;
+  int sp = blockIdx.z, h = blockIdx.y;
+  int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tg = lane & 3;
+  int row0 = spans[3 * sp], n = spans[3 * sp + 1], pos = spans[3 * sp + 2];
+  int r0 = (gridDim.x - 1 - blockIdx.x) * 128;  // the last rows, which see the most keys, first
+  if (r0 >= n) return;
+  i64 L = pos + n;
+  int kvh = h / (H / Hkv);
+  const u16* Kg = kb + (off[sp] + kvh * L) * HD;
+  const u16* Vg = vb + (off[sp] + kvh * L) * HD;
+  int maxKey = pos + min(n, r0 + 128) - 1;
+  auto load = [&](int st, int j0) {
+    u16* Ks = KVs + st * 2 * 64 * HD;
+    u16* Vs = Ks + 64 * HD;
+    for (int idx = tid; idx < 64 * CH; idx += 128) {
+      int j = idx / CH, c = idx % CH;
+      bool ok = j0 + j <= maxKey;
+      i64 src = (i64)(ok ? j0 + j : 0) * HD + 8 * c;
+      cp_async16(Ks + swz(j, c, HD), Kg + src, ok);
+      cp_async16(Vs + swz(j, c, HD), Vg + src, ok);
+    }
+  };
+  load(0, 0);
+  cp_async_commit();
+  {
+    float qscale = scale * 1.4426950408889634f;
+    for (int idx = tid; idx < 128 * HD / 2; idx += 128) {
+      int r = idx / (HD / 2), c = (idx % (HD / 2)) * 2;
+      float2 v = make_float2(0.f, 0.f);
+      if (r0 + r < n) v = *(const float2*)(q + (i64)(row0 + r0 + r) * ldq + (i64)h * HD + c);
+      *(u32*)(Qs + swz(r, c >> 3, HD) + (c & 7)) = pack_bf16(v.x * qscale, v.y * qscale);
+    }
+  }
+  int wr = r0 + 32 * warp;  // the warp's first row
+  float oacc[2][NO][4];
+#pragma unroll
+  for (int i = 0; i < 2; i++)
+#pragma unroll
+    for (int j = 0; j < NO; j++) oacc[i][j][0] = oacc[i][j][1] = oacc[i][j][2] = oacc[i][j][3] = 0.f;
+  float m[2][2] = {{NEG_INF, NEG_INF}, {NEG_INF, NEG_INF}}, l[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
+  int warpMax = pos + min(n - 1, wr + 31);
+  for (int j0 = 0, st = 0; j0 <= maxKey; j0 += 64, st ^= 1) {
+    cp_async_wait<0>();
+    __syncthreads();
+    if (j0 + 64 <= maxKey) load(st ^ 1, j0 + 64);
+    cp_async_commit();
+    if (j0 > warpMax) continue;  // every key of the tile is after this warp's rows
+    const u16* Ks = KVs + st * 2 * 64 * HD;
+    const u16* Vs = Ks + 64 * HD;
+    float s[2][8][4];
+#pragma unroll
+    for (int i = 0; i < 2; i++)
+#pragma unroll
+      for (int j = 0; j < 8; j++) s[i][j][0] = s[i][j][1] = s[i][j][2] = s[i][j][3] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < KS; ks++) {
+      u32 qa[2][4];
+#pragma unroll
+      for (int i = 0; i < 2; i++) ldsm4(qa[i], Qs + swz(32 * warp + 16 * i + (lane & 15), 2 * ks + (lane >> 4), HD));
+#pragma unroll
+      for (int jp = 0; jp < 4; jp++) {
+        u32 b[4];
+        ldsm4(b, Ks + swz(16 * jp + (lane & 7) + ((lane >> 4) << 3), 2 * ks + ((lane >> 3) & 1), HD));
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+          mma_bf16(s[i][2 * jp], qa[i], b[0], b[1]);
+          mma_bf16(s[i][2 * jp + 1], qa[i], b[2], b[3]);
+        }
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+      int ra = wr + 16 * i + g;
+      if (j0 + 63 > pos + wr + 16 * i) fa_mask(s[i], j0, tg, pos + ra, pos + ra + 8);
+      fa_online<NO>(s[i], oacc[i], m[i][0], m[i][1], l[i][0], l[i][1]);
+    }
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+      u32 pa[2][4];
+      fa_pfrag(pa[0], s[0], kk);
+      fa_pfrag(pa[1], s[1], kk);
+      int r = 16 * kk + (lane & 7) + (((lane >> 3) & 1) << 3);
+#pragma unroll
+      for (int dp = 0; dp < HD / 16; dp++) {
+        u32 b[4];
+        ldsm4t(b, Vs + swz(r, 2 * dp + (lane >> 4), HD));
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+          mma_bf16(oacc[i][2 * dp], pa[i], b[0], b[1]);
+          mma_bf16(oacc[i][2 * dp + 1], pa[i], b[2], b[3]);
+        }
+      }
+    }
+  }
+  cp_async_wait<0>();
+#pragma unroll
+  for (int i = 0; i < 2; i++) {
+    int ra = wr + 16 * i + g;
+    fa_store<NO>(o, ldo, row0, h * HD, n, ra, ra + 8, tg, oacc[i], l[i][0], l[i][1]);
+  }
+}
+extern "C" __global__ void __launch_bounds__(128, 2) k_fattn3_64(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, const i64* off, const u16* kb,
+                                                                 const u16* vb, int H, int Hkv, float scale) { PDL_ENTER();
+  fattn3_impl<64>(o, ldo, q, ldq, spans, off, kb, vb, H, Hkv, scale);
+}
+extern "C" __global__ void __launch_bounds__(128, 2) k_fattn3_128(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, const i64* off, const u16* kb,
+                                                                  const u16* vb, int H, int Hkv, float scale) { PDL_ENTER();
+  fattn3_impl<128>(o, ldo, q, ldq, spans, off, kb, vb, H, Hkv, scale);
 }
 
 // ---------------------------------------------------------------------------

@@ -787,6 +787,9 @@ func (b *Backend) lightningMMA(common []uint64, spans []backend.Span, states []i
 // of a 64-key tile of BF16 keys and values.
 func fa2Smem(hd int) int { return 2 * 2 * 64 * hd * 2 }
 
+// fa3Smem is k_fattn3's: the BF16 query tile (128 rows) and fa2Smem.
+func fa3Smem(hd int) int { return 128*hd*2 + fa2Smem(hd) }
+
 // fa2MaxCopy bounds the BF16 copy of keys and values that k_fattn2 reads
 // (bytes); longer batches take k_fattn, which reads the FP32 caches.
 const fa2MaxCopy = 1 << 30
@@ -862,8 +865,13 @@ func (b *Backend) Attention(dst, q, k, v backend.Tensor, spans []backend.Span, c
 			kb, vb := b.scratch(2*rows*headDim), b.scratch(2*rows*headDim)
 			b.launch("k_kvbf16", dim3{(maxL*Hkv*headDim/8 + 255) / 256, len(spans), 1}, dim3{256, 1, 1}, 0,
 				pArg(ps), pArg(pc), pArg(po), iArg(Hkv), iArg(headDim), pArg(kb.p), pArg(vb.p))
-			b.launch(fmt.Sprintf("k_fattn2_%d", headDim), dim3{(maxN + 63) / 64, H / G, len(spans)}, dim3{128 * G, 1, 1}, fa2Smem(headDim),
-				pArg(pd), lArg(dst.Stride), pArg(b.ptr("Attention", q)), lArg(q.Stride), pArg(ps), pArg(po), pArg(kb.p), pArg(vb.p), iArg(H), iArg(Hkv), fArg(scale))
+			pq := b.ptr("Attention", q)
+			args := []uint64{pArg(pd), lArg(dst.Stride), pArg(pq), lArg(q.Stride), pArg(ps), pArg(po), pArg(kb.p), pArg(vb.p), iArg(H), iArg(Hkv), fArg(scale)}
+			if b.fa3 && pq%8 == 0 && q.Stride%2 == 0 {
+				b.launch(fmt.Sprintf("k_fattn3_%d", headDim), dim3{(maxN + 127) / 128, H, len(spans)}, dim3{128, 1, 1}, fa3Smem(headDim), args...)
+			} else {
+				b.launch(fmt.Sprintf("k_fattn2_%d", headDim), dim3{(maxN + 63) / 64, H / G, len(spans)}, dim3{128 * G, 1, 1}, fa2Smem(headDim), args...)
+			}
 			b.release(kb, vb)
 			return
 		}
