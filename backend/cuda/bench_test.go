@@ -251,6 +251,34 @@ func BenchmarkPrefill(b *testing.B) {
 	}
 }
 
+// timeCalls runs f once, then b.N times, and returns the seconds per call
+// (the GPU's work included).
+func timeCalls(b *testing.B, g *Backend, f func()) float64 {
+	f()
+	g.Sync()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		f()
+	}
+	g.Sync()
+	return b.Elapsed().Seconds() / float64(b.N)
+}
+
+// randGPUExperts uploads E random BF16 experts (intermediate size I, hidden D).
+func randGPUExperts(tb testing.TB, g *Backend, rng *rand.Rand, E, I, D int) backend.Experts {
+	var gate, up, down []backend.HostWeight
+	for e := 0; e < E; e++ {
+		gate = append(gate, hostWeight(rng, "gate", backend.BF16, I, D, 0.03))
+		up = append(up, hostWeight(rng, "up", backend.BF16, I, D, 0.03))
+		down = append(down, hostWeight(rng, "down", backend.BF16, D, I, 0.03))
+	}
+	ex, err := g.UploadExperts(gate, up, down)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return ex
+}
+
 // BenchmarkOps times single operations at decode and prefill sizes of the
 // synthetic model (µs per call, including launch overhead).
 func BenchmarkOps(b *testing.B) {
@@ -261,26 +289,10 @@ func BenchmarkOps(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var gate, up, down []backend.HostWeight
-	for e := 0; e < E; e++ {
-		gate = append(gate, hostWeight(rng, "gate", backend.BF16, I, D, 0.03))
-		up = append(up, hostWeight(rng, "up", backend.BF16, I, D, 0.03))
-		down = append(down, hostWeight(rng, "down", backend.BF16, D, I, 0.03))
-	}
-	ex, err := g.UploadExperts(gate, up, down)
-	if err != nil {
-		b.Fatal(err)
-	}
+	ex := randGPUExperts(b, g, rng, E, I, D)
 	run := func(name string, f func()) {
 		b.Run(name, func(b *testing.B) {
-			f()
-			g.Sync()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				f()
-			}
-			g.Sync()
-			b.ReportMetric(b.Elapsed().Seconds()/float64(b.N)*1e6, "µs/call")
+			b.ReportMetric(timeCalls(b, g, f)*1e6, "µs/call")
 		})
 	}
 	for _, T := range []int{1, 512} {
@@ -420,15 +432,9 @@ func BenchmarkPrefillOps(b *testing.B) {
 		return x
 	}
 	timeIt := func(b *testing.B, flop float64, f func()) {
-		f()
-		g.Sync()
-		b.ResetTimer()
-		for i := 0; i < b.N; i++ {
-			f()
-		}
-		g.Sync()
-		b.ReportMetric(flop*float64(b.N)/b.Elapsed().Seconds()/1e12, "TFLOP/s")
-		b.ReportMetric(b.Elapsed().Seconds()/float64(b.N)*1e3, "ms/call")
+		sec := timeCalls(b, g, f)
+		b.ReportMetric(flop/sec/1e12, "TFLOP/s")
+		b.ReportMetric(sec*1e3, "ms/call")
 	}
 	fa2, fa3, mmb := g.fa2, g.fa3, g.mmb
 	defer func() { g.fa2, g.fa3, g.mmb = fa2, fa3, mmb }()
@@ -449,16 +455,7 @@ func BenchmarkPrefillOps(b *testing.B) {
 	}
 
 	const E, I, K = 256, 512, 8
-	var gate, up, down []backend.HostWeight
-	for e := 0; e < E; e++ {
-		gate = append(gate, hostWeight(rng, "gate", backend.BF16, I, D, 0.03))
-		up = append(up, hostWeight(rng, "up", backend.BF16, I, D, 0.03))
-		down = append(down, hostWeight(rng, "down", backend.BF16, D, I, 0.03))
-	}
-	ex, err := g.UploadExperts(gate, up, down)
-	if err != nil {
-		b.Fatal(err)
-	}
+	ex := randGPUExperts(b, g, rng, E, I, D)
 	x, y := randTensor(T, D), g.Alloc(T, D)
 	rt := g.Route(randTensor(T, E), nil, backend.RouteParams{TopK: K, Groups: 8, TopKGroups: 4, Sigmoid: true, Normalize: true, Scale: 2.5})
 	for _, c := range []struct {
