@@ -160,7 +160,7 @@ type Backend struct {
 	// (RINGO_CUDA_FA2=2): 238 against 194 TFLOP/s on the H200
 	// (BenchmarkPrefillOps)
 	fa3 bool
-	// routerSplit (fast mode with cuBLASLt; RINGO_CUDA_ROUTER_SPLIT=0 turns
+	// routerSplit (fast mode on sm_80+ with cuBLASLt; RINGO_CUDA_ROUTER_SPLIT=0 turns
 	// it off) keeps BF16 routers also three times side by side (weight.tri)
 	// for prefill on tensor cores at FP32 accuracy
 	routerSplit bool
@@ -326,7 +326,7 @@ func New(device int, opts Options) (*Backend, error) {
 		return fail(fmt.Errorf("%v (fast mode needs cuBLASLt; use Options{Precise: true} without it)", err))
 	}
 	b.fp8 = !opts.Precise && b.mma && b.lt != nil && os.Getenv("RINGO_CUDA_NO_FP8") == ""
-	b.routerSplit = !opts.Precise && b.lt != nil && os.Getenv("RINGO_CUDA_ROUTER_SPLIT") != "0"
+	b.routerSplit = !opts.Precise && b.mma && b.lt != nil && os.Getenv("RINGO_CUDA_ROUTER_SPLIT") != "0"
 	b.moe3 = os.Getenv("RINGO_CUDA_MOE3") != ""
 	if b.ccMaj >= 9 && d.cuLaunchKernelEx != 0 && os.Getenv("RINGO_CUDA_NO_PDL") == "" {
 		b.pdl = true

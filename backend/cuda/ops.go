@@ -790,12 +790,13 @@ func fa2Smem(hd int) int { return 2 * 2 * 64 * hd * 2 }
 // fa3Smem is k_fattn3's: the BF16 query tile (128 rows) and fa2Smem.
 func fa3Smem(hd int) int { return 128*hd*2 + fa2Smem(hd) }
 
-// fa2MaxCopy bounds the BF16 copy of keys and values that k_fattn2 reads
-// (bytes); longer batches take k_fattn, which reads the FP32 caches.
+// fa2MaxCopy bounds the BF16 copy of keys and values that k_fattn2 and
+// k_fattn3 read (bytes); longer batches take k_fattn, which reads the FP32
+// caches.
 const fa2MaxCopy = 1 << 30
 
 // fa2Layout returns the first row of each span's BF16 key (and value) copy
-// and the rows in all, Σ (pos+n)·Hkv, or ok false when k_fattn2 cannot run:
+// and the rows in all, Σ (pos+n)·Hkv, or ok false when k_fattn2/3 cannot run:
 // the copy would exceed fa2MaxCopy, or k_kvbf16 could not read the caches 16
 // bytes at a time.
 func (b *Backend) fa2Layout(caches []backend.KV, spans []backend.Span, Hkv, headDim int) (off []int64, rows int, ok bool) {
