@@ -296,3 +296,153 @@ func TestGEMVSingleRow(t *testing.T) {
 		}
 	}
 }
+
+// TestRouteMoE checks the fused decode MoE layer (moe_fused_bf16: router
+// product, routing, routed and shared experts in one persistent kernel)
+// against the GPU operations it replaces (MatMul, Route, MoEShared with
+// two warps per down row: the same arithmetic, so the same values) and
+// against the CPU (the BF16 tolerance of TestMoEShared), for Ring-mini's
+// expert count and width and for ragged small shapes, with and without a
+// selection bias, sigmoid and softmax scores, with the warp routing
+// (route_warps) and k_route's (route_block), and with a zero router (every
+// score ties: the lower indices win). Several layers run in one
+// step (the grid barrier is reused launch after launch), and a step of 16
+// layers runs three times, captured and replayed as a CUDA graph. It also
+// checks the cases RouteMoE declines, leaving dst untouched.
+func TestRouteMoE(t *testing.T) {
+	g := gpu(t, false)
+	if !g.moeFused {
+		t.Skip("moe_fused_bf16 is off (RINGO_CUDA_MOE_FUSED=0, or no block fits)")
+	}
+	t.Logf("moe_fused_bf16: %d blocks of %d threads", g.mfGrid, mfThreads)
+	saved := g.dcSplit
+	g.dcSplit = 2
+	defer func() { g.dcSplit = saved }()
+	rng := rand.New(rand.NewSource(23))
+	for _, c := range []struct {
+		E, groups, keep, k, I, D int
+		sigm, bias, zero         bool
+	}{
+		{256, 8, 4, 8, 128, 2048, true, true, false}, // Ring-mini's router and width
+		{16, 1, 1, 2, 64, 128, false, false, false},
+		{64, 4, 2, 6, 136, 72, true, false, false},
+		{512, 8, 2, 8, 32, 256, false, true, false},
+		{8, 2, 1, 1, 8, 8, true, true, false},
+		{128, 2, 1, 8, 16, 64, true, true, false},  // 64 experts per group: route_block
+		{16, 16, 5, 3, 16, 32, true, false, false}, // one expert per group
+		{256, 8, 4, 8, 64, 256, true, false, true}, // all scores tie
+		{64, 1, 1, 8, 32, 128, false, false, true},
+	} {
+		what := fmt.Sprintf("%+v", c)
+		ce, ge, _, _, _ := randExperts(t, g, c.E, c.I, c.D, bf16Weights(rng))
+		rscale := float32(0.3)
+		if c.zero {
+			rscale = 0
+		}
+		cr, gr := upload(t, g, hostWeight(rng, "model.layers.1.mlp.gate.weight", backend.BF16, c.E, c.D, rscale))
+		cgu, ggu := upload(t, g, hostWeight(rng, "shared gate_up", backend.BF16, 2*c.I, c.D, 0.3))
+		cdn, gdn := upload(t, g, hostWeight(rng, "shared down", backend.BF16, c.D, c.I, 0.3))
+		var cb, gb backend.Weight
+		if c.bias {
+			cb, gb = upload(t, g, hostWeight(rng, "model.layers.1.mlp.gate.expert_bias", backend.F32, 1, c.E, 0.1))
+		}
+		p := backend.RouteParams{TopK: c.k, Groups: c.groups, TopKGroups: c.keep, Sigmoid: c.sigm, Normalize: true, Scale: 2.5}
+		// the operations RouteMoE replaces, on backend b
+		unfused := func(b backend.Backend, dst, x backend.Tensor, router, bias backend.Weight, ex backend.Experts, gu, dn backend.Weight) {
+			l := b.Alloc(1, c.E)
+			b.MatMul(l, x, router)
+			r := b.Route(l, bias, p)
+			if sm, ok := b.(backend.SharedMoEer); !ok || !sm.MoEShared(dst, x, r, ex, gu, dn) {
+				unfusedSharedMoE(b, dst, x, r, ex, gu, dn)
+			}
+			b.Free(l)
+		}
+		// three layers in one step
+		const L = 3
+		var xs, fused, want [L]pair
+		for i := range L {
+			xs[i] = contiguousPair(g, randT(t, g, rng, 1, c.D, 1))
+			fused[i], want[i] = zeroT(g, 1, c.D), pair{g: g.Alloc(1, c.D)}
+		}
+		for _, slow := range []bool{false, true} {
+			g.mfSlowRoute = slow
+			for i := range L {
+				if !g.RouteMoE(fused[i].g, xs[i].g, gr, gb, p, ge, ggu, gdn) {
+					t.Fatalf("%s: RouteMoE declined", what)
+				}
+			}
+			g.mfSlowRoute = false
+			for i := range L {
+				if !slow {
+					unfused(g, want[i].g, xs[i].g, gr, gb, ge, ggu, gdn)
+					unfused(host(), fused[i].c, xs[i].c, cr, cb, ce, cgu, cdn)
+				}
+				if e := gpuRelErr(g, fused[i].g, want[i].g); e > 1e-6 {
+					t.Errorf("%s layer %d (route_block %v): relative error %.3g against the unfused GPU operations", what, i, slow, e)
+				} else {
+					t.Logf("%s layer %d (route_block %v): relative error %.2g against the unfused GPU operations", what, i, slow, e)
+				}
+				compare(t, fmt.Sprintf("%s layer %d (route_block %v) against the CPU", what, i, slow), g, fused[i], 1e-4)
+			}
+		}
+		// a step of 16 layers, three times: recorded, captured, replayed
+		var first []float32
+		for round := range 3 {
+			out := g.Alloc(16, c.D)
+			for i := range 16 {
+				g.RouteMoE(out.RowRange(i, 1), xs[i%L].g, gr, gb, p, ge, ggu, gdn)
+			}
+			vals := make([]float32, 16*c.D)
+			g.Read(out, vals)
+			g.Free(out)
+			if round == 0 {
+				first = vals
+				w := make([]float32, c.D)
+				for i := range 16 {
+					g.Read(want[i%L].g, w)
+					if e := relErr(vals[i*c.D:(i+1)*c.D], w); e > 1e-6 {
+						t.Errorf("%s: layer %d of 16 in one step: relative error %.3g", what, i, e)
+						break
+					}
+				}
+				continue
+			}
+			for i := range vals {
+				if math.Float32bits(vals[i]) != math.Float32bits(first[i]) {
+					t.Errorf("%s: step %d of 16 layers differs from the first at %d: %g vs %g", what, round, i, vals[i], first[i])
+					break
+				}
+			}
+		}
+		// cases it declines: two rows, an unaligned row, top-k over 8, precise mode
+		two := contiguousPair(g, randT(t, g, rng, 2, c.D, 1))
+		odd := g.Alloc(1, c.D+1).ColRange(1, c.D) // not 16-byte aligned
+		gp := gpu(t, true)
+		for _, dc := range []struct {
+			what string
+			b    *Backend
+			x    backend.Tensor
+			k    int
+		}{{"two rows", g, two.g, c.k}, {"unaligned", g, odd, c.k}, {"top-9", g, xs[0].g, 9}, {"precise", gp, backend.Tensor{}, c.k}} {
+			b, x := dc.b, dc.x
+			if x.Rows == 0 {
+				x = b.Alloc(1, c.D)
+			}
+			q := p
+			q.TopK = dc.k
+			d := b.Alloc(x.Rows, c.D)
+			b.Write(d, make([]float32, x.Rows*c.D))
+			if b.RouteMoE(d, x, gr, gb, q, ge, ggu, gdn) {
+				t.Errorf("%s: RouteMoE did not decline %s", what, dc.what)
+			}
+			vals := make([]float32, x.Rows*c.D)
+			b.Read(d, vals)
+			for i, v := range vals {
+				if v != 0 {
+					t.Errorf("%s %s: dst changed at %d: %g", what, dc.what, i, v)
+					break
+				}
+			}
+		}
+	}
+}

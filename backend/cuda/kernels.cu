@@ -1224,16 +1224,19 @@ __device__ __forceinline__ bool beats(int va, float a, int ia, int vb, float b, 
 // 1 within a group are its two largest scores; a group is kept when its
 // rank is below keepGroups; an expert of a kept group with rank k < topk is
 // the k-th selected. The same choices as repeated arg-max.
-extern "C" __global__ void k_route(const float* logits, i64 ld, int E, const float* bias, int groups, int keepGroups, int topk,
-                                   int sigm, int normalize, float rscale, int* ids, float* wts) { PDL_ENTER();
-  __shared__ float s[1024], c[1024], gs[1024], m1[1024], m2[1024];
-  __shared__ int kept[1024];
+// route_block routes one row by a block (blockDim a power of two >= E, >= 32,
+// <= MAXE): x is thread tid's logit (tid < E). Thread 0 writes the topk ids
+// and weights to ids and wts.
+template <int MAXE>
+__device__ __forceinline__ void route_block(float x, int E, const float* bias, int groups, int keepGroups, int topk, int sigm, int normalize, float rscale,
+                                            int* ids, float* wts) {
+  __shared__ float s[MAXE], c[MAXE], gs[MAXE], m1[MAXE], m2[MAXE];
+  __shared__ int kept[MAXE];
   __shared__ int sel[256];
   __shared__ double shd[32];
   __shared__ float shf[32];
-  int r = blockIdx.x, tid = threadIdx.x;
+  int tid = threadIdx.x;
   bool in = tid < E;
-  float x = in ? logits[(i64)r * ld + tid] : 0.f;
   float sv = 0.f;
   if (sigm) {
     sv = (float)(1.0 / (1.0 + exp(-(double)x)));
@@ -1283,10 +1286,362 @@ extern "C" __global__ void k_route(const float* logits, i64 ld, int E, const flo
     for (int k = 0; k < topk; k++) {
       float wv = s[sel[k]];
       if (normalize) wv /= sum + 1e-20f;
-      ids[(i64)r * topk + k] = sel[k];
-      wts[(i64)r * topk + k] = wv * rscale;
+      ids[k] = sel[k];
+      wts[k] = wv * rscale;
     }
   }
+}
+// route_warps makes route_block's choices (the same ids and weights, for
+// scores that are not NaN) with warps and shuffles instead of rank loops
+// over shared memory, for per = E/groups <= 32, groups <= 32, keepGroups·per
+// <= 256 and blockDim >= max(E, 32·...): one warp per group finds its two
+// largest scores, warp 0 ranks the groups and picks the top k of the kept
+// groups' experts in k rounds of a warp arg-max (larger score first, ties
+// to the lower index). route_block's loops (up to 160 dependent shared
+// memory reads per thread) took 7 µs in moe_fused_bf16.
+__device__ __forceinline__ bool rbetter(float va, int ia, float vb, int ib) { return va > vb || (va == vb && ia < ib); }
+// warp_best leaves in every lane the best (v, i) of the lanes with ok set (ok: whether any).
+__device__ __forceinline__ void warp_best(float& v, int& i, int& ok) {
+  for (int o = 16; o > 0; o >>= 1) {
+    float ov = __shfl_xor_sync(0xffffffffu, v, o);
+    int oi = __shfl_xor_sync(0xffffffffu, i, o), ook = __shfl_xor_sync(0xffffffffu, ok, o);
+    if (ook && (!ok || rbetter(ov, oi, v, i))) {
+      v = ov;
+      i = oi;
+      ok = 1;
+    }
+  }
+}
+#define RW_Q 8 /* candidates per lane of warp 0 (keepGroups·per <= 32·RW_Q) */
+template <int MAXE>
+__device__ __forceinline__ void route_warps(float x, int E, const float* bias, int groups, int keepGroups, int topk, int sigm, int normalize, float rscale,
+                                            int* ids, float* wts) {
+  __shared__ float s[MAXE], c[MAXE], gs[32];
+  __shared__ int kept[32], sel[32];
+  __shared__ double shd[32];
+  __shared__ float shf[32];
+  int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, nwb = blockDim.x >> 5;
+  bool in = tid < E;
+  float sv = 0.f;
+  if (sigm) {
+    sv = (float)(1.0 / (1.0 + exp(-(double)x)));
+  } else {
+    float mx = block_max(in ? x : NEG_INF, shf);
+    double e = in ? exp((double)(x - mx)) : 0.0;
+    double sum = block_sumd(e, shd);
+    sv = (float)((double)(float)e / sum);
+  }
+  if (in) {
+    s[tid] = sv;
+    c[tid] = bias ? sv + bias[tid] : sv;
+  }
+  __syncthreads();
+  int per = E / groups;
+  for (int g = w; g < groups; g += nwb) {  // the group's two largest scores
+    int ok = lane < per, i = g * per + lane;
+    float v = ok ? c[i] : 0.f;
+    float v1 = v;
+    int i1 = i, ok1 = ok;
+    warp_best(v1, i1, ok1);
+    if (i == i1) ok = 0;
+    warp_best(v, i, ok);
+    if (lane == 0) gs[g] = v1 + (per == 1 ? 0.f : v);
+  }
+  __syncthreads();
+  if (w == 0) {
+    if (lane < groups) {
+      float v = gs[lane];
+      int rank = 0;
+      for (int h = 0; h < groups; h++) rank += rbetter(gs[h], h, v, lane);
+      if (rank < keepGroups) kept[rank] = lane;
+    }
+    __syncwarp();
+    float v[RW_Q];
+    int id[RW_Q], ok[RW_Q];
+    int nc = keepGroups * per;
+#pragma unroll
+    for (int q = 0; q < RW_Q; q++) {
+      int j = lane + 32 * q;
+      ok[q] = j < nc;
+      id[q] = ok[q] ? kept[j / per] * per + j % per : 0;
+      v[q] = ok[q] ? c[id[q]] : 0.f;
+    }
+    for (int r = 0; r < topk; r++) {
+      float bv = 0.f;
+      int bi = 0, bok = 0;
+#pragma unroll
+      for (int q = 0; q < RW_Q; q++)
+        if (ok[q] && (!bok || rbetter(v[q], id[q], bv, bi))) {
+          bv = v[q];
+          bi = id[q];
+          bok = 1;
+        }
+      warp_best(bv, bi, bok);
+#pragma unroll
+      for (int q = 0; q < RW_Q; q++)
+        if (ok[q] && id[q] == bi) ok[q] = 0;
+      if (lane == 0) sel[r] = bi;
+    }
+    if (lane == 0) {
+      float sum = 0.f;
+      for (int k = 0; k < topk; k++) sum += s[sel[k]];
+      for (int k = 0; k < topk; k++) {
+        float wv = s[sel[k]];
+        if (normalize) wv /= sum + 1e-20f;
+        ids[k] = sel[k];
+        wts[k] = wv * rscale;
+      }
+    }
+  }
+}
+extern "C" __global__ void k_route(const float* logits, i64 ld, int E, const float* bias, int groups, int keepGroups, int topk,
+                                   int sigm, int normalize, float rscale, int* ids, float* wts) { PDL_ENTER();
+  int r = blockIdx.x;
+  float x = threadIdx.x < E ? logits[(i64)r * ld + threadIdx.x] : 0.f;
+  route_block<1024>(x, E, bias, groups, keepGroups, topk, sigm, normalize, rscale, ids + (i64)r * topk, wts + (i64)r * topk);
+}
+
+// ---------------------------------------------------------------------------
+// Fused decode MoE layer of one token (moe_fused_bf16): the router product,
+// the routing, the routed and shared experts' gate|up with SwiGLU and their
+// down projections summed, in one persistent kernel instead of four
+// (gemv_bf16v1, k_route, moe_gu_bf16v, moe_dc2_bf16v: the same arithmetic
+// in the same order). A decode step's small kernels each pay a launch, a
+// ramp and a tail on the critical path; here the phases meet at two grid
+// barriers instead, so all blocks must be resident at once (grid = the
+// blocks per SM that fit × SMs, MF_THREADS threads each).
+//   phase 1: router rows (logits) and the shared expert's gate|up rows,
+//            their first chunks loaded before the PDL wait
+//   phase 2: every block routes (the same choices); routed gate|up rows
+//   phase 3: down projections, two warps per output row (moe_dc2's order)
+// scr: logits [E], then A [(topk+1)·I] (slot topk: the shared expert), then
+// the routing (topk ids, topk weights). bar: two words, zero at first
+// (grid_sync leaves the first at zero).
+#define MF_THREADS 512
+#define MF_MAXE 512
+
+__device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
+  unsigned v;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+// grid_sync: every block of the grid waits until all have arrived; what
+// they wrote before it is visible to all after it. bar[0] counts arrivals
+// (back to 0 when all have come), bar[32] (another 128-byte line) is the
+// generation the last arrival advances; waiting blocks poll it every spin
+// ns (0: without pause).
+#define MF_GEN 32
+__device__ __forceinline__ void grid_sync(unsigned* bar, int spin) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    unsigned g = ld_acquire(bar + MF_GEN);
+    __threadfence();
+    if (atomicAdd(bar, 1u) == gridDim.x - 1) {
+      atomicExch(bar, 0u);
+      __threadfence();
+      atomicAdd(bar + MF_GEN, 1u);
+    } else {
+      while (ld_acquire(bar + MF_GEN) == g) {
+        if (spin) __nanosleep(spin);
+      }
+    }
+    __threadfence();
+  }
+  __syncthreads();
+}
+__device__ __forceinline__ unsigned long long gtimer() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+// ldx8cg loads 8 floats that other blocks of this kernel wrote (from L2).
+__device__ __forceinline__ void ldx8cg(const float* x, float* o) {
+  float4 a = __ldcg((const float4*)x), b = __ldcg((const float4*)x + 1);
+  o[0] = a.x; o[1] = a.y; o[2] = a.z; o[3] = a.w; o[4] = b.x; o[5] = b.y; o[6] = b.z; o[7] = b.w;
+}
+// mf_first loads a lane's first GV_U chunks of BF16 row r (null: zeros).
+__device__ __forceinline__ void mf_first(const uint4* r, int KC, uint4* v) {
+  int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int u = 0; u < GV_U; u++) v[u] = r && lane + 32 * u < KC ? __ldg(r + lane + 32 * u) : make_uint4(0, 0, 0, 0);
+}
+// mf_dot2 sets oa, ob to the dot products of x (KC chunks of 8, 16-byte
+// aligned) with BF16 rows ra and rb (rb null: ra only), each lane summing
+// its chunks lane, lane+32, ... in order, then the warp (the order of
+// gemv_rows and moe_gu); va, vb hold the first GV_U chunks (mf_first).
+__device__ __forceinline__ void mf_dot2(const uint4* ra, const uint4* rb, const float* x, int KC, uint4* va, uint4* vb, float& oa, float& ob) {
+  int lane = threadIdx.x & 31;
+  float aa = 0.f, ab = 0.f;
+  for (int k0 = lane; k0 < KC; k0 += 32 * GV_U) {
+    if (k0 != lane) {
+#pragma unroll
+      for (int u = 0; u < GV_U; u++) {
+        bool in = k0 + 32 * u < KC;
+        va[u] = in ? __ldg(ra + k0 + 32 * u) : make_uint4(0, 0, 0, 0);
+        if (rb) vb[u] = in ? __ldg(rb + k0 + 32 * u) : make_uint4(0, 0, 0, 0);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < GV_U; u++) {
+      int kc = k0 + 32 * u;
+      if (kc >= KC) break;
+      float w[8], xv[8];
+      ldx8(x + kc * 8, xv);
+      bf16x8(va[u], w);
+      aa += dotn<8>(w, xv);
+      if (rb) {
+        bf16x8(vb[u], w);
+        ab += dotn<8>(w, xv);
+      }
+    }
+  }
+  oa = warp_sum(aa);
+  ob = rb ? warp_sum(ab) : 0.f;
+}
+// mf_rows1 returns phase 1's item i: router row i (i < E), or the shared
+// expert's gate and up rows i - E.
+__device__ __forceinline__ void mf_rows1(int i, int E, int I, int KC, const uint4* Wr, const uint4* Sgu, const uint4*& ra, const uint4*& rb) {
+  if (i < E) {
+    ra = Wr + (i64)i * KC;
+    rb = 0;
+  } else {
+    ra = Sgu + (i64)(i - E) * KC;
+    rb = Sgu + (i64)(I + i - E) * KC;
+  }
+}
+extern "C" __global__ void __launch_bounds__(MF_THREADS, 2)
+    moe_fused_bf16(const float* X, const u16* __restrict__ Wr, const float* bias, int E, int groups, int keepGroups, int topk, int sigm, int normalize,
+                   float rscale, const u16* __restrict__ Wgu, const u16* __restrict__ Wdn, const u16* __restrict__ Sgu, const u16* __restrict__ Sdn, int I,
+                   int D, float* scr, float* Dout, unsigned* bar, int spin, int fastRoute, unsigned long long* tm) {
+#define MF_T(i) \
+  if (tm && threadIdx.x == 0) tm[blockIdx.x * 8 + (i)] = gtimer();
+  MF_T(0)
+  __shared__ int sid[MOE_DC_MAXS];
+  __shared__ float swt[MOE_DC_MAXS];
+  __shared__ float part[MF_THREADS / 32];
+  int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nwb = blockDim.x >> 5;
+  // work item i goes to warp i: consecutive items on different SMs
+  int gw = warp * gridDim.x + blockIdx.x, nw = gridDim.x * nwb;
+  int KC = D / 8, KI = I / 8;
+  float* logits = scr;
+  float* A = scr + E;
+  int* rid = (int*)(A + (i64)(topk + 1) * I);
+  float* rw = (float*)(rid + topk);
+  const uint4 *gu = (const uint4*)Wgu, *sgu = (const uint4*)Sgu;
+  // phase 1
+  const uint4 *ra = 0, *rb = 0;
+  uint4 va[GV_U], vb[GV_U];
+  int n1 = E + I;
+  if (gw < n1) mf_rows1(gw, E, I, KC, (const uint4*)Wr, sgu, ra, rb);
+  mf_first(ra, KC, va);
+  mf_first(rb, KC, vb);
+  PDL_ENTER();
+  MF_T(1)
+  for (int i = gw; i < n1; i += nw) {
+    if (i != gw) {
+      mf_rows1(i, E, I, KC, (const uint4*)Wr, sgu, ra, rb);
+      mf_first(ra, KC, va);
+      mf_first(rb, KC, vb);
+    }
+    float oa, ob;
+    mf_dot2(ra, rb, X, KC, va, vb, oa, ob);
+    if (lane == 0) {
+      if (i < E)
+        logits[i] = oa;
+      else
+        A[(i64)topk * I + i - E] = silu_mul(oa, ob);
+    }
+  }
+  MF_T(2)
+  grid_sync(bar, spin);
+  MF_T(3)
+  // phase 2
+  float lx = threadIdx.x < E ? __ldcg(logits + threadIdx.x) : 0.f;
+  if (fastRoute)
+    route_warps<MF_MAXE>(lx, E, bias, groups, keepGroups, topk, sigm, normalize, rscale, sid, swt);
+  else
+    route_block<MF_MAXE>(lx, E, bias, groups, keepGroups, topk, sigm, normalize, rscale, sid, swt);
+  __syncthreads();
+  if (blockIdx.x == 0 && threadIdx.x < topk) {
+    rid[threadIdx.x] = sid[threadIdx.x];
+    rw[threadIdx.x] = swt[threadIdx.x];
+  }
+  MF_T(4)
+  for (int i = gw; i < topk * I; i += nw) {
+    int s = i / I, k = i % I;
+    i64 e = sid[s];
+    ra = gu + (e * 2 * I + k) * KC;
+    rb = gu + (e * 2 * I + I + k) * KC;
+    mf_first(ra, KC, va);
+    mf_first(rb, KC, vb);
+    float oa, ob;
+    mf_dot2(ra, rb, X, KC, va, vb, oa, ob);
+    if (lane == 0) A[(i64)s * I + k] = silu_mul(oa, ob);
+  }
+  MF_T(5)
+  grid_sync(bar, spin);
+  MF_T(6)
+  // phase 3: moe_dcs<GvBF16, 2>'s arithmetic, rows spread over the blocks
+  // (row n0 + b of a round in block b); the activations A are copied to
+  // shared memory (every warp reads all of them), after the first weight
+  // chunks are in flight
+  constexpr int SL = (MOE_DC_MAXS + 1) / 2;
+  extern __shared__ float4 mfa[];
+  int p = warp & 1, rpb = nwb / 2, m = topk + 1;
+  bool first = true;
+  for (int n0 = 0; n0 < D; n0 += gridDim.x * rpb) {  // the same rounds for every warp of the block
+    int n = n0 + (warp / 2) * gridDim.x + blockIdx.x;
+    float out = 0.f;
+    const uint4* wr[SL];
+    uint4 wv[SL];
+    float acc[SL];
+#pragma unroll
+    for (int q = 0; q < SL; q++) {
+      int j = p + 2 * q;
+      acc[q] = 0.f;
+      wr[q] = 0;
+      if (j < m && n < D) {
+        wr[q] = j < topk ? (const uint4*)Wdn + ((i64)sid[j] * D + n) * KI : (const uint4*)Sdn + (i64)n * KI;
+        if (lane < KI) wv[q] = __ldg(wr[q] + lane);
+      }
+    }
+    if (first) {
+      for (int i = threadIdx.x; i < m * I / 4; i += blockDim.x) mfa[i] = __ldcg((const float4*)A + i);
+      __syncthreads();
+      first = false;
+    }
+    if (n < D) {
+      const float* As = (const float*)mfa;
+      for (int kc = lane; kc < KI; kc += 32) {
+        if (kc != lane) {
+#pragma unroll
+          for (int q = 0; q < SL; q++)
+            if (p + 2 * q < m) wv[q] = __ldg(wr[q] + kc);
+        }
+#pragma unroll
+        for (int q = 0; q < SL; q++) {
+          int j = p + 2 * q;
+          if (j >= m) break;
+          float wf[8], xv[8];
+          bf16x8(wv[q], wf);
+          ldx8(As + j * I + kc * 8, xv);
+          acc[q] += dotn<8>(wf, xv);
+        }
+      }
+#pragma unroll
+      for (int q = 0; q < SL; q++) {
+        int j = p + 2 * q;
+        if (j >= m) break;
+        float v = warp_sum(acc[q]);
+        out += j < topk ? v * swt[j] : v;
+      }
+    }
+    if (lane == 0) part[warp] = out;
+    __syncthreads();
+    if (n < D && p == 0 && lane == 0) Dout[n] = part[warp] + part[warp + 1];
+    __syncthreads();
+  }
+  MF_T(7)
 }
 
 // ---------------------------------------------------------------------------
