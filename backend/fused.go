@@ -100,16 +100,3 @@ type SharedMoEer interface {
 	// rounding of the order of the additions.
 	MoEShared(dst, x Tensor, rt Routing, ex Experts, gateUp, down Weight) bool
 }
-
-// RouteMoEer is implemented by backends that fuse a MoE layer's router
-// product and expert selection with its routed and shared experts (decode:
-// one kernel instead of several).
-type RouteMoEer interface {
-	// RouteMoE computes dst = MoE(x) + shared(x) as SharedMoEer.MoEShared
-	// does, with the experts selected from x·routerᵀ by Route(·, bias, p)
-	// (bias may be nil). It returns false, having done nothing, when the
-	// backend cannot fuse these operands; the caller then runs MatMul,
-	// Route and MoEShared (or the plain operations), whose results are the
-	// same up to the rounding of the order of the additions.
-	RouteMoE(dst, x Tensor, router, bias Weight, p RouteParams, ex Experts, gateUp, down Weight) bool
-}

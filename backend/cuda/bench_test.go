@@ -332,9 +332,8 @@ func BenchmarkOps(b *testing.B) {
 // loads before PDL_ENTER (RINGO_CUDA_REC_EARLY), and moe_gu's shared-expert
 // blocks before it (RINGO_CUDA_GU_EARLY), and optionally a fourth field,
 // the warps per output row of moe_dc (RINGO_CUDA_DC_SPLIT: 1, 2 or 3; the
-// backend's default without it), and a fifth, the fused MoE layer
-// (RINGO_CUDA_MOE_FUSED: 0 or 1; on where the backend has it without it);
-// default "1/1/1;1/1/0;0/1/1".
+// backend's default without it); default
+// "1/1/1;1/1/0;0/1/1".
 // Separate processes on the GPU machine differ by a few per cent;
 // alternating steps resolves less than that.
 func BenchmarkDecodeAB(b *testing.B) {
@@ -350,20 +349,19 @@ func BenchmarkDecodeAB(b *testing.B) {
 		name                   string
 		rope, recLate, guEarly bool
 		dcSplit                int
-		fused                  bool
 	}
 	var settings []setting
 	for _, s := range strings.Split(spec, ";") {
 		f := strings.Split(s, "/")
-		if len(f) < 3 || len(f) > 5 || slices.ContainsFunc(f[:3], func(v string) bool { return v != "0" && v != "1" }) ||
-			len(f) >= 4 && f[3] != "1" && f[3] != "2" && f[3] != "3" || len(f) == 5 && f[4] != "0" && f[4] != "1" {
-			b.Fatalf("RINGO_BENCH_AB: bad setting %q (want rope/rec/gu, each 0 or 1, then optionally dc: 1, 2 or 3, then fused: 0 or 1)", s)
+		if len(f) != 3 && len(f) != 4 || slices.ContainsFunc(f[:3], func(v string) bool { return v != "0" && v != "1" }) ||
+			len(f) == 4 && f[3] != "1" && f[3] != "2" && f[3] != "3" {
+			b.Fatalf("RINGO_BENCH_AB: bad setting %q (want rope/rec/gu, each 0 or 1, then optionally dc: 1, 2 or 3)", s)
 		}
 		dc := 0 // the backend's default
-		if len(f) >= 4 {
+		if len(f) == 4 {
 			dc = int(f[3][0] - '0')
 		}
-		settings = append(settings, setting{s, f[0] == "1", f[1] == "0", f[2] == "1", dc, len(f) < 5 || f[4] == "1"})
+		settings = append(settings, setting{s, f[0] == "1", f[1] == "0", f[2] == "1", dc})
 	}
 	g := gpu(b, false)
 	ck, err := checkpoint.Open(dir)
@@ -381,12 +379,10 @@ func BenchmarkDecodeAB(b *testing.B) {
 	if err := m.Forward(context.Background(), []*model.Request{r}); err != nil {
 		b.Fatal(err)
 	}
-	saved, savedRec, savedGU, savedDC, savedMF := g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.moeFused
-	defer func() {
-		g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.moeFused = saved, savedRec, savedGU, savedDC, savedMF
-	}()
+	saved, savedRec, savedGU, savedDC := g.fuseRope, g.recLate, g.guEarly, g.dcSplit
+	defer func() { g.fuseRope, g.recLate, g.guEarly, g.dcSplit = saved, savedRec, savedGU, savedDC }()
 	step := func(s setting) time.Duration {
-		g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.moeFused = s.rope, s.recLate, s.guEarly, s.dcSplit, s.fused && savedMF
+		g.fuseRope, g.recLate, g.guEarly, g.dcSplit = s.rope, s.recLate, s.guEarly, s.dcSplit
 		if s.dcSplit == 0 {
 			g.dcSplit = savedDC
 		}
@@ -414,18 +410,6 @@ func BenchmarkDecodeAB(b *testing.B) {
 			us := float64(sum[k].Microseconds()) / float64(n[k])
 			b.Logf("%-12s %5d steps  %8.1f µs/step  %7.1f tok/s", s.name, n[k], us, 1e6/us)
 		}
-	}
-	if mean, last := g.MoEFusedTimes(); len(mean) > 0 { // RINGO_CUDA_MF_TIMES
-		var m, l [8]float64
-		for i := range mean {
-			for j := range 8 {
-				m[j] += mean[i][j] / float64(len(mean))
-				l[j] += last[i][j] / float64(len(mean))
-			}
-		}
-		b.Logf("moe_fused_bf16 phases over %d layers (µs from the first block's start; mean block / last block): start %.2f/%.2f, waited %.2f/%.2f, "+
-			"phase 1 %.2f/%.2f, barrier %.2f/%.2f, routed %.2f/%.2f, phase 2 %.2f/%.2f, barrier %.2f/%.2f, end %.2f/%.2f", len(mean),
-			m[0], l[0], m[1], l[1], m[2], l[2], m[3], l[3], m[4], l[4], m[5], l[5], m[6], l[6], m[7], l[7])
 	}
 }
 

@@ -138,23 +138,6 @@ type Backend struct {
 	// H200), 3 (moe_dc3_bf16v) or 1 (moe_dc_bf16v); RINGO_CUDA_DC_SPLIT
 	// sets it for comparisons
 	dcSplit int
-	// moeFused (RINGO_CUDA_MOE_FUSED=0 turns it off) runs a one-row MoE
-	// layer with a shared expert (router product, routing, experts) as the
-	// persistent kernel moe_fused_bf16 (RouteMoE); mfGrid is its grid (the
-	// blocks that fit on the GPU at once), mfBar its grid barrier's two
-	// words
-	moeFused bool
-	mfGrid   int
-	mfBar    uintptr
-	// mfSpin (RINGO_CUDA_MF_SPIN) is the pause in ns between polls of
-	// its grid barrier; mfTimes (RINGO_CUDA_MF_TIMES) the device buffer of
-	// its phase times, mfSlot the next launch's slot in it (MoEFusedTimes)
-	mfSpin  int
-	mfTimes uintptr
-	mfSlot  int
-	// mfSlowRoute makes moe_fused_bf16 route with route_block (k_route's
-	// code) instead of route_warps, for tests
-	mfSlowRoute bool
 	// attnGroup runs the decode attention over at least attnGroupMin keys
 	// with the query heads of one KV head in one block (k_attn_g2/4/8: each
 	// key and value read once per KV head; decode at 32K +10 % on the H200,
@@ -309,9 +292,6 @@ func New(device int, opts Options) (*Backend, error) {
 		b.dcSplit = v
 	}
 	b.routeEnd = -1
-	if err := b.initMoEFused(); err != nil {
-		return fail(err)
-	}
 	b.moeWarps = [2]int{4, 8}
 	if v := strings.Split(os.Getenv("RINGO_CUDA_MOE_WARPS"), ","); len(v) == 2 {
 		g, e1 := strconv.Atoi(v[0])
@@ -363,7 +343,7 @@ var kernelNames = []string{
 	"embed_f32", "embed_f16", "embed_bf16", "embed_fp8", "k_rmsnorm", "k_addrmsnorm", "k_rope", "k_rmsnorm_sigmul", "k_rmsnorm_sigmul_w2", "k_rmsnorm_sigmul_w4", "k_rmsnorm_sigmul_w8", "k_rmsnorm_sigmul_w16", "k_rmsnorm_rope", "k_rmsnorm_rope_w21", "k_rmsnorm_rope_w41", "k_rmsnorm_rope_w42",
 	"gemv_f32", "gemv_f16", "gemv_bf16", "gemv_bf16v", "gemv_fp8", "gemv_bf16v1", "gemv_fp81", "k_fp8_bf16", "gemm_f32", "gemm_f16", "gemm_bf16",
 	"moe_gu_bf16v", "moe_gu_fp8", "moe_dc_bf16v", "moe_dc2_bf16v", "moe_dc3_bf16v", "moe_dc_fp8", "moe_gemv_f32", "moe_gemv_f16", "moe_gemv_bf16", "moe_gemv_bf16v", "moe_down_bf16v", "moe_gemv_fp8", "moe_down_fp8", "moe_mma16_fp8", "moe_mma64_fp8",
-	"k_moe_count", "k_moe_tiles", "k_moe_scatter", "moe_gemm_f32", "moe_gemm_f16", "moe_gemm_bf16", "k_moe_combine", "k_route", "moe_fused_bf16",
+	"k_moe_count", "k_moe_tiles", "k_moe_scatter", "moe_gemm_f32", "moe_gemm_f16", "moe_gemm_bf16", "k_moe_combine", "k_route",
 	"k_lightning_rec", "k_lightning_chunk", "k_kvstore", "k_attn", "k_attn_g2", "k_attn_g4", "k_attn_g8", "k_attn_combine",
 	"moe_mma16", "moe_mma64", "k_fattn64", "k_fattn128", "moe_mmb", "moe_mmb_gu", "k_kvbf16", "k_fattn2_64", "k_fattn2_128", "k_fattn3_64", "k_fattn3_128", "k_ltc_kv64", "k_ltc_kv128", "k_ltc_scan", "k_ltc_out64", "k_ltc_out128",
 	"k_readsum", "k_randbf16",
@@ -459,7 +439,7 @@ func (b *Backend) closeLocked() {
 	for _, p := range b.weights {
 		ccall(d.cuMemFree, p)
 	}
-	for _, p := range []uintptr{b.stageDev, b.ltWS, b.mfBar} {
+	for _, p := range []uintptr{b.stageDev, b.ltWS} {
 		if p != 0 {
 			ccall(d.cuMemFree, p)
 		}

@@ -17,7 +17,6 @@ type driver struct {
 	cuGetErrorString, cuGetErrorName                                                                                   uintptr
 	cuStreamCreate, cuStreamDestroy, cuMemcpyDtoHAsync                                                                 uintptr
 	cuEventCreate, cuEventRecord, cuEventElapsedTime                                                                   uintptr
-	cuOccupancyMaxActiveBlocksPerMultiprocessor                                                                        uintptr
 
 	// CUDA graphs (optional: nil when the driver lacks them, which turns graphs off)
 	cuStreamBeginCapture, cuStreamEndCapture, cuGraphInstantiate, cuGraphLaunch, cuGraphExecDestroy, cuGraphDestroy uintptr
@@ -85,7 +84,6 @@ func loadDriver() (*driver, error) {
 		"cuGetErrorString": &d.cuGetErrorString, "cuGetErrorName": &d.cuGetErrorName,
 		"cuStreamCreate": &d.cuStreamCreate, "cuStreamDestroy_v2": &d.cuStreamDestroy, "cuMemcpyDtoHAsync_v2": &d.cuMemcpyDtoHAsync,
 		"cuEventCreate": &d.cuEventCreate, "cuEventRecord": &d.cuEventRecord, "cuEventElapsedTime": &d.cuEventElapsedTime,
-		"cuOccupancyMaxActiveBlocksPerMultiprocessor": &d.cuOccupancyMaxActiveBlocksPerMultiprocessor,
 	})
 	if err != nil {
 		return nil, err

@@ -37,9 +37,9 @@ func sameTensors(t *testing.T, what string, g *Backend, got, want backend.Tensor
 }
 
 // TestFusedDecode decodes the fixture models at batch 1 (fast mode) with
-// the QK norm and RoPE inside the lightning kernel and the MoE layers in
-// moe_fused_bf16, and without: the same logits (the same arithmetic), and
-// fewer kernels per fused step for the lightning model.
+// the QK norm and RoPE inside the lightning kernel and without: the same
+// logits (the same arithmetic), and fewer kernels per fused step for the
+// lightning model.
 func TestFusedDecode(t *testing.T) {
 	g := gpu(t, false)
 	u, err := New(0, Options{})
@@ -47,7 +47,7 @@ func TestFusedDecode(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer u.Close()
-	u.fuseRope, u.moeFused = false, false
+	u.fuseRope = false
 	for _, tc := range []struct {
 		dir   string
 		decay bailing.DecayConvention

@@ -79,7 +79,6 @@ const queueHead = 4
 // flush issues everything queued on the stream (as a graph when possible).
 func (b *Backend) flush() {
 	b.routeEnd = -1 // the queue starts over (see moeVector)
-	b.mfSlot = 0
 	q := b.queue[queueHead:]
 	if b.stageOff > b.flushedOff {
 		// the ring's new bytes go first, in one copy

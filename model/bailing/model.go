@@ -663,20 +663,14 @@ func (m *Model) qkNormRoPE(ly layer, qk backend.Tensor, pos []int32) {
 func (m *Model) ffn(ws *workspace, f *ffn, out, h backend.Tensor) {
 	b, T := m.b, h.Rows
 	if f.experts != nil {
+		logits := ws.router.RowRange(0, T)
+		b.MatMul(logits, h, f.router)
 		c := m.Config
-		rp := backend.RouteParams{
+		r := b.Route(logits, f.bias, backend.RouteParams{
 			TopK: c.NumExpertsPerTok, Groups: c.NGroup, TopKGroups: c.TopkGroup,
 			Sigmoid: c.ScoreFunction == "sigmoid", Normalize: c.NormTopkProb && c.NumExpertsPerTok > 1,
 			Scale: float32(c.RoutedScalingFactor),
-		}
-		if f.gateUp != nil && f.down != nil {
-			if rm, ok := b.(backend.RouteMoEer); ok && rm.RouteMoE(out, h, f.router, f.bias, rp, f.experts, f.gateUp, f.down) {
-				return
-			}
-		}
-		logits := ws.router.RowRange(0, T)
-		b.MatMul(logits, h, f.router)
-		r := b.Route(logits, f.bias, rp)
+		})
 		if f.gateUp != nil && f.down != nil {
 			if sm, ok := b.(backend.SharedMoEer); ok && sm.MoEShared(out, h, r, f.experts, f.gateUp, f.down) {
 				return
