@@ -458,12 +458,18 @@ func BenchmarkPrefillOps(b *testing.B) {
 	ex := randGPUExperts(b, g, rng, E, I, D)
 	x, y := randTensor(T, D), g.Alloc(T, D)
 	rt := g.Route(randTensor(T, E), nil, backend.RouteParams{TopK: K, Groups: 8, TopKGroups: 4, Sigmoid: true, Normalize: true, Scale: 2.5})
+	wg := g.wgmma
+	defer func() { g.wgmma = wg }()
 	for _, c := range []struct {
-		name string
-		mmb  bool
-	}{{"moe_mma", false}, {"moe_mmb", true}} {
+		name       string
+		mmb, wg    bool
+		needsWGMMA bool
+	}{{"moe_mma", false, false, false}, {"moe_mmb", true, false, false}, {"moe_mmb_wg", true, true, true}} {
+		if c.needsWGMMA && !wg {
+			continue
+		}
 		b.Run("MoE/"+c.name, func(b *testing.B) {
-			g.mmb = c.mmb
+			g.mmb, g.wgmma = c.mmb, c.wg
 			timeIt(b, 2*3*float64(T)*K*I*D, func() { g.MoE(y, x, rt, ex) })
 		})
 	}

@@ -39,6 +39,41 @@ func TestFastMoE(t *testing.T) {
 	}
 }
 
+// TestMoEWGMMA checks the prefill expert GEMMs on wgmma (moe_mmb_gu_wg,
+// moe_mmb_wg) against the same kernels on mma.sync: the same BF16 products
+// summed in FP32 in another order (the SwiGLU output is rounded to BF16,
+// so an order difference may move one of its values by a BF16 step: hence
+// 5e-3, where a wrong fragment or tile layout gives errors of order 1). Shapes as TestFastMoE's with rows enough
+// for moe_mmb: full and partial 128-row tiles and k steps, N not a multiple
+// of the 128-column tile.
+func TestMoEWGMMA(t *testing.T) {
+	g := gpu(t, false)
+	if !g.wgmma {
+		t.Skip("no wgmma (sm_90 only)")
+	}
+	rng := rand.New(rand.NewSource(24))
+	for _, c := range []struct{ E, I, D int }{{16, 32, 64}, {8, 256, 512}, {8, 72, 136}, {4, 512, 2048}} {
+		_, ge, _, _, _ := randExperts(t, g, c.E, c.I, c.D, bf16Weights(rng))
+		p := backend.RouteParams{TopK: 2, Groups: 2, TopKGroups: 1, Sigmoid: true, Normalize: true, Scale: 2.5}
+		for _, T := range []int{600, 1500} {
+			x := contiguousPair(g, randT(t, g, rng, T, c.D, 1)).g
+			r := g.Route(randT(t, g, rng, T, c.E, 3).g, nil, p)
+			got, want := g.Alloc(T, c.D), g.Alloc(T, c.D)
+			g.MoE(got, x, r, ge)
+			g.wgmma = false
+			g.MoE(want, x, r, ge)
+			g.wgmma = true
+			if e := gpuRelErr(g, got, want); e > 5e-3 || math.IsNaN(e) {
+				t.Errorf("%+v T=%d: relative error %.3g between wgmma and mma.sync", c, T, e)
+			} else {
+				t.Logf("%+v T=%d: relative error %.2g between wgmma and mma.sync", c, T, e)
+			}
+			g.Free(got)
+			g.Free(want)
+		}
+	}
+}
+
 func TestFastLightning(t *testing.T) {
 	g := gpu(t, false)
 	rng := rand.New(rand.NewSource(21))

@@ -1896,10 +1896,66 @@ __device__ __forceinline__ int swz(int r, int c, int ld) { return r * ld + ((c ^
 #define MMB_ST 3
 #define MMB_SMEM (MMB_ST * 256 * MMB_BK * 2)
 
-template <bool GU>
+// Hopper warpgroup MMA (sm_90a: wgmma), used by moe_mmb's WG form: a
+// warpgroup (4 warps) multiplies a 64x16 BF16 tile of A by 16 rows of B
+// (n = 128 columns), both read from shared memory through matrix
+// descriptors, into 64 FP32 accumulators per thread (thread t of the
+// warpgroup holds rows 16·(t/32) + (t%32)/4 (+8) and columns 8j + 2·(t%4)
+// (+1): d[4j + 2h + c] — the m16n8 accumulator layout, stacked over j).
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define WG_OK 1
+#endif
+// wg_desc is the descriptor of a K-major BF16 tile whose 128-byte rows are
+// in the 128-byte swizzle (swz with ld 64; tile 1024-byte aligned): start
+// address, leading byte offset unused (1), stride 1024 bytes (8 rows),
+// swizzle mode 1. Adding 2 advances it by 16 k (32 bytes).
+__device__ __forceinline__ unsigned long long wg_desc(const void* p) {
+  unsigned long long a = smem_addr(p);
+  return ((a & 0x3FFFFull) >> 4) | (1ull << 16) | ((unsigned long long)(1024 >> 4) << 32) | (1ull << 62);
+}
+__device__ __forceinline__ void wgmma128(float* d, unsigned long long da, unsigned long long db) {
+#ifdef WG_OK
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+               : "l"(da), "l"(db), "r"(1));
+#else
+  __trap();
+#endif
+}
+// wg_keep pins the accumulators around the asynchronous MMAs (the compiler
+// must not move their reads or writes across wgmma.fence / wait_group).
+__device__ __forceinline__ void wg_keep(float* d) {
+#pragma unroll
+  for (int i = 0; i < 64; i++) asm volatile("" : "+f"(d[i])::"memory");
+}
+__device__ __forceinline__ void wg_fence() {
+#ifdef WG_OK
+  asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wg_commit() {
+#ifdef WG_OK
+  asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wg_wait0() {
+#ifdef WG_OK
+  asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+#endif
+}
+// proxy_fence makes this thread's shared-memory writes (cp.async) visible to
+// the async proxy that wgmma reads through.
+__device__ __forceinline__ void proxy_fence() {
+#ifdef WG_OK
+  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+#endif
+}
+
+template <bool GU, bool WG>
 __device__ __forceinline__ void moe_mmb_impl(const u16* X, i64 ldx, const int* perm, int topk, int mode, const int* tiles, const int* ntiles,
                                              const u16* Wt, int N, int K, float* Y, i64 ldy, u16* H, i64 ldh) {
-  extern __shared__ __align__(128) u16 mmbs[];
+  extern __shared__ __align__(1024) u16 mmbs[];
   int ti = blockIdx.y;
   if (ti >= *ntiles) return;
   int e = tiles[3 * ti], p0 = tiles[3 * ti + 1], m = tiles[3 * ti + 2];
@@ -1940,11 +1996,14 @@ __device__ __forceinline__ void moe_mmb_impl(const u16* X, i64 ldx, const int* p
       cp_async16(Bs + swz(r, ch, MMB_BK), vb ? wb[i] + k : Wt, vb);
     }
   };
-  float acc[4][4][4];
+  // acc[(i·JN + j)·4 + 2h + c]: row rb + 16i + g + 8h, column cb + 8j + 2tg + c
+  // of the block's tile (mma.sync: 8 warps of 64 x 32; wgmma: 2 warpgroups
+  // of 64 x 128)
+  constexpr int IM = WG ? 1 : 4, JN = WG ? 16 : 4;
+  int rb = WG ? (warp >> 2) * 64 + (warp & 3) * 16 : wm * 64, cb = WG ? 0 : wn * 32;
+  float acc[64];
 #pragma unroll
-  for (int i = 0; i < 4; i++)
-#pragma unroll
-    for (int j = 0; j < 4; j++) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.f;
+  for (int i = 0; i < 64; i++) acc[i] = 0.f;
   int KT = (K + MMB_BK - 1) / MMB_BK;
 #pragma unroll
   for (int s = 0; s < MMB_ST - 1; s++) {
@@ -1953,11 +2012,27 @@ __device__ __forceinline__ void moe_mmb_impl(const u16* X, i64 ldx, const int* p
   }
   for (int kt = 0; kt < KT; kt++) {
     cp_async_wait<MMB_ST - 2>();
+    if (WG) proxy_fence();
     __syncthreads();
-    if (kt + MMB_ST - 1 < KT) load((kt + MMB_ST - 1) % MMB_ST, (kt + MMB_ST - 1) * MMB_BK);
-    cp_async_commit();
     const u16* As = mmbs + (kt % MMB_ST) * 256 * MMB_BK;
     const u16* Bs = As + 128 * MMB_BK;
+    if (WG) {
+      // the stage loaded next was read by the MMAs of step kt-1, which
+      // both warpgroups waited for before the barrier above
+      unsigned long long da = wg_desc(As + (warp >> 2) * 64 * MMB_BK), db = wg_desc(Bs);
+      wg_keep(acc);
+      wg_fence();
+#pragma unroll
+      for (int kk = 0; kk < MMB_BK / 16; kk++) wgmma128(acc, da + 2 * kk, db + 2 * kk);
+      wg_commit();
+      if (kt + MMB_ST - 1 < KT) load((kt + MMB_ST - 1) % MMB_ST, (kt + MMB_ST - 1) * MMB_BK);
+      cp_async_commit();
+      wg_wait0();
+      wg_keep(acc);
+      continue;
+    }
+    if (kt + MMB_ST - 1 < KT) load((kt + MMB_ST - 1) % MMB_ST, (kt + MMB_ST - 1) * MMB_BK);
+    cp_async_commit();
 #pragma unroll
     for (int kk = 0; kk < MMB_BK / 16; kk++) {
       u32 a[4][4], b[2][4];
@@ -1974,51 +2049,58 @@ __device__ __forceinline__ void moe_mmb_impl(const u16* X, i64 ldx, const int* p
 #pragma unroll
       for (int i = 0; i < 4; i++)
 #pragma unroll
-        for (int j = 0; j < 4; j++) mma_bf16(acc[i][j], a[i], b[j >> 1][2 * (j & 1)], b[j >> 1][2 * (j & 1) + 1]);
+        for (int j = 0; j < 4; j++) mma_bf16(acc + (i * 4 + j) * 4, a[i], b[j >> 1][2 * (j & 1)], b[j >> 1][2 * (j & 1) + 1]);
     }
   }
   cp_async_wait<0>();
 #pragma unroll
-  for (int i = 0; i < 4; i++)
+  for (int i = 0; i < IM; i++)
 #pragma unroll
     for (int h = 0; h < 2; h++) {
-      int r = wm * 64 + 16 * i + g + 8 * h;
+      int r = rb + 16 * i + g + 8 * h;
       if (r >= m) continue;
       if (GU) {
         u16* hr = H + (i64)(p0 + r) * ldh;
 #pragma unroll
-        for (int jp = 0; jp < 2; jp++) {
-          int col = c0 + (2 * wn + jp) * 8 + 2 * tg;
+        for (int jp = 0; jp < JN / 2; jp++) {
+          int col = c0 + cb / 2 + jp * 8 + 2 * tg;
           if (col < N) {
-            const float* gt = acc[i][2 * jp];
-            const float* up = acc[i][2 * jp + 1];
+            const float* gt = acc + (i * JN + 2 * jp) * 4;
+            const float* up = acc + (i * JN + 2 * jp + 1) * 4;
             *(u32*)(hr + col) = pack_bf16(silu_mul(gt[2 * h], up[2 * h]), silu_mul(gt[2 * h + 1], up[2 * h + 1]));
           }
         }
       } else {
         float* yr = Y + (i64)(p0 + r) * ldy;
 #pragma unroll
-        for (int j = 0; j < 4; j++) {
-          int n = c0 + wn * 32 + 8 * j + 2 * tg;
+        for (int j = 0; j < JN; j++) {
+          int n = c0 + cb + 8 * j + 2 * tg;
+          const float* a = acc + (i * JN + j) * 4;
           if (n + 1 < N) {
-            *(float2*)(yr + n) = make_float2(acc[i][j][2 * h], acc[i][j][2 * h + 1]);
+            *(float2*)(yr + n) = make_float2(a[2 * h], a[2 * h + 1]);
           } else if (n < N) {
-            yr[n] = acc[i][j][2 * h];
+            yr[n] = a[2 * h];
           }
         }
       }
     }
 }
 // Held to 128 registers, two blocks (16 warps) per SM: prefill of 4K tokens
-// 26 % and of 32K 4 % faster on the H200 than one block of up to 168.
-extern "C" __global__ void __launch_bounds__(256, 2) moe_mmb_gu(const u16* X, i64 ldx, const int* perm, int topk, const int* tiles, const int* ntiles,
-                                                                const u16* Wt, int I, int K, u16* H, i64 ldh) { PDL_ENTER();
-  moe_mmb_impl<true>(X, ldx, perm, topk, 0, tiles, ntiles, Wt, I, K, 0, 0, H, ldh);
-}
-extern "C" __global__ void __launch_bounds__(256, 2) moe_mmb(const u16* X, i64 ldx, const int* perm, int topk, int mode, const int* tiles,
-                                                             const int* ntiles, const u16* Wt, int N, int K, float* Y, i64 ldy) { PDL_ENTER();
-  moe_mmb_impl<false>(X, ldx, perm, topk, mode, tiles, ntiles, Wt, N, K, Y, ldy, 0, 0);
-}
+// 26 % and of 32K 4 % faster on the H200 than one block of up to 168. The
+// _wg kernels are the same GEMMs on wgmma (sm_90a only).
+#define MOE_MMB_KERNELS(SUF, WG)                                                                                                                   \
+  extern "C" __global__ void __launch_bounds__(256, 2) moe_mmb_gu##SUF(const u16* X, i64 ldx, const int* perm, int topk, const int* tiles,      \
+                                                                       const int* ntiles, const u16* Wt, int I, int K, u16* H, i64 ldh) {     \
+    PDL_ENTER();                                                                                                                                 \
+    moe_mmb_impl<true, WG>(X, ldx, perm, topk, 0, tiles, ntiles, Wt, I, K, 0, 0, H, ldh);                                                       \
+  }                                                                                                                                              \
+  extern "C" __global__ void __launch_bounds__(256, 2) moe_mmb##SUF(const u16* X, i64 ldx, const int* perm, int topk, int mode, const int* tiles, \
+                                                                    const int* ntiles, const u16* Wt, int N, int K, float* Y, i64 ldy) {          \
+    PDL_ENTER();                                                                                                                                 \
+    moe_mmb_impl<false, WG>(X, ldx, perm, topk, mode, tiles, ntiles, Wt, N, K, Y, ldy, 0, 0);                                                   \
+  }
+MOE_MMB_KERNELS(, false)
+MOE_MMB_KERNELS(_wg, true)
 
 // ---------------------------------------------------------------------------
 // Flash-attention pieces shared by k_fattn, k_fattn2 and k_fattn3, for one m16 tile

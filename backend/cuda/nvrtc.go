@@ -94,10 +94,18 @@ func (n *nvrtc) compileCubin(src, name string, opts []string) ([]byte, error) {
 //go:noinline
 func keep(v any) {}
 
+// wgmmaArch reports whether compute capability maj.min has wgmma: sm_90,
+// whose kernels are then compiled for sm_90a (they run on sm_90 only).
+func wgmmaArch(maj, min int) bool { return maj == 9 && min == 0 }
+
 // kernelImage returns the compiled kernels for compute capability maj.min,
 // from the on-disk cache or compiled with NVRTC (and then cached).
 func kernelImage(cacheDir string, maj, min int) (image []byte, path string, err error) {
-	opts := []string{fmt.Sprintf("--gpu-architecture=sm_%d%d", maj, min), "--std=c++17", "-default-device"}
+	arch := fmt.Sprintf("sm_%d%d", maj, min)
+	if wgmmaArch(maj, min) {
+		arch += "a" // the architecture-specific features (wgmma)
+	}
+	opts := []string{"--gpu-architecture=" + arch, "--std=c++17", "-default-device"}
 	h := sha256.Sum256([]byte(kernelSource + "\x00" + strings.Join(opts, " ")))
 	if cacheDir == "" {
 		base, err := os.UserCacheDir()
@@ -106,7 +114,7 @@ func kernelImage(cacheDir string, maj, min int) (image []byte, path string, err 
 		}
 		cacheDir = filepath.Join(base, "ringo", "cuda")
 	}
-	path = filepath.Join(cacheDir, fmt.Sprintf("kernels-sm_%d%d-%s.cubin", maj, min, hex.EncodeToString(h[:8])))
+	path = filepath.Join(cacheDir, fmt.Sprintf("kernels-%s-%s.cubin", arch, hex.EncodeToString(h[:8])))
 	if b, err := os.ReadFile(path); err == nil && len(b) > 0 {
 		return b, path, nil
 	}

@@ -1220,9 +1220,13 @@ func (b *Backend) moeMMB(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rIDs,
 	h, y := b.scratch(2*ns*I), b.scratch(4*ns*D)
 	b.toBF16(xb.p, px, ldx, T, D)
 	b.moePlan(rIDs, ns, E, 128, perm.p, posOf.p, tiles.p, ntiles.p)
-	b.launch("moe_mmb_gu", dim3{(I + 63) / 64, maxTiles, 1}, dim3{256, 1, 1}, mmbSmem, pArg(xb.p), lArg(D), pArg(perm.p), iArg(K), pArg(tiles.p), pArg(ntiles.p),
+	suf := ""
+	if b.wgmma {
+		suf = "_wg"
+	}
+	b.launch("moe_mmb_gu"+suf, dim3{(I + 63) / 64, maxTiles, 1}, dim3{256, 1, 1}, mmbSmem, pArg(xb.p), lArg(D), pArg(perm.p), iArg(K), pArg(tiles.p), pArg(ntiles.p),
 		pArg(e.gateUp), iArg(I), iArg(D), pArg(h.p), lArg(I))
-	b.launch("moe_mmb", dim3{(D + 127) / 128, maxTiles, 1}, dim3{256, 1, 1}, mmbSmem, pArg(h.p), lArg(I), pArg(perm.p), iArg(K), iArg(1), pArg(tiles.p), pArg(ntiles.p),
+	b.launch("moe_mmb"+suf, dim3{(D + 127) / 128, maxTiles, 1}, dim3{256, 1, 1}, mmbSmem, pArg(h.p), lArg(I), pArg(perm.p), iArg(K), iArg(1), pArg(tiles.p), pArg(ntiles.p),
 		pArg(e.down), iArg(D), iArg(I), pArg(y.p), lArg(D))
 	g, bl := flatGrid(T * D)
 	b.launch("k_moe_combine", g, bl, 0, pArg(pdst), lArg(ldd), pArg(y.p), lArg(D), pArg(posOf.p), pArg(rW), iArg(T), iArg(K), iArg(D), pArg(0))
