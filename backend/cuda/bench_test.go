@@ -461,11 +461,10 @@ func BenchmarkPrefillOps(b *testing.B) {
 	wg := g.wgmma
 	defer func() { g.wgmma = wg }()
 	for _, c := range []struct {
-		name       string
-		mmb, wg    bool
-		needsWGMMA bool
-	}{{"moe_mma", false, false, false}, {"moe_mmb", true, false, false}, {"moe_mmb_wg", true, true, true}} {
-		if c.needsWGMMA && !wg {
+		name    string
+		mmb, wg bool
+	}{{"moe_mma", false, false}, {"moe_mmb", true, false}, {"moe_mmb_wg", true, true}} {
+		if c.wg && !wg {
 			continue
 		}
 		b.Run("MoE/"+c.name, func(b *testing.B) {

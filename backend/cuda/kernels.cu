@@ -1939,9 +1939,10 @@ __device__ __forceinline__ void wg_commit() {
   asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
 #endif
 }
-__device__ __forceinline__ void wg_wait0() {
+template <int N>
+__device__ __forceinline__ void wg_wait() {
 #ifdef WG_OK
-  asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+  asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
 #endif
 }
 // proxy_fence makes this thread's shared-memory writes (cp.async) visible to
@@ -1952,7 +1953,11 @@ __device__ __forceinline__ void proxy_fence() {
 #endif
 }
 
-template <bool GU, bool WG>
+// moe_mmb_impl's pipeline: ST stages of shared memory, loads D k steps ahead,
+// and (WG) the MMAs of WAIT steps left in flight at the end of a step. A
+// stage is refilled after the barrier of step kt with step kt+D, so D < ST
+// and, with MMAs in flight, D <= ST - 2 (step kt+D-ST's MMAs are done).
+template <bool GU, bool WG, int ST, int D, int WAIT>
 __device__ __forceinline__ void moe_mmb_impl(const u16* X, i64 ldx, const int* perm, int topk, int mode, const int* tiles, const int* ntiles,
                                              const u16* Wt, int N, int K, float* Y, i64 ldy, u16* H, i64 ldh) {
   extern __shared__ __align__(1024) u16 mmbs[];
@@ -1984,6 +1989,7 @@ __device__ __forceinline__ void moe_mmb_impl(const u16* X, i64 ldx, const int* p
     }
     wb[i] = ok ? W + (i64)n * K : 0;
   }
+  static_assert(D < ST && (WAIT == 0 || D <= ST - 2), "moe_mmb pipeline");
   auto load = [&](int st, int k0) {
     u16* As = mmbs + st * 256 * MMB_BK;
     u16* Bs = As + 128 * MMB_BK;
@@ -2006,33 +2012,29 @@ __device__ __forceinline__ void moe_mmb_impl(const u16* X, i64 ldx, const int* p
   for (int i = 0; i < 64; i++) acc[i] = 0.f;
   int KT = (K + MMB_BK - 1) / MMB_BK;
 #pragma unroll
-  for (int s = 0; s < MMB_ST - 1; s++) {
+  for (int s = 0; s < D; s++) {
     if (s < KT) load(s, s * MMB_BK);
     cp_async_commit();
   }
   for (int kt = 0; kt < KT; kt++) {
-    cp_async_wait<MMB_ST - 2>();
+    cp_async_wait<D - 1>();
     if (WG) proxy_fence();
     __syncthreads();
-    const u16* As = mmbs + (kt % MMB_ST) * 256 * MMB_BK;
+    if (kt + D < KT) load((kt + D) % ST, (kt + D) * MMB_BK);
+    cp_async_commit();
+    const u16* As = mmbs + (kt % ST) * 256 * MMB_BK;
     const u16* Bs = As + 128 * MMB_BK;
     if (WG) {
-      // the stage loaded next was read by the MMAs of step kt-1, which
-      // both warpgroups waited for before the barrier above
       unsigned long long da = wg_desc(As + (warp >> 2) * 64 * MMB_BK), db = wg_desc(Bs);
       wg_keep(acc);
       wg_fence();
 #pragma unroll
       for (int kk = 0; kk < MMB_BK / 16; kk++) wgmma128(acc, da + 2 * kk, db + 2 * kk);
       wg_commit();
-      if (kt + MMB_ST - 1 < KT) load((kt + MMB_ST - 1) % MMB_ST, (kt + MMB_ST - 1) * MMB_BK);
-      cp_async_commit();
-      wg_wait0();
+      wg_wait<WAIT>();
       wg_keep(acc);
       continue;
     }
-    if (kt + MMB_ST - 1 < KT) load((kt + MMB_ST - 1) % MMB_ST, (kt + MMB_ST - 1) * MMB_BK);
-    cp_async_commit();
 #pragma unroll
     for (int kk = 0; kk < MMB_BK / 16; kk++) {
       u32 a[4][4], b[2][4];
@@ -2053,6 +2055,10 @@ __device__ __forceinline__ void moe_mmb_impl(const u16* X, i64 ldx, const int* p
     }
   }
   cp_async_wait<0>();
+  if (WG) {
+    wg_wait<0>();
+    wg_keep(acc);
+  }
 #pragma unroll
   for (int i = 0; i < IM; i++)
 #pragma unroll
@@ -2087,20 +2093,24 @@ __device__ __forceinline__ void moe_mmb_impl(const u16* X, i64 ldx, const int* p
 }
 // Held to 128 registers, two blocks (16 warps) per SM: prefill of 4K tokens
 // 26 % and of 32K 4 % faster on the H200 than one block of up to 168. The
-// _wg kernels are the same GEMMs on wgmma (sm_90a only).
-#define MOE_MMB_KERNELS(SUF, WG)                                                                                                                   \
-  extern "C" __global__ void __launch_bounds__(256, 2) moe_mmb_gu##SUF(const u16* X, i64 ldx, const int* perm, int topk, const int* tiles,      \
-                                                                       const int* ntiles, const u16* Wt, int I, int K, u16* H, i64 ldh) {     \
+// _wg kernels are the same GEMMs on wgmma (sm_90a only), with the same
+// pipeline: on the H200 (BenchmarkPrefillOps/MoE) 275 TFLOP/s, against 229
+// with four stages, one block per SM and one step's MMAs left in flight,
+// and 254 with loads one step ahead and one step's MMAs in flight.
+#define MOE_MMB_KERNELS(SUF, WG, ST, D, WAIT, MINB)                                                                                          \
+  extern "C" __global__ void __launch_bounds__(256, MINB) moe_mmb_gu##SUF(const u16* X, i64 ldx, const int* perm, int topk, const int* tiles,   \
+                                                                          const int* ntiles, const u16* Wt, int I, int K, u16* H, i64 ldh) {  \
     PDL_ENTER();                                                                                                                                 \
-    moe_mmb_impl<true, WG>(X, ldx, perm, topk, 0, tiles, ntiles, Wt, I, K, 0, 0, H, ldh);                                                       \
+    moe_mmb_impl<true, WG, ST, D, WAIT>(X, ldx, perm, topk, 0, tiles, ntiles, Wt, I, K, 0, 0, H, ldh);                                          \
   }                                                                                                                                              \
-  extern "C" __global__ void __launch_bounds__(256, 2) moe_mmb##SUF(const u16* X, i64 ldx, const int* perm, int topk, int mode, const int* tiles, \
-                                                                    const int* ntiles, const u16* Wt, int N, int K, float* Y, i64 ldy) {          \
+  extern "C" __global__ void __launch_bounds__(256, MINB) moe_mmb##SUF(const u16* X, i64 ldx, const int* perm, int topk, int mode,              \
+                                                                       const int* tiles, const int* ntiles, const u16* Wt, int N, int K,       \
+                                                                       float* Y, i64 ldy) {                                                    \
     PDL_ENTER();                                                                                                                                 \
-    moe_mmb_impl<false, WG>(X, ldx, perm, topk, mode, tiles, ntiles, Wt, N, K, Y, ldy, 0, 0);                                                   \
+    moe_mmb_impl<false, WG, ST, D, WAIT>(X, ldx, perm, topk, mode, tiles, ntiles, Wt, N, K, Y, ldy, 0, 0);                                     \
   }
-MOE_MMB_KERNELS(, false)
-MOE_MMB_KERNELS(_wg, true)
+MOE_MMB_KERNELS(, false, 3, 2, 0, 2)
+MOE_MMB_KERNELS(_wg, true, 3, 2, 0, 2)
 
 // ---------------------------------------------------------------------------
 // Flash-attention pieces shared by k_fattn, k_fattn2 and k_fattn3, for one m16 tile
