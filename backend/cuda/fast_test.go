@@ -85,7 +85,8 @@ func TestFastLightning(t *testing.T) {
 
 func TestFastAttention(t *testing.T) {
 	g := gpu(t, false)
-	defer func(fa2, fa3 bool) { g.fa2, g.fa3 = fa2, fa3 }(g.fa2, g.fa3)
+	defer func(fa2, fa3, fa4 bool) { g.fa2, g.fa3, g.fa4 = fa2, fa3, fa4 }(g.fa2, g.fa3, g.fa4)
+	hasFA4 := g.fa4
 	rng := rand.New(rand.NewSource(22))
 	for _, c := range []struct{ H, Hkv, hd int }{{8, 2, 128}, {4, 4, 64}, {8, 2, 64}, {4, 2, 16}} {
 		caches := make([]backend.KV, 2)
@@ -106,17 +107,36 @@ func TestFastAttention(t *testing.T) {
 			scale := float32(1 / math.Sqrt(float64(c.hd)))
 			o := zeroT(g, T, c.H*c.hd)
 			host().Attention(o.c, q.c, k.c, v.c, spans, caches, c.hd, scale)
-			// prefill runs k_fattn (FP32 caches), k_fattn2 and k_fattn3,
-			// which needs 8-byte aligned query rows (the caches get the
-			// same keys again: Attention stores them first)
-			for _, kern := range []string{"fattn", "fattn2", "fattn3"} {
-				g.fa2, g.fa3 = kern != "fattn", kern == "fattn3"
+			// prefill runs k_fattn (FP32 caches), k_fattn2, k_fattn3,
+			// which needs 8-byte aligned query rows, and on sm_90 with head
+			// dim 128 k_fattn4 (the caches get the same keys again:
+			// Attention stores them first)
+			var fa3 backend.Tensor
+			for _, kern := range []string{"fattn", "fattn2", "fattn3", "fattn4"} {
+				if kern == "fattn4" && (!hasFA4 || c.hd != 128) {
+					continue
+				}
+				g.fa2, g.fa3, g.fa4 = kern != "fattn", kern == "fattn3" || kern == "fattn4", kern == "fattn4"
 				qg := q.g
 				if g.fa3 {
 					qg = contiguousPair(g, q).g
 				}
 				g.Attention(o.g, qg, k.g, v.g, spans, gc, c.hd, scale)
 				compare(t, fmt.Sprintf("fast attention %+v spans %v %s", c, spans, kern), g, o, fastTol)
+				switch kern {
+				case "fattn3":
+					fa3 = gpuCopy(g, o.g)
+				case "fattn4":
+					// wgmma against mma.sync: the same BF16 products
+					if e := gpuRelErr(g, o.g, fa3); e > 1e-5 || math.IsNaN(e) {
+						t.Errorf("%+v spans %v: relative error %.3g between k_fattn4 and k_fattn3", c, spans, e)
+					} else {
+						t.Logf("%+v spans %v: relative error %.2g between k_fattn4 and k_fattn3", c, spans, e)
+					}
+				}
+			}
+			if fa3.Rows > 0 {
+				g.Free(fa3)
 			}
 		}
 	}

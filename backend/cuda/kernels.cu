@@ -1929,6 +1929,10 @@ __device__ __forceinline__ void wg_keep(float* d) {
 #pragma unroll
   for (int i = 0; i < 64; i++) asm volatile("" : "+f"(d[i])::"memory");
 }
+__device__ __forceinline__ void wg_keep32(float* d) {
+#pragma unroll
+  for (int i = 0; i < 32; i++) asm volatile("" : "+f"(d[i])::"memory");
+}
 __device__ __forceinline__ void wg_fence() {
 #ifdef WG_OK
   asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
@@ -2564,6 +2568,155 @@ extern "C" __global__ void __launch_bounds__(128, 2) k_fattn3_64(float* o, i64 l
 extern "C" __global__ void __launch_bounds__(128, 2) k_fattn3_128(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, const i64* off, const u16* kb,
                                                                   const u16* vb, int H, int Hkv, float scale) { PDL_ENTER();
   fattn3_impl<128>(o, ldo, q, ldq, spans, off, kb, vb, H, Hkv, scale);
+}
+
+// ---------------------------------------------------------------------------
+// k_fattn4: prefill flash attention (head dim 128) on Hopper's wgmma.
+//
+// k_vtbf16 writes the values of each span transposed, in BF16: span sp's KV
+// head kvh is 128 rows (one per value channel) of Lp = L rounded up to 64
+// keys (zeros past L) from element offT[sp] + kvh·128·Lp of vt. grid
+// (maxLp/64, Hkv, spans), 256 threads.
+extern "C" __global__ void k_vtbf16(const int* spans, const i64* caches, const i64* offT, int Hkv, u16* vt) { PDL_ENTER();
+  __shared__ u16 t[64][136];
+  int sp = blockIdx.z, kvh = blockIdx.y, j0 = blockIdx.x * 64, tid = threadIdx.x;
+  i64 L = spans[3 * sp + 1] + spans[3 * sp + 2], Lp = (L + 63) & ~63ll;
+  if (j0 >= Lp) return;
+  const float* V = (const float*)caches[4 * sp + 1] + kvh * 128;
+  i64 ldv = caches[4 * sp + 3];
+  for (int idx = tid; idx < 64 * 32; idx += 256) {
+    int j = idx >> 5, c = (idx & 31) * 4;
+    float4 v = j0 + j < L ? *(const float4*)(V + (j0 + j) * ldv + c) : make_float4(0.f, 0.f, 0.f, 0.f);
+    *(uint2*)&t[j][c] = make_uint2(pack_bf16(v.x, v.y), pack_bf16(v.z, v.w));
+  }
+  __syncthreads();
+  u16* out = vt + offT[sp] + (i64)kvh * 128 * Lp + j0;
+  for (int idx = tid; idx < 128 * 8; idx += 256) {
+    int d = idx >> 3, c = (idx & 7) * 8;
+    u32 w[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) w[i] = (u32)t[c + 2 * i][d] | ((u32)t[c + 2 * i + 1][d] << 16);
+    *(uint4*)(out + (i64)d * Lp + c) = make_uint4(w[0], w[1], w[2], w[3]);
+  }
+}
+
+// wgmma64ss: S (m64 x n64, 32 accumulators per thread) += A·Bᵀ from two
+// shared-memory descriptors; wgmma128rs: O (m64 x n128) += A·Bᵀ with A from
+// registers (the m16n8k16 A fragment layout per warp: fa_pfrag's).
+__device__ __forceinline__ void wgmma64ss(float* d, unsigned long long da, unsigned long long db) {
+#ifdef WG_OK
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+               : "l"(da), "l"(db), "r"(1));
+#else
+  __trap();
+#endif
+}
+__device__ __forceinline__ void wgmma128rs(float* d, const u32* a, unsigned long long db) {
+#ifdef WG_OK
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, 0;\n}\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+#else
+  __trap();
+#endif
+}
+
+// k_fattn4_128: k_fattn3's attention (causal GQA, head dim 128, over
+// k_kvbf16's keys and k_vtbf16's transposed values) by two warpgroups of 64
+// query rows: S = Q·Kᵀ by wgmma from shared memory (Q and each 64-key tile
+// of K stored as two 64-column halves in the 128-byte swizzle), the online
+// softmax on the accumulators (the m16n8 layout: fa_mask, fa_online), and
+// O += P·V by wgmma with P from registers and Vᵀ's tile from shared memory.
+// grid (ceil(maxN/128), H, spans), 256 threads, dynamic shared memory
+// fa4Smem: Q (2 x 128 x 64) and 2 stages of K (2 x 64 x 64) and Vᵀ (128 x 64).
+extern "C" __global__ void __launch_bounds__(256, 1) k_fattn4_128(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, const i64* off,
+                                                                  const u16* kb, const i64* offT, const u16* vt, int H, int Hkv, float scale) {
+  PDL_ENTER();
+  constexpr int HD = 128;
+  extern __shared__ __align__(1024) u16 fawg[];
+  u16* Qs = fawg;             // halves at Qs, Qs + 128·64
+  u16* KVs = fawg + 2 * 128 * 64;  // stage st: K halves at +0, +64·64; Vᵀ at +2·64·64
+  int sp = blockIdx.z, h = blockIdx.y;
+  int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tg = lane & 3, wg = warp >> 2;
+  int row0 = spans[3 * sp], n = spans[3 * sp + 1], pos = spans[3 * sp + 2];
+  int r0 = (gridDim.x - 1 - blockIdx.x) * 128;  // the last rows, which see the most keys, first
+  if (r0 >= n) return;
+  i64 L = pos + n, Lp = (L + 63) & ~63ll;
+  int kvh = h / (H / Hkv);
+  const u16* Kg = kb + (off[sp] + kvh * L) * HD;
+  const u16* Vg = vt + offT[sp] + (i64)kvh * HD * Lp;
+  int maxKey = pos + min(n, r0 + 128) - 1;
+  auto load = [&](int st, int j0) {
+    u16* Ks = KVs + st * 4 * 64 * 64;
+    u16* Vs = Ks + 2 * 64 * 64;
+    for (int idx = tid; idx < 64 * 16; idx += 256) {  // K: 64 keys x 16 chunks
+      int j = idx >> 4, c = idx & 15;
+      bool ok = j0 + j <= maxKey;
+      cp_async16(Ks + (c >> 3) * 64 * 64 + swz(j, c & 7, 64), Kg + (i64)(ok ? j0 + j : 0) * HD + 8 * c, ok);
+    }
+    for (int idx = tid; idx < 128 * 8; idx += 256) {  // Vᵀ: 128 channels x 8 chunks of keys
+      int d = idx >> 3, c = idx & 7;
+      cp_async16(Vs + swz(d, c, 64), Vg + (i64)d * Lp + j0 + 8 * c, true);
+    }
+  };
+  load(0, 0);
+  cp_async_commit();
+  {
+    float qscale = scale * 1.4426950408889634f;
+    for (int idx = tid; idx < 128 * HD / 2; idx += 256) {
+      int r = idx / (HD / 2), c = (idx % (HD / 2)) * 2;
+      float2 v = make_float2(0.f, 0.f);
+      if (r0 + r < n) v = *(const float2*)(q + (i64)(row0 + r0 + r) * ldq + (i64)h * HD + c);
+      *(u32*)(Qs + (c >> 6) * 128 * 64 + swz(r, (c & 63) >> 3, 64) + (c & 7)) = pack_bf16(v.x * qscale, v.y * qscale);
+    }
+  }
+  int wr = r0 + 64 * wg + 16 * (warp & 3);  // the warp's first row
+  float oacc[16][4], s[8][4];
+#pragma unroll
+  for (int j = 0; j < 16; j++) oacc[j][0] = oacc[j][1] = oacc[j][2] = oacc[j][3] = 0.f;
+  float ma = NEG_INF, mb = NEG_INF, la = 0.f, lb = 0.f;
+  int wgMax = pos + min(n - 1, r0 + 64 * wg + 63);  // the warpgroup's last position
+  for (int j0 = 0, st = 0; j0 <= maxKey; j0 += 64, st ^= 1) {
+    cp_async_wait<0>();
+    proxy_fence();
+    __syncthreads();
+    if (j0 + 64 <= maxKey) load(st ^ 1, j0 + 64);
+    cp_async_commit();
+    if (j0 > wgMax) continue;  // every key of the tile is after the warpgroup's rows
+    const u16* Ks = KVs + st * 4 * 64 * 64;
+    const u16* Vs = Ks + 2 * 64 * 64;
+#pragma unroll
+    for (int j = 0; j < 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+    wg_keep32(&s[0][0]);
+    wg_fence();
+#pragma unroll
+    for (int ks = 0; ks < HD / 16; ks++) {
+      int hf = ks >> 2, kk = ks & 3;
+      wgmma64ss(&s[0][0], wg_desc(Qs + hf * 128 * 64 + wg * 64 * 64) + 2 * kk, wg_desc(Ks + hf * 64 * 64) + 2 * kk);
+    }
+    wg_commit();
+    wg_wait<0>();
+    wg_keep32(&s[0][0]);
+    int ra = wr + g;
+    if (j0 + 63 > pos + wr) fa_mask(s, j0, tg, pos + ra, pos + ra + 8);
+    fa_online<16>(s, oacc, ma, mb, la, lb);
+    u32 pa[4][4];
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) fa_pfrag(pa[kk], s, kk);
+    wg_keep(&oacc[0][0]);
+    wg_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) wgmma128rs(&oacc[0][0], pa[kk], wg_desc(Vs) + 2 * kk);
+    wg_commit();
+    wg_wait<0>();
+    wg_keep(&oacc[0][0]);
+  }
+  cp_async_wait<0>();
+  int ra = wr + g;
+  fa_store<16>(o, ldo, row0, h * HD, n, ra, ra + 8, tg, oacc, la, lb);
 }
 
 // ---------------------------------------------------------------------------

@@ -790,6 +790,11 @@ func fa2Smem(hd int) int { return 2 * 2 * 64 * hd * 2 }
 // fa3Smem is k_fattn3's: the BF16 query tile (128 rows) and fa2Smem.
 func fa3Smem(hd int) int { return 128*hd*2 + fa2Smem(hd) }
 
+// fa4Smem is k_fattn4_128's: the BF16 query tile (two halves of 128 x 64)
+// and two stages of a 64-key tile of keys (two halves) and of transposed
+// values (128 x 64).
+const fa4Smem = 2*128*64*2 + 2*4*64*64*2
+
 // fa2MaxCopy bounds the BF16 copy of keys and values that k_fattn2 and
 // k_fattn3 read (bytes); longer batches take k_fattn, which reads the FP32
 // caches.
@@ -868,6 +873,22 @@ func (b *Backend) Attention(dst, q, k, v backend.Tensor, spans []backend.Span, c
 				pArg(ps), pArg(pc), pArg(po), iArg(Hkv), iArg(headDim), pArg(kb.p), pArg(vb.p))
 			pq := b.ptr("Attention", q)
 			args := []uint64{pArg(pd), lArg(dst.Stride), pArg(pq), lArg(q.Stride), pArg(ps), pArg(po), pArg(kb.p), pArg(vb.p), iArg(H), iArg(Hkv), fArg(scale)}
+			if b.fa4 && headDim == 128 && pq%8 == 0 && q.Stride%2 == 0 {
+				// the values transposed for wgmma (k_vtbf16): per span and
+				// KV head 128 rows of its length rounded up to 64
+				offT := make([]int64, len(spans))
+				var n int64
+				for i, sp := range spans {
+					offT[i] = n
+					n += int64(Hkv * 128 * ((sp.Pos + sp.N + 63) &^ 63))
+				}
+				pT, vt := b.stageI64(offT), b.scratch(int(2*n))
+				b.launch("k_vtbf16", dim3{(maxL + 63) / 64, Hkv, len(spans)}, dim3{256, 1, 1}, 0, pArg(ps), pArg(pc), pArg(pT), iArg(Hkv), pArg(vt.p))
+				b.launch("k_fattn4_128", dim3{(maxN + 127) / 128, H, len(spans)}, dim3{256, 1, 1}, fa4Smem, pArg(pd), lArg(dst.Stride), pArg(pq), lArg(q.Stride),
+					pArg(ps), pArg(po), pArg(kb.p), pArg(pT), pArg(vt.p), iArg(H), iArg(Hkv), fArg(scale))
+				b.release(kb, vb, vt)
+				return
+			}
 			if b.fa3 && pq%8 == 0 && q.Stride%2 == 0 {
 				b.launch(fmt.Sprintf("k_fattn3_%d", headDim), dim3{(maxN + 127) / 128, H, len(spans)}, dim3{128, 1, 1}, fa3Smem(headDim), args...)
 			} else {
