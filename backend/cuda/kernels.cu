@@ -1896,10 +1896,10 @@ __device__ __forceinline__ int swz(int r, int c, int ld) { return r * ld + ((c ^
 #define MMB_ST 3
 #define MMB_SMEM (MMB_ST * 256 * MMB_BK * 2)
 
-// Hopper warpgroup MMA (sm_90a: wgmma), used by moe_mmb's WG form: a
-// warpgroup (4 warps) multiplies a 64x16 BF16 tile of A by 16 rows of B
-// (n = 128 columns), both read from shared memory through matrix
-// descriptors, into 64 FP32 accumulators per thread (thread t of the
+// Hopper warpgroup MMA (sm_90a: wgmma), used by moe_mmb's WG form and
+// k_fattn4: a warpgroup (4 warps) multiplies a 64x16 BF16 tile of A by the
+// transpose of a 128x16 tile of B (both K-major, read from shared memory
+// through matrix descriptors) into 64 FP32 accumulators per thread (thread t of the
 // warpgroup holds rows 16·(t/32) + (t%32)/4 (+8) and columns 8j + 2·(t%4)
 // (+1): d[4j + 2h + c] — the m16n8 accumulator layout, stacked over j).
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -1929,6 +1929,7 @@ __device__ __forceinline__ void wg_keep(float* d) {
 #pragma unroll
   for (int i = 0; i < 64; i++) asm volatile("" : "+f"(d[i])::"memory");
 }
+// wg_keep32 is wg_keep for 32 accumulators (an m64n64 tile).
 __device__ __forceinline__ void wg_keep32(float* d) {
 #pragma unroll
   for (int i = 0; i < 32; i++) asm volatile("" : "+f"(d[i])::"memory");
@@ -2637,8 +2638,8 @@ extern "C" __global__ void __launch_bounds__(256, 1) k_fattn4_128(float* o, i64 
   PDL_ENTER();
   constexpr int HD = 128;
   extern __shared__ __align__(1024) u16 fawg[];
-  u16* Qs = fawg;             // halves at Qs, Qs + 128·64
-  u16* KVs = fawg + 2 * 128 * 64;  // stage st: K halves at +0, +64·64; Vᵀ at +2·64·64
+  u16* Qs = fawg;                  // halves at Qs and Qs + 128·64
+  u16* KVs = fawg + 2 * 128 * 64;  // stage st: K halves at +0 and +64·64, Vᵀ at +2·64·64
   int sp = blockIdx.z, h = blockIdx.y;
   int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tg = lane & 3, wg = warp >> 2;
   int row0 = spans[3 * sp], n = spans[3 * sp + 1], pos = spans[3 * sp + 2];
