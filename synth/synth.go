@@ -11,7 +11,9 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 
 	"github.com/ringo-ai/ringo/ggufmodel"
 	"github.com/ringo-ai/ringo/model/bailing"
@@ -98,9 +100,13 @@ func Write(ctx context.Context, cfgJSON []byte, dir string, o Options) error {
 	}
 	shards = append(shards, cur)
 	weightMap := map[string]string{}
-	rng := newRNG(o.Seed)
 	var done int64
-	buf := make([]byte, 1<<20)
+	workers := max(1, runtime.GOMAXPROCS(0))
+	bufs := make([][]byte, workers)
+	for i := range bufs {
+		bufs[i] = make([]byte, chunkSize)
+	}
+	tensor := uint64(0)
 	for si, infos := range shards {
 		name := fmt.Sprintf("model-%05d-of-%05d.safetensors", si+1, len(shards))
 		w, err := safetensors.Create(filepath.Join(dir, name), infos, map[string]string{"format": "pt"})
@@ -108,10 +114,6 @@ func Write(ctx context.Context, cfgJSON []byte, dir string, o Options) error {
 			return err
 		}
 		for _, ti := range infos {
-			if err := ctx.Err(); err != nil {
-				w.Close()
-				return err
-			}
 			weightMap[ti.Name] = name
 			gen := generator(ti, cfg)
 			if strings.HasSuffix(ti.Name, "_scale_inv") {
@@ -119,17 +121,35 @@ func Write(ctx context.Context, cfgJSON []byte, dir string, o Options) error {
 				m := generator(safetensors.TensorInfo{Name: strings.TrimSuffix(ti.Name, "_scale_inv"), Shape: []int{0, ti.Shape[1] * fp8Block}}, cfg)
 				gen = dist{m.scale / 448, 0}
 			}
-			left := ti.Bytes()
-			for left > 0 {
-				n := min(int64(len(buf)), left)
-				fill(buf[:n], ti.DType, gen, rng)
-				if _, err := w.Write(buf[:n]); err != nil {
+			size := ti.Bytes()
+			chunks := (size + chunkSize - 1) / chunkSize
+			// up to one chunk per worker at a time, filled in parallel (each
+			// from its own generator, so the bytes do not depend on the
+			// number of workers), then written in order
+			for c0 := int64(0); c0 < chunks; c0 += int64(workers) {
+				if err := ctx.Err(); err != nil {
 					w.Close()
-					return fmt.Errorf("write %s: %w", ti.Name, err)
+					return err
 				}
-				left -= n
+				n := min(int64(workers), chunks-c0)
+				var wg sync.WaitGroup
+				for k := range n {
+					wg.Go(func() {
+						c := c0 + k
+						b := bufs[k][:min(chunkSize, size-c*chunkSize)]
+						fill(b, ti.DType, gen, chunkRNG(o.Seed, tensor, uint64(c)))
+					})
+				}
+				wg.Wait()
+				for k := range n {
+					if _, err := w.Write(bufs[k][:min(chunkSize, size-(c0+k)*chunkSize)]); err != nil {
+						w.Close()
+						return fmt.Errorf("write %s: %w", ti.Name, err)
+					}
+				}
 			}
-			done += ti.Bytes()
+			tensor++
+			done += size
 			if o.Progress != nil {
 				o.Progress(done, total)
 			}
@@ -174,7 +194,27 @@ func generator(ti safetensors.TensorInfo, cfg *bailing.Config) dist {
 // rng is xorshift64*: fast enough to fill tens of gigabytes.
 type rng struct{ s uint64 }
 
-func newRNG(seed uint64) *rng { return &rng{s: seed*0x9e3779b97f4a7c15 + 0x2545f4914f6cdd1d} }
+// chunkSize is the unit of parallel generation: every chunkSize bytes of a
+// tensor come from their own generator (a variable for tests).
+var chunkSize int64 = 1 << 20
+
+// chunkRNG returns the generator of chunk c of the tensor-th tensor: the
+// three numbers mixed by splitmix64 steps into a nonzero xorshift state.
+func chunkRNG(seed, tensor, c uint64) *rng {
+	s := mix64(mix64(mix64(seed)^tensor) ^ c)
+	if s == 0 {
+		s = 1
+	}
+	return &rng{s: s}
+}
+
+// mix64 is splitmix64's finalizer.
+func mix64(z uint64) uint64 {
+	z += 0x9e3779b97f4a7c15
+	z = (z ^ z>>30) * 0xbf58476d1ce4e5b9
+	z = (z ^ z>>27) * 0x94d049bb133111eb
+	return z ^ z>>31
+}
 
 func (r *rng) next() uint64 {
 	r.s ^= r.s >> 12

@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -21,7 +22,12 @@ func TestWriteLoads(t *testing.T) {
 		t.Fatal(err)
 	}
 	a, b := t.TempDir(), t.TempDir()
-	for _, dir := range []string{a, b} {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	defer func(c int64) { chunkSize = c }(chunkSize)
+	chunkSize = 4 << 10 // many chunks per tensor
+	for i, dir := range []string{a, b} {
+		// the bytes must not depend on the number of workers
+		runtime.GOMAXPROCS(1 + 2*i)
 		// tiny shards so that the index spans several files
 		if err := Write(context.Background(), cfg, dir, Options{DType: safetensors.F32, Seed: 3, ShardSize: 200 << 10}); err != nil {
 			t.Fatal(err)
@@ -113,4 +119,14 @@ func TestWriteFP8(t *testing.T) {
 		t.Fatalf("%d FP8 tensors, %d with scales", fp8, scaled)
 	}
 	checkFinite(t, dir)
+}
+
+// BenchmarkFillBF16 is the generator's speed on one core (a full-size model is
+// ~33 GB, filled by all cores).
+func BenchmarkFillBF16(b *testing.B) {
+	buf := make([]byte, chunkSize)
+	b.SetBytes(chunkSize)
+	for i := 0; i < b.N; i++ {
+		fill(buf, safetensors.BF16, dist{0, 0.03}, chunkRNG(1, 2, uint64(i)))
+	}
 }
