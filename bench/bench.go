@@ -67,12 +67,18 @@ type Result struct {
 	Machine      Machine `json:"machine"`
 	PromptTokens int     `json:"prompt_tokens"`
 	PrefillTokS  float64 `json:"prefill_tok_s"`
-	PrefillFLOPs float64 `json:"prefill_flops_per_token"`
-	PrefillPeak  float64 `json:"prefill_peak_fraction"` // achieved FLOP/s ÷ FMA peak
-	TTFTms       float64 `json:"ttft_ms"`
-	Batch        int     `json:"batch"`
-	Decode       []Point `json:"decode"`
-	PeakRSSMiB   float64 `json:"peak_rss_mib"`
+	PrefillFLOPs float64 `json:"prefill_flops_per_token"` // weight products (and the output layer, once per prompt)
+	// PrefillAttnFLOPs is the attention's share per token: the softmax
+	// layers over the causal prompt and the linear layers' recurrence.
+	PrefillAttnFLOPs float64 `json:"prefill_attention_flops_per_token"`
+	PrefillPeak      float64 `json:"prefill_peak_fraction"` // achieved FLOP/s (weights and attention) ÷ peak
+	// PrefillWeightPeak counts the weight products only (the figure that
+	// earlier versions reported as the fraction of peak).
+	PrefillWeightPeak float64 `json:"prefill_weight_peak_fraction"`
+	TTFTms            float64 `json:"ttft_ms"`
+	Batch             int     `json:"batch"`
+	Decode            []Point `json:"decode"`
+	PeakRSSMiB        float64 `json:"peak_rss_mib"`
 	// HugeFileMiB and HugeAnonMiB are the memory-mapped files (weights) and
 	// the heap (caches, states, weights built at load) mapped with huge pages
 	// at the end of the decode measurements; -1 where the system does not say.
@@ -177,6 +183,9 @@ func Run(ctx context.Context, name string, m model.Model, o Options) (*Result, e
 		res.TTFTms = el * 1000
 		res.PrefillTokS = float64(o.Prompt) / el
 		res.PrefillFLOPs = float64(info.FLOPsPerToken) + float64(info.OutputFLOPs)/float64(o.Prompt)
+		// attention over the prompt itself: (n+1)/2 keys per token on
+		// average (causal), and the linear layers' recurrence
+		res.PrefillAttnFLOPs = float64(info.AttentionFLOPsPerKey)*float64(o.Prompt+1)/2 + float64(info.LinearFLOPsPerToken)
 		st.Free()
 	}
 	// decode at each context
@@ -293,7 +302,8 @@ func Run(ctx context.Context, name string, m model.Model, o Options) (*Result, e
 	} else {
 		res.Machine = MeasureMachine(o.Threads)
 	}
-	res.PrefillPeak = res.PrefillTokS * res.PrefillFLOPs / (res.Machine.PeakGFLOPs * 1e9)
+	res.PrefillPeak = res.PrefillTokS * (res.PrefillFLOPs + res.PrefillAttnFLOPs) / (res.Machine.PeakGFLOPs * 1e9)
+	res.PrefillWeightPeak = res.PrefillTokS * res.PrefillFLOPs / (res.Machine.PeakGFLOPs * 1e9)
 	for i := range res.Decode {
 		res.Decode[i].Roofline /= res.Machine.BandwidthGBs * 1e9
 	}

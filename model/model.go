@@ -24,6 +24,14 @@ type Info struct {
 	// of the layers, excluding attention over the context and the output
 	// layer, whose cost is OutputFLOPs for each token whose logits are wanted.
 	FLOPsPerToken, OutputFLOPs int64
+	// AttentionFLOPsPerKey is 2·(multiply-accumulates) of the softmax
+	// layers' attention per (query token, visible key) pair: Q·Kᵀ and P·V
+	// over all query heads. A fresh prompt of n tokens sees n(n+1)/2 pairs.
+	AttentionFLOPsPerKey int64
+	// LinearFLOPsPerToken is 2·(multiply-accumulates) of the linear
+	// attention layers per token in the recurrent form: the state update
+	// kᵀv and the readout q·S, head dim² each per head.
+	LinearFLOPsPerToken int64
 }
 
 // State is one sequence's cache (KV cache and linear-attention states).

@@ -106,7 +106,7 @@ first step of a turn starts with the caches the other length filled.`,
 					fmt.Fprintf(w, "weights\t%.2f GiB, %.1f MiB read per token\n", float64(res.WeightBytes)/(1<<30), float64(res.ActiveBytes)/(1<<20))
 				}
 				if !o.SkipPrefill {
-					fmt.Fprintf(w, "prefill\t%d tokens: %.1f tok/s, %.1f%% of peak, time to first token %.0f ms\n", res.PromptTokens, res.PrefillTokS, 100*res.PrefillPeak, res.TTFTms)
+					fmt.Fprintf(w, "prefill\t%d tokens: %.1f tok/s, %.1f%% of peak (weight products alone %.1f%%), time to first token %.0f ms\n", res.PromptTokens, res.PrefillTokS, 100*res.PrefillPeak, 100*res.PrefillWeightPeak, res.TTFTms)
 				}
 				for _, p := range res.Decode {
 					fmt.Fprintf(w, "decode @ %d ctx, batch %d\t%.2f tok/s, %.1f%% of bandwidth roofline (%.1f MiB/token)\n", p.Context, res.Batch, p.DecodeTokS, 100*p.Roofline, float64(p.BytesPerToken)/(1<<20))

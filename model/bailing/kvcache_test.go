@@ -149,3 +149,39 @@ func TestKVBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestAttentionFLOPs checks the attention work the model reports to
+// benchmarks against its KV cache: every softmax layer caches 2·Hkv·d
+// float32 values per token and does 4·H·d FLOPs per (query, key) pair; every
+// other layer is linear attention with 4·H·d² FLOPs per token.
+func TestAttentionFLOPs(t *testing.T) {
+	for _, name := range []string{"tiny-linear", "tiny-softmax"} {
+		dir := filepath.Join("..", "..", "testdata", name)
+		raw, err := os.ReadFile(filepath.Join(dir, "config.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var c struct {
+			Layers  int `json:"num_hidden_layers"`
+			Heads   int `json:"num_attention_heads"`
+			KVHeads int `json:"num_key_value_heads"`
+			HeadDim int `json:"head_dim"`
+		}
+		if err := json.Unmarshal(raw, &c); err != nil {
+			t.Fatal(err)
+		}
+		m, err := engine.Load(dir, engine.Options{KVCache: "f32"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		info := m.Info()
+		m.Close()
+		softmax := info.KVBytesPerToken / int64(4*2*c.KVHeads*c.HeadDim)
+		linear := int64(c.Layers) - softmax
+		hd := int64(c.Heads * c.HeadDim)
+		if softmax <= 0 || info.AttentionFLOPsPerKey != 4*hd*softmax || info.LinearFLOPsPerToken != 4*hd*int64(c.HeadDim)*linear {
+			t.Errorf("%s: %d softmax layers of %d by the KV cache; attention FLOPs per key %d, linear FLOPs per token %d",
+				name, softmax, c.Layers, info.AttentionFLOPsPerKey, info.LinearFLOPsPerToken)
+		}
+	}
+}

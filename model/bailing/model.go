@@ -180,6 +180,12 @@ func Load(cfgJSON []byte, gen checkpoint.GenerationConfig, src checkpoint.Source
 	}
 	for _, lin := range m.layers {
 		m.info.LinearLayer = append(m.info.LinearLayer, lin.linear)
+		hd := int64(cfg.NumAttentionHeads) * int64(cfg.HeadDim)
+		if lin.linear {
+			m.info.LinearFLOPsPerToken += 2 * 2 * hd * int64(cfg.HeadDim)
+		} else {
+			m.info.AttentionFLOPsPerKey += 2 * 2 * hd
+		}
 	}
 	embBytes := l.embedding
 	m.info.WeightBytes = l.dense + l.expert
