@@ -102,9 +102,21 @@ func Write(ctx context.Context, cfgJSON []byte, dir string, o Options) error {
 	weightMap := map[string]string{}
 	var done int64
 	workers := max(1, runtime.GOMAXPROCS(0))
-	bufs := make([][]byte, workers)
+	// two sets of buffers: one filled while the other is written
+	var bufs [2][][]byte
 	for i := range bufs {
-		bufs[i] = make([]byte, chunkSize)
+		bufs[i] = make([][]byte, workers)
+		for k := range bufs[i] {
+			bufs[i][k] = make([]byte, chunkSize)
+		}
+	}
+	// a chunk is chunkSize bytes (or a tensor's last bytes) from its own
+	// generator, so the bytes do not depend on the number of workers
+	type chunk struct {
+		dt   safetensors.DType
+		gen  dist
+		rng  *rng
+		size int64
 	}
 	tensor := uint64(0)
 	for si, infos := range shards {
@@ -113,6 +125,7 @@ func Write(ctx context.Context, cfgJSON []byte, dir string, o Options) error {
 		if err != nil {
 			return err
 		}
+		var chunks []chunk
 		for _, ti := range infos {
 			weightMap[ti.Name] = name
 			gen := generator(ti, cfg)
@@ -122,37 +135,53 @@ func Write(ctx context.Context, cfgJSON []byte, dir string, o Options) error {
 				gen = dist{m.scale / 448, 0}
 			}
 			size := ti.Bytes()
-			chunks := (size + chunkSize - 1) / chunkSize
-			// up to one chunk per worker at a time, filled in parallel (each
-			// from its own generator, so the bytes do not depend on the
-			// number of workers), then written in order
-			for c0 := int64(0); c0 < chunks; c0 += int64(workers) {
-				if err := ctx.Err(); err != nil {
-					w.Close()
-					return err
-				}
-				n := min(int64(workers), chunks-c0)
-				var wg sync.WaitGroup
-				for k := range n {
-					wg.Go(func() {
-						c := c0 + k
-						b := bufs[k][:min(chunkSize, size-c*chunkSize)]
-						fill(b, ti.DType, gen, chunkRNG(o.Seed, tensor, uint64(c)))
-					})
-				}
-				wg.Wait()
-				for k := range n {
-					if _, err := w.Write(bufs[k][:min(chunkSize, size-(c0+k)*chunkSize)]); err != nil {
-						w.Close()
-						return fmt.Errorf("write %s: %w", ti.Name, err)
-					}
-				}
+			for c := int64(0); c*chunkSize < size; c++ {
+				chunks = append(chunks, chunk{ti.DType, gen, chunkRNG(o.Seed, tensor, uint64(c)), min(chunkSize, size-c*chunkSize)})
 			}
 			tensor++
-			done += size
+		}
+		// one chunk per worker at a time (many tensors are a few chunks),
+		// filled in parallel, then written in order while the next batch
+		// is filled
+		var werr error
+		written := make(chan struct{}, 1)
+		written <- struct{}{}
+		for c0, set := 0, 0; c0 < len(chunks); c0, set = c0+workers, 1-set {
+			if err := ctx.Err(); err != nil {
+				<-written
+				w.Close()
+				return err
+			}
+			batch := chunks[c0:min(c0+workers, len(chunks))]
+			var wg sync.WaitGroup
+			for k, c := range batch {
+				wg.Go(func() { fill(bufs[set][k][:c.size], c.dt, c.gen, c.rng) })
+			}
+			wg.Wait()
+			<-written // the previous batch, from the other set
+			if werr != nil {
+				break
+			}
+			go func() {
+				for k, c := range batch {
+					if _, err := w.Write(bufs[set][k][:c.size]); err != nil {
+						werr = fmt.Errorf("write %s: %w", name, err)
+						break
+					}
+				}
+				written <- struct{}{}
+			}()
+			for _, c := range batch {
+				done += c.size
+			}
 			if o.Progress != nil {
 				o.Progress(done, total)
 			}
+		}
+		<-written
+		if werr != nil {
+			w.Close()
+			return werr
 		}
 		if err := w.Close(); err != nil {
 			return err
@@ -244,17 +273,24 @@ func fill(buf []byte, dt safetensors.DType, g dist, r *rng) {
 		fillFP8(buf, r)
 		return
 	}
+	if dt == safetensors.BF16 {
+		// 16 random bits per value are more than a BF16 mantissa holds
+		for i := 0; i+2 <= len(buf); {
+			x := r.next()
+			for k := 0; k < 4 && i+2 <= len(buf); k++ {
+				u := float32(uint16(x>>(16*k)))/float32(1<<16)*2 - 1
+				binary.LittleEndian.PutUint16(buf[i:], quant.F32ToBF16(g.center+g.scale*u))
+				i += 2
+			}
+		}
+		return
+	}
 	size := dt.Size()
 	for i := 0; i+size <= len(buf); {
 		x := r.next()
 		for k := 0; k < 2 && i+size <= len(buf); k++ {
 			u := float32(uint32(x>>(32*k))>>8)/float32(1<<24)*2 - 1
-			v := g.center + g.scale*u
-			if dt == safetensors.BF16 {
-				binary.LittleEndian.PutUint16(buf[i:], quant.F32ToBF16(v))
-			} else {
-				binary.LittleEndian.PutUint32(buf[i:], math.Float32bits(v))
-			}
+			binary.LittleEndian.PutUint32(buf[i:], math.Float32bits(g.center+g.scale*u))
 			i += size
 		}
 	}

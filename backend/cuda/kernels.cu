@@ -2321,7 +2321,8 @@ extern "C" __global__ void __launch_bounds__(256) k_fattn128(float* o, i64 ldo, 
 //
 // k_kvbf16 copies the cached keys and values of each span (positions
 // 0..pos+n-1) into BF16 per KV head: span sp's head kvh starts at row
-// off[sp] + kvh*L (L = pos+n) of kb and vb, rows of hd values. grid
+// off[sp] + kvh*L (L = pos+n) of kb and vb, rows of hd values; vb null: the
+// keys only (k_fattn4 reads k_vtbf16's values). grid
 // (ceil(maxL*Hkv*hd/8 / 256), spans), 256 threads; hd % 8 == 0.
 extern "C" __global__ void k_kvbf16(const int* spans, const i64* caches, const i64* off, int Hkv, int hd, u16* kb, u16* vb) { PDL_ENTER();
   int sp = blockIdx.y;
@@ -2332,10 +2333,12 @@ extern "C" __global__ void k_kvbf16(const int* spans, const i64* caches, const i
   i64 key = idx / per;
   int c = (int)(idx % per), kvh = c / (hd / 8), cc = (c % (hd / 8)) * 8;
   const float* K = (const float*)caches[4 * sp] + key * caches[4 * sp + 2] + kvh * hd + cc;
-  const float* V = (const float*)caches[4 * sp + 1] + key * caches[4 * sp + 3] + kvh * hd + cc;
   i64 o = (off[sp] + kvh * L + key) * hd + cc;
-  float4 k0 = *(const float4*)K, k1 = *(const float4*)(K + 4), v0 = *(const float4*)V, v1 = *(const float4*)(V + 4);
+  float4 k0 = *(const float4*)K, k1 = *(const float4*)(K + 4);
   *(uint4*)(kb + o) = make_uint4(pack_bf16(k0.x, k0.y), pack_bf16(k0.z, k0.w), pack_bf16(k1.x, k1.y), pack_bf16(k1.z, k1.w));
+  if (!vb) return;
+  const float* V = (const float*)caches[4 * sp + 1] + key * caches[4 * sp + 3] + kvh * hd + cc;
+  float4 v0 = *(const float4*)V, v1 = *(const float4*)(V + 4);
   *(uint4*)(vb + o) = make_uint4(pack_bf16(v0.x, v0.y), pack_bf16(v0.z, v0.w), pack_bf16(v1.x, v1.y), pack_bf16(v1.z, v1.w));
 }
 

@@ -868,14 +868,15 @@ func (b *Backend) Attention(dst, q, k, v backend.Tensor, spans []backend.Span, c
 				maxL = max(maxL, sp.Pos+sp.N)
 			}
 			po := b.stageI64(off)
-			kb, vb := b.scratch(2*rows*headDim), b.scratch(2*rows*headDim)
-			b.launch("k_kvbf16", dim3{(maxL*Hkv*headDim/8 + 255) / 256, len(spans), 1}, dim3{256, 1, 1}, 0,
-				pArg(ps), pArg(pc), pArg(po), iArg(Hkv), iArg(headDim), pArg(kb.p), pArg(vb.p))
 			pq := b.ptr("Attention", q)
-			args := []uint64{pArg(pd), lArg(dst.Stride), pArg(pq), lArg(q.Stride), pArg(ps), pArg(po), pArg(kb.p), pArg(vb.p), iArg(H), iArg(Hkv), fArg(scale)}
 			if b.fa4 && headDim == 128 && pq%8 == 0 && q.Stride%2 == 0 {
-				// the values transposed for wgmma (k_vtbf16): per span and
-				// KV head 128 rows of its length rounded up to 64
+				// the keys in BF16 (no value copy: k_kvbf16 gets a null
+				// pointer) and the values transposed for wgmma
+				// (k_vtbf16): per span and KV head 128 rows of its length
+				// rounded up to 64
+				kb := b.scratch(2 * rows * headDim)
+				b.launch("k_kvbf16", dim3{(maxL*Hkv*headDim/8 + 255) / 256, len(spans), 1}, dim3{256, 1, 1}, 0,
+					pArg(ps), pArg(pc), pArg(po), iArg(Hkv), iArg(headDim), pArg(kb.p), pArg(0))
 				offT := make([]int64, len(spans))
 				var n int64
 				for i, sp := range spans {
@@ -886,9 +887,13 @@ func (b *Backend) Attention(dst, q, k, v backend.Tensor, spans []backend.Span, c
 				b.launch("k_vtbf16", dim3{(maxL + 63) / 64, Hkv, len(spans)}, dim3{256, 1, 1}, 0, pArg(ps), pArg(pc), pArg(pT), iArg(Hkv), pArg(vt.p))
 				b.launch("k_fattn4_128", dim3{(maxN + 127) / 128, H, len(spans)}, dim3{256, 1, 1}, fa4Smem, pArg(pd), lArg(dst.Stride), pArg(pq), lArg(q.Stride),
 					pArg(ps), pArg(po), pArg(kb.p), pArg(pT), pArg(vt.p), iArg(H), iArg(Hkv), fArg(scale))
-				b.release(kb, vb, vt)
+				b.release(kb, vt)
 				return
 			}
+			kb, vb := b.scratch(2*rows*headDim), b.scratch(2*rows*headDim)
+			b.launch("k_kvbf16", dim3{(maxL*Hkv*headDim/8 + 255) / 256, len(spans), 1}, dim3{256, 1, 1}, 0,
+				pArg(ps), pArg(pc), pArg(po), iArg(Hkv), iArg(headDim), pArg(kb.p), pArg(vb.p))
+			args := []uint64{pArg(pd), lArg(dst.Stride), pArg(pq), lArg(q.Stride), pArg(ps), pArg(po), pArg(kb.p), pArg(vb.p), iArg(H), iArg(Hkv), fArg(scale)}
 			if b.fa3 && pq%8 == 0 && q.Stride%2 == 0 {
 				b.launch(fmt.Sprintf("k_fattn3_%d", headDim), dim3{(maxN + 127) / 128, H, len(spans)}, dim3{128, 1, 1}, fa3Smem(headDim), args...)
 			} else {
