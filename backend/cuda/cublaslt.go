@@ -39,6 +39,7 @@ type ltKey struct {
 }
 
 type ltPlan struct {
+	key           ltKey
 	id            int // index in cublasLt.list (how the launch queue names it)
 	desc, a, b, c uintptr
 	result        [ltHeuristicResultLen]byte // cublasLtMatmulHeuristicResult_t; algo is its first 64 bytes
@@ -92,7 +93,7 @@ func (c *cublasLt) plan(n, t, k, ldd, alignD int) (*ltPlan, error) {
 	if p := c.plans[key]; p != nil {
 		return p, nil
 	}
-	p := &ltPlan{}
+	p := &ltPlan{key: key}
 	if err := c.check(ccall(c.descCreate, uintptr(unsafe.Pointer(&p.desc)), cublasCompute32F, cudaR32F), "cublasLtMatmulDescCreate"); err != nil {
 		return nil, err
 	}

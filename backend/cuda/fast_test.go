@@ -78,7 +78,9 @@ func TestFastLightning(t *testing.T) {
 	rng := rand.New(rand.NewSource(21))
 	for _, c := range []struct{ H, d int }{{2, 128}, {3, 64}, {4, 16}} {
 		spans := []backend.Span{{Row: 0, N: 1, Pos: 5}, {Row: 1, N: 7, Pos: 0}, {Row: 8, N: 40, Pos: 3}, {Row: 48, N: 150, Pos: 0}, {Row: 198, N: 0, Pos: 2}, {Row: 198, N: 64, Pos: 9}, {Row: 262, N: 129, Pos: 0}}
-		checkLightning(t, g, rng, "fast lightning", c.H, c.d, 391, spans, 0.002, fastTol)
+		for _, aligned := range []bool{false, true} { // k_ltc_*'s loads of 4 or 16 bytes
+			checkLightning(t, g, rng, fmt.Sprintf("fast lightning (aligned %v)", aligned), c.H, c.d, 391, spans, 0.002, fastTol, aligned)
+		}
 	}
 }
 
@@ -285,6 +287,48 @@ func TestMoEShared(t *testing.T) {
 					break
 				}
 			}
+		}
+	}
+}
+
+// TestMoESharedPrefill checks the shared expert beside moe_mmb (prefill,
+// fast mode, BF16): against the CPU's MoE, SwiGLU and Add (fastTol: BF16
+// activations), and against the GPU's own unfused sequence, which rounds
+// the same values to BF16 for the same cuBLASLt products and adds the
+// shared row after the routed sum as the combine does (1e-5: cuBLASLt may
+// pick another algorithm for other alignments).
+func TestMoESharedPrefill(t *testing.T) {
+	g := gpu(t, false)
+	if !g.mmb || !g.mma || g.lt == nil {
+		t.Skip("no moe_mmb or cuBLASLt on this GPU")
+	}
+	rng := rand.New(rand.NewSource(23))
+	for _, c := range []struct{ E, I, SI, D int }{{16, 32, 32, 64}, {8, 72, 96, 136}, {8, 256, 256, 512}} {
+		ce, ge, _, _, _ := randExperts(t, g, c.E, c.I, c.D, bf16Weights(rng))
+		cgu, ggu := upload(t, g, hostWeight(rng, "shared gate_up", backend.BF16, 2*c.SI, c.D, 0.3))
+		cdn, gdn := upload(t, g, hostWeight(rng, "shared down", backend.BF16, c.D, c.SI, 0.3))
+		p := backend.RouteParams{TopK: 4, Groups: 4, TopKGroups: 2, Sigmoid: true, Normalize: true, Scale: 2.5}
+		for _, T := range []int{600, 1000} {
+			what := fmt.Sprintf("moe+shared prefill %+v T=%d", c, T)
+			l := randT(t, g, rng, T, c.E, 3)
+			x := randT(t, g, rng, T, c.D, 1)
+			if T == 600 {
+				x = contiguousPair(g, x)
+			}
+			d := zeroT(g, T, c.D)
+			unfusedSharedMoE(host(), d.c, x.c, host().Route(l.c, nil, p), ce, cgu, cdn)
+			if !g.MoEShared(d.g, x.g, g.Route(l.g, nil, p), ge, ggu, gdn) {
+				t.Fatalf("%s: MoEShared declined", what)
+			}
+			compare(t, what, g, d, fastTol)
+			u := g.Alloc(T, c.D)
+			unfusedSharedMoE(g, u, x.g, g.Route(l.g, nil, p), ge, ggu, gdn)
+			if e := gpuRelErr(g, d.g, u); e > 1e-5 || math.IsNaN(e) {
+				t.Errorf("%s: relative error %.3g against the unfused GPU operations", what, e)
+			} else {
+				t.Logf("%s: relative error %.2g against the unfused GPU operations", what, e)
+			}
+			g.Free(u)
 		}
 	}
 }

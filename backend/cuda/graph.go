@@ -194,8 +194,20 @@ func (b *Backend) issue(q []uint64) error {
 		case opDtoH:
 			r, what = ccall(d.cuMemcpyDtoHAsync, uintptr(c[1]), uintptr(c[2]), uintptr(c[3]), s), "cuMemcpyDtoHAsync"
 		case opLt:
-			if err := b.lt.gemm(b.lt.list[c[1]], uintptr(c[2]), uintptr(c[3]), uintptr(c[4]), b.ltWS, &b.alpha, &b.beta, s); err != nil {
+			pl := b.lt.list[c[1]]
+			if b.prof != nil {
+				// named by the product's shape: N outputs, T rows, K inputs
+				id := ltProfile + uintptr(pl.id)
+				if _, ok := b.fnNames[id]; !ok {
+					b.fnNames[id] = fmt.Sprintf("lt %dx%dx%d", pl.key.t, pl.key.n, pl.key.k)
+				}
+				b.prof.mark(b, id)
+			}
+			if err := b.lt.gemm(pl, uintptr(c[2]), uintptr(c[3]), uintptr(c[4]), b.ltWS, &b.alpha, &b.beta, s); err != nil {
 				return err
+			}
+			if b.prof != nil {
+				b.prof.mark(b, 0)
 			}
 		}
 		if int32(r) != 0 {
@@ -285,7 +297,12 @@ func (b *Backend) sync() {
 }
 
 // profiler (RINGO_CUDA_PROFILE=1, with RINGO_CUDA_STATS): events around
-// every kernel (graphs off), GPU time summed per kernel name.
+// every kernel and cuBLASLt call (graphs off), GPU time summed per kernel
+// name (the cuBLASLt calls per shape, rows×outputs×inputs).
+// ltProfile is added to a cuBLASLt plan's index to name it among the
+// kernels in Backend.fnNames (no function handle is that large).
+const ltProfile = uintptr(1) << 62
+
 type profiler struct {
 	events []uintptr
 	used   int
@@ -337,7 +354,7 @@ func (p *profiler) report(steps int) {
 		return 1
 	})
 	fmt.Fprintf(os.Stderr, "cuda profile: %.3f ms of kernel time per step\n", total/float64(steps))
-	for _, r := range rows[:min(len(rows), 14)] {
+	for _, r := range rows[:min(len(rows), 24)] {
 		fmt.Fprintf(os.Stderr, "  %-18s %8.1f µs/step  %6.1f launches/step  %6.2f µs each\n", r.name, 1e3*r.ms/float64(steps), float64(p.count[r.name])/float64(steps), 1e3*r.ms/float64(p.count[r.name]))
 	}
 	clear(p.ms)

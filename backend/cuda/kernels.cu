@@ -205,6 +205,21 @@ extern "C" __global__ void k_silumul(float* d, i64 ldd, const float* g, i64 ldg,
   }
 }
 
+// k_silumul_bf16: h[r, c] = silu(gu[r, c]) * gu[r, I + c] in BF16, for the
+// [gate | up] rows of a GEMM (width 2I, contiguous); h is rows x I
+// contiguous. I % 4 == 0.
+extern "C" __global__ void k_silumul_bf16(u16* h, const float* gu, int rows, int I) { PDL_ENTER();
+  GRID_LOOP((i64)rows * I / 4) {
+    i64 r = idx / (I / 4);
+    int c = (int)(idx % (I / 4)) * 4;
+    const float* gp = gu + r * 2 * I + c;
+    float4 g = *(const float4*)gp, u = *(const float4*)(gp + I);
+    float v0 = g.x / (1.0f + expf(-g.x)) * u.x, v1 = g.y / (1.0f + expf(-g.y)) * u.y;
+    float v2 = g.z / (1.0f + expf(-g.z)) * u.z, v3 = g.w / (1.0f + expf(-g.w)) * u.w;
+    *(uint2*)(h + r * I + c) = make_uint2(pack_bf16(v0, v1), pack_bf16(v2, v3));
+  }
+}
+
 // sigmul is x · sigmoid(g), shared by k_sigmul and k_rmsnorm_sigmul.
 __device__ __forceinline__ float sigmul(float x, float g) { return x / (1.0f + expf(-g)); }
 
@@ -487,16 +502,22 @@ extern "C" __global__ void k_addrmsnorm(float* d, i64 ldd, float* x, i64 ldx, co
 // rope_rotate rotates the pair (a, b) = (v[i], v[i + dim/2]) of a head at
 // position p: the inverse frequency and the angle in float32, sin and cos in
 // double, as the CPU backend does.
-__device__ __forceinline__ void rope_rotate(float& a, float& b, int i, int dim, double theta, float p) {
+__device__ __forceinline__ float2 rope_cs(int i, int dim, double theta, float p) {
   float inv = (float)pow(theta, -(double)(2 * i) / (double)dim);
   float ang = p * inv;
   double s, c;
   sincos((double)ang, &s, &c);
-  float cf = (float)c, sf = (float)s;
-  float a0 = a, b0 = b;
-  a = a0 * cf - b0 * sf;
-  b = b0 * cf + a0 * sf;
+  return make_float2((float)c, (float)s);
 }
+// rope_apply rotates (a, b) by the angle of cs = (cos, sin), rounding every
+// product and sum (no FMA contraction, which could differ between kernels),
+// as the CPU does.
+__device__ __forceinline__ void rope_apply(float& a, float& b, float2 cs) {
+  float a0 = a, b0 = b;
+  a = __fsub_rn(__fmul_rn(a0, cs.x), __fmul_rn(b0, cs.y));
+  b = __fadd_rn(__fmul_rn(b0, cs.x), __fmul_rn(a0, cs.y));
+}
+__device__ __forceinline__ void rope_rotate(float& a, float& b, int i, int dim, double theta, float p) { rope_apply(a, b, rope_cs(i, dim, theta, p)); }
 
 extern "C" __global__ void k_rope(float* x, i64 ldx, int cols, int headDim, int dim, double theta, const int* pos) { PDL_ENTER();
   int r = blockIdx.x;
@@ -512,41 +533,43 @@ extern "C" __global__ void k_rope(float* x, i64 ldx, int cols, int headDim, int 
   }
 }
 
-// k_rmsnorm_rope_w<NV, HU>: k_rmsnorm_rope with one warp per (row, head), 8
-// per block, for head dims of 32·NV and rotary halves of 32·HU: lane l holds
-// values l + 32u of its head, so both values of a rotated pair are in one
-// lane and the only reduction is the warp's sum of squares (in double).
-// Prefill has rows×heads of one-block work items otherwise, whose barriers
-// and scheduling cost more than the arithmetic.
+// k_rmsnorm_rope_w<NV, HU>: k_rmsnorm_rope with one block of 8 warps per
+// row and one warp per head, for head dims of 32·NV and rotary halves of
+// 32·HU: lane l holds values l + 32u of its head, so both values of a
+// rotated pair are in one lane and the only reduction is the warp's sum of
+// squares (in double). The row's cosines and sines are computed once, for
+// all its heads. Prefill has rows×heads of one-block work items otherwise,
+// whose barriers and scheduling cost more than the arithmetic.
 template <int NV, int HU>
 __device__ __forceinline__ void rmsnorm_rope_w(float* x, i64 ldx, const float* w, int wfull, int cols, int headDim, float eps, int dim, double theta,
                                                const int* pos, int rows) {
-  int nh = cols / headDim;
-  i64 t = (i64)blockIdx.x * 8 + (threadIdx.x >> 5);
-  if (t >= (i64)rows * nh) return;
-  int lane = threadIdx.x & 31;
-  i64 r = t / nh;
-  int h = (int)(t - r * nh);
-  float* v = x + r * ldx + (i64)h * headDim + lane;
-  const float* ws = (wfull ? w + (i64)h * headDim : w) + lane;
-  float val[NV], wv[NV];
-#pragma unroll
-  for (int u = 0; u < NV; u++) {
-    val[u] = v[32 * u];
-    wv[u] = ws[32 * u];
-  }
-  double ss = 0;
-#pragma unroll
-  for (int u = 0; u < NV; u++) ss += (double)val[u] * (double)val[u];
-  ss = __shfl_sync(0xffffffffu, warp_sumd(ss), 0);  // warp_sumd's total is lane 0's
-  float inv = (float)(1.0 / sqrt(ss / (double)headDim + (double)eps));
-#pragma unroll
-  for (int u = 0; u < NV; u++) val[u] = val[u] * inv * wv[u];
+  __shared__ float2 cs[32 * HU];
+  int nh = cols / headDim, lane = threadIdx.x & 31;
+  i64 r = blockIdx.x;
   float p = (float)pos[r];
+  if (threadIdx.x < 32 * HU) cs[threadIdx.x] = rope_cs(threadIdx.x, dim, theta, p);
+  __syncthreads();
+  for (int h = threadIdx.x >> 5; h < nh; h += blockDim.x >> 5) {
+    float* v = x + r * ldx + (i64)h * headDim + lane;
+    const float* ws = (wfull ? w + (i64)h * headDim : w) + lane;
+    float val[NV], wv[NV];
 #pragma unroll
-  for (int u = 0; u < HU; u++) rope_rotate(val[u], val[u + HU], lane + 32 * u, dim, theta, p);
+    for (int u = 0; u < NV; u++) {
+      val[u] = v[32 * u];
+      wv[u] = ws[32 * u];
+    }
+    double ss = 0;
 #pragma unroll
-  for (int u = 0; u < NV; u++) v[32 * u] = val[u];
+    for (int u = 0; u < NV; u++) ss += (double)val[u] * (double)val[u];
+    ss = __shfl_sync(0xffffffffu, warp_sumd(ss), 0);  // warp_sumd's total is lane 0's
+    float inv = (float)(1.0 / sqrt(ss / (double)headDim + (double)eps));
+#pragma unroll
+    for (int u = 0; u < NV; u++) val[u] = val[u] * inv * wv[u];
+#pragma unroll
+    for (int u = 0; u < HU; u++) rope_apply(val[u], val[u + HU], cs[lane + 32 * u]);
+#pragma unroll
+    for (int u = 0; u < NV; u++) v[32 * u] = val[u];
+  }
 }
 #define RMSNORM_ROPE_W(NV, HU)                                                                                                               \
   extern "C" __global__ void k_rmsnorm_rope_w##NV##HU(float* x, i64 ldx, const float* w, int wfull, int cols, int headDim, float eps, int dim, \
@@ -2732,70 +2755,88 @@ extern "C" __global__ void __launch_bounds__(256, 1) k_fattn4_128(float* o, i64 
 //   k_ltc_out:  O_i = s*( sum_{j<=i} l^{i-j}(q_i.k_j) v_j + l^{i+1} q_i S_c ), S_c = sb[c]
 
 #define LC 64
-#define LLD 72
+
+// ltc_ld stores rows row0..row0+nc-1 of a head's D values (src + h*D, row
+// stride ld; LC rows, zeros past nc) into dst as BF16, row-major with row
+// stride D+8 (ldmatrix reads 8 rows of it without bank conflicts), each
+// row's values times wt[i] when wt is set. NT threads; every thread issues
+// all its loads before it stores any (16 bytes each where vec: src and ld
+// 16-byte aligned), so a block has LC*D*4 bytes in flight.
+template <int D, int NT>
+__device__ __forceinline__ void ltc_ld(u16* dst, const float* src, i64 ld, int row0, int nc, int h, const float* wt, int vec) {
+  constexpr int PER = LC * D / 4 / NT;
+  float4 t[PER];
+#pragma unroll
+  for (int u = 0; u < PER; u++) {
+    int idx = threadIdx.x + u * NT, i = idx / (D / 4), m = (idx % (D / 4)) * 4;
+    const float* p = src + (i64)(row0 + i) * ld + (i64)h * D + m;
+    t[u] = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (i < nc) t[u] = vec ? *(const float4*)p : make_float4(p[0], p[1], p[2], p[3]);
+  }
+#pragma unroll
+  for (int u = 0; u < PER; u++) {
+    int idx = threadIdx.x + u * NT, i = idx / (D / 4), m = (idx % (D / 4)) * 4;
+    float w = wt ? wt[i] : 1.f;
+    *(uint2*)(dst + i * (D + 8) + m) = make_uint2(pack_bf16(t[u].x * w, t[u].y * w), pack_bf16(t[u].z * w, t[u].w * w));
+  }
+}
 
 template <int D>
-__device__ __forceinline__ void ltc_kv_impl(const float* k, i64 ldk, const float* v, i64 ldv, const int* chunks, const float* decay, int H, float* kv) {
-  __shared__ __align__(16) u16 Kt[D * LLD];
-  __shared__ __align__(16) u16 Vt[D * LLD];
+__device__ __forceinline__ void ltc_kv_impl(const float* k, i64 ldk, const float* v, i64 ldv, const int* chunks, const float* decay, int H, float* kv, int vec) {
+  constexpr int LD = D + 8;
+  __shared__ __align__(16) u16 Ks[LC * LD];  // the decayed keys, [row][key dim]
+  __shared__ __align__(16) u16 Vs[LC * LD];  // [row][value dim]
   __shared__ float wt[LC];
   int c = blockIdx.x / H, h = blockIdx.x % H;
   int row0 = chunks[4 * c], nc = chunks[4 * c + 1];
   double a = (double)decay[h];
-  int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tg = lane & 3;
+  int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   for (int i = tid; i < LC; i += blockDim.x) wt[i] = i < nc ? (float)exp(-a * (double)(nc - 1 - i)) : 0.f;
   __syncthreads();
-  for (int idx = tid; idx < (LC / 2) * D; idx += blockDim.x) {
-    int ip = idx / D, m = idx % D, i = 2 * ip;
-    float k0 = 0.f, k1 = 0.f, v0 = 0.f, v1 = 0.f;
-    if (i < nc) {
-      k0 = k[(i64)(row0 + i) * ldk + (i64)h * D + m] * wt[i];
-      v0 = v[(i64)(row0 + i) * ldv + (i64)h * D + m];
-    }
-    if (i + 1 < nc) {
-      k1 = k[(i64)(row0 + i + 1) * ldk + (i64)h * D + m] * wt[i + 1];
-      v1 = v[(i64)(row0 + i + 1) * ldv + (i64)h * D + m];
-    }
-    *(u32*)(Kt + m * LLD + i) = pack_bf16(k0, k1);
-    *(u32*)(Vt + m * LLD + i) = pack_bf16(v0, v1);
-  }
+  ltc_ld<D, 256>(Ks, k, ldk, row0, nc, h, wt, vec);
+  ltc_ld<D, 256>(Vs, v, ldv, row0, nc, h, 0, vec);
   __syncthreads();
-  // 8 warps: 4 along the key dim (rows m), 2 along the value dim (columns)
-  constexpr int MT = D / 64, NT = D / 16;
+  // kv = K^T V: 8 warps, 4 along the key dim (rows m), 2 along the value
+  // dim; the A fragments (K^T) and the B fragments (V) by ldmatrix.trans
+  constexpr int MT = D / 64, NP = D / 32;
   int wm = warp & 3, wn = warp >> 2;
-  float acc[MT][NT][4];
+  float acc[MT][2 * NP][4];
 #pragma unroll
   for (int i = 0; i < MT; i++)
 #pragma unroll
-    for (int j = 0; j < NT; j++) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.f;
+    for (int j = 0; j < 2 * NP; j++) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.f;
 #pragma unroll
   for (int kk = 0; kk < LC; kk += 16) {
     u32 af[MT][4];
 #pragma unroll
-    for (int i = 0; i < MT; i++) lda_frag(af[i], Kt, LLD, wm * (D / 4) + 16 * i, kk, g, tg);
+    for (int i = 0; i < MT; i++) ldsm4t(af[i], Ks + (kk + (lane & 7) + ((lane >> 4) << 3)) * LD + wm * (D / 4) + 16 * i + (((lane >> 3) & 1) << 3));
 #pragma unroll
-    for (int j = 0; j < NT; j++) {
-      const u16* bp = Vt + (wn * (D / 2) + 8 * j + g) * LLD + kk + 2 * tg;
-      u32 b0 = lds32(bp), b1 = lds32(bp + 8);
+    for (int jp = 0; jp < NP; jp++) {
+      u32 bs[4];
+      ldsm4t(bs, Vs + (kk + (lane & 7) + (((lane >> 3) & 1) << 3)) * LD + wn * (D / 2) + 16 * jp + ((lane >> 4) << 3));
 #pragma unroll
-      for (int i = 0; i < MT; i++) mma_bf16(acc[i][j], af[i], b0, b1);
+      for (int i = 0; i < MT; i++) {
+        mma_bf16(acc[i][2 * jp], af[i], bs[0], bs[1]);
+        mma_bf16(acc[i][2 * jp + 1], af[i], bs[2], bs[3]);
+      }
     }
   }
   float* out = kv + ((i64)c * H + h) * D * D;
+  int g = lane >> 2, tg = lane & 3;
 #pragma unroll
   for (int i = 0; i < MT; i++)
 #pragma unroll
-    for (int j = 0; j < NT; j++) {
+    for (int j = 0; j < 2 * NP; j++) {
       int m = wm * (D / 4) + 16 * i + g, col = wn * (D / 2) + 8 * j + 2 * tg;
       *(float2*)(out + (i64)m * D + col) = make_float2(acc[i][j][0], acc[i][j][1]);
       *(float2*)(out + (i64)(m + 8) * D + col) = make_float2(acc[i][j][2], acc[i][j][3]);
     }
 }
-extern "C" __global__ void __launch_bounds__(256) k_ltc_kv64(const float* k, i64 ldk, const float* v, i64 ldv, const int* chunks, const float* decay, int H, float* kv) { PDL_ENTER();
-  ltc_kv_impl<64>(k, ldk, v, ldv, chunks, decay, H, kv);
+extern "C" __global__ void __launch_bounds__(256) k_ltc_kv64(const float* k, i64 ldk, const float* v, i64 ldv, const int* chunks, const float* decay, int H, float* kv, int vec) { PDL_ENTER();
+  ltc_kv_impl<64>(k, ldk, v, ldv, chunks, decay, H, kv, vec);
 }
-extern "C" __global__ void __launch_bounds__(256) k_ltc_kv128(const float* k, i64 ldk, const float* v, i64 ldv, const int* chunks, const float* decay, int H, float* kv) { PDL_ENTER();
-  ltc_kv_impl<128>(k, ldk, v, ldv, chunks, decay, H, kv);
+extern "C" __global__ void __launch_bounds__(256) k_ltc_kv128(const float* k, i64 ldk, const float* v, i64 ldv, const int* chunks, const float* decay, int H, float* kv, int vec) { PDL_ENTER();
+  ltc_kv_impl<128>(k, ldk, v, ldv, chunks, decay, H, kv, vec);
 }
 
 // k_ltc_scan: grid (spans*H, ceil(D*D/256)); sinfo[2*sp] = (first chunk, chunks).
@@ -2832,42 +2873,28 @@ extern "C" __global__ void k_ltc_scan(const float* kv, u16* sb, const int* chunk
 
 template <int D>
 __device__ __forceinline__ void ltc_out_impl(float* o, i64 ldo, const float* q, i64 ldq, const float* k, i64 ldk, const float* v, i64 ldv,
-                                             const int* chunks, const u16* sb, const float* decay, int H, float scale) {
+                                             const int* chunks, const u16* sb, const float* decay, int H, float scale, int vec) {
   constexpr int QLD = D + 8, NO = D / 8, KS = D / 16;
   extern __shared__ __align__(16) unsigned char dsm[];
   u16* Qs = (u16*)dsm;
   u16* Ks = Qs + LC * QLD;
-  u16* Vt = Ks + LC * QLD;
-  u16* Ss = Vt + D * LLD;  // the state before the chunk, [key dim][value dim], swizzled
+  u16* Vs = Ks + LC * QLD;  // [row][value dim]
+  u16* Ss = Vs + LC * QLD;  // the state before the chunk, [key dim][value dim], swizzled
   float* pw = (float*)(Ss + D * D);
   int c = blockIdx.x / H, h = blockIdx.x % H;
   int row0 = chunks[4 * c], nc = chunks[4 * c + 1];
   double a = (double)decay[h];
   int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tg = lane & 3;
-  for (int i = tid; i <= LC; i += blockDim.x) pw[i] = (float)exp(-a * (double)i);
-  for (int idx = tid; idx < LC * (D / 2); idx += blockDim.x) {
-    int i = idx / (D / 2), m = (idx % (D / 2)) * 2;
-    float q0 = 0.f, q1 = 0.f, k0 = 0.f, k1 = 0.f;
-    if (i < nc) {
-      const float* qp = q + (i64)(row0 + i) * ldq + (i64)h * D + m;
-      const float* kp = k + (i64)(row0 + i) * ldk + (i64)h * D + m;
-      q0 = qp[0], q1 = qp[1], k0 = kp[0], k1 = kp[1];
-    }
-    *(u32*)(Qs + i * QLD + m) = pack_bf16(q0, q1);
-    *(u32*)(Ks + i * QLD + m) = pack_bf16(k0, k1);
-  }
-  for (int idx = tid; idx < (LC / 2) * D; idx += blockDim.x) {
-    int ip = idx / D, j = idx % D, i = 2 * ip;
-    float v0 = i < nc ? v[(i64)(row0 + i) * ldv + (i64)h * D + j] : 0.f;
-    float v1 = i + 1 < nc ? v[(i64)(row0 + i + 1) * ldv + (i64)h * D + j] : 0.f;
-    *(u32*)(Vt + j * LLD + i) = pack_bf16(v0, v1);
-  }
   const u16* S = sb + ((i64)c * H + h) * D * D;
   for (int idx = tid; idx < D * D / 8; idx += blockDim.x) {
     int m = idx / (D / 8), ch = idx % (D / 8);
     cp_async16(Ss + swz(m, ch, D), S + (i64)m * D + 8 * ch, true);
   }
   cp_async_commit();
+  for (int i = tid; i <= LC; i += blockDim.x) pw[i] = (float)exp(-a * (double)i);
+  ltc_ld<D, 128>(Qs, q, ldq, row0, nc, h, 0, vec);
+  ltc_ld<D, 128>(Ks, k, ldk, row0, nc, h, 0, vec);
+  ltc_ld<D, 128>(Vs, v, ldv, row0, nc, h, 0, vec);
   cp_async_wait<0>();
   __syncthreads();
   int rw = 16 * warp;
@@ -2918,9 +2945,11 @@ __device__ __forceinline__ void ltc_out_impl(float* o, i64 ldo, const float* q, 
     u32 pa[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
                  pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
 #pragma unroll
-    for (int j = 0; j < NO; j++) {
-      const u16* bp = Vt + (8 * j + g) * LLD + 16 * kk + 2 * tg;
-      mma_bf16(oacc[j], pa, lds32(bp), lds32(bp + 8));
+    for (int jp = 0; jp < NO / 2; jp++) {
+      u32 bs[4];
+      ldsm4t(bs, Vs + (16 * kk + (lane & 7) + (((lane >> 3) & 1) << 3)) * QLD + 16 * jp + ((lane >> 4) << 3));
+      mma_bf16(oacc[2 * jp], pa, bs[0], bs[1]);
+      mma_bf16(oacc[2 * jp + 1], pa, bs[2], bs[3]);
     }
   }
   float* oa = o + (i64)(row0 + ia) * ldo + (i64)h * D;
@@ -2939,12 +2968,12 @@ __device__ __forceinline__ void ltc_out_impl(float* o, i64 ldo, const float* q, 
   }
 }
 extern "C" __global__ void __launch_bounds__(128) k_ltc_out64(float* o, i64 ldo, const float* q, i64 ldq, const float* k, i64 ldk, const float* v, i64 ldv,
-                                                              const int* chunks, const u16* sb, const float* decay, int H, float scale) { PDL_ENTER();
-  ltc_out_impl<64>(o, ldo, q, ldq, k, ldk, v, ldv, chunks, sb, decay, H, scale);
+                                                              const int* chunks, const u16* sb, const float* decay, int H, float scale, int vec) { PDL_ENTER();
+  ltc_out_impl<64>(o, ldo, q, ldq, k, ldk, v, ldv, chunks, sb, decay, H, scale, vec);
 }
 extern "C" __global__ void __launch_bounds__(128) k_ltc_out128(float* o, i64 ldo, const float* q, i64 ldq, const float* k, i64 ldk, const float* v, i64 ldv,
-                                                               const int* chunks, const u16* sb, const float* decay, int H, float scale) { PDL_ENTER();
-  ltc_out_impl<128>(o, ldo, q, ldq, k, ldk, v, ldv, chunks, sb, decay, H, scale);
+                                                               const int* chunks, const u16* sb, const float* decay, int H, float scale, int vec) { PDL_ENTER();
+  ltc_out_impl<128>(o, ldo, q, ldq, k, ldk, v, ldv, chunks, sb, decay, H, scale, vec);
 }
 
 // ---------------------------------------------------------------------------

@@ -517,11 +517,11 @@ func (b *Backend) RMSNormRoPE(x backend.Tensor, wt backend.Weight, headDim int, 
 	if len(pos) < x.Rows {
 		panic(fmt.Sprintf("cuda.RMSNormRoPE: %d positions for %d rows", len(pos), x.Rows))
 	}
-	// many rows: one warp per (row, head) where a kernel fits the shape
+	// many rows: one block per row, one warp per head, where a kernel fits
+	// the shape
 	if nv, hu := headDim/32, rope.Dim/64; x.Rows > GEMVRows && headDim%32 == 0 && rope.Dim%64 == 0 &&
 		(nv == 2 && hu == 1 || nv == 4 && (hu == 1 || hu == 2)) {
-		items := x.Rows * (x.Cols / headDim)
-		b.launch(fmt.Sprintf("k_rmsnorm_rope_w%d%d", nv, hu), dim3{(items + 7) / 8, 1, 1}, dim3{256, 1, 1}, 0,
+		b.launch(fmt.Sprintf("k_rmsnorm_rope_w%d%d", nv, hu), dim3{x.Rows, 1, 1}, dim3{256, 1, 1}, 0,
 			pArg(b.ptr("RMSNormRoPE", x)), lArg(x.Stride), pArg(w.p), bArg(wfull), iArg(x.Cols), iArg(headDim), fArg(eps),
 			iArg(rope.Dim), dArg(rope.Theta), pArg(b.stageI32(pos[:x.Rows])), iArg(x.Rows))
 		return
@@ -775,11 +775,18 @@ func (b *Backend) lightningMMA(common []uint64, spans []backend.Span, states []i
 	pc, ps, pst := b.stageI32(chunks), b.stageI32(sinfo), b.stageI64(states)
 	pd, ldd, pq, ldq, pk, ldk, pv, ldv := common[0], common[1], common[2], common[3], common[4], common[5], common[6], common[7]
 	sfx := fmt.Sprint(d)
-	b.launch("k_ltc_kv"+sfx, dim3{nch * H, 1, 1}, dim3{256, 1, 1}, 0, pk, ldk, pv, ldv, pArg(pc), pArg(dec), iArg(H), pArg(kv.p))
+	// 16-byte loads of q, k and v where their rows allow
+	vec := 1
+	for _, pl := range [][2]uint64{{pq, ldq}, {pk, ldk}, {pv, ldv}} {
+		if pl[0]%16 != 0 || pl[1]%4 != 0 {
+			vec = 0
+		}
+	}
+	b.launch("k_ltc_kv"+sfx, dim3{nch * H, 1, 1}, dim3{256, 1, 1}, 0, pk, ldk, pv, ldv, pArg(pc), pArg(dec), iArg(H), pArg(kv.p), iArg(vec))
 	sb := b.scratch(2 * nch * H * d * d) // the states before each chunk, BF16
 	b.launch("k_ltc_scan", dim3{len(spans) * H, (d*d + 255) / 256, 1}, dim3{256, 1, 1}, 0, pArg(kv.p), pArg(sb.p), pArg(pc), pArg(ps), pArg(pst), pArg(dec), iArg(H), iArg(d))
-	smem := 2*(2*ltcChunk*(d+8)+d*72+d*d) + 4*(ltcChunk+1)
-	b.launch("k_ltc_out"+sfx, dim3{nch * H, 1, 1}, dim3{128, 1, 1}, smem, pd, ldd, pq, ldq, pk, ldk, pv, ldv, pArg(pc), pArg(sb.p), pArg(dec), iArg(H), fArg(scale))
+	smem := 2*(3*ltcChunk*(d+8)+d*d) + 4*(ltcChunk+1)
+	b.launch("k_ltc_out"+sfx, dim3{nch * H, 1, 1}, dim3{128, 1, 1}, smem, pd, ldd, pq, ldq, pk, ldk, pv, ldv, pArg(pc), pArg(sb.p), pArg(dec), iArg(H), fArg(scale), iArg(vec))
 	b.release(kv, sb)
 }
 
@@ -1161,8 +1168,8 @@ func (b *Backend) MoE(dst, x backend.Tensor, rt backend.Routing, ex backend.Expe
 		b.release(gu, h, y)
 		return
 	}
-	if b.mmb && !b.opts.Precise && b.mma && e.kind == backend.BF16 && D%8 == 0 && I%8 == 0 && ns >= mmbMinRows*E {
-		b.moeMMB(pdst, dst.Stride, px, x.Stride, T, K, rIDs, rW, e)
+	if b.useMMB(T, r, e) {
+		b.moeMMB(pdst, dst.Stride, px, x.Stride, T, K, rIDs, rW, e, nil, nil)
 		return
 	}
 	// grouped GEMM over the rows sorted by expert: on tensor cores in fast
@@ -1233,11 +1240,18 @@ func (b *Backend) moePlan(rIDs uintptr, ns, E, bm int, perm, posOf, tiles, ntile
 	b.release(cnt)
 }
 
+// useMMB reports whether MoE of T rows takes moeMMB.
+func (b *Backend) useMMB(T int, r *routing, e *experts) bool {
+	return b.mmb && !b.opts.Precise && b.mma && e.kind == backend.BF16 && e.dim%8 == 0 && e.inter%8 == 0 && T*r.k >= mmbMinRows*e.n
+}
+
 // moeMMB runs the grouped MoE of T rows of x (BF16 experts, D and I
 // multiples of 8) on moe_mmb: x in BF16, the slots sorted by expert into
 // 128-row tiles, gate|up with the SwiGLU in its epilogue (BF16 out), the down
-// projection in FP32, then the weighted sum per row.
-func (b *Backend) moeMMB(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rIDs, rW uintptr, e *experts) {
+// projection in FP32, then the weighted sum per row. With gu and dw (a
+// shared expert, BF16, [2I', D] and [D, I']) its products run on cuBLASLt
+// from the same BF16 rows and the sum adds its output last.
+func (b *Backend) moeMMB(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rIDs, rW uintptr, e *experts, gu, dw *weight) {
 	I, D, E := e.inter, e.dim, e.n
 	ns := T * K
 	maxTiles := (ns+127)/128 + min(E, ns)
@@ -1254,8 +1268,25 @@ func (b *Backend) moeMMB(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rIDs,
 		pArg(e.gateUp), iArg(I), iArg(D), pArg(h.p), lArg(I))
 	b.launch("moe_mmb"+suf, dim3{(D + 127) / 128, maxTiles, 1}, dim3{256, 1, 1}, mmbSmem, pArg(h.p), lArg(I), pArg(perm.p), iArg(K), iArg(1), pArg(tiles.p), pArg(ntiles.p),
 		pArg(e.down), iArg(D), iArg(I), pArg(y.p), lArg(D))
+	var ys uintptr
+	if gu != nil {
+		// the shared expert: [gate | up] in FP32, silu(gate)·up in BF16,
+		// the down projection in FP32 (added by k_moe_combine)
+		SI := dw.cols
+		sgu, sh, sy := b.scratch(4*T*2*SI), b.scratch(2*T*SI), b.scratch(4*T*D)
+		plan, err := b.lt.plan(2*SI, T, D, 2*SI, alignOf(sgu.p, uintptr(8*SI)))
+		b.must(err)
+		b.record(opLt, uint64(plan.id), uint64(gu.p), uint64(xb.p), uint64(sgu.p))
+		g, bl := flatGrid(T * SI / 4)
+		b.launch("k_silumul_bf16", g, bl, 0, pArg(sh.p), pArg(sgu.p), iArg(T), iArg(SI))
+		plan, err = b.lt.plan(D, T, SI, D, alignOf(sy.p, uintptr(4*D)))
+		b.must(err)
+		b.record(opLt, uint64(plan.id), uint64(dw.p), uint64(sh.p), uint64(sy.p))
+		ys = sy.p
+		defer b.release(sgu, sh, sy)
+	}
 	g, bl := flatGrid(T * D)
-	b.launch("k_moe_combine", g, bl, 0, pArg(pdst), lArg(ldd), pArg(y.p), lArg(D), pArg(posOf.p), pArg(rW), iArg(T), iArg(K), iArg(D), pArg(0))
+	b.launch("k_moe_combine", g, bl, 0, pArg(pdst), lArg(ldd), pArg(y.p), lArg(D), pArg(posOf.p), pArg(rW), iArg(T), iArg(K), iArg(D), pArg(ys))
 	b.release(xb, perm, posOf, tiles, ntiles, h, y)
 }
 
@@ -1341,13 +1372,16 @@ func (b *Backend) moeVector(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rI
 	b.release(xs...)
 }
 
-// MoEShared implements backend.SharedMoEer for the vector kernels of few
-// rows (T <= GEMVRows, fast mode): the shared expert runs as T extra slots
-// of the routed experts' launches, its output added to each row after the
-// routed sum (Σ_k in k order, then + shared), as MoE followed by Add does.
-// It returns false for every other case: precise mode, more rows, experts
-// without vector kernels, or a shared expert whose kind, FP8 blocks or
-// shapes ([2I, D] and [D, I]) differ from the experts'.
+// MoEShared implements backend.SharedMoEer in fast mode. For the vector
+// kernels of few rows (T <= GEMVRows) the shared expert runs as T extra
+// slots of the routed experts' launches; for prefill on moe_mmb (BF16) its
+// products run on cuBLASLt from the experts' BF16 copy of x, with the
+// SwiGLU in BF16 as the routed experts have it. Either way its output is
+// added to each row after the routed sum (Σ_k in k order, then + shared), as
+// MoE followed by Add does. It returns false for every other case: precise
+// mode, experts without these kernels, or a shared expert whose kind, FP8
+// blocks or shapes ([2I, D] and [D, I], or [2I', D] and [D, I'] for moe_mmb)
+// do not fit.
 func (b *Backend) MoEShared(dst, x backend.Tensor, rt backend.Routing, ex backend.Experts, gateUp, down backend.Weight) bool {
 	r, ok1 := rt.(*routing)
 	e, ok2 := ex.(*experts)
@@ -1357,7 +1391,23 @@ func (b *Backend) MoEShared(dst, x backend.Tensor, rt backend.Routing, ex backen
 		return false
 	}
 	T, D, I := x.Rows, e.dim, e.inter
-	if T == 0 || T > GEMVRows || x.Cols != D || dst.Rows != T || dst.Cols != D || r.rows < T || !e.vector() {
+	if T == 0 || x.Cols != D || dst.Rows != T || dst.Cols != D || r.rows < T {
+		return false
+	}
+	if T > GEMVRows {
+		// prefill: the shared expert beside moe_mmb's experts, on cuBLASLt
+		// from the same BF16 rows
+		SI := dw.cols
+		if !b.useMMB(T, r, e) || b.lt == nil || gu.kind != backend.BF16 || dw.kind != backend.BF16 || gu.fp32 || dw.fp32 || gu.tri != 0 ||
+			gu.rows != 2*SI || gu.cols != D || dw.rows != D || SI%4 != 0 {
+			return false
+		}
+		defer b.enter()()
+		rIDs, rW := b.routingPtrs(r)
+		b.moeMMB(b.ptr("MoEShared", dst), dst.Stride, b.ptr("MoEShared", x), x.Stride, T, r.k, rIDs, rW, e, gu, dw)
+		return true
+	}
+	if !e.vector() {
 		return false
 	}
 	for _, w := range []*weight{gu, dw} {
