@@ -318,10 +318,9 @@ func contiguousPair(g *Backend, p pair) pair {
 
 // checkLightning runs Lightning on both backends over spans (T rows, H
 // heads of head dim d, decays from decay0 up) twice, the second time from
-// the states the first left, and compares outputs and states within tol.
-// checkLightning compares the GPU's lightning attention with the CPU's on
-// random inputs: q, k, v as randT's views (rows not 16-byte aligned), or
-// contiguous ones where aligned is set.
+// the states the first left, and compares outputs and states within tol:
+// q, k, v as randT's views (rows not 16-byte aligned), or contiguous ones
+// where aligned is set.
 func checkLightning(t *testing.T, g *Backend, rng *rand.Rand, what string, H, d, T int, spans []backend.Span, decay0 float32, tol float64, aligned bool) {
 	t.Helper()
 	Hd := H * d

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/ringo-ai/ringo/backend"
@@ -58,9 +60,17 @@ func TestMoEWGMMA(t *testing.T) {
 			x := contiguousPair(g, randT(t, g, rng, T, c.D, 1)).g
 			r := g.Route(randT(t, g, rng, T, c.E, 3).g, nil, p)
 			got, want := g.Alloc(T, c.D), g.Alloc(T, c.D)
+			q0 := len(g.queue)
 			g.MoE(got, x, r, ge)
+			if ks := queuedKernels(g, q0); !slices.Contains(ks, "moe_mmb_gu_wg") || !slices.Contains(ks, "moe_mmb_wg") {
+				t.Errorf("%+v T=%d: kernels %v, not the wgmma ones", c, T, ks)
+			}
 			g.wgmma = false
+			q0 = len(g.queue)
 			g.MoE(want, x, r, ge)
+			if ks := queuedKernels(g, q0); !slices.Contains(ks, "moe_mmb_gu") || !slices.Contains(ks, "moe_mmb") {
+				t.Errorf("%+v T=%d: kernels %v, not the mma.sync ones", c, T, ks)
+			}
 			g.wgmma = true
 			if e := gpuRelErr(g, got, want); e > 1e-6 || math.IsNaN(e) {
 				t.Errorf("%+v T=%d: relative error %.3g between wgmma and mma.sync", c, T, e)
@@ -86,14 +96,16 @@ func TestFastLightning(t *testing.T) {
 
 func TestFastAttention(t *testing.T) {
 	g := gpu(t, false)
-	defer func(fa2, fa3, fa4 bool) { g.fa2, g.fa3, g.fa4 = fa2, fa3, fa4 }(g.fa2, g.fa3, g.fa4)
-	hasFA4 := g.fa4
+	defer func(fa2, fa3, fa4, fa4w bool) { g.fa2, g.fa3, g.fa4, g.fa4w = fa2, fa3, fa4, fa4w }(g.fa2, g.fa3, g.fa4, g.fa4w)
+	hasFA4, hasFA4W := g.fa4, g.fa4w
 	rng := rand.New(rand.NewSource(22))
 	for _, c := range []struct{ H, Hkv, hd int }{{8, 2, 128}, {4, 4, 64}, {8, 2, 64}, {4, 2, 16}} {
 		caches := make([]backend.KV, 2)
 		gc := make([]backend.KV, 2)
 		for i := range caches {
-			kp, vp := zeroT(g, 2400, c.Hkv*c.hd), zeroT(g, 2400, c.Hkv*c.hd)
+			// contiguous caches and output: the BF16 copies that k_fattn2..4
+			// read need rows of 16-byte multiples, the output even strides
+			kp, vp := contiguousPair(g, zeroT(g, 2400, c.Hkv*c.hd)), contiguousPair(g, zeroT(g, 2400, c.Hkv*c.hd))
 			caches[i], gc[i] = backend.KV{K: kp.c, V: vp.c}, backend.KV{K: kp.g, V: vp.g}
 		}
 		for _, spans := range [][]backend.Span{
@@ -106,23 +118,40 @@ func TestFastAttention(t *testing.T) {
 			q := randT(t, g, rng, T, c.H*c.hd, 1)
 			k, v := randT(t, g, rng, T, c.Hkv*c.hd, 1), randT(t, g, rng, T, c.Hkv*c.hd, 1)
 			scale := float32(1 / math.Sqrt(float64(c.hd)))
-			o := zeroT(g, T, c.H*c.hd)
+			o := contiguousPair(g, zeroT(g, T, c.H*c.hd))
 			host().Attention(o.c, q.c, k.c, v.c, spans, caches, c.hd, scale)
+			nans := make([]float32, T*c.H*c.hd)
+			for i := range nans {
+				nans[i] = float32(math.NaN())
+			}
 			// prefill runs k_fattn (FP32 caches), k_fattn2, k_fattn3,
 			// which needs 8-byte aligned query rows, and on sm_90 with head
-			// dim 128 k_fattn4 (the caches get the same keys again:
-			// Attention stores them first)
-			var fa3 backend.Tensor
-			for _, kern := range []string{"fattn", "fattn2", "fattn3", "fattn4"} {
-				if kern == "fattn4" && (!hasFA4 || c.hd != 128) {
+			// dim 128 k_fattn4 with tiles of 64 and 128 keys (the caches
+			// get the same keys again: Attention stores them first)
+			var fa3, fa4 backend.Tensor
+			for _, kern := range []string{"fattn", "fattn2", "fattn3", "fattn4", "fattn4w"} {
+				if kern == "fattn4" && (!hasFA4 || c.hd != 128) || kern == "fattn4w" && (!hasFA4W || c.hd != 128) {
 					continue
 				}
-				g.fa2, g.fa3, g.fa4 = kern != "fattn", kern == "fattn3" || kern == "fattn4", kern == "fattn4"
+				wg := kern == "fattn4" || kern == "fattn4w"
+				g.fa2, g.fa3, g.fa4, g.fa4w = kern != "fattn", kern == "fattn3" || wg, wg, kern == "fattn4w"
 				qg := q.g
 				if g.fa3 {
 					qg = contiguousPair(g, q).g
 				}
+				g.Write(o.g, nans) // a kernel that writes nothing must fail
+				q0 := len(g.queue)
 				g.Attention(o.g, qg, k.g, v.g, spans, gc, c.hd, scale)
+				// the kernel meant is the one that ran (prefill spans of
+				// head dim 64 or 128; the decode kernels where no span has
+				// more than GEMVRows rows, or for other head dims)
+				want := map[string]string{"fattn": "k_fattn", "fattn2": "k_fattn2_", "fattn3": "k_fattn3_", "fattn4": "k_fattn4_", "fattn4w": "k_fattn4w_"}[kern]
+				if maxRows(spans) <= GEMVRows || c.hd != 64 && c.hd != 128 {
+					want = "k_attn"
+				}
+				if ks := queuedKernels(g, q0); !slices.ContainsFunc(ks, func(n string) bool { return strings.HasPrefix(n, want) }) {
+					t.Errorf("%+v spans %v %s: kernels %v, none %s*", c, spans, kern, ks, want)
+				}
 				compare(t, fmt.Sprintf("fast attention %+v spans %v %s", c, spans, kern), g, o, fastTol)
 				switch kern {
 				case "fattn3":
@@ -135,10 +164,21 @@ func TestFastAttention(t *testing.T) {
 					} else {
 						t.Logf("%+v spans %v: relative error %.2g between k_fattn4 and k_fattn3", c, spans, e)
 					}
+					fa4 = gpuCopy(g, o.g)
+				case "fattn4w":
+					// the running maxima per 128 keys instead of 64: the
+					// BF16 probabilities round differently
+					if e := gpuRelErr(g, o.g, fa4); e > 4e-3 || math.IsNaN(e) {
+						t.Errorf("%+v spans %v: relative error %.3g between k_fattn4w and k_fattn4", c, spans, e)
+					} else {
+						t.Logf("%+v spans %v: relative error %.2g between k_fattn4w and k_fattn4", c, spans, e)
+					}
 				}
 			}
-			if fa3.Rows > 0 {
-				g.Free(fa3)
+			for _, u := range []backend.Tensor{fa3, fa4} {
+				if u.Rows > 0 {
+					g.Free(u)
+				}
 			}
 		}
 	}
@@ -331,6 +371,27 @@ func TestMoESharedPrefill(t *testing.T) {
 			g.Free(u)
 		}
 	}
+}
+
+// maxRows is the most rows of any span.
+func maxRows(spans []backend.Span) int {
+	n := 0
+	for _, sp := range spans {
+		n = max(n, sp.N)
+	}
+	return n
+}
+
+// queuedKernels names the kernels g has queued since queue index from
+// (nothing in between may have flushed the queue).
+func queuedKernels(g *Backend, from int) []string {
+	var names []string
+	for i := from; i < len(g.queue); i += cmdLen(g.queue[i]) {
+		if g.queue[i]&0xff == opKernel {
+			names = append(names, g.fnNames[uintptr(g.queue[i+1])])
+		}
+	}
+	return names
 }
 
 // bf16Weights makes random BF16 weights for randExperts.

@@ -2144,9 +2144,10 @@ MOE_MMB_KERNELS(_wg, true, 3, 2, 0, 2)
 // Flash-attention pieces shared by k_fattn, k_fattn2 and k_fattn3, for one m16 tile
 // of scores s (8 n8 tiles: 64 keys j0.. of query rows a = g and b = g + 8).
 // fa_mask sets the scores of keys after a row's position to -inf.
-__device__ __forceinline__ void fa_mask(float (&s)[8][4], int j0, int tg, int qposA, int qposB) {
+template <int NS = 8>
+__device__ __forceinline__ void fa_mask(float (&s)[NS][4], int j0, int tg, int qposA, int qposB) {
 #pragma unroll
-  for (int j = 0; j < 8; j++) {
+  for (int j = 0; j < NS; j++) {
     int key = j0 + 8 * j + 2 * tg;
     if (key > qposA) s[j][0] = NEG_INF;
     if (key + 1 > qposA) s[j][1] = NEG_INF;
@@ -2157,11 +2158,11 @@ __device__ __forceinline__ void fa_mask(float (&s)[8][4], int j0, int tg, int qp
 // fa_online turns the scores (base 2) into probabilities against the running
 // maxima ma, mb, adds them to the running sums la, lb and rescales the output
 // accumulators (rows with nothing visible yet keep m = -inf and use 0).
-template <int NO>
-__device__ __forceinline__ void fa_online(float (&s)[8][4], float (&oacc)[NO][4], float& ma, float& mb, float& la, float& lb) {
+template <int NO, int NS = 8>
+__device__ __forceinline__ void fa_online(float (&s)[NS][4], float (&oacc)[NO][4], float& ma, float& mb, float& la, float& lb) {
   float mxa = NEG_INF, mxb = NEG_INF;
 #pragma unroll
-  for (int j = 0; j < 8; j++) {
+  for (int j = 0; j < NS; j++) {
     mxa = fmaxf(mxa, fmaxf(s[j][0], s[j][1]));
     mxb = fmaxf(mxb, fmaxf(s[j][2], s[j][3]));
   }
@@ -2176,7 +2177,7 @@ __device__ __forceinline__ void fa_online(float (&s)[8][4], float (&oacc)[NO][4]
   mb = nb;
   float suma = 0.f, sumb = 0.f;
 #pragma unroll
-  for (int j = 0; j < 8; j++) {
+  for (int j = 0; j < NS; j++) {
     s[j][0] = exp2f(s[j][0] - ra_);
     s[j][1] = exp2f(s[j][1] - ra_);
     s[j][2] = exp2f(s[j][2] - rb_);
@@ -2195,7 +2196,8 @@ __device__ __forceinline__ void fa_online(float (&s)[8][4], float (&oacc)[NO][4]
   }
 }
 // fa_pfrag packs keys 16kk..16kk+15 of the probabilities as an mma A fragment.
-__device__ __forceinline__ void fa_pfrag(u32* pa, const float (&s)[8][4], int kk) {
+template <int NS = 8>
+__device__ __forceinline__ void fa_pfrag(u32* pa, const float (&s)[NS][4], int kk) {
   pa[0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
   pa[1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
   pa[2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
@@ -2601,13 +2603,13 @@ extern "C" __global__ void __launch_bounds__(128, 2) k_fattn3_128(float* o, i64 
 // k_fattn4: prefill flash attention (head dim 128) on Hopper's wgmma.
 //
 // k_vtbf16 writes the values of each span transposed, in BF16: span sp's KV
-// head kvh is 128 rows (one per value channel) of Lp = L rounded up to 64
+// head kvh is 128 rows (one per value channel) of Lp = L rounded up to 128
 // keys (zeros past L) from element offT[sp] + kvh·128·Lp of vt. grid
 // (maxLp/64, Hkv, spans), 256 threads.
 extern "C" __global__ void k_vtbf16(const int* spans, const i64* caches, const i64* offT, int Hkv, u16* vt) { PDL_ENTER();
   __shared__ u16 t[64][136];
   int sp = blockIdx.z, kvh = blockIdx.y, j0 = blockIdx.x * 64, tid = threadIdx.x;
-  i64 L = spans[3 * sp + 1] + spans[3 * sp + 2], Lp = (L + 63) & ~63ll;
+  i64 L = spans[3 * sp + 1] + spans[3 * sp + 2], Lp = (L + 127) & ~127ll;
   if (j0 >= Lp) return;
   const float* V = (const float*)caches[4 * sp + 1] + kvh * 128;
   i64 ldv = caches[4 * sp + 3];
@@ -2653,40 +2655,43 @@ __device__ __forceinline__ void wgmma128rs(float* d, const u32* a, unsigned long
 
 // k_fattn4_128: k_fattn3's attention (causal GQA, head dim 128, over
 // k_kvbf16's keys and k_vtbf16's transposed values) by two warpgroups of 64
-// query rows: S = Q·Kᵀ by wgmma from shared memory (Q and each 64-key tile
+// query rows: S = Q·Kᵀ by wgmma from shared memory (Q and each KN-key tile
 // of K stored as two 64-column halves in the 128-byte swizzle), the online
 // softmax on the accumulators (the m16n8 layout: fa_mask, fa_online), and
-// O += P·V by wgmma with P from registers and Vᵀ's tile from shared memory.
-// grid (ceil(maxN/128), H, spans), 256 threads, dynamic shared memory
-// fa4Smem: Q (2 x 128 x 64) and 2 stages of K (2 x 64 x 64) and Vᵀ (128 x 64).
-extern "C" __global__ void __launch_bounds__(256, 1) k_fattn4_128(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, const i64* off,
-                                                                  const u16* kb, const i64* offT, const u16* vt, int H, int Hkv, float scale) {
-  PDL_ENTER();
-  constexpr int HD = 128;
+// O += P·V by wgmma with P from registers and Vᵀ's tile (64-key halves)
+// from shared memory. k_fattn4_128 takes tiles of KN = 64 keys (k_fattn3's,
+// the same values bit for bit), k_fattn4w_128 of 128 (half the barriers and
+// waits per key; the running maxima move per 128 keys). grid (ceil(maxN/128),
+// H, spans), 256 threads, dynamic shared memory fa4Smem(KN): Q (2 x 128 x
+// 64) and 2 stages of K (2 x KN x 64) and Vᵀ (KN/64 x 128 x 64).
+template <int KN>
+__device__ __forceinline__ void fattn4_impl(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, const i64* off, const u16* kb, const i64* offT,
+                                            const u16* vt, int H, int Hkv, float scale) {
+  constexpr int HD = 128, NS = KN / 8;
   extern __shared__ __align__(1024) u16 fawg[];
   u16* Qs = fawg;                  // halves at Qs and Qs + 128·64
-  u16* KVs = fawg + 2 * 128 * 64;  // stage st: K halves at +0 and +64·64, Vᵀ at +2·64·64
+  u16* KVs = fawg + 2 * 128 * 64;  // stage st: K halves at +0 and +KN·64, Vᵀ halves at +2·KN·64 (+128·64)
   int sp = blockIdx.z, h = blockIdx.y;
   int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tg = lane & 3, wg = warp >> 2;
   int row0 = spans[3 * sp], n = spans[3 * sp + 1], pos = spans[3 * sp + 2];
   int r0 = (gridDim.x - 1 - blockIdx.x) * 128;  // the last rows, which see the most keys, first
   if (r0 >= n) return;
-  i64 L = pos + n, Lp = (L + 63) & ~63ll;
+  i64 L = pos + n, Lp = (L + 127) & ~127ll;
   int kvh = h / (H / Hkv);
   const u16* Kg = kb + (off[sp] + kvh * L) * HD;
   const u16* Vg = vt + offT[sp] + (i64)kvh * HD * Lp;
   int maxKey = pos + min(n, r0 + 128) - 1;
   auto load = [&](int st, int j0) {
-    u16* Ks = KVs + st * 4 * 64 * 64;
-    u16* Vs = Ks + 2 * 64 * 64;
-    for (int idx = tid; idx < 64 * 16; idx += 256) {  // K: 64 keys x 16 chunks
+    u16* Ks = KVs + st * 4 * KN * 64;
+    u16* Vs = Ks + 2 * KN * 64;
+    for (int idx = tid; idx < KN * 16; idx += 256) {  // K: KN keys x 16 chunks
       int j = idx >> 4, c = idx & 15;
       bool ok = j0 + j <= maxKey;
-      cp_async16(Ks + (c >> 3) * 64 * 64 + swz(j, c & 7, 64), Kg + (i64)(ok ? j0 + j : 0) * HD + 8 * c, ok);
+      cp_async16(Ks + (c >> 3) * KN * 64 + swz(j, c & 7, 64), Kg + (i64)(ok ? j0 + j : 0) * HD + 8 * c, ok);
     }
-    for (int idx = tid; idx < 128 * 8; idx += 256) {  // Vᵀ: 128 channels x 8 chunks of keys
-      int d = idx >> 3, c = idx & 7;
-      cp_async16(Vs + swz(d, c, 64), Vg + (i64)d * Lp + j0 + 8 * c, true);
+    for (int idx = tid; idx < 128 * KN / 8; idx += 256) {  // Vᵀ: 128 channels x KN/8 chunks of keys
+      int d = idx / (KN / 8), c = idx % (KN / 8);
+      cp_async16(Vs + (c >> 3) * 128 * 64 + swz(d, c & 7, 64), Vg + (i64)d * Lp + j0 + 8 * c, true);
     }
   };
   load(0, 0);
@@ -2701,42 +2706,55 @@ extern "C" __global__ void __launch_bounds__(256, 1) k_fattn4_128(float* o, i64 
     }
   }
   int wr = r0 + 64 * wg + 16 * (warp & 3);  // the warp's first row
-  float oacc[16][4], s[8][4];
+  float oacc[16][4], s[NS][4];
 #pragma unroll
   for (int j = 0; j < 16; j++) oacc[j][0] = oacc[j][1] = oacc[j][2] = oacc[j][3] = 0.f;
   float ma = NEG_INF, mb = NEG_INF, la = 0.f, lb = 0.f;
   int wgMax = pos + min(n - 1, r0 + 64 * wg + 63);  // the warpgroup's last position
-  for (int j0 = 0, st = 0; j0 <= maxKey; j0 += 64, st ^= 1) {
+  for (int j0 = 0, st = 0; j0 <= maxKey; j0 += KN, st ^= 1) {
     cp_async_wait<0>();
     proxy_fence();
     __syncthreads();
-    if (j0 + 64 <= maxKey) load(st ^ 1, j0 + 64);
+    if (j0 + KN <= maxKey) load(st ^ 1, j0 + KN);
     cp_async_commit();
     if (j0 > wgMax) continue;  // every key of the tile is after the warpgroup's rows
-    const u16* Ks = KVs + st * 4 * 64 * 64;
-    const u16* Vs = Ks + 2 * 64 * 64;
+    const u16* Ks = KVs + st * 4 * KN * 64;
+    const u16* Vs = Ks + 2 * KN * 64;
 #pragma unroll
-    for (int j = 0; j < 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
-    wg_keep32(&s[0][0]);
+    for (int j = 0; j < NS; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+    if constexpr (KN == 64) {
+      wg_keep32(&s[0][0]);
+    } else {
+      wg_keep(&s[0][0]);
+    }
     wg_fence();
 #pragma unroll
     for (int ks = 0; ks < HD / 16; ks++) {
       int hf = ks >> 2, kk = ks & 3;
-      wgmma64ss(&s[0][0], wg_desc(Qs + hf * 128 * 64 + wg * 64 * 64) + 2 * kk, wg_desc(Ks + hf * 64 * 64) + 2 * kk);
+      unsigned long long da = wg_desc(Qs + hf * 128 * 64 + wg * 64 * 64) + 2 * kk, db = wg_desc(Ks + hf * KN * 64) + 2 * kk;
+      if constexpr (KN == 64) {
+        wgmma64ss(&s[0][0], da, db);
+      } else {
+        wgmma128(&s[0][0], da, db);
+      }
     }
     wg_commit();
     wg_wait<0>();
-    wg_keep32(&s[0][0]);
+    if constexpr (KN == 64) {
+      wg_keep32(&s[0][0]);
+    } else {
+      wg_keep(&s[0][0]);
+    }
     int ra = wr + g;
-    if (j0 + 63 > pos + wr) fa_mask(s, j0, tg, pos + ra, pos + ra + 8);
-    fa_online<16>(s, oacc, ma, mb, la, lb);
-    u32 pa[4][4];
+    if (j0 + KN - 1 > pos + wr) fa_mask<NS>(s, j0, tg, pos + ra, pos + ra + 8);
+    fa_online<16, NS>(s, oacc, ma, mb, la, lb);
+    u32 pa[KN / 16][4];
 #pragma unroll
-    for (int kk = 0; kk < 4; kk++) fa_pfrag(pa[kk], s, kk);
+    for (int kk = 0; kk < KN / 16; kk++) fa_pfrag<NS>(pa[kk], s, kk);
     wg_keep(&oacc[0][0]);
     wg_fence();
 #pragma unroll
-    for (int kk = 0; kk < 4; kk++) wgmma128rs(&oacc[0][0], pa[kk], wg_desc(Vs) + 2 * kk);
+    for (int kk = 0; kk < KN / 16; kk++) wgmma128rs(&oacc[0][0], pa[kk], wg_desc(Vs + (kk >> 2) * 128 * 64) + 2 * (kk & 3));
     wg_commit();
     wg_wait<0>();
     wg_keep(&oacc[0][0]);
@@ -2744,6 +2762,16 @@ extern "C" __global__ void __launch_bounds__(256, 1) k_fattn4_128(float* o, i64 
   cp_async_wait<0>();
   int ra = wr + g;
   fa_store<16>(o, ldo, row0, h * HD, n, ra, ra + 8, tg, oacc, la, lb);
+}
+extern "C" __global__ void __launch_bounds__(256, 1) k_fattn4_128(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, const i64* off,
+                                                                  const u16* kb, const i64* offT, const u16* vt, int H, int Hkv, float scale) {
+  PDL_ENTER();
+  fattn4_impl<64>(o, ldo, q, ldq, spans, off, kb, offT, vt, H, Hkv, scale);
+}
+extern "C" __global__ void __launch_bounds__(256, 1) k_fattn4w_128(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, const i64* off,
+                                                                   const u16* kb, const i64* offT, const u16* vt, int H, int Hkv, float scale) {
+  PDL_ENTER();
+  fattn4_impl<128>(o, ldo, q, ldq, spans, off, kb, offT, vt, H, Hkv, scale);
 }
 
 // ---------------------------------------------------------------------------

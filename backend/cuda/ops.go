@@ -797,10 +797,10 @@ func fa2Smem(hd int) int { return 2 * 2 * 64 * hd * 2 }
 // fa3Smem is k_fattn3's: the BF16 query tile (128 rows) and fa2Smem.
 func fa3Smem(hd int) int { return 128*hd*2 + fa2Smem(hd) }
 
-// fa4Smem is k_fattn4_128's: the BF16 query tile (two halves of 128 x 64)
-// and two stages of a 64-key tile of keys (two halves) and of transposed
-// values (128 x 64).
-const fa4Smem = 2*128*64*2 + 2*4*64*64*2
+// fa4Smem is k_fattn4_128's (kn = 64) and k_fattn4w_128's (kn = 128): the
+// BF16 query tile (two halves of 128 x 64) and two stages of a kn-key tile
+// of keys (two halves) and of transposed values (kn/64 halves of 128 x 64).
+func fa4Smem(kn int) int { return 2*128*64*2 + 2*4*kn*64*2 }
 
 // fa2MaxCopy bounds the BF16 copy of keys and values that k_fattn2 and
 // k_fattn3 read (bytes); longer batches take k_fattn, which reads the FP32
@@ -888,11 +888,15 @@ func (b *Backend) Attention(dst, q, k, v backend.Tensor, spans []backend.Span, c
 				var n int64
 				for i, sp := range spans {
 					offT[i] = n
-					n += int64(Hkv * 128 * ((sp.Pos + sp.N + 63) &^ 63))
+					n += int64(Hkv * 128 * ((sp.Pos + sp.N + 127) &^ 127))
 				}
 				pT, vt := b.stageI64(offT), b.scratch(int(2*n))
-				b.launch("k_vtbf16", dim3{(maxL + 63) / 64, Hkv, len(spans)}, dim3{256, 1, 1}, 0, pArg(ps), pArg(pc), pArg(pT), iArg(Hkv), pArg(vt.p))
-				b.launch("k_fattn4_128", dim3{(maxN + 127) / 128, H, len(spans)}, dim3{256, 1, 1}, fa4Smem, pArg(pd), lArg(dst.Stride), pArg(pq), lArg(q.Stride),
+				b.launch("k_vtbf16", dim3{(maxL + 127) / 128 * 2, Hkv, len(spans)}, dim3{256, 1, 1}, 0, pArg(ps), pArg(pc), pArg(pT), iArg(Hkv), pArg(vt.p))
+				kern, kn := "k_fattn4_128", 64
+				if b.fa4w {
+					kern, kn = "k_fattn4w_128", 128
+				}
+				b.launch(kern, dim3{(maxN + 127) / 128, H, len(spans)}, dim3{256, 1, 1}, fa4Smem(kn), pArg(pd), lArg(dst.Stride), pArg(pq), lArg(q.Stride),
 					pArg(ps), pArg(po), pArg(kb.p), pArg(pT), pArg(vt.p), iArg(H), iArg(Hkv), fArg(scale))
 				b.release(kb, vt)
 				return
