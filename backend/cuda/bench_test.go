@@ -436,22 +436,22 @@ func BenchmarkPrefillOps(b *testing.B) {
 		b.ReportMetric(flop/sec/1e12, "TFLOP/s")
 		b.ReportMetric(sec*1e3, "ms/call")
 	}
-	fa2, fa3, fa4, fa4w, fa4o, mmb := g.fa2, g.fa3, g.fa4, g.fa4w, g.fa4o, g.mmb
-	defer func() { g.fa2, g.fa3, g.fa4, g.fa4w, g.fa4o, g.mmb = fa2, fa3, fa4, fa4w, fa4o, mmb }()
+	fa2, fa3, fa4, fa4w, mmb := g.fa2, g.fa3, g.fa4, g.fa4w, g.mmb
+	defer func() { g.fa2, g.fa3, g.fa4, g.fa4w, g.mmb = fa2, fa3, fa4, fa4w, mmb }()
 
 	q, k, v, o := randTensor(T, H*hd), randTensor(T, Hkv*hd), randTensor(T, Hkv*hd), g.Alloc(T, H*hd)
 	kv := backend.KV{K: randTensor(pos+T, Hkv*hd), V: randTensor(pos+T, Hkv*hd)}
 	keys := float64(T)*pos + float64(T)*(T+1)/2 // keys seen, summed over the rows
 	for _, c := range []struct {
-		name                      string
-		fa2, fa3, fa4, fa4w, fa4o bool
-	}{{"fattn", false, false, false, false, false}, {"fattn2", true, false, false, false, false}, {"fattn3", true, true, false, false, false},
-		{"fattn4", true, true, true, false, false}, {"fattn4w", true, true, true, true, false}, {"fattn4o", true, true, true, false, true}} {
-		if c.fa4 && !fa4 || c.fa4w && !fa4w || c.fa4o && !fa4o {
+		name                string
+		fa2, fa3, fa4, fa4w bool
+	}{{"fattn", false, false, false, false}, {"fattn2", true, false, false, false}, {"fattn3", true, true, false, false},
+		{"fattn4", true, true, true, false}, {"fattn4w", true, true, true, true}} {
+		if c.fa4 && !fa4 || c.fa4w && !fa4w {
 			continue
 		}
 		b.Run("Attention/"+c.name, func(b *testing.B) {
-			g.fa2, g.fa3, g.fa4, g.fa4w, g.fa4o = c.fa2, c.fa3, c.fa4, c.fa4w, c.fa4o
+			g.fa2, g.fa3, g.fa4, g.fa4w = c.fa2, c.fa3, c.fa4, c.fa4w
 			timeIt(b, 4*H*hd*keys, func() {
 				g.Attention(o, q, k, v, []backend.Span{{Row: 0, N: T, Pos: pos}}, []backend.KV{kv}, hd, 0.088)
 			})

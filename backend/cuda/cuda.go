@@ -162,9 +162,8 @@ type Backend struct {
 	wgmma bool
 	// fa4 runs the prefill attention of head dim 128 through k_fattn4_128
 	// (wgmma; RINGO_CUDA_FA4=0 keeps k_fattn3), fa4w through k_fattn4w_128
-	// (tiles of 128 keys; RINGO_CUDA_FA4W=0 keeps 64), fa4o through
-	// k_fattn4o_128 (softmax overlapping the MMAs; RINGO_CUDA_FA4O=0)
-	fa4, fa4w, fa4o bool
+	// (tiles of 128 keys; RINGO_CUDA_FA4W=0 keeps 64)
+	fa4, fa4w bool
 	// fa3 runs k_fattn3 (32 query rows per warp) instead of k_fattn2
 	// (RINGO_CUDA_FA2=2): 238 against 194 TFLOP/s on the H200
 	// (BenchmarkPrefillOps)
@@ -282,7 +281,7 @@ func New(device int, opts Options) (*Backend, error) {
 	}
 	// the chunked lightning kernels need more than the default 48 KiB of shared memory
 	if b.smemOptin > 48<<10 {
-		for _, k := range []string{"k_lightning_chunk", "k_ltc_out64", "k_ltc_out128", "moe_mmb", "moe_mmb_gu", "moe_mmb_wg", "moe_mmb_gu_wg", "k_fattn4_128", "k_fattn4w_128", "k_fattn4o_128", "k_fattn2_64", "k_fattn2_128", "k_fattn3_64", "k_fattn3_128"} {
+		for _, k := range []string{"k_lightning_chunk", "k_ltc_out64", "k_ltc_out128", "moe_mmb", "moe_mmb_gu", "moe_mmb_wg", "moe_mmb_gu_wg", "k_fattn4_128", "k_fattn4w_128", "k_fattn2_64", "k_fattn2_128", "k_fattn3_64", "k_fattn3_128"} {
 			if err := d.check(ccall(d.cuFuncSetAttribute, b.fns[k], cuFuncAttrMaxDynamicShared, uintptr(b.smemOptin)), "cuFuncSetAttribute("+k+")"); err != nil {
 				return fail(err)
 			}
@@ -298,7 +297,6 @@ func New(device int, opts Options) (*Backend, error) {
 	b.fa3 = b.fa2 && b.smemOptin >= fa3Smem(128) && os.Getenv("RINGO_CUDA_FA2") != "2"
 	b.fa4 = b.fa3 && b.wgmma && b.smemOptin >= fa4Smem(64) && os.Getenv("RINGO_CUDA_FA4") != "0"
 	b.fa4w = b.fa4 && b.smemOptin >= fa4Smem(128) && os.Getenv("RINGO_CUDA_FA4W") != "0"
-	b.fa4o = b.fa4w && b.smemOptin >= fa4oSmem && os.Getenv("RINGO_CUDA_FA4O") != "0"
 	b.attnGroup, b.attnGroupMin = os.Getenv("RINGO_CUDA_ATTN_GROUP") != "0", 4096
 	b.dcSplit = 2
 	if v, err := strconv.Atoi(os.Getenv("RINGO_CUDA_DC_SPLIT")); err == nil && v >= 1 && v <= 3 {
@@ -358,7 +356,7 @@ var kernelNames = []string{
 	"moe_gu_bf16v", "moe_gu_fp8", "moe_dc_bf16v", "moe_dc2_bf16v", "moe_dc3_bf16v", "moe_dc_fp8", "moe_gemv_f32", "moe_gemv_f16", "moe_gemv_bf16", "moe_gemv_bf16v", "moe_down_bf16v", "moe_gemv_fp8", "moe_down_fp8", "moe_mma16_fp8", "moe_mma64_fp8",
 	"k_moe_count", "k_moe_tiles", "k_moe_scatter", "moe_gemm_f32", "moe_gemm_f16", "moe_gemm_bf16", "k_moe_combine", "k_route",
 	"k_lightning_rec", "k_lightning_chunk", "k_kvstore", "k_attn", "k_attn_g2", "k_attn_g4", "k_attn_g8", "k_attn_combine",
-	"moe_mma16", "moe_mma64", "k_fattn64", "k_fattn128", "moe_mmb", "moe_mmb_gu", "moe_mmb_wg", "moe_mmb_gu_wg", "k_kvbf16", "k_vtbf16", "k_fattn4_128", "k_fattn4w_128", "k_fattn4o_128", "k_fattn2_64", "k_fattn2_128", "k_fattn3_64", "k_fattn3_128", "k_ltc_kv64", "k_ltc_kv128", "k_ltc_scan", "k_ltc_out64", "k_ltc_out128",
+	"moe_mma16", "moe_mma64", "k_fattn64", "k_fattn128", "moe_mmb", "moe_mmb_gu", "moe_mmb_wg", "moe_mmb_gu_wg", "k_kvbf16", "k_vtbf16", "k_fattn4_128", "k_fattn4w_128", "k_fattn2_64", "k_fattn2_128", "k_fattn3_64", "k_fattn3_128", "k_ltc_kv64", "k_ltc_kv128", "k_ltc_scan", "k_ltc_out64", "k_ltc_out128",
 	"k_readsum", "k_randbf16",
 }
 

@@ -2155,12 +2155,11 @@ __device__ __forceinline__ void fa_mask(float (&s)[NS][4], int j0, int tg, int q
     if (key + 1 > qposB) s[j][3] = NEG_INF;
   }
 }
-// fa_softmax turns the scores (base 2) into probabilities against the
-// running maxima ma, mb, adds them to the running sums la, lb and returns in
-// ca, cb the factors by which the output accumulators are to be rescaled
-// (rows with nothing visible yet keep m = -inf and use 0).
-template <int NS>
-__device__ __forceinline__ void fa_softmax(float (&s)[NS][4], float& ma, float& mb, float& la, float& lb, float& ca, float& cb) {
+// fa_online turns the scores (base 2) into probabilities against the running
+// maxima ma, mb, adds them to the running sums la, lb and rescales the output
+// accumulators (rows with nothing visible yet keep m = -inf and use 0).
+template <int NO, int NS = 8>
+__device__ __forceinline__ void fa_online(float (&s)[NS][4], float (&oacc)[NO][4], float& ma, float& mb, float& la, float& lb) {
   float mxa = NEG_INF, mxb = NEG_INF;
 #pragma unroll
   for (int j = 0; j < NS; j++) {
@@ -2173,8 +2172,7 @@ __device__ __forceinline__ void fa_softmax(float (&s)[NS][4], float& ma, float& 
   mxb = fmaxf(mxb, __shfl_xor_sync(0xffffffffu, mxb, 2));
   float na = fmaxf(ma, mxa), nb = fmaxf(mb, mxb);
   float ra_ = na == NEG_INF ? 0.f : na, rb_ = nb == NEG_INF ? 0.f : nb;
-  ca = exp2f(ma - ra_);
-  cb = exp2f(mb - rb_);
+  float ca = exp2f(ma - ra_), cb = exp2f(mb - rb_);
   ma = na;
   mb = nb;
   float suma = 0.f, sumb = 0.f;
@@ -2189,10 +2187,6 @@ __device__ __forceinline__ void fa_softmax(float (&s)[NS][4], float& ma, float& 
   }
   la = la * ca + suma;
   lb = lb * cb + sumb;
-}
-// fa_rescale multiplies the output accumulators of rows a and b by ca, cb.
-template <int NO>
-__device__ __forceinline__ void fa_rescale(float (&oacc)[NO][4], float ca, float cb) {
 #pragma unroll
   for (int j = 0; j < NO; j++) {
     oacc[j][0] *= ca;
@@ -2200,13 +2194,6 @@ __device__ __forceinline__ void fa_rescale(float (&oacc)[NO][4], float ca, float
     oacc[j][2] *= cb;
     oacc[j][3] *= cb;
   }
-}
-// fa_online is fa_softmax followed by fa_rescale.
-template <int NO, int NS = 8>
-__device__ __forceinline__ void fa_online(float (&s)[NS][4], float (&oacc)[NO][4], float& ma, float& mb, float& la, float& lb) {
-  float ca, cb;
-  fa_softmax<NS>(s, ma, mb, la, lb, ca, cb);
-  fa_rescale<NO>(oacc, ca, cb);
 }
 // fa_pfrag packs keys 16kk..16kk+15 of the probabilities as an mma A fragment.
 template <int NS = 8>
@@ -2785,140 +2772,6 @@ extern "C" __global__ void __launch_bounds__(256, 1) k_fattn4w_128(float* o, i64
                                                                    const u16* kb, const i64* offT, const u16* vt, int H, int Hkv, float scale) {
   PDL_ENTER();
   fattn4_impl<128>(o, ldo, q, ldq, spans, off, kb, offT, vt, H, Hkv, scale);
-}
-
-// k_fattn4o_128: k_fattn4w_128 with each warpgroup's softmax of a tile
-// overlapping its tensor-core work (FlashAttention-3's intra-warpgroup
-// pipelining): S_{j+1} = Q·K_{j+1}ᵀ and O += P_j·V_j are issued together,
-// the softmax of S_{j+1} runs while P_j·V_j does, and only the rescaling of O
-// and the packing of P_{j+1} wait for it. The same arithmetic in the same
-// order as k_fattn4w_128 (O = c·O + P·V per tile). Three stages of K and
-// Vᵀ (tile j+1's keys and tile j's values are read at once); dynamic shared
-// memory fa4Smem with 3 stages.
-extern "C" __global__ void __launch_bounds__(256, 1) k_fattn4o_128(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, const i64* off,
-                                                                   const u16* kb, const i64* offT, const u16* vt, int H, int Hkv, float scale) {
-  PDL_ENTER();
-  constexpr int HD = 128, KN = 128, NS = KN / 8, ST = 3;
-  extern __shared__ __align__(1024) u16 fawg[];
-  u16* Qs = fawg;
-  u16* KVs = fawg + 2 * 128 * 64;  // stage st at +st·4·KN·64: K halves, then Vᵀ halves
-  int sp = blockIdx.z, h = blockIdx.y;
-  int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tg = lane & 3, wg = warp >> 2;
-  int row0 = spans[3 * sp], n = spans[3 * sp + 1], pos = spans[3 * sp + 2];
-  int r0 = (gridDim.x - 1 - blockIdx.x) * 128;
-  if (r0 >= n) return;
-  i64 L = pos + n, Lp = (L + 127) & ~127ll;
-  int kvh = h / (H / Hkv);
-  const u16* Kg = kb + (off[sp] + kvh * L) * HD;
-  const u16* Vg = vt + offT[sp] + (i64)kvh * HD * Lp;
-  int maxKey = pos + min(n, r0 + 128) - 1;
-  int nt = maxKey / KN + 1;                                  // tiles of the block
-  int wgMax = pos + min(n - 1, r0 + 64 * wg + 63);
-  int ntw = wgMax / KN + 1;                                  // tiles of this warpgroup
-  auto load = [&](int t) {
-    u16* Ks = KVs + (t % ST) * 4 * KN * 64;
-    u16* Vs = Ks + 2 * KN * 64;
-    int j0 = t * KN;
-    for (int idx = tid; idx < KN * 16; idx += 256) {
-      int j = idx >> 4, c = idx & 15;
-      bool ok = j0 + j <= maxKey;
-      cp_async16(Ks + (c >> 3) * KN * 64 + swz(j, c & 7, 64), Kg + (i64)(ok ? j0 + j : 0) * HD + 8 * c, ok);
-    }
-    for (int idx = tid; idx < 128 * KN / 8; idx += 256) {
-      int d = idx / (KN / 8), c = idx % (KN / 8);
-      cp_async16(Vs + (c >> 3) * 128 * 64 + swz(d, c & 7, 64), Vg + (i64)d * Lp + j0 + 8 * c, true);
-    }
-  };
-  load(0);
-  cp_async_commit();
-  if (nt > 1) load(1);
-  cp_async_commit();
-  {
-    float qscale = scale * 1.4426950408889634f;
-    for (int idx = tid; idx < 128 * HD / 2; idx += 256) {
-      int r = idx / (HD / 2), c = (idx % (HD / 2)) * 2;
-      float2 v = make_float2(0.f, 0.f);
-      if (r0 + r < n) v = *(const float2*)(q + (i64)(row0 + r0 + r) * ldq + (i64)h * HD + c);
-      *(u32*)(Qs + (c >> 6) * 128 * 64 + swz(r, (c & 63) >> 3, 64) + (c & 7)) = pack_bf16(v.x * qscale, v.y * qscale);
-    }
-  }
-  int wr = r0 + 64 * wg + 16 * (warp & 3);
-  int ra = wr + g;
-  float oacc[16][4], s[NS][4];
-  u32 pa[KN / 16][4];
-#pragma unroll
-  for (int j = 0; j < 16; j++) oacc[j][0] = oacc[j][1] = oacc[j][2] = oacc[j][3] = 0.f;
-  float ma = NEG_INF, mb = NEG_INF, la = 0.f, lb = 0.f, ca, cb;
-  // S_t = Q·K_tᵀ, issued (not waited for)
-  auto issueS = [&](int t) {
-    const u16* Ks = KVs + (t % ST) * 4 * KN * 64;
-#pragma unroll
-    for (int j = 0; j < NS; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
-    wg_keep(&s[0][0]);
-    wg_fence();
-#pragma unroll
-    for (int ks = 0; ks < HD / 16; ks++) {
-      int hf = ks >> 2, kk = ks & 3;
-      wgmma128(&s[0][0], wg_desc(Qs + hf * 128 * 64 + wg * 64 * 64) + 2 * kk, wg_desc(Ks + hf * KN * 64) + 2 * kk);
-    }
-    wg_commit();
-  };
-  // the softmax of S_t (complete) into s, its factors into ca, cb
-  auto softmax = [&](int t) {
-    wg_keep(&s[0][0]);
-    if (t * KN + KN - 1 > pos + wr) fa_mask<NS>(s, t * KN, tg, pos + ra, pos + ra + 8);
-    fa_softmax<NS>(s, ma, mb, la, lb, ca, cb);
-  };
-  // tile 0: its loads, S_0 and its softmax, no P·V yet
-  cp_async_wait<1>();
-  proxy_fence();
-  __syncthreads();
-  if (ntw > 0) {
-    issueS(0);
-    wg_wait<0>();
-    softmax(0);
-    fa_rescale<16>(oacc, ca, cb);
-#pragma unroll
-    for (int kk = 0; kk < KN / 16; kk++) fa_pfrag<NS>(pa[kk], s, kk);
-  }
-  for (int t = 0; t < nt; t++) {
-    // tile t+1's keys and values in, tile t+2's loads out (its stage held
-    // tile t-1, whose P·V every warpgroup waited for)
-    if (t + 1 < nt) {
-      cp_async_wait<0>();
-      proxy_fence();
-      __syncthreads();
-      if (t + 2 < nt) load(t + 2);
-      cp_async_commit();
-    }
-    if (t >= ntw) continue;
-    bool next = t + 1 < ntw;
-    if (next) issueS(t + 1);
-    const u16* Vs = KVs + (t % ST) * 4 * KN * 64 + 2 * KN * 64;
-    wg_keep(&oacc[0][0]);
-    wg_fence();
-#pragma unroll
-    for (int kk = 0; kk < KN / 16; kk++) wgmma128rs(&oacc[0][0], pa[kk], wg_desc(Vs + (kk >> 2) * 128 * 64) + 2 * (kk & 3));
-    wg_commit();
-    if (next) {
-      wg_wait<1>();  // S_{t+1} done, P_t·V_t may still run
-      softmax(t + 1);
-    }
-    wg_wait<0>();
-    wg_keep(&oacc[0][0]);
-    // P_t's registers stay P_t's until its MMAs are done (the compiler must
-    // not reuse them for the softmax in between)
-#pragma unroll
-    for (int kk = 0; kk < KN / 16; kk++)
-      asm volatile("" : "+r"(pa[kk][0]), "+r"(pa[kk][1]), "+r"(pa[kk][2]), "+r"(pa[kk][3])::"memory");
-    if (next) {
-      fa_rescale<16>(oacc, ca, cb);
-#pragma unroll
-      for (int kk = 0; kk < KN / 16; kk++) fa_pfrag<NS>(pa[kk], s, kk);
-    }
-  }
-  cp_async_wait<0>();
-  fa_store<16>(o, ldo, row0, h * HD, n, ra, ra + 8, tg, oacc, la, lb);
 }
 
 // ---------------------------------------------------------------------------

@@ -802,9 +802,6 @@ func fa3Smem(hd int) int { return 128*hd*2 + fa2Smem(hd) }
 // of keys (two halves) and of transposed values (kn/64 halves of 128 x 64).
 func fa4Smem(kn int) int { return 2*128*64*2 + 2*4*kn*64*2 }
 
-// fa4oSmem is k_fattn4o_128's: fa4Smem(128) with three stages.
-const fa4oSmem = 2*128*64*2 + 3*4*128*64*2
-
 // fa2MaxCopy bounds the BF16 copy of keys and values that k_fattn2 and
 // k_fattn3 read (bytes); longer batches take k_fattn, which reads the FP32
 // caches.
@@ -895,14 +892,11 @@ func (b *Backend) Attention(dst, q, k, v backend.Tensor, spans []backend.Span, c
 				}
 				pT, vt := b.stageI64(offT), b.scratch(int(2*n))
 				b.launch("k_vtbf16", dim3{(maxL + 127) / 128 * 2, Hkv, len(spans)}, dim3{256, 1, 1}, 0, pArg(ps), pArg(pc), pArg(pT), iArg(Hkv), pArg(vt.p))
-				kern, smem := "k_fattn4_128", fa4Smem(64)
-				switch {
-				case b.fa4o:
-					kern, smem = "k_fattn4o_128", fa4oSmem
-				case b.fa4w:
-					kern, smem = "k_fattn4w_128", fa4Smem(128)
+				kern, kn := "k_fattn4_128", 64
+				if b.fa4w {
+					kern, kn = "k_fattn4w_128", 128
 				}
-				b.launch(kern, dim3{(maxN + 127) / 128, H, len(spans)}, dim3{256, 1, 1}, smem, pArg(pd), lArg(dst.Stride), pArg(pq), lArg(q.Stride),
+				b.launch(kern, dim3{(maxN + 127) / 128, H, len(spans)}, dim3{256, 1, 1}, fa4Smem(kn), pArg(pd), lArg(dst.Stride), pArg(pq), lArg(q.Stride),
 					pArg(ps), pArg(po), pArg(kb.p), pArg(pT), pArg(vt.p), iArg(H), iArg(Hkv), fArg(scale))
 				b.release(kb, vt)
 				return
