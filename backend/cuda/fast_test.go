@@ -30,10 +30,10 @@ func TestFastMoE(t *testing.T) {
 		for _, T := range []int{9, 70, 250, 600} { // 16-row tiles below 48 rows per expert, 64-row tiles above
 			l := randT(t, g, rng, T, c.E, 3)
 			x := randT(t, g, rng, T, c.D, 1)
-			if T%2 == 0 { // contiguous rows
-				x = contiguousPair(g, x)
-			}
 			d := zeroT(g, T, c.D)
+			if T%2 == 0 { // contiguous rows (k_moe_combine4 for the output)
+				x, d = contiguousPair(g, x), contiguousPair(g, d)
+			}
 			host().MoE(d.c, x.c, host().Route(l.c, nil, p), ce)
 			g.MoE(d.g, x.g, g.Route(l.g, nil, p), ge)
 			compare(t, fmt.Sprintf("fast moe %+v T=%d", c, T), g, d, fastTol)
@@ -352,13 +352,18 @@ func TestMoESharedPrefill(t *testing.T) {
 			what := fmt.Sprintf("moe+shared prefill %+v T=%d", c, T)
 			l := randT(t, g, rng, T, c.E, 3)
 			x := randT(t, g, rng, T, c.D, 1)
-			if T == 600 {
-				x = contiguousPair(g, x)
-			}
 			d := zeroT(g, T, c.D)
+			if T == 600 { // contiguous rows (k_moe_combine4 for the output)
+				x, d = contiguousPair(g, x), contiguousPair(g, d)
+			}
 			unfusedSharedMoE(host(), d.c, x.c, host().Route(l.c, nil, p), ce, cgu, cdn)
+			q0 := len(g.queue)
 			if !g.MoEShared(d.g, x.g, g.Route(l.g, nil, p), ge, ggu, gdn) {
 				t.Fatalf("%s: MoEShared declined", what)
+			}
+			if ks := queuedKernels(g, q0); !slices.Contains(ks, "moe_mmb_gu_wg") && !slices.Contains(ks, "moe_mmb_gu") ||
+				T == 600 && !slices.Contains(ks, "k_moe_combine4") {
+				t.Errorf("%s: kernels %v", what, ks)
 			}
 			compare(t, what, g, d, fastTol)
 			u := g.Alloc(T, c.D)

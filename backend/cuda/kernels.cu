@@ -1230,6 +1230,39 @@ extern "C" __global__ void k_moe_combine(float* d, i64 ldd, const float* Y, i64 
   }
 }
 
+// k_moe_combine4 is k_moe_combine for four columns per thread (the same sums
+// per column): cols % 4 == 0, ldd and ldy multiples of 4, d, Y and Ys 16-byte
+// aligned.
+extern "C" __global__ void k_moe_combine4(float* d, i64 ldd, const float* Y, i64 ldy, const int* posOf, const float* w, int T, int topk, int cols,
+                                          const float* Ys) { PDL_ENTER();
+  GRID_LOOP((i64)T * cols / 4) {
+    i64 t = idx / (cols / 4), c = (idx % (cols / 4)) * 4;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int k = 0; k < topk; k++) {
+      int p = posOf ? posOf[t * topk + k] : (int)(t * topk + k);
+      float wk = w[t * topk + k];
+      float4 y = *(const float4*)(Y + (i64)p * ldy + c);
+      float4 v = make_float4(wk * y.x, wk * y.y, wk * y.z, wk * y.w);
+      if (k == 0) {
+        acc = v;
+      } else {
+        acc.x += v.x;
+        acc.y += v.y;
+        acc.z += v.z;
+        acc.w += v.w;
+      }
+    }
+    if (Ys) {
+      float4 ys = *(const float4*)(Ys + t * ldy + c);
+      acc.x += ys.x;
+      acc.y += ys.y;
+      acc.z += ys.z;
+      acc.w += ys.w;
+    }
+    *(float4*)(d + t * ldd + c) = acc;
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Routing: one block per row (blockDim a power of two >= E, >= 32).
 // Group-limited top-k with a selection bias; ties go to the lower index.
