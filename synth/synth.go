@@ -274,10 +274,12 @@ func fill(buf []byte, dt safetensors.DType, g dist, r *rng) {
 		return
 	}
 	if dt == safetensors.BF16 {
-		// 16 random bits per value are more than a BF16 mantissa holds
+		// 16 random bits per value are more than a BF16 mantissa holds;
+		// three values from the upper 48 bits (xorshift64*'s low bits are
+		// its weakest)
 		for i := 0; i+2 <= len(buf); {
 			x := r.next()
-			for k := 0; k < 4 && i+2 <= len(buf); k++ {
+			for k := 1; k < 4 && i+2 <= len(buf); k++ {
 				u := float32(uint16(x>>(16*k)))/float32(1<<16)*2 - 1
 				binary.LittleEndian.PutUint16(buf[i:], quant.F32ToBF16(g.center+g.scale*u))
 				i += 2
