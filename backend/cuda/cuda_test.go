@@ -331,14 +331,7 @@ func checkLightning(t *testing.T, g *Backend, rng *rand.Rand, what string, H, d,
 	states := make([]pair, len(spans))
 	cs, gs := make([]backend.Tensor, len(spans)), make([]backend.Tensor, len(spans))
 	for i := range states {
-		vals := make([]float32, Hd*d)
-		for j := range vals {
-			vals[j] = rng.Float32()*2 - 1
-		}
-		// states must be contiguous
-		st := pair{host().Alloc(Hd, d), g.Alloc(Hd, d)}
-		host().Write(st.c, vals)
-		g.Write(st.g, vals)
+		st := contiguousT(g, rng, Hd, d) // states must be contiguous
 		states[i], cs[i], gs[i] = st, st.c, st.g
 	}
 	for round := 0; round < 2; round++ {
@@ -346,14 +339,7 @@ func checkLightning(t *testing.T, g *Backend, rng *rand.Rand, what string, H, d,
 			if !aligned {
 				return randT(t, g, rng, T, Hd, 1)
 			}
-			vals := make([]float32, T*Hd)
-			for i := range vals {
-				vals[i] = rng.Float32()*2 - 1
-			}
-			p := pair{host().Alloc(T, Hd), g.Alloc(T, Hd)}
-			host().Write(p.c, vals)
-			g.Write(p.g, vals)
-			return p
+			return contiguousT(g, rng, T, Hd)
 		}
 		q, k, v := in(), in(), in()
 		o := zeroT(g, T, Hd)

@@ -153,26 +153,25 @@ func TestFastAttention(t *testing.T) {
 					t.Errorf("%+v spans %v %s: kernels %v, none %s*", c, spans, kern, ks, want)
 				}
 				compare(t, fmt.Sprintf("fast attention %+v spans %v %s", c, spans, kern), g, o, fastTol)
+				against := func(ref backend.Tensor, name string, tol float64) {
+					if e := gpuRelErr(g, o.g, ref); e > tol || math.IsNaN(e) {
+						t.Errorf("%+v spans %v: relative error %.3g between k_%s and k_%s", c, spans, e, kern, name)
+					} else {
+						t.Logf("%+v spans %v: relative error %.2g between k_%s and k_%s", c, spans, e, kern, name)
+					}
+				}
 				switch kern {
 				case "fattn3":
 					fa3 = gpuCopy(g, o.g)
 				case "fattn4":
 					// wgmma against mma.sync: the same BF16 products in the
 					// same order (bit-identical on the H200)
-					if e := gpuRelErr(g, o.g, fa3); e > 1e-6 || math.IsNaN(e) {
-						t.Errorf("%+v spans %v: relative error %.3g between k_fattn4 and k_fattn3", c, spans, e)
-					} else {
-						t.Logf("%+v spans %v: relative error %.2g between k_fattn4 and k_fattn3", c, spans, e)
-					}
+					against(fa3, "fattn3", 1e-6)
 					fa4 = gpuCopy(g, o.g)
 				case "fattn4w":
 					// the running maxima per 128 keys instead of 64: the
 					// BF16 probabilities round differently
-					if e := gpuRelErr(g, o.g, fa4); e > 4e-3 || math.IsNaN(e) {
-						t.Errorf("%+v spans %v: relative error %.3g between k_fattn4w and k_fattn4", c, spans, e)
-					} else {
-						t.Logf("%+v spans %v: relative error %.2g between k_fattn4w and k_fattn4", c, spans, e)
-					}
+					against(fa4, "fattn4", 4e-3)
 				}
 			}
 			for _, u := range []backend.Tensor{fa3, fa4} {
