@@ -296,13 +296,13 @@ func (b *Backend) sync() {
 	}
 }
 
-// profiler (RINGO_CUDA_PROFILE=1, with RINGO_CUDA_STATS): events around
-// every kernel and cuBLASLt call (graphs off), GPU time summed per kernel
-// name (the cuBLASLt calls per shape, rows×outputs×inputs).
 // ltProfile is added to a cuBLASLt plan's index to name it among the
 // kernels in Backend.fnNames (no function handle is that large).
 const ltProfile = uintptr(1) << 62
 
+// profiler (RINGO_CUDA_PROFILE=1, with RINGO_CUDA_STATS): events around
+// every kernel and cuBLASLt call (graphs off), GPU time summed per kernel
+// name (the cuBLASLt calls per shape, rows×outputs×inputs).
 type profiler struct {
 	events []uintptr
 	used   int

@@ -499,9 +499,9 @@ extern "C" __global__ void k_addrmsnorm(float* d, i64 ldd, float* x, i64 ldx, co
 // RoPE (NeoX rotate-half on the first `dim` channels of every head), in place.
 // One block per row.
 
-// rope_rotate rotates the pair (a, b) = (v[i], v[i + dim/2]) of a head at
-// position p: the inverse frequency and the angle in float32, sin and cos in
-// double, as the CPU backend does.
+// rope_cs returns (cos, sin) of pair i's angle at position p: the inverse
+// frequency and the angle in float32, sin and cos in double, as the CPU
+// backend computes them.
 __device__ __forceinline__ float2 rope_cs(int i, int dim, double theta, float p) {
   float inv = (float)pow(theta, -(double)(2 * i) / (double)dim);
   float ang = p * inv;
@@ -517,6 +517,8 @@ __device__ __forceinline__ void rope_apply(float& a, float& b, float2 cs) {
   a = __fsub_rn(__fmul_rn(a0, cs.x), __fmul_rn(b0, cs.y));
   b = __fadd_rn(__fmul_rn(b0, cs.x), __fmul_rn(a0, cs.y));
 }
+// rope_rotate rotates the pair (a, b) = (v[i], v[i + dim/2]) of a head at
+// position p.
 __device__ __forceinline__ void rope_rotate(float& a, float& b, int i, int dim, double theta, float p) { rope_apply(a, b, rope_cs(i, dim, theta, p)); }
 
 extern "C" __global__ void k_rope(float* x, i64 ldx, int cols, int headDim, int dim, double theta, const int* pos) { PDL_ENTER();
@@ -2174,8 +2176,9 @@ MOE_MMB_KERNELS(, false, 3, 2, 0, 2)
 MOE_MMB_KERNELS(_wg, true, 3, 2, 0, 2)
 
 // ---------------------------------------------------------------------------
-// Flash-attention pieces shared by k_fattn, k_fattn2 and k_fattn3, for one m16 tile
-// of scores s (8 n8 tiles: 64 keys j0.. of query rows a = g and b = g + 8).
+// Flash-attention pieces shared by k_fattn, k_fattn2, k_fattn3 and k_fattn4, for
+// one m16 tile of scores s (NS n8 tiles: 8·NS keys j0.. of query rows a = g and
+// b = g + 8; NS = 8, or 16 in k_fattn4w).
 // fa_mask sets the scores of keys after a row's position to -inf.
 template <int NS = 8>
 __device__ __forceinline__ void fa_mask(float (&s)[NS][4], int j0, int tg, int qposA, int qposB) {

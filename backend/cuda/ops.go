@@ -880,7 +880,7 @@ func (b *Backend) Attention(dst, q, k, v backend.Tensor, spans []backend.Span, c
 				// the keys in BF16 (no value copy: k_kvbf16 gets a null
 				// pointer) and the values transposed for wgmma
 				// (k_vtbf16): per span and KV head 128 rows of its length
-				// rounded up to 64
+				// rounded up to 128
 				kb := b.scratch(2 * rows * headDim)
 				b.launch("k_kvbf16", dim3{(maxL*Hkv*headDim/8 + 255) / 256, len(spans), 1}, dim3{256, 1, 1}, 0,
 					pArg(ps), pArg(pc), pArg(po), iArg(Hkv), iArg(headDim), pArg(kb.p), pArg(0))
