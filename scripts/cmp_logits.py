@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""cmp_logits.py A.safetensors B.safetensors ...: for every pair, top-1 agreement
-and the largest per-row error relative to the row's largest |logit| (tensor
+"""cmp_logits.py A.safetensors B.safetensors ...: for every pair, top-1 agreement,
+the largest and median per-row error relative to the row's largest |logit|, and
+the mean KL divergence KL(softmax(A) || softmax(B)) over rows, in nats (tensor
 prompt_logits [T, V], as written by `ringo logits` and torch_ref.py --save-logits)."""
 import itertools
 import json
@@ -21,5 +22,6 @@ for (a, x), (b, y) in itertools.combinations(L.items(), 2):
     x, y = x[:n], y[:n]
     out.append({"a": a, "b": b, "rows": n, "top1_agreement": (x.argmax(-1) == y.argmax(-1)).float().mean().item(),
                 "max_row_rel_err": ((x - y).abs().amax(-1) / y.abs().amax(-1)).amax().item(),
-                "median_row_rel_err": ((x - y).abs().amax(-1) / y.abs().amax(-1)).median().item()})
+                "median_row_rel_err": ((x - y).abs().amax(-1) / y.abs().amax(-1)).median().item(),
+                "mean_kl": (x.log_softmax(-1).exp() * (x.log_softmax(-1) - y.log_softmax(-1))).sum(-1).mean().item()})
 print(json.dumps(out, indent=1))
