@@ -320,8 +320,8 @@ func contiguousPair(g *Backend, p pair) pair {
 // heads of head dim d, decays from decay0 up) twice, the second time from
 // the states the first left, and compares outputs and states within tol:
 // q, k, v as randT's views (rows not 16-byte aligned), or contiguous ones
-// where aligned is set.
-func checkLightning(t *testing.T, g *Backend, rng *rand.Rand, what string, H, d, T int, spans []backend.Span, decay0 float32, tol float64, aligned bool) {
+// where aligned is set. It returns the kernels of its last GPU call.
+func checkLightning(t *testing.T, g *Backend, rng *rand.Rand, what string, H, d, T int, spans []backend.Span, decay0 float32, tol float64, aligned bool) (kernels []string) {
 	t.Helper()
 	Hd := H * d
 	decay := make([]float32, H)
@@ -345,12 +345,15 @@ func checkLightning(t *testing.T, g *Backend, rng *rand.Rand, what string, H, d,
 		o := zeroT(g, T, Hd)
 		scale := float32(1 / math.Sqrt(float64(d)))
 		host().Lightning(o.c, q.c, k.c, v.c, spans, cs, decay, scale)
+		q0 := len(g.queue)
 		g.Lightning(o.g, q.g, k.g, v.g, spans, gs, decay, scale)
+		kernels = queuedKernels(g, q0)
 		compare(t, fmt.Sprintf("%s H=%d d=%d round %d output", what, H, d, round), g, o, tol)
 		for i, st := range states {
 			compare(t, fmt.Sprintf("%s H=%d d=%d round %d state %d", what, H, d, round, i), g, st, tol)
 		}
 	}
+	return kernels
 }
 
 // gpuCopy returns a copy of the GPU tensor x (contiguous; Free it after).

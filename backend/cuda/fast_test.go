@@ -35,7 +35,13 @@ func TestFastMoE(t *testing.T) {
 				x, d = contiguousPair(g, x), contiguousPair(g, d)
 			}
 			host().MoE(d.c, x.c, host().Route(l.c, nil, p), ce)
-			g.MoE(d.g, x.g, g.Route(l.g, nil, p), ge)
+			r := g.Route(l.g, nil, p)
+			q0 := len(g.queue)
+			g.MoE(d.g, x.g, r, ge)
+			// the tensor-core kernels, not the FP32 moe_gemm
+			if ks := queuedKernels(g, q0); !slices.ContainsFunc(ks, func(n string) bool { return strings.HasPrefix(n, "moe_mm") }) {
+				t.Errorf("fast moe %+v T=%d: kernels %v, no moe_mma*/moe_mmb*", c, T, ks)
+			}
 			compare(t, fmt.Sprintf("fast moe %+v T=%d", c, T), g, d, fastTol)
 		}
 	}
@@ -89,7 +95,15 @@ func TestFastLightning(t *testing.T) {
 	for _, c := range []struct{ H, d int }{{2, 128}, {3, 64}, {4, 16}} {
 		spans := []backend.Span{{Row: 0, N: 1, Pos: 5}, {Row: 1, N: 7, Pos: 0}, {Row: 8, N: 40, Pos: 3}, {Row: 48, N: 150, Pos: 0}, {Row: 198, N: 0, Pos: 2}, {Row: 198, N: 64, Pos: 9}, {Row: 262, N: 129, Pos: 0}}
 		for _, aligned := range []bool{false, true} { // k_ltc_*'s loads of 4 or 16 bytes
-			checkLightning(t, g, rng, fmt.Sprintf("fast lightning (aligned %v)", aligned), c.H, c.d, 391, spans, 0.002, fastTol, aligned)
+			ks := checkLightning(t, g, rng, fmt.Sprintf("fast lightning (aligned %v)", aligned), c.H, c.d, 391, spans, 0.002, fastTol, aligned)
+			// the chunked spans on tensor cores for head dims 64 and 128
+			want := "k_lightning_chunk"
+			if c.d == 64 || c.d == 128 {
+				want = "k_ltc_out"
+			}
+			if !slices.ContainsFunc(ks, func(n string) bool { return strings.HasPrefix(n, want) }) {
+				t.Errorf("fast lightning H=%d d=%d: kernels %v, none %s*", c.H, c.d, ks, want)
+			}
 		}
 	}
 }
