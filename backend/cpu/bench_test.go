@@ -140,13 +140,15 @@ func BenchmarkAttentionPrefill(b *testing.B) {
 // BenchmarkMoEDecode measures one batch-1 decode MoE step at Ring-mini's
 // shapes (256 Q4_K experts of 2048 → 512 → 2048, top 8, the experts' three
 // matrices side by side in huge pages as with --no-mmap) on two workers, a
-// new random selection each step so that the weights come from DRAM. It
-// reports expert weight bytes per second.
+// new random selection each step so that the weights come from DRAM: the
+// experts of one layer (453 MB), or of Ring-mini's 19 MoE layers, a layer
+// per step in turn (8.6 GB of memory). It reports expert weight bytes per
+// second.
 func BenchmarkMoEDecode(b *testing.B) {
 	const E, D, I, K = 256, 2048, 512, 8
-	be := New(benchThreads)
-	be.noMmap = true
 	r := rand.New(rand.NewPCG(3, 4))
+	// one random matrix of each shape, copied for every expert (the
+	// backend copies uploads into its own huge pages with noMmap)
 	mk := func(rows, cols int) backend.HostWeight {
 		qb := make([]byte, rows*quant.RowBytes(quant.Q4_K, cols))
 		for i := range qb {
@@ -158,23 +160,34 @@ func BenchmarkMoEDecode(b *testing.B) {
 		}
 		return backend.HostWeight{Name: "e", Kind: backend.Quant, QType: uint32(quant.Q4_K), Rows: rows, Cols: cols, Data: qb}
 	}
-	var gate, up, down []backend.HostWeight
-	for e := 0; e < E; e++ {
-		gate, up, down = append(gate, mk(I, D)), append(up, mk(I, D)), append(down, mk(D, I))
-	}
-	ex, err := be.UploadExperts(gate, up, down)
-	if err != nil {
-		b.Fatal(err)
-	}
-	x, dst := randTensor(be, r, 1, D, 1), be.Alloc(1, D)
-	logits := make([]backend.Tensor, 64)
-	for i := range logits {
-		logits[i] = randTensor(be, r, 1, E, 3)
-	}
-	p := backend.RouteParams{TopK: K, Groups: 8, TopKGroups: 4, Sigmoid: true, Normalize: true, Scale: 2.5}
-	b.SetBytes(int64(K * 3 * I * quant.RowBytes(quant.Q4_K, D)))
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		be.MoE(dst, x, be.Route(logits[i%len(logits)], nil, p), ex)
+	gw, uw, dw := mk(I, D), mk(I, D), mk(D, I)
+	for _, layers := range []int{1, 19} {
+		b.Run(fmt.Sprintf("layers=%d", layers), func(b *testing.B) {
+			be := New(benchThreads)
+			be.noMmap = true
+			var exs []backend.Experts
+			for l := 0; l < layers; l++ {
+				var gate, up, down []backend.HostWeight
+				for e := 0; e < E; e++ {
+					gate, up, down = append(gate, gw), append(up, uw), append(down, dw)
+				}
+				ex, err := be.UploadExperts(gate, up, down)
+				if err != nil {
+					b.Fatal(err)
+				}
+				exs = append(exs, ex)
+			}
+			x, dst := randTensor(be, r, 1, D, 1), be.Alloc(1, D)
+			logits := make([]backend.Tensor, 64)
+			for i := range logits {
+				logits[i] = randTensor(be, r, 1, E, 3)
+			}
+			p := backend.RouteParams{TopK: K, Groups: 8, TopKGroups: 4, Sigmoid: true, Normalize: true, Scale: 2.5}
+			b.SetBytes(int64(K * 3 * I * quant.RowBytes(quant.Q4_K, D)))
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				be.MoE(dst, x, be.Route(logits[i%len(logits)], nil, p), exs[i%layers])
+			}
+		})
 	}
 }
