@@ -16,12 +16,18 @@ import (
 	"github.com/ringo-ai/ringo/sample"
 )
 
+// GPUBatchRows is the default rows per forward pass on a GPU: long prompts
+// are prefilled in passes of this many tokens (the model's default, 512, suits
+// the CPU). Larger passes feed the grouped expert GEMMs more rows per expert;
+// docs/GPU.md has the measurements.
+const GPUBatchRows = 8192
+
 // Options configure Load.
 type Options struct {
 	Device       string // "cpu" (default), "cuda", "cuda:N"
 	Threads      int    // CPU threads (0: all)
 	Decay        string // lightning decay convention ("" = $RINGO_DECAY_CONVENTION or sglang)
-	MaxBatchRows int    // rows per forward pass (0: model default)
+	MaxBatchRows int    // rows per forward pass (0: model default on the CPU, GPUBatchRows on a GPU)
 	// Quantize converts weights while loading: "" keeps them as stored,
 	// "Q8_0", "Q6_K", "Q4_K" or "Q4_0" quantize the 2-D weights (the router,
 	// norms and biases keep their type; lm_head becomes Q6_K for the 4-bit
@@ -118,7 +124,11 @@ func Load(dir string, o Options) (*Loaded, error) {
 		}
 		src = qs
 	}
-	m, err := bailing.Load(cfgJSON, gen, src, b, bailing.Options{Decay: conv, MaxBatchRows: o.MaxBatchRows})
+	rows := o.MaxBatchRows
+	if rows == 0 && b.Name() != "cpu" {
+		rows = GPUBatchRows
+	}
+	m, err := bailing.Load(cfgJSON, gen, src, b, bailing.Options{Decay: conv, MaxBatchRows: rows})
 	if err != nil {
 		closer()
 		return nil, fmt.Errorf("load %s: %w", dir, err)

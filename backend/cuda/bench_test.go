@@ -462,17 +462,18 @@ func BenchmarkPrefillOps(b *testing.B) {
 	ex := randGPUExperts(b, g, rng, E, I, D)
 	x, y := randTensor(T, D), g.Alloc(T, D)
 	rt := g.Route(randTensor(T, E), nil, backend.RouteParams{TopK: K, Groups: 8, TopKGroups: 4, Sigmoid: true, Normalize: true, Scale: 2.5})
-	wg := g.wgmma
-	defer func() { g.wgmma = wg }()
+	wg, yb, stage := g.wgmma, g.moeYB, g.mmbStage
+	defer func() { g.wgmma, g.moeYB, g.mmbStage = wg, yb, stage }()
 	for _, c := range []struct {
-		name    string
-		mmb, wg bool
-	}{{"moe_mma", false, false}, {"moe_mmb", true, false}, {"moe_mmb_wg", true, true}} {
+		name               string
+		mmb, wg, yb, stage bool
+	}{{"moe_mma", false, false, false, false}, {"moe_mmb", true, false, false, false}, {"moe_mmb_wg", true, true, false, false},
+		{"moe_mmb_wg_yb", true, true, true, false}, {"moe_mmb_wg_yb_stage", true, true, true, true}} {
 		if c.wg && !wg {
 			continue
 		}
 		b.Run("MoE/"+c.name, func(b *testing.B) {
-			g.mmb, g.wgmma = c.mmb, c.wg
+			g.mmb, g.wgmma, g.moeYB, g.mmbStage = c.mmb, c.wg, c.yb, c.stage
 			timeIt(b, 2*3*float64(T)*K*I*D, func() { g.MoE(y, x, rt, ex) })
 		})
 	}

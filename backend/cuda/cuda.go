@@ -53,6 +53,10 @@ type Options struct {
 // GEMVRows is the largest row count multiplied with the GEMV kernel.
 const GEMVRows = 8
 
+// bigStepRows is the fewest rows of a product that make its step a big one
+// (prefill), issued early and eagerly (Backend.flushKernels).
+const bigStepRows = 256
+
 // ErrNoDevice is wrapped by New when no usable GPU is present.
 var ErrNoDevice = errors.New("cuda: no usable NVIDIA GPU")
 
@@ -105,6 +109,16 @@ type Backend struct {
 	statsEvery    int
 	prof          *profiler
 	kernelsAtSync int64
+	timing        stepTiming // host and GPU time per step (with statsEvery)
+	timingEach    bool       // print each step's timing (RINGO_CUDA_TIMING=1)
+	// a step with products of bigStepRows rows or more (prefill) is issued
+	// every flushKernels kernels (0: at the step's end) and never as a
+	// graph, so that the GPU starts while the host still records it
+	bigStep       bool
+	moeYB         bool // moe_mmb's expert outputs in BF16 (RINGO_CUDA_MOE_YB=0: FP32)
+	mmbStage      bool // moe_mmb_yb_wg's outputs through shared memory (RINGO_CUDA_MMB_STAGE=0: direct)
+	flushKernels  int
+	queuedKernels int
 
 	// routing results of the current step (ops.go)
 	rt routeArena
@@ -214,6 +228,7 @@ func New(device int, opts Options) (*Backend, error) {
 		if b.statsEvery <= 1 {
 			b.statsEvery = 64
 		}
+		b.timingEach = os.Getenv("RINGO_CUDA_TIMING") == "1"
 	}
 	for i := range b.params.ptrs {
 		b.params.ptrs[i] = uintptr(unsafe.Pointer(&b.params.slots[i]))
@@ -281,7 +296,7 @@ func New(device int, opts Options) (*Backend, error) {
 	}
 	// the chunked lightning kernels need more than the default 48 KiB of shared memory
 	if b.smemOptin > 48<<10 {
-		for _, k := range []string{"k_lightning_chunk", "k_ltc_out64", "k_ltc_out128", "moe_mmb", "moe_mmb_gu", "moe_mmb_wg", "moe_mmb_gu_wg", "k_fattn4_128", "k_fattn4w_128", "k_fattn2_64", "k_fattn2_128", "k_fattn3_64", "k_fattn3_128"} {
+		for _, k := range []string{"k_lightning_chunk", "k_ltc_out64", "k_ltc_out128", "moe_mmb", "moe_mmb_gu", "moe_mmb_wg", "moe_mmb_gu_wg", "moe_mmb_yb", "moe_mmb_yb_wg", "moe_mmb_yb_wgs", "k_fattn4_128", "k_fattn4w_128", "k_fattn2_64", "k_fattn2_128", "k_fattn3_64", "k_fattn3_128"} {
 			if err := d.check(ccall(d.cuFuncSetAttribute, b.fns[k], cuFuncAttrMaxDynamicShared, uintptr(b.smemOptin)), "cuFuncSetAttribute("+k+")"); err != nil {
 				return fail(err)
 			}
@@ -301,6 +316,12 @@ func New(device int, opts Options) (*Backend, error) {
 	b.dcSplit = 2
 	if v, err := strconv.Atoi(os.Getenv("RINGO_CUDA_DC_SPLIT")); err == nil && v >= 1 && v <= 3 {
 		b.dcSplit = v
+	}
+	b.moeYB = os.Getenv("RINGO_CUDA_MOE_YB") != "0"
+	b.mmbStage = os.Getenv("RINGO_CUDA_MMB_STAGE") != "0"
+	b.flushKernels = 32
+	if v, err := strconv.Atoi(os.Getenv("RINGO_CUDA_FLUSH")); err == nil && v >= 0 {
+		b.flushKernels = v
 	}
 	b.routeEnd = -1
 	b.moeWarps = [2]int{4, 8}
@@ -354,9 +375,9 @@ var kernelNames = []string{
 	"embed_f32", "embed_f16", "embed_bf16", "embed_fp8", "k_rmsnorm", "k_addrmsnorm", "k_rope", "k_silumul_bf16", "k_rmsnorm_sigmul", "k_rmsnorm_sigmul_w2", "k_rmsnorm_sigmul_w4", "k_rmsnorm_sigmul_w8", "k_rmsnorm_sigmul_w16", "k_rmsnorm_rope", "k_rmsnorm_rope_w21", "k_rmsnorm_rope_w41", "k_rmsnorm_rope_w42",
 	"gemv_f32", "gemv_f16", "gemv_bf16", "gemv_bf16v", "gemv_fp8", "gemv_bf16v1", "gemv_fp81", "k_fp8_bf16", "gemm_f32", "gemm_f16", "gemm_bf16",
 	"moe_gu_bf16v", "moe_gu_fp8", "moe_dc_bf16v", "moe_dc2_bf16v", "moe_dc3_bf16v", "moe_dc_fp8", "moe_gemv_f32", "moe_gemv_f16", "moe_gemv_bf16", "moe_gemv_bf16v", "moe_down_bf16v", "moe_gemv_fp8", "moe_down_fp8", "moe_mma16_fp8", "moe_mma64_fp8",
-	"k_moe_count", "k_moe_tiles", "k_moe_scatter", "moe_gemm_f32", "moe_gemm_f16", "moe_gemm_bf16", "k_moe_combine", "k_moe_combine4", "k_route",
+	"k_moe_count", "k_moe_tiles", "k_moe_scatter", "moe_gemm_f32", "moe_gemm_f16", "moe_gemm_bf16", "k_moe_combine", "k_moe_combine4", "k_moe_combine4b", "k_route",
 	"k_lightning_rec", "k_lightning_chunk", "k_kvstore", "k_attn", "k_attn_g2", "k_attn_g4", "k_attn_g8", "k_attn_combine",
-	"moe_mma16", "moe_mma64", "k_fattn64", "k_fattn128", "moe_mmb", "moe_mmb_gu", "moe_mmb_wg", "moe_mmb_gu_wg", "k_kvbf16", "k_vtbf16", "k_fattn4_128", "k_fattn4w_128", "k_fattn2_64", "k_fattn2_128", "k_fattn3_64", "k_fattn3_128", "k_ltc_kv64", "k_ltc_kv128", "k_ltc_scan", "k_ltc_out64", "k_ltc_out128",
+	"moe_mma16", "moe_mma64", "k_fattn64", "k_fattn128", "moe_mmb", "moe_mmb_gu", "moe_mmb_wg", "moe_mmb_gu_wg", "moe_mmb_yb", "moe_mmb_yb_wg", "moe_mmb_yb_wgs", "k_kvbf16", "k_vtbf16", "k_fattn4_128", "k_fattn4w_128", "k_fattn2_64", "k_fattn2_128", "k_fattn3_64", "k_fattn3_128", "k_ltc_kv64", "k_ltc_kv128", "k_ltc_scan", "k_ltc_out64", "k_ltc_out128",
 	"k_readsum", "k_randbf16",
 }
 
@@ -685,7 +706,8 @@ func (b *Backend) launch(name string, grid, block dim3, smem int, args ...uint64
 	}
 	b.record(uint64(opKernel|len(args)<<8), uint64(f), uint64(grid.x), uint64(grid.y), uint64(grid.z), uint64(block.x), uint64(block.y), uint64(block.z), uint64(smem))
 	b.record(args...)
-	if len(b.queue) > 1<<18 {
+	b.queuedKernels++
+	if len(b.queue) > 1<<18 || (b.bigStep && b.flushKernels > 0 && b.queuedKernels >= b.flushKernels) {
 		b.flush() // long runs of work without a Read
 	}
 }

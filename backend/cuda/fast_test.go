@@ -59,6 +59,12 @@ func TestMoEWGMMA(t *testing.T) {
 		t.Skip("no wgmma (sm_90 only)")
 	}
 	rng := rand.New(rand.NewSource(24))
+	ssuf := ""
+	if g.mmbStage {
+		ssuf = "s"
+	}
+	defer func(yb bool) { g.moeYB = yb }(g.moeYB)
+	g.moeYB = false
 	for _, c := range []struct{ E, I, D int }{{16, 32, 64}, {8, 256, 512}, {8, 72, 136}, {4, 512, 2048}} {
 		_, ge, _, _, _ := randExperts(t, g, c.E, c.I, c.D, bf16Weights(rng))
 		p := backend.RouteParams{TopK: 2, Groups: 2, TopKGroups: 1, Sigmoid: true, Normalize: true, Scale: 2.5}
@@ -83,8 +89,43 @@ func TestMoEWGMMA(t *testing.T) {
 			} else {
 				t.Logf("%+v T=%d: relative error %.2g between wgmma and mma.sync", c, T, e)
 			}
+			// the expert outputs in BF16: the same on both, within BF16
+			// rounding of the FP32 ones
+			g.moeYB = true
+			yb, ybm := g.Alloc(T, c.D), g.Alloc(T, c.D)
+			q0 = len(g.queue)
+			g.MoE(yb, x, r, ge)
+			if ks := queuedKernels(g, q0); !slices.Contains(ks, "moe_mmb_yb_wg"+ssuf) || !slices.Contains(ks, "k_moe_combine4b") {
+				t.Errorf("%+v T=%d: kernels %v, not the BF16-output ones", c, T, ks)
+			}
+			g.wgmma = false
+			g.MoE(ybm, x, r, ge)
+			g.wgmma = true
+			if e := gpuRelErr(g, yb, ybm); e > 1e-6 || math.IsNaN(e) {
+				t.Errorf("%+v T=%d: BF16 outputs: relative error %.3g between wgmma and mma.sync", c, T, e)
+			}
+			if g.mmbStage { // and the outputs stored directly from registers
+				g.mmbStage = false
+				q0 = len(g.queue)
+				g.MoE(ybm, x, r, ge)
+				if ks := queuedKernels(g, q0); !slices.Contains(ks, "moe_mmb_gu_wg") || !slices.Contains(ks, "moe_mmb_yb_wg") {
+					t.Errorf("%+v T=%d: kernels %v, not the direct-store ones", c, T, ks)
+				}
+				g.mmbStage = true
+				if e := gpuRelErr(g, yb, ybm); e > 1e-6 || math.IsNaN(e) {
+					t.Errorf("%+v T=%d: relative error %.3g between outputs stored through shared memory and directly", c, T, e)
+				}
+			}
+			g.moeYB = false
+			if e := gpuRelErr(g, yb, got); e > 4e-3 || e == 0 || math.IsNaN(e) {
+				t.Errorf("%+v T=%d: relative error %.3g of BF16 expert outputs against FP32 ones (want (0, 4e-3])", c, T, e)
+			} else {
+				t.Logf("%+v T=%d: relative error %.2g of BF16 expert outputs against FP32 ones", c, T, e)
+			}
 			g.Free(got)
 			g.Free(want)
+			g.Free(yb)
+			g.Free(ybm)
 		}
 	}
 }
@@ -374,8 +415,9 @@ func TestMoESharedPrefill(t *testing.T) {
 			if !g.MoEShared(d.g, x.g, g.Route(l.g, nil, p), ge, ggu, gdn) {
 				t.Fatalf("%s: MoEShared declined", what)
 			}
-			if ks := queuedKernels(g, q0); !slices.Contains(ks, "moe_mmb_gu_wg") && !slices.Contains(ks, "moe_mmb_gu") ||
-				T == 600 && !slices.Contains(ks, "k_moe_combine4") {
+			prefix := func(p string) func(string) bool { return func(n string) bool { return strings.HasPrefix(n, p) } }
+			if ks := queuedKernels(g, q0); !slices.ContainsFunc(ks, prefix("moe_mmb_gu")) ||
+				T == 600 && !slices.ContainsFunc(ks, prefix("k_moe_combine4")) {
 				t.Errorf("%s: kernels %v", what, ks)
 			}
 			compare(t, what, g, d, fastTol)

@@ -5,6 +5,7 @@ import (
 	"hash/maphash"
 	"os"
 	"slices"
+	"time"
 	"unsafe"
 )
 
@@ -59,6 +60,23 @@ type Stats struct {
 	DriverCalls   int64 // driver calls that queued work: kernel launches, copies, memsets, graph launches, cuBLASLt calls
 	GraphLaunches int64 // flushes replayed as a CUDA graph
 	Captures      int64 // graphs captured
+	Flushes       int64 // times queued work was issued to the stream
+}
+
+// stepTiming measures, with RINGO_CUDA_STATS, where a step's wall time
+// goes: recording commands on the host before the first flush, issuing them,
+// and the GPU's span from the first flush to the end of the step (two events
+// per step). A GPU span well below the wall time means the GPU waited for
+// the host.
+type stepTiming struct {
+	start      time.Time // first command of the step
+	flushed    bool      // the step's first flush happened
+	ev         [2]uintptr
+	record     time.Duration // sums since the last report
+	issue      time.Duration
+	wall       time.Duration
+	gpu        float64 // ms
+	firstFlush time.Time
 }
 
 // Stats returns the counters of issued work.
@@ -71,7 +89,12 @@ func (b *Backend) Stats() Stats {
 var graphSeed = maphash.MakeSeed()
 
 // record appends a command.
-func (b *Backend) record(words ...uint64) { b.queue = append(b.queue, words...) }
+func (b *Backend) record(words ...uint64) {
+	if b.statsEvery > 0 && b.timing.start.IsZero() {
+		b.timing.start = time.Now()
+	}
+	b.queue = append(b.queue, words...)
+}
 
 // queueHead is the room kept at the start of the queue for the ring copy.
 const queueHead = 4
@@ -89,11 +112,30 @@ func (b *Backend) flush() {
 	if len(q) == 0 {
 		return
 	}
+	if b.statsEvery > 0 {
+		t := &b.timing
+		now := time.Now()
+		if !t.flushed {
+			t.flushed, t.firstFlush = true, now
+			if !t.start.IsZero() {
+				t.record += now.Sub(t.start)
+			}
+			if t.ev[0] == 0 {
+				for i := range t.ev {
+					b.must(b.d.check(ccall(b.d.cuEventCreate, uintptr(unsafe.Pointer(&t.ev[i])), 0), "cuEventCreate"))
+				}
+			}
+			ccall(b.d.cuEventRecord, t.ev[0], b.stream)
+		}
+		defer func() { t.issue += time.Since(now) }()
+	}
 	defer func() {
 		b.queue = b.queue[:queueHead]
+		b.queuedKernels = 0
 	}()
+	b.stats.Flushes++
 	kernels := countKernels(q)
-	if b.graphsOn && kernels >= minGraphKernels {
+	if b.graphsOn && kernels >= minGraphKernels && !b.bigStep {
 		h := maphash.Bytes(graphSeed, unsafe.Slice((*byte)(unsafe.Pointer(&q[0])), 8*len(q)))
 		e := b.graphs[h]
 		switch {
@@ -262,6 +304,9 @@ func (b *Backend) dropGraphs() {
 // an operation).
 func (b *Backend) drain() {
 	b.flush()
+	if b.statsEvery > 0 && b.timing.flushed {
+		ccall(b.d.cuEventRecord, b.timing.ev[1], b.stream)
+	}
 	b.must(b.d.check(ccall(b.d.cuCtxSynchronize), "cuCtxSynchronize (an earlier kernel failed)"))
 }
 
@@ -271,6 +316,7 @@ func (b *Backend) sync() {
 	b.routeMirror()
 	b.drain()
 	b.stageOff, b.flushedOff = 0, 0
+	b.bigStep = false
 	for _, p := range b.overflow {
 		ccall(b.d.cuMemFree, p)
 	}
@@ -280,9 +326,11 @@ func (b *Backend) sync() {
 		b.prof.collect(b)
 	}
 	if b.stats.Kernels == b.kernelsAtSync {
+		b.timing.start, b.timing.flushed = time.Time{}, false
 		return // no kernels ran: not counted as a step
 	}
 	b.kernelsAtSync = b.stats.Kernels
+	b.stepTimed()
 	b.stats.Steps++
 	if b.statsEvery > 0 && b.stats.Steps%int64(b.statsEvery) == 0 {
 		s, p := b.stats, b.statsLast
@@ -290,11 +338,38 @@ func (b *Backend) sync() {
 		fmt.Fprintf(os.Stderr, "cuda stats: last %d steps: %.1f kernels/step, %.1f driver calls/step, %d graph launches, %d captures (%d graphs cached)\n",
 			int(n), float64(s.Kernels-p.Kernels)/n, float64(s.DriverCalls-p.DriverCalls)/n, s.GraphLaunches-p.GraphLaunches, s.Captures-p.Captures, len(b.graphs))
 		b.statsLast = s
+		t := &b.timing
+		fmt.Fprintf(os.Stderr, "cuda stats: per step %.3f ms wall: %.3f recording before the first flush, %.3f issuing, GPU busy from the first flush to the end %.3f\n",
+			ms(t.wall)/n, ms(t.record)/n, ms(t.issue)/n, t.gpu/n)
+		t.record, t.issue, t.wall, t.gpu = 0, 0, 0, 0
 		if b.prof != nil {
 			b.prof.report(int(n))
 		}
 	}
 }
+
+// stepTimed adds the step that sync just ended to b.timing.
+func (b *Backend) stepTimed() {
+	t := &b.timing
+	if b.statsEvery == 0 || t.start.IsZero() {
+		return
+	}
+	wall := time.Since(t.start)
+	t.wall += wall
+	var g float32
+	if t.flushed {
+		if ccall(b.d.cuEventElapsedTime, uintptr(unsafe.Pointer(&g)), t.ev[0], t.ev[1]) == 0 {
+			t.gpu += float64(g)
+		}
+	}
+	if b.timingEach {
+		fmt.Fprintf(os.Stderr, "cuda step %d: %.3f ms wall, %.3f recording before the first flush, GPU busy %.3f from the first flush to the end\n",
+			b.stats.Steps, ms(wall), ms(t.firstFlush.Sub(t.start)), g)
+	}
+	t.start, t.flushed = time.Time{}, false
+}
+
+func ms(d time.Duration) float64 { return float64(d) / 1e6 }
 
 // ltProfile is added to a cuBLASLt plan's index to name it among the
 // kernels in Backend.fnNames (no function handle is that large).

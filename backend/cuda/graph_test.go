@@ -3,6 +3,7 @@ package cuda
 import (
 	"context"
 	"math"
+	"slices"
 	"testing"
 
 	"github.com/ringo-ai/ringo/model"
@@ -72,5 +73,60 @@ func TestGraphsMatchEager(t *testing.T) {
 				})
 			}
 		}
+	}
+}
+
+// TestEarlyFlush prefills more than bigStepRows rows on a backend that issues
+// such steps every few kernels and on one that issues them at the end, then
+// decodes a few steps: the logits must be bit-identical, and the first
+// backend must have flushed more often.
+func TestEarlyFlush(t *testing.T) {
+	g := gpu(t, false)
+	defer func(n int) { g.flushKernels = n }(g.flushKernels)
+	g.flushKernels = 3
+	e, err := New(0, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	e.flushKernels = 0
+	for _, dir := range []string{"tiny-linear", "tiny-softmax"} {
+		exp, ck := openFixture(t, dir)
+		var prompt []int32
+		for len(prompt) < 3*bigStepRows/2 {
+			prompt = append(prompt, exp.PromptIDs...)
+		}
+		run := func(be *Backend) ([][]float32, int64) {
+			m, err := bailing.Load(ck.ConfigJSON, ck.Generation, ck, be, bailing.Options{MaxBatchRows: 4 * bigStepRows})
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := m.NewState()
+			defer st.Free()
+			before := be.Stats().Flushes
+			req := &model.Request{State: st, Tokens: prompt}
+			var out [][]float32
+			for s := 0; s < 4; s++ {
+				if err := m.Forward(context.Background(), []*model.Request{req}); err != nil {
+					t.Fatal(err)
+				}
+				out = append(out, slices.Clone(req.Logits))
+				req.Tokens = []int32{argmax(req.Logits)}
+			}
+			return out, be.Stats().Flushes - before
+		}
+		got, fg := run(g)
+		want, fe := run(e)
+		for s := range got {
+			for j := range got[s] {
+				if math.Float32bits(got[s][j]) != math.Float32bits(want[s][j]) {
+					t.Fatalf("%s step %d: logit %d is %v with early flushes, %v without", dir, s, j, got[s][j], want[s][j])
+				}
+			}
+		}
+		if fg <= fe {
+			t.Errorf("%s: %d flushes with a flush every 3 kernels, %d without", dir, fg, fe)
+		}
+		t.Logf("%s: %d-token prefill and 3 decode steps: %d flushes with a flush every 3 kernels, %d without", dir, len(prompt), fg, fe)
 	}
 }

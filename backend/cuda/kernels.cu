@@ -1265,6 +1265,38 @@ extern "C" __global__ void k_moe_combine4(float* d, i64 ldd, const float* Y, i64
   }
 }
 
+// k_moe_combine4b is k_moe_combine4 for Y in BF16 (ldy a multiple of 4, Y
+// 8-byte aligned); Ys stays FP32 with row stride cols.
+extern "C" __global__ void k_moe_combine4b(float* d, i64 ldd, const u16* Y, i64 ldy, const int* posOf, const float* w, int T, int topk, int cols,
+                                           const float* Ys) { PDL_ENTER();
+  GRID_LOOP((i64)T * cols / 4) {
+    i64 t = idx / (cols / 4), c = (idx % (cols / 4)) * 4;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int k = 0; k < topk; k++) {
+      int p = posOf ? posOf[t * topk + k] : (int)(t * topk + k);
+      float wk = w[t * topk + k];
+      uint2 yb = *(const uint2*)(Y + (i64)p * ldy + c);
+      float4 v = make_float4(wk * bf16f((u16)yb.x), wk * bf16f((u16)(yb.x >> 16)), wk * bf16f((u16)yb.y), wk * bf16f((u16)(yb.y >> 16)));
+      if (k == 0) {
+        acc = v;
+      } else {
+        acc.x += v.x;
+        acc.y += v.y;
+        acc.z += v.z;
+        acc.w += v.w;
+      }
+    }
+    if (Ys) {
+      float4 ys = *(const float4*)(Ys + t * cols + c);
+      acc.x += ys.x;
+      acc.y += ys.y;
+      acc.z += ys.z;
+      acc.w += ys.w;
+    }
+    *(float4*)(d + t * ldd + c) = acc;
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Routing: one block per row (blockDim a power of two >= E, >= 32).
 // Group-limited top-k with a selection bias; ties go to the lower index.
@@ -2020,7 +2052,7 @@ __device__ __forceinline__ void proxy_fence() {
 // and (WG) the MMAs of WAIT steps left in flight at the end of a step. A
 // stage is refilled after the barrier of step kt with step kt+D, so D < ST
 // and, with MMAs in flight, D <= ST - 2 (step kt+D-ST's MMAs are done).
-template <bool GU, bool WG, int ST, int D, int WAIT>
+template <bool GU, bool WG, int ST, int D, int WAIT, bool YB = false, bool STAGE = false>
 __device__ __forceinline__ void moe_mmb_impl(const u16* X, i64 ldx, const int* perm, int topk, int mode, const int* tiles, const int* ntiles,
                                              const u16* Wt, int N, int K, float* Y, i64 ldy, u16* H, i64 ldh) {
   extern __shared__ __align__(1024) u16 mmbs[];
@@ -2088,14 +2120,18 @@ __device__ __forceinline__ void moe_mmb_impl(const u16* X, i64 ldx, const int* p
     const u16* As = mmbs + (kt % ST) * 256 * MMB_BK;
     const u16* Bs = As + 128 * MMB_BK;
     if (WG) {
-      unsigned long long da = wg_desc(As + (warp >> 2) * 64 * MMB_BK), db = wg_desc(Bs);
-      wg_keep(acc);
-      wg_fence();
+      // a warpgroup whose 64 rows are all past the tile's m (an expert's
+      // last tile) leaves the tensor cores to the other block on the SM
+      if ((warp >> 2) * 64 < m) {
+        unsigned long long da = wg_desc(As + (warp >> 2) * 64 * MMB_BK), db = wg_desc(Bs);
+        wg_keep(acc);
+        wg_fence();
 #pragma unroll
-      for (int kk = 0; kk < MMB_BK / 16; kk++) wgmma128(acc, da + 2 * kk, db + 2 * kk);
-      wg_commit();
-      wg_wait<WAIT>();
-      wg_keep(acc);
+        for (int kk = 0; kk < MMB_BK / 16; kk++) wgmma128(acc, da + 2 * kk, db + 2 * kk);
+        wg_commit();
+        wg_wait<WAIT>();
+        wg_keep(acc);
+      }
       continue;
     }
 #pragma unroll
@@ -2122,6 +2158,34 @@ __device__ __forceinline__ void moe_mmb_impl(const u16* X, i64 ldx, const int* p
     wg_wait<0>();
     wg_keep(acc);
   }
+  if (STAGE && !GU && YB) {
+    // BF16 outputs through shared memory, so that each row leaves in
+    // 16-byte stores (a thread's 4-byte stores fill half of each 32-byte
+    // sector): the tile as 128 columns (+8 halves of padding) per row.
+    // (Tried for moe_mmb_gu's output too: slower there.)
+    constexpr int NC = 128, LD = NC + 8;
+    __syncthreads();  // every warp is done with the pipeline's stages
+    u16* ts = mmbs;
+#pragma unroll
+    for (int i = 0; i < IM; i++)
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        int r = rb + 16 * i + g + 8 * h;
+#pragma unroll
+        for (int j = 0; j < JN; j++) {
+          const float* a = acc + (i * JN + j) * 4;
+          *(u32*)(ts + r * LD + cb + 8 * j + 2 * tg) = pack_bf16(a[2 * h], a[2 * h + 1]);
+        }
+      }
+    __syncthreads();
+    u16* out = (u16*)Y;
+    constexpr int CH = NC / 8;  // 16-byte chunks per row
+    for (int q = tid; q < 128 * CH; q += 256) {
+      int r = q / CH, c = (q % CH) * 8;
+      if (r < m && c0 + c < N) *(uint4*)(out + (i64)(p0 + r) * ldy + c0 + c) = *(const uint4*)(ts + r * LD + c);
+    }
+    return;
+  }
 #pragma unroll
   for (int i = 0; i < IM; i++)
 #pragma unroll
@@ -2137,6 +2201,18 @@ __device__ __forceinline__ void moe_mmb_impl(const u16* X, i64 ldx, const int* p
             const float* gt = acc + (i * JN + 2 * jp) * 4;
             const float* up = acc + (i * JN + 2 * jp + 1) * 4;
             *(u32*)(hr + col) = pack_bf16(silu_mul(gt[2 * h], up[2 * h]), silu_mul(gt[2 * h + 1], up[2 * h + 1]));
+          }
+        }
+      } else if (YB) {
+        u16* yr = (u16*)Y + (i64)(p0 + r) * ldy;
+#pragma unroll
+        for (int j = 0; j < JN; j++) {
+          int n = c0 + cb + 8 * j + 2 * tg;
+          const float* a = acc + (i * JN + j) * 4;
+          if (n + 1 < N) {
+            *(u32*)(yr + n) = pack_bf16(a[2 * h], a[2 * h + 1]);
+          } else if (n < N) {
+            yr[n] = f2bf16(a[2 * h]);
           }
         }
       } else {
@@ -2171,9 +2247,23 @@ __device__ __forceinline__ void moe_mmb_impl(const u16* X, i64 ldx, const int* p
                                                                        float* Y, i64 ldy) {                                                    \
     PDL_ENTER();                                                                                                                                 \
     moe_mmb_impl<false, WG, ST, D, WAIT>(X, ldx, perm, topk, mode, tiles, ntiles, Wt, N, K, Y, ldy, 0, 0);                                     \
+  }                                                                                                                                              \
+  extern "C" __global__ void __launch_bounds__(256, MINB) moe_mmb_yb##SUF(const u16* X, i64 ldx, const int* perm, int topk, int mode,           \
+                                                                          const int* tiles, const int* ntiles, const u16* Wt, int N, int K,    \
+                                                                          u16* Y, i64 ldy) {                                                   \
+    PDL_ENTER();                                                                                                                                 \
+    moe_mmb_impl<false, WG, ST, D, WAIT, true>(X, ldx, perm, topk, mode, tiles, ntiles, Wt, N, K, (float*)Y, ldy, 0, 0);                       \
   }
+// moe_mmb_yb is moe_mmb with Y in BF16 (k_moe_combine4b sums it).
 MOE_MMB_KERNELS(, false, 3, 2, 0, 2)
 MOE_MMB_KERNELS(_wg, true, 3, 2, 0, 2)
+// moe_mmb_yb_wgs stores its BF16 outputs through shared memory (16-byte
+// stores per row).
+extern "C" __global__ void __launch_bounds__(256, 2) moe_mmb_yb_wgs(const u16* X, i64 ldx, const int* perm, int topk, int mode, const int* tiles,
+                                                                  const int* ntiles, const u16* Wt, int N, int K, u16* Y, i64 ldy) {
+  PDL_ENTER();
+  moe_mmb_impl<false, true, 3, 2, 0, true, true>(X, ldx, perm, topk, mode, tiles, ntiles, Wt, N, K, (float*)Y, ldy, 0, 0);
+}
 
 // ---------------------------------------------------------------------------
 // Flash-attention pieces shared by k_fattn, k_fattn2, k_fattn3 and k_fattn4, for

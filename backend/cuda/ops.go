@@ -4,7 +4,9 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
+	"sync"
 	"unsafe"
 
 	"github.com/ringo-ai/ringo/backend"
@@ -346,6 +348,9 @@ func (b *Backend) MatMul(dst, x backend.Tensor, wt backend.Weight) {
 
 func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *weight) {
 	N, K := w.rows, w.cols
+	if T >= bigStepRows {
+		b.bigStep = true
+	}
 	if w.kind == backend.F8E4M3 {
 		if T <= GEMVRows {
 			px, ldx, xs := b.aligned16(px, ldx, T, K)
@@ -972,13 +977,14 @@ type routing struct {
 
 // Selected implements backend.Routing (the first call waits for the step).
 func (r *routing) Selected(i int, ids []int32, w []float32) {
-	if r.hostIDs == nil {
-		b := r.b
-		func() {
-			defer b.enter()()
-			b.sync()
-		}()
-	}
+	b := r.b
+	func() {
+		defer b.enter()()
+		if r.gen == b.rt.gen {
+			b.sync() // the step that made r is still running
+		}
+		b.rt.settling.Wait()
+	}()
 	copy(ids, r.hostIDs[i*r.k:(i+1)*r.k])
 	copy(w, r.hostW[i*r.k:(i+1)*r.k])
 }
@@ -990,6 +996,7 @@ func (b *Backend) routingPtrs(r *routing) (ids, w uintptr) {
 	if r.gen == b.rt.gen {
 		return r.p, r.p + uintptr(4*n)
 	}
+	b.rt.settling.Wait()
 	return b.stageI32(r.hostIDs), b.stage(unsafe.Pointer(unsafe.SliceData(r.hostW)), 4*len(r.hostW))
 }
 
@@ -1002,7 +1009,15 @@ type routeArena struct {
 	mirror     uintptr // pinned host copy
 	mirrorCap  int
 	capPerStep int // size of the next block: the largest sum of block capacities so far
+	// settling copies a large step's routings from the mirror to Go memory
+	// while the next step runs; the mirror is rewritten, and host copies are
+	// read, only after it is done
+	settling sync.WaitGroup
 }
+
+// settleAsyncBytes is the arena size from which routeSettle copies in the
+// background (prefill: 40 MB for a 32K-token pass of Ring-mini).
+const settleAsyncBytes = 1 << 20
 
 type arenaBlock struct {
 	p              uintptr
@@ -1036,6 +1051,7 @@ func (b *Backend) routeMirror() {
 	if len(a.live) == 0 {
 		return
 	}
+	a.settling.Wait() // the previous step's copies read the mirror
 	if a.total > a.mirrorCap {
 		if a.mirror != 0 {
 			b.drain()
@@ -1060,13 +1076,25 @@ func (b *Backend) routeSettle() {
 	if len(a.live) == 0 && a.total == 0 {
 		return
 	}
-	for _, r := range a.live {
-		n := r.rows * r.k
-		r.hostIDs, r.hostW = make([]int32, n), make([]float32, n)
-		if n > 0 {
-			copy(unsafe.Slice((*byte)(unsafe.Pointer(&r.hostIDs[0])), 4*n), cmem(a.mirror+uintptr(r.moff), 4*n))
-			copy(unsafe.Slice((*byte)(unsafe.Pointer(&r.hostW[0])), 4*n), cmem(a.mirror+uintptr(r.moff+4*n), 4*n))
+	settle := func(live []*routing, mirror uintptr) {
+		for _, r := range live {
+			n := r.rows * r.k
+			ids, w := make([]int32, n), make([]float32, n)
+			if n > 0 {
+				copy(unsafe.Slice((*byte)(unsafe.Pointer(&ids[0])), 4*n), cmem(mirror+uintptr(r.moff), 4*n))
+				copy(unsafe.Slice((*byte)(unsafe.Pointer(&w[0])), 4*n), cmem(mirror+uintptr(r.moff+4*n), 4*n))
+			}
+			r.hostIDs, r.hostW = ids, w
 		}
+	}
+	if a.total >= settleAsyncBytes {
+		a.settling.Add(1)
+		go func(live []*routing, mirror uintptr) {
+			defer a.settling.Done()
+			settle(live, mirror)
+		}(slices.Clone(a.live), a.mirror)
+	} else {
+		settle(a.live, a.mirror)
 	}
 	clear(a.live)
 	a.live = a.live[:0]
@@ -1085,6 +1113,7 @@ func (b *Backend) routeSettle() {
 }
 
 func (a *routeArena) free(d *driver) {
+	a.settling.Wait()
 	for _, blk := range a.blocks {
 		ccall(d.cuMemFree, blk.p)
 	}
@@ -1251,7 +1280,8 @@ func (b *Backend) useMMB(T int, r *routing, e *experts) bool {
 // moeMMB runs the grouped MoE of T rows of x (BF16 experts, D and I
 // multiples of 8) on moe_mmb: x in BF16, the slots sorted by expert into
 // 128-row tiles, gate|up with the SwiGLU in its epilogue (BF16 out), the down
-// projection in FP32, then the weighted sum per row. With gu and dw (a
+// projection in BF16 (FP32 with RINGO_CUDA_MOE_YB=0 or a destination that
+// k_moe_combine4b cannot write), then the weighted sum per row in FP32. With gu and dw (a
 // shared expert, BF16, [2I', D] and [D, I']) its products run on cuBLASLt
 // from the same BF16 rows and the sum adds its output last.
 func (b *Backend) moeMMB(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rIDs, rW uintptr, e *experts, gu, dw *weight) {
@@ -1260,16 +1290,30 @@ func (b *Backend) moeMMB(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rIDs,
 	maxTiles := (ns+127)/128 + min(E, ns)
 	xb, perm, posOf := b.scratch(2*T*D), b.scratch(4*ns), b.scratch(4*ns)
 	tiles, ntiles := b.scratch(12*maxTiles), b.scratch(4)
-	h, y := b.scratch(2*ns*I), b.scratch(4*ns*D)
+	// the expert outputs in BF16 where the sum can take four columns of
+	// the destination at once (D is a multiple of 8 here)
+	yb := b.moeYB && ldd%4 == 0 && pdst%16 == 0
+	yBytes := 4
+	if yb {
+		yBytes = 2
+	}
+	h, y := b.scratch(2*ns*I), b.scratch(yBytes*ns*D)
 	b.toBF16(xb.p, px, ldx, T, D)
 	b.moePlan(rIDs, ns, E, 128, perm.p, posOf.p, tiles.p, ntiles.p)
-	suf := ""
+	suf, ssuf := "", ""
 	if b.wgmma {
 		suf = "_wg"
+		if b.mmbStage {
+			ssuf = "s" // BF16 expert outputs stored through shared memory
+		}
 	}
 	b.launch("moe_mmb_gu"+suf, dim3{(I + 63) / 64, maxTiles, 1}, dim3{256, 1, 1}, mmbSmem, pArg(xb.p), lArg(D), pArg(perm.p), iArg(K), pArg(tiles.p), pArg(ntiles.p),
 		pArg(e.gateUp), iArg(I), iArg(D), pArg(h.p), lArg(I))
-	b.launch("moe_mmb"+suf, dim3{(D + 127) / 128, maxTiles, 1}, dim3{256, 1, 1}, mmbSmem, pArg(h.p), lArg(I), pArg(perm.p), iArg(K), iArg(1), pArg(tiles.p), pArg(ntiles.p),
+	down := "moe_mmb" + suf
+	if yb {
+		down = "moe_mmb_yb" + suf + ssuf
+	}
+	b.launch(down, dim3{(D + 127) / 128, maxTiles, 1}, dim3{256, 1, 1}, mmbSmem, pArg(h.p), lArg(I), pArg(perm.p), iArg(K), iArg(1), pArg(tiles.p), pArg(ntiles.p),
 		pArg(e.down), iArg(D), iArg(I), pArg(y.p), lArg(D))
 	var ys uintptr
 	if gu != nil {
@@ -1288,7 +1332,11 @@ func (b *Backend) moeMMB(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rIDs,
 		ys = sy.p
 		defer b.release(sgu, sh, sy)
 	}
-	b.combine(pdst, ldd, y.p, D, posOf.p, rW, T, K, ys)
+	if yb {
+		b.combineBF16(pdst, ldd, y.p, D, posOf.p, rW, T, K, ys)
+	} else {
+		b.combine(pdst, ldd, y.p, D, posOf.p, rW, T, K, ys)
+	}
 	b.release(xb, perm, posOf, tiles, ntiles, h, y)
 }
 
@@ -1303,6 +1351,16 @@ func (b *Backend) combine(pdst uintptr, ldd int, py uintptr, D int, posOf, rW ui
 	}
 	g, bl := flatGrid(T * D)
 	b.launch("k_moe_combine", g, bl, 0, pArg(pdst), lArg(ldd), pArg(py), lArg(D), pArg(posOf), pArg(rW), iArg(T), iArg(K), iArg(D), pArg(ys))
+}
+
+// combineBF16 is combine for Y in BF16 (moe_mmb_yb; D a multiple of 4):
+// k_moe_combine4b.
+func (b *Backend) combineBF16(pdst uintptr, ldd int, py uintptr, D int, posOf, rW uintptr, T, K int, ys uintptr) {
+	if D%4 != 0 || ldd%4 != 0 || pdst%16 != 0 || py%8 != 0 || ys%16 != 0 {
+		panic(fmt.Sprintf("cuda.MoE: BF16 expert outputs need 4-column alignment (D %d, ldd %d)", D, ldd))
+	}
+	g, bl := flatGrid(T * D / 4)
+	b.launch("k_moe_combine4b", g, bl, 0, pArg(pdst), lArg(ldd), pArg(py), lArg(D), pArg(posOf), pArg(rW), iArg(T), iArg(K), iArg(D), pArg(ys))
 }
 
 // moeDCMaxTopK is the most experts per row of the two-kernel decode MoE
