@@ -5,7 +5,7 @@ import (
 	"unsafe"
 )
 
-// cublasLt is the subset of libcublasLt used for BF16 GEMMs.
+// cublasLt is the subset of libcublasLt used for BF16 and block-scaled FP8 GEMMs.
 type cublasLt struct {
 	l                                                     *lib
 	create, destroy, descCreate, descSet, descDestroy     uintptr
@@ -13,18 +13,26 @@ type cublasLt struct {
 	prefDestroy, heuristic, matmul, statusString, version uintptr
 	handle                                                uintptr
 	plans                                                 map[ltKey]*ltPlan
-	list                                                  []*ltPlan // by ltPlan.id
+	failed                                                map[ltKey]error // keys without an algorithm
+	list                                                  []*ltPlan       // by ltPlan.id
 }
 
 // cuBLAS / CUDA enums.
 const (
 	cudaR32F             = 0
 	cudaR16BF            = 14
+	cudaR8FE4M3          = 28
 	cublasCompute32F     = 68
 	cublasOpN            = 0
 	cublasOpT            = 1
 	ltDescTransA         = 3
 	ltDescTransB         = 4
+	ltDescAScalePointer  = 17
+	ltDescBScalePointer  = 18
+	ltDescAScaleMode     = 31
+	ltDescBScaleMode     = 32
+	ltScaleVec128F32     = 4 // CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F: one FP32 per 128 values along K
+	ltScaleBlk128F32     = 5 // CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F
 	ltPrefMaxWorkspace   = 1
 	ltPrefMinAlignA      = 5
 	ltPrefMinAlignB      = 6
@@ -36,6 +44,8 @@ const (
 
 type ltKey struct {
 	n, t, k, ldd, alignD int
+	fp8                  bool // E4M3 operands with 128×128 (W) and 1×128 (X) block scales
+	dBF16                bool // BF16 output (contiguous, ldd = n)
 }
 
 type ltPlan struct {
@@ -89,11 +99,57 @@ func alignOf(vals ...uintptr) int {
 // plan returns (creating once) the matmul plan for D[T,N] (row-major, ldd) =
 // X[T,K] (BF16, contiguous) · W[N,K]ᵀ (BF16, contiguous), F32 output.
 func (c *cublasLt) plan(n, t, k, ldd, alignD int) (*ltPlan, error) {
-	key := ltKey{n, t, k, ldd, alignD}
+	return c.planOf(ltKey{n: n, t: t, k: k, ldd: ldd, alignD: alignD})
+}
+
+// plan8 is plan for E4M3 operands with block scales (Hopper, cuBLAS 12.9 or
+// newer): W[N,K] with one FP32 scale per 128×128 block, X[T,K] with one per
+// 128 values of a row; the scale addresses are given to gemm8. Where
+// cuBLASLt has no such GEMM with an FP32 output, the plan writes BF16
+// (key.dBF16: a contiguous [T,N], for the caller to widen).
+func (c *cublasLt) plan8(n, t, k, ldd, alignD int) (*ltPlan, error) {
+	p, err := c.planOf(ltKey{n: n, t: t, k: k, ldd: ldd, alignD: alignD, fp8: true})
+	if err == nil {
+		return p, nil
+	}
+	p, err2 := c.planOf(ltKey{n: n, t: t, k: k, ldd: n, alignD: alignOf(uintptr(2 * n)), fp8: true, dBF16: true})
+	if err2 == nil {
+		return p, nil
+	}
+	return nil, fmt.Errorf("%w; with a BF16 output: %v", err, err2)
+}
+
+func (c *cublasLt) planOf(key ltKey) (*ltPlan, error) {
 	if p := c.plans[key]; p != nil {
 		return p, nil
 	}
+	if err := c.failed[key]; err != nil {
+		return nil, err
+	}
+	p, err := c.newPlan(key)
+	if err != nil {
+		if c.failed == nil {
+			c.failed = map[ltKey]error{}
+		}
+		c.failed[key] = err
+		return nil, err
+	}
+	p.id = len(c.list)
+	c.plans[key] = p
+	c.list = append(c.list, p)
+	return p, nil
+}
+
+// newPlan creates key's descriptors and picks its algorithm (destroying
+// what it made when that fails).
+func (c *cublasLt) newPlan(key ltKey) (_ *ltPlan, err error) {
+	n, t, k, ldd, alignD := key.n, key.t, key.k, key.ldd, key.alignD
 	p := &ltPlan{key: key}
+	defer func() {
+		if err != nil {
+			c.destroyPlan(p)
+		}
+	}()
 	if err := c.check(ccall(c.descCreate, uintptr(unsafe.Pointer(&p.desc)), cublasCompute32F, cudaR32F), "cublasLtMatmulDescCreate"); err != nil {
 		return nil, err
 	}
@@ -104,14 +160,37 @@ func (c *cublasLt) plan(n, t, k, ldd, alignD int) (*ltPlan, error) {
 	if err := c.check(ccall(c.descSet, p.desc, ltDescTransB, uintptr(unsafe.Pointer(&tb)), 4), "cublasLtMatmulDescSetAttribute(TRANSB)"); err != nil {
 		return nil, err
 	}
+	ab, elem := uintptr(cudaR16BF), 2
+	if key.fp8 {
+		ab, elem = cudaR8FE4M3, 1
+		ma, mb := int32(ltScaleBlk128F32), int32(ltScaleVec128F32)
+		if err := c.check(ccall(c.descSet, p.desc, ltDescAScaleMode, uintptr(unsafe.Pointer(&ma)), 4), "cublasLtMatmulDescSetAttribute(A_SCALE_MODE)"); err != nil {
+			return nil, err
+		}
+		if err := c.check(ccall(c.descSet, p.desc, ltDescBScaleMode, uintptr(unsafe.Pointer(&mb)), 4), "cublasLtMatmulDescSetAttribute(B_SCALE_MODE)"); err != nil {
+			return nil, err
+		}
+		// the algorithm query wants scale addresses; gemm8 sets the real
+		// ones before each call
+		var dummy uintptr = 256
+		for _, attr := range []uintptr{ltDescAScalePointer, ltDescBScalePointer} {
+			if err := c.check(ccall(c.descSet, p.desc, attr, uintptr(unsafe.Pointer(&dummy)), 8), "cublasLtMatmulDescSetAttribute(SCALE_POINTER)"); err != nil {
+				return nil, err
+			}
+		}
+	}
 	// column-major views: A = W as K×N (ld K), B = X as K×T (ld K), C = D as N×T (ld ldd)
-	if err := c.check(ccall(c.layoutCreate, uintptr(unsafe.Pointer(&p.a)), cudaR16BF, uintptr(k), uintptr(n), uintptr(k)), "cublasLtMatrixLayoutCreate(A)"); err != nil {
+	if err := c.check(ccall(c.layoutCreate, uintptr(unsafe.Pointer(&p.a)), ab, uintptr(k), uintptr(n), uintptr(k)), "cublasLtMatrixLayoutCreate(A)"); err != nil {
 		return nil, err
 	}
-	if err := c.check(ccall(c.layoutCreate, uintptr(unsafe.Pointer(&p.b)), cudaR16BF, uintptr(k), uintptr(t), uintptr(k)), "cublasLtMatrixLayoutCreate(B)"); err != nil {
+	if err := c.check(ccall(c.layoutCreate, uintptr(unsafe.Pointer(&p.b)), ab, uintptr(k), uintptr(t), uintptr(k)), "cublasLtMatrixLayoutCreate(B)"); err != nil {
 		return nil, err
 	}
-	if err := c.check(ccall(c.layoutCreate, uintptr(unsafe.Pointer(&p.c)), cudaR32F, uintptr(n), uintptr(t), uintptr(ldd)), "cublasLtMatrixLayoutCreate(D)"); err != nil {
+	dt := uintptr(cudaR32F)
+	if key.dBF16 {
+		dt = cudaR16BF
+	}
+	if err := c.check(ccall(c.layoutCreate, uintptr(unsafe.Pointer(&p.c)), dt, uintptr(n), uintptr(t), uintptr(ldd)), "cublasLtMatrixLayoutCreate(D)"); err != nil {
 		return nil, err
 	}
 	var pref uintptr
@@ -123,7 +202,7 @@ func (c *cublasLt) plan(n, t, k, ldd, alignD int) (*ltPlan, error) {
 	if err := c.check(ccall(c.prefSet, pref, ltPrefMaxWorkspace, uintptr(unsafe.Pointer(&ws)), 8), "cublasLtMatmulPreferenceSetAttribute(workspace)"); err != nil {
 		return nil, err
 	}
-	alignAB := uint32(alignOf(uintptr(2 * k)))
+	alignAB := uint32(alignOf(uintptr(elem * k)))
 	alD := uint32(alignD)
 	for _, a := range []struct {
 		attr uintptr
@@ -138,12 +217,25 @@ func (c *cublasLt) plan(n, t, k, ldd, alignD int) (*ltPlan, error) {
 		return nil, err
 	}
 	if got < 1 {
-		return nil, fmt.Errorf("cuda: cublasLt has no algorithm for BF16 GEMM N=%d T=%d K=%d", n, t, k)
+		what := "BF16"
+		if key.fp8 {
+			what = "block-scaled FP8"
+		}
+		return nil, fmt.Errorf("cuda: cublasLt has no algorithm for %s GEMM N=%d T=%d K=%d", what, n, t, k)
 	}
-	p.id = len(c.list)
-	c.plans[key] = p
-	c.list = append(c.list, p)
 	return p, nil
+}
+
+// destroyPlan frees a plan's descriptors (those it has).
+func (c *cublasLt) destroyPlan(p *ltPlan) {
+	for _, l := range []uintptr{p.a, p.b, p.c} {
+		if l != 0 {
+			ccall(c.layoutDestroy, l)
+		}
+	}
+	if p.desc != 0 {
+		ccall(c.descDestroy, p.desc)
+	}
 }
 
 // gemm runs D = X·Wᵀ with a plan on a stream.
@@ -152,12 +244,21 @@ func (c *cublasLt) gemm(p *ltPlan, w, x, d, workspace uintptr, alpha, beta *floa
 		d, p.c, d, p.c, uintptr(unsafe.Pointer(&p.result[0])), workspace, ltWorkspaceBytes, stream), "cublasLtMatmul")
 }
 
+// gemm8 runs D = X·Wᵀ with an FP8 plan: ws and xs are the block scales of W
+// and X (cublasLt.plan8), set on the plan's descriptor for this call.
+func (c *cublasLt) gemm8(p *ltPlan, w, ws, x, xs, d, workspace uintptr, alpha, beta *float32, stream uintptr) error {
+	if err := c.check(ccall(c.descSet, p.desc, ltDescAScalePointer, uintptr(unsafe.Pointer(&ws)), 8), "cublasLtMatmulDescSetAttribute(A_SCALE_POINTER)"); err != nil {
+		return err
+	}
+	if err := c.check(ccall(c.descSet, p.desc, ltDescBScalePointer, uintptr(unsafe.Pointer(&xs)), 8), "cublasLtMatmulDescSetAttribute(B_SCALE_POINTER)"); err != nil {
+		return err
+	}
+	return c.gemm(p, w, x, d, workspace, alpha, beta, stream)
+}
+
 func (c *cublasLt) close() {
 	for _, p := range c.plans {
-		ccall(c.layoutDestroy, p.a)
-		ccall(c.layoutDestroy, p.b)
-		ccall(c.layoutDestroy, p.c)
-		ccall(c.descDestroy, p.desc)
+		c.destroyPlan(p)
 	}
 	c.plans, c.list = nil, nil
 	ccall(c.destroy, c.handle)

@@ -114,11 +114,18 @@ type Backend struct {
 	// a step with products of bigStepRows rows or more (prefill) is issued
 	// every flushKernels kernels (0: at the step's end) and never as a
 	// graph, so that the GPU starts while the host still records it
-	bigStep       bool
-	moeYB         bool // moe_mmb's expert outputs in BF16 (RINGO_CUDA_MOE_YB=0: FP32)
-	mmbStage      bool // moe_mmb_yb_wg's outputs through shared memory (RINGO_CUDA_MMB_STAGE=0: direct)
-	flushKernels  int
-	queuedKernels int
+	bigStep  bool
+	moeYB    bool // moe_mmb's expert outputs in BF16 (RINGO_CUDA_MOE_YB=0: FP32)
+	mmbStage bool // moe_mmb_yb_wg's outputs through shared memory (RINGO_CUDA_MMB_STAGE=0: direct)
+	// fp8GEMM runs prefill products of FP8 weights with 128×128 blocks on
+	// cuBLASLt's block-scaled FP8 GEMM (RINGO_CUDA_FP8_GEMM=0: widened to
+	// BF16). fp8ScaleMN lays the rows' scales out as cuBLASLt's VEC128_32F
+	// reads them, [K/128][T] (always; false, [T][K/128], is kept for
+	// TestFP8BlockScaledGEMM to show that the layout matters)
+	fp8GEMM, fp8ScaleMN bool
+	fp8Noted            bool // a shape without a block-scaled FP8 GEMM was reported
+	flushKernels        int
+	queuedKernels       int
 
 	// routing results of the current step (ops.go)
 	rt routeArena
@@ -318,6 +325,8 @@ func New(device int, opts Options) (*Backend, error) {
 		b.dcSplit = v
 	}
 	b.moeYB = os.Getenv("RINGO_CUDA_MOE_YB") != "0"
+	b.fp8GEMM = os.Getenv("RINGO_CUDA_FP8_GEMM") != "0"
+	b.fp8ScaleMN = true
 	b.mmbStage = os.Getenv("RINGO_CUDA_MMB_STAGE") != "0"
 	b.flushKernels = 32
 	if v, err := strconv.Atoi(os.Getenv("RINGO_CUDA_FLUSH")); err == nil && v >= 0 {
@@ -375,7 +384,7 @@ var kernelNames = []string{
 	"embed_f32", "embed_f16", "embed_bf16", "embed_fp8", "k_rmsnorm", "k_addrmsnorm", "k_rope", "k_silumul_bf16", "k_rmsnorm_sigmul", "k_rmsnorm_sigmul_w2", "k_rmsnorm_sigmul_w4", "k_rmsnorm_sigmul_w8", "k_rmsnorm_sigmul_w16", "k_rmsnorm_rope", "k_rmsnorm_rope_w21", "k_rmsnorm_rope_w41", "k_rmsnorm_rope_w42",
 	"gemv_f32", "gemv_f16", "gemv_bf16", "gemv_bf16v", "gemv_fp8", "gemv_bf16v1", "gemv_fp81", "k_fp8_bf16", "gemm_f32", "gemm_f16", "gemm_bf16",
 	"moe_gu_bf16v", "moe_gu_fp8", "moe_dc_bf16v", "moe_dc2_bf16v", "moe_dc3_bf16v", "moe_dc_fp8", "moe_gemv_f32", "moe_gemv_f16", "moe_gemv_bf16", "moe_gemv_bf16v", "moe_down_bf16v", "moe_gemv_fp8", "moe_down_fp8", "moe_mma16_fp8", "moe_mma64_fp8",
-	"k_moe_count", "k_moe_tiles", "k_moe_scatter", "moe_gemm_f32", "moe_gemm_f16", "moe_gemm_bf16", "k_moe_combine", "k_moe_combine4", "k_moe_combine4b", "k_route",
+	"k_moe_count", "k_moe_tiles", "k_moe_scatter", "moe_gemm_f32", "moe_gemm_f16", "moe_gemm_bf16", "k_moe_combine", "k_moe_combine4", "k_moe_combine4b", "k_moe_combineb", "k_quant_fp8", "k_bf16_f32", "k_route",
 	"k_lightning_rec", "k_lightning_chunk", "k_kvstore", "k_attn", "k_attn_g2", "k_attn_g4", "k_attn_g8", "k_attn_combine",
 	"moe_mma16", "moe_mma64", "k_fattn64", "k_fattn128", "moe_mmb", "moe_mmb_gu", "moe_mmb_wg", "moe_mmb_gu_wg", "moe_mmb_yb", "moe_mmb_yb_wg", "moe_mmb_yb_wgs", "k_kvbf16", "k_vtbf16", "k_fattn4_128", "k_fattn4w_128", "k_fattn2_64", "k_fattn2_128", "k_fattn3_64", "k_fattn3_128", "k_ltc_kv64", "k_ltc_kv128", "k_ltc_scan", "k_ltc_out64", "k_ltc_out128",
 	"k_readsum", "k_randbf16",

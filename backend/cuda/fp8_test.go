@@ -2,7 +2,10 @@ package cuda
 
 import (
 	"fmt"
+	"math"
 	"math/rand"
+	"os"
+	"slices"
 	"testing"
 
 	"github.com/ringo-ai/ringo/backend"
@@ -99,6 +102,78 @@ func TestFastFP8(t *testing.T) {
 			if T <= GEMVRows {
 				sameAsMoE3(t, fmt.Sprintf("fp8 moe %+v T=%d", c, T), g, d.g, func(dst backend.Tensor) bool { g.MoE(dst, x.g, g.Route(l.g, nil, p), ge); return true })
 			}
+		}
+	}
+}
+
+// TestFP8BlockScaledGEMM checks prefill products of FP8 weights with 128×128
+// blocks on cuBLASLt's block-scaled FP8 GEMM (the rows quantized to E4M3 per
+// 128 values by k_quant_fp8) against the same products with the weight
+// widened to BF16: they differ by the rows' quantization only. Both layouts
+// of the rows' scales run: the backend's must match, and the other must not
+// (every 128 values of a row have their own scale, so a wrong layout shows).
+func TestFP8BlockScaledGEMM(t *testing.T) {
+	g := gpu(t, false)
+	if !g.fp8 || os.Getenv("RINGO_CUDA_FP8_GEMM") == "0" || g.ccMaj < 9 {
+		t.Skip("no FP8 weights in this mode, RINGO_CUDA_FP8_GEMM=0, or no block-scaled FP8 GEMMs before Hopper")
+	}
+	defer func(on, mn bool) { g.fp8GEMM, g.fp8ScaleMN = on, mn }(g.fp8GEMM, g.fp8ScaleMN)
+	def := g.fp8ScaleMN
+	rng := rand.New(rand.NewSource(25))
+	for _, c := range []struct{ N, K int }{{256, 384}, {208, 2048}, {384, 512}} {
+		_, gw := upload(t, g, fp8Weight(t, rng, "w", c.N, c.K, false))
+		if gw.(*weight).ltScale == 0 {
+			t.Fatalf("%+v: no cuBLASLt scales for a weight of 128x128 blocks", c)
+		}
+		// rows a multiple of 16 must take the FP8 GEMM; others may fall
+		// back to the widened weight (cuBLASLt has no algorithm for some)
+		for _, T := range []int{9, 64, 320} {
+			// every 128 values of a row at their own scale (2^-8 to 2^8), so
+			// that the rows' scales matter and a wrong layout shows
+			vals := make([]float32, T*c.K)
+			for i := range vals {
+				if i%128 == 0 {
+					f := float32(math.Ldexp(1, rng.Intn(17)-8))
+					for j := i; j < min(i+128, len(vals)); j++ {
+						vals[j] = (rng.Float32()*2 - 1) * f
+					}
+				}
+			}
+			x := g.Alloc(T, c.K)
+			g.Write(x, vals)
+			got, want := g.Alloc(T, c.N), g.Alloc(T, c.N)
+			g.fp8GEMM = false
+			g.MatMul(want, x, gw)
+			for _, mn := range []bool{def, !def} {
+				g.fp8GEMM, g.fp8ScaleMN = true, mn
+				q0 := len(g.queue)
+				g.MatMul(got, x, gw)
+				ks := queuedKernels(g, q0)
+				fp8 := slices.Contains(ks, "k_quant_fp8") && !slices.Contains(ks, "k_fp8_bf16")
+				e := gpuRelErr(g, got, want)
+				switch {
+				case !fp8 && T%16 == 0:
+					t.Errorf("%+v T=%d: kernels %v, not the block-scaled FP8 GEMM", c, T, ks)
+				case !fp8:
+					t.Logf("%+v T=%d: no block-scaled FP8 GEMM (kernels %v), relative error %.3g", c, T, ks, e)
+					if e != 0 {
+						t.Errorf("%+v T=%d: the fallback differs from the widened weight by %.3g", c, T, e)
+					}
+				default:
+					t.Logf("%+v T=%d: scales token-major %v: relative error %.3g against the weight widened to BF16", c, T, mn, e)
+					// E4M3 keeps 3 mantissa bits: each value rounded by up
+					// to 2^-4 of itself, 2.5e-2-3.5e-2 of the largest output
+					if mn == def && (e > 6e-2 || e == 0 || math.IsNaN(e)) {
+						t.Errorf("%+v T=%d: relative error %.3g of the FP8 GEMM against the widened weight (want (0, 6e-2])", c, T, e)
+					}
+					if mn != def && e < 0.3 {
+						t.Errorf("%+v T=%d: the other layout of the rows' scales gives %.3g too: the test does not tell them apart", c, T, e)
+					}
+				}
+			}
+			g.Free(got)
+			g.Free(want)
+			g.Free(x)
 		}
 	}
 }

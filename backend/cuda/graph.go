@@ -39,6 +39,7 @@ const (
 	opHtoD              // dst, src (pinned host), bytes
 	opDtoH              // dst (pinned host), src, bytes
 	opLt                // cuBLASLt GEMM: plan index (cublasLt.list), w, x, d
+	opLt8               // block-scaled FP8 cuBLASLt GEMM: plan index, w, w scales, x, x scales, d
 )
 
 // minGraphKernels is the smallest list worth a graph.
@@ -189,6 +190,8 @@ func cmdLen(h uint64) int {
 		return 4
 	case opLt:
 		return 5
+	case opLt8:
+		return 7
 	}
 	panic(fmt.Sprintf("cuda: bad command word %#x", h))
 }
@@ -235,17 +238,27 @@ func (b *Backend) issue(q []uint64) error {
 			r, what = ccall(d.cuMemcpyHtoDAsync, uintptr(c[1]), uintptr(c[2]), uintptr(c[3]), s), "cuMemcpyHtoDAsync(stage)"
 		case opDtoH:
 			r, what = ccall(d.cuMemcpyDtoHAsync, uintptr(c[1]), uintptr(c[2]), uintptr(c[3]), s), "cuMemcpyDtoHAsync"
-		case opLt:
+		case opLt, opLt8:
 			pl := b.lt.list[c[1]]
 			if b.prof != nil {
 				// named by the product's shape: N outputs, T rows, K inputs
 				id := ltProfile + uintptr(pl.id)
 				if _, ok := b.fnNames[id]; !ok {
-					b.fnNames[id] = fmt.Sprintf("lt %dx%dx%d", pl.key.t, pl.key.n, pl.key.k)
+					fp8 := ""
+					if pl.key.fp8 {
+						fp8 = " fp8"
+					}
+					b.fnNames[id] = fmt.Sprintf("lt%s %dx%dx%d", fp8, pl.key.t, pl.key.n, pl.key.k)
 				}
 				b.prof.mark(b, id)
 			}
-			if err := b.lt.gemm(pl, uintptr(c[2]), uintptr(c[3]), uintptr(c[4]), b.ltWS, &b.alpha, &b.beta, s); err != nil {
+			var err error
+			if h&0xff == opLt8 {
+				err = b.lt.gemm8(pl, uintptr(c[2]), uintptr(c[3]), uintptr(c[4]), uintptr(c[5]), uintptr(c[6]), b.ltWS, &b.alpha, &b.beta, s)
+			} else {
+				err = b.lt.gemm(pl, uintptr(c[2]), uintptr(c[3]), uintptr(c[4]), b.ltWS, &b.alpha, &b.beta, s)
+			}
+			if err != nil {
 				return err
 			}
 			if b.prof != nil {

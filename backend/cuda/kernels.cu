@@ -770,6 +770,43 @@ extern "C" __global__ void gemv_fp81(const float* X, i64 ldx, int T, const unsig
   gemv_fp8_impl<1>(X, ldx, T, Wt, N, K, S, sc, br, bc, Y, ldy);
 }
 
+// k_quant_fp8 quantizes X (T rows of K FP32 values, row stride ldx; K and
+// ldx multiples of 4, X 16-byte aligned) to E4M3 per 128 values of a row,
+// for the block-scaled FP8 GEMMs of prefill: Q [T][K] bytes, and the scales
+// s = amax/448 (1 for a block of zeros; value = e4m3 · s) at S[kb·T + t]
+// (mn == 1: cuBLASLt's VEC128_32F layout, measured on the H200) or
+// S[t·KB + kb] (mn == 0), KB = ceil(K/128). One warp per block.
+extern "C" __global__ void k_quant_fp8(unsigned char* Q, float* S, const float* X, i64 ldx, int T, int K, int mn) { PDL_ENTER();
+  int KB = (K + 127) / 128;
+  i64 w = ((i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+  int lane = threadIdx.x & 31;
+  if (w >= (i64)T * KB) return;  // whole warps
+  i64 t = w / KB;
+  int kb = (int)(w % KB), k = kb * 128 + lane * 4;
+  float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+  if (k < K) v = *(const float4*)(X + t * ldx + k);
+  float a = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+#pragma unroll
+  for (int o = 16; o; o >>= 1) a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, o));
+  float sc = a > 0.f ? a / 448.f : 1.f;
+  if (k < K) {
+    u32 q;
+    asm("{.reg .b16 lo, hi;\n cvt.rn.satfinite.e4m3x2.f32 lo, %2, %1;\n cvt.rn.satfinite.e4m3x2.f32 hi, %4, %3;\n mov.b32 %0, {lo, hi};}"
+        : "=r"(q) : "f"(v.x / sc), "f"(v.y / sc), "f"(v.z / sc), "f"(v.w / sc));
+    *(u32*)(Q + t * K + k) = q;
+  }
+  if (lane == 0) S[mn ? (i64)kb * T + t : t * KB + kb] = sc;
+}
+
+// k_bf16_f32 widens a contiguous rows×cols BF16 matrix into d (row stride
+// ldd): the output of a block-scaled FP8 GEMM where cuBLASLt writes BF16.
+extern "C" __global__ void k_bf16_f32(float* d, i64 ldd, const u16* x, int rows, int cols) { PDL_ENTER();
+  GRID_LOOP((i64)rows * cols) {
+    i64 r = idx / cols, c = idx % cols;
+    d[r * ldd + c] = bf16f(x[idx]);
+  }
+}
+
 // k_fp8_bf16 widens an [N, K] E4M3 weight with block scales to BF16 (for
 // the cuBLASLt GEMMs of prefill).
 extern "C" __global__ void k_fp8_bf16(u16* d, const unsigned char* W, int N, int K, const float* S, int sc, int br, int bc) { PDL_ENTER();
@@ -1228,6 +1265,23 @@ extern "C" __global__ void k_moe_combine(float* d, i64 ldd, const float* Y, i64 
       acc = k == 0 ? v : acc + v;
     }
     if (Ys) acc += Ys[t * ldy + c];
+    d[t * ldd + c] = acc;
+  }
+}
+
+// k_moe_combineb is k_moe_combine for Y in BF16 (Ys stays FP32, row
+// stride cols): the same sums as k_moe_combine4b, one column per thread.
+extern "C" __global__ void k_moe_combineb(float* d, i64 ldd, const u16* Y, i64 ldy, const int* posOf, const float* w, int T, int topk, int cols,
+                                          const float* Ys) { PDL_ENTER();
+  GRID_LOOP((i64)T * cols) {
+    i64 t = idx / cols, c = idx % cols;
+    float acc = 0.f;
+    for (int k = 0; k < topk; k++) {
+      int p = posOf ? posOf[t * topk + k] : (int)(t * topk + k);
+      float v = w[t * topk + k] * bf16f(Y[(i64)p * ldy + c]);
+      acc = k == 0 ? v : acc + v;
+    }
+    if (Ys) acc += Ys[t * cols + c];
     d[t * ldd + c] = acc;
   }
 }

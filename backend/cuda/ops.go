@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -36,6 +37,9 @@ type weight struct {
 	// FP8: scales [ceil(rows/br)][sc] at scale, sc = ceil(cols/bc)
 	scale      uintptr
 	br, bc, sc int
+	// ltScale: for 128×128 blocks, the scales as cuBLASLt's BLK128x128_32F
+	// takes them (each block row's scales padded to a multiple of 4)
+	ltScale uintptr
 }
 
 func (w *weight) Shape() (int, int) { return w.rows, w.cols }
@@ -200,6 +204,16 @@ func (b *Backend) Upload(hw backend.HostWeight) (backend.Weight, error) {
 			return nil, err
 		}
 		w.br, w.bc, w.sc = hw.BlockRows, hw.BlockCols, (hw.Cols+hw.BlockCols-1)/hw.BlockCols
+		if w.br == 128 && w.bc == 128 && b.lt != nil {
+			sr, ld := (w.rows+127)/128, (w.sc+3)&^3
+			pad := make([]float32, sr*ld)
+			for r := range sr {
+				copy(pad[r*ld:r*ld+w.sc], hw.Scale[r*w.sc:(r+1)*w.sc])
+			}
+			if w.ltScale, err = b.uploadBytes(hw.Name+" scales (cuBLASLt)", unsafe.Slice((*byte)(unsafe.Pointer(&pad[0])), 4*len(pad))); err != nil {
+				return nil, err
+			}
+		}
 	}
 	return w, nil
 }
@@ -363,6 +377,9 @@ func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *wei
 			b.release(xs...)
 			return
 		}
+		if b.matmulFP8(pd, ldd, px, ldx, T, w) {
+			return
+		}
 		// prefill: widen to BF16 for a cuBLASLt GEMM (compute-bound; the
 		// widening reads the weight once more)
 		wb := b.scratch(2 * N * K)
@@ -410,6 +427,50 @@ func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *wei
 	}
 	b.launch("gemm_"+kindSuffix(w.kind), dim3{(N + 63) / 64, (T + 63) / 64, 1}, dim3{256, 1, 1}, 0,
 		pArg(px), lArg(ldx), iArg(T), pArg(w.p), iArg(N), iArg(K), pArg(pd), lArg(ldd))
+}
+
+// matmulFP8 multiplies T > GEMVRows rows by an FP8 weight of 128×128
+// blocks on FP8 tensor cores: x is quantized to E4M3 per 128 values of a row
+// (k_quant_fp8), and cuBLASLt applies both operands' block scales. It
+// reports false, leaving the product to the caller, when the weight has
+// other blocks, K is not a multiple of 128, the path is off
+// (RINGO_CUDA_FP8_GEMM=0), or cuBLASLt has no algorithm for the shape
+// (cuBLAS older than 12.9, not Hopper; noted once).
+func (b *Backend) matmulFP8(pd uintptr, ldd int, px uintptr, ldx, T int, w *weight) bool {
+	N, K := w.rows, w.cols
+	if !b.fp8GEMM || w.ltScale == 0 || K%128 != 0 {
+		return false
+	}
+	plan, err := b.lt.plan8(N, T, K, ldd, alignOf(pd, uintptr(4*ldd)))
+	if err != nil {
+		// that shape is widened to BF16 (cuBLASLt remembers the failure)
+		if !b.fp8Noted {
+			b.fp8Noted = true
+			fmt.Fprintf(os.Stderr, "cuda: no block-scaled FP8 GEMM for some products, their FP8 weights are widened to BF16: %v\n", err)
+		}
+		return false
+	}
+	px, ldx, xs := b.aligned16(px, ldx, T, K)
+	KB := (K + 127) / 128
+	xq, sc := b.scratch(T*K), b.scratch(4*T*KB)
+	mn := 0
+	if b.fp8ScaleMN {
+		mn = 1
+	}
+	g, bl := flatGrid(32 * T * KB)
+	b.launch("k_quant_fp8", g, bl, 0, pArg(xq.p), pArg(sc.p), pArg(px), lArg(ldx), iArg(T), iArg(K), iArg(mn))
+	if plan.key.dBF16 {
+		yb := b.scratch(2 * T * N)
+		b.record(opLt8, uint64(plan.id), uint64(w.p), uint64(w.ltScale), uint64(xq.p), uint64(sc.p), uint64(yb.p))
+		g, bl = flatGrid(T * N)
+		b.launch("k_bf16_f32", g, bl, 0, pArg(pd), lArg(ldd), pArg(yb.p), iArg(T), iArg(N))
+		b.release(yb)
+	} else {
+		b.record(opLt8, uint64(plan.id), uint64(w.p), uint64(w.ltScale), uint64(xq.p), uint64(sc.p), uint64(pd))
+	}
+	b.release(xq, sc)
+	b.release(xs...)
+	return true
 }
 
 // aligned16 returns x (T rows of K floats at px, stride ldx) at a 16-byte
@@ -1280,8 +1341,8 @@ func (b *Backend) useMMB(T int, r *routing, e *experts) bool {
 // moeMMB runs the grouped MoE of T rows of x (BF16 experts, D and I
 // multiples of 8) on moe_mmb: x in BF16, the slots sorted by expert into
 // 128-row tiles, gate|up with the SwiGLU in its epilogue (BF16 out), the down
-// projection in BF16 (FP32 with RINGO_CUDA_MOE_YB=0 or a destination that
-// k_moe_combine4b cannot write), then the weighted sum per row in FP32. With gu and dw (a
+// projection in BF16 (FP32 with RINGO_CUDA_MOE_YB=0), then the weighted sum
+// per row in FP32. With gu and dw (a
 // shared expert, BF16, [2I', D] and [D, I']) its products run on cuBLASLt
 // from the same BF16 rows and the sum adds its output last.
 func (b *Backend) moeMMB(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rIDs, rW uintptr, e *experts, gu, dw *weight) {
@@ -1290,9 +1351,7 @@ func (b *Backend) moeMMB(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rIDs,
 	maxTiles := (ns+127)/128 + min(E, ns)
 	xb, perm, posOf := b.scratch(2*T*D), b.scratch(4*ns), b.scratch(4*ns)
 	tiles, ntiles := b.scratch(12*maxTiles), b.scratch(4)
-	// the expert outputs in BF16 where the sum can take four columns of
-	// the destination at once (D is a multiple of 8 here)
-	yb := b.moeYB && ldd%4 == 0 && pdst%16 == 0
+	yb := b.moeYB // the expert outputs in BF16
 	yBytes := 4
 	if yb {
 		yBytes = 2
@@ -1353,14 +1412,16 @@ func (b *Backend) combine(pdst uintptr, ldd int, py uintptr, D int, posOf, rW ui
 	b.launch("k_moe_combine", g, bl, 0, pArg(pdst), lArg(ldd), pArg(py), lArg(D), pArg(posOf), pArg(rW), iArg(T), iArg(K), iArg(D), pArg(ys))
 }
 
-// combineBF16 is combine for Y in BF16 (moe_mmb_yb; D a multiple of 4):
-// k_moe_combine4b.
+// combineBF16 is combine for Y in BF16 (moe_mmb_yb): k_moe_combine4b
+// where the layouts allow, else k_moe_combineb (the same sums).
 func (b *Backend) combineBF16(pdst uintptr, ldd int, py uintptr, D int, posOf, rW uintptr, T, K int, ys uintptr) {
-	if D%4 != 0 || ldd%4 != 0 || pdst%16 != 0 || py%8 != 0 || ys%16 != 0 {
-		panic(fmt.Sprintf("cuda.MoE: BF16 expert outputs need 4-column alignment (D %d, ldd %d)", D, ldd))
+	if D%4 == 0 && ldd%4 == 0 && pdst%16 == 0 && py%8 == 0 && ys%16 == 0 {
+		g, bl := flatGrid(T * D / 4)
+		b.launch("k_moe_combine4b", g, bl, 0, pArg(pdst), lArg(ldd), pArg(py), lArg(D), pArg(posOf), pArg(rW), iArg(T), iArg(K), iArg(D), pArg(ys))
+		return
 	}
-	g, bl := flatGrid(T * D / 4)
-	b.launch("k_moe_combine4b", g, bl, 0, pArg(pdst), lArg(ldd), pArg(py), lArg(D), pArg(posOf), pArg(rW), iArg(T), iArg(K), iArg(D), pArg(ys))
+	g, bl := flatGrid(T * D)
+	b.launch("k_moe_combineb", g, bl, 0, pArg(pdst), lArg(ldd), pArg(py), lArg(D), pArg(posOf), pArg(rW), iArg(T), iArg(K), iArg(D), pArg(ys))
 }
 
 // moeDCMaxTopK is the most experts per row of the two-kernel decode MoE
