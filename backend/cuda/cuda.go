@@ -114,8 +114,11 @@ type Backend struct {
 	// a step with products of bigStepRows rows or more (prefill) is issued
 	// every flushKernels kernels (0: at the step's end) and never as a
 	// graph, so that the GPU starts while the host still records it
-	bigStep  bool
-	moeYB    bool // moe_mmb's expert outputs in BF16 (RINGO_CUDA_MOE_YB=0: FP32)
+	bigStep bool
+	moeYB   bool // moe_mmb's expert outputs in BF16 (RINGO_CUDA_MOE_YB=0: FP32)
+	// trace (tests) keeps the name of every kernel queued, in launched
+	trace    bool
+	launched []string
 	mmbStage bool // moe_mmb_yb_wg's outputs through shared memory (RINGO_CUDA_MMB_STAGE=0: direct)
 	// fp8GEMM runs prefill products of FP8 weights with 128×128 blocks on
 	// cuBLASLt's block-scaled FP8 GEMM (RINGO_CUDA_FP8_GEMM=0: widened to
@@ -124,6 +127,7 @@ type Backend struct {
 	// TestFP8BlockScaledGEMM to show that the layout matters)
 	fp8GEMM, fp8ScaleMN bool
 	fp8Noted            bool // a shape without a block-scaled FP8 GEMM was reported
+	mmbFP8              bool // FP8 experts' prefill on moe_mmb_*_wg8 (RINGO_CUDA_MMB_FP8=0: moe_mma*_fp8)
 	flushKernels        int
 	queuedKernels       int
 
@@ -303,7 +307,7 @@ func New(device int, opts Options) (*Backend, error) {
 	}
 	// the chunked lightning kernels need more than the default 48 KiB of shared memory
 	if b.smemOptin > 48<<10 {
-		for _, k := range []string{"k_lightning_chunk", "k_ltc_out64", "k_ltc_out128", "moe_mmb", "moe_mmb_gu", "moe_mmb_wg", "moe_mmb_gu_wg", "moe_mmb_yb", "moe_mmb_yb_wg", "moe_mmb_yb_wgs", "k_fattn4_128", "k_fattn4w_128", "k_fattn2_64", "k_fattn2_128", "k_fattn3_64", "k_fattn3_128"} {
+		for _, k := range []string{"k_lightning_chunk", "k_ltc_out64", "k_ltc_out128", "moe_mmb", "moe_mmb_gu", "moe_mmb_wg", "moe_mmb_gu_wg", "moe_mmb_yb", "moe_mmb_yb_wg", "moe_mmb_yb_wgs", "moe_mmb_gu_wg8", "moe_mmb_wg8", "moe_mmb_yb_wg8", "moe_mmb_yb_wgs8", "k_fattn4_128", "k_fattn4w_128", "k_fattn2_64", "k_fattn2_128", "k_fattn3_64", "k_fattn3_128"} {
 			if err := d.check(ccall(d.cuFuncSetAttribute, b.fns[k], cuFuncAttrMaxDynamicShared, uintptr(b.smemOptin)), "cuFuncSetAttribute("+k+")"); err != nil {
 				return fail(err)
 			}
@@ -326,6 +330,7 @@ func New(device int, opts Options) (*Backend, error) {
 	}
 	b.moeYB = os.Getenv("RINGO_CUDA_MOE_YB") != "0"
 	b.fp8GEMM = os.Getenv("RINGO_CUDA_FP8_GEMM") != "0"
+	b.mmbFP8 = os.Getenv("RINGO_CUDA_MMB_FP8") != "0"
 	b.fp8ScaleMN = true
 	b.mmbStage = os.Getenv("RINGO_CUDA_MMB_STAGE") != "0"
 	b.flushKernels = 32
@@ -386,7 +391,7 @@ var kernelNames = []string{
 	"moe_gu_bf16v", "moe_gu_fp8", "moe_dc_bf16v", "moe_dc2_bf16v", "moe_dc3_bf16v", "moe_dc_fp8", "moe_gemv_f32", "moe_gemv_f16", "moe_gemv_bf16", "moe_gemv_bf16v", "moe_down_bf16v", "moe_gemv_fp8", "moe_down_fp8", "moe_mma16_fp8", "moe_mma64_fp8",
 	"k_moe_count", "k_moe_tiles", "k_moe_scatter", "moe_gemm_f32", "moe_gemm_f16", "moe_gemm_bf16", "k_moe_combine", "k_moe_combine4", "k_moe_combine4b", "k_moe_combineb", "k_quant_fp8", "k_bf16_f32", "k_route",
 	"k_lightning_rec", "k_lightning_chunk", "k_kvstore", "k_attn", "k_attn_g2", "k_attn_g4", "k_attn_g8", "k_attn_combine",
-	"moe_mma16", "moe_mma64", "k_fattn64", "k_fattn128", "moe_mmb", "moe_mmb_gu", "moe_mmb_wg", "moe_mmb_gu_wg", "moe_mmb_yb", "moe_mmb_yb_wg", "moe_mmb_yb_wgs", "k_kvbf16", "k_vtbf16", "k_fattn4_128", "k_fattn4w_128", "k_fattn2_64", "k_fattn2_128", "k_fattn3_64", "k_fattn3_128", "k_ltc_kv64", "k_ltc_kv128", "k_ltc_scan", "k_ltc_out64", "k_ltc_out128",
+	"moe_mma16", "moe_mma64", "k_fattn64", "k_fattn128", "moe_mmb", "moe_mmb_gu", "moe_mmb_wg", "moe_mmb_gu_wg", "moe_mmb_yb", "moe_mmb_yb_wg", "moe_mmb_yb_wgs", "moe_mmb_gu_wg8", "moe_mmb_wg8", "moe_mmb_yb_wg8", "moe_mmb_yb_wgs8", "k_kvbf16", "k_vtbf16", "k_fattn4_128", "k_fattn4w_128", "k_fattn2_64", "k_fattn2_128", "k_fattn3_64", "k_fattn3_128", "k_ltc_kv64", "k_ltc_kv128", "k_ltc_scan", "k_ltc_out64", "k_ltc_out128",
 	"k_readsum", "k_randbf16",
 }
 
@@ -712,6 +717,9 @@ func (b *Backend) launch(name string, grid, block dim3, smem int, args ...uint64
 	}
 	if len(args) > len(b.params.slots) {
 		panic(fmt.Sprintf("cuda: %d arguments for %s", len(args), name))
+	}
+	if b.trace {
+		b.launched = append(b.launched, name)
 	}
 	b.record(uint64(opKernel|len(args)<<8), uint64(f), uint64(grid.x), uint64(grid.y), uint64(grid.z), uint64(block.x), uint64(block.y), uint64(block.z), uint64(smem))
 	b.record(args...)

@@ -345,7 +345,7 @@ func checkLightning(t *testing.T, g *Backend, rng *rand.Rand, what string, H, d,
 		o := zeroT(g, T, Hd)
 		scale := float32(1 / math.Sqrt(float64(d)))
 		host().Lightning(o.c, q.c, k.c, v.c, spans, cs, decay, scale)
-		q0 := len(g.queue)
+		q0 := kernelMark(g)
 		g.Lightning(o.g, q.g, k.g, v.g, spans, gs, decay, scale)
 		kernels = queuedKernels(g, q0)
 		compare(t, fmt.Sprintf("%s H=%d d=%d round %d output", what, H, d, round), g, o, tol)

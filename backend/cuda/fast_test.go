@@ -36,7 +36,7 @@ func TestFastMoE(t *testing.T) {
 			}
 			host().MoE(d.c, x.c, host().Route(l.c, nil, p), ce)
 			r := g.Route(l.g, nil, p)
-			q0 := len(g.queue)
+			q0 := kernelMark(g)
 			g.MoE(d.g, x.g, r, ge)
 			// the tensor-core kernels, not the FP32 moe_gemm
 			if ks := queuedKernels(g, q0); !slices.ContainsFunc(ks, func(n string) bool { return strings.HasPrefix(n, "moe_mm") }) {
@@ -72,13 +72,13 @@ func TestMoEWGMMA(t *testing.T) {
 			x := contiguousPair(g, randT(t, g, rng, T, c.D, 1)).g
 			r := g.Route(randT(t, g, rng, T, c.E, 3).g, nil, p)
 			got, want := g.Alloc(T, c.D), g.Alloc(T, c.D)
-			q0 := len(g.queue)
+			q0 := kernelMark(g)
 			g.MoE(got, x, r, ge)
 			if ks := queuedKernels(g, q0); !slices.Contains(ks, "moe_mmb_gu_wg") || !slices.Contains(ks, "moe_mmb_wg") {
 				t.Errorf("%+v T=%d: kernels %v, not the wgmma ones", c, T, ks)
 			}
 			g.wgmma = false
-			q0 = len(g.queue)
+			q0 = kernelMark(g)
 			g.MoE(want, x, r, ge)
 			if ks := queuedKernels(g, q0); !slices.Contains(ks, "moe_mmb_gu") || !slices.Contains(ks, "moe_mmb") {
 				t.Errorf("%+v T=%d: kernels %v, not the mma.sync ones", c, T, ks)
@@ -93,7 +93,7 @@ func TestMoEWGMMA(t *testing.T) {
 			// rounding of the FP32 ones
 			g.moeYB = true
 			yb, ybm := g.Alloc(T, c.D), g.Alloc(T, c.D)
-			q0 = len(g.queue)
+			q0 = kernelMark(g)
 			g.MoE(yb, x, r, ge)
 			if ks := queuedKernels(g, q0); !slices.Contains(ks, "moe_mmb_yb_wg"+ssuf) || !slices.Contains(ks, "k_moe_combine4b") {
 				t.Errorf("%+v T=%d: kernels %v, not the BF16-output ones", c, T, ks)
@@ -106,7 +106,7 @@ func TestMoEWGMMA(t *testing.T) {
 			}
 			if g.mmbStage { // and the outputs stored directly from registers
 				g.mmbStage = false
-				q0 = len(g.queue)
+				q0 = kernelMark(g)
 				g.MoE(ybm, x, r, ge)
 				if ks := queuedKernels(g, q0); !slices.Contains(ks, "moe_mmb_gu_wg") || !slices.Contains(ks, "moe_mmb_yb_wg") {
 					t.Errorf("%+v T=%d: kernels %v, not the direct-store ones", c, T, ks)
@@ -195,7 +195,7 @@ func TestFastAttention(t *testing.T) {
 					qg = contiguousPair(g, q).g
 				}
 				g.Write(o.g, nans) // a kernel that writes nothing must fail
-				q0 := len(g.queue)
+				q0 := kernelMark(g)
 				g.Attention(o.g, qg, k.g, v.g, spans, gc, c.hd, scale)
 				// the kernel meant is the one that ran (prefill spans of
 				// head dim 64 or 128; the decode kernels where no span has
@@ -411,7 +411,7 @@ func TestMoESharedPrefill(t *testing.T) {
 				x, d = contiguousPair(g, x), contiguousPair(g, d)
 			}
 			unfusedSharedMoE(host(), d.c, x.c, host().Route(l.c, nil, p), ce, cgu, cdn)
-			q0 := len(g.queue)
+			q0 := kernelMark(g)
 			if !g.MoEShared(d.g, x.g, g.Route(l.g, nil, p), ge, ggu, gdn) {
 				t.Fatalf("%s: MoEShared declined", what)
 			}
@@ -442,16 +442,17 @@ func maxRows(spans []backend.Span) int {
 	return n
 }
 
-// queuedKernels names the kernels g has queued since queue index from
-// (nothing in between may have flushed the queue).
+// queuedKernels names the kernels g has queued since kernelMark returned
+// from, whether or not the queue was issued meanwhile.
 func queuedKernels(g *Backend, from int) []string {
-	var names []string
-	for i := from; i < len(g.queue); i += cmdLen(g.queue[i]) {
-		if g.queue[i]&0xff == opKernel {
-			names = append(names, g.fnNames[uintptr(g.queue[i+1])])
-		}
-	}
-	return names
+	return slices.Clone(g.launched[from:])
+}
+
+// kernelMark starts recording the kernels g queues (Backend.trace) and
+// returns the position for queuedKernels.
+func kernelMark(g *Backend) int {
+	g.trace = true
+	return len(g.launched)
 }
 
 // bf16Weights makes random BF16 weights for randExperts.

@@ -6,6 +6,7 @@ import (
 	"math/rand"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/ringo-ai/ringo/backend"
@@ -97,8 +98,31 @@ func TestFastFP8(t *testing.T) {
 			}
 			d := zeroT(g, T, c.D)
 			host().MoE(d.c, x.c, host().Route(l.c, nil, p), ce)
+			q0 := kernelMark(g)
 			g.MoE(d.g, x.g, g.Route(l.g, nil, p), ge)
+			ks := queuedKernels(g, q0) // before compare reads (and empties the queue)
 			compare(t, fmt.Sprintf("fp8 moe %+v T=%d", c, T), g, d, fastTol)
+			if T == 600 && g.wgmma && g.mmbFP8 {
+				// the grouped GEMM on wgmma, its weights widened in shared
+				// memory; against moe_mma64_fp8 (the same BF16 products)
+				if !slices.Contains(ks, "moe_mmb_gu_wg8") {
+					t.Errorf("fp8 moe %+v T=%d: kernels %v, no moe_mmb_gu_wg8", c, T, ks)
+				}
+				o := g.Alloc(T, c.D)
+				g.mmbFP8 = false
+				q0 = kernelMark(g)
+				g.MoE(o, x.g, g.Route(l.g, nil, p), ge)
+				if ks := queuedKernels(g, q0); !slices.ContainsFunc(ks, func(n string) bool { return strings.HasPrefix(n, "moe_mma") && strings.HasSuffix(n, "_fp8") }) {
+					t.Errorf("fp8 moe %+v T=%d: kernels %v with RINGO_CUDA_MMB_FP8=0, no moe_mma*_fp8", c, T, ks)
+				}
+				g.mmbFP8 = true
+				e := gpuRelErr(g, d.g, o)
+				t.Logf("fp8 moe %+v T=%d: moe_mmb_*_wg8 against moe_mma*_fp8: relative error %.3g", c, T, e)
+				if e > 1e-2 || math.IsNaN(e) {
+					t.Errorf("fp8 moe %+v T=%d: moe_mmb_*_wg8 differs from moe_mma*_fp8 by %.3g", c, T, e)
+				}
+				g.Free(o)
+			}
 			if T <= GEMVRows {
 				sameAsMoE3(t, fmt.Sprintf("fp8 moe %+v T=%d", c, T), g, d.g, func(dst backend.Tensor) bool { g.MoE(dst, x.g, g.Route(l.g, nil, p), ge); return true })
 			}
@@ -146,7 +170,7 @@ func TestFP8BlockScaledGEMM(t *testing.T) {
 			g.MatMul(want, x, gw)
 			for _, mn := range []bool{def, !def} {
 				g.fp8GEMM, g.fp8ScaleMN = true, mn
-				q0 := len(g.queue)
+				q0 := kernelMark(g)
 				g.MatMul(got, x, gw)
 				ks := queuedKernels(g, q0)
 				fp8 := slices.Contains(ks, "k_quant_fp8") && !slices.Contains(ks, "k_fp8_bf16")

@@ -2106,9 +2106,16 @@ __device__ __forceinline__ void proxy_fence() {
 // and (WG) the MMAs of WAIT steps left in flight at the end of a step. A
 // stage is refilled after the barrier of step kt with step kt+D, so D < ST
 // and, with MMAs in flight, D <= ST - 2 (step kt+D-ST's MMAs are done).
-template <bool GU, bool WG, int ST, int D, int WAIT, bool YB = false, bool STAGE = false>
+// With F8 (wgmma only) the experts are E4M3 bytes with block scales S
+// ([E][rows/br][K/bc]): each thread loads its 8-byte pieces of the weight
+// tile into registers for step kt+D while step kt's MMAs run, then widens
+// them (times their scale, rounded to BF16, as moe_mma_fp8 does) into the
+// stage that step kt-1 used.
+template <bool GU, bool WG, int ST, int D, int WAIT, bool YB = false, bool STAGE = false, bool F8 = false>
 __device__ __forceinline__ void moe_mmb_impl(const u16* X, i64 ldx, const int* perm, int topk, int mode, const int* tiles, const int* ntiles,
-                                             const u16* Wt, int N, int K, float* Y, i64 ldy, u16* H, i64 ldh) {
+                                             const u16* Wt, int N, int K, float* Y, i64 ldy, u16* H, i64 ldh,
+                                             const float* S = 0, int br = 1, int bc = 1) {
+  static_assert(!F8 || WG, "moe_mmb: FP8 experts on wgmma only");
   extern __shared__ __align__(1024) u16 mmbs[];
   int ti = blockIdx.y;
   if (ti >= *ntiles) return;
@@ -2122,6 +2129,8 @@ __device__ __forceinline__ void moe_mmb_impl(const u16* X, i64 ldx, const int* p
   int ch = tid & 7, rr = tid >> 3;
   const u16* xa[4];
   const u16* wb[4];
+  const unsigned char* w8[4];  // F8: the rows' bytes
+  const float* s8[4];          // F8: the rows' block scales
 #pragma unroll
   for (int i = 0; i < 4; i++) {
     int r = rr + 32 * i;
@@ -2137,7 +2146,31 @@ __device__ __forceinline__ void moe_mmb_impl(const u16* X, i64 ldx, const int* p
       ok = n < N;
     }
     wb[i] = ok ? W + (i64)n * K : 0;
+    if (F8) {
+      int kb = (K + bc - 1) / bc;
+      w8[i] = ok ? (const unsigned char*)Wt + ((i64)e * NW + n) * K : 0;
+      s8[i] = S + ((i64)e * ((NW + br - 1) / br) + n / br) * kb;
+    }
   }
+  uint2 r8[4];  // F8: the next step's weight bytes
+  auto load8 = [&](int k0) {
+    int k = k0 + 8 * ch;
+#pragma unroll
+    for (int i = 0; i < 4; i++) r8[i] = (w8[i] && k < K) ? *(const uint2*)(w8[i] + k) : make_uint2(0, 0);
+  };
+  auto store8 = [&](int st, int k0) {
+    u16* Bs = mmbs + st * 256 * MMB_BK + 128 * MMB_BK;
+    int k = k0 + 8 * ch;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      int r = rr + 32 * i;
+      float sc = (w8[i] && k < K) ? s8[i][k / bc] : 0.f, f[8];
+      fp8x4(r8[i].x, f);
+      fp8x4(r8[i].y, f + 4);
+      *(uint4*)(Bs + swz(r, ch, MMB_BK)) = make_uint4(pack_bf16(f[0] * sc, f[1] * sc), pack_bf16(f[2] * sc, f[3] * sc),
+                                                      pack_bf16(f[4] * sc, f[5] * sc), pack_bf16(f[6] * sc, f[7] * sc));
+    }
+  };
   static_assert(D < ST && (WAIT == 0 || D <= ST - 2), "moe_mmb pipeline");
   auto load = [&](int st, int k0) {
     u16* As = mmbs + st * 256 * MMB_BK;
@@ -2148,7 +2181,7 @@ __device__ __forceinline__ void moe_mmb_impl(const u16* X, i64 ldx, const int* p
       int r = rr + 32 * i;
       bool va = xa[i] && k < K, vb = wb[i] && k < K;
       cp_async16(As + swz(r, ch, MMB_BK), va ? xa[i] + k : X, va);
-      cp_async16(Bs + swz(r, ch, MMB_BK), vb ? wb[i] + k : Wt, vb);
+      if (!F8) cp_async16(Bs + swz(r, ch, MMB_BK), vb ? wb[i] + k : Wt, vb);
     }
   };
   // acc[(i·JN + j)·4 + 2h + c]: row rb + 16i + g + 8h, column cb + 8j + 2tg + c
@@ -2162,27 +2195,43 @@ __device__ __forceinline__ void moe_mmb_impl(const u16* X, i64 ldx, const int* p
   int KT = (K + MMB_BK - 1) / MMB_BK;
 #pragma unroll
   for (int s = 0; s < D; s++) {
-    if (s < KT) load(s, s * MMB_BK);
+    if (s < KT) {
+      load(s, s * MMB_BK);
+      if (F8) {
+        load8(s * MMB_BK);
+        store8(s, s * MMB_BK);
+      }
+    }
     cp_async_commit();
   }
   for (int kt = 0; kt < KT; kt++) {
     cp_async_wait<D - 1>();
     if (WG) proxy_fence();
     __syncthreads();
-    if (kt + D < KT) load((kt + D) % ST, (kt + D) * MMB_BK);
+    bool next = kt + D < KT;
+    if (next) {
+      load((kt + D) % ST, (kt + D) * MMB_BK);
+      if (F8) load8((kt + D) * MMB_BK);
+    }
     cp_async_commit();
     const u16* As = mmbs + (kt % ST) * 256 * MMB_BK;
     const u16* Bs = As + 128 * MMB_BK;
     if (WG) {
       // a warpgroup whose 64 rows are all past the tile's m (an expert's
       // last tile) leaves the tensor cores to the other block on the SM
-      if ((warp >> 2) * 64 < m) {
+      bool mine = (warp >> 2) * 64 < m;
+      if (mine) {
         unsigned long long da = wg_desc(As + (warp >> 2) * 64 * MMB_BK), db = wg_desc(Bs);
         wg_keep(acc);
         wg_fence();
 #pragma unroll
         for (int kk = 0; kk < MMB_BK / 16; kk++) wgmma128(acc, da + 2 * kk, db + 2 * kk);
         wg_commit();
+      }
+      // F8: widen the next step's weights while the MMAs run, into the
+      // stage step kt-1 read (its MMAs were waited for in that step)
+      if (F8 && next) store8((kt + D) % ST, (kt + D) * MMB_BK);
+      if (mine) {
         wg_wait<WAIT>();
         wg_keep(acc);
       }
@@ -2311,6 +2360,32 @@ __device__ __forceinline__ void moe_mmb_impl(const u16* X, i64 ldx, const int* p
 // moe_mmb_yb is moe_mmb with Y in BF16 (k_moe_combine4b sums it).
 MOE_MMB_KERNELS(, false, 3, 2, 0, 2)
 MOE_MMB_KERNELS(_wg, true, 3, 2, 0, 2)
+// moe_mmb_*_wg8: the _wg kernels for FP8 experts (weights widened to BF16
+// into shared memory as they arrive; S, br, bc their block scales).
+extern "C" __global__ void __launch_bounds__(256, 2) moe_mmb_gu_wg8(const u16* X, i64 ldx, const int* perm, int topk, const int* tiles,
+                                                                  const int* ntiles, const u16* Wt, const float* S, int br, int bc, int I,
+                                                                  int K, u16* H, i64 ldh) {
+  PDL_ENTER();
+  moe_mmb_impl<true, true, 3, 2, 0, false, false, true>(X, ldx, perm, topk, 0, tiles, ntiles, Wt, I, K, 0, 0, H, ldh, S, br, bc);
+}
+extern "C" __global__ void __launch_bounds__(256, 2) moe_mmb_wg8(const u16* X, i64 ldx, const int* perm, int topk, int mode, const int* tiles,
+                                                               const int* ntiles, const u16* Wt, const float* S, int br, int bc, int N, int K,
+                                                               float* Y, i64 ldy) {
+  PDL_ENTER();
+  moe_mmb_impl<false, true, 3, 2, 0, false, false, true>(X, ldx, perm, topk, mode, tiles, ntiles, Wt, N, K, Y, ldy, 0, 0, S, br, bc);
+}
+extern "C" __global__ void __launch_bounds__(256, 2) moe_mmb_yb_wg8(const u16* X, i64 ldx, const int* perm, int topk, int mode, const int* tiles,
+                                                                  const int* ntiles, const u16* Wt, const float* S, int br, int bc, int N,
+                                                                  int K, u16* Y, i64 ldy) {
+  PDL_ENTER();
+  moe_mmb_impl<false, true, 3, 2, 0, true, false, true>(X, ldx, perm, topk, mode, tiles, ntiles, Wt, N, K, (float*)Y, ldy, 0, 0, S, br, bc);
+}
+extern "C" __global__ void __launch_bounds__(256, 2) moe_mmb_yb_wgs8(const u16* X, i64 ldx, const int* perm, int topk, int mode, const int* tiles,
+                                                                   const int* ntiles, const u16* Wt, const float* S, int br, int bc, int N,
+                                                                   int K, u16* Y, i64 ldy) {
+  PDL_ENTER();
+  moe_mmb_impl<false, true, 3, 2, 0, true, true, true>(X, ldx, perm, topk, mode, tiles, ntiles, Wt, N, K, (float*)Y, ldy, 0, 0, S, br, bc);
+}
 // moe_mmb_yb_wgs stores its BF16 outputs through shared memory (16-byte
 // stores per row).
 extern "C" __global__ void __launch_bounds__(256, 2) moe_mmb_yb_wgs(const u16* X, i64 ldx, const int* perm, int topk, int mode, const int* tiles,

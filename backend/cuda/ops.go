@@ -1333,13 +1333,15 @@ func (b *Backend) moePlan(rIDs uintptr, ns, E, bm int, perm, posOf, tiles, ntile
 	b.release(cnt)
 }
 
-// useMMB reports whether MoE of T rows takes moeMMB.
+// useMMB reports whether MoE of T rows takes moeMMB: BF16 experts, or FP8
+// ones on wgmma (RINGO_CUDA_MMB_FP8=0 keeps them on moe_mma*_fp8).
 func (b *Backend) useMMB(T int, r *routing, e *experts) bool {
-	return b.mmb && !b.opts.Precise && b.mma && e.kind == backend.BF16 && e.dim%8 == 0 && e.inter%8 == 0 && T*r.k >= mmbMinRows*e.n
+	kind := e.kind == backend.BF16 || e.kind == backend.F8E4M3 && b.wgmma && b.mmbFP8 && e.bc%8 == 0
+	return b.mmb && !b.opts.Precise && b.mma && kind && e.dim%8 == 0 && e.inter%8 == 0 && T*r.k >= mmbMinRows*e.n
 }
 
-// moeMMB runs the grouped MoE of T rows of x (BF16 experts, D and I
-// multiples of 8) on moe_mmb: x in BF16, the slots sorted by expert into
+// moeMMB runs the grouped MoE of T rows of x (BF16 experts, or FP8 ones
+// on wgmma; D and I multiples of 8) on moe_mmb: x in BF16, the slots sorted by expert into
 // 128-row tiles, gate|up with the SwiGLU in its epilogue (BF16 out), the down
 // projection in BF16 (FP32 with RINGO_CUDA_MOE_YB=0), then the weighted sum
 // per row in FP32. With gu and dw (a
@@ -1366,14 +1368,21 @@ func (b *Backend) moeMMB(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rIDs,
 			ssuf = "s" // BF16 expert outputs stored through shared memory
 		}
 	}
-	b.launch("moe_mmb_gu"+suf, dim3{(I + 63) / 64, maxTiles, 1}, dim3{256, 1, 1}, mmbSmem, pArg(xb.p), lArg(D), pArg(perm.p), iArg(K), pArg(tiles.p), pArg(ntiles.p),
-		pArg(e.gateUp), iArg(I), iArg(D), pArg(h.p), lArg(I))
-	down := "moe_mmb" + suf
-	if yb {
-		down = "moe_mmb_yb" + suf + ssuf
+	// FP8 experts (wgmma only): the weights and their block scales
+	w8, guW, downW := "", []uint64{pArg(e.gateUp)}, []uint64{pArg(e.down)}
+	if e.kind == backend.F8E4M3 {
+		w8 = "8"
+		guW = append(guW, pArg(e.guScale), iArg(e.br), iArg(e.bc))
+		downW = append(downW, pArg(e.downScale), iArg(e.br), iArg(e.bc))
 	}
-	b.launch(down, dim3{(D + 127) / 128, maxTiles, 1}, dim3{256, 1, 1}, mmbSmem, pArg(h.p), lArg(I), pArg(perm.p), iArg(K), iArg(1), pArg(tiles.p), pArg(ntiles.p),
-		pArg(e.down), iArg(D), iArg(I), pArg(y.p), lArg(D))
+	b.launch("moe_mmb_gu"+suf+w8, dim3{(I + 63) / 64, maxTiles, 1}, dim3{256, 1, 1}, mmbSmem,
+		append(append([]uint64{pArg(xb.p), lArg(D), pArg(perm.p), iArg(K), pArg(tiles.p), pArg(ntiles.p)}, guW...), iArg(I), iArg(D), pArg(h.p), lArg(I))...)
+	down := "moe_mmb" + suf + w8
+	if yb {
+		down = "moe_mmb_yb" + suf + ssuf + w8
+	}
+	b.launch(down, dim3{(D + 127) / 128, maxTiles, 1}, dim3{256, 1, 1}, mmbSmem,
+		append(append([]uint64{pArg(h.p), lArg(I), pArg(perm.p), iArg(K), iArg(1), pArg(tiles.p), pArg(ntiles.p)}, downW...), iArg(D), iArg(I), pArg(y.p), lArg(D))...)
 	var ys uintptr
 	if gu != nil {
 		// the shared expert: [gate | up] in FP32, silu(gate)·up in BF16,
