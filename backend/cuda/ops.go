@@ -1293,7 +1293,7 @@ func (b *Backend) MoE(dst, x backend.Tensor, rt backend.Routing, ex backend.Expe
 	b.launch("k_silumul", g, bl, 0, pArg(h.p), lArg(I), pArg(gu.p), lArg(2*I), pArg(gu.p+uintptr(4*I)), lArg(2*I), iArg(ns), iArg(I))
 	b.launch(kern, dim3{(D + 63) / 64, maxTiles, 1}, dim3{threads, 1, 1}, 0,
 		append([]uint64{pArg(h.p), lArg(I), pArg(perm.p), iArg(K), iArg(1), pArg(tiles.p), pArg(ntiles.p)}, e.args(e.down, e.downScale, D, I, pArg(y.p), lArg(D))...)...)
-	b.combine(pdst, dst.Stride, y.p, D, posOf.p, rW, T, K, 0)
+	b.combine(pdst, dst.Stride, y.p, D, posOf.p, rW, T, K, 0, false)
 	b.release(perm, posOf, tiles, ntiles, gu, h, y)
 }
 
@@ -1400,37 +1400,32 @@ func (b *Backend) moeMMB(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rIDs,
 		ys = sy.p
 		defer b.release(sgu, sh, sy)
 	}
-	if yb {
-		b.combineBF16(pdst, ldd, y.p, D, posOf.p, rW, T, K, ys)
-	} else {
-		b.combine(pdst, ldd, y.p, D, posOf.p, rW, T, K, ys)
-	}
+	b.combine(pdst, ldd, y.p, D, posOf.p, rW, T, K, ys, yb)
 	b.release(xb, perm, posOf, tiles, ntiles, h, y)
 }
 
 // combine launches k_moe_combine (four columns per thread where the
 // layouts allow): dst[t] = Σ_k w[t·K+k]·Y[posOf[t·K+k]] (+ Ys[t]) for the T
-// rows of D columns; Y and Ys have row stride D.
-func (b *Backend) combine(pdst uintptr, ldd int, py uintptr, D int, posOf, rW uintptr, T, K int, ys uintptr) {
-	if D%4 == 0 && ldd%4 == 0 && pdst%16 == 0 && py%16 == 0 && ys%16 == 0 {
+// rows of D columns; Y and Ys have row stride D. With bf16, Y is BF16
+// (moe_mmb_yb): k_moe_combine4b or k_moe_combineb, the same sums.
+func (b *Backend) combine(pdst uintptr, ldd int, py uintptr, D int, posOf, rW uintptr, T, K int, ys uintptr, bf16 bool) {
+	name, yAlign := "k_moe_combine", uintptr(16)
+	if bf16 {
+		name, yAlign = "k_moe_combine4b", 8
+	}
+	if D%4 == 0 && ldd%4 == 0 && pdst%16 == 0 && py%yAlign == 0 && ys%16 == 0 {
+		if !bf16 {
+			name = "k_moe_combine4"
+		}
 		g, bl := flatGrid(T * D / 4)
-		b.launch("k_moe_combine4", g, bl, 0, pArg(pdst), lArg(ldd), pArg(py), lArg(D), pArg(posOf), pArg(rW), iArg(T), iArg(K), iArg(D), pArg(ys))
+		b.launch(name, g, bl, 0, pArg(pdst), lArg(ldd), pArg(py), lArg(D), pArg(posOf), pArg(rW), iArg(T), iArg(K), iArg(D), pArg(ys))
 		return
 	}
-	g, bl := flatGrid(T * D)
-	b.launch("k_moe_combine", g, bl, 0, pArg(pdst), lArg(ldd), pArg(py), lArg(D), pArg(posOf), pArg(rW), iArg(T), iArg(K), iArg(D), pArg(ys))
-}
-
-// combineBF16 is combine for Y in BF16 (moe_mmb_yb): k_moe_combine4b
-// where the layouts allow, else k_moe_combineb (the same sums).
-func (b *Backend) combineBF16(pdst uintptr, ldd int, py uintptr, D int, posOf, rW uintptr, T, K int, ys uintptr) {
-	if D%4 == 0 && ldd%4 == 0 && pdst%16 == 0 && py%8 == 0 && ys%16 == 0 {
-		g, bl := flatGrid(T * D / 4)
-		b.launch("k_moe_combine4b", g, bl, 0, pArg(pdst), lArg(ldd), pArg(py), lArg(D), pArg(posOf), pArg(rW), iArg(T), iArg(K), iArg(D), pArg(ys))
-		return
+	if bf16 {
+		name = "k_moe_combineb"
 	}
 	g, bl := flatGrid(T * D)
-	b.launch("k_moe_combineb", g, bl, 0, pArg(pdst), lArg(ldd), pArg(py), lArg(D), pArg(posOf), pArg(rW), iArg(T), iArg(K), iArg(D), pArg(ys))
+	b.launch(name, g, bl, 0, pArg(pdst), lArg(ldd), pArg(py), lArg(D), pArg(posOf), pArg(rW), iArg(T), iArg(K), iArg(D), pArg(ys))
 }
 
 // moeDCMaxTopK is the most experts per row of the two-kernel decode MoE
