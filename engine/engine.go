@@ -73,6 +73,9 @@ func Load(dir string, o Options) (*Loaded, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.MaxBatchRows < 0 {
+		return nil, fmt.Errorf("rows per forward pass: %d (want 0 for the default, or more)", o.MaxBatchRows)
+	}
 	dev := o.Device
 	if dev == "" {
 		dev = "cpu"

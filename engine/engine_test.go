@@ -58,6 +58,7 @@ func TestLoadErrors(t *testing.T) {
 		"bad decay":   {Decay: "nope"},
 		"bad kv type": {KVCache: "q2"},
 		"bad quant":   {Quantize: "Q3_X"},
+		"bad rows":    {MaxBatchRows: -1},
 	} {
 		if _, err := Load("../testdata/tiny-linear", o); err == nil {
 			t.Errorf("%s: no error", name)

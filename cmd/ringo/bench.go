@@ -15,7 +15,7 @@ import (
 
 func init() {
 	var mf modelFlags
-	var gen, batchRows int
+	var gen int
 	var prompts, batches, contexts string
 	var asJSON bool
 	var interleave int
@@ -61,9 +61,7 @@ first step of a turn starts with the caches the other length filled.`,
 					return err
 				}
 			}
-			opts := mf.options()
-			opts.MaxBatchRows = batchRows
-			m, err := engine.Load(dir, opts)
+			m, err := engine.Load(dir, mf.options())
 			if err != nil {
 				return err
 			}
@@ -141,7 +139,6 @@ first step of a turn starts with the caches the other length filled.`,
 	cmd.Flags().StringVar(&prompts, "prompt", "512", "prompt tokens for the prefill measurement (a list measures each: 4k,32k)")
 	cmd.Flags().IntVar(&gen, "gen", 32, "decode steps per measurement")
 	cmd.Flags().StringVar(&batches, "batch", "1", "sequences decoded together (a list measures each: 1,64)")
-	cmd.Flags().IntVar(&batchRows, "batch-rows", 0, "rows per forward pass; longer prompts are split (0: 512 on the CPU, 8192 on a GPU)")
 	cmd.Flags().StringVar(&contexts, "context", "0", "context lengths for decode, e.g. 1k,8k,32k")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().IntVar(&interleave, "interleave", 0, "decode the --context lengths in turns of this many steps (comparisons on a machine whose speed drifts; 0: one after the other)")
