@@ -113,13 +113,19 @@ type Backend struct {
 	timingEach    bool       // print each step's timing (RINGO_CUDA_TIMING=1)
 	// a step with products of bigStepRows rows or more (prefill) is issued
 	// every flushKernels kernels (0: at the step's end) and never as a
-	// graph, so that the GPU starts while the host still records it
-	bigStep bool
-	moeYB   bool // moe_mmb's expert outputs in BF16 (RINGO_CUDA_MOE_YB=0: FP32)
+	// graph, so that the GPU starts while the host still records it;
+	// pendingKernels counts the kernels queued since the last flush
+	bigStep        bool
+	flushKernels   int
+	pendingKernels int
 	// trace (tests) keeps the name of every kernel queued, in launched
 	trace    bool
 	launched []string
+
+	// prefill kernel choices
+	moeYB    bool // moe_mmb's expert outputs in BF16 (RINGO_CUDA_MOE_YB=0: FP32)
 	mmbStage bool // moe_mmb_yb_wg's outputs through shared memory (RINGO_CUDA_MMB_STAGE=0: direct)
+	mmbFP8   bool // FP8 experts' prefill on moe_mmb_*_wg8 (RINGO_CUDA_MMB_FP8=0: moe_mma*_fp8)
 	// fp8GEMM runs prefill products of FP8 weights with 128×128 blocks on
 	// cuBLASLt's block-scaled FP8 GEMM (RINGO_CUDA_FP8_GEMM=0: widened to
 	// BF16). fp8ScaleMN lays the rows' scales out as cuBLASLt's VEC128_32F
@@ -127,9 +133,6 @@ type Backend struct {
 	// TestFP8BlockScaledGEMM to show that the layout matters)
 	fp8GEMM, fp8ScaleMN bool
 	fp8Noted            bool // a shape without a block-scaled FP8 GEMM was reported
-	mmbFP8              bool // FP8 experts' prefill on moe_mmb_*_wg8 (RINGO_CUDA_MMB_FP8=0: moe_mma*_fp8)
-	flushKernels        int
-	queuedKernels       int
 
 	// routing results of the current step (ops.go)
 	rt routeArena
@@ -723,8 +726,8 @@ func (b *Backend) launch(name string, grid, block dim3, smem int, args ...uint64
 	}
 	b.record(uint64(opKernel|len(args)<<8), uint64(f), uint64(grid.x), uint64(grid.y), uint64(grid.z), uint64(block.x), uint64(block.y), uint64(block.z), uint64(smem))
 	b.record(args...)
-	b.queuedKernels++
-	if len(b.queue) > 1<<18 || (b.bigStep && b.flushKernels > 0 && b.queuedKernels >= b.flushKernels) {
+	b.pendingKernels++
+	if len(b.queue) > 1<<18 || (b.bigStep && b.flushKernels > 0 && b.pendingKernels >= b.flushKernels) {
 		b.flush() // long runs of work without a Read
 	}
 }

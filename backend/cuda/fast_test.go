@@ -71,50 +71,45 @@ func TestMoEWGMMA(t *testing.T) {
 		for _, T := range []int{600, 1500} {
 			x := contiguousPair(g, randT(t, g, rng, T, c.D, 1)).g
 			r := g.Route(randT(t, g, rng, T, c.E, 3).g, nil, p)
+			// moe runs the MoE into dst, checking that the named kernels ran
+			moe := func(dst backend.Tensor, what string, kernels ...string) {
+				q0 := kernelMark(g)
+				g.MoE(dst, x, r, ge)
+				ks := queuedKernels(g, q0)
+				for _, k := range kernels {
+					if !slices.Contains(ks, k) {
+						t.Errorf("%+v T=%d: kernels %v, not the %s ones (no %s)", c, T, ks, what, k)
+					}
+				}
+			}
+			// same checks that two outputs agree bit for bit (1e-6 allowed)
+			same := func(a, b backend.Tensor, what string) {
+				if e := gpuRelErr(g, a, b); e > 1e-6 || math.IsNaN(e) {
+					t.Errorf("%+v T=%d: relative error %.3g between %s", c, T, e, what)
+				} else {
+					t.Logf("%+v T=%d: relative error %.2g between %s", c, T, e, what)
+				}
+			}
 			got, want := g.Alloc(T, c.D), g.Alloc(T, c.D)
-			q0 := kernelMark(g)
-			g.MoE(got, x, r, ge)
-			if ks := queuedKernels(g, q0); !slices.Contains(ks, "moe_mmb_gu_wg") || !slices.Contains(ks, "moe_mmb_wg") {
-				t.Errorf("%+v T=%d: kernels %v, not the wgmma ones", c, T, ks)
-			}
+			moe(got, "wgmma", "moe_mmb_gu_wg", "moe_mmb_wg")
 			g.wgmma = false
-			q0 = kernelMark(g)
-			g.MoE(want, x, r, ge)
-			if ks := queuedKernels(g, q0); !slices.Contains(ks, "moe_mmb_gu") || !slices.Contains(ks, "moe_mmb") {
-				t.Errorf("%+v T=%d: kernels %v, not the mma.sync ones", c, T, ks)
-			}
+			moe(want, "mma.sync", "moe_mmb_gu", "moe_mmb")
 			g.wgmma = true
-			if e := gpuRelErr(g, got, want); e > 1e-6 || math.IsNaN(e) {
-				t.Errorf("%+v T=%d: relative error %.3g between wgmma and mma.sync", c, T, e)
-			} else {
-				t.Logf("%+v T=%d: relative error %.2g between wgmma and mma.sync", c, T, e)
-			}
+			same(got, want, "wgmma and mma.sync")
 			// the expert outputs in BF16: the same on both, within BF16
 			// rounding of the FP32 ones
 			g.moeYB = true
 			yb, ybm := g.Alloc(T, c.D), g.Alloc(T, c.D)
-			q0 = kernelMark(g)
-			g.MoE(yb, x, r, ge)
-			if ks := queuedKernels(g, q0); !slices.Contains(ks, "moe_mmb_yb_wg"+ssuf) || !slices.Contains(ks, "k_moe_combine4b") {
-				t.Errorf("%+v T=%d: kernels %v, not the BF16-output ones", c, T, ks)
-			}
+			moe(yb, "BF16-output", "moe_mmb_yb_wg"+ssuf, "k_moe_combine4b")
 			g.wgmma = false
-			g.MoE(ybm, x, r, ge)
+			moe(ybm, "BF16-output mma.sync", "moe_mmb_yb")
 			g.wgmma = true
-			if e := gpuRelErr(g, yb, ybm); e > 1e-6 || math.IsNaN(e) {
-				t.Errorf("%+v T=%d: BF16 outputs: relative error %.3g between wgmma and mma.sync", c, T, e)
-			}
+			same(yb, ybm, "wgmma and mma.sync with BF16 outputs")
 			if g.mmbStage { // and the outputs stored directly from registers
 				g.mmbStage = false
-				q0 = kernelMark(g)
-				g.MoE(ybm, x, r, ge)
-				if ks := queuedKernels(g, q0); !slices.Contains(ks, "moe_mmb_gu_wg") || !slices.Contains(ks, "moe_mmb_yb_wg") {
-					t.Errorf("%+v T=%d: kernels %v, not the direct-store ones", c, T, ks)
-				}
+				moe(ybm, "direct-store", "moe_mmb_gu_wg", "moe_mmb_yb_wg")
 				g.mmbStage = true
-				if e := gpuRelErr(g, yb, ybm); e > 1e-6 || math.IsNaN(e) {
-					t.Errorf("%+v T=%d: relative error %.3g between outputs stored through shared memory and directly", c, T, e)
-				}
+				same(yb, ybm, "BF16 outputs stored through shared memory and directly")
 			}
 			g.moeYB = false
 			if e := gpuRelErr(g, yb, got); e > 4e-3 || e == 0 || math.IsNaN(e) {

@@ -132,7 +132,7 @@ func (b *Backend) flush() {
 	}
 	defer func() {
 		b.queue = b.queue[:queueHead]
-		b.queuedKernels = 0
+		b.pendingKernels = 0
 	}()
 	b.stats.Flushes++
 	kernels := countKernels(q)

@@ -204,7 +204,7 @@ func (b *Backend) Upload(hw backend.HostWeight) (backend.Weight, error) {
 			return nil, err
 		}
 		w.br, w.bc, w.sc = hw.BlockRows, hw.BlockCols, (hw.Cols+hw.BlockCols-1)/hw.BlockCols
-		if w.br == 128 && w.bc == 128 && b.lt != nil {
+		if w.br == 128 && w.bc == 128 && b.lt != nil && b.fp8GEMM && b.ccMaj >= 9 { // for matmulFP8 (Hopper and newer)
 			sr, ld := (w.rows+127)/128, (w.sc+3)&^3
 			pad := make([]float32, sr*ld)
 			for r := range sr {
