@@ -100,3 +100,27 @@ type SharedMoEer interface {
 	// rounding of the order of the additions.
 	MoEShared(dst, x Tensor, rt Routing, ex Experts, gateUp, down Weight) bool
 }
+
+// AddRMSNormRouter is implemented by backends that fuse a MoE layer's entry
+// in decode: the residual add and norm, the router product and the routing.
+type AddRMSNormRouter interface {
+	// AddRMSNormRoute computes AddRMSNorm(dst, x, a, w, eps), then logits =
+	// dst·routerᵀ, and returns Route(logits, bias, p). It returns nil,
+	// having done nothing, when the backend cannot fuse these operands.
+	AddRMSNormRoute(dst, x, a Tensor, w Weight, eps float32, logits Tensor, router, bias Weight, p RouteParams) Routing
+}
+
+// AddRMSNormRoute computes x = x + a, dst = RMSNorm(x)·w, logits = dst·routerᵀ
+// and returns the routing of the logits, fused when b implements
+// AddRMSNormRouter and accepts the operands, and as AddRMSNorm, MatMul and
+// Route otherwise; the results are the same either way.
+func AddRMSNormRoute(b Backend, dst, x, a Tensor, w Weight, eps float32, logits Tensor, router, bias Weight, p RouteParams) Routing {
+	if f, ok := b.(AddRMSNormRouter); ok {
+		if r := f.AddRMSNormRoute(dst, x, a, w, eps, logits, router, bias, p); r != nil {
+			return r
+		}
+	}
+	AddRMSNorm(b, dst, x, a, w, eps)
+	b.MatMul(logits, dst, router)
+	return b.Route(logits, bias, p)
+}

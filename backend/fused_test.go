@@ -25,6 +25,19 @@ func (r *recorder) SigmoidMul(dst, x, gate Tensor) {
 	r.calls = append(r.calls, fmt.Sprintf("SigmoidMul(%d,%d,%d)", dst.Off, x.Off, gate.Off))
 }
 
+func (r *recorder) Add(dst, x, y Tensor) {
+	r.calls = append(r.calls, fmt.Sprintf("Add(%d,%d,%d)", dst.Off, x.Off, y.Off))
+}
+
+func (r *recorder) MatMul(dst, x Tensor, w Weight) {
+	r.calls = append(r.calls, fmt.Sprintf("MatMul(%d,%d)", dst.Off, x.Off))
+}
+
+func (r *recorder) Route(logits Tensor, bias Weight, p RouteParams) Routing {
+	r.calls = append(r.calls, fmt.Sprintf("Route(%d,%d)", logits.Off, p.TopK))
+	return nil
+}
+
 // fusing is a recorder that also implements the fused operations.
 type fusing struct{ recorder }
 
@@ -34,6 +47,22 @@ func (f *fusing) RMSNormRoPE(x Tensor, w Weight, headDim int, eps float32, rope 
 
 func (f *fusing) RMSNormSigmoidMul(dst, x, gate Tensor, w Weight, group int, eps float32) {
 	f.calls = append(f.calls, fmt.Sprintf("RMSNormSigmoidMul(%d,%d,%d,%d,%g)", dst.Off, x.Off, gate.Off, group, eps))
+}
+
+// picked is a Routing returned by fusing.AddRMSNormRoute.
+type picked struct{ Routing }
+
+func (f *fusing) AddRMSNormRoute(dst, x, a Tensor, w Weight, eps float32, logits Tensor, router, bias Weight, p RouteParams) Routing {
+	f.calls = append(f.calls, fmt.Sprintf("AddRMSNormRoute(%d,%d,%d,%g,%d,%d)", dst.Off, x.Off, a.Off, eps, logits.Off, p.TopK))
+	return picked{}
+}
+
+// declining implements AddRMSNormRouter but accepts nothing.
+type declining struct{ recorder }
+
+func (d *declining) AddRMSNormRoute(dst, x, a Tensor, w Weight, eps float32, logits Tensor, router, bias Weight, p RouteParams) Routing {
+	d.calls = append(d.calls, "declined")
+	return nil
 }
 
 // TestFusedHelpers checks that the fused helpers call the fused operation
@@ -57,6 +86,9 @@ func TestFusedHelpers(t *testing.T) {
 		{"RMSNormSigmoidMul in place", func(b Backend) { RMSNormSigmoidMul(b, x, x, g, nil, 512, 0.25) },
 			[]string{"RMSNorm(1,1,512,0.25)", "SigmoidMul(1,1,3)"},
 			[]string{"RMSNormSigmoidMul(1,1,3,512,0.25)"}},
+		{"AddRMSNormRoute", func(b Backend) { AddRMSNormRoute(b, d, x, g, nil, 0.5, Tensor{Off: 4}, nil, nil, RouteParams{TopK: 8}) },
+			[]string{"Add(1,1,3)", "RMSNorm(2,1,0,0.5)", "MatMul(4,2)", "Route(4,8)"},
+			[]string{"AddRMSNormRoute(2,1,3,0.5,4,8)"}},
 	} {
 		r, f := &recorder{}, &fusing{}
 		c.run(r)
@@ -67,5 +99,20 @@ func TestFusedHelpers(t *testing.T) {
 		if !slices.Equal(f.calls, c.fused) {
 			t.Errorf("%s with the fused operation: calls %q, want %q", c.name, f.calls, c.fused)
 		}
+	}
+}
+
+// TestAddRMSNormRouteDeclined checks that a backend declining the fused
+// routing gets the plain operations, and that the fused one's routing is
+// returned.
+func TestAddRMSNormRouteDeclined(t *testing.T) {
+	d := &declining{}
+	AddRMSNormRoute(d, Tensor{Off: 2}, Tensor{Off: 1}, Tensor{Off: 3}, nil, 0.5, Tensor{Off: 4}, nil, nil, RouteParams{TopK: 8})
+	want := []string{"declined", "Add(1,1,3)", "RMSNorm(2,1,0,0.5)", "MatMul(4,2)", "Route(4,8)"}
+	if !slices.Equal(d.calls, want) {
+		t.Errorf("calls %q, want %q", d.calls, want)
+	}
+	if _, ok := AddRMSNormRoute(&fusing{}, Tensor{}, Tensor{}, Tensor{}, nil, 0, Tensor{}, nil, nil, RouteParams{}).(picked); !ok {
+		t.Error("the fused operation's routing was not returned")
 	}
 }

@@ -331,9 +331,10 @@ func BenchmarkOps(b *testing.B) {
 // and RoPE inside k_lightning_rec (RINGO_CUDA_FUSE), that kernel's state
 // loads before PDL_ENTER (RINGO_CUDA_REC_EARLY), and moe_gu's shared-expert
 // blocks before it (RINGO_CUDA_GU_EARLY), and optionally a fourth field,
-// the warps per output row of moe_dc (RINGO_CUDA_DC_SPLIT: 1, 2 or 3; the
-// backend's default without it); default
-// "1/1/1;1/1/0;0/1/1".
+// the warps per output row of moe_dc (RINGO_CUDA_DC_SPLIT: 1, 2 or 3; 0 or
+// absent: the backend's default), and optionally a fifth, k_norm_route
+// (RINGO_CUDA_NORM_ROUTE, 0 or 1; on where the GPU has it when absent);
+// default "1/1/1;1/1/0;0/1/1".
 // Separate processes on the GPU machine differ by a few per cent;
 // alternating steps resolves less than that.
 func BenchmarkDecodeAB(b *testing.B) {
@@ -349,19 +350,23 @@ func BenchmarkDecodeAB(b *testing.B) {
 		name                   string
 		rope, recLate, guEarly bool
 		dcSplit                int
+		normRoute              int // -1: the backend's default
 	}
 	var settings []setting
 	for _, s := range strings.Split(spec, ";") {
 		f := strings.Split(s, "/")
-		if len(f) != 3 && len(f) != 4 || slices.ContainsFunc(f[:3], func(v string) bool { return v != "0" && v != "1" }) ||
-			len(f) == 4 && f[3] != "1" && f[3] != "2" && f[3] != "3" {
-			b.Fatalf("RINGO_BENCH_AB: bad setting %q (want rope/rec/gu, each 0 or 1, then optionally dc: 1, 2 or 3)", s)
+		if len(f) < 3 || len(f) > 5 || slices.ContainsFunc(f[:3], func(v string) bool { return v != "0" && v != "1" }) ||
+			len(f) >= 4 && (len(f[3]) != 1 || f[3][0] < '0' || f[3][0] > '3') || len(f) == 5 && f[4] != "0" && f[4] != "1" {
+			b.Fatalf("RINGO_BENCH_AB: bad setting %q (want rope/rec/gu, each 0 or 1, then optionally dc: 0 to 3, then nr: 0 or 1)", s)
 		}
-		dc := 0 // the backend's default
-		if len(f) == 4 {
+		dc, nr := 0, -1 // the backend's defaults
+		if len(f) >= 4 {
 			dc = int(f[3][0] - '0')
 		}
-		settings = append(settings, setting{s, f[0] == "1", f[1] == "0", f[2] == "1", dc})
+		if len(f) == 5 {
+			nr = int(f[4][0] - '0')
+		}
+		settings = append(settings, setting{s, f[0] == "1", f[1] == "0", f[2] == "1", dc, nr})
 	}
 	g := gpu(b, false)
 	ck, err := checkpoint.Open(dir)
@@ -379,12 +384,17 @@ func BenchmarkDecodeAB(b *testing.B) {
 	if err := m.Forward(context.Background(), []*model.Request{r}); err != nil {
 		b.Fatal(err)
 	}
-	saved, savedRec, savedGU, savedDC := g.fuseRope, g.recLate, g.guEarly, g.dcSplit
-	defer func() { g.fuseRope, g.recLate, g.guEarly, g.dcSplit = saved, savedRec, savedGU, savedDC }()
+	saved, savedRec, savedGU, savedDC, savedNR := g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.normRoute
+	defer func() {
+		g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.normRoute = saved, savedRec, savedGU, savedDC, savedNR
+	}()
 	step := func(s setting) time.Duration {
-		g.fuseRope, g.recLate, g.guEarly, g.dcSplit = s.rope, s.recLate, s.guEarly, s.dcSplit
+		g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.normRoute = s.rope, s.recLate, s.guEarly, s.dcSplit, savedNR
 		if s.dcSplit == 0 {
 			g.dcSplit = savedDC
+		}
+		if s.normRoute >= 0 {
+			g.normRoute = savedNR && s.normRoute == 1
 		}
 		r.Tokens = []int32{argmax(r.Logits)}
 		t0 := time.Now()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand"
+	"slices"
 	"testing"
 
 	"github.com/ringo-ai/ringo/backend"
@@ -37,7 +38,9 @@ func sameTensors(t *testing.T, what string, g *Backend, got, want backend.Tensor
 }
 
 // TestFusedDecode decodes the fixture models at batch 1 (fast mode) with
-// the QK norm and RoPE inside the lightning kernel and without: the same
+// the QK norm and RoPE inside the lightning kernel and the MoE layers'
+// norm, router and routing in one kernel (k_norm_route, sm_90), and
+// without: the same
 // logits (the same arithmetic), and fewer kernels per fused step for the
 // lightning model.
 func TestFusedDecode(t *testing.T) {
@@ -47,7 +50,7 @@ func TestFusedDecode(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer u.Close()
-	u.fuseRope = false
+	u.fuseRope, u.normRoute = false, false
 	for _, tc := range []struct {
 		dir   string
 		decay bailing.DecayConvention
@@ -188,6 +191,77 @@ func TestNormRoPELightning(t *testing.T) {
 			for _, u := range st {
 				g.Free(u)
 			}
+		}
+	}
+}
+
+// TestNormRoute checks k_norm_route (AddRMSNorm, the router's GEMV and the
+// routing in one kernel) against the three kernels it replaces on the same
+// GPU: bit-identical residual, norm, logits and routing, on Ring-mini's
+// shapes and on smaller, ragged and softmax-scored ones; and that a batch
+// of two rows and routers past the kernel's limits take the three kernels.
+func TestNormRoute(t *testing.T) {
+	g := gpu(t, false)
+	if g.ccMaj < 9 {
+		t.Skip("k_norm_route needs sm_90 (thread block clusters)")
+	}
+	rng := rand.New(rand.NewSource(29))
+	for _, c := range []struct {
+		T, K, E, groups, keep, topk int
+		sigmoid, bias, fused        bool
+	}{
+		{1, 2048, 256, 8, 4, 8, true, true, true}, // Ring-mini
+		{1, 4096, 256, 8, 4, 8, true, true, true}, // Ring-flash's hidden size
+		{1, 64, 16, 4, 2, 4, true, true, true},    // the fixtures
+		{1, 2056, 128, 4, 2, 6, true, false, true},
+		{1, 1024, 64, 1, 1, 6, false, false, true},
+		{1, 3000, 256, 8, 4, 8, true, true, true},
+		{2, 2048, 256, 8, 4, 8, true, true, false},
+		{1, 2048, 512, 8, 4, 8, true, true, false},
+	} {
+		what := fmt.Sprintf("%+v", c)
+		_, nw := upload(t, g, hostWeight(rng, "model.layers.1.post_attention_layernorm.weight", backend.BF16, 1, c.K, 1))
+		_, rw := upload(t, g, hostWeight(rng, "model.layers.1.mlp.gate.weight", backend.BF16, c.E, c.K, 0.05))
+		var bias backend.Weight
+		if c.bias {
+			_, bias = upload(t, g, hostWeight(rng, "model.layers.1.mlp.gate.expert_bias", backend.F32, 1, c.E, 0.1))
+		}
+		p := backend.RouteParams{TopK: c.topk, Groups: c.groups, TopKGroups: c.keep, Sigmoid: c.sigmoid, Normalize: true, Scale: 2.5}
+		x0, a := randT(t, g, rng, c.T, c.K, 2), randT(t, g, rng, c.T, c.K, 1)
+		var xs, hs, ls [2]backend.Tensor
+		var ids [2][]int32
+		var wts [2][]float32
+		for s, on := range []bool{false, true} {
+			saved := g.normRoute
+			g.normRoute = on
+			xs[s], hs[s], ls[s] = gpuCopy(g, x0.g), g.Alloc(c.T, c.K), g.Alloc(c.T, c.E)
+			mark := kernelMark(g)
+			r := backend.AddRMSNormRoute(g, hs[s], xs[s], a.g, nw, 1e-6, ls[s], rw, bias, p)
+			ks := queuedKernels(g, mark)
+			g.normRoute = saved
+			ids[s], wts[s] = make([]int32, c.T*c.topk), make([]float32, c.T*c.topk)
+			for i := range c.T {
+				r.Selected(i, ids[s][i*c.topk:(i+1)*c.topk], wts[s][i*c.topk:(i+1)*c.topk])
+			}
+			if fused := slices.Contains(ks, "k_norm_route"); fused != (on && c.fused) || fused == slices.Contains(ks, "k_route") {
+				t.Errorf("%s: kernels %v", what, ks)
+			}
+		}
+		sameTensors(t, what+": residual", g, xs[1], xs[0], 0)
+		sameTensors(t, what+": norm", g, hs[1], hs[0], 0)
+		sameTensors(t, what+": logits", g, ls[1], ls[0], 0)
+		for i := range ids[0] {
+			if ids[1][i] != ids[0][i] || math.Float32bits(wts[1][i]) != math.Float32bits(wts[0][i]) {
+				t.Errorf("%s: slot %d: expert %d weight %v fused, %d %v unfused", what, i, ids[1][i], wts[1][i], ids[0][i], wts[0][i])
+			}
+		}
+		if e := gpuRelErr(g, xs[0], x0.g); e == 0 {
+			t.Errorf("%s: the residual was not updated", what)
+		}
+		for s := range xs {
+			g.Free(xs[s])
+			g.Free(hs[s])
+			g.Free(ls[s])
 		}
 	}
 }

@@ -37,6 +37,12 @@ typedef long long i64;
   } while (0)
 #endif
 
+// smem_addr is the shared-memory address of generic pointer p.
+__device__ __forceinline__ u32 smem_addr(const void* p) {
+  u32 r;
+  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(r) : "l"(p));
+  return r;
+}
 __device__ __forceinline__ float bf16f(u16 h) { return __uint_as_float(((u32)h) << 16); }
 __device__ __forceinline__ float f16f(u16 h) {
   float f;
@@ -446,19 +452,75 @@ RMSNORM_SIGMUL_W(4)
 RMSNORM_SIGMUL_W(8)
 RMSNORM_SIGMUL_W(16)
 
+// addnorm_w loads thread t's norm weights for addnorm_row (t < nt; the
+// weights are read-only, so this may come before PDL_ENTER).
+__device__ __forceinline__ void addnorm_w(const float* w, int cols, int nt, float* wv) {
+  int t = threadIdx.x;
+#pragma unroll
+  for (int u = 0; u < NU; u++) {
+    int i = t + u * nt;
+    wv[u] = t < nt && i < cols ? w[i] : 0.f;
+  }
+}
+// addnorm_row: x + a for one row of cols <= NU·nt values (thread t < nt
+// holds values t + u·nt in registers), stored to vo (which may be xr), then
+// d = RMSNorm(x + a)·w with the sum of squares over the block (wv from
+// addnorm_w); threads >= nt only join the reduction (their sums are zero,
+// so the result is the same as with nt threads). The decode path of
+// k_addrmsnorm and k_norm_route.
+__device__ __forceinline__ void addnorm_row(float* dr, float* vo, const float* xr, const float* ar, const float* wv, int cols, int nt, float eps,
+                                            double* sh) {
+  int t = threadIdx.x;
+  float v[NU];
+  double ss = 0;
+  if (t < nt) {
+    float xv[NU], av[NU];
+#pragma unroll
+    for (int u = 0; u < NU; u++) {
+      int i = t + u * nt;
+      xv[u] = i < cols ? xr[i] : 0.f;
+      av[u] = i < cols ? ar[i] : 0.f;
+    }
+#pragma unroll
+    for (int u = 0; u < NU; u++) {
+      int i = t + u * nt;
+      v[u] = xv[u] + av[u];
+      if (i < cols) {
+        vo[i] = v[u];
+        ss += (double)v[u] * (double)v[u];
+      }
+    }
+  }
+  ss = block_sumd(ss, sh);
+  float inv = (float)(1.0 / sqrt(ss / (double)cols + (double)eps));
+  if (t >= nt) return;
+#pragma unroll
+  for (int u = 0; u < NU; u++) {
+    int i = t + u * nt;
+    if (i < cols) dr[i] = v[u] * inv * wv[u];
+  }
+}
+
 // k_addrmsnorm: x = x + a (stored), then d = RMSNorm(x) * w over the whole
 // row; one block per row. The same arithmetic as k_add then k_rmsnorm.
 // Rows of at most NU·blockDim values (decode) keep x + a in registers.
-extern "C" __global__ void k_addrmsnorm(float* d, i64 ldd, float* x, i64 ldx, const float* a, i64 lda, const float* w, int cols, float eps) { PDL_ENTER();
+// The decode path loads its norm weights before PDL_ENTER.
+extern "C" __global__ void k_addrmsnorm(float* d, i64 ldd, float* x, i64 ldx, const float* a, i64 lda, const float* w, int cols, float eps) {
   __shared__ double sh[32];
   i64 r = blockIdx.x;
   float* xr = x + r * ldx;
   const float* ar = a + r * lda;
   float* dr = d + r * ldd;
-  int B = NU * blockDim.x;
-  float v[NU];
+  if (cols <= NU * (int)blockDim.x) {
+    float wv[NU];
+    addnorm_w(w, cols, blockDim.x, wv);
+    PDL_ENTER();
+    addnorm_row(dr, xr, xr, ar, wv, cols, blockDim.x, eps, sh);
+    return;
+  }
+  PDL_ENTER();
   double ss = 0;
-  for (int i0 = threadIdx.x; i0 < cols; i0 += B) {
+  for (int i0 = threadIdx.x; i0 < cols; i0 += NU * blockDim.x) {
     float xv[NU], av[NU];
 #pragma unroll
     for (int u = 0; u < NU; u++) {
@@ -469,30 +531,16 @@ extern "C" __global__ void k_addrmsnorm(float* d, i64 ldd, float* x, i64 ldx, co
 #pragma unroll
     for (int u = 0; u < NU; u++) {
       int i = i0 + u * blockDim.x;
-      v[u] = xv[u] + av[u];
+      float v = xv[u] + av[u];
       if (i < cols) {
-        xr[i] = v[u];
-        ss += (double)v[u] * (double)v[u];
+        xr[i] = v;
+        ss += (double)v * (double)v;
       }
     }
   }
   ss = block_sumd(ss, sh);
   float inv = (float)(1.0 / sqrt(ss / (double)cols + (double)eps));
-  if (cols > B) {
-    norm_out(dr, xr, inv, w, 0, cols);
-    return;
-  }
-  float wv[NU];
-#pragma unroll
-  for (int u = 0; u < NU; u++) {
-    int i = threadIdx.x + u * blockDim.x;
-    wv[u] = i < cols ? w[i] : 0.f;
-  }
-#pragma unroll
-  for (int u = 0; u < NU; u++) {
-    int i = threadIdx.x + u * blockDim.x;
-    if (i < cols) dr[i] = v[u] * inv * wv[u];
-  }
+  norm_out(dr, xr, inv, w, 0, cols);
 }
 
 // ---------------------------------------------------------------------------
@@ -706,21 +754,21 @@ __device__ __forceinline__ void gv_chunk(uint4 wv, int kc, const float* X, i64 l
 // gemv_rows: Y[t, n] = sum_k X[t, k] * W[n, k] for t < T <= TT <= GEMV_T;
 // sr is the row's scales (F::S only). It runs PDL_ENTER itself: the first
 // GV_P chunks of each lane (for K = 2048 BF16, the whole row) are loaded
-// before it, the weights being read-only, so that they are in flight while
-// the previous kernel finishes (a warp past the last row has n < 0: it
-// stores nothing).
+// before it (gv_load), the weights being read-only, so that they are in
+// flight while the previous kernel finishes (a warp past the last row has
+// n < 0: it stores nothing).
 #define GV_P 8
-template <class F, int TT>
-__device__ __forceinline__ void gemv_rows(const float* X, i64 ldx, int T, const uint4* wr, const float* sr, int bc, int K, float* Y, i64 ldy, int n) {
-  int lane = threadIdx.x & 31;
-  int KC = K / F::N;
-  uint4 wp[GV_P];
+template <class F>
+__device__ __forceinline__ void gv_load(const uint4* wr, int K, uint4* wp) {
+  int lane = threadIdx.x & 31, KC = K / F::N;
 #pragma unroll
   for (int u = 0; u < GV_P; u++) wp[u] = lane + 32 * u < KC ? __ldg(wr + lane + 32 * u) : make_uint4(0, 0, 0, 0);
-  PDL_ENTER();
-  float acc[TT];
-#pragma unroll
-  for (int t = 0; t < TT; t++) acc[t] = 0.f;
+}
+// gv_dot adds the lane's part of row wr times the T activation rows to acc:
+// the chunks in wp (gv_load), then the rest of the row.
+template <class F, int TT>
+__device__ __forceinline__ void gv_dot(const uint4* wp, const float* X, i64 ldx, int T, const uint4* wr, const float* sr, int bc, int K, float* acc) {
+  int lane = threadIdx.x & 31, KC = K / F::N;
 #pragma unroll
   for (int u = 0; u < GV_P; u++)
     if (lane + 32 * u < KC) gv_chunk<F, TT>(wp[u], lane + 32 * u, X, ldx, T, sr, bc, acc);
@@ -732,6 +780,17 @@ __device__ __forceinline__ void gemv_rows(const float* X, i64 ldx, int T, const 
     for (int u = 0; u < GV_U; u++)
       if (k0 + 32 * u < KC) gv_chunk<F, TT>(wv[u], k0 + 32 * u, X, ldx, T, sr, bc, acc);
   }
+}
+template <class F, int TT>
+__device__ __forceinline__ void gemv_rows(const float* X, i64 ldx, int T, const uint4* wr, const float* sr, int bc, int K, float* Y, i64 ldy, int n) {
+  int lane = threadIdx.x & 31;
+  uint4 wp[GV_P];
+  gv_load<F>(wr, K, wp);
+  PDL_ENTER();
+  float acc[TT];
+#pragma unroll
+  for (int t = 0; t < TT; t++) acc[t] = 0.f;
+  gv_dot<F, TT>(wp, X, ldx, T, wr, sr, bc, K, acc);
 #pragma unroll
   for (int t = 0; t < TT; t++) {
     if (TT == 1 || t < T) {
@@ -1368,16 +1427,21 @@ __device__ __forceinline__ bool beats(int va, float a, int ia, int vb, float b, 
 // 1 within a group are its two largest scores; a group is kept when its
 // rank is below keepGroups; an expert of a kept group with rank k < topk is
 // the k-th selected. The same choices as repeated arg-max.
-extern "C" __global__ void k_route(const float* logits, i64 ld, int E, const float* bias, int groups, int keepGroups, int topk,
-                                   int sigm, int normalize, float rscale, int* ids, float* wts) { PDL_ENTER();
-  __shared__ float s[1024], c[1024], gs[1024], m1[1024], m2[1024];
-  __shared__ int kept[1024];
+//
+// route_row routes one row whose logit for expert tid is x (threads tid <
+// E; E <= MAXE <= blockDim), the expert's selection bias bv when hasb,
+// writing ids[0..topk) and wts[0..topk).
+template <int MAXE>
+__device__ __forceinline__ void route_row(float x, int E, bool hasb, float bv, int groups, int keepGroups, int topk, int sigm, int normalize, float rscale,
+                                          int* ids, float* wts) {
+  __shared__ float s[MAXE], c[MAXE], gs[MAXE], m1[MAXE], m2[MAXE];
+  __shared__ int kept[MAXE];
   __shared__ int sel[256];
+  __shared__ float ssel[256];
   __shared__ double shd[32];
   __shared__ float shf[32];
-  int r = blockIdx.x, tid = threadIdx.x;
+  int tid = threadIdx.x;
   bool in = tid < E;
-  float x = in ? logits[(i64)r * ld + tid] : 0.f;
   float sv = 0.f;
   if (sigm) {
     sv = (float)(1.0 / (1.0 + exp(-(double)x)));
@@ -1387,7 +1451,7 @@ extern "C" __global__ void k_route(const float* logits, i64 ld, int E, const flo
     double sum = block_sumd(e, shd);
     sv = (float)((double)(float)e / sum);
   }
-  float cv = bias && in ? sv + bias[tid] : sv;
+  float cv = hasb && in ? sv + bv : sv;
   if (in) {
     s[tid] = sv;
     c[tid] = cv;
@@ -1396,6 +1460,7 @@ extern "C" __global__ void k_route(const float* logits, i64 ld, int E, const flo
   if (tid < groups) m1[tid] = m2[tid] = NEG_INF;
   if (tid < keepGroups) kept[tid] = tid;  // overwritten below (unless NaNs tie ranks)
   __syncthreads();
+  if (tid < topk) ssel[tid] = s[0];  // as sel[tid] = 0 (overwritten below unless NaNs tie ranks)
   int per = E / groups, g = tid / per;
   if (in) {  // the group's two largest scores
     int rank = 0;
@@ -1418,19 +1483,99 @@ extern "C" __global__ void k_route(const float* logits, i64 ld, int E, const flo
     int rank = 0;
     for (int k = 0; k < keepGroups; k++)
       for (int j = kept[k] * per; j < (kept[k] + 1) * per; j++) rank += beats(1, c[j], j, 1, cv, tid);
-    if (rank < topk) sel[rank] = tid;
-  }
-  __syncthreads();
-  if (tid == 0) {
-    float sum = 0.f;
-    for (int k = 0; k < topk; k++) sum += s[sel[k]];
-    for (int k = 0; k < topk; k++) {
-      float wv = s[sel[k]];
-      if (normalize) wv /= sum + 1e-20f;
-      ids[(i64)r * topk + k] = sel[k];
-      wts[(i64)r * topk + k] = wv * rscale;
+    if (rank < topk) {
+      sel[rank] = tid;
+      ssel[rank] = sv;
     }
   }
+  __syncthreads();
+  if (tid < topk) {  // every slot's thread sums the weights in slot order
+    float sum = 0.f;
+    for (int k = 0; k < topk; k++) sum += ssel[k];
+    float wv = ssel[tid];
+    if (normalize) wv /= sum + 1e-20f;
+    ids[tid] = sel[tid];
+    wts[tid] = wv * rscale;
+  }
+}
+
+extern "C" __global__ void k_route(const float* logits, i64 ld, int E, const float* bias, int groups, int keepGroups, int topk,
+                                   int sigm, int normalize, float rscale, int* ids, float* wts) {
+  float bv = bias && threadIdx.x < E ? bias[threadIdx.x] : 0.f;  // read-only: before PDL_ENTER
+  PDL_ENTER();
+  i64 r = blockIdx.x;
+  float x = threadIdx.x < E ? logits[r * ld + threadIdx.x] : 0.f;
+  route_row<1024>(x, E, bias != 0, bv, groups, keepGroups, topk, sigm, normalize, rscale, ids + r * topk, wts + r * topk);
+}
+
+// k_norm_route is decode's way into a MoE layer in one kernel (sm_90): x += a;
+// h = RMSNorm(x)·w; logits = h·Wrᵀ (BF16 router [E][cols]); the routing of
+// k_route — bit-identical to k_addrmsnorm (nt threads), gemv_bf16v1 and
+// k_route, whose arithmetic it shares. One cluster of NR_CL blocks of 512
+// threads: every block normalises the row itself into shared memory and
+// multiplies its E/NR_CL router rows (NR_ROWS per warp; their first chunks,
+// the norm weights and the bias loaded before PDL_ENTER) by it; the logits go to block 0's shared memory
+// (distributed shared memory), and after a cluster barrier block 0 stores x
+// (no block may see it changed before that), the logits, and routes. Needs
+// cols <= NR_MAXC, cols % 8 == 0, nt <= 512 and NU·nt >= cols, E % NR_CL ==
+// 0 and E <= NR_MAXE.
+#define NR_CL 8
+#define NR_ROWS 2
+#define NR_MAXE 256
+#define NR_MAXC 4096
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define NR_CLUSTER __cluster_dims__(NR_CL, 1, 1)
+#else
+#define NR_CLUSTER
+#endif
+extern "C" __global__ void NR_CLUSTER __launch_bounds__(512) k_norm_route(float* h, float* x, const float* a, const float* w, int cols, int nt, float eps,
+                                                                         const u16* __restrict__ Wr, int E, float* logits, const float* bias, int groups,
+                                                                         int keepGroups, int topk, int sigm, int normalize, float rscale, int* ids,
+                                                                         float* wts) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  __shared__ __align__(16) float xs[NR_MAXC];  // h
+  __shared__ float vs[NR_MAXC];                // x + a
+  __shared__ float lg[NR_MAXE];                // block 0: the logits
+  __shared__ double sh[32];
+  u32 rank;
+  asm("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
+  int lane = threadIdx.x & 31, wi = threadIdx.x >> 5, nw = blockDim.x >> 5, RB = E / NR_CL;
+  uint4 wp[NR_ROWS][GV_P];
+#pragma unroll
+  for (int j = 0; j < NR_ROWS; j++) {
+    int i = min(wi + j * nw, RB - 1);
+    gv_load<GvBF16>((const uint4*)(Wr + (i64)(rank * RB + i) * cols), cols, wp[j]);
+  }
+  float wv[NU];
+  addnorm_w(w, cols, nt, wv);
+  float bv = bias && rank == 0 && threadIdx.x < E ? bias[threadIdx.x] : 0.f;
+  // every block has started before any writes to block 0's shared memory
+  asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
+  PDL_ENTER();
+  addnorm_row(xs, vs, x, a, wv, cols, nt, eps, sh);
+  __syncthreads();
+  if (rank == 0)
+    for (int i = threadIdx.x; i < cols; i += blockDim.x) h[i] = xs[i];
+  u32 lg0;  // block 0's lg
+  asm("mapa.shared::cluster.u32 %0, %1, 0;" : "=r"(lg0) : "r"(smem_addr(lg)));
+  asm volatile("barrier.cluster.wait.aligned;" ::: "memory");
+#pragma unroll
+  for (int j = 0; j < NR_ROWS; j++) {
+    int i = wi + j * nw;
+    if (i < RB) {
+      int n = rank * RB + i;
+      float acc = 0.f;
+      gv_dot<GvBF16, 1>(wp[j], xs, 0, 1, (const uint4*)(Wr + (i64)n * cols), 0, 1, cols, &acc);
+      float v = warp_sum(acc);
+      if (lane == 0) asm volatile("st.shared::cluster.f32 [%0], %1;" ::"r"(lg0 + 4 * n), "f"(v) : "memory");
+    }
+  }
+  asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+  if (rank != 0) return;
+  for (int i = threadIdx.x; i < cols; i += blockDim.x) x[i] = vs[i];
+  if (logits && threadIdx.x < E) logits[threadIdx.x] = lg[threadIdx.x];
+  route_row<NR_MAXE>(threadIdx.x < E ? lg[threadIdx.x] : 0.f, E, bias != 0, bv, groups, keepGroups, topk, sigm, normalize, rscale, ids, wts);
+#endif
 }
 
 // ---------------------------------------------------------------------------
@@ -1973,11 +2118,6 @@ extern "C" __global__ void __launch_bounds__(128) moe_mma64_fp8(const float* X, 
 // ---------------------------------------------------------------------------
 // Asynchronous copies and matrix loads (sm_80+).
 
-__device__ __forceinline__ u32 smem_addr(const void* p) {
-  u32 r;
-  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(r) : "l"(p));
-  return r;
-}
 // cp_async16 copies 16 bytes from global src to shared dst, or zeros them
 // when !valid (src is then not read, but must still be a mapped address).
 __device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {

@@ -1185,33 +1185,50 @@ func (a *routeArena) free(d *driver) {
 	}
 }
 
-// Route implements backend.Backend.
-func (b *Backend) Route(logits backend.Tensor, bias backend.Weight, p backend.RouteParams) backend.Routing {
-	defer b.enter()()
-	E := logits.Cols
-	groups := max(1, p.Groups)
-	keep := groups
+// routeArgs checks the routing of E experts and returns its group count,
+// the groups kept, and the bias's address (0 without one); it panics,
+// naming op, when they do not fit.
+func routeArgs(op string, E int, bias backend.Weight, p backend.RouteParams) (groups, keep int, pb uintptr) {
+	groups = max(1, p.Groups)
+	keep = groups
 	if p.TopKGroups > 0 && p.TopKGroups < groups {
 		keep = p.TopKGroups
 	}
 	if E > 1024 || E%groups != 0 || p.TopK <= 0 || p.TopK > E || p.TopK > 256 || keep*(E/groups) < p.TopK {
-		panic(fmt.Sprintf("cuda.Route: %d experts (at most 1024), %d groups keeping %d, top %d", E, groups, keep, p.TopK))
+		panic(fmt.Sprintf("cuda.%s: %d experts (at most 1024), %d groups keeping %d, top %d", op, E, groups, keep, p.TopK))
 	}
-	var pb uintptr
 	if bias != nil {
-		w := f32Weight("Route", bias)
+		w := f32Weight(op, bias)
 		if w.rows*w.cols != E {
-			panic(fmt.Sprintf("cuda.Route: bias of %d for %d experts", w.rows*w.cols, E))
+			panic(fmt.Sprintf("cuda.%s: bias of %d for %d experts", op, w.rows*w.cols, E))
 		}
 		pb = w.p
 	}
-	T := logits.Rows
-	r := &routing{b: b, rows: T, k: p.TopK}
+	return groups, keep, pb
+}
+
+// newRouting returns the routing of T rows of topk experts, with its
+// device copy in the step's arena.
+func (b *Backend) newRouting(T, topk int) *routing {
+	r := &routing{b: b, rows: T, k: topk}
 	if T == 0 {
 		r.hostIDs, r.hostW = []int32{}, []float32{}
 		return r
 	}
-	b.rt.alloc(b, r, 8*T*p.TopK)
+	b.rt.alloc(b, r, 8*T*topk)
+	return r
+}
+
+// Route implements backend.Backend.
+func (b *Backend) Route(logits backend.Tensor, bias backend.Weight, p backend.RouteParams) backend.Routing {
+	defer b.enter()()
+	E := logits.Cols
+	groups, keep, pb := routeArgs("Route", E, bias, p)
+	T := logits.Rows
+	r := b.newRouting(T, p.TopK)
+	if T == 0 {
+		return r
+	}
 	threads := 32
 	for threads < E {
 		threads *= 2
@@ -1219,6 +1236,41 @@ func (b *Backend) Route(logits backend.Tensor, bias backend.Weight, p backend.Ro
 	b.launch("k_route", dim3{T, 1, 1}, dim3{threads, 1, 1}, 0, pArg(b.ptr("Route", logits)), lArg(logits.Stride), iArg(E), pArg(pb),
 		iArg(groups), iArg(keep), iArg(p.TopK), bArg(p.Sigmoid), bArg(p.Normalize), fArg(p.Scale), pArg(r.p), pArg(r.p+uintptr(4*T*p.TopK)))
 	b.routeEnd = len(b.queue)
+	return r
+}
+
+// k_norm_route's limits (NR_CL, NR_ROWS, NR_MAXE, NR_MAXC in kernels.cu):
+// a cluster of 8 blocks of 16 warps, 2 router rows per warp.
+const (
+	nrCluster = 8
+	nrMaxE    = 256
+	nrMaxCols = 4096
+)
+
+// AddRMSNormRoute implements backend.AddRMSNormRouter for one row (decode)
+// on sm_90 and newer: k_norm_route, one cluster of 8 blocks, does
+// AddRMSNorm, the router's GEMV and the routing in one kernel instead of
+// three, bit-identical to them. It returns nil for more rows, other GPUs,
+// routers that are not BF16, shapes past the kernel's limits, and with
+// RINGO_CUDA_NORM_ROUTE=0.
+func (b *Backend) AddRMSNormRoute(dst, x, a backend.Tensor, wt backend.Weight, eps float32, logits backend.Tensor, router, bias backend.Weight,
+	p backend.RouteParams) backend.Routing {
+	rw, ok := router.(*weight)
+	w, ok2 := wt.(*weight)
+	K, E := x.Cols, logits.Cols
+	// the threads k_addrmsnorm would run (AddRMSNorm), whose sums the fused kernel keeps
+	nt := min(1024, max(32, (K/8+31)&^31))
+	if !ok || !ok2 || !b.normRoute || x.Rows != 1 || dst.Rows != 1 || a.Rows != 1 || logits.Rows != 1 || dst.Cols != K || a.Cols != K ||
+		w.kind != backend.F32 || w.rows*w.cols != K || rw.kind != backend.BF16 || rw.cols != K || rw.rows != E || K%8 != 0 || K > nrMaxCols ||
+		nt > 512 || 8*nt < K || E%nrCluster != 0 || E > nrMaxE || rw.p%16 != 0 {
+		return nil
+	}
+	defer b.enter()()
+	groups, keep, pb := routeArgs("AddRMSNormRoute", E, bias, p)
+	r := b.newRouting(1, p.TopK)
+	b.launch("k_norm_route", dim3{nrCluster, 1, 1}, dim3{512, 1, 1}, 0, pArg(b.ptr("AddRMSNormRoute", dst)), pArg(b.ptr("AddRMSNormRoute", x)),
+		pArg(b.ptr("AddRMSNormRoute", a)), pArg(w.p), iArg(K), iArg(nt), fArg(eps), pArg(rw.p), iArg(E), pArg(b.ptr("AddRMSNormRoute", logits)),
+		pArg(pb), iArg(groups), iArg(keep), iArg(p.TopK), bArg(p.Sigmoid), bArg(p.Normalize), fArg(p.Scale), pArg(r.p), pArg(r.p+uintptr(4*p.TopK)))
 	return r
 }
 

@@ -570,8 +570,7 @@ func (m *Model) forward(pass []piece, rows int) {
 		} else {
 			m.attention(ws, ly, a, h, pass, spans, pos)
 		}
-		backend.AddRMSNorm(b, h, x, a, ly.postNorm, eps) // x += a; h = RMSNorm(x)
-		m.ffn(ws, &ly.ffn, f, h)
+		m.ffn(ws, &ly.ffn, f, h, x, a, ly.postNorm) // x += a; h = RMSNorm(x); f = FFN(h)
 		if i+1 < len(m.layers) {
 			backend.AddRMSNorm(b, h, x, f, m.layers[i+1].inNorm, eps)
 		} else {
@@ -665,14 +664,15 @@ func (m *Model) qkNormRoPE(ly layer, qk backend.Tensor, pos []int32) {
 	backend.RMSNormRoPE(b, qk, ly.qkNorm, c.HeadDim, float32(c.RMSNormEps), m.rope, pos)
 }
 
-// ffn is the dense SwiGLU, or the routed experts plus the shared experts (spec §6).
-func (m *Model) ffn(ws *workspace, f *ffn, out, h backend.Tensor) {
-	b, T := m.b, h.Rows
+// ffn adds the mixer's output a to the residual x and normalises it into h
+// with the layer's post-attention norm, then computes out = the dense
+// SwiGLU of h, or the routed experts plus the shared experts (spec §6).
+func (m *Model) ffn(ws *workspace, f *ffn, out, h, x, a backend.Tensor, norm backend.Weight) {
+	b, T, c := m.b, h.Rows, m.Config
+	eps := float32(c.RMSNormEps)
 	if f.experts != nil {
 		logits := ws.router.RowRange(0, T)
-		b.MatMul(logits, h, f.router)
-		c := m.Config
-		r := b.Route(logits, f.bias, backend.RouteParams{
+		r := backend.AddRMSNormRoute(b, h, x, a, norm, eps, logits, f.router, f.bias, backend.RouteParams{
 			TopK: c.NumExpertsPerTok, Groups: c.NGroup, TopKGroups: c.TopkGroup,
 			Sigmoid: c.ScoreFunction == "sigmoid", Normalize: c.NormTopkProb && c.NumExpertsPerTok > 1,
 			Scale: float32(c.RoutedScalingFactor),
@@ -692,6 +692,7 @@ func (m *Model) ffn(ws *workspace, f *ffn, out, h backend.Tensor) {
 		b.Add(out, out, s)
 		return
 	}
+	backend.AddRMSNorm(b, h, x, a, norm, eps)
 	m.swiglu(ws, f, out, h)
 }
 
