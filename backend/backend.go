@@ -240,6 +240,12 @@ type Backend interface {
 	MoE(dst, x Tensor, r Routing, e Experts)
 }
 
+// DeviceMemory is implemented by backends with memory of their own (GPUs).
+type DeviceMemory interface {
+	// Memory returns the device's free and total bytes.
+	Memory() (free, total int64)
+}
+
 // Options select and configure a backend.
 type Options struct {
 	Index   int // device index (cuda:N)

@@ -16,18 +16,30 @@ import (
 	"github.com/ringo-ai/ringo/sample"
 )
 
-// GPUBatchRows is the default rows per forward pass on a GPU: long prompts
-// are prefilled in passes of this many tokens (the model's default, 512, suits
-// the CPU). Larger passes feed the grouped expert GEMMs more rows per expert;
-// docs/GPU.md has the measurements.
-const GPUBatchRows = 8192
+// Rows per forward pass on a GPU by default (the model's default, 512, suits
+// the CPU): long prompts are prefilled in passes of this many tokens. Larger
+// passes feed the grouped expert GEMMs more rows per expert (a 32K prompt
+// prefills 8 % faster in one pass of 32768 rows than in four of 8192 on an
+// H200; docs/GPU.md), but a pass holds up every other stream's next token
+// for its whole length, and its activations take several GiB. So
+// GPUBatchRows is the default for one stream (run, chat, bench, logits) on
+// GPUs of at least GPUBigMemory bytes, and GPUSharedBatchRows for serving
+// (Options.Serving) and on smaller GPUs.
+const (
+	GPUBatchRows       = 32768
+	GPUSharedBatchRows = 8192
+	GPUBigMemory       = 64 << 30
+)
 
 // Options configure Load.
 type Options struct {
 	Device       string // "cpu" (default), "cuda", "cuda:N"
 	Threads      int    // CPU threads (0: all)
 	Decay        string // lightning decay convention ("" = $RINGO_DECAY_CONVENTION or sglang)
-	MaxBatchRows int    // rows per forward pass (0: model default on the CPU, GPUBatchRows on a GPU)
+	MaxBatchRows int    // rows per forward pass (0: the default for the device, see GPUBatchRows)
+	// Serving says that concurrent streams share the forward passes (ringo
+	// serve): shorter passes by default on a GPU, see GPUSharedBatchRows.
+	Serving bool
 	// Quantize converts weights while loading: "" keeps them as stored,
 	// "Q8_0", "Q6_K", "Q4_K" or "Q4_0" quantize the 2-D weights (the router,
 	// norms and biases keep their type; lm_head becomes Q6_K for the 4-bit
@@ -129,7 +141,12 @@ func Load(dir string, o Options) (*Loaded, error) {
 	}
 	rows := o.MaxBatchRows
 	if rows == 0 && b.Name() != "cpu" {
-		rows = GPUBatchRows
+		rows = GPUSharedBatchRows
+		if dm, ok := b.(backend.DeviceMemory); ok && !o.Serving {
+			if _, total := dm.Memory(); total >= GPUBigMemory {
+				rows = GPUBatchRows
+			}
+		}
 	}
 	m, err := bailing.Load(cfgJSON, gen, src, b, bailing.Options{Decay: conv, MaxBatchRows: rows})
 	if err != nil {

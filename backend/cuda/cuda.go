@@ -570,6 +570,17 @@ func (b *Backend) trim() {
 	b.pooled = 0
 }
 
+// Memory implements backend.DeviceMemory: the device's free and total
+// bytes (cuMemGetInfo; zeros if the driver cannot tell).
+func (b *Backend) Memory() (free, total int64) {
+	defer b.enter()()
+	var f, t uintptr
+	if ccall(b.d.cuMemGetInfo, uintptr(unsafe.Pointer(&f)), uintptr(unsafe.Pointer(&t))) != 0 {
+		return 0, 0
+	}
+	return int64(f), int64(t)
+}
+
 // MemStats reports bytes of activations in use and held in the pool.
 func (b *Backend) MemStats() (inUse, pooled int64) {
 	b.mu.Lock()

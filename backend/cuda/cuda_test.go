@@ -671,3 +671,24 @@ func TestMoE(t *testing.T) {
 		}
 	}
 }
+
+// TestMemory checks the device memory report: some free, no more than the
+// total, and less free after a 1 GiB allocation.
+func TestMemory(t *testing.T) {
+	gpu(t, false)               // skips without a GPU
+	g, err := New(0, Options{}) // an empty pool: the allocation below is new device memory
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	free, total := g.Memory()
+	if total <= 0 || free <= 0 || free > total {
+		t.Fatalf("Memory() = %d free, %d total", free, total)
+	}
+	x := g.Alloc(1<<14, 1<<14) // 1 GiB
+	defer g.Free(x)
+	if free2, _ := g.Memory(); free2 > free-(1<<30) {
+		t.Errorf("free memory %d before a 1 GiB allocation, %d after", free, free2)
+	}
+	t.Logf("%.1f GiB free of %.1f GiB", float64(free)/(1<<30), float64(total)/(1<<30))
+}

@@ -30,7 +30,7 @@ func (f *modelFlags) register(cmd *cobra.Command, modelUsage string) {
 	cmd.Flags().BoolVar(&f.precise, "precise", false, "GPU: float32 matrix products everywhere instead of BF16 tensor cores")
 	cmd.Flags().StringVar(&f.kvCache, "kv-cache", "f32", "KV cache type of the softmax layers: f32 (exact), f16 (half the memory) or q8_0 (0.27 of the memory, fastest at long context on the CPU)")
 	cmd.Flags().BoolVar(&f.noMmap, "no-mmap", false, "CPU: copy the weights into memory (each expert's matrices side by side) instead of reading them from the mapped file: faster decode, but the process holds the weights' size in RAM")
-	cmd.Flags().IntVar(&f.batchRows, "batch-rows", 0, "rows per forward pass; longer prompts are prefilled in passes of this many tokens (0: 512 on the CPU, 8192 on a GPU; GPUs prefill long prompts fastest in passes of 32768)")
+	cmd.Flags().IntVar(&f.batchRows, "batch-rows", 0, "rows per forward pass; longer prompts are prefilled in passes of this many tokens (0: 512 on the CPU; on a GPU 32768, or 8192 for serve and on GPUs under 64 GiB)")
 }
 
 func (f *modelFlags) options() engine.Options {

@@ -70,7 +70,9 @@ SIGINT or SIGTERM stops accepting requests and waits up to
 				served = strings.TrimSuffix(filepath.Base(filepath.Clean(dir)), ".gguf")
 			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-			m, err := engine.Load(dir, mf.options())
+			o := mf.options()
+			o.Serving = true // shorter prefill passes on a GPU: other streams keep decoding between them
+			m, err := engine.Load(dir, o)
 			if err != nil {
 				return fmt.Errorf("serve: %w", err)
 			}
