@@ -6,6 +6,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"runtime"
@@ -238,12 +239,11 @@ func Run(ctx context.Context, name string, m model.Model, o Options) (*Result, e
 	// point is the decode figure of o.Gen steps at context c that took el
 	point := func(c int, el float64) Point {
 		tokS := float64(o.Gen*o.Batch) / el
-		// bytes per step: active weights (once per step for the batch; with
-		// a batch more experts are touched, bounded by all of them) + each
+		// bytes per step: the weights the batch reads (once per step) + each
 		// sequence's KV cache and state.
 		ctxLen := int64(c + o.Gen/2)
 		perSeq := info.StateBytes*2 + ctxLen*info.KVBytesPerToken
-		stepBytes := info.ActiveBytes + int64(o.Batch)*perSeq
+		stepBytes := StepWeightBytes(info, o.Batch) + int64(o.Batch)*perSeq
 		p := Point{Context: c, DecodeTokS: tokS, BytesPerToken: stepBytes / int64(o.Batch)}
 		stepsPerS := float64(o.Gen) / el
 		p.Roofline = stepsPerS * float64(stepBytes) // divided by the bandwidth below
@@ -364,4 +364,18 @@ func ParseSizes(s string) ([]int, error) {
 		out = append(out, v*mul)
 	}
 	return out, nil
+}
+
+// StepWeightBytes is the weight bytes a decode step of batch sequences
+// reads: every weight but the routed experts once, and each routed expert
+// that some token of the batch selects once — with routing spread evenly
+// (random routers, trained balanced ones) the expected share of experts
+// selected is 1 − (1 − k/E)^batch, k/E for one sequence.
+func StepWeightBytes(info model.Info, batch int) int64 {
+	if info.Experts <= 0 || info.RoutedBytes <= 0 || batch <= 1 {
+		return info.ActiveBytes
+	}
+	p := float64(info.ExpertsPerToken) / float64(info.Experts)
+	one := info.RoutedBytes * int64(info.ExpertsPerToken) / int64(info.Experts) // as in ActiveBytes
+	return info.ActiveBytes - one + int64(float64(info.RoutedBytes)*(1-math.Pow(1-p, float64(batch))))
 }

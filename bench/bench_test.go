@@ -6,6 +6,7 @@ import (
 
 	"github.com/ringo-ai/ringo/bench"
 	"github.com/ringo-ai/ringo/engine"
+	"github.com/ringo-ai/ringo/model"
 )
 
 // rooflines stands in for a device's measured rooflines, so that the test
@@ -45,5 +46,29 @@ func TestRunContexts(t *testing.T) {
 		if a, b := res.Decode[0].BytesPerToken, res.Decode[1].BytesPerToken; b <= a {
 			t.Errorf("interleave %v: %d bytes per token at 200, %d at 16", interleave, b, a)
 		}
+	}
+}
+
+// TestStepWeightBytes checks the weight bytes of a decode step: one
+// sequence reads the active bytes, a batch each expert any token selects
+// (1 − (1 − k/E)^B of them in expectation), never more than all of them.
+func TestStepWeightBytes(t *testing.T) {
+	info := model.Info{ActiveBytes: 1000 + 8*100, RoutedBytes: 256 * 100, Experts: 256, ExpertsPerToken: 8}
+	for _, c := range []struct {
+		batch int
+		want  int64
+	}{
+		{1, 1800},
+		{2, 1000 + 1575},   // 256·100·(1 − (31/32)²) = 1575
+		{64, 1000 + 22244}, // 256·100·(1 − (31/32)^64) = 22244.1
+		{100000, 1000 + 25600},
+	} {
+		if got := bench.StepWeightBytes(info, c.batch); got != c.want {
+			t.Errorf("batch %d: %d bytes, want %d", c.batch, got, c.want)
+		}
+	}
+	dense := model.Info{ActiveBytes: 5000}
+	if got := bench.StepWeightBytes(dense, 64); got != 5000 {
+		t.Errorf("without experts, batch 64: %d bytes, want 5000", got)
 	}
 }

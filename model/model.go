@@ -17,6 +17,11 @@ type Info struct {
 	// bytes read to compute one token (routed experts counted TopK/E, the
 	// embedding table one row).
 	WeightBytes, ActiveBytes int64
+	// RoutedBytes is the stored size of all routed experts (0 without MoE),
+	// of which a token reads ExpertsPerToken/Experts (in ActiveBytes); a
+	// batch reads each expert that any of its tokens selects once.
+	RoutedBytes              int64
+	Experts, ExpertsPerToken int
 	// KVBytesPerToken is the KV cache growth per token; StateBytes the fixed
 	// per-sequence state (linear attention), both as stored by the backend.
 	KVBytesPerToken, StateBytes int64

@@ -197,6 +197,7 @@ func Load(cfgJSON []byte, gen checkpoint.GenerationConfig, src checkpoint.Source
 	moeLayers := int64(cfg.NumHiddenLayers - min(cfg.FirstKDenseReplace, cfg.NumHiddenLayers))
 	if moeLayers > 0 {
 		m.info.ActiveBytes += l.expert * int64(cfg.NumExpertsPerTok) / int64(cfg.NumExperts)
+		m.info.RoutedBytes, m.info.Experts, m.info.ExpertsPerToken = l.expert, cfg.NumExperts, cfg.NumExpertsPerTok
 	}
 	m.info.OutputFLOPs = 2 * int64(V) * int64(D)
 	m.info.FLOPsPerToken = 2*(l.denseMACs+l.expertMACs*int64(cfg.NumExpertsPerTok)/int64(max(1, cfg.NumExperts))) - m.info.OutputFLOPs
