@@ -333,8 +333,11 @@ func BenchmarkOps(b *testing.B) {
 // blocks before it (RINGO_CUDA_GU_EARLY), and optionally a fourth field,
 // the warps per output row of moe_dc (RINGO_CUDA_DC_SPLIT: 1, 2 or 3; 0 or
 // absent: the backend's default), and optionally a fifth, k_norm_route
-// (RINGO_CUDA_NORM_ROUTE, 0 or 1; on where the GPU has it when absent);
-// default "1/1/1;1/1/0;0/1/1".
+// (RINGO_CUDA_NORM_ROUTE, 0 or 1; on where the GPU has it when absent),
+// and a sixth, decode steps issued in segments (RINGO_CUDA_SEG; 0: one
+// graph per step, 1 or absent: the backend's default, F-R: the first after
+// F kernels, then every R); default
+// "1/1/1;1/1/0;0/1/1".
 // Separate processes on the GPU machine differ by a few per cent;
 // alternating steps resolves less than that.
 func BenchmarkDecodeAB(b *testing.B) {
@@ -351,22 +354,29 @@ func BenchmarkDecodeAB(b *testing.B) {
 		rope, recLate, guEarly bool
 		dcSplit                int
 		normRoute              int // -1: the backend's default
+		segFirst, segRest      int // -1: the backend's default
 	}
 	var settings []setting
 	for _, s := range strings.Split(spec, ";") {
 		f := strings.Split(s, "/")
-		if len(f) < 3 || len(f) > 5 || slices.ContainsFunc(f[:3], func(v string) bool { return v != "0" && v != "1" }) ||
-			len(f) >= 4 && (len(f[3]) != 1 || f[3][0] < '0' || f[3][0] > '3') || len(f) == 5 && f[4] != "0" && f[4] != "1" {
-			b.Fatalf("RINGO_BENCH_AB: bad setting %q (want rope/rec/gu, each 0 or 1, then optionally dc: 0 to 3, then nr: 0 or 1)", s)
+		if len(f) < 3 || len(f) > 6 || slices.ContainsFunc(f[:3], func(v string) bool { return v != "0" && v != "1" }) ||
+			len(f) >= 4 && (len(f[3]) != 1 || f[3][0] < '0' || f[3][0] > '3') || len(f) >= 5 && f[4] != "0" && f[4] != "1" ||
+			len(f) == 6 && !segSpec(f[5]) {
+			b.Fatalf("RINGO_BENCH_AB: bad setting %q (want rope/rec/gu, each 0 or 1, then optionally dc: 0 to 3, nr: 0 or 1, seg: 0, 1 or F-R)", s)
 		}
 		dc, nr := 0, -1 // the backend's defaults
 		if len(f) >= 4 {
 			dc = int(f[3][0] - '0')
 		}
-		if len(f) == 5 {
+		if len(f) >= 5 {
 			nr = int(f[4][0] - '0')
 		}
-		settings = append(settings, setting{s, f[0] == "1", f[1] == "0", f[2] == "1", dc, nr})
+		sf, sr := -1, -1
+		if len(f) == 6 && f[5] != "1" {
+			sf, sr = 0, 0
+			fmt.Sscanf(f[5], "%d-%d", &sf, &sr)
+		}
+		settings = append(settings, setting{s, f[0] == "1", f[1] == "0", f[2] == "1", dc, nr, sf, sr})
 	}
 	g := gpu(b, false)
 	ck, err := checkpoint.Open(dir)
@@ -385,8 +395,10 @@ func BenchmarkDecodeAB(b *testing.B) {
 		b.Fatal(err)
 	}
 	saved, savedRec, savedGU, savedDC, savedNR := g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.normRoute
+	savedSF, savedSR := g.segFirst, g.segRest
 	defer func() {
 		g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.normRoute = saved, savedRec, savedGU, savedDC, savedNR
+		g.segFirst, g.segRest = savedSF, savedSR
 	}()
 	step := func(s setting) time.Duration {
 		g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.normRoute = s.rope, s.recLate, s.guEarly, s.dcSplit, savedNR
@@ -395,6 +407,10 @@ func BenchmarkDecodeAB(b *testing.B) {
 		}
 		if s.normRoute >= 0 {
 			g.normRoute = savedNR && s.normRoute == 1
+		}
+		g.segFirst, g.segRest = savedSF, savedSR
+		if s.segFirst >= 0 {
+			g.segFirst, g.segRest = s.segFirst, s.segRest
 		}
 		r.Tokens = []int32{argmax(r.Logits)}
 		t0 := time.Now()
@@ -487,4 +503,12 @@ func BenchmarkPrefillOps(b *testing.B) {
 			timeIt(b, 2*3*float64(T)*K*I*D, func() { g.MoE(y, x, rt, ex) })
 		})
 	}
+}
+
+// segSpec reports whether v is a segment setting of BenchmarkDecodeAB: 0,
+// 1 or F-R.
+func segSpec(v string) bool {
+	var f, r int
+	n, err := fmt.Sscanf(v, "%d-%d", &f, &r)
+	return v == "0" || v == "1" || err == nil && n == 2 && f >= 0 && r >= 0
 }

@@ -110,14 +110,22 @@ type Backend struct {
 	prof          *profiler
 	kernelsAtSync int64
 	timing        stepTiming // host and GPU time per step (with statsEvery)
+	tl            *timeline  // RINGO_CUDA_TIMELINE
 	timingEach    bool       // print each step's timing (RINGO_CUDA_TIMING=1)
 	// a step with products of bigStepRows rows or more (prefill) is issued
 	// every flushKernels kernels (0: at the step's end) and never as a
 	// graph, so that the GPU starts while the host still records it;
-	// pendingKernels counts the kernels queued since the last flush
-	bigStep        bool
-	flushKernels   int
-	pendingKernels int
+	// other steps (decode) are issued in segments, each replayed as a graph,
+	// so that the GPU starts on a step while the host records the rest of it:
+	// the first after segFirst kernels, then every segRest (0: the rest at
+	// the step's end; RINGO_CUDA_SEG=first,rest, or 0 for one graph per
+	// step). pendingKernels counts the kernels queued since the last flush,
+	// stepFlushes the flushes of this step.
+	bigStep           bool
+	flushKernels      int
+	segFirst, segRest int
+	pendingKernels    int
+	stepFlushes       int
 	// trace (tests) keeps the name of every kernel queued, in launched
 	trace    bool
 	launched []string
@@ -273,7 +281,12 @@ func New(device int, opts Options) (*Backend, error) {
 		b.closeLocked()
 		return nil, err
 	}
-	img, path, err := kernelImage(opts.CacheDir, b.ccMaj, b.ccMin)
+	var defines []string
+	timeline := os.Getenv("RINGO_CUDA_TIMELINE") != "" && b.statsEvery > 0 && b.ccMaj >= 9 && d.cuModuleGetGlobal != 0
+	if timeline {
+		defines = append(defines, "RINGO_TIMELINE")
+	}
+	img, path, err := kernelImage(opts.CacheDir, b.ccMaj, b.ccMin, defines...)
 	if err != nil {
 		return fail(err)
 	}
@@ -285,7 +298,7 @@ func New(device int, opts Options) (*Backend, error) {
 	if err != nil && path != "" {
 		// a stale or damaged cache entry: compile again
 		os.Remove(path)
-		if img, _, err = kernelImage(opts.CacheDir, b.ccMaj, b.ccMin); err != nil {
+		if img, _, err = kernelImage(opts.CacheDir, b.ccMaj, b.ccMin, defines...); err != nil {
 			return fail(err)
 		}
 		b.kernelSrc = "compiled by NVRTC"
@@ -341,6 +354,16 @@ func New(device int, opts Options) (*Backend, error) {
 	b.fp8ScaleMN = true
 	b.mmbStage = os.Getenv("RINGO_CUDA_MMB_STAGE") != "0"
 	b.flushKernels = 32
+	b.segFirst, b.segRest = 24, 0 // BenchmarkDecodeAB on the H200: 1,454 µs per step, 1,475 with 16,64, 1,534 in one graph
+	if v := os.Getenv("RINGO_CUDA_SEG"); v == "0" {
+		b.segFirst, b.segRest = 0, 0
+	} else if f := strings.Split(v, ","); len(f) == 2 {
+		a, e1 := strconv.Atoi(f[0])
+		c, e2 := strconv.Atoi(f[1])
+		if e1 == nil && e2 == nil && a >= 0 && c >= 0 {
+			b.segFirst, b.segRest = a, c
+		}
+	}
 	if v, err := strconv.Atoi(os.Getenv("RINGO_CUDA_FLUSH")); err == nil && v >= 0 {
 		b.flushKernels = v
 	}
@@ -381,6 +404,11 @@ func New(device int, opts Options) (*Backend, error) {
 	b.fp8 = !opts.Precise && b.mma && b.lt != nil && os.Getenv("RINGO_CUDA_NO_FP8") == ""
 	b.routerSplit = !opts.Precise && b.mma && b.lt != nil && os.Getenv("RINGO_CUDA_ROUTER_SPLIT") != "0"
 	b.moe3 = os.Getenv("RINGO_CUDA_MOE3") != ""
+	if timeline {
+		if b.tl, err = newTimeline(b); err != nil {
+			return fail(err)
+		}
+	}
 	if b.ccMaj >= 9 && d.cuLaunchKernelEx != 0 && os.Getenv("RINGO_CUDA_NO_PDL") == "" {
 		b.pdl = true
 		b.pdlCfg = &pdlLaunch{}
@@ -739,12 +767,32 @@ func (b *Backend) launch(name string, grid, block dim3, smem int, args ...uint64
 	if b.trace {
 		b.launched = append(b.launched, name)
 	}
+	if b.tl != nil {
+		b.tl.launched(f, grid)
+	}
 	b.record(uint64(opKernel|len(args)<<8), uint64(f), uint64(grid.x), uint64(grid.y), uint64(grid.z), uint64(block.x), uint64(block.y), uint64(block.z), uint64(smem))
 	b.record(args...)
 	b.pendingKernels++
-	if len(b.queue) > 1<<18 || (b.bigStep && b.flushKernels > 0 && b.pendingKernels >= b.flushKernels) {
-		b.flush() // long runs of work without a Read
+	if len(b.queue) > 1<<18 || b.pendingKernels >= b.flushAfter() {
+		b.flush() // long runs of work without a Read; the GPU starts on a step the host is still recording
 	}
+}
+
+// flushAfter is the number of queued kernels after which launch issues
+// the queue before the step ends: every flushKernels in a big step, else
+// segFirst at the step's start and segRest after that (none when 0).
+func (b *Backend) flushAfter() int {
+	n := b.flushKernels
+	if !b.bigStep {
+		n = b.segRest
+		if b.stepFlushes == 0 {
+			n = b.segFirst
+		}
+	}
+	if n <= 0 {
+		return math.MaxInt
+	}
+	return n
 }
 
 // flatGrid returns a 1-D grid of 256-thread blocks covering n elements.

@@ -23,6 +23,8 @@ type driver struct {
 
 	// launches with attributes (optional: CUDA 12+), for programmatic dependent launch
 	cuLaunchKernelEx uintptr
+
+	cuModuleGetGlobal uintptr // (optional) for RINGO_CUDA_TIMELINE
 }
 
 // launchConfig is CUlaunchConfig; launchAttr is CUlaunchAttribute (an id and a
@@ -97,9 +99,12 @@ func loadDriver() (*driver, error) {
 		d.cuStreamBeginCapture, d.cuStreamEndCapture, d.cuGraphInstantiate = g.cuStreamBeginCapture, g.cuStreamEndCapture, g.cuGraphInstantiate
 		d.cuGraphLaunch, d.cuGraphExecDestroy, d.cuGraphDestroy = g.cuGraphLaunch, g.cuGraphExecDestroy, g.cuGraphDestroy
 	}
-	var ex uintptr
+	var ex, gg uintptr
 	if l.bind(map[string]*uintptr{"cuLaunchKernelEx": &ex}) == nil {
 		d.cuLaunchKernelEx = ex
+	}
+	if l.bind(map[string]*uintptr{"cuModuleGetGlobal_v2": &gg}) == nil {
+		d.cuModuleGetGlobal = gg
 	}
 	return d, nil
 }

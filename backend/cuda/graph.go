@@ -45,8 +45,9 @@ const (
 // minGraphKernels is the smallest list worth a graph.
 const minGraphKernels = 16
 
-// maxGraphs bounds the graph cache (it is emptied when full).
-const maxGraphs = 32
+// maxGraphs bounds the graph cache (it is emptied when full): a decode
+// shape takes a few graphs (segments, see Backend.flushAfter).
+const maxGraphs = 128
 
 type graphEntry struct {
 	cmds []uint64
@@ -135,6 +136,7 @@ func (b *Backend) flush() {
 		b.pendingKernels = 0
 	}()
 	b.stats.Flushes++
+	b.stepFlushes++
 	kernels := countKernels(q)
 	if b.graphsOn && kernels >= minGraphKernels && !b.bigStep {
 		h := maphash.Bytes(graphSeed, unsafe.Slice((*byte)(unsafe.Pointer(&q[0])), 8*len(q)))
@@ -329,7 +331,7 @@ func (b *Backend) sync() {
 	b.routeMirror()
 	b.drain()
 	b.stageOff, b.flushedOff = 0, 0
-	b.bigStep = false
+	b.bigStep, b.stepFlushes = false, 0
 	for _, p := range b.overflow {
 		ccall(b.d.cuMemFree, p)
 	}
@@ -337,6 +339,9 @@ func (b *Backend) sync() {
 	b.routeSettle()
 	if b.prof != nil {
 		b.prof.collect(b)
+	}
+	if b.tl != nil {
+		b.tl.collect(b)
 	}
 	if b.stats.Kernels == b.kernelsAtSync {
 		b.timing.start, b.timing.flushed = time.Time{}, false
@@ -357,6 +362,9 @@ func (b *Backend) sync() {
 		t.record, t.issue, t.wall, t.gpu = 0, 0, 0, 0
 		if b.prof != nil {
 			b.prof.report(int(n))
+		}
+		if b.tl != nil {
+			b.tl.report(b)
 		}
 	}
 }

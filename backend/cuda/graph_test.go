@@ -3,9 +3,11 @@ package cuda
 import (
 	"context"
 	"math"
+	"math/rand"
 	"slices"
 	"testing"
 
+	"github.com/ringo-ai/ringo/backend"
 	"github.com/ringo-ai/ringo/model"
 	"github.com/ringo-ai/ringo/model/bailing"
 )
@@ -129,4 +131,110 @@ func TestEarlyFlush(t *testing.T) {
 		}
 		t.Logf("%s: %d-token prefill and 3 decode steps: %d flushes with a flush every 3 kernels, %d without", dir, len(prompt), fg, fe)
 	}
+}
+
+// TestDecodeSegments decodes the fixture models on a backend that issues
+// each decode step in segments of 16 kernels, each replayed as a graph, and
+// on one that issues a step as one graph: bit-identical logits, and more
+// graph launches per step with segments.
+func TestDecodeSegments(t *testing.T) {
+	g := gpu(t, false)
+	if !g.graphsOn {
+		t.Skip("CUDA graphs are off (RINGO_CUDA_NO_GRAPHS or an old driver)")
+	}
+	defer func(a, b int) { g.segFirst, g.segRest = a, b }(g.segFirst, g.segRest)
+	g.segFirst, g.segRest = 16, 16
+	e, err := New(0, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	e.segFirst, e.segRest = 0, 0
+	for _, dir := range []string{"tiny-linear", "tiny-softmax"} {
+		exp, ck := openFixture(t, dir)
+		run := func(be *Backend) ([][]float32, float64) {
+			m, err := bailing.Load(ck.ConfigJSON, ck.Generation, ck, be, bailing.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := m.NewState()
+			defer st.Free()
+			req := &model.Request{State: st, Tokens: exp.PromptIDs}
+			var out [][]float32
+			var before Stats
+			const steps = 12
+			for s := 0; s <= steps; s++ {
+				if s == 4 { // graphs captured
+					before = be.Stats()
+				}
+				if err := m.Forward(context.Background(), []*model.Request{req}); err != nil {
+					t.Fatal(err)
+				}
+				out = append(out, slices.Clone(req.Logits))
+				req.Tokens = []int32{argmax(req.Logits)}
+			}
+			after := be.Stats()
+			return out, float64(after.GraphLaunches-before.GraphLaunches) / float64(after.Steps-before.Steps)
+		}
+		got, lg := run(g)
+		want, le := run(e)
+		for s := range got {
+			for j := range got[s] {
+				if math.Float32bits(got[s][j]) != math.Float32bits(want[s][j]) {
+					t.Fatalf("%s step %d: logit %d is %v in segments, %v in one graph", dir, s, j, got[s][j], want[s][j])
+				}
+			}
+		}
+		if lg < 2 || le > 1 {
+			t.Errorf("%s: %.1f graph launches per decode step in segments of 16 kernels, %.1f in one", dir, lg, le)
+		}
+		t.Logf("%s: %.1f graph launches per decode step in segments of 16 kernels, %.1f in one", dir, lg, le)
+	}
+}
+
+// TestTimeline runs a few steps with RINGO_CUDA_TIMELINE on sm_90: every
+// kernel marks its release once, so each step's marks match its kernels,
+// and every kernel but a step's last gets a positive share.
+func TestTimeline(t *testing.T) {
+	g := gpu(t, false)
+	if !g.pdl {
+		t.Skip("the timeline needs programmatic dependent launch (sm_90)")
+	}
+	t.Setenv("RINGO_CUDA_TIMELINE", "1")
+	t.Setenv("RINGO_CUDA_STATS", "1000")
+	b, err := New(0, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if b.tl == nil {
+		t.Fatal("RINGO_CUDA_TIMELINE did not turn the timeline on")
+	}
+	rng := rand.New(rand.NewSource(3))
+	_, w := upload(t, b, hostWeight(rng, "w", backend.BF16, 512, 256, 1))
+	_, nw := upload(t, b, hostWeight(rng, "n", backend.BF16, 1, 256, 1))
+	x, a, h, y := b.Alloc(1, 256), b.Alloc(1, 256), b.Alloc(1, 256), b.Alloc(1, 512)
+	out := make([]float32, 512)
+	const steps = 5
+	for range steps {
+		b.AddRMSNorm(h, x, a, nw, 1e-6)
+		b.MatMul(y, h, w)
+		b.Add(x, x, h)
+		b.Read(y, out)
+	}
+	tl := b.tl
+	if tl.steps < steps-1 || tl.skip > 1 {
+		t.Fatalf("%d steps matched their marks, %d skipped", tl.steps, tl.skip)
+	}
+	names := map[string]bool{}
+	for k, v := range tl.sum {
+		if v <= 0 {
+			t.Errorf("%s: share %v ns", b.fnNames[k.fn], v)
+		}
+		names[b.fnNames[k.fn]] = true
+	}
+	if !names["k_addrmsnorm"] || !names["gemv_bf16v1"] {
+		t.Errorf("kernels with a share: %v", names)
+	}
+	t.Logf("%.1f µs per step from the first release to the last", tl.span/float64(tl.steps)/1e3)
 }

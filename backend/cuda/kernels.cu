@@ -29,8 +29,34 @@ typedef long long i64;
 // every block of the one before it has passed griddepcontrol.wait (or
 // exited without work), that is after the one before that has completed
 // (k_lightning_rec loads its state early this way).
+//
+// Compiled with RINGO_TIMELINE (RINGO_CUDA_TIMELINE, timeline.go), the first
+// block of every kernel also stores the GPU time at which it passed the
+// wait, so that the host can tell each kernel's share of a step.
+#ifdef RINGO_TIMELINE
+#define TL_MAX (1 << 14)
+__device__ unsigned long long* tl_buf;
+__device__ unsigned int tl_n;
+__device__ __forceinline__ void tl_mark() {
+  if (tl_buf && threadIdx.x == 0 && threadIdx.y == 0 && blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0) {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    unsigned int i = atomicAdd(&tl_n, 1u);
+    if (i < TL_MAX) tl_buf[i] = t;
+  }
+}
+#else
+#define tl_mark() \
+  do {            \
+  } while (0)
+#endif
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-#define PDL_ENTER() asm volatile("griddepcontrol.wait;\n\tgriddepcontrol.launch_dependents;" ::: "memory")
+#define PDL_ENTER()                                     \
+  do {                                                  \
+    asm volatile("griddepcontrol.wait;" ::: "memory");  \
+    tl_mark();                                          \
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); \
+  } while (0)
 #else
 #define PDL_ENTER() \
   do {          \

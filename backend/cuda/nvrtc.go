@@ -98,14 +98,18 @@ func keep(v any) {}
 // whose kernels are then compiled for sm_90a (they run on sm_90 only).
 func wgmmaArch(maj, min int) bool { return maj == 9 && min == 0 }
 
-// kernelImage returns the compiled kernels for compute capability maj.min,
-// from the on-disk cache or compiled with NVRTC (and then cached).
-func kernelImage(cacheDir string, maj, min int) (image []byte, path string, err error) {
+// kernelImage returns the compiled kernels for compute capability maj.min
+// with the given preprocessor macros defined, from the on-disk cache or
+// compiled with NVRTC (and then cached).
+func kernelImage(cacheDir string, maj, min int, defines ...string) (image []byte, path string, err error) {
 	arch := fmt.Sprintf("sm_%d%d", maj, min)
 	if wgmmaArch(maj, min) {
 		arch += "a" // the architecture-specific features (wgmma)
 	}
 	opts := []string{"--gpu-architecture=" + arch, "--std=c++17", "-default-device"}
+	for _, d := range defines {
+		opts = append(opts, "-D"+d)
+	}
 	h := sha256.Sum256([]byte(kernelSource + "\x00" + strings.Join(opts, " ")))
 	if cacheDir == "" {
 		base, err := os.UserCacheDir()
