@@ -1585,16 +1585,52 @@ extern "C" __global__ void NR_CLUSTER __launch_bounds__(512) k_norm_route(float*
   u32 lg0;  // block 0's lg
   asm("mapa.shared::cluster.u32 %0, %1, 0;" : "=r"(lg0) : "r"(smem_addr(lg)));
   asm volatile("barrier.cluster.wait.aligned;" ::: "memory");
+  // the warp's rows, each as gv_dot sums it, sharing the loads of h
+  float acc[NR_ROWS];
+  const uint4* wr[NR_ROWS];
+#pragma unroll
+  for (int j = 0; j < NR_ROWS; j++) {
+    acc[j] = 0.f;
+    wr[j] = (const uint4*)(Wr + (i64)(rank * RB + min(wi + j * nw, RB - 1)) * cols);
+  }
+  int KC = cols / 8;
+#pragma unroll
+  for (int u = 0; u < GV_P; u++) {
+    int kc = lane + 32 * u;
+    if (kc < KC) {
+      float xv[8], wf[8];
+      ldx8(xs + kc * 8, xv);
+#pragma unroll
+      for (int j = 0; j < NR_ROWS; j++) {
+        bf16x8(wp[j][u], wf);
+        acc[j] += dotn<8>(wf, xv);
+      }
+    }
+  }
+  for (int k0 = lane + 32 * GV_P; k0 < KC; k0 += 32 * GV_U) {
+    uint4 wv[NR_ROWS][GV_U];
+#pragma unroll
+    for (int j = 0; j < NR_ROWS; j++)
+#pragma unroll
+      for (int u = 0; u < GV_U; u++) wv[j][u] = k0 + 32 * u < KC ? __ldg(wr[j] + k0 + 32 * u) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int u = 0; u < GV_U; u++) {
+      int kc = k0 + 32 * u;
+      if (kc >= KC) break;
+      float xv[8], wf[8];
+      ldx8(xs + kc * 8, xv);
+#pragma unroll
+      for (int j = 0; j < NR_ROWS; j++) {
+        bf16x8(wv[j][u], wf);
+        acc[j] += dotn<8>(wf, xv);
+      }
+    }
+  }
 #pragma unroll
   for (int j = 0; j < NR_ROWS; j++) {
     int i = wi + j * nw;
-    if (i < RB) {
-      int n = rank * RB + i;
-      float acc = 0.f;
-      gv_dot<GvBF16, 1>(wp[j], xs, 0, 1, (const uint4*)(Wr + (i64)n * cols), 0, 1, cols, &acc);
-      float v = warp_sum(acc);
-      if (lane == 0) asm volatile("st.shared::cluster.f32 [%0], %1;" ::"r"(lg0 + 4 * n), "f"(v) : "memory");
-    }
+    float v = warp_sum(acc[j]);
+    if (i < RB && lane == 0) asm volatile("st.shared::cluster.f32 [%0], %1;" ::"r"(lg0 + 4 * (rank * RB + i)), "f"(v) : "memory");
   }
   asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
   if (rank != 0) return;
@@ -1812,6 +1848,7 @@ extern "C" __global__ void k_kvstore(const float* k, i64 ldk, const float* v, i6
   }
 }
 
+#define ATT_KB 4 /* keys per warp whose rows attn_group loads at once */
 // attn_group<G>: decode attention (k_attn, k_attn_g2/4/8), grid (rows,
 // H/G, S), 256 threads (head dim <= 256): block (r, y, z) computes query
 // heads y·G .. y·G+G−1 of row r (G dividing H/Hkv, so one KV head) over keys
@@ -1858,20 +1895,37 @@ __device__ __forceinline__ void attn_group(float* o, i64 ldo, const float* q, i6
   int ngrp = blockDim.x / hd, grp = tid / hd, col = tid - grp * hd;
   for (int j0 = jb; j0 < je; j0 += 256) {
     int nj = min(256, je - j0);
-    for (int jj = warp; jj < nj; jj += nw) {
-      const float* kr = K + (i64)(j0 + jj) * lK;
-      float dot[G];
+    // warp w takes keys w, w + nw, ...: ATT_KB of them at a time, their
+    // values loaded before any is used (hd <= 256: 8 per lane and key)
+    for (int jq = warp; jq < nj; jq += nw * ATT_KB) {
+      float kv[ATT_KB][8];
 #pragma unroll
-      for (int g = 0; g < G; g++) dot[g] = 0.f;
-      for (int c = lane; c < hd; c += 32) {
-        float kv = kr[c];
+      for (int kb = 0; kb < ATT_KB; kb++) {
+        int jj = jq + kb * nw;
+        const float* kr = K + (i64)(j0 + min(jj, nj - 1)) * lK;
 #pragma unroll
-        for (int g = 0; g < G; g++) dot[g] += qs[g][c] * kv;
+        for (int ci = 0; ci < 8; ci++) kv[kb][ci] = lane + 32 * ci < hd ? kr[lane + 32 * ci] : 0.f;
       }
 #pragma unroll
-      for (int g = 0; g < G; g++) {
-        float d = warp_sum(dot[g]);
-        if (lane == 0) p[g][jj] = d * scale;
+      for (int kb = 0; kb < ATT_KB; kb++) {
+        int jj = jq + kb * nw;
+        if (jj >= nj) break;
+        float dot[G];
+#pragma unroll
+        for (int g = 0; g < G; g++) dot[g] = 0.f;
+#pragma unroll
+        for (int ci = 0; ci < 8; ci++) {
+          int c = lane + 32 * ci;
+          if (c < hd) {
+#pragma unroll
+            for (int g = 0; g < G; g++) dot[g] += qs[g][c] * kv[kb][ci];
+          }
+        }
+#pragma unroll
+        for (int g = 0; g < G; g++) {
+          float d = warp_sum(dot[g]);
+          if (lane == 0) p[g][jj] = d * scale;
+        }
       }
     }
     __syncthreads();
@@ -1889,7 +1943,7 @@ __device__ __forceinline__ void attn_group(float* o, i64 ldo, const float* q, i6
     }
     __syncthreads();
     if (grp < ngrp) {
-#pragma unroll 4
+#pragma unroll 8
       for (int j = grp; j < nj; j += ngrp) {
         float v = V[(i64)(j0 + j) * lV + col];
 #pragma unroll
