@@ -10,7 +10,7 @@
 # (default testdata/configs/Ring-mini-linear-2.0.json), STAGES (default
 # "bench,bench32k,logits,torch,check"; also "decode": decode only, with and without CUDA graphs,
 # "profile": GPU time per kernel of a decode step, "fp8": the bench stage with the weights quantized
-# to FP8 on load, "pdl": prefill and decode with programmatic dependent launch on, off, on), ROWS (rows per prefill pass, default 8192), QUANT (--quantize for the decode and
+# to FP8 on load, "pdl": prefill and decode with programmatic dependent launch on, off, on), ROWS (rows per prefill pass, default 0: the engine's, 32768 on a GPU of 64 GiB or more), QUANT (--quantize for the decode and
 # profile stages, e.g. fp8), "ncu": Nsight Compute's duration and DRAM bytes of every kernel of two eager
 # decode steps at batch 1 (scripts/ncu_summary.py sums them per kernel name; NCU_SKIP, NCU_COUNT; NCU_FULL=regex
 # adds every ncu section for NCU_FULL_COUNT matching kernels), DTYPE (synth --dtype when the model is synthesized: bf16 or fp8), ARGS
@@ -26,7 +26,7 @@ mkdir -p "$OUTDIR"
 MODEL=${MODEL:-/dev/shm/rm}
 CONFIG=${CONFIG:-testdata/configs/Ring-mini-linear-2.0.json}
 STAGES=${STAGES:-bench,bench32k,logits,torch,check}
-ROWS=${ROWS:-8192}
+ROWS=${ROWS:-0}
 RINGO=$ROOT/bin/ringo
 IDS=${IDS:-151,2047,9,33,1200,77,5,98000,431,12,6,700,3,19,4410,28,150000,61,7,300,88,1024,45,2,13000,17,640,29,5000,36,8,111}
 has() { case ",$STAGES," in *",$1,"*) return 0 ;; esac; return 1; }
