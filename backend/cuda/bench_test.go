@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -336,7 +337,9 @@ func BenchmarkOps(b *testing.B) {
 // (RINGO_CUDA_NORM_ROUTE, 0 or 1; on where the GPU has it when absent),
 // and a sixth, decode steps issued in segments (RINGO_CUDA_SEG; 0: one
 // graph per step, 1 or absent: the backend's default, F-R: the first after
-// F kernels, then every R); default
+// F kernels, then every R), and a seventh, the fewest output rows of the
+// single-row GEMVs that run two rows per warp (RINGO_CUDA_GEMV2; 0: none);
+// default
 // "1/1/1;1/1/0;0/1/1".
 // Separate processes on the GPU machine differ by a few per cent;
 // alternating steps resolves less than that.
@@ -355,14 +358,15 @@ func BenchmarkDecodeAB(b *testing.B) {
 		dcSplit                int
 		normRoute              int // -1: the backend's default
 		segFirst, segRest      int // -1: the backend's default
+		gemv2                  int // -1: the backend's default
 	}
 	var settings []setting
 	for _, s := range strings.Split(spec, ";") {
 		f := strings.Split(s, "/")
-		if len(f) < 3 || len(f) > 6 || slices.ContainsFunc(f[:3], func(v string) bool { return v != "0" && v != "1" }) ||
+		if len(f) < 3 || len(f) > 7 || slices.ContainsFunc(f[:3], func(v string) bool { return v != "0" && v != "1" }) ||
 			len(f) >= 4 && (len(f[3]) != 1 || f[3][0] < '0' || f[3][0] > '3') || len(f) >= 5 && f[4] != "0" && f[4] != "1" ||
-			len(f) == 6 && !segSpec(f[5]) {
-			b.Fatalf("RINGO_BENCH_AB: bad setting %q (want rope/rec/gu, each 0 or 1, then optionally dc: 0 to 3, nr: 0 or 1, seg: 0, 1 or F-R)", s)
+			len(f) >= 6 && !segSpec(f[5]) || len(f) == 7 && !gemv2Spec(f[6]) {
+			b.Fatalf("RINGO_BENCH_AB: bad setting %q (want rope/rec/gu, each 0 or 1, then optionally dc: 0 to 3, nr: 0 or 1, seg: 0, 1 or F-R, gemv2: rows)", s)
 		}
 		dc, nr := 0, -1 // the backend's defaults
 		if len(f) >= 4 {
@@ -372,11 +376,15 @@ func BenchmarkDecodeAB(b *testing.B) {
 			nr = int(f[4][0] - '0')
 		}
 		sf, sr := -1, -1
-		if len(f) == 6 && f[5] != "1" {
+		if len(f) >= 6 && f[5] != "1" {
 			sf, sr = 0, 0
 			fmt.Sscanf(f[5], "%d-%d", &sf, &sr)
 		}
-		settings = append(settings, setting{s, f[0] == "1", f[1] == "0", f[2] == "1", dc, nr, sf, sr})
+		g2 := -1
+		if len(f) == 7 {
+			g2, _ = strconv.Atoi(f[6])
+		}
+		settings = append(settings, setting{s, f[0] == "1", f[1] == "0", f[2] == "1", dc, nr, sf, sr, g2})
 	}
 	g := gpu(b, false)
 	ck, err := checkpoint.Open(dir)
@@ -395,10 +403,10 @@ func BenchmarkDecodeAB(b *testing.B) {
 		b.Fatal(err)
 	}
 	saved, savedRec, savedGU, savedDC, savedNR := g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.normRoute
-	savedSF, savedSR := g.segFirst, g.segRest
+	savedSF, savedSR, savedG2 := g.segFirst, g.segRest, g.gemv2
 	defer func() {
 		g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.normRoute = saved, savedRec, savedGU, savedDC, savedNR
-		g.segFirst, g.segRest = savedSF, savedSR
+		g.segFirst, g.segRest, g.gemv2 = savedSF, savedSR, savedG2
 	}()
 	step := func(s setting) time.Duration {
 		g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.normRoute = s.rope, s.recLate, s.guEarly, s.dcSplit, savedNR
@@ -411,6 +419,10 @@ func BenchmarkDecodeAB(b *testing.B) {
 		g.segFirst, g.segRest = savedSF, savedSR
 		if s.segFirst >= 0 {
 			g.segFirst, g.segRest = s.segFirst, s.segRest
+		}
+		g.gemv2 = savedG2
+		if s.gemv2 >= 0 {
+			g.gemv2 = s.gemv2
 		}
 		r.Tokens = []int32{argmax(r.Logits)}
 		t0 := time.Now()
@@ -511,4 +523,11 @@ func segSpec(v string) bool {
 	var f, r int
 	n, err := fmt.Sscanf(v, "%d-%d", &f, &r)
 	return v == "0" || v == "1" || err == nil && n == 2 && f >= 0 && r >= 0
+}
+
+// gemv2Spec reports whether v is a row count for BenchmarkDecodeAB's
+// seventh field.
+func gemv2Spec(v string) bool {
+	n, err := strconv.Atoi(v)
+	return err == nil && n >= 0
 }

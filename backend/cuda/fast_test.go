@@ -486,7 +486,7 @@ func TestGEMVSingleRow(t *testing.T) {
 	g := gpu(t, false)
 	rng := rand.New(rand.NewSource(9))
 	for _, kind := range []backend.Kind{backend.BF16, backend.F8E4M3} {
-		for _, nk := range [][2]int{{1, 2048}, {7, 256}, {200, 2064}, {3000, 5120}, {9, 4112}} {
+		for _, nk := range [][2]int{{1, 2048}, {7, 256}, {200, 2064}, {3000, 5120}, {9, 4112}, {4099, 2048}, {33, 8}} {
 			N, K := nk[0], nk[1]
 			cw, gw := upload(t, g, hostWeight(rng, "w", kind, N, K, 0.5))
 			for _, T := range []int{1, 3, 8} {
@@ -494,7 +494,10 @@ func TestGEMVSingleRow(t *testing.T) {
 				x := randT(t, g, rng, T, K, 1)
 				d := zeroT(g, T, N)
 				host().MatMul(d.c, x.c, cw)
+				saved := g.gemv2
+				g.gemv2 = 0 // one row per warp
 				g.MatMul(d.g, x.g, gw)
+				g.gemv2 = saved
 				compare(t, what, g, d, 2e-2)
 				if T == 1 {
 					got := gpuCopy(g, d.g)
@@ -507,6 +510,20 @@ func TestGEMVSingleRow(t *testing.T) {
 						t.Logf("%s: the kernels for 8 rows and for 1 differ by %.3g (FMA contraction)", what, e)
 					}
 					g.Free(got)
+					if gw.(*weight).kind == backend.BF16 { // (one row of weights is kept in F32)
+						// two rows per warp: the same sums as one
+						got := gpuCopy(g, d.g)
+						g.gemv2 = 1
+						mark := kernelMark(g)
+						g.MatMul(got, x.g, gw)
+						ks := queuedKernels(g, mark)
+						g.gemv2 = saved
+						sameTensors(t, what+": two rows per warp", g, got, d.g, 0)
+						if !slices.Equal(ks, []string{"gemv_bf16v2"}) {
+							t.Errorf("%s: kernels %v, want gemv_bf16v2", what, ks)
+						}
+						g.Free(got)
+					}
 				}
 			}
 		}

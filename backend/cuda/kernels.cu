@@ -807,6 +807,45 @@ __device__ __forceinline__ void gv_dot(const uint4* wp, const float* X, i64 ldx,
       if (k0 + 32 * u < KC) gv_chunk<F, TT>(wv[u], k0 + 32 * u, X, ldx, T, sr, bc, acc);
   }
 }
+// gv_dot_rows adds R BF16 rows wr[j] (their first GV_P chunks in wp[j],
+// from gv_load) times one activation row x to acc[j], each summed as gv_dot
+// sums it, loading each chunk of x once for all R rows.
+template <int R>
+__device__ __forceinline__ void gv_dot_rows(const uint4 (&wp)[R][GV_P], const uint4* const (&wr)[R], const float* x, int K, float (&acc)[R]) {
+  int lane = threadIdx.x & 31, KC = K / 8;
+#pragma unroll
+  for (int u = 0; u < GV_P; u++) {
+    int kc = lane + 32 * u;
+    if (kc < KC) {
+      float xv[8], wf[8];
+      ldx8(x + kc * 8, xv);
+#pragma unroll
+      for (int j = 0; j < R; j++) {
+        bf16x8(wp[j][u], wf);
+        acc[j] += dotn<8>(wf, xv);
+      }
+    }
+  }
+  for (int k0 = lane + 32 * GV_P; k0 < KC; k0 += 32 * GV_U) {
+    uint4 wv[R][GV_U];
+#pragma unroll
+    for (int j = 0; j < R; j++)
+#pragma unroll
+      for (int u = 0; u < GV_U; u++) wv[j][u] = k0 + 32 * u < KC ? __ldg(wr[j] + k0 + 32 * u) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int u = 0; u < GV_U; u++) {
+      int kc = k0 + 32 * u;
+      if (kc >= KC) break;
+      float xv[8], wf[8];
+      ldx8(x + kc * 8, xv);
+#pragma unroll
+      for (int j = 0; j < R; j++) {
+        bf16x8(wv[j][u], wf);
+        acc[j] += dotn<8>(wf, xv);
+      }
+    }
+  }
+}
 template <class F, int TT>
 __device__ __forceinline__ void gemv_rows(const float* X, i64 ldx, int T, const uint4* wr, const float* sr, int bc, int K, float* Y, i64 ldy, int n) {
   int lane = threadIdx.x & 31;
@@ -845,6 +884,28 @@ extern "C" __global__ void gemv_bf16v(const float* X, i64 ldx, int T, const u16*
 }
 extern "C" __global__ void gemv_bf16v1(const float* X, i64 ldx, int T, const u16* __restrict__ Wt, int N, int K, float* Y, i64 ldy) {
   gemv_bf16v_impl<1>(X, ldx, T, Wt, N, K, Y, ldy);
+}
+// gemv_bf16v2: gemv_bf16v1 (one activation row) with two rows per warp,
+// 2·GEMV_WARPS per block, both rows' first chunks loaded before PDL_ENTER
+// and each chunk of x loaded once for both (half the activation reads);
+// the same sums as gemv_bf16v1.
+extern "C" __global__ void gemv_bf16v2(const float* X, i64 ldx, int T, const u16* __restrict__ Wt, int N, int K, float* Y, i64 ldy) {
+  int n0 = 2 * gv_row(), lane = threadIdx.x & 31;
+  const uint4* wr[2];
+  uint4 wp[2][GV_P];
+#pragma unroll
+  for (int j = 0; j < 2; j++) {
+    wr[j] = (const uint4*)(Wt + (i64)min(n0 + j, N - 1) * K);
+    gv_load<GvBF16>(wr[j], K, wp[j]);
+  }
+  PDL_ENTER();
+  float acc[2] = {0.f, 0.f};
+  gv_dot_rows<2>(wp, wr, X, K, acc);
+#pragma unroll
+  for (int j = 0; j < 2; j++) {
+    float v = warp_sum(acc[j]);
+    if (lane == 0 && n0 + j < N) Y[n0 + j] = v;
+  }
 }
 extern "C" __global__ void gemv_fp8(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br, int bc,
                                     float* Y, i64 ldy) {
@@ -1461,7 +1522,7 @@ template <int MAXE>
 __device__ __forceinline__ void route_row(float x, int E, bool hasb, float bv, int groups, int keepGroups, int topk, int sigm, int normalize, float rscale,
                                           int* ids, float* wts) {
   __shared__ float s[MAXE], c[MAXE], gs[MAXE], m1[MAXE], m2[MAXE];
-  __shared__ int kept[MAXE];
+  __shared__ int kept[MAXE], gtop[MAXE];
   __shared__ int sel[256];
   __shared__ float ssel[256];
   __shared__ double shd[32];
@@ -1485,14 +1546,16 @@ __device__ __forceinline__ void route_row(float x, int E, bool hasb, float bv, i
   if (tid < topk) sel[tid] = 0;
   if (tid < groups) m1[tid] = m2[tid] = NEG_INF;
   if (tid < keepGroups) kept[tid] = tid;  // overwritten below (unless NaNs tie ranks)
+  int per = E / groups, g = tid / per, kk = min(topk, per);
+  if (tid < groups * kk) gtop[tid] = tid / kk * per + tid % kk;  // as kept
   __syncthreads();
   if (tid < topk) ssel[tid] = s[0];  // as sel[tid] = 0 (overwritten below unless NaNs tie ranks)
-  int per = E / groups, g = tid / per;
-  if (in) {  // the group's two largest scores
-    int rank = 0;
-    for (int j = g * per; j < (g + 1) * per; j++) rank += beats(1, c[j], j, 1, cv, tid);
-    if (rank == 0) m1[g] = cv;
-    if (rank == 1) m2[g] = cv;
+  int grank = 0;
+  if (in) {  // the group's two largest scores, and its kk largest in gtop
+    for (int j = g * per; j < (g + 1) * per; j++) grank += beats(1, c[j], j, 1, cv, tid);
+    if (grank == 0) m1[g] = cv;
+    if (grank == 1) m2[g] = cv;
+    if (grank < kk) gtop[g * kk + grank] = tid;
   }
   __syncthreads();
   if (tid < groups) gs[tid] = m1[tid] + (per == 1 ? 0.f : m2[tid]);
@@ -1505,10 +1568,17 @@ __device__ __forceinline__ void route_row(float x, int E, bool hasb, float bv, i
   __syncthreads();
   bool cand = false;
   for (int k = 0; k < keepGroups; k++) cand |= kept[k] == g;
-  if (in && cand) {
+  // An expert is among the top k of the kept groups only if it is among the
+  // top k of its group, and then only the top k of each kept group can beat
+  // it: its rank among those is its rank among all (and is >= topk when the
+  // rank among all is).
+  if (in && cand && grank < kk) {
     int rank = 0;
     for (int k = 0; k < keepGroups; k++)
-      for (int j = kept[k] * per; j < (kept[k] + 1) * per; j++) rank += beats(1, c[j], j, 1, cv, tid);
+      for (int r = 0; r < kk; r++) {
+        int j = gtop[kept[k] * kk + r];
+        rank += beats(1, c[j], j, 1, cv, tid);
+      }
     if (rank < topk) {
       sel[rank] = tid;
       ssel[rank] = sv;
@@ -1593,39 +1663,7 @@ extern "C" __global__ void NR_CLUSTER __launch_bounds__(512) k_norm_route(float*
     acc[j] = 0.f;
     wr[j] = (const uint4*)(Wr + (i64)(rank * RB + min(wi + j * nw, RB - 1)) * cols);
   }
-  int KC = cols / 8;
-#pragma unroll
-  for (int u = 0; u < GV_P; u++) {
-    int kc = lane + 32 * u;
-    if (kc < KC) {
-      float xv[8], wf[8];
-      ldx8(xs + kc * 8, xv);
-#pragma unroll
-      for (int j = 0; j < NR_ROWS; j++) {
-        bf16x8(wp[j][u], wf);
-        acc[j] += dotn<8>(wf, xv);
-      }
-    }
-  }
-  for (int k0 = lane + 32 * GV_P; k0 < KC; k0 += 32 * GV_U) {
-    uint4 wv[NR_ROWS][GV_U];
-#pragma unroll
-    for (int j = 0; j < NR_ROWS; j++)
-#pragma unroll
-      for (int u = 0; u < GV_U; u++) wv[j][u] = k0 + 32 * u < KC ? __ldg(wr[j] + k0 + 32 * u) : make_uint4(0, 0, 0, 0);
-#pragma unroll
-    for (int u = 0; u < GV_U; u++) {
-      int kc = k0 + 32 * u;
-      if (kc >= KC) break;
-      float xv[8], wf[8];
-      ldx8(xs + kc * 8, xv);
-#pragma unroll
-      for (int j = 0; j < NR_ROWS; j++) {
-        bf16x8(wv[j][u], wf);
-        acc[j] += dotn<8>(wf, xv);
-      }
-    }
-  }
+  gv_dot_rows<NR_ROWS>(wp, wr, xs, cols, acc);
 #pragma unroll
   for (int j = 0; j < NR_ROWS; j++) {
     int i = wi + j * nw;

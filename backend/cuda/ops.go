@@ -391,13 +391,17 @@ func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *wei
 	}
 	if T <= GEMVRows {
 		name := "gemv_" + kindSuffix(w.kind)
+		rows := 8 // per block
 		if w.kind == backend.BF16 && K%8 == 0 && px%16 == 0 && (T == 1 || ldx%4 == 0) {
 			name = "gemv_bf16v"
 			if T == 1 && !b.gemvT8 {
 				name = "gemv_bf16v1"
+				if b.gemv2 > 0 && N >= b.gemv2 {
+					name, rows = "gemv_bf16v2", 16
+				}
 			}
 		}
-		b.launch(name, dim3{(N + 7) / 8, 1, 1}, dim3{256, 1, 1}, 0, pArg(px), lArg(ldx), iArg(T), pArg(w.p), iArg(N), iArg(K), pArg(pd), lArg(ldd))
+		b.launch(name, dim3{(N + rows - 1) / rows, 1, 1}, dim3{256, 1, 1}, 0, pArg(px), lArg(ldx), iArg(T), pArg(w.p), iArg(N), iArg(K), pArg(pd), lArg(ldd))
 		return
 	}
 	if w.tri != 0 {
