@@ -1547,7 +1547,7 @@ __device__ __forceinline__ void route_row(float x, int E, bool hasb, float bv, i
   if (tid < groups) m1[tid] = m2[tid] = NEG_INF;
   if (tid < keepGroups) kept[tid] = tid;  // overwritten below (unless NaNs tie ranks)
   int per = E / groups, g = tid / per, kk = min(topk, per);
-  if (tid < groups * kk) gtop[tid] = tid / kk * per + tid % kk;  // as kept
+  if (tid < groups * kk) gtop[tid] = tid / kk * per + tid % kk;  // placeholders, as kept
   __syncthreads();
   if (tid < topk) ssel[tid] = s[0];  // as sel[tid] = 0 (overwritten below unless NaNs tie ranks)
   int grank = 0;
@@ -1609,12 +1609,13 @@ extern "C" __global__ void k_route(const float* logits, i64 ld, int E, const flo
 // k_route — bit-identical to k_addrmsnorm (nt threads), gemv_bf16v1 and
 // k_route, whose arithmetic it shares. One cluster of NR_CL blocks of 512
 // threads: every block normalises the row itself into shared memory and
-// multiplies its E/NR_CL router rows (NR_ROWS per warp; their first chunks,
-// the norm weights and the bias loaded before PDL_ENTER) by it; the logits go to block 0's shared memory
-// (distributed shared memory), and after a cluster barrier block 0 stores x
-// (no block may see it changed before that), the logits, and routes. Needs
-// cols <= NR_MAXC, cols % 8 == 0, nt <= 512 and NU·nt >= cols, E % NR_CL ==
-// 0 and E <= NR_MAXE.
+// multiplies its E/NR_CL router rows by it, NR_ROWS per warp sharing the
+// loads of h (their first chunks, the norm weights and the bias are loaded
+// before PDL_ENTER); the logits go to block 0's shared memory (distributed
+// shared memory), and after a cluster barrier block 0 stores x (no block
+// may see it changed before that), the logits, and routes. Needs cols <=
+// NR_MAXC, cols % 8 == 0, nt <= 512 and NU·nt >= cols, E % NR_CL == 0 and
+// E <= NR_MAXE.
 #define NR_CL 8
 #define NR_ROWS 2
 #define NR_MAXE 256
