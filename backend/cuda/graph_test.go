@@ -119,13 +119,7 @@ func TestEarlyFlush(t *testing.T) {
 		}
 		got, fg := run(g)
 		want, fe := run(e)
-		for s := range got {
-			for j := range got[s] {
-				if math.Float32bits(got[s][j]) != math.Float32bits(want[s][j]) {
-					t.Fatalf("%s step %d: logit %d is %v with early flushes, %v without", dir, s, j, got[s][j], want[s][j])
-				}
-			}
-		}
+		sameSteps(t, dir, got, want, "with early flushes", "without")
 		if fg <= fe {
 			t.Errorf("%s: %d flushes with a flush every 3 kernels, %d without", dir, fg, fe)
 		}
@@ -178,13 +172,7 @@ func TestDecodeSegments(t *testing.T) {
 		}
 		got, lg := run(g)
 		want, le := run(e)
-		for s := range got {
-			for j := range got[s] {
-				if math.Float32bits(got[s][j]) != math.Float32bits(want[s][j]) {
-					t.Fatalf("%s step %d: logit %d is %v in segments, %v in one graph", dir, s, j, got[s][j], want[s][j])
-				}
-			}
-		}
+		sameSteps(t, dir, got, want, "in segments", "in one graph")
 		if lg < 2 || le > 1 {
 			t.Errorf("%s: %.1f graph launches per decode step in segments of 16 kernels, %.1f in one", dir, lg, le)
 		}
@@ -237,4 +225,17 @@ func TestTimeline(t *testing.T) {
 		t.Errorf("kernels with a share: %v", names)
 	}
 	t.Logf("%.1f µs per step from the first release to the last", tl.span/float64(tl.steps)/1e3)
+}
+
+// sameSteps fails the test unless every step's logits in got and want
+// (made by the setups named a and b) are bit-identical.
+func sameSteps(t *testing.T, what string, got, want [][]float32, a, b string) {
+	t.Helper()
+	for s := range got {
+		for j := range got[s] {
+			if math.Float32bits(got[s][j]) != math.Float32bits(want[s][j]) {
+				t.Fatalf("%s step %d: logit %d is %v %s, %v %s", what, s, j, got[s][j], a, want[s][j], b)
+			}
+		}
+	}
 }

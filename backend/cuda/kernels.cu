@@ -807,6 +807,18 @@ __device__ __forceinline__ void gv_dot(const uint4* wp, const float* X, i64 ldx,
       if (k0 + 32 * u < KC) gv_chunk<F, TT>(wv[u], k0 + 32 * u, X, ldx, T, sr, bc, acc);
   }
 }
+// gv_rows_chunk adds chunk w[j] of each of R BF16 rows times the 8 values
+// of x there to acc[j], loading them once.
+template <int R>
+__device__ __forceinline__ void gv_rows_chunk(const uint4 (&w)[R], const float* x, float (&acc)[R]) {
+  float xv[8], wf[8];
+  ldx8(x, xv);
+#pragma unroll
+  for (int j = 0; j < R; j++) {
+    bf16x8(w[j], wf);
+    acc[j] += dotn<8>(wf, xv);
+  }
+}
 // gv_dot_rows adds R BF16 rows wr[j] (their first GV_P chunks in wp[j],
 // from gv_load) times one activation row x to acc[j], each summed as gv_dot
 // sums it, loading each chunk of x once for all R rows.
@@ -817,32 +829,23 @@ __device__ __forceinline__ void gv_dot_rows(const uint4 (&wp)[R][GV_P], const ui
   for (int u = 0; u < GV_P; u++) {
     int kc = lane + 32 * u;
     if (kc < KC) {
-      float xv[8], wf[8];
-      ldx8(x + kc * 8, xv);
+      uint4 w[R];
 #pragma unroll
-      for (int j = 0; j < R; j++) {
-        bf16x8(wp[j][u], wf);
-        acc[j] += dotn<8>(wf, xv);
-      }
+      for (int j = 0; j < R; j++) w[j] = wp[j][u];
+      gv_rows_chunk<R>(w, x + kc * 8, acc);
     }
   }
   for (int k0 = lane + 32 * GV_P; k0 < KC; k0 += 32 * GV_U) {
-    uint4 wv[R][GV_U];
+    uint4 wv[GV_U][R];
 #pragma unroll
     for (int j = 0; j < R; j++)
 #pragma unroll
-      for (int u = 0; u < GV_U; u++) wv[j][u] = k0 + 32 * u < KC ? __ldg(wr[j] + k0 + 32 * u) : make_uint4(0, 0, 0, 0);
+      for (int u = 0; u < GV_U; u++) wv[u][j] = k0 + 32 * u < KC ? __ldg(wr[j] + k0 + 32 * u) : make_uint4(0, 0, 0, 0);
 #pragma unroll
     for (int u = 0; u < GV_U; u++) {
       int kc = k0 + 32 * u;
       if (kc >= KC) break;
-      float xv[8], wf[8];
-      ldx8(x + kc * 8, xv);
-#pragma unroll
-      for (int j = 0; j < R; j++) {
-        bf16x8(wv[j][u], wf);
-        acc[j] += dotn<8>(wf, xv);
-      }
+      gv_rows_chunk<R>(wv[u], x + kc * 8, acc);
     }
   }
 }
