@@ -191,3 +191,63 @@ func BenchmarkMoEDecode(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkDecodeProducts times single-row products at Ring-mini's decode
+// shapes with weights from DRAM (a different copy each iteration, 40 copies
+// in all): "small" is a MoE layer's router (BF16 256×2048), shared expert
+// gate|up (Q4_K 1024×2048) and down (Q4_K 2048×512) with the SwiGLU between
+// them, as four operations; "large" the qkv|gate product (Q4_K 8192×2048).
+// Bytes/s counts the weights read.
+func BenchmarkDecodeProducts(b *testing.B) {
+	const D, I, copies = 2048, 512, 40
+	r := rand.New(rand.NewPCG(5, 6))
+	q4 := func(rows, cols int) backend.HostWeight {
+		qb := make([]byte, rows*quant.RowBytes(quant.Q4_K, cols))
+		for i := range qb {
+			qb[i] = byte(r.Uint32())
+		}
+		for o := 0; o < len(qb); o += 144 {
+			qb[o], qb[o+1], qb[o+2], qb[o+3] = 0x00, 0x1c, 0x00, 0x1c
+		}
+		return backend.HostWeight{Name: "w", Kind: backend.Quant, QType: uint32(quant.Q4_K), Rows: rows, Cols: cols, Data: qb}
+	}
+	bf := func(rows, cols int) backend.HostWeight {
+		d := make([]byte, 2*rows*cols)
+		for i := 0; i < len(d); i += 2 {
+			d[i], d[i+1] = byte(r.Uint32()), 0x3c
+		}
+		return backend.HostWeight{Name: "model.layers.1.mlp.gate.weight", Kind: backend.BF16, Rows: rows, Cols: cols, Data: d}
+	}
+	be := New(benchThreads)
+	be.noMmap = true
+	up := func(hw backend.HostWeight) backend.Weight {
+		w, err := be.Upload(hw)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return w
+	}
+	var router, gu, down, qkv []backend.Weight
+	hr, hg, hd, hq := bf(256, D), q4(2*I, D), q4(D, I), q4(8192, D)
+	for range copies {
+		router, gu, down, qkv = append(router, up(hr)), append(gu, up(hg)), append(down, up(hd)), append(qkv, up(hq))
+	}
+	x := randTensor(be, r, 1, D, 1)
+	logits, g, out, y := be.Alloc(1, 256), be.Alloc(1, 2*I), be.Alloc(1, D), be.Alloc(1, 8192)
+	b.Run("small", func(b *testing.B) {
+		b.SetBytes(int64(len(hr.Data) + len(hg.Data) + len(hd.Data)))
+		for i := 0; i < b.N; i++ {
+			c := i % copies
+			be.MatMul(logits, x, router[c])
+			be.MatMul(g, x, gu[c])
+			be.SiLUMul(g.ColRange(0, I), g.ColRange(0, I), g.ColRange(I, I))
+			be.MatMul(out, g.ColRange(0, I), down[c])
+		}
+	})
+	b.Run("large", func(b *testing.B) {
+		b.SetBytes(int64(len(hq.Data)))
+		for i := 0; i < b.N; i++ {
+			be.MatMul(y, x, qkv[i%copies])
+		}
+	})
+}
