@@ -55,9 +55,25 @@ type scratch struct {
 	pos     []int32
 	spans   []backend.Span
 	outRows []int
+	outs    []outRow
 	states  []backend.Tensor
 	caches  []backend.KV
 }
+
+// outRow is where a pass's output row goes: request req's logits of its
+// token at position pos of the pass's tokens (0 for requests that keep only
+// the last).
+type outRow struct {
+	req *model.Request
+	pos int
+}
+
+// maxLogitRows bounds the rows of one output projection. A pass whose
+// requests want every position's logits (ringo logits, quality) projects
+// them this many at a time, so that its logits buffer (a vocabulary of
+// floats a row: 2.6 GB for 4,096 rows of Ring's 157K) does not grow with
+// the pass (a GPU pass is 32,768 rows).
+var maxLogitRows = 4096
 
 type layer struct {
 	linear           bool
@@ -540,7 +556,7 @@ func (m *Model) workspace(rows, logitRows int) *workspace {
 func (m *Model) forward(pass []piece, rows int) {
 	c, b := m.Config, m.b
 	sc := &m.sc
-	ids, pos, outRows := sc.ids[:0], sc.pos[:0], sc.outRows[:0]
+	ids, pos, outRows, outs := sc.ids[:0], sc.pos[:0], sc.outRows[:0], sc.outs[:0]
 	spans := sc.spans[:0]
 	for _, p := range pass {
 		st := p.req.State.(*State)
@@ -548,15 +564,16 @@ func (m *Model) forward(pass []piece, rows int) {
 		for j := 0; j < p.n; j++ {
 			ids = append(ids, p.req.Tokens[p.off+j])
 			pos = append(pos, int32(st.pos+j))
-			last := p.off+j == len(p.req.Tokens)-1
-			if p.req.All || last {
-				outRows = append(outRows, len(ids)-1)
+			if p.req.All {
+				outRows, outs = append(outRows, len(ids)-1), append(outs, outRow{p.req, p.off + j})
+			} else if p.off+j == len(p.req.Tokens)-1 {
+				outRows, outs = append(outRows, len(ids)-1), append(outs, outRow{p.req, 0})
 			}
 		}
 		st.reserve(st.pos + p.n)
 	}
-	sc.ids, sc.pos, sc.outRows, sc.spans = ids, pos, outRows, spans
-	ws := m.workspace(rows, len(outRows))
+	sc.ids, sc.pos, sc.outRows, sc.outs, sc.spans = ids, pos, outRows, outs, spans
+	ws := m.workspace(rows, min(len(outRows), maxLogitRows))
 	x := ws.x.RowRange(0, rows)
 	h := ws.h.RowRange(0, rows)
 	a := ws.a.RowRange(0, rows)
@@ -581,20 +598,24 @@ func (m *Model) forward(pass []piece, rows int) {
 	for _, p := range pass {
 		p.req.State.(*State).pos += p.n
 	}
-	// final norm and output projection only on the rows whose logits are wanted
-	y := ws.logitRows.RowRange(0, len(outRows))
-	b.Gather(y, x, outRows)
-	b.RMSNorm(y, y, m.norm, c.HiddenSize, eps)
-	logits := ws.logits.RowRange(0, len(outRows))
-	b.MatMul(logits, y, m.lmHead)
-	V, k := c.VocabSize, 0
-	for _, p := range pass {
-		if p.req.All {
-			b.Read(logits.RowRange(k, p.n), p.req.Logits[p.off*V:(p.off+p.n)*V])
-			k += p.n
-		} else if p.off+p.n == len(p.req.Tokens) {
-			b.Read(logits.RowRange(k, 1), p.req.Logits)
-			k++
+	// final norm and output projection only on the rows whose logits are
+	// wanted, at most maxLogitRows at a time, each run of a request's
+	// consecutive positions read back in one piece
+	V := c.VocabSize
+	for c0 := 0; c0 < len(outRows); c0 += maxLogitRows {
+		n := min(maxLogitRows, len(outRows)-c0)
+		y := ws.logitRows.RowRange(0, n)
+		b.Gather(y, x, outRows[c0:c0+n])
+		b.RMSNorm(y, y, m.norm, c.HiddenSize, eps)
+		logits := ws.logits.RowRange(0, n)
+		b.MatMul(logits, y, m.lmHead)
+		for k := 0; k < n; {
+			o, e := outs[c0+k], k+1
+			for e < n && outs[c0+e].req == o.req && outs[c0+e].pos == o.pos+(e-k) {
+				e++
+			}
+			b.Read(logits.RowRange(k, e-k), o.req.Logits[o.pos*V:(o.pos+e-k)*V])
+			k = e
 		}
 	}
 }
