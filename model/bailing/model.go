@@ -60,9 +60,8 @@ type scratch struct {
 	caches  []backend.KV
 }
 
-// outRow is where a pass's output row goes: request req's logits of its
-// token at position pos of the pass's tokens (0 for requests that keep only
-// the last).
+// outRow is where a pass's output row goes: the logits row of request req
+// for its token pos (0 for requests that keep only their last token's).
 type outRow struct {
 	req *model.Request
 	pos int
