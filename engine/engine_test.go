@@ -102,3 +102,43 @@ func TestNoMmap(t *testing.T) {
 		}
 	}
 }
+
+// TestWarm checks that the warm-up leaves the model as it was: a request
+// after it gets the logits a freshly loaded model gives.
+func TestWarm(t *testing.T) {
+	var logits [2][]float32
+	for i, warm := range []bool{false, true} {
+		m, err := Load("../testdata/tiny-linear", Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if warm {
+			if err := m.Warm(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		st := m.NewState()
+		req := &model.Request{State: st, Tokens: []int32{3, 17, 42, 99}}
+		if err := m.Forward(context.Background(), []*model.Request{req}); err != nil {
+			t.Fatal(err)
+		}
+		logits[i] = append([]float32(nil), req.Logits...)
+		st.Free()
+		m.Close()
+	}
+	for j := range logits[0] {
+		if logits[0][j] != logits[1][j] {
+			t.Fatalf("logit %d is %v after the warm-up, %v without", j, logits[1][j], logits[0][j])
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	m, err := Load("../testdata/tiny-linear", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.Warm(ctx); err == nil {
+		t.Error("warm-up with a cancelled context: no error")
+	}
+}

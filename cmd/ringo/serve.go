@@ -100,6 +100,13 @@ SIGINT or SIGTERM stops accepting requests and waits up to
 			if err != nil {
 				return fmt.Errorf("serve: %w", err)
 			}
+			// the first request should not pay the first passes' one-time costs
+			t0 := time.Now()
+			if err := m.Warm(cmd.Context()); err != nil {
+				srv.Close()
+				return fmt.Errorf("serve: %w", err)
+			}
+			log.Info("warmed up", "seconds", time.Since(t0).Seconds())
 			ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
 			if err != nil {
 				srv.Close()
