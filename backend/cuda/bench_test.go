@@ -328,21 +328,22 @@ func BenchmarkOps(b *testing.B) {
 // on the checkpoint in RINGO_BENCH_MODEL (skipped without it; e.g. a
 // synthetic Ring-mini-linear-2.0 from `ringo synth`) after a 512-token
 // prompt, and logs each setting's mean step time. RINGO_BENCH_AB lists the
-// settings, ';'-separated, each "rope/rec/gu" (0 or 1 each): the QK norm
-// and RoPE inside k_lightning_rec (RINGO_CUDA_FUSE), that kernel's state
-// loads before PDL_ENTER (RINGO_CUDA_REC_EARLY), and moe_gu's shared-expert
-// blocks before it (RINGO_CUDA_GU_EARLY), and optionally a fourth field,
-// the warps per output row of moe_dc (RINGO_CUDA_DC_SPLIT: 1, 2 or 3; 0 or
-// absent: the backend's default), and optionally a fifth, k_norm_route
-// (RINGO_CUDA_NORM_ROUTE, 0 or 1; on where the GPU has it when absent),
-// and a sixth, decode steps issued in segments (RINGO_CUDA_SEG; 0: one
-// graph per step, 1 or absent: the backend's default, F-R: the first after
-// F kernels, then every R), and a seventh, the fewest output rows of the
-// single-row GEMVs that run two rows per warp (RINGO_CUDA_GEMV2; 0: none);
-// default
-// "1/1/1;1/1/0;0/1/1".
-// Separate processes on the GPU machine differ by a few per cent;
-// alternating steps resolves less than that.
+// settings, ';'-separated, each of 3 to 7 '/'-separated fields:
+//
+//  1. rope: the QK norm and RoPE inside k_lightning_rec (RINGO_CUDA_FUSE), 0 or 1
+//  2. rec: that kernel's state loads before PDL_ENTER (RINGO_CUDA_REC_EARLY), 0 or 1
+//  3. gu: moe_gu's shared-expert blocks before it (RINGO_CUDA_GU_EARLY), 0 or 1
+//  4. dc: the warps per output row of moe_dc (RINGO_CUDA_DC_SPLIT), 1 to 3
+//  5. nr: k_norm_route (RINGO_CUDA_NORM_ROUTE), 0 or 1
+//  6. seg: decode steps in segments (RINGO_CUDA_SEG): 0 for one graph per
+//     step, F-R for the first after F kernels and then every R
+//  7. gemv2: the fewest output rows of the single-row GEMVs that run two
+//     rows per warp (RINGO_CUDA_GEMV2), 0 for none
+//
+// An absent field, or 0 for dc and 1 for seg, keeps the backend's default;
+// the default list is "1/1/1;1/1/0;0/1/1". Separate processes on the GPU
+// machine differ by a few per cent; alternating steps resolves less than
+// that.
 func BenchmarkDecodeAB(b *testing.B) {
 	dir := os.Getenv("RINGO_BENCH_MODEL")
 	if dir == "" {
