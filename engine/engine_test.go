@@ -80,55 +80,49 @@ func TestNoMmap(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, path := range []string{"../testdata/tiny-linear", gg} {
-		var logits [2][]float32
-		for i, noMmap := range []bool{false, true} {
-			m, err := Load(path, Options{NoMmap: noMmap})
-			if err != nil {
-				t.Fatal(err)
-			}
-			st := m.NewState()
-			req := &model.Request{State: st, Tokens: []int32{3, 17, 42, 99}}
-			if err := m.Forward(context.Background(), []*model.Request{req}); err != nil {
-				t.Fatal(err)
-			}
-			logits[i] = append([]float32(nil), req.Logits...)
-			st.Free()
-			m.Close()
-		}
-		for j := range logits[0] {
-			if logits[0][j] != logits[1][j] {
-				t.Fatalf("%s: logit %d is %v with the weights copied, %v mapped", path, j, logits[1][j], logits[0][j])
+		mapped := promptLogits(t, path, Options{}, nil)
+		copied := promptLogits(t, path, Options{NoMmap: true}, nil)
+		for j := range mapped {
+			if mapped[j] != copied[j] {
+				t.Fatalf("%s: logit %d is %v with the weights copied, %v mapped", path, j, copied[j], mapped[j])
 			}
 		}
 	}
 }
 
+// promptLogits loads path with o, runs before (when set) on the loaded
+// model, then returns the logits of a fixed four-token prompt.
+func promptLogits(t *testing.T, path string, o Options, before func(*Loaded)) []float32 {
+	t.Helper()
+	m, err := Load(path, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if before != nil {
+		before(m)
+	}
+	st := m.NewState()
+	defer st.Free()
+	req := &model.Request{State: st, Tokens: []int32{3, 17, 42, 99}}
+	if err := m.Forward(context.Background(), []*model.Request{req}); err != nil {
+		t.Fatal(err)
+	}
+	return req.Logits
+}
+
 // TestWarm checks that the warm-up leaves the model as it was: a request
 // after it gets the logits a freshly loaded model gives.
 func TestWarm(t *testing.T) {
-	var logits [2][]float32
-	for i, warm := range []bool{false, true} {
-		m, err := Load("../testdata/tiny-linear", Options{})
-		if err != nil {
+	fresh := promptLogits(t, "../testdata/tiny-linear", Options{}, nil)
+	warmed := promptLogits(t, "../testdata/tiny-linear", Options{}, func(m *Loaded) {
+		if err := m.Warm(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		if warm {
-			if err := m.Warm(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-		}
-		st := m.NewState()
-		req := &model.Request{State: st, Tokens: []int32{3, 17, 42, 99}}
-		if err := m.Forward(context.Background(), []*model.Request{req}); err != nil {
-			t.Fatal(err)
-		}
-		logits[i] = append([]float32(nil), req.Logits...)
-		st.Free()
-		m.Close()
-	}
-	for j := range logits[0] {
-		if logits[0][j] != logits[1][j] {
-			t.Fatalf("logit %d is %v after the warm-up, %v without", j, logits[1][j], logits[0][j])
+	})
+	for j := range fresh {
+		if fresh[j] != warmed[j] {
+			t.Fatalf("logit %d is %v after the warm-up, %v without", j, warmed[j], fresh[j])
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -137,6 +137,19 @@ func BenchmarkAttentionPrefill(b *testing.B) {
 	}
 }
 
+// randQ4K is a random Q4_K weight of rows×cols for the benchmarks, every
+// block's scales (d, dmin) a small FP16 value so that the products stay finite.
+func randQ4K(r *rand.Rand, rows, cols int) backend.HostWeight {
+	qb := make([]byte, rows*quant.RowBytes(quant.Q4_K, cols))
+	for i := range qb {
+		qb[i] = byte(r.Uint32())
+	}
+	for o := 0; o < len(qb); o += 144 {
+		qb[o], qb[o+1], qb[o+2], qb[o+3] = 0x00, 0x1c, 0x00, 0x1c
+	}
+	return backend.HostWeight{Name: "w", Kind: backend.Quant, QType: uint32(quant.Q4_K), Rows: rows, Cols: cols, Data: qb}
+}
+
 // BenchmarkMoEDecode measures one batch-1 decode MoE step at Ring-mini's
 // shapes (256 Q4_K experts of 2048 → 512 → 2048, top 8, the experts' three
 // matrices side by side in huge pages as with --no-mmap) on two workers, a
@@ -149,18 +162,7 @@ func BenchmarkMoEDecode(b *testing.B) {
 	r := rand.New(rand.NewPCG(3, 4))
 	// one random matrix of each shape, copied for every expert (the
 	// backend copies uploads into its own huge pages with noMmap)
-	mk := func(rows, cols int) backend.HostWeight {
-		qb := make([]byte, rows*quant.RowBytes(quant.Q4_K, cols))
-		for i := range qb {
-			qb[i] = byte(r.Uint32())
-		}
-		// sane scales: every block's d and dmin a small FP16 value
-		for o := 0; o < len(qb); o += 144 {
-			qb[o], qb[o+1], qb[o+2], qb[o+3] = 0x00, 0x1c, 0x00, 0x1c
-		}
-		return backend.HostWeight{Name: "e", Kind: backend.Quant, QType: uint32(quant.Q4_K), Rows: rows, Cols: cols, Data: qb}
-	}
-	gw, uw, dw := mk(I, D), mk(I, D), mk(D, I)
+	gw, uw, dw := randQ4K(r, I, D), randQ4K(r, I, D), randQ4K(r, D, I)
 	for _, layers := range []int{1, 19} {
 		b.Run(fmt.Sprintf("layers=%d", layers), func(b *testing.B) {
 			be := New(benchThreads)
@@ -201,16 +203,6 @@ func BenchmarkMoEDecode(b *testing.B) {
 func BenchmarkDecodeProducts(b *testing.B) {
 	const D, I, copies = 2048, 512, 40
 	r := rand.New(rand.NewPCG(5, 6))
-	q4 := func(rows, cols int) backend.HostWeight {
-		qb := make([]byte, rows*quant.RowBytes(quant.Q4_K, cols))
-		for i := range qb {
-			qb[i] = byte(r.Uint32())
-		}
-		for o := 0; o < len(qb); o += 144 {
-			qb[o], qb[o+1], qb[o+2], qb[o+3] = 0x00, 0x1c, 0x00, 0x1c
-		}
-		return backend.HostWeight{Name: "w", Kind: backend.Quant, QType: uint32(quant.Q4_K), Rows: rows, Cols: cols, Data: qb}
-	}
 	bf := func(rows, cols int) backend.HostWeight {
 		d := make([]byte, 2*rows*cols)
 		for i := 0; i < len(d); i += 2 {
@@ -228,7 +220,7 @@ func BenchmarkDecodeProducts(b *testing.B) {
 		return w
 	}
 	var router, gu, down, qkv []backend.Weight
-	hr, hg, hd, hq := bf(256, D), q4(2*I, D), q4(D, I), q4(8192, D)
+	hr, hg, hd, hq := bf(256, D), randQ4K(r, 2*I, D), randQ4K(r, D, I), randQ4K(r, 8192, D)
 	for range copies {
 		router, gu, down, qkv = append(router, up(hr)), append(gu, up(hg)), append(down, up(hd)), append(qkv, up(hq))
 	}
