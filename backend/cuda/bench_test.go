@@ -328,7 +328,7 @@ func BenchmarkOps(b *testing.B) {
 // on the checkpoint in RINGO_BENCH_MODEL (skipped without it; e.g. a
 // synthetic Ring-mini-linear-2.0 from `ringo synth`) after a 512-token
 // prompt, and logs each setting's mean step time. RINGO_BENCH_AB lists the
-// settings, ';'-separated, each of 3 to 7 '/'-separated fields:
+// settings, ';'-separated, each of 3 to 8 '/'-separated fields:
 //
 //  1. rope: the QK norm and RoPE inside k_lightning_rec (RINGO_CUDA_FUSE), 0 or 1
 //  2. rec: that kernel's state loads before PDL_ENTER (RINGO_CUDA_REC_EARLY), 0 or 1
@@ -339,6 +339,7 @@ func BenchmarkOps(b *testing.B) {
 //     step, F-R for the first after F kernels and then every R
 //  7. gemv2: the fewest output rows of the single-row GEMVs that run two
 //     rows per warp (RINGO_CUDA_GEMV2), 0 for none
+//  8. rp: Read through pinned memory (RINGO_CUDA_READ_PINNED), 0 or 1
 //
 // An absent field, or 0 for dc and 1 for seg, keeps the backend's default;
 // the default list is "1/1/1;1/1/0;0/1/1". Separate processes on the GPU
@@ -360,14 +361,15 @@ func BenchmarkDecodeAB(b *testing.B) {
 		normRoute              int // -1: the backend's default
 		segFirst, segRest      int // -1: the backend's default
 		gemv2                  int // -1: the backend's default
+		readPinned             int // -1: the backend's default
 	}
 	var settings []setting
 	for _, s := range strings.Split(spec, ";") {
 		f := strings.Split(s, "/")
-		if len(f) < 3 || len(f) > 7 || slices.ContainsFunc(f[:3], func(v string) bool { return v != "0" && v != "1" }) ||
+		if len(f) < 3 || len(f) > 8 || slices.ContainsFunc(f[:3], func(v string) bool { return v != "0" && v != "1" }) ||
 			len(f) >= 4 && (len(f[3]) != 1 || f[3][0] < '0' || f[3][0] > '3') || len(f) >= 5 && f[4] != "0" && f[4] != "1" ||
-			len(f) >= 6 && !segSpec(f[5]) || len(f) == 7 && !gemv2Spec(f[6]) {
-			b.Fatalf("RINGO_BENCH_AB: bad setting %q (want rope/rec/gu, each 0 or 1, then optionally dc: 0 to 3, nr: 0 or 1, seg: 0, 1 or F-R, gemv2: rows)", s)
+			len(f) >= 6 && !segSpec(f[5]) || len(f) >= 7 && !gemv2Spec(f[6]) || len(f) == 8 && f[7] != "0" && f[7] != "1" {
+			b.Fatalf("RINGO_BENCH_AB: bad setting %q (want rope/rec/gu, each 0 or 1, then optionally dc: 0 to 3, nr: 0 or 1, seg: 0, 1 or F-R, gemv2: rows, rp: 0 or 1)", s)
 		}
 		dc, nr := 0, -1 // the backend's defaults
 		if len(f) >= 4 {
@@ -381,11 +383,14 @@ func BenchmarkDecodeAB(b *testing.B) {
 			sf, sr = 0, 0
 			fmt.Sscanf(f[5], "%d-%d", &sf, &sr)
 		}
-		g2 := -1
-		if len(f) == 7 {
+		g2, rp := -1, -1
+		if len(f) >= 7 {
 			g2, _ = strconv.Atoi(f[6])
 		}
-		settings = append(settings, setting{s, f[0] == "1", f[1] == "0", f[2] == "1", dc, nr, sf, sr, g2})
+		if len(f) == 8 {
+			rp = int(f[7][0] - '0')
+		}
+		settings = append(settings, setting{s, f[0] == "1", f[1] == "0", f[2] == "1", dc, nr, sf, sr, g2, rp})
 	}
 	g := gpu(b, false)
 	ck, err := checkpoint.Open(dir)
@@ -404,10 +409,10 @@ func BenchmarkDecodeAB(b *testing.B) {
 		b.Fatal(err)
 	}
 	saved, savedRec, savedGU, savedDC, savedNR := g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.normRoute
-	savedSF, savedSR, savedG2 := g.segFirst, g.segRest, g.gemv2
+	savedSF, savedSR, savedG2, savedRP := g.segFirst, g.segRest, g.gemv2, g.readPinned
 	defer func() {
 		g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.normRoute = saved, savedRec, savedGU, savedDC, savedNR
-		g.segFirst, g.segRest, g.gemv2 = savedSF, savedSR, savedG2
+		g.segFirst, g.segRest, g.gemv2, g.readPinned = savedSF, savedSR, savedG2, savedRP
 	}()
 	step := func(s setting) time.Duration {
 		g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.normRoute = s.rope, s.recLate, s.guEarly, s.dcSplit, savedNR
@@ -424,6 +429,10 @@ func BenchmarkDecodeAB(b *testing.B) {
 		g.gemv2 = savedG2
 		if s.gemv2 >= 0 {
 			g.gemv2 = s.gemv2
+		}
+		g.readPinned = savedRP
+		if s.readPinned >= 0 {
+			g.readPinned = s.readPinned == 1
 		}
 		r.Tokens = []int32{argmax(r.Logits)}
 		t0 := time.Now()

@@ -97,6 +97,11 @@ type Backend struct {
 	stageCap, stageOff  int
 	flushedOff          int       // ring bytes already copied
 	overflow            []uintptr // staging blocks beyond the ring, freed at the next sync
+	// readBuf is Read's pinned host buffer (readCap bytes); with readPinned
+	// off (RINGO_CUDA_READ_PINNED=0) Read copies into Go memory directly
+	readBuf    uintptr
+	readCap    int
+	readPinned bool
 
 	// deferred work and CUDA graphs (graph.go)
 	stream        uintptr
@@ -336,6 +341,7 @@ func New(device int, opts Options) (*Backend, error) {
 		}
 	}
 	b.gemvT8 = os.Getenv("RINGO_CUDA_GEMV_T8") != ""
+	b.readPinned = os.Getenv("RINGO_CUDA_READ_PINNED") != "0"
 	b.gemv2 = 4096
 	if v, err := strconv.Atoi(os.Getenv("RINGO_CUDA_GEMV2")); err == nil && v >= 0 {
 		b.gemv2 = v
@@ -532,8 +538,10 @@ func (b *Backend) closeLocked() {
 			ccall(d.cuMemFree, p)
 		}
 	}
-	if b.stageHost != 0 {
-		ccall(d.cuMemFreeHost, b.stageHost)
+	for _, p := range []uintptr{b.stageHost, b.readBuf} {
+		if p != 0 {
+			ccall(d.cuMemFreeHost, p)
+		}
 	}
 	if b.mod != 0 {
 		ccall(d.cuModuleUnload, b.mod)
@@ -854,8 +862,29 @@ func (b *Backend) Read(t backend.Tensor, dst []float32) {
 		b.launch("k_copy", g, bl, 0, pArg(s.p), lArg(t.Cols), pArg(p), lArg(t.Stride), iArg(t.Rows), iArg(t.Cols))
 		src = s.p
 	}
+	if !b.readPinned {
+		b.sync()
+		b.must(b.d.check(ccall(b.d.cuMemcpyDtoH, uintptr(unsafe.Pointer(&dst[0])), src, uintptr(4*n)), "cuMemcpyDtoH (or an earlier kernel failed)"))
+		if s.p != 0 {
+			b.release(s)
+		}
+		return
+	}
+	// the copy is queued with the step (and captured with it into a graph)
+	// into pinned memory: a synchronous copy into Go's pageable memory after
+	// the step waited the whole transfer at the host's pace
+	if b.readCap < 4*n {
+		if b.readBuf != 0 {
+			ccall(b.d.cuMemFreeHost, b.readBuf)
+			b.readBuf, b.readCap = 0, 0
+		}
+		c := max(4*n, 1<<20)
+		b.must(b.d.check(ccall(b.d.cuMemAllocHost, uintptr(unsafe.Pointer(&b.readBuf)), uintptr(c)), "cuMemAllocHost(read buffer)"))
+		b.readCap = c
+	}
+	b.record(opDtoH, uint64(b.readBuf), uint64(src), uint64(4*n))
 	b.sync()
-	b.must(b.d.check(ccall(b.d.cuMemcpyDtoH, uintptr(unsafe.Pointer(&dst[0])), src, uintptr(4*n)), "cuMemcpyDtoH (or an earlier kernel failed)"))
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(&dst[0])), 4*n), cmem(b.readBuf, 4*n))
 	if s.p != 0 {
 		b.release(s)
 	}
