@@ -8,7 +8,6 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -328,21 +327,26 @@ func BenchmarkOps(b *testing.B) {
 // on the checkpoint in RINGO_BENCH_MODEL (skipped without it; e.g. a
 // synthetic Ring-mini-linear-2.0 from `ringo synth`) after a 512-token
 // prompt, and logs each setting's mean step time. RINGO_BENCH_AB lists the
-// settings, ';'-separated, each of 3 to 8 '/'-separated fields:
+// settings, ';'-separated, each a ','-separated list of knob=value (the
+// knobs below; a knob not named keeps the backend's default, an empty
+// setting is the defaults), for example "dcpre=0;;rp=0". The settings of
+// earlier sessions, '/'-separated values of the first eight knobs in order
+// ("1/1/1/0/1"), are read too; there 0 for dc and
+// 1 for seg keep the default.
 //
-//  1. rope: the QK norm and RoPE inside k_lightning_rec (RINGO_CUDA_FUSE), 0 or 1
-//  2. rec: that kernel's state loads before PDL_ENTER (RINGO_CUDA_REC_EARLY), 0 or 1
-//  3. gu: moe_gu's shared-expert blocks before it (RINGO_CUDA_GU_EARLY), 0 or 1
-//  4. dc: the warps per output row of moe_dc (RINGO_CUDA_DC_SPLIT), 1 to 3
-//  5. nr: k_norm_route (RINGO_CUDA_NORM_ROUTE), 0 or 1
-//  6. seg: decode steps in segments (RINGO_CUDA_SEG): 0 for one graph per
+//   - rope: the QK norm and RoPE inside k_lightning_rec (RINGO_CUDA_FUSE), 0 or 1
+//   - rec: that kernel's state loads before PDL_ENTER (RINGO_CUDA_REC_EARLY), 0 or 1
+//   - gu: moe_gu's shared-expert blocks before it (RINGO_CUDA_GU_EARLY), 0 or 1
+//   - dc: the warps per output row of moe_dc (RINGO_CUDA_DC_SPLIT), 1 to 3
+//   - nr: k_norm_route (RINGO_CUDA_NORM_ROUTE), 0 or 1
+//   - seg: decode steps in segments (RINGO_CUDA_SEG): 0 for one graph per
 //     step, F-R for the first after F kernels and then every R
-//  7. gemv2: the fewest output rows of the single-row GEMVs that run two
+//   - gemv2: the fewest output rows of the single-row GEMVs that run two
 //     rows per warp (RINGO_CUDA_GEMV2), 0 for none
-//  8. rp: Read through pinned memory (RINGO_CUDA_READ_PINNED), 0 or 1
+//   - rp: Read through pinned memory (RINGO_CUDA_READ_PINNED), 0 or 1
+//   - dcpre: moe_dc's L2 requests before its wait (RINGO_CUDA_DC_PRE), 0 or 1
 //
-// An absent field, or 0 for dc and 1 for seg, keeps the backend's default;
-// the default list is "1/1/1;1/1/0;0/1/1". Separate processes on the GPU
+// The default list is "rope=1;rope=0". Separate processes on the GPU
 // machine differ by a few per cent; alternating steps resolves less than
 // that.
 func BenchmarkDecodeAB(b *testing.B) {
@@ -352,47 +356,50 @@ func BenchmarkDecodeAB(b *testing.B) {
 	}
 	spec := os.Getenv("RINGO_BENCH_AB")
 	if spec == "" {
-		spec = "1/1/1;1/1/0;0/1/1"
+		spec = "rope=1;rope=0"
 	}
+	g := gpu(b, false)
+	knobs := decodeKnobs(g)
 	type setting struct {
-		name                   string
-		rope, recLate, guEarly bool
-		dcSplit                int
-		normRoute              int // -1: the backend's default
-		segFirst, segRest      int // -1: the backend's default
-		gemv2                  int // -1: the backend's default
-		readPinned             int // -1: the backend's default
+		name string
+		set  []func() // knobs to apply after the defaults
 	}
 	var settings []setting
 	for _, s := range strings.Split(spec, ";") {
-		f := strings.Split(s, "/")
-		if len(f) < 3 || len(f) > 8 || slices.ContainsFunc(f[:3], func(v string) bool { return v != "0" && v != "1" }) ||
-			len(f) >= 4 && (len(f[3]) != 1 || f[3][0] < '0' || f[3][0] > '3') || len(f) >= 5 && f[4] != "0" && f[4] != "1" ||
-			len(f) >= 6 && !segSpec(f[5]) || len(f) >= 7 && !gemv2Spec(f[6]) || len(f) == 8 && f[7] != "0" && f[7] != "1" {
-			b.Fatalf("RINGO_BENCH_AB: bad setting %q (want rope/rec/gu, each 0 or 1, then optionally dc: 0 to 3, nr: 0 or 1, seg: 0, 1 or F-R, gemv2: rows, rp: 0 or 1)", s)
+		st := setting{name: s}
+		if s == "" {
+			st.name = "(defaults)"
 		}
-		dc, nr := 0, -1 // the backend's defaults
-		if len(f) >= 4 {
-			dc = int(f[3][0] - '0')
+		pairs := strings.Split(s, ",")
+		if s != "" && !strings.Contains(s, "=") { // the positional form
+			f := strings.Split(s, "/")
+			if len(f) > 8 {
+				b.Fatalf("RINGO_BENCH_AB: %q has more than 8 fields", s)
+			}
+			pairs = pairs[:0]
+			for i, v := range f {
+				if name := knobOrder[i]; !(name == "dc" && v == "0" || name == "seg" && v == "1") {
+					pairs = append(pairs, name+"="+v)
+				}
+			}
 		}
-		if len(f) >= 5 {
-			nr = int(f[4][0] - '0')
+		for _, kv := range pairs {
+			if kv == "" {
+				continue
+			}
+			name, v, _ := strings.Cut(kv, "=")
+			k, ok := knobs[name]
+			if !ok {
+				b.Fatalf("RINGO_BENCH_AB: unknown knob %q in %q (want one of %s)", name, s, strings.Join(knobOrder, ", "))
+			}
+			apply, err := k.parse(v)
+			if err != nil {
+				b.Fatalf("RINGO_BENCH_AB: %s=%s: %v", name, v, err)
+			}
+			st.set = append(st.set, apply)
 		}
-		sf, sr := -1, -1
-		if len(f) >= 6 && f[5] != "1" {
-			sf, sr = 0, 0
-			fmt.Sscanf(f[5], "%d-%d", &sf, &sr)
-		}
-		g2, rp := -1, -1
-		if len(f) >= 7 {
-			g2, _ = strconv.Atoi(f[6])
-		}
-		if len(f) == 8 {
-			rp = int(f[7][0] - '0')
-		}
-		settings = append(settings, setting{s, f[0] == "1", f[1] == "0", f[2] == "1", dc, nr, sf, sr, g2, rp})
+		settings = append(settings, st)
 	}
-	g := gpu(b, false)
 	ck, err := checkpoint.Open(dir)
 	if err != nil {
 		b.Fatal(err)
@@ -408,31 +415,17 @@ func BenchmarkDecodeAB(b *testing.B) {
 	if err := m.Forward(context.Background(), []*model.Request{r}); err != nil {
 		b.Fatal(err)
 	}
-	saved, savedRec, savedGU, savedDC, savedNR := g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.normRoute
-	savedSF, savedSR, savedG2, savedRP := g.segFirst, g.segRest, g.gemv2, g.readPinned
 	defer func() {
-		g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.normRoute = saved, savedRec, savedGU, savedDC, savedNR
-		g.segFirst, g.segRest, g.gemv2, g.readPinned = savedSF, savedSR, savedG2, savedRP
+		for _, k := range knobs {
+			k.restore()
+		}
 	}()
 	step := func(s setting) time.Duration {
-		g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.normRoute = s.rope, s.recLate, s.guEarly, s.dcSplit, savedNR
-		if s.dcSplit == 0 {
-			g.dcSplit = savedDC
+		for _, k := range knobs {
+			k.restore()
 		}
-		if s.normRoute >= 0 {
-			g.normRoute = savedNR && s.normRoute == 1
-		}
-		g.segFirst, g.segRest = savedSF, savedSR
-		if s.segFirst >= 0 {
-			g.segFirst, g.segRest = s.segFirst, s.segRest
-		}
-		g.gemv2 = savedG2
-		if s.gemv2 >= 0 {
-			g.gemv2 = s.gemv2
-		}
-		g.readPinned = savedRP
-		if s.readPinned >= 0 {
-			g.readPinned = s.readPinned == 1
+		for _, f := range s.set {
+			f()
 		}
 		r.Tokens = []int32{argmax(r.Logits)}
 		t0 := time.Now()
@@ -459,6 +452,89 @@ func BenchmarkDecodeAB(b *testing.B) {
 			b.Logf("%-12s %5d steps  %8.1f µs/step  %7.1f tok/s", s.name, n[k], us, 1e6/us)
 		}
 	}
+}
+
+// knobOrder names BenchmarkDecodeAB's knobs, the positional ones first.
+var knobOrder = []string{"rope", "rec", "gu", "dc", "nr", "seg", "gemv2", "rp", "dcpre"}
+
+// decodeKnob is one of BenchmarkDecodeAB's settings: parse checks a value
+// and returns what sets it on the backend; restore puts back the value the
+// backend had when decodeKnobs made it.
+type decodeKnob struct {
+	parse   func(v string) (func(), error)
+	restore func()
+}
+
+// decodeKnobs returns BenchmarkDecodeAB's knobs for g, by name.
+func decodeKnobs(g *Backend) map[string]decodeKnob {
+	flag := func(p *bool, invert bool) decodeKnob {
+		return decodeKnob{
+			parse: func(v string) (func(), error) {
+				if v != "0" && v != "1" {
+					return nil, fmt.Errorf("want 0 or 1")
+				}
+				on := (v == "1") != invert
+				return func() { *p = on }, nil
+			},
+		}
+	}
+	number := func(p *int, lo, hi int) decodeKnob {
+		return decodeKnob{
+			parse: func(v string) (func(), error) {
+				n, err := strconv.Atoi(v)
+				if err != nil || n < lo || n > hi {
+					return nil, fmt.Errorf("want a number from %d to %d", lo, hi)
+				}
+				return func() { *p = n }, nil
+			},
+		}
+	}
+	k := map[string]decodeKnob{
+		"rope":  flag(&g.fuseRope, false),
+		"rec":   flag(&g.recLate, true),
+		"gu":    flag(&g.guEarly, false),
+		"dc":    number(&g.dcSplit, 1, 3),
+		"gemv2": number(&g.gemv2, 0, math.MaxInt32),
+		"rp":    flag(&g.readPinned, false),
+		"dcpre": flag(&g.dcPre, false),
+		"seg": {parse: func(v string) (func(), error) {
+			var f, r int
+			if v == "0" {
+				return func() { g.segFirst, g.segRest = 0, 0 }, nil
+			}
+			if n, err := fmt.Sscanf(v, "%d-%d", &f, &r); err != nil || n != 2 || f < 0 || r < 0 {
+				return nil, fmt.Errorf("want 0 or F-R")
+			}
+			return func() { g.segFirst, g.segRest = f, r }, nil
+		}},
+	}
+	nr := flag(&g.normRoute, false)
+	k["nr"] = decodeKnob{parse: func(v string) (func(), error) {
+		set, err := nr.parse(v)
+		if err != nil {
+			return nil, err
+		}
+		return func() {
+			on := g.normRoute
+			set()
+			g.normRoute = g.normRoute && on // only where the backend has it
+		}, nil
+	}}
+	// the backend's values now, which restore puts back
+	fuseRope, recLate, guEarly, dcSplit, normRoute := g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.normRoute
+	segFirst, segRest, gemv2, readPinned, dcPre := g.segFirst, g.segRest, g.gemv2, g.readPinned, g.dcPre
+	restore := map[string]func(){
+		"rope": func() { g.fuseRope = fuseRope }, "rec": func() { g.recLate = recLate },
+		"gu": func() { g.guEarly = guEarly }, "dc": func() { g.dcSplit = dcSplit },
+		"nr": func() { g.normRoute = normRoute }, "seg": func() { g.segFirst, g.segRest = segFirst, segRest },
+		"gemv2": func() { g.gemv2 = gemv2 }, "rp": func() { g.readPinned = readPinned },
+		"dcpre": func() { g.dcPre = dcPre },
+	}
+	for name, kn := range k {
+		kn.restore = restore[name]
+		k[name] = kn
+	}
+	return k
 }
 
 // BenchmarkPrefillOps times the prefill attention and MoE of one layer at
@@ -525,19 +601,4 @@ func BenchmarkPrefillOps(b *testing.B) {
 			timeIt(b, 2*3*float64(T)*K*I*D, func() { g.MoE(y, x, rt, ex) })
 		})
 	}
-}
-
-// segSpec reports whether v is a segment setting of BenchmarkDecodeAB: 0,
-// 1 or F-R.
-func segSpec(v string) bool {
-	var f, r int
-	n, err := fmt.Sscanf(v, "%d-%d", &f, &r)
-	return v == "0" || v == "1" || err == nil && n == 2 && f >= 0 && r >= 0
-}
-
-// gemv2Spec reports whether v is a row count for BenchmarkDecodeAB's
-// seventh field.
-func gemv2Spec(v string) bool {
-	n, err := strconv.Atoi(v)
-	return err == nil && n >= 0
 }

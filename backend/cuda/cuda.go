@@ -162,6 +162,9 @@ type Backend struct {
 	// gemvT8 (RINGO_CUDA_GEMV_T8) runs single-row GEMVs with the kernels
 	// for up to 8 rows instead of the ones compiled for 1, for comparisons
 	gemvT8 bool
+	// dcPre (RINGO_CUDA_DC_PRE=0 turns it off): moe_dc asks L2 for its
+	// routed rows before its PDL wait, while moe_gu runs (moe_dc_pre)
+	dcPre bool
 	// gemv2: single-row BF16 GEMVs of at least this many output rows run
 	// gemv_bf16v2, two rows per warp (RINGO_CUDA_GEMV2=N; 0: never)
 	gemv2 int
@@ -343,6 +346,7 @@ func New(device int, opts Options) (*Backend, error) {
 	b.gemvT8 = os.Getenv("RINGO_CUDA_GEMV_T8") != ""
 	b.readPinned = os.Getenv("RINGO_CUDA_READ_PINNED") != "0"
 	b.gemv2 = 4096
+	b.dcPre = os.Getenv("RINGO_CUDA_DC_PRE") != "0"
 	if v, err := strconv.Atoi(os.Getenv("RINGO_CUDA_GEMV2")); err == nil && v >= 0 {
 		b.gemv2 = v
 	}

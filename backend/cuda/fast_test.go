@@ -299,6 +299,16 @@ func TestMoEShared(t *testing.T) {
 					t.Errorf("%s: relative error %.3g with moe_gu's shared blocks early=%v", what, e, !saved)
 				}
 				g.Free(early)
+				// moe_dc's L2 requests for its rows before the PDL wait
+				// (RINGO_CUDA_DC_PRE) change nothing
+				pre := g.Alloc(T, c.D)
+				g.dcPre = !g.dcPre
+				g.MoEShared(pre, x.g, g.Route(l.g, nil, p), ge, ggu, gdn)
+				g.dcPre = !g.dcPre
+				if e := gpuRelErr(g, pre, d.g); e != 0 {
+					t.Errorf("%s: relative error %.3g with moe_dc's early requests %v", what, e, !g.dcPre)
+				}
+				g.Free(pre)
 				// moe_dc with two or three warps per output row against
 				// one (RINGO_CUDA_DC_SPLIT), with and without the shared
 				// expert: the same sums in another order

@@ -1310,6 +1310,22 @@ __device__ __forceinline__ void moe_gu(const float* X, i64 ldx, const int* ids, 
   au = warp_sum(au);
   if (lane == 0) A[(i64)s * I + k] = silu_mul(ag, au);
 }
+// moe_dc_pre asks L2 for the rows that moe_dcs will read (every slot's row n
+// of the warp's row group) before PDL_ENTER, with pre set
+// (RINGO_CUDA_DC_PRE): the routing that wrote ids ran two or more launches
+// back (moe_gu comes between), so the rows are known while moe_gu still
+// runs.
+template <int SPLIT>
+__device__ __forceinline__ void moe_dc_pre(const int* ids, int topk, const char* Wt, int rowBytes, int N, const char* Ws, int ns) {
+  int w = threadIdx.x >> 5, lane = threadIdx.x & 31, p = w % SPLIT;
+  int t = blockIdx.y, n = blockIdx.x * ((blockDim.x >> 5) / SPLIT) + w / SPLIT;
+  if (n >= N) return;
+  int m = topk + (Ws ? 1 : 0);
+  for (int j = p; j < m; j += SPLIT) {
+    const char* r = j < topk ? Wt + ((i64)ids[t * topk + j] * N + n) * rowBytes : Ws + (i64)n * rowBytes;
+    for (int o = lane * 128; o < rowBytes; o += 32 * 128) asm volatile("prefetch.global.L2 [%0];" ::"l"(r + o));
+  }
+}
 // moe_dcs: the down projections of a token's slots and their weighted sum
 // (moe_dc), with SPLIT warps per output row, warp p of a row summing the
 // slots p, p+SPLIT, ... in order, each lane loading a chunk of every one of
@@ -1383,19 +1399,26 @@ extern "C" __global__ void moe_gu_fp8(const float* X, i64 ldx, const int* ids, i
   moe_gu<GvFP8>(X, ldx, ids, topk, (const uint4*)Wt, S, br, bc, I, K, A, (const uint4*)Ws, Ss, ns, early);
 }
 extern "C" __global__ void moe_dc_bf16v(const float* A, const int* ids, const float* wts, int topk, const u16* __restrict__ Wt, int N, int K, float* D,
-                                        i64 ldd, const u16* __restrict__ Ws, int ns) { PDL_ENTER();
+                                        i64 ldd, const u16* __restrict__ Ws, int ns, int pre) {
+  if (pre) moe_dc_pre<1>(ids, topk, (const char*)Wt, K * 2, N, (const char*)Ws, ns);
+  PDL_ENTER();
   moe_dcs<GvBF16, 1>(A, ids, wts, topk, (const uint4*)Wt, 0, 1, 1, N, K, D, ldd, (const uint4*)Ws, 0, ns);
 }
 extern "C" __global__ void moe_dc2_bf16v(const float* A, const int* ids, const float* wts, int topk, const u16* __restrict__ Wt, int N, int K, float* D,
-                                         i64 ldd, const u16* __restrict__ Ws, int ns) { PDL_ENTER();
+                                         i64 ldd, const u16* __restrict__ Ws, int ns, int pre) {
+  if (pre) moe_dc_pre<2>(ids, topk, (const char*)Wt, K * 2, N, (const char*)Ws, ns);
+  PDL_ENTER();
   moe_dcs<GvBF16, 2>(A, ids, wts, topk, (const uint4*)Wt, 0, 1, 1, N, K, D, ldd, (const uint4*)Ws, 0, ns);
 }
 extern "C" __global__ void moe_dc3_bf16v(const float* A, const int* ids, const float* wts, int topk, const u16* __restrict__ Wt, int N, int K, float* D,
-                                         i64 ldd, const u16* __restrict__ Ws, int ns) { PDL_ENTER();
+                                         i64 ldd, const u16* __restrict__ Ws, int ns, int pre) {
+  if (pre) moe_dc_pre<3>(ids, topk, (const char*)Wt, K * 2, N, (const char*)Ws, ns);
+  PDL_ENTER();
   moe_dcs<GvBF16, 3>(A, ids, wts, topk, (const uint4*)Wt, 0, 1, 1, N, K, D, ldd, (const uint4*)Ws, 0, ns);
 }
 extern "C" __global__ void moe_dc_fp8(const float* A, const int* ids, const float* wts, int topk, const unsigned char* __restrict__ Wt, const float* S,
-                                      int br, int bc, int N, int K, float* D, i64 ldd, const unsigned char* __restrict__ Ws, const float* Ss, int ns) {
+                                      int br, int bc, int N, int K, float* D, i64 ldd, const unsigned char* __restrict__ Ws, const float* Ss, int ns, int pre) {
+  if (pre) moe_dc_pre<1>(ids, topk, (const char*)Wt, K, N, (const char*)Ws, ns);
   PDL_ENTER();
   moe_dcs<GvFP8, 1>(A, ids, wts, topk, (const uint4*)Wt, S, br, bc, N, K, D, ldd, (const uint4*)Ws, Ss, ns);
 }
