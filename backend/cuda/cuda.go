@@ -97,8 +97,10 @@ type Backend struct {
 	stageCap, stageOff  int
 	flushedOff          int       // ring bytes already copied
 	overflow            []uintptr // staging blocks beyond the ring, freed at the next sync
-	// readBuf is Read's pinned host buffer (readCap bytes); with readPinned
-	// off (RINGO_CUDA_READ_PINNED=0) Read copies into Go memory directly
+	// readBuf is Read's pinned host buffer (readCap bytes) for reads of at
+	// most readPinnedMax bytes that follow queued work; with readPinned off
+	// (RINGO_CUDA_READ_PINNED=0), for larger reads and for reads with
+	// nothing queued before them, Read copies into Go memory directly
 	readBuf    uintptr
 	readCap    int
 	readPinned bool
@@ -866,7 +868,7 @@ func (b *Backend) Read(t backend.Tensor, dst []float32) {
 		b.launch("k_copy", g, bl, 0, pArg(s.p), lArg(t.Cols), pArg(p), lArg(t.Stride), iArg(t.Rows), iArg(t.Cols))
 		src = s.p
 	}
-	if !b.readPinned {
+	if !b.readPinned || 4*n > readPinnedMax || len(b.queue) == queueHead {
 		b.sync()
 		b.must(b.d.check(ccall(b.d.cuMemcpyDtoH, uintptr(unsafe.Pointer(&dst[0])), src, uintptr(4*n)), "cuMemcpyDtoH (or an earlier kernel failed)"))
 		if s.p != 0 {
@@ -893,6 +895,16 @@ func (b *Backend) Read(t backend.Tensor, dst []float32) {
 		b.release(s)
 	}
 }
+
+// readPinnedMax is the largest Read that goes through pinned memory. A
+// read queued after a decode step's kernels, into pinned memory, then copied
+// into Go memory, was 1–4 % faster per step at batch 1 on the H200 than a
+// synchronous copy into Go memory after the step (0.6 MB of logits;
+// BenchmarkDecodeAB and `ringo bench` in separate processes), but at batch
+// 64, whose 64 reads of a row each follow one step, ~10 % slower when every
+// read went through pinned memory: so only reads that follow queued work
+// (the first of a step) and are small take this path.
+const readPinnedMax = 4 << 20
 
 // Copy implements backend.Backend.
 func (b *Backend) Copy(dst, src backend.Tensor) {
