@@ -103,7 +103,7 @@ if has ab; then
 fi
 if has decodeab; then
 	# decode settings alternated step by step in one process (BenchmarkDecodeAB, backend/cuda):
-	# RINGO_BENCH_AB lists them ("rope/rec/gu" each), ABSTEPS the steps over all of them
+	# RINGO_BENCH_AB lists them (';'-separated knob=value lists, see bench_test.go), ABSTEPS the steps over all of them
 	log "BenchmarkDecodeAB on $MODEL: ${RINGO_BENCH_AB:-default settings}"
 	TESTS=0 BENCH=1 BENCHRE=DecodeAB BENCHTIME="${ABSTEPS:-9000x}" RINGO_BENCH_MODEL="$MODEL" OUT="$OUTDIR/decodeab" \
 		timeout 300 scripts/gpu-check.sh 2>&1 | grep -E "bench_test|^Benchmark|FAIL|panic|rror" | tee "$OUTDIR/decodeab.txt"

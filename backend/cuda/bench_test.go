@@ -331,8 +331,8 @@ func BenchmarkOps(b *testing.B) {
 // knobs below; a knob not named keeps the backend's default, an empty
 // setting is the defaults), for example "dcpre=0;;rp=0". The settings of
 // earlier sessions, '/'-separated values of the first eight knobs in order
-// ("1/1/1/0/1"), are read too; there 0 for dc and
-// 1 for seg keep the default.
+// ("1/1/1/0/1"), are read too; there 0 for dc and 1 for seg keep the
+// default.
 //
 //   - rope: the QK norm and RoPE inside k_lightning_rec (RINGO_CUDA_FUSE), 0 or 1
 //   - rec: that kernel's state loads before PDL_ENTER (RINGO_CUDA_REC_EARLY), 0 or 1
@@ -360,45 +360,9 @@ func BenchmarkDecodeAB(b *testing.B) {
 	}
 	g := gpu(b, false)
 	knobs := decodeKnobs(g)
-	type setting struct {
-		name string
-		set  []func() // knobs to apply after the defaults
-	}
-	var settings []setting
-	for _, s := range strings.Split(spec, ";") {
-		st := setting{name: s}
-		if s == "" {
-			st.name = "(defaults)"
-		}
-		pairs := strings.Split(s, ",")
-		if s != "" && !strings.Contains(s, "=") { // the positional form
-			f := strings.Split(s, "/")
-			if len(f) > 8 {
-				b.Fatalf("RINGO_BENCH_AB: %q has more than 8 fields", s)
-			}
-			pairs = pairs[:0]
-			for i, v := range f {
-				if name := knobOrder[i]; !(name == "dc" && v == "0" || name == "seg" && v == "1") {
-					pairs = append(pairs, name+"="+v)
-				}
-			}
-		}
-		for _, kv := range pairs {
-			if kv == "" {
-				continue
-			}
-			name, v, _ := strings.Cut(kv, "=")
-			k, ok := knobs[name]
-			if !ok {
-				b.Fatalf("RINGO_BENCH_AB: unknown knob %q in %q (want one of %s)", name, s, strings.Join(knobOrder, ", "))
-			}
-			apply, err := k.parse(v)
-			if err != nil {
-				b.Fatalf("RINGO_BENCH_AB: %s=%s: %v", name, v, err)
-			}
-			st.set = append(st.set, apply)
-		}
-		settings = append(settings, st)
+	settings, err := parseDecodeSettings(spec, knobs)
+	if err != nil {
+		b.Fatal(err)
 	}
 	ck, err := checkpoint.Open(dir)
 	if err != nil {
@@ -420,7 +384,7 @@ func BenchmarkDecodeAB(b *testing.B) {
 			k.restore()
 		}
 	}()
-	step := func(s setting) time.Duration {
+	step := func(s decodeSetting) time.Duration {
 		for _, k := range knobs {
 			k.restore()
 		}
@@ -452,6 +416,55 @@ func BenchmarkDecodeAB(b *testing.B) {
 			b.Logf("%-12s %5d steps  %8.1f µs/step  %7.1f tok/s", s.name, n[k], us, 1e6/us)
 		}
 	}
+}
+
+// decodeSetting is one of BenchmarkDecodeAB's settings: its name and what
+// sets its knobs after the defaults.
+type decodeSetting struct {
+	name string
+	set  []func()
+}
+
+// parseDecodeSettings reads RINGO_BENCH_AB (see BenchmarkDecodeAB) against
+// knobs.
+func parseDecodeSettings(spec string, knobs map[string]decodeKnob) ([]decodeSetting, error) {
+	var settings []decodeSetting
+	for _, s := range strings.Split(spec, ";") {
+		st := decodeSetting{name: s}
+		if s == "" {
+			st.name = "(defaults)"
+		}
+		pairs := strings.Split(s, ",")
+		if s != "" && !strings.Contains(s, "=") { // the positional form
+			f := strings.Split(s, "/")
+			if len(f) > 8 {
+				return nil, fmt.Errorf("RINGO_BENCH_AB: %q has more than 8 fields", s)
+			}
+			pairs = pairs[:0]
+			for i, v := range f {
+				if name := knobOrder[i]; !(name == "dc" && v == "0" || name == "seg" && v == "1") {
+					pairs = append(pairs, name+"="+v)
+				}
+			}
+		}
+		for _, kv := range pairs {
+			if kv == "" {
+				continue
+			}
+			name, v, _ := strings.Cut(kv, "=")
+			k, ok := knobs[name]
+			if !ok {
+				return nil, fmt.Errorf("RINGO_BENCH_AB: unknown knob %q in %q (want one of %s)", name, s, strings.Join(knobOrder, ", "))
+			}
+			apply, err := k.parse(v)
+			if err != nil {
+				return nil, fmt.Errorf("RINGO_BENCH_AB: %s=%s: %v", name, v, err)
+			}
+			st.set = append(st.set, apply)
+		}
+		settings = append(settings, st)
+	}
+	return settings, nil
 }
 
 // knobOrder names BenchmarkDecodeAB's knobs, the positional ones first.
@@ -600,5 +613,57 @@ func BenchmarkPrefillOps(b *testing.B) {
 			g.mmb, g.wgmma, g.moeYB, g.mmbStage = c.mmb, c.wg, c.yb, c.stage
 			timeIt(b, 2*3*float64(T)*K*I*D, func() { g.MoE(y, x, rt, ex) })
 		})
+	}
+}
+
+// TestParseDecodeSettings checks BenchmarkDecodeAB's settings on a backend
+// that is only a struct (no GPU needed): knob=value lists, the defaults,
+// the positional form, and the errors.
+func TestParseDecodeSettings(t *testing.T) {
+	g := &Backend{fuseRope: true, dcSplit: 2, segFirst: 24, gemv2: 4096, readPinned: true, dcPre: true, normRoute: true}
+	knobs := decodeKnobs(g)
+	settings, err := parseDecodeSettings("rope=0,dc=3,seg=16-8;;1/0/1/0/0/0/2048/0", knobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type state struct {
+		rope, recLate, gu, nr, rp, pre bool
+		dc, sf, sr, g2                 int
+	}
+	get := func() state {
+		return state{g.fuseRope, g.recLate, g.guEarly, g.normRoute, g.readPinned, g.dcPre, g.dcSplit, g.segFirst, g.segRest, g.gemv2}
+	}
+	apply := func(s decodeSetting) state {
+		for _, k := range knobs {
+			k.restore()
+		}
+		for _, f := range s.set {
+			f()
+		}
+		return get()
+	}
+	defaults := state{rope: true, nr: true, rp: true, pre: true, dc: 2, sf: 24, g2: 4096}
+	for i, want := range []state{
+		{rope: false, nr: true, rp: true, pre: true, dc: 3, sf: 16, sr: 8, g2: 4096},
+		defaults,
+		{rope: true, recLate: true, gu: true, nr: false, rp: false, pre: true, dc: 2, sf: 0, sr: 0, g2: 2048},
+	} {
+		if got := apply(settings[i]); got != want {
+			t.Errorf("setting %d (%s): %+v, want %+v", i, settings[i].name, got, want)
+		}
+	}
+	if settings[1].name != "(defaults)" {
+		t.Errorf("empty setting named %q", settings[1].name)
+	}
+	for _, k := range knobs {
+		k.restore()
+	}
+	if got := get(); got != defaults {
+		t.Errorf("after restore: %+v, want %+v", got, defaults)
+	}
+	for _, bad := range []string{"nope=1", "rope=2", "dc=4", "seg=x", "1/1/1/0/1/1/0/1/1", "gemv2=-1"} {
+		if _, err := parseDecodeSettings(bad, knobs); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
 	}
 }
