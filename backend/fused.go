@@ -21,6 +21,28 @@ func AddRMSNorm(b Backend, dst, x, a Tensor, w Weight, eps float32) {
 	b.RMSNorm(dst, x, w, x.Cols, eps)
 }
 
+// AddRMSNormToer is implemented by backends that fuse a residual addition
+// into a new buffer with the normalisation that follows it.
+type AddRMSNormToer interface {
+	// AddRMSNormTo computes y = x + a, then dst = RMSNorm(y) with weight w
+	// over groups of y.Cols; x and a are left unchanged. dst, y and x must
+	// not overlap one another.
+	AddRMSNormTo(dst, y, x, a Tensor, w Weight, eps float32)
+}
+
+// AddRMSNormTo computes y = x + a and dst = RMSNorm(y)·w (one group per
+// row), fused when b implements AddRMSNormToer and as Add then RMSNorm
+// otherwise; the results are the same either way, and the same as
+// AddRMSNorm's in place.
+func AddRMSNormTo(b Backend, dst, y, x, a Tensor, w Weight, eps float32) {
+	if f, ok := b.(AddRMSNormToer); ok {
+		f.AddRMSNormTo(dst, y, x, a, w, eps)
+		return
+	}
+	b.Add(y, x, a)
+	b.RMSNorm(dst, y, w, y.Cols, eps)
+}
+
 // RMSNormRoPEr is implemented by backends that fuse the per-head RMSNorm of
 // q|k with the rotary embedding that follows it (one pass over each head).
 type RMSNormRoPEr interface {

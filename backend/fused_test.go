@@ -49,6 +49,10 @@ func (f *fusing) RMSNormSigmoidMul(dst, x, gate Tensor, w Weight, group int, eps
 	f.calls = append(f.calls, fmt.Sprintf("RMSNormSigmoidMul(%d,%d,%d,%d,%g)", dst.Off, x.Off, gate.Off, group, eps))
 }
 
+func (f *fusing) AddRMSNormTo(dst, y, x, a Tensor, w Weight, eps float32) {
+	f.calls = append(f.calls, fmt.Sprintf("AddRMSNormTo(%d,%d,%d,%d,%g)", dst.Off, y.Off, x.Off, a.Off, eps))
+}
+
 // picked is a Routing returned by fusing.AddRMSNormRoute.
 type picked struct{ Routing }
 
@@ -86,6 +90,9 @@ func TestFusedHelpers(t *testing.T) {
 		{"RMSNormSigmoidMul in place", func(b Backend) { RMSNormSigmoidMul(b, x, x, g, nil, 512, 0.25) },
 			[]string{"RMSNorm(1,1,512,0.25)", "SigmoidMul(1,1,3)"},
 			[]string{"RMSNormSigmoidMul(1,1,3,512,0.25)"}},
+		{"AddRMSNormTo", func(b Backend) { AddRMSNormTo(b, d, Tensor{Off: 5}, x, g, nil, 0.5) },
+			[]string{"Add(5,1,3)", "RMSNorm(2,5,0,0.5)"},
+			[]string{"AddRMSNormTo(2,5,1,3,0.5)"}},
 		{"AddRMSNormRoute", func(b Backend) { AddRMSNormRoute(b, d, x, g, nil, 0.5, Tensor{Off: 4}, nil, nil, RouteParams{TopK: 8}) },
 			[]string{"Add(1,1,3)", "RMSNorm(2,1,0,0.5)", "MatMul(4,2)", "Route(4,8)"},
 			[]string{"AddRMSNormRoute(2,1,3,0.5,4,8)"}},

@@ -39,8 +39,9 @@ func sameTensors(t *testing.T, what string, g *Backend, got, want backend.Tensor
 
 // TestFusedDecode decodes the fixture models at batch 1 (fast mode) with
 // the QK norm and RoPE inside the lightning kernel and the MoE layers'
-// norm, router and routing in one kernel (k_norm_route, sm_90), and
-// without: the same
+// norm, router and routing in one kernel (k_norm_route, sm_90), each
+// layer's input norm in its first GEMV (gemv_bf16v1n/v2n), and without:
+// the same
 // logits (the same arithmetic), and fewer kernels per fused step for the
 // lightning model.
 func TestFusedDecode(t *testing.T) {
@@ -50,7 +51,7 @@ func TestFusedDecode(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer u.Close()
-	u.fuseRope, u.normRoute = false, false
+	u.fuseRope, u.normRoute, u.normGEMV = false, false, false
 	for _, tc := range []struct {
 		dir   string
 		decay bailing.DecayConvention
@@ -263,5 +264,76 @@ func TestNormRoute(t *testing.T) {
 			g.Free(hs[s])
 			g.Free(ls[s])
 		}
+	}
+}
+
+// TestNormGEMV checks AddRMSNormTo followed by a one-row GEMV of its output
+// (the norm then runs in the GEMV's blocks, gemv_bf16v1n/v2n) against the
+// same operations with the fusion off (k_addrmsnorm, then the GEMV):
+// bit-identical product, norm and residual, x unchanged, one kernel fewer;
+// against the CPU; and that an operation other than such a GEMV, or two
+// rows, leaves the norm to k_addrmsnorm with the same results.
+func TestNormGEMV(t *testing.T) {
+	g := gpu(t, false)
+	rng := rand.New(rand.NewSource(31))
+	defer func(on bool) { g.normGEMV = on }(g.normGEMV)
+	for _, c := range []struct {
+		T, N, K int
+		then    string // "gemv", or "add" (an Add of the norm's output comes first)
+		fused   bool
+	}{
+		{1, 8192, 2048, "gemv", true}, // Ring-mini's qkv|gate: two rows per warp
+		{1, 3072, 2048, "gemv", true}, // softmax layers' qkv: one row per warp
+		{1, 1000, 512, "gemv", true},
+		{1, 7, 64, "gemv", true},
+		{1, 3072, 2048, "add", false},
+		{2, 3072, 2048, "gemv", false},
+	} {
+		what := fmt.Sprintf("%+v", c)
+		cw, gw := upload(t, g, hostWeight(rng, "w", backend.BF16, c.N, c.K, 0.5))
+		cn, nw := upload(t, g, hostWeight(rng, "norm", backend.F32, 1, c.K, 1))
+		x, a := randT(t, g, rng, c.T, c.K, 1), randT(t, g, rng, c.T, c.K, 1)
+		x0 := gpuCopy(g, x.g)
+		type result struct{ h, y, out backend.Tensor }
+		var res [2]result
+		var kernels [2]int64
+		for s, on := range []bool{false, true} {
+			r := result{g.Alloc(c.T, c.K), g.Alloc(c.T, c.K), g.Alloc(c.T, c.N)}
+			g.normGEMV = on
+			g.Sync()
+			k0 := g.Stats().Kernels
+			g.AddRMSNormTo(r.h, r.y, x.g, a.g, nw, 1e-6)
+			if c.then == "add" {
+				g.Add(r.h, r.h, r.h)
+			}
+			g.MatMul(r.out, r.h, gw)
+			g.Sync()
+			kernels[s] = g.Stats().Kernels - k0
+			res[s] = r
+		}
+		g.normGEMV = true
+		sameTensors(t, what+": product", g, res[1].out, res[0].out, 0)
+		sameTensors(t, what+": norm", g, res[1].h, res[0].h, 0)
+		sameTensors(t, what+": residual", g, res[1].y, res[0].y, 0)
+		sameTensors(t, what+": x unchanged", g, x.g, x0, 0)
+		if fused := kernels[1] == kernels[0]-1; fused != c.fused || !c.fused && kernels[1] != kernels[0] {
+			t.Errorf("%s: %d kernels fused, %d not (want fused: %v)", what, kernels[1], kernels[0], c.fused)
+		}
+		if c.then == "gemv" {
+			// the CPU: Add, RMSNorm, MatMul
+			h, y, out := zeroT(g, c.T, c.K), zeroT(g, c.T, c.K), zeroT(g, c.T, c.N)
+			backend.AddRMSNormTo(host(), h.c, y.c, x.c, a.c, cn, 1e-6)
+			host().MatMul(out.c, h.c, cw)
+			g.Copy(out.g, res[1].out)
+			g.Copy(y.g, res[1].y)
+			compare(t, what+": residual against the CPU", g, y, 1e-6)
+			compare(t, what+": product against the CPU", g, out, 2e-2)
+		}
+		for _, r := range res {
+			g.Free(r.h)
+			g.Free(r.y)
+			g.Free(r.out)
+		}
+		g.Free(x0)
 	}
 }

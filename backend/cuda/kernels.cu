@@ -527,21 +527,23 @@ __device__ __forceinline__ void addnorm_row(float* dr, float* vo, const float* x
   }
 }
 
-// k_addrmsnorm: x = x + a (stored), then d = RMSNorm(x) * w over the whole
-// row; one block per row. The same arithmetic as k_add then k_rmsnorm.
-// Rows of at most NU·blockDim values (decode) keep x + a in registers.
-// The decode path loads its norm weights before PDL_ENTER.
-extern "C" __global__ void k_addrmsnorm(float* d, i64 ldd, float* x, i64 ldx, const float* a, i64 lda, const float* w, int cols, float eps) {
+// k_addrmsnorm: y = x + a (stored; y may be x), then d = RMSNorm(y) * w
+// over the whole row; one block per row. The same arithmetic as k_add then
+// k_rmsnorm. Rows of at most NU·blockDim values (decode) keep x + a in
+// registers. The decode path loads its norm weights before PDL_ENTER.
+extern "C" __global__ void k_addrmsnorm(float* d, i64 ldd, float* x, i64 ldx, const float* a, i64 lda, const float* w, int cols, float eps,
+                                        float* y, i64 ldy) {
   __shared__ double sh[32];
   i64 r = blockIdx.x;
   float* xr = x + r * ldx;
   const float* ar = a + r * lda;
   float* dr = d + r * ldd;
+  float* yr = y + r * ldy;
   if (cols <= NU * (int)blockDim.x) {
     float wv[NU];
     addnorm_w(w, cols, blockDim.x, wv);
     PDL_ENTER();
-    addnorm_row(dr, xr, xr, ar, wv, cols, blockDim.x, eps, sh);
+    addnorm_row(dr, yr, xr, ar, wv, cols, blockDim.x, eps, sh);
     return;
   }
   PDL_ENTER();
@@ -559,14 +561,14 @@ extern "C" __global__ void k_addrmsnorm(float* d, i64 ldd, float* x, i64 ldx, co
       int i = i0 + u * blockDim.x;
       float v = xv[u] + av[u];
       if (i < cols) {
-        xr[i] = v;
+        yr[i] = v;
         ss += (double)v * (double)v;
       }
     }
   }
   ss = block_sumd(ss, sh);
   float inv = (float)(1.0 / sqrt(ss / (double)cols + (double)eps));
-  norm_out(dr, xr, inv, w, 0, cols);
+  norm_out(dr, yr, inv, w, 0, cols);
 }
 
 // ---------------------------------------------------------------------------
@@ -904,6 +906,63 @@ extern "C" __global__ void gemv_bf16v2(const float* X, i64 ldx, int T, const u16
   PDL_ENTER();
   float acc[2] = {0.f, 0.f};
   gv_dot_rows<2>(wp, wr, X, K, acc);
+#pragma unroll
+  for (int j = 0; j < 2; j++) {
+    float v = warp_sum(acc[j]);
+    if (lane == 0 && n0 + j < N) Y[n0 + j] = v;
+  }
+}
+// gemv_bf16v1n / v2n: gemv_bf16v1 / v2 of h = RMSNorm(x + a)·w for one row,
+// the norm done by every block itself after PDL_ENTER (k_addrmsnorm's
+// addnorm_row with nt threads, so the same h bit for bit) into shared
+// memory, instead of a k_addrmsnorm kernel before: block 0 also stores y =
+// x + a and h. y must not be x: other blocks may still read x (Backend.
+// AddRMSNormTo, fused by matmul). K <= GVN_MAXK, nt <= blockDim.x, K <=
+// NU·nt.
+#define GVN_MAXK 4096
+__device__ __forceinline__ void gv_norm(float* hs, const float* x, const float* a, const float* wv, float* y, float* h, int K, int nt, float eps) {
+  __shared__ double sh[32];
+  bool b0 = blockIdx.x == 0;
+  // vo receives x + a first, then (dr) h overwrites it: for blocks past the
+  // first both are hs
+  addnorm_row(hs, b0 ? y : hs, x, a, wv, K, nt, eps, sh);
+  __syncthreads();
+  if (b0)
+    for (int i = threadIdx.x; i < K; i += blockDim.x) h[i] = hs[i];
+}
+extern "C" __global__ void gemv_bf16v1n(const float* X, const float* A, const float* nw, float* Yres, float* H, int nt, float eps, const u16* __restrict__ Wt,
+                                        int N, int K, float* Y) {
+  __shared__ __align__(16) float hs[GVN_MAXK];
+  int n = gv_row(), lane = threadIdx.x & 31;
+  const uint4* wr = (const uint4*)(Wt + (i64)min(n, N - 1) * K);
+  uint4 wp[GV_P];
+  gv_load<GvBF16>(wr, K, wp);
+  float wv[NU];
+  addnorm_w(nw, K, nt, wv);
+  PDL_ENTER();
+  gv_norm(hs, X, A, wv, Yres, H, K, nt, eps);
+  float acc[1] = {0.f};
+  gv_dot<GvBF16, 1>(wp, hs, 0, 1, wr, 0, 1, K, acc);
+  float v = warp_sum(acc[0]);
+  if (lane == 0 && n < N) Y[n] = v;
+}
+extern "C" __global__ void gemv_bf16v2n(const float* X, const float* A, const float* nw, float* Yres, float* H, int nt, float eps, const u16* __restrict__ Wt,
+                                        int N, int K, float* Y) {
+  __shared__ __align__(16) float hs[GVN_MAXK];
+  int n0 = 2 * gv_row(), lane = threadIdx.x & 31;
+  const uint4* wr[2];
+  uint4 wp[2][GV_P];
+#pragma unroll
+  for (int j = 0; j < 2; j++) {
+    wr[j] = (const uint4*)(Wt + (i64)min(n0 + j, N - 1) * K);
+    gv_load<GvBF16>(wr[j], K, wp[j]);
+  }
+  float wv[NU];
+  addnorm_w(nw, K, nt, wv);
+  PDL_ENTER();
+  gv_norm(hs, X, A, wv, Yres, H, K, nt, eps);
+  float acc[2] = {0.f, 0.f};
+  gv_dot_rows<2>(wp, wr, hs, K, acc);
 #pragma unroll
   for (int j = 0; j < 2; j++) {
     float v = warp_sum(acc[j]);

@@ -389,6 +389,17 @@ func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *wei
 		b.release(wb)
 		return
 	}
+	if r := b.pendingNorm; r != nil && T == 1 && px == r.d && w.kind == backend.BF16 && K == r.cols && !b.gemvT8 {
+		// the norm that made x, in this GEMV's blocks
+		b.pendingNorm = nil
+		name, rows := "gemv_bf16v1n", 8
+		if b.gemv2 > 0 && N >= b.gemv2 {
+			name, rows = "gemv_bf16v2n", 16
+		}
+		b.launch(name, dim3{(N + rows - 1) / rows, 1, 1}, dim3{256, 1, 1}, 0, pArg(r.x), pArg(r.a), pArg(r.w.p), pArg(r.y), pArg(r.d),
+			iArg(addNormThreads(K)), fArg(r.eps), pArg(w.p), iArg(N), iArg(K), pArg(pd))
+		return
+	}
 	if T <= GEMVRows {
 		name := "gemv_" + kindSuffix(w.kind)
 		rows := 8 // per block
@@ -546,11 +557,67 @@ func (b *Backend) AddRMSNorm(dst, x, a backend.Tensor, wt backend.Weight, eps fl
 	if x.Rows == 0 {
 		return
 	}
-	// up to 1024 threads, 8 values each (NU in kernels.cu): decode
-	// normalises a single row
-	threads := min(1024, max(32, (x.Cols/8+31)&^31))
-	b.launch("k_addrmsnorm", dim3{x.Rows, 1, 1}, dim3{threads, 1, 1}, 0, pArg(b.ptr("AddRMSNorm", dst)), lArg(dst.Stride),
-		pArg(b.ptr("AddRMSNorm", x)), lArg(x.Stride), pArg(b.ptr("AddRMSNorm", a)), lArg(a.Stride), pArg(w.p), iArg(x.Cols), fArg(eps))
+	px := b.ptr("AddRMSNorm", x)
+	b.addRMSNorm(b.ptr("AddRMSNorm", dst), dst.Stride, px, x.Stride, px, x.Stride, b.ptr("AddRMSNorm", a), a.Stride, w, x.Rows, x.Cols, eps)
+}
+
+// addNormThreads is the block size of k_addrmsnorm for rows of cols values:
+// up to 1024 threads, 8 values each (NU in kernels.cu), so that decode
+// normalises a single row in registers.
+func addNormThreads(cols int) int { return min(1024, max(32, (cols/8+31)&^31)) }
+
+// addRMSNorm launches k_addrmsnorm: y = x + a, d = RMSNorm(y)·w.
+func (b *Backend) addRMSNorm(pd uintptr, ldd int, py uintptr, ldy int, px uintptr, ldx int, pa uintptr, lda int, w *weight, rows, cols int, eps float32) {
+	b.launch("k_addrmsnorm", dim3{rows, 1, 1}, dim3{addNormThreads(cols), 1, 1}, 0, pArg(pd), lArg(ldd), pArg(px), lArg(ldx), pArg(pa), lArg(lda),
+		pArg(w.p), iArg(cols), fArg(eps), pArg(py), lArg(ldy))
+}
+
+// normReq is an AddRMSNormTo of one row that waits (Backend.pendingNorm)
+// for the operation after it: a GEMV of dst runs it in its blocks
+// (gemv_bf16v1n/v2n); anything else queues k_addrmsnorm first.
+type normReq struct {
+	d, y, x, a uintptr
+	w          *weight
+	cols       int
+	eps        float32
+}
+
+// AddRMSNormTo implements backend.AddRMSNormToer with k_addrmsnorm; for
+// one row (decode) it waits for the next operation, which takes it into
+// its GEMV when it multiplies dst (RINGO_CUDA_NORM_GEMV=0 turns that off).
+func (b *Backend) AddRMSNormTo(dst, y, x, a backend.Tensor, wt backend.Weight, eps float32) {
+	defer b.enter()()
+	checkSame("AddRMSNormTo", dst, x)
+	checkSame("AddRMSNormTo", y, x)
+	checkSame("AddRMSNormTo", a, x)
+	w := f32Weight("AddRMSNormTo", wt)
+	if w.rows*w.cols != x.Cols {
+		panic(fmt.Sprintf("cuda.AddRMSNormTo: %d columns, weight %d", x.Cols, w.rows*w.cols))
+	}
+	if x.Rows == 0 {
+		return
+	}
+	pd, py, px, pa := b.ptr("AddRMSNormTo", dst), b.ptr("AddRMSNormTo", y), b.ptr("AddRMSNormTo", x), b.ptr("AddRMSNormTo", a)
+	if py == px {
+		panic("cuda.AddRMSNormTo: y is x")
+	}
+	b.emitNorm()
+	if b.normGEMV && x.Rows == 1 && x.Cols <= gvnMaxK && x.Cols%8 == 0 && addNormThreads(x.Cols) <= 256 && pd%16 == 0 {
+		b.pendingNorm = &normReq{pd, py, px, pa, w, x.Cols, eps}
+		return
+	}
+	b.addRMSNorm(pd, dst.Stride, py, y.Stride, px, x.Stride, pa, a.Stride, w, x.Rows, x.Cols, eps)
+}
+
+// gvnMaxK is GVN_MAXK of kernels.cu.
+const gvnMaxK = 4096
+
+// emitNorm queues the waiting AddRMSNormTo, if any, as k_addrmsnorm.
+func (b *Backend) emitNorm() {
+	if r := b.pendingNorm; r != nil {
+		b.pendingNorm = nil
+		b.addRMSNorm(r.d, r.cols, r.y, r.cols, r.x, r.cols, r.a, r.cols, r.w, 1, r.cols, r.eps)
+	}
 }
 
 // ApplyRoPE implements backend.Backend.

@@ -589,7 +589,11 @@ func (m *Model) forward(pass []piece, rows int) {
 		}
 		m.ffn(ws, &ly.ffn, f, h, x, a, ly.postNorm) // x += a; h = RMSNorm(x); f = FFN(h)
 		if i+1 < len(m.layers) {
-			backend.AddRMSNorm(b, h, x, f, m.layers[i+1].inNorm, eps)
+			// the residual x + f goes to a (free now), which becomes x: a
+			// backend may then fuse the norm into the next product (x is
+			// not updated in place while that product's blocks read it)
+			backend.AddRMSNormTo(b, h, a, x, f, m.layers[i+1].inNorm, eps)
+			x, a = a, x
 		} else {
 			b.Add(x, x, f) // the final norm runs on the output rows only
 		}
@@ -707,8 +711,8 @@ func (m *Model) ffn(ws *workspace, f *ffn, out, h, x, a backend.Tensor, norm bac
 		if f.down == nil {
 			return
 		}
-		// shared experts are added to the routed output
-		s := ws.a.RowRange(0, T)
+		// shared experts are added to the routed output (a is free now)
+		s := a
 		m.swiglu(ws, f, s, h)
 		b.Add(out, out, s)
 		return
