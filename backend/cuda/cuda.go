@@ -167,7 +167,8 @@ type Backend struct {
 	// normGEMV (RINGO_CUDA_NORM_GEMV=0 turns it off): a one-row
 	// AddRMSNormTo waits in pendingNorm for the GEMV after it to take it
 	normGEMV    bool
-	pendingNorm *normReq
+	pendingNorm *normReq // &normBuf or nil (no allocation per step)
+	normBuf     normReq
 	// dcPre (RINGO_CUDA_DC_PRE=0 turns it off): moe_dc asks L2 for its
 	// routed rows before its PDL wait, while moe_gu runs (moe_dc_pre)
 	dcPre bool

@@ -548,17 +548,38 @@ func normWeight(op string, wt backend.Weight, cols, group int) (*weight, bool) {
 // RMSNorm(x)·w, in one kernel.
 func (b *Backend) AddRMSNorm(dst, x, a backend.Tensor, wt backend.Weight, eps float32) {
 	defer b.enter()()
-	checkSame("AddRMSNorm", dst, x)
-	checkSame("AddRMSNorm", a, x)
-	w := f32Weight("AddRMSNorm", wt)
+	b.addNormOp("AddRMSNorm", dst, x, x, a, wt, eps)
+}
+
+// AddRMSNormTo implements backend.AddRMSNormToer with k_addrmsnorm; for
+// one row (decode) it waits for the next operation, which takes it into
+// its GEMV when it multiplies dst (RINGO_CUDA_NORM_GEMV=0 turns that off).
+func (b *Backend) AddRMSNormTo(dst, y, x, a backend.Tensor, wt backend.Weight, eps float32) {
+	defer b.enter()()
+	b.addNormOp("AddRMSNormTo", dst, y, x, a, wt, eps)
+}
+
+// addNormOp is AddRMSNorm (y is x) and AddRMSNormTo (y apart from x, which
+// a one-row GEMV of dst may then take, see normReq).
+func (b *Backend) addNormOp(op string, dst, y, x, a backend.Tensor, wt backend.Weight, eps float32) {
+	checkSame(op, dst, x)
+	checkSame(op, y, x)
+	checkSame(op, a, x)
+	w := f32Weight(op, wt)
 	if w.rows*w.cols != x.Cols {
-		panic(fmt.Sprintf("cuda.AddRMSNorm: %d columns, weight %d", x.Cols, w.rows*w.cols))
+		panic(fmt.Sprintf("cuda.%s: %d columns, weight %d", op, x.Cols, w.rows*w.cols))
 	}
 	if x.Rows == 0 {
 		return
 	}
-	px := b.ptr("AddRMSNorm", x)
-	b.addRMSNorm(b.ptr("AddRMSNorm", dst), dst.Stride, px, x.Stride, px, x.Stride, b.ptr("AddRMSNorm", a), a.Stride, w, x.Rows, x.Cols, eps)
+	pd, py, px, pa := b.ptr(op, dst), b.ptr(op, y), b.ptr(op, x), b.ptr(op, a)
+	if py != px && b.normGEMV && x.Rows == 1 && x.Cols <= gvnMaxK && x.Cols%8 == 0 && addNormThreads(x.Cols) <= 256 && pd%16 == 0 {
+		b.emitNorm()
+		b.normBuf = normReq{pd, py, px, pa, w, x.Cols, eps}
+		b.pendingNorm = &b.normBuf
+		return
+	}
+	b.addRMSNorm(pd, dst.Stride, py, y.Stride, px, x.Stride, pa, a.Stride, w, x.Rows, x.Cols, eps)
 }
 
 // addNormThreads is the block size of k_addrmsnorm for rows of cols values:
@@ -580,33 +601,6 @@ type normReq struct {
 	w          *weight
 	cols       int
 	eps        float32
-}
-
-// AddRMSNormTo implements backend.AddRMSNormToer with k_addrmsnorm; for
-// one row (decode) it waits for the next operation, which takes it into
-// its GEMV when it multiplies dst (RINGO_CUDA_NORM_GEMV=0 turns that off).
-func (b *Backend) AddRMSNormTo(dst, y, x, a backend.Tensor, wt backend.Weight, eps float32) {
-	defer b.enter()()
-	checkSame("AddRMSNormTo", dst, x)
-	checkSame("AddRMSNormTo", y, x)
-	checkSame("AddRMSNormTo", a, x)
-	w := f32Weight("AddRMSNormTo", wt)
-	if w.rows*w.cols != x.Cols {
-		panic(fmt.Sprintf("cuda.AddRMSNormTo: %d columns, weight %d", x.Cols, w.rows*w.cols))
-	}
-	if x.Rows == 0 {
-		return
-	}
-	pd, py, px, pa := b.ptr("AddRMSNormTo", dst), b.ptr("AddRMSNormTo", y), b.ptr("AddRMSNormTo", x), b.ptr("AddRMSNormTo", a)
-	if py == px {
-		panic("cuda.AddRMSNormTo: y is x")
-	}
-	b.emitNorm()
-	if b.normGEMV && x.Rows == 1 && x.Cols <= gvnMaxK && x.Cols%8 == 0 && addNormThreads(x.Cols) <= 256 && pd%16 == 0 {
-		b.pendingNorm = &normReq{pd, py, px, pa, w, x.Cols, eps}
-		return
-	}
-	b.addRMSNorm(pd, dst.Stride, py, y.Stride, px, x.Stride, pa, a.Stride, w, x.Rows, x.Cols, eps)
 }
 
 // gvnMaxK is GVN_MAXK of kernels.cu.
