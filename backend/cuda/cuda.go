@@ -172,6 +172,9 @@ type Backend struct {
 	// dcPre (RINGO_CUDA_DC_PRE=0 turns it off): moe_dc asks L2 for its
 	// routed rows before its PDL wait, while moe_gu runs (moe_dc_pre)
 	dcPre bool
+	// warpRoute: the routing of groups of 32 experts by warps
+	// (route_row_warp; RINGO_CUDA_WARP_ROUTE=0 turns it off)
+	warpRoute bool
 	// gemv2: single-row BF16 GEMVs of at least this many output rows run
 	// gemv_bf16v2, two rows per warp (RINGO_CUDA_GEMV2=N; 0: never)
 	gemv2 int
@@ -354,6 +357,7 @@ func New(device int, opts Options) (*Backend, error) {
 	b.readPinned = os.Getenv("RINGO_CUDA_READ_PINNED") != "0"
 	b.gemv2 = 4096
 	b.dcPre = os.Getenv("RINGO_CUDA_DC_PRE") != "0"
+	b.warpRoute = os.Getenv("RINGO_CUDA_WARP_ROUTE") != "0"
 	b.normGEMV = os.Getenv("RINGO_CUDA_NORM_GEMV") != "0"
 	if v, err := strconv.Atoi(os.Getenv("RINGO_CUDA_GEMV2")); err == nil && v >= 0 {
 		b.gemv2 = v

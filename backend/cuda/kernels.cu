@@ -45,9 +45,38 @@ __device__ __forceinline__ void tl_mark() {
     if (i < TL_MAX) tl_buf[i] = t;
   }
 }
+// tl_probe(i, t0) (first block, thread 0) adds the time since t0 (a
+// tl_now() of the same thread) to probe i: the host prints each probe's
+// mean with the timeline, for looking inside one kernel. In place:
+//   k_norm_route: 5 start to the PDL wait passed; from there 0 the norm,
+//     1 the first cluster barrier, 2 the router's rows, 3 the second
+//     cluster barrier, 4 the routing done (block 0);
+//   moe_gu: 6 start to the wait, 7 the first warp's pair done after it;
+//   moe_dc2: 8 start to the wait, 9 the first block's rows done after it;
+//   route_row (from its start): 10 the scores, and with route_row_warp 11
+//     the ranks in the groups, 12 past the barrier, 13 the selection, 14
+//     past the second barrier.
+#define TL_PROBES 16
+__device__ unsigned long long tl_probe_sum[TL_PROBES];
+__device__ unsigned int tl_probe_n[TL_PROBES];
+__device__ __forceinline__ unsigned long long tl_now() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+__device__ __forceinline__ void tl_probe(int i, unsigned long long t0) {
+  if (tl_buf && threadIdx.x == 0 && threadIdx.y == 0 && blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0) {
+    atomicAdd(&tl_probe_sum[i], tl_now() - t0);
+    atomicAdd(&tl_probe_n[i], 1u);
+  }
+}
 #else
 #define tl_mark() \
   do {            \
+  } while (0)
+#define tl_now() 0ull
+#define tl_probe(i, t0) \
+  do {                  \
   } while (0)
 #endif
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -1325,24 +1354,12 @@ extern "C" __global__ void moe_down_fp8(const float* GU, i64 ldgu, const int* id
 // neither X nor A), the shared expert's blocks skip PDL_ENTER: their inputs
 // (X, written two or more launches back, and the weights) are ready, so
 // they run while the routing does. The routed slots need its ids.
+// gu_pair is one warp's product of an expert's gate row wg and up row wu
+// (KC chunks, scales sg, su for FP8) with the activations x: silu(gate)·up,
+// in every lane.
 template <class F>
-__device__ __forceinline__ void moe_gu(const float* X, i64 ldx, const int* ids, int topk, const uint4* Wt, const float* S, int br, int bc, int I, int K,
-                                       float* A, const uint4* Ws, const float* Ss, int ns, int early) {
-  int s = blockIdx.y, k = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-  if (!early || s < ns) PDL_ENTER();
-  if (k >= I) return;
-  int KC = K / F::N;
-  i64 e = s < ns ? ids[s] : 0;
-  const uint4* W = s < ns ? Wt : Ws;
-  const float* Sc = s < ns ? S : Ss;
-  const uint4* wg = W + (e * 2 * I + k) * KC;
-  const uint4* wu = W + (e * 2 * I + I + k) * KC;
-  const float *sg = 0, *su = 0;
-  if (Sc) {
-    sg = Sc + e * (2 * I / br) * (K / bc) + (i64)(k / br) * (K / bc);
-    su = Sc + e * (2 * I / br) * (K / bc) + (i64)((I + k) / br) * (K / bc);
-  }
-  const float* x = X + (s < ns ? s / topk : s - ns) * ldx;
+__device__ __forceinline__ float gu_pair(const uint4* wg, const uint4* wu, const float* sg, const float* su, int bc, const float* x, int KC) {
+  int lane = threadIdx.x & 31;
   float ag = 0.f, au = 0.f;
   for (int k0 = lane; k0 < KC; k0 += 32 * GV_U) {
     uint4 vg[GV_U], vu[GV_U];
@@ -1367,7 +1384,32 @@ __device__ __forceinline__ void moe_gu(const float* X, i64 ldx, const int* ids, 
   }
   ag = warp_sum(ag);
   au = warp_sum(au);
-  if (lane == 0) A[(i64)s * I + k] = silu_mul(ag, au);
+  return silu_mul(ag, au);
+}
+template <class F>
+__device__ __forceinline__ void moe_gu(const float* X, i64 ldx, const int* ids, int topk, const uint4* Wt, const float* S, int br, int bc, int I, int K,
+                                       float* A, const uint4* Ws, const float* Ss, int ns, int early) {
+  int s = blockIdx.y, k = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  unsigned long long t0 = tl_now();
+  if (!early || s < ns) PDL_ENTER();
+  tl_probe(6, t0);
+  t0 = tl_now();
+  if (k >= I) return;
+  int KC = K / F::N;
+  i64 e = s < ns ? ids[s] : 0;
+  const uint4* W = s < ns ? Wt : Ws;
+  const float* Sc = s < ns ? S : Ss;
+  const uint4* wg = W + (e * 2 * I + k) * KC;
+  const uint4* wu = W + (e * 2 * I + I + k) * KC;
+  const float *sg = 0, *su = 0;
+  if (Sc) {
+    sg = Sc + e * (2 * I / br) * (K / bc) + (i64)(k / br) * (K / bc);
+    su = Sc + e * (2 * I / br) * (K / bc) + (i64)((I + k) / br) * (K / bc);
+  }
+  const float* x = X + (s < ns ? s / topk : s - ns) * ldx;
+  float a = gu_pair<F>(wg, wu, sg, su, bc, x, KC);
+  if (lane == 0) A[(i64)s * I + k] = a;
+  tl_probe(7, t0);
 }
 // moe_dc_pre asks L2 for the rows that moe_dcs will read (every slot's row n
 // of the warp's row group) before PDL_ENTER, with pre set
@@ -1465,9 +1507,13 @@ extern "C" __global__ void moe_dc_bf16v(const float* A, const int* ids, const fl
 }
 extern "C" __global__ void moe_dc2_bf16v(const float* A, const int* ids, const float* wts, int topk, const u16* __restrict__ Wt, int N, int K, float* D,
                                          i64 ldd, const u16* __restrict__ Ws, int ns, int pre) {
+  unsigned long long t0 = tl_now();
   if (pre) moe_dc_pre<2>(ids, topk, (const char*)Wt, K * 2, N, (const char*)Ws, ns);
   PDL_ENTER();
+  tl_probe(8, t0);
+  t0 = tl_now();
   moe_dcs<GvBF16, 2>(A, ids, wts, topk, (const uint4*)Wt, 0, 1, 1, N, K, D, ldd, (const uint4*)Ws, 0, ns);
+  tl_probe(9, t0);
 }
 extern "C" __global__ void moe_dc3_bf16v(const float* A, const int* ids, const float* wts, int topk, const u16* __restrict__ Wt, int N, int K, float* D,
                                          i64 ldd, const u16* __restrict__ Ws, int ns, int pre) {
@@ -1600,12 +1646,85 @@ __device__ __forceinline__ bool beats(int va, float a, int ia, int vb, float b, 
 // rank is below keepGroups; an expert of a kept group with rank k < topk is
 // the k-th selected. The same choices as repeated arg-max.
 //
+// route_row_warp makes the same choices for groups of 32 experts, one group
+// per warp (E == groups·32, groups <= 32, topk <= 32): the ranks within a
+// group from shuffles, each group's top min(topk, 32) in shared memory,
+// two block barriers instead of five. Called by route_row with its scores
+// sv and selection values cv (threads tid < E).
+__device__ __forceinline__ void route_row_warp(float sv, float cv, int E, int groups, int keepGroups, int topk, int normalize, float rscale, int* ids,
+                                               float* wts, unsigned long long tr) {
+  __shared__ float wgs[32];       // group scores
+  __shared__ float wtv[32 * 32];  // each group's top kk selection values, by rank
+  __shared__ int wti[32 * 32];    // and their experts
+  __shared__ int wsel[32];
+  __shared__ float wssel[32];
+  const unsigned FULL = 0xffffffffu;
+  int tid = threadIdx.x, lane = tid & 31, g = tid >> 5, kk = min(topk, 32);
+  bool in = tid < E;  // whole warps
+  int grank = 0;
+  float s0 = __shfl_sync(FULL, sv, 0);  // expert 0's score (warp 0), the placeholder of an unfilled slot
+  if (in) {
+    if (lane < kk) {  // placeholders, overwritten below unless NaNs tie ranks
+      wtv[g * 32 + lane] = cv;
+      wti[g * 32 + lane] = tid;
+    }
+#pragma unroll 8
+    for (int j = 0; j < 32; j++) grank += beats(1, __shfl_sync(FULL, cv, j), g * 32 + j, 1, cv, tid);
+    __syncwarp();
+    if (grank < kk) {
+      wtv[g * 32 + grank] = cv;
+      wti[g * 32 + grank] = tid;
+    }
+    unsigned b0 = __ballot_sync(FULL, grank == 0), b1 = __ballot_sync(FULL, grank == 1);
+    float m1 = __shfl_sync(FULL, cv, b0 ? __ffs(b0) - 1 : 0), m2 = __shfl_sync(FULL, cv, b1 ? __ffs(b1) - 1 : 0);
+    if (lane == 0) wgs[g] = (b0 ? m1 : NEG_INF) + (b1 ? m2 : NEG_INF);
+  }
+  if (tid < topk) {
+    wsel[tid] = 0;
+    wssel[tid] = s0;
+  }
+  tl_probe(11, tr);
+  __syncthreads();
+  tl_probe(12, tr);
+  if (in) {
+    // the kept groups: lane h ranks group h
+    int hr = 0;
+    float gh = lane < groups ? wgs[lane] : 0.f;
+    if (lane < groups)
+      for (int h = 0; h < groups; h++) hr += beats(1, wgs[h], h, 1, gh, lane);
+    unsigned kept = __ballot_sync(FULL, lane < groups && hr < keepGroups);
+    if ((kept >> g & 1) && grank < kk) {
+      int rank = 0;
+      for (unsigned m = kept; m; m &= m - 1) {
+        int h = __ffs(m) - 1;
+        for (int r = 0; r < kk; r++) rank += beats(1, wtv[h * 32 + r], wti[h * 32 + r], 1, cv, tid);
+      }
+      if (rank < topk) {
+        wsel[rank] = tid;
+        wssel[rank] = sv;
+      }
+    }
+  }
+  tl_probe(13, tr);
+  __syncthreads();
+  tl_probe(14, tr);
+  if (tid < topk) {  // every slot's thread sums the weights in slot order
+    float sum = 0.f;
+    for (int k = 0; k < topk; k++) sum += wssel[k];
+    float wv = wssel[tid];
+    if (normalize) wv /= sum + 1e-20f;
+    ids[tid] = wsel[tid];
+    wts[tid] = wv * rscale;
+  }
+}
+
 // route_row routes one row whose logit for expert tid is x (threads tid <
 // E; E <= MAXE <= blockDim), the expert's selection bias bv when hasb,
 // writing ids[0..topk) and wts[0..topk).
 template <int MAXE>
 __device__ __forceinline__ void route_row(float x, int E, bool hasb, float bv, int groups, int keepGroups, int topk, int sigm, int normalize, float rscale,
-                                          int* ids, float* wts) {
+                                          int* ids, float* wts, int warp = 0) {
+  unsigned long long tr = tl_now();
   __shared__ float s[MAXE], c[MAXE], gs[MAXE], m1[MAXE], m2[MAXE];
   __shared__ int kept[MAXE], gtop[MAXE];
   __shared__ int sel[256];
@@ -1624,6 +1743,11 @@ __device__ __forceinline__ void route_row(float x, int E, bool hasb, float bv, i
     sv = (float)((double)(float)e / sum);
   }
   float cv = hasb && in ? sv + bv : sv;
+  tl_probe(10, tr);
+  if (warp && E == groups * 32 && groups <= 32 && topk <= 32 && keepGroups <= groups) {
+    route_row_warp(sv, cv, E, groups, keepGroups, topk, normalize, rscale, ids, wts, tr);
+    return;
+  }
   if (in) {
     s[tid] = sv;
     c[tid] = cv;
@@ -1681,12 +1805,12 @@ __device__ __forceinline__ void route_row(float x, int E, bool hasb, float bv, i
 }
 
 extern "C" __global__ void k_route(const float* logits, i64 ld, int E, const float* bias, int groups, int keepGroups, int topk,
-                                   int sigm, int normalize, float rscale, int* ids, float* wts) {
+                                   int sigm, int normalize, float rscale, int* ids, float* wts, int warp) {
   float bv = bias && threadIdx.x < E ? bias[threadIdx.x] : 0.f;  // read-only: before PDL_ENTER
   PDL_ENTER();
   i64 r = blockIdx.x;
   float x = threadIdx.x < E ? logits[r * ld + threadIdx.x] : 0.f;
-  route_row<1024>(x, E, bias != 0, bv, groups, keepGroups, topk, sigm, normalize, rscale, ids + r * topk, wts + r * topk);
+  route_row<1024>(x, E, bias != 0, bv, groups, keepGroups, topk, sigm, normalize, rscale, ids + r * topk, wts + r * topk, warp);
 }
 
 // k_norm_route is decode's way into a MoE layer in one kernel (sm_90): x += a;
@@ -1713,7 +1837,7 @@ extern "C" __global__ void k_route(const float* logits, i64 ld, int E, const flo
 extern "C" __global__ void NR_CLUSTER __launch_bounds__(512) k_norm_route(float* h, float* x, const float* a, const float* w, int cols, int nt, float eps,
                                                                          const u16* __restrict__ Wr, int E, float* logits, const float* bias, int groups,
                                                                          int keepGroups, int topk, int sigm, int normalize, float rscale, int* ids,
-                                                                         float* wts) {
+                                                                         float* wts, int warp) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   __shared__ __align__(16) float xs[NR_MAXC];  // h
   __shared__ float vs[NR_MAXC];                // x + a
@@ -1733,14 +1857,19 @@ extern "C" __global__ void NR_CLUSTER __launch_bounds__(512) k_norm_route(float*
   float bv = bias && rank == 0 && threadIdx.x < E ? bias[threadIdx.x] : 0.f;
   // every block has started before any writes to block 0's shared memory
   asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
+  unsigned long long t0 = tl_now();
   PDL_ENTER();
+  tl_probe(5, t0);
+  t0 = tl_now();
   addnorm_row(xs, vs, x, a, wv, cols, nt, eps, sh);
   __syncthreads();
+  tl_probe(0, t0);
   if (rank == 0)
     for (int i = threadIdx.x; i < cols; i += blockDim.x) h[i] = xs[i];
   u32 lg0;  // block 0's lg
   asm("mapa.shared::cluster.u32 %0, %1, 0;" : "=r"(lg0) : "r"(smem_addr(lg)));
   asm volatile("barrier.cluster.wait.aligned;" ::: "memory");
+  tl_probe(1, t0);
   // the warp's rows, each as gv_dot sums it, sharing the loads of h
   float acc[NR_ROWS];
   const uint4* wr[NR_ROWS];
@@ -1756,11 +1885,14 @@ extern "C" __global__ void NR_CLUSTER __launch_bounds__(512) k_norm_route(float*
     float v = warp_sum(acc[j]);
     if (i < RB && lane == 0) asm volatile("st.shared::cluster.f32 [%0], %1;" ::"r"(lg0 + 4 * (rank * RB + i)), "f"(v) : "memory");
   }
+  tl_probe(2, t0);
   asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+  tl_probe(3, t0);
   if (rank != 0) return;
   for (int i = threadIdx.x; i < cols; i += blockDim.x) x[i] = vs[i];
   if (logits && threadIdx.x < E) logits[threadIdx.x] = lg[threadIdx.x];
-  route_row<NR_MAXE>(threadIdx.x < E ? lg[threadIdx.x] : 0.f, E, bias != 0, bv, groups, keepGroups, topk, sigm, normalize, rscale, ids, wts);
+  route_row<NR_MAXE>(threadIdx.x < E ? lg[threadIdx.x] : 0.f, E, bias != 0, bv, groups, keepGroups, topk, sigm, normalize, rscale, ids, wts, warp);
+  tl_probe(4, t0);
 #endif
 }
 

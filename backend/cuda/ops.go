@@ -1299,7 +1299,7 @@ func (b *Backend) Route(logits backend.Tensor, bias backend.Weight, p backend.Ro
 		threads *= 2
 	}
 	b.launch("k_route", dim3{T, 1, 1}, dim3{threads, 1, 1}, 0, pArg(b.ptr("Route", logits)), lArg(logits.Stride), iArg(E), pArg(pb),
-		iArg(groups), iArg(keep), iArg(p.TopK), bArg(p.Sigmoid), bArg(p.Normalize), fArg(p.Scale), pArg(r.p), pArg(r.p+uintptr(4*T*p.TopK)))
+		iArg(groups), iArg(keep), iArg(p.TopK), bArg(p.Sigmoid), bArg(p.Normalize), fArg(p.Scale), pArg(r.p), pArg(r.p+uintptr(4*T*p.TopK)), bArg(b.warpRoute))
 	b.routeEnd = len(b.queue)
 	return r
 }
@@ -1335,7 +1335,7 @@ func (b *Backend) AddRMSNormRoute(dst, x, a backend.Tensor, wt backend.Weight, e
 	r := b.newRouting(1, p.TopK)
 	b.launch("k_norm_route", dim3{nrCluster, 1, 1}, dim3{512, 1, 1}, 0, pArg(b.ptr("AddRMSNormRoute", dst)), pArg(b.ptr("AddRMSNormRoute", x)),
 		pArg(b.ptr("AddRMSNormRoute", a)), pArg(w.p), iArg(K), iArg(nt), fArg(eps), pArg(rw.p), iArg(E), pArg(b.ptr("AddRMSNormRoute", logits)),
-		pArg(pb), iArg(groups), iArg(keep), iArg(p.TopK), bArg(p.Sigmoid), bArg(p.Normalize), fArg(p.Scale), pArg(r.p), pArg(r.p+uintptr(4*p.TopK)))
+		pArg(pb), iArg(groups), iArg(keep), iArg(p.TopK), bArg(p.Sigmoid), bArg(p.Normalize), fArg(p.Scale), pArg(r.p), pArg(r.p+uintptr(4*p.TopK)), bArg(b.warpRoute))
 	return r
 }
 

@@ -28,6 +28,9 @@ type timeline struct {
 	span   float64 // ns from the first mark to the last, summed over steps
 	steps  int
 	skip   int
+	// probes: tl_probe's sums and counts (device), for looking inside a
+	// kernel (see kernels.cu)
+	probeSum, probeN uintptr
 }
 
 type tlKey struct {
@@ -52,6 +55,16 @@ func newTimeline(b *Backend) (*timeline, error) {
 		}
 	}
 	t := &timeline{n: pn, host: make([]uint64, tlMax), sum: map[tlKey]float64{}, count: map[tlKey]int{}}
+	for _, g := range []struct {
+		name string
+		p    *uintptr
+	}{{"tl_probe_sum", &t.probeSum}, {"tl_probe_n", &t.probeN}} {
+		name := cstr(g.name)
+		if err := d.check(ccall(d.cuModuleGetGlobal, uintptr(unsafe.Pointer(g.p)), uintptr(unsafe.Pointer(&size)), b.mod, uintptr(unsafe.Pointer(&name[0]))),
+			"cuModuleGetGlobal("+g.name+")"); err != nil {
+			return nil, err
+		}
+	}
 	var err error
 	if t.buf, err = b.deviceBlock("timeline", 8*tlMax); err != nil {
 		return nil, err
@@ -121,7 +134,28 @@ func (t *timeline) report(b *Backend) {
 		fmt.Fprintf(os.Stderr, "  %-18s %6d blocks %8.1f µs/step  %6.1f launches/step  %6.2f µs each\n", b.fnNames[k.fn], k.blocks, t.sum[k]/n/1e3,
 			float64(t.count[k])/n, t.sum[k]/float64(t.count[k])/1e3)
 	}
+	t.reportProbes(b)
 	clear(t.sum)
 	clear(t.count)
 	t.span, t.steps, t.skip = 0, 0, 0
 }
+
+// reportProbes prints the mean of every probe that was hit (µs) and zeroes
+// them.
+func (t *timeline) reportProbes(b *Backend) {
+	var sum [tlProbes]uint64
+	var n [tlProbes]uint32
+	ccall(b.d.cuMemcpyDtoH, uintptr(unsafe.Pointer(&sum[0])), t.probeSum, 8*tlProbes)
+	ccall(b.d.cuMemcpyDtoH, uintptr(unsafe.Pointer(&n[0])), t.probeN, 4*tlProbes)
+	for i := range sum {
+		if n[i] > 0 {
+			fmt.Fprintf(os.Stderr, "  probe %2d: %8.2f µs mean over %d\n", i, float64(sum[i])/float64(n[i])/1e3, n[i])
+		}
+	}
+	clear(sum[:])
+	clear(n[:])
+	ccall(b.d.cuMemcpyHtoD, t.probeSum, uintptr(unsafe.Pointer(&sum[0])), 8*tlProbes)
+	ccall(b.d.cuMemcpyHtoD, t.probeN, uintptr(unsafe.Pointer(&n[0])), 4*tlProbes)
+}
+
+const tlProbes = 16 // TL_PROBES in kernels.cu
