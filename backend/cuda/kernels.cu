@@ -1339,21 +1339,6 @@ extern "C" __global__ void moe_down_fp8(const float* GU, i64 ldgu, const int* id
     moe_row<GvFP8>(a, moe_wrow(Ws, 0, N, K, n), moe_srow(Ss, 0, N, K, br, bc, n), bc, K, Y + (i64)s * ldy + n);
 }
 
-// Decode MoE in two kernels (few rows; the shared expert, if any, as T
-// extra slots as above). moe_gu_*: grid (ceil(I/8), slots), one warp per
-// (slot s, k < I) computing both rows k (gate) and I+k (up) of its expert's
-// [2I][K] matrix, so that it stores A[s, k] = silu(gate)·up once (the
-// expression of k_silumul). moe_dc_*: grid (ceil(N/8), T), one warp per
-// output (t, n): the down projections of row t's slots, with every lane
-// loading the chunks of all its slots before using them, summed in k order
-// with their weights, then + the shared expert's (weight 1): the arithmetic
-// of moe_down_* then k_moe_combine (up to FMA contraction), in one kernel.
-#define MOE_DC_MAXS 9 /* topk + shared slots one warp sums (topk <= 8) */
-//
-// With early set (the kernel before this one is the routing, which writes
-// neither X nor A), the shared expert's blocks skip PDL_ENTER: their inputs
-// (X, written two or more launches back, and the weights) are ready, so
-// they run while the routing does. The routed slots need its ids.
 // gu_pair is one warp's product of an expert's gate row wg and up row wu
 // (KC chunks, scales sg, su for FP8) with the activations x: silu(gate)·up,
 // in every lane.
@@ -1386,6 +1371,22 @@ __device__ __forceinline__ float gu_pair(const uint4* wg, const uint4* wu, const
   au = warp_sum(au);
   return silu_mul(ag, au);
 }
+
+// Decode MoE in two kernels (few rows; the shared expert, if any, as T
+// extra slots as above). moe_gu_*: grid (ceil(I/8), slots), one warp per
+// (slot s, k < I) computing both rows k (gate) and I+k (up) of its expert's
+// [2I][K] matrix, so that it stores A[s, k] = silu(gate)·up once (the
+// expression of k_silumul). moe_dc_*: grid (ceil(N/8), T), one warp per
+// output (t, n): the down projections of row t's slots, with every lane
+// loading the chunks of all its slots before using them, summed in k order
+// with their weights, then + the shared expert's (weight 1): the arithmetic
+// of moe_down_* then k_moe_combine (up to FMA contraction), in one kernel.
+#define MOE_DC_MAXS 9 /* topk + shared slots one warp sums (topk <= 8) */
+//
+// With early set (the kernel before this one is the routing, which writes
+// neither X nor A), the shared expert's blocks skip PDL_ENTER: their inputs
+// (X, written two or more launches back, and the weights) are ready, so
+// they run while the routing does. The routed slots need its ids.
 template <class F>
 __device__ __forceinline__ void moe_gu(const float* X, i64 ldx, const int* ids, int topk, const uint4* Wt, const float* S, int br, int bc, int I, int K,
                                        float* A, const uint4* Ws, const float* Ss, int ns, int early) {

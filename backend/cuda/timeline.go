@@ -43,28 +43,18 @@ const tlMax = 1 << 14 // TL_MAX in kernels.cu
 // newTimeline allocates the marks and points the module's tl_buf at them.
 func newTimeline(b *Backend) (*timeline, error) {
 	d := b.d
-	var pbuf, pn, size uintptr
+	var pbuf, pn, psum, pcnt, size uintptr
 	for _, g := range []struct {
 		name string
 		p    *uintptr
-	}{{"tl_buf", &pbuf}, {"tl_n", &pn}} {
+	}{{"tl_buf", &pbuf}, {"tl_n", &pn}, {"tl_probe_sum", &psum}, {"tl_probe_n", &pcnt}} {
 		name := cstr(g.name)
 		if err := d.check(ccall(d.cuModuleGetGlobal, uintptr(unsafe.Pointer(g.p)), uintptr(unsafe.Pointer(&size)), b.mod, uintptr(unsafe.Pointer(&name[0]))),
 			"cuModuleGetGlobal("+g.name+")"); err != nil {
 			return nil, err
 		}
 	}
-	t := &timeline{n: pn, host: make([]uint64, tlMax), sum: map[tlKey]float64{}, count: map[tlKey]int{}}
-	for _, g := range []struct {
-		name string
-		p    *uintptr
-	}{{"tl_probe_sum", &t.probeSum}, {"tl_probe_n", &t.probeN}} {
-		name := cstr(g.name)
-		if err := d.check(ccall(d.cuModuleGetGlobal, uintptr(unsafe.Pointer(g.p)), uintptr(unsafe.Pointer(&size)), b.mod, uintptr(unsafe.Pointer(&name[0]))),
-			"cuModuleGetGlobal("+g.name+")"); err != nil {
-			return nil, err
-		}
-	}
+	t := &timeline{n: pn, probeSum: psum, probeN: pcnt, host: make([]uint64, tlMax), sum: map[tlKey]float64{}, count: map[tlKey]int{}}
 	var err error
 	if t.buf, err = b.deviceBlock("timeline", 8*tlMax); err != nil {
 		return nil, err
