@@ -1647,6 +1647,21 @@ __device__ __forceinline__ bool beats(int va, float a, int ia, int vb, float b, 
 // rank is below keepGroups; an expert of a kept group with rank k < topk is
 // the k-th selected. The same choices as repeated arg-max.
 //
+// route_slots writes the selection: thread k < topk stores slot k's expert
+// sel[k] and its weight ssel[k] (normalised by the slots' sum, taken in slot
+// order by every slot's thread, when normalize), times rscale.
+__device__ __forceinline__ void route_slots(const int* sel, const float* ssel, int topk, int normalize, float rscale, int* ids, float* wts) {
+  int tid = threadIdx.x;
+  if (tid < topk) {
+    float sum = 0.f;
+    for (int k = 0; k < topk; k++) sum += ssel[k];
+    float wv = ssel[tid];
+    if (normalize) wv /= sum + 1e-20f;
+    ids[tid] = sel[tid];
+    wts[tid] = wv * rscale;
+  }
+}
+//
 // route_row_warp makes the same choices for groups of 32 experts, one group
 // per warp (E == groups·32, groups <= 32, topk <= 32): the ranks within a
 // group from shuffles, each group's top min(topk, 32) in shared memory,
@@ -1709,14 +1724,7 @@ __device__ __forceinline__ void route_row_warp(float sv, float cv, int E, int gr
   tl_probe(13, tr);
   __syncthreads();
   tl_probe(14, tr);
-  if (tid < topk) {  // every slot's thread sums the weights in slot order
-    float sum = 0.f;
-    for (int k = 0; k < topk; k++) sum += wssel[k];
-    float wv = wssel[tid];
-    if (normalize) wv /= sum + 1e-20f;
-    ids[tid] = wsel[tid];
-    wts[tid] = wv * rscale;
-  }
+  route_slots(wsel, wssel, topk, normalize, rscale, ids, wts);
 }
 
 // route_row routes one row whose logit for expert tid is x (threads tid <
@@ -1795,14 +1803,7 @@ __device__ __forceinline__ void route_row(float x, int E, bool hasb, float bv, i
     }
   }
   __syncthreads();
-  if (tid < topk) {  // every slot's thread sums the weights in slot order
-    float sum = 0.f;
-    for (int k = 0; k < topk; k++) sum += ssel[k];
-    float wv = ssel[tid];
-    if (normalize) wv /= sum + 1e-20f;
-    ids[tid] = sel[tid];
-    wts[tid] = wv * rscale;
-  }
+  route_slots(sel, ssel, topk, normalize, rscale, ids, wts);
 }
 
 extern "C" __global__ void k_route(const float* logits, i64 ld, int E, const float* bias, int groups, int keepGroups, int topk,
