@@ -1566,16 +1566,24 @@ extern "C" __global__ void k_moe_combineb(float* d, i64 ldd, const u16* Y, i64 l
 
 // k_moe_combine4 is k_moe_combine for four columns per thread (the same sums
 // per column): cols % 4 == 0, ldd and ldy multiples of 4, d, Y and Ys 16-byte
-// aligned.
-extern "C" __global__ void k_moe_combine4(float* d, i64 ldd, const float* Y, i64 ldy, const int* posOf, const float* w, int T, int topk, int cols,
-                                          const float* Ys) { PDL_ENTER();
+// aligned. k_moe_combine4b is the same for Y in BF16 (ldy a multiple of 4, Y
+// 8-byte aligned; Ys stays FP32 with row stride cols). y4 loads four values
+// of a row of Y as float4: F32 directly, BF16 from a uint2.
+__device__ __forceinline__ float4 y4(const float* p) { return *(const float4*)p; }
+__device__ __forceinline__ float4 y4(const u16* p) {
+  uint2 b = *(const uint2*)p;
+  return make_float4(bf16f((u16)b.x), bf16f((u16)(b.x >> 16)), bf16f((u16)b.y), bf16f((u16)(b.y >> 16)));
+}
+template <class YT>
+__device__ __forceinline__ void moe_combine4(float* d, i64 ldd, const YT* Y, i64 ldy, const int* posOf, const float* w, int T, int topk, int cols,
+                                             const float* Ys, i64 lds) {
   GRID_LOOP((i64)T * cols / 4) {
     i64 t = idx / (cols / 4), c = (idx % (cols / 4)) * 4;
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
     for (int k = 0; k < topk; k++) {
       int p = posOf ? posOf[t * topk + k] : (int)(t * topk + k);
       float wk = w[t * topk + k];
-      float4 y = *(const float4*)(Y + (i64)p * ldy + c);
+      float4 y = y4(Y + (i64)p * ldy + c);
       float4 v = make_float4(wk * y.x, wk * y.y, wk * y.z, wk * y.w);
       if (k == 0) {
         acc = v;
@@ -1587,7 +1595,7 @@ extern "C" __global__ void k_moe_combine4(float* d, i64 ldd, const float* Y, i64
       }
     }
     if (Ys) {
-      float4 ys = *(const float4*)(Ys + t * ldy + c);
+      float4 ys = *(const float4*)(Ys + t * lds + c);
       acc.x += ys.x;
       acc.y += ys.y;
       acc.z += ys.z;
@@ -1596,37 +1604,13 @@ extern "C" __global__ void k_moe_combine4(float* d, i64 ldd, const float* Y, i64
     *(float4*)(d + t * ldd + c) = acc;
   }
 }
-
-// k_moe_combine4b is k_moe_combine4 for Y in BF16 (ldy a multiple of 4, Y
-// 8-byte aligned); Ys stays FP32 with row stride cols.
+extern "C" __global__ void k_moe_combine4(float* d, i64 ldd, const float* Y, i64 ldy, const int* posOf, const float* w, int T, int topk, int cols,
+                                          const float* Ys) { PDL_ENTER();
+  moe_combine4(d, ldd, Y, ldy, posOf, w, T, topk, cols, Ys, ldy);
+}
 extern "C" __global__ void k_moe_combine4b(float* d, i64 ldd, const u16* Y, i64 ldy, const int* posOf, const float* w, int T, int topk, int cols,
                                            const float* Ys) { PDL_ENTER();
-  GRID_LOOP((i64)T * cols / 4) {
-    i64 t = idx / (cols / 4), c = (idx % (cols / 4)) * 4;
-    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-    for (int k = 0; k < topk; k++) {
-      int p = posOf ? posOf[t * topk + k] : (int)(t * topk + k);
-      float wk = w[t * topk + k];
-      uint2 yb = *(const uint2*)(Y + (i64)p * ldy + c);
-      float4 v = make_float4(wk * bf16f((u16)yb.x), wk * bf16f((u16)(yb.x >> 16)), wk * bf16f((u16)yb.y), wk * bf16f((u16)(yb.y >> 16)));
-      if (k == 0) {
-        acc = v;
-      } else {
-        acc.x += v.x;
-        acc.y += v.y;
-        acc.z += v.z;
-        acc.w += v.w;
-      }
-    }
-    if (Ys) {
-      float4 ys = *(const float4*)(Ys + t * cols + c);
-      acc.x += ys.x;
-      acc.y += ys.y;
-      acc.z += ys.z;
-      acc.w += ys.w;
-    }
-    *(float4*)(d + t * ldd + c) = acc;
-  }
+  moe_combine4(d, ldd, Y, ldy, posOf, w, T, topk, cols, Ys, (i64)cols);
 }
 
 // ---------------------------------------------------------------------------
@@ -1667,13 +1651,12 @@ __device__ __forceinline__ void route_slots(const int* sel, const float* ssel, i
 // group from shuffles, each group's top min(topk, 32) in shared memory,
 // two block barriers instead of five. Called by route_row with its scores
 // sv and selection values cv (threads tid < E).
+//
+// Its shared arrays are route_row's (E <= MAXE entries each): wgs the group
+// scores, wtv and wti each group's top kk selection values by rank and their
+// experts (group g's at g·kk, groups·kk <= E), wsel and wssel the selection.
 __device__ __forceinline__ void route_row_warp(float sv, float cv, int E, int groups, int keepGroups, int topk, int normalize, float rscale, int* ids,
-                                               float* wts, unsigned long long tr) {
-  __shared__ float wgs[32];       // group scores
-  __shared__ float wtv[32 * 32];  // each group's top kk selection values, by rank
-  __shared__ int wti[32 * 32];    // and their experts
-  __shared__ int wsel[32];
-  __shared__ float wssel[32];
+                                               float* wts, unsigned long long tr, float* wgs, float* wtv, int* wti, int* wsel, float* wssel) {
   const unsigned FULL = 0xffffffffu;
   int tid = threadIdx.x, lane = tid & 31, g = tid >> 5, kk = min(topk, 32);
   bool in = tid < E;  // whole warps
@@ -1681,15 +1664,15 @@ __device__ __forceinline__ void route_row_warp(float sv, float cv, int E, int gr
   float s0 = __shfl_sync(FULL, sv, 0);  // expert 0's score (warp 0), the placeholder of an unfilled slot
   if (in) {
     if (lane < kk) {  // placeholders, overwritten below unless NaNs tie ranks
-      wtv[g * 32 + lane] = cv;
-      wti[g * 32 + lane] = tid;
+      wtv[g * kk + lane] = cv;
+      wti[g * kk + lane] = tid;
     }
 #pragma unroll 8
     for (int j = 0; j < 32; j++) grank += beats(1, __shfl_sync(FULL, cv, j), g * 32 + j, 1, cv, tid);
     __syncwarp();
     if (grank < kk) {
-      wtv[g * 32 + grank] = cv;
-      wti[g * 32 + grank] = tid;
+      wtv[g * kk + grank] = cv;
+      wti[g * kk + grank] = tid;
     }
     unsigned b0 = __ballot_sync(FULL, grank == 0), b1 = __ballot_sync(FULL, grank == 1);
     float m1 = __shfl_sync(FULL, cv, b0 ? __ffs(b0) - 1 : 0), m2 = __shfl_sync(FULL, cv, b1 ? __ffs(b1) - 1 : 0);
@@ -1713,7 +1696,7 @@ __device__ __forceinline__ void route_row_warp(float sv, float cv, int E, int gr
       int rank = 0;
       for (unsigned m = kept; m; m &= m - 1) {
         int h = __ffs(m) - 1;
-        for (int r = 0; r < kk; r++) rank += beats(1, wtv[h * 32 + r], wti[h * 32 + r], 1, cv, tid);
+        for (int r = 0; r < kk; r++) rank += beats(1, wtv[h * kk + r], wti[h * kk + r], 1, cv, tid);
       }
       if (rank < topk) {
         wsel[rank] = tid;
@@ -1754,7 +1737,7 @@ __device__ __forceinline__ void route_row(float x, int E, bool hasb, float bv, i
   float cv = hasb && in ? sv + bv : sv;
   tl_probe(10, tr);
   if (warp && E == groups * 32 && groups <= 32 && topk <= 32 && keepGroups <= groups) {
-    route_row_warp(sv, cv, E, groups, keepGroups, topk, normalize, rscale, ids, wts, tr);
+    route_row_warp(sv, cv, E, groups, keepGroups, topk, normalize, rscale, ids, wts, tr, gs, c, gtop, sel, ssel);
     return;
   }
   if (in) {
