@@ -169,6 +169,10 @@ type Backend struct {
 	normGEMV    bool
 	pendingNorm *normReq // &normBuf or nil (no allocation per step)
 	normBuf     normReq
+	// gemv4n: the single-row GEMVs with the input norm of at least this
+	// many rows run gemv_bf16v4n, four rows per warp (RINGO_CUDA_GEMV4N=N;
+	// 0, the default: never)
+	gemv4n int
 	// dcPre (RINGO_CUDA_DC_PRE=0 turns it off): moe_dc asks L2 for its
 	// routed rows before its PDL wait, while moe_gu runs (moe_dc_pre)
 	dcPre bool
@@ -353,6 +357,9 @@ func New(device int, opts Options) (*Backend, error) {
 			}
 		}
 	}
+	if v, err := strconv.Atoi(os.Getenv("RINGO_CUDA_GEMV4N")); err == nil && v >= 0 {
+		b.gemv4n = v
+	}
 	b.gemvT8 = os.Getenv("RINGO_CUDA_GEMV_T8") != ""
 	b.readPinned = os.Getenv("RINGO_CUDA_READ_PINNED") != "0"
 	b.gemv2 = 4096
@@ -451,7 +458,7 @@ func New(device int, opts Options) (*Backend, error) {
 var kernelNames = []string{
 	"k_copy", "k_fill", "k_add", "k_addv", "k_silu", "k_silumul", "k_sigmul", "k_gather", "k_tobf16", "k_tobf16v", "k_split3bf16", "k_split3bf16v",
 	"embed_f32", "embed_f16", "embed_bf16", "embed_fp8", "k_rmsnorm", "k_addrmsnorm", "k_rope", "k_silumul_bf16", "k_rmsnorm_sigmul", "k_rmsnorm_sigmul_w2", "k_rmsnorm_sigmul_w4", "k_rmsnorm_sigmul_w8", "k_rmsnorm_sigmul_w16", "k_rmsnorm_rope", "k_rmsnorm_rope_w21", "k_rmsnorm_rope_w41", "k_rmsnorm_rope_w42",
-	"gemv_f32", "gemv_f16", "gemv_bf16", "gemv_bf16v", "gemv_fp8", "gemv_bf16v1", "gemv_bf16v2", "gemv_bf16v1n", "gemv_bf16v2n", "gemv_fp81", "k_fp8_bf16", "gemm_f32", "gemm_f16", "gemm_bf16",
+	"gemv_f32", "gemv_f16", "gemv_bf16", "gemv_bf16v", "gemv_fp8", "gemv_bf16v1", "gemv_bf16v2", "gemv_bf16v1n", "gemv_bf16v2n", "gemv_bf16v4n", "gemv_fp81", "k_fp8_bf16", "gemm_f32", "gemm_f16", "gemm_bf16",
 	"moe_gu_bf16v", "moe_gu_fp8", "moe_dc_bf16v", "moe_dc2_bf16v", "moe_dc3_bf16v", "moe_dc_fp8", "moe_gemv_f32", "moe_gemv_f16", "moe_gemv_bf16", "moe_gemv_bf16v", "moe_down_bf16v", "moe_gemv_fp8", "moe_down_fp8", "moe_mma16_fp8", "moe_mma64_fp8",
 	"k_moe_count", "k_moe_tiles", "k_moe_scatter", "moe_gemm_f32", "moe_gemm_f16", "moe_gemm_bf16", "k_moe_combine", "k_moe_combine4", "k_moe_combine4b", "k_moe_combineb", "k_quant_fp8", "k_bf16_f32", "k_route", "k_norm_route",
 	"k_lightning_rec", "k_lightning_chunk", "k_kvstore", "k_attn", "k_attn_g2", "k_attn_g4", "k_attn_g8", "k_attn_combine",

@@ -276,20 +276,24 @@ func TestNormRoute(t *testing.T) {
 func TestNormGEMV(t *testing.T) {
 	g := gpu(t, false)
 	rng := rand.New(rand.NewSource(31))
-	defer func(on bool) { g.normGEMV = on }(g.normGEMV)
+	defer func(on bool, g4 int) { g.normGEMV, g.gemv4n = on, g4 }(g.normGEMV, g.gemv4n)
 	for _, c := range []struct {
 		T, N, K int
 		then    string // "gemv", or "add" (an Add of the norm's output comes first)
 		fused   bool
+		g4      int // gemv4n: four rows per warp from this many rows (gemv_bf16v4n)
 	}{
-		{1, 8192, 2048, "gemv", true}, // Ring-mini's qkv|gate: two rows per warp
-		{1, 3072, 2048, "gemv", true}, // softmax layers' qkv: one row per warp
-		{1, 1000, 512, "gemv", true},
-		{1, 7, 64, "gemv", true},
-		{1, 3072, 2048, "add", false},
-		{2, 3072, 2048, "gemv", false},
+		{1, 8192, 2048, "gemv", true, 0},    // Ring-mini's qkv|gate: two rows per warp
+		{1, 8192, 2048, "gemv", true, 4096}, // four rows per warp
+		{1, 5000, 2048, "gemv", true, 4096}, // four rows per warp, a ragged last block
+		{1, 3072, 2048, "gemv", true, 0},    // softmax layers' qkv: one row per warp
+		{1, 1000, 512, "gemv", true, 0},
+		{1, 7, 64, "gemv", true, 0},
+		{1, 3072, 2048, "add", false, 0},
+		{2, 3072, 2048, "gemv", false, 0},
 	} {
 		what := fmt.Sprintf("%+v", c)
+		g.gemv4n = c.g4
 		cw, gw := upload(t, g, hostWeight(rng, "w", backend.BF16, c.N, c.K, 0.5))
 		cn, nw := upload(t, g, hostWeight(rng, "norm", backend.F32, 1, c.K, 1))
 		x, a := randT(t, g, rng, c.T, c.K, 1), randT(t, g, rng, c.T, c.K, 1)
@@ -302,11 +306,15 @@ func TestNormGEMV(t *testing.T) {
 			g.normGEMV = on
 			g.Sync()
 			k0 := g.Stats().Kernels
+			mark := kernelMark(g)
 			g.AddRMSNormTo(r.h, r.y, x.g, a.g, nw, 1e-6)
 			if c.then == "add" {
 				g.Add(r.h, r.h, r.h)
 			}
 			g.MatMul(r.out, r.h, gw)
+			if ks := queuedKernels(g, mark); on && c.g4 > 0 && !slices.Contains(ks, "gemv_bf16v4n") {
+				t.Errorf("%s: four rows per warp did not run: %v", what, ks)
+			}
 			g.Sync()
 			kernels[s] = g.Stats().Kernels - k0
 			res[s] = r

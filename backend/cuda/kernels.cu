@@ -815,11 +815,11 @@ __device__ __forceinline__ void gv_chunk(uint4 wv, int kc, const float* X, i64 l
 // flight while the previous kernel finishes (a warp past the last row has
 // n < 0: it stores nothing).
 #define GV_P 8
-template <class F>
+template <class F, int P = GV_P>
 __device__ __forceinline__ void gv_load(const uint4* wr, int K, uint4* wp) {
   int lane = threadIdx.x & 31, KC = K / F::N;
 #pragma unroll
-  for (int u = 0; u < GV_P; u++) wp[u] = lane + 32 * u < KC ? __ldg(wr + lane + 32 * u) : make_uint4(0, 0, 0, 0);
+  for (int u = 0; u < P; u++) wp[u] = lane + 32 * u < KC ? __ldg(wr + lane + 32 * u) : make_uint4(0, 0, 0, 0);
 }
 // gv_dot adds the lane's part of row wr times the T activation rows to acc:
 // the chunks in wp (gv_load), then the rest of the row.
@@ -853,11 +853,11 @@ __device__ __forceinline__ void gv_rows_chunk(const uint4 (&w)[R], const float* 
 // gv_dot_rows adds R BF16 rows wr[j] (their first GV_P chunks in wp[j],
 // from gv_load) times one activation row x to acc[j], each summed as gv_dot
 // sums it, loading each chunk of x once for all R rows.
-template <int R>
-__device__ __forceinline__ void gv_dot_rows(const uint4 (&wp)[R][GV_P], const uint4* const (&wr)[R], const float* x, int K, float (&acc)[R]) {
+template <int R, int P = GV_P>
+__device__ __forceinline__ void gv_dot_rows(const uint4 (&wp)[R][P], const uint4* const (&wr)[R], const float* x, int K, float (&acc)[R]) {
   int lane = threadIdx.x & 31, KC = K / 8;
 #pragma unroll
-  for (int u = 0; u < GV_P; u++) {
+  for (int u = 0; u < P; u++) {
     int kc = lane + 32 * u;
     if (kc < KC) {
       uint4 w[R];
@@ -866,7 +866,7 @@ __device__ __forceinline__ void gv_dot_rows(const uint4 (&wp)[R][GV_P], const ui
       gv_rows_chunk<R>(w, x + kc * 8, acc);
     }
   }
-  for (int k0 = lane + 32 * GV_P; k0 < KC; k0 += 32 * GV_U) {
+  for (int k0 = lane + 32 * P; k0 < KC; k0 += 32 * GV_U) {
     uint4 wv[GV_U][R];
 #pragma unroll
     for (int j = 0; j < R; j++)
@@ -994,6 +994,36 @@ extern "C" __global__ void gemv_bf16v2n(const float* X, const float* A, const fl
   gv_dot_rows<2>(wp, wr, hs, K, acc);
 #pragma unroll
   for (int j = 0; j < 2; j++) {
+    float v = warp_sum(acc[j]);
+    if (lane == 0 && n0 + j < N) Y[n0 + j] = v;
+  }
+}
+// gemv_bf16v4n: gemv_bf16v2n with four rows per warp, 4·GEMV_WARPS per
+// block, and only the first GV_P/2 chunks of each row loaded before
+// PDL_ENTER (RINGO_CUDA_GEMV4N): for Ring-mini's qkv|gate (8,192 rows) 256
+// blocks, all resident at once at two per SM, where gemv_bf16v2n's 512 need
+// two waves (124 registers per thread); the rest of each row follows the
+// wait in one round. The same sums as gemv_bf16v1n.
+extern "C" __global__ void __launch_bounds__(256, 2) gemv_bf16v4n(const float* X, const float* A, const float* nw, float* Yres, float* H, int nt, float eps,
+                                                                 const u16* __restrict__ Wt, int N, int K, float* Y) {
+  __shared__ __align__(16) float hs[GVN_MAXK];
+  constexpr int P = GV_P / 2;
+  int n0 = 4 * gv_row(), lane = threadIdx.x & 31;
+  const uint4* wr[4];
+  uint4 wp[4][P];
+#pragma unroll
+  for (int j = 0; j < 4; j++) {
+    wr[j] = (const uint4*)(Wt + (i64)min(n0 + j, N - 1) * K);
+    gv_load<GvBF16, P>(wr[j], K, wp[j]);
+  }
+  float wv[NU];
+  addnorm_w(nw, K, nt, wv);
+  PDL_ENTER();
+  gv_norm(hs, X, A, wv, Yres, H, K, nt, eps);
+  float acc[4] = {0.f, 0.f, 0.f, 0.f};
+  gv_dot_rows<4, P>(wp, wr, hs, K, acc);
+#pragma unroll
+  for (int j = 0; j < 4; j++) {
     float v = warp_sum(acc[j]);
     if (lane == 0 && n0 + j < N) Y[n0 + j] = v;
   }

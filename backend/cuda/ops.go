@@ -395,6 +395,9 @@ func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *wei
 		name, rows := "gemv_bf16v1n", 8
 		if b.gemv2 > 0 && N >= b.gemv2 {
 			name, rows = "gemv_bf16v2n", 16
+			if b.gemv4n > 0 && N >= b.gemv4n {
+				name, rows = "gemv_bf16v4n", 32
+			}
 		}
 		b.launch(name, dim3{(N + rows - 1) / rows, 1, 1}, dim3{256, 1, 1}, 0, pArg(r.x), pArg(r.a), pArg(r.w.p), pArg(r.y), pArg(r.d),
 			iArg(addNormThreads(K)), fArg(r.eps), pArg(w.p), iArg(N), iArg(K), pArg(pd))
