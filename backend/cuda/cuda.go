@@ -170,8 +170,8 @@ type Backend struct {
 	pendingNorm *normReq // &normBuf or nil (no allocation per step)
 	normBuf     normReq
 	// gemv4n: the single-row GEMVs with the input norm of at least this
-	// many rows run gemv_bf16v4n, four rows per warp (RINGO_CUDA_GEMV4N=N;
-	// 0, the default: never)
+	// many rows run gemv_bf16v4n, four rows per warp, in one wave for
+	// Ring-mini's qkv|gate (RINGO_CUDA_GEMV4N=N, default 4096; 0: never)
 	gemv4n int
 	// dcPre (RINGO_CUDA_DC_PRE=0 turns it off): moe_dc asks L2 for its
 	// routed rows before its PDL wait, while moe_gu runs (moe_dc_pre)
@@ -357,6 +357,7 @@ func New(device int, opts Options) (*Backend, error) {
 			}
 		}
 	}
+	b.gemv4n = 4096
 	if v, err := strconv.Atoi(os.Getenv("RINGO_CUDA_GEMV4N")); err == nil && v >= 0 {
 		b.gemv4n = v
 	}

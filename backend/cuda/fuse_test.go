@@ -268,7 +268,7 @@ func TestNormRoute(t *testing.T) {
 }
 
 // TestNormGEMV checks AddRMSNormTo followed by a one-row GEMV of its output
-// (the norm then runs in the GEMV's blocks, gemv_bf16v1n/v2n) against the
+// (the norm then runs in the GEMV's blocks, gemv_bf16v1n/v2n/v4n) against the
 // same operations with the fusion off (k_addrmsnorm, then the GEMV):
 // bit-identical product, norm and residual, x unchanged, one kernel fewer;
 // against the CPU; and that an operation other than such a GEMV, or two

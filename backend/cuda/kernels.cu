@@ -880,6 +880,27 @@ __device__ __forceinline__ void gv_dot_rows(const uint4 (&wp)[R][P], const uint4
     }
   }
 }
+// gv_load_rows points wr[j] at row min(n0 + j, N - 1) of Wt for R rows and
+// loads each one's first P chunks into wp[j] (gv_load).
+template <int R, int P = GV_P>
+__device__ __forceinline__ void gv_load_rows(const u16* __restrict__ Wt, int n0, int N, int K, const uint4* (&wr)[R], uint4 (&wp)[R][P]) {
+#pragma unroll
+  for (int j = 0; j < R; j++) {
+    wr[j] = (const uint4*)(Wt + (i64)min(n0 + j, N - 1) * K);
+    gv_load<GvBF16, P>(wr[j], K, wp[j]);
+  }
+}
+// gv_store_rows sums each of R rows' lane partials over the warp and lane 0
+// stores those below N at Y[n0 + j].
+template <int R>
+__device__ __forceinline__ void gv_store_rows(float (&acc)[R], float* Y, int n0, int N) {
+  int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int j = 0; j < R; j++) {
+    float v = warp_sum(acc[j]);
+    if (lane == 0 && n0 + j < N) Y[n0 + j] = v;
+  }
+}
 template <class F, int TT>
 __device__ __forceinline__ void gemv_rows(const float* X, i64 ldx, int T, const uint4* wr, const float* sr, int bc, int K, float* Y, i64 ldy, int n) {
   int lane = threadIdx.x & 31;
@@ -924,22 +945,14 @@ extern "C" __global__ void gemv_bf16v1(const float* X, i64 ldx, int T, const u16
 // and each chunk of x loaded once for both (half the activation reads);
 // the same sums as gemv_bf16v1.
 extern "C" __global__ void gemv_bf16v2(const float* X, i64 ldx, int T, const u16* __restrict__ Wt, int N, int K, float* Y, i64 ldy) {
-  int n0 = 2 * gv_row(), lane = threadIdx.x & 31;
+  int n0 = 2 * gv_row();
   const uint4* wr[2];
   uint4 wp[2][GV_P];
-#pragma unroll
-  for (int j = 0; j < 2; j++) {
-    wr[j] = (const uint4*)(Wt + (i64)min(n0 + j, N - 1) * K);
-    gv_load<GvBF16>(wr[j], K, wp[j]);
-  }
+  gv_load_rows<2>(Wt, n0, N, K, wr, wp);
   PDL_ENTER();
   float acc[2] = {0.f, 0.f};
   gv_dot_rows<2>(wp, wr, X, K, acc);
-#pragma unroll
-  for (int j = 0; j < 2; j++) {
-    float v = warp_sum(acc[j]);
-    if (lane == 0 && n0 + j < N) Y[n0 + j] = v;
-  }
+  gv_store_rows<2>(acc, Y, n0, N);
 }
 // gemv_bf16v1n / v2n: gemv_bf16v1 / v2 of h = RMSNorm(x + a)·w for one row,
 // the norm done by every block itself after PDL_ENTER (k_addrmsnorm's
@@ -978,25 +991,17 @@ extern "C" __global__ void gemv_bf16v1n(const float* X, const float* A, const fl
 extern "C" __global__ void gemv_bf16v2n(const float* X, const float* A, const float* nw, float* Yres, float* H, int nt, float eps, const u16* __restrict__ Wt,
                                         int N, int K, float* Y) {
   __shared__ __align__(16) float hs[GVN_MAXK];
-  int n0 = 2 * gv_row(), lane = threadIdx.x & 31;
+  int n0 = 2 * gv_row();
   const uint4* wr[2];
   uint4 wp[2][GV_P];
-#pragma unroll
-  for (int j = 0; j < 2; j++) {
-    wr[j] = (const uint4*)(Wt + (i64)min(n0 + j, N - 1) * K);
-    gv_load<GvBF16>(wr[j], K, wp[j]);
-  }
+  gv_load_rows<2>(Wt, n0, N, K, wr, wp);
   float wv[NU];
   addnorm_w(nw, K, nt, wv);
   PDL_ENTER();
   gv_norm(hs, X, A, wv, Yres, H, K, nt, eps);
   float acc[2] = {0.f, 0.f};
   gv_dot_rows<2>(wp, wr, hs, K, acc);
-#pragma unroll
-  for (int j = 0; j < 2; j++) {
-    float v = warp_sum(acc[j]);
-    if (lane == 0 && n0 + j < N) Y[n0 + j] = v;
-  }
+  gv_store_rows<2>(acc, Y, n0, N);
 }
 // gemv_bf16v4n: gemv_bf16v2n with four rows per warp, 4·GEMV_WARPS per
 // block, and only the first GV_P/2 chunks of each row loaded before
@@ -1008,25 +1013,17 @@ extern "C" __global__ void __launch_bounds__(256, 2) gemv_bf16v4n(const float* X
                                                                  const u16* __restrict__ Wt, int N, int K, float* Y) {
   __shared__ __align__(16) float hs[GVN_MAXK];
   constexpr int P = GV_P / 2;
-  int n0 = 4 * gv_row(), lane = threadIdx.x & 31;
+  int n0 = 4 * gv_row();
   const uint4* wr[4];
   uint4 wp[4][P];
-#pragma unroll
-  for (int j = 0; j < 4; j++) {
-    wr[j] = (const uint4*)(Wt + (i64)min(n0 + j, N - 1) * K);
-    gv_load<GvBF16, P>(wr[j], K, wp[j]);
-  }
+  gv_load_rows<4, P>(Wt, n0, N, K, wr, wp);
   float wv[NU];
   addnorm_w(nw, K, nt, wv);
   PDL_ENTER();
   gv_norm(hs, X, A, wv, Yres, H, K, nt, eps);
   float acc[4] = {0.f, 0.f, 0.f, 0.f};
   gv_dot_rows<4, P>(wp, wr, hs, K, acc);
-#pragma unroll
-  for (int j = 0; j < 4; j++) {
-    float v = warp_sum(acc[j]);
-    if (lane == 0 && n0 + j < N) Y[n0 + j] = v;
-  }
+  gv_store_rows<4>(acc, Y, n0, N);
 }
 extern "C" __global__ void gemv_fp8(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br, int bc,
                                     float* Y, i64 ldy) {
