@@ -347,6 +347,8 @@ func BenchmarkOps(b *testing.B) {
 //   - dcpre: moe_dc's L2 requests before its wait (RINGO_CUDA_DC_PRE), 0 or 1
 //   - ng: each layer's input norm in its first GEMV (RINGO_CUDA_NORM_GEMV), 0 or 1
 //   - wr: routing by warps (RINGO_CUDA_WARP_ROUTE), 0 or 1
+//   - dr: moe_dc's first chunks in registers before its wait
+//     (RINGO_CUDA_DC_REG), 0 or 1
 //   - g4: the fewest output rows of the normed single-row GEMVs that run four
 //     rows per warp (RINGO_CUDA_GEMV4N), 0 for none
 //
@@ -472,7 +474,7 @@ func parseDecodeSettings(spec string, knobs map[string]decodeKnob) ([]decodeSett
 }
 
 // knobOrder names BenchmarkDecodeAB's knobs, the positional ones first.
-var knobOrder = []string{"rope", "rec", "gu", "dc", "nr", "seg", "gemv2", "rp", "dcpre", "ng", "wr", "g4"}
+var knobOrder = []string{"rope", "rec", "gu", "dc", "nr", "seg", "gemv2", "rp", "dcpre", "ng", "wr", "g4", "dr"}
 
 // decodeKnob is one of BenchmarkDecodeAB's settings: parse checks a value
 // and returns what sets it on the backend; restore puts back the value the
@@ -517,6 +519,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"ng":    flag(&g.normGEMV, false),
 		"wr":    flag(&g.warpRoute, false),
 		"g4":    number(&g.gemv4n, 0, math.MaxInt32),
+		"dr":    flag(&g.dcReg, false),
 		"seg": {parse: func(v string) (func(), error) {
 			var f, r int
 			if v == "0" {
@@ -543,14 +546,14 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 	// the backend's values now, which restore puts back
 	fuseRope, recLate, guEarly, dcSplit, normRoute := g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.normRoute
 	segFirst, segRest, gemv2, readPinned, dcPre, ng := g.segFirst, g.segRest, g.gemv2, g.readPinned, g.dcPre, g.normGEMV
-	wr, g4 := g.warpRoute, g.gemv4n
+	wr, g4, dr := g.warpRoute, g.gemv4n, g.dcReg
 	restore := map[string]func(){
 		"rope": func() { g.fuseRope = fuseRope }, "rec": func() { g.recLate = recLate },
 		"gu": func() { g.guEarly = guEarly }, "dc": func() { g.dcSplit = dcSplit },
 		"nr": func() { g.normRoute = normRoute }, "seg": func() { g.segFirst, g.segRest = segFirst, segRest },
 		"gemv2": func() { g.gemv2 = gemv2 }, "rp": func() { g.readPinned = readPinned },
 		"dcpre": func() { g.dcPre = dcPre }, "ng": func() { g.normGEMV = ng },
-		"wr": func() { g.warpRoute = wr }, "g4": func() { g.gemv4n = g4 },
+		"wr": func() { g.warpRoute = wr }, "g4": func() { g.gemv4n = g4 }, "dr": func() { g.dcReg = dr },
 	}
 	for name, kn := range k {
 		kn.restore = restore[name]

@@ -174,8 +174,10 @@ type Backend struct {
 	// Ring-mini's qkv|gate (RINGO_CUDA_GEMV4N=N, default 4096; 0: never)
 	gemv4n int
 	// dcPre (RINGO_CUDA_DC_PRE=0 turns it off): moe_dc asks L2 for its
-	// routed rows before its PDL wait, while moe_gu runs (moe_dc_pre)
-	dcPre bool
+	// routed rows before its PDL wait, while moe_gu runs (moe_dc_pre);
+	// with dcReg too (RINGO_CUDA_DC_REG=0 turns it off) each lane loads
+	// its first chunks of the rows into registers there (dc_rows)
+	dcPre, dcReg bool
 	// warpRoute: the routing of groups of 32 experts by warps
 	// (route_row_warp; RINGO_CUDA_WARP_ROUTE=0 turns it off)
 	warpRoute bool
@@ -365,6 +367,7 @@ func New(device int, opts Options) (*Backend, error) {
 	b.readPinned = os.Getenv("RINGO_CUDA_READ_PINNED") != "0"
 	b.gemv2 = 4096
 	b.dcPre = os.Getenv("RINGO_CUDA_DC_PRE") != "0"
+	b.dcReg = os.Getenv("RINGO_CUDA_DC_REG") != "0"
 	b.warpRoute = os.Getenv("RINGO_CUDA_WARP_ROUTE") != "0"
 	b.normGEMV = os.Getenv("RINGO_CUDA_NORM_GEMV") != "0"
 	if v, err := strconv.Atoi(os.Getenv("RINGO_CUDA_GEMV2")); err == nil && v >= 0 {

@@ -300,7 +300,9 @@ func TestMoEShared(t *testing.T) {
 				}
 				g.Free(early)
 				// moe_dc's L2 requests for its rows before the PDL wait
-				// (RINGO_CUDA_DC_PRE) change nothing
+				// (RINGO_CUDA_DC_PRE), and with them the rows' first
+				// chunks in registers (RINGO_CUDA_DC_REG, on), change
+				// nothing
 				pre := g.Alloc(T, c.D)
 				g.dcPre = !g.dcPre
 				g.MoEShared(pre, x.g, g.Route(l.g, nil, p), ge, ggu, gdn)

@@ -1455,44 +1455,69 @@ __device__ __forceinline__ void moe_dc_pre(const int* ids, int topk, const char*
     for (int o = lane * 128; o < rowBytes; o += 32 * 128) asm volatile("prefetch.global.L2 [%0];" ::"l"(r + o));
   }
 }
+// dc_rows: for moe_dcs, the addresses of the SL slot rows of warp part p
+// (row n of token t; m slots in all), their scales and activations, and the
+// lane's first chunk of each row in w0.
+template <class F, int SPLIT, int SL>
+__device__ __forceinline__ void dc_rows(const int* ids, int topk, const uint4* Wt, const float* S, int br, int bc, int N, int K, const float* A,
+                                        const uint4* Ws, const float* Ss, int ns, int m, int p, int t, int n, const uint4* (&wr)[SL],
+                                        const float* (&sr)[SL], const float* (&ar)[SL], uint4 (&w0)[SL]) {
+  int lane = threadIdx.x & 31, KC = K / F::N;
+#pragma unroll
+  for (int q = 0; q < SL; q++) {
+    int j = p + q * SPLIT;
+    if (j >= m) continue;
+    int s = j < topk ? t * topk + j : ns + t;
+    i64 e = j < topk ? ids[s] : 0;
+    const float* Sc = j < topk ? S : Ss;
+    wr[q] = (j < topk ? Wt : Ws) + (e * N + n) * KC;
+    sr[q] = Sc ? Sc + e * (N / br) * (K / bc) + (i64)(n / br) * (K / bc) : 0;
+    ar[q] = A + (i64)s * K;
+    if (lane < KC) w0[q] = __ldg(wr[q] + lane);
+  }
+}
 // moe_dcs: the down projections of a token's slots and their weighted sum
 // (moe_dc), with SPLIT warps per output row, warp p of a row summing the
 // slots p, p+SPLIT, ... in order, each lane loading a chunk of every one of
 // its slots' rows before using any (at most SL slots: with SPLIT > 1 fewer
 // registers per thread and more warps per SM); the row's first warp adds
 // the warps' partial sums in p order (shared memory). Blocks of
-// (blockDim.x/32)/SPLIT rows, SPLIT·rows <= 32 warps.
+// (blockDim.x/32)/SPLIT rows, SPLIT·rows <= 32 warps. It runs PDL_ENTER
+// itself: with reg set (the ids ready before the wait, as for moe_dc_pre)
+// each lane's first chunks of its rows are loaded into registers before it.
 template <class F, int SPLIT>
 __device__ __forceinline__ void moe_dcs(const float* A, const int* ids, const float* wts, int topk, const uint4* Wt, const float* S, int br, int bc,
-                                        int N, int K, float* D, i64 ldd, const uint4* Ws, const float* Ss, int ns) {
+                                        int N, int K, float* D, i64 ldd, const uint4* Ws, const float* Ss, int ns, int reg) {
   constexpr int SL = (MOE_DC_MAXS + SPLIT - 1) / SPLIT;
   __shared__ float part[32];
   int w = threadIdx.x >> 5, lane = threadIdx.x & 31, p = w % SPLIT;
   int t = blockIdx.y, n = blockIdx.x * ((blockDim.x >> 5) / SPLIT) + w / SPLIT;
+  int KC = K / F::N, m = topk + (Ws ? 1 : 0);
+  const uint4* wr[SL];
+  const float* sr[SL];
+  const float* ar[SL];
+  uint4 w0[SL];
+  unsigned long long t0 = tl_now();
+  if (reg && n < N) dc_rows<F, SPLIT, SL>(ids, topk, Wt, S, br, bc, N, K, A, Ws, Ss, ns, m, p, t, n, wr, sr, ar, w0);
+  PDL_ENTER();
+  if (SPLIT == 2) tl_probe(8, t0);
+  t0 = tl_now();
   float out = 0.f;
   if (n < N) {
-    int KC = K / F::N, m = topk + (Ws ? 1 : 0);
-    const uint4* wr[SL];
-    const float* sr[SL];
-    const float* ar[SL];
+    if (!reg) dc_rows<F, SPLIT, SL>(ids, topk, Wt, S, br, bc, N, K, A, Ws, Ss, ns, m, p, t, n, wr, sr, ar, w0);
     float acc[SL];
 #pragma unroll
-    for (int q = 0; q < SL; q++) {
-      int j = p + q * SPLIT;
-      acc[q] = 0.f;
-      if (j >= m) continue;
-      int s = j < topk ? t * topk + j : ns + t;
-      i64 e = j < topk ? ids[s] : 0;
-      const float* Sc = j < topk ? S : Ss;
-      wr[q] = (j < topk ? Wt : Ws) + (e * N + n) * KC;
-      sr[q] = Sc ? Sc + e * (N / br) * (K / bc) + (i64)(n / br) * (K / bc) : 0;
-      ar[q] = A + (i64)s * K;
-    }
+    for (int q = 0; q < SL; q++) acc[q] = 0.f;
     for (int kc = lane; kc < KC; kc += 32) {
       uint4 wv[SL];
+      if (kc == lane) {  // the first chunks, loaded by dc_rows
 #pragma unroll
-      for (int q = 0; q < SL; q++)
-        if (p + q * SPLIT < m) wv[q] = __ldg(wr[q] + kc);
+        for (int q = 0; q < SL; q++) wv[q] = w0[q];
+      } else {
+#pragma unroll
+        for (int q = 0; q < SL; q++)
+          if (p + q * SPLIT < m) wv[q] = __ldg(wr[q] + kc);
+      }
 #pragma unroll
       for (int q = 0; q < SL; q++) {
         if (p + q * SPLIT >= m) break;
@@ -1518,6 +1543,7 @@ __device__ __forceinline__ void moe_dcs(const float* A, const int* ids, const fl
     for (int q = 1; q < SPLIT; q++) o += part[w + q];
     D[(i64)t * ldd + n] = o;
   }
+  if (SPLIT == 2) tl_probe(9, t0);
 }
 extern "C" __global__ void moe_gu_bf16v(const float* X, i64 ldx, const int* ids, int topk, const u16* __restrict__ Wt, int I, int K, float* A,
                                         const u16* __restrict__ Ws, int ns, int early) {
@@ -1528,32 +1554,24 @@ extern "C" __global__ void moe_gu_fp8(const float* X, i64 ldx, const int* ids, i
   moe_gu<GvFP8>(X, ldx, ids, topk, (const uint4*)Wt, S, br, bc, I, K, A, (const uint4*)Ws, Ss, ns, early);
 }
 extern "C" __global__ void moe_dc_bf16v(const float* A, const int* ids, const float* wts, int topk, const u16* __restrict__ Wt, int N, int K, float* D,
-                                        i64 ldd, const u16* __restrict__ Ws, int ns, int pre) {
+                                        i64 ldd, const u16* __restrict__ Ws, int ns, int pre, int reg) {
   if (pre) moe_dc_pre<1>(ids, topk, (const char*)Wt, K * 2, N, (const char*)Ws, ns);
-  PDL_ENTER();
-  moe_dcs<GvBF16, 1>(A, ids, wts, topk, (const uint4*)Wt, 0, 1, 1, N, K, D, ldd, (const uint4*)Ws, 0, ns);
+  moe_dcs<GvBF16, 1>(A, ids, wts, topk, (const uint4*)Wt, 0, 1, 1, N, K, D, ldd, (const uint4*)Ws, 0, ns, pre && reg);
 }
 extern "C" __global__ void moe_dc2_bf16v(const float* A, const int* ids, const float* wts, int topk, const u16* __restrict__ Wt, int N, int K, float* D,
-                                         i64 ldd, const u16* __restrict__ Ws, int ns, int pre) {
-  unsigned long long t0 = tl_now();
+                                         i64 ldd, const u16* __restrict__ Ws, int ns, int pre, int reg) {
   if (pre) moe_dc_pre<2>(ids, topk, (const char*)Wt, K * 2, N, (const char*)Ws, ns);
-  PDL_ENTER();
-  tl_probe(8, t0);
-  t0 = tl_now();
-  moe_dcs<GvBF16, 2>(A, ids, wts, topk, (const uint4*)Wt, 0, 1, 1, N, K, D, ldd, (const uint4*)Ws, 0, ns);
-  tl_probe(9, t0);
+  moe_dcs<GvBF16, 2>(A, ids, wts, topk, (const uint4*)Wt, 0, 1, 1, N, K, D, ldd, (const uint4*)Ws, 0, ns, pre && reg);
 }
 extern "C" __global__ void moe_dc3_bf16v(const float* A, const int* ids, const float* wts, int topk, const u16* __restrict__ Wt, int N, int K, float* D,
-                                         i64 ldd, const u16* __restrict__ Ws, int ns, int pre) {
+                                         i64 ldd, const u16* __restrict__ Ws, int ns, int pre, int reg) {
   if (pre) moe_dc_pre<3>(ids, topk, (const char*)Wt, K * 2, N, (const char*)Ws, ns);
-  PDL_ENTER();
-  moe_dcs<GvBF16, 3>(A, ids, wts, topk, (const uint4*)Wt, 0, 1, 1, N, K, D, ldd, (const uint4*)Ws, 0, ns);
+  moe_dcs<GvBF16, 3>(A, ids, wts, topk, (const uint4*)Wt, 0, 1, 1, N, K, D, ldd, (const uint4*)Ws, 0, ns, pre && reg);
 }
 extern "C" __global__ void moe_dc_fp8(const float* A, const int* ids, const float* wts, int topk, const unsigned char* __restrict__ Wt, const float* S,
-                                      int br, int bc, int N, int K, float* D, i64 ldd, const unsigned char* __restrict__ Ws, const float* Ss, int ns, int pre) {
+                                      int br, int bc, int N, int K, float* D, i64 ldd, const unsigned char* __restrict__ Ws, const float* Ss, int ns, int pre, int reg) {
   if (pre) moe_dc_pre<1>(ids, topk, (const char*)Wt, K, N, (const char*)Ws, ns);
-  PDL_ENTER();
-  moe_dcs<GvFP8, 1>(A, ids, wts, topk, (const uint4*)Wt, S, br, bc, N, K, D, ldd, (const uint4*)Ws, Ss, ns);
+  moe_dcs<GvFP8, 1>(A, ids, wts, topk, (const uint4*)Wt, S, br, bc, N, K, D, ldd, (const uint4*)Ws, Ss, ns, pre && reg);
 }
 
 // k_moe_combine: d[t, c] = sum_k w[t*K+k] * Y[posOf[t*K+k], c], in k order
