@@ -850,7 +850,7 @@ __device__ __forceinline__ void gv_rows_chunk(const uint4 (&w)[R], const float* 
     acc[j] += dotn<8>(wf, xv);
   }
 }
-// gv_dot_rows adds R BF16 rows wr[j] (their first GV_P chunks in wp[j],
+// gv_dot_rows adds R BF16 rows wr[j] (their first P chunks in wp[j],
 // from gv_load) times one activation row x to acc[j], each summed as gv_dot
 // sums it, loading each chunk of x once for all R rows.
 template <int R, int P = GV_P>
