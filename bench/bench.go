@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -60,6 +61,13 @@ type Point struct {
 	DecodeTokS    float64 `json:"decode_tok_s"`
 	BytesPerToken int64   `json:"bytes_per_token"`
 	Roofline      float64 `json:"roofline_fraction"` // achieved ÷ (bandwidth ÷ bytes per token)
+	// SpeedVsFirst (with Options.Interleave, from the second context on)
+	// is this context's decode speed over the first context's, the median
+	// over the rounds of turns of the two speeds in the same round: a
+	// comparison that a drift of the machine's speed lasting longer than a
+	// round does not bias, unlike the ratio of the two DecodeTokS.
+	SpeedVsFirst float64 `json:"speed_vs_first,omitempty"`
+	Turns        int     `json:"turns,omitempty"` // rounds behind SpeedVsFirst
 }
 
 // Result is what Run measured.
@@ -267,8 +275,14 @@ func Run(ctx context.Context, name string, m model.Model, o Options) (*Result, e
 			}
 		}
 		el := make([]time.Duration, len(sets))
+		var ratios [][]float64 // per context after the first: per round, its speed over the first's
+		if len(sets) > 1 {
+			ratios = make([][]float64, len(sets))
+		}
+		turn := make([]time.Duration, len(sets))
 		for n0 := 0; n0 < o.Gen; n0 += o.Interleave {
 			for i, reqs := range sets {
+				turn[i] = 0
 				for n := n0; n < min(o.Gen, n0+o.Interleave); n++ {
 					d, err := step(reqs)
 					if err != nil {
@@ -277,12 +291,20 @@ func Run(ctx context.Context, name string, m model.Model, o Options) (*Result, e
 						}
 						return nil, err
 					}
-					el[i] += d
+					turn[i] += d
+				}
+				el[i] += turn[i]
+				if i > 0 && turn[i] > 0 {
+					ratios[i] = append(ratios[i], turn[0].Seconds()/turn[i].Seconds())
 				}
 			}
 		}
 		for i, c := range o.Contexts {
-			res.Decode = append(res.Decode, point(c, el[i].Seconds()))
+			p := point(c, el[i].Seconds())
+			if i > 0 && len(ratios[i]) > 0 {
+				p.SpeedVsFirst, p.Turns = median(ratios[i]), len(ratios[i])
+			}
+			res.Decode = append(res.Decode, p)
 			free(sets[i])
 		}
 		o.Contexts = nil
@@ -322,6 +344,16 @@ func Run(ctx context.Context, name string, m model.Model, o Options) (*Result, e
 		res.Decode[i].Roofline /= res.Machine.BandwidthGBs * 1e9
 	}
 	return res, nil
+}
+
+// median returns the median of xs (not empty), which it sorts.
+func median(xs []float64) float64 {
+	slices.Sort(xs)
+	n := len(xs)
+	if n%2 == 1 {
+		return xs[n/2]
+	}
+	return (xs[n/2-1] + xs[n/2]) / 2
 }
 
 // peakRSS reads VmHWM from /proc (0 where unavailable).

@@ -2,6 +2,7 @@ package bench_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 
 	"github.com/ringo-ai/ringo/bench"
@@ -42,9 +43,31 @@ func TestRunContexts(t *testing.T) {
 			if p.Context != ctxs[i] || p.DecodeTokS <= 0 || p.Roofline <= 0 {
 				t.Errorf("interleave %v: point %d = %+v", interleave, i, p)
 			}
+			// the median speed over the first context's, per round of
+			// turns: ceil(5 / interleave) rounds
+			if want := 0; interleave > 0 && i > 0 {
+				want = (5 + interleave - 1) / interleave
+				if p.Turns != want || p.SpeedVsFirst <= 0 {
+					t.Errorf("interleave %v: point %d: speed over the first %v from %d turns, want %d turns", interleave, i, p.SpeedVsFirst, p.Turns, want)
+				}
+			} else if p.Turns != 0 || p.SpeedVsFirst != 0 {
+				t.Errorf("interleave %v: point %d: speed over the first %v from %d turns, want none", interleave, i, p.SpeedVsFirst, p.Turns)
+			}
 		}
 		if a, b := res.Decode[0].BytesPerToken, res.Decode[1].BytesPerToken; b <= a {
 			t.Errorf("interleave %v: %d bytes per token at 200, %d at 16", interleave, b, a)
+		}
+	}
+}
+
+// TestMedian checks the median of odd and even counts.
+func TestMedian(t *testing.T) {
+	for _, c := range []struct {
+		xs   []float64
+		want float64
+	}{{[]float64{3}, 3}, {[]float64{5, 1, 3}, 3}, {[]float64{4, 1, 3, 2}, 2.5}} {
+		if got := bench.Median(slices.Clone(c.xs)); got != c.want {
+			t.Errorf("median of %v = %v, want %v", c.xs, got, c.want)
 		}
 	}
 }

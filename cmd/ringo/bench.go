@@ -39,8 +39,10 @@ Several prompt lengths (--prompt 4k,32k) and batch sizes (--batch 1,64) can
 be measured with one model load: prefill at every prompt length, decode
 at every batch size (at the --context lengths). With --interleave N the
 context lengths are decoded in turns of N steps, so that a machine whose
-speed drifts affects every length alike (for ratios such as 32K ÷ 1K); the
-first step of a turn starts with the caches the other length filled.`,
+speed drifts affects every length alike (for ratios such as 32K ÷ 1K), and
+each length after the first also gets its speed over the first's as the
+median over the rounds of turns (speed_vs_first in --json); the first step
+of a turn starts with the caches the other length filled.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctxs, err := bench.ParseSizes(contexts)
@@ -110,6 +112,9 @@ first step of a turn starts with the caches the other length filled.`,
 				}
 				for _, p := range res.Decode {
 					fmt.Fprintf(w, "decode @ %d ctx, batch %d\t%.2f tok/s, %.1f%% of bandwidth roofline (%.1f MiB/token)\n", p.Context, res.Batch, p.DecodeTokS, 100*p.Roofline, float64(p.BytesPerToken)/(1<<20))
+					if p.Turns > 0 {
+						fmt.Fprintf(w, "\t%.3f× the speed @ %d ctx (median of %d interleaved turns)\n", p.SpeedVsFirst, res.Decode[0].Context, p.Turns)
+					}
 				}
 				if i == len(runs)-1 {
 					fmt.Fprintf(w, "peak RSS\t%.0f MiB\n", res.PeakRSSMiB)
