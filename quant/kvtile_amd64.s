@@ -40,7 +40,7 @@
 // KT_PF(off): prefetches line off of the block column at BX eight tiles
 // (the next 128 keys) ahead into L1.
 #define KT_PF(off) \
-	PREFETCHNTA off(BX)(DX*8)
+	PREFETCHT0 off(BX)(DX*8)
 
 // func dotQ8_0TG(gs *tiledGroup, ng, ldo int, k *byte, ldt, n, nb int)
 // Scores of ng groups of four query rows (nb blocks of the Q8 activation
@@ -419,8 +419,8 @@ kvblk:
 	XORQ BX, BX
 
 kvgrp:
-	PREFETCHNTA (SI)(DX*8)
-	PREFETCHNTA 64(SI)(DX*8)
+	PREFETCHT0 (SI)(DX*8)
+	PREFETCHT0 64(SI)(DX*8)
 	VMOVDQU64 (SI), Z16
 	VMOVDQU64 64(SI), Z17
 	KV_GROUP(0, Z0, Z1, Z2, Z3)
