@@ -19,12 +19,6 @@ func dotQ4_0AVX2(w, x *byte, nb int) float32
 func dotQ8_0AVX2(w, x *byte, nb int) float32
 
 //go:noescape
-func dotQ4KAVX2(w, x *byte, nb int) float32
-
-//go:noescape
-func dotQ6KAVX2(w, x *byte, nb int) float32
-
-//go:noescape
 func dotF32AVX2(w *byte, x *float32, n int) float32
 
 //go:noescape
@@ -53,16 +47,7 @@ var avx2Kernels = kernelSet{
 		_ = w[nb*34-1]
 		return dotQ8_0AVX2(unsafe.SliceData(w), unsafe.SliceData(x), nb)
 	},
-	q4k: func(w, x []byte) float32 {
-		nb := len(x) / 292
-		_ = w[nb*144-1]
-		return dotQ4KAVX2(unsafe.SliceData(w), unsafe.SliceData(x), nb)
-	},
-	q6k: func(w, x []byte) float32 {
-		nb := len(x) / 292
-		_ = w[nb*210-1]
-		return dotQ6KAVX2(unsafe.SliceData(w), unsafe.SliceData(x), nb)
-	},
+	// q4k and q6k (and the rows kernels): rows_amd64.go
 	q4_0x4: q4_0x4AVX2,
 	q8_0x4: q8_0x4AVX2,
 	q4kx4:  q4kx4AVX2,
