@@ -12,13 +12,18 @@
 // Q6_K: one half's eight scale words), instead of a store to the stack and
 // 2-byte broadcast loads back, as the one-row kernels they replace did.
 //
-// One row at a time and no software prefetch. On a 2-core Zen 3 VM, both
-// cores streaming random 0.5 MiB expert matrices from DRAM: Q4_K 20.3–20.8
-// GB/s together against 19.0 for the old one-row kernel, 16.6–17.3 with
-// PREFETCHT0 four blocks ahead and 11.1–11.4 with two rows per pass (two
-// interleaved streams); Q6_K 17.6–19.2 against 9.1–9.3 (old) and 11–12
-// (prefetch). In cache (one core, 2048x2048): Q4_K 17.6 against 10.3–14.3
-// GB/s, Q6_K 22.7–24.6 against 15.3–18.1.
+// One row at a time, with software prefetches into L2 16 blocks ahead. On
+// a 2-core Zen 3 VM (AVX2 only; its streaming bandwidth read 26-34 GB/s),
+// both cores streaming from DRAM: random 0.5 MiB Q4_K expert matrices
+// 24.9-26.2 GB/s together with PREFETCHT2 1152-4608 bytes ahead against
+// 20.0-21.4 without and 19.0 for the old one-row kernel (PREFETCHT0 576
+// bytes ahead, the scales through the stack); 2048x2048 Q6_K matrices in
+// order 30.3-35.4 GB/s with prefetches 1680-3360 bytes ahead against 22.1-
+// 26.2 without (the old kernel: 9.1-9.3 on random matrices). Two rows per
+// pass (two interleaved streams) fell to 11.1-11.4 GB/s. In cache (one
+// core, 2048x2048): Q4_K 17.6 GB/s against 10.3-14.3, Q6_K 22.7-24.6
+// against 15.3-18.1. (The AVX-512 kernels of dot512_amd64.s measured
+// faster without prefetches on a Zen 5.)
 
 // VPSHUFB controls from [sc0..3 m0..3 sc4..7 m4..7] to 16 words of sc[k],
 // k = 0..7 (sc[k] is byte k for k < 4, byte k+4 for k >= 4).
@@ -106,6 +111,9 @@ q4krrow:
 	VXORPS Y11, Y11, Y11
 
 q4krloop:
+	PREFETCHT2 2304(SI) // 16 blocks ahead, three lines a block
+	PREFETCHT2 2368(SI)
+	PREFETCHT2 2432(SI)
 	// scales and minimums: DX = sc0..3 m0..3, BX = sc4..7 m4..7
 	MOVQ  4(SI), DX
 	MOVQ  DX, BX
@@ -243,6 +251,10 @@ q6krrow:
 	VXORPS Y10, Y10, Y10
 
 q6krloop:
+	PREFETCHT2 3360(SI) // 16 blocks ahead, four lines a block
+	PREFETCHT2 3424(SI)
+	PREFETCHT2 3488(SI)
+	PREFETCHT2 3552(SI)
 	VPMOVSXBW 192(SI), Y4     // 16 scales as int16
 	VPMADDWD 260(DI), Y4, Y9  // sc * bsums
 	VPSLLD $5, Y9, Y9         // * 32
