@@ -190,6 +190,13 @@ type Backend struct {
 	// normRoute (sm_90+; RINGO_CUDA_NORM_ROUTE=0 turns it off) lets
 	// AddRMSNormRoute fuse decode's norm, router and routing (k_norm_route)
 	normRoute bool
+	// recGate (sm_90+; RINGO_CUDA_REC_GATE=0 turns it off) lets a decode
+	// recurrence (k_lightning_rec with the QK norm) wait in pendingRec for
+	// the gate norm of its output, which then runs inside it
+	// (k_lightning_recg)
+	recGate    bool
+	pendingRec *recReq // &recBuf or nil
+	recBuf     recReq
 	// recLate (RINGO_CUDA_REC_EARLY=0) makes k_lightning_rec load its state
 	// after PDL_ENTER instead of before, for comparisons
 	recLate bool
@@ -376,6 +383,9 @@ func New(device int, opts Options) (*Backend, error) {
 	b.fuseRope = os.Getenv("RINGO_CUDA_FUSE") != "0"
 	b.normRoute = b.ccMaj >= 9 && os.Getenv("RINGO_CUDA_NORM_ROUTE") != "0"
 	b.recLate = os.Getenv("RINGO_CUDA_REC_EARLY") == "0"
+	// k_lightning_recg's clusters of 16 blocks are past the portable 8
+	b.recGate = b.ccMaj >= 9 && os.Getenv("RINGO_CUDA_REC_GATE") != "0" &&
+		ccall(d.cuFuncSetAttribute, b.fns["k_lightning_recg"], cuFuncAttrNonPortableCluster, 1) == 0
 	b.guEarly = os.Getenv("RINGO_CUDA_GU_EARLY") != "0"
 	b.mmb = b.smemOptin >= mmbSmem && os.Getenv("RINGO_CUDA_MMB") != "0"
 	b.wgmma = b.mmb && wgmmaArch(b.ccMaj, b.ccMin) && os.Getenv("RINGO_CUDA_WGMMA") != "0"
@@ -465,7 +475,7 @@ var kernelNames = []string{
 	"gemv_f32", "gemv_f16", "gemv_bf16", "gemv_bf16v", "gemv_fp8", "gemv_bf16v1", "gemv_bf16v2", "gemv_bf16v1n", "gemv_bf16v2n", "gemv_bf16v4n", "gemv_fp81", "k_fp8_bf16", "gemm_f32", "gemm_f16", "gemm_bf16",
 	"moe_gu_bf16v", "moe_gu_fp8", "moe_dc_bf16v", "moe_dc2_bf16v", "moe_dc3_bf16v", "moe_dc_fp8", "moe_gemv_f32", "moe_gemv_f16", "moe_gemv_bf16", "moe_gemv_bf16v", "moe_down_bf16v", "moe_gemv_fp8", "moe_down_fp8", "moe_mma16_fp8", "moe_mma64_fp8",
 	"k_moe_count", "k_moe_tiles", "k_moe_scatter", "moe_gemm_f32", "moe_gemm_f16", "moe_gemm_bf16", "k_moe_combine", "k_moe_combine4", "k_moe_combine4b", "k_moe_combineb", "k_quant_fp8", "k_bf16_f32", "k_route", "k_norm_route",
-	"k_lightning_rec", "k_lightning_chunk", "k_kvstore", "k_attn", "k_attn_g2", "k_attn_g4", "k_attn_g8", "k_attn_combine",
+	"k_lightning_rec", "k_lightning_recg", "k_lightning_chunk", "k_kvstore", "k_attn", "k_attn_g2", "k_attn_g4", "k_attn_g8", "k_attn_combine",
 	"moe_mma16", "moe_mma64", "k_fattn64", "k_fattn128", "moe_mmb", "moe_mmb_gu", "moe_mmb_wg", "moe_mmb_gu_wg", "moe_mmb_yb", "moe_mmb_yb_wg", "moe_mmb_yb_wgs", "moe_mmb_gu_wg8", "moe_mmb_wg8", "moe_mmb_yb_wg8", "moe_mmb_yb_wgs8", "k_kvbf16", "k_vtbf16", "k_fattn4_128", "k_fattn4w_128", "k_fattn2_64", "k_fattn2_128", "k_fattn3_64", "k_fattn3_128", "k_ltc_kv64", "k_ltc_kv128", "k_ltc_scan", "k_ltc_out64", "k_ltc_out128",
 	"k_readsum", "k_randbf16",
 }
@@ -806,8 +816,8 @@ func (b *Backend) launch(name string, grid, block dim3, smem int, args ...uint64
 	if len(args) > len(b.params.slots) {
 		panic(fmt.Sprintf("cuda: %d arguments for %s", len(args), name))
 	}
-	if b.pendingNorm != nil {
-		b.emitNorm() // before this kernel is traced
+	if b.pendingRec != nil || b.pendingNorm != nil {
+		b.emitPending() // before this kernel is traced
 	}
 	if b.trace {
 		b.launched = append(b.launched, name)

@@ -62,6 +62,7 @@ const (
 	cuFuncAttrLocalSizeBytes      = 3
 	cuFuncAttrNumRegs             = 4
 	cuFuncAttrMaxDynamicShared    = 8
+	cuFuncAttrNonPortableCluster  = 14 // CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED
 	cuErrorNoDevice               = 100
 )
 

@@ -345,3 +345,108 @@ func TestNormGEMV(t *testing.T) {
 		g.Free(x0)
 	}
 }
+
+// TestRecGate checks k_lightning_recg (the decode recurrence with the gate
+// norm of its output inside it) against k_lightning_rec then
+// k_rmsnorm_sigmul on the same GPU: bit-identical states, the output within
+// float rounding (the recurrence's products are summed over 16 rows per
+// thread instead of 32), one kernel fewer; spans of one token (several per
+// call, an empty one among them), and spans of two tokens, which are not
+// fused; and against the CPU.
+func TestRecGate(t *testing.T) {
+	g := gpu(t, false)
+	if !g.recGate {
+		t.Skip("k_lightning_recg needs sm_90 (clusters of 16 blocks)")
+	}
+	rng := rand.New(rand.NewSource(29))
+	for _, c := range []struct {
+		H     int
+		wfull bool
+		spans []int
+	}{
+		{16, true, []int{1}}, // Ring-mini decode
+		{16, true, []int{1, 1, 1}},
+		{8, false, []int{1, 0, 1}},
+		{16, true, []int{2}}, // not fused
+	} {
+		const d, dim = 128, 64
+		what := fmt.Sprintf("%+v", c)
+		Hd := c.H * d
+		var spans []backend.Span
+		T := 0
+		for i, n := range c.spans {
+			spans = append(spans, backend.Span{Row: T, N: n, Pos: 3 + 11*i})
+			T += n
+		}
+		pos := make([]int32, T)
+		for i := range pos {
+			pos[i] = int32(rng.Intn(40000))
+		}
+		cw, gw := upload(t, g, hostWeight(rng, "qknorm", backend.BF16, 1, 2*Hd, 2))
+		glen := rgHeads * d
+		if c.wfull {
+			glen = Hd
+		}
+		cgw, ggw := upload(t, g, hostWeight(rng, "gnorm", backend.F32, 1, glen, 2))
+		decay := make([]float32, c.H)
+		for h := range decay {
+			decay[h] = 0.05 + 0.3*float32(h)/float32(c.H)
+		}
+		rope := backend.RoPE{Dim: dim, Theta: 600000}
+		qk, v, gate := randT(t, g, rng, T, 2*Hd, 3), randT(t, g, rng, T, Hd, 1), randT(t, g, rng, T, Hd, 2)
+		var outs [2]backend.Tensor
+		var sts [2][]backend.Tensor
+		var cs []backend.Tensor
+		for range spans {
+			vals := make([]float32, Hd*d)
+			for j := range vals {
+				vals[j] = rng.Float32()*2 - 1
+			}
+			st := host().Alloc(Hd, d)
+			host().Write(st, vals)
+			cs = append(cs, st)
+			for s := range sts {
+				u := g.Alloc(Hd, d)
+				g.Write(u, vals)
+				sts[s] = append(sts[s], u)
+			}
+		}
+		scale := float32(1 / math.Sqrt(float64(d)))
+		var kernels [2]int64
+		saved := g.recGate
+		for s, on := range []bool{false, true} {
+			outs[s] = g.Alloc(T, Hd)
+			g.recGate = on
+			g.trace, g.launched = true, g.launched[:0]
+			kernels[s] = fusedRun(g, true, func() {
+				backend.NormRoPELightning(g, outs[s], qk.g, v.g, gw, d, 1e-6, rope, pos, spans, sts[s], decay, scale)
+				backend.RMSNormSigmoidMul(g, outs[s], outs[s], gate.g, ggw, rgHeads*d, 1e-6)
+			})
+			fused := slices.Contains(g.launched, "k_lightning_recg")
+			g.trace = false
+			if want := on && c.spans[0] == 1; fused != want {
+				t.Errorf("%s: k_lightning_recg launched %v, want %v (%v)", what, fused, want, g.launched)
+			}
+		}
+		g.recGate = saved
+		if fused := c.spans[0] == 1; fused && kernels[1] != kernels[0]-1 || !fused && kernels[1] != kernels[0] {
+			t.Errorf("%s: %d kernels with the gate fused, %d without", what, kernels[1], kernels[0])
+		}
+		sameTensors(t, what+": output", g, outs[1], outs[0], 1e-5)
+		for i := range spans {
+			sameTensors(t, fmt.Sprintf("%s: state %d", what, i), g, sts[1][i], sts[0][i], 0)
+		}
+		o := zeroT(g, T, Hd)
+		backend.NormRoPELightning(host(), o.c, qk.c, v.c, cw, d, 1e-6, rope, pos, spans, cs, decay, scale)
+		backend.RMSNormSigmoidMul(host(), o.c, o.c, gate.c, cgw, rgHeads*d, 1e-6)
+		g.Copy(o.g, outs[1])
+		compare(t, what+": output against the CPU", g, o, 1e-4)
+		g.Free(outs[0])
+		g.Free(outs[1])
+		for _, st := range sts {
+			for _, u := range st {
+				g.Free(u)
+			}
+		}
+	}
+}

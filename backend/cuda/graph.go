@@ -92,8 +92,8 @@ var graphSeed = maphash.MakeSeed()
 
 // record appends a command (after the waiting AddRMSNormTo, if any).
 func (b *Backend) record(words ...uint64) {
-	if b.pendingNorm != nil {
-		b.emitNorm()
+	if b.pendingRec != nil || b.pendingNorm != nil {
+		b.emitPending()
 	}
 	if b.statsEvery > 0 && b.timing.start.IsZero() {
 		b.timing.start = time.Now()
@@ -106,7 +106,7 @@ const queueHead = 4
 
 // flush issues everything queued on the stream (as a graph when possible).
 func (b *Backend) flush() {
-	b.emitNorm()
+	b.emitPending()
 	b.routeEnd = -1 // the queue starts over (see moeVector)
 	q := b.queue[queueHead:]
 	if b.stageOff > b.flushedOff {

@@ -2042,6 +2042,102 @@ extern "C" __global__ void k_lightning_rec(float* o, i64 ldo, const float* q, i6
   }
 }
 
+// k_lightning_recg: k_lightning_rec (with the QK norm, nw set) for spans of
+// one token each, with RMSNormSigmoidMul of its output fused in (group =
+// RG_H heads, d = 128): grid (spans*H, 4) of blocks (32, 16), in clusters
+// of RG_H heads x 4 column blocks, one norm group of one span. Each block
+// keeps its 32 outputs in shared memory; after a cluster barrier, threads
+// t < 256 read the group's values t and t+256 from their blocks (DSMEM)
+// and sum their squares in k_rmsnorm_sigmul's order (its 256 threads, the
+// same warps, the same sequential sum over warps: bit-identical), then each
+// block stores dst = o·inv·w ⊙ sigmoid(g) for its columns into o (the
+// output is never stored unnormalised). A second barrier keeps every block
+// until its peers have read its outputs. RINGO_CUDA_REC_GATE=0 turns it off.
+#define RG_H 4
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define RG_CLUSTER __cluster_dims__(RG_H, 4, 1)
+#else
+#define RG_CLUSTER
+#endif
+extern "C" __global__ void RG_CLUSTER __launch_bounds__(512) k_lightning_recg(float* o, i64 ldo, const float* q, i64 ldq, const float* k, i64 ldk,
+                                                                          const float* v, i64 ldv, const int* spans, const i64* states,
+                                                                          const float* decay, int H, int d, float scale, const float* nw, int wfull,
+                                                                          int NB, float eps, int dim, double theta, const int* pos, const float* gt,
+                                                                          i64 ldg, const float* gw, int gwfull, float geps) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  extern __shared__ float sh[];
+  __shared__ float os[32];
+  __shared__ double shd[16];
+  int sp = blockIdx.x / H, h = blockIdx.x % H;
+  int row0 = spans[3 * sp], n = spans[3 * sp + 1];
+  if (n == 0) return;  // the whole cluster: one span
+  float* S = (float*)states[sp] + (i64)h * d * d;
+  float lam = (float)exp(-(double)decay[h]);
+  int JB = blockDim.x, jx = threadIdx.x, j = blockIdx.y * JB + jx, ir = threadIdx.y, R = blockDim.y;
+  int tid = ir * JB + jx, lane = tid & 31, w = tid >> 5;
+  float s0[REC_PF];
+#pragma unroll
+  for (int u = 0; u < REC_PF; u++) {
+    int i = ir + u * R;
+    s0[u] = i < d ? S[i * d + j] : 0.f;
+  }
+  PDL_ENTER();
+  float* qs = sh + R * JB;
+  float* ks = qs + d;
+  i64 row = row0;
+  rec_qknorm(qs, ks, q + row * ldq + (i64)h * d, k + row * ldk + (i64)h * d, wfull ? nw + (i64)h * d : nw, wfull ? nw + (i64)(H + h) * d : nw, d, NB, eps,
+             dim, theta, (float)pos[row]);
+  float vj = v[row * ldv + (i64)h * d + j];
+  float acc = 0.f;
+#pragma unroll
+  for (int u = 0; u < REC_PF; u++) {
+    int i = ir + u * R;
+    if (i < d) {
+      float s = lam * s0[u] + ks[i] * vj;
+      S[i * d + j] = s;
+      acc += qs[i] * s;
+    }
+  }
+  sh[ir * JB + jx] = acc;
+  __syncthreads();
+  if (ir == 0) {
+    float sum = 0.f;
+    for (int rr = 0; rr < R; rr++) sum += sh[rr * JB + jx];
+    os[jx] = sum * scale;
+  }
+  asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+  // the group's sum of squares, as k_rmsnorm_sigmul's 256 threads take it
+  constexpr int G = RG_H * 128;
+  double ss = 0;
+  if (tid < 256) {
+#pragma unroll
+    for (int u = 0; u < 2; u++) {
+      int c = tid + 256 * u;  // column within the group
+      u32 a, rk = (u32)((c >> 7) + RG_H * ((c & 127) >> 5));
+      asm("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(a) : "r"(smem_addr(os + (c & 31))), "r"(rk));
+      float x;
+      asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(x) : "r"(a) : "memory");
+      ss += (double)x * (double)x;
+    }
+  }
+  ss = warp_sumd(ss);
+  if (lane == 0) shd[w] = ss;
+  __syncthreads();
+  double t = 0;
+  for (int i = 0; i < 16; i++) t += shd[i];
+  float inv = (float)(1.0 / sqrt(t / (double)G + (double)geps));
+  // this block's reads of its peers are done
+  asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
+  if (ir == 0) {
+    int gi = h / RG_H, i = (h % RG_H) * 128 + j;  // group and column within it
+    const float* ws = gwfull ? gw + (i64)gi * G : gw;
+    i64 c = (i64)h * d + j;
+    o[row * ldo + c] = sigmul(os[jx] * inv * ws[i], gt[row * ldg + c]);
+  }
+  asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
+#endif
+}
+
 // Chunked form (chunk C): grid = (spans*H, d/BV), 256 threads; block handles
 // the value columns [jb, jb+BV) of one head:
 //   O[i] = s*( sum_{j<=i} l^{i-j}(q_i.k_j) v_j + l^{i+1} q_i S )

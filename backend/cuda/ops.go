@@ -577,7 +577,7 @@ func (b *Backend) addNormOp(op string, dst, y, x, a backend.Tensor, wt backend.W
 	}
 	pd, py, px, pa := b.ptr(op, dst), b.ptr(op, y), b.ptr(op, x), b.ptr(op, a)
 	if py != px && b.normGEMV && x.Rows == 1 && x.Cols <= gvnMaxK && x.Cols%8 == 0 && addNormThreads(x.Cols) <= 256 && pd%16 == 0 {
-		b.emitNorm()
+		b.emitPending() // at most one operation waits at a time
 		b.normBuf = normReq{pd, py, px, pa, w, x.Cols, eps}
 		b.pendingNorm = &b.normBuf
 		return
@@ -608,6 +608,14 @@ type normReq struct {
 
 // gvnMaxK is GVN_MAXK of kernels.cu.
 const gvnMaxK = 4096
+
+// emitPending queues the waiting operation, if any (at most one of
+// pendingRec and pendingNorm is set: each is emitted before the other is
+// set).
+func (b *Backend) emitPending() {
+	b.emitRec()
+	b.emitNorm()
+}
 
 // emitNorm queues the waiting AddRMSNormTo, if any, as k_addrmsnorm.
 func (b *Backend) emitNorm() {
@@ -674,6 +682,9 @@ func (b *Backend) RMSNormSigmoidMul(dst, x, gate backend.Tensor, wt backend.Weig
 	checkSame("RMSNormSigmoidMul", dst, gate)
 	w, wfull := normWeight("RMSNormSigmoidMul", wt, x.Cols, group)
 	if x.Rows == 0 {
+		return
+	}
+	if b.recGateNorm(dst, x, gate, w, wfull, group, eps) {
 		return
 	}
 	if nv := group / 32; x.Rows > GEMVRows && group%32 == 0 && (nv == 2 || nv == 4 || nv == 8 || nv == 16) {
@@ -811,6 +822,72 @@ func recBlock(d int) (JB, R int) {
 	return JB, max(1, min(d, 512/JB))
 }
 
+// rgHeads and rgDim are k_lightning_recg's heads per gate-norm group (RG_H
+// in kernels.cu) and head dim, rgJB the value columns of one of its blocks
+// (of 512 threads).
+const (
+	rgHeads = 4
+	rgDim   = 128
+	rgJB    = 32
+)
+
+// recReq is a decode recurrence (k_lightning_rec with the QK norm) that
+// waits (Backend.pendingRec) for the operation after it: the gate norm of
+// its output runs inside it (k_lightning_recg); anything else queues
+// k_lightning_rec first.
+type recReq struct {
+	args     []uint64 // k_lightning_rec's, without the last (early)
+	spans, H int
+	d        int
+	dst      uintptr
+	ldo      int
+	rows     int
+}
+
+// oneTokenEach reports whether every span of a (row, n, pos) list has at
+// most one token (and one has one).
+func oneTokenEach(sp []int32) bool {
+	any := false
+	for i := 1; i < len(sp); i += 3 {
+		if sp[i] > 1 {
+			return false
+		}
+		any = any || sp[i] == 1
+	}
+	return any
+}
+
+// emitRec queues the waiting recurrence, if any, as k_lightning_rec.
+func (b *Backend) emitRec() {
+	r := b.pendingRec
+	if r == nil {
+		return
+	}
+	b.pendingRec = nil
+	JB, R := recBlock(r.d)
+	args := append(r.args, bArg(!b.recLate))
+	b.launch("k_lightning_rec", dim3{r.spans * r.H, r.d / JB, 1}, dim3{JB, R, 1}, 4*R*JB+4*2*r.d, args...)
+}
+
+// recGateNorm runs RMSNormSigmoidMul(dst, x, gate) inside the waiting
+// recurrence when it normalises that recurrence's output in place in
+// groups of rgHeads heads; it reports whether it did.
+func (b *Backend) recGateNorm(dst, x, gate backend.Tensor, w *weight, wfull bool, group int, eps float32) bool {
+	r := b.pendingRec
+	if r == nil {
+		return false
+	}
+	pd, px := b.ptr("RMSNormSigmoidMul", dst), b.ptr("RMSNormSigmoidMul", x)
+	if pd != r.dst || px != r.dst || dst.Stride != r.ldo || x.Stride != r.ldo || x.Rows != r.rows || x.Cols != r.H*r.d || group != rgHeads*r.d {
+		return false
+	}
+	b.pendingRec = nil
+	R := 512 / rgJB
+	args := append(r.args, pArg(b.ptr("RMSNormSigmoidMul", gate)), lArg(gate.Stride), pArg(w.p), bArg(wfull), fArg(eps))
+	b.launch("k_lightning_recg", dim3{r.spans * r.H, r.d / rgJB, 1}, dim3{rgJB, R, 1}, 4*R*rgJB+4*2*r.d, args...)
+	return true
+}
+
 // lightning is Lightning, with the QK norm and RoPE inside the recurrent
 // kernel when nrm.w is set (all spans recurrent).
 func (b *Backend) lightning(dst, q, k, v backend.Tensor, spans []backend.Span, states []backend.Tensor, decay []float32, scale float32, nrm recNorm) {
@@ -859,6 +936,13 @@ func (b *Backend) lightning(dst, q, k, v backend.Tensor, spans []backend.Span, s
 			smem += 4 * 2 * d
 		} else {
 			args = append(args, pArg(0), bArg(false), iArg(0), fArg(0), iArg(0), dArg(0), pArg(0))
+		}
+		if nrm.w != nil && b.recGate && len(chP) == 0 && d == rgDim && H%rgHeads == 0 && oneTokenEach(recS) {
+			// wait for the gate norm (RMSNormSigmoidMul), which may join it
+			b.emitPending()
+			b.recBuf = recReq{args: append(b.recBuf.args[:0], args...), spans: n, H: H, d: d, dst: pd, ldo: dst.Stride, rows: dst.Rows}
+			b.pendingRec = &b.recBuf
+			return
 		}
 		args = append(args, bArg(!b.recLate))
 		b.launch("k_lightning_rec", dim3{n * H, d / JB, 1}, dim3{JB, R, 1}, smem, args...)
