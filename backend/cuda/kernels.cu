@@ -1971,6 +1971,35 @@ __device__ void rec_qknorm(float* qs, float* ks, const float* qr, const float* k
 
 #define REC_PF 8 /* state values per thread loaded before PDL_ENTER (d <= REC_PF·R) */
 
+// rec_first: thread (jx, ir)'s part of the first token's recurrence for
+// value column j: S rows ir, ir+R, ... from s0 (loaded before PDL_ENTER)
+// updated to λS + k vⱼ and stored, and Σ q·S over them returned.
+__device__ __forceinline__ float rec_first(float* S, const float (&s0)[REC_PF], float lam, const float* kt, const float* qt, float vj, int j, int ir,
+                                           int R, int d) {
+  float acc = 0.f;
+#pragma unroll
+  for (int u = 0; u < REC_PF; u++) {
+    int i = ir + u * R;
+    if (i < d) {
+      float s = lam * s0[u] + kt[i] * vj;
+      S[i * d + j] = s;
+      acc += qt[i] * s;
+    }
+  }
+  return acc;
+}
+
+// rec_sum returns, to the threads with ir == 0, the sum over the block's R
+// rows of threads of their acc for column jx (sh: R·JB floats).
+__device__ __forceinline__ float rec_sum(float* sh, float acc, int jx, int ir, int JB, int R) {
+  sh[ir * JB + jx] = acc;
+  __syncthreads();
+  float sum = 0.f;
+  if (ir == 0)
+    for (int rr = 0; rr < R; rr++) sum += sh[rr * JB + jx];
+  return sum;
+}
+
 // Recurrent form: grid = (spans*H, d/JB), block = (JB, R); thread (jx, ir)
 // owns column j = blockIdx.y*JB + jx of S for rows i = ir, ir+R, ...
 // With nw set, q and k are first normalised and rotated per head as
@@ -2015,15 +2044,7 @@ extern "C" __global__ void k_lightning_rec(float* o, i64 ldo, const float* q, i6
     float vj = v[row * ldv + (i64)h * d + j];
     float acc = 0.f;
     if (t == 0 && pf) {
-#pragma unroll
-      for (int u = 0; u < REC_PF; u++) {
-        int i = ir + u * R;
-        if (i < d) {
-          float s = lam * s0[u] + kt[i] * vj;
-          S[i * d + j] = s;
-          acc += qt[i] * s;
-        }
-      }
+      acc = rec_first(S, s0, lam, kt, qt, vj, j, ir, R, d);
     } else {
       for (int i = ir; i < d; i += R) {
         float s = lam * S[i * d + j] + kt[i] * vj;
@@ -2031,13 +2052,8 @@ extern "C" __global__ void k_lightning_rec(float* o, i64 ldo, const float* q, i6
         acc += qt[i] * s;
       }
     }
-    sh[ir * JB + jx] = acc;
-    __syncthreads();
-    if (ir == 0) {
-      float sum = 0.f;
-      for (int rr = 0; rr < R; rr++) sum += sh[rr * JB + jx];
-      o[row * ldo + (i64)h * d + j] = sum * scale;
-    }
+    float sum = rec_sum(sh, acc, jx, ir, JB, R);
+    if (ir == 0) o[row * ldo + (i64)h * d + j] = sum * scale;
     __syncthreads();
   }
 }
@@ -2088,23 +2104,8 @@ extern "C" __global__ void RG_CLUSTER __launch_bounds__(512) k_lightning_recg(fl
   rec_qknorm(qs, ks, q + row * ldq + (i64)h * d, k + row * ldk + (i64)h * d, wfull ? nw + (i64)h * d : nw, wfull ? nw + (i64)(H + h) * d : nw, d, NB, eps,
              dim, theta, (float)pos[row]);
   float vj = v[row * ldv + (i64)h * d + j];
-  float acc = 0.f;
-#pragma unroll
-  for (int u = 0; u < REC_PF; u++) {
-    int i = ir + u * R;
-    if (i < d) {
-      float s = lam * s0[u] + ks[i] * vj;
-      S[i * d + j] = s;
-      acc += qs[i] * s;
-    }
-  }
-  sh[ir * JB + jx] = acc;
-  __syncthreads();
-  if (ir == 0) {
-    float sum = 0.f;
-    for (int rr = 0; rr < R; rr++) sum += sh[rr * JB + jx];
-    os[jx] = sum * scale;
-  }
+  float sum = rec_sum(sh, rec_first(S, s0, lam, ks, qs, vj, j, ir, R, d), jx, ir, JB, R);
+  if (ir == 0) os[jx] = sum * scale;
   asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
   // the group's sum of squares, as k_rmsnorm_sigmul's 256 threads take it
   constexpr int G = RG_H * 128;
