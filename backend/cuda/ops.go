@@ -847,14 +847,14 @@ type recReq struct {
 // oneTokenEach reports whether every span of a (row, n, pos) list has at
 // most one token (and one has one).
 func oneTokenEach(sp []int32) bool {
-	any := false
+	one := false
 	for i := 1; i < len(sp); i += 3 {
 		if sp[i] > 1 {
 			return false
 		}
-		any = any || sp[i] == 1
+		one = one || sp[i] == 1
 	}
-	return any
+	return one
 }
 
 // emitRec queues the waiting recurrence, if any, as k_lightning_rec.
