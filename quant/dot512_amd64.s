@@ -25,7 +25,7 @@
 // the activations straight from memory. Q6_K adds the 2-bit high parts the
 // same way (VPSLLVQ / VPSRLVQ of the broadcast qh bytes, then VPTERNLOGD).
 //
-// No software prefetch (unlike dotQ4KAVX2): on one Zen 5 core streaming
+// No software prefetch (unlike the AVX2 rows kernels): on one Zen 5 core streaming
 // weights from DRAM, sequentially or as random 0.5 MiB expert matrices,
 // these kernels ran 15..40 % faster without it than with prefetches 4 or
 // 16 blocks ahead. Re-checked with the weights in 2 MiB pages and both
