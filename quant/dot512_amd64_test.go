@@ -274,7 +274,11 @@ func TestSIMDRows(t *testing.T) {
 				t.Logf("%s %v: no rows kernel", ks.name, ty)
 				continue
 			}
-			for _, K := range []int{256, 512, 2048} {
+			Ks := []int{256, 512, 2048}
+			if BlockSize(ty) == QK {
+				Ks = append(Ks, 32, 96) // one block, an odd count
+			}
+			for _, K := range Ks {
 				for _, n := range []int{1, 2, 5} {
 					rb := RowBytes(ty, K) + 40
 					w := make([]byte, n*rb)

@@ -288,3 +288,69 @@ q6krloop:
 	JNZ  q6krrow
 	VZEROUPPER
 	RET
+
+// One Q8_0 block at woff(SI) times the Q8 activation block at xoff(DI)
+// (as dot_amd64.s's Q80_BLOCK), accumulated into acc.
+#define Q80R_BLOCK(woff, xoff, acc) \
+	VPBROADCASTW woff(SI), X0 \
+	VCVTPH2PS X0, X0 \
+	VMULSS  xoff(DI), X0, X0 \
+	VBROADCASTSS X0, Y0 \
+	VMOVDQU woff+2(SI), Y1 \
+	VMOVDQU xoff+4(DI), Y2 \
+	VPSIGNB Y1, Y1, Y3 \
+	VPSIGNB Y1, Y2, Y2 \
+	VPMADDUBSW Y2, Y3, Y3 \
+	VPMADDWD Y13, Y3, Y3 \
+	VCVTDQ2PS Y3, Y3 \
+	VFMADD231PS Y0, Y3, acc
+
+// func dotQ8_0AVX2Rows(w *byte, rb, n int, x *byte, nb int, out *float32)
+// As dotQ4KAVX2Rows for Q8_0 rows (34-byte blocks) against Q8 activation
+// blocks (36 bytes), two blocks a step.
+TEXT ·dotQ8_0AVX2Rows(SB), NOSPLIT, $0-48
+	MOVQ w+0(FP), R8
+	MOVQ rb+8(FP), R9
+	MOVQ n+16(FP), R10
+	MOVQ out+40(FP), R11
+	MOVL $0x00010001, AX
+	VMOVD AX, X13
+	VPBROADCASTD X13, Y13
+
+q80rrow:
+	MOVQ R8, SI
+	MOVQ x+24(FP), DI
+	MOVQ nb+32(FP), CX
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+
+q80rloop2:
+	CMPQ CX, $2
+	JLT  q80rloop
+	PREFETCHT2 2304(SI) // as far ahead as the K-quant kernels, in bytes
+	PREFETCHT2 2368(SI)
+	Q80R_BLOCK(0, 0, Y10)
+	Q80R_BLOCK(34, 36, Y11)
+	ADDQ $68, SI
+	ADDQ $72, DI
+	SUBQ $2, CX
+	JMP  q80rloop2
+
+q80rloop:
+	TESTQ CX, CX
+	JZ    q80rdone
+	Q80R_BLOCK(0, 0, Y10)
+
+q80rdone:
+	VADDPS Y11, Y10, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS       X1, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS X0, 0(R11)
+	ADDQ $4, R11
+	ADDQ R9, R8
+	DECQ R10
+	JNZ  q80rrow
+	VZEROUPPER
+	RET
