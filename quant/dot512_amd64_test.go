@@ -251,6 +251,8 @@ func TestSIMDDots(t *testing.T) {
 // rowsKernelOf returns the rows kernel of ty in ks (nil where there is none).
 func rowsKernelOf(ks kernelSet, ty Type) rowsKernel {
 	switch ty {
+	case Q4_0:
+		return ks.q4_0Rows
 	case Q8_0:
 		return ks.q8_0Rows
 	case Q4_K:

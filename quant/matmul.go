@@ -240,6 +240,8 @@ func MatMulQ(t Type, out []float32, ldo int, qa *QActs, w []byte, N, K int) {
 		if T == 1 {
 			var rows rowsKernel
 			switch t {
+			case Q4_0:
+				rows = k.q4_0Rows
 			case Q8_0:
 				rows = k.q8_0Rows
 			case Q4_K:
@@ -355,8 +357,8 @@ type kernelSet struct {
 	// Optional one-activation-row kernels over many weight rows: out[i] =
 	// w[i*rb:] · x for i < len(out) (one call per product instead of one
 	// per weight row; used for T = 1); nil where there is none.
-	q8_0Rows, q4kRows, q6kRows rowsKernel
-	name                       string
+	q4_0Rows, q8_0Rows, q4kRows, q6kRows rowsKernel
+	name                                 string
 }
 
 var genericKernels = kernelSet{

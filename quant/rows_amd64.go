@@ -6,9 +6,10 @@ package quant
 // apart, nb blocks each) · x for i < n; n, nb >= 1. They replace the
 // one-row AVX2 kernels of Q4_K and Q6_K (one call per row from Go, the
 // scales stored to the stack and read back) at T = 1 and for single rows,
-// and run Q8_0's products at T = 1 (one core from DRAM, 2048x2048: 10.6-11.6
-// GB/s with the one-row kernel, 16.7-18.1 with the rows kernel's
-// prefetches; the same in cache).
+// and run Q8_0's and Q4_0's products at T = 1 (one core from DRAM,
+// 2048x2048: Q8_0 10.6-11.6 GB/s with the one-row kernel, 16.7-18.1 with
+// the rows kernel's prefetches, the same in cache; Q4_0, bound by its
+// arithmetic, 6.7-7.0 against 7.6-7.9).
 
 //go:noescape
 func dotQ4KAVX2Rows(w *byte, rb, n int, x *byte, nb int, out *float32)
@@ -18,6 +19,9 @@ func dotQ6KAVX2Rows(w *byte, rb, n int, x *byte, nb int, out *float32)
 
 //go:noescape
 func dotQ8_0AVX2Rows(w *byte, rb, n int, x *byte, nb int, out *float32)
+
+//go:noescape
+func dotQ4_0AVX2Rows(w *byte, rb, n int, x *byte, nb int, out *float32)
 
 // The rows kernels join avx2Kernels during package variable initialization,
 // before dot_amd64.go's init selects that set.
@@ -30,6 +34,9 @@ var _ = func() bool {
 	}
 	avx2Kernels.q8_0Rows = func(w []byte, rb int, x []byte, out []float32) {
 		rowsCall(dotQ8_0AVX2Rows, 34, q8aBlockBytes, w, rb, x, out)
+	}
+	avx2Kernels.q4_0Rows = func(w []byte, rb int, x []byte, out []float32) {
+		rowsCall(dotQ4_0AVX2Rows, 18, q8aBlockBytes, w, rb, x, out)
 	}
 	avx2Kernels.q4k = func(w, x []byte) float32 {
 		return rowCall(dotQ4KAVX2Rows, 144, 292, w, x)

@@ -354,3 +354,77 @@ q80rdone:
 	JNZ  q80rrow
 	VZEROUPPER
 	RET
+
+// One Q4_0 block at woff(SI) times the Q8 activation block at xoff(DI) (as
+// dot_amd64.s's Q40_BLOCK; Y15 = 0x0f, Y14 = 8, Y13 = 1 words), into acc.
+#define Q40R_BLOCK(woff, xoff, acc) \
+	VPBROADCASTW woff(SI), X0 \
+	VCVTPH2PS X0, X0 \
+	VMULSS  xoff(DI), X0, X0 \
+	VBROADCASTSS X0, Y0 \
+	VMOVDQU woff+2(SI), X1 \
+	VPSRLW  $4, X1, X2 \
+	VINSERTI128 $1, X2, Y1, Y1 \
+	VPAND   Y15, Y1, Y1 \
+	VPSUBB  Y14, Y1, Y1 \
+	VMOVDQU xoff+4(DI), Y2 \
+	VPSIGNB Y1, Y1, Y3 \
+	VPSIGNB Y1, Y2, Y2 \
+	VPMADDUBSW Y2, Y3, Y3 \
+	VPMADDWD Y13, Y3, Y3 \
+	VCVTDQ2PS Y3, Y3 \
+	VFMADD231PS Y0, Y3, acc
+
+// func dotQ4_0AVX2Rows(w *byte, rb, n int, x *byte, nb int, out *float32)
+// As dotQ8_0AVX2Rows for Q4_0 rows (18-byte blocks).
+TEXT ·dotQ4_0AVX2Rows(SB), NOSPLIT, $0-48
+	MOVQ w+0(FP), R8
+	MOVQ rb+8(FP), R9
+	MOVQ n+16(FP), R10
+	MOVQ out+40(FP), R11
+	MOVL $0x0f0f0f0f, AX
+	VMOVD AX, X15
+	VPBROADCASTD X15, Y15
+	MOVL $0x08080808, AX
+	VMOVD AX, X14
+	VPBROADCASTD X14, Y14
+	MOVL $0x00010001, AX
+	VMOVD AX, X13
+	VPBROADCASTD X13, Y13
+
+q40rrow:
+	MOVQ R8, SI
+	MOVQ x+24(FP), DI
+	MOVQ nb+32(FP), CX
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+
+q40rloop2:
+	CMPQ CX, $2
+	JLT  q40rloop
+	PREFETCHT2 2304(SI)
+	Q40R_BLOCK(0, 0, Y10)
+	Q40R_BLOCK(18, 36, Y11)
+	ADDQ $36, SI
+	ADDQ $72, DI
+	SUBQ $2, CX
+	JMP  q40rloop2
+
+q40rloop:
+	TESTQ CX, CX
+	JZ    q40rdone
+	Q40R_BLOCK(0, 0, Y10)
+
+q40rdone:
+	VADDPS Y11, Y10, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS       X1, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS X0, 0(R11)
+	ADDQ $4, R11
+	ADDQ R9, R8
+	DECQ R10
+	JNZ  q40rrow
+	VZEROUPPER
+	RET
