@@ -9,7 +9,8 @@ package quant
 // and run Q8_0's and Q4_0's products at T = 1 (one core from DRAM,
 // 2048x2048: Q8_0 10.6-11.6 GB/s with the one-row kernel, 16.7-18.1 with
 // the rows kernel's prefetches, the same in cache; Q4_0, bound by its
-// arithmetic, 6.7-7.0 against 7.6-7.9).
+// arithmetic, 6.7-7.0 against 7.6-7.9). The AVX-512 VNNI set replaces all
+// of them but the Q4_0 one, which it inherits (not measured on such a CPU).
 
 //go:noescape
 func dotQ4KAVX2Rows(w *byte, rb, n int, x *byte, nb int, out *float32)
