@@ -8,15 +8,9 @@ import (
 	"golang.org/x/sys/cpu"
 )
 
-// Assembly kernels (dot_amd64.s). They require AVX2, FMA and F16C.
-// The quantized kernels process nb whole blocks; the float kernels process
-// n elements with n a multiple of 8.
-
-//go:noescape
-func dotQ4_0AVX2(w, x *byte, nb int) float32
-
-//go:noescape
-func dotQ8_0AVX2(w, x *byte, nb int) float32
+// Assembly kernels (dot_amd64.s): the float dot products, over n elements
+// with n a multiple of 8. They require AVX2, FMA and F16C. The quantized
+// one-row kernels are the rows kernels of rows_amd64.go.
 
 //go:noescape
 func dotF32AVX2(w *byte, x *float32, n int) float32
@@ -37,17 +31,7 @@ var avx2Kernels = kernelSet{
 	bf16: func(w []byte, x []float32) float32 {
 		return floatDot(w, x, 2, dotBF16AVX2, dotBF16Go)
 	},
-	q4_0: func(w, x []byte) float32 {
-		nb := len(x) / q8aBlockBytes
-		_ = w[nb*18-1]
-		return dotQ4_0AVX2(unsafe.SliceData(w), unsafe.SliceData(x), nb)
-	},
-	q8_0: func(w, x []byte) float32 {
-		nb := len(x) / q8aBlockBytes
-		_ = w[nb*34-1]
-		return dotQ8_0AVX2(unsafe.SliceData(w), unsafe.SliceData(x), nb)
-	},
-	// q4k and q6k (and the rows kernels): rows_amd64.go
+	// q4_0, q8_0, q4k and q6k (and the rows kernels): rows_amd64.go
 	q4_0x4: q4_0x4AVX2,
 	q8_0x4: q8_0x4AVX2,
 	q4kx4:  q4kx4AVX2,

@@ -3,14 +3,14 @@
 package quant
 
 // AVX2 rows kernels (rows_amd64.s): out[i] = (row i of w, rows rb bytes
-// apart, nb blocks each) · x for i < n; n, nb >= 1. They replace the
-// one-row AVX2 kernels of Q4_K and Q6_K (one call per row from Go, the
-// scales stored to the stack and read back) at T = 1 and for single rows,
-// and run Q8_0's and Q4_0's products at T = 1 (one core from DRAM,
+// apart, nb blocks each) · x for i < n; n, nb >= 1. They run the products
+// at T = 1 and those of single rows for Q4_0, Q8_0, Q4_K and Q6_K, in place
+// of one-row kernels called once per row from Go (Q4_K and Q6_K ones that
+// stored their scales to the stack and read them back). One core from DRAM,
 // 2048x2048: Q8_0 10.6-11.6 GB/s with the one-row kernel, 16.7-18.1 with
 // the rows kernel's prefetches, the same in cache; Q4_0, bound by its
-// arithmetic, 6.7-7.0 against 7.6-7.9). The AVX-512 VNNI set replaces all
-// of them but the Q4_0 one, which it inherits (not measured on such a CPU).
+// arithmetic, 6.7-7.0 against 7.6-7.9. The AVX-512 VNNI set replaces all
+// of them but the Q4_0 ones, which it inherits (not measured on such a CPU).
 
 //go:noescape
 func dotQ4KAVX2Rows(w *byte, rb, n int, x *byte, nb int, out *float32)
@@ -38,6 +38,12 @@ var _ = func() bool {
 	}
 	avx2Kernels.q4_0Rows = func(w []byte, rb int, x []byte, out []float32) {
 		rowsCall(dotQ4_0AVX2Rows, 18, q8aBlockBytes, w, rb, x, out)
+	}
+	avx2Kernels.q4_0 = func(w, x []byte) float32 {
+		return rowCall(dotQ4_0AVX2Rows, 18, q8aBlockBytes, w, x)
+	}
+	avx2Kernels.q8_0 = func(w, x []byte) float32 {
+		return rowCall(dotQ8_0AVX2Rows, 34, q8aBlockBytes, w, x)
 	}
 	avx2Kernels.q4k = func(w, x []byte) float32 {
 		return rowCall(dotQ4KAVX2Rows, 144, 292, w, x)

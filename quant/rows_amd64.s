@@ -290,7 +290,7 @@ q6krloop:
 	RET
 
 // One Q8_0 block at woff(SI) times the Q8 activation block at xoff(DI)
-// (as dot_amd64.s's Q80_BLOCK), accumulated into acc.
+// (the sign trick: |w| times x with w's signs), accumulated into acc.
 #define Q80R_BLOCK(woff, xoff, acc) \
 	VPBROADCASTW woff(SI), X0 \
 	VCVTPH2PS X0, X0 \
@@ -355,8 +355,9 @@ q80rdone:
 	VZEROUPPER
 	RET
 
-// One Q4_0 block at woff(SI) times the Q8 activation block at xoff(DI) (as
-// dot_amd64.s's Q40_BLOCK; Y15 = 0x0f, Y14 = 8, Y13 = 1 words), into acc.
+// One Q4_0 block at woff(SI) times the Q8 activation block at xoff(DI)
+// (nibbles minus 8, then as Q80R_BLOCK; Y15 = 0x0f, Y14 = 8, Y13 = 1 words),
+// into acc.
 #define Q40R_BLOCK(woff, xoff, acc) \
 	VPBROADCASTW woff(SI), X0 \
 	VCVTPH2PS X0, X0 \
