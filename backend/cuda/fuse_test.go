@@ -122,44 +122,17 @@ func TestNormRoPELightning(t *testing.T) {
 	} {
 		what := fmt.Sprintf("%+v", c)
 		Hd := c.H * c.d
-		var spans []backend.Span
-		T := 0
-		for i, n := range c.spans {
-			spans = append(spans, backend.Span{Row: T, N: n, Pos: 5 + 7*i})
-			T += n
-		}
-		pos := make([]int32, T)
-		for i := range pos {
-			pos[i] = int32(rng.Intn(40000))
-		}
+		spans, pos, decay := recInputs(rng, c.H, c.spans, 5, 7)
+		T := len(pos)
 		wlen := c.d
 		if c.wfull {
 			wlen = 2 * Hd
 		}
 		cw, gw := upload(t, g, hostWeight(rng, "qknorm", backend.BF16, 1, wlen, 2))
-		decay := make([]float32, c.H)
-		for h := range decay {
-			decay[h] = 0.05 + 0.3*float32(h)/float32(c.H)
-		}
 		rope := backend.RoPE{Dim: c.dim, Theta: 600000}
 		qk, v := randT(t, g, rng, T, 2*Hd, 3), randT(t, g, rng, T, Hd, 1)
 		var outs [2]backend.Tensor
-		var sts [2][]backend.Tensor
-		var cs []backend.Tensor
-		for range spans {
-			vals := make([]float32, Hd*c.d)
-			for j := range vals {
-				vals[j] = rng.Float32()*2 - 1
-			}
-			st := host().Alloc(Hd, c.d)
-			host().Write(st, vals)
-			cs = append(cs, st)
-			for s := range sts {
-				u := g.Alloc(Hd, c.d)
-				g.Write(u, vals)
-				sts[s] = append(sts[s], u)
-			}
-		}
+		cs, sts := recStates(g, rng, len(spans), Hd, c.d)
 		scale := float32(1 / math.Sqrt(float64(c.d)))
 		qk0 := gpuCopy(g, qk.g)
 		var kernels [2]int64
@@ -194,6 +167,49 @@ func TestNormRoPELightning(t *testing.T) {
 			}
 		}
 	}
+}
+
+// recInputs returns the spans of the lightning tests (one per length in
+// lens, the first at position pos0, each pos0+step·i), a random position
+// for each of their rows, and H head decays.
+func recInputs(rng *rand.Rand, H int, lens []int, pos0, step int) ([]backend.Span, []int32, []float32) {
+	var spans []backend.Span
+	T := 0
+	for i, n := range lens {
+		spans = append(spans, backend.Span{Row: T, N: n, Pos: pos0 + step*i})
+		T += n
+	}
+	pos := make([]int32, T)
+	for i := range pos {
+		pos[i] = int32(rng.Intn(40000))
+	}
+	decay := make([]float32, H)
+	for h := range decay {
+		decay[h] = 0.05 + 0.3*float32(h)/float32(H)
+	}
+	return spans, pos, decay
+}
+
+// recStates returns n random [Hd, d] lightning states on the CPU and two
+// copies of each on the GPU (for a fused and an unfused run).
+func recStates(g *Backend, rng *rand.Rand, n, Hd, d int) ([]backend.Tensor, [2][]backend.Tensor) {
+	var cs []backend.Tensor
+	var sts [2][]backend.Tensor
+	for range n {
+		vals := make([]float32, Hd*d)
+		for j := range vals {
+			vals[j] = rng.Float32()*2 - 1
+		}
+		st := host().Alloc(Hd, d)
+		host().Write(st, vals)
+		cs = append(cs, st)
+		for s := range sts {
+			u := g.Alloc(Hd, d)
+			g.Write(u, vals)
+			sts[s] = append(sts[s], u)
+		}
+	}
+	return cs, sts
 }
 
 // TestNormRoute checks k_norm_route (AddRMSNorm, the router's GEMV and the
@@ -373,45 +389,18 @@ func TestRecGate(t *testing.T) {
 		const d, dim = 128, 64
 		what := fmt.Sprintf("%+v", c)
 		Hd := c.H * d
-		var spans []backend.Span
-		T := 0
-		for i, n := range c.spans {
-			spans = append(spans, backend.Span{Row: T, N: n, Pos: 3 + 11*i})
-			T += n
-		}
-		pos := make([]int32, T)
-		for i := range pos {
-			pos[i] = int32(rng.Intn(40000))
-		}
+		spans, pos, decay := recInputs(rng, c.H, c.spans, 3, 11)
+		T := len(pos)
 		cw, gw := upload(t, g, hostWeight(rng, "qknorm", backend.BF16, 1, 2*Hd, 2))
 		glen := rgHeads * d
 		if c.wfull {
 			glen = Hd
 		}
 		cgw, ggw := upload(t, g, hostWeight(rng, "gnorm", backend.F32, 1, glen, 2))
-		decay := make([]float32, c.H)
-		for h := range decay {
-			decay[h] = 0.05 + 0.3*float32(h)/float32(c.H)
-		}
 		rope := backend.RoPE{Dim: dim, Theta: 600000}
 		qk, v, gate := randT(t, g, rng, T, 2*Hd, 3), randT(t, g, rng, T, Hd, 1), randT(t, g, rng, T, Hd, 2)
 		var outs [2]backend.Tensor
-		var sts [2][]backend.Tensor
-		var cs []backend.Tensor
-		for range spans {
-			vals := make([]float32, Hd*d)
-			for j := range vals {
-				vals[j] = rng.Float32()*2 - 1
-			}
-			st := host().Alloc(Hd, d)
-			host().Write(st, vals)
-			cs = append(cs, st)
-			for s := range sts {
-				u := g.Alloc(Hd, d)
-				g.Write(u, vals)
-				sts[s] = append(sts[s], u)
-			}
-		}
+		cs, sts := recStates(g, rng, len(spans), Hd, d)
 		scale := float32(1 / math.Sqrt(float64(d)))
 		var kernels [2]int64
 		saved := g.recGate

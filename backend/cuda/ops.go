@@ -836,12 +836,12 @@ const (
 // its output runs inside it (k_lightning_recg); anything else queues
 // k_lightning_rec first.
 type recReq struct {
-	args     []uint64 // k_lightning_rec's, without the last (early)
-	spans, H int
-	d        int
-	dst      uintptr
-	ldo      int
-	rows     int
+	args        []uint64 // k_lightning_rec's, without the last (early)
+	grid, block dim3     // k_lightning_rec's
+	smem        int
+	spans, H, d int
+	dst         uintptr
+	ldo, rows   int
 }
 
 // oneTokenEach reports whether every span of a (row, n, pos) list has at
@@ -864,9 +864,7 @@ func (b *Backend) emitRec() {
 		return
 	}
 	b.pendingRec = nil
-	JB, R := recBlock(r.d)
-	args := append(r.args, bArg(!b.recLate))
-	b.launch("k_lightning_rec", dim3{r.spans * r.H, r.d / JB, 1}, dim3{JB, R, 1}, 4*R*JB+4*2*r.d, args...)
+	b.launch("k_lightning_rec", r.grid, r.block, r.smem, append(r.args, bArg(!b.recLate))...)
 }
 
 // recGateNorm runs RMSNormSigmoidMul(dst, x, gate) inside the waiting
@@ -940,7 +938,8 @@ func (b *Backend) lightning(dst, q, k, v backend.Tensor, spans []backend.Span, s
 		if nrm.w != nil && b.recGate && len(chP) == 0 && d == rgDim && H%rgHeads == 0 && oneTokenEach(recS) {
 			// wait for the gate norm (RMSNormSigmoidMul), which may join it
 			b.emitPending()
-			b.recBuf = recReq{args: append(b.recBuf.args[:0], args...), spans: n, H: H, d: d, dst: pd, ldo: dst.Stride, rows: dst.Rows}
+			b.recBuf = recReq{args: append(b.recBuf.args[:0], args...), grid: dim3{n * H, d / JB, 1}, block: dim3{JB, R, 1}, smem: smem,
+				spans: n, H: H, d: d, dst: pd, ldo: dst.Stride, rows: dst.Rows}
 			b.pendingRec = &b.recBuf
 			return
 		}
