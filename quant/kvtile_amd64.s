@@ -42,7 +42,7 @@
 #define KT_PF(off) \
 	PREFETCHT0 off(BX)(DX*8)
 
-// func dotQ8_0TG(gs *tiledGroup, ng, ldo int, k *byte, ldt, n, nb int)
+// func dotQ8_0TG512(gs *tiledGroup, ng, ldo int, k *byte, ldt, n, nb int)
 // Scores of ng groups of four query rows (nb blocks of the Q8 activation
 // format each; ng·nb ≤ 16) against n keys of a KVTileK tensor (tiles at k,
 // k+ldt, ...): group i's rows gs[i].x[0..3] score the block columns from
@@ -61,7 +61,7 @@
 // at 256(SP), ldo in bytes at 264(SP), the byte offset of the tile's
 // scores at 272(SP), groups left at 280(SP), the corrections' end for the
 // group at 288(SP).
-TEXT ·dotQ8_0TG(SB), NOSPLIT, $296-56
+TEXT ·dotQ8_0TG512(SB), NOSPLIT, $296-56
 	MOVL $0x80808080, AX
 	VPBROADCASTD AX, Y15
 
@@ -249,7 +249,7 @@ lbl: \
 	VPADDD lo, hi, hi \
 	VCVTDQ2PS hi, hi
 
-// func accumQ8_0T4(o, p *[4]*float32, v *byte, ldt, n, nb int, scr *byte)
+// func accumQ8_0T4512(o, p *[4]*float32, v *byte, ldt, n, nb int, scr *byte)
 // For r < 4, c < 32·nb (nb ≤ 8) and n ≤ 128 keys of a KVTileV tensor
 // (tiles at v, v+ldt, ...): o[r][c] += Σ_{j<n} p[r][j] · d_j,b · v_j[c]
 // (p ≥ 0, b = c/32).
@@ -269,7 +269,7 @@ lbl: \
 //
 // Frame: 1/P_r at 0(SP), 65535/D_b at 16(SP), P_r·D_b/65535 at
 // 64(SP)+16b+4r, P_r at 192(SP), D_b at 208(SP).
-TEXT ·accumQ8_0T4(SB), NOSPLIT, $224-56
+TEXT ·accumQ8_0T4512(SB), NOSPLIT, $224-56
 	MOVQ p+8(FP), AX
 	MOVQ 0(AX), R8
 	MOVQ 8(AX), R9

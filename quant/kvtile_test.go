@@ -9,16 +9,22 @@ import (
 )
 
 // tiledModes runs f with the Go code of the tiled kernels and, where the
-// CPU has AVX-512 VNNI, with the assembly.
+// CPU has them, with the AVX2 and the AVX-512 VNNI assembly.
 func tiledModes(t *testing.T, f func(t *testing.T)) {
-	defer func() { kvOff = false }()
+	defer func() { kvOff = false; setKV512(true) }()
 	t.Run("go", func(t *testing.T) {
 		kvOff = true
 		f(t)
 	})
 	kvOff = false
 	if !tiledSIMD() {
-		t.Log("no AVX-512 VNNI on this machine: Go code only")
+		t.Log("no AVX2 on this machine: Go code only")
+		return
+	}
+	setKV512(false)
+	t.Run("avx2", f)
+	if !setKV512(true) {
+		t.Log("no AVX-512 VNNI on this machine: Go code and AVX2 only")
 		return
 	}
 	t.Run("avx512", f)
@@ -260,7 +266,7 @@ func TestAccumQ8_0Tiled(t *testing.T) {
 // in the caches) for the tiled layouts' kernels.
 func BenchmarkKVTiled(b *testing.B) {
 	if !tiledSIMD() {
-		b.Skip("no AVX-512 VNNI")
+		b.Skip("no AVX2")
 	}
 	r := rand.New(rand.NewPCG(1, 2))
 	const m, nb = 4, 4
