@@ -243,14 +243,19 @@ func AccumQ8_0Tiled(o []float32, ldo int, p []float32, ldp, m int, v []byte, ldt
 	}
 	checkTiled("AccumQ8_0Tiled", v, ldt, n, nb)
 	if tiledSIMD() {
-		// Go clears a work area on every call: the small one for head dims
-		// up to 128
-		if nb <= tiledSmallBlocks {
+		// Go clears a work area on every call: the AVX2 kernel takes all
+		// block columns with one; the AVX-512 one needs one per block
+		// column, the small area for head dims up to 128
+		switch {
+		case !kv512():
+			var scr [tiledBlockScratch]byte
+			accumTiled(o, ldo, p, ldp, m, v, ldt, n, nb, nb, scr[:])
+		case nb <= tiledSmallBlocks:
 			var scr [tiledSmallBlocks * tiledBlockScratch]byte
-			accumTiled(o, ldo, p, ldp, m, v, ldt, n, nb, scr[:])
-		} else {
+			accumTiled(o, ldo, p, ldp, m, v, ldt, n, nb, tiledSmallBlocks, scr[:])
+		default:
 			var scr [tiledMaxBlocks * tiledBlockScratch]byte
-			accumTiled(o, ldo, p, ldp, m, v, ldt, n, nb, scr[:])
+			accumTiled(o, ldo, p, ldp, m, v, ldt, n, nb, tiledMaxBlocks, scr[:])
 		}
 		return
 	}
@@ -276,8 +281,9 @@ func AccumQ8_0Tiled(o []float32, ldo int, p []float32, ldp, m int, v []byte, ldt
 
 // tiledSpan is the most keys of one call of the value kernel (its 16-bit
 // weights sum into int32 without overflow over 128 keys); tiledMaxBlocks
-// the most block columns per call, each taking tiledBlockScratch bytes of
-// its work area; tiledSmallBlocks those of the small work area.
+// the most block columns per call of the AVX-512 kernel, each taking
+// tiledBlockScratch bytes of its work area (the AVX2 kernel needs that
+// much for any number); tiledSmallBlocks those of the small work area.
 const (
 	tiledSpan         = 128
 	tiledMaxBlocks    = 8
@@ -285,10 +291,9 @@ const (
 	tiledBlockScratch = 1024
 )
 
-// accumTiled is the SIMD part of AccumQ8_0Tiled, scr its kernel's work
-// area for min(nb, tiledMaxBlocks) block columns.
-func accumTiled(o []float32, ldo int, p []float32, ldp, m int, v []byte, ldt, n, nb int, scr []byte) {
-	step := len(scr) / tiledBlockScratch
+// accumTiled is the SIMD part of AccumQ8_0Tiled: kernel calls of up to
+// step block columns, with the work area scr.
+func accumTiled(o []float32, ldo int, p []float32, ldp, m int, v []byte, ldt, n, nb, step int, scr []byte) {
 	for i0 := 0; i0 < m; i0 += 4 {
 		for j0 := 0; j0 < n; j0 += tiledSpan {
 			for b0 := 0; b0 < nb; b0 += step {

@@ -25,8 +25,9 @@ func dotQ8_0TG(gs *tiledGroup, ng, ldo int, k *byte, ldt, n, nb int) {
 	dotQ8_0TGAVX2(gs, ng, ldo, k, ldt, n, nb)
 }
 
-// accumQ8_0T4 is AccumQ8_0Tiled for four rows (o[r], p[r]), n ≤ 128 keys
-// and nb ≤ 8 block columns; scr is a work area of 1 KiB per block column.
+// accumQ8_0T4 is AccumQ8_0Tiled for four rows (o[r], p[r]) and n ≤ 128
+// keys; scr is a work area of 1 KiB per block column for the AVX-512
+// kernel (nb ≤ 8), of 1 KiB for the AVX2 one (any nb).
 func accumQ8_0T4(o, p *[4]*float32, v *byte, ldt, n, nb int, scr *byte) {
 	if kv512() {
 		accumQ8_0T4512(o, p, v, ldt, n, nb, scr)

@@ -243,28 +243,27 @@ kt2tnext:
 	VCVTDQ2PS a, a
 
 // func accumQ8_0T4AVX2(o, p *[4]*float32, v *byte, ldt, n, nb int, scr *byte)
-// accumQ8_0T4 of kvtile_amd64.s for AVX2 (see there for the arguments).
-// The weights p[r][j]·d_j,b are rounded to 15 bits against their bound
-// P_r·D_b, u = round(p/P_r · d·32767/D_b), and stored as int16 in scr (per
-// block column 1 KiB: u[r][128]). Each block column then takes four passes
-// over the keys, one per eight columns, four keys at a time: two vectors
-// of 16 int16 values (VPMOVSXBW of four columns × four keys each) meet each
-// row's four broadcast weights in VPMADDWD, whose int32 pair sums (at most
-// 32767 · 128 · 2 each per four keys, 2²⁸ over 128 keys) are added across
-// the keys, then combined per column and added to o scaled by
-// P_r·D_b/32767. The four rows' outputs are all loaded before any is
-// stored, so that rows repeated in o get identical values. The passes
-// prefetch the values eight tiles ahead.
+// accumQ8_0T4 of kvtile_amd64.s for AVX2 (see there for the arguments),
+// for any nb, with a work area of 1 KiB. Block column by block column, the
+// weights p[r][j]·d_j,b are rounded to 15 bits against their bound
+// P_r·D_b, u = round(p/P_r · d·32767/D_b), and stored as int16 in scr
+// (u[r][128]); four passes over the keys follow, one per eight columns,
+// four keys at a time: two vectors of 16 int16 values (VPMOVSXBW of four
+// columns × four keys each) meet each row's four broadcast weights in
+// VPMADDWD, whose int32 pair sums (at most 32767 · 128 · 2 each per four
+// keys, 2²⁸ over 128 keys) are added across the keys, then combined per
+// column and added to o scaled by P_r·D_b/32767. The four rows' outputs
+// are all loaded before any is stored, so that rows repeated in o get
+// identical values. The passes prefetch the values eight tiles ahead.
 //
-// Frame: 1/P_r at 0(SP), 32767/D_b at 16(SP), P_r·D_b/32767 at
-// 48(SP)+16b+4r, P_r at 176(SP), D_b at 192(SP).
-TEXT ·accumQ8_0T4AVX2(SB), NOSPLIT, $200-56
+// Frame: 1/P_r at 0(SP), P_r at 16(SP), the output scales P_r·D_b/32767
+// at 32(SP), D_b at 48(SP), 32767/D_b at 52(SP).
+TEXT ·accumQ8_0T4AVX2(SB), NOSPLIT, $56-56
 	MOVQ p+8(FP), AX
 	MOVQ 0(AX), R8
 	MOVQ 8(AX), R9
 	MOVQ 16(AX), R10
 	MOVQ 24(AX), R11
-	MOVQ v+16(FP), SI
 	MOVQ ldt+24(FP), DX
 	MOVL $0x0DA24260, AX // 1e-30
 	VMOVD AX, X14
@@ -290,22 +289,23 @@ kv2pmax:
 	ADDQ $32, BX
 	SUBQ $8, R13
 	JGT kv2pmax
-	KV2_HMAX(Y4, X4, 176)
-	KV2_HMAX(Y5, X5, 180)
-	KV2_HMAX(Y6, X6, 184)
-	KV2_HMAX(Y7, X7, 188)
+	KV2_HMAX(Y4, X4, 16)
+	KV2_HMAX(Y5, X5, 20)
+	KV2_HMAX(Y6, X6, 24)
+	KV2_HMAX(Y7, X7, 28)
 	MOVL $0x3F800000, AX // 1.0
 	VMOVD AX, X2
 	VBROADCASTSS X2, X2
-	VDIVPS 176(SP), X2, X2
+	VDIVPS 16(SP), X2, X2
 	VMOVUPS X2, 0(SP)
 
-	// D_b: the largest scale of each block column; 32767/D_b and the
-	// output scales P_r·D_b/32767
+	// block column by block column: DI its first tile, R12 its number
+	MOVQ v+16(FP), DI
 	XORQ R12, R12
-	MOVQ SI, DI
 
-kv2dmax:
+kv2blk:
+	// D_b: the largest scale of the block column's keys; 32767/D_b and
+	// the output scales P_r·D_b/32767
 	VXORPS Y4, Y4, Y4
 	MOVQ DI, BX
 	MOVQ n+32(FP), R13
@@ -323,31 +323,36 @@ kv2dmaxt:
 	ADDQ DX, BX
 	SUBQ $16, R13
 	JGT kv2dmaxt
-	KV2_HMAX(Y4, X4, 192)
-	VMOVSS 192(SP), X0
+	KV2_HMAX(Y4, X4, 48)
+	VMOVSS 48(SP), X0
 	MOVL $0x46FFFE00, AX // 32767
 	VMOVD AX, X1
 	VDIVSS X0, X1, X1
-	VMOVSS X1, 16(SP)(R12*4)
+	VMOVSS X1, 52(SP)
 	MOVL $0x38000100, AX // 1/32767
 	VMOVD AX, X1
 	VMULSS X1, X0, X0
 	VBROADCASTSS X0, X0
-	VMULPS 176(SP), X0, X0
-	MOVQ R12, AX
-	SHLQ $4, AX
-	VMOVUPS X0, 48(SP)(AX*1)
-	ADDQ $544, DI
-	INCQ R12
-	CMPQ R12, nb+40(FP)
-	JLT kv2dmax
+	VMULPS 16(SP), X0, X0
+	VMOVUPS X0, 32(SP)
 
 	// the weights, eight keys at a time: BX the byte offset in p (32 per
-	// eight keys; bit 5 tells the tile's second half), SI the half tile's
-	// scales less 512, DI its weights in scr
+	// eight keys; bit 5 tells the tile's second half), CX the half tile's
+	// scales less 512, AX its weights in scr
+	MOVQ p+8(FP), AX
+	MOVQ 0(AX), R8
+	MOVQ 8(AX), R9
+	MOVQ 16(AX), R10
+	MOVQ 24(AX), R11
+	VBROADCASTSS 0(SP), Y0
+	VBROADCASTSS 4(SP), Y1
+	VBROADCASTSS 8(SP), Y2
+	VBROADCASTSS 12(SP), Y3
+	VBROADCASTSS 52(SP), Y9
 	MOVQ n+32(FP), R13
 	XORQ BX, BX
-	MOVQ scr+48(FP), DI
+	MOVQ scr+48(FP), AX
+	MOVQ DI, CX
 
 kv2wt:
 	KT2_MASK(R13, Y15, X15)
@@ -355,53 +360,36 @@ kv2wt:
 	VMASKMOVPS (R9)(BX*1), Y15, Y5
 	VMASKMOVPS (R10)(BX*1), Y15, Y6
 	VMASKMOVPS (R11)(BX*1), Y15, Y7
-	VBROADCASTSS 0(SP), Y0
 	VMULPS Y0, Y4, Y4
-	VBROADCASTSS 4(SP), Y0
-	VMULPS Y0, Y5, Y5
-	VBROADCASTSS 8(SP), Y0
-	VMULPS Y0, Y6, Y6
-	VBROADCASTSS 12(SP), Y0
-	VMULPS Y0, Y7, Y7
-	MOVQ DI, AX
-	MOVQ SI, CX
-	XORQ R12, R12
-
-kv2wb:
+	VMULPS Y1, Y5, Y5
+	VMULPS Y2, Y6, Y6
+	VMULPS Y3, Y7, Y7
 	VCVTPH2PS 512(CX), Y8
 	VANDPS Y15, Y8, Y8
-	VBROADCASTSS 16(SP)(R12*4), Y0
-	VMULPS Y0, Y8, Y8
+	VMULPS Y9, Y8, Y8
 	KV2_WPAIR(Y4, Y5, 0)
 	KV2_WPAIR(Y6, Y7, 512)
-	ADDQ $1024, AX
-	ADDQ $544, CX
-	INCQ R12
-	CMPQ R12, nb+40(FP)
-	JLT kv2wb
 	TESTQ $32, BX
 	JNZ kv2wsecond
-	ADDQ $16, SI
+	ADDQ $16, CX
 	JMP kv2wnext
 
 kv2wsecond:
-	LEAQ -16(SI)(DX*1), SI
+	LEAQ -16(CX)(DX*1), CX
 
 kv2wnext:
 	ADDQ $32, BX
-	ADDQ $16, DI
+	ADDQ $16, AX
 	SUBQ $8, R13
 	JGT kv2wt
 
-	// four passes over the keys per block column, eight columns each
+	// four passes over the keys, eight columns each (R13: their byte
+	// offset in the row groups of four keys and in o)
 	MOVQ o+0(FP), AX
 	MOVQ 0(AX), R8
 	MOVQ 8(AX), R9
 	MOVQ 16(AX), R10
 	MOVQ 24(AX), R11
-	XORQ R12, R12
-
-kv2blk:
 	XORQ R13, R13
 
 kv2quarter:
@@ -413,14 +401,8 @@ kv2quarter:
 	VPXOR Y5, Y5, Y5
 	VPXOR Y6, Y6, Y6
 	VPXOR Y7, Y7, Y7
-	MOVQ R12, AX
-	IMULQ $544, AX
-	MOVQ v+16(FP), SI
-	ADDQ AX, SI
-	ADDQ R13, SI
-	MOVQ R12, AX
-	SHLQ $10, AX
-	ADDQ scr+48(FP), AX
+	LEAQ (DI)(R13*1), SI
+	MOVQ scr+48(FP), AX
 	MOVQ n+32(FP), CX
 	ADDQ $3, CX
 	SHRQ $2, CX
@@ -457,15 +439,13 @@ kv2gnext:
 	VMOVUPS (R9)(BX*1), Y3
 	VMOVUPS (R10)(BX*1), Y5
 	VMOVUPS (R11)(BX*1), Y7
-	MOVQ R12, AX
-	SHLQ $4, AX
-	VBROADCASTSS 48(SP)(AX*1), Y8
+	VBROADCASTSS 32(SP), Y8
 	VFMADD231PS Y8, Y0, Y1
-	VBROADCASTSS 52(SP)(AX*1), Y8
+	VBROADCASTSS 36(SP), Y8
 	VFMADD231PS Y8, Y2, Y3
-	VBROADCASTSS 56(SP)(AX*1), Y8
+	VBROADCASTSS 40(SP), Y8
 	VFMADD231PS Y8, Y4, Y5
-	VBROADCASTSS 60(SP)(AX*1), Y8
+	VBROADCASTSS 44(SP), Y8
 	VFMADD231PS Y8, Y6, Y7
 	VMOVUPS Y1, (R8)(BX*1)
 	VMOVUPS Y3, (R9)(BX*1)
@@ -474,6 +454,7 @@ kv2gnext:
 	ADDQ $32, R13
 	CMPQ R13, $128
 	JLT kv2quarter
+	ADDQ $544, DI
 	INCQ R12
 	CMPQ R12, nb+40(FP)
 	JLT kv2blk
