@@ -254,7 +254,9 @@ kt2tnext:
 // keys, 2²⁸ over 128 keys) are added across the keys, then combined per
 // column and added to o scaled by P_r·D_b/32767. The four rows' outputs
 // are all loaded before any is stored, so that rows repeated in o get
-// identical values. The passes prefetch the values eight tiles ahead.
+// identical values. The passes prefetch the values two tiles ahead into
+// L1, and eight tiles ahead (the next call's, in an attention pass over
+// blocks of 128 keys) into L2.
 //
 // Frame: 1/P_r at 0(SP), P_r at 16(SP), the output scales P_r·D_b/32767
 // at 32(SP), D_b at 48(SP), 32767/D_b at 52(SP).
@@ -409,7 +411,8 @@ kv2quarter:
 	XORQ BX, BX
 
 kv2grp:
-	PREFETCHT0 (SI)(DX*8)
+	PREFETCHT2 (SI)(DX*8)
+	PREFETCHT0 (SI)(DX*2)
 	VPMOVSXBW (SI), Y8
 	VPMOVSXBW 16(SI), Y9
 	KV2_ROWS(0, Y0, Y1)
