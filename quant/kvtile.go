@@ -6,8 +6,8 @@ import (
 	"math"
 )
 
-// Tiled Q8_0 layouts for KV caches, read by the AVX-512 VNNI attention
-// kernels (kvtile_amd64.s).
+// Tiled Q8_0 layouts for KV caches, read by the attention kernels of
+// kvtile_amd64.s (AVX-512 VNNI) and kvtile_avx2_amd64.s (AVX2).
 //
 // A tiled tensor keeps its rows in tiles of KVTile consecutive rows. For
 // each block column (32 columns) a tile holds KVTileBlockBytes bytes: the
@@ -229,10 +229,11 @@ type tiledGroup struct {
 //
 //	o[i*ldo+c] += Σ_{j<n} p[i*ldp+j] · v_j[c]   for i < m, c < 32·nb.
 //
-// The weights must not be negative (probabilities). The SIMD kernel
-// rounds the products p·(scale of v_j's block) to 16 bits against their
-// bound over each 128 keys (integer dot products), and prefetches the
-// values of the next 128 rows as it goes; the Go code is exact.
+// The weights must not be negative (probabilities). The SIMD kernels
+// round the products p·(scale of v_j's block) to 16 bits (AVX-512) or 15
+// (AVX2) against their bound over each 128 keys (integer dot products),
+// and prefetch the values of the next 128 rows as they go; the Go code is
+// exact.
 func AccumQ8_0Tiled(o []float32, ldo int, p []float32, ldp, m int, v []byte, ldt, n, nb int) {
 	if m <= 0 || n <= 0 {
 		return

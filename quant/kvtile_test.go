@@ -191,9 +191,9 @@ func TestDotQ8_0TiledHeads(t *testing.T) {
 
 // TestAccumQ8_0Tiled checks the tiled weighted sums against float64 sums
 // of the dequantized values. The assembly rounds each weight p·d to 16
-// bits against a bound over 128 keys: its error is at most ~2⁻¹⁶ of the
-// bound times Σ|v| over the keys, bounded here by 2⁻¹⁴ of Σ_j max p · max
-// d · |q_j| (q the int8 values).
+// bits (AVX-512) or 15 (AVX2) against a bound over 128 keys: its error is
+// at most ~2⁻¹⁶ of the bound times Σ|v| over the keys, bounded here by
+// 2⁻¹⁴ of Σ_j max p · max d · |q_j| (q the int8 values).
 func TestAccumQ8_0Tiled(t *testing.T) {
 	r := rand.New(rand.NewPCG(45, 46))
 	tiledModes(t, func(t *testing.T) {

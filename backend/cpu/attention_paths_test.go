@@ -338,9 +338,10 @@ func setKVTest(b *Backend, kvt string) error {
 // refTol is the error allowed against the float64 reference over the
 // stored cache (and the queries as the kernels see them), relative to the
 // output's largest value: float32 rounding; for tiled Q8_0 caches also the
-// value weights p·d, rounded to 16 bits against their bound over each 128
-// keys (quant.AccumQ8_0Tiled): up to 2⁻¹⁷ of the bound per key, which adds
-// up over a span (seen here: 1.1e-4; Q8_0 itself rounds each value by up
+// value weights p·d, rounded to 16 bits (15 with the AVX2 kernel) against
+// their bound over each 128 keys (quant.AccumQ8_0Tiled): up to 2⁻¹⁷ (2⁻¹⁶)
+// of the bound per key, which adds up over a span (seen here: 1.1e-4 on
+// an AVX-512 CPU, 1.7e-4 with AVX2; Q8_0 itself rounds each value by up
 // to 4e-3 of its block's largest).
 func refTol(kt kvType, d int) float64 {
 	if kt == kvQ8T && d%quant.QK == 0 {
