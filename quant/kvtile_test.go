@@ -8,28 +8,6 @@ import (
 	"testing"
 )
 
-// tiledModes runs f with the Go code of the tiled kernels and, where the
-// CPU has them, with the AVX2 and the AVX-512 VNNI assembly.
-func tiledModes(t *testing.T, f func(t *testing.T)) {
-	defer func() { kvOff = false; setKV512(true) }()
-	t.Run("go", func(t *testing.T) {
-		kvOff = true
-		f(t)
-	})
-	kvOff = false
-	if !tiledSIMD() {
-		t.Log("no AVX2 on this machine: Go code only")
-		return
-	}
-	setKV512(false)
-	t.Run("avx2", f)
-	if !setKV512(true) {
-		t.Log("no AVX-512 VNNI on this machine: Go code and AVX2 only")
-		return
-	}
-	t.Run("avx512", f)
-}
-
 // tiledTensor quantizes rows (each nb blocks) into a tiled tensor whose
 // tiles are ldt bytes apart, the rows' block columns starting at byte off
 // of each tile, and also returns the rows as plain Q8_0 blocks.
@@ -101,7 +79,7 @@ var tiledCases = []struct{ m, n, nb, off, pad int }{
 // keys as rows (same integer sums, so only float rounding differs).
 func TestDotQ8_0Tiled(t *testing.T) {
 	r := rand.New(rand.NewPCG(43, 44))
-	tiledModes(t, func(t *testing.T) {
+	kvModes(t, func(t *testing.T) {
 		for _, c := range tiledCases {
 			t.Run(fmt.Sprintf("%+v", c), func(t *testing.T) {
 				ldt := (c.off + c.nb + c.pad) * KVTileBlockBytes
@@ -154,7 +132,7 @@ func TestDotQ8_0Tiled(t *testing.T) {
 // columns' corrections, and more heads take more calls.
 func TestDotQ8_0TiledHeads(t *testing.T) {
 	r := rand.New(rand.NewPCG(47, 48))
-	tiledModes(t, func(t *testing.T) {
+	kvModes(t, func(t *testing.T) {
 		for _, c := range []struct{ m, heads, n, nb int }{
 			{4, 4, 130, 4}, {1, 3, 16, 2}, {6, 2, 40, 4}, {4, 5, 33, 4}, {2, 4, 17, 1}, {3, 2, 64, 9},
 		} {
@@ -196,7 +174,7 @@ func TestDotQ8_0TiledHeads(t *testing.T) {
 // 2⁻¹⁴ of Σ_j max p · max d · |q_j| (q the int8 values).
 func TestAccumQ8_0Tiled(t *testing.T) {
 	r := rand.New(rand.NewPCG(45, 46))
-	tiledModes(t, func(t *testing.T) {
+	kvModes(t, func(t *testing.T) {
 		for _, c := range tiledCases {
 			for _, kind := range []string{"uniform", "peaked", "zero-row"} {
 				t.Run(fmt.Sprintf("%+v/%s", c, kind), func(t *testing.T) {
