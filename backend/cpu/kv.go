@@ -58,10 +58,10 @@ func (b *q8buffer) Bytes() int64 { return int64(len(b.d)) }
 const q8BlockBytes = 34
 
 // q8tbuffer stores a KV cache in Q8_0 blocks arranged in tiles of
-// quant.KVTile rows, for the tiled attention kernels of CPUs with AVX2
-// (or AVX-512 VNNI): keys as quant.KVTileK, values as quant.KVTileV. Its tensors have
-// the buffer's row width as stride; column views must cover whole blocks
-// to be written or read by the kernels.
+// quant.KVTile rows, for the tiled attention kernels of CPUs with AVX2 (or
+// AVX-512 VNNI): keys as quant.KVTileK, values as quant.KVTileV. Its
+// tensors have the buffer's row width as stride; column views must cover
+// whole blocks to be written or read by the kernels.
 type q8tbuffer struct {
 	d      []byte
 	cols   int
