@@ -20,6 +20,9 @@ func dequantQ8_0Row(dst []float32, src []byte, nb int) {
 	}
 }
 
+// kv512 reports that there are no AVX-512 kernels.
+func kv512() bool { return false }
+
 // setKV512 reports that there are no AVX-512 kernels to switch on.
 func setKV512(on bool) bool { return false }
 
