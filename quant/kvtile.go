@@ -244,19 +244,19 @@ func AccumQ8_0Tiled(o []float32, ldo int, p []float32, ldp, m int, v []byte, ldt
 	}
 	checkTiled("AccumQ8_0Tiled", v, ldt, n, nb)
 	if tiledSIMD() {
-		// Go clears a work area on every call: the AVX2 kernel takes all
-		// block columns with one; the AVX-512 one needs one per block
-		// column, the small area for head dims up to 128
+		// the AVX2 kernel takes all block columns with the work area in
+		// its frame; for the AVX-512 one Go clears a work area on every
+		// call, one per block column, the small area for head dims up to
+		// 128
 		switch {
 		case !kv512():
-			var scr [tiledBlockScratch]byte
-			accumTiled(o, ldo, p, ldp, m, v, ldt, n, nb, nb, scr[:])
+			accumTiled(o, ldo, p, ldp, m, v, ldt, n, nb, nb, nil)
 		case nb <= tiledSmallBlocks:
 			var scr [tiledSmallBlocks * tiledBlockScratch]byte
-			accumTiled(o, ldo, p, ldp, m, v, ldt, n, nb, tiledSmallBlocks, scr[:])
+			accumTiled(o, ldo, p, ldp, m, v, ldt, n, nb, tiledSmallBlocks, &scr[0])
 		default:
 			var scr [tiledMaxBlocks * tiledBlockScratch]byte
-			accumTiled(o, ldo, p, ldp, m, v, ldt, n, nb, tiledMaxBlocks, scr[:])
+			accumTiled(o, ldo, p, ldp, m, v, ldt, n, nb, tiledMaxBlocks, &scr[0])
 		}
 		return
 	}
@@ -283,8 +283,8 @@ func AccumQ8_0Tiled(o []float32, ldo int, p []float32, ldp, m int, v []byte, ldt
 // tiledSpan is the most keys of one call of the value kernel (its 16-bit
 // weights sum into int32 without overflow over 128 keys); tiledMaxBlocks
 // the most block columns per call of the AVX-512 kernel, each taking
-// tiledBlockScratch bytes of its work area (the AVX2 kernel needs that
-// much for any number); tiledSmallBlocks those of the small work area.
+// tiledBlockScratch bytes of its work area; tiledSmallBlocks those of the
+// small work area.
 const (
 	tiledSpan         = 128
 	tiledMaxBlocks    = 8
@@ -293,8 +293,8 @@ const (
 )
 
 // accumTiled is the SIMD part of AccumQ8_0Tiled: kernel calls of up to
-// step block columns, with the work area scr.
-func accumTiled(o []float32, ldo int, p []float32, ldp, m int, v []byte, ldt, n, nb, step int, scr []byte) {
+// step block columns, with the work area scr (nil for the AVX2 kernel).
+func accumTiled(o []float32, ldo int, p []float32, ldp, m int, v []byte, ldt, n, nb, step int, scr *byte) {
 	for i0 := 0; i0 < m; i0 += 4 {
 		for j0 := 0; j0 < n; j0 += tiledSpan {
 			for b0 := 0; b0 < nb; b0 += step {
@@ -305,7 +305,7 @@ func accumTiled(o []float32, ldo int, p []float32, ldp, m int, v []byte, ldt, n,
 					i := min(i0+r, m-1)
 					os[r], ps[r] = &o[i*ldo+b0*QK], &p[i*ldp+j0]
 				}
-				accumQ8_0T4(&os, &ps, &v[(j0/KVTile)*ldt+b0*KVTileBlockBytes], ldt, min(tiledSpan, n-j0), min(step, nb-b0), &scr[0])
+				accumQ8_0T4(&os, &ps, &v[(j0/KVTile)*ldt+b0*KVTileBlockBytes], ldt, min(tiledSpan, n-j0), min(step, nb-b0), scr)
 			}
 		}
 	}

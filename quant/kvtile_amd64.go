@@ -27,13 +27,13 @@ func dotQ8_0TG(gs *tiledGroup, ng, ldo int, k *byte, ldt, n, nb int) {
 
 // accumQ8_0T4 is AccumQ8_0Tiled for four rows (o[r], p[r]) and n ≤ 128
 // keys; scr is a work area of 1 KiB per block column for the AVX-512
-// kernel (nb ≤ 8), of 1 KiB for the AVX2 one (any nb).
+// kernel (nb ≤ 8); the AVX2 one (any nb) has its own.
 func accumQ8_0T4(o, p *[4]*float32, v *byte, ldt, n, nb int, scr *byte) {
 	if kv512() {
 		accumQ8_0T4512(o, p, v, ldt, n, nb, scr)
 		return
 	}
-	accumQ8_0T4AVX2(o, p, v, ldt, n, nb, scr)
+	accumQ8_0T4AVX2(o, p, v, ldt, n, nb)
 }
 
 //go:noescape
@@ -46,4 +46,4 @@ func accumQ8_0T4512(o, p *[4]*float32, v *byte, ldt, n, nb int, scr *byte)
 func dotQ8_0TGAVX2(gs *tiledGroup, ng, ldo int, k *byte, ldt, n, nb int)
 
 //go:noescape
-func accumQ8_0T4AVX2(o, p *[4]*float32, v *byte, ldt, n, nb int, scr *byte)
+func accumQ8_0T4AVX2(o, p *[4]*float32, v *byte, ldt, n, nb int)

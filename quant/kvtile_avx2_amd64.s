@@ -212,29 +212,6 @@ kt2tnext:
 	VMAXSS X14, X0, X0 \
 	VMOVSS X0, off(SP)
 
-// KV2_WPAIR(pa, pb, off): the weights of two rows (their p'·1/P_r in pa,
-// pb) for the eight keys of a half tile and block column b (Y8: the keys'
-// scales × 32767/D_b), rounded to int16, to off(AX) and off+256(AX).
-#define KV2_WPAIR(pa, pb, off) \
-	VMULPS pa, Y8, Y10 \
-	VMULPS pb, Y8, Y11 \
-	VCVTPS2DQ Y10, Y10 \
-	VCVTPS2DQ Y11, Y11 \
-	VPACKSSDW Y11, Y10, Y10 \
-	VPERMQ $0xD8, Y10, Y10 \
-	VMOVDQU X10, off(AX) \
-	VEXTRACTI128 $1, Y10, (off+256)(AX)
-
-// KV2_ROWS(w, a, b): row w's four weights of the four keys at AX times the
-// values Y8 (columns 0-3 of the quarter) and Y9 (columns 4-7) into a, b:
-// per column, the sums of keys 0+1 and 2+3.
-#define KV2_ROWS(w, a, b) \
-	VPBROADCASTQ (256*w)(AX), Y10 \
-	VPMADDWD Y8, Y10, Y11 \
-	VPADDD Y11, a, a \
-	VPMADDWD Y9, Y10, Y10 \
-	VPADDD Y10, b, b
-
 // KV2_SUM(a, b): a = float(the eight columns' sums) from the pair sums a
 // (columns 0-3) and b (4-7).
 #define KV2_SUM(a, b) \
@@ -242,25 +219,74 @@ kt2tnext:
 	VPERMQ $0xD8, a, a \
 	VCVTDQ2PS a, a
 
-// func accumQ8_0T4AVX2(o, p *[4]*float32, v *byte, ldt, n, nb int, scr *byte)
+// KV2_WQ(src, imm, off): qword imm of src broadcast to 32 bytes, stored at
+// off(AX) (the weight vectors of one row and one group of four keys).
+#define KV2_WQ(src, imm, off) \
+	VPERMQ $imm, src, Y12 \
+	VMOVDQU Y12, off(AX)
+
+// KV2_WPAIR(pa, pb, ra, rb): the weights of rows ra and rb (their p·1/P_r
+// in pa, pb) for the eight keys of a half tile (Y8: the keys' scales ×
+// 32767/D_b), rounded to int16 and stored broadcast: keys 0-3 at
+// 32·r(AX), keys 4-7 at 128+32·r(AX).
+#define KV2_WPAIR(pa, pb, ra, rb) \
+	VMULPS pa, Y8, Y10 \
+	VMULPS pb, Y8, Y11 \
+	VCVTPS2DQ Y10, Y10 \
+	VCVTPS2DQ Y11, Y11 \
+	VPACKSSDW Y11, Y10, Y10 \
+	KV2_WQ(Y10, 0x00, 32*ra) \
+	KV2_WQ(Y10, 0x55, 32*rb) \
+	KV2_WQ(Y10, 0xAA, 128+32*ra) \
+	KV2_WQ(Y10, 0xFF, 128+32*rb)
+
+// KV2_ROWS(g, r, a, b): row r's broadcast weights of key group g of the
+// tile times the values Y8 (columns 0-3 of the quarter) and Y9 (4-7).
+#define KV2_ROWS(g, r, a, b) \
+	VMOVDQU (128*g+32*r)(AX), Y12 \
+	VPMADDWD Y12, Y8, Y10 \
+	VPADDD Y10, a, a \
+	VPMADDWD Y12, Y9, Y11 \
+	VPADDD Y11, b, b
+
+// KV2_GROUP(g): key group g (four keys) of the tile at SI, eight columns.
+#define KV2_GROUP(g) \
+	VPMOVSXBW (128*g)(SI), Y8 \
+	VPMOVSXBW (128*g+16)(SI), Y9 \
+	KV2_ROWS(g, 0, Y0, Y1) \
+	KV2_ROWS(g, 1, Y2, Y3) \
+	KV2_ROWS(g, 2, Y4, Y5) \
+	KV2_ROWS(g, 3, Y6, Y7)
+
+// KV2_PF(off): the line off of the block column of the tile two ahead
+// into L1, of the tile eight ahead (the next call's) into L2.
+#define KV2_PF(off) \
+	PREFETCHT0 off(SI)(DX*2) \
+	PREFETCHT2 off(SI)(DX*8)
+
+// func accumQ8_0T4AVX2(o, p *[4]*float32, v *byte, ldt, n, nb int)
 // accumQ8_0T4 of kvtile_amd64.s for AVX2 (see there for the arguments),
-// for any nb, with a work area of 1 KiB. Block column by block column, the
-// weights p[r][j]·d_j,b are rounded to 15 bits against their bound
-// P_r·D_b, u = round(p/P_r · d·32767/D_b), and stored as int16 in scr
-// (u[r][128]); four passes over the keys follow, one per eight columns,
-// four keys at a time: two vectors of 16 int16 values (VPMOVSXBW of four
-// columns × four keys each) meet each row's four broadcast weights in
-// VPMADDWD, whose int32 pair sums (at most 32767 · 128 · 2 each per four
+// for any nb, with its work area in its own frame. Block column by block
+// column, the weights p[r][j]·d_j,b are rounded to 15 bits against their
+// bound P_r·D_b, u = round(p/P_r · d·32767/D_b), and stored as int16, each
+// row's four weights of a group of four keys broadcast to 32 bytes (so
+// that VPMADDWD takes them as they are; zero past n, to the end of the
+// last tile). Four passes over the tiles follow, one per eight columns,
+// a whole tile (four groups) per step: two vectors of 16 int16 values
+// (VPMOVSXBW of four columns × four keys each) meet each row's weights in
+// VPMADDWD, whose int32 pair sums (at most 32767 · 127 · 2 each per four
 // keys, 2²⁸ over 128 keys) are added across the keys, then combined per
 // column and added to o scaled by P_r·D_b/32767. The four rows' outputs
 // are all loaded before any is stored, so that rows repeated in o get
-// identical values. The passes prefetch the values two tiles ahead into
-// L1, and eight tiles ahead (the next call's, in an attention pass over
-// blocks of 128 keys) into L2.
+// identical values. The first pass prefetches the values two tiles ahead
+// into L1, and eight tiles ahead (the next call's, in an attention pass
+// over blocks of 128 keys) into L2.
 //
 // Frame: 1/P_r at 0(SP), P_r at 16(SP), the output scales P_r·D_b/32767
-// at 32(SP), D_b at 48(SP), 32767/D_b at 52(SP).
-TEXT ·accumQ8_0T4AVX2(SB), NOSPLIT, $56-56
+// at 32(SP), D_b at 48(SP), 32767/D_b at 52(SP), the number of tiles at
+// 56(SP); the weights from 64(SP), 128 bytes per group of four keys (four
+// rows of 32 bytes).
+TEXT ·accumQ8_0T4AVX2(SB), 0, $4160-48
 	MOVQ p+8(FP), AX
 	MOVQ 0(AX), R8
 	MOVQ 8(AX), R9
@@ -269,6 +295,10 @@ TEXT ·accumQ8_0T4AVX2(SB), NOSPLIT, $56-56
 	MOVQ ldt+24(FP), DX
 	MOVL $0x0DA24260, AX // 1e-30
 	VMOVD AX, X14
+	MOVQ n+32(FP), AX
+	ADDQ $15, AX
+	SHRQ $4, AX
+	MOVQ AX, 56(SP)
 
 	// P_r: the largest weight of each row
 	VXORPS Y4, Y4, Y4
@@ -301,18 +331,16 @@ kv2pmax:
 	VDIVPS 16(SP), X2, X2
 	VMOVUPS X2, 0(SP)
 
-	// block column by block column: DI its first tile, R12 its number
 	MOVQ v+16(FP), DI
 	XORQ R12, R12
 
 kv2blk:
-	// D_b: the largest scale of the block column's keys; 32767/D_b and
-	// the output scales P_r·D_b/32767
+	// D_b: the largest scale of the block column's keys
 	VXORPS Y4, Y4, Y4
 	MOVQ DI, BX
 	MOVQ n+32(FP), R13
 
-kv2dmaxt:
+kv2dmax:
 	KT2_MASK(R13, Y15, X15)
 	VCVTPH2PS 512(BX), Y0
 	VANDPS Y15, Y0, Y0
@@ -324,7 +352,7 @@ kv2dmaxt:
 	VMAXPS Y0, Y4, Y4
 	ADDQ DX, BX
 	SUBQ $16, R13
-	JGT kv2dmaxt
+	JGT kv2dmax
 	KV2_HMAX(Y4, X4, 48)
 	VMOVSS 48(SP), X0
 	MOVL $0x46FFFE00, AX // 32767
@@ -338,9 +366,9 @@ kv2dmaxt:
 	VMULPS 16(SP), X0, X0
 	VMOVUPS X0, 32(SP)
 
-	// the weights, eight keys at a time: BX the byte offset in p (32 per
-	// eight keys; bit 5 tells the tile's second half), CX the half tile's
-	// scales less 512, AX its weights in scr
+	// the weights, a half tile (eight keys) at a time, for all of the last
+	// tile (zero past n): BX the byte offset in p, CX the tile, AX the
+	// half tile's weight vectors
 	MOVQ p+8(FP), AX
 	MOVQ 0(AX), R8
 	MOVQ 8(AX), R9
@@ -353,7 +381,7 @@ kv2dmaxt:
 	VBROADCASTSS 52(SP), Y9
 	MOVQ n+32(FP), R13
 	XORQ BX, BX
-	MOVQ scr+48(FP), AX
+	LEAQ 64(SP), AX
 	MOVQ DI, CX
 
 kv2wt:
@@ -369,24 +397,33 @@ kv2wt:
 	VCVTPH2PS 512(CX), Y8
 	VANDPS Y15, Y8, Y8
 	VMULPS Y9, Y8, Y8
-	KV2_WPAIR(Y4, Y5, 0)
-	KV2_WPAIR(Y6, Y7, 512)
-	TESTQ $32, BX
-	JNZ kv2wsecond
-	ADDQ $16, CX
-	JMP kv2wnext
-
-kv2wsecond:
-	LEAQ -16(CX)(DX*1), CX
-
-kv2wnext:
-	ADDQ $32, BX
-	ADDQ $16, AX
+	KV2_WPAIR(Y4, Y5, 0, 1)
+	KV2_WPAIR(Y6, Y7, 2, 3)
+	ADDQ $256, AX
+	SUBQ $8, R13
+	// the tile's second half: the same tile, its second eight scales
+	KT2_MASK(R13, Y15, X15)
+	VMASKMOVPS 32(R8)(BX*1), Y15, Y4
+	VMASKMOVPS 32(R9)(BX*1), Y15, Y5
+	VMASKMOVPS 32(R10)(BX*1), Y15, Y6
+	VMASKMOVPS 32(R11)(BX*1), Y15, Y7
+	VMULPS Y0, Y4, Y4
+	VMULPS Y1, Y5, Y5
+	VMULPS Y2, Y6, Y6
+	VMULPS Y3, Y7, Y7
+	VCVTPH2PS 528(CX), Y8
+	VANDPS Y15, Y8, Y8
+	VMULPS Y9, Y8, Y8
+	KV2_WPAIR(Y4, Y5, 0, 1)
+	KV2_WPAIR(Y6, Y7, 2, 3)
+	ADDQ $256, AX
+	ADDQ $64, BX
+	ADDQ DX, CX
 	SUBQ $8, R13
 	JGT kv2wt
 
-	// four passes over the keys, eight columns each (R13: their byte
-	// offset in the row groups of four keys and in o)
+	// four passes over the tiles, eight columns each (R13: their byte
+	// offset in the key groups and in o)
 	MOVQ o+0(FP), AX
 	MOVQ 0(AX), R8
 	MOVQ 8(AX), R9
@@ -404,33 +441,44 @@ kv2quarter:
 	VPXOR Y6, Y6, Y6
 	VPXOR Y7, Y7, Y7
 	LEAQ (DI)(R13*1), SI
-	MOVQ scr+48(FP), AX
-	MOVQ n+32(FP), CX
-	ADDQ $3, CX
-	SHRQ $2, CX
-	XORQ BX, BX
+	LEAQ 64(SP), AX
+	MOVQ 56(SP), CX
+	TESTQ R13, R13
+	JNZ kv2tile
 
-kv2grp:
-	PREFETCHT2 (SI)(DX*8)
-	PREFETCHT0 (SI)(DX*2)
-	VPMOVSXBW (SI), Y8
-	VPMOVSXBW 16(SI), Y9
-	KV2_ROWS(0, Y0, Y1)
-	KV2_ROWS(1, Y2, Y3)
-	KV2_ROWS(2, Y4, Y5)
-	KV2_ROWS(3, Y6, Y7)
-	ADDQ $8, AX
-	ADDQ $128, SI
-	INCQ BX
-	CMPQ BX, $4
-	JNE kv2gnext
-	XORQ BX, BX
-	LEAQ -512(SI)(DX*1), SI
-
-kv2gnext:
+kv2tilepf:
+	// the first pass prefetches
+	KV2_PF(0)
+	KV2_PF(64)
+	KV2_PF(128)
+	KV2_PF(192)
+	KV2_PF(256)
+	KV2_PF(320)
+	KV2_PF(384)
+	KV2_PF(448)
+	KV2_PF(512)
+	KV2_PF(543)
+	KV2_GROUP(0)
+	KV2_GROUP(1)
+	KV2_GROUP(2)
+	KV2_GROUP(3)
+	ADDQ DX, SI
+	ADDQ $512, AX
 	DECQ CX
-	JNZ kv2grp
+	JNZ kv2tilepf
+	JMP kv2sum
 
+kv2tile:
+	KV2_GROUP(0)
+	KV2_GROUP(1)
+	KV2_GROUP(2)
+	KV2_GROUP(3)
+	ADDQ DX, SI
+	ADDQ $512, AX
+	DECQ CX
+	JNZ kv2tile
+
+kv2sum:
 	KV2_SUM(Y0, Y1)
 	KV2_SUM(Y2, Y3)
 	KV2_SUM(Y4, Y5)
