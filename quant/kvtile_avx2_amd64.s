@@ -331,11 +331,13 @@ kv2pmax:
 	VDIVPS 16(SP), X2, X2
 	VMOVUPS X2, 0(SP)
 
+	// block column by block column: DI its first tile, R12 its number
 	MOVQ v+16(FP), DI
 	XORQ R12, R12
 
 kv2blk:
-	// D_b: the largest scale of the block column's keys
+	// D_b: the largest scale of the block column's keys; 32767/D_b and
+	// the output scales P_r·D_b/32767
 	VXORPS Y4, Y4, Y4
 	MOVQ DI, BX
 	MOVQ n+32(FP), R13
