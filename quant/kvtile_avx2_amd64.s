@@ -240,6 +240,27 @@ kt2tnext:
 	KV2_WQ(Y10, 0xAA, 128+32*ra) \
 	KV2_WQ(Y10, 0xFF, 128+32*rb)
 
+// KV2_WHALF(poff, soff): the weights of a half tile, its rows' p at
+// poff(R8..R11)(BX*1) and its keys' scales at soff(CX), for the R13 keys
+// left (zero past them); then AX to the next half tile, R13 less eight.
+#define KV2_WHALF(poff, soff) \
+	KT2_MASK(R13, Y15, X15) \
+	VMASKMOVPS poff(R8)(BX*1), Y15, Y4 \
+	VMASKMOVPS poff(R9)(BX*1), Y15, Y5 \
+	VMASKMOVPS poff(R10)(BX*1), Y15, Y6 \
+	VMASKMOVPS poff(R11)(BX*1), Y15, Y7 \
+	VMULPS Y0, Y4, Y4 \
+	VMULPS Y1, Y5, Y5 \
+	VMULPS Y2, Y6, Y6 \
+	VMULPS Y3, Y7, Y7 \
+	VCVTPH2PS soff(CX), Y8 \
+	VANDPS Y15, Y8, Y8 \
+	VMULPS Y9, Y8, Y8 \
+	KV2_WPAIR(Y4, Y5, 0, 1) \
+	KV2_WPAIR(Y6, Y7, 2, 3) \
+	ADDQ $256, AX \
+	SUBQ $8, R13
+
 // KV2_ROWS(g, r, a, b): row r's broadcast weights of key group g of the
 // tile times the values Y8 (columns 0-3 of the quarter) and Y9 (4-7).
 #define KV2_ROWS(g, r, a, b) \
@@ -387,41 +408,12 @@ kv2dmax:
 	MOVQ DI, CX
 
 kv2wt:
-	KT2_MASK(R13, Y15, X15)
-	VMASKMOVPS (R8)(BX*1), Y15, Y4
-	VMASKMOVPS (R9)(BX*1), Y15, Y5
-	VMASKMOVPS (R10)(BX*1), Y15, Y6
-	VMASKMOVPS (R11)(BX*1), Y15, Y7
-	VMULPS Y0, Y4, Y4
-	VMULPS Y1, Y5, Y5
-	VMULPS Y2, Y6, Y6
-	VMULPS Y3, Y7, Y7
-	VCVTPH2PS 512(CX), Y8
-	VANDPS Y15, Y8, Y8
-	VMULPS Y9, Y8, Y8
-	KV2_WPAIR(Y4, Y5, 0, 1)
-	KV2_WPAIR(Y6, Y7, 2, 3)
-	ADDQ $256, AX
-	SUBQ $8, R13
+	KV2_WHALF(0, 512)
 	// the tile's second half: the same tile, its second eight scales
-	KT2_MASK(R13, Y15, X15)
-	VMASKMOVPS 32(R8)(BX*1), Y15, Y4
-	VMASKMOVPS 32(R9)(BX*1), Y15, Y5
-	VMASKMOVPS 32(R10)(BX*1), Y15, Y6
-	VMASKMOVPS 32(R11)(BX*1), Y15, Y7
-	VMULPS Y0, Y4, Y4
-	VMULPS Y1, Y5, Y5
-	VMULPS Y2, Y6, Y6
-	VMULPS Y3, Y7, Y7
-	VCVTPH2PS 528(CX), Y8
-	VANDPS Y15, Y8, Y8
-	VMULPS Y9, Y8, Y8
-	KV2_WPAIR(Y4, Y5, 0, 1)
-	KV2_WPAIR(Y6, Y7, 2, 3)
-	ADDQ $256, AX
+	KV2_WHALF(32, 528)
 	ADDQ $64, BX
 	ADDQ DX, CX
-	SUBQ $8, R13
+	TESTQ R13, R13
 	JGT kv2wt
 
 	// four passes over the tiles, eight columns each (R13: their byte
