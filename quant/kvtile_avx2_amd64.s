@@ -279,6 +279,17 @@ kt2tnext:
 	KV2_ROWS(g, 2, Y4, Y5) \
 	KV2_ROWS(g, 3, Y6, Y7)
 
+// KV2_TILE: the four key groups of the tile at SI (their weights at AX),
+// then SI and AX to the next tile, CX one less.
+#define KV2_TILE \
+	KV2_GROUP(0) \
+	KV2_GROUP(1) \
+	KV2_GROUP(2) \
+	KV2_GROUP(3) \
+	ADDQ DX, SI \
+	ADDQ $512, AX \
+	DECQ CX
+
 // KV2_PF(off): the line off of the block column of the tile two ahead
 // into L1, of the tile eight ahead (the next call's) into L2.
 #define KV2_PF(off) \
@@ -452,24 +463,12 @@ kv2tilepf:
 	KV2_PF(448)
 	KV2_PF(512)
 	KV2_PF(543)
-	KV2_GROUP(0)
-	KV2_GROUP(1)
-	KV2_GROUP(2)
-	KV2_GROUP(3)
-	ADDQ DX, SI
-	ADDQ $512, AX
-	DECQ CX
+	KV2_TILE
 	JNZ kv2tilepf
 	JMP kv2sum
 
 kv2tile:
-	KV2_GROUP(0)
-	KV2_GROUP(1)
-	KV2_GROUP(2)
-	KV2_GROUP(3)
-	ADDQ DX, SI
-	ADDQ $512, AX
-	DECQ CX
+	KV2_TILE
 	JNZ kv2tile
 
 kv2sum:
