@@ -287,3 +287,65 @@ func BenchmarkKVTiled(b *testing.B) {
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/key")
 	})
 }
+
+// BenchmarkKVTiledHeads runs the two tiled kernels as a decode attention
+// pass calls them (one thread, no softmax): four KV heads side by side in
+// each tile, four query rows each, calls of 128 keys (the scores of all
+// heads, then each head's values), over caches of L keys: with L = 1K the
+// caches stay in L2/L3, with L = 32K they come from memory, so the two
+// show what the loads cost. Each key's tiles hold random bytes with unit
+// scales (the kernels' speed does not depend on the values).
+func BenchmarkKVTiledHeads(b *testing.B) {
+	if !tiledSIMD() {
+		b.Skip("no AVX2")
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	const m, nb, heads, span = 4, 4, 4, 128
+	W := heads * nb
+	ldt := W * KVTileBlockBytes
+	qb := nb * Q8ActBlockBytes
+	x := make([]byte, heads*m*qb)
+	for i := 0; i < heads*m; i++ {
+		QuantizeQ8Act(x[i*qb:], kvRow(r, nb*QK))
+	}
+	s := make([]float32, heads*m*span)
+	for i := range s {
+		s[i] = r.Float32()
+	}
+	o := make([]float32, heads*m*nb*QK)
+	for _, L := range []int{1024, 32768} {
+		k, v := make([]byte, L/KVTile*ldt), make([]byte, L/KVTile*ldt)
+		for _, t := range [][]byte{k, v} {
+			for i := range t {
+				t[i] = byte(r.Uint32())
+			}
+			for tile := 0; tile < L/KVTile; tile++ {
+				for c := 0; c < W; c++ {
+					sc := t[tile*ldt+c*KVTileBlockBytes+KVTile*QK:]
+					for j := 0; j < KVTile; j++ {
+						sc[2*j], sc[2*j+1] = 0x00, 0x3c // 1.0 in float16
+					}
+				}
+			}
+		}
+		scores := func(j0 int) { DotQ8_0TiledHeads(s, span, x, qb, m, heads, k[j0/KVTile*ldt:], ldt, span, nb) }
+		values := func(j0 int) {
+			for h := 0; h < heads; h++ {
+				AccumQ8_0Tiled(o[h*m*nb*QK:], nb*QK, s[h*m*span:], span, m, v[j0/KVTile*ldt+h*nb*KVTileBlockBytes:], ldt, span, nb)
+			}
+		}
+		for _, c := range []struct {
+			name string
+			f    func(int)
+		}{{"scores", scores}, {"values", values}, {"both", func(j0 int) { scores(j0); values(j0) }}} {
+			b.Run(fmt.Sprintf("%s/L=%d", c.name, L), func(b *testing.B) {
+				for i := 0; i < b.N; i++ {
+					for j0 := 0; j0 < L; j0 += span {
+						c.f(j0)
+					}
+				}
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*L*heads), "ns/key/head")
+			})
+		}
+	}
+}
