@@ -51,24 +51,9 @@ var useVNNI = true
 // which completes avx2Kernels (tile_amd64.go).
 func vnniKernels() kernelSet {
 	k := avx2Kernels
-	k.q4kRows = func(w []byte, rb int, x []byte, out []float32) {
-		rowsCall(dotQ4KVNNIRows, 144, 292, w, rb, x, out)
-	}
-	k.q6kRows = func(w []byte, rb int, x []byte, out []float32) {
-		rowsCall(dotQ6KVNNIRows, 210, 292, w, rb, x, out)
-	}
-	k.q8_0Rows = func(w []byte, rb int, x []byte, out []float32) {
-		rowsCall(dotQ8_0VNNIRows, 34, q8aBlockBytes, w, rb, x, out)
-	}
-	k.q4k = func(w, x []byte) float32 {
-		return rowCall(dotQ4KVNNIRows, 144, 292, w, x)
-	}
-	k.q6k = func(w, x []byte) float32 {
-		return rowCall(dotQ6KVNNIRows, 210, 292, w, x)
-	}
-	k.q8_0 = func(w, x []byte) float32 {
-		return rowCall(dotQ8_0VNNIRows, 34, q8aBlockBytes, w, x)
-	}
+	setRows(&k.q4kRows, &k.q4k, dotQ4KVNNIRows, 144, 292)
+	setRows(&k.q6kRows, &k.q6k, dotQ6KVNNIRows, 210, 292)
+	setRows(&k.q8_0Rows, &k.q8_0, dotQ8_0VNNIRows, 34, q8aBlockBytes)
 	k.q4kx4 = func(w []byte, xs *[4][]byte, res *[4]float32) {
 		x4Call(dotQ4KVNNIx4, 144, 292, w, xs, res)
 	}
@@ -87,10 +72,23 @@ func vnniKernels() kernelSet {
 	return k
 }
 
+// asmRows is the signature of the assembly rows kernels (rows_amd64.s,
+// dot512_amd64.s): out[i] = (row i of w, rows rb bytes apart, nb blocks
+// each) · x for i < n.
+type asmRows func(w *byte, rb, n int, x *byte, nb int, out *float32)
+
+// setRows makes a kernel set's rows kernel and one-row kernel of a type
+// (*rows, *one) call the assembly rows kernel f, for weight blocks of wbs
+// bytes against activation blocks of xbs bytes.
+func setRows(rows *rowsKernel, one *func(w, x []byte) float32, f asmRows, wbs, xbs int) {
+	*rows = func(w []byte, rb int, x []byte, out []float32) { rowsCall(f, wbs, xbs, w, rb, x, out) }
+	*one = func(w, x []byte) float32 { return rowCall(f, wbs, xbs, w, x) }
+}
+
 // rowsCall bounds-checks len(out) weight rows (rb bytes apart, blocks of
 // wbs bytes) against the blocks of the activation row x (xbs bytes each)
 // and calls the rows kernel k.
-func rowsCall(k func(w *byte, rb, n int, x *byte, nb int, out *float32), wbs, xbs int, w []byte, rb int, x []byte, out []float32) {
+func rowsCall(k asmRows, wbs, xbs int, w []byte, rb int, x []byte, out []float32) {
 	n, nb := len(out), len(x)/xbs
 	if n == 0 {
 		return
@@ -107,7 +105,7 @@ func rowsCall(k func(w *byte, rb, n int, x *byte, nb int, out *float32), wbs, xb
 }
 
 // rowCall is rowsCall for one weight row.
-func rowCall(k func(w *byte, rb, n int, x *byte, nb int, out *float32), wbs, xbs int, w, x []byte) float32 {
+func rowCall(k asmRows, wbs, xbs int, w, x []byte) float32 {
 	nb := len(x) / xbs
 	if nb == 0 {
 		return 0

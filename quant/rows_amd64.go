@@ -27,29 +27,9 @@ func dotQ4_0AVX2Rows(w *byte, rb, n int, x *byte, nb int, out *float32)
 // The rows kernels join avx2Kernels during package variable initialization,
 // before dot_amd64.go's init selects that set.
 var _ = func() bool {
-	avx2Kernels.q4kRows = func(w []byte, rb int, x []byte, out []float32) {
-		rowsCall(dotQ4KAVX2Rows, 144, 292, w, rb, x, out)
-	}
-	avx2Kernels.q6kRows = func(w []byte, rb int, x []byte, out []float32) {
-		rowsCall(dotQ6KAVX2Rows, 210, 292, w, rb, x, out)
-	}
-	avx2Kernels.q8_0Rows = func(w []byte, rb int, x []byte, out []float32) {
-		rowsCall(dotQ8_0AVX2Rows, 34, q8aBlockBytes, w, rb, x, out)
-	}
-	avx2Kernels.q4_0Rows = func(w []byte, rb int, x []byte, out []float32) {
-		rowsCall(dotQ4_0AVX2Rows, 18, q8aBlockBytes, w, rb, x, out)
-	}
-	avx2Kernels.q4_0 = func(w, x []byte) float32 {
-		return rowCall(dotQ4_0AVX2Rows, 18, q8aBlockBytes, w, x)
-	}
-	avx2Kernels.q8_0 = func(w, x []byte) float32 {
-		return rowCall(dotQ8_0AVX2Rows, 34, q8aBlockBytes, w, x)
-	}
-	avx2Kernels.q4k = func(w, x []byte) float32 {
-		return rowCall(dotQ4KAVX2Rows, 144, 292, w, x)
-	}
-	avx2Kernels.q6k = func(w, x []byte) float32 {
-		return rowCall(dotQ6KAVX2Rows, 210, 292, w, x)
-	}
+	setRows(&avx2Kernels.q4kRows, &avx2Kernels.q4k, dotQ4KAVX2Rows, 144, 292)
+	setRows(&avx2Kernels.q6kRows, &avx2Kernels.q6k, dotQ6KAVX2Rows, 210, 292)
+	setRows(&avx2Kernels.q8_0Rows, &avx2Kernels.q8_0, dotQ8_0AVX2Rows, 34, q8aBlockBytes)
+	setRows(&avx2Kernels.q4_0Rows, &avx2Kernels.q4_0, dotQ4_0AVX2Rows, 18, q8aBlockBytes)
 	return true
 }()

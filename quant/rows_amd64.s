@@ -25,6 +25,34 @@
 // against 15.3-18.1. (The AVX-512 kernels of dot512_amd64.s measured
 // faster without prefetches on a Zen 5.)
 
+// ROWS_ARGS loads a rows kernel's arguments: R8 the first row (w), R9 rb,
+// R10 n, R11 out.
+#define ROWS_ARGS \
+	MOVQ w+0(FP), R8 \
+	MOVQ rb+8(FP), R9 \
+	MOVQ n+16(FP), R10 \
+	MOVQ out+40(FP), R11
+
+// ROWS_START starts a row: SI its blocks, DI x's, CX nb, Y10 zero.
+#define ROWS_START \
+	MOVQ R8, SI \
+	MOVQ x+24(FP), DI \
+	MOVQ nb+32(FP), CX \
+	VXORPS Y10, Y10, Y10
+
+// ROWS_NEXT(y, x): out[i] = the sum of y's eight floats (x: its low half),
+// stored at R11; then the next row: R11 on by 4, R8 (the row) on by rb
+// (R9), R10 (rows left) one less, its flags for the loop's JNZ.
+#define ROWS_NEXT(y, x) \
+	VEXTRACTF128 $1, y, X1 \
+	VADDPS       X1, x, X0 \
+	VHADDPS      X0, X0, X0 \
+	VHADDPS      X0, X0, X0 \
+	VMOVSS X0, 0(R11) \
+	ADDQ $4, R11 \
+	ADDQ R9, R8 \
+	DECQ R10
+
 // VPSHUFB controls from [sc0..3 m0..3 sc4..7 m4..7] to 16 words of sc[k],
 // k = 0..7 (sc[k] is byte k for k < 4, byte k+4 for k >= 4).
 DATA q4kAVX2Sc<>+0(SB)/8, $0x8000800080008000
@@ -91,10 +119,7 @@ GLOBL q4kAVX2Min<>(SB), RODATA|NOPTR, $32
 // Q8_K blocks), for i < n (n, nb >= 1). Y10 = Σ d·dx·(Σ sc·q·x), Y11 = Σ
 // dmin·dx·(Σ m·bsums).
 TEXT ·dotQ4KAVX2Rows(SB), NOSPLIT, $0-48
-	MOVQ w+0(FP), R8
-	MOVQ rb+8(FP), R9
-	MOVQ n+16(FP), R10
-	MOVQ out+40(FP), R11
+	ROWS_ARGS
 	MOVL $0x0f0f0f0f, AX
 	VMOVD AX, X15
 	VPBROADCASTD X15, Y15
@@ -104,10 +129,7 @@ TEXT ·dotQ4KAVX2Rows(SB), NOSPLIT, $0-48
 	MOVQ $0x0f0f0f0f00000000, R14
 
 q4krrow:
-	MOVQ R8, SI
-	MOVQ x+24(FP), DI
-	MOVQ nb+32(FP), CX
-	VXORPS Y10, Y10, Y10
+	ROWS_START
 	VXORPS Y11, Y11, Y11
 
 q4krloop:
@@ -161,14 +183,7 @@ q4krloop:
 	JNZ  q4krloop
 
 	VSUBPS Y11, Y10, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS       X1, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS X0, 0(R11)
-	ADDQ $4, R11
-	ADDQ R9, R8
-	DECQ R10
+	ROWS_NEXT(Y0, X0)
 	JNZ  q4krrow
 	VZEROUPPER
 	RET
@@ -233,10 +248,7 @@ GLOBL q6kAVX2Sc<>(SB), RODATA|NOPTR, $128
 // func dotQ6KAVX2Rows(w *byte, rb, n int, x *byte, nb int, out *float32)
 // As dotQ4KAVX2Rows for Q6_K rows (210-byte blocks).
 TEXT ·dotQ6KAVX2Rows(SB), NOSPLIT, $0-48
-	MOVQ w+0(FP), R8
-	MOVQ rb+8(FP), R9
-	MOVQ n+16(FP), R10
-	MOVQ out+40(FP), R11
+	ROWS_ARGS
 	MOVL $0x0f0f0f0f, AX
 	VMOVD AX, X15
 	VPBROADCASTD X15, Y15
@@ -245,10 +257,7 @@ TEXT ·dotQ6KAVX2Rows(SB), NOSPLIT, $0-48
 	VPBROADCASTD X14, Y14
 
 q6krrow:
-	MOVQ R8, SI
-	MOVQ x+24(FP), DI
-	MOVQ nb+32(FP), CX
-	VXORPS Y10, Y10, Y10
+	ROWS_START
 
 q6krloop:
 	PREFETCHT2 3360(SI) // 16 blocks ahead, four lines a block
@@ -277,14 +286,7 @@ q6krloop:
 	DECQ CX
 	JNZ  q6krloop
 
-	VEXTRACTF128 $1, Y10, X1
-	VADDPS       X1, X10, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS X0, 0(R11)
-	ADDQ $4, R11
-	ADDQ R9, R8
-	DECQ R10
+	ROWS_NEXT(Y10, X10)
 	JNZ  q6krrow
 	VZEROUPPER
 	RET
@@ -309,19 +311,13 @@ q6krloop:
 // As dotQ4KAVX2Rows for Q8_0 rows (34-byte blocks) against Q8 activation
 // blocks (36 bytes), two blocks a step.
 TEXT ·dotQ8_0AVX2Rows(SB), NOSPLIT, $0-48
-	MOVQ w+0(FP), R8
-	MOVQ rb+8(FP), R9
-	MOVQ n+16(FP), R10
-	MOVQ out+40(FP), R11
+	ROWS_ARGS
 	MOVL $0x00010001, AX
 	VMOVD AX, X13
 	VPBROADCASTD X13, Y13
 
 q80rrow:
-	MOVQ R8, SI
-	MOVQ x+24(FP), DI
-	MOVQ nb+32(FP), CX
-	VXORPS Y10, Y10, Y10
+	ROWS_START
 	VXORPS Y11, Y11, Y11
 
 q80rloop2:
@@ -343,14 +339,7 @@ q80rloop:
 
 q80rdone:
 	VADDPS Y11, Y10, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS       X1, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS X0, 0(R11)
-	ADDQ $4, R11
-	ADDQ R9, R8
-	DECQ R10
+	ROWS_NEXT(Y0, X0)
 	JNZ  q80rrow
 	VZEROUPPER
 	RET
@@ -379,10 +368,7 @@ q80rdone:
 // func dotQ4_0AVX2Rows(w *byte, rb, n int, x *byte, nb int, out *float32)
 // As dotQ8_0AVX2Rows for Q4_0 rows (18-byte blocks).
 TEXT ·dotQ4_0AVX2Rows(SB), NOSPLIT, $0-48
-	MOVQ w+0(FP), R8
-	MOVQ rb+8(FP), R9
-	MOVQ n+16(FP), R10
-	MOVQ out+40(FP), R11
+	ROWS_ARGS
 	MOVL $0x0f0f0f0f, AX
 	VMOVD AX, X15
 	VPBROADCASTD X15, Y15
@@ -394,10 +380,7 @@ TEXT ·dotQ4_0AVX2Rows(SB), NOSPLIT, $0-48
 	VPBROADCASTD X13, Y13
 
 q40rrow:
-	MOVQ R8, SI
-	MOVQ x+24(FP), DI
-	MOVQ nb+32(FP), CX
-	VXORPS Y10, Y10, Y10
+	ROWS_START
 	VXORPS Y11, Y11, Y11
 
 q40rloop2:
@@ -418,14 +401,7 @@ q40rloop:
 
 q40rdone:
 	VADDPS Y11, Y10, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS       X1, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS X0, 0(R11)
-	ADDQ $4, R11
-	ADDQ R9, R8
-	DECQ R10
+	ROWS_NEXT(Y0, X0)
 	JNZ  q40rrow
 	VZEROUPPER
 	RET
