@@ -351,6 +351,8 @@ func BenchmarkOps(b *testing.B) {
 //     (RINGO_CUDA_DC_REG), 0 or 1
 //   - g4: the fewest output rows of the normed single-row GEMVs that run four
 //     rows per warp (RINGO_CUDA_GEMV4N), 0 for none
+//   - rg: the lightning gate norm inside the recurrence (RINGO_CUDA_REC_GATE), 0 or 1
+//   - ru: the routing by warps compiled for eight experts per row (RINGO_CUDA_ROUTE_UNROLL), 0 or 1
 //
 // The default list is "rope=1;rope=0". Separate processes on the GPU
 // machine differ by a few per cent; alternating steps resolves less than
@@ -474,7 +476,7 @@ func parseDecodeSettings(spec string, knobs map[string]decodeKnob) ([]decodeSett
 }
 
 // knobOrder names BenchmarkDecodeAB's knobs, the positional ones first.
-var knobOrder = []string{"rope", "rec", "gu", "dc", "nr", "seg", "gemv2", "rp", "dcpre", "ng", "wr", "g4", "dr", "rg"}
+var knobOrder = []string{"rope", "rec", "gu", "dc", "nr", "seg", "gemv2", "rp", "dcpre", "ng", "wr", "g4", "dr", "rg", "ru"}
 
 // decodeKnob is one of BenchmarkDecodeAB's settings: parse checks a value
 // and returns what sets it on the backend; restore puts back the value the
@@ -521,6 +523,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"g4":    number(&g.gemv4n, 0, math.MaxInt32),
 		"dr":    flag(&g.dcReg, false),
 		"rg":    flag(&g.recGate, false),
+		"ru":    flag(&g.routeUnroll, false),
 		"seg": {parse: func(v string) (func(), error) {
 			var f, r int
 			if v == "0" {
@@ -547,7 +550,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 	// the backend's values now, which restore puts back
 	fuseRope, recLate, guEarly, dcSplit, normRoute := g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.normRoute
 	segFirst, segRest, gemv2, readPinned, dcPre, ng := g.segFirst, g.segRest, g.gemv2, g.readPinned, g.dcPre, g.normGEMV
-	wr, g4, dr, rg := g.warpRoute, g.gemv4n, g.dcReg, g.recGate
+	wr, g4, dr, rg, ru := g.warpRoute, g.gemv4n, g.dcReg, g.recGate, g.routeUnroll
 	restore := map[string]func(){
 		"rope": func() { g.fuseRope = fuseRope }, "rec": func() { g.recLate = recLate },
 		"gu": func() { g.guEarly = guEarly }, "dc": func() { g.dcSplit = dcSplit },
@@ -555,7 +558,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"gemv2": func() { g.gemv2 = gemv2 }, "rp": func() { g.readPinned = readPinned },
 		"dcpre": func() { g.dcPre = dcPre }, "ng": func() { g.normGEMV = ng },
 		"wr": func() { g.warpRoute = wr }, "g4": func() { g.gemv4n = g4 }, "dr": func() { g.dcReg = dr },
-		"rg": func() { g.recGate = rg },
+		"rg": func() { g.recGate = rg }, "ru": func() { g.routeUnroll = ru },
 	}
 	for name, kn := range k {
 		kn.restore = restore[name]

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand"
+	"slices"
 	"sync"
 	"testing"
 
@@ -633,17 +634,33 @@ func TestRoute(t *testing.T) {
 			cb, gb = upload(t, g, hostWeight(rng, "bias", backend.F32, 1, c.E, 0.1))
 		}
 		cr := host().Route(l.c, cb, c.p)
-		gr := g.Route(l.g, gb, c.p)
-		ci, gi := make([]int32, c.p.TopK), make([]int32, c.p.TopK)
-		cw, gw := make([]float32, c.p.TopK), make([]float32, c.p.TopK)
-		for r := 0; r < T; r++ {
-			cr.Selected(r, ci, cw)
-			gr.Selected(r, gi, gw)
-			if fmt.Sprint(ci) != fmt.Sprint(gi) {
-				t.Fatalf("route E=%d row %d: ids %v, want %v", c.E, r, gi, ci)
+		// the routing by warps as compiled for any row, and for eight
+		// experts per row (RINGO_CUDA_ROUTE_UNROLL): the same choices and
+		// the same weights, bit for bit
+		var first []float32
+		for _, ru := range []bool{false, true} {
+			saved := g.routeUnroll
+			g.routeUnroll = ru
+			gr := g.Route(l.g, gb, c.p)
+			g.routeUnroll = saved
+			ci, gi := make([]int32, c.p.TopK), make([]int32, c.p.TopK)
+			cw, gw := make([]float32, c.p.TopK), make([]float32, c.p.TopK)
+			var all []float32
+			for r := 0; r < T; r++ {
+				cr.Selected(r, ci, cw)
+				gr.Selected(r, gi, gw)
+				if fmt.Sprint(ci) != fmt.Sprint(gi) {
+					t.Fatalf("route E=%d row %d (unrolled %v): ids %v, want %v", c.E, r, ru, gi, ci)
+				}
+				if e := relErr(gw, cw); e > 1e-6 {
+					t.Fatalf("route E=%d row %d (unrolled %v): weights %v, want %v", c.E, r, ru, gw, cw)
+				}
+				all = append(all, gw...)
 			}
-			if e := relErr(gw, cw); e > 1e-6 {
-				t.Fatalf("route E=%d row %d: weights %v, want %v", c.E, r, gw, cw)
+			if first == nil {
+				first = all
+			} else if !slices.Equal(first, all) {
+				t.Fatalf("route E=%d: weights differ between the unrolled and the general routing", c.E)
 			}
 		}
 	}

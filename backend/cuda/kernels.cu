@@ -1679,11 +1679,23 @@ __device__ __forceinline__ bool beats(int va, float a, int ia, int vb, float b, 
 // route_slots writes the selection: thread k < topk stores slot k's expert
 // sel[k] and its weight ssel[k] (normalised by the slots' sum, taken in slot
 // order by every slot's thread, when normalize), times rscale.
+// TK, when not 0, is topk known at compile time (the loads of the sum
+// issued at once; the same sum).
+template <int TK = 0>
 __device__ __forceinline__ void route_slots(const int* sel, const float* ssel, int topk, int normalize, float rscale, int* ids, float* wts) {
   int tid = threadIdx.x;
+  if (TK) topk = TK;
   if (tid < topk) {
     float sum = 0.f;
-    for (int k = 0; k < topk; k++) sum += ssel[k];
+    if (TK) {
+      float v[TK ? TK : 1];
+#pragma unroll
+      for (int k = 0; k < TK; k++) v[k] = ssel[k];
+#pragma unroll
+      for (int k = 0; k < TK; k++) sum += v[k];
+    } else {
+      for (int k = 0; k < topk; k++) sum += ssel[k];
+    }
     float wv = ssel[tid];
     if (normalize) wv /= sum + 1e-20f;
     ids[tid] = sel[tid];
@@ -1700,10 +1712,14 @@ __device__ __forceinline__ void route_slots(const int* sel, const float* ssel, i
 // Its shared arrays are route_row's (E <= MAXE entries each): wgs the group
 // scores, wtv and wti each group's top kk selection values by rank and their
 // experts (group g's at g·kk, groups·kk <= E), wsel and wssel the selection.
+// KK, when not 0, is kk == topk known at compile time: the loops over a
+// group's top kk and over the slots unrolled (their loads issued at once),
+// the same counts and sums.
+template <int KK>
 __device__ __forceinline__ void route_row_warp(float sv, float cv, int E, int groups, int keepGroups, int topk, int normalize, float rscale, int* ids,
                                                float* wts, unsigned long long tr, float* wgs, float* wtv, int* wti, int* wsel, float* wssel) {
   const unsigned FULL = 0xffffffffu;
-  int tid = threadIdx.x, lane = tid & 31, g = tid >> 5, kk = min(topk, 32);
+  int tid = threadIdx.x, lane = tid & 31, g = tid >> 5, kk = KK ? KK : min(topk, 32);
   bool in = tid < E;  // whole warps
   int grank = 0;
   float s0 = __shfl_sync(FULL, sv, 0);  // expert 0's score (warp 0), the placeholder of an unfilled slot
@@ -1741,7 +1757,16 @@ __device__ __forceinline__ void route_row_warp(float sv, float cv, int E, int gr
       int rank = 0;
       for (unsigned m = kept; m; m &= m - 1) {
         int h = __ffs(m) - 1;
-        for (int r = 0; r < kk; r++) rank += beats(1, wtv[h * kk + r], wti[h * kk + r], 1, cv, tid);
+        if (KK) {
+          float tv[KK ? KK : 1];
+          int ti[KK ? KK : 1];
+#pragma unroll
+          for (int r = 0; r < KK; r++) tv[r] = wtv[h * KK + r], ti[r] = wti[h * KK + r];
+#pragma unroll
+          for (int r = 0; r < KK; r++) rank += beats(1, tv[r], ti[r], 1, cv, tid);
+        } else {
+          for (int r = 0; r < kk; r++) rank += beats(1, wtv[h * kk + r], wti[h * kk + r], 1, cv, tid);
+        }
       }
       if (rank < topk) {
         wsel[rank] = tid;
@@ -1752,7 +1777,7 @@ __device__ __forceinline__ void route_row_warp(float sv, float cv, int E, int gr
   tl_probe(13, tr);
   __syncthreads();
   tl_probe(14, tr);
-  route_slots(wsel, wssel, topk, normalize, rscale, ids, wts);
+  route_slots<KK>(wsel, wssel, topk, normalize, rscale, ids, wts);
 }
 
 // route_row routes one row whose logit for expert tid is x (threads tid <
@@ -1782,7 +1807,10 @@ __device__ __forceinline__ void route_row(float x, int E, bool hasb, float bv, i
   float cv = hasb && in ? sv + bv : sv;
   tl_probe(10, tr);
   if (warp && E == groups * 32 && groups <= 32 && topk <= 32 && keepGroups <= groups) {
-    route_row_warp(sv, cv, E, groups, keepGroups, topk, normalize, rscale, ids, wts, tr, gs, c, gtop, sel, ssel);
+    if (warp == 2 && topk == 8)
+      route_row_warp<8>(sv, cv, E, groups, keepGroups, topk, normalize, rscale, ids, wts, tr, gs, c, gtop, sel, ssel);
+    else
+      route_row_warp<0>(sv, cv, E, groups, keepGroups, topk, normalize, rscale, ids, wts, tr, gs, c, gtop, sel, ssel);
     return;
   }
   if (in) {

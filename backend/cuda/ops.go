@@ -1385,9 +1385,22 @@ func (b *Backend) Route(logits backend.Tensor, bias backend.Weight, p backend.Ro
 		threads *= 2
 	}
 	b.launch("k_route", dim3{T, 1, 1}, dim3{threads, 1, 1}, 0, pArg(b.ptr("Route", logits)), lArg(logits.Stride), iArg(E), pArg(pb),
-		iArg(groups), iArg(keep), iArg(p.TopK), bArg(p.Sigmoid), bArg(p.Normalize), fArg(p.Scale), pArg(r.p), pArg(r.p+uintptr(4*T*p.TopK)), bArg(b.warpRoute))
+		iArg(groups), iArg(keep), iArg(p.TopK), bArg(p.Sigmoid), bArg(p.Normalize), fArg(p.Scale), pArg(r.p), pArg(r.p+uintptr(4*T*p.TopK)), iArg(b.routeMode()))
 	b.routeEnd = len(b.queue)
 	return r
+}
+
+// routeMode is the routing kernels' warp argument: 0 for the ranks by
+// threads, 1 for the ranks by warps (warpRoute), 2 for the latter with its
+// loops compiled for eight experts per row (routeUnroll; others take 1).
+func (b *Backend) routeMode() int {
+	switch {
+	case !b.warpRoute:
+		return 0
+	case b.routeUnroll:
+		return 2
+	}
+	return 1
 }
 
 // k_norm_route's limits (NR_CL, NR_ROWS, NR_MAXE, NR_MAXC in kernels.cu):
@@ -1421,7 +1434,7 @@ func (b *Backend) AddRMSNormRoute(dst, x, a backend.Tensor, wt backend.Weight, e
 	r := b.newRouting(1, p.TopK)
 	b.launch("k_norm_route", dim3{nrCluster, 1, 1}, dim3{512, 1, 1}, 0, pArg(b.ptr("AddRMSNormRoute", dst)), pArg(b.ptr("AddRMSNormRoute", x)),
 		pArg(b.ptr("AddRMSNormRoute", a)), pArg(w.p), iArg(K), iArg(nt), fArg(eps), pArg(rw.p), iArg(E), pArg(b.ptr("AddRMSNormRoute", logits)),
-		pArg(pb), iArg(groups), iArg(keep), iArg(p.TopK), bArg(p.Sigmoid), bArg(p.Normalize), fArg(p.Scale), pArg(r.p), pArg(r.p+uintptr(4*p.TopK)), bArg(b.warpRoute))
+		pArg(pb), iArg(groups), iArg(keep), iArg(p.TopK), bArg(p.Sigmoid), bArg(p.Normalize), fArg(p.Scale), pArg(r.p), pArg(r.p+uintptr(4*p.TopK)), iArg(b.routeMode()))
 	return r
 }
 
