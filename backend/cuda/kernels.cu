@@ -1782,7 +1782,9 @@ __device__ __forceinline__ void route_row_warp(float sv, float cv, int E, int gr
 
 // route_row routes one row whose logit for expert tid is x (threads tid <
 // E; E <= MAXE <= blockDim), the expert's selection bias bv when hasb,
-// writing ids[0..topk) and wts[0..topk).
+// writing ids[0..topk) and wts[0..topk). warp: 0 the ranks by threads, 1
+// by warps where the groups allow (route_row_warp), 2 the same compiled for
+// eight experts per row when topk is 8 (the host's routeMode).
 template <int MAXE>
 __device__ __forceinline__ void route_row(float x, int E, bool hasb, float bv, int groups, int keepGroups, int topk, int sigm, int normalize, float rscale,
                                           int* ids, float* wts, int warp = 0) {
