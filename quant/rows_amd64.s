@@ -291,14 +291,19 @@ q6krloop:
 	VZEROUPPER
 	RET
 
-// One Q8_0 block at woff(SI) times the Q8 activation block at xoff(DI)
-// (the sign trick: |w| times x with w's signs), accumulated into acc.
-#define Q80R_BLOCK(woff, xoff, acc) \
+// Q8R_SCALE(woff, xoff): Y0 = the product of the float16 scale of the
+// weight block at woff(SI) and the float scale of the Q8 activation block
+// at xoff(DI), broadcast.
+#define Q8R_SCALE(woff, xoff) \
 	VPBROADCASTW woff(SI), X0 \
 	VCVTPH2PS X0, X0 \
 	VMULSS  xoff(DI), X0, X0 \
-	VBROADCASTSS X0, Y0 \
-	VMOVDQU woff+2(SI), Y1 \
+	VBROADCASTSS X0, Y0
+
+// Q8R_DOT(xoff, acc): acc += Y0 × the 32 signed weight bytes Y1 times the
+// Q8 activation block's bytes at xoff+4(DI) (the sign trick: |w| times x
+// with w's signs; Y13 = 1 words).
+#define Q8R_DOT(xoff, acc) \
 	VMOVDQU xoff+4(DI), Y2 \
 	VPSIGNB Y1, Y1, Y3 \
 	VPSIGNB Y1, Y2, Y2 \
@@ -306,6 +311,13 @@ q6krloop:
 	VPMADDWD Y13, Y3, Y3 \
 	VCVTDQ2PS Y3, Y3 \
 	VFMADD231PS Y0, Y3, acc
+
+// One Q8_0 block at woff(SI) times the Q8 activation block at xoff(DI),
+// accumulated into acc.
+#define Q80R_BLOCK(woff, xoff, acc) \
+	Q8R_SCALE(woff, xoff) \
+	VMOVDQU woff+2(SI), Y1 \
+	Q8R_DOT(xoff, acc)
 
 // func dotQ8_0AVX2Rows(w *byte, rb, n int, x *byte, nb int, out *float32)
 // As dotQ4KAVX2Rows for Q8_0 rows (34-byte blocks) against Q8 activation
@@ -345,25 +357,15 @@ q80rdone:
 	RET
 
 // One Q4_0 block at woff(SI) times the Q8 activation block at xoff(DI)
-// (nibbles minus 8, then as Q80R_BLOCK; Y15 = 0x0f, Y14 = 8, Y13 = 1 words),
-// into acc.
+// (nibbles minus 8, then as Q80R_BLOCK; Y15 = 0x0f, Y14 = 8), into acc.
 #define Q40R_BLOCK(woff, xoff, acc) \
-	VPBROADCASTW woff(SI), X0 \
-	VCVTPH2PS X0, X0 \
-	VMULSS  xoff(DI), X0, X0 \
-	VBROADCASTSS X0, Y0 \
+	Q8R_SCALE(woff, xoff) \
 	VMOVDQU woff+2(SI), X1 \
 	VPSRLW  $4, X1, X2 \
 	VINSERTI128 $1, X2, Y1, Y1 \
 	VPAND   Y15, Y1, Y1 \
 	VPSUBB  Y14, Y1, Y1 \
-	VMOVDQU xoff+4(DI), Y2 \
-	VPSIGNB Y1, Y1, Y3 \
-	VPSIGNB Y1, Y2, Y2 \
-	VPMADDUBSW Y2, Y3, Y3 \
-	VPMADDWD Y13, Y3, Y3 \
-	VCVTDQ2PS Y3, Y3 \
-	VFMADD231PS Y0, Y3, acc
+	Q8R_DOT(xoff, acc)
 
 // func dotQ4_0AVX2Rows(w *byte, rb, n int, x *byte, nb int, out *float32)
 // As dotQ8_0AVX2Rows for Q4_0 rows (18-byte blocks).
