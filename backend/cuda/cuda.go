@@ -210,6 +210,15 @@ type Backend struct {
 	// comparisons)
 	routeEnd int
 	guEarly  bool
+	// moeFused (RINGO_CUDA_MOE_FUSED=0 turns it off) runs the one-row BF16
+	// MoE with its shared expert as one kernel, moe_gd_bf16v, where all its
+	// blocks fit on the GPU at once (gdFits); gdBar is its grid barrier's
+	// two words (count, generation) and two counters for its timeline
+	// probes, zeroed at New
+	moeFused bool
+	gdLate   bool // RINGO_CUDA_GD_LATE=1: the routed down rows staged after the pairs, not before
+	gdBar    uintptr
+	gdOcc    map[int]int // blocks per SM of moe_gd_bf16v by dynamic shared memory
 	// dcSplit is the number of warps per output row of the BF16 moe_dc: 2
 	// (moe_dc2_bf16v, the default: 2.4 % faster decode steps than 1 on the
 	// H200), 3 (moe_dc3_bf16v) or 1 (moe_dc_bf16v); RINGO_CUDA_DC_SPLIT
@@ -364,8 +373,11 @@ func New(device int, opts Options) (*Backend, error) {
 	}
 	// the chunked lightning kernels need more than the default 48 KiB of shared memory
 	if b.smemOptin > 48<<10 {
-		for _, k := range []string{"k_lightning_chunk", "k_ltc_out64", "k_ltc_out128", "moe_mmb", "moe_mmb_gu", "moe_mmb_wg", "moe_mmb_gu_wg", "moe_mmb_yb", "moe_mmb_yb_wg", "moe_mmb_yb_wgs", "moe_mmb_gu_wg8", "moe_mmb_wg8", "moe_mmb_yb_wg8", "moe_mmb_yb_wgs8", "k_fattn4_128", "k_fattn4w_128", "k_fattn2_64", "k_fattn2_128", "k_fattn3_64", "k_fattn3_128"} {
-			if err := d.check(ccall(d.cuFuncSetAttribute, b.fns[k], cuFuncAttrMaxDynamicShared, uintptr(b.smemOptin)), "cuFuncSetAttribute("+k+")"); err != nil {
+		for _, k := range []string{"k_lightning_chunk", "k_ltc_out64", "k_ltc_out128", "moe_mmb", "moe_mmb_gu", "moe_mmb_wg", "moe_mmb_gu_wg", "moe_mmb_yb", "moe_mmb_yb_wg", "moe_mmb_yb_wgs", "moe_mmb_gu_wg8", "moe_mmb_wg8", "moe_mmb_yb_wg8", "moe_mmb_yb_wgs8", "k_fattn4_128", "k_fattn4w_128", "k_fattn2_64", "k_fattn2_128", "k_fattn3_64", "k_fattn3_128", "moe_gd_bf16v"} {
+			// the dynamic part may take what static shared memory leaves
+			var static int32
+			ccall(d.cuFuncGetAttribute, uintptr(unsafe.Pointer(&static)), cuFuncAttrSharedSizeBytes, b.fns[k])
+			if err := d.check(ccall(d.cuFuncSetAttribute, b.fns[k], cuFuncAttrMaxDynamicShared, uintptr(b.smemOptin-int(static))), "cuFuncSetAttribute("+k+")"); err != nil {
 				return fail(err)
 			}
 		}
@@ -392,6 +404,8 @@ func New(device int, opts Options) (*Backend, error) {
 	b.recGate = b.ccMaj >= 9 && os.Getenv("RINGO_CUDA_REC_GATE") != "0" &&
 		ccall(d.cuFuncSetAttribute, b.fns["k_lightning_recg"], cuFuncAttrNonPortableCluster, 1) == 0
 	b.guEarly = os.Getenv("RINGO_CUDA_GU_EARLY") != "0"
+	b.gdLate = os.Getenv("RINGO_CUDA_GD_LATE") == "1"
+	b.moeFused = d.cuOccupancyMaxActiveBlocksPerMultiprocessor != 0 && b.smemOptin > 48<<10 && os.Getenv("RINGO_CUDA_MOE_FUSED") != "0"
 	b.mmb = b.smemOptin >= mmbSmem && os.Getenv("RINGO_CUDA_MMB") != "0"
 	b.wgmma = b.mmb && wgmmaArch(b.ccMaj, b.ccMin) && os.Getenv("RINGO_CUDA_WGMMA") != "0"
 	b.fa2 = b.smemOptin >= fa2Smem(128) && os.Getenv("RINGO_CUDA_FA2") != "0"
@@ -440,6 +454,13 @@ func New(device int, opts Options) (*Backend, error) {
 		return fail(err)
 	}
 	b.stageCap = stageBytes
+	if err := d.check(ccall(d.cuMemAlloc, uintptr(unsafe.Pointer(&b.gdBar)), 16), "cuMemAlloc(moe_gd barrier)"); err != nil {
+		return fail(err)
+	}
+	var zero [4]uint32
+	if err := d.check(ccall(d.cuMemcpyHtoD, b.gdBar, uintptr(unsafe.Pointer(&zero[0])), 16), "cuMemcpyHtoD(moe_gd barrier)"); err != nil {
+		return fail(err)
+	}
 	if err := d.check(ccall(d.cuStreamCreate, uintptr(unsafe.Pointer(&b.stream)), 0), "cuStreamCreate"); err != nil {
 		return fail(err)
 	}
@@ -478,7 +499,7 @@ var kernelNames = []string{
 	"k_copy", "k_fill", "k_add", "k_addv", "k_silu", "k_silumul", "k_sigmul", "k_gather", "k_tobf16", "k_tobf16v", "k_split3bf16", "k_split3bf16v",
 	"embed_f32", "embed_f16", "embed_bf16", "embed_fp8", "k_rmsnorm", "k_addrmsnorm", "k_rope", "k_silumul_bf16", "k_rmsnorm_sigmul", "k_rmsnorm_sigmul_w2", "k_rmsnorm_sigmul_w4", "k_rmsnorm_sigmul_w8", "k_rmsnorm_sigmul_w16", "k_rmsnorm_rope", "k_rmsnorm_rope_w21", "k_rmsnorm_rope_w41", "k_rmsnorm_rope_w42",
 	"gemv_f32", "gemv_f16", "gemv_bf16", "gemv_bf16v", "gemv_fp8", "gemv_bf16v1", "gemv_bf16v2", "gemv_bf16v1n", "gemv_bf16v2n", "gemv_bf16v4n", "gemv_fp81", "k_fp8_bf16", "gemm_f32", "gemm_f16", "gemm_bf16",
-	"moe_gu_bf16v", "moe_gu_fp8", "moe_dc_bf16v", "moe_dc2_bf16v", "moe_dc3_bf16v", "moe_dc_fp8", "moe_gemv_f32", "moe_gemv_f16", "moe_gemv_bf16", "moe_gemv_bf16v", "moe_down_bf16v", "moe_gemv_fp8", "moe_down_fp8", "moe_mma16_fp8", "moe_mma64_fp8",
+	"moe_gu_bf16v", "moe_gu_fp8", "moe_gd_bf16v", "moe_dc_bf16v", "moe_dc2_bf16v", "moe_dc3_bf16v", "moe_dc_fp8", "moe_gemv_f32", "moe_gemv_f16", "moe_gemv_bf16", "moe_gemv_bf16v", "moe_down_bf16v", "moe_gemv_fp8", "moe_down_fp8", "moe_mma16_fp8", "moe_mma64_fp8",
 	"k_moe_count", "k_moe_tiles", "k_moe_scatter", "moe_gemm_f32", "moe_gemm_f16", "moe_gemm_bf16", "k_moe_combine", "k_moe_combine4", "k_moe_combine4b", "k_moe_combineb", "k_quant_fp8", "k_bf16_f32", "k_route", "k_norm_route",
 	"k_lightning_rec", "k_lightning_recg", "k_lightning_chunk", "k_kvstore", "k_attn", "k_attn_g2", "k_attn_g4", "k_attn_g8", "k_attn_combine",
 	"moe_mma16", "moe_mma64", "k_fattn64", "k_fattn128", "moe_mmb", "moe_mmb_gu", "moe_mmb_wg", "moe_mmb_gu_wg", "moe_mmb_yb", "moe_mmb_yb_wg", "moe_mmb_yb_wgs", "moe_mmb_gu_wg8", "moe_mmb_wg8", "moe_mmb_yb_wg8", "moe_mmb_yb_wgs8", "k_kvbf16", "k_vtbf16", "k_fattn4_128", "k_fattn4w_128", "k_fattn2_64", "k_fattn2_128", "k_fattn3_64", "k_fattn3_128", "k_ltc_kv64", "k_ltc_kv128", "k_ltc_scan", "k_ltc_out64", "k_ltc_out128",
@@ -575,7 +596,7 @@ func (b *Backend) closeLocked() {
 	for _, p := range b.weights {
 		ccall(d.cuMemFree, p)
 	}
-	for _, p := range []uintptr{b.stageDev, b.ltWS} {
+	for _, p := range []uintptr{b.stageDev, b.ltWS, b.gdBar} {
 		if p != 0 {
 			ccall(d.cuMemFree, p)
 		}

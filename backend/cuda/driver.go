@@ -25,6 +25,9 @@ type driver struct {
 	cuLaunchKernelEx uintptr
 
 	cuModuleGetGlobal uintptr // (optional) for RINGO_CUDA_TIMELINE
+
+	// (optional) for kernels whose blocks must all be resident at once
+	cuOccupancyMaxActiveBlocksPerMultiprocessor uintptr
 }
 
 // launchConfig is CUlaunchConfig; launchAttr is CUlaunchAttribute (an id and a
@@ -106,6 +109,10 @@ func loadDriver() (*driver, error) {
 	}
 	if l.bind(map[string]*uintptr{"cuModuleGetGlobal_v2": &gg}) == nil {
 		d.cuModuleGetGlobal = gg
+	}
+	var occ uintptr
+	if l.bind(map[string]*uintptr{"cuOccupancyMaxActiveBlocksPerMultiprocessor": &occ}) == nil {
+		d.cuOccupancyMaxActiveBlocksPerMultiprocessor = occ
 	}
 	return d, nil
 }

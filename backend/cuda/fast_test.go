@@ -311,6 +311,34 @@ func TestMoEShared(t *testing.T) {
 					t.Errorf("%s: relative error %.3g with moe_dc's early requests %v", what, e, !g.dcPre)
 				}
 				g.Free(pre)
+				// one row: moe_gd_bf16v (the default where it fits) against
+				// moe_gu + moe_dc2, early or not: the same sums
+				if T == 1 {
+					for _, early := range []bool{true, false} {
+						fused, two := g.Alloc(T, c.D), g.Alloc(T, c.D)
+						savedF, savedE, savedS, savedL := g.moeFused, g.guEarly, g.dcSplit, g.gdLate
+						g.guEarly, g.dcSplit, g.gdLate = early, 2, early != savedL
+						for _, on := range []bool{true, false} {
+							g.moeFused = on && savedF
+							dst := two
+							if on {
+								dst = fused
+							}
+							q0 := kernelMark(g)
+							g.MoEShared(dst, x.g, g.Route(l.g, nil, p), ge, ggu, gdn)
+							if ks := queuedKernels(g, q0); on && savedF != slices.Contains(ks, "moe_gd_bf16v") {
+								t.Errorf("%s: kernels %v with moe_gd %v", what, ks, savedF)
+							}
+						}
+						late := g.gdLate
+						g.moeFused, g.guEarly, g.dcSplit, g.gdLate = savedF, savedE, savedS, savedL
+						if e := gpuRelErr(g, fused, two); e != 0 || math.IsNaN(e) {
+							t.Errorf("%s: relative error %.3g of moe_gd_bf16v against moe_gu + moe_dc2 (early %v, late %v)", what, e, early, late)
+						}
+						g.Free(fused)
+						g.Free(two)
+					}
+				}
 				// moe_dc with two or three warps per output row against
 				// one (RINGO_CUDA_DC_SPLIT), with and without the shared
 				// expert: the same sums in another order

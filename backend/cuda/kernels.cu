@@ -56,7 +56,11 @@ __device__ __forceinline__ void tl_mark() {
 //   route_row (from its start): 10 the scores, and with route_row_warp 11
 //     the ranks in the groups, 12 past the barrier, 13 the selection, 14
 //     past the second barrier.
-#define TL_PROBES 16
+//   moe_gd_bf16v: 6 start to the wait, 7 the first warp's pair done after
+//     it, 8 past the grid barrier, 15 the staged rows in, 9 the block's
+//     rows done; 16 the last block past the staged rows, 17 the last block
+//     done (tl_probe_last).
+#define TL_PROBES 20
 __device__ unsigned long long tl_probe_sum[TL_PROBES];
 __device__ unsigned int tl_probe_n[TL_PROBES];
 __device__ __forceinline__ unsigned long long tl_now() {
@@ -70,7 +74,20 @@ __device__ __forceinline__ void tl_probe(int i, unsigned long long t0) {
     atomicAdd(&tl_probe_n[i], 1u);
   }
 }
+// tl_probe_last(i, t0, ctr, n): thread 0 of each of n blocks counts itself
+// at ctr (zeroed by the last); the last block adds the time since its t0
+// to probe i.
+__device__ __forceinline__ void tl_probe_last(int i, unsigned long long t0, unsigned int* ctr, unsigned int n) {
+  if (tl_buf && threadIdx.x == 0 && threadIdx.y == 0 && atomicAdd(ctr, 1u) == n - 1) {
+    atomicExch(ctr, 0u);
+    atomicAdd(&tl_probe_sum[i], tl_now() - t0);
+    atomicAdd(&tl_probe_n[i], 1u);
+  }
+}
 #else
+#define tl_probe_last(i, t0, ctr, n) \
+  do {                               \
+  } while (0)
 #define tl_mark() \
   do {            \
   } while (0)
@@ -3890,6 +3907,152 @@ extern "C" __global__ void __launch_bounds__(128) k_ltc_out64(float* o, i64 ldo,
 extern "C" __global__ void __launch_bounds__(128) k_ltc_out128(float* o, i64 ldo, const float* q, i64 ldq, const float* k, i64 ldk, const float* v, i64 ldv,
                                                                const int* chunks, const u16* sb, const float* decay, int H, float scale, int vec) { PDL_ENTER();
   ltc_out_impl<128>(o, ldo, q, ldq, k, ldk, v, ldv, chunks, sb, decay, H, scale, vec);
+}
+
+// ---------------------------------------------------------------------------
+// moe_gd_bf16v: the decode MoE of one row with its shared expert (BF16, the
+// shared expert as slot topk, of the same intermediate size I) in one
+// kernel: moe_gu_bf16v's SwiGLU pairs, then moe_dc2_bf16v's down
+// projections and weighted sum, with the same arithmetic in the same order
+// (bit-identical, TestMoEShared). The down projections' rows are copied into
+// shared memory (cp.async) while the gate|up rows stream, instead of being
+// read after them, so that both streams are in flight together.
+//   Grid: D/GD_ROWS blocks of GD_WARPS warps, all resident at once (the host
+// checks the occupancy, gdFits). Block b computes the pairs [b·P, b·P + P)
+// of the m·I (P = ceil(m·I / blocks)), warp w the pairs w, w + GD_WARPS, ...
+// of them, and the output rows [GD_ROWS·b, GD_ROWS·b + GD_ROWS). The blocks
+// meet once, at a grid barrier after the pairs (gd_sync: bar[0] counts
+// arrivals, bar[1] is the generation), as every row needs every pair; each
+// block then copies the pairs into shared memory once (every warp reading
+// them from L2 made the down phase 10 µs instead of 2).
+//   Dynamic shared memory: GD_ROWS·m·I BF16 values, the rows in
+// [r][slot][I] order, then the m·I pairs (FP32). With early set (the
+// routing is the command just before) the warps whose pairs are all the
+// shared expert's compute them before the PDL wait, as moe_gu does; with
+// late set (RINGO_CUDA_GD_LATE=1, for comparisons) the routed rows are
+// staged after the pairs instead of before them.
+#define GD_ROWS 8
+#define GD_WARPS 18
+// gd_sync is a barrier of all nb blocks of the grid (all resident): the
+// block's writes before it are visible to every block after it.
+__device__ __forceinline__ void gd_sync(unsigned int* bar, unsigned int nb) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    unsigned int g, c;
+    asm volatile("ld.acquire.gpu.u32 %0, [%1];" : "=r"(g) : "l"(bar + 1) : "memory");
+    __threadfence();
+    if (atomicAdd(bar, 1u) == nb - 1) {
+      atomicExch(bar, 0u);
+      __threadfence();
+      asm volatile("st.release.gpu.u32 [%0], %1;" ::"l"(bar + 1), "r"(g + 1) : "memory");
+    } else {
+      do {
+        asm volatile("ld.acquire.gpu.u32 %0, [%1];" : "=r"(c) : "l"(bar + 1) : "memory");
+      } while (c == g);
+    }
+  }
+  __syncthreads();
+}
+// gd_stage copies the block's down rows of the slots j with shared(j) ==
+// sh into shared memory (cp.async, one group).
+__device__ __forceinline__ void gd_stage(u16* sm, const int* ids, int topk, int m, const u16* __restrict__ Wd, const u16* __restrict__ Sd, int D, int I,
+                                         int n0, bool sh) {
+  int CI = I / 8, total = GD_ROWS * m * CI;
+  for (int c = threadIdx.x; c < total; c += blockDim.x) {
+    int kc = c % CI, j = (c / CI) % m, r = c / (CI * m);
+    if ((j == topk) != sh) continue;
+    const u16* src = j == topk ? Sd + (i64)(n0 + r) * I : Wd + ((i64)ids[j] * D + n0 + r) * I;
+    cp_async16(sm + (i64)c * 8, src + kc * 8, true);
+  }
+  cp_async_commit();
+}
+extern "C" __global__ void __launch_bounds__(32 * GD_WARPS, 2) moe_gd_bf16v(const float* X, const int* ids, const float* wts, int topk,
+                                                                             const u16* __restrict__ Wgu, const u16* __restrict__ Wd, int I, int D,
+                                                                             float* A, float* Y, const u16* __restrict__ Sgu, const u16* __restrict__ Sd,
+                                                                             unsigned int* bar, int early, int late) {
+  extern __shared__ __align__(16) u16 gsm[];
+  __shared__ float vsm[GD_ROWS * MOE_DC_MAXS], wsm[MOE_DC_MAXS];
+  int w = threadIdx.x >> 5, lane = threadIdx.x & 31, m = topk + 1, nb = gridDim.x;
+  int n0 = blockIdx.x * GD_ROWS, KC = D / 8, CI = I / 8;
+  int P = (m * I + nb - 1) / nb, p0 = blockIdx.x * P, p1 = min(p0 + P, m * I);
+  unsigned long long t0 = tl_now();
+  gd_stage(gsm, ids, topk, m, Wd, Sd, D, I, n0, true);  // the shared expert's rows: no dependency
+  bool entered = false;
+  for (int p = p0 + w; p < p1; p += GD_WARPS) {
+    int s = p / I, k = p % I;
+    if (!entered && !(early && s == topk)) {
+      PDL_ENTER();
+      entered = true;
+      if (threadIdx.x < topk) wsm[threadIdx.x] = wts[threadIdx.x];  // used after the barrier
+      if (!late) gd_stage(gsm, ids, topk, m, Wd, Sd, D, I, n0, false);
+      tl_probe(6, t0);
+      t0 = tl_now();
+    }
+    i64 e = s < topk ? ids[s] : 0;
+    const uint4* W = (const uint4*)(s < topk ? Wgu : Sgu);
+    float a = gu_pair<GvBF16>(W + (e * 2 * I + k) * KC, W + (e * 2 * I + I + k) * KC, 0, 0, 1, X, KC);
+    if (lane == 0) A[(i64)s * I + k] = a;
+    if (p == p0) tl_probe(7, t0);
+  }
+  if (!entered) {
+    PDL_ENTER();
+    if (threadIdx.x < topk) wsm[threadIdx.x] = wts[threadIdx.x];
+    t0 = tl_now();
+  }
+  if (!entered || late) gd_stage(gsm, ids, topk, m, Wd, Sd, D, I, n0, false);
+  gd_sync(bar, nb);
+  tl_probe(8, t0);
+  // the pairs, once per block into shared memory (every warp of every
+  // block reading them from L2 would hammer the few L2 slices holding them)
+  float* As = (float*)(gsm + GD_ROWS * m * I);
+  for (int i = threadIdx.x; i < m * I / 4; i += blockDim.x) ((float4*)As)[i] = __ldcg((const float4*)A + i);
+  cp_async_wait<0>();
+  __syncthreads();
+  tl_probe(15, t0);
+  tl_probe_last(16, t0, bar + 2, nb);
+  // moe_dcs<GvBF16, 2>'s sums, the rows from shared memory: warp 2j + h
+  // computes slot j's products for rows 4h .. 4h + 3, each chunk of the
+  // slot's pairs read once for the four rows (shared memory bandwidth, not
+  // latency, bounds this phase); then thread r < GD_ROWS sums row r's
+  // slots with their weights as moe_dc2's two warps do (even slots, odd
+  // slots, then the two sums)
+  constexpr int RH = GD_ROWS / 2;
+  int j = w >> 1, r0 = (w & 1) * RH;
+  if (j < m) {
+    float acc[RH];
+#pragma unroll
+    for (int u = 0; u < RH; u++) acc[u] = 0.f;
+    for (int kc = lane; kc < CI; kc += 32) {
+      float xv[8];
+      ldx8(As + j * I + kc * 8, xv);
+      uint4 wv[RH];
+#pragma unroll
+      for (int u = 0; u < RH; u++) wv[u] = *(const uint4*)(gsm + ((i64)((r0 + u) * m + j) * CI + kc) * 8);
+#pragma unroll
+      for (int u = 0; u < RH; u++) {
+        float wf[8];
+        bf16x8(wv[u], wf);
+        acc[u] += dotn<8>(wf, xv);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < RH; u++) {
+      float v = warp_sum(acc[u]);
+      if (lane == 0) vsm[(r0 + u) * MOE_DC_MAXS + j] = v;
+    }
+  }
+  __syncthreads();
+  int r = threadIdx.x, n = n0 + r;
+  if (r < GD_ROWS && n < D) {
+    float o[2] = {0.f, 0.f};
+    for (int jj = 0; jj < m; jj++) {
+      float v = vsm[r * MOE_DC_MAXS + jj];
+      o[jj & 1] += jj < topk ? v * wsm[jj] : v;
+    }
+    Y[n] = o[0] + o[1];
+  }
+  tl_probe(9, t0);
+  tl_probe_last(17, t0, bar + 3, nb);
 }
 
 // ---------------------------------------------------------------------------

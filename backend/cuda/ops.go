@@ -1683,6 +1683,18 @@ func (b *Backend) moeVector(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rI
 		return []uint64{pArg(p), iArg(ns)}
 	}
 	px, ldx, xs := b.aligned16(px, ldx, T, D)
+	if T == 1 && !fp8 && gateUp != nil && K <= moeDCMaxTopK && !b.moe3 && b.moeFused && b.gdFits(slots, I, D) {
+		// one kernel: the SwiGLU pairs, a grid barrier, the down
+		// projections from rows staged in shared memory meanwhile
+		act := b.scratch(4 * slots * I)
+		early := b.guEarly && xs == nil && b.routeEnd == len(b.queue)
+		b.launch("moe_gd_bf16v", dim3{D / gdRows, 1, 1}, dim3{32 * gdWarps, 1, 1}, gdSmem(slots, I),
+			pArg(px), pArg(rIDs), pArg(rW), iArg(K), pArg(e.gateUp), pArg(e.down), iArg(I), iArg(D), pArg(act.p), pArg(pdst),
+			pArg(gateUp.p), pArg(down.p), pArg(b.gdBar), bArg(early), bArg(b.gdLate))
+		b.release(act)
+		b.release(xs...)
+		return
+	}
 	if K <= moeDCMaxTopK && !b.moe3 {
 		// two kernels: gate, up and SwiGLU; down projections and the sum
 		act := b.scratch(4 * slots * I)
@@ -1724,6 +1736,42 @@ func (b *Backend) moeVector(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rI
 	b.launch("k_moe_combine", g, bl, 0, pArg(pdst), lArg(ldd), pArg(y.p), lArg(D), pArg(0), pArg(rW), iArg(T), iArg(K), iArg(D), pArg(ys))
 	b.release(gu, y)
 	b.release(xs...)
+}
+
+// moe_gd_bf16v's output rows and warps per block (GD_ROWS, GD_WARPS in
+// kernels.cu).
+const gdRows, gdWarps = 8, 18
+
+// gdSmem is moe_gd_bf16v's dynamic shared memory for m slots of
+// intermediate size I: GD_ROWS rows of each slot's down projection, BF16,
+// and the m·I SwiGLU pairs, FP32.
+func gdSmem(m, I int) int { return gdRows*m*I*2 + m*I*4 }
+
+// gdFits reports whether moe_gd_bf16v can run the one-row MoE of m slots
+// (the routed experts and one shared expert) with intermediate size I and
+// hidden size D: whole rows and chunks, its shared memory, and all D/8 of
+// its blocks resident on the GPU at once, which its grid barrier needs.
+func (b *Backend) gdFits(m, I, D int) bool {
+	if b.d.cuOccupancyMaxActiveBlocksPerMultiprocessor == 0 || D%gdRows != 0 || I%8 != 0 || D%8 != 0 || m > moeDCMaxTopK+1 {
+		return false
+	}
+	smem := gdSmem(m, I)
+	if smem > b.smemOptin-1024 { // the kernel's static shared memory
+		return false
+	}
+	per, ok := b.gdOcc[smem]
+	if !ok {
+		var n int32
+		if b.d.check(ccall(b.d.cuOccupancyMaxActiveBlocksPerMultiprocessor, uintptr(unsafe.Pointer(&n)), b.fns["moe_gd_bf16v"], 32*gdWarps, uintptr(smem)),
+			"cuOccupancyMaxActiveBlocksPerMultiprocessor") == nil {
+			per = int(n)
+		}
+		if b.gdOcc == nil {
+			b.gdOcc = map[int]int{}
+		}
+		b.gdOcc[smem] = per
+	}
+	return D/gdRows <= per*b.sms
 }
 
 // MoEShared implements backend.SharedMoEer in fast mode. For the vector

@@ -148,4 +148,4 @@ func (t *timeline) reportProbes(b *Backend) {
 	ccall(b.d.cuMemcpyHtoD, t.probeN, uintptr(unsafe.Pointer(&n[0])), 4*tlProbes)
 }
 
-const tlProbes = 16 // TL_PROBES in kernels.cu
+const tlProbes = 20 // TL_PROBES in kernels.cu
