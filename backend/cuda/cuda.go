@@ -28,6 +28,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/ringo-ai/ringo/backend"
@@ -56,6 +57,18 @@ const GEMVRows = 8
 // bigStepRows is the fewest rows of a product that make its step a big one
 // (prefill), issued early and eagerly (Backend.flushKernels).
 const bigStepRows = 256
+
+// gridUsers counts, per device, the open backends that may launch kernels
+// with a grid barrier (moe_gd_bf16v), whose blocks must all be resident at
+// once: two such kernels of two backends running at the same time could
+// each hold part of the GPU and wait for the other forever, so while more
+// than one is open they run the kernels without a barrier (gdFits).
+var gridUsers sync.Map // int32 device -> *atomic.Int32
+
+func gridUsersOf(dev int32) *atomic.Int32 {
+	v, _ := gridUsers.LoadOrStore(dev, new(atomic.Int32))
+	return v.(*atomic.Int32)
+}
 
 // ErrNoDevice is wrapped by New when no usable GPU is present.
 var ErrNoDevice = errors.New("cuda: no usable NVIDIA GPU")
@@ -216,6 +229,7 @@ type Backend struct {
 	// two words (count, generation) and two counters for its timeline
 	// probes, zeroed at New
 	moeFused bool
+	gridUser bool // counted in gridUsers (moeFused at New)
 	gdLate   bool // RINGO_CUDA_GD_LATE=1: the routed down rows staged after the pairs, not before
 	gdBar    uintptr
 	gdOcc    map[int]int // blocks per SM of moe_gd_bf16v by dynamic shared memory
@@ -405,7 +419,11 @@ func New(device int, opts Options) (*Backend, error) {
 		ccall(d.cuFuncSetAttribute, b.fns["k_lightning_recg"], cuFuncAttrNonPortableCluster, 1) == 0
 	b.guEarly = os.Getenv("RINGO_CUDA_GU_EARLY") != "0"
 	b.gdLate = os.Getenv("RINGO_CUDA_GD_LATE") == "1"
-	b.moeFused = d.cuOccupancyMaxActiveBlocksPerMultiprocessor != 0 && b.smemOptin > 48<<10 && os.Getenv("RINGO_CUDA_MOE_FUSED") != "0"
+	if b.moeFused {
+		b.gridUser = true
+		gridUsersOf(b.dev).Add(1)
+	}
+	b.moeFused = !opts.Precise && d.cuOccupancyMaxActiveBlocksPerMultiprocessor != 0 && b.smemOptin > 48<<10 && os.Getenv("RINGO_CUDA_MOE_FUSED") != "0"
 	b.mmb = b.smemOptin >= mmbSmem && os.Getenv("RINGO_CUDA_MMB") != "0"
 	b.wgmma = b.mmb && wgmmaArch(b.ccMaj, b.ccMin) && os.Getenv("RINGO_CUDA_WGMMA") != "0"
 	b.fa2 = b.smemOptin >= fa2Smem(128) && os.Getenv("RINGO_CUDA_FA2") != "0"
@@ -577,6 +595,10 @@ func (b *Backend) closeLocked() {
 		}()
 	}
 	ccall(d.cuCtxSynchronize)
+	if b.gridUser {
+		b.gridUser = false
+		gridUsersOf(b.dev).Add(-1)
+	}
 	b.dropGraphs()
 	if b.stream != 0 {
 		ccall(d.cuStreamDestroy, b.stream)

@@ -26,6 +26,16 @@ var (
 )
 
 // gpu returns a shared backend (precise or fast), skipping the test when no GPU is usable.
+// serialBackend takes u, a second backend of a test that waits for each
+// of its steps before running the other's, out of gridUsers, so that both
+// keep using the grid-barrier kernels (they never run at the same time).
+func serialBackend(u *Backend) {
+	if u.gridUser {
+		u.gridUser = false
+		gridUsersOf(u.dev).Add(-1)
+	}
+}
+
 func gpu(t testing.TB, precise bool) *Backend {
 	t.Helper()
 	i := 0

@@ -51,6 +51,7 @@ func TestFusedDecode(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer u.Close()
+	serialBackend(u)
 	u.fuseRope, u.normRoute, u.normGEMV = false, false, false
 	for _, tc := range []struct {
 		dir   string

@@ -26,6 +26,7 @@ func TestGraphsMatchEager(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer e.Close()
+		serialBackend(e)
 		for _, dir := range []string{"tiny-linear", "tiny-softmax"} {
 			for _, batch := range []int{1, 2, 9} { // 9 rows: cuBLASLt GEMMs in fast mode
 				t.Run(modeName(precise)+"/"+dir+"/batch="+string(rune('0'+batch)), func(t *testing.T) {
@@ -91,6 +92,7 @@ func TestEarlyFlush(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Close()
+	serialBackend(e)
 	e.flushKernels = 0
 	for _, dir := range []string{"tiny-linear", "tiny-softmax"} {
 		exp, ck := openFixture(t, dir)
@@ -143,6 +145,7 @@ func TestDecodeSegments(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Close()
+	serialBackend(e)
 	e.segFirst, e.segRest = 0, 0
 	for _, dir := range []string{"tiny-linear", "tiny-softmax"} {
 		exp, ck := openFixture(t, dir)

@@ -1750,9 +1750,10 @@ func gdSmem(m, I int) int { return gdRows*m*I*2 + m*I*4 }
 // gdFits reports whether moe_gd_bf16v can run the one-row MoE of m slots
 // (the routed experts and one shared expert) with intermediate size I and
 // hidden size D: whole rows and chunks, its shared memory, and all D/8 of
-// its blocks resident on the GPU at once, which its grid barrier needs.
+// its blocks resident on the GPU at once, which its grid barrier needs (so
+// also no other open backend on the device that might run it: gridUsers).
 func (b *Backend) gdFits(m, I, D int) bool {
-	if b.d.cuOccupancyMaxActiveBlocksPerMultiprocessor == 0 || D%gdRows != 0 || I%8 != 0 || D%8 != 0 || m > moeDCMaxTopK+1 {
+	if b.d.cuOccupancyMaxActiveBlocksPerMultiprocessor == 0 || gridUsersOf(b.dev).Load() > 1 || D%gdRows != 0 || I%8 != 0 || D%8 != 0 || m > moeDCMaxTopK+1 {
 		return false
 	}
 	smem := gdSmem(m, I)
