@@ -70,6 +70,32 @@ func gridUsersOf(dev int32) *atomic.Int32 {
 	return v.(*atomic.Int32)
 }
 
+// joinGrid counts b in gridUsers when it may run grid-barrier kernels.
+func (b *Backend) joinGrid() {
+	if b.moeFused && !b.gridUser {
+		b.gridUser = true
+		gridUsersOf(b.dev).Add(1)
+	}
+}
+
+// leaveGrid undoes joinGrid.
+func (b *Backend) leaveGrid() {
+	if b.gridUser {
+		b.gridUser = false
+		gridUsersOf(b.dev).Add(-1)
+	}
+}
+
+// gridAlone reports whether no other open backend on b's device may run
+// grid-barrier kernels.
+func (b *Backend) gridAlone() bool {
+	n := gridUsersOf(b.dev).Load()
+	if b.gridUser {
+		n--
+	}
+	return n == 0
+}
+
 // ErrNoDevice is wrapped by New when no usable GPU is present.
 var ErrNoDevice = errors.New("cuda: no usable NVIDIA GPU")
 
@@ -419,11 +445,8 @@ func New(device int, opts Options) (*Backend, error) {
 		ccall(d.cuFuncSetAttribute, b.fns["k_lightning_recg"], cuFuncAttrNonPortableCluster, 1) == 0
 	b.guEarly = os.Getenv("RINGO_CUDA_GU_EARLY") != "0"
 	b.gdLate = os.Getenv("RINGO_CUDA_GD_LATE") == "1"
-	if b.moeFused {
-		b.gridUser = true
-		gridUsersOf(b.dev).Add(1)
-	}
 	b.moeFused = !opts.Precise && d.cuOccupancyMaxActiveBlocksPerMultiprocessor != 0 && b.smemOptin > 48<<10 && os.Getenv("RINGO_CUDA_MOE_FUSED") != "0"
+	b.joinGrid()
 	b.mmb = b.smemOptin >= mmbSmem && os.Getenv("RINGO_CUDA_MMB") != "0"
 	b.wgmma = b.mmb && wgmmaArch(b.ccMaj, b.ccMin) && os.Getenv("RINGO_CUDA_WGMMA") != "0"
 	b.fa2 = b.smemOptin >= fa2Smem(128) && os.Getenv("RINGO_CUDA_FA2") != "0"
@@ -595,10 +618,7 @@ func (b *Backend) closeLocked() {
 		}()
 	}
 	ccall(d.cuCtxSynchronize)
-	if b.gridUser {
-		b.gridUser = false
-		gridUsersOf(b.dev).Add(-1)
-	}
+	b.leaveGrid()
 	b.dropGraphs()
 	if b.stream != 0 {
 		ccall(d.cuStreamDestroy, b.stream)

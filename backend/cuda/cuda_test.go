@@ -29,10 +29,33 @@ var (
 // serialBackend takes u, a second backend of a test that waits for each
 // of its steps before running the other's, out of gridUsers, so that both
 // keep using the grid-barrier kernels (they never run at the same time).
-func serialBackend(u *Backend) {
-	if u.gridUser {
-		u.gridUser = false
-		gridUsersOf(u.dev).Add(-1)
+func serialBackend(u *Backend) { u.leaveGrid() }
+
+// TestGridUsers checks the count of backends that may run grid-barrier
+// kernels on a device (no GPU needed): a backend is alone until a second
+// one joins, precise ones (moeFused off) do not count, and Close's
+// leaveGrid takes a backend out.
+func TestGridUsers(t *testing.T) {
+	const dev = 1 << 20 // no real device
+	a, c, p := &Backend{dev: dev, moeFused: true}, &Backend{dev: dev, moeFused: true}, &Backend{dev: dev}
+	a.joinGrid()
+	a.joinGrid() // once only
+	p.joinGrid()
+	if !a.gridAlone() || p.gridAlone() {
+		t.Fatalf("one user: alone %v (the precise one %v), %d counted", a.gridAlone(), p.gridAlone(), gridUsersOf(dev).Load())
+	}
+	c.joinGrid()
+	if a.gridAlone() || c.gridAlone() || p.gridAlone() {
+		t.Fatalf("two users: alone %v %v %v", a.gridAlone(), c.gridAlone(), p.gridAlone())
+	}
+	c.leaveGrid()
+	c.leaveGrid()
+	if !a.gridAlone() || gridUsersOf(dev).Load() != 1 {
+		t.Fatalf("after leaving: alone %v, %d counted", a.gridAlone(), gridUsersOf(dev).Load())
+	}
+	a.leaveGrid()
+	if n := gridUsersOf(dev).Load(); n != 0 {
+		t.Fatalf("%d counted after both left", n)
 	}
 }
 

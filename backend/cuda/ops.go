@@ -1753,7 +1753,7 @@ func gdSmem(m, I int) int { return gdRows*m*I*2 + m*I*4 }
 // its blocks resident on the GPU at once, which its grid barrier needs (so
 // also no other open backend on the device that might run it: gridUsers).
 func (b *Backend) gdFits(m, I, D int) bool {
-	if b.d.cuOccupancyMaxActiveBlocksPerMultiprocessor == 0 || gridUsersOf(b.dev).Load() > 1 || D%gdRows != 0 || I%8 != 0 || D%8 != 0 || m > moeDCMaxTopK+1 {
+	if b.d.cuOccupancyMaxActiveBlocksPerMultiprocessor == 0 || !b.gridAlone() || D%gdRows != 0 || I%8 != 0 || D%8 != 0 || m > moeDCMaxTopK+1 {
 		return false
 	}
 	smem := gdSmem(m, I)
