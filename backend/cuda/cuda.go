@@ -66,6 +66,9 @@ const bigStepRows = 256
 var gridUsers sync.Map // int32 device -> *atomic.Int32
 
 func gridUsersOf(dev int32) *atomic.Int32 {
+	if v, ok := gridUsers.Load(dev); ok { // no allocation per MoE layer
+		return v.(*atomic.Int32)
+	}
 	v, _ := gridUsers.LoadOrStore(dev, new(atomic.Int32))
 	return v.(*atomic.Int32)
 }
@@ -258,7 +261,7 @@ type Backend struct {
 	gridUser bool // counted in gridUsers (moeFused at New)
 	gdLate   bool // RINGO_CUDA_GD_LATE=1: the routed down rows staged after the pairs, not before
 	gdBar    uintptr
-	gdOcc    map[int]int // blocks per SM of moe_gd_bf16v by dynamic shared memory
+	occ      map[occKey]int // blocks per SM by kernel and launch shape (allResident)
 	// dcSplit is the number of warps per output row of the BF16 moe_dc: 2
 	// (moe_dc2_bf16v, the default: 2.4 % faster decode steps than 1 on the
 	// H200), 3 (moe_dc3_bf16v) or 1 (moe_dc_bf16v); RINGO_CUDA_DC_SPLIT

@@ -57,6 +57,11 @@ func TestGridUsers(t *testing.T) {
 	if n := gridUsersOf(dev).Load(); n != 0 {
 		t.Fatalf("%d counted after both left", n)
 	}
+	// gdFits asks once per MoE layer of a decode step
+	d0 := &Backend{dev: 0, moeFused: true}
+	if n := testing.AllocsPerRun(100, func() { d0.gridAlone() }); n != 0 {
+		t.Errorf("gridAlone allocates %.0f times per call", n)
+	}
 }
 
 func gpu(t testing.TB, precise bool) *Backend {

@@ -1757,22 +1757,34 @@ func (b *Backend) gdFits(m, I, D int) bool {
 		return false
 	}
 	smem := gdSmem(m, I)
-	if smem > b.smemOptin-1024 { // the kernel's static shared memory
-		return false
-	}
-	per, ok := b.gdOcc[smem]
+	return smem <= b.smemOptin-1024 && b.allResident("moe_gd_bf16v", 32*gdWarps, smem, D/gdRows) // 1024: its static shared memory
+}
+
+// occKey identifies a kernel's launch shape for Backend.occ.
+type occKey struct {
+	fn            uintptr
+	threads, smem int
+}
+
+// allResident reports whether blocks blocks of kernel name, each of threads
+// threads and smem bytes of dynamic shared memory, fit on the GPU at once
+// (cuOccupancyMaxActiveBlocksPerMultiprocessor, cached per shape), as a
+// kernel with a grid barrier needs.
+func (b *Backend) allResident(name string, threads, smem, blocks int) bool {
+	k := occKey{b.fns[name], threads, smem}
+	per, ok := b.occ[k]
 	if !ok {
 		var n int32
-		if b.d.check(ccall(b.d.cuOccupancyMaxActiveBlocksPerMultiprocessor, uintptr(unsafe.Pointer(&n)), b.fns["moe_gd_bf16v"], 32*gdWarps, uintptr(smem)),
+		if b.d.check(ccall(b.d.cuOccupancyMaxActiveBlocksPerMultiprocessor, uintptr(unsafe.Pointer(&n)), k.fn, uintptr(threads), uintptr(smem)),
 			"cuOccupancyMaxActiveBlocksPerMultiprocessor") == nil {
 			per = int(n)
 		}
-		if b.gdOcc == nil {
-			b.gdOcc = map[int]int{}
+		if b.occ == nil {
+			b.occ = map[occKey]int{}
 		}
-		b.gdOcc[smem] = per
+		b.occ[k] = per
 	}
-	return D/gdRows <= per*b.sms
+	return blocks <= per*b.sms
 }
 
 // MoEShared implements backend.SharedMoEer in fast mode. For the vector
