@@ -259,7 +259,7 @@ type Backend struct {
 	// probes, zeroed at New
 	moeFused bool
 	gridUser bool // counted in gridUsers (moeFused at New)
-	gdLate   bool // RINGO_CUDA_GD_LATE=1: the routed down rows staged after the pairs, not before
+	gdStage  int  // RINGO_CUDA_GD_STAGE: when moe_gd stages its routed down rows (kernels.cu: 0 before the pairs, 1 after, 2 behind their first loads, the default, 3 behind their second)
 	gdBar    uintptr
 	occ      map[occKey]int // blocks per SM by kernel and launch shape (allResident)
 	// dcSplit is the number of warps per output row of the BF16 moe_dc: 2
@@ -447,7 +447,10 @@ func New(device int, opts Options) (*Backend, error) {
 	b.recGate = b.ccMaj >= 9 && os.Getenv("RINGO_CUDA_REC_GATE") != "0" &&
 		ccall(d.cuFuncSetAttribute, b.fns["k_lightning_recg"], cuFuncAttrNonPortableCluster, 1) == 0
 	b.guEarly = os.Getenv("RINGO_CUDA_GU_EARLY") != "0"
-	b.gdLate = os.Getenv("RINGO_CUDA_GD_LATE") == "1"
+	b.gdStage = 2
+	if v, err := strconv.Atoi(os.Getenv("RINGO_CUDA_GD_STAGE")); err == nil && v >= 0 && v <= 3 {
+		b.gdStage = v
+	}
 	b.moeFused = !opts.Precise && d.cuOccupancyMaxActiveBlocksPerMultiprocessor != 0 && b.smemOptin > 48<<10 && os.Getenv("RINGO_CUDA_MOE_FUSED") != "0"
 	b.joinGrid()
 	b.mmb = b.smemOptin >= mmbSmem && os.Getenv("RINGO_CUDA_MMB") != "0"

@@ -312,12 +312,13 @@ func TestMoEShared(t *testing.T) {
 				}
 				g.Free(pre)
 				// one row: moe_gd_bf16v (the default where it fits) against
-				// moe_gu + moe_dc2, early or not: the same sums
+				// moe_gu + moe_dc2, early or not, with each staging order:
+				// the same sums
 				if T == 1 {
-					for _, early := range []bool{true, false} {
+					for i, early := range []bool{true, false, true, false, true, false, true, false} {
 						fused, two := g.Alloc(T, c.D), g.Alloc(T, c.D)
-						savedF, savedE, savedS, savedL := g.moeFused, g.guEarly, g.dcSplit, g.gdLate
-						g.guEarly, g.dcSplit, g.gdLate = early, 2, early != savedL
+						savedF, savedE, savedS, savedL := g.moeFused, g.guEarly, g.dcSplit, g.gdStage
+						g.guEarly, g.dcSplit, g.gdStage = early, 2, i/2
 						for _, on := range []bool{true, false} {
 							g.moeFused = on && savedF
 							dst := two
@@ -330,10 +331,9 @@ func TestMoEShared(t *testing.T) {
 								t.Errorf("%s: kernels %v with moe_gd %v", what, ks, savedF)
 							}
 						}
-						late := g.gdLate
-						g.moeFused, g.guEarly, g.dcSplit, g.gdLate = savedF, savedE, savedS, savedL
+						g.moeFused, g.guEarly, g.dcSplit, g.gdStage = savedF, savedE, savedS, savedL
 						if e := gpuRelErr(g, fused, two); e != 0 || math.IsNaN(e) {
-							t.Errorf("%s: relative error %.3g of moe_gd_bf16v against moe_gu + moe_dc2 (early %v, late %v)", what, e, early, late)
+							t.Errorf("%s: relative error %.3g of moe_gd_bf16v against moe_gu + moe_dc2 (early %v, staging %d)", what, e, early, i/2)
 						}
 						g.Free(fused)
 						g.Free(two)

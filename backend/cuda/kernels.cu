@@ -37,13 +37,58 @@ typedef long long i64;
 #define TL_MAX (1 << 14)
 __device__ unsigned long long* tl_buf;
 __device__ unsigned int tl_n;
+// Hand-over marks: kernels that call tl_end() at their end (thread 0 of
+// every block) keep the latest block end in tl_lastend; each mark takes it
+// (and clears it) into tl_buf[TL_MAX + i], so that the host can tell how
+// long after its wait the kernel before ended and how long after that this
+// one passed its wait. tl_started(ts) (after PDL_ENTER) stores block 0's
+// start time ts in tl_buf[2·TL_MAX + i].
+__device__ unsigned long long tl_lastend;
+__device__ unsigned int tl_lastidx;
 __device__ __forceinline__ void tl_mark() {
   if (tl_buf && threadIdx.x == 0 && threadIdx.y == 0 && blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0) {
     unsigned long long t;
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
     unsigned int i = atomicAdd(&tl_n, 1u);
-    if (i < TL_MAX) tl_buf[i] = t;
+    if (i < TL_MAX) {
+      tl_buf[i] = t;
+      tl_buf[TL_MAX + i] = atomicExch(&tl_lastend, 0ull);
+      tl_buf[2 * TL_MAX + i] = 0;
+      tl_lastidx = i;
+    }
   }
+}
+__device__ __forceinline__ void tl_end() {
+  if (tl_buf && threadIdx.x == 0 && threadIdx.y == 0) {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    atomicMax(&tl_lastend, t);
+  }
+}
+// Block trace (moe_gd_bf16v): thread 0 of every block stores its launch
+// (the grid barrier's generation), block, SM, start, wait and end in a ring
+// of TL_BLK records, for the host's per-block report.
+#define TL_BLK (256 * 19 * 4)
+__device__ unsigned long long tl_blk[TL_BLK][6];
+__device__ unsigned int tl_blkn;
+__device__ __forceinline__ void tl_block(unsigned int gen, unsigned long long ts, unsigned long long tw, unsigned long long tb, unsigned long long tg) {
+  if (tl_buf && threadIdx.x == 0 && threadIdx.y == 0) {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    unsigned int sm;
+    asm("mov.u32 %0, %%smid;" : "=r"(sm));
+    unsigned int i = atomicAdd(&tl_blkn, 1u) % TL_BLK;
+    tl_blk[i][0] = (unsigned long long)gen << 32 | (unsigned long long)blockIdx.x << 12 | sm;
+    tl_blk[i][1] = ts;
+    tl_blk[i][2] = tw;
+    tl_blk[i][3] = tb;
+    tl_blk[i][4] = tg;
+    tl_blk[i][5] = t;
+  }
+}
+__device__ __forceinline__ void tl_started(unsigned long long ts) {
+  if (tl_buf && threadIdx.x == 0 && threadIdx.y == 0 && blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0 && tl_lastidx < TL_MAX)
+    tl_buf[2 * TL_MAX + tl_lastidx] = ts;
 }
 // tl_probe(i, t0) (first block, thread 0) adds the time since t0 (a
 // tl_now() of the same thread) to probe i: the host prints each probe's
@@ -90,6 +135,15 @@ __device__ __forceinline__ void tl_probe_last(int i, unsigned long long t0, unsi
   } while (0)
 #define tl_mark() \
   do {            \
+  } while (0)
+#define tl_end() \
+  do {           \
+  } while (0)
+#define tl_started(ts) \
+  do {                 \
+  } while (0)
+#define tl_block(gen, ts, tw, tb, tg) \
+  do {                        \
   } while (0)
 #define tl_now() 0ull
 #define tl_probe(i, t0) \
@@ -955,7 +1009,10 @@ extern "C" __global__ void gemv_bf16v(const float* X, i64 ldx, int T, const u16*
   gemv_bf16v_impl<GEMV_T>(X, ldx, T, Wt, N, K, Y, ldy);
 }
 extern "C" __global__ void gemv_bf16v1(const float* X, i64 ldx, int T, const u16* __restrict__ Wt, int N, int K, float* Y, i64 ldy) {
+  unsigned long long tst = tl_now();
   gemv_bf16v_impl<1>(X, ldx, T, Wt, N, K, Y, ldy);
+  tl_started(tst);  // after the wait inside; the next kernel cannot mark before this block ends
+  tl_end();
 }
 // gemv_bf16v2: gemv_bf16v1 (one activation row) with two rows per warp,
 // 2·GEMV_WARPS per block, both rows' first chunks loaded before PDL_ENTER
@@ -1030,6 +1087,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) gemv_bf16v4n(const float* X
                                                                  const u16* __restrict__ Wt, int N, int K, float* Y) {
   __shared__ __align__(16) float hs[GVN_MAXK];
   constexpr int P = GV_P / 2;
+  unsigned long long tst = tl_now();
   int n0 = 4 * gv_row();
   const uint4* wr[4];
   uint4 wp[4][P];
@@ -1037,10 +1095,12 @@ extern "C" __global__ void __launch_bounds__(256, 2) gemv_bf16v4n(const float* X
   float wv[NU];
   addnorm_w(nw, K, nt, wv);
   PDL_ENTER();
+  tl_started(tst);
   gv_norm(hs, X, A, wv, Yres, H, K, nt, eps);
   float acc[4] = {0.f, 0.f, 0.f, 0.f};
   gv_dot_rows<4, P>(wp, wr, hs, K, acc);
   gv_store_rows<4>(acc, Y, n0, N);
+  tl_end();
 }
 extern "C" __global__ void gemv_fp8(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br, int bc,
                                     float* Y, i64 ldy) {
@@ -1383,14 +1443,18 @@ extern "C" __global__ void moe_down_fp8(const float* GU, i64 ldgu, const int* id
     moe_row<GvFP8>(a, moe_wrow(Ws, 0, N, K, n), moe_srow(Ss, 0, N, K, br, bc, n), bc, K, Y + (i64)s * ldy + n);
 }
 
-// gu_pair is one warp's product of an expert's gate row wg and up row wu
-// (KC chunks, scales sg, su for FP8) with the activations x: silu(gate)·up,
-// in every lane.
-template <class F>
-__device__ __forceinline__ float gu_pair(const uint4* wg, const uint4* wu, const float* sg, const float* su, int bc, const float* x, int KC) {
-  int lane = threadIdx.x & 31;
+// gu_pair_pre is one warp's product of an expert's gate row wg and up row
+// wu (KC chunks, scales sg, su for FP8) with the activations x:
+// silu(gate)·up, in every lane. Every lane calls pre() once, right after
+// the loads of its round at (of GV_U chunks) are issued, or at its end if it
+// has fewer rounds (moe_gd_bf16v issues its staging copies there, behind
+// them); gu_pair is the same without.
+template <class F, class Pre>
+__device__ __forceinline__ float gu_pair_pre(const uint4* wg, const uint4* wu, const float* sg, const float* su, int bc, const float* x, int KC, Pre pre,
+                                             int at) {
+  int lane = threadIdx.x & 31, round = 0;
   float ag = 0.f, au = 0.f;
-  for (int k0 = lane; k0 < KC; k0 += 32 * GV_U) {
+  for (int k0 = lane; k0 < KC; k0 += 32 * GV_U, round++) {
     uint4 vg[GV_U], vu[GV_U];
 #pragma unroll
     for (int u = 0; u < GV_U; u++) {
@@ -1398,6 +1462,7 @@ __device__ __forceinline__ float gu_pair(const uint4* wg, const uint4* wu, const
       vg[u] = in ? __ldg(wg + k0 + 32 * u) : make_uint4(0, 0, 0, 0);
       vu[u] = in ? __ldg(wu + k0 + 32 * u) : make_uint4(0, 0, 0, 0);
     }
+    if (round == at) pre();
 #pragma unroll
     for (int u = 0; u < GV_U; u++) {
       int kc = k0 + 32 * u;
@@ -1411,9 +1476,14 @@ __device__ __forceinline__ float gu_pair(const uint4* wg, const uint4* wu, const
       au += (F::S && su ? su[kc * F::N / bc] : 1.f) * dotn<F::N>(w, xv);
     }
   }
+  if (round <= at) pre();  // fewer rounds (KC < 32·GV_U·(at + 1)): at the end
   ag = warp_sum(ag);
   au = warp_sum(au);
   return silu_mul(ag, au);
+}
+template <class F>
+__device__ __forceinline__ float gu_pair(const uint4* wg, const uint4* wu, const float* sg, const float* su, int bc, const float* x, int KC) {
+  return gu_pair_pre<F>(wg, wu, sg, su, bc, x, KC, [] {}, -1);
 }
 
 // Decode MoE in two kernels (few rows; the shared expert, if any, as T
@@ -1920,6 +1990,7 @@ extern "C" __global__ void NR_CLUSTER __launch_bounds__(512) k_norm_route(float*
   __shared__ float vs[NR_MAXC];                // x + a
   __shared__ float lg[NR_MAXE];                // block 0: the logits
   __shared__ double sh[32];
+  unsigned long long tst = tl_now();
   u32 rank;
   asm("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
   int lane = threadIdx.x & 31, wi = threadIdx.x >> 5, nw = blockDim.x >> 5, RB = E / NR_CL;
@@ -1936,6 +2007,7 @@ extern "C" __global__ void NR_CLUSTER __launch_bounds__(512) k_norm_route(float*
   asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
   unsigned long long t0 = tl_now();
   PDL_ENTER();
+  tl_started(tst);
   tl_probe(5, t0);
   t0 = tl_now();
   addnorm_row(xs, vs, x, a, wv, cols, nt, eps, sh);
@@ -1965,11 +2037,15 @@ extern "C" __global__ void NR_CLUSTER __launch_bounds__(512) k_norm_route(float*
   tl_probe(2, t0);
   asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
   tl_probe(3, t0);
-  if (rank != 0) return;
+  if (rank != 0) {
+    tl_end();
+    return;
+  }
   for (int i = threadIdx.x; i < cols; i += blockDim.x) x[i] = vs[i];
   if (logits && threadIdx.x < E) logits[threadIdx.x] = lg[threadIdx.x];
   route_row<NR_MAXE>(threadIdx.x < E ? lg[threadIdx.x] : 0.f, E, bias != 0, bv, groups, keepGroups, topk, sigm, normalize, rscale, ids, wts, warp);
   tl_probe(4, t0);
+  tl_end();
 #endif
 }
 
@@ -2131,6 +2207,7 @@ extern "C" __global__ void RG_CLUSTER __launch_bounds__(512) k_lightning_recg(fl
   extern __shared__ float sh[];
   __shared__ float os[32];
   __shared__ double shd[16];
+  unsigned long long tst = tl_now();
   int sp = blockIdx.x / H, h = blockIdx.x % H;
   int row0 = spans[3 * sp], n = spans[3 * sp + 1];
   if (n == 0) return;  // the whole cluster: one span
@@ -2145,6 +2222,7 @@ extern "C" __global__ void RG_CLUSTER __launch_bounds__(512) k_lightning_recg(fl
     s0[u] = i < d ? S[i * d + j] : 0.f;
   }
   PDL_ENTER();
+  tl_started(tst);
   float* qs = sh + R * JB;
   float* ks = qs + d;
   i64 row = row0;
@@ -2183,6 +2261,7 @@ extern "C" __global__ void RG_CLUSTER __launch_bounds__(512) k_lightning_recg(fl
     o[row * ldo + c] = sigmul(os[jx] * inv * ws[i], gt[row * ldg + c]);
   }
   asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
+  tl_end();
 #endif
 }
 
@@ -3928,9 +4007,12 @@ extern "C" __global__ void __launch_bounds__(128) k_ltc_out128(float* o, i64 ldo
 //   Dynamic shared memory: GD_ROWS·m·I BF16 values, the rows in
 // [r][slot][I] order, then the m·I pairs (FP32). With early set (the
 // routing is the command just before) the warps whose pairs are all the
-// shared expert's compute them before the PDL wait, as moe_gu does; with
-// late set (RINGO_CUDA_GD_LATE=1, for comparisons) the routed rows are
-// staged after the pairs instead of before them.
+// shared expert's compute them before the PDL wait, as moe_gu does. late
+// (RINGO_CUDA_GD_STAGE) says when each thread issues its copies of the
+// routed rows: 0 right after the wait, before its first pair's loads; 1
+// after its pairs (for comparisons); 2 (the default) right after its first
+// pair's first loads, 3 after its second round of them, so that the pairs,
+// which the grid barrier waits for, are asked for first.
 #define GD_ROWS 8
 #define GD_WARPS 18
 // gd_sync is a barrier of all nb blocks of the grid (all resident): the
@@ -3975,33 +4057,47 @@ extern "C" __global__ void __launch_bounds__(32 * GD_WARPS, 2) moe_gd_bf16v(cons
   int w = threadIdx.x >> 5, lane = threadIdx.x & 31, m = topk + 1, nb = gridDim.x;
   int n0 = blockIdx.x * GD_ROWS, KC = D / 8, CI = I / 8;
   int P = (m * I + nb - 1) / nb, p0 = blockIdx.x * P, p1 = min(p0 + P, m * I);
-  unsigned long long t0 = tl_now();
+  unsigned long long t0 = tl_now(), tst = t0, tw0 = 0;
   gd_stage(gsm, ids, topk, m, Wd, Sd, D, I, n0, true);  // the shared expert's rows: no dependency
-  bool entered = false;
+  bool entered = false, pending = false;
   for (int p = p0 + w; p < p1; p += GD_WARPS) {
     int s = p / I, k = p % I;
     if (!entered && !(early && s == topk)) {
       PDL_ENTER();
       entered = true;
       if (threadIdx.x < topk) wsm[threadIdx.x] = wts[threadIdx.x];  // used after the barrier
-      if (!late) gd_stage(gsm, ids, topk, m, Wd, Sd, D, I, n0, false);
+      if (late == 0) gd_stage(gsm, ids, topk, m, Wd, Sd, D, I, n0, false);
+      pending = late >= 2;
       tl_probe(6, t0);
+      tl_started(t0);
       t0 = tl_now();
+      tw0 = t0;
     }
     i64 e = s < topk ? ids[s] : 0;
     const uint4* W = (const uint4*)(s < topk ? Wgu : Sgu);
-    float a = gu_pair<GvBF16>(W + (e * 2 * I + k) * KC, W + (e * 2 * I + I + k) * KC, 0, 0, 1, X, KC);
+    float a;
+    if (pending) {
+      // the staging copies issued behind this pair's first loads
+      a = gu_pair_pre<GvBF16>(W + (e * 2 * I + k) * KC, W + (e * 2 * I + I + k) * KC, 0, 0, 1, X, KC,
+                              [&] { gd_stage(gsm, ids, topk, m, Wd, Sd, D, I, n0, false); }, late - 2);
+      pending = false;
+    } else {
+      a = gu_pair<GvBF16>(W + (e * 2 * I + k) * KC, W + (e * 2 * I + I + k) * KC, 0, 0, 1, X, KC);
+    }
     if (lane == 0) A[(i64)s * I + k] = a;
     if (p == p0) tl_probe(7, t0);
   }
   if (!entered) {
     PDL_ENTER();
     if (threadIdx.x < topk) wsm[threadIdx.x] = wts[threadIdx.x];
+    tl_started(t0);
     t0 = tl_now();
+    tw0 = t0;
   }
-  if (!entered || late) gd_stage(gsm, ids, topk, m, Wd, Sd, D, I, n0, false);
+  if (!entered || late == 1) gd_stage(gsm, ids, topk, m, Wd, Sd, D, I, n0, false);
   gd_sync(bar, nb);
   tl_probe(8, t0);
+  unsigned long long tb0 = tl_now();
   // the pairs, once per block into shared memory (every warp of every
   // block reading them from L2 would hammer the few L2 slices holding them)
   float* As = (float*)(gsm + GD_ROWS * m * I);
@@ -4009,6 +4105,7 @@ extern "C" __global__ void __launch_bounds__(32 * GD_WARPS, 2) moe_gd_bf16v(cons
   cp_async_wait<0>();
   __syncthreads();
   tl_probe(15, t0);
+  unsigned long long tg0 = tl_now();
   tl_probe_last(16, t0, bar + 2, nb);
   // moe_dcs<GvBF16, 2>'s sums, the rows from shared memory: warp 2j + h
   // computes slot j's products for rows 4h .. 4h + 3, each chunk of the
@@ -4053,6 +4150,8 @@ extern "C" __global__ void __launch_bounds__(32 * GD_WARPS, 2) moe_gd_bf16v(cons
   }
   tl_probe(9, t0);
   tl_probe_last(17, t0, bar + 3, nb);
+  tl_block(*(volatile unsigned int*)(bar + 1), tst, tw0, tb0, tg0);
+  tl_end();
 }
 
 // ---------------------------------------------------------------------------

@@ -25,12 +25,19 @@ type timeline struct {
 	grids  []int     // and their blocks
 	sum    map[tlKey]float64
 	count  map[tlKey]int
-	span   float64 // ns from the first mark to the last, summed over steps
-	steps  int
-	skip   int
+	// hand-overs, for kernels that mark their end (tl_end): from the wait
+	// to the last block's end, from there to the next kernel's wait, and
+	// the start of block 0 from the end of the kernel before it
+	work, hand, start map[tlKey]float64
+	nwork, nstart     map[tlKey]int
+	span              float64 // ns from the first mark to the last, summed over steps
+	steps             int
+	skip              int
 	// probes: tl_probe's sums and counts (device), for looking inside a
 	// kernel (see kernels.cu)
 	probeSum, probeN uintptr
+	// blk: tl_blk, the block trace of moe_gd_bf16v (see kernels.cu)
+	blk, blkN uintptr
 }
 
 type tlKey struct {
@@ -43,20 +50,21 @@ const tlMax = 1 << 14 // TL_MAX in kernels.cu
 // newTimeline allocates the marks and points the module's tl_buf at them.
 func newTimeline(b *Backend) (*timeline, error) {
 	d := b.d
-	var pbuf, pn, psum, pcnt, size uintptr
+	var pbuf, pn, psum, pcnt, pblk, pblkn, size uintptr
 	for _, g := range []struct {
 		name string
 		p    *uintptr
-	}{{"tl_buf", &pbuf}, {"tl_n", &pn}, {"tl_probe_sum", &psum}, {"tl_probe_n", &pcnt}} {
+	}{{"tl_buf", &pbuf}, {"tl_n", &pn}, {"tl_probe_sum", &psum}, {"tl_probe_n", &pcnt}, {"tl_blk", &pblk}, {"tl_blkn", &pblkn}} {
 		name := cstr(g.name)
 		if err := d.check(ccall(d.cuModuleGetGlobal, uintptr(unsafe.Pointer(g.p)), uintptr(unsafe.Pointer(&size)), b.mod, uintptr(unsafe.Pointer(&name[0]))),
 			"cuModuleGetGlobal("+g.name+")"); err != nil {
 			return nil, err
 		}
 	}
-	t := &timeline{n: pn, probeSum: psum, probeN: pcnt, host: make([]uint64, tlMax), sum: map[tlKey]float64{}, count: map[tlKey]int{}}
+	t := &timeline{n: pn, probeSum: psum, probeN: pcnt, blk: pblk, blkN: pblkn, host: make([]uint64, 3*tlMax), sum: map[tlKey]float64{}, count: map[tlKey]int{},
+		work: map[tlKey]float64{}, hand: map[tlKey]float64{}, start: map[tlKey]float64{}, nwork: map[tlKey]int{}, nstart: map[tlKey]int{}}
 	var err error
-	if t.buf, err = b.deviceBlock("timeline", 8*tlMax); err != nil {
+	if t.buf, err = b.deviceBlock("timeline", 3*8*tlMax); err != nil {
 		return nil, err
 	}
 	if err := d.check(ccall(d.cuMemcpyHtoD, pbuf, uintptr(unsafe.Pointer(&t.buf)), 8), "cuMemcpyHtoD(tl_buf)"); err != nil {
@@ -87,11 +95,24 @@ func (t *timeline) collect(b *Backend) {
 		t.skip++
 		return
 	}
-	ccall(d.cuMemcpyDtoH, uintptr(unsafe.Pointer(&t.host[0])), t.buf, uintptr(8*n))
+	for j := range uintptr(3) {
+		ccall(d.cuMemcpyDtoH, uintptr(unsafe.Pointer(&t.host[j*tlMax])), t.buf+j*8*tlMax, uintptr(8*n))
+	}
+	wait, end, start := t.host[:tlMax], t.host[tlMax:2*tlMax], t.host[2*tlMax:]
 	for i := 0; i+1 < int(n); i++ {
 		k := tlKey{fns[i], grids[i]}
-		t.sum[k] += float64(int64(t.host[i+1] - t.host[i]))
+		t.sum[k] += float64(int64(wait[i+1] - wait[i]))
 		t.count[k]++
+		if e := end[i+1]; e != 0 && e >= wait[i] {
+			t.work[k] += float64(e - wait[i])
+			t.hand[k] += float64(int64(wait[i+1] - e))
+			t.nwork[k]++
+			if s := start[i+1]; s != 0 {
+				kn := tlKey{fns[i+1], grids[i+1]}
+				t.start[kn] += float64(int64(s - e))
+				t.nstart[kn]++
+			}
+		}
 	}
 	t.span += float64(int64(t.host[n-1] - t.host[0]))
 	t.steps++
@@ -121,12 +142,25 @@ func (t *timeline) report(b *Backend) {
 	n := float64(t.steps)
 	fmt.Fprintf(os.Stderr, "cuda timeline: %d steps (%d skipped), %.1f µs per step from the first kernel's release to the last's\n", t.steps, t.skip, t.span/n/1e3)
 	for _, k := range keys[:min(len(keys), 32)] {
-		fmt.Fprintf(os.Stderr, "  %-18s %6d blocks %8.1f µs/step  %6.1f launches/step  %6.2f µs each\n", b.fnNames[k.fn], k.blocks, t.sum[k]/n/1e3,
+		fmt.Fprintf(os.Stderr, "  %-18s %6d blocks %8.1f µs/step  %6.1f launches/step  %6.2f µs each", b.fnNames[k.fn], k.blocks, t.sum[k]/n/1e3,
 			float64(t.count[k])/n, t.sum[k]/float64(t.count[k])/1e3)
+		if c := float64(t.nwork[k]); c > 0 {
+			fmt.Fprintf(os.Stderr, "  (last block ends %.2f after the wait, next wait %.2f later, %.0f%%)", t.work[k]/c/1e3, t.hand[k]/c/1e3, 100*c/float64(t.count[k]))
+		}
+		if c := float64(t.nstart[k]); c > 0 {
+			fmt.Fprintf(os.Stderr, "  (block 0 starts %+.2f from the last end before)", t.start[k]/c/1e3)
+		}
+		fmt.Fprintln(os.Stderr)
 	}
 	t.reportProbes(b)
+	t.reportBlocks(b)
 	clear(t.sum)
 	clear(t.count)
+	for _, m := range []map[tlKey]float64{t.work, t.hand, t.start} {
+		clear(m)
+	}
+	clear(t.nwork)
+	clear(t.nstart)
 	t.span, t.steps, t.skip = 0, 0, 0
 }
 
@@ -149,3 +183,106 @@ func (t *timeline) reportProbes(b *Backend) {
 }
 
 const tlProbes = 20 // TL_PROBES in kernels.cu
+
+const tlBlk = 256 * 19 * 4 // TL_BLK in kernels.cu
+
+// reportBlocks prints moe_gd_bf16v's block trace (µs from block 0's wait,
+// over the launches whose blocks were all recorded): each group of blocks'
+// mean start, wait, grid barrier passed, staged rows in and end; then,
+// per launch, the block that ended last against the median block.
+func (t *timeline) reportBlocks(b *Backend) {
+	var n uint32
+	ccall(b.d.cuMemcpyDtoH, uintptr(unsafe.Pointer(&n)), t.blkN, 4)
+	if n == 0 {
+		return
+	}
+	recs := make([][6]uint64, tlBlk)
+	ccall(b.d.cuMemcpyDtoH, uintptr(unsafe.Pointer(&recs[0])), t.blk, 48*tlBlk)
+	if n < tlBlk {
+		recs = recs[:n]
+	}
+	byGen := map[uint32][][6]uint64{}
+	for _, r := range recs {
+		byGen[uint32(r[0]>>32)] = append(byGen[uint32(r[0]>>32)], r)
+	}
+	const g = 32
+	var groups [][6]float64 // sums of start, wait, barrier, staged, end; count
+	var last, med, second [5]float64
+	sms := map[int]int{}
+	launches := 0
+	for _, rs := range byGen {
+		nb := 0
+		var base uint64
+		for _, r := range rs {
+			bi := int(r[0]>>12) & 0xfffff
+			nb = max(nb, bi+1)
+			if bi == 0 {
+				base = r[2]
+			}
+		}
+		if base == 0 || len(rs) != nb {
+			continue
+		}
+		launches++
+		rel := func(r [6]uint64) (v [5]float64) {
+			for j := range 5 {
+				v[j] = float64(int64(r[j+1]-base)) / 1e3
+			}
+			return v
+		}
+		for len(groups) < (nb+g-1)/g {
+			groups = append(groups, [6]float64{})
+		}
+		for _, r := range rs {
+			v, gi := rel(r), (int(r[0]>>12)&0xfffff)/g
+			for j := range 5 {
+				groups[gi][j] += v[j]
+			}
+			groups[gi][5]++
+		}
+		slices.SortFunc(rs, func(x, y [6]uint64) int { return int(int64(x[5] - y[5])) })
+		for j, v := range rel(rs[len(rs)-1]) {
+			last[j] += v
+		}
+		for j, v := range rel(rs[len(rs)-2]) {
+			second[j] += v
+		}
+		for j, v := range rel(rs[len(rs)/2]) {
+			med[j] += v
+		}
+		sms[int(rs[len(rs)-1][0]&0xfff)]++
+	}
+	if launches == 0 {
+		return
+	}
+	fmt.Fprintf(os.Stderr, "moe_gd_bf16v blocks, %d launches, µs from block 0's wait: start, wait, barrier passed, staged rows in, end\n", launches)
+	for gi, a := range groups {
+		if a[5] > 0 {
+			fmt.Fprintf(os.Stderr, "  blocks %3d-%3d  %7.2f %7.2f %7.2f %7.2f %7.2f\n", gi*g, gi*g+g-1, a[0]/a[5], a[1]/a[5], a[2]/a[5], a[3]/a[5], a[4]/a[5])
+		}
+	}
+	l := float64(launches)
+	for _, x := range []struct {
+		name string
+		v    [5]float64
+	}{{"last to end  ", last}, {"second last  ", second}, {"median block ", med}} {
+		fmt.Fprintf(os.Stderr, "  %s   %7.2f %7.2f %7.2f %7.2f %7.2f\n", x.name, x.v[0]/l, x.v[1]/l, x.v[2]/l, x.v[3]/l, x.v[4]/l)
+	}
+	fmt.Fprintf(os.Stderr, "  the last block's SM: %d SMs, most often %v\n", len(sms), topCounts(sms, 6))
+	var zero uint32
+	ccall(b.d.cuMemcpyHtoD, t.blkN, uintptr(unsafe.Pointer(&zero)), 4)
+}
+
+// topCounts returns the k keys of m with the largest counts, as "key×count".
+func topCounts(m map[int]int, k int) []string {
+	keys := make([]int, 0, len(m))
+	for x := range m {
+		keys = append(keys, x)
+	}
+	slices.SortFunc(keys, func(a, c int) int { return m[c] - m[a] })
+	var out []string
+	for _, x := range keys[:min(k, len(keys))] {
+		out = append(out, fmt.Sprintf("%d×%d", x, m[x]))
+	}
+	return out
+}
