@@ -13,6 +13,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/ringo-ai/ringo/backend"
 	"github.com/ringo-ai/ringo/checkpoint"
@@ -684,6 +685,93 @@ func TestParseDecodeSettings(t *testing.T) {
 	for _, bad := range []string{"nope=1", "rope=2", "dc=4", "seg=x", "1/1/1/0/1/1/0/1/1", "gemv2=-1"} {
 		if _, err := parseDecodeSettings(bad, knobs); err == nil {
 			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
+// BenchmarkMoERead times reading one decode MoE layer's weights at
+// Ring-mini's shapes (9 experts of 6 MB: 8 routed and the shared one) with
+// nothing else in the kernel (k_readexp), cycling through 20 layers of 256
+// experts (30 GB, so that no call finds its experts in L2): nine experts
+// drawn at random per call, as the routing does, against experts 0-8 of
+// each layer, and k_readsum over one contiguous 54 MB range per layer. Each
+// figure is µs per call over a chain of 400 calls; moe_gd_bf16v moves the
+// same bytes in ~20 µs from its wait to its staged rows (docs/GPU.md).
+func BenchmarkMoERead(b *testing.B) {
+	g := gpu(b, false)
+	const E, I, D, L, m, calls = 256, 512, 2048, 20, 9, 400
+	n4gu, n4dn := 2*I*D*2/16, D*I*2/16
+	d := g.d
+	leave := g.enter() // the context, for the allocations
+	alloc := func(n int) uintptr {
+		var p uintptr
+		if err := d.check(ccall(d.cuMemAlloc, uintptr(unsafe.Pointer(&p)), uintptr(n)), "cuMemAlloc"); err != nil {
+			b.Fatal(err)
+		}
+		ccall(d.cuMemsetD32Async, p, 0, uintptr(n/4), 0)
+		return p
+	}
+	var gu, dn [L]uintptr
+	for l := range L {
+		gu[l], dn[l] = alloc(E*n4gu*16), alloc(E*n4dn*16)
+	}
+	out := alloc(256)
+	rng := rand.New(rand.NewSource(1))
+	random, fixed := make([]int32, calls*m), make([]int32, calls*m)
+	for c := range calls {
+		for j, e := range rng.Perm(E)[:m] {
+			random[c*m+j], fixed[c*m+j] = int32(e), int32(j)
+		}
+	}
+	upload := func(v []int32) uintptr {
+		p := alloc(4 * len(v))
+		ccall(d.cuMemcpyHtoD, p, uintptr(unsafe.Pointer(&v[0])), uintptr(4*len(v)))
+		return p
+	}
+	pr, pf := upload(random), upload(fixed)
+	g.sync()
+	leave()
+	defer func() {
+		defer g.enter()()
+		for l := range L {
+			ccall(d.cuMemFree, gu[l])
+			ccall(d.cuMemFree, dn[l])
+		}
+		for _, p := range []uintptr{out, pr, pf} {
+			ccall(d.cuMemFree, p)
+		}
+	}()
+	bytes := float64(m * (n4gu + n4dn) * 16)
+	gx := max(1, 4*g.sms/m)
+	exp := func(ids uintptr) func(c int) {
+		return func(c int) {
+			g.launch("k_readexp", dim3{gx, m, 1}, dim3{512, 1, 1}, 0, pArg(gu[c%L]), pArg(dn[c%L]), pArg(ids+uintptr(4*m*c)), lArg(n4gu), lArg(n4dn), pArg(out))
+		}
+	}
+	flat := func(c int) {
+		g.launch("k_readsum", dim3{g.sms * 8, 1, 1}, dim3{512, 1, 1}, 0, pArg(gu[c%L]), lArg(int(bytes)/16), pArg(out))
+	}
+	b.ResetTimer()
+	for it := 0; it < b.N; it++ {
+		for _, r := range []struct {
+			name string
+			call func(c int)
+		}{{"random experts", exp(pr)}, {"experts 0-8", exp(pf)}, {"contiguous", flat}, {"random experts", exp(pr)}, {"experts 0-8", exp(pf)}, {"contiguous", flat}} {
+			el := func() time.Duration {
+				defer g.enter()()
+				for c := range L {
+					r.call(c)
+				}
+				g.sync()
+				start := time.Now()
+				for c := range calls {
+					r.call(c)
+				}
+				g.sync()
+				return time.Since(start)
+			}()
+			us := el.Seconds() / calls * 1e6
+			b.Logf("%-15s %7.2f µs per call, %6.0f GB/s (%.1f MB)", r.name, us, bytes/us/1e3, bytes/1e6)
 		}
 	}
 }

@@ -4166,6 +4166,29 @@ extern "C" __global__ void k_readsum(const float4* p, i64 n4, float* out) { PDL_
   s = warp_sum(s);
   if ((threadIdx.x & 31) == 0 && s == 12345.678f) out[0] = s;  // never true for the fill used; keeps the loads
 }
+// k_readexp (BenchmarkMoERead): blocks (x, j) stream expert ids[j]'s
+// gate|up (n4gu 16-byte chunks) and down (n4dn) matrices, four loads in
+// flight per thread, summing them so that they are kept: the rate at which
+// a decode MoE's weights can be read, with nothing else in the kernel.
+extern "C" __global__ void k_readexp(const uint4* gu, const uint4* dn, const int* ids, i64 n4gu, i64 n4dn, float* out) {
+  PDL_ENTER();
+  i64 e = ids[blockIdx.y], n = n4gu + n4dn, stride = (i64)gridDim.x * blockDim.x;
+  const uint4* a = gu + e * n4gu;
+  const uint4* c = dn + e * n4dn - n4gu;
+  float s = 0.f;
+  for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += 4 * stride) {
+    uint4 v[4];
+#pragma unroll
+    for (int u = 0; u < 4; u++) {
+      i64 k = i + u * stride;
+      v[u] = k < n ? __ldg(k < n4gu ? a + k : c + k) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < 4; u++) s += __uint_as_float(v[u].x) + __uint_as_float(v[u].w);
+  }
+  s = warp_sum(s);
+  if ((threadIdx.x & 31) == 0 && s == 12345.678f) out[0] = s;  // never true for zeroed memory; keeps the loads
+}
 extern "C" __global__ void k_randbf16(u16* p, i64 n, u32 seed) { PDL_ENTER();
   GRID_LOOP(n) {
     u32 x = (u32)idx * 2654435761u ^ seed;
