@@ -775,3 +775,72 @@ func BenchmarkMoERead(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkReadChain times plain streaming reads (k_readsum) of the sizes
+// a lightning + MoE layer's decode kernels read (8.4 MB dense, 33.6 MB
+// qkv|gate, 56.6 MB MoE), each in a chain of 400 calls over 20 buffers (so
+// that no call finds its bytes in L2), and the three in a layer's order
+// (qkv|gate, dense, MoE) as one chain: what each kernel of a layer could
+// reach if it did nothing but read its weights. Each setting runs three
+// times, alternated, as the rate drifts from set to set.
+func BenchmarkReadChain(b *testing.B) {
+	g := gpu(b, false)
+	const bufs, calls = 20, 400
+	sizes := []int{8_388_608, 33_554_432, 56_623_104}
+	d := g.d
+	leave := g.enter()
+	var buf [bufs]uintptr
+	for i := range bufs {
+		if err := d.check(ccall(d.cuMemAlloc, uintptr(unsafe.Pointer(&buf[i])), uintptr(sizes[2])), "cuMemAlloc"); err != nil {
+			b.Fatal(err)
+		}
+		ccall(d.cuMemsetD32Async, buf[i], 0, uintptr(sizes[2]/4), 0)
+	}
+	var out uintptr
+	if err := d.check(ccall(d.cuMemAlloc, uintptr(unsafe.Pointer(&out)), 256), "cuMemAlloc"); err != nil {
+		b.Fatal(err)
+	}
+	g.sync()
+	leave()
+	defer func() {
+		defer g.enter()()
+		for _, p := range append(buf[:], out) {
+			ccall(d.cuMemFree, p)
+		}
+	}()
+	read := func(c, n int) {
+		g.launch("k_readsum", dim3{g.sms * 8, 1, 1}, dim3{512, 1, 1}, 0, pArg(buf[c%bufs]), lArg(n/16), pArg(out))
+	}
+	type setting struct {
+		name  string
+		sizes []int
+	}
+	settings := []setting{{"dense 8.4 MB", sizes[:1]}, {"qkv|gate 33.6 MB", sizes[1:2]}, {"MoE 56.6 MB", sizes[2:]}, {"layer (all three)", []int{sizes[1], sizes[0], sizes[2]}}}
+	b.ResetTimer()
+	for it := 0; it < b.N; it++ {
+		for range 3 {
+			for _, s := range settings {
+				el := func() time.Duration {
+					defer g.enter()()
+					run := func() {
+						for c := range calls {
+							read(c, s.sizes[c%len(s.sizes)])
+						}
+					}
+					run()
+					g.sync()
+					start := time.Now()
+					run()
+					g.sync()
+					return time.Since(start)
+				}()
+				total := 0
+				for c := range calls {
+					total += s.sizes[c%len(s.sizes)]
+				}
+				us := el.Seconds() / calls * 1e6
+				b.Logf("%-18s %7.2f µs per call, %7.2f per round of %d, %6.0f GB/s", s.name, us, us*float64(len(s.sizes)), len(s.sizes), float64(total)/el.Seconds()/1e9)
+			}
+		}
+	}
+}
