@@ -477,7 +477,7 @@ func parseDecodeSettings(spec string, knobs map[string]decodeKnob) ([]decodeSett
 }
 
 // knobOrder names BenchmarkDecodeAB's knobs, the positional ones first.
-var knobOrder = []string{"rope", "rec", "gu", "dc", "nr", "seg", "gemv2", "rp", "dcpre", "ng", "wr", "g4", "dr", "rg", "ru", "gd", "gs"}
+var knobOrder = []string{"rope", "rec", "gu", "dc", "nr", "seg", "gemv2", "rp", "dcpre", "ng", "wr", "g4", "dr", "rg", "ru", "gd", "gs", "gsp"}
 
 // decodeKnob is one of BenchmarkDecodeAB's settings: parse checks a value
 // and returns what sets it on the backend; restore puts back the value the
@@ -527,6 +527,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"ru":    flag(&g.routeUnroll, false),
 		"gd":    flag(&g.moeFused, false),
 		"gs":    number(&g.gdStage, 0, 3),
+		"gsp":   flag(&g.gdSharedPre, false),
 		"seg": {parse: func(v string) (func(), error) {
 			var f, r int
 			if v == "0" {
@@ -553,7 +554,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 	// the backend's values now, which restore puts back
 	fuseRope, recLate, guEarly, dcSplit, normRoute := g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.normRoute
 	segFirst, segRest, gemv2, readPinned, dcPre, ng := g.segFirst, g.segRest, g.gemv2, g.readPinned, g.dcPre, g.normGEMV
-	wr, g4, dr, rg, ru, gd, gs := g.warpRoute, g.gemv4n, g.dcReg, g.recGate, g.routeUnroll, g.moeFused, g.gdStage
+	wr, g4, dr, rg, ru, gd, gs, gsp := g.warpRoute, g.gemv4n, g.dcReg, g.recGate, g.routeUnroll, g.moeFused, g.gdStage, g.gdSharedPre
 	restore := map[string]func(){
 		"rope": func() { g.fuseRope = fuseRope }, "rec": func() { g.recLate = recLate },
 		"gu": func() { g.guEarly = guEarly }, "dc": func() { g.dcSplit = dcSplit },
@@ -562,7 +563,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"dcpre": func() { g.dcPre = dcPre }, "ng": func() { g.normGEMV = ng },
 		"wr": func() { g.warpRoute = wr }, "g4": func() { g.gemv4n = g4 }, "dr": func() { g.dcReg = dr },
 		"rg": func() { g.recGate = rg }, "ru": func() { g.routeUnroll = ru }, "gd": func() { g.moeFused = gd },
-		"gs": func() { g.gdStage = gs },
+		"gs": func() { g.gdStage = gs }, "gsp": func() { g.gdSharedPre = gsp },
 	}
 	for name, kn := range k {
 		kn.restore = restore[name]

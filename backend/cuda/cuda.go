@@ -260,8 +260,12 @@ type Backend struct {
 	moeFused bool
 	gridUser bool // counted in gridUsers (moeFused at New)
 	gdStage  int  // RINGO_CUDA_GD_STAGE: when moe_gd stages its routed down rows (kernels.cu: 0 before the pairs, 1 after, 2 behind their first loads, the default, 3 behind their second)
-	gdBar    uintptr
-	occ      map[occKey]int // blocks per SM by kernel and launch shape (allResident)
+	// gdSharedPre (RINGO_CUDA_GD_SPRE=0 turns it off): every moe_gd block
+	// takes its share of the shared expert's pairs, whose weights it stages
+	// in shared memory before its wait, beside its share of the routed pairs
+	gdSharedPre bool
+	gdBar       uintptr
+	occ         map[occKey]int // blocks per SM by kernel and launch shape (allResident)
 	// dcSplit is the number of warps per output row of the BF16 moe_dc: 2
 	// (moe_dc2_bf16v, the default: 2.4 % faster decode steps than 1 on the
 	// H200), 3 (moe_dc3_bf16v) or 1 (moe_dc_bf16v); RINGO_CUDA_DC_SPLIT
@@ -447,6 +451,7 @@ func New(device int, opts Options) (*Backend, error) {
 	b.recGate = b.ccMaj >= 9 && os.Getenv("RINGO_CUDA_REC_GATE") != "0" &&
 		ccall(d.cuFuncSetAttribute, b.fns["k_lightning_recg"], cuFuncAttrNonPortableCluster, 1) == 0
 	b.guEarly = os.Getenv("RINGO_CUDA_GU_EARLY") != "0"
+	b.gdSharedPre = os.Getenv("RINGO_CUDA_GD_SPRE") != "0"
 	b.gdStage = 2
 	if v, err := strconv.Atoi(os.Getenv("RINGO_CUDA_GD_STAGE")); err == nil && v >= 0 && v <= 3 {
 		b.gdStage = v

@@ -312,13 +312,15 @@ func TestMoEShared(t *testing.T) {
 				}
 				g.Free(pre)
 				// one row: moe_gd_bf16v (the default where it fits) against
-				// moe_gu + moe_dc2, early or not, with each staging order:
-				// the same sums
+				// moe_gu + moe_dc2, early or not, with each staging order,
+				// the shared pairs in slot order or spread with their rows
+				// staged: the same sums
 				if T == 1 {
-					for i, early := range []bool{true, false, true, false, true, false, true, false} {
+					for i := range 16 {
+						early, stage, spre := i%2 == 0, i/2%4, i >= 8
 						fused, two := g.Alloc(T, c.D), g.Alloc(T, c.D)
-						savedF, savedE, savedS, savedL := g.moeFused, g.guEarly, g.dcSplit, g.gdStage
-						g.guEarly, g.dcSplit, g.gdStage = early, 2, i/2
+						savedF, savedE, savedS, savedL, savedP := g.moeFused, g.guEarly, g.dcSplit, g.gdStage, g.gdSharedPre
+						g.guEarly, g.dcSplit, g.gdStage, g.gdSharedPre = early, 2, stage, spre
 						for _, on := range []bool{true, false} {
 							g.moeFused = on && savedF
 							dst := two
@@ -331,9 +333,9 @@ func TestMoEShared(t *testing.T) {
 								t.Errorf("%s: kernels %v with moe_gd %v", what, ks, savedF)
 							}
 						}
-						g.moeFused, g.guEarly, g.dcSplit, g.gdStage = savedF, savedE, savedS, savedL
+						g.moeFused, g.guEarly, g.dcSplit, g.gdStage, g.gdSharedPre = savedF, savedE, savedS, savedL, savedP
 						if e := gpuRelErr(g, fused, two); e != 0 || math.IsNaN(e) {
-							t.Errorf("%s: relative error %.3g of moe_gd_bf16v against moe_gu + moe_dc2 (early %v, staging %d)", what, e, early, i/2)
+							t.Errorf("%s: relative error %.3g of moe_gd_bf16v against moe_gu + moe_dc2 (early %v, staging %d, shared pairs spread %v)", what, e, early, stage, spre)
 						}
 						g.Free(fused)
 						g.Free(two)

@@ -1449,9 +1449,10 @@ extern "C" __global__ void moe_down_fp8(const float* GU, i64 ldgu, const int* id
 // the loads of its round at (of GV_U chunks) are issued, or at its end if it
 // has fewer rounds (moe_gd_bf16v issues its staging copies there, behind
 // them); gu_pair is the same without.
-template <class F, class Pre>
-__device__ __forceinline__ float gu_pair_pre(const uint4* wg, const uint4* wu, const float* sg, const float* su, int bc, const float* x, int KC, Pre pre,
-                                             int at) {
+// gu_pair_ld is gu_pair_pre with chunk c of the gate row read as ld(0, c)
+// and of the up row as ld(1, c).
+template <class F, class Ld, class Pre>
+__device__ __forceinline__ float gu_pair_ld(Ld ld, const float* sg, const float* su, int bc, const float* x, int KC, Pre pre, int at) {
   int lane = threadIdx.x & 31, round = 0;
   float ag = 0.f, au = 0.f;
   for (int k0 = lane; k0 < KC; k0 += 32 * GV_U, round++) {
@@ -1459,8 +1460,8 @@ __device__ __forceinline__ float gu_pair_pre(const uint4* wg, const uint4* wu, c
 #pragma unroll
     for (int u = 0; u < GV_U; u++) {
       bool in = k0 + 32 * u < KC;
-      vg[u] = in ? __ldg(wg + k0 + 32 * u) : make_uint4(0, 0, 0, 0);
-      vu[u] = in ? __ldg(wu + k0 + 32 * u) : make_uint4(0, 0, 0, 0);
+      vg[u] = in ? ld(0, k0 + 32 * u) : make_uint4(0, 0, 0, 0);
+      vu[u] = in ? ld(1, k0 + 32 * u) : make_uint4(0, 0, 0, 0);
     }
     if (round == at) pre();
 #pragma unroll
@@ -1480,6 +1481,11 @@ __device__ __forceinline__ float gu_pair_pre(const uint4* wg, const uint4* wu, c
   ag = warp_sum(ag);
   au = warp_sum(au);
   return silu_mul(ag, au);
+}
+template <class F, class Pre>
+__device__ __forceinline__ float gu_pair_pre(const uint4* wg, const uint4* wu, const float* sg, const float* su, int bc, const float* x, int KC, Pre pre,
+                                             int at) {
+  return gu_pair_ld<F>([&](int h, int c) { return __ldg((h ? wu : wg) + c); }, sg, su, bc, x, KC, pre, at);
 }
 template <class F>
 __device__ __forceinline__ float gu_pair(const uint4* wg, const uint4* wu, const float* sg, const float* su, int bc, const float* x, int KC) {
@@ -4051,17 +4057,39 @@ __device__ __forceinline__ void gd_stage(u16* sm, const int* ids, int topk, int 
 extern "C" __global__ void __launch_bounds__(32 * GD_WARPS, 2) moe_gd_bf16v(const float* X, const int* ids, const float* wts, int topk,
                                                                              const u16* __restrict__ Wgu, const u16* __restrict__ Wd, int I, int D,
                                                                              float* A, float* Y, const u16* __restrict__ Sgu, const u16* __restrict__ Sd,
-                                                                             unsigned int* bar, int early, int late) {
+                                                                             unsigned int* bar, int early, int late, int spre) {
   extern __shared__ __align__(16) u16 gsm[];
   __shared__ float vsm[GD_ROWS * MOE_DC_MAXS], wsm[MOE_DC_MAXS];
   int w = threadIdx.x >> 5, lane = threadIdx.x & 31, m = topk + 1, nb = gridDim.x;
   int n0 = blockIdx.x * GD_ROWS, KC = D / 8, CI = I / 8;
-  int P = (m * I + nb - 1) / nb, p0 = blockIdx.x * P, p1 = min(p0 + P, m * I);
+  // the block's work items q < nq: without spre the pairs [q0, q0 + nq) in
+  // slot order; with it nr routed pairs from q0, then the shared expert's
+  // from s0 (pair(q) maps an item to its pair)
+  int nr, q0, s0, nq;
+  if (spre) {
+    int RP = (topk * I + nb - 1) / nb, SP = (I + nb - 1) / nb;
+    q0 = blockIdx.x * RP, nr = max(0, min(RP, topk * I - q0));
+    s0 = blockIdx.x * SP, nq = nr + max(0, min(SP, I - s0));
+  } else {
+    int P = (m * I + nb - 1) / nb;
+    q0 = blockIdx.x * P, nq = max(0, min(P, m * I - q0)), nr = nq, s0 = 0;
+  }
+  auto pair = [&](int q) { return q < nr ? q0 + q : topk * I + s0 + q - nr; };
+  // with spre the shared pairs' gate and up rows go to shared memory before
+  // the wait, each lane copying the chunks it reads (in the region of the
+  // pairs, which are stored there only after the grid barrier)
+  u16* shs = gsm + GD_ROWS * m * I;
   unsigned long long t0 = tl_now(), tst = t0, tw0 = 0;
+  if (spre)
+    for (int q = nr + ((w - nr) % GD_WARPS + GD_WARPS) % GD_WARPS; q < nq; q += GD_WARPS) {
+      int k = s0 + q - nr;
+      for (int h = 0; h < 2; h++)
+        for (int c = lane; c < KC; c += 32) cp_async16(shs + ((i64)(q - nr) * 2 + h) * D + c * 8, Sgu + ((i64)h * I + k) * D + c * 8, true);
+    }
   gd_stage(gsm, ids, topk, m, Wd, Sd, D, I, n0, true);  // the shared expert's rows: no dependency
   bool entered = false, pending = false;
-  for (int p = p0 + w; p < p1; p += GD_WARPS) {
-    int s = p / I, k = p % I;
+  for (int q = w; q < nq; q += GD_WARPS) {
+    int p = pair(q), s = p / I, k = p % I;
     if (!entered && !(early && s == topk)) {
       PDL_ENTER();
       entered = true;
@@ -4076,7 +4104,17 @@ extern "C" __global__ void __launch_bounds__(32 * GD_WARPS, 2) moe_gd_bf16v(cons
     i64 e = s < topk ? ids[s] : 0;
     const uint4* W = (const uint4*)(s < topk ? Wgu : Sgu);
     float a;
-    if (pending) {
+    if (spre && s == topk) {
+      // from the rows staged before the wait (the lane's own copies)
+      cp_async_wait<0>();
+      const u16* rs = shs + (i64)(q - nr) * 2 * D;
+      a = gu_pair_ld<GvBF16>([&](int h, int c) { return *(const uint4*)(rs + (i64)h * D + c * 8); }, 0, 0, 1, X, KC,
+                             [&] {
+                               if (pending) gd_stage(gsm, ids, topk, m, Wd, Sd, D, I, n0, false);
+                             },
+                             late - 2);
+      pending = false;
+    } else if (pending) {
       // the staging copies issued behind this pair's first loads
       a = gu_pair_pre<GvBF16>(W + (e * 2 * I + k) * KC, W + (e * 2 * I + I + k) * KC, 0, 0, 1, X, KC,
                               [&] { gd_stage(gsm, ids, topk, m, Wd, Sd, D, I, n0, false); }, late - 2);
@@ -4085,7 +4123,7 @@ extern "C" __global__ void __launch_bounds__(32 * GD_WARPS, 2) moe_gd_bf16v(cons
       a = gu_pair<GvBF16>(W + (e * 2 * I + k) * KC, W + (e * 2 * I + I + k) * KC, 0, 0, 1, X, KC);
     }
     if (lane == 0) A[(i64)s * I + k] = a;
-    if (p == p0) tl_probe(7, t0);
+    if (q == 0) tl_probe(7, t0);
   }
   if (!entered) {
     PDL_ENTER();

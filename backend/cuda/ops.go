@@ -1688,9 +1688,9 @@ func (b *Backend) moeVector(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rI
 		// projections from rows staged in shared memory meanwhile
 		act := b.scratch(4 * slots * I)
 		early := b.guEarly && xs == nil && b.routeEnd == len(b.queue)
-		b.launch("moe_gd_bf16v", dim3{D / gdRows, 1, 1}, dim3{32 * gdWarps, 1, 1}, gdSmem(slots, I),
+		b.launch("moe_gd_bf16v", dim3{D / gdRows, 1, 1}, dim3{32 * gdWarps, 1, 1}, gdSmem(slots, I, D, b.gdSharedPre),
 			pArg(px), pArg(rIDs), pArg(rW), iArg(K), pArg(e.gateUp), pArg(e.down), iArg(I), iArg(D), pArg(act.p), pArg(pdst),
-			pArg(gateUp.p), pArg(down.p), pArg(b.gdBar), bArg(early), iArg(b.gdStage))
+			pArg(gateUp.p), pArg(down.p), pArg(b.gdBar), bArg(early), iArg(b.gdStage), bArg(b.gdSharedPre))
 		b.release(act)
 		b.release(xs...)
 		return
@@ -1745,7 +1745,17 @@ const gdRows, gdWarps = 8, 18
 // gdSmem is moe_gd_bf16v's dynamic shared memory for m slots of
 // intermediate size I: GD_ROWS rows of each slot's down projection, BF16,
 // and the m·I SwiGLU pairs, FP32.
-func gdSmem(m, I int) int { return gdRows*m*I*2 + m*I*4 }
+// With spre the shared expert's gate and up rows of the block's shared
+// pairs (ceil(I / blocks) of them, D values each) are staged in the pairs'
+// region before the wait, which then holds the larger of the two.
+func gdSmem(m, I, D int, spre bool) int {
+	pairs := m * I * 4
+	if spre {
+		nb := D / gdRows
+		pairs = max(pairs, (I+nb-1)/nb*2*D*2)
+	}
+	return gdRows*m*I*2 + pairs
+}
 
 // gdFits reports whether moe_gd_bf16v can run the one-row MoE of m slots
 // (the routed experts and one shared expert) with intermediate size I and
@@ -1756,7 +1766,7 @@ func (b *Backend) gdFits(m, I, D int) bool {
 	if b.d.cuOccupancyMaxActiveBlocksPerMultiprocessor == 0 || !b.gridAlone() || D%gdRows != 0 || I%8 != 0 || D%8 != 0 || m > moeDCMaxTopK+1 {
 		return false
 	}
-	smem := gdSmem(m, I)
+	smem := gdSmem(m, I, D, b.gdSharedPre)
 	return smem <= b.smemOptin-1024 && b.allResident("moe_gd_bf16v", 32*gdWarps, smem, D/gdRows) // 1024: its static shared memory
 }
 
