@@ -526,7 +526,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"rg":    flag(&g.recGate, false),
 		"ru":    flag(&g.routeUnroll, false),
 		"gd":    flag(&g.moeFused, false),
-		"gs":    number(&g.gdStage, 0, 3),
+		"gs":    number(&g.gdStage, 0, 4),
 		"gsp":   flag(&g.gdSharedPre, false),
 		"seg": {parse: func(v string) (func(), error) {
 			var f, r int

@@ -259,7 +259,7 @@ type Backend struct {
 	// probes, zeroed at New
 	moeFused bool
 	gridUser bool // counted in gridUsers (moeFused at New)
-	gdStage  int  // RINGO_CUDA_GD_STAGE: when moe_gd stages its routed down rows (kernels.cu: 0 before the pairs, 1 after, 2 behind their first loads, the default, 3 behind their second)
+	gdStage  int  // RINGO_CUDA_GD_STAGE: when moe_gd stages its routed down rows (kernels.cu: 0 before the pairs, 1 after, 2 behind their first loads, the default, 3 behind their second, 4 half behind each)
 	// gdSharedPre (RINGO_CUDA_GD_SPRE=0 turns it off): every moe_gd block
 	// takes its share of the shared expert's pairs, whose weights it stages
 	// in shared memory before its wait, beside its share of the routed pairs
@@ -453,7 +453,7 @@ func New(device int, opts Options) (*Backend, error) {
 	b.guEarly = os.Getenv("RINGO_CUDA_GU_EARLY") != "0"
 	b.gdSharedPre = os.Getenv("RINGO_CUDA_GD_SPRE") != "0"
 	b.gdStage = 2
-	if v, err := strconv.Atoi(os.Getenv("RINGO_CUDA_GD_STAGE")); err == nil && v >= 0 && v <= 3 {
+	if v, err := strconv.Atoi(os.Getenv("RINGO_CUDA_GD_STAGE")); err == nil && v >= 0 && v <= 4 {
 		b.gdStage = v
 	}
 	b.moeFused = !opts.Precise && d.cuOccupancyMaxActiveBlocksPerMultiprocessor != 0 && b.smemOptin > 48<<10 && os.Getenv("RINGO_CUDA_MOE_FUSED") != "0"

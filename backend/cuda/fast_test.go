@@ -316,8 +316,8 @@ func TestMoEShared(t *testing.T) {
 				// the shared pairs in slot order or spread with their rows
 				// staged: the same sums
 				if T == 1 {
-					for i := range 16 {
-						early, stage, spre := i%2 == 0, i/2%4, i >= 8
+					for i := range 20 {
+						early, stage, spre := i%2 == 0, i/2%5, i >= 10
 						fused, two := g.Alloc(T, c.D), g.Alloc(T, c.D)
 						savedF, savedE, savedS, savedL, savedP := g.moeFused, g.guEarly, g.dcSplit, g.gdStage, g.gdSharedPre
 						g.guEarly, g.dcSplit, g.gdStage, g.gdSharedPre = early, 2, stage, spre

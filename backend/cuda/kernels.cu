@@ -1445,14 +1445,14 @@ extern "C" __global__ void moe_down_fp8(const float* GU, i64 ldgu, const int* id
 
 // gu_pair_pre is one warp's product of an expert's gate row wg and up row
 // wu (KC chunks, scales sg, su for FP8) with the activations x:
-// silu(gate)·up, in every lane. Every lane calls pre() once, right after
-// the loads of its round at (of GV_U chunks) are issued, or at its end if it
-// has fewer rounds (moe_gd_bf16v issues its staging copies there, behind
-// them); gu_pair is the same without.
+// silu(gate)·up, in every lane. Every lane calls pre(r) right after the
+// loads of each of its rounds r (of GV_U chunks) are issued, and pre(-1)
+// at its end (moe_gd_bf16v issues its staging copies there, behind them);
+// gu_pair is the same without.
 // gu_pair_ld is gu_pair_pre with chunk c of the gate row read as ld(0, c)
 // and of the up row as ld(1, c).
 template <class F, class Ld, class Pre>
-__device__ __forceinline__ float gu_pair_ld(Ld ld, const float* sg, const float* su, int bc, const float* x, int KC, Pre pre, int at) {
+__device__ __forceinline__ float gu_pair_ld(Ld ld, const float* sg, const float* su, int bc, const float* x, int KC, Pre pre) {
   int lane = threadIdx.x & 31, round = 0;
   float ag = 0.f, au = 0.f;
   for (int k0 = lane; k0 < KC; k0 += 32 * GV_U, round++) {
@@ -1463,7 +1463,7 @@ __device__ __forceinline__ float gu_pair_ld(Ld ld, const float* sg, const float*
       vg[u] = in ? ld(0, k0 + 32 * u) : make_uint4(0, 0, 0, 0);
       vu[u] = in ? ld(1, k0 + 32 * u) : make_uint4(0, 0, 0, 0);
     }
-    if (round == at) pre();
+    pre(round);
 #pragma unroll
     for (int u = 0; u < GV_U; u++) {
       int kc = k0 + 32 * u;
@@ -1477,19 +1477,18 @@ __device__ __forceinline__ float gu_pair_ld(Ld ld, const float* sg, const float*
       au += (F::S && su ? su[kc * F::N / bc] : 1.f) * dotn<F::N>(w, xv);
     }
   }
-  if (round <= at) pre();  // fewer rounds (KC < 32·GV_U·(at + 1)): at the end
+  pre(-1);
   ag = warp_sum(ag);
   au = warp_sum(au);
   return silu_mul(ag, au);
 }
 template <class F, class Pre>
-__device__ __forceinline__ float gu_pair_pre(const uint4* wg, const uint4* wu, const float* sg, const float* su, int bc, const float* x, int KC, Pre pre,
-                                             int at) {
-  return gu_pair_ld<F>([&](int h, int c) { return __ldg((h ? wu : wg) + c); }, sg, su, bc, x, KC, pre, at);
+__device__ __forceinline__ float gu_pair_pre(const uint4* wg, const uint4* wu, const float* sg, const float* su, int bc, const float* x, int KC, Pre pre) {
+  return gu_pair_ld<F>([&](int h, int c) { return __ldg((h ? wu : wg) + c); }, sg, su, bc, x, KC, pre);
 }
 template <class F>
 __device__ __forceinline__ float gu_pair(const uint4* wg, const uint4* wu, const float* sg, const float* su, int bc, const float* x, int KC) {
-  return gu_pair_pre<F>(wg, wu, sg, su, bc, x, KC, [] {}, -1);
+  return gu_pair_pre<F>(wg, wu, sg, su, bc, x, KC, [](int) {});
 }
 
 // Decode MoE in two kernels (few rows; the shared expert, if any, as T
@@ -4017,8 +4016,9 @@ extern "C" __global__ void __launch_bounds__(128) k_ltc_out128(float* o, i64 ldo
 // (RINGO_CUDA_GD_STAGE) says when each thread issues its copies of the
 // routed rows: 0 right after the wait, before its first pair's loads; 1
 // after its pairs (for comparisons); 2 (the default) right after its first
-// pair's first loads, 3 after its second round of them, so that the pairs,
-// which the grid barrier waits for, are asked for first.
+// pair's first loads, 3 after its second round of them, 4 half after each
+// of the two, so that the pairs, which the grid barrier waits for, are
+// asked for first.
 #define GD_ROWS 8
 #define GD_WARPS 18
 // gd_sync is a barrier of all nb blocks of the grid (all resident): the
@@ -4042,11 +4042,12 @@ __device__ __forceinline__ void gd_sync(unsigned int* bar, unsigned int nb) {
   __syncthreads();
 }
 // gd_stage copies the block's down rows of the slots j with shared(j) ==
-// sh into shared memory (cp.async, one group).
+// sh (of its chunks, in [row][slot][chunk] order, part of parts equal
+// shares) into shared memory (cp.async, one group).
 __device__ __forceinline__ void gd_stage(u16* sm, const int* ids, int topk, int m, const u16* __restrict__ Wd, const u16* __restrict__ Sd, int D, int I,
-                                         int n0, bool sh) {
+                                         int n0, bool sh, int part = 0, int parts = 1) {
   int CI = I / 8, total = GD_ROWS * m * CI;
-  for (int c = threadIdx.x; c < total; c += blockDim.x) {
+  for (int c = total / parts * part + threadIdx.x; c < (part == parts - 1 ? total : total / parts * (part + 1)); c += blockDim.x) {
     int kc = c % CI, j = (c / CI) % m, r = c / (CI * m);
     if ((j == topk) != sh) continue;
     const u16* src = j == topk ? Sd + (i64)(n0 + r) * I : Wd + ((i64)ids[j] * D + n0 + r) * I;
@@ -4088,6 +4089,15 @@ extern "C" __global__ void __launch_bounds__(32 * GD_WARPS, 2) moe_gd_bf16v(cons
     }
   gd_stage(gsm, ids, topk, m, Wd, Sd, D, I, n0, true);  // the shared expert's rows: no dependency
   bool entered = false, pending = false;
+  // late 2, 3: the routed copies after the first pair's round 0 or 1 of
+  // loads; 4: half after round 0, half after round 1 (hook(-1), at the
+  // pair's end, issues what is left)
+  int at = late == 3 ? 1 : 0, parts = late == 4 ? 2 : 1, staged = 0;
+  auto hook = [&](int r) {
+    if (!pending) return;
+    for (int upto = r < 0 ? parts : min(parts, r - at + 1); staged < upto; staged++)
+      gd_stage(gsm, ids, topk, m, Wd, Sd, D, I, n0, false, staged, parts);
+  };
   for (int q = w; q < nq; q += GD_WARPS) {
     int p = pair(q), s = p / I, k = p % I;
     if (!entered && !(early && s == topk)) {
@@ -4096,6 +4106,7 @@ extern "C" __global__ void __launch_bounds__(32 * GD_WARPS, 2) moe_gd_bf16v(cons
       if (threadIdx.x < topk) wsm[threadIdx.x] = wts[threadIdx.x];  // used after the barrier
       if (late == 0) gd_stage(gsm, ids, topk, m, Wd, Sd, D, I, n0, false);
       pending = late >= 2;
+      staged = 0;
       tl_probe(6, t0);
       tl_started(t0);
       t0 = tl_now();
@@ -4108,16 +4119,11 @@ extern "C" __global__ void __launch_bounds__(32 * GD_WARPS, 2) moe_gd_bf16v(cons
       // from the rows staged before the wait (the lane's own copies)
       cp_async_wait<0>();
       const u16* rs = shs + (i64)(q - nr) * 2 * D;
-      a = gu_pair_ld<GvBF16>([&](int h, int c) { return *(const uint4*)(rs + (i64)h * D + c * 8); }, 0, 0, 1, X, KC,
-                             [&] {
-                               if (pending) gd_stage(gsm, ids, topk, m, Wd, Sd, D, I, n0, false);
-                             },
-                             late - 2);
+      a = gu_pair_ld<GvBF16>([&](int h, int c) { return *(const uint4*)(rs + (i64)h * D + c * 8); }, 0, 0, 1, X, KC, hook);
       pending = false;
     } else if (pending) {
       // the staging copies issued behind this pair's first loads
-      a = gu_pair_pre<GvBF16>(W + (e * 2 * I + k) * KC, W + (e * 2 * I + I + k) * KC, 0, 0, 1, X, KC,
-                              [&] { gd_stage(gsm, ids, topk, m, Wd, Sd, D, I, n0, false); }, late - 2);
+      a = gu_pair_pre<GvBF16>(W + (e * 2 * I + k) * KC, W + (e * 2 * I + I + k) * KC, 0, 0, 1, X, KC, hook);
       pending = false;
     } else {
       a = gu_pair<GvBF16>(W + (e * 2 * I + k) * KC, W + (e * 2 * I + I + k) * KC, 0, 0, 1, X, KC);
