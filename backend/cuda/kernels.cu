@@ -66,8 +66,9 @@ __device__ __forceinline__ void tl_end() {
   }
 }
 // Block trace (moe_gd_bf16v): thread 0 of every block stores its launch
-// (the grid barrier's generation), block, SM, start, wait and end in a ring
-// of TL_BLK records, for the host's per-block report.
+// (the grid barrier's generation), block, SM, start, wait, barrier, staged
+// rows and end in its slot of TL_BLK records (the last TL_BLK / blocks
+// launches), for the host's per-block report.
 #define TL_BLK (256 * 19 * 4)
 __device__ unsigned long long tl_blk[TL_BLK][6];
 __device__ unsigned int tl_blkn;
@@ -77,7 +78,10 @@ __device__ __forceinline__ void tl_block(unsigned int gen, unsigned long long ts
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
     unsigned int sm;
     asm("mov.u32 %0, %%smid;" : "=r"(sm));
-    unsigned int i = atomicAdd(&tl_blkn, 1u) % TL_BLK;
+    // a slot per launch (by the barrier's generation) and block: no
+    // atomics, which would slow what they measure
+    unsigned int i = (gen % (TL_BLK / gridDim.x)) * gridDim.x + blockIdx.x;
+    if (blockIdx.x == 0) tl_blkn = 1u;
     tl_blk[i][0] = (unsigned long long)gen << 32 | (unsigned long long)blockIdx.x << 12 | sm;
     tl_blk[i][1] = ts;
     tl_blk[i][2] = tw;
@@ -103,8 +107,7 @@ __device__ __forceinline__ void tl_started(unsigned long long ts) {
 //     past the second barrier.
 //   moe_gd_bf16v: 6 start to the wait, 7 the first warp's pair done after
 //     it, 8 past the grid barrier, 15 the staged rows in, 9 the block's
-//     rows done; 16 the last block past the staged rows, 17 the last block
-//     done (tl_probe_last).
+//     rows done (the block trace, tl_block, has every block's times).
 #define TL_PROBES 20
 __device__ unsigned long long tl_probe_sum[TL_PROBES];
 __device__ unsigned int tl_probe_n[TL_PROBES];
@@ -119,20 +122,7 @@ __device__ __forceinline__ void tl_probe(int i, unsigned long long t0) {
     atomicAdd(&tl_probe_n[i], 1u);
   }
 }
-// tl_probe_last(i, t0, ctr, n): thread 0 of each of n blocks counts itself
-// at ctr (zeroed by the last); the last block adds the time since its t0
-// to probe i.
-__device__ __forceinline__ void tl_probe_last(int i, unsigned long long t0, unsigned int* ctr, unsigned int n) {
-  if (tl_buf && threadIdx.x == 0 && threadIdx.y == 0 && atomicAdd(ctr, 1u) == n - 1) {
-    atomicExch(ctr, 0u);
-    atomicAdd(&tl_probe_sum[i], tl_now() - t0);
-    atomicAdd(&tl_probe_n[i], 1u);
-  }
-}
 #else
-#define tl_probe_last(i, t0, ctr, n) \
-  do {                               \
-  } while (0)
 #define tl_mark() \
   do {            \
   } while (0)
@@ -4150,7 +4140,6 @@ extern "C" __global__ void __launch_bounds__(32 * GD_WARPS, 2) moe_gd_bf16v(cons
   __syncthreads();
   tl_probe(15, t0);
   unsigned long long tg0 = tl_now();
-  tl_probe_last(16, t0, bar + 2, nb);
   // moe_dcs<GvBF16, 2>'s sums, the rows from shared memory: warp 2j + h
   // computes slot j's products for rows 4h .. 4h + 3, each chunk of the
   // slot's pairs read once for the four rows (shared memory bandwidth, not
@@ -4193,7 +4182,6 @@ extern "C" __global__ void __launch_bounds__(32 * GD_WARPS, 2) moe_gd_bf16v(cons
     Y[n] = o[0] + o[1];
   }
   tl_probe(9, t0);
-  tl_probe_last(17, t0, bar + 3, nb);
   tl_block(*(volatile unsigned int*)(bar + 1), tst, tw0, tb0, tg0);
   tl_end();
 }

@@ -196,14 +196,16 @@ func (t *timeline) reportBlocks(b *Backend) {
 	if n == 0 {
 		return
 	}
+	// every slot (a launch's blocks by the barrier's generation, which is
+	// never 0), then zeroed so that the next report sees only new launches
 	recs := make([][6]uint64, tlBlk)
 	ccall(b.d.cuMemcpyDtoH, uintptr(unsafe.Pointer(&recs[0])), t.blk, 48*tlBlk)
-	if n < tlBlk {
-		recs = recs[:n]
-	}
+	ccall(b.d.cuMemsetD32Async, t.blk, 0, 12*tlBlk, 0)
 	byGen := map[uint32][][6]uint64{}
 	for _, r := range recs {
-		byGen[uint32(r[0]>>32)] = append(byGen[uint32(r[0]>>32)], r)
+		if gen := uint32(r[0] >> 32); gen != 0 {
+			byGen[gen] = append(byGen[gen], r)
+		}
 	}
 	const g = 32
 	var groups [][6]float64 // sums of start, wait, barrier, staged, end; count
