@@ -66,8 +66,8 @@ __device__ __forceinline__ void tl_end() {
   }
 }
 // Block trace (moe_gd_bf16v): thread 0 of every block stores its launch
-// (the grid barrier's generation), block, SM, start, wait and end in a ring
-// of TL_BLK records, for the host's per-block report.
+// (the grid barrier's generation), block, SM, start, wait, barrier, staged
+// rows and end in a ring of TL_BLK records, for the host's per-block report.
 #define TL_BLK (256 * 19 * 4)
 __device__ unsigned long long tl_blk[TL_BLK][6];
 __device__ unsigned int tl_blkn;
