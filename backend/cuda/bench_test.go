@@ -8,6 +8,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -690,33 +691,64 @@ func TestParseDecodeSettings(t *testing.T) {
 	}
 }
 
+// benchBuffers allocates zeroed device buffers of the given sizes (bytes)
+// for a benchmark, freed when it ends.
+func benchBuffers(b *testing.B, g *Backend, sizes ...int) []uintptr {
+	d := g.d
+	defer g.enter()()
+	ps := make([]uintptr, len(sizes))
+	b.Cleanup(func() {
+		defer g.enter()()
+		for _, p := range ps {
+			if p != 0 {
+				ccall(d.cuMemFree, p)
+			}
+		}
+	})
+	for i, n := range sizes {
+		if err := d.check(ccall(d.cuMemAlloc, uintptr(unsafe.Pointer(&ps[i])), uintptr(n)), "cuMemAlloc"); err != nil {
+			b.Fatal(err)
+		}
+		ccall(d.cuMemsetD32Async, ps[i], 0, uintptr(n/4), 0)
+	}
+	g.sync()
+	return ps
+}
+
+// chainTime runs call(0) .. call(n-1) once to warm up, then again, and
+// returns the second chain's time to the GPU's end.
+func chainTime(g *Backend, n int, call func(c int)) time.Duration {
+	defer g.enter()()
+	for c := range n {
+		call(c)
+	}
+	g.sync()
+	start := time.Now()
+	for c := range n {
+		call(c)
+	}
+	g.sync()
+	return time.Since(start)
+}
+
 // BenchmarkMoERead times reading one decode MoE layer's weights at
 // Ring-mini's shapes (9 experts of 6 MB: 8 routed and the shared one) with
 // nothing else in the kernel (k_readexp), cycling through 20 layers of 256
 // experts (30 GB, so that no call finds its experts in L2): nine experts
 // drawn at random per call, as the routing does, against experts 0-8 of
-// each layer, and k_readsum over one contiguous 54 MB range per layer. Each
-// figure is µs per call over a chain of 400 calls; moe_gd_bf16v moves the
-// same bytes in ~20 µs from its wait to its staged rows (docs/GPU.md).
+// each layer, and k_readsum over one contiguous 56.6 MB range per layer.
+// Each figure is µs per call over a chain of 400 calls; moe_gd_bf16v moves
+// the same bytes in ~20 µs from its wait to its staged rows (docs/GPU.md).
 func BenchmarkMoERead(b *testing.B) {
 	g := gpu(b, false)
 	const E, I, D, L, m, calls = 256, 512, 2048, 20, 9, 400
 	n4gu, n4dn := 2*I*D*2/16, D*I*2/16
-	d := g.d
-	leave := g.enter() // the context, for the allocations
-	alloc := func(n int) uintptr {
-		var p uintptr
-		if err := d.check(ccall(d.cuMemAlloc, uintptr(unsafe.Pointer(&p)), uintptr(n)), "cuMemAlloc"); err != nil {
-			b.Fatal(err)
-		}
-		ccall(d.cuMemsetD32Async, p, 0, uintptr(n/4), 0)
-		return p
+	var sizes []int
+	for range L {
+		sizes = append(sizes, E*n4gu*16, E*n4dn*16)
 	}
-	var gu, dn [L]uintptr
-	for l := range L {
-		gu[l], dn[l] = alloc(E*n4gu*16), alloc(E*n4dn*16)
-	}
-	out := alloc(256)
+	bufs := benchBuffers(b, g, append(sizes, 256, 4*calls*m, 4*calls*m)...)
+	out, pr, pf := bufs[2*L], bufs[2*L+1], bufs[2*L+2]
 	rng := rand.New(rand.NewSource(1))
 	random, fixed := make([]int32, calls*m), make([]int32, calls*m)
 	for c := range calls {
@@ -724,33 +756,21 @@ func BenchmarkMoERead(b *testing.B) {
 			random[c*m+j], fixed[c*m+j] = int32(e), int32(j)
 		}
 	}
-	upload := func(v []int32) uintptr {
-		p := alloc(4 * len(v))
-		ccall(d.cuMemcpyHtoD, p, uintptr(unsafe.Pointer(&v[0])), uintptr(4*len(v)))
-		return p
-	}
-	pr, pf := upload(random), upload(fixed)
-	g.sync()
-	leave()
-	defer func() {
+	func() {
 		defer g.enter()()
-		for l := range L {
-			ccall(d.cuMemFree, gu[l])
-			ccall(d.cuMemFree, dn[l])
-		}
-		for _, p := range []uintptr{out, pr, pf} {
-			ccall(d.cuMemFree, p)
-		}
+		ccall(g.d.cuMemcpyHtoD, pr, uintptr(unsafe.Pointer(&random[0])), uintptr(4*len(random)))
+		ccall(g.d.cuMemcpyHtoD, pf, uintptr(unsafe.Pointer(&fixed[0])), uintptr(4*len(fixed)))
 	}()
 	bytes := float64(m * (n4gu + n4dn) * 16)
 	gx := max(1, 4*g.sms/m)
 	exp := func(ids uintptr) func(c int) {
 		return func(c int) {
-			g.launch("k_readexp", dim3{gx, m, 1}, dim3{512, 1, 1}, 0, pArg(gu[c%L]), pArg(dn[c%L]), pArg(ids+uintptr(4*m*c)), lArg(n4gu), lArg(n4dn), pArg(out))
+			l := c % L
+			g.launch("k_readexp", dim3{gx, m, 1}, dim3{512, 1, 1}, 0, pArg(bufs[2*l]), pArg(bufs[2*l+1]), pArg(ids+uintptr(4*m*c)), lArg(n4gu), lArg(n4dn), pArg(out))
 		}
 	}
 	flat := func(c int) {
-		g.launch("k_readsum", dim3{g.sms * 8, 1, 1}, dim3{512, 1, 1}, 0, pArg(gu[c%L]), lArg(int(bytes)/16), pArg(out))
+		g.launch("k_readsum", dim3{g.sms * 8, 1, 1}, dim3{512, 1, 1}, 0, pArg(bufs[2*(c%L)]), lArg(int(bytes)/16), pArg(out))
 	}
 	b.ResetTimer()
 	for it := 0; it < b.N; it++ {
@@ -758,20 +778,7 @@ func BenchmarkMoERead(b *testing.B) {
 			name string
 			call func(c int)
 		}{{"random experts", exp(pr)}, {"experts 0-8", exp(pf)}, {"contiguous", flat}, {"random experts", exp(pr)}, {"experts 0-8", exp(pf)}, {"contiguous", flat}} {
-			el := func() time.Duration {
-				defer g.enter()()
-				for c := range L {
-					r.call(c)
-				}
-				g.sync()
-				start := time.Now()
-				for c := range calls {
-					r.call(c)
-				}
-				g.sync()
-				return time.Since(start)
-			}()
-			us := el.Seconds() / calls * 1e6
+			us := chainTime(g, calls, r.call).Seconds() / calls * 1e6
 			b.Logf("%-15s %7.2f µs per call, %6.0f GB/s (%.1f MB)", r.name, us, bytes/us/1e3, bytes/1e6)
 		}
 	}
@@ -786,32 +793,10 @@ func BenchmarkMoERead(b *testing.B) {
 // times, alternated, as the rate drifts from set to set.
 func BenchmarkReadChain(b *testing.B) {
 	g := gpu(b, false)
-	const bufs, calls = 20, 400
+	const nbuf, calls = 20, 400
 	sizes := []int{8_388_608, 33_554_432, 56_623_104}
-	d := g.d
-	leave := g.enter()
-	var buf [bufs]uintptr
-	for i := range bufs {
-		if err := d.check(ccall(d.cuMemAlloc, uintptr(unsafe.Pointer(&buf[i])), uintptr(sizes[2])), "cuMemAlloc"); err != nil {
-			b.Fatal(err)
-		}
-		ccall(d.cuMemsetD32Async, buf[i], 0, uintptr(sizes[2]/4), 0)
-	}
-	var out uintptr
-	if err := d.check(ccall(d.cuMemAlloc, uintptr(unsafe.Pointer(&out)), 256), "cuMemAlloc"); err != nil {
-		b.Fatal(err)
-	}
-	g.sync()
-	leave()
-	defer func() {
-		defer g.enter()()
-		for _, p := range append(buf[:], out) {
-			ccall(d.cuMemFree, p)
-		}
-	}()
-	read := func(c, n int) {
-		g.launch("k_readsum", dim3{g.sms * 8, 1, 1}, dim3{512, 1, 1}, 0, pArg(buf[c%bufs]), lArg(n/16), pArg(out))
-	}
+	bufs := benchBuffers(b, g, append(slices.Repeat(sizes[2:], nbuf), 256)...)
+	out := bufs[nbuf]
 	type setting struct {
 		name  string
 		sizes []int
@@ -821,20 +806,10 @@ func BenchmarkReadChain(b *testing.B) {
 	for it := 0; it < b.N; it++ {
 		for range 3 {
 			for _, s := range settings {
-				el := func() time.Duration {
-					defer g.enter()()
-					run := func() {
-						for c := range calls {
-							read(c, s.sizes[c%len(s.sizes)])
-						}
-					}
-					run()
-					g.sync()
-					start := time.Now()
-					run()
-					g.sync()
-					return time.Since(start)
-				}()
+				el := chainTime(g, calls, func(c int) {
+					n := s.sizes[c%len(s.sizes)]
+					g.launch("k_readsum", dim3{g.sms * 8, 1, 1}, dim3{512, 1, 1}, 0, pArg(bufs[c%nbuf]), lArg(n/16), pArg(out))
+				})
 				total := 0
 				for c := range calls {
 					total += s.sizes[c%len(s.sizes)]
