@@ -478,7 +478,7 @@ func parseDecodeSettings(spec string, knobs map[string]decodeKnob) ([]decodeSett
 }
 
 // knobOrder names BenchmarkDecodeAB's knobs, the positional ones first.
-var knobOrder = []string{"rope", "rec", "gu", "dc", "nr", "seg", "gemv2", "rp", "dcpre", "ng", "wr", "g4", "dr", "rg", "ru", "gd", "gs", "gsp"}
+var knobOrder = []string{"rope", "rec", "gu", "dc", "nr", "seg", "gemv2", "rp", "dcpre", "ng", "wr", "g4", "dr", "rg", "ru", "gd", "gs", "gsp", "gf"}
 
 // decodeKnob is one of BenchmarkDecodeAB's settings: parse checks a value
 // and returns what sets it on the backend; restore puts back the value the
@@ -529,6 +529,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"gd":    flag(&g.moeFused, false),
 		"gs":    number(&g.gdStage, 0, 4),
 		"gsp":   flag(&g.gdSharedPre, false),
+		"gf":    flag(&g.gdFlip, false),
 		"seg": {parse: func(v string) (func(), error) {
 			var f, r int
 			if v == "0" {
@@ -555,7 +556,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 	// the backend's values now, which restore puts back
 	fuseRope, recLate, guEarly, dcSplit, normRoute := g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.normRoute
 	segFirst, segRest, gemv2, readPinned, dcPre, ng := g.segFirst, g.segRest, g.gemv2, g.readPinned, g.dcPre, g.normGEMV
-	wr, g4, dr, rg, ru, gd, gs, gsp := g.warpRoute, g.gemv4n, g.dcReg, g.recGate, g.routeUnroll, g.moeFused, g.gdStage, g.gdSharedPre
+	wr, g4, dr, rg, ru, gd, gs, gsp, gf := g.warpRoute, g.gemv4n, g.dcReg, g.recGate, g.routeUnroll, g.moeFused, g.gdStage, g.gdSharedPre, g.gdFlip
 	restore := map[string]func(){
 		"rope": func() { g.fuseRope = fuseRope }, "rec": func() { g.recLate = recLate },
 		"gu": func() { g.guEarly = guEarly }, "dc": func() { g.dcSplit = dcSplit },
@@ -565,6 +566,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"wr": func() { g.warpRoute = wr }, "g4": func() { g.gemv4n = g4 }, "dr": func() { g.dcReg = dr },
 		"rg": func() { g.recGate = rg }, "ru": func() { g.routeUnroll = ru }, "gd": func() { g.moeFused = gd },
 		"gs": func() { g.gdStage = gs }, "gsp": func() { g.gdSharedPre = gsp },
+		"gf": func() { g.gdFlip = gf },
 	}
 	for name, kn := range k {
 		kn.restore = restore[name]
@@ -816,6 +818,42 @@ func BenchmarkReadChain(b *testing.B) {
 				}
 				us := el.Seconds() / calls * 1e6
 				b.Logf("%-18s %7.2f µs per call, %7.2f per round of %d, %6.0f GB/s", s.name, us, us*float64(len(s.sizes)), len(s.sizes), float64(total)/el.Seconds()/1e9)
+			}
+		}
+	}
+}
+
+// BenchmarkReadAfterIdle asks whether a stream of weights is slower right
+// after the GPU's memory has been idle, as a decode MoE's is after the
+// routing (~7 µs in which little is read): chains of 400 calls, each a
+// 56.6 MB k_readsum (20 buffers, nothing found in L2) after a k_spin of
+// 0 to 10 µs, less a chain of the spins alone, so the read's own time per
+// call. Settings alternate, twice.
+func BenchmarkReadAfterIdle(b *testing.B) {
+	g := gpu(b, false)
+	const nbuf, calls, size = 20, 400, 56_623_104
+	bufs := benchBuffers(b, g, append(slices.Repeat([]int{size}, nbuf), 256)...)
+	out := bufs[nbuf]
+	read := func(c int) {
+		g.launch("k_readsum", dim3{g.sms * 8, 1, 1}, dim3{512, 1, 1}, 0, pArg(bufs[c%nbuf]), lArg(size/16), pArg(out))
+	}
+	spin := func(ns int) { g.launch("k_spin", dim3{1, 1, 1}, dim3{32, 1, 1}, 0, lArg(ns)) }
+	b.ResetTimer()
+	for it := 0; it < b.N; it++ {
+		for range 2 {
+			for _, gap := range []int{0, 2000, 5000, 10000} {
+				both := chainTime(g, calls, func(c int) {
+					if gap > 0 {
+						spin(gap)
+					}
+					read(c)
+				})
+				var alone time.Duration
+				if gap > 0 {
+					alone = chainTime(g, calls, func(int) { spin(gap) })
+				}
+				us := (both - alone).Seconds() / calls * 1e6
+				b.Logf("read after %5.1f µs idle: %7.2f µs per read, %6.0f GB/s (spin alone %.2f µs)", float64(gap)/1e3, us, size/us/1e3, alone.Seconds()/calls*1e6)
 			}
 		}
 	}

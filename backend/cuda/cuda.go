@@ -264,8 +264,12 @@ type Backend struct {
 	// takes its share of the shared expert's pairs, whose weights it stages
 	// in shared memory before its wait, beside its share of the routed pairs
 	gdSharedPre bool
-	gdBar       uintptr
-	occ         map[occKey]int // blocks per SM by kernel and launch shape (allResident)
+	// gdFlip (RINGO_CUDA_GD_FLIP=0 turns it off): moe_gd's grid barrier as
+	// one release add per block that flips the count's top bit (kernels.cu,
+	// gd_sync), instead of a count the last block resets
+	gdFlip bool
+	gdBar  uintptr
+	occ    map[occKey]int // blocks per SM by kernel and launch shape (allResident)
 	// dcSplit is the number of warps per output row of the BF16 moe_dc: 2
 	// (moe_dc2_bf16v, the default: 2.4 % faster decode steps than 1 on the
 	// H200), 3 (moe_dc3_bf16v) or 1 (moe_dc_bf16v); RINGO_CUDA_DC_SPLIT
@@ -452,6 +456,7 @@ func New(device int, opts Options) (*Backend, error) {
 		ccall(d.cuFuncSetAttribute, b.fns["k_lightning_recg"], cuFuncAttrNonPortableCluster, 1) == 0
 	b.guEarly = os.Getenv("RINGO_CUDA_GU_EARLY") != "0"
 	b.gdSharedPre = os.Getenv("RINGO_CUDA_GD_SPRE") != "0"
+	b.gdFlip = os.Getenv("RINGO_CUDA_GD_FLIP") != "0"
 	b.gdStage = 2
 	if v, err := strconv.Atoi(os.Getenv("RINGO_CUDA_GD_STAGE")); err == nil && v >= 0 && v <= 4 {
 		b.gdStage = v
@@ -555,7 +560,7 @@ var kernelNames = []string{
 	"k_moe_count", "k_moe_tiles", "k_moe_scatter", "moe_gemm_f32", "moe_gemm_f16", "moe_gemm_bf16", "k_moe_combine", "k_moe_combine4", "k_moe_combine4b", "k_moe_combineb", "k_quant_fp8", "k_bf16_f32", "k_route", "k_norm_route",
 	"k_lightning_rec", "k_lightning_recg", "k_lightning_chunk", "k_kvstore", "k_attn", "k_attn_g2", "k_attn_g4", "k_attn_g8", "k_attn_combine",
 	"moe_mma16", "moe_mma64", "k_fattn64", "k_fattn128", "moe_mmb", "moe_mmb_gu", "moe_mmb_wg", "moe_mmb_gu_wg", "moe_mmb_yb", "moe_mmb_yb_wg", "moe_mmb_yb_wgs", "moe_mmb_gu_wg8", "moe_mmb_wg8", "moe_mmb_yb_wg8", "moe_mmb_yb_wgs8", "k_kvbf16", "k_vtbf16", "k_fattn4_128", "k_fattn4w_128", "k_fattn2_64", "k_fattn2_128", "k_fattn3_64", "k_fattn3_128", "k_ltc_kv64", "k_ltc_kv128", "k_ltc_scan", "k_ltc_out64", "k_ltc_out128",
-	"k_readsum", "k_readexp", "k_randbf16",
+	"k_readsum", "k_readexp", "k_spin", "k_randbf16",
 }
 
 // enter locks the backend and makes its context current on this OS thread;

@@ -314,13 +314,13 @@ func TestMoEShared(t *testing.T) {
 				// one row: moe_gd_bf16v (the default where it fits) against
 				// moe_gu + moe_dc2, early or not, with each staging order,
 				// the shared pairs in slot order or spread with their rows
-				// staged: the same sums
+				// staged, and either grid barrier: the same sums
 				if T == 1 {
-					for i := range 20 {
-						early, stage, spre := i%2 == 0, i/2%5, i >= 10
+					for i := range 40 {
+						early, stage, spre, flip := i%2 == 0, i/2%5, i/10%2 == 1, i < 20
 						fused, two := g.Alloc(T, c.D), g.Alloc(T, c.D)
-						savedF, savedE, savedS, savedL, savedP := g.moeFused, g.guEarly, g.dcSplit, g.gdStage, g.gdSharedPre
-						g.guEarly, g.dcSplit, g.gdStage, g.gdSharedPre = early, 2, stage, spre
+						savedF, savedE, savedS, savedL, savedP, savedB := g.moeFused, g.guEarly, g.dcSplit, g.gdStage, g.gdSharedPre, g.gdFlip
+						g.guEarly, g.dcSplit, g.gdStage, g.gdSharedPre, g.gdFlip = early, 2, stage, spre, flip
 						for _, on := range []bool{true, false} {
 							g.moeFused = on && savedF
 							dst := two
@@ -333,9 +333,9 @@ func TestMoEShared(t *testing.T) {
 								t.Errorf("%s: kernels %v with moe_gd %v", what, ks, savedF)
 							}
 						}
-						g.moeFused, g.guEarly, g.dcSplit, g.gdStage, g.gdSharedPre = savedF, savedE, savedS, savedL, savedP
+						g.moeFused, g.guEarly, g.dcSplit, g.gdStage, g.gdSharedPre, g.gdFlip = savedF, savedE, savedS, savedL, savedP, savedB
 						if e := gpuRelErr(g, fused, two); e != 0 || math.IsNaN(e) {
-							t.Errorf("%s: relative error %.3g of moe_gd_bf16v against moe_gu + moe_dc2 (early %v, staging %d, shared pairs spread %v)", what, e, early, stage, spre)
+							t.Errorf("%s: relative error %.3g of moe_gd_bf16v against moe_gu + moe_dc2 (early %v, staging %d, shared pairs spread %v, flip barrier %v)", what, e, early, stage, spre, flip)
 						}
 						g.Free(fused)
 						g.Free(two)

@@ -66,13 +66,15 @@ __device__ __forceinline__ void tl_end() {
   }
 }
 // Block trace (moe_gd_bf16v): thread 0 of every block stores its launch
-// (the grid barrier's generation), block, SM, start, wait, barrier, staged
-// rows and end in its slot of TL_BLK records (the last TL_BLK / blocks
-// launches), for the host's per-block report.
+// (the grid barrier's generation), block, SM, start, wait, barrier passed,
+// staged rows, end and arrival at the barrier (all its warps done) in its
+// slot of TL_BLK records (the last TL_BLK / blocks launches), for the
+// host's per-block report.
 #define TL_BLK (256 * 19 * 4)
-__device__ unsigned long long tl_blk[TL_BLK][6];
+__device__ unsigned long long tl_blk[TL_BLK][7];
 __device__ unsigned int tl_blkn;
-__device__ __forceinline__ void tl_block(unsigned int gen, unsigned long long ts, unsigned long long tw, unsigned long long tb, unsigned long long tg) {
+__device__ __forceinline__ void tl_block(unsigned int gen, unsigned long long ts, unsigned long long tw, unsigned long long tb, unsigned long long tg,
+                                         unsigned long long ta) {
   if (tl_buf && threadIdx.x == 0 && threadIdx.y == 0) {
     unsigned long long t;
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
@@ -88,6 +90,7 @@ __device__ __forceinline__ void tl_block(unsigned int gen, unsigned long long ts
     tl_blk[i][3] = tb;
     tl_blk[i][4] = tg;
     tl_blk[i][5] = t;
+    tl_blk[i][6] = ta;
   }
 }
 __device__ __forceinline__ void tl_started(unsigned long long ts) {
@@ -132,8 +135,8 @@ __device__ __forceinline__ void tl_probe(int i, unsigned long long t0) {
 #define tl_started(ts) \
   do {                 \
   } while (0)
-#define tl_block(gen, ts, tw, tb, tg) \
-  do {                        \
+#define tl_block(gen, ts, tw, tb, tg, ta) \
+  do {                            \
   } while (0)
 #define tl_now() 0ull
 #define tl_probe(i, t0) \
@@ -4012,21 +4015,43 @@ extern "C" __global__ void __launch_bounds__(128) k_ltc_out128(float* o, i64 ldo
 #define GD_ROWS 8
 #define GD_WARPS 18
 // gd_sync is a barrier of all nb blocks of the grid (all resident): the
-// block's writes before it are visible to every block after it.
-__device__ __forceinline__ void gd_sync(unsigned int* bar, unsigned int nb) {
+// block's writes before it are visible to every block after it. Thread 0
+// sets *ta to when the block arrived (timeline builds; 0 otherwise). With
+// flip every block adds to bar[0] with release semantics, block 0 2^31 -
+// (nb - 1) and the others 1, so that the word's top bit flips when the
+// last add lands and the waiting blocks see it on their next read, with
+// nothing to reset (the last one then counts the generation in bar[1],
+// which only the block trace reads). Without it (for comparisons) the
+// last block resets the count and stores the next generation in bar[1],
+// which the others wait for.
+__device__ __forceinline__ void gd_sync(unsigned int* bar, unsigned int nb, int flip, unsigned long long* ta) {
   __syncthreads();
   if (threadIdx.x == 0) {
+    *ta = tl_now();
     unsigned int g, c;
-    asm volatile("ld.acquire.gpu.u32 %0, [%1];" : "=r"(g) : "l"(bar + 1) : "memory");
-    __threadfence();
-    if (atomicAdd(bar, 1u) == nb - 1) {
-      atomicExch(bar, 0u);
-      __threadfence();
-      asm volatile("st.release.gpu.u32 [%0], %1;" ::"l"(bar + 1), "r"(g + 1) : "memory");
+    if (flip) {
+      unsigned int add = blockIdx.x == 0 ? 0x80000000u - (nb - 1) : 1u;
+      asm volatile("atom.add.release.gpu.u32 %0, [%1], %2;" : "=r"(g) : "l"(bar), "r"(add) : "memory");
+      if (((g ^ (g + add)) & 0x80000000u) != 0) {
+        atomicAdd(bar + 1, 1u);
+      } else {
+        do {
+          asm volatile("ld.acquire.gpu.u32 %0, [%1];" : "=r"(c) : "l"(bar) : "memory");
+        } while (((g ^ c) & 0x80000000u) == 0);
+      }
     } else {
-      do {
-        asm volatile("ld.acquire.gpu.u32 %0, [%1];" : "=r"(c) : "l"(bar + 1) : "memory");
-      } while (c == g);
+      asm volatile("ld.acquire.gpu.u32 %0, [%1];" : "=r"(g) : "l"(bar + 1) : "memory");
+      __threadfence();
+      // the top bit may be left set by the other way
+      if ((atomicAdd(bar, 1u) & 0x7fffffffu) == nb - 1) {
+        atomicExch(bar, 0u);
+        __threadfence();
+        asm volatile("st.release.gpu.u32 [%0], %1;" ::"l"(bar + 1), "r"(g + 1) : "memory");
+      } else {
+        do {
+          asm volatile("ld.acquire.gpu.u32 %0, [%1];" : "=r"(c) : "l"(bar + 1) : "memory");
+        } while (c == g);
+      }
     }
   }
   __syncthreads();
@@ -4048,7 +4073,7 @@ __device__ __forceinline__ void gd_stage(u16* sm, const int* ids, int topk, int 
 extern "C" __global__ void __launch_bounds__(32 * GD_WARPS, 2) moe_gd_bf16v(const float* X, const int* ids, const float* wts, int topk,
                                                                              const u16* __restrict__ Wgu, const u16* __restrict__ Wd, int I, int D,
                                                                              float* A, float* Y, const u16* __restrict__ Sgu, const u16* __restrict__ Sd,
-                                                                             unsigned int* bar, int early, int late, int spre) {
+                                                                             unsigned int* bar, int early, int late, int spre, int flip) {
   extern __shared__ __align__(16) u16 gsm[];
   __shared__ float vsm[GD_ROWS * MOE_DC_MAXS], wsm[MOE_DC_MAXS];
   int w = threadIdx.x >> 5, lane = threadIdx.x & 31, m = topk + 1, nb = gridDim.x;
@@ -4129,7 +4154,8 @@ extern "C" __global__ void __launch_bounds__(32 * GD_WARPS, 2) moe_gd_bf16v(cons
     tw0 = t0;
   }
   if (!entered || late == 1) gd_stage(gsm, ids, topk, m, Wd, Sd, D, I, n0, false);
-  gd_sync(bar, nb);
+  unsigned long long ta = 0;
+  gd_sync(bar, nb, flip, &ta);
   tl_probe(8, t0);
   unsigned long long tb0 = tl_now();
   // the pairs, once per block into shared memory (every warp of every
@@ -4182,7 +4208,7 @@ extern "C" __global__ void __launch_bounds__(32 * GD_WARPS, 2) moe_gd_bf16v(cons
     Y[n] = o[0] + o[1];
   }
   tl_probe(9, t0);
-  tl_block(*(volatile unsigned int*)(bar + 1), tst, tw0, tb0, tg0);
+  tl_block(*(volatile unsigned int*)(bar + 1), tst, tw0, tb0, tg0, ta);
   tl_end();
 }
 
@@ -4220,6 +4246,16 @@ extern "C" __global__ void k_readexp(const uint4* gu, const uint4* dn, const int
   }
   s = warp_sum(s);
   if ((threadIdx.x & 31) == 0 && s == 12345.678f) out[0] = s;  // never true for zeroed memory; keeps the loads
+}
+// k_spin holds the GPU for ns nanoseconds (one thread of one block, HBM
+// idle): BenchmarkReadAfterIdle's gap between reads.
+extern "C" __global__ void k_spin(i64 ns) {
+  PDL_ENTER();
+  unsigned long long t0, t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+  do {
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  } while ((i64)(t - t0) < ns);
 }
 extern "C" __global__ void k_randbf16(u16* p, i64 n, u32 seed) { PDL_ENTER();
   GRID_LOOP(n) {

@@ -186,39 +186,54 @@ const tlProbes = 20 // TL_PROBES in kernels.cu
 
 const tlBlk = 256 * 19 * 4 // TL_BLK in kernels.cu
 
+// tlBlkFields is the number of values in a block trace record (tl_blk):
+// launch, block and SM; start, wait, barrier passed, staged rows in, end,
+// arrival at the barrier.
+const tlBlkFields = 7
+
 // reportBlocks prints moe_gd_bf16v's block trace (µs from block 0's wait,
 // over the launches whose blocks were all recorded): each group of blocks'
-// mean start, wait, grid barrier passed, staged rows in and end; then,
-// per launch, the block that ended last against the median block.
+// mean start, wait, arrival at the grid barrier, barrier passed, staged
+// rows in and end; then, per launch, the block that ended last and the
+// median block; then the spread of the arrivals at the barrier (the
+// barrier waits for the last one), by rank and by how many of the launch's
+// blocks shared the block's SM.
 func (t *timeline) reportBlocks(b *Backend) {
 	var n uint32
 	ccall(b.d.cuMemcpyDtoH, uintptr(unsafe.Pointer(&n)), t.blkN, 4)
 	if n == 0 {
 		return
 	}
+	type rec = [tlBlkFields]uint64
 	// every slot (a launch's blocks by the barrier's generation, which is
 	// never 0), then zeroed so that the next report sees only new launches
-	recs := make([][6]uint64, tlBlk)
-	ccall(b.d.cuMemcpyDtoH, uintptr(unsafe.Pointer(&recs[0])), t.blk, 48*tlBlk)
-	ccall(b.d.cuMemsetD32Async, t.blk, 0, 12*tlBlk, 0)
-	byGen := map[uint32][][6]uint64{}
+	recs := make([]rec, tlBlk)
+	ccall(b.d.cuMemcpyDtoH, uintptr(unsafe.Pointer(&recs[0])), t.blk, uintptr(8*tlBlkFields*tlBlk))
+	ccall(b.d.cuMemsetD32Async, t.blk, 0, uintptr(2*tlBlkFields*tlBlk), 0)
+	byGen := map[uint32][]rec{}
 	for _, r := range recs {
 		if gen := uint32(r[0] >> 32); gen != 0 {
 			byGen[gen] = append(byGen[gen], r)
 		}
 	}
-	const g = 32
-	var groups [][6]float64 // sums of start, wait, barrier, staged, end; count
-	var last, med, second [5]float64
+	const g, nv = 32, 6
+	// the times in print order: start, wait, arrival, barrier, staged, end
+	order := [nv]int{1, 2, 6, 3, 4, 5}
+	block := func(r rec) int { return int(r[0]>>12) & 0xfffff }
+	sm := func(r rec) int { return int(r[0] & 0xfff) }
+	var groups [][nv + 1]float64 // sums of the times; count
+	var last, med [nv]float64
+	ranks := []float64{0, 0.1, 0.5, 0.9, 1}
+	arrRank := make([]float64, len(ranks))
+	var arrBy [3][2]float64 // by blocks on the SM (1, 2, more): sum, count
 	sms := map[int]int{}
 	launches := 0
 	for _, rs := range byGen {
 		nb := 0
 		var base uint64
 		for _, r := range rs {
-			bi := int(r[0]>>12) & 0xfffff
-			nb = max(nb, bi+1)
-			if bi == 0 {
+			nb = max(nb, block(r)+1)
+			if block(r) == 0 {
 				base = r[2]
 			}
 		}
@@ -226,51 +241,73 @@ func (t *timeline) reportBlocks(b *Backend) {
 			continue
 		}
 		launches++
-		rel := func(r [6]uint64) (v [5]float64) {
-			for j := range 5 {
-				v[j] = float64(int64(r[j+1]-base)) / 1e3
+		rel := func(r rec) (v [nv]float64) {
+			for j, f := range order {
+				v[j] = float64(int64(r[f]-base)) / 1e3
 			}
 			return v
 		}
 		for len(groups) < (nb+g-1)/g {
-			groups = append(groups, [6]float64{})
+			groups = append(groups, [nv + 1]float64{})
+		}
+		perSM := map[int]int{}
+		for _, r := range rs {
+			perSM[sm(r)]++
 		}
 		for _, r := range rs {
-			v, gi := rel(r), (int(r[0]>>12)&0xfffff)/g
-			for j := range 5 {
+			v, gi := rel(r), block(r)/g
+			for j := range nv {
 				groups[gi][j] += v[j]
 			}
-			groups[gi][5]++
+			groups[gi][nv]++
+			k := min(perSM[sm(r)], 3) - 1
+			arrBy[k][0] += v[2]
+			arrBy[k][1]++
 		}
-		slices.SortFunc(rs, func(x, y [6]uint64) int { return int(int64(x[5] - y[5])) })
+		slices.SortFunc(rs, func(x, y rec) int { return int(int64(x[5] - y[5])) })
 		for j, v := range rel(rs[len(rs)-1]) {
 			last[j] += v
-		}
-		for j, v := range rel(rs[len(rs)-2]) {
-			second[j] += v
 		}
 		for j, v := range rel(rs[len(rs)/2]) {
 			med[j] += v
 		}
-		sms[int(rs[len(rs)-1][0]&0xfff)]++
+		sms[sm(rs[len(rs)-1])]++
+		slices.SortFunc(rs, func(x, y rec) int { return int(int64(x[6] - y[6])) })
+		for i, q := range ranks {
+			arrRank[i] += rel(rs[int(q*float64(len(rs)-1))])[2]
+		}
 	}
 	if launches == 0 {
 		return
 	}
-	fmt.Fprintf(os.Stderr, "moe_gd_bf16v blocks, %d launches, µs from block 0's wait: start, wait, barrier passed, staged rows in, end\n", launches)
+	fmt.Fprintf(os.Stderr, "moe_gd_bf16v blocks, %d launches, µs from block 0's wait: start, wait, arrival at the barrier, barrier passed, staged rows in, end\n", launches)
+	row := func(name string, v []float64, d float64) {
+		fmt.Fprintf(os.Stderr, "  %-16s", name)
+		for _, x := range v {
+			fmt.Fprintf(os.Stderr, " %7.2f", x/d)
+		}
+		fmt.Fprintln(os.Stderr)
+	}
 	for gi, a := range groups {
-		if a[5] > 0 {
-			fmt.Fprintf(os.Stderr, "  blocks %3d-%3d  %7.2f %7.2f %7.2f %7.2f %7.2f\n", gi*g, gi*g+g-1, a[0]/a[5], a[1]/a[5], a[2]/a[5], a[3]/a[5], a[4]/a[5])
+		if a[nv] > 0 {
+			row(fmt.Sprintf("blocks %3d-%3d", gi*g, gi*g+g-1), a[:nv], a[nv])
 		}
 	}
 	l := float64(launches)
-	for _, x := range []struct {
-		name string
-		v    [5]float64
-	}{{"last to end  ", last}, {"second last  ", second}, {"median block ", med}} {
-		fmt.Fprintf(os.Stderr, "  %s   %7.2f %7.2f %7.2f %7.2f %7.2f\n", x.name, x.v[0]/l, x.v[1]/l, x.v[2]/l, x.v[3]/l, x.v[4]/l)
-	}
+	row("last to end", last[:], l)
+	row("median block", med[:], l)
 	fmt.Fprintf(os.Stderr, "  the last block's SM: %d SMs, most often %v\n", len(sms), topCounts(sms, 6))
+	fmt.Fprintf(os.Stderr, "  arrivals at the barrier, first, 10 %%, median, 90 %%, last:")
+	for _, a := range arrRank {
+		fmt.Fprintf(os.Stderr, " %.2f", a/l)
+	}
+	fmt.Fprintf(os.Stderr, "\n  mean arrival by the launch's blocks on the block's SM:")
+	for k, a := range arrBy {
+		if a[1] > 0 {
+			fmt.Fprintf(os.Stderr, " %d: %.2f (%.0f blocks per launch)", k+1, a[0]/a[1], a[1]/l)
+		}
+	}
+	fmt.Fprintln(os.Stderr)
 	var zero uint32
 	ccall(b.d.cuMemcpyHtoD, t.blkN, uintptr(unsafe.Pointer(&zero)), 4)
 }
