@@ -86,7 +86,7 @@ if [ "$TESTS" = 1 ]; then
 fi
 if [ "$BENCH" = 1 ]; then
 	echo "== Benchmarks"
-	runtests -run '^$' -bench "$BENCHRE" -benchtime "$BENCHTIME" -timeout ${BENCH_TIMEOUT:-280s} 2>&1 | tee "$OUTDIR/bench.log"
+	runtests -v -run '^$' -bench "$BENCHRE" -benchtime "$BENCHTIME" -timeout ${BENCH_TIMEOUT:-280s} 2>&1 | tee "$OUTDIR/bench.log"
 	[ "${PIPESTATUS[0]}" = 0 ] || rc=1
 fi
 

@@ -478,7 +478,7 @@ func parseDecodeSettings(spec string, knobs map[string]decodeKnob) ([]decodeSett
 }
 
 // knobOrder names BenchmarkDecodeAB's knobs, the positional ones first.
-var knobOrder = []string{"rope", "rec", "gu", "dc", "nr", "seg", "gemv2", "rp", "dcpre", "ng", "wr", "g4", "dr", "rg", "ru", "gd", "gs", "gsp", "gf"}
+var knobOrder = []string{"rope", "rec", "gu", "dc", "nr", "seg", "gemv2", "rp", "dcpre", "ng", "wr", "g4", "dr", "rg", "ru", "gd", "gs", "gsp", "gf", "gna", "na"}
 
 // decodeKnob is one of BenchmarkDecodeAB's settings: parse checks a value
 // and returns what sets it on the backend; restore puts back the value the
@@ -512,6 +512,16 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 			},
 		}
 	}
+	// setNA writes the module's ld_na where it changes (a device call)
+	setNA := func(on bool) {
+		if on == g.ldNA {
+			return
+		}
+		defer g.enter()()
+		if err := g.setLdNA(on); err != nil {
+			panic(err)
+		}
+	}
 	k := map[string]decodeKnob{
 		"rope":  flag(&g.fuseRope, false),
 		"rec":   flag(&g.recLate, true),
@@ -530,6 +540,13 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"gs":    number(&g.gdStage, 0, 4),
 		"gsp":   flag(&g.gdSharedPre, false),
 		"gf":    flag(&g.gdFlip, false),
+		"gna":   flag(&g.gdNA, false),
+		"na": {parse: func(v string) (func(), error) {
+			if v != "0" && v != "1" {
+				return nil, fmt.Errorf("want 0 or 1")
+			}
+			return func() { setNA(v == "1") }, nil
+		}},
 		"seg": {parse: func(v string) (func(), error) {
 			var f, r int
 			if v == "0" {
@@ -554,9 +571,9 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		}, nil
 	}}
 	// the backend's values now, which restore puts back
-	fuseRope, recLate, guEarly, dcSplit, normRoute := g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.normRoute
+	fuseRope, recLate, guEarly, dcSplit, normRoute, ldNA := g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.normRoute, g.ldNA
 	segFirst, segRest, gemv2, readPinned, dcPre, ng := g.segFirst, g.segRest, g.gemv2, g.readPinned, g.dcPre, g.normGEMV
-	wr, g4, dr, rg, ru, gd, gs, gsp, gf := g.warpRoute, g.gemv4n, g.dcReg, g.recGate, g.routeUnroll, g.moeFused, g.gdStage, g.gdSharedPre, g.gdFlip
+	wr, g4, dr, rg, ru, gd, gs, gsp, gf, gna := g.warpRoute, g.gemv4n, g.dcReg, g.recGate, g.routeUnroll, g.moeFused, g.gdStage, g.gdSharedPre, g.gdFlip, g.gdNA
 	restore := map[string]func(){
 		"rope": func() { g.fuseRope = fuseRope }, "rec": func() { g.recLate = recLate },
 		"gu": func() { g.guEarly = guEarly }, "dc": func() { g.dcSplit = dcSplit },
@@ -566,7 +583,8 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"wr": func() { g.warpRoute = wr }, "g4": func() { g.gemv4n = g4 }, "dr": func() { g.dcReg = dr },
 		"rg": func() { g.recGate = rg }, "ru": func() { g.routeUnroll = ru }, "gd": func() { g.moeFused = gd },
 		"gs": func() { g.gdStage = gs }, "gsp": func() { g.gdSharedPre = gsp },
-		"gf": func() { g.gdFlip = gf },
+		"gf": func() { g.gdFlip = gf }, "gna": func() { g.gdNA = gna },
+		"na": func() { setNA(ldNA) },
 	}
 	for name, kn := range k {
 		kn.restore = restore[name]
@@ -854,6 +872,78 @@ func BenchmarkReadAfterIdle(b *testing.B) {
 				}
 				us := (both - alone).Seconds() / calls * 1e6
 				b.Logf("read after %5.1f µs idle: %7.2f µs per read, %6.0f GB/s (spin alone %.2f µs)", float64(gap)/1e3, us, size/us/1e3, alone.Seconds()/calls*1e6)
+			}
+		}
+	}
+}
+
+// BenchmarkMoEPattern asks whether moe_gd_bf16v's way of reading a decode
+// MoE layer's routed weights (8 experts of Ring-mini: 33.5 MB of gate|up
+// rows by pairs, 16.8 MB of down rows copied into shared memory) is slower
+// than a plain read of the same bytes, and which part: chains of 400 calls
+// over 20 layers of 256 experts (nothing found in L2), eight random
+// experts per call; k_readexp over the eight experts' 50.3 MB, k_readgd's
+// variants (kernels.cu), and moe_gd_bf16v itself (with the shared expert,
+// its rows staged before the wait as in decode: 4.2 MB more), its routed
+// rows loaded past L1 (the default) or through it. Settings
+// alternate, twice.
+func BenchmarkMoEPattern(b *testing.B) {
+	g := gpu(b, false)
+	const E, I, D, L, K, calls = 256, 512, 2048, 20, 8, 400
+	if !g.gdFits(K+1, I, D) {
+		b.Skip("moe_gd_bf16v does not fit this GPU")
+	}
+	n4gu, n4dn := 2*I*D*2/16, D*I*2/16
+	var sizes []int
+	for range L {
+		sizes = append(sizes, E*n4gu*16, E*n4dn*16)
+	}
+	// then: out, ids, shared gate|up and down, X, weights, pairs, Y
+	bufs := benchBuffers(b, g, append(sizes, 256, 4*calls*K, n4gu*16, n4dn*16, 4*D, 4*K, 4*(K+1)*I, 4*D)...)
+	out, ids, sgu, sdn, x, wts, act, y := bufs[2*L], bufs[2*L+1], bufs[2*L+2], bufs[2*L+3], bufs[2*L+4], bufs[2*L+5], bufs[2*L+6], bufs[2*L+7]
+	rng := rand.New(rand.NewSource(1))
+	random := make([]int32, calls*K)
+	for c := range calls {
+		for j, e := range rng.Perm(E)[:K] {
+			random[c*K+j] = int32(e)
+		}
+	}
+	func() {
+		defer g.enter()()
+		ccall(g.d.cuMemcpyHtoD, ids, uintptr(unsafe.Pointer(&random[0])), uintptr(4*len(random)))
+	}()
+	bytes := float64(K * (n4gu + n4dn) * 16)
+	gx := max(1, 4*g.sms/K)
+	exp := func(c int) {
+		l := c % L
+		g.launch("k_readexp", dim3{gx, K, 1}, dim3{512, 1, 1}, 0, pArg(bufs[2*l]), pArg(bufs[2*l+1]), pArg(ids+uintptr(4*K*c)), lArg(n4gu), lArg(n4dn), pArg(out))
+	}
+	pattern := func(mode int) func(c int) {
+		return func(c int) {
+			l := c % L
+			g.launch("k_readgd", dim3{D / gdRows, 1, 1}, dim3{32 * gdWarps, 1, 1}, gdRows*K*I*2, pArg(bufs[2*l]), pArg(bufs[2*l+1]), pArg(ids+uintptr(4*K*c)),
+				iArg(K), iArg(I), iArg(D), iArg(mode), pArg(out))
+		}
+	}
+	gd := func(na bool) func(c int) {
+		return func(c int) {
+			l := c % L
+			g.launch("moe_gd_bf16v", dim3{D / gdRows, 1, 1}, dim3{32 * gdWarps, 1, 1}, gdSmem(K+1, I, D, g.gdSharedPre),
+				pArg(x), pArg(ids+uintptr(4*K*c)), pArg(wts), iArg(K), pArg(bufs[2*l]), pArg(bufs[2*l+1]), iArg(I), iArg(D), pArg(act), pArg(y),
+				pArg(sgu), pArg(sdn), pArg(g.gdBar), bArg(false), iArg(g.gdStage), bArg(g.gdSharedPre), bArg(g.gdFlip), bArg(na))
+		}
+	}
+	b.ResetTimer()
+	for it := 0; it < b.N; it++ {
+		for range 2 {
+			for _, r := range []struct {
+				name string
+				call func(c int)
+			}{{"k_readexp", exp}, {"pairs", pattern(0)}, {"pairs + copies", pattern(1)}, {"pairs at once", pattern(2)},
+				{"at once + copies", pattern(3)}, {"copies alone", pattern(5)},
+				{"moe_gd_bf16v", gd(true)}, {"moe_gd, L1 rows", gd(false)}} {
+				us := chainTime(g, calls, r.call).Seconds() / calls * 1e6
+				b.Logf("%-17s %7.2f µs per call, %6.0f GB/s of the routed 50.3 MB", r.name, us, bytes/us/1e3)
 			}
 		}
 	}

@@ -268,8 +268,13 @@ type Backend struct {
 	// one release add per block that flips the count's top bit (kernels.cu,
 	// gd_sync), instead of a count the last block resets
 	gdFlip bool
-	gdBar  uintptr
-	occ    map[occKey]int // blocks per SM by kernel and launch shape (allResident)
+	gdNA   bool // moe_gd's routed rows loaded past L1 (RINGO_CUDA_GD_NA=0 turns it off; kernels.cu, na)
+	// ldNA (RINGO_CUDA_LDNA=0 turns it off): the other GEMVs' weights
+	// loaded past L1 too (ld_na in kernels.cu, on in the module as
+	// compiled; setLdNA changes it)
+	ldNA  bool
+	gdBar uintptr
+	occ   map[occKey]int // blocks per SM by kernel and launch shape (allResident)
 	// dcSplit is the number of warps per output row of the BF16 moe_dc: 2
 	// (moe_dc2_bf16v, the default: 2.4 % faster decode steps than 1 on the
 	// H200), 3 (moe_dc3_bf16v) or 1 (moe_dc_bf16v); RINGO_CUDA_DC_SPLIT
@@ -424,7 +429,7 @@ func New(device int, opts Options) (*Backend, error) {
 	}
 	// the chunked lightning kernels need more than the default 48 KiB of shared memory
 	if b.smemOptin > 48<<10 {
-		for _, k := range []string{"k_lightning_chunk", "k_ltc_out64", "k_ltc_out128", "moe_mmb", "moe_mmb_gu", "moe_mmb_wg", "moe_mmb_gu_wg", "moe_mmb_yb", "moe_mmb_yb_wg", "moe_mmb_yb_wgs", "moe_mmb_gu_wg8", "moe_mmb_wg8", "moe_mmb_yb_wg8", "moe_mmb_yb_wgs8", "k_fattn4_128", "k_fattn4w_128", "k_fattn2_64", "k_fattn2_128", "k_fattn3_64", "k_fattn3_128", "moe_gd_bf16v"} {
+		for _, k := range []string{"k_lightning_chunk", "k_ltc_out64", "k_ltc_out128", "moe_mmb", "moe_mmb_gu", "moe_mmb_wg", "moe_mmb_gu_wg", "moe_mmb_yb", "moe_mmb_yb_wg", "moe_mmb_yb_wgs", "moe_mmb_gu_wg8", "moe_mmb_wg8", "moe_mmb_yb_wg8", "moe_mmb_yb_wgs8", "k_fattn4_128", "k_fattn4w_128", "k_fattn2_64", "k_fattn2_128", "k_fattn3_64", "k_fattn3_128", "moe_gd_bf16v", "k_readgd"} {
 			// the dynamic part may take what static shared memory leaves
 			var static int32
 			ccall(d.cuFuncGetAttribute, uintptr(unsafe.Pointer(&static)), cuFuncAttrSharedSizeBytes, b.fns[k])
@@ -457,6 +462,13 @@ func New(device int, opts Options) (*Backend, error) {
 	b.guEarly = os.Getenv("RINGO_CUDA_GU_EARLY") != "0"
 	b.gdSharedPre = os.Getenv("RINGO_CUDA_GD_SPRE") != "0"
 	b.gdFlip = os.Getenv("RINGO_CUDA_GD_FLIP") != "0"
+	b.gdNA = os.Getenv("RINGO_CUDA_GD_NA") != "0"
+	b.ldNA = true
+	if os.Getenv("RINGO_CUDA_LDNA") == "0" {
+		if err := b.setLdNA(false); err != nil {
+			return fail(err)
+		}
+	}
 	b.gdStage = 2
 	if v, err := strconv.Atoi(os.Getenv("RINGO_CUDA_GD_STAGE")); err == nil && v >= 0 && v <= 4 {
 		b.gdStage = v
@@ -560,7 +572,7 @@ var kernelNames = []string{
 	"k_moe_count", "k_moe_tiles", "k_moe_scatter", "moe_gemm_f32", "moe_gemm_f16", "moe_gemm_bf16", "k_moe_combine", "k_moe_combine4", "k_moe_combine4b", "k_moe_combineb", "k_quant_fp8", "k_bf16_f32", "k_route", "k_norm_route",
 	"k_lightning_rec", "k_lightning_recg", "k_lightning_chunk", "k_kvstore", "k_attn", "k_attn_g2", "k_attn_g4", "k_attn_g8", "k_attn_combine",
 	"moe_mma16", "moe_mma64", "k_fattn64", "k_fattn128", "moe_mmb", "moe_mmb_gu", "moe_mmb_wg", "moe_mmb_gu_wg", "moe_mmb_yb", "moe_mmb_yb_wg", "moe_mmb_yb_wgs", "moe_mmb_gu_wg8", "moe_mmb_wg8", "moe_mmb_yb_wg8", "moe_mmb_yb_wgs8", "k_kvbf16", "k_vtbf16", "k_fattn4_128", "k_fattn4w_128", "k_fattn2_64", "k_fattn2_128", "k_fattn3_64", "k_fattn3_128", "k_ltc_kv64", "k_ltc_kv128", "k_ltc_scan", "k_ltc_out64", "k_ltc_out128",
-	"k_readsum", "k_readexp", "k_spin", "k_randbf16",
+	"k_readsum", "k_readexp", "k_readgd", "k_spin", "k_randbf16",
 }
 
 // enter locks the backend and makes its context current on this OS thread;
@@ -1059,4 +1071,31 @@ func (b *Backend) Zero(t backend.Tensor) {
 	}
 	g, bl := flatGrid(n)
 	b.launch("k_fill", g, bl, 0, pArg(p), lArg(t.Stride), iArg(t.Rows), iArg(t.Cols), fArg(0))
+}
+
+// setLdNA sets the module's ld_na (kernels.cu, ldw), where it changes:
+// whether the GEMVs load their weights past L1. Without cuModuleGetGlobal
+// it cannot change (an error). The context must be current.
+func (b *Backend) setLdNA(on bool) error {
+	d := b.d
+	if on == b.ldNA {
+		return nil
+	}
+	if d.cuModuleGetGlobal == 0 {
+		return fmt.Errorf("RINGO_CUDA_LDNA: the driver has no cuModuleGetGlobal")
+	}
+	var p, size uintptr
+	name := cstr("ld_na")
+	if err := d.check(ccall(d.cuModuleGetGlobal, uintptr(unsafe.Pointer(&p)), uintptr(unsafe.Pointer(&size)), b.mod, uintptr(unsafe.Pointer(&name[0]))), "cuModuleGetGlobal(ld_na)"); err != nil {
+		return err
+	}
+	v := int32(0)
+	if on {
+		v = 1
+	}
+	if err := d.check(ccall(d.cuMemcpyHtoD, p, uintptr(unsafe.Pointer(&v)), 4), "cuMemcpyHtoD(ld_na)"); err != nil {
+		return err
+	}
+	b.ldNA = on
+	return nil
 }

@@ -314,13 +314,14 @@ func TestMoEShared(t *testing.T) {
 				// one row: moe_gd_bf16v (the default where it fits) against
 				// moe_gu + moe_dc2, early or not, with each staging order,
 				// the shared pairs in slot order or spread with their rows
-				// staged, and either grid barrier: the same sums
+				// staged, either grid barrier and each way of loading:
+				// the same sums
 				if T == 1 {
 					for i := range 40 {
 						early, stage, spre, flip := i%2 == 0, i/2%5, i/10%2 == 1, i < 20
 						fused, two := g.Alloc(T, c.D), g.Alloc(T, c.D)
-						savedF, savedE, savedS, savedL, savedP, savedB := g.moeFused, g.guEarly, g.dcSplit, g.gdStage, g.gdSharedPre, g.gdFlip
-						g.guEarly, g.dcSplit, g.gdStage, g.gdSharedPre, g.gdFlip = early, 2, stage, spre, flip
+						savedF, savedE, savedS, savedL, savedP, savedB, savedD := g.moeFused, g.guEarly, g.dcSplit, g.gdStage, g.gdSharedPre, g.gdFlip, g.gdNA
+						g.guEarly, g.dcSplit, g.gdStage, g.gdSharedPre, g.gdFlip, g.gdNA = early, 2, stage, spre, flip, i/4%2 == 0
 						for _, on := range []bool{true, false} {
 							g.moeFused = on && savedF
 							dst := two
@@ -333,9 +334,9 @@ func TestMoEShared(t *testing.T) {
 								t.Errorf("%s: kernels %v with moe_gd %v", what, ks, savedF)
 							}
 						}
-						g.moeFused, g.guEarly, g.dcSplit, g.gdStage, g.gdSharedPre, g.gdFlip = savedF, savedE, savedS, savedL, savedP, savedB
+						g.moeFused, g.guEarly, g.dcSplit, g.gdStage, g.gdSharedPre, g.gdFlip, g.gdNA = savedF, savedE, savedS, savedL, savedP, savedB, savedD
 						if e := gpuRelErr(g, fused, two); e != 0 || math.IsNaN(e) {
-							t.Errorf("%s: relative error %.3g of moe_gd_bf16v against moe_gu + moe_dc2 (early %v, staging %d, shared pairs spread %v, flip barrier %v)", what, e, early, stage, spre, flip)
+							t.Errorf("%s: relative error %.3g of moe_gd_bf16v against moe_gu + moe_dc2 (early %v, staging %d, shared pairs spread %v, flip barrier %v, rows past L1 %v)", what, e, early, stage, spre, flip, i/4%2 == 0)
 						}
 						g.Free(fused)
 						g.Free(two)
