@@ -478,7 +478,7 @@ func parseDecodeSettings(spec string, knobs map[string]decodeKnob) ([]decodeSett
 }
 
 // knobOrder names BenchmarkDecodeAB's knobs, the positional ones first.
-var knobOrder = []string{"rope", "rec", "gu", "dc", "nr", "seg", "gemv2", "rp", "dcpre", "ng", "wr", "g4", "dr", "rg", "ru", "gd", "gs", "gsp", "gf", "gna", "na"}
+var knobOrder = []string{"rope", "rec", "gu", "dc", "nr", "seg", "gemv2", "rp", "dcpre", "ng", "wr", "g4", "dr", "rg", "ru", "gd", "gs", "gsp", "gf", "gna", "na", "gp"}
 
 // decodeKnob is one of BenchmarkDecodeAB's settings: parse checks a value
 // and returns what sets it on the backend; restore puts back the value the
@@ -541,6 +541,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"gsp":   flag(&g.gdSharedPre, false),
 		"gf":    flag(&g.gdFlip, false),
 		"gna":   flag(&g.gdNA, false),
+		"gp":    flag(&g.gdPipe, false),
 		"na": {parse: func(v string) (func(), error) {
 			if v != "0" && v != "1" {
 				return nil, fmt.Errorf("want 0 or 1")
@@ -573,7 +574,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 	// the backend's values now, which restore puts back
 	fuseRope, recLate, guEarly, dcSplit, normRoute, ldNA := g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.normRoute, g.ldNA
 	segFirst, segRest, gemv2, readPinned, dcPre, ng := g.segFirst, g.segRest, g.gemv2, g.readPinned, g.dcPre, g.normGEMV
-	wr, g4, dr, rg, ru, gd, gs, gsp, gf, gna := g.warpRoute, g.gemv4n, g.dcReg, g.recGate, g.routeUnroll, g.moeFused, g.gdStage, g.gdSharedPre, g.gdFlip, g.gdNA
+	wr, g4, dr, rg, ru, gd, gs, gsp, gf, gna, gp := g.warpRoute, g.gemv4n, g.dcReg, g.recGate, g.routeUnroll, g.moeFused, g.gdStage, g.gdSharedPre, g.gdFlip, g.gdNA, g.gdPipe
 	restore := map[string]func(){
 		"rope": func() { g.fuseRope = fuseRope }, "rec": func() { g.recLate = recLate },
 		"gu": func() { g.guEarly = guEarly }, "dc": func() { g.dcSplit = dcSplit },
@@ -583,7 +584,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"wr": func() { g.warpRoute = wr }, "g4": func() { g.gemv4n = g4 }, "dr": func() { g.dcReg = dr },
 		"rg": func() { g.recGate = rg }, "ru": func() { g.routeUnroll = ru }, "gd": func() { g.moeFused = gd },
 		"gs": func() { g.gdStage = gs }, "gsp": func() { g.gdSharedPre = gsp },
-		"gf": func() { g.gdFlip = gf }, "gna": func() { g.gdNA = gna },
+		"gf": func() { g.gdFlip = gf }, "gna": func() { g.gdNA = gna }, "gp": func() { g.gdPipe = gp },
 		"na": func() { setNA(ldNA) },
 	}
 	for name, kn := range k {
@@ -880,7 +881,8 @@ func BenchmarkReadAfterIdle(b *testing.B) {
 // BenchmarkMoEPattern asks whether moe_gd_bf16v's way of reading a decode
 // MoE layer's routed weights (8 experts of Ring-mini: 33.5 MB of gate|up
 // rows by pairs, 16.8 MB of down rows copied into shared memory) is slower
-// than a plain read of the same bytes, and which part: chains of 400 calls
+// than a plain read of the same bytes, and which part (its loads past L1
+// or through it, its arithmetic or a plain sum): chains of 400 calls
 // over 20 layers of 256 experts (nothing found in L2), eight random
 // experts per call; k_readexp over the eight experts' 50.3 MB, k_readgd's
 // variants (kernels.cu), and moe_gd_bf16v itself (with the shared expert,
@@ -922,7 +924,7 @@ func BenchmarkMoEPattern(b *testing.B) {
 		return func(c int) {
 			l := c % L
 			g.launch("k_readgd", dim3{D / gdRows, 1, 1}, dim3{32 * gdWarps, 1, 1}, gdRows*K*I*2, pArg(bufs[2*l]), pArg(bufs[2*l+1]), pArg(ids+uintptr(4*K*c)),
-				iArg(K), iArg(I), iArg(D), iArg(mode), pArg(out))
+				iArg(K), iArg(I), iArg(D), iArg(mode), pArg(x), pArg(act), pArg(out))
 		}
 	}
 	gd := func(na bool) func(c int) {
@@ -930,7 +932,7 @@ func BenchmarkMoEPattern(b *testing.B) {
 			l := c % L
 			g.launch("moe_gd_bf16v", dim3{D / gdRows, 1, 1}, dim3{32 * gdWarps, 1, 1}, gdSmem(K+1, I, D, g.gdSharedPre),
 				pArg(x), pArg(ids+uintptr(4*K*c)), pArg(wts), iArg(K), pArg(bufs[2*l]), pArg(bufs[2*l+1]), iArg(I), iArg(D), pArg(act), pArg(y),
-				pArg(sgu), pArg(sdn), pArg(g.gdBar), bArg(false), iArg(g.gdStage), bArg(g.gdSharedPre), bArg(g.gdFlip), bArg(na))
+				pArg(sgu), pArg(sdn), pArg(g.gdBar), bArg(false), iArg(g.gdStage), bArg(g.gdSharedPre), bArg(g.gdFlip), bArg(na), bArg(g.gdPipe))
 		}
 	}
 	b.ResetTimer()
@@ -940,10 +942,11 @@ func BenchmarkMoEPattern(b *testing.B) {
 				name string
 				call func(c int)
 			}{{"k_readexp", exp}, {"pairs", pattern(0)}, {"pairs + copies", pattern(1)}, {"pairs at once", pattern(2)},
-				{"at once + copies", pattern(3)}, {"copies alone", pattern(5)},
+				{"at once + copies", pattern(3)}, {"copies alone", pattern(5)}, {"+ copies, L1", pattern(1 | 16)},
+				{"+ copies, math", pattern(1 | 8)}, {"+ copies, math, L1", pattern(1 | 8 | 16)},
 				{"moe_gd_bf16v", gd(true)}, {"moe_gd, L1 rows", gd(false)}} {
 				us := chainTime(g, calls, r.call).Seconds() / calls * 1e6
-				b.Logf("%-17s %7.2f µs per call, %6.0f GB/s of the routed 50.3 MB", r.name, us, bytes/us/1e3)
+				b.Logf("%-19s %7.2f µs per call, %6.0f GB/s of the routed 50.3 MB", r.name, us, bytes/us/1e3)
 			}
 		}
 	}

@@ -269,6 +269,7 @@ type Backend struct {
 	// gd_sync), instead of a count the last block resets
 	gdFlip bool
 	gdNA   bool // moe_gd's routed rows loaded past L1 (RINGO_CUDA_GD_NA=0 turns it off; kernels.cu, na)
+	gdPipe bool // moe_gd's pairs with each round's loads issued as the round before is used (RINGO_CUDA_GD_PIPE=0 turns it off; kernels.cu, pipe)
 	// ldNA (RINGO_CUDA_LDNA=0 turns it off): the other GEMVs' weights
 	// loaded past L1 too (ld_na in kernels.cu, on in the module as
 	// compiled; setLdNA changes it)
@@ -463,6 +464,7 @@ func New(device int, opts Options) (*Backend, error) {
 	b.gdSharedPre = os.Getenv("RINGO_CUDA_GD_SPRE") != "0"
 	b.gdFlip = os.Getenv("RINGO_CUDA_GD_FLIP") != "0"
 	b.gdNA = os.Getenv("RINGO_CUDA_GD_NA") != "0"
+	b.gdPipe = os.Getenv("RINGO_CUDA_GD_PIPE") != "0"
 	b.ldNA = true
 	if os.Getenv("RINGO_CUDA_LDNA") == "0" {
 		if err := b.setLdNA(false); err != nil {

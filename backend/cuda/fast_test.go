@@ -320,8 +320,8 @@ func TestMoEShared(t *testing.T) {
 					for i := range 40 {
 						early, stage, spre, flip := i%2 == 0, i/2%5, i/10%2 == 1, i < 20
 						fused, two := g.Alloc(T, c.D), g.Alloc(T, c.D)
-						savedF, savedE, savedS, savedL, savedP, savedB, savedD := g.moeFused, g.guEarly, g.dcSplit, g.gdStage, g.gdSharedPre, g.gdFlip, g.gdNA
-						g.guEarly, g.dcSplit, g.gdStage, g.gdSharedPre, g.gdFlip, g.gdNA = early, 2, stage, spre, flip, i/4%2 == 0
+						savedF, savedE, savedS, savedL, savedP, savedB, savedD, savedQ := g.moeFused, g.guEarly, g.dcSplit, g.gdStage, g.gdSharedPre, g.gdFlip, g.gdNA, g.gdPipe
+						g.guEarly, g.dcSplit, g.gdStage, g.gdSharedPre, g.gdFlip, g.gdNA, g.gdPipe = early, 2, stage, spre, flip, i/4%2 == 0, i/8%2 == 1
 						for _, on := range []bool{true, false} {
 							g.moeFused = on && savedF
 							dst := two
@@ -334,9 +334,9 @@ func TestMoEShared(t *testing.T) {
 								t.Errorf("%s: kernels %v with moe_gd %v", what, ks, savedF)
 							}
 						}
-						g.moeFused, g.guEarly, g.dcSplit, g.gdStage, g.gdSharedPre, g.gdFlip, g.gdNA = savedF, savedE, savedS, savedL, savedP, savedB, savedD
+						g.moeFused, g.guEarly, g.dcSplit, g.gdStage, g.gdSharedPre, g.gdFlip, g.gdNA, g.gdPipe = savedF, savedE, savedS, savedL, savedP, savedB, savedD, savedQ
 						if e := gpuRelErr(g, fused, two); e != 0 || math.IsNaN(e) {
-							t.Errorf("%s: relative error %.3g of moe_gd_bf16v against moe_gu + moe_dc2 (early %v, staging %d, shared pairs spread %v, flip barrier %v, rows past L1 %v)", what, e, early, stage, spre, flip, i/4%2 == 0)
+							t.Errorf("%s: relative error %.3g of moe_gd_bf16v against moe_gu + moe_dc2 (early %v, staging %d, shared pairs spread %v, flip barrier %v, rows past L1 %v, pipelined %v)", what, e, early, stage, spre, flip, i/4%2 == 0, i/8%2 == 1)
 						}
 						g.Free(fused)
 						g.Free(two)

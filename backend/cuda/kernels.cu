@@ -1488,6 +1488,48 @@ __device__ __forceinline__ float gu_pair_ld(Ld ld, const float* sg, const float*
   au = warp_sum(au);
   return silu_mul(ag, au);
 }
+// gu_pair_pipe is gu_pair_ld (the same sums in the same order) with the
+// loads of each round issued chunk by chunk as the round before is used:
+// after chunk k0 + 32·u is added in, the slot loads chunk k0 + 32·u +
+// 32·GV_U, so that the next round is in flight while this one is summed
+// instead of after it. pre(r + 1) is called once round r + 1 is issued.
+template <class F, class Ld, class Pre>
+__device__ __forceinline__ float gu_pair_pipe(Ld ld, const float* sg, const float* su, int bc, const float* x, int KC, Pre pre) {
+  int lane = threadIdx.x & 31, round = 0;
+  float ag = 0.f, au = 0.f;
+  uint4 vg[GV_U], vu[GV_U];
+#pragma unroll
+  for (int u = 0; u < GV_U; u++) {
+    bool in = lane + 32 * u < KC;
+    vg[u] = in ? ld(0, lane + 32 * u) : make_uint4(0, 0, 0, 0);
+    vu[u] = in ? ld(1, lane + 32 * u) : make_uint4(0, 0, 0, 0);
+  }
+  pre(0);
+  for (int k0 = lane; k0 < KC; k0 += 32 * GV_U) {
+#pragma unroll
+    for (int u = 0; u < GV_U; u++) {
+      int kc = k0 + 32 * u, kn = kc + 32 * GV_U;
+      if (kc < KC) {
+        float w[F::N], xv[F::N];
+#pragma unroll
+        for (int i = 0; i < F::N; i += 8) ldx8(x + kc * F::N + i, xv + i);
+        F::dec(vg[u], w);
+        ag += (F::S && sg ? sg[kc * F::N / bc] : 1.f) * dotn<F::N>(w, xv);
+        F::dec(vu[u], w);
+        au += (F::S && su ? su[kc * F::N / bc] : 1.f) * dotn<F::N>(w, xv);
+      }
+      if (kn < KC) {
+        vg[u] = ld(0, kn);
+        vu[u] = ld(1, kn);
+      }
+    }
+    if (k0 + 32 * GV_U < KC) pre(++round);
+  }
+  pre(-1);
+  ag = warp_sum(ag);
+  au = warp_sum(au);
+  return silu_mul(ag, au);
+}
 template <class F, class Pre>
 __device__ __forceinline__ float gu_pair_pre(const uint4* wg, const uint4* wu, const float* sg, const float* su, int bc, const float* x, int KC, Pre pre) {
   return gu_pair_ld<F>([&](int h, int c) { return ldw((h ? wu : wg) + c); }, sg, su, bc, x, KC, pre);
@@ -4026,7 +4068,9 @@ extern "C" __global__ void __launch_bounds__(128) k_ltc_out128(float* o, i64 ldo
 // of the two, so that the pairs, which the grid barrier waits for, are
 // asked for first. With na (the default; RINGO_CUDA_GD_NA=0 for
 // comparisons) the routed rows are loaded past L1 (ldg_na), which keeps X,
-// read by every pair, there: 2.8 % faster decode steps on the H200.
+// read by every pair, there: 2.8 % faster decode steps on the H200. With
+// pipe (the default; RINGO_CUDA_GD_PIPE=0 for comparisons) the pairs are
+// summed by gu_pair_pipe: 0.7 % faster.
 #define GD_ROWS 8
 #define GD_WARPS 18
 // gd_sync is a barrier of all nb blocks of the grid (all resident): the
@@ -4088,7 +4132,7 @@ __device__ __forceinline__ void gd_stage(u16* sm, const int* ids, int topk, int 
 extern "C" __global__ void __launch_bounds__(32 * GD_WARPS, 2) moe_gd_bf16v(const float* X, const int* ids, const float* wts, int topk,
                                                                              const u16* __restrict__ Wgu, const u16* __restrict__ Wd, int I, int D,
                                                                              float* A, float* Y, const u16* __restrict__ Sgu, const u16* __restrict__ Sd,
-                                                                             unsigned int* bar, int early, int late, int spre, int flip, int na) {
+                                                                             unsigned int* bar, int early, int late, int spre, int flip, int na, int pipe) {
   extern __shared__ __align__(16) u16 gsm[];
   __shared__ float vsm[GD_ROWS * MOE_DC_MAXS], wsm[MOE_DC_MAXS];
   int w = threadIdx.x >> 5, lane = threadIdx.x & 31, m = topk + 1, nb = gridDim.x;
@@ -4149,13 +4193,15 @@ extern "C" __global__ void __launch_bounds__(32 * GD_WARPS, 2) moe_gd_bf16v(cons
       // from the rows staged before the wait (the lane's own copies)
       cp_async_wait<0>();
       const u16* rs = shs + (i64)(q - nr) * 2 * D;
-      a = gu_pair_ld<GvBF16>([&](int h, int c) { return *(const uint4*)(rs + (i64)h * D + c * 8); }, 0, 0, 1, X, KC, hook);
+      auto lds = [&](int h, int c) { return *(const uint4*)(rs + (i64)h * D + c * 8); };
+      a = pipe ? gu_pair_pipe<GvBF16>(lds, 0, 0, 1, X, KC, hook) : gu_pair_ld<GvBF16>(lds, 0, 0, 1, X, KC, hook);
       pending = false;
     } else {
       // (the staging copies, while pending, issued behind this pair's
       // first loads); with na the rows pass L1 by, leaving it to X
       const uint4 *wg = W + (e * 2 * I + k) * KC, *wu = W + (e * 2 * I + I + k) * KC;
-      a = gu_pair_ld<GvBF16>([&](int h, int c) { return na ? ldg_na((h ? wu : wg) + c) : __ldg((h ? wu : wg) + c); }, 0, 0, 1, X, KC, hook);
+      auto ldr = [&](int h, int c) { return na ? ldg_na((h ? wu : wg) + c) : __ldg((h ? wu : wg) + c); };
+      a = pipe ? gu_pair_pipe<GvBF16>(ldr, 0, 0, 1, X, KC, hook) : gu_pair_ld<GvBF16>(ldr, 0, 0, 1, X, KC, hook);
       pending = false;
     }
     if (lane == 0) A[(i64)s * I + k] = a;
@@ -4263,20 +4309,23 @@ extern "C" __global__ void k_readexp(const uint4* gu, const uint4* dn, const int
   if ((threadIdx.x & 31) == 0 && s == 12345.678f) out[0] = s;  // never true for zeroed memory; keeps the loads
 }
 // k_readgd (BenchmarkMoEPattern) makes moe_gd_bf16v's loads of its
-// routed pairs and down rows with nothing else: its grid and blocks, warp
-// w of block b reading the gate and up rows of the pairs w, w + GD_WARPS,
-// ... of the block's share (in rounds of GV_U chunks per lane, each summed
+// routed pairs and down rows with little else: its grid and blocks, warp w
+// of block b reading the gate and up rows of the pairs w, w + GD_WARPS, ...
+// of the block's share (in rounds of GV_U chunks per lane, each summed
 // before the next is asked for) and, with mode & 1, the block's down rows
 // copied into shared memory (gd_stage) behind its first pair's first
 // round; mode & 2 asks for all 8 chunks per lane of both rows at once (D =
-// 2048); mode & 4 leaves out the pairs (the copies alone).
+// 2048); mode & 4 leaves out the pairs (the copies alone); mode & 8 does
+// moe_gd's arithmetic on them instead (gu_pair_ld with the activations X,
+// lane 0 storing each pair in A); mode & 16 loads the rows through L1
+// (__ldg) instead of past it (ldg_na).
 extern "C" __global__ void __launch_bounds__(32 * GD_WARPS, 2) k_readgd(const u16* __restrict__ Wgu, const u16* __restrict__ Wd, const int* ids, int topk,
-                                                                         int I, int D, int mode, float* out) {
+                                                                         int I, int D, int mode, const float* X, float* A, float* out) {
   extern __shared__ __align__(16) u16 gsm[];
   PDL_ENTER();
   int w = threadIdx.x >> 5, lane = threadIdx.x & 31, nb = gridDim.x, KC = D / 8;
   int RP = (topk * I + nb - 1) / nb, q0 = blockIdx.x * RP, nr = max(0, min(RP, topk * I - q0)), n0 = blockIdx.x * GD_ROWS;
-  bool copies = mode & 1;
+  bool copies = mode & 1, l1 = mode & 16;
   float s = 0.f;
   if (mode & 4) {
     if (copies) gd_stage(gsm, ids, topk, topk, Wd, Wd, D, I, n0, false);
@@ -4285,13 +4334,19 @@ extern "C" __global__ void __launch_bounds__(32 * GD_WARPS, 2) k_readgd(const u1
       int p = q0 + q, sl = p / I, k = p % I;
       const uint4* wg = (const uint4*)Wgu + ((i64)ids[sl] * 2 * I + k) * KC;
       const uint4* wu = wg + (i64)I * KC;
+      auto ld = [&](int h, int c) { return l1 ? __ldg((h ? wu : wg) + c) : ldg_na((h ? wu : wg) + c); };
       bool pend = copies && q == w;
-      if (mode & 2) {
+      if (mode & 8) {
+        float a = gu_pair_ld<GvBF16>(ld, 0, 0, 1, X, KC, [&](int r) {
+          if (pend && r == 0) gd_stage(gsm, ids, topk, topk, Wd, Wd, D, I, n0, false);
+        });
+        if (lane == 0) A[p] = a;
+      } else if (mode & 2) {
         uint4 vg[8], vu[8];
 #pragma unroll
         for (int u = 0; u < 8; u++) {
-          vg[u] = __ldg(wg + lane + 32 * u);
-          vu[u] = __ldg(wu + lane + 32 * u);
+          vg[u] = ld(0, lane + 32 * u);
+          vu[u] = ld(1, lane + 32 * u);
         }
         if (pend) gd_stage(gsm, ids, topk, topk, Wd, Wd, D, I, n0, false);
 #pragma unroll
@@ -4301,8 +4356,8 @@ extern "C" __global__ void __launch_bounds__(32 * GD_WARPS, 2) k_readgd(const u1
           uint4 vg[GV_U], vu[GV_U];
 #pragma unroll
           for (int u = 0; u < GV_U; u++) {
-            vg[u] = __ldg(wg + k0 + 32 * u);
-            vu[u] = __ldg(wu + k0 + 32 * u);
+            vg[u] = ld(0, k0 + 32 * u);
+            vu[u] = ld(1, k0 + 32 * u);
           }
           if (pend && k0 == lane) gd_stage(gsm, ids, topk, topk, Wd, Wd, D, I, n0, false);
 #pragma unroll

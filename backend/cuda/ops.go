@@ -1690,7 +1690,7 @@ func (b *Backend) moeVector(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rI
 		early := b.guEarly && xs == nil && b.routeEnd == len(b.queue)
 		b.launch("moe_gd_bf16v", dim3{D / gdRows, 1, 1}, dim3{32 * gdWarps, 1, 1}, gdSmem(slots, I, D, b.gdSharedPre),
 			pArg(px), pArg(rIDs), pArg(rW), iArg(K), pArg(e.gateUp), pArg(e.down), iArg(I), iArg(D), pArg(act.p), pArg(pdst),
-			pArg(gateUp.p), pArg(down.p), pArg(b.gdBar), bArg(early), iArg(b.gdStage), bArg(b.gdSharedPre), bArg(b.gdFlip), bArg(b.gdNA))
+			pArg(gateUp.p), pArg(down.p), pArg(b.gdBar), bArg(early), iArg(b.gdStage), bArg(b.gdSharedPre), bArg(b.gdFlip), bArg(b.gdNA), bArg(b.gdPipe))
 		b.release(act)
 		b.release(xs...)
 		return
