@@ -29,6 +29,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/ringo-ai/ringo/backend"
@@ -1022,7 +1023,15 @@ func (b *Backend) Read(t backend.Tensor, dst []float32) {
 	}
 	b.record(opDtoH, uint64(b.readBuf), uint64(src), uint64(4*n))
 	b.sync()
+	var t0 time.Time
+	if b.statsEvery > 0 {
+		t0 = time.Now()
+	}
 	copy(unsafe.Slice((*byte)(unsafe.Pointer(&dst[0])), 4*n), cmem(b.readBuf, 4*n))
+	if b.statsEvery > 0 {
+		b.timing.read += time.Since(t0)
+		b.timing.end = time.Now()
+	}
 	if s.p != 0 {
 		b.release(s)
 	}

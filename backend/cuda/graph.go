@@ -69,7 +69,10 @@ type Stats struct {
 // goes: recording commands on the host before the first flush, issuing them,
 // and the GPU's span from the first flush to the end of the step (two events
 // per step). A GPU span well below the wall time means the GPU waited for
-// the host.
+// the host. Outside that wall time: copying a step's pinned read into Go
+// memory after it (read), and the host's time from the end of one step (its
+// read copied) to the first command of the next (outside, gaps over 10 ms
+// not counted).
 type stepTiming struct {
 	start      time.Time // first command of the step
 	flushed    bool      // the step's first flush happened
@@ -79,6 +82,9 @@ type stepTiming struct {
 	wall       time.Duration
 	gpu        float64 // ms
 	firstFlush time.Time
+	read       time.Duration
+	outside    time.Duration
+	end        time.Time // the last step's end (its read copied)
 }
 
 // Stats returns the counters of issued work.
@@ -97,6 +103,12 @@ func (b *Backend) record(words ...uint64) {
 	}
 	if b.statsEvery > 0 && b.timing.start.IsZero() {
 		b.timing.start = time.Now()
+		if t := &b.timing; !t.end.IsZero() {
+			if d := t.start.Sub(t.end); d < 10*time.Millisecond {
+				t.outside += d
+			}
+			t.end = time.Time{}
+		}
 	}
 	b.queue = append(b.queue, words...)
 }
@@ -361,9 +373,9 @@ func (b *Backend) sync() {
 			int(n), float64(s.Kernels-p.Kernels)/n, float64(s.DriverCalls-p.DriverCalls)/n, s.GraphLaunches-p.GraphLaunches, s.Captures-p.Captures, len(b.graphs))
 		b.statsLast = s
 		t := &b.timing
-		fmt.Fprintf(os.Stderr, "cuda stats: per step %.3f ms wall: %.3f recording before the first flush, %.3f issuing, GPU busy from the first flush to the end %.3f\n",
-			ms(t.wall)/n, ms(t.record)/n, ms(t.issue)/n, t.gpu/n)
-		t.record, t.issue, t.wall, t.gpu = 0, 0, 0, 0
+		fmt.Fprintf(os.Stderr, "cuda stats: per step %.3f ms wall: %.3f recording before the first flush, %.3f issuing, GPU busy from the first flush to the end %.3f; then %.3f copying reads into Go memory, %.3f on the host before the next step\n",
+			ms(t.wall)/n, ms(t.record)/n, ms(t.issue)/n, t.gpu/n, ms(t.read)/n, ms(t.outside)/n)
+		t.record, t.issue, t.wall, t.gpu, t.read, t.outside = 0, 0, 0, 0, 0, 0
 		if b.prof != nil {
 			b.prof.report(int(n))
 		}
@@ -381,6 +393,7 @@ func (b *Backend) stepTimed() {
 	}
 	wall := time.Since(t.start)
 	t.wall += wall
+	t.end = time.Now()
 	var g float32
 	if t.flushed {
 		if ccall(b.d.cuEventElapsedTime, uintptr(unsafe.Pointer(&g)), t.ev[0], t.ev[1]) == 0 {
