@@ -478,7 +478,7 @@ func parseDecodeSettings(spec string, knobs map[string]decodeKnob) ([]decodeSett
 }
 
 // knobOrder names BenchmarkDecodeAB's knobs, the positional ones first.
-var knobOrder = []string{"rope", "rec", "gu", "dc", "nr", "seg", "gemv2", "rp", "dcpre", "ng", "wr", "g4", "dr", "rg", "ru", "gd", "gs", "gsp", "gf", "gna", "na", "gp"}
+var knobOrder = []string{"rope", "rec", "gu", "dc", "nr", "seg", "gemv2", "rp", "dcpre", "ng", "wr", "g4", "dr", "rg", "ru", "gd", "gs", "gsp", "gf", "gna", "na", "gp", "rd"}
 
 // decodeKnob is one of BenchmarkDecodeAB's settings: parse checks a value
 // and returns what sets it on the backend; restore puts back the value the
@@ -542,6 +542,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"gf":    flag(&g.gdFlip, false),
 		"gna":   flag(&g.gdNA, false),
 		"gp":    flag(&g.gdPipe, false),
+		"rd":    flag(&g.readDirect, false),
 		"na": {parse: func(v string) (func(), error) {
 			if v != "0" && v != "1" {
 				return nil, fmt.Errorf("want 0 or 1")
@@ -574,7 +575,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 	// the backend's values now, which restore puts back
 	fuseRope, recLate, guEarly, dcSplit, normRoute, ldNA := g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.normRoute, g.ldNA
 	segFirst, segRest, gemv2, readPinned, dcPre, ng := g.segFirst, g.segRest, g.gemv2, g.readPinned, g.dcPre, g.normGEMV
-	wr, g4, dr, rg, ru, gd, gs, gsp, gf, gna, gp := g.warpRoute, g.gemv4n, g.dcReg, g.recGate, g.routeUnroll, g.moeFused, g.gdStage, g.gdSharedPre, g.gdFlip, g.gdNA, g.gdPipe
+	wr, g4, dr, rg, ru, gd, gs, gsp, gf, gna, gp, rd := g.warpRoute, g.gemv4n, g.dcReg, g.recGate, g.routeUnroll, g.moeFused, g.gdStage, g.gdSharedPre, g.gdFlip, g.gdNA, g.gdPipe, g.readDirect
 	restore := map[string]func(){
 		"rope": func() { g.fuseRope = fuseRope }, "rec": func() { g.recLate = recLate },
 		"gu": func() { g.guEarly = guEarly }, "dc": func() { g.dcSplit = dcSplit },
@@ -584,7 +585,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"wr": func() { g.warpRoute = wr }, "g4": func() { g.gemv4n = g4 }, "dr": func() { g.dcReg = dr },
 		"rg": func() { g.recGate = rg }, "ru": func() { g.routeUnroll = ru }, "gd": func() { g.moeFused = gd },
 		"gs": func() { g.gdStage = gs }, "gsp": func() { g.gdSharedPre = gsp },
-		"gf": func() { g.gdFlip = gf }, "gna": func() { g.gdNA = gna }, "gp": func() { g.gdPipe = gp },
+		"gf": func() { g.gdFlip = gf }, "gna": func() { g.gdNA = gna }, "gp": func() { g.gdPipe = gp }, "rd": func() { g.readDirect = rd },
 		"na": func() { setNA(ldNA) },
 	}
 	for name, kn := range k {

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"unsafe"
 
 	"github.com/ringo-ai/ringo/backend"
 	"github.com/ringo-ai/ringo/backend/cpu"
@@ -746,4 +747,69 @@ func TestMemory(t *testing.T) {
 		t.Errorf("free memory %d before a 1 GiB allocation, %d after", free, free2)
 	}
 	t.Logf("%.1f GiB free of %.1f GiB", float64(free)/(1<<30), float64(total)/(1<<30))
+}
+
+// TestReadDirect checks reads straight into page-locked Go memory
+// (readDirect) against the values written: a row of 160,000 values (as a
+// step's logits) computed by a queued kernel, read into the same slice
+// again, into a longer slice of the same array, into more slices than stay
+// locked (the oldest unlocked), and with readDirect off; and that the
+// direct path was taken (the slices locked).
+func TestReadDirect(t *testing.T) {
+	g := gpu(t, false)
+	if g.d.cuMemHostRegister == 0 {
+		t.Skip("the driver has no cuMemHostRegister")
+	}
+	defer func(on bool) { g.readDirect = on }(g.readDirect)
+	const V = 160_000
+	rng := rand.New(rand.NewSource(3))
+	a, c := make([]float32, 2*V), make([]float32, 2*V)
+	for i := range a {
+		a[i], c[i] = rng.Float32(), rng.Float32()
+	}
+	x, y, sum := g.Alloc(2, V), g.Alloc(2, V), g.Alloc(2, V)
+	defer func() {
+		for _, m := range []backend.Tensor{x, y, sum} {
+			g.Free(m)
+		}
+	}()
+	g.Write(x, a)
+	g.Write(y, c)
+	check := func(what string, rows int, dst []float32, direct bool) {
+		t.Helper()
+		g.readDirect = direct
+		g.Add(sum, x, y) // queued work before the read
+		g.Read(sum.RowRange(0, rows), dst)
+		for i := range rows * V {
+			if want := a[i] + c[i]; dst[i] != want {
+				t.Fatalf("%s: value %d is %v, want %v", what, i, dst[i], want)
+			}
+		}
+		clear(dst)
+	}
+	locked := func(dst []float32) bool {
+		p := uintptr(unsafe.Pointer(&dst[0]))
+		return slices.ContainsFunc(g.hostRegs, func(r *hostReg) bool { return r.p == p })
+	}
+	big := make([]float32, 2*V)
+	check("first read", 1, big[:V], true)
+	if !locked(big) {
+		t.Fatalf("the read did not lock its slice (readDirect %v)", g.readDirect)
+	}
+	check("same slice", 1, big[:V], true)
+	check("longer slice", 2, big, true)
+	if len(g.hostRegs) == 0 || g.hostRegs[0].n != 4*2*V {
+		t.Errorf("the longer slice is not the one locked first: %d ranges", len(g.hostRegs))
+	}
+	var others [][]float32
+	for i := range hostRegsMax + 2 {
+		o := make([]float32, V)
+		check(fmt.Sprintf("slice %d", i), 1, o, true)
+		others = append(others, o)
+	}
+	if len(g.hostRegs) != hostRegsMax || locked(big) || !locked(others[len(others)-1]) {
+		t.Errorf("%d ranges locked, the first slice locked %v, the last %v", len(g.hostRegs), locked(big), locked(others[len(others)-1]))
+	}
+	check("through the pinned buffer", 2, big, false)
+	check("again directly", 1, big[:V], true)
 }

@@ -26,6 +26,9 @@ type driver struct {
 
 	cuModuleGetGlobal uintptr // (optional) for RINGO_CUDA_TIMELINE
 
+	// (optional) for reads straight into Go memory (Backend.readDirect)
+	cuMemHostRegister, cuMemHostUnregister uintptr
+
 	// (optional) for kernels whose blocks must all be resident at once
 	cuOccupancyMaxActiveBlocksPerMultiprocessor uintptr
 }
@@ -109,6 +112,10 @@ func loadDriver() (*driver, error) {
 	}
 	if l.bind(map[string]*uintptr{"cuModuleGetGlobal_v2": &gg}) == nil {
 		d.cuModuleGetGlobal = gg
+	}
+	var hr, hu uintptr
+	if l.bind(map[string]*uintptr{"cuMemHostRegister_v2": &hr, "cuMemHostUnregister": &hu}) == nil {
+		d.cuMemHostRegister, d.cuMemHostUnregister = hr, hu
 	}
 	var occ uintptr
 	if l.bind(map[string]*uintptr{"cuOccupancyMaxActiveBlocksPerMultiprocessor": &occ}) == nil {
