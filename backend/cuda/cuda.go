@@ -1031,7 +1031,7 @@ func (b *Backend) Read(t backend.Tensor, dst []float32) {
 	if b.readDirect && 4*n >= readDirectMin && b.hostRegister(dst[:n]) {
 		b.flush()
 		b.stats.DriverCalls++
-		b.must(b.d.check(ccall(b.d.cuMemcpyDtoHAsync, uintptr(unsafe.Pointer(&dst[0])), src, uintptr(4*n), b.stream), "cuMemcpyDtoHAsync"))
+		b.must(b.d.check(ccall(b.d.cuMemcpyDtoHAsync, uintptr(unsafe.Pointer(&dst[0])), src, uintptr(4*n), b.stream), "cuMemcpyDtoHAsync (or an earlier kernel failed)"))
 		b.sync()
 		if s.p != 0 {
 			b.release(s)
