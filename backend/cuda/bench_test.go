@@ -355,6 +355,15 @@ func BenchmarkOps(b *testing.B) {
 //     rows per warp (RINGO_CUDA_GEMV4N), 0 for none
 //   - rg: the lightning gate norm inside the recurrence (RINGO_CUDA_REC_GATE), 0 or 1
 //   - ru: the routing by warps compiled for eight experts per row (RINGO_CUDA_ROUTE_UNROLL), 0 or 1
+//   - gd: the one-row MoE as one kernel, moe_gd_bf16v (RINGO_CUDA_MOE_FUSED), 0 or 1
+//   - gs: when moe_gd stages its routed down rows (RINGO_CUDA_GD_STAGE), 0 to 4
+//   - gsp: moe_gd's shared pairs spread, their rows staged before the wait
+//     (RINGO_CUDA_GD_SPRE), 0 or 1
+//   - gf: moe_gd's grid barrier as one release add per block (RINGO_CUDA_GD_FLIP), 0 or 1
+//   - gna: moe_gd's routed rows loaded past L1 (RINGO_CUDA_GD_NA), 0 or 1
+//   - na: the other GEMVs' weights loaded past L1 (RINGO_CUDA_LDNA), 0 or 1
+//   - gp: moe_gd's pairs pipelined (RINGO_CUDA_GD_PIPE), 0 or 1
+//   - rd: a step's logits read straight into Go memory (RINGO_CUDA_READ_DIRECT), 0 or 1
 //
 // The default list is "rope=1;rope=0". Separate processes on the GPU
 // machine differ by a few per cent; alternating steps resolves less than

@@ -268,8 +268,7 @@ type Backend struct {
 	// moeFused (RINGO_CUDA_MOE_FUSED=0 turns it off) runs the one-row BF16
 	// MoE with its shared expert as one kernel, moe_gd_bf16v, where all its
 	// blocks fit on the GPU at once (gdFits); gdBar is its grid barrier's
-	// two words (count, generation) and two counters for its timeline
-	// probes, zeroed at New
+	// words (count, generation; kernels.cu, gd_sync), zeroed at New
 	moeFused bool
 	gridUser bool // counted in gridUsers (moeFused at New)
 	gdStage  int  // RINGO_CUDA_GD_STAGE: when moe_gd stages its routed down rows (kernels.cu: 0 before the pairs, 1 after, 2 behind their first loads, the default, 3 behind their second, 4 half behind each)

@@ -26,7 +26,6 @@ var (
 	logDescr sync.Once
 )
 
-// gpu returns a shared backend (precise or fast), skipping the test when no GPU is usable.
 // serialBackend takes u, a second backend of a test that waits for each
 // of its steps before running the other's, out of gridUsers, so that both
 // keep using the grid-barrier kernels (they never run at the same time).
@@ -65,6 +64,7 @@ func TestGridUsers(t *testing.T) {
 	}
 }
 
+// gpu returns a shared backend (precise or fast), skipping the test when no GPU is usable.
 func gpu(t testing.TB, precise bool) *Backend {
 	t.Helper()
 	i := 0
