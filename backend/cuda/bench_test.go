@@ -364,6 +364,8 @@ func BenchmarkOps(b *testing.B) {
 //   - na: the other GEMVs' weights loaded past L1 (RINGO_CUDA_LDNA), 0 or 1
 //   - gp: moe_gd's pairs pipelined (RINGO_CUDA_GD_PIPE), 0 or 1
 //   - rd: a step's logits read straight into Go memory (RINGO_CUDA_READ_DIRECT), 0 or 1
+//   - gv: moe_gd_bf16v's variant (RINGO_CUDA_GD_VAR): 0 for the default, u4
+//     for the kernel before the twenty-fourth session, s2 for rounds of two chunks
 //
 // The default list is "rope=1;rope=0". Separate processes on the GPU
 // machine differ by a few per cent; alternating steps resolves less than
@@ -558,6 +560,15 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 			}
 			return func() { setNA(v == "1") }, nil
 		}},
+		"gv": {parse: func(v string) (func(), error) {
+			if v == "0" {
+				v = ""
+			}
+			if v != "" && !slices.Contains(gdVariants, v) {
+				return nil, fmt.Errorf("want 0 or one of %v", gdVariants)
+			}
+			return func() { g.gdVar = v }, nil
+		}},
 		"seg": {parse: func(v string) (func(), error) {
 			var f, r int
 			if v == "0" {
@@ -584,6 +595,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 	// the backend's values now, which restore puts back
 	fuseRope, recLate, guEarly, dcSplit, normRoute, ldNA := g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.normRoute, g.ldNA
 	segFirst, segRest, gemv2, readPinned, dcPre, ng := g.segFirst, g.segRest, g.gemv2, g.readPinned, g.dcPre, g.normGEMV
+	gv := g.gdVar
 	wr, g4, dr, rg, ru, gd, gs, gsp, gf, gna, gp, rd := g.warpRoute, g.gemv4n, g.dcReg, g.recGate, g.routeUnroll, g.moeFused, g.gdStage, g.gdSharedPre, g.gdFlip, g.gdNA, g.gdPipe, g.readDirect
 	restore := map[string]func(){
 		"rope": func() { g.fuseRope = fuseRope }, "rec": func() { g.recLate = recLate },
@@ -596,6 +608,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"gs": func() { g.gdStage = gs }, "gsp": func() { g.gdSharedPre = gsp },
 		"gf": func() { g.gdFlip = gf }, "gna": func() { g.gdNA = gna }, "gp": func() { g.gdPipe = gp }, "rd": func() { g.readDirect = rd },
 		"na": func() { setNA(ldNA) },
+		"gv": func() { g.gdVar = gv },
 	}
 	for name, kn := range k {
 		kn.restore = restore[name]
@@ -940,7 +953,11 @@ func BenchmarkMoEPattern(b *testing.B) {
 	gd := func(na bool) func(c int) {
 		return func(c int) {
 			l := c % L
-			g.launch("moe_gd_bf16v", dim3{D / gdRows, 1, 1}, dim3{32 * gdWarps, 1, 1}, gdSmem(K+1, I, D, g.gdSharedPre),
+			k := g.gdKernel()
+			if !na {
+				k = "moe_gd_bf16v_any" // the knob passed, not compiled in
+			}
+			g.launch(k, dim3{D / gdRows, 1, 1}, dim3{32 * gdWarps, 1, 1}, gdSmem(K+1, I, D, g.gdSharedPre),
 				pArg(x), pArg(ids+uintptr(4*K*c)), pArg(wts), iArg(K), pArg(bufs[2*l]), pArg(bufs[2*l+1]), iArg(I), iArg(D), pArg(act), pArg(y),
 				pArg(sgu), pArg(sdn), pArg(g.gdBar), bArg(false), iArg(g.gdStage), bArg(g.gdSharedPre), bArg(g.gdFlip), bArg(na), bArg(g.gdPipe))
 		}

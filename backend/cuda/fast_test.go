@@ -330,7 +330,7 @@ func TestMoEShared(t *testing.T) {
 							}
 							q0 := kernelMark(g)
 							g.MoEShared(dst, x.g, g.Route(l.g, nil, p), ge, ggu, gdn)
-							if ks := queuedKernels(g, q0); on && savedF != slices.Contains(ks, "moe_gd_bf16v") {
+							if ks := queuedKernels(g, q0); on && savedF != slices.Contains(ks, g.gdKernel()) {
 								t.Errorf("%s: kernels %v with moe_gd %v", what, ks, savedF)
 							}
 						}
@@ -340,6 +340,34 @@ func TestMoEShared(t *testing.T) {
 						}
 						g.Free(fused)
 						g.Free(two)
+					}
+					// moe_gd_bf16v (the knobs compiled in at their defaults;
+					// the loop above ran moe_gd_bf16v_any) and its variants
+					// for comparisons, early or not: the same sums
+					for _, v := range append([]string{""}, gdVariants...) {
+						for _, early := range []bool{true, false} {
+							fused, two := g.Alloc(T, c.D), g.Alloc(T, c.D)
+							savedF, savedE, savedV := g.moeFused, g.guEarly, g.gdVar
+							g.guEarly, g.gdVar = early, v
+							for _, on := range []bool{true, false} {
+								g.moeFused = on && savedF
+								dst := two
+								if on {
+									dst = fused
+								}
+								q0 := kernelMark(g)
+								g.MoEShared(dst, x.g, g.Route(l.g, nil, p), ge, ggu, gdn)
+								if ks := queuedKernels(g, q0); on && savedF != slices.Contains(ks, strings.TrimSuffix("moe_gd_bf16v_"+v, "_")) {
+									t.Errorf("%s: kernels %v with moe_gd variant %q", what, ks, v)
+								}
+							}
+							g.moeFused, g.guEarly, g.gdVar = savedF, savedE, savedV
+							if e := gpuRelErr(g, fused, two); e != 0 || math.IsNaN(e) {
+								t.Errorf("%s: relative error %.3g of moe_gd_bf16v variant %q against moe_gu + moe_dc2 (early %v)", what, e, v, early)
+							}
+							g.Free(fused)
+							g.Free(two)
+						}
 					}
 				}
 				// moe_dc with two or three warps per output row against

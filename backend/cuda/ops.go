@@ -1688,7 +1688,7 @@ func (b *Backend) moeVector(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rI
 		// projections from rows staged in shared memory meanwhile
 		act := b.scratch(4 * slots * I)
 		early := b.guEarly && xs == nil && b.routeEnd == len(b.queue)
-		b.launch("moe_gd_bf16v", dim3{D / gdRows, 1, 1}, dim3{32 * gdWarps, 1, 1}, gdSmem(slots, I, D, b.gdSharedPre),
+		b.launch(b.gdKernel(), dim3{D / gdRows, 1, 1}, dim3{32 * gdWarps, 1, 1}, gdSmem(slots, I, D, b.gdSharedPre),
 			pArg(px), pArg(rIDs), pArg(rW), iArg(K), pArg(e.gateUp), pArg(e.down), iArg(I), iArg(D), pArg(act.p), pArg(pdst),
 			pArg(gateUp.p), pArg(down.p), pArg(b.gdBar), bArg(early), iArg(b.gdStage), bArg(b.gdSharedPre), bArg(b.gdFlip), bArg(b.gdNA), bArg(b.gdPipe))
 		b.release(act)
@@ -1742,6 +1742,28 @@ func (b *Backend) moeVector(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rI
 // kernels.cu).
 const gdRows, gdWarps = 8, 18
 
+// gdVariants are moe_gd_bf16v's variants for comparisons (kernels.cu):
+// u4, the kernel before (rounds of GV_U chunks per row and lane, the knobs
+// as arguments), and s2 (rounds of 2 chunks, the knobs compiled in).
+var gdVariants = []string{"u4", "s2"}
+
+// gdKernel is the name of the moe_gd_bf16v variant to launch: with the
+// knobs at their defaults moe_gd_bf16v, which has them compiled in (or
+// b.gdVar's variant), else moe_gd_bf16v_any, which takes them as arguments
+// (or u4).
+func (b *Backend) gdKernel() string {
+	defaults := b.gdStage == 2 && b.gdSharedPre && b.gdFlip && b.gdNA && b.gdPipe
+	switch {
+	case b.gdVar == "u4":
+		return "moe_gd_bf16v_u4"
+	case !defaults:
+		return "moe_gd_bf16v_any"
+	case b.gdVar != "":
+		return "moe_gd_bf16v_" + b.gdVar
+	}
+	return "moe_gd_bf16v"
+}
+
 // gdSmem is moe_gd_bf16v's dynamic shared memory for m slots of
 // intermediate size I: GD_ROWS rows of each slot's down projection, BF16,
 // and the m·I SwiGLU pairs, FP32.
@@ -1767,7 +1789,7 @@ func (b *Backend) gdFits(m, I, D int) bool {
 		return false
 	}
 	smem := gdSmem(m, I, D, b.gdSharedPre)
-	return smem <= b.smemOptin-1024 && b.allResident("moe_gd_bf16v", 32*gdWarps, smem, D/gdRows) // 1024: its static shared memory
+	return smem <= b.smemOptin-1024 && b.allResident(b.gdKernel(), 32*gdWarps, smem, D/gdRows) // 1024: its static shared memory
 }
 
 // occKey identifies a kernel's launch shape for Backend.occ.
