@@ -365,7 +365,9 @@ func BenchmarkOps(b *testing.B) {
 //   - gp: moe_gd's pairs pipelined (RINGO_CUDA_GD_PIPE), 0 or 1
 //   - rd: a step's logits read straight into Go memory (RINGO_CUDA_READ_DIRECT), 0 or 1
 //   - gv: moe_gd_bf16v's variant (RINGO_CUDA_GD_VAR): 0 for the default, u4
-//     for the kernel before the twenty-fourth session, s2 for rounds of two chunks
+//     for the kernel before the twenty-fourth session, s2 for rounds of two
+//     chunks, any for the knobs as arguments (to vary gs, gsp, gf, gna, gp
+//     against the default kernel's code)
 //
 // The default list is "rope=1;rope=0". Separate processes on the GPU
 // machine differ by a few per cent; alternating steps resolves less than

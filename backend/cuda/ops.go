@@ -1744,8 +1744,9 @@ const gdRows, gdWarps = 8, 18
 
 // gdVariants are moe_gd_bf16v's variants for comparisons (kernels.cu):
 // u4, the kernel before (rounds of GV_U chunks per row and lane, the knobs
-// as arguments), and s2 (rounds of 2 chunks, the knobs compiled in).
-var gdVariants = []string{"u4", "s2"}
+// as arguments), s2 (rounds of 2 chunks, the knobs compiled in) and any
+// (the knobs as arguments even at their defaults).
+var gdVariants = []string{"u4", "s2", "any"}
 
 // gdKernel is the name of the moe_gd_bf16v variant to launch: with the
 // knobs at their defaults moe_gd_bf16v, which has them compiled in (or
@@ -1756,7 +1757,7 @@ func (b *Backend) gdKernel() string {
 	switch {
 	case b.gdVar == "u4":
 		return "moe_gd_bf16v_u4"
-	case !defaults:
+	case !defaults || b.gdVar == "any":
 		return "moe_gd_bf16v_any"
 	case b.gdVar != "":
 		return "moe_gd_bf16v_" + b.gdVar
