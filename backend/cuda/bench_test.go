@@ -364,6 +364,7 @@ func BenchmarkOps(b *testing.B) {
 //   - na: the other GEMVs' weights loaded past L1 (RINGO_CUDA_LDNA), 0 or 1
 //   - gp: moe_gd's pairs pipelined (RINGO_CUDA_GD_PIPE), 0 or 1
 //   - rd: a step's logits read straight into Go memory (RINGO_CUDA_READ_DIRECT), 0 or 1
+//   - acs: split decode attention merged by k_attn_combine_seq (RINGO_CUDA_ATTN_COMBINE_SEQ), 0 or 1
 //   - gv: moe_gd_bf16v's variant (RINGO_CUDA_GD_VAR): 0 for the default, u4
 //     for the kernel before the twenty-fourth session, s2 for rounds of two
 //     chunks, any for the knobs as arguments (to vary gs, gsp, gf, gna, gp
@@ -538,6 +539,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 	k := map[string]decodeKnob{
 		"rope":  flag(&g.fuseRope, false),
 		"rec":   flag(&g.recLate, true),
+		"acs":   flag(&g.attnCombineSeq, false),
 		"gu":    flag(&g.guEarly, false),
 		"dc":    number(&g.dcSplit, 1, 3),
 		"gemv2": number(&g.gemv2, 0, math.MaxInt32),
@@ -597,7 +599,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 	// the backend's values now, which restore puts back
 	fuseRope, recLate, guEarly, dcSplit, normRoute, ldNA := g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.normRoute, g.ldNA
 	segFirst, segRest, gemv2, readPinned, dcPre, ng := g.segFirst, g.segRest, g.gemv2, g.readPinned, g.dcPre, g.normGEMV
-	gv := g.gdVar
+	gv, acs := g.gdVar, g.attnCombineSeq
 	wr, g4, dr, rg, ru, gd, gs, gsp, gf, gna, gp, rd := g.warpRoute, g.gemv4n, g.dcReg, g.recGate, g.routeUnroll, g.moeFused, g.gdStage, g.gdSharedPre, g.gdFlip, g.gdNA, g.gdPipe, g.readDirect
 	restore := map[string]func(){
 		"rope": func() { g.fuseRope = fuseRope }, "rec": func() { g.recLate = recLate },
@@ -609,8 +611,9 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"rg": func() { g.recGate = rg }, "ru": func() { g.routeUnroll = ru }, "gd": func() { g.moeFused = gd },
 		"gs": func() { g.gdStage = gs }, "gsp": func() { g.gdSharedPre = gsp },
 		"gf": func() { g.gdFlip = gf }, "gna": func() { g.gdNA = gna }, "gp": func() { g.gdPipe = gp }, "rd": func() { g.readDirect = rd },
-		"na": func() { setNA(ldNA) },
-		"gv": func() { g.gdVar = gv },
+		"na":  func() { setNA(ldNA) },
+		"gv":  func() { g.gdVar = gv },
+		"acs": func() { g.attnCombineSeq = acs },
 	}
 	for name, kn := range k {
 		kn.restore = restore[name]

@@ -301,6 +301,10 @@ type Backend struct {
 	// runs one block per query head
 	attnGroup    bool
 	attnGroupMin int
+	// attnCombineSeq (RINGO_CUDA_ATTN_COMBINE_SEQ=1) merges split decode
+	// attention with k_attn_combine_seq, the partials read one after the
+	// other, for comparisons
+	attnCombineSeq bool
 	// moeWarps are the warps per block of moe_gu and moe_dc (4 and 8;
 	// RINGO_CUDA_MOE_WARPS=g,d for comparisons): with 4, the 1,152 moe_gu
 	// blocks of a Ring-mini step fit on the H200 at once
@@ -501,6 +505,7 @@ func New(device int, opts Options) (*Backend, error) {
 	b.fa4 = b.fa3 && b.wgmma && b.smemOptin >= fa4Smem(64) && os.Getenv("RINGO_CUDA_FA4") != "0"
 	b.fa4w = b.fa4 && b.smemOptin >= fa4Smem(128) && os.Getenv("RINGO_CUDA_FA4W") != "0"
 	b.attnGroup, b.attnGroupMin = os.Getenv("RINGO_CUDA_ATTN_GROUP") != "0", 4096
+	b.attnCombineSeq = os.Getenv("RINGO_CUDA_ATTN_COMBINE_SEQ") == "1"
 	b.dcSplit = 2
 	if v, err := strconv.Atoi(os.Getenv("RINGO_CUDA_DC_SPLIT")); err == nil && v >= 1 && v <= 3 {
 		b.dcSplit = v
@@ -589,7 +594,7 @@ var kernelNames = []string{
 	"gemv_f32", "gemv_f16", "gemv_bf16", "gemv_bf16v", "gemv_fp8", "gemv_bf16v1", "gemv_bf16v2", "gemv_bf16v1n", "gemv_bf16v2n", "gemv_bf16v4n", "gemv_fp81", "k_fp8_bf16", "gemm_f32", "gemm_f16", "gemm_bf16",
 	"moe_gu_bf16v", "moe_gu_fp8", "moe_gd_bf16v", "moe_gd_bf16v_any", "moe_gd_bf16v_u4", "moe_gd_bf16v_s2", "moe_dc_bf16v", "moe_dc2_bf16v", "moe_dc3_bf16v", "moe_dc_fp8", "moe_gemv_f32", "moe_gemv_f16", "moe_gemv_bf16", "moe_gemv_bf16v", "moe_down_bf16v", "moe_gemv_fp8", "moe_down_fp8", "moe_mma16_fp8", "moe_mma64_fp8",
 	"k_moe_count", "k_moe_tiles", "k_moe_scatter", "moe_gemm_f32", "moe_gemm_f16", "moe_gemm_bf16", "k_moe_combine", "k_moe_combine4", "k_moe_combine4b", "k_moe_combineb", "k_quant_fp8", "k_bf16_f32", "k_route", "k_norm_route",
-	"k_lightning_rec", "k_lightning_recg", "k_lightning_chunk", "k_kvstore", "k_attn", "k_attn_g2", "k_attn_g4", "k_attn_g8", "k_attn_combine",
+	"k_lightning_rec", "k_lightning_recg", "k_lightning_chunk", "k_kvstore", "k_attn", "k_attn_g2", "k_attn_g4", "k_attn_g8", "k_attn_combine", "k_attn_combine_seq",
 	"moe_mma16", "moe_mma64", "k_fattn64", "k_fattn128", "moe_mmb", "moe_mmb_gu", "moe_mmb_wg", "moe_mmb_gu_wg", "moe_mmb_yb", "moe_mmb_yb_wg", "moe_mmb_yb_wgs", "moe_mmb_gu_wg8", "moe_mmb_wg8", "moe_mmb_yb_wg8", "moe_mmb_yb_wgs8", "k_kvbf16", "k_vtbf16", "k_fattn4_128", "k_fattn4w_128", "k_fattn2_64", "k_fattn2_128", "k_fattn3_64", "k_fattn3_128", "k_ltc_kv64", "k_ltc_kv128", "k_ltc_scan", "k_ltc_out64", "k_ltc_out128",
 	"k_readsum", "k_readexp", "k_readgd", "k_spin", "k_randbf16",
 }

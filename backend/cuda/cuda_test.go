@@ -603,7 +603,7 @@ func TestAttention(t *testing.T) {
 		gc := make([]backend.KV, 2)
 		var cachePairs []pair
 		for i := range caches {
-			kp, vp := zeroT(g, 2200, c.Hkv*c.hd), zeroT(g, 2200, c.Hkv*c.hd)
+			kp, vp := zeroT(g, 4400, c.Hkv*c.hd), zeroT(g, 4400, c.Hkv*c.hd)
 			caches[i], gc[i] = backend.KV{K: kp.c, V: vp.c}, backend.KV{K: kp.g, V: vp.g}
 			cachePairs = append(cachePairs, kp, vp)
 		}
@@ -611,6 +611,7 @@ func TestAttention(t *testing.T) {
 			{{Row: 0, N: 37, Pos: 0}, {Row: 37, N: 270, Pos: 0}},
 			{{Row: 0, N: 1, Pos: 37}, {Row: 1, N: 3, Pos: 270}},
 			{{Row: 0, N: 2, Pos: 2100}, {Row: 2, N: 1, Pos: 40}}, // keys split over blocks
+			{{Row: 0, N: 1, Pos: 4300}, {Row: 1, N: 1, Pos: 9}},  // over 32 blocks: k_attn_combine's two batches
 		} {
 			T := spans[1].Row + spans[1].N
 			q := randT(t, g, rng, T, c.H*c.hd, 1)
@@ -633,6 +634,16 @@ func TestAttention(t *testing.T) {
 				t.Logf("attention %+v T=%d: one block per query head differs by %.2g", c, T, e)
 			}
 			g.Free(one)
+			// the split keys' partials merged one after the other
+			// (k_attn_combine_seq): the same sums
+			seq := g.Alloc(T, c.H*c.hd)
+			g.attnCombineSeq = true
+			g.Attention(seq, q.g, k.g, v.g, spans, gc, c.hd, scale)
+			g.attnCombineSeq = false
+			if e := gpuRelErr(g, seq, o.g); e != 0 || math.IsNaN(e) {
+				t.Errorf("attention %+v T=%d: k_attn_combine_seq differs by %.3g", c, T, e)
+			}
+			g.Free(seq)
 		}
 		for i, p := range cachePairs {
 			compare(t, fmt.Sprintf("attention %+v cache %d", c, i), g, p, 0)

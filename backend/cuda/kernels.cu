@@ -2560,8 +2560,55 @@ extern "C" __global__ void k_attn_g8(float* o, i64 ldo, const float* q, i64 ldq,
   attn_group<8>(o, ldo, q, ldq, spans, nspans, caches, H, Hkv, hd, scale, part);
 }
 
-// k_attn_combine merges the S partial results of every (row, head).
-extern "C" __global__ void k_attn_combine(float* o, i64 ldo, const int* spans, int nspans, int H, int hd, int S, const float* part) { PDL_ENTER();
+// k_attn_combine merges the S partial results of every (row, head): the
+// splits' maxima and sums go to shared memory and each thread's values of
+// AC_U splits at a time to registers, each batch of loads issued at once
+// (reading them one after the other, k_attn_combine_seq, waited for ~S
+// round trips to L2), then the same sums in the same order.
+#define AC_U 16
+#define AC_MAXS 128
+extern "C" __global__ void k_attn_combine(float* o, i64 ldo, const int* spans, int nspans, int H, int hd, int S, const float* part) {
+  __shared__ float hm[AC_MAXS], hl[AC_MAXS];
+  PDL_ENTER();
+  int r = blockIdx.x, h = blockIdx.y, tid = threadIdx.x;
+  bool found = false;
+  for (int i = 0; i < nspans; i++)
+    if (r >= spans[3 * i] && r < spans[3 * i] + spans[3 * i + 1]) found = true;
+  if (!found) return;  // the whole block (one row)
+  const float* pp = part + ((i64)r * H + h) * S * (hd + 2);
+  for (int z = tid; z < S; z += blockDim.x) {
+    hm[z] = pp[z * (hd + 2)];
+    hl[z] = pp[z * (hd + 2) + 1];
+  }
+  bool act = tid < hd;
+  float xv[AC_U];
+#pragma unroll
+  for (int u = 0; u < AC_U; u++) xv[u] = act && u < S ? pp[u * (hd + 2) + 2 + tid] : 0.f;
+  __syncthreads();
+  if (!act) return;
+  float M = NEG_INF;
+  for (int z = 0; z < S; z++) M = fmaxf(M, hm[z]);
+  float l = 0.f, acc = 0.f;
+  for (int z0 = 0; z0 < S; z0 += AC_U) {
+    if (z0 > 0) {
+#pragma unroll
+      for (int u = 0; u < AC_U; u++) xv[u] = z0 + u < S ? pp[(z0 + u) * (hd + 2) + 2 + tid] : 0.f;
+    }
+#pragma unroll
+    for (int u = 0; u < AC_U; u++) {
+      int z = z0 + u;
+      if (z >= S || hl[z] == 0.f) continue;
+      float f = expf(hm[z] - M);
+      l += hl[z] * f;
+      acc += xv[u] * f;
+    }
+  }
+  o[(i64)r * ldo + (i64)h * hd + tid] = acc / l;
+}
+// k_attn_combine_seq is k_attn_combine as it was before, reading the
+// partials one after the other (RINGO_CUDA_ATTN_COMBINE_SEQ=1, for
+// comparisons).
+extern "C" __global__ void k_attn_combine_seq(float* o, i64 ldo, const int* spans, int nspans, int H, int hd, int S, const float* part) { PDL_ENTER();
   int r = blockIdx.x, h = blockIdx.y, tid = threadIdx.x;
   bool found = false;
   for (int i = 0; i < nspans; i++)

@@ -1163,7 +1163,11 @@ func (b *Backend) Attention(dst, q, k, v backend.Tensor, spans []backend.Span, c
 	b.launch(name, dim3{q.Rows, blocksY, S}, dim3{256, 1, 1}, 0, pArg(pd), lArg(dst.Stride), pArg(pq), lArg(q.Stride),
 		pArg(ps), iArg(len(spans)), pArg(pc), iArg(H), iArg(Hkv), iArg(headDim), fArg(scale), pArg(part.p))
 	if S > 1 {
-		b.launch("k_attn_combine", dim3{q.Rows, H, 1}, dim3{blockFor(headDim), 1, 1}, 0, pArg(pd), lArg(dst.Stride), pArg(ps), iArg(len(spans)),
+		comb := "k_attn_combine"
+		if b.attnCombineSeq {
+			comb = "k_attn_combine_seq"
+		}
+		b.launch(comb, dim3{q.Rows, H, 1}, dim3{blockFor(headDim), 1, 1}, 0, pArg(pd), lArg(dst.Stride), pArg(ps), iArg(len(spans)),
 			iArg(H), iArg(headDim), iArg(S), pArg(part.p))
 		b.release(part)
 	}
