@@ -56,12 +56,33 @@ func cstr(s string) []byte { return append([]byte(s), 0) }
 
 // compileCubin compiles src for the real architecture sm_<arch>.
 func (n *nvrtc) compileCubin(src, name string, opts []string) ([]byte, error) {
-	csrc, cname := cstr(src), cstr(name)
-	var prog uintptr
-	if err := n.check(ccall(n.create, uintptr(unsafe.Pointer(&prog)), uintptr(unsafe.Pointer(&csrc[0])), uintptr(unsafe.Pointer(&cname[0])), 0, 0, 0), "nvrtcCreateProgram"); err != nil {
+	prog, err := n.build(src, name, opts)
+	if err != nil {
 		return nil, err
 	}
 	defer ccall(n.destroy, uintptr(unsafe.Pointer(&prog)))
+	var sz uintptr
+	if err := n.check(ccall(n.cubinSize, prog, uintptr(unsafe.Pointer(&sz))), "nvrtcGetCUBINSize"); err != nil {
+		return nil, err
+	}
+	if sz == 0 {
+		return nil, fmt.Errorf("cuda: nvrtc produced an empty CUBIN")
+	}
+	out := make([]byte, sz)
+	if err := n.check(ccall(n.getCubin, prog, uintptr(unsafe.Pointer(&out[0]))), "nvrtcGetCUBIN"); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// build compiles src with opts into a program, which the caller destroys
+// (n.destroy); a failed compile returns the compiler's log.
+func (n *nvrtc) build(src, name string, opts []string) (uintptr, error) {
+	csrc, cname := cstr(src), cstr(name)
+	var prog uintptr
+	if err := n.check(ccall(n.create, uintptr(unsafe.Pointer(&prog)), uintptr(unsafe.Pointer(&csrc[0])), uintptr(unsafe.Pointer(&cname[0])), 0, 0, 0), "nvrtcCreateProgram"); err != nil {
+		return 0, err
+	}
 	copts := make([][]byte, len(opts))
 	ptrs := make([]uintptr, len(opts)+1)
 	for i, o := range opts {
@@ -75,20 +96,10 @@ func (n *nvrtc) compileCubin(src, name string, opts []string) ([]byte, error) {
 		ccall(n.logSize, prog, uintptr(unsafe.Pointer(&sz)))
 		log := make([]byte, sz+1)
 		ccall(n.getLog, prog, uintptr(unsafe.Pointer(&log[0])))
-		return nil, fmt.Errorf("%w\ncompile log:\n%s", n.check(r, "nvrtcCompileProgram "+strings.Join(opts, " ")), strings.TrimRight(string(log[:sz]), "\x00\n"))
+		ccall(n.destroy, uintptr(unsafe.Pointer(&prog)))
+		return 0, fmt.Errorf("%w\ncompile log:\n%s", n.check(r, "nvrtcCompileProgram "+strings.Join(opts, " ")), strings.TrimRight(string(log[:sz]), "\x00\n"))
 	}
-	var sz uintptr
-	if err := n.check(ccall(n.cubinSize, prog, uintptr(unsafe.Pointer(&sz))), "nvrtcGetCUBINSize"); err != nil {
-		return nil, err
-	}
-	if sz == 0 {
-		return nil, fmt.Errorf("cuda: nvrtc produced an empty CUBIN")
-	}
-	out := make([]byte, sz)
-	if err := n.check(ccall(n.getCubin, prog, uintptr(unsafe.Pointer(&out[0]))), "nvrtcGetCUBIN"); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return prog, nil
 }
 
 //go:noinline
