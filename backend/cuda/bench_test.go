@@ -365,6 +365,7 @@ func BenchmarkOps(b *testing.B) {
 //   - gp: moe_gd's pairs pipelined (RINGO_CUDA_GD_PIPE), 0 or 1
 //   - rd: a step's logits read straight into Go memory (RINGO_CUDA_READ_DIRECT), 0 or 1
 //   - acs: split decode attention merged by k_attn_combine_seq (RINGO_CUDA_ATTN_COMBINE_SEQ), 0 or 1
+//   - rl: k_lightning_recg's v and gate loaded with q and k (RINGO_CUDA_REC_LOADS), 0 or 1
 //   - gv: moe_gd_bf16v's variant (RINGO_CUDA_GD_VAR): 0 for the default, u4
 //     for the kernel before the twenty-fourth session, s2 for rounds of two
 //     chunks, any for the knobs as arguments (to vary gs, gsp, gf, gna, gp
@@ -539,6 +540,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 	k := map[string]decodeKnob{
 		"rope":  flag(&g.fuseRope, false),
 		"rec":   flag(&g.recLate, true),
+		"rl":    flag(&g.recLoadsLate, true),
 		"acs":   flag(&g.attnCombineSeq, false),
 		"gu":    flag(&g.guEarly, false),
 		"dc":    number(&g.dcSplit, 1, 3),
@@ -599,7 +601,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 	// the backend's values now, which restore puts back
 	fuseRope, recLate, guEarly, dcSplit, normRoute, ldNA := g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.normRoute, g.ldNA
 	segFirst, segRest, gemv2, readPinned, dcPre, ng := g.segFirst, g.segRest, g.gemv2, g.readPinned, g.dcPre, g.normGEMV
-	gv, acs := g.gdVar, g.attnCombineSeq
+	gv, acs, rl := g.gdVar, g.attnCombineSeq, g.recLoadsLate
 	wr, g4, dr, rg, ru, gd, gs, gsp, gf, gna, gp, rd := g.warpRoute, g.gemv4n, g.dcReg, g.recGate, g.routeUnroll, g.moeFused, g.gdStage, g.gdSharedPre, g.gdFlip, g.gdNA, g.gdPipe, g.readDirect
 	restore := map[string]func(){
 		"rope": func() { g.fuseRope = fuseRope }, "rec": func() { g.recLate = recLate },
@@ -614,6 +616,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"na":  func() { setNA(ldNA) },
 		"gv":  func() { g.gdVar = gv },
 		"acs": func() { g.attnCombineSeq = acs },
+		"rl":  func() { g.recLoadsLate = rl },
 	}
 	for name, kn := range k {
 		kn.restore = restore[name]

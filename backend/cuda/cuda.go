@@ -259,6 +259,10 @@ type Backend struct {
 	// recLate (RINGO_CUDA_REC_EARLY=0) makes k_lightning_rec load its state
 	// after PDL_ENTER instead of before, for comparisons
 	recLate bool
+	// recLoadsLate (RINGO_CUDA_REC_LOADS=0) makes k_lightning_recg load v
+	// and the gate after its barriers, as before the twenty-fourth session,
+	// for comparisons
+	recLoadsLate bool
 	// routeEnd is the queue length right after the last k_route launch;
 	// guEarly lets moe_gu's shared-expert blocks run before its PDL wait
 	// right after the routing (RINGO_CUDA_GU_EARLY=0 turns it off, for
@@ -475,6 +479,7 @@ func New(device int, opts Options) (*Backend, error) {
 	b.fuseRope = os.Getenv("RINGO_CUDA_FUSE") != "0"
 	b.normRoute = b.ccMaj >= 9 && os.Getenv("RINGO_CUDA_NORM_ROUTE") != "0"
 	b.recLate = os.Getenv("RINGO_CUDA_REC_EARLY") == "0"
+	b.recLoadsLate = os.Getenv("RINGO_CUDA_REC_LOADS") == "0"
 	// k_lightning_recg's clusters of 16 blocks are past the portable 8
 	b.recGate = b.ccMaj >= 9 && os.Getenv("RINGO_CUDA_REC_GATE") != "0" &&
 		ccall(d.cuFuncSetAttribute, b.fns["k_lightning_recg"], cuFuncAttrNonPortableCluster, 1) == 0

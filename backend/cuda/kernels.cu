@@ -2256,7 +2256,7 @@ extern "C" __global__ void RG_CLUSTER __launch_bounds__(512) k_lightning_recg(fl
                                                                           const float* v, i64 ldv, const int* spans, const i64* states,
                                                                           const float* decay, int H, int d, float scale, const float* nw, int wfull,
                                                                           int NB, float eps, int dim, double theta, const int* pos, const float* gt,
-                                                                          i64 ldg, const float* gw, int gwfull, float geps) {
+                                                                          i64 ldg, const float* gw, int gwfull, float geps, int early) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   extern __shared__ float sh[];
   __shared__ float os[32];
@@ -2275,19 +2275,31 @@ extern "C" __global__ void RG_CLUSTER __launch_bounds__(512) k_lightning_recg(fl
     int i = ir + u * R;
     s0[u] = i < d ? S[i * d + j] : 0.f;
   }
+  // the gate norm's weight (ir == 0), before the wait
+  constexpr int G = RG_H * 128;
+  int gi = h / RG_H, gc = (h % RG_H) * 128 + j;  // group and column within it
+  float wg = ir == 0 ? (gwfull ? gw + (i64)gi * G : gw)[gc] : 0.f;
   PDL_ENTER();
   tl_started(tst);
   float* qs = sh + R * JB;
   float* ks = qs + d;
   i64 row = row0;
+  // v and the gate (ir == 0) asked for at once with q and k, rather than
+  // after the QK norm's and the cluster's barriers, each an extra round
+  // trip to L2 on the critical path (RINGO_CUDA_REC_LOADS=0 for
+  // comparisons: after them, as before)
+  float vj = 0.f, gv = 0.f;
+  if (early) {
+    vj = v[row * ldv + (i64)h * d + j];
+    if (ir == 0) gv = gt[row * ldg + (i64)h * d + j];
+  }
   rec_qknorm(qs, ks, q + row * ldq + (i64)h * d, k + row * ldk + (i64)h * d, wfull ? nw + (i64)h * d : nw, wfull ? nw + (i64)(H + h) * d : nw, d, NB, eps,
              dim, theta, (float)pos[row]);
-  float vj = v[row * ldv + (i64)h * d + j];
+  if (!early) vj = v[row * ldv + (i64)h * d + j];
   float sum = rec_sum(sh, rec_first(S, s0, lam, ks, qs, vj, j, ir, R, d), jx, ir, JB, R);
   if (ir == 0) os[jx] = sum * scale;
   asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
   // the group's sum of squares, as k_rmsnorm_sigmul's 256 threads take it
-  constexpr int G = RG_H * 128;
   double ss = 0;
   if (tid < 256) {
 #pragma unroll
@@ -2309,10 +2321,8 @@ extern "C" __global__ void RG_CLUSTER __launch_bounds__(512) k_lightning_recg(fl
   // this block's reads of its peers are done
   asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
   if (ir == 0) {
-    int gi = h / RG_H, i = (h % RG_H) * 128 + j;  // group and column within it
-    const float* ws = gwfull ? gw + (i64)gi * G : gw;
     i64 c = (i64)h * d + j;
-    o[row * ldo + c] = sigmul(os[jx] * inv * ws[i], gt[row * ldg + c]);
+    o[row * ldo + c] = sigmul(os[jx] * inv * wg, early ? gv : gt[row * ldg + c]);
   }
   asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
   tl_end();

@@ -881,7 +881,7 @@ func (b *Backend) recGateNorm(dst, x, gate backend.Tensor, w *weight, wfull bool
 	}
 	b.pendingRec = nil
 	R := 512 / rgJB
-	args := append(r.args, pArg(b.ptr("RMSNormSigmoidMul", gate)), lArg(gate.Stride), pArg(w.p), bArg(wfull), fArg(eps))
+	args := append(r.args, pArg(b.ptr("RMSNormSigmoidMul", gate)), lArg(gate.Stride), pArg(w.p), bArg(wfull), fArg(eps), bArg(!b.recLoadsLate))
 	b.launch("k_lightning_recg", dim3{r.spans * r.H, r.d / rgJB, 1}, dim3{rgJB, R, 1}, 4*R*rgJB+4*2*r.d, args...)
 	return true
 }
