@@ -317,56 +317,51 @@ func TestMoEShared(t *testing.T) {
 				// staged, either grid barrier and each way of loading:
 				// the same sums
 				if T == 1 {
-					for i := range 40 {
-						early, stage, spre, flip := i%2 == 0, i/2%5, i/10%2 == 1, i < 20
+					// gdPair runs the MoE with moe_gd (the variant gdKernel
+					// names, where it fits) and with moe_gu + moe_dc2 and
+					// returns moe_gd's relative error against the two
+					gdPair := func(what string) float64 {
 						fused, two := g.Alloc(T, c.D), g.Alloc(T, c.D)
-						savedF, savedE, savedS, savedL, savedP, savedB, savedD, savedQ := g.moeFused, g.guEarly, g.dcSplit, g.gdStage, g.gdSharedPre, g.gdFlip, g.gdNA, g.gdPipe
-						g.guEarly, g.dcSplit, g.gdStage, g.gdSharedPre, g.gdFlip, g.gdNA, g.gdPipe = early, 2, stage, spre, flip, i/4%2 == 0, i/8%2 == 1
+						defer g.Free(fused)
+						defer g.Free(two)
+						savedF := g.moeFused
 						for _, on := range []bool{true, false} {
 							g.moeFused = on && savedF
 							dst := two
 							if on {
 								dst = fused
 							}
-							q0 := kernelMark(g)
+							k, q0 := g.gdKernel(), kernelMark(g)
 							g.MoEShared(dst, x.g, g.Route(l.g, nil, p), ge, ggu, gdn)
-							if ks := queuedKernels(g, q0); on && savedF != slices.Contains(ks, g.gdKernel()) {
-								t.Errorf("%s: kernels %v with moe_gd %v", what, ks, savedF)
+							if ks := queuedKernels(g, q0); on && savedF != slices.Contains(ks, k) {
+								t.Errorf("%s: kernels %v, with %s %v", what, ks, k, savedF)
 							}
 						}
-						g.moeFused, g.guEarly, g.dcSplit, g.gdStage, g.gdSharedPre, g.gdFlip, g.gdNA, g.gdPipe = savedF, savedE, savedS, savedL, savedP, savedB, savedD, savedQ
-						if e := gpuRelErr(g, fused, two); e != 0 || math.IsNaN(e) {
+						g.moeFused = savedF
+						return gpuRelErr(g, fused, two)
+					}
+					for i := range 40 {
+						early, stage, spre, flip := i%2 == 0, i/2%5, i/10%2 == 1, i < 20
+						savedE, savedS, savedL, savedP, savedB, savedD, savedQ := g.guEarly, g.dcSplit, g.gdStage, g.gdSharedPre, g.gdFlip, g.gdNA, g.gdPipe
+						g.guEarly, g.dcSplit, g.gdStage, g.gdSharedPre, g.gdFlip, g.gdNA, g.gdPipe = early, 2, stage, spre, flip, i/4%2 == 0, i/8%2 == 1
+						e := gdPair(what)
+						g.guEarly, g.dcSplit, g.gdStage, g.gdSharedPre, g.gdFlip, g.gdNA, g.gdPipe = savedE, savedS, savedL, savedP, savedB, savedD, savedQ
+						if e != 0 || math.IsNaN(e) {
 							t.Errorf("%s: relative error %.3g of moe_gd_bf16v against moe_gu + moe_dc2 (early %v, staging %d, shared pairs spread %v, flip barrier %v, rows past L1 %v, pipelined %v)", what, e, early, stage, spre, flip, i/4%2 == 0, i/8%2 == 1)
 						}
-						g.Free(fused)
-						g.Free(two)
 					}
 					// moe_gd_bf16v (the knobs compiled in at their defaults;
 					// the loop above ran moe_gd_bf16v_any) and its variants
 					// for comparisons, early or not: the same sums
 					for _, v := range append([]string{""}, gdVariants...) {
 						for _, early := range []bool{true, false} {
-							fused, two := g.Alloc(T, c.D), g.Alloc(T, c.D)
-							savedF, savedE, savedV := g.moeFused, g.guEarly, g.gdVar
+							savedE, savedV := g.guEarly, g.gdVar
 							g.guEarly, g.gdVar = early, v
-							for _, on := range []bool{true, false} {
-								g.moeFused = on && savedF
-								dst := two
-								if on {
-									dst = fused
-								}
-								q0 := kernelMark(g)
-								g.MoEShared(dst, x.g, g.Route(l.g, nil, p), ge, ggu, gdn)
-								if ks := queuedKernels(g, q0); on && savedF != slices.Contains(ks, strings.TrimSuffix("moe_gd_bf16v_"+v, "_")) {
-									t.Errorf("%s: kernels %v with moe_gd variant %q", what, ks, v)
-								}
-							}
-							g.moeFused, g.guEarly, g.gdVar = savedF, savedE, savedV
-							if e := gpuRelErr(g, fused, two); e != 0 || math.IsNaN(e) {
+							e := gdPair(what)
+							g.guEarly, g.gdVar = savedE, savedV
+							if e != 0 || math.IsNaN(e) {
 								t.Errorf("%s: relative error %.3g of moe_gd_bf16v variant %q against moe_gu + moe_dc2 (early %v)", what, e, v, early)
 							}
-							g.Free(fused)
-							g.Free(two)
 						}
 					}
 				}
