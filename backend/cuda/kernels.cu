@@ -4187,8 +4187,13 @@ __device__ __forceinline__ void gd_stage(u16* sm, const int* ids, int topk, int 
   }
   cp_async_commit();
 }
+// moe_gd_bf16v's parameters and arguments, for its variants below
+#define MOE_GD_PARAMS                                                                                                                             \
+  const float *X, const int *ids, const float *wts, int topk, const u16 *__restrict__ Wgu, const u16 *__restrict__ Wd, int I, int D, float *A, \
+      float *Y, const u16 *__restrict__ Sgu, const u16 *__restrict__ Sd, unsigned int *bar, int early, int late, int spre, int flip, int na, int pipe
+#define MOE_GD_ARGS X, ids, wts, topk, Wgu, Wd, I, D, A, Y, Sgu, Sd, bar, early, late, spre, flip, na, pipe
 template <int U, bool SPEC>
-__device__ __forceinline__ void moe_gd_impl(const float* X, const int* ids, const float* wts, int topk, const u16* __restrict__ Wgu, const u16* __restrict__ Wd, int I, int D, float* A, float* Y, const u16* __restrict__ Sgu, const u16* __restrict__ Sd, unsigned int* bar, int early, int late, int spre, int flip, int na, int pipe) {
+__device__ __forceinline__ void moe_gd_impl(MOE_GD_PARAMS) {
   if (SPEC) {  // the defaults, as constants
     late = 2, spre = 1, flip = 1, na = 1, pipe = 1;
   }
@@ -4346,17 +4351,17 @@ __device__ __forceinline__ void moe_gd_impl(const float* X, const int* ids, cons
 // its arguments (any other setting); for comparisons, _u4 is the kernel
 // before (RINGO_CUDA_GD_VAR=u4) and _s2 runs rounds of 2 chunks with the
 // knobs compiled in (RINGO_CUDA_GD_VAR=s2).
-extern "C" __global__ void __launch_bounds__(32 * GD_WARPS, 2) moe_gd_bf16v(const float* X, const int* ids, const float* wts, int topk, const u16* __restrict__ Wgu, const u16* __restrict__ Wd, int I, int D, float* A, float* Y, const u16* __restrict__ Sgu, const u16* __restrict__ Sd, unsigned int* bar, int early, int late, int spre, int flip, int na, int pipe) {
-  moe_gd_impl<1, true>(X, ids, wts, topk, Wgu, Wd, I, D, A, Y, Sgu, Sd, bar, early, late, spre, flip, na, pipe);
+extern "C" __global__ void __launch_bounds__(32 * GD_WARPS, 2) moe_gd_bf16v(MOE_GD_PARAMS) {
+  moe_gd_impl<1, true>(MOE_GD_ARGS);
 }
-extern "C" __global__ void __launch_bounds__(32 * GD_WARPS, 2) moe_gd_bf16v_any(const float* X, const int* ids, const float* wts, int topk, const u16* __restrict__ Wgu, const u16* __restrict__ Wd, int I, int D, float* A, float* Y, const u16* __restrict__ Sgu, const u16* __restrict__ Sd, unsigned int* bar, int early, int late, int spre, int flip, int na, int pipe) {
-  moe_gd_impl<1, false>(X, ids, wts, topk, Wgu, Wd, I, D, A, Y, Sgu, Sd, bar, early, late, spre, flip, na, pipe);
+extern "C" __global__ void __launch_bounds__(32 * GD_WARPS, 2) moe_gd_bf16v_any(MOE_GD_PARAMS) {
+  moe_gd_impl<1, false>(MOE_GD_ARGS);
 }
-extern "C" __global__ void __launch_bounds__(32 * GD_WARPS, 2) moe_gd_bf16v_u4(const float* X, const int* ids, const float* wts, int topk, const u16* __restrict__ Wgu, const u16* __restrict__ Wd, int I, int D, float* A, float* Y, const u16* __restrict__ Sgu, const u16* __restrict__ Sd, unsigned int* bar, int early, int late, int spre, int flip, int na, int pipe) {
-  moe_gd_impl<4, false>(X, ids, wts, topk, Wgu, Wd, I, D, A, Y, Sgu, Sd, bar, early, late, spre, flip, na, pipe);
+extern "C" __global__ void __launch_bounds__(32 * GD_WARPS, 2) moe_gd_bf16v_u4(MOE_GD_PARAMS) {
+  moe_gd_impl<4, false>(MOE_GD_ARGS);
 }
-extern "C" __global__ void __launch_bounds__(32 * GD_WARPS, 2) moe_gd_bf16v_s2(const float* X, const int* ids, const float* wts, int topk, const u16* __restrict__ Wgu, const u16* __restrict__ Wd, int I, int D, float* A, float* Y, const u16* __restrict__ Sgu, const u16* __restrict__ Sd, unsigned int* bar, int early, int late, int spre, int flip, int na, int pipe) {
-  moe_gd_impl<2, true>(X, ids, wts, topk, Wgu, Wd, I, D, A, Y, Sgu, Sd, bar, early, late, spre, flip, na, pipe);
+extern "C" __global__ void __launch_bounds__(32 * GD_WARPS, 2) moe_gd_bf16v_s2(MOE_GD_PARAMS) {
+  moe_gd_impl<2, true>(MOE_GD_ARGS);
 }
 
 // ---------------------------------------------------------------------------
