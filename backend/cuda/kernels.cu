@@ -111,7 +111,14 @@ __device__ __forceinline__ void tl_started(unsigned long long ts) {
 //   moe_gd_bf16v: 6 start to the wait, 7 the first warp's pair done after
 //     it, 8 past the grid barrier, 15 the staged rows in, 9 the block's
 //     rows done (the block trace, tl_block, has every block's times).
-#define TL_PROBES 20
+//   k_attn (its first block, from its wait): 16 the query in shared
+//     memory, 17 the scores of the first block of keys, 18 their softmax,
+//     19 the block's outputs stored;
+//   k_lightning_recg (from its wait): 20 the QK norm, 21 the state and
+//     the block's sums, 22 past the first cluster barrier, 23 the gate
+//     norm's factor, 24 the output stored;
+//   gemv_bf16v4n (from its wait): 25 the input norm, 26 the products.
+#define TL_PROBES 32
 __device__ unsigned long long tl_probe_sum[TL_PROBES];
 __device__ unsigned int tl_probe_n[TL_PROBES];
 __device__ __forceinline__ unsigned long long tl_now() {
@@ -1102,9 +1109,12 @@ extern "C" __global__ void __launch_bounds__(256, 2) gemv_bf16v4n(const float* X
   addnorm_w(nw, K, nt, wv);
   PDL_ENTER();
   tl_started(tst);
+  unsigned long long t0 = tl_now();
   gv_norm(hs, X, A, wv, Yres, H, K, nt, eps);
+  tl_probe(25, t0);
   float acc[4] = {0.f, 0.f, 0.f, 0.f};
   gv_dot_rows<4, P>(wp, wr, hs, K, acc);
+  tl_probe(26, t0);
   gv_store_rows<4>(acc, Y, n0, N);
   tl_end();
 }
@@ -2281,6 +2291,7 @@ extern "C" __global__ void RG_CLUSTER __launch_bounds__(512) k_lightning_recg(fl
   float wg = ir == 0 ? (gwfull ? gw + (i64)gi * G : gw)[gc] : 0.f;
   PDL_ENTER();
   tl_started(tst);
+  unsigned long long t0 = tl_now();
   float* qs = sh + R * JB;
   float* ks = qs + d;
   i64 row = row0;
@@ -2295,10 +2306,13 @@ extern "C" __global__ void RG_CLUSTER __launch_bounds__(512) k_lightning_recg(fl
   }
   rec_qknorm(qs, ks, q + row * ldq + (i64)h * d, k + row * ldk + (i64)h * d, wfull ? nw + (i64)h * d : nw, wfull ? nw + (i64)(H + h) * d : nw, d, NB, eps,
              dim, theta, (float)pos[row]);
+  tl_probe(20, t0);
   if (!early) vj = v[row * ldv + (i64)h * d + j];
   float sum = rec_sum(sh, rec_first(S, s0, lam, ks, qs, vj, j, ir, R, d), jx, ir, JB, R);
   if (ir == 0) os[jx] = sum * scale;
+  tl_probe(21, t0);
   asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+  tl_probe(22, t0);
   // the group's sum of squares, as k_rmsnorm_sigmul's 256 threads take it
   double ss = 0;
   if (tid < 256) {
@@ -2318,12 +2332,14 @@ extern "C" __global__ void RG_CLUSTER __launch_bounds__(512) k_lightning_recg(fl
   double t = 0;
   for (int i = 0; i < 16; i++) t += shd[i];
   float inv = (float)(1.0 / sqrt(t / (double)G + (double)geps));
+  tl_probe(23, t0);
   // this block's reads of its peers are done
   asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
   if (ir == 0) {
     i64 c = (i64)h * d + j;
     o[row * ldo + c] = sigmul(os[jx] * inv * wg, early ? gv : gt[row * ldg + c]);
   }
+  tl_probe(24, t0);
   asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
   tl_end();
 #endif
@@ -2447,6 +2463,7 @@ __device__ __forceinline__ void attn_group(float* o, i64 ldo, const float* q, i6
       break;
     }
   if (sp < 0) return;
+  unsigned long long t0 = tl_now();
   int L = spans[3 * sp + 2] + (r - spans[3 * sp]) + 1;
   int per = (L + S - 1) / S;
   int jb = z * per, je = min(L, jb + per);
@@ -2458,6 +2475,7 @@ __device__ __forceinline__ void attn_group(float* o, i64 ldo, const float* q, i6
   for (int g = 0; g < G; g++)
     if (tid < hd) qs[g][tid] = q[(i64)r * ldq + (i64)(h0 + g) * hd + tid];
   __syncthreads();
+  tl_probe(16, t0);
   float m[G], l[G], acc[G];
 #pragma unroll
   for (int g = 0; g < G; g++) {
@@ -2502,6 +2520,7 @@ __device__ __forceinline__ void attn_group(float* o, i64 ldo, const float* q, i6
       }
     }
     __syncthreads();
+    if (j0 == jb) tl_probe(17, t0);
 #pragma unroll
     for (int g = 0; g < G; g++) {
       float s = tid < nj ? p[g][tid] : NEG_INF;
@@ -2515,6 +2534,7 @@ __device__ __forceinline__ void attn_group(float* o, i64 ldo, const float* q, i6
       m[g] = mnew;
     }
     __syncthreads();
+    if (j0 == jb) tl_probe(18, t0);
     if (grp < ngrp) {
 #pragma unroll 8
       for (int j = grp; j < nj; j += ngrp) {
@@ -2552,6 +2572,7 @@ __device__ __forceinline__ void attn_group(float* o, i64 ldo, const float* q, i6
     }
     if (tid < hd) pp[2 + tid] = acc[g];
   }
+  tl_probe(19, t0);
 }
 extern "C" __global__ void k_attn(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, int nspans, const i64* caches, int H, int Hkv,
                                   int hd, float scale, float* part) { PDL_ENTER();

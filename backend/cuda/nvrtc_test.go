@@ -21,10 +21,14 @@ func TestKernelsCompileOffline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	prog, err := n.build(kernelSource, "kernels.cu", []string{"--gpu-architecture=" + arch, "--std=c++17", "-default-device"})
-	if err != nil {
-		t.Fatalf("nvrtc %s: %v", n.versionString(), err)
+	// as the backend compiles it, and with the timeline's probes
+	// (RINGO_CUDA_TIMELINE)
+	for _, defines := range [][]string{nil, {"-DRINGO_TIMELINE"}} {
+		prog, err := n.build(kernelSource, "kernels.cu", append([]string{"--gpu-architecture=" + arch, "--std=c++17", "-default-device"}, defines...))
+		if err != nil {
+			t.Fatalf("nvrtc %s %v: %v", n.versionString(), defines, err)
+		}
+		ccall(n.destroy, uintptr(unsafe.Pointer(&prog)))
+		t.Logf("kernels.cu compiles with nvrtc %s for %s %v", n.versionString(), arch, defines)
 	}
-	ccall(n.destroy, uintptr(unsafe.Pointer(&prog)))
-	t.Logf("kernels.cu compiles with nvrtc %s for %s", n.versionString(), arch)
 }
