@@ -1459,39 +1459,52 @@ extern "C" __global__ void moe_down_fp8(const float* GU, i64 ldgu, const int* id
     moe_row<GvFP8>(a, moe_wrow(Ws, 0, N, K, n), moe_srow(Ss, 0, N, K, br, bc, n), bc, K, Y + (i64)s * ldy + n);
 }
 
-// gu_pair_pre is one warp's product of an expert's gate row wg and up row
-// wu (KC chunks, scales sg, su for FP8) with the activations x:
-// silu(gate)·up, in every lane. Every lane calls pre(r) right after the
-// loads of each of its rounds r (of GV_U chunks) are issued, and pre(-1)
-// at its end (moe_gd_bf16v issues its staging copies there, behind them);
-// gu_pair is the same without.
-// gu_pair_ld is gu_pair_pre with chunk c of the gate row read as ld(0, c)
-// and of the up row as ld(1, c), in rounds of U chunks per row and lane
-// (the same sums in the same order for any U; fewer registers).
+// gu_chunk adds chunk kc of a gate row (wg) and of an up row (wu) times
+// the activations x there to the lane's sums ag and au (scales sg, su for
+// FP8): the per-chunk step of gu_pair_ld and gu_pair_pipe.
+template <class F>
+__device__ __forceinline__ void gu_chunk(uint4 wg, uint4 wu, const float* sg, const float* su, int bc, const float* x, int kc, float& ag, float& au) {
+  float w[F::N], xv[F::N];
+#pragma unroll
+  for (int i = 0; i < F::N; i += 8) ldx8(x + kc * F::N + i, xv + i);
+  F::dec(wg, w);
+  ag += (F::S && sg ? sg[kc * F::N / bc] : 1.f) * dotn<F::N>(w, xv);
+  F::dec(wu, w);
+  au += (F::S && su ? su[kc * F::N / bc] : 1.f) * dotn<F::N>(w, xv);
+}
+// gu_round loads a round: chunks k0, k0 + 32, ... (U of them, zero past
+// KC) of the gate row (ld(0, c)) into vg and of the up row (ld(1, c)) into
+// vu.
+template <int U, class Ld>
+__device__ __forceinline__ void gu_round(Ld ld, int k0, int KC, uint4 (&vg)[U], uint4 (&vu)[U]) {
+#pragma unroll
+  for (int u = 0; u < U; u++) {
+    bool in = k0 + 32 * u < KC;
+    vg[u] = in ? ld(0, k0 + 32 * u) : make_uint4(0, 0, 0, 0);
+    vu[u] = in ? ld(1, k0 + 32 * u) : make_uint4(0, 0, 0, 0);
+  }
+}
+// gu_pair_ld is one warp's product of an expert's gate row and up row (KC
+// chunks, chunk c of the gate row read as ld(0, c) and of the up row as
+// ld(1, c), scales sg, su for FP8) with the activations x: silu(gate)·up,
+// in every lane, in rounds of U chunks per row and lane (the same sums in
+// the same order for any U; fewer registers). Every lane calls pre(r)
+// right after the loads of each of its rounds r are issued, and pre(-1) at
+// its end (moe_gd_bf16v issues its staging copies there, behind them).
+// gu_pair is the same for rows wg and wu read with ldw, without pre.
 template <class F, int U = GV_U, class Ld, class Pre>
 __device__ __forceinline__ float gu_pair_ld(Ld ld, const float* sg, const float* su, int bc, const float* x, int KC, Pre pre) {
   int lane = threadIdx.x & 31, round = 0;
   float ag = 0.f, au = 0.f;
   for (int k0 = lane; k0 < KC; k0 += 32 * U, round++) {
     uint4 vg[U], vu[U];
-#pragma unroll
-    for (int u = 0; u < U; u++) {
-      bool in = k0 + 32 * u < KC;
-      vg[u] = in ? ld(0, k0 + 32 * u) : make_uint4(0, 0, 0, 0);
-      vu[u] = in ? ld(1, k0 + 32 * u) : make_uint4(0, 0, 0, 0);
-    }
+    gu_round<U>(ld, k0, KC, vg, vu);
     pre(round);
 #pragma unroll
     for (int u = 0; u < U; u++) {
       int kc = k0 + 32 * u;
       if (kc >= KC) break;
-      float w[F::N], xv[F::N];
-#pragma unroll
-      for (int i = 0; i < F::N; i += 8) ldx8(x + kc * F::N + i, xv + i);
-      F::dec(vg[u], w);
-      ag += (F::S && sg ? sg[kc * F::N / bc] : 1.f) * dotn<F::N>(w, xv);
-      F::dec(vu[u], w);
-      au += (F::S && su ? su[kc * F::N / bc] : 1.f) * dotn<F::N>(w, xv);
+      gu_chunk<F>(vg[u], vu[u], sg, su, bc, x, kc, ag, au);
     }
   }
   pre(-1);
@@ -1509,26 +1522,13 @@ __device__ __forceinline__ float gu_pair_pipe(Ld ld, const float* sg, const floa
   int lane = threadIdx.x & 31, round = 0;
   float ag = 0.f, au = 0.f;
   uint4 vg[U], vu[U];
-#pragma unroll
-  for (int u = 0; u < U; u++) {
-    bool in = lane + 32 * u < KC;
-    vg[u] = in ? ld(0, lane + 32 * u) : make_uint4(0, 0, 0, 0);
-    vu[u] = in ? ld(1, lane + 32 * u) : make_uint4(0, 0, 0, 0);
-  }
+  gu_round<U>(ld, lane, KC, vg, vu);
   pre(0);
   for (int k0 = lane; k0 < KC; k0 += 32 * U) {
 #pragma unroll
     for (int u = 0; u < U; u++) {
       int kc = k0 + 32 * u, kn = kc + 32 * U;
-      if (kc < KC) {
-        float w[F::N], xv[F::N];
-#pragma unroll
-        for (int i = 0; i < F::N; i += 8) ldx8(x + kc * F::N + i, xv + i);
-        F::dec(vg[u], w);
-        ag += (F::S && sg ? sg[kc * F::N / bc] : 1.f) * dotn<F::N>(w, xv);
-        F::dec(vu[u], w);
-        au += (F::S && su ? su[kc * F::N / bc] : 1.f) * dotn<F::N>(w, xv);
-      }
+      if (kc < KC) gu_chunk<F>(vg[u], vu[u], sg, su, bc, x, kc, ag, au);
       if (kn < KC) {
         vg[u] = ld(0, kn);
         vu[u] = ld(1, kn);
@@ -1541,13 +1541,9 @@ __device__ __forceinline__ float gu_pair_pipe(Ld ld, const float* sg, const floa
   au = warp_sum(au);
   return silu_mul(ag, au);
 }
-template <class F, class Pre>
-__device__ __forceinline__ float gu_pair_pre(const uint4* wg, const uint4* wu, const float* sg, const float* su, int bc, const float* x, int KC, Pre pre) {
-  return gu_pair_ld<F>([&](int h, int c) { return ldw((h ? wu : wg) + c); }, sg, su, bc, x, KC, pre);
-}
 template <class F>
 __device__ __forceinline__ float gu_pair(const uint4* wg, const uint4* wu, const float* sg, const float* su, int bc, const float* x, int KC) {
-  return gu_pair_pre<F>(wg, wu, sg, su, bc, x, KC, [](int) {});
+  return gu_pair_ld<F>([&](int h, int c) { return ldw((h ? wu : wg) + c); }, sg, su, bc, x, KC, [](int) {});
 }
 
 // Decode MoE in two kernels (few rows; the shared expert, if any, as T
