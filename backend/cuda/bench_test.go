@@ -370,6 +370,7 @@ func BenchmarkOps(b *testing.B) {
 //     for the kernel before the twenty-fourth session, s2 for rounds of two
 //     chunks, any for the knobs as arguments (to vary gs, gsp, gf, gna, gp
 //     against the default kernel's code)
+//   - rt: decode's RoPE angles from the host's table (RINGO_CUDA_ROPE_TABLE), 0 or 1
 //
 // The default list is "rope=1;rope=0". Separate processes on the GPU
 // machine differ by a few per cent; alternating steps resolves less than
@@ -542,6 +543,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"rec":   flag(&g.recLate, true),
 		"rl":    flag(&g.recLoadsLate, true),
 		"acs":   flag(&g.attnCombineSeq, false),
+		"rt":    flag(&g.ropeTab, false),
 		"gu":    flag(&g.guEarly, false),
 		"dc":    number(&g.dcSplit, 1, 3),
 		"gemv2": number(&g.gemv2, 0, math.MaxInt32),
@@ -601,7 +603,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 	// the backend's values now, which restore puts back
 	fuseRope, recLate, guEarly, dcSplit, normRoute, ldNA := g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.normRoute, g.ldNA
 	segFirst, segRest, gemv2, readPinned, dcPre, ng := g.segFirst, g.segRest, g.gemv2, g.readPinned, g.dcPre, g.normGEMV
-	gv, acs, rl := g.gdVar, g.attnCombineSeq, g.recLoadsLate
+	gv, acs, rl, rt := g.gdVar, g.attnCombineSeq, g.recLoadsLate, g.ropeTab
 	wr, g4, dr, rg, ru, gd, gs, gsp, gf, gna, gp, rd := g.warpRoute, g.gemv4n, g.dcReg, g.recGate, g.routeUnroll, g.moeFused, g.gdStage, g.gdSharedPre, g.gdFlip, g.gdNA, g.gdPipe, g.readDirect
 	restore := map[string]func(){
 		"rope": func() { g.fuseRope = fuseRope }, "rec": func() { g.recLate = recLate },
@@ -617,6 +619,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"gv":  func() { g.gdVar = gv },
 		"acs": func() { g.attnCombineSeq = acs },
 		"rl":  func() { g.recLoadsLate = rl },
+		"rt":  func() { g.ropeTab = rt },
 	}
 	for name, kn := range k {
 		kn.restore = restore[name]

@@ -141,6 +141,21 @@ type Backend struct {
 	stageCap, stageOff  int
 	flushedOff          int       // ring bytes already copied
 	overflow            []uintptr // staging blocks beyond the ring, freed at the next sync
+	// stageGen counts the staging ring's resets (sync): a staged address
+	// from an earlier generation is gone
+	stageGen int
+	// ropeTab: the RoPE angles of decode steps from the host's table
+	// (ropeTable; RINGO_CUDA_ROPE_TABLE=0 turns it off)
+	ropeTab bool
+	// ropeMemo is the last RoPE table staged (ropeTable)
+	ropeMemo struct {
+		theta   float64
+		dim     int
+		pos     []int32
+		inv, cs []float32
+		p       uintptr
+		gen     int
+	}
 	// readBuf is Read's pinned host buffer (readCap bytes) for reads of at
 	// most readPinnedMax bytes that follow queued work; with readPinned off
 	// (RINGO_CUDA_READ_PINNED=0), for larger reads and for reads with
@@ -465,6 +480,7 @@ func New(device int, opts Options) (*Backend, error) {
 		b.gemv4n = v
 	}
 	b.gemvT8 = os.Getenv("RINGO_CUDA_GEMV_T8") != ""
+	b.ropeTab = os.Getenv("RINGO_CUDA_ROPE_TABLE") != "0"
 	b.readPinned = os.Getenv("RINGO_CUDA_READ_PINNED") != "0"
 	b.readDirect = os.Getenv("RINGO_CUDA_READ_DIRECT") != "0" && d.cuMemHostRegister != 0
 	b.gemv2 = 4096

@@ -431,7 +431,8 @@ func TestRMSNormRoPE(t *testing.T) {
 			{1, 4, 64, 64, false, 10000},
 			{17, 3, 64, 64, true, 1e6},
 			{3, 5, 64, 32, false, 10000},
-			{3, 2, 64, 0, true, 10000}, // no rotation
+			{3, 2, 64, 0, true, 10000},                     // no rotation
+			{ropeTableRows + 1, 20, 128, 64, true, 600000}, // the angles computed by the kernel (ropeTable)
 		} {
 			what := fmt.Sprintf("rmsnorm+rope precise=%v %+v", precise, c)
 			cols, wlen := c.heads*c.hd, c.hd
@@ -511,23 +512,34 @@ func TestRMSNormSigmoidMul(t *testing.T) {
 	}
 }
 
+// TestRoPE checks ApplyRoPE against the CPU, with the angles from the
+// host's table (ropeTable: up to ropeTableRows rows) and from the kernel,
+// and the two against each other.
 func TestRoPE(t *testing.T) {
 	g := gpu(t, true)
+	defer func(on bool) { g.ropeTab = on }(g.ropeTab)
 	rng := rand.New(rand.NewSource(5))
 	for _, c := range []struct {
-		hd, dim int
-		theta   float64
-	}{{16, 8, 10000}, {128, 64, 600000}, {64, 64, 10000}} {
-		rows := 9
-		pos := make([]int32, rows)
+		rows, hd, dim int
+		theta         float64
+	}{{9, 16, 8, 10000}, {9, 128, 64, 600000}, {9, 64, 64, 10000}, {1, 128, 64, 600000}, {ropeTableRows + 1, 128, 64, 600000}} {
+		pos := make([]int32, c.rows)
 		for i := range pos {
-			pos[i] = int32(rng.Intn(5000))
+			pos[i] = int32(rng.Intn(40000))
 		}
-		x := randT(t, g, rng, rows, 4*c.hd, 1)
+		x := randT(t, g, rng, c.rows, 4*c.hd, 1)
+		u := gpuCopy(g, x.g)
 		rope := backend.RoPE{Dim: c.dim, Theta: c.theta}
 		host().ApplyRoPE(x.c, c.hd, rope, pos)
+		g.ropeTab = true
 		g.ApplyRoPE(x.g, c.hd, rope, pos)
 		compare(t, fmt.Sprintf("rope %+v", c), g, x, 1e-6)
+		g.ropeTab = false
+		g.ApplyRoPE(u, c.hd, rope, pos)
+		if e := gpuRelErr(g, x.g, u); e > 1e-6 {
+			t.Errorf("rope %+v: relative error %.3g between the table's angles and the kernel's", c, e)
+		}
+		g.Free(u)
 	}
 }
 

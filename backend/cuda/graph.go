@@ -347,6 +347,7 @@ func (b *Backend) sync() {
 	b.routeMirror()
 	b.drain()
 	b.stageOff, b.flushedOff = 0, 0
+	b.stageGen++
 	b.bigStep, b.stepFlushes = false, 0
 	for _, p := range b.overflow {
 		ccall(b.d.cuMemFree, p)

@@ -685,6 +685,14 @@ __device__ __forceinline__ float2 rope_cs(int i, int dim, double theta, float p)
   sincos((double)ang, &s, &c);
   return make_float2((float)c, (float)s);
 }
+// rope_cs_row is pair i's (cos, sin) for row r: from the table cs of
+// [rows][dim/2] pairs when there is one (the host's, computed as the CPU
+// backend computes them, for the few rows of a decode step: the angles'
+// pow and sincos in double then leave the kernels' critical paths), else
+// rope_cs at the row's position p.
+__device__ __forceinline__ float2 rope_cs_row(const float2* cs, i64 r, int i, int dim, double theta, float p) {
+  return cs ? cs[r * (dim / 2) + i] : rope_cs(i, dim, theta, p);
+}
 // rope_apply rotates (a, b) by the angle of cs = (cos, sin), rounding every
 // product and sum (no FMA contraction, which could differ between kernels),
 // as the CPU does.
@@ -697,15 +705,16 @@ __device__ __forceinline__ void rope_apply(float& a, float& b, float2 cs) {
 // position p.
 __device__ __forceinline__ void rope_rotate(float& a, float& b, int i, int dim, double theta, float p) { rope_apply(a, b, rope_cs(i, dim, theta, p)); }
 
-extern "C" __global__ void k_rope(float* x, i64 ldx, int cols, int headDim, int dim, double theta, const int* pos) { PDL_ENTER();
+// k_rope: cs, when not null, is the rows' table of (cos, sin) (rope_cs_row).
+extern "C" __global__ void k_rope(float* x, i64 ldx, int cols, int headDim, int dim, double theta, const int* pos, const float2* cs) { PDL_ENTER();
   int r = blockIdx.x;
   int half = dim / 2, nh = cols / headDim;
-  float p = (float)pos[r];
+  float p = cs ? 0.f : (float)pos[r];
   for (int j = threadIdx.x; j < nh * half; j += blockDim.x) {
     int h = j / half, i = j % half;
     float* v = x + (i64)r * ldx + (i64)h * headDim;
     float a = v[i], b = v[i + half];
-    rope_rotate(a, b, i, dim, theta, p);
+    rope_apply(a, b, rope_cs_row(cs, r, i, dim, theta, p));
     v[i] = a;
     v[i + half] = b;
   }
@@ -720,12 +729,12 @@ extern "C" __global__ void k_rope(float* x, i64 ldx, int cols, int headDim, int 
 // whose barriers and scheduling cost more than the arithmetic.
 template <int NV, int HU>
 __device__ __forceinline__ void rmsnorm_rope_w(float* x, i64 ldx, const float* w, int wfull, int cols, int headDim, float eps, int dim, double theta,
-                                               const int* pos, int rows) {
+                                               const int* pos, int rows, const float2* tab) {
   __shared__ float2 cs[32 * HU];
   int nh = cols / headDim, lane = threadIdx.x & 31;
   i64 r = blockIdx.x;
-  float p = (float)pos[r];
-  if (threadIdx.x < 32 * HU) cs[threadIdx.x] = rope_cs(threadIdx.x, dim, theta, p);
+  float p = tab ? 0.f : (float)pos[r];
+  if (threadIdx.x < 32 * HU) cs[threadIdx.x] = rope_cs_row(tab, r, threadIdx.x, dim, theta, p);
   __syncthreads();
   for (int h = threadIdx.x >> 5; h < nh; h += blockDim.x >> 5) {
     float* v = x + r * ldx + (i64)h * headDim + lane;
@@ -751,9 +760,9 @@ __device__ __forceinline__ void rmsnorm_rope_w(float* x, i64 ldx, const float* w
 }
 #define RMSNORM_ROPE_W(NV, HU)                                                                                                               \
   extern "C" __global__ void k_rmsnorm_rope_w##NV##HU(float* x, i64 ldx, const float* w, int wfull, int cols, int headDim, float eps, int dim, \
-                                                     double theta, const int* pos, int rows) {                                              \
+                                                     double theta, const int* pos, int rows, const float2* cs) {                            \
     PDL_ENTER();                                                                                                                             \
-    rmsnorm_rope_w<NV, HU>(x, ldx, w, wfull, cols, headDim, eps, dim, theta, pos, rows);                                                    \
+    rmsnorm_rope_w<NV, HU>(x, ldx, w, wfull, cols, headDim, eps, dim, theta, pos, rows, cs);                                                \
   }
 RMSNORM_ROPE_W(2, 1)
 RMSNORM_ROPE_W(4, 1)
@@ -764,18 +773,22 @@ RMSNORM_ROPE_W(4, 2)
 // per (row, head). Each thread normalises and rotates whole pairs in
 // registers, so the only barrier is the one of the sum of squares.
 extern "C" __global__ void k_rmsnorm_rope(float* x, i64 ldx, const float* w, int wfull, int cols, int headDim, float eps, int dim, double theta,
-                                          const int* pos) { PDL_ENTER();
+                                          const int* pos, const float2* cs) {
   __shared__ double sh[32];
   int nh = cols / headDim, half = dim / 2;
   i64 r = blockIdx.x / nh;
   int h = blockIdx.x % nh;
+  // the table (cs: staged before the step's first kernel) does not depend
+  // on the kernel before: the thread's first pair loaded before the wait
+  float2 c0 = cs && (int)threadIdx.x < half ? cs[r * half + threadIdx.x] : make_float2(0.f, 0.f);
+  PDL_ENTER();
   float* v = x + r * ldx + (i64)h * headDim;
   float inv = rms_inv(v, headDim, eps, sh);
   const float* ws = wfull ? w + (i64)h * headDim : w;
-  float p = (float)pos[r];
+  float p = cs ? 0.f : (float)pos[r];
   for (int i = threadIdx.x; i < half; i += blockDim.x) {
     float a = v[i] * inv * ws[i], b = v[i + half] * inv * ws[i + half];
-    rope_rotate(a, b, i, dim, theta, p);
+    rope_apply(a, b, cs && i == (int)threadIdx.x ? c0 : rope_cs_row(cs, r, i, dim, theta, p));
     v[i] = a;
     v[i + half] = b;
   }
@@ -2118,9 +2131,11 @@ extern "C" __global__ void NR_CLUSTER __launch_bounds__(512) k_norm_route(float*
 // of at least 2·NB threads (NB = the 32..256 threads k_rmsnorm_rope uses
 // for a head, d <= NB): threads [0, NB) do q, [NB, 2·NB) k, each with the
 // values and the sum order of k_rmsnorm_rope (bit-identical). wq, wk are
-// the heads' norm weights. Ends with a barrier.
+// the heads' norm weights. With tab, c is the thread's pair's (cos, sin)
+// from the rows' table (rec_cs), instead of rope_cs at position p. Ends
+// with a barrier.
 __device__ void rec_qknorm(float* qs, float* ks, const float* qr, const float* kr, const float* wq, const float* wk, int d, int NB, float eps, int dim,
-                           double theta, float p) {
+                           double theta, float p, bool tab = false, float2 c = make_float2(0.f, 0.f)) {
   __shared__ double shd[16];
   int tid = threadIdx.y * blockDim.x + threadIdx.x, lane = tid & 31, w = tid >> 5;
   bool isk = tid >= NB, act = tid < 2 * NB;
@@ -2142,7 +2157,7 @@ __device__ void rec_qknorm(float* qs, float* ks, const float* qr, const float* k
     float* out = isk ? ks : qs;
     if (i < half) {
       float a = v * inv * ws[i], b = v2 * inv * ws[i + half];
-      rope_rotate(a, b, i, dim, theta, p);
+      rope_apply(a, b, tab ? c : rope_cs(i, dim, theta, p));
       out[i] = a;
       out[i + half] = b;
     } else if (i >= 2 * half) {
@@ -2150,6 +2165,15 @@ __device__ void rec_qknorm(float* qs, float* ks, const float* qr, const float* k
     }
   }
   __syncthreads();
+}
+
+// rec_cs loads the (cos, sin) that rec_qknorm's thread needs for row
+// row from the table cs (rope_cs_row): staged data, which may be loaded
+// before the PDL wait.
+__device__ __forceinline__ float2 rec_cs(const float2* cs, i64 row, int d, int NB, int dim) {
+  int tid = threadIdx.y * blockDim.x + threadIdx.x, half = dim / 2;
+  int i = tid >= NB ? tid - NB : tid;
+  return cs && tid < 2 * NB && i < half && i < d ? cs[row * half + i] : make_float2(0.f, 0.f);
 }
 
 #define REC_PF 8 /* state values per thread loaded before PDL_ENTER (d <= REC_PF·R) */
@@ -2191,7 +2215,7 @@ __device__ __forceinline__ float rec_sum(float* sh, float acc, int jx, int ir, i
 // leaving q and k unchanged. Dynamic shared memory: R·JB (+ 2·d) floats.
 extern "C" __global__ void k_lightning_rec(float* o, i64 ldo, const float* q, i64 ldq, const float* k, i64 ldk, const float* v, i64 ldv,
                                            const int* spans, const i64* states, const float* decay, int H, int d, float scale, const float* nw,
-                                           int wfull, int NB, float eps, int dim, double theta, const int* pos, int early) {
+                                           int wfull, int NB, float eps, int dim, double theta, const int* pos, const float2* cs, int early) {
   if (!early) PDL_ENTER();
   extern __shared__ float sh[];
   int sp = blockIdx.x / H, h = blockIdx.x % H;
@@ -2220,7 +2244,8 @@ extern "C" __global__ void k_lightning_rec(float* o, i64 ldo, const float* q, i6
     const float* qt = q + row * ldq + (i64)h * d;
     const float* kt = k + row * ldk + (i64)h * d;
     if (nw) {
-      rec_qknorm(qs, ks, qt, kt, wfull ? nw + (i64)h * d : nw, wfull ? nw + (i64)(H + h) * d : nw, d, NB, eps, dim, theta, (float)pos[row]);
+      rec_qknorm(qs, ks, qt, kt, wfull ? nw + (i64)h * d : nw, wfull ? nw + (i64)(H + h) * d : nw, d, NB, eps, dim, theta, cs ? 0.f : (float)pos[row],
+                 cs != 0, rec_cs(cs, row, d, NB, dim));
       qt = qs;
       kt = ks;
     }
@@ -2252,6 +2277,8 @@ extern "C" __global__ void k_lightning_rec(float* o, i64 ldo, const float* q, i6
 // block stores dst = o·inv·w ⊙ sigmoid(g) for its columns into o (the
 // output is never stored unnormalised). A second barrier keeps every block
 // until its peers have read its outputs. RINGO_CUDA_REC_GATE=0 turns it off.
+// early: the loads of v and the gate with q and k (below). cs: the rows'
+// RoPE table (rope_cs_row) or null.
 #define RG_H 4
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #define RG_CLUSTER __cluster_dims__(RG_H, 4, 1)
@@ -2261,8 +2288,8 @@ extern "C" __global__ void k_lightning_rec(float* o, i64 ldo, const float* q, i6
 extern "C" __global__ void RG_CLUSTER __launch_bounds__(512) k_lightning_recg(float* o, i64 ldo, const float* q, i64 ldq, const float* k, i64 ldk,
                                                                           const float* v, i64 ldv, const int* spans, const i64* states,
                                                                           const float* decay, int H, int d, float scale, const float* nw, int wfull,
-                                                                          int NB, float eps, int dim, double theta, const int* pos, const float* gt,
-                                                                          i64 ldg, const float* gw, int gwfull, float geps, int early) {
+                                                                          int NB, float eps, int dim, double theta, const int* pos, const float2* cs,
+                                                                          const float* gt, i64 ldg, const float* gw, int gwfull, float geps, int early) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   extern __shared__ float sh[];
   __shared__ float os[32];
@@ -2285,12 +2312,14 @@ extern "C" __global__ void RG_CLUSTER __launch_bounds__(512) k_lightning_recg(fl
   constexpr int G = RG_H * 128;
   int gi = h / RG_H, gc = (h % RG_H) * 128 + j;  // group and column within it
   float wg = ir == 0 ? (gwfull ? gw + (i64)gi * G : gw)[gc] : 0.f;
+  // and the RoPE table's pair the thread rotates (staged data)
+  i64 row = row0;
+  float2 csv = rec_cs(cs, row, d, NB, dim);
   PDL_ENTER();
   tl_started(tst);
   unsigned long long t0 = tl_now();
   float* qs = sh + R * JB;
   float* ks = qs + d;
-  i64 row = row0;
   // v and the gate (ir == 0) asked for at once with q and k, rather than
   // after the QK norm's and the cluster's barriers, each an extra round
   // trip to L2 on the critical path (RINGO_CUDA_REC_LOADS=0 for
@@ -2301,7 +2330,7 @@ extern "C" __global__ void RG_CLUSTER __launch_bounds__(512) k_lightning_recg(fl
     if (ir == 0) gv = gt[row * ldg + (i64)h * d + j];
   }
   rec_qknorm(qs, ks, q + row * ldq + (i64)h * d, k + row * ldk + (i64)h * d, wfull ? nw + (i64)h * d : nw, wfull ? nw + (i64)(H + h) * d : nw, d, NB, eps,
-             dim, theta, (float)pos[row]);
+             dim, theta, cs ? 0.f : (float)pos[row], cs != 0, csv);
   tl_probe(20, t0);
   if (!early) vj = v[row * ldv + (i64)h * d + j];
   float sum = rec_sum(sh, rec_first(S, s0, lam, ks, qs, vj, j, ir, R, d), jx, ir, JB, R);
