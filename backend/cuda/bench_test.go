@@ -371,6 +371,8 @@ func BenchmarkOps(b *testing.B) {
 //     chunks, any for the knobs as arguments (to vary gs, gsp, gf, gna, gp
 //     against the default kernel's code)
 //   - rt: decode's RoPE angles from the host's table (RINGO_CUDA_ROPE_TABLE), 0 or 1
+//   - np: an RMSNorm of one row into another tensor run by the GEMV after it
+//     (RINGO_CUDA_NORM_PLAIN), 0 or 1
 //
 // The default list is "rope=1;rope=0". Separate processes on the GPU
 // machine differ by a few per cent; alternating steps resolves less than
@@ -544,6 +546,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"rl":    flag(&g.recLoadsLate, true),
 		"acs":   flag(&g.attnCombineSeq, false),
 		"rt":    flag(&g.ropeTab, false),
+		"np":    flag(&g.normPlain, false),
 		"gu":    flag(&g.guEarly, false),
 		"dc":    number(&g.dcSplit, 1, 3),
 		"gemv2": number(&g.gemv2, 0, math.MaxInt32),
@@ -603,7 +606,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 	// the backend's values now, which restore puts back
 	fuseRope, recLate, guEarly, dcSplit, normRoute, ldNA := g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.normRoute, g.ldNA
 	segFirst, segRest, gemv2, readPinned, dcPre, ng := g.segFirst, g.segRest, g.gemv2, g.readPinned, g.dcPre, g.normGEMV
-	gv, acs, rl, rt := g.gdVar, g.attnCombineSeq, g.recLoadsLate, g.ropeTab
+	gv, acs, rl, rt, np := g.gdVar, g.attnCombineSeq, g.recLoadsLate, g.ropeTab, g.normPlain
 	wr, g4, dr, rg, ru, gd, gs, gsp, gf, gna, gp, rd := g.warpRoute, g.gemv4n, g.dcReg, g.recGate, g.routeUnroll, g.moeFused, g.gdStage, g.gdSharedPre, g.gdFlip, g.gdNA, g.gdPipe, g.readDirect
 	restore := map[string]func(){
 		"rope": func() { g.fuseRope = fuseRope }, "rec": func() { g.recLate = recLate },
@@ -620,6 +623,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"acs": func() { g.attnCombineSeq = acs },
 		"rl":  func() { g.recLoadsLate = rl },
 		"rt":  func() { g.ropeTab = rt },
+		"np":  func() { g.normPlain = np },
 	}
 	for name, kn := range k {
 		kn.restore = restore[name]

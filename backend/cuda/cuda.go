@@ -147,6 +147,10 @@ type Backend struct {
 	// ropeTab: the RoPE angles of decode steps from the host's table
 	// (ropeTable; RINGO_CUDA_ROPE_TABLE=0 turns it off)
 	ropeTab bool
+	// normPlain: an RMSNorm of one row into another tensor waits for a
+	// GEMV of its output to run it, as AddRMSNormTo does (needs normGEMV;
+	// RINGO_CUDA_NORM_PLAIN=0 turns it off)
+	normPlain bool
 	// ropeMemo is the last RoPE table staged (ropeTable)
 	ropeMemo struct {
 		theta   float64
@@ -481,6 +485,7 @@ func New(device int, opts Options) (*Backend, error) {
 	}
 	b.gemvT8 = os.Getenv("RINGO_CUDA_GEMV_T8") != ""
 	b.ropeTab = os.Getenv("RINGO_CUDA_ROPE_TABLE") != "0"
+	b.normPlain = os.Getenv("RINGO_CUDA_NORM_PLAIN") != "0"
 	b.readPinned = os.Getenv("RINGO_CUDA_READ_PINNED") != "0"
 	b.readDirect = os.Getenv("RINGO_CUDA_READ_DIRECT") != "0" && d.cuMemHostRegister != 0
 	b.gemv2 = 4096

@@ -363,6 +363,87 @@ func TestNormGEMV(t *testing.T) {
 	}
 }
 
+// TestNormGEMVPlain checks RMSNorm of one row into another tensor followed
+// by a GEMV of its output (the norm then runs in the GEMV's blocks, with a
+// and y null) against the same operations with the fusion off (k_rmsnorm,
+// then the GEMV): bit-identical product and norm, x unchanged, one kernel
+// fewer; against the CPU; and that an operation other than such a GEMV, an
+// RMSNorm in place or over groups, leaves the norm to k_rmsnorm.
+func TestNormGEMVPlain(t *testing.T) {
+	g := gpu(t, false)
+	rng := rand.New(rand.NewSource(37))
+	defer func(on bool) { g.normPlain = on }(g.normPlain)
+	for _, c := range []struct {
+		N, K, group int
+		then        string // "gemv", "add" (an Add of the norm's output first) or "inplace" (RMSNorm of x in place)
+		fused       bool
+	}{
+		{8192, 2048, 2048, "gemv", true}, // Ring-mini's first qkv|gate: four rows per warp
+		{3072, 2048, 2048, "gemv", true}, // one row per warp
+		{5000, 2048, 2048, "gemv", true}, // two rows per warp
+		{3072, 2048, 2048, "add", false},
+		{3072, 2048, 2048, "inplace", false},
+		{3072, 2048, 512, "gemv", false}, // groups
+		{1000, 512, 512, "gemv", false},  // k_rmsnorm's threads differ from addnorm_row's
+		{100, 2560, 2560, "gemv", false}, // and more values than addnorm_row's registers
+	} {
+		what := fmt.Sprintf("%+v", c)
+		cw, gw := upload(t, g, hostWeight(rng, "w", backend.BF16, c.N, c.K, 0.5))
+		cn, nw := upload(t, g, hostWeight(rng, "norm", backend.F32, 1, c.K, 1))
+		x := randT(t, g, rng, 1, c.K, 1)
+		x0 := gpuCopy(g, x.g)
+		var h, out [2]backend.Tensor
+		var kernels [2]int64
+		for s, on := range []bool{false, true} {
+			g.normPlain = on
+			src := x.g
+			if c.then == "inplace" {
+				src = gpuCopy(g, x.g)
+				h[s] = src
+			} else {
+				h[s] = g.Alloc(1, c.K)
+			}
+			out[s] = g.Alloc(1, c.N)
+			g.Sync()
+			k0 := g.Stats().Kernels
+			mark := kernelMark(g)
+			g.RMSNorm(h[s], src, nw, c.group, 1e-6)
+			if c.then == "add" {
+				g.Add(h[s], h[s], h[s])
+			}
+			g.MatMul(out[s], h[s], gw)
+			ks := queuedKernels(g, mark)
+			if rn := slices.Contains(ks, "k_rmsnorm"); on && c.fused == rn {
+				t.Errorf("%s: fused %v, but the kernels were %v", what, c.fused, ks)
+			}
+			g.Sync()
+			kernels[s] = g.Stats().Kernels - k0
+		}
+		sameTensors(t, what+": product", g, out[1], out[0], 0)
+		sameTensors(t, what+": norm", g, h[1], h[0], 0)
+		sameTensors(t, what+": x unchanged", g, x.g, x0, 0)
+		if want := kernels[0] - 1; c.fused && kernels[1] != want {
+			t.Errorf("%s: %d kernels fused, want %d", what, kernels[1], want)
+		}
+		// against the CPU (the fused run's results)
+		hh, oo := zeroT(g, 1, c.K), zeroT(g, 1, c.N)
+		host().RMSNorm(hh.c, x.c, cn, c.group, 1e-6)
+		if c.then == "add" {
+			host().Add(hh.c, hh.c, hh.c)
+		}
+		host().MatMul(oo.c, hh.c, cw)
+		g.Copy(hh.g, h[1])
+		g.Copy(oo.g, out[1])
+		compare(t, what+": norm against the CPU", g, hh, 2e-6)
+		compare(t, what+": product against the CPU", g, oo, 2e-2)
+		for s := range 2 {
+			g.Free(h[s])
+			g.Free(out[s])
+		}
+		g.Free(x0)
+	}
+}
+
 // TestRecGate checks k_lightning_recg (the decode recurrence with the gate
 // norm of its output inside it) against k_lightning_rec then
 // k_rmsnorm_sigmul on the same GPU: the states and the output within float

@@ -593,7 +593,9 @@ __device__ __forceinline__ void addnorm_w(const float* w, int cols, int nt, floa
 // d = RMSNorm(x + a)·w with the sum of squares over the block (wv from
 // addnorm_w); threads >= nt only join the reduction (their sums are zero,
 // so the result is the same as with nt threads). The decode path of
-// k_addrmsnorm and k_norm_route.
+// k_addrmsnorm and k_norm_route. With ar null it is d = RMSNorm(x)·w, the
+// arithmetic of k_rmsnorm with nt threads (nothing is added, nothing is
+// stored to vo).
 __device__ __forceinline__ void addnorm_row(float* dr, float* vo, const float* xr, const float* ar, const float* wv, int cols, int nt, float eps,
                                             double* sh) {
   int t = threadIdx.x;
@@ -605,14 +607,14 @@ __device__ __forceinline__ void addnorm_row(float* dr, float* vo, const float* x
     for (int u = 0; u < NU; u++) {
       int i = t + u * nt;
       xv[u] = i < cols ? xr[i] : 0.f;
-      av[u] = i < cols ? ar[i] : 0.f;
+      av[u] = i < cols && ar ? ar[i] : 0.f;
     }
 #pragma unroll
     for (int u = 0; u < NU; u++) {
       int i = t + u * nt;
-      v[u] = xv[u] + av[u];
+      v[u] = ar ? xv[u] + av[u] : xv[u];
       if (i < cols) {
-        vo[i] = v[u];
+        if (ar) vo[i] = v[u];
         ss += (double)v[u] * (double)v[u];
       }
     }
@@ -1059,15 +1061,16 @@ extern "C" __global__ void gemv_bf16v2(const float* X, i64 ldx, int T, const u16
 // addnorm_row with nt threads, so the same h bit for bit) into shared
 // memory, instead of a k_addrmsnorm kernel before: block 0 also stores y =
 // x + a and h. y must not be x: other blocks may still read x (Backend.
-// AddRMSNormTo, fused by matmul). K <= GVN_MAXK, nt <= blockDim.x, K <=
-// NU·nt.
+// AddRMSNormTo, fused by matmul). With a and y null, h = RMSNorm(x)·w,
+// as k_rmsnorm computes it with nt threads (Backend.RMSNorm into another
+// tensor). K <= GVN_MAXK, nt <= blockDim.x, K <= NU·nt.
 #define GVN_MAXK 4096
 __device__ __forceinline__ void gv_norm(float* hs, const float* x, const float* a, const float* wv, float* y, float* h, int K, int nt, float eps) {
   __shared__ double sh[32];
   bool b0 = blockIdx.x == 0;
   // vo receives x + a first, then (dr) h overwrites it: for blocks past the
-  // first both are hs
-  addnorm_row(hs, b0 ? y : hs, x, a, wv, K, nt, eps, sh);
+  // first both are hs (a and y are null for h = RMSNorm(x)·w)
+  addnorm_row(hs, b0 && y ? y : hs, x, a, wv, K, nt, eps, sh);
   __syncthreads();
   if (b0)
     for (int i = threadIdx.x; i < K; i += blockDim.x) h[i] = hs[i];

@@ -531,8 +531,23 @@ func (b *Backend) RMSNorm(dst, x backend.Tensor, wt backend.Weight, group int, e
 		return
 	}
 	pd, px := b.ptr("RMSNorm", dst), b.ptr("RMSNorm", x)
-	b.launch("k_rmsnorm", dim3{x.Rows * (x.Cols / group), 1, 1}, dim3{blockFor(group), 1, 1}, 0,
-		pArg(pd), lArg(dst.Stride), pArg(px), lArg(x.Stride), pArg(w.p), bArg(wfull), iArg(x.Cols), iArg(group), fArg(eps))
+	if pd != px && group == x.Cols && b.normGEMV && b.normPlain && x.Rows == 1 && x.Cols <= gvnMaxK && x.Cols%8 == 0 && pd%16 == 0 &&
+		addNormThreads(x.Cols) == blockFor(x.Cols) && x.Cols <= 8*blockFor(x.Cols) {
+		// one row into another tensor (a decode step's first input norm):
+		// a GEMV of dst after it runs it in its blocks, with k_rmsnorm's
+		// arithmetic (addnorm_row without the add)
+		b.emitPending()
+		b.normBuf = normReq{d: pd, x: px, w: w, cols: x.Cols, eps: eps}
+		b.pendingNorm = &b.normBuf
+		return
+	}
+	b.rmsNorm(pd, dst.Stride, px, x.Stride, w, wfull, x.Rows, x.Cols, group, eps)
+}
+
+// rmsNorm launches k_rmsnorm: d = RMSNorm(x)·w over groups of group columns.
+func (b *Backend) rmsNorm(pd uintptr, ldd int, px uintptr, ldx int, w *weight, wfull bool, rows, cols, group int, eps float32) {
+	b.launch("k_rmsnorm", dim3{rows * (cols / group), 1, 1}, dim3{blockFor(group), 1, 1}, 0,
+		pArg(pd), lArg(ldd), pArg(px), lArg(ldx), pArg(w.p), bArg(wfull), iArg(cols), iArg(group), fArg(eps))
 }
 
 // normWeight returns the weight of a norm over groups of group columns of a
@@ -598,7 +613,8 @@ func (b *Backend) addRMSNorm(pd uintptr, ldd int, py uintptr, ldy int, px uintpt
 
 // normReq is an AddRMSNormTo of one row that waits (Backend.pendingNorm)
 // for the operation after it: a GEMV of dst runs it in its blocks
-// (gemv_bf16v1n/v2n); anything else queues k_addrmsnorm first.
+// (gemv_bf16v1n/v2n); anything else queues k_addrmsnorm first. With a and
+// y zero it is an RMSNorm of x into d (k_rmsnorm unfused).
 type normReq struct {
 	d, y, x, a uintptr
 	w          *weight
@@ -621,6 +637,10 @@ func (b *Backend) emitPending() {
 func (b *Backend) emitNorm() {
 	if r := b.pendingNorm; r != nil {
 		b.pendingNorm = nil
+		if r.a == 0 {
+			b.rmsNorm(r.d, r.cols, r.x, r.cols, r.w, false, 1, r.cols, r.cols, r.eps)
+			return
+		}
 		b.addRMSNorm(r.d, r.cols, r.y, r.cols, r.x, r.cols, r.a, r.cols, r.w, 1, r.cols, r.eps)
 	}
 }
