@@ -260,7 +260,10 @@ type Backend struct {
 	// step on the H200; RINGO_CUDA_ROUTE_UNROLL=0 turns it off)
 	routeUnroll bool
 	// gemv2: single-row BF16 GEMVs of at least this many output rows run
-	// gemv_bf16v2, two rows per warp (RINGO_CUDA_GEMV2=N; 0: never)
+	// gemv_bf16v2, two rows per warp (RINGO_CUDA_GEMV2=N; 0: never). 3072
+	// since the twenty-fifth session: Ring-mini's softmax qkv in
+	// gemv_bf16v2n, −0.3 to −0.45 % per decode step on the H200 (4096
+	// before, when it measured as noise; 2048, the dense GEMVs too, +0.6 %)
 	gemv2 int
 	// fuseRope (RINGO_CUDA_FUSE=0 turns it off) lets NormRoPELightning
 	// normalise and rotate q and k inside k_lightning_rec
@@ -488,7 +491,7 @@ func New(device int, opts Options) (*Backend, error) {
 	b.normPlain = os.Getenv("RINGO_CUDA_NORM_PLAIN") != "0"
 	b.readPinned = os.Getenv("RINGO_CUDA_READ_PINNED") != "0"
 	b.readDirect = os.Getenv("RINGO_CUDA_READ_DIRECT") != "0" && d.cuMemHostRegister != 0
-	b.gemv2 = 4096
+	b.gemv2 = 3072
 	b.dcPre = os.Getenv("RINGO_CUDA_DC_PRE") != "0"
 	b.dcReg = os.Getenv("RINGO_CUDA_DC_REG") != "0"
 	b.warpRoute = os.Getenv("RINGO_CUDA_WARP_ROUTE") != "0"
