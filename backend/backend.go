@@ -11,7 +11,10 @@
 // sequence and where that sequence's state lives.
 package backend
 
-import "fmt"
+import (
+	"fmt"
+	"math"
+)
 
 // Kind is the storage format of a weight.
 type Kind int
@@ -169,6 +172,24 @@ type Experts interface {
 type RoPE struct {
 	Dim   int
 	Theta float64
+}
+
+// InvFreq appends the Dim/2 inverse frequencies θ^(−2i/Dim) to dst, rounded
+// to float32 as the reference implementations keep them.
+func (r RoPE) InvFreq(dst []float32) []float32 {
+	for i := range r.Dim / 2 {
+		dst = append(dst, float32(math.Pow(r.Theta, -float64(2*i)/float64(r.Dim))))
+	}
+	return dst
+}
+
+// RoPECosSin returns the cosine and sine of the angle of a pair with
+// inverse frequency inv at position pos: the angle in float32, its cosine
+// and sine in float64, rounded to float32. Every backend's rotation uses
+// these values.
+func RoPECosSin(pos int32, inv float32) (c, s float32) {
+	sn, cs := math.Sincos(float64(float32(pos) * inv))
+	return float32(cs), float32(sn)
 }
 
 // Backend runs operations. Destination tensors are always passed in and

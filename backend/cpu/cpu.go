@@ -398,10 +398,7 @@ func (b *Backend) ApplyRoPE(x backend.Tensor, headDim int, rope backend.RoPE, po
 	t := &b.rope
 	if t.theta != rope.Theta || t.dim != rope.Dim {
 		t.theta, t.dim = rope.Theta, rope.Dim
-		t.inv = make([]float32, half)
-		for i := range t.inv {
-			t.inv[i] = float32(math.Pow(rope.Theta, -float64(2*i)/float64(rope.Dim)))
-		}
+		t.inv = rope.InvFreq(make([]float32, 0, half))
 	}
 	t.x, t.headDim, t.pos = x, headDim, pos
 	b.pool.For(x.Rows, 4, t)
@@ -422,10 +419,8 @@ func (t *ropeTask) run(part, lo, hi int) {
 	cs := grow(t.cs[part], 2*half)
 	t.cs[part] = cs
 	for r := lo; r < hi; r++ {
-		p := float32(t.pos[r])
 		for i := 0; i < half; i++ {
-			s, c := math.Sincos(float64(p * t.inv[i])) // fp32 angle
-			cs[i], cs[half+i] = float32(c), float32(s)
+			cs[i], cs[half+i] = backend.RoPECosSin(t.pos[r], t.inv[i])
 		}
 		xr := row(t.x, r)
 		for h := 0; h+t.headDim <= len(xr); h += t.headDim {

@@ -699,9 +699,8 @@ func (b *Backend) RMSNormRoPE(x backend.Tensor, wt backend.Weight, headDim int, 
 const ropeTableRows = 64
 
 // ropeTable stages the (cos, sin) of every rotated pair of the rows at
-// positions pos, [len(pos)][rope.Dim/2] float32 pairs, computed as the CPU
-// backend computes them (the inverse frequencies by math.Pow rounded to
-// float32, the angle in float32, math.Sincos in double), and returns their
+// positions pos, [len(pos)][rope.Dim/2] float32 pairs, with the CPU
+// backend's functions (RoPE.InvFreq, backend.RoPECosSin), and returns their
 // device address; 0 (the kernels compute them) for more than
 // ropeTableRows rows. The kernels' pow and sincos in double were on the
 // critical path of every layer of a decode step; the table is staged data,
@@ -719,16 +718,13 @@ func (b *Backend) ropeTable(rope backend.RoPE, pos []int32) uintptr {
 		return m.p
 	}
 	if m.theta != rope.Theta || m.dim != rope.Dim || len(m.inv) != half {
-		m.inv = m.inv[:0]
-		for i := range half {
-			m.inv = append(m.inv, float32(math.Pow(rope.Theta, -float64(2*i)/float64(rope.Dim))))
-		}
+		m.inv = rope.InvFreq(m.inv[:0])
 	}
 	m.cs = m.cs[:0]
 	for _, p := range pos {
 		for _, inv := range m.inv {
-			s, c := math.Sincos(float64(float32(p) * inv)) // fp32 angle
-			m.cs = append(m.cs, float32(c), float32(s))
+			c, s := backend.RoPECosSin(p, inv)
+			m.cs = append(m.cs, c, s)
 		}
 	}
 	m.theta, m.dim, m.gen = rope.Theta, rope.Dim, b.stageGen
