@@ -125,6 +125,29 @@ func TestFastFP8(t *testing.T) {
 			}
 			if T <= GEMVRows {
 				sameAsMoE3(t, fmt.Sprintf("fp8 moe %+v T=%d", c, T), g, d.g, func(dst backend.Tensor) bool { g.MoE(dst, x.g, g.Route(l.g, nil, p), ge); return true })
+				// moe_gu's load schedules and moe_dcl_fp8 (each warp's
+				// slots one after another), early or not: the same sums,
+				// against the defaults' d
+				run := func(pipe int, dcl, early bool) backend.Tensor {
+					o := g.Alloc(T, c.D)
+					savedP, savedL, savedR := g.guPipe, g.dcl, g.dcReg
+					g.guPipe, g.dcl, g.dcReg = pipe, dcl, early
+					mark := kernelMark(g)
+					g.MoE(o, x.g, g.Route(l.g, nil, p), ge)
+					if ks := queuedKernels(g, mark); dcl != slices.Contains(ks, "moe_dcl_fp8") {
+						t.Errorf("fp8 moe %+v T=%d: kernels %v with dcl %v", c, T, ks, dcl)
+					}
+					g.guPipe, g.dcl, g.dcReg = savedP, savedL, savedR
+					return o
+				}
+				base := run(0, false, true)
+				for i := 1; i < 6; i++ {
+					pipe, dcl, early := i%3, i >= 3, i%2 == 0
+					o := run(pipe, dcl, early)
+					sameTensors(t, fmt.Sprintf("fp8 moe %+v T=%d: moe_gu loads %d, moe_dcl %v (early %v)", c, T, pipe, dcl, early), g, o, base, 0)
+					g.Free(o)
+				}
+				g.Free(base)
 			}
 		}
 	}

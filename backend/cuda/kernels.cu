@@ -937,24 +937,33 @@ __device__ __forceinline__ void gv_dot(const uint4* wp, const float* X, i64 ldx,
       if (k0 + 32 * u < KC) gv_chunk<F, TT>(wv[u], k0 + 32 * u, X, ldx, T, sr, bc, acc);
   }
 }
-// gv_rows_chunk adds chunk w[j] of each of R BF16 rows times the 8 values
-// of x there to acc[j], loading them once.
-template <int R>
-__device__ __forceinline__ void gv_rows_chunk(const uint4 (&w)[R], const float* x, float (&acc)[R]) {
-  float xv[8], wf[8];
-  ldx8(x, xv);
+// gv_rows_chunk adds chunk kc (w[j]) of each of R rows in format F times
+// the F::N values of x there to acc[j], loading them once; with block
+// scales (F::S) each row's product is scaled by sr[j][kc·F::N/bc], as
+// gv_chunk scales it.
+template <int R, class F = GvBF16>
+__device__ __forceinline__ void gv_rows_chunk(const uint4 (&w)[R], const float* x, float (&acc)[R], const float* const* sr = nullptr, int kc = 0,
+                                              int bc = 1) {
+  float xv[F::N], wf[F::N];
+#pragma unroll
+  for (int i = 0; i < F::N; i += 8) ldx8(x + i, xv + i);
 #pragma unroll
   for (int j = 0; j < R; j++) {
-    bf16x8(w[j], wf);
-    acc[j] += dotn<8>(wf, xv);
+    F::dec(w[j], wf);
+    if (F::S)
+      acc[j] += sr[j][kc * F::N / bc] * dotn<F::N>(wf, xv);
+    else
+      acc[j] += dotn<F::N>(wf, xv);
   }
 }
-// gv_dot_rows adds R BF16 rows wr[j] (their first P chunks in wp[j],
-// from gv_load) times one activation row x to acc[j], each summed as gv_dot
-// sums it, loading each chunk of x once for all R rows.
-template <int R, int P = GV_P>
-__device__ __forceinline__ void gv_dot_rows(const uint4 (&wp)[R][P], const uint4* const (&wr)[R], const float* x, int K, float (&acc)[R]) {
-  int lane = threadIdx.x & 31, KC = K / 8;
+// gv_dot_rows adds R rows wr[j] in format F (their first P chunks in
+// wp[j], from gv_load; sr[j] their block scales when F::S) times one
+// activation row x to acc[j], each summed as gv_dot sums it, loading each
+// chunk of x once for all R rows.
+template <int R, int P = GV_P, class F = GvBF16>
+__device__ __forceinline__ void gv_dot_rows(const uint4 (&wp)[R][P], const uint4* const (&wr)[R], const float* x, int K, float (&acc)[R],
+                                            const float* const* sr = nullptr, int bc = 1) {
+  int lane = threadIdx.x & 31, KC = K / F::N;
 #pragma unroll
   for (int u = 0; u < P; u++) {
     int kc = lane + 32 * u;
@@ -962,7 +971,7 @@ __device__ __forceinline__ void gv_dot_rows(const uint4 (&wp)[R][P], const uint4
       uint4 w[R];
 #pragma unroll
       for (int j = 0; j < R; j++) w[j] = wp[j][u];
-      gv_rows_chunk<R>(w, x + kc * 8, acc);
+      gv_rows_chunk<R, F>(w, x + kc * F::N, acc, sr, kc, bc);
     }
   }
   for (int k0 = lane + 32 * P; k0 < KC; k0 += 32 * GV_U) {
@@ -975,18 +984,19 @@ __device__ __forceinline__ void gv_dot_rows(const uint4 (&wp)[R][P], const uint4
     for (int u = 0; u < GV_U; u++) {
       int kc = k0 + 32 * u;
       if (kc >= KC) break;
-      gv_rows_chunk<R>(wv[u], x + kc * 8, acc);
+      gv_rows_chunk<R, F>(wv[u], x + kc * F::N, acc, sr, kc, bc);
     }
   }
 }
-// gv_load_rows points wr[j] at row min(n0 + j, N - 1) of Wt for R rows and
-// loads each one's first P chunks into wp[j] (gv_load).
-template <int R, int P = GV_P>
-__device__ __forceinline__ void gv_load_rows(const u16* __restrict__ Wt, int n0, int N, int K, const uint4* (&wr)[R], uint4 (&wp)[R][P]) {
+// gv_load_rows points wr[j] at row min(n0 + j, N - 1) of Wt (rows of K
+// values in format F) for R rows and loads each one's first P chunks into
+// wp[j] (gv_load).
+template <int R, int P = GV_P, class F = GvBF16>
+__device__ __forceinline__ void gv_load_rows(const void* __restrict__ Wt, int n0, int N, int K, const uint4* (&wr)[R], uint4 (&wp)[R][P]) {
 #pragma unroll
   for (int j = 0; j < R; j++) {
-    wr[j] = (const uint4*)(Wt + (i64)min(n0 + j, N - 1) * K);
-    gv_load<GvBF16, P>(wr[j], K, wp[j]);
+    wr[j] = (const uint4*)Wt + (i64)min(n0 + j, N - 1) * (K / F::N);
+    gv_load<F, P>(wr[j], K, wp[j]);
   }
 }
 // gv_store_rows sums each of R rows' lane partials over the warp and lane 0
@@ -1141,6 +1151,36 @@ extern "C" __global__ void gemv_fp8(const float* X, i64 ldx, int T, const unsign
 extern "C" __global__ void gemv_fp81(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br, int bc,
                                      float* Y, i64 ldy) {
   gemv_fp8_impl<1>(X, ldx, T, Wt, N, K, S, sc, br, bc, Y, ldy);
+}
+// gemv_fp8_rows: gemv_fp81 (one activation row) with R rows per warp,
+// R·GEMV_WARPS per block, the first P chunks of each row loaded before
+// PDL_ENTER and each chunk of x loaded once for the R rows: the same sums
+// as gemv_fp81. gemv_fp8v2 takes whole rows of K <= 4096 before the wait,
+// gemv_fp8v4 half of them (as gemv_bf16v4n, 64 weight registers).
+template <int R, int P>
+__device__ __forceinline__ void gemv_fp8_rows(const float* X, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br, int bc,
+                                              float* Y) {
+  int n0 = R * gv_row();
+  const uint4* wr[R];
+  uint4 wp[R][P];
+  const float* sr[R];
+  gv_load_rows<R, P, GvFP8>(Wt, n0, N, K, wr, wp);
+#pragma unroll
+  for (int j = 0; j < R; j++) sr[j] = S + (i64)(min(n0 + j, N - 1) / br) * sc;
+  PDL_ENTER();
+  float acc[R];
+#pragma unroll
+  for (int j = 0; j < R; j++) acc[j] = 0.f;
+  gv_dot_rows<R, P, GvFP8>(wp, wr, X, K, acc, sr, bc);
+  gv_store_rows<R>(acc, Y, n0, N);
+}
+extern "C" __global__ void gemv_fp8v2(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br,
+                                      int bc, float* Y, i64 ldy) {
+  gemv_fp8_rows<2, GV_P>(X, Wt, N, K, S, sc, br, bc, Y);
+}
+extern "C" __global__ void __launch_bounds__(256, 2) gemv_fp8v4(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K,
+                                                               const float* S, int sc, int br, int bc, float* Y, i64 ldy) {
+  gemv_fp8_rows<4, GV_P / 2>(X, Wt, N, K, S, sc, br, bc, Y);
 }
 
 // k_quant_fp8 quantizes X (T rows of K FP32 values, row stride ldx; K and
@@ -1579,7 +1619,7 @@ __device__ __forceinline__ float gu_pair(const uint4* wg, const uint4* wu, const
 // they run while the routing does. The routed slots need its ids.
 template <class F>
 __device__ __forceinline__ void moe_gu(const float* X, i64 ldx, const int* ids, int topk, const uint4* Wt, const float* S, int br, int bc, int I, int K,
-                                       float* A, const uint4* Ws, const float* Ss, int ns, int early) {
+                                       float* A, const uint4* Ws, const float* Ss, int ns, int early, int pipe) {
   int s = blockIdx.y, k = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
   unsigned long long t0 = tl_now();
   if (!early || s < ns) PDL_ENTER();
@@ -1598,7 +1638,13 @@ __device__ __forceinline__ void moe_gu(const float* X, i64 ldx, const int* ids, 
     su = Sc + e * (2 * I / br) * (K / bc) + (i64)((I + k) / br) * (K / bc);
   }
   const float* x = X + (s < ns ? s / topk : s - ns) * ldx;
-  float a = gu_pair<F>(wg, wu, sg, su, bc, x, KC);
+  // pipe (RINGO_CUDA_GU_PIPE): 0 rounds of GV_U chunks, 1 the same with
+  // the next round in flight while one is summed, 2 one round of 2·GV_U
+  // (for FP8 rows of 4096, the whole pair at once); the same sums
+  auto ld = [&](int h, int c) { return ldw((h ? wu : wg) + c); };
+  float a = pipe == 1   ? gu_pair_pipe<F>(ld, sg, su, bc, x, KC, [](int) {})
+            : pipe == 2 ? gu_pair_ld<F, 2 * GV_U>(ld, sg, su, bc, x, KC, [](int) {})
+                        : gu_pair<F>(wg, wu, sg, su, bc, x, KC);
   if (lane == 0) A[(i64)s * I + k] = a;
   tl_probe(7, t0);
 }
@@ -1709,12 +1755,13 @@ __device__ __forceinline__ void moe_dcs(const float* A, const int* ids, const fl
   if (SPLIT == 2) tl_probe(9, t0);
 }
 extern "C" __global__ void moe_gu_bf16v(const float* X, i64 ldx, const int* ids, int topk, const u16* __restrict__ Wt, int I, int K, float* A,
-                                        const u16* __restrict__ Ws, int ns, int early) {
-  moe_gu<GvBF16>(X, ldx, ids, topk, (const uint4*)Wt, 0, 1, 1, I, K, A, (const uint4*)Ws, 0, ns, early);
+                                        const u16* __restrict__ Ws, int ns, int early, int pipe) {
+  moe_gu<GvBF16>(X, ldx, ids, topk, (const uint4*)Wt, 0, 1, 1, I, K, A, (const uint4*)Ws, 0, ns, early, pipe);
 }
 extern "C" __global__ void moe_gu_fp8(const float* X, i64 ldx, const int* ids, int topk, const unsigned char* __restrict__ Wt, const float* S, int br,
-                                      int bc, int I, int K, float* A, const unsigned char* __restrict__ Ws, const float* Ss, int ns, int early) {
-  moe_gu<GvFP8>(X, ldx, ids, topk, (const uint4*)Wt, S, br, bc, I, K, A, (const uint4*)Ws, Ss, ns, early);
+                                      int bc, int I, int K, float* A, const unsigned char* __restrict__ Ws, const float* Ss, int ns, int early,
+                                      int pipe) {
+  moe_gu<GvFP8>(X, ldx, ids, topk, (const uint4*)Wt, S, br, bc, I, K, A, (const uint4*)Ws, Ss, ns, early, pipe);
 }
 extern "C" __global__ void moe_dc_bf16v(const float* A, const int* ids, const float* wts, int topk, const u16* __restrict__ Wt, int N, int K, float* D,
                                         i64 ldd, const u16* __restrict__ Ws, int ns, int pre, int reg) {
@@ -1735,6 +1782,75 @@ extern "C" __global__ void moe_dc_fp8(const float* A, const int* ids, const floa
                                       int br, int bc, int N, int K, float* D, i64 ldd, const unsigned char* __restrict__ Ws, const float* Ss, int ns, int pre, int reg) {
   if (pre) moe_dc_pre<1>(ids, topk, (const char*)Wt, K, N, (const char*)Ws, ns);
   moe_dcs<GvFP8, 1>(A, ids, wts, topk, (const uint4*)Wt, S, br, bc, N, K, D, ldd, (const uint4*)Ws, Ss, ns, pre && reg);
+}
+
+// moe_dcl: moe_dcs with one warp per output row (SPLIT 1) taking its slots
+// one after another, the next DCL_AHEAD slots' chunks in flight while one
+// is summed, instead of every slot at once: the same sums in the same order
+// (each slot's row over its chunks in order, then the slots in k order with
+// their weights), in a fraction of the registers, so that a decode step's
+// rows are all resident at once (moe_dc_fp8 took 222 registers per thread,
+// one block of 8 warps per SM, for Ring-flash's 4,096 rows). C is the
+// chunks per lane of a row: K <= 32·C·F::N. With early set (the routing
+// ran two or more launches back, as moe_dc_pre assumes) the first slots'
+// chunks are loaded before PDL_ENTER.
+#define DCL_AHEAD 2
+template <class F, int C>
+__device__ __forceinline__ void moe_dcl(const float* A, const int* ids, const float* wts, int topk, const uint4* Wt, const float* S, int br, int bc,
+                                        int N, int K, float* D, i64 ldd, const uint4* Ws, const float* Ss, int ns, int early) {
+  int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  int t = blockIdx.y, n = blockIdx.x * (blockDim.x >> 5) + w, nn = min(n, N - 1);
+  int KC = K / F::N, m = topk + (Ws ? 1 : 0);
+  auto slot = [&](int q) { return q < topk ? t * topk + q : ns + t; };
+  auto load = [&](int q, uint4(&v)[C]) {
+    int s = slot(q);
+    i64 e = q < topk ? ids[s] : 0;
+    const uint4* r = (q < topk ? Wt : Ws) + (e * N + nn) * KC;
+#pragma unroll
+    for (int c = 0; c < C; c++) v[c] = lane + 32 * c < KC ? ldw(r + lane + 32 * c) : make_uint4(0, 0, 0, 0);
+  };
+  uint4 buf[MOE_DC_MAXS][C];
+  if (early)
+#pragma unroll
+    for (int q = 0; q < DCL_AHEAD; q++)
+      if (q < m) load(q, buf[q]);
+  PDL_ENTER();
+  if (!early)
+#pragma unroll
+    for (int q = 0; q < DCL_AHEAD; q++)
+      if (q < m) load(q, buf[q]);
+  float out = 0.f;
+#pragma unroll
+  for (int q = 0; q < MOE_DC_MAXS; q++) {
+    if (q >= m) break;
+    if (q + DCL_AHEAD < MOE_DC_MAXS && q + DCL_AHEAD < m) load(q + DCL_AHEAD, buf[q + DCL_AHEAD]);
+    int s = slot(q);
+    i64 e = q < topk ? ids[s] : 0;
+    const float* Sc = q < topk ? S : Ss;
+    const float* sr = Sc ? Sc + e * (N / br) * (K / bc) + (i64)(nn / br) * (K / bc) : 0;
+    const float* ar = A + (i64)s * K;
+    float acc = 0.f;
+#pragma unroll
+    for (int c = 0; c < C; c++) {
+      int kc = lane + 32 * c;
+      if (kc >= KC) break;
+      float wf[F::N], xv[F::N];
+      F::dec(buf[q][c], wf);
+#pragma unroll
+      for (int i = 0; i < F::N; i += 8) ldx8(ar + kc * F::N + i, xv + i);
+      acc += (F::S && sr ? sr[kc * F::N / bc] : 1.f) * dotn<F::N>(wf, xv);
+    }
+    float v = warp_sum(acc);
+    out += q < topk ? v * wts[t * topk + q] : v;
+  }
+  if (n < N && lane == 0) D[(i64)t * ldd + n] = out;
+}
+// moe_dcl_fp8: moe_dcl for FP8 rows of up to 1,024 values (two chunks
+// per lane; Ring-flash's I).
+extern "C" __global__ void moe_dcl_fp8(const float* A, const int* ids, const float* wts, int topk, const unsigned char* __restrict__ Wt, const float* S,
+                                       int br, int bc, int N, int K, float* D, i64 ldd, const unsigned char* __restrict__ Ws, const float* Ss, int ns,
+                                       int early) {
+  moe_dcl<GvFP8, 2>(A, ids, wts, topk, (const uint4*)Wt, S, br, bc, N, K, D, ldd, (const uint4*)Ws, Ss, ns, early);
 }
 
 // k_moe_combine: d[t, c] = sum_k w[t*K+k] * Y[posOf[t*K+k], c], in k order
