@@ -1774,15 +1774,23 @@ func (b *Backend) moeVector(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rI
 		// the shared expert's blocks may start before the wait when the
 		// last command queued is the routing (it writes neither x nor act)
 		early := b.guEarly && gateUp != nil && xs == nil && b.routeEnd == len(b.queue)
-		b.launch("moe_gu_"+vsuf, dim3{(I + wg - 1) / wg, slots, 1}, dim3{32 * wg, 1, 1}, 0, append(append(a, shared(gateUp)...), bArg(early), iArg(b.guPipe))...)
+		gu, pr := "moe_gu_"+vsuf, 1 // pairs per warp
+		if fp8 && b.guPairs == 2 {
+			gu, pr = "moe_gu2_fp8", 2
+		}
+		b.launch(gu, dim3{(I + wg*pr - 1) / (wg * pr), slots, 1}, dim3{32 * wg, 1, 1}, 0, append(append(a, shared(gateUp)...), bArg(early))...)
 		if fp8 {
 			a = []uint64{pArg(act.p), pArg(rIDs), pArg(rW), iArg(K), pArg(e.down), pArg(e.downScale), iArg(e.br), iArg(e.bc), iArg(D), iArg(I), pArg(pdst), lArg(ldd)}
 		} else {
 			a = []uint64{pArg(act.p), pArg(rIDs), pArg(rW), iArg(K), pArg(e.down), iArg(D), iArg(I), pArg(pdst), lArg(ldd)}
 		}
-		if fp8 && b.dcl && I <= 1024 {
-			// one warp per row, its slots one after another (moe_dcl)
-			b.launch("moe_dcl_fp8", dim3{(D + wd - 1) / wd, T, 1}, dim3{32 * wd, 1, 1}, 0, append(append(a, shared(down)...), bArg(b.dcReg))...)
+		if r := b.dclRows; fp8 && r > 0 && I <= 1024 {
+			// r rows per warp, their slots one after another (moe_dcl)
+			name := "moe_dcl_fp8"
+			if r > 1 {
+				name = fmt.Sprintf("moe_dcl%d_fp8", r)
+			}
+			b.launch(name, dim3{(D + wd*r - 1) / (wd * r), T, 1}, dim3{32 * wd, 1, 1}, 0, append(append(a, shared(down)...), bArg(b.dcReg))...)
 		} else if sp := b.dcSplit; (sp == 2 || sp == 3) && !fp8 && sp*wd <= 32 {
 			b.launch([...]string{2: "moe_dc2_bf16v", 3: "moe_dc3_bf16v"}[sp], dim3{(D + wd - 1) / wd, T, 1}, dim3{sp * 32 * wd, 1, 1}, 0, append(append(a, shared(down)...), bArg(b.dcPre), bArg(b.dcReg))...)
 		} else {
