@@ -266,15 +266,15 @@ type Backend struct {
 	// before, when it measured as noise; 2048, the dense GEMVs too, +0.6 %)
 	gemv2 int
 	// fp8Rows: single-row FP8 GEMVs of at least 2,048 output rows run
-	// gemv_fp8v2 (2) or gemv_fp8v4 (4) rows per warp, else gemv_fp81
-	// (RINGO_CUDA_FP8_ROWS=1, 2 or 4)
+	// gemv_fp8v2 (2) or gemv_fp8v4 (4, the default) rows per warp, else
+	// gemv_fp81 (RINGO_CUDA_FP8_ROWS=1, 2 or 4)
 	fp8Rows int
 	// guPairs: FP8 experts' gate|up pairs per warp in moe_gu (1, or 2 for
-	// moe_gu2_fp8; RINGO_CUDA_GU_PAIRS)
+	// moe_gu2_fp8, the default; RINGO_CUDA_GU_PAIRS)
 	guPairs int
 	// dclRows: FP8 experts' down projections by moe_dcl*_fp8 with this
-	// many rows per warp, each warp's slots one after another (1, 2 or 4;
-	// 0 moe_dc_fp8; RINGO_CUDA_DCL)
+	// many rows per warp, each warp's slots one after another (1, 2, the
+	// default, or 4; 0 moe_dc_fp8; RINGO_CUDA_DCL)
 	dclRows int
 	// fuseRope (RINGO_CUDA_FUSE=0 turns it off) lets NormRoPELightning
 	// normalise and rotate q and k inside k_lightning_rec
@@ -503,7 +503,9 @@ func New(device int, opts Options) (*Backend, error) {
 	b.readPinned = os.Getenv("RINGO_CUDA_READ_PINNED") != "0"
 	b.readDirect = os.Getenv("RINGO_CUDA_READ_DIRECT") != "0" && d.cuMemHostRegister != 0
 	b.gemv2 = 3072
-	b.fp8Rows, b.guPairs, b.dclRows = 1, 1, 0
+	// −26 % per decode step on Ring-flash-linear-2.0's shapes in FP8 (eight
+	// layers, BenchmarkDecodeAB on the H200, twenty-sixth session)
+	b.fp8Rows, b.guPairs, b.dclRows = 4, 2, 2
 	if v, err := strconv.Atoi(os.Getenv("RINGO_CUDA_FP8_ROWS")); err == nil && (v == 1 || v == 2 || v == 4) {
 		b.fp8Rows = v
 	}
