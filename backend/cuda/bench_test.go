@@ -373,6 +373,10 @@ func BenchmarkOps(b *testing.B) {
 //   - rt: decode's RoPE angles from the host's table (RINGO_CUDA_ROPE_TABLE), 0 or 1
 //   - np: an RMSNorm of one row into another tensor run by the GEMV after it
 //     (RINGO_CUDA_NORM_PLAIN), 0 or 1
+//   - f8r: rows per warp of the single-row FP8 GEMVs (RINGO_CUDA_FP8_ROWS), 1, 2 or 4
+//   - gu2: FP8 experts' gate|up pairs per warp (RINGO_CUDA_GU_PAIRS), 1 or 2
+//   - dcl: rows per warp of the FP8 experts' down projections by moe_dcl*_fp8
+//     (RINGO_CUDA_DCL), 1, 2 or 4; 0 for moe_dc_fp8
 //
 // The default list is "rope=1;rope=0". Separate processes on the GPU
 // machine differ by a few per cent; alternating steps resolves less than
@@ -496,7 +500,7 @@ func parseDecodeSettings(spec string, knobs map[string]decodeKnob) ([]decodeSett
 }
 
 // knobOrder names BenchmarkDecodeAB's knobs, the positional ones first.
-var knobOrder = []string{"rope", "rec", "gu", "dc", "nr", "seg", "gemv2", "rp", "dcpre", "ng", "wr", "g4", "dr", "rg", "ru", "gd", "gs", "gsp", "gf", "gna", "na", "gp", "rd"}
+var knobOrder = []string{"rope", "rec", "gu", "dc", "nr", "seg", "gemv2", "rp", "dcpre", "ng", "wr", "g4", "dr", "rg", "ru", "gd", "gs", "gsp", "gf", "gna", "na", "gp", "rd", "f8r", "gu2", "dcl"}
 
 // decodeKnob is one of BenchmarkDecodeAB's settings: parse checks a value
 // and returns what sets it on the backend; restore puts back the value the
@@ -559,6 +563,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"rg":    flag(&g.recGate, false),
 		"ru":    flag(&g.routeUnroll, false),
 		"gd":    flag(&g.moeFused, false),
+		"gu2":   number(&g.guPairs, 1, 2),
 		"gs":    number(&g.gdStage, 0, 4),
 		"gsp":   flag(&g.gdSharedPre, false),
 		"gf":    flag(&g.gdFlip, false),
@@ -591,6 +596,16 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 			return func() { g.segFirst, g.segRest = f, r }, nil
 		}},
 	}
+	rows := func(p *int, ok ...int) decodeKnob {
+		return decodeKnob{parse: func(v string) (func(), error) {
+			n, err := strconv.Atoi(v)
+			if err != nil || !slices.Contains(ok, n) {
+				return nil, fmt.Errorf("want one of %v", ok)
+			}
+			return func() { *p = n }, nil
+		}}
+	}
+	k["f8r"], k["dcl"] = rows(&g.fp8Rows, 1, 2, 4), rows(&g.dclRows, 0, 1, 2, 4)
 	nr := flag(&g.normRoute, false)
 	k["nr"] = decodeKnob{parse: func(v string) (func(), error) {
 		set, err := nr.parse(v)
@@ -607,6 +622,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 	fuseRope, recLate, guEarly, dcSplit, normRoute, ldNA := g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.normRoute, g.ldNA
 	segFirst, segRest, gemv2, readPinned, dcPre, ng := g.segFirst, g.segRest, g.gemv2, g.readPinned, g.dcPre, g.normGEMV
 	gv, acs, rl, rt, np := g.gdVar, g.attnCombineSeq, g.recLoadsLate, g.ropeTab, g.normPlain
+	f8r, gu2, dcl := g.fp8Rows, g.guPairs, g.dclRows
 	wr, g4, dr, rg, ru, gd, gs, gsp, gf, gna, gp, rd := g.warpRoute, g.gemv4n, g.dcReg, g.recGate, g.routeUnroll, g.moeFused, g.gdStage, g.gdSharedPre, g.gdFlip, g.gdNA, g.gdPipe, g.readDirect
 	restore := map[string]func(){
 		"rope": func() { g.fuseRope = fuseRope }, "rec": func() { g.recLate = recLate },
@@ -624,6 +640,9 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"rl":  func() { g.recLoadsLate = rl },
 		"rt":  func() { g.ropeTab = rt },
 		"np":  func() { g.normPlain = np },
+		"f8r": func() { g.fp8Rows = f8r },
+		"gu2": func() { g.guPairs = gu2 },
+		"dcl": func() { g.dclRows = dcl },
 	}
 	for name, kn := range k {
 		kn.restore = restore[name]

@@ -560,10 +560,10 @@ func TestGEMVSingleRow(t *testing.T) {
 				x := randT(t, g, rng, T, K, 1)
 				d := zeroT(g, T, N)
 				host().MatMul(d.c, x.c, cw)
-				saved := g.gemv2
-				g.gemv2 = 0 // one row per warp
+				saved, saved8 := g.gemv2, g.fp8Rows
+				g.gemv2, g.fp8Rows = 0, 1 // one row per warp
 				g.MatMul(d.g, x.g, gw)
-				g.gemv2 = saved
+				g.gemv2, g.fp8Rows = saved, saved8
 				compare(t, what, g, d, 2e-2)
 				if T == 1 {
 					got := gpuCopy(g, d.g)
@@ -589,6 +589,23 @@ func TestGEMVSingleRow(t *testing.T) {
 							t.Errorf("%s: kernels %v, want gemv_bf16v2", what, ks)
 						}
 						g.Free(got)
+					}
+					if gw.(*weight).kind == backend.F8E4M3 && N >= 2048 {
+						// two and four rows per warp: the same sums as one
+						for _, r := range []int{2, 4} {
+							got := gpuCopy(g, d.g)
+							saved := g.fp8Rows
+							g.fp8Rows = r
+							mark := kernelMark(g)
+							g.MatMul(got, x.g, gw)
+							ks := queuedKernels(g, mark)
+							g.fp8Rows = saved
+							sameTensors(t, fmt.Sprintf("%s: %d rows per warp", what, r), g, got, d.g, 0)
+							if want := fmt.Sprintf("gemv_fp8v%d", r); !slices.Equal(ks, []string{want}) {
+								t.Errorf("%s: kernels %v, want %s", what, ks, want)
+							}
+							g.Free(got)
+						}
 					}
 				}
 			}

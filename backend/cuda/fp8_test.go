@@ -125,6 +125,39 @@ func TestFastFP8(t *testing.T) {
 			}
 			if T <= GEMVRows {
 				sameAsMoE3(t, fmt.Sprintf("fp8 moe %+v T=%d", c, T), g, d.g, func(dst backend.Tensor) bool { g.MoE(dst, x.g, g.Route(l.g, nil, p), ge); return true })
+				// two gate|up pairs per warp (moe_gu2_fp8) and moe_dcl*_fp8
+				// (each warp's rows' slots one after another), early or
+				// not: the same sums, against moe_gu_fp8 + moe_dc_fp8
+				run := func(pairs, dcl int, early bool) backend.Tensor {
+					o := g.Alloc(T, c.D)
+					savedP, savedL, savedR := g.guPairs, g.dclRows, g.dcReg
+					g.guPairs, g.dclRows, g.dcReg = pairs, dcl, early
+					mark := kernelMark(g)
+					g.MoE(o, x.g, g.Route(l.g, nil, p), ge)
+					ks := queuedKernels(g, mark)
+					g.guPairs, g.dclRows, g.dcReg = savedP, savedL, savedR
+					want := []string{"moe_gu_fp8", "moe_dc_fp8"}
+					if pairs == 2 {
+						want[0] = "moe_gu2_fp8"
+					}
+					if dcl > 0 {
+						want[1] = map[int]string{1: "moe_dcl_fp8", 2: "moe_dcl2_fp8", 4: "moe_dcl4_fp8"}[dcl]
+					}
+					for _, k := range want {
+						if !slices.Contains(ks, k) {
+							t.Errorf("fp8 moe %+v T=%d: kernels %v, no %s", c, T, ks, k)
+						}
+					}
+					return o
+				}
+				base := run(1, 0, true)
+				for i, dcl := range []int{0, 1, 2, 4, 1, 2, 4} {
+					pairs, early := 1+i%2, i < 4
+					o := run(pairs, dcl, early)
+					sameTensors(t, fmt.Sprintf("fp8 moe %+v T=%d: %d pairs per warp, moe_dcl rows %d (early %v)", c, T, pairs, dcl, early), g, o, base, 0)
+					g.Free(o)
+				}
+				g.Free(base)
 			}
 		}
 	}

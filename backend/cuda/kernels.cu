@@ -937,24 +937,33 @@ __device__ __forceinline__ void gv_dot(const uint4* wp, const float* X, i64 ldx,
       if (k0 + 32 * u < KC) gv_chunk<F, TT>(wv[u], k0 + 32 * u, X, ldx, T, sr, bc, acc);
   }
 }
-// gv_rows_chunk adds chunk w[j] of each of R BF16 rows times the 8 values
-// of x there to acc[j], loading them once.
-template <int R>
-__device__ __forceinline__ void gv_rows_chunk(const uint4 (&w)[R], const float* x, float (&acc)[R]) {
-  float xv[8], wf[8];
-  ldx8(x, xv);
+// gv_rows_chunk adds chunk kc (w[j]) of each of R rows in format F times
+// the F::N values of x there to acc[j], loading them once; with block
+// scales (F::S) each row's product is scaled by sr[j][kc·F::N/bc], as
+// gv_chunk scales it.
+template <int R, class F = GvBF16>
+__device__ __forceinline__ void gv_rows_chunk(const uint4 (&w)[R], const float* x, float (&acc)[R], const float* const* sr = nullptr, int kc = 0,
+                                              int bc = 1) {
+  float xv[F::N], wf[F::N];
+#pragma unroll
+  for (int i = 0; i < F::N; i += 8) ldx8(x + i, xv + i);
 #pragma unroll
   for (int j = 0; j < R; j++) {
-    bf16x8(w[j], wf);
-    acc[j] += dotn<8>(wf, xv);
+    F::dec(w[j], wf);
+    if (F::S)
+      acc[j] += sr[j][kc * F::N / bc] * dotn<F::N>(wf, xv);
+    else
+      acc[j] += dotn<F::N>(wf, xv);
   }
 }
-// gv_dot_rows adds R BF16 rows wr[j] (their first P chunks in wp[j],
-// from gv_load) times one activation row x to acc[j], each summed as gv_dot
-// sums it, loading each chunk of x once for all R rows.
-template <int R, int P = GV_P>
-__device__ __forceinline__ void gv_dot_rows(const uint4 (&wp)[R][P], const uint4* const (&wr)[R], const float* x, int K, float (&acc)[R]) {
-  int lane = threadIdx.x & 31, KC = K / 8;
+// gv_dot_rows adds R rows wr[j] in format F (their first P chunks in
+// wp[j], from gv_load; sr[j] their block scales when F::S) times one
+// activation row x to acc[j], each summed as gv_dot sums it, loading each
+// chunk of x once for all R rows.
+template <int R, int P = GV_P, class F = GvBF16>
+__device__ __forceinline__ void gv_dot_rows(const uint4 (&wp)[R][P], const uint4* const (&wr)[R], const float* x, int K, float (&acc)[R],
+                                            const float* const* sr = nullptr, int bc = 1) {
+  int lane = threadIdx.x & 31, KC = K / F::N;
 #pragma unroll
   for (int u = 0; u < P; u++) {
     int kc = lane + 32 * u;
@@ -962,7 +971,7 @@ __device__ __forceinline__ void gv_dot_rows(const uint4 (&wp)[R][P], const uint4
       uint4 w[R];
 #pragma unroll
       for (int j = 0; j < R; j++) w[j] = wp[j][u];
-      gv_rows_chunk<R>(w, x + kc * 8, acc);
+      gv_rows_chunk<R, F>(w, x + kc * F::N, acc, sr, kc, bc);
     }
   }
   for (int k0 = lane + 32 * P; k0 < KC; k0 += 32 * GV_U) {
@@ -975,18 +984,19 @@ __device__ __forceinline__ void gv_dot_rows(const uint4 (&wp)[R][P], const uint4
     for (int u = 0; u < GV_U; u++) {
       int kc = k0 + 32 * u;
       if (kc >= KC) break;
-      gv_rows_chunk<R>(wv[u], x + kc * 8, acc);
+      gv_rows_chunk<R, F>(wv[u], x + kc * F::N, acc, sr, kc, bc);
     }
   }
 }
-// gv_load_rows points wr[j] at row min(n0 + j, N - 1) of Wt for R rows and
-// loads each one's first P chunks into wp[j] (gv_load).
-template <int R, int P = GV_P>
-__device__ __forceinline__ void gv_load_rows(const u16* __restrict__ Wt, int n0, int N, int K, const uint4* (&wr)[R], uint4 (&wp)[R][P]) {
+// gv_load_rows points wr[j] at row min(n0 + j, N - 1) of Wt (rows of K
+// values in format F) for R rows and loads each one's first P chunks into
+// wp[j] (gv_load).
+template <int R, int P = GV_P, class F = GvBF16>
+__device__ __forceinline__ void gv_load_rows(const void* __restrict__ Wt, int n0, int N, int K, const uint4* (&wr)[R], uint4 (&wp)[R][P]) {
 #pragma unroll
   for (int j = 0; j < R; j++) {
-    wr[j] = (const uint4*)(Wt + (i64)min(n0 + j, N - 1) * K);
-    gv_load<GvBF16, P>(wr[j], K, wp[j]);
+    wr[j] = (const uint4*)Wt + (i64)min(n0 + j, N - 1) * (K / F::N);
+    gv_load<F, P>(wr[j], K, wp[j]);
   }
 }
 // gv_store_rows sums each of R rows' lane partials over the warp and lane 0
@@ -1141,6 +1151,36 @@ extern "C" __global__ void gemv_fp8(const float* X, i64 ldx, int T, const unsign
 extern "C" __global__ void gemv_fp81(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br, int bc,
                                      float* Y, i64 ldy) {
   gemv_fp8_impl<1>(X, ldx, T, Wt, N, K, S, sc, br, bc, Y, ldy);
+}
+// gemv_fp8_rows: gemv_fp81 (one activation row) with R rows per warp,
+// R·GEMV_WARPS per block, the first P chunks of each row loaded before
+// PDL_ENTER and each chunk of x loaded once for the R rows: the same sums
+// as gemv_fp81. gemv_fp8v2 takes whole rows of K <= 4096 before the wait,
+// gemv_fp8v4 half of them (as gemv_bf16v4n, 64 weight registers).
+template <int R, int P>
+__device__ __forceinline__ void gemv_fp8_rows(const float* X, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br, int bc,
+                                              float* Y) {
+  int n0 = R * gv_row();
+  const uint4* wr[R];
+  uint4 wp[R][P];
+  const float* sr[R];
+  gv_load_rows<R, P, GvFP8>(Wt, n0, N, K, wr, wp);
+#pragma unroll
+  for (int j = 0; j < R; j++) sr[j] = S + (i64)(min(n0 + j, N - 1) / br) * sc;
+  PDL_ENTER();
+  float acc[R];
+#pragma unroll
+  for (int j = 0; j < R; j++) acc[j] = 0.f;
+  gv_dot_rows<R, P, GvFP8>(wp, wr, X, K, acc, sr, bc);
+  gv_store_rows<R>(acc, Y, n0, N);
+}
+extern "C" __global__ void gemv_fp8v2(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br,
+                                      int bc, float* Y, i64 ldy) {
+  gemv_fp8_rows<2, GV_P>(X, Wt, N, K, S, sc, br, bc, Y);
+}
+extern "C" __global__ void __launch_bounds__(256, 2) gemv_fp8v4(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K,
+                                                               const float* S, int sc, int br, int bc, float* Y, i64 ldy) {
+  gemv_fp8_rows<4, GV_P / 2>(X, Wt, N, K, S, sc, br, bc, Y);
 }
 
 // k_quant_fp8 quantizes X (T rows of K FP32 values, row stride ldx; K and
@@ -1577,10 +1617,54 @@ __device__ __forceinline__ float gu_pair(const uint4* wg, const uint4* wu, const
 // neither X nor A), the shared expert's blocks skip PDL_ENTER: their inputs
 // (X, written two or more launches back, and the weights) are ready, so
 // they run while the routing does. The routed slots need its ids.
-template <class F>
+// gu_pairs is gu_pair for PR pairs of one expert (gate rows wg[p], up
+// rows wu[p], scales sg[p], su[p]) with each chunk of x loaded once for
+// all of them: the same sums per pair, a[p] = silu(gate)·up.
+template <class F, int PR, int U = GV_U>
+__device__ __forceinline__ void gu_pairs(const uint4* const (&wg)[PR], const uint4* const (&wu)[PR], const float* const (&sg)[PR],
+                                         const float* const (&su)[PR], int bc, const float* x, int KC, float (&a)[PR]) {
+  int lane = threadIdx.x & 31;
+  float ag[PR], au[PR];
+#pragma unroll
+  for (int p = 0; p < PR; p++) ag[p] = au[p] = 0.f;
+  for (int k0 = lane; k0 < KC; k0 += 32 * U) {
+    uint4 vg[PR][U], vu[PR][U];
+#pragma unroll
+    for (int p = 0; p < PR; p++)
+#pragma unroll
+      for (int u = 0; u < U; u++) {
+        bool in = k0 + 32 * u < KC;
+        vg[p][u] = in ? ldw(wg[p] + k0 + 32 * u) : make_uint4(0, 0, 0, 0);
+        vu[p][u] = in ? ldw(wu[p] + k0 + 32 * u) : make_uint4(0, 0, 0, 0);
+      }
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      int kc = k0 + 32 * u;
+      if (kc >= KC) break;
+      float w[F::N], xv[F::N];
+#pragma unroll
+      for (int i = 0; i < F::N; i += 8) ldx8(x + kc * F::N + i, xv + i);
+#pragma unroll
+      for (int p = 0; p < PR; p++) {
+        F::dec(vg[p][u], w);
+        ag[p] += (F::S && sg[p] ? sg[p][kc * F::N / bc] : 1.f) * dotn<F::N>(w, xv);
+        F::dec(vu[p][u], w);
+        au[p] += (F::S && su[p] ? su[p][kc * F::N / bc] : 1.f) * dotn<F::N>(w, xv);
+      }
+    }
+  }
+#pragma unroll
+  for (int p = 0; p < PR; p++) {
+    float g = warp_sum(ag[p]), u = warp_sum(au[p]);
+    a[p] = silu_mul(g, u);
+  }
+}
+// moe_gu's warps compute PR pairs each (k, k+1, ...: gu_pairs, the same
+// sums as one pair per warp).
+template <class F, int PR = 1>
 __device__ __forceinline__ void moe_gu(const float* X, i64 ldx, const int* ids, int topk, const uint4* Wt, const float* S, int br, int bc, int I, int K,
                                        float* A, const uint4* Ws, const float* Ss, int ns, int early) {
-  int s = blockIdx.y, k = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  int s = blockIdx.y, k = (blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5)) * PR, lane = threadIdx.x & 31;
   unsigned long long t0 = tl_now();
   if (!early || s < ns) PDL_ENTER();
   tl_probe(6, t0);
@@ -1590,16 +1674,28 @@ __device__ __forceinline__ void moe_gu(const float* X, i64 ldx, const int* ids, 
   i64 e = s < ns ? ids[s] : 0;
   const uint4* W = s < ns ? Wt : Ws;
   const float* Sc = s < ns ? S : Ss;
-  const uint4* wg = W + (e * 2 * I + k) * KC;
-  const uint4* wu = W + (e * 2 * I + I + k) * KC;
-  const float *sg = 0, *su = 0;
-  if (Sc) {
-    sg = Sc + e * (2 * I / br) * (K / bc) + (i64)(k / br) * (K / bc);
-    su = Sc + e * (2 * I / br) * (K / bc) + (i64)((I + k) / br) * (K / bc);
+  const uint4 *wg[PR], *wu[PR];
+  const float *sg[PR], *su[PR];
+#pragma unroll
+  for (int p = 0; p < PR; p++) {
+    int kp = min(k + p, I - 1);
+    wg[p] = W + (e * 2 * I + kp) * KC;
+    wu[p] = W + (e * 2 * I + I + kp) * KC;
+    sg[p] = su[p] = 0;
+    if (Sc) {
+      sg[p] = Sc + e * (2 * I / br) * (K / bc) + (i64)(kp / br) * (K / bc);
+      su[p] = Sc + e * (2 * I / br) * (K / bc) + (i64)((I + kp) / br) * (K / bc);
+    }
   }
   const float* x = X + (s < ns ? s / topk : s - ns) * ldx;
-  float a = gu_pair<F>(wg, wu, sg, su, bc, x, KC);
-  if (lane == 0) A[(i64)s * I + k] = a;
+  float a[PR];
+  if (PR == 1)
+    a[0] = gu_pair<F>(wg[0], wu[0], sg[0], su[0], bc, x, KC);
+  else
+    gu_pairs<F, PR>(wg, wu, sg, su, bc, x, KC, a);
+#pragma unroll
+  for (int p = 0; p < PR; p++)
+    if (lane == 0 && k + p < I) A[(i64)s * I + k + p] = a[p];
   tl_probe(7, t0);
 }
 // moe_dc_pre asks L2 for the rows that moe_dcs will read (every slot's row n
@@ -1716,6 +1812,12 @@ extern "C" __global__ void moe_gu_fp8(const float* X, i64 ldx, const int* ids, i
                                       int bc, int I, int K, float* A, const unsigned char* __restrict__ Ws, const float* Ss, int ns, int early) {
   moe_gu<GvFP8>(X, ldx, ids, topk, (const uint4*)Wt, S, br, bc, I, K, A, (const uint4*)Ws, Ss, ns, early);
 }
+// moe_gu2_fp8: moe_gu_fp8 with two pairs per warp, each chunk of x loaded
+// once for their four rows
+extern "C" __global__ void moe_gu2_fp8(const float* X, i64 ldx, const int* ids, int topk, const unsigned char* __restrict__ Wt, const float* S, int br,
+                                       int bc, int I, int K, float* A, const unsigned char* __restrict__ Ws, const float* Ss, int ns, int early) {
+  moe_gu<GvFP8, 2>(X, ldx, ids, topk, (const uint4*)Wt, S, br, bc, I, K, A, (const uint4*)Ws, Ss, ns, early);
+}
 extern "C" __global__ void moe_dc_bf16v(const float* A, const int* ids, const float* wts, int topk, const u16* __restrict__ Wt, int N, int K, float* D,
                                         i64 ldd, const u16* __restrict__ Ws, int ns, int pre, int reg) {
   if (pre) moe_dc_pre<1>(ids, topk, (const char*)Wt, K * 2, N, (const char*)Ws, ns);
@@ -1736,6 +1838,95 @@ extern "C" __global__ void moe_dc_fp8(const float* A, const int* ids, const floa
   if (pre) moe_dc_pre<1>(ids, topk, (const char*)Wt, K, N, (const char*)Ws, ns);
   moe_dcs<GvFP8, 1>(A, ids, wts, topk, (const uint4*)Wt, S, br, bc, N, K, D, ldd, (const uint4*)Ws, Ss, ns, pre && reg);
 }
+
+// moe_dcl: moe_dcs (SPLIT 1) with R output rows per warp taking their
+// slots one after another, the next AH slots' chunks in flight while one is
+// summed, instead of every slot at once: the same sums in the same order
+// (each slot's row over its chunks in order, then the slots in k order with
+// their weights), in a fraction of the registers, so that a decode step's
+// rows are all resident at once (moe_dc_fp8 took 222 registers per thread,
+// one block of 8 warps per SM, for Ring-flash's 4,096 rows). C is the
+// chunks per lane of a row: K <= 32·C·F::N. With early set (the routing
+// ran two or more launches back, as moe_dc_pre assumes) the first slots'
+// chunks are loaded before PDL_ENTER.
+template <class F, int C, int R, int AH>
+__device__ __forceinline__ void moe_dcl(const float* A, const int* ids, const float* wts, int topk, const uint4* Wt, const float* S, int br, int bc,
+                                        int N, int K, float* D, i64 ldd, const uint4* Ws, const float* Ss, int ns, int early) {
+  int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  int t = blockIdx.y, n0 = (blockIdx.x * (blockDim.x >> 5) + w) * R;
+  int KC = K / F::N, m = topk + (Ws ? 1 : 0);
+  auto slot = [&](int q) { return q < topk ? t * topk + q : ns + t; };
+  auto load = [&](int q, uint4(&v)[R][C]) {
+    int s = slot(q);
+    i64 e = q < topk ? ids[s] : 0;
+#pragma unroll
+    for (int j = 0; j < R; j++) {
+      const uint4* r = (q < topk ? Wt : Ws) + (e * N + min(n0 + j, N - 1)) * KC;
+#pragma unroll
+      for (int c = 0; c < C; c++) v[j][c] = lane + 32 * c < KC ? ldw(r + lane + 32 * c) : make_uint4(0, 0, 0, 0);
+    }
+  };
+  uint4 buf[MOE_DC_MAXS][R][C];
+  if (early)
+#pragma unroll
+    for (int q = 0; q < AH; q++)
+      if (q < m) load(q, buf[q]);
+  PDL_ENTER();
+  if (!early)
+#pragma unroll
+    for (int q = 0; q < AH; q++)
+      if (q < m) load(q, buf[q]);
+  float out[R];
+#pragma unroll
+  for (int j = 0; j < R; j++) out[j] = 0.f;
+#pragma unroll
+  for (int q = 0; q < MOE_DC_MAXS; q++) {
+    if (q >= m) break;
+    if (q + AH < MOE_DC_MAXS && q + AH < m) load(q + AH, buf[q + AH]);
+    int s = slot(q);
+    i64 e = q < topk ? ids[s] : 0;
+    const float* Sc = q < topk ? S : Ss;
+    const float* ar = A + (i64)s * K;
+    float acc[R];
+#pragma unroll
+    for (int j = 0; j < R; j++) acc[j] = 0.f;
+#pragma unroll
+    for (int c = 0; c < C; c++) {
+      int kc = lane + 32 * c;
+      if (kc >= KC) break;
+      float wf[F::N], xv[F::N];
+#pragma unroll
+      for (int i = 0; i < F::N; i += 8) ldx8(ar + kc * F::N + i, xv + i);
+#pragma unroll
+      for (int j = 0; j < R; j++) {
+        const float* sr = Sc ? Sc + e * (N / br) * (K / bc) + (i64)(min(n0 + j, N - 1) / br) * (K / bc) : 0;
+        F::dec(buf[q][j][c], wf);
+        acc[j] += (F::S && sr ? sr[kc * F::N / bc] : 1.f) * dotn<F::N>(wf, xv);
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < R; j++) {
+      float v = warp_sum(acc[j]);
+      out[j] += q < topk ? v * wts[t * topk + q] : v;
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < R; j++)
+    if (n0 + j < N && lane == 0) D[(i64)t * ldd + n0 + j] = out[j];
+}
+// moe_dcl_fp8, moe_dcl2_fp8, moe_dcl4_fp8: moe_dcl for FP8 rows of up to
+// 1,024 values (two chunks per lane; Ring-flash's I) with one, two or four
+// output rows per warp (each chunk of the activations loaded once for
+// them), two, two or one slots ahead.
+#define MOE_DCL_FP8(NAME, R, AH)                                                                                                               \
+  extern "C" __global__ void NAME(const float* A, const int* ids, const float* wts, int topk, const unsigned char* __restrict__ Wt, const float* S, \
+                                  int br, int bc, int N, int K, float* D, i64 ldd, const unsigned char* __restrict__ Ws, const float* Ss, int ns,    \
+                                  int early) {                                                                                                    \
+    moe_dcl<GvFP8, 2, R, AH>(A, ids, wts, topk, (const uint4*)Wt, S, br, bc, N, K, D, ldd, (const uint4*)Ws, Ss, ns, early);                     \
+  }
+MOE_DCL_FP8(moe_dcl_fp8, 1, 2)
+MOE_DCL_FP8(moe_dcl2_fp8, 2, 2)
+MOE_DCL_FP8(moe_dcl4_fp8, 4, 1)
 
 // k_moe_combine: d[t, c] = sum_k w[t*K+k] * Y[posOf[t*K+k], c], in k order
 // (posOf null: Y rows are slots), then + Ys[t, c] (stride ldy) when Ys is

@@ -368,11 +368,14 @@ func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *wei
 	if w.kind == backend.F8E4M3 {
 		if T <= GEMVRows {
 			px, ldx, xs := b.aligned16(px, ldx, T, K)
-			name := "gemv_fp8"
+			name, rows := "gemv_fp8", 8 // rows per block
 			if T == 1 && !b.gemvT8 {
 				name = "gemv_fp81"
+				if (b.fp8Rows == 2 || b.fp8Rows == 4) && N >= 2048 {
+					name, rows = fmt.Sprintf("gemv_fp8v%d", b.fp8Rows), 8*b.fp8Rows
+				}
 			}
-			b.launch(name, dim3{(N + 7) / 8, 1, 1}, dim3{256, 1, 1}, 0, pArg(px), lArg(ldx), iArg(T), pArg(w.p), iArg(N), iArg(K),
+			b.launch(name, dim3{(N + rows - 1) / rows, 1, 1}, dim3{256, 1, 1}, 0, pArg(px), lArg(ldx), iArg(T), pArg(w.p), iArg(N), iArg(K),
 				pArg(w.scale), iArg(w.sc), iArg(w.br), iArg(w.bc), pArg(pd), lArg(ldd))
 			b.release(xs...)
 			return
@@ -1771,13 +1774,24 @@ func (b *Backend) moeVector(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rI
 		// the shared expert's blocks may start before the wait when the
 		// last command queued is the routing (it writes neither x nor act)
 		early := b.guEarly && gateUp != nil && xs == nil && b.routeEnd == len(b.queue)
-		b.launch("moe_gu_"+vsuf, dim3{(I + wg - 1) / wg, slots, 1}, dim3{32 * wg, 1, 1}, 0, append(append(a, shared(gateUp)...), bArg(early))...)
+		gu, pr := "moe_gu_"+vsuf, 1 // pairs per warp
+		if fp8 && b.guPairs == 2 {
+			gu, pr = "moe_gu2_fp8", 2
+		}
+		b.launch(gu, dim3{(I + wg*pr - 1) / (wg * pr), slots, 1}, dim3{32 * wg, 1, 1}, 0, append(append(a, shared(gateUp)...), bArg(early))...)
 		if fp8 {
 			a = []uint64{pArg(act.p), pArg(rIDs), pArg(rW), iArg(K), pArg(e.down), pArg(e.downScale), iArg(e.br), iArg(e.bc), iArg(D), iArg(I), pArg(pdst), lArg(ldd)}
 		} else {
 			a = []uint64{pArg(act.p), pArg(rIDs), pArg(rW), iArg(K), pArg(e.down), iArg(D), iArg(I), pArg(pdst), lArg(ldd)}
 		}
-		if sp := b.dcSplit; (sp == 2 || sp == 3) && !fp8 && sp*wd <= 32 {
+		if r := b.dclRows; fp8 && r > 0 && I <= 1024 {
+			// r rows per warp, their slots one after another (moe_dcl)
+			name := "moe_dcl_fp8"
+			if r > 1 {
+				name = fmt.Sprintf("moe_dcl%d_fp8", r)
+			}
+			b.launch(name, dim3{(D + wd*r - 1) / (wd * r), T, 1}, dim3{32 * wd, 1, 1}, 0, append(append(a, shared(down)...), bArg(b.dcReg))...)
+		} else if sp := b.dcSplit; (sp == 2 || sp == 3) && !fp8 && sp*wd <= 32 {
 			b.launch([...]string{2: "moe_dc2_bf16v", 3: "moe_dc3_bf16v"}[sp], dim3{(D + wd - 1) / wd, T, 1}, dim3{sp * 32 * wd, 1, 1}, 0, append(append(a, shared(down)...), bArg(b.dcPre), bArg(b.dcReg))...)
 		} else {
 			b.launch("moe_dc_"+vsuf, dim3{(D + wd - 1) / wd, T, 1}, dim3{32 * wd, 1, 1}, 0, append(append(a, shared(down)...), bArg(b.dcPre), bArg(b.dcReg))...)
