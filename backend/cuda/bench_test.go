@@ -377,6 +377,8 @@ func BenchmarkOps(b *testing.B) {
 //   - gu2: FP8 experts' gate|up pairs per warp (RINGO_CUDA_GU_PAIRS), 1 or 2
 //   - dcl: rows per warp of the FP8 experts' down projections by moe_dcl*_fp8
 //     (RINGO_CUDA_DCL), 1, 2 or 4; 0 for moe_dc_fp8
+//   - f84: the fewest rows of a one-row FP8 GEMV with four rows per warp, fewer take two
+//     (RINGO_CUDA_FP8_ROWS4_MIN), 0 for none
 //
 // The default list is "rope=1;rope=0". Separate processes on the GPU
 // machine differ by a few per cent; alternating steps resolves less than
@@ -500,7 +502,7 @@ func parseDecodeSettings(spec string, knobs map[string]decodeKnob) ([]decodeSett
 }
 
 // knobOrder names BenchmarkDecodeAB's knobs, the positional ones first.
-var knobOrder = []string{"rope", "rec", "gu", "dc", "nr", "seg", "gemv2", "rp", "dcpre", "ng", "wr", "g4", "dr", "rg", "ru", "gd", "gs", "gsp", "gf", "gna", "na", "gp", "rd", "f8r", "gu2", "dcl"}
+var knobOrder = []string{"rope", "rec", "gu", "dc", "nr", "seg", "gemv2", "rp", "dcpre", "ng", "wr", "g4", "dr", "rg", "ru", "gd", "gs", "gsp", "gf", "gna", "na", "gp", "rd", "f8r", "gu2", "dcl", "f84"}
 
 // decodeKnob is one of BenchmarkDecodeAB's settings: parse checks a value
 // and returns what sets it on the backend; restore puts back the value the
@@ -564,6 +566,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"ru":    flag(&g.routeUnroll, false),
 		"gd":    flag(&g.moeFused, false),
 		"gu2":   number(&g.guPairs, 1, 2),
+		"f84":   number(&g.fp8Rows4Min, 0, math.MaxInt32),
 		"gs":    number(&g.gdStage, 0, 4),
 		"gsp":   flag(&g.gdSharedPre, false),
 		"gf":    flag(&g.gdFlip, false),
@@ -622,7 +625,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 	fuseRope, recLate, guEarly, dcSplit, normRoute, ldNA := g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.normRoute, g.ldNA
 	segFirst, segRest, gemv2, readPinned, dcPre, ng := g.segFirst, g.segRest, g.gemv2, g.readPinned, g.dcPre, g.normGEMV
 	gv, acs, rl, rt, np := g.gdVar, g.attnCombineSeq, g.recLoadsLate, g.ropeTab, g.normPlain
-	f8r, gu2, dcl := g.fp8Rows, g.guPairs, g.dclRows
+	f8r, gu2, dcl, f84 := g.fp8Rows, g.guPairs, g.dclRows, g.fp8Rows4Min
 	wr, g4, dr, rg, ru, gd, gs, gsp, gf, gna, gp, rd := g.warpRoute, g.gemv4n, g.dcReg, g.recGate, g.routeUnroll, g.moeFused, g.gdStage, g.gdSharedPre, g.gdFlip, g.gdNA, g.gdPipe, g.readDirect
 	restore := map[string]func(){
 		"rope": func() { g.fuseRope = fuseRope }, "rec": func() { g.recLate = recLate },
@@ -643,6 +646,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"f8r": func() { g.fp8Rows = f8r },
 		"gu2": func() { g.guPairs = gu2 },
 		"dcl": func() { g.dclRows = dcl },
+		"f84": func() { g.fp8Rows4Min = f84 },
 	}
 	for name, kn := range k {
 		kn.restore = restore[name]

@@ -269,6 +269,10 @@ type Backend struct {
 	// gemv_fp8v2 (2) or gemv_fp8v4 (4, the default) rows per warp, else
 	// gemv_fp81 (RINGO_CUDA_FP8_ROWS=1, 2 or 4)
 	fp8Rows int
+	// fp8Rows4Min: with fp8Rows 4, products of fewer rows than this take
+	// two per warp (RINGO_CUDA_FP8_ROWS4_MIN; default 8192: Ring-flash's
+	// 4,096-row dense GEMVs in 256 blocks rather than 128, −0.7 % per step)
+	fp8Rows4Min int
 	// guPairs: FP8 experts' gate|up pairs per warp in moe_gu (1, or 2 for
 	// moe_gu2_fp8, the default; RINGO_CUDA_GU_PAIRS)
 	guPairs int
@@ -505,7 +509,10 @@ func New(device int, opts Options) (*Backend, error) {
 	b.gemv2 = 3072
 	// −26 % per decode step on Ring-flash-linear-2.0's shapes in FP8 (eight
 	// layers, BenchmarkDecodeAB on the H200, twenty-sixth session)
-	b.fp8Rows, b.guPairs, b.dclRows = 4, 2, 2
+	b.fp8Rows, b.guPairs, b.dclRows, b.fp8Rows4Min = 4, 2, 2, 8192
+	if v, err := strconv.Atoi(os.Getenv("RINGO_CUDA_FP8_ROWS4_MIN")); err == nil && v >= 0 {
+		b.fp8Rows4Min = v
+	}
 	if v, err := strconv.Atoi(os.Getenv("RINGO_CUDA_FP8_ROWS")); err == nil && (v == 1 || v == 2 || v == 4) {
 		b.fp8Rows = v
 	}

@@ -591,18 +591,22 @@ func TestGEMVSingleRow(t *testing.T) {
 						g.Free(got)
 					}
 					if gw.(*weight).kind == backend.F8E4M3 && N >= 2048 {
-						// two and four rows per warp: the same sums as one
-						for _, r := range []int{2, 4} {
+						// two and four rows per warp (four from fp8Rows4Min
+						// rows): the same sums as one
+						for _, v := range []struct {
+							rows, min int
+							want      string
+						}{{2, 0, "gemv_fp8v2"}, {4, 0, "gemv_fp8v4"}, {4, N + 1, "gemv_fp8v2"}} {
 							got := gpuCopy(g, d.g)
-							saved := g.fp8Rows
-							g.fp8Rows = r
+							saved, savedMin := g.fp8Rows, g.fp8Rows4Min
+							g.fp8Rows, g.fp8Rows4Min = v.rows, v.min
 							mark := kernelMark(g)
 							g.MatMul(got, x.g, gw)
 							ks := queuedKernels(g, mark)
-							g.fp8Rows = saved
-							sameTensors(t, fmt.Sprintf("%s: %d rows per warp", what, r), g, got, d.g, 0)
-							if want := fmt.Sprintf("gemv_fp8v%d", r); !slices.Equal(ks, []string{want}) {
-								t.Errorf("%s: kernels %v, want %s", what, ks, want)
+							g.fp8Rows, g.fp8Rows4Min = saved, savedMin
+							sameTensors(t, fmt.Sprintf("%s: %s", what, v.want), g, got, d.g, 0)
+							if !slices.Equal(ks, []string{v.want}) {
+								t.Errorf("%s: kernels %v with %d rows per warp from %d rows, want %s", what, ks, v.rows, v.min, v.want)
 							}
 							g.Free(got)
 						}

@@ -371,8 +371,11 @@ func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *wei
 			name, rows := "gemv_fp8", 8 // rows per block
 			if T == 1 && !b.gemvT8 {
 				name = "gemv_fp81"
-				if (b.fp8Rows == 2 || b.fp8Rows == 4) && N >= 2048 {
-					name, rows = fmt.Sprintf("gemv_fp8v%d", b.fp8Rows), 8*b.fp8Rows
+				if r := b.fp8Rows; (r == 2 || r == 4) && N >= 2048 {
+					if r == 4 && N < b.fp8Rows4Min {
+						r = 2
+					}
+					name, rows = fmt.Sprintf("gemv_fp8v%d", r), 8*r
 				}
 			}
 			b.launch(name, dim3{(N + rows - 1) / rows, 1, 1}, dim3{256, 1, 1}, 0, pArg(px), lArg(ldx), iArg(T), pArg(w.p), iArg(N), iArg(K),
