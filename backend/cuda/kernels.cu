@@ -1602,21 +1602,6 @@ __device__ __forceinline__ float gu_pair(const uint4* wg, const uint4* wu, const
   return gu_pair_ld<F>([&](int h, int c) { return ldw((h ? wu : wg) + c); }, sg, su, bc, x, KC, [](int) {});
 }
 
-// Decode MoE in two kernels (few rows; the shared expert, if any, as T
-// extra slots as above). moe_gu_*: grid (ceil(I/8), slots), one warp per
-// (slot s, k < I) computing both rows k (gate) and I+k (up) of its expert's
-// [2I][K] matrix, so that it stores A[s, k] = silu(gate)·up once (the
-// expression of k_silumul). moe_dc_*: grid (ceil(N/8), T), one warp per
-// output (t, n): the down projections of row t's slots, with every lane
-// loading the chunks of all its slots before using them, summed in k order
-// with their weights, then + the shared expert's (weight 1): the arithmetic
-// of moe_down_* then k_moe_combine (up to FMA contraction), in one kernel.
-#define MOE_DC_MAXS 9 /* topk + shared slots one warp sums (topk <= 8) */
-//
-// With early set (the kernel before this one is the routing, which writes
-// neither X nor A), the shared expert's blocks skip PDL_ENTER: their inputs
-// (X, written two or more launches back, and the weights) are ready, so
-// they run while the routing does. The routed slots need its ids.
 // gu_pairs is gu_pair for PR pairs of one expert (gate rows wg[p], up
 // rows wu[p], scales sg[p], su[p]) with each chunk of x loaded once for
 // all of them: the same sums per pair, a[p] = silu(gate)·up.
@@ -1659,6 +1644,21 @@ __device__ __forceinline__ void gu_pairs(const uint4* const (&wg)[PR], const uin
     a[p] = silu_mul(g, u);
   }
 }
+// Decode MoE in two kernels (few rows; the shared expert, if any, as T
+// extra slots as above). moe_gu_*: grid (ceil(I/8), slots), one warp per
+// (slot s, k < I) computing both rows k (gate) and I+k (up) of its expert's
+// [2I][K] matrix, so that it stores A[s, k] = silu(gate)·up once (the
+// expression of k_silumul). moe_dc_*: grid (ceil(N/8), T), one warp per
+// output (t, n): the down projections of row t's slots, with every lane
+// loading the chunks of all its slots before using them, summed in k order
+// with their weights, then + the shared expert's (weight 1): the arithmetic
+// of moe_down_* then k_moe_combine (up to FMA contraction), in one kernel.
+#define MOE_DC_MAXS 9 /* topk + shared slots one warp sums (topk <= 8) */
+//
+// With early set (the kernel before this one is the routing, which writes
+// neither X nor A), the shared expert's blocks skip PDL_ENTER: their inputs
+// (X, written two or more launches back, and the weights) are ready, so
+// they run while the routing does. The routed slots need its ids.
 // moe_gu's warps compute PR pairs each (k, k+1, ...: gu_pairs, the same
 // sums as one pair per warp).
 template <class F, int PR = 1>
