@@ -373,8 +373,8 @@ func BenchmarkOps(b *testing.B) {
 //   - rt: decode's RoPE angles from the host's table (RINGO_CUDA_ROPE_TABLE), 0 or 1
 //   - np: an RMSNorm of one row into another tensor run by the GEMV after it
 //     (RINGO_CUDA_NORM_PLAIN), 0 or 1
-//   - f8r: rows per warp of the single-row FP8 GEMVs (RINGO_CUDA_FP8_ROWS), 1, 2 or 4
-//   - gu2: FP8 experts' gate|up pairs per warp (RINGO_CUDA_GU_PAIRS), 1 or 2
+//   - f8r: rows per warp of the single-row FP8 GEMVs (RINGO_CUDA_FP8_ROWS), 1, 2, 4 or 8
+//   - gu2: FP8 experts' gate|up pairs per warp (RINGO_CUDA_GU_PAIRS), 1, 2 or 4
 //   - dcl: rows per warp of the FP8 experts' down projections by moe_dcl*_fp8
 //     (RINGO_CUDA_DCL), 1, 2 or 4; 0 for moe_dc_fp8
 //   - f84: the fewest rows of a one-row FP8 GEMV with four rows per warp, fewer take two
@@ -565,7 +565,6 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"rg":    flag(&g.recGate, false),
 		"ru":    flag(&g.routeUnroll, false),
 		"gd":    flag(&g.moeFused, false),
-		"gu2":   number(&g.guPairs, 1, 2),
 		"f84":   number(&g.fp8Rows4Min, 0, math.MaxInt32),
 		"gs":    number(&g.gdStage, 0, 4),
 		"gsp":   flag(&g.gdSharedPre, false),
@@ -608,7 +607,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 			return func() { *p = n }, nil
 		}}
 	}
-	k["f8r"], k["dcl"] = rows(&g.fp8Rows, 1, 2, 4), rows(&g.dclRows, 0, 1, 2, 4)
+	k["f8r"], k["dcl"], k["gu2"] = rows(&g.fp8Rows, 1, 2, 4, 8), rows(&g.dclRows, 0, 1, 2, 4), rows(&g.guPairs, 1, 2, 4)
 	nr := flag(&g.normRoute, false)
 	k["nr"] = decodeKnob{parse: func(v string) (func(), error) {
 		set, err := nr.parse(v)

@@ -959,8 +959,9 @@ __device__ __forceinline__ void gv_rows_chunk(const uint4 (&w)[R], const float* 
 // gv_dot_rows adds R rows wr[j] in format F (their first P chunks in
 // wp[j], from gv_load; sr[j] their block scales when F::S) times one
 // activation row x to acc[j], each summed as gv_dot sums it, loading each
-// chunk of x once for all R rows.
-template <int R, int P = GV_P, class F = GvBF16>
+// chunk of x once for all R rows; the rest of the rows in rounds of U
+// chunks per row and lane (the same sums for any U).
+template <int R, int P = GV_P, class F = GvBF16, int U = GV_U>
 __device__ __forceinline__ void gv_dot_rows(const uint4 (&wp)[R][P], const uint4* const (&wr)[R], const float* x, int K, float (&acc)[R],
                                             const float* const* sr = nullptr, int bc = 1) {
   int lane = threadIdx.x & 31, KC = K / F::N;
@@ -974,14 +975,14 @@ __device__ __forceinline__ void gv_dot_rows(const uint4 (&wp)[R][P], const uint4
       gv_rows_chunk<R, F>(w, x + kc * F::N, acc, sr, kc, bc);
     }
   }
-  for (int k0 = lane + 32 * P; k0 < KC; k0 += 32 * GV_U) {
-    uint4 wv[GV_U][R];
+  for (int k0 = lane + 32 * P; k0 < KC; k0 += 32 * U) {
+    uint4 wv[U][R];
 #pragma unroll
     for (int j = 0; j < R; j++)
 #pragma unroll
-      for (int u = 0; u < GV_U; u++) wv[u][j] = k0 + 32 * u < KC ? ldw(wr[j] + k0 + 32 * u) : make_uint4(0, 0, 0, 0);
+      for (int u = 0; u < U; u++) wv[u][j] = k0 + 32 * u < KC ? ldw(wr[j] + k0 + 32 * u) : make_uint4(0, 0, 0, 0);
 #pragma unroll
-    for (int u = 0; u < GV_U; u++) {
+    for (int u = 0; u < U; u++) {
       int kc = k0 + 32 * u;
       if (kc >= KC) break;
       gv_rows_chunk<R, F>(wv[u], x + kc * F::N, acc, sr, kc, bc);
@@ -1157,7 +1158,7 @@ extern "C" __global__ void gemv_fp81(const float* X, i64 ldx, int T, const unsig
 // PDL_ENTER and each chunk of x loaded once for the R rows: the same sums
 // as gemv_fp81. gemv_fp8v2 takes whole rows of K <= 4096 before the wait,
 // gemv_fp8v4 half of them (as gemv_bf16v4n, 64 weight registers).
-template <int R, int P>
+template <int R, int P, int U = GV_U>
 __device__ __forceinline__ void gemv_fp8_rows(const float* X, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br, int bc,
                                               float* Y) {
   int n0 = R * gv_row();
@@ -1171,8 +1172,15 @@ __device__ __forceinline__ void gemv_fp8_rows(const float* X, const unsigned cha
   float acc[R];
 #pragma unroll
   for (int j = 0; j < R; j++) acc[j] = 0.f;
-  gv_dot_rows<R, P, GvFP8>(wp, wr, X, K, acc, sr, bc);
+  gv_dot_rows<R, P, GvFP8, U>(wp, wr, X, K, acc, sr, bc);
   gv_store_rows<R>(acc, Y, n0, N);
+}
+// gemv_fp8v8: eight rows per warp, two chunks of each before the wait and
+// rounds of two after (64 weight registers either way): Ring-flash's
+// 16,384-row qkv|gate in 256 blocks, one wave at two per SM
+extern "C" __global__ void __launch_bounds__(256, 2) gemv_fp8v8(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K,
+                                                               const float* S, int sc, int br, int bc, float* Y, i64 ldy) {
+  gemv_fp8_rows<8, 2, 2>(X, Wt, N, K, S, sc, br, bc, Y);
 }
 extern "C" __global__ void gemv_fp8v2(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br,
                                       int bc, float* Y, i64 ldy) {
@@ -1605,7 +1613,7 @@ __device__ __forceinline__ float gu_pair(const uint4* wg, const uint4* wu, const
 // gu_pairs is gu_pair for PR pairs of one expert (gate rows wg[p], up
 // rows wu[p], scales sg[p], su[p]) with each chunk of x loaded once for
 // all of them: the same sums per pair, a[p] = silu(gate)·up.
-template <class F, int PR, int U = GV_U>
+template <class F, int PR, int U>
 __device__ __forceinline__ void gu_pairs(const uint4* const (&wg)[PR], const uint4* const (&wu)[PR], const float* const (&sg)[PR],
                                          const float* const (&su)[PR], int bc, const float* x, int KC, float (&a)[PR]) {
   int lane = threadIdx.x & 31;
@@ -1661,7 +1669,7 @@ __device__ __forceinline__ void gu_pairs(const uint4* const (&wg)[PR], const uin
 // they run while the routing does. The routed slots need its ids.
 // moe_gu's warps compute PR pairs each (k, k+1, ...: gu_pairs, the same
 // sums as one pair per warp).
-template <class F, int PR = 1>
+template <class F, int PR = 1, int U = GV_U>
 __device__ __forceinline__ void moe_gu(const float* X, i64 ldx, const int* ids, int topk, const uint4* Wt, const float* S, int br, int bc, int I, int K,
                                        float* A, const uint4* Ws, const float* Ss, int ns, int early) {
   int s = blockIdx.y, k = (blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5)) * PR, lane = threadIdx.x & 31;
@@ -1692,7 +1700,7 @@ __device__ __forceinline__ void moe_gu(const float* X, i64 ldx, const int* ids, 
   if (PR == 1)
     a[0] = gu_pair<F>(wg[0], wu[0], sg[0], su[0], bc, x, KC);
   else
-    gu_pairs<F, PR>(wg, wu, sg, su, bc, x, KC, a);
+    gu_pairs<F, PR, U>(wg, wu, sg, su, bc, x, KC, a);
 #pragma unroll
   for (int p = 0; p < PR; p++)
     if (lane == 0 && k + p < I) A[(i64)s * I + k + p] = a[p];
@@ -1817,6 +1825,12 @@ extern "C" __global__ void moe_gu_fp8(const float* X, i64 ldx, const int* ids, i
 extern "C" __global__ void moe_gu2_fp8(const float* X, i64 ldx, const int* ids, int topk, const unsigned char* __restrict__ Wt, const float* S, int br,
                                        int bc, int I, int K, float* A, const unsigned char* __restrict__ Ws, const float* Ss, int ns, int early) {
   moe_gu<GvFP8, 2>(X, ldx, ids, topk, (const uint4*)Wt, S, br, bc, I, K, A, (const uint4*)Ws, Ss, ns, early);
+}
+// moe_gu4_fp8: four pairs per warp in rounds of two chunks (the same 64
+// weight registers as moe_gu2_fp8), x loaded once for eight rows
+extern "C" __global__ void moe_gu4_fp8(const float* X, i64 ldx, const int* ids, int topk, const unsigned char* __restrict__ Wt, const float* S, int br,
+                                       int bc, int I, int K, float* A, const unsigned char* __restrict__ Ws, const float* Ss, int ns, int early) {
+  moe_gu<GvFP8, 4, 2>(X, ldx, ids, topk, (const uint4*)Wt, S, br, bc, I, K, A, (const uint4*)Ws, Ss, ns, early);
 }
 extern "C" __global__ void moe_dc_bf16v(const float* A, const int* ids, const float* wts, int topk, const u16* __restrict__ Wt, int N, int K, float* D,
                                         i64 ldd, const u16* __restrict__ Ws, int ns, int pre, int reg) {

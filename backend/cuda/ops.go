@@ -371,7 +371,10 @@ func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *wei
 			name, rows := "gemv_fp8", 8 // rows per block
 			if T == 1 && !b.gemvT8 {
 				name = "gemv_fp81"
-				if r := b.fp8Rows; (r == 2 || r == 4) && N >= 2048 {
+				if r := b.fp8Rows; (r == 2 || r == 4 || r == 8) && N >= 2048 {
+					if r == 8 && N < b.fp8Rows8Min {
+						r = 4
+					}
 					if r == 4 && N < b.fp8Rows4Min {
 						r = 2
 					}
@@ -1778,8 +1781,8 @@ func (b *Backend) moeVector(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rI
 		// last command queued is the routing (it writes neither x nor act)
 		early := b.guEarly && gateUp != nil && xs == nil && b.routeEnd == len(b.queue)
 		gu, pr := "moe_gu_"+vsuf, 1 // pairs per warp
-		if fp8 && b.guPairs == 2 {
-			gu, pr = "moe_gu2_fp8", 2
+		if fp8 && (b.guPairs == 2 || b.guPairs == 4) {
+			gu, pr = fmt.Sprintf("moe_gu%d_fp8", b.guPairs), b.guPairs
 		}
 		b.launch(gu, dim3{(I + wg*pr - 1) / (wg * pr), slots, 1}, dim3{32 * wg, 1, 1}, 0, append(append(a, shared(gateUp)...), bArg(early))...)
 		if fp8 {
