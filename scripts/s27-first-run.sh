@@ -17,5 +17,5 @@ bin/ringo synth --config bin/rf8.json --dtype fp8 --out /dev/shm/rf8 > /dev/null
 TEST_BIN=bin/cuda.test TESTS=0 BENCH=1 BENCHRE=DecodeAB BENCHTIME=4200x RINGO_BENCH_MODEL=/dev/shm/rf8 RINGO_BENCH_AB=";f8r=8;gu2=4;f8r=8,gu2=4;f8r=8,gu2=4,dcl=4;dcl=1;" OUT=$OUT/ab scripts/gpu-check.sh > $OUT/ab.txt 2>&1
 grep -E "µs|panic|FAIL|rror" $OUT/ab/bench.log | tail -8
 RINGO_CUDA_FP8_ROWS=8 RINGO_CUDA_GU_PAIRS=4 RINGO_CUDA_TIMELINE=1 RINGO_CUDA_STATS=64 bin/ringo bench --device cuda --model /dev/shm/rf8 --prompt 512 --gen 128 --context 1k --batch 1 > $OUT/tl.txt 2>&1
-awk '/cuda timeline/{c++} c==2' $OUT/tl.txt | head -10
+awk '/cuda timeline/{c++} c==2' $OUT/tl.txt | grep -E "^  \S|probe  [6789]:"  # probes 6, 7: moe_gu (start to wait, first warp done after it); 8, 9: moe_dcl (start to wait, first block done after it)
 grep -E "decode @" $OUT/tl.txt

@@ -104,7 +104,8 @@ __device__ __forceinline__ void tl_started(unsigned long long ts) {
 //     1 the first cluster barrier, 2 the router's rows, 3 the second
 //     cluster barrier, 4 the routing done (block 0);
 //   moe_gu: 6 start to the wait, 7 the first warp's pair done after it;
-//   moe_dc2: 8 start to the wait, 9 the first block's rows done after it;
+//   moe_dc2 and moe_dcl: 8 start to the wait, 9 the first block's rows
+//     done after it;
 //   route_row (from its start): 10 the scores, and with route_row_warp 11
 //     the ranks in the groups, 12 past the barrier, 13 the selection, 14
 //     past the second barrier.
@@ -1881,11 +1882,14 @@ __device__ __forceinline__ void moe_dcl(const float* A, const int* ids, const fl
     }
   };
   uint4 buf[MOE_DC_MAXS][R][C];
+  unsigned long long t0 = tl_now();
   if (early)
 #pragma unroll
     for (int q = 0; q < AH; q++)
       if (q < m) load(q, buf[q]);
   PDL_ENTER();
+  tl_probe(8, t0);
+  t0 = tl_now();
   if (!early)
 #pragma unroll
     for (int q = 0; q < AH; q++)
@@ -1927,6 +1931,7 @@ __device__ __forceinline__ void moe_dcl(const float* A, const int* ids, const fl
 #pragma unroll
   for (int j = 0; j < R; j++)
     if (n0 + j < N && lane == 0) D[(i64)t * ldd + n0 + j] = out[j];
+  tl_probe(9, t0);
 }
 // moe_dcl_fp8, moe_dcl2_fp8, moe_dcl4_fp8: moe_dcl for FP8 rows of up to
 // 1,024 values (two chunks per lane; Ring-flash's I) with one, two or four
