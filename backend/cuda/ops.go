@@ -378,7 +378,7 @@ func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *wei
 					if r == 4 && N < b.fp8Rows4Min {
 						r = 2
 					}
-					name, rows = fmt.Sprintf("gemv_fp8v%d", r), 8*r
+					name, rows = [...]string{2: "gemv_fp8v2", 4: "gemv_fp8v4"}[r], 8*r
 				}
 			}
 			b.launch(name, dim3{(N + rows - 1) / rows, 1, 1}, dim3{256, 1, 1}, 0, pArg(px), lArg(ldx), iArg(T), pArg(w.p), iArg(N), iArg(K),
@@ -1792,10 +1792,7 @@ func (b *Backend) moeVector(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rI
 		}
 		if r := b.dclRows; fp8 && r > 0 && I <= 1024 {
 			// r rows per warp, their slots one after another (moe_dcl)
-			name := "moe_dcl_fp8"
-			if r > 1 {
-				name = fmt.Sprintf("moe_dcl%d_fp8", r)
-			}
+			name := [...]string{1: "moe_dcl_fp8", 2: "moe_dcl2_fp8", 4: "moe_dcl4_fp8"}[r] // no formatting per launch
 			b.launch(name, dim3{(D + wd*r - 1) / (wd * r), T, 1}, dim3{32 * wd, 1, 1}, 0, append(append(a, shared(down)...), bArg(b.dcReg))...)
 		} else if sp := b.dcSplit; (sp == 2 || sp == 3) && !fp8 && sp*wd <= 32 {
 			b.launch([...]string{2: "moe_dc2_bf16v", 3: "moe_dc3_bf16v"}[sp], dim3{(D + wd - 1) / wd, T, 1}, dim3{sp * 32 * wd, 1, 1}, 0, append(append(a, shared(down)...), bArg(b.dcPre), bArg(b.dcReg))...)
