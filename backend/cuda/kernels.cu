@@ -1612,15 +1612,20 @@ __device__ __forceinline__ float gu_pair(const uint4* wg, const uint4* wu, const
 }
 
 // gu_pairs is gu_pair for PR pairs of one expert (gate rows wg[p], up
-// rows wu[p], scales sg[p], su[p]) with each chunk of x loaded once for
-// all of them: the same sums per pair, a[p] = silu(gate)·up.
+// rows wu[p], scales sg[p], su[p], set for block-scaled experts) with each
+// chunk of x loaded once for all of them (gv_rows_chunk over the 2·PR
+// rows): the same sums per pair, a[p] = silu(gate)·up.
 template <class F, int PR, int U>
 __device__ __forceinline__ void gu_pairs(const uint4* const (&wg)[PR], const uint4* const (&wu)[PR], const float* const (&sg)[PR],
                                          const float* const (&su)[PR], int bc, const float* x, int KC, float (&a)[PR]) {
   int lane = threadIdx.x & 31;
-  float ag[PR], au[PR];
+  float acc[2 * PR];  // gate and up of pair p at 2p, 2p + 1
+  const float* sr[2 * PR];
 #pragma unroll
-  for (int p = 0; p < PR; p++) ag[p] = au[p] = 0.f;
+  for (int p = 0; p < PR; p++) {
+    acc[2 * p] = acc[2 * p + 1] = 0.f;
+    sr[2 * p] = sg[p], sr[2 * p + 1] = su[p];
+  }
   for (int k0 = lane; k0 < KC; k0 += 32 * U) {
     uint4 vg[PR][U], vu[PR][U];
 #pragma unroll
@@ -1635,21 +1640,15 @@ __device__ __forceinline__ void gu_pairs(const uint4* const (&wg)[PR], const uin
     for (int u = 0; u < U; u++) {
       int kc = k0 + 32 * u;
       if (kc >= KC) break;
-      float w[F::N], xv[F::N];
+      uint4 w[2 * PR];
 #pragma unroll
-      for (int i = 0; i < F::N; i += 8) ldx8(x + kc * F::N + i, xv + i);
-#pragma unroll
-      for (int p = 0; p < PR; p++) {
-        F::dec(vg[p][u], w);
-        ag[p] += (F::S && sg[p] ? sg[p][kc * F::N / bc] : 1.f) * dotn<F::N>(w, xv);
-        F::dec(vu[p][u], w);
-        au[p] += (F::S && su[p] ? su[p][kc * F::N / bc] : 1.f) * dotn<F::N>(w, xv);
-      }
+      for (int p = 0; p < PR; p++) w[2 * p] = vg[p][u], w[2 * p + 1] = vu[p][u];
+      gv_rows_chunk<2 * PR, F>(w, x + kc * F::N, acc, sr, kc, bc);
     }
   }
 #pragma unroll
   for (int p = 0; p < PR; p++) {
-    float g = warp_sum(ag[p]), u = warp_sum(au[p]);
+    float g = warp_sum(acc[2 * p]), u = warp_sum(acc[2 * p + 1]);
     a[p] = silu_mul(g, u);
   }
 }
@@ -1903,24 +1902,23 @@ __device__ __forceinline__ void moe_dcl(const float* A, const int* ids, const fl
     if (q + AH < MOE_DC_MAXS && q + AH < m) load(q + AH, buf[q + AH]);
     int s = slot(q);
     i64 e = q < topk ? ids[s] : 0;
-    const float* Sc = q < topk ? S : Ss;
+    const float* Sc = q < topk ? S : Ss;  // set for every slot of block-scaled experts
     const float* ar = A + (i64)s * K;
     float acc[R];
+    const float* sr[R];
 #pragma unroll
-    for (int j = 0; j < R; j++) acc[j] = 0.f;
+    for (int j = 0; j < R; j++) {
+      acc[j] = 0.f;
+      sr[j] = F::S ? Sc + e * (N / br) * (K / bc) + (i64)(min(n0 + j, N - 1) / br) * (K / bc) : 0;
+    }
 #pragma unroll
     for (int c = 0; c < C; c++) {
       int kc = lane + 32 * c;
       if (kc >= KC) break;
-      float wf[F::N], xv[F::N];
+      uint4 w[R];
 #pragma unroll
-      for (int i = 0; i < F::N; i += 8) ldx8(ar + kc * F::N + i, xv + i);
-#pragma unroll
-      for (int j = 0; j < R; j++) {
-        const float* sr = Sc ? Sc + e * (N / br) * (K / bc) + (i64)(min(n0 + j, N - 1) / br) * (K / bc) : 0;
-        F::dec(buf[q][j][c], wf);
-        acc[j] += (F::S && sr ? sr[kc * F::N / bc] : 1.f) * dotn<F::N>(wf, xv);
-      }
+      for (int j = 0; j < R; j++) w[j] = buf[q][j][c];
+      gv_rows_chunk<R, F>(w, ar + kc * F::N, acc, sr, kc, bc);
     }
 #pragma unroll
     for (int j = 0; j < R; j++) {

@@ -378,7 +378,7 @@ func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *wei
 					if r == 4 && N < b.fp8Rows4Min {
 						r = 2
 					}
-					name, rows = [...]string{2: "gemv_fp8v2", 4: "gemv_fp8v4"}[r], 8*r
+					name, rows = [...]string{2: "gemv_fp8v2", 4: "gemv_fp8v4", 8: "gemv_fp8v8"}[r], 8*r
 				}
 			}
 			b.launch(name, dim3{(N + rows - 1) / rows, 1, 1}, dim3{256, 1, 1}, 0, pArg(px), lArg(ldx), iArg(T), pArg(w.p), iArg(N), iArg(K),
@@ -1782,7 +1782,7 @@ func (b *Backend) moeVector(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rI
 		early := b.guEarly && gateUp != nil && xs == nil && b.routeEnd == len(b.queue)
 		gu, pr := "moe_gu_"+vsuf, 1 // pairs per warp
 		if fp8 && (b.guPairs == 2 || b.guPairs == 4) {
-			gu, pr = fmt.Sprintf("moe_gu%d_fp8", b.guPairs), b.guPairs
+			gu, pr = [...]string{2: "moe_gu2_fp8", 4: "moe_gu4_fp8"}[b.guPairs], b.guPairs
 		}
 		b.launch(gu, dim3{(I + wg*pr - 1) / (wg * pr), slots, 1}, dim3{32 * wg, 1, 1}, 0, append(append(a, shared(gateUp)...), bArg(early))...)
 		if fp8 {
