@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # next session's first GPU run (branch next/fp8-v8; delete this script before merging):
 # gemv_fp8v8 (eight rows per warp: Ring-flash's qkv|gate in one wave) and moe_gu4_fp8
-up pairs per warp), compiled offline only.|up pairs per warp), compiled offline only. Tests first, then an A/B on
+# (four gate|up pairs per warp), compiled offline only; moe_dcl and gu_pairs now sum through
+# gv_rows_chunk (TestFastFP8 checks them bit for bit). Tests first, then an A/B on
 # Ring-flash shapes (eight layers, FP8; bin/rf8.json as in bin/run152.sh: the inferred
 # Ring-flash config with num_hidden_layers 8) and a timeline of the best guess.
 #   CGO_ENABLED=0 go test -c -o bin/cuda.test ./backend/cuda/ && go build -o bin/ringo ./cmd/ringo
