@@ -1865,7 +1865,7 @@ extern "C" __global__ void moe_dc_fp8(const float* A, const int* ids, const floa
 // chunks are loaded before PDL_ENTER.
 template <class F, int C, int R, int AH>
 __device__ __forceinline__ void moe_dcl(const float* A, const int* ids, const float* wts, int topk, const uint4* Wt, const float* S, int br, int bc,
-                                        int N, int K, float* D, i64 ldd, const uint4* Ws, const float* Ss, int ns, int early) {
+                                        int N, int K, float* D, i64 ldd, const uint4* Ws, const float* Ss, int ns, int early, int pre) {
   int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
   int t = blockIdx.y, n0 = (blockIdx.x * (blockDim.x >> 5) + w) * R;
   int KC = K / F::N, m = topk + (Ws ? 1 : 0);
@@ -1882,10 +1882,22 @@ __device__ __forceinline__ void moe_dcl(const float* A, const int* ids, const fl
   };
   uint4 buf[MOE_DC_MAXS][R][C];
   unsigned long long t0 = tl_now();
-  if (early)
+  if (early) {
 #pragma unroll
     for (int q = 0; q < AH; q++)
       if (q < m) load(q, buf[q]);
+    // pre: L2 asked for the later slots' rows too, while moe_gu runs
+    if (pre)
+      for (int q = AH; q < m; q++) {
+        int s = slot(q);
+        i64 e = q < topk ? ids[s] : 0;
+#pragma unroll
+        for (int j = 0; j < R; j++) {
+          const char* r = (const char*)((q < topk ? Wt : Ws) + (e * N + min(n0 + j, N - 1)) * KC);
+          for (int o = lane * 128; o < KC * 16; o += 32 * 128) asm volatile("prefetch.global.L2 [%0];" ::"l"(r + o));
+        }
+      }
+  }
   PDL_ENTER();
   tl_probe(8, t0);
   t0 = tl_now();
@@ -1938,8 +1950,8 @@ __device__ __forceinline__ void moe_dcl(const float* A, const int* ids, const fl
 #define MOE_DCL_FP8(NAME, R, AH)                                                                                                               \
   extern "C" __global__ void NAME(const float* A, const int* ids, const float* wts, int topk, const unsigned char* __restrict__ Wt, const float* S, \
                                   int br, int bc, int N, int K, float* D, i64 ldd, const unsigned char* __restrict__ Ws, const float* Ss, int ns,    \
-                                  int early) {                                                                                                    \
-    moe_dcl<GvFP8, 2, R, AH>(A, ids, wts, topk, (const uint4*)Wt, S, br, bc, N, K, D, ldd, (const uint4*)Ws, Ss, ns, early);                     \
+                                  int early, int pre) {                                                                                           \
+    moe_dcl<GvFP8, 2, R, AH>(A, ids, wts, topk, (const uint4*)Wt, S, br, bc, N, K, D, ldd, (const uint4*)Ws, Ss, ns, early, pre);                \
   }
 MOE_DCL_FP8(moe_dcl_fp8, 1, 2)
 MOE_DCL_FP8(moe_dcl2_fp8, 2, 2)
@@ -2268,7 +2280,7 @@ extern "C" __global__ void k_route(const float* logits, i64 ld, int E, const flo
 extern "C" __global__ void NR_CLUSTER __launch_bounds__(512) k_norm_route(float* h, float* x, const float* a, const float* w, int cols, int nt, float eps,
                                                                          const u16* __restrict__ Wr, int E, float* logits, const float* bias, int groups,
                                                                          int keepGroups, int topk, int sigm, int normalize, float rscale, int* ids,
-                                                                         float* wts, int warp) {
+                                                                         float* wts, int warp, int pf) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   __shared__ __align__(16) float xs[NR_MAXC];  // h
   __shared__ float vs[NR_MAXC];                // x + a
@@ -2283,6 +2295,11 @@ extern "C" __global__ void NR_CLUSTER __launch_bounds__(512) k_norm_route(float*
   for (int j = 0; j < NR_ROWS; j++) {
     int i = min(wi + j * nw, RB - 1);
     gv_load<GvBF16>((const uint4*)(Wr + (i64)(rank * RB + i) * cols), cols, wp[j]);
+    // pf: L2 asked for the rest of the row (past the GV_P chunks per lane
+    // in wp; Ring-flash's 4,096 columns) before the wait
+    if (pf)
+      for (int o = 32 * 16 * GV_P + lane * 128; o < 2 * cols; o += 32 * 128)
+        asm volatile("prefetch.global.L2 [%0];" ::"l"((const char*)(Wr + (i64)(rank * RB + i) * cols) + o));
   }
   float wv[NU];
   addnorm_w(w, cols, nt, wv);
@@ -2496,11 +2513,11 @@ extern "C" __global__ void k_lightning_rec(float* o, i64 ldo, const float* q, i6
 #else
 #define RG_CLUSTER
 #endif
-extern "C" __global__ void RG_CLUSTER __launch_bounds__(512) k_lightning_recg(float* o, i64 ldo, const float* q, i64 ldq, const float* k, i64 ldk,
-                                                                          const float* v, i64 ldv, const int* spans, const i64* states,
-                                                                          const float* decay, int H, int d, float scale, const float* nw, int wfull,
-                                                                          int NB, float eps, int dim, double theta, const int* pos, const float2* cs,
-                                                                          const float* gt, i64 ldg, const float* gw, int gwfull, float geps, int early) {
+#define RECG_PARAMS                                                                                                                  \
+  float *o, i64 ldo, const float *q, i64 ldq, const float *k, i64 ldk, const float *v, i64 ldv, const int *spans, const i64 *states,  \
+      const float *decay, int H, int d, float scale, const float *nw, int wfull, int NB, float eps, int dim, double theta, const int *pos, \
+      const float2 *cs, const float *gt, i64 ldg, const float *gw, int gwfull, float geps, int early
+__device__ __forceinline__ void lightning_recg(RECG_PARAMS) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   extern __shared__ float sh[];
   __shared__ float os[32];
@@ -2579,6 +2596,18 @@ extern "C" __global__ void RG_CLUSTER __launch_bounds__(512) k_lightning_recg(fl
   asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
   tl_end();
 #endif
+}
+// k_lightning_recg at up to 128 registers per thread (one block per SM),
+// k_lightning_recg2 at 64 (two): a cluster of 16 blocks needs 16 SMs of
+// one GPC with room for a block, so with one block per SM Ring-flash's 8
+// clusters may not all fit at once (RINGO_CUDA_REC_MINB=2 runs the second)
+extern "C" __global__ void RG_CLUSTER __launch_bounds__(512) k_lightning_recg(RECG_PARAMS) {
+  lightning_recg(o, ldo, q, ldq, k, ldk, v, ldv, spans, states, decay, H, d, scale, nw, wfull, NB, eps, dim, theta, pos, cs, gt, ldg, gw, gwfull, geps,
+                 early);
+}
+extern "C" __global__ void RG_CLUSTER __launch_bounds__(512, 2) k_lightning_recg2(RECG_PARAMS) {
+  lightning_recg(o, ldo, q, ldq, k, ldk, v, ldv, spans, states, decay, H, d, scale, nw, wfull, NB, eps, dim, theta, pos, cs, gt, ldg, gw, gwfull, geps,
+                 early);
 }
 
 // Chunked form (chunk C): grid = (spans*H, d/BV), 256 threads; block handles

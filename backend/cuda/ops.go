@@ -950,8 +950,54 @@ func (b *Backend) recGateNorm(dst, x, gate backend.Tensor, w *weight, wfull bool
 	b.pendingRec = nil
 	R := 512 / rgJB
 	args := append(r.args, pArg(b.ptr("RMSNormSigmoidMul", gate)), lArg(gate.Stride), pArg(w.p), bArg(wfull), fArg(eps), bArg(!b.recLoadsLate))
-	b.launch("k_lightning_recg", dim3{r.spans * r.H, r.d / rgJB, 1}, dim3{rgJB, R, 1}, 4*R*rgJB+4*2*r.d, args...)
+	grid, block, smem := dim3{r.spans * r.H, r.d / rgJB, 1}, dim3{rgJB, R, 1}, 4*R*rgJB+4*2*r.d
+	b.launch(recgName(b.recgTwo(grid, block, smem)), grid, block, smem, args...)
 	return true
+}
+
+// recgName is k_lightning_recg's name, or its two-blocks-per-SM twin's.
+func recgName(two bool) string {
+	if two {
+		return "k_lightning_recg2"
+	}
+	return "k_lightning_recg"
+}
+
+// recgTwo reports whether a k_lightning_recg launch of this shape runs
+// k_lightning_recg2 (Backend.recMinB): by default, when more of its
+// clusters are launched than fit at once, which would leave the rest for a
+// second wave (Ring-flash's 8 on the H200, where 7 fit: 13.2 µs against
+// 7.5 at two blocks per SM, −2.1 % per decode step; twenty-seventh session).
+func (b *Backend) recgTwo(grid, block dim3, smem int) bool {
+	if b.recMinB != 0 {
+		return b.recMinB == 2
+	}
+	clusters := grid.x * grid.y / (rgHeads * rgDim / rgJB)
+	fit, ok := b.recgFit[grid.x]
+	if !ok {
+		fit = b.maxClusters("k_lightning_recg", grid, block, smem)
+		if b.recgFit == nil {
+			b.recgFit = map[int]int{}
+		}
+		b.recgFit[grid.x] = fit
+	}
+	return fit > 0 && clusters > fit
+}
+
+// maxClusters is how many clusters of kernel name (its cluster shape
+// compiled in) fit on the GPU at once for this launch shape
+// (cuOccupancyMaxActiveClusters), 0 where the driver cannot say.
+func (b *Backend) maxClusters(name string, grid, block dim3, smem int) int {
+	if b.d.cuOccupancyMaxActiveClusters == 0 {
+		return 0
+	}
+	cfg := launchConfig{gridX: uint32(grid.x), gridY: uint32(grid.y), gridZ: uint32(grid.z),
+		blockX: uint32(block.x), blockY: uint32(block.y), blockZ: uint32(block.z), smem: uint32(smem)}
+	var n int32
+	if ccall(b.d.cuOccupancyMaxActiveClusters, uintptr(unsafe.Pointer(&n)), b.fns[name], uintptr(unsafe.Pointer(&cfg))) != 0 {
+		return 0
+	}
+	return int(n)
 }
 
 // lightning is Lightning, with the QK norm and RoPE inside the recurrent
@@ -1506,7 +1552,7 @@ func (b *Backend) AddRMSNormRoute(dst, x, a backend.Tensor, wt backend.Weight, e
 	r := b.newRouting(1, p.TopK)
 	b.launch("k_norm_route", dim3{nrCluster, 1, 1}, dim3{512, 1, 1}, 0, pArg(b.ptr("AddRMSNormRoute", dst)), pArg(b.ptr("AddRMSNormRoute", x)),
 		pArg(b.ptr("AddRMSNormRoute", a)), pArg(w.p), iArg(K), iArg(nt), fArg(eps), pArg(rw.p), iArg(E), pArg(b.ptr("AddRMSNormRoute", logits)),
-		pArg(pb), iArg(groups), iArg(keep), iArg(p.TopK), bArg(p.Sigmoid), bArg(p.Normalize), fArg(p.Scale), pArg(r.p), pArg(r.p+uintptr(4*p.TopK)), iArg(b.routeMode()))
+		pArg(pb), iArg(groups), iArg(keep), iArg(p.TopK), bArg(p.Sigmoid), bArg(p.Normalize), fArg(p.Scale), pArg(r.p), pArg(r.p+uintptr(4*p.TopK)), iArg(b.routeMode()), bArg(b.nrPF))
 	return r
 }
 
@@ -1793,7 +1839,7 @@ func (b *Backend) moeVector(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rI
 		if r := b.dclRows; fp8 && r > 0 && I <= 1024 {
 			// r rows per warp, their slots one after another (moe_dcl)
 			name := [...]string{1: "moe_dcl_fp8", 2: "moe_dcl2_fp8", 4: "moe_dcl4_fp8"}[r] // no formatting per launch
-			b.launch(name, dim3{(D + wd*r - 1) / (wd * r), T, 1}, dim3{32 * wd, 1, 1}, 0, append(append(a, shared(down)...), bArg(b.dcReg))...)
+			b.launch(name, dim3{(D + wd*r - 1) / (wd * r), T, 1}, dim3{32 * wd, 1, 1}, 0, append(append(a, shared(down)...), bArg(b.dcReg), bArg(b.dcReg && b.dclPre))...)
 		} else if sp := b.dcSplit; (sp == 2 || sp == 3) && !fp8 && sp*wd <= 32 {
 			b.launch([...]string{2: "moe_dc2_bf16v", 3: "moe_dc3_bf16v"}[sp], dim3{(D + wd - 1) / wd, T, 1}, dim3{sp * 32 * wd, 1, 1}, 0, append(append(a, shared(down)...), bArg(b.dcPre), bArg(b.dcReg))...)
 		} else {
