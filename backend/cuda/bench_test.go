@@ -368,8 +368,6 @@ func BenchmarkOps(b *testing.B) {
 //   - rl: k_lightning_recg's v and gate loaded with q and k (RINGO_CUDA_REC_LOADS), 0 or 1
 //   - rgb: k_lightning_recg (1) or k_lightning_recg2 (2, two blocks per SM), 0
 //     to choose by how many clusters fit (RINGO_CUDA_REC_MINB)
-//   - nrpf: k_norm_route asks L2 for the rest of its router rows before its wait (RINGO_CUDA_NR_PF), 0 or 1
-//   - dclp: moe_dcl asks L2 for its later slots' rows before its wait (RINGO_CUDA_DCL_PRE), 0 or 1
 //   - gv: moe_gd_bf16v's variant (RINGO_CUDA_GD_VAR): 0 for the default, u4
 //     for the kernel before the twenty-fourth session, s2 for rounds of two
 //     chunks, any for the knobs as arguments (to vary gs, gsp, gf, gna, gp
@@ -555,8 +553,6 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"rec":   flag(&g.recLate, true),
 		"rl":    flag(&g.recLoadsLate, true),
 		"rgb":   number(&g.recMinB, 0, 2),
-		"nrpf":  flag(&g.nrPF, false),
-		"dclp":  flag(&g.dclPre, false),
 		"acs":   flag(&g.attnCombineSeq, false),
 		"rt":    flag(&g.ropeTab, false),
 		"np":    flag(&g.normPlain, false),
@@ -631,7 +627,6 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 	fuseRope, recLate, guEarly, dcSplit, normRoute, ldNA := g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.normRoute, g.ldNA
 	segFirst, segRest, gemv2, readPinned, dcPre, ng := g.segFirst, g.segRest, g.gemv2, g.readPinned, g.dcPre, g.normGEMV
 	gv, acs, rl, rt, np, rgb := g.gdVar, g.attnCombineSeq, g.recLoadsLate, g.ropeTab, g.normPlain, g.recMinB
-	nrpf, dclp := g.nrPF, g.dclPre
 	f8r, gu2, dcl, f84 := g.fp8Rows, g.guPairs, g.dclRows, g.fp8Rows4Min
 	wr, g4, dr, rg, ru, gd, gs, gsp, gf, gna, gp, rd := g.warpRoute, g.gemv4n, g.dcReg, g.recGate, g.routeUnroll, g.moeFused, g.gdStage, g.gdSharedPre, g.gdFlip, g.gdNA, g.gdPipe, g.readDirect
 	restore := map[string]func(){
@@ -644,19 +639,17 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"rg": func() { g.recGate = rg }, "ru": func() { g.routeUnroll = ru }, "gd": func() { g.moeFused = gd },
 		"gs": func() { g.gdStage = gs }, "gsp": func() { g.gdSharedPre = gsp },
 		"gf": func() { g.gdFlip = gf }, "gna": func() { g.gdNA = gna }, "gp": func() { g.gdPipe = gp }, "rd": func() { g.readDirect = rd },
-		"na":   func() { setNA(ldNA) },
-		"gv":   func() { g.gdVar = gv },
-		"acs":  func() { g.attnCombineSeq = acs },
-		"rl":   func() { g.recLoadsLate = rl },
-		"rgb":  func() { g.recMinB = rgb },
-		"nrpf": func() { g.nrPF = nrpf },
-		"dclp": func() { g.dclPre = dclp },
-		"rt":   func() { g.ropeTab = rt },
-		"np":   func() { g.normPlain = np },
-		"f8r":  func() { g.fp8Rows = f8r },
-		"gu2":  func() { g.guPairs = gu2 },
-		"dcl":  func() { g.dclRows = dcl },
-		"f84":  func() { g.fp8Rows4Min = f84 },
+		"na":  func() { setNA(ldNA) },
+		"gv":  func() { g.gdVar = gv },
+		"acs": func() { g.attnCombineSeq = acs },
+		"rl":  func() { g.recLoadsLate = rl },
+		"rgb": func() { g.recMinB = rgb },
+		"rt":  func() { g.ropeTab = rt },
+		"np":  func() { g.normPlain = np },
+		"f8r": func() { g.fp8Rows = f8r },
+		"gu2": func() { g.guPairs = gu2 },
+		"dcl": func() { g.dclRows = dcl },
+		"f84": func() { g.fp8Rows4Min = f84 },
 	}
 	for name, kn := range k {
 		kn.restore = restore[name]

@@ -306,12 +306,6 @@ type Backend struct {
 	// first unless its clusters would not all fit on the GPU at once
 	// (recgFit). RINGO_CUDA_REC_MINB
 	recMinB int
-	// nrPF: k_norm_route asks L2 for the rest of its router rows (past the
-	// chunks it loads into registers) before its wait (RINGO_CUDA_NR_PF=1)
-	nrPF bool
-	// dclPre: moe_dcl asks L2 for the rows of its later slots before its
-	// wait, with the early loads of the first (RINGO_CUDA_DCL_PRE=1)
-	dclPre bool
 	// recgFit caches how many clusters of k_lightning_recg fit at once,
 	// by grid (cuOccupancyMaxActiveClusters; 0 where unknown)
 	recgFit map[int]int
@@ -558,8 +552,6 @@ func New(device int, opts Options) (*Backend, error) {
 		ccall(d.cuFuncSetAttribute, b.fns["k_lightning_recg"], cuFuncAttrNonPortableCluster, 1) == 0 &&
 		ccall(d.cuFuncSetAttribute, b.fns["k_lightning_recg2"], cuFuncAttrNonPortableCluster, 1) == 0
 	b.recMinB, _ = strconv.Atoi(os.Getenv("RINGO_CUDA_REC_MINB"))
-	b.nrPF = os.Getenv("RINGO_CUDA_NR_PF") == "1"
-	b.dclPre = os.Getenv("RINGO_CUDA_DCL_PRE") == "1"
 	b.guEarly = os.Getenv("RINGO_CUDA_GU_EARLY") != "0"
 	b.gdSharedPre = os.Getenv("RINGO_CUDA_GD_SPRE") != "0"
 	b.gdFlip = os.Getenv("RINGO_CUDA_GD_FLIP") != "0"

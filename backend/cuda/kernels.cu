@@ -1865,7 +1865,7 @@ extern "C" __global__ void moe_dc_fp8(const float* A, const int* ids, const floa
 // chunks are loaded before PDL_ENTER.
 template <class F, int C, int R, int AH>
 __device__ __forceinline__ void moe_dcl(const float* A, const int* ids, const float* wts, int topk, const uint4* Wt, const float* S, int br, int bc,
-                                        int N, int K, float* D, i64 ldd, const uint4* Ws, const float* Ss, int ns, int early, int pre) {
+                                        int N, int K, float* D, i64 ldd, const uint4* Ws, const float* Ss, int ns, int early) {
   int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
   int t = blockIdx.y, n0 = (blockIdx.x * (blockDim.x >> 5) + w) * R;
   int KC = K / F::N, m = topk + (Ws ? 1 : 0);
@@ -1882,22 +1882,10 @@ __device__ __forceinline__ void moe_dcl(const float* A, const int* ids, const fl
   };
   uint4 buf[MOE_DC_MAXS][R][C];
   unsigned long long t0 = tl_now();
-  if (early) {
+  if (early)
 #pragma unroll
     for (int q = 0; q < AH; q++)
       if (q < m) load(q, buf[q]);
-    // pre: L2 asked for the later slots' rows too, while moe_gu runs
-    if (pre)
-      for (int q = AH; q < m; q++) {
-        int s = slot(q);
-        i64 e = q < topk ? ids[s] : 0;
-#pragma unroll
-        for (int j = 0; j < R; j++) {
-          const char* r = (const char*)((q < topk ? Wt : Ws) + (e * N + min(n0 + j, N - 1)) * KC);
-          for (int o = lane * 128; o < KC * 16; o += 32 * 128) asm volatile("prefetch.global.L2 [%0];" ::"l"(r + o));
-        }
-      }
-  }
   PDL_ENTER();
   tl_probe(8, t0);
   t0 = tl_now();
@@ -1950,8 +1938,8 @@ __device__ __forceinline__ void moe_dcl(const float* A, const int* ids, const fl
 #define MOE_DCL_FP8(NAME, R, AH)                                                                                                               \
   extern "C" __global__ void NAME(const float* A, const int* ids, const float* wts, int topk, const unsigned char* __restrict__ Wt, const float* S, \
                                   int br, int bc, int N, int K, float* D, i64 ldd, const unsigned char* __restrict__ Ws, const float* Ss, int ns,    \
-                                  int early, int pre) {                                                                                           \
-    moe_dcl<GvFP8, 2, R, AH>(A, ids, wts, topk, (const uint4*)Wt, S, br, bc, N, K, D, ldd, (const uint4*)Ws, Ss, ns, early, pre);                \
+                                  int early) {                                                                                                    \
+    moe_dcl<GvFP8, 2, R, AH>(A, ids, wts, topk, (const uint4*)Wt, S, br, bc, N, K, D, ldd, (const uint4*)Ws, Ss, ns, early);                     \
   }
 MOE_DCL_FP8(moe_dcl_fp8, 1, 2)
 MOE_DCL_FP8(moe_dcl2_fp8, 2, 2)
@@ -2280,7 +2268,7 @@ extern "C" __global__ void k_route(const float* logits, i64 ld, int E, const flo
 extern "C" __global__ void NR_CLUSTER __launch_bounds__(512) k_norm_route(float* h, float* x, const float* a, const float* w, int cols, int nt, float eps,
                                                                          const u16* __restrict__ Wr, int E, float* logits, const float* bias, int groups,
                                                                          int keepGroups, int topk, int sigm, int normalize, float rscale, int* ids,
-                                                                         float* wts, int warp, int pf) {
+                                                                         float* wts, int warp) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   __shared__ __align__(16) float xs[NR_MAXC];  // h
   __shared__ float vs[NR_MAXC];                // x + a
@@ -2295,11 +2283,6 @@ extern "C" __global__ void NR_CLUSTER __launch_bounds__(512) k_norm_route(float*
   for (int j = 0; j < NR_ROWS; j++) {
     int i = min(wi + j * nw, RB - 1);
     gv_load<GvBF16>((const uint4*)(Wr + (i64)(rank * RB + i) * cols), cols, wp[j]);
-    // pf: L2 asked for the rest of the row (past the GV_P chunks per lane
-    // in wp; Ring-flash's 4,096 columns) before the wait
-    if (pf)
-      for (int o = 32 * 16 * GV_P + lane * 128; o < 2 * cols; o += 32 * 128)
-        asm volatile("prefetch.global.L2 [%0];" ::"l"((const char*)(Wr + (i64)(rank * RB + i) * cols) + o));
   }
   float wv[NU];
   addnorm_w(w, cols, nt, wv);
