@@ -2582,8 +2582,8 @@ __device__ __forceinline__ void lightning_recg(RECG_PARAMS) {
 }
 // k_lightning_recg at up to 128 registers per thread (one block per SM),
 // k_lightning_recg2 at 64 (two): a cluster of 16 blocks needs 16 SMs of
-// one GPC with room for a block, so with one block per SM Ring-flash's 8
-// clusters may not all fit at once (RINGO_CUDA_REC_MINB=2 runs the second)
+// one GPC with room for a block, so at one block per SM only 7 fit on an
+// H200, and Ring-flash's 32 heads launch 8 (Backend.recgTwo chooses)
 extern "C" __global__ void RG_CLUSTER __launch_bounds__(512) k_lightning_recg(RECG_PARAMS) {
   lightning_recg(o, ldo, q, ldq, k, ldk, v, ldv, spans, states, decay, H, d, scale, nw, wfull, NB, eps, dim, theta, pos, cs, gt, ldg, gw, gwfull, geps,
                  early);
