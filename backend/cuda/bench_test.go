@@ -366,6 +366,8 @@ func BenchmarkOps(b *testing.B) {
 //   - rd: a step's logits read straight into Go memory (RINGO_CUDA_READ_DIRECT), 0 or 1
 //   - acs: split decode attention merged by k_attn_combine_seq (RINGO_CUDA_ATTN_COMBINE_SEQ), 0 or 1
 //   - rl: k_lightning_recg's v and gate loaded with q and k (RINGO_CUDA_REC_LOADS), 0 or 1
+//   - rgb: k_lightning_recg (1) or k_lightning_recg2 (2, two blocks per SM), 0
+//     to choose by how many clusters fit (RINGO_CUDA_REC_MINB)
 //   - gv: moe_gd_bf16v's variant (RINGO_CUDA_GD_VAR): 0 for the default, u4
 //     for the kernel before the twenty-fourth session, s2 for rounds of two
 //     chunks, any for the knobs as arguments (to vary gs, gsp, gf, gna, gp
@@ -373,8 +375,8 @@ func BenchmarkOps(b *testing.B) {
 //   - rt: decode's RoPE angles from the host's table (RINGO_CUDA_ROPE_TABLE), 0 or 1
 //   - np: an RMSNorm of one row into another tensor run by the GEMV after it
 //     (RINGO_CUDA_NORM_PLAIN), 0 or 1
-//   - f8r: rows per warp of the single-row FP8 GEMVs (RINGO_CUDA_FP8_ROWS), 1, 2 or 4
-//   - gu2: FP8 experts' gate|up pairs per warp (RINGO_CUDA_GU_PAIRS), 1 or 2
+//   - f8r: rows per warp of the single-row FP8 GEMVs (RINGO_CUDA_FP8_ROWS), 1, 2, 4 or 8
+//   - gu2: FP8 experts' gate|up pairs per warp (RINGO_CUDA_GU_PAIRS), 1, 2 or 4
 //   - dcl: rows per warp of the FP8 experts' down projections by moe_dcl*_fp8
 //     (RINGO_CUDA_DCL), 1, 2 or 4; 0 for moe_dc_fp8
 //   - f84: the fewest rows of a one-row FP8 GEMV with four rows per warp, fewer take two
@@ -550,6 +552,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"rope":  flag(&g.fuseRope, false),
 		"rec":   flag(&g.recLate, true),
 		"rl":    flag(&g.recLoadsLate, true),
+		"rgb":   number(&g.recMinB, 0, 2),
 		"acs":   flag(&g.attnCombineSeq, false),
 		"rt":    flag(&g.ropeTab, false),
 		"np":    flag(&g.normPlain, false),
@@ -565,7 +568,6 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"rg":    flag(&g.recGate, false),
 		"ru":    flag(&g.routeUnroll, false),
 		"gd":    flag(&g.moeFused, false),
-		"gu2":   number(&g.guPairs, 1, 2),
 		"f84":   number(&g.fp8Rows4Min, 0, math.MaxInt32),
 		"gs":    number(&g.gdStage, 0, 4),
 		"gsp":   flag(&g.gdSharedPre, false),
@@ -608,7 +610,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 			return func() { *p = n }, nil
 		}}
 	}
-	k["f8r"], k["dcl"] = rows(&g.fp8Rows, 1, 2, 4), rows(&g.dclRows, 0, 1, 2, 4)
+	k["f8r"], k["dcl"], k["gu2"] = rows(&g.fp8Rows, 1, 2, 4, 8), rows(&g.dclRows, 0, 1, 2, 4), rows(&g.guPairs, 1, 2, 4)
 	nr := flag(&g.normRoute, false)
 	k["nr"] = decodeKnob{parse: func(v string) (func(), error) {
 		set, err := nr.parse(v)
@@ -624,7 +626,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 	// the backend's values now, which restore puts back
 	fuseRope, recLate, guEarly, dcSplit, normRoute, ldNA := g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.normRoute, g.ldNA
 	segFirst, segRest, gemv2, readPinned, dcPre, ng := g.segFirst, g.segRest, g.gemv2, g.readPinned, g.dcPre, g.normGEMV
-	gv, acs, rl, rt, np := g.gdVar, g.attnCombineSeq, g.recLoadsLate, g.ropeTab, g.normPlain
+	gv, acs, rl, rt, np, rgb := g.gdVar, g.attnCombineSeq, g.recLoadsLate, g.ropeTab, g.normPlain, g.recMinB
 	f8r, gu2, dcl, f84 := g.fp8Rows, g.guPairs, g.dclRows, g.fp8Rows4Min
 	wr, g4, dr, rg, ru, gd, gs, gsp, gf, gna, gp, rd := g.warpRoute, g.gemv4n, g.dcReg, g.recGate, g.routeUnroll, g.moeFused, g.gdStage, g.gdSharedPre, g.gdFlip, g.gdNA, g.gdPipe, g.readDirect
 	restore := map[string]func(){
@@ -641,6 +643,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"gv":  func() { g.gdVar = gv },
 		"acs": func() { g.attnCombineSeq = acs },
 		"rl":  func() { g.recLoadsLate = rl },
+		"rgb": func() { g.recMinB = rgb },
 		"rt":  func() { g.ropeTab = rt },
 		"np":  func() { g.normPlain = np },
 		"f8r": func() { g.fp8Rows = f8r },

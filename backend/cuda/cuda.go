@@ -266,15 +266,20 @@ type Backend struct {
 	// before, when it measured as noise; 2048, the dense GEMVs too, +0.6 %)
 	gemv2 int
 	// fp8Rows: single-row FP8 GEMVs of at least 2,048 output rows run
-	// gemv_fp8v2 (2) or gemv_fp8v4 (4, the default) rows per warp, else
-	// gemv_fp81 (RINGO_CUDA_FP8_ROWS=1, 2 or 4)
+	// gemv_fp8v2 (2), gemv_fp8v4 (4) or gemv_fp8v8 (8, the default: for
+	// 16,384 rows or more, as 4 below; −0.7 % per step on Ring-flash's
+	// shapes, twenty-seventh session) rows per warp, else gemv_fp81
+	// (RINGO_CUDA_FP8_ROWS=1, 2, 4 or 8)
 	fp8Rows int
 	// fp8Rows4Min: with fp8Rows 4, products of fewer rows than this take
 	// two per warp (RINGO_CUDA_FP8_ROWS4_MIN; default 8192: Ring-flash's
 	// 4,096-row dense GEMVs in 256 blocks rather than 128, −0.7 % per step)
 	fp8Rows4Min int
-	// guPairs: FP8 experts' gate|up pairs per warp in moe_gu (1, or 2 for
-	// moe_gu2_fp8, the default; RINGO_CUDA_GU_PAIRS)
+	// fp8Rows8Min: with fp8Rows 8, products of fewer rows than this are
+	// taken as with 4 (16,384: Ring-flash's qkv|gate)
+	fp8Rows8Min int
+	// guPairs: FP8 experts' gate|up pairs per warp in moe_gu (1, 2 for
+	// moe_gu2_fp8, the default, or 4 for moe_gu4_fp8; RINGO_CUDA_GU_PAIRS)
 	guPairs int
 	// dclRows: FP8 experts' down projections by moe_dcl*_fp8 with this
 	// many rows per warp, each warp's slots one after another (1, 2, the
@@ -296,6 +301,14 @@ type Backend struct {
 	// recLate (RINGO_CUDA_REC_EARLY=0) makes k_lightning_rec load its state
 	// after PDL_ENTER instead of before, for comparisons
 	recLate bool
+	// recMinB: k_lightning_recg (1, one block per SM) or k_lightning_recg2
+	// (2, two blocks per SM at 64 registers); 0 (the default) takes the
+	// first unless its clusters would not all fit on the GPU at once
+	// (recgFit). RINGO_CUDA_REC_MINB
+	recMinB int
+	// recgFit caches how many clusters of k_lightning_recg fit at once,
+	// by grid (cuOccupancyMaxActiveClusters; 0 where unknown)
+	recgFit map[int]int
 	// recLoadsLate (RINGO_CUDA_REC_LOADS=0) makes k_lightning_recg load v
 	// and the gate after its barriers, as before the twenty-fourth session,
 	// for comparisons
@@ -509,14 +522,14 @@ func New(device int, opts Options) (*Backend, error) {
 	b.gemv2 = 3072
 	// −26 % per decode step on Ring-flash-linear-2.0's shapes in FP8 (eight
 	// layers, BenchmarkDecodeAB on the H200, twenty-sixth session)
-	b.fp8Rows, b.guPairs, b.dclRows, b.fp8Rows4Min = 4, 2, 2, 8192
+	b.fp8Rows, b.guPairs, b.dclRows, b.fp8Rows4Min, b.fp8Rows8Min = 8, 2, 2, 8192, 16384
 	if v, err := strconv.Atoi(os.Getenv("RINGO_CUDA_FP8_ROWS4_MIN")); err == nil && v >= 0 {
 		b.fp8Rows4Min = v
 	}
-	if v, err := strconv.Atoi(os.Getenv("RINGO_CUDA_FP8_ROWS")); err == nil && (v == 1 || v == 2 || v == 4) {
+	if v, err := strconv.Atoi(os.Getenv("RINGO_CUDA_FP8_ROWS")); err == nil && (v == 1 || v == 2 || v == 4 || v == 8) {
 		b.fp8Rows = v
 	}
-	if v, err := strconv.Atoi(os.Getenv("RINGO_CUDA_GU_PAIRS")); err == nil && (v == 1 || v == 2) {
+	if v, err := strconv.Atoi(os.Getenv("RINGO_CUDA_GU_PAIRS")); err == nil && (v == 1 || v == 2 || v == 4) {
 		b.guPairs = v
 	}
 	if v, err := strconv.Atoi(os.Getenv("RINGO_CUDA_DCL")); err == nil && (v == 0 || v == 1 || v == 2 || v == 4) {
@@ -536,7 +549,9 @@ func New(device int, opts Options) (*Backend, error) {
 	b.recLoadsLate = os.Getenv("RINGO_CUDA_REC_LOADS") == "0"
 	// k_lightning_recg's clusters of 16 blocks are past the portable 8
 	b.recGate = b.ccMaj >= 9 && os.Getenv("RINGO_CUDA_REC_GATE") != "0" &&
-		ccall(d.cuFuncSetAttribute, b.fns["k_lightning_recg"], cuFuncAttrNonPortableCluster, 1) == 0
+		ccall(d.cuFuncSetAttribute, b.fns["k_lightning_recg"], cuFuncAttrNonPortableCluster, 1) == 0 &&
+		ccall(d.cuFuncSetAttribute, b.fns["k_lightning_recg2"], cuFuncAttrNonPortableCluster, 1) == 0
+	b.recMinB, _ = strconv.Atoi(os.Getenv("RINGO_CUDA_REC_MINB"))
 	b.guEarly = os.Getenv("RINGO_CUDA_GU_EARLY") != "0"
 	b.gdSharedPre = os.Getenv("RINGO_CUDA_GD_SPRE") != "0"
 	b.gdFlip = os.Getenv("RINGO_CUDA_GD_FLIP") != "0"
@@ -650,10 +665,10 @@ func New(device int, opts Options) (*Backend, error) {
 var kernelNames = []string{
 	"k_copy", "k_fill", "k_add", "k_addv", "k_silu", "k_silumul", "k_sigmul", "k_gather", "k_tobf16", "k_tobf16v", "k_split3bf16", "k_split3bf16v",
 	"embed_f32", "embed_f16", "embed_bf16", "embed_fp8", "k_rmsnorm", "k_addrmsnorm", "k_rope", "k_silumul_bf16", "k_rmsnorm_sigmul", "k_rmsnorm_sigmul_w2", "k_rmsnorm_sigmul_w4", "k_rmsnorm_sigmul_w8", "k_rmsnorm_sigmul_w16", "k_rmsnorm_rope", "k_rmsnorm_rope_w21", "k_rmsnorm_rope_w41", "k_rmsnorm_rope_w42",
-	"gemv_f32", "gemv_f16", "gemv_bf16", "gemv_bf16v", "gemv_fp8", "gemv_bf16v1", "gemv_bf16v2", "gemv_bf16v1n", "gemv_bf16v2n", "gemv_bf16v4n", "gemv_fp81", "gemv_fp8v2", "gemv_fp8v4", "k_fp8_bf16", "gemm_f32", "gemm_f16", "gemm_bf16",
-	"moe_gu_bf16v", "moe_gu_fp8", "moe_gd_bf16v", "moe_gd_bf16v_any", "moe_gd_bf16v_u4", "moe_gd_bf16v_s2", "moe_dc_bf16v", "moe_dc2_bf16v", "moe_dc3_bf16v", "moe_dc_fp8", "moe_dcl_fp8", "moe_dcl2_fp8", "moe_dcl4_fp8", "moe_gu2_fp8", "moe_gemv_f32", "moe_gemv_f16", "moe_gemv_bf16", "moe_gemv_bf16v", "moe_down_bf16v", "moe_gemv_fp8", "moe_down_fp8", "moe_mma16_fp8", "moe_mma64_fp8",
+	"gemv_f32", "gemv_f16", "gemv_bf16", "gemv_bf16v", "gemv_fp8", "gemv_bf16v1", "gemv_bf16v2", "gemv_bf16v1n", "gemv_bf16v2n", "gemv_bf16v4n", "gemv_fp81", "gemv_fp8v2", "gemv_fp8v4", "gemv_fp8v8", "k_fp8_bf16", "gemm_f32", "gemm_f16", "gemm_bf16",
+	"moe_gu_bf16v", "moe_gu_fp8", "moe_gd_bf16v", "moe_gd_bf16v_any", "moe_gd_bf16v_u4", "moe_gd_bf16v_s2", "moe_dc_bf16v", "moe_dc2_bf16v", "moe_dc3_bf16v", "moe_dc_fp8", "moe_dcl_fp8", "moe_dcl2_fp8", "moe_dcl4_fp8", "moe_gu2_fp8", "moe_gu4_fp8", "moe_gemv_f32", "moe_gemv_f16", "moe_gemv_bf16", "moe_gemv_bf16v", "moe_down_bf16v", "moe_gemv_fp8", "moe_down_fp8", "moe_mma16_fp8", "moe_mma64_fp8",
 	"k_moe_count", "k_moe_tiles", "k_moe_scatter", "moe_gemm_f32", "moe_gemm_f16", "moe_gemm_bf16", "k_moe_combine", "k_moe_combine4", "k_moe_combine4b", "k_moe_combineb", "k_quant_fp8", "k_bf16_f32", "k_route", "k_norm_route",
-	"k_lightning_rec", "k_lightning_recg", "k_lightning_chunk", "k_kvstore", "k_attn", "k_attn_g2", "k_attn_g4", "k_attn_g8", "k_attn_combine", "k_attn_combine_seq",
+	"k_lightning_rec", "k_lightning_recg", "k_lightning_recg2", "k_lightning_chunk", "k_kvstore", "k_attn", "k_attn_g2", "k_attn_g4", "k_attn_g8", "k_attn_combine", "k_attn_combine_seq",
 	"moe_mma16", "moe_mma64", "k_fattn64", "k_fattn128", "moe_mmb", "moe_mmb_gu", "moe_mmb_wg", "moe_mmb_gu_wg", "moe_mmb_yb", "moe_mmb_yb_wg", "moe_mmb_yb_wgs", "moe_mmb_gu_wg8", "moe_mmb_wg8", "moe_mmb_yb_wg8", "moe_mmb_yb_wgs8", "k_kvbf16", "k_vtbf16", "k_fattn4_128", "k_fattn4w_128", "k_fattn2_64", "k_fattn2_128", "k_fattn3_64", "k_fattn3_128", "k_ltc_kv64", "k_ltc_kv128", "k_ltc_scan", "k_ltc_out64", "k_ltc_out128",
 	"k_readsum", "k_readexp", "k_readgd", "k_spin", "k_randbf16",
 }

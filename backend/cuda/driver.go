@@ -31,6 +31,8 @@ type driver struct {
 
 	// (optional) for kernels whose blocks must all be resident at once
 	cuOccupancyMaxActiveBlocksPerMultiprocessor uintptr
+	// (optional) how many clusters of a kernel fit on the GPU at once
+	cuOccupancyMaxActiveClusters uintptr
 }
 
 // launchConfig is CUlaunchConfig; launchAttr is CUlaunchAttribute (an id and a
@@ -120,6 +122,10 @@ func loadDriver() (*driver, error) {
 	var occ uintptr
 	if l.bind(map[string]*uintptr{"cuOccupancyMaxActiveBlocksPerMultiprocessor": &occ}) == nil {
 		d.cuOccupancyMaxActiveBlocksPerMultiprocessor = occ
+	}
+	var occc uintptr
+	if l.bind(map[string]*uintptr{"cuOccupancyMaxActiveClusters": &occc}) == nil {
+		d.cuOccupancyMaxActiveClusters = occc
 	}
 	return d, nil
 }

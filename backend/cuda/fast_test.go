@@ -591,19 +591,20 @@ func TestGEMVSingleRow(t *testing.T) {
 						g.Free(got)
 					}
 					if gw.(*weight).kind == backend.F8E4M3 && N >= 2048 {
-						// two and four rows per warp (four from fp8Rows4Min
-						// rows): the same sums as one
+						// two, four and eight rows per warp (four and eight
+						// from fp8Rows4Min and fp8Rows8Min rows, both set to
+						// min here): the same sums as one
 						for _, v := range []struct {
 							rows, min int
 							want      string
-						}{{2, 0, "gemv_fp8v2"}, {4, 0, "gemv_fp8v4"}, {4, N + 1, "gemv_fp8v2"}} {
+						}{{2, 0, "gemv_fp8v2"}, {4, 0, "gemv_fp8v4"}, {4, N + 1, "gemv_fp8v2"}, {8, 0, "gemv_fp8v8"}, {8, N + 1, "gemv_fp8v2"}} {
 							got := gpuCopy(g, d.g)
-							saved, savedMin := g.fp8Rows, g.fp8Rows4Min
-							g.fp8Rows, g.fp8Rows4Min = v.rows, v.min
+							saved, savedMin, saved8 := g.fp8Rows, g.fp8Rows4Min, g.fp8Rows8Min
+							g.fp8Rows, g.fp8Rows4Min, g.fp8Rows8Min = v.rows, v.min, v.min
 							mark := kernelMark(g)
 							g.MatMul(got, x.g, gw)
 							ks := queuedKernels(g, mark)
-							g.fp8Rows, g.fp8Rows4Min = saved, savedMin
+							g.fp8Rows, g.fp8Rows4Min, g.fp8Rows8Min = saved, savedMin, saved8
 							sameTensors(t, fmt.Sprintf("%s: %s", what, v.want), g, got, d.g, 0)
 							if !slices.Equal(ks, []string{v.want}) {
 								t.Errorf("%s: kernels %v with %d rows per warp from %d rows, want %s", what, ks, v.rows, v.min, v.want)

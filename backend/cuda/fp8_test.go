@@ -137,8 +137,8 @@ func TestFastFP8(t *testing.T) {
 					ks := queuedKernels(g, mark)
 					g.guPairs, g.dclRows, g.dcReg = savedP, savedL, savedR
 					want := []string{"moe_gu_fp8", "moe_dc_fp8"}
-					if pairs == 2 {
-						want[0] = "moe_gu2_fp8"
+					if pairs > 1 {
+						want[0] = fmt.Sprintf("moe_gu%d_fp8", pairs)
 					}
 					if dcl > 0 {
 						want[1] = map[int]string{1: "moe_dcl_fp8", 2: "moe_dcl2_fp8", 4: "moe_dcl4_fp8"}[dcl]
@@ -152,7 +152,7 @@ func TestFastFP8(t *testing.T) {
 				}
 				base := run(1, 0, true)
 				for i, dcl := range []int{0, 1, 2, 4, 1, 2, 4} {
-					pairs, early := 1+i%2, i < 4
+					pairs, early := []int{1, 2, 4}[i%3], i < 4
 					o := run(pairs, dcl, early)
 					sameTensors(t, fmt.Sprintf("fp8 moe %+v T=%d: %d pairs per warp, moe_dcl rows %d (early %v)", c, T, pairs, dcl, early), g, o, base, 0)
 					g.Free(o)

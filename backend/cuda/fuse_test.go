@@ -160,8 +160,9 @@ func TestNormRoPELightning(t *testing.T) {
 		g.Copy(o.g, outs[1])
 		compare(t, what+": output against the CPU", g, o, 1e-4)
 		g.Free(qk0)
-		g.Free(outs[0])
-		g.Free(outs[1])
+		for _, o := range outs {
+			g.Free(o)
+		}
 		for _, st := range sts {
 			for _, u := range st {
 				g.Free(u)
@@ -457,6 +458,18 @@ func TestRecGate(t *testing.T) {
 	if !g.recGate {
 		t.Skip("k_lightning_recg needs sm_90 (clusters of 16 blocks)")
 	}
+	// how many of each variant's clusters fit at once, and which one runs
+	// by default (a report: Ring-flash launches 8 per decode step)
+	for _, H := range []int{16, 32} {
+		R := 512 / rgJB
+		grid, block, smem := dim3{H, rgDim / rgJB, 1}, dim3{rgJB, R, 1}, 4*R*rgJB+4*2*rgDim
+		saved := g.recMinB
+		g.recMinB = 0
+		t.Logf("%d heads: %d clusters of 16 blocks launched; k_lightning_recg fits %d at once, k_lightning_recg2 %d; the default runs %s",
+			H, H/rgHeads, g.maxClusters("k_lightning_recg", grid, block, smem), g.maxClusters("k_lightning_recg2", grid, block, smem),
+			recgName(g.recgTwo(grid, block, smem)))
+		g.recMinB = saved
+	}
 	rng := rand.New(rand.NewSource(29))
 	for _, c := range []struct {
 		H     int
@@ -464,6 +477,7 @@ func TestRecGate(t *testing.T) {
 		spans []int
 	}{
 		{16, true, []int{1}}, // Ring-mini decode
+		{32, true, []int{1}}, // Ring-flash decode
 		{16, true, []int{1, 1, 1}},
 		{8, false, []int{1, 0, 1}},
 		{16, true, []int{2}}, // not fused
@@ -481,40 +495,51 @@ func TestRecGate(t *testing.T) {
 		cgw, ggw := upload(t, g, hostWeight(rng, "gnorm", backend.F32, 1, glen, 2))
 		rope := backend.RoPE{Dim: dim, Theta: 600000}
 		qk, v, gate := randT(t, g, rng, T, 2*Hd, 3), randT(t, g, rng, T, Hd, 1), randT(t, g, rng, T, Hd, 2)
-		var outs [2]backend.Tensor
-		cs, sts := recStates(g, rng, len(spans), Hd, d)
+		// unfused, k_lightning_recg, k_lightning_recg2
+		var outs [3]backend.Tensor
+		cs, sts2 := recStates(g, rng, len(spans), Hd, d)
+		sts := [3][]backend.Tensor{sts2[0], sts2[1], make([]backend.Tensor, len(spans))}
+		for i, st := range sts[0] {
+			sts[2][i] = g.Alloc(st.Rows, st.Cols)
+			g.Copy(sts[2][i], st)
+		}
 		scale := float32(1 / math.Sqrt(float64(d)))
-		var kernels [2]int64
-		saved := g.recGate
-		for s, on := range []bool{false, true} {
+		var kernels [3]int64
+		saved, savedB := g.recGate, g.recMinB
+		for s := range outs {
 			outs[s] = g.Alloc(T, Hd)
-			g.recGate = on
+			g.recGate, g.recMinB = s > 0, max(s, 1)
 			g.trace, g.launched = true, g.launched[:0]
 			kernels[s] = fusedRun(g, true, func() {
 				backend.NormRoPELightning(g, outs[s], qk.g, v.g, gw, d, 1e-6, rope, pos, spans, sts[s], decay, scale)
 				backend.RMSNormSigmoidMul(g, outs[s], outs[s], gate.g, ggw, rgHeads*d, 1e-6)
 			})
-			fused := slices.Contains(g.launched, "k_lightning_recg")
+			name := recgName(s == 2)
+			fused := slices.Contains(g.launched, name)
 			g.trace = false
-			if want := on && c.spans[0] == 1; fused != want {
-				t.Errorf("%s: k_lightning_recg launched %v, want %v (%v)", what, fused, want, g.launched)
+			if want := s > 0 && c.spans[0] == 1; fused != want {
+				t.Errorf("%s: %s launched %v, want %v (%v)", what, name, fused, want, g.launched)
 			}
 		}
-		g.recGate = saved
+		g.recGate, g.recMinB = saved, savedB
 		if fused := c.spans[0] == 1; fused && kernels[1] != kernels[0]-1 || !fused && kernels[1] != kernels[0] {
 			t.Errorf("%s: %d kernels with the gate fused, %d without", what, kernels[1], kernels[0])
 		}
 		sameTensors(t, what+": output", g, outs[1], outs[0], 1e-5)
+		// the same code at another register budget: the same bits
+		sameTensors(t, what+": k_lightning_recg2 output", g, outs[2], outs[1], 0)
 		for i := range spans {
 			sameTensors(t, fmt.Sprintf("%s: state %d", what, i), g, sts[1][i], sts[0][i], 1e-6)
+			sameTensors(t, fmt.Sprintf("%s: k_lightning_recg2 state %d", what, i), g, sts[2][i], sts[1][i], 0)
 		}
 		o := zeroT(g, T, Hd)
 		backend.NormRoPELightning(host(), o.c, qk.c, v.c, cw, d, 1e-6, rope, pos, spans, cs, decay, scale)
 		backend.RMSNormSigmoidMul(host(), o.c, o.c, gate.c, cgw, rgHeads*d, 1e-6)
 		g.Copy(o.g, outs[1])
 		compare(t, what+": output against the CPU", g, o, 1e-4)
-		g.Free(outs[0])
-		g.Free(outs[1])
+		for _, o := range outs {
+			g.Free(o)
+		}
 		for _, st := range sts {
 			for _, u := range st {
 				g.Free(u)

@@ -104,7 +104,8 @@ __device__ __forceinline__ void tl_started(unsigned long long ts) {
 //     1 the first cluster barrier, 2 the router's rows, 3 the second
 //     cluster barrier, 4 the routing done (block 0);
 //   moe_gu: 6 start to the wait, 7 the first warp's pair done after it;
-//   moe_dc2: 8 start to the wait, 9 the first block's rows done after it;
+//   moe_dc2 and moe_dcl: 8 start to the wait, 9 the first block's rows
+//     done after it;
 //   route_row (from its start): 10 the scores, and with route_row_warp 11
 //     the ranks in the groups, 12 past the barrier, 13 the selection, 14
 //     past the second barrier.
@@ -959,8 +960,9 @@ __device__ __forceinline__ void gv_rows_chunk(const uint4 (&w)[R], const float* 
 // gv_dot_rows adds R rows wr[j] in format F (their first P chunks in
 // wp[j], from gv_load; sr[j] their block scales when F::S) times one
 // activation row x to acc[j], each summed as gv_dot sums it, loading each
-// chunk of x once for all R rows.
-template <int R, int P = GV_P, class F = GvBF16>
+// chunk of x once for all R rows; the rest of the rows in rounds of U
+// chunks per row and lane (the same sums for any U).
+template <int R, int P = GV_P, class F = GvBF16, int U = GV_U>
 __device__ __forceinline__ void gv_dot_rows(const uint4 (&wp)[R][P], const uint4* const (&wr)[R], const float* x, int K, float (&acc)[R],
                                             const float* const* sr = nullptr, int bc = 1) {
   int lane = threadIdx.x & 31, KC = K / F::N;
@@ -974,14 +976,14 @@ __device__ __forceinline__ void gv_dot_rows(const uint4 (&wp)[R][P], const uint4
       gv_rows_chunk<R, F>(w, x + kc * F::N, acc, sr, kc, bc);
     }
   }
-  for (int k0 = lane + 32 * P; k0 < KC; k0 += 32 * GV_U) {
-    uint4 wv[GV_U][R];
+  for (int k0 = lane + 32 * P; k0 < KC; k0 += 32 * U) {
+    uint4 wv[U][R];
 #pragma unroll
     for (int j = 0; j < R; j++)
 #pragma unroll
-      for (int u = 0; u < GV_U; u++) wv[u][j] = k0 + 32 * u < KC ? ldw(wr[j] + k0 + 32 * u) : make_uint4(0, 0, 0, 0);
+      for (int u = 0; u < U; u++) wv[u][j] = k0 + 32 * u < KC ? ldw(wr[j] + k0 + 32 * u) : make_uint4(0, 0, 0, 0);
 #pragma unroll
-    for (int u = 0; u < GV_U; u++) {
+    for (int u = 0; u < U; u++) {
       int kc = k0 + 32 * u;
       if (kc >= KC) break;
       gv_rows_chunk<R, F>(wv[u], x + kc * F::N, acc, sr, kc, bc);
@@ -1157,7 +1159,7 @@ extern "C" __global__ void gemv_fp81(const float* X, i64 ldx, int T, const unsig
 // PDL_ENTER and each chunk of x loaded once for the R rows: the same sums
 // as gemv_fp81. gemv_fp8v2 takes whole rows of K <= 4096 before the wait,
 // gemv_fp8v4 half of them (as gemv_bf16v4n, 64 weight registers).
-template <int R, int P>
+template <int R, int P, int U = GV_U>
 __device__ __forceinline__ void gemv_fp8_rows(const float* X, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br, int bc,
                                               float* Y) {
   int n0 = R * gv_row();
@@ -1171,8 +1173,15 @@ __device__ __forceinline__ void gemv_fp8_rows(const float* X, const unsigned cha
   float acc[R];
 #pragma unroll
   for (int j = 0; j < R; j++) acc[j] = 0.f;
-  gv_dot_rows<R, P, GvFP8>(wp, wr, X, K, acc, sr, bc);
+  gv_dot_rows<R, P, GvFP8, U>(wp, wr, X, K, acc, sr, bc);
   gv_store_rows<R>(acc, Y, n0, N);
+}
+// gemv_fp8v8: eight rows per warp, two chunks of each before the wait and
+// rounds of two after (64 weight registers either way): Ring-flash's
+// 16,384-row qkv|gate in 256 blocks, one wave at two per SM
+extern "C" __global__ void __launch_bounds__(256, 2) gemv_fp8v8(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K,
+                                                               const float* S, int sc, int br, int bc, float* Y, i64 ldy) {
+  gemv_fp8_rows<8, 2, 2>(X, Wt, N, K, S, sc, br, bc, Y);
 }
 extern "C" __global__ void gemv_fp8v2(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br,
                                       int bc, float* Y, i64 ldy) {
@@ -1603,15 +1612,20 @@ __device__ __forceinline__ float gu_pair(const uint4* wg, const uint4* wu, const
 }
 
 // gu_pairs is gu_pair for PR pairs of one expert (gate rows wg[p], up
-// rows wu[p], scales sg[p], su[p]) with each chunk of x loaded once for
-// all of them: the same sums per pair, a[p] = silu(gate)·up.
-template <class F, int PR, int U = GV_U>
+// rows wu[p], scales sg[p], su[p], set for block-scaled experts) with each
+// chunk of x loaded once for all of them (gv_rows_chunk over the 2·PR
+// rows): the same sums per pair, a[p] = silu(gate)·up.
+template <class F, int PR, int U>
 __device__ __forceinline__ void gu_pairs(const uint4* const (&wg)[PR], const uint4* const (&wu)[PR], const float* const (&sg)[PR],
                                          const float* const (&su)[PR], int bc, const float* x, int KC, float (&a)[PR]) {
   int lane = threadIdx.x & 31;
-  float ag[PR], au[PR];
+  float acc[2 * PR];  // gate and up of pair p at 2p, 2p + 1
+  const float* sr[2 * PR];
 #pragma unroll
-  for (int p = 0; p < PR; p++) ag[p] = au[p] = 0.f;
+  for (int p = 0; p < PR; p++) {
+    acc[2 * p] = acc[2 * p + 1] = 0.f;
+    sr[2 * p] = sg[p], sr[2 * p + 1] = su[p];
+  }
   for (int k0 = lane; k0 < KC; k0 += 32 * U) {
     uint4 vg[PR][U], vu[PR][U];
 #pragma unroll
@@ -1626,21 +1640,15 @@ __device__ __forceinline__ void gu_pairs(const uint4* const (&wg)[PR], const uin
     for (int u = 0; u < U; u++) {
       int kc = k0 + 32 * u;
       if (kc >= KC) break;
-      float w[F::N], xv[F::N];
+      uint4 w[2 * PR];
 #pragma unroll
-      for (int i = 0; i < F::N; i += 8) ldx8(x + kc * F::N + i, xv + i);
-#pragma unroll
-      for (int p = 0; p < PR; p++) {
-        F::dec(vg[p][u], w);
-        ag[p] += (F::S && sg[p] ? sg[p][kc * F::N / bc] : 1.f) * dotn<F::N>(w, xv);
-        F::dec(vu[p][u], w);
-        au[p] += (F::S && su[p] ? su[p][kc * F::N / bc] : 1.f) * dotn<F::N>(w, xv);
-      }
+      for (int p = 0; p < PR; p++) w[2 * p] = vg[p][u], w[2 * p + 1] = vu[p][u];
+      gv_rows_chunk<2 * PR, F>(w, x + kc * F::N, acc, sr, kc, bc);
     }
   }
 #pragma unroll
   for (int p = 0; p < PR; p++) {
-    float g = warp_sum(ag[p]), u = warp_sum(au[p]);
+    float g = warp_sum(acc[2 * p]), u = warp_sum(acc[2 * p + 1]);
     a[p] = silu_mul(g, u);
   }
 }
@@ -1661,7 +1669,7 @@ __device__ __forceinline__ void gu_pairs(const uint4* const (&wg)[PR], const uin
 // they run while the routing does. The routed slots need its ids.
 // moe_gu's warps compute PR pairs each (k, k+1, ...: gu_pairs, the same
 // sums as one pair per warp).
-template <class F, int PR = 1>
+template <class F, int PR = 1, int U = GV_U>
 __device__ __forceinline__ void moe_gu(const float* X, i64 ldx, const int* ids, int topk, const uint4* Wt, const float* S, int br, int bc, int I, int K,
                                        float* A, const uint4* Ws, const float* Ss, int ns, int early) {
   int s = blockIdx.y, k = (blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5)) * PR, lane = threadIdx.x & 31;
@@ -1692,7 +1700,7 @@ __device__ __forceinline__ void moe_gu(const float* X, i64 ldx, const int* ids, 
   if (PR == 1)
     a[0] = gu_pair<F>(wg[0], wu[0], sg[0], su[0], bc, x, KC);
   else
-    gu_pairs<F, PR>(wg, wu, sg, su, bc, x, KC, a);
+    gu_pairs<F, PR, U>(wg, wu, sg, su, bc, x, KC, a);
 #pragma unroll
   for (int p = 0; p < PR; p++)
     if (lane == 0 && k + p < I) A[(i64)s * I + k + p] = a[p];
@@ -1818,6 +1826,12 @@ extern "C" __global__ void moe_gu2_fp8(const float* X, i64 ldx, const int* ids, 
                                        int bc, int I, int K, float* A, const unsigned char* __restrict__ Ws, const float* Ss, int ns, int early) {
   moe_gu<GvFP8, 2>(X, ldx, ids, topk, (const uint4*)Wt, S, br, bc, I, K, A, (const uint4*)Ws, Ss, ns, early);
 }
+// moe_gu4_fp8: four pairs per warp in rounds of two chunks (the same 64
+// weight registers as moe_gu2_fp8), x loaded once for eight rows
+extern "C" __global__ void moe_gu4_fp8(const float* X, i64 ldx, const int* ids, int topk, const unsigned char* __restrict__ Wt, const float* S, int br,
+                                       int bc, int I, int K, float* A, const unsigned char* __restrict__ Ws, const float* Ss, int ns, int early) {
+  moe_gu<GvFP8, 4, 2>(X, ldx, ids, topk, (const uint4*)Wt, S, br, bc, I, K, A, (const uint4*)Ws, Ss, ns, early);
+}
 extern "C" __global__ void moe_dc_bf16v(const float* A, const int* ids, const float* wts, int topk, const u16* __restrict__ Wt, int N, int K, float* D,
                                         i64 ldd, const u16* __restrict__ Ws, int ns, int pre, int reg) {
   if (pre) moe_dc_pre<1>(ids, topk, (const char*)Wt, K * 2, N, (const char*)Ws, ns);
@@ -1867,11 +1881,14 @@ __device__ __forceinline__ void moe_dcl(const float* A, const int* ids, const fl
     }
   };
   uint4 buf[MOE_DC_MAXS][R][C];
+  unsigned long long t0 = tl_now();
   if (early)
 #pragma unroll
     for (int q = 0; q < AH; q++)
       if (q < m) load(q, buf[q]);
   PDL_ENTER();
+  tl_probe(8, t0);
+  t0 = tl_now();
   if (!early)
 #pragma unroll
     for (int q = 0; q < AH; q++)
@@ -1885,24 +1902,23 @@ __device__ __forceinline__ void moe_dcl(const float* A, const int* ids, const fl
     if (q + AH < MOE_DC_MAXS && q + AH < m) load(q + AH, buf[q + AH]);
     int s = slot(q);
     i64 e = q < topk ? ids[s] : 0;
-    const float* Sc = q < topk ? S : Ss;
+    const float* Sc = q < topk ? S : Ss;  // set for every slot of block-scaled experts
     const float* ar = A + (i64)s * K;
     float acc[R];
+    const float* sr[R];
 #pragma unroll
-    for (int j = 0; j < R; j++) acc[j] = 0.f;
+    for (int j = 0; j < R; j++) {
+      acc[j] = 0.f;
+      sr[j] = F::S ? Sc + e * (N / br) * (K / bc) + (i64)(min(n0 + j, N - 1) / br) * (K / bc) : 0;
+    }
 #pragma unroll
     for (int c = 0; c < C; c++) {
       int kc = lane + 32 * c;
       if (kc >= KC) break;
-      float wf[F::N], xv[F::N];
+      uint4 w[R];
 #pragma unroll
-      for (int i = 0; i < F::N; i += 8) ldx8(ar + kc * F::N + i, xv + i);
-#pragma unroll
-      for (int j = 0; j < R; j++) {
-        const float* sr = Sc ? Sc + e * (N / br) * (K / bc) + (i64)(min(n0 + j, N - 1) / br) * (K / bc) : 0;
-        F::dec(buf[q][j][c], wf);
-        acc[j] += (F::S && sr ? sr[kc * F::N / bc] : 1.f) * dotn<F::N>(wf, xv);
-      }
+      for (int j = 0; j < R; j++) w[j] = buf[q][j][c];
+      gv_rows_chunk<R, F>(w, ar + kc * F::N, acc, sr, kc, bc);
     }
 #pragma unroll
     for (int j = 0; j < R; j++) {
@@ -1913,6 +1929,7 @@ __device__ __forceinline__ void moe_dcl(const float* A, const int* ids, const fl
 #pragma unroll
   for (int j = 0; j < R; j++)
     if (n0 + j < N && lane == 0) D[(i64)t * ldd + n0 + j] = out[j];
+  tl_probe(9, t0);
 }
 // moe_dcl_fp8, moe_dcl2_fp8, moe_dcl4_fp8: moe_dcl for FP8 rows of up to
 // 1,024 values (two chunks per lane; Ring-flash's I) with one, two or four
@@ -2479,11 +2496,11 @@ extern "C" __global__ void k_lightning_rec(float* o, i64 ldo, const float* q, i6
 #else
 #define RG_CLUSTER
 #endif
-extern "C" __global__ void RG_CLUSTER __launch_bounds__(512) k_lightning_recg(float* o, i64 ldo, const float* q, i64 ldq, const float* k, i64 ldk,
-                                                                          const float* v, i64 ldv, const int* spans, const i64* states,
-                                                                          const float* decay, int H, int d, float scale, const float* nw, int wfull,
-                                                                          int NB, float eps, int dim, double theta, const int* pos, const float2* cs,
-                                                                          const float* gt, i64 ldg, const float* gw, int gwfull, float geps, int early) {
+#define RECG_PARAMS                                                                                                                  \
+  float *o, i64 ldo, const float *q, i64 ldq, const float *k, i64 ldk, const float *v, i64 ldv, const int *spans, const i64 *states,  \
+      const float *decay, int H, int d, float scale, const float *nw, int wfull, int NB, float eps, int dim, double theta, const int *pos, \
+      const float2 *cs, const float *gt, i64 ldg, const float *gw, int gwfull, float geps, int early
+__device__ __forceinline__ void lightning_recg(RECG_PARAMS) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   extern __shared__ float sh[];
   __shared__ float os[32];
@@ -2562,6 +2579,18 @@ extern "C" __global__ void RG_CLUSTER __launch_bounds__(512) k_lightning_recg(fl
   asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
   tl_end();
 #endif
+}
+// k_lightning_recg at up to 128 registers per thread (one block per SM),
+// k_lightning_recg2 at 64 (two): a cluster of 16 blocks needs 16 SMs of
+// one GPC with room for a block, so at one block per SM only 7 fit on an
+// H200, and Ring-flash's 32 heads launch 8 (Backend.recgTwo chooses)
+extern "C" __global__ void RG_CLUSTER __launch_bounds__(512) k_lightning_recg(RECG_PARAMS) {
+  lightning_recg(o, ldo, q, ldq, k, ldk, v, ldv, spans, states, decay, H, d, scale, nw, wfull, NB, eps, dim, theta, pos, cs, gt, ldg, gw, gwfull, geps,
+                 early);
+}
+extern "C" __global__ void RG_CLUSTER __launch_bounds__(512, 2) k_lightning_recg2(RECG_PARAMS) {
+  lightning_recg(o, ldo, q, ldq, k, ldk, v, ldv, spans, states, decay, H, d, scale, nw, wfull, NB, eps, dim, theta, pos, cs, gt, ldg, gw, gwfull, geps,
+                 early);
 }
 
 // Chunked form (chunk C): grid = (spans*H, d/BV), 256 threads; block handles

@@ -371,11 +371,14 @@ func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *wei
 			name, rows := "gemv_fp8", 8 // rows per block
 			if T == 1 && !b.gemvT8 {
 				name = "gemv_fp81"
-				if r := b.fp8Rows; (r == 2 || r == 4) && N >= 2048 {
+				if r := b.fp8Rows; (r == 2 || r == 4 || r == 8) && N >= 2048 {
+					if r == 8 && N < b.fp8Rows8Min {
+						r = 4
+					}
 					if r == 4 && N < b.fp8Rows4Min {
 						r = 2
 					}
-					name, rows = [...]string{2: "gemv_fp8v2", 4: "gemv_fp8v4"}[r], 8*r
+					name, rows = [...]string{2: "gemv_fp8v2", 4: "gemv_fp8v4", 8: "gemv_fp8v8"}[r], 8*r
 				}
 			}
 			b.launch(name, dim3{(N + rows - 1) / rows, 1, 1}, dim3{256, 1, 1}, 0, pArg(px), lArg(ldx), iArg(T), pArg(w.p), iArg(N), iArg(K),
@@ -947,8 +950,54 @@ func (b *Backend) recGateNorm(dst, x, gate backend.Tensor, w *weight, wfull bool
 	b.pendingRec = nil
 	R := 512 / rgJB
 	args := append(r.args, pArg(b.ptr("RMSNormSigmoidMul", gate)), lArg(gate.Stride), pArg(w.p), bArg(wfull), fArg(eps), bArg(!b.recLoadsLate))
-	b.launch("k_lightning_recg", dim3{r.spans * r.H, r.d / rgJB, 1}, dim3{rgJB, R, 1}, 4*R*rgJB+4*2*r.d, args...)
+	grid, block, smem := dim3{r.spans * r.H, r.d / rgJB, 1}, dim3{rgJB, R, 1}, 4*R*rgJB+4*2*r.d
+	b.launch(recgName(b.recgTwo(grid, block, smem)), grid, block, smem, args...)
 	return true
+}
+
+// recgName is k_lightning_recg's name, or its two-blocks-per-SM twin's.
+func recgName(two bool) string {
+	if two {
+		return "k_lightning_recg2"
+	}
+	return "k_lightning_recg"
+}
+
+// recgTwo reports whether a k_lightning_recg launch of this shape runs
+// k_lightning_recg2 (Backend.recMinB): by default, when more of its
+// clusters are launched than fit at once, which would leave the rest for a
+// second wave (Ring-flash's 8 on the H200, where 7 fit: 13.2 µs against
+// 7.5 at two blocks per SM, −2.1 % per decode step; twenty-seventh session).
+func (b *Backend) recgTwo(grid, block dim3, smem int) bool {
+	if b.recMinB != 0 {
+		return b.recMinB == 2
+	}
+	clusters := grid.x * grid.y / (rgHeads * rgDim / rgJB)
+	fit, ok := b.recgFit[grid.x]
+	if !ok {
+		fit = b.maxClusters("k_lightning_recg", grid, block, smem)
+		if b.recgFit == nil {
+			b.recgFit = map[int]int{}
+		}
+		b.recgFit[grid.x] = fit
+	}
+	return fit > 0 && clusters > fit
+}
+
+// maxClusters is how many clusters of kernel name (its cluster shape
+// compiled in) fit on the GPU at once for this launch shape
+// (cuOccupancyMaxActiveClusters), 0 where the driver cannot say.
+func (b *Backend) maxClusters(name string, grid, block dim3, smem int) int {
+	if b.d.cuOccupancyMaxActiveClusters == 0 {
+		return 0
+	}
+	cfg := launchConfig{gridX: uint32(grid.x), gridY: uint32(grid.y), gridZ: uint32(grid.z),
+		blockX: uint32(block.x), blockY: uint32(block.y), blockZ: uint32(block.z), smem: uint32(smem)}
+	var n int32
+	if ccall(b.d.cuOccupancyMaxActiveClusters, uintptr(unsafe.Pointer(&n)), b.fns[name], uintptr(unsafe.Pointer(&cfg))) != 0 {
+		return 0
+	}
+	return int(n)
 }
 
 // lightning is Lightning, with the QK norm and RoPE inside the recurrent
@@ -1778,8 +1827,8 @@ func (b *Backend) moeVector(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rI
 		// last command queued is the routing (it writes neither x nor act)
 		early := b.guEarly && gateUp != nil && xs == nil && b.routeEnd == len(b.queue)
 		gu, pr := "moe_gu_"+vsuf, 1 // pairs per warp
-		if fp8 && b.guPairs == 2 {
-			gu, pr = "moe_gu2_fp8", 2
+		if fp8 && (b.guPairs == 2 || b.guPairs == 4) {
+			gu, pr = [...]string{2: "moe_gu2_fp8", 4: "moe_gu4_fp8"}[b.guPairs], b.guPairs
 		}
 		b.launch(gu, dim3{(I + wg*pr - 1) / (wg * pr), slots, 1}, dim3{32 * wg, 1, 1}, 0, append(append(a, shared(gateUp)...), bArg(early))...)
 		if fp8 {
