@@ -384,7 +384,7 @@ func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *wei
 			threads, smem := 256, 0
 			if name == "gemv_fp8v8" && b.fp8TMA {
 				// the same rows per warp, streamed by bulk copies
-				name, threads, smem = "gemv_fp8t8", 32*(fp8tWarps+1), fp8tWarps*fp8tStages*fp8tRows*512
+				name, threads, smem = "gemv_fp8t8", 32*fp8tWarps, fp8tWarps*fp8tStages*fp8tRows*512
 			}
 			b.launch(name, dim3{(N + rows - 1) / rows, 1, 1}, dim3{threads, 1, 1}, smem, pArg(px), lArg(ldx), iArg(T), pArg(w.p), iArg(N), iArg(K),
 				pArg(w.scale), iArg(w.sc), iArg(w.br), iArg(w.bc), pArg(pd), lArg(ldd))
