@@ -602,7 +602,7 @@ func TestGEMVSingleRow(t *testing.T) {
 							tma       bool
 						}{{2, 0, "gemv_fp8v2", false}, {4, 0, "gemv_fp8v4", false}, {4, N + 1, "gemv_fp8v2", false}, {8, 0, "gemv_fp8v8", false},
 							{8, N + 1, "gemv_fp8v2", false}, {8, 0, "gemv_fp8t8", true}} {
-							if v.tma && (g.ccMaj < 9 || g.smemOptin < 100<<10) {
+							if v.tma && (g.ccMaj < 9 || g.smemOptin < fp8tSmem+1024) {
 								continue
 							}
 							got := gpuCopy(g, d.g)
