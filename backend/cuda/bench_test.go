@@ -368,6 +368,7 @@ func BenchmarkOps(b *testing.B) {
 //   - rl: k_lightning_recg's v and gate loaded with q and k (RINGO_CUDA_REC_LOADS), 0 or 1
 //   - rgb: k_lightning_recg (1) or k_lightning_recg2 (2, two blocks per SM), 0
 //     to choose by how many clusters fit (RINGO_CUDA_REC_MINB)
+//   - f8t: gemv_fp8t8 (bulk copies into shared memory), the default, or gemv_fp8v8 (RINGO_CUDA_FP8_TMA), 1 or 0
 //   - gv: moe_gd_bf16v's variant (RINGO_CUDA_GD_VAR): 0 for the default, u4
 //     for the kernel before the twenty-fourth session, s2 for rounds of two
 //     chunks, any for the knobs as arguments (to vary gs, gsp, gf, gna, gp
@@ -553,6 +554,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"rec":   flag(&g.recLate, true),
 		"rl":    flag(&g.recLoadsLate, true),
 		"rgb":   number(&g.recMinB, 0, 2),
+		"f8t":   flag(&g.fp8TMA, false),
 		"acs":   flag(&g.attnCombineSeq, false),
 		"rt":    flag(&g.ropeTab, false),
 		"np":    flag(&g.normPlain, false),
@@ -626,7 +628,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 	// the backend's values now, which restore puts back
 	fuseRope, recLate, guEarly, dcSplit, normRoute, ldNA := g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.normRoute, g.ldNA
 	segFirst, segRest, gemv2, readPinned, dcPre, ng := g.segFirst, g.segRest, g.gemv2, g.readPinned, g.dcPre, g.normGEMV
-	gv, acs, rl, rt, np, rgb := g.gdVar, g.attnCombineSeq, g.recLoadsLate, g.ropeTab, g.normPlain, g.recMinB
+	gv, acs, rl, rt, np, rgb, f8t := g.gdVar, g.attnCombineSeq, g.recLoadsLate, g.ropeTab, g.normPlain, g.recMinB, g.fp8TMA
 	f8r, gu2, dcl, f84 := g.fp8Rows, g.guPairs, g.dclRows, g.fp8Rows4Min
 	wr, g4, dr, rg, ru, gd, gs, gsp, gf, gna, gp, rd := g.warpRoute, g.gemv4n, g.dcReg, g.recGate, g.routeUnroll, g.moeFused, g.gdStage, g.gdSharedPre, g.gdFlip, g.gdNA, g.gdPipe, g.readDirect
 	restore := map[string]func(){
@@ -644,6 +646,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"acs": func() { g.attnCombineSeq = acs },
 		"rl":  func() { g.recLoadsLate = rl },
 		"rgb": func() { g.recMinB = rgb },
+		"f8t": func() { g.fp8TMA = f8t },
 		"rt":  func() { g.ropeTab = rt },
 		"np":  func() { g.normPlain = np },
 		"f8r": func() { g.fp8Rows = f8r },

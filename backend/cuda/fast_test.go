@@ -552,7 +552,7 @@ func TestGEMVSingleRow(t *testing.T) {
 	g := gpu(t, false)
 	rng := rand.New(rand.NewSource(9))
 	for _, kind := range []backend.Kind{backend.BF16, backend.F8E4M3} {
-		for _, nk := range [][2]int{{1, 2048}, {7, 256}, {200, 2064}, {3000, 5120}, {9, 4112}, {4099, 2048}, {33, 8}} {
+		for _, nk := range [][2]int{{1, 2048}, {7, 256}, {200, 2064}, {3000, 5120}, {9, 4112}, {2048, 4112}, {4099, 2048}, {33, 8}} {
 			N, K := nk[0], nk[1]
 			cw, gw := upload(t, g, hostWeight(rng, "w", kind, N, K, 0.5))
 			for _, T := range []int{1, 3, 8} {
@@ -594,17 +594,24 @@ func TestGEMVSingleRow(t *testing.T) {
 						// two, four and eight rows per warp (four and eight
 						// from fp8Rows4Min and fp8Rows8Min rows, both set to
 						// min here): the same sums as one
+						// (tma: gemv_fp8t8, eight rows per warp streamed by
+						// bulk copies, sm_90)
 						for _, v := range []struct {
 							rows, min int
 							want      string
-						}{{2, 0, "gemv_fp8v2"}, {4, 0, "gemv_fp8v4"}, {4, N + 1, "gemv_fp8v2"}, {8, 0, "gemv_fp8v8"}, {8, N + 1, "gemv_fp8v2"}} {
+							tma       bool
+						}{{2, 0, "gemv_fp8v2", false}, {4, 0, "gemv_fp8v4", false}, {4, N + 1, "gemv_fp8v2", false}, {8, 0, "gemv_fp8v8", false},
+							{8, N + 1, "gemv_fp8v2", false}, {8, 0, "gemv_fp8t8", true}} {
+							if v.tma && (g.ccMaj < 9 || g.smemOptin < fp8tSmem+1024) {
+								continue
+							}
 							got := gpuCopy(g, d.g)
-							saved, savedMin, saved8 := g.fp8Rows, g.fp8Rows4Min, g.fp8Rows8Min
-							g.fp8Rows, g.fp8Rows4Min, g.fp8Rows8Min = v.rows, v.min, v.min
+							saved, savedMin, saved8, savedT := g.fp8Rows, g.fp8Rows4Min, g.fp8Rows8Min, g.fp8TMA
+							g.fp8Rows, g.fp8Rows4Min, g.fp8Rows8Min, g.fp8TMA = v.rows, v.min, v.min, v.tma
 							mark := kernelMark(g)
 							g.MatMul(got, x.g, gw)
 							ks := queuedKernels(g, mark)
-							g.fp8Rows, g.fp8Rows4Min, g.fp8Rows8Min = saved, savedMin, saved8
+							g.fp8Rows, g.fp8Rows4Min, g.fp8Rows8Min, g.fp8TMA = saved, savedMin, saved8, savedT
 							sameTensors(t, fmt.Sprintf("%s: %s", what, v.want), g, got, d.g, 0)
 							if !slices.Equal(ks, []string{v.want}) {
 								t.Errorf("%s: kernels %v with %d rows per warp from %d rows, want %s", what, ks, v.rows, v.min, v.want)

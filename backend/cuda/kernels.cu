@@ -1183,6 +1183,97 @@ extern "C" __global__ void __launch_bounds__(256, 2) gemv_fp8v8(const float* X, 
                                                                const float* S, int sc, int br, int bc, float* Y, i64 ldy) {
   gemv_fp8_rows<8, 2, 2>(X, Wt, N, K, S, sc, br, bc, Y);
 }
+// mbarriers and bulk copies (sm_90): mbar_init sets a barrier's expected
+// arrivals; mbar_expect arrives and adds bytes to its transaction count;
+// bulk_g2s copies bytes (a multiple of 16, both addresses 16-byte aligned)
+// from global to shared memory, completing that many bytes of the barrier's
+// count; mbar_wait spins until the phase of the given parity completes.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+__device__ __forceinline__ void mbar_init(u32 bar, u32 count) { asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory"); }
+__device__ __forceinline__ void mbar_expect(u32 bar, u32 bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(u32 bar) { asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory"); }
+__device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
+  u32 ok;
+  do {
+    asm volatile("{\n\t.reg .pred p;\n\tmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n\tselp.u32 %0, 1, 0, p;\n\t}"
+                 : "=r"(ok)
+                 : "r"(bar), "r"(parity)
+                 : "memory");
+  } while (!ok);
+}
+__device__ __forceinline__ void bulk_g2s(u32 dst, const void* src, u32 bytes, u32 bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(dst), "l"(src), "r"(bytes), "r"(bar)
+               : "memory");
+}
+#endif
+// gemv_fp8t: gemv_fp8_rows' sums (R rows per warp, each lane's chunks in
+// order, gv_rows_chunk: the same as gemv_fp81's) with the weights streamed
+// into shared memory by bulk copies instead of loaded into registers: each
+// of a block's W warps keeps S rounds of its R rows (32 chunks of each:
+// R·512 bytes) in flight in a ring of stages with an mbarrier each, asks
+// for its first S before the PDL wait (the weights are read-only), and
+// refills a stage as soon as its lanes have read it. So a block keeps
+// W·S·R·512 bytes in flight (96 KB for 8, 3, 8) where gemv_fp8v8 keeps 64 KB
+// in registers: Ring-flash's qkv|gate 16.9 µs against gemv_fp8v8's 18.2
+// (a producer warp feeding all W, the first version, took 21.7).
+template <int R, int W, int S>
+__device__ __forceinline__ void gemv_fp8t(const float* X, const unsigned char* __restrict__ Wt, int N, int K, const float* Sc, int sc, int br, int bc,
+                                          float* Y) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  extern __shared__ __align__(128) uint4 wsm[];  // [W][S][R][32] chunks
+  __shared__ __align__(8) unsigned long long bars[W * S];
+  int w = threadIdx.x >> 5, lane = threadIdx.x & 31, KC = K / 16, NR = (KC + 31) / 32;
+  int n0 = (blockIdx.x * W + w) * R;
+  u32 full0 = smem_addr(bars), wsm0 = smem_addr(wsm);
+  if (lane == 0) {
+    for (int i = 0; i < S; i++) mbar_init(full0 + 8 * (w * S + i), 1);
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncwarp();
+  // the warp asks for round u of its rows into stage u % S
+  auto issue = [&](int u) {
+    int b = w * S + u % S;
+    u32 bytes = (u32)min(32, KC - 32 * u) * 16;  // per row
+    if (lane == 0) mbar_expect(full0 + 8 * b, bytes * R);
+    __syncwarp();
+    if (lane < R) bulk_g2s(wsm0 + (u32)((b * R + lane) * 512), Wt + (i64)min(n0 + lane, N - 1) * K + 512 * u, bytes, full0 + 8 * b);
+  };
+  for (int u = 0; u < S && u < NR; u++) issue(u);
+  const float* sr[R];
+#pragma unroll
+  for (int j = 0; j < R; j++) sr[j] = Sc + (i64)(min(n0 + j, N - 1) / br) * sc;
+  PDL_ENTER();
+  float acc[R];
+#pragma unroll
+  for (int j = 0; j < R; j++) acc[j] = 0.f;
+  for (int u = 0; u < NR; u++) {
+    int b = w * S + u % S, kc = 32 * u + lane;
+    mbar_wait(full0 + 8 * b, (u32)(u / S) & 1);
+    uint4 v[R];
+#pragma unroll
+    for (int j = 0; j < R; j++) v[j] = wsm[(b * R + j) * 32 + lane];
+    __syncwarp();  // every lane has its chunks of the stage: refill it
+    if (u + S < NR) {
+      asm volatile("fence.proxy.async.shared::cta;" ::: "memory");  // the reads before the copy's writes
+      issue(u + S);
+    }
+    if (kc < KC) gv_rows_chunk<R, GvFP8>(v, X + kc * 16, acc, sr, kc, bc);
+  }
+  gv_store_rows<R>(acc, Y, n0, N);
+#endif
+}
+// gemv_fp8t8: gemv_fp8t with 8 rows per warp, 8 warps and 3 stages (96 KB
+// of shared memory: two blocks per SM), for the products gemv_fp8v8 would
+// take (RINGO_CUDA_FP8_TMA=0 runs gemv_fp8v8)
+#define FP8T_R 8
+#define FP8T_W 8
+#define FP8T_S 3
+extern "C" __global__ void __launch_bounds__(32 * FP8T_W, 2) gemv_fp8t8(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N,
+                                                                              int K, const float* S, int sc, int br, int bc, float* Y, i64 ldy) {
+  gemv_fp8t<FP8T_R, FP8T_W, FP8T_S>(X, Wt, N, K, S, sc, br, bc, Y);
+}
 extern "C" __global__ void gemv_fp8v2(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br,
                                       int bc, float* Y, i64 ldy) {
   gemv_fp8_rows<2, GV_P>(X, Wt, N, K, S, sc, br, bc, Y);

@@ -381,7 +381,12 @@ func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *wei
 					name, rows = [...]string{2: "gemv_fp8v2", 4: "gemv_fp8v4", 8: "gemv_fp8v8"}[r], 8*r
 				}
 			}
-			b.launch(name, dim3{(N + rows - 1) / rows, 1, 1}, dim3{256, 1, 1}, 0, pArg(px), lArg(ldx), iArg(T), pArg(w.p), iArg(N), iArg(K),
+			threads, smem := 256, 0
+			if name == "gemv_fp8v8" && b.fp8TMA {
+				// the same rows per warp, streamed by bulk copies
+				name, threads, smem = "gemv_fp8t8", 32*fp8tWarps, fp8tSmem
+			}
+			b.launch(name, dim3{(N + rows - 1) / rows, 1, 1}, dim3{threads, 1, 1}, smem, pArg(px), lArg(ldx), iArg(T), pArg(w.p), iArg(N), iArg(K),
 				pArg(w.scale), iArg(w.sc), iArg(w.br), iArg(w.bc), pArg(pd), lArg(ldd))
 			b.release(xs...)
 			return
@@ -954,6 +959,13 @@ func (b *Backend) recGateNorm(dst, x, gate backend.Tensor, w *weight, wfull bool
 	b.launch(recgName(b.recgTwo(grid, block, smem)), grid, block, smem, args...)
 	return true
 }
+
+// gemv_fp8t8's rows per warp, warps and stages per warp (FP8T_R, FP8T_W,
+// FP8T_S in kernels.cu), and its dynamic shared memory.
+const (
+	fp8tRows, fp8tWarps, fp8tStages = 8, 8, 3
+	fp8tSmem                        = fp8tWarps * fp8tStages * fp8tRows * 512
+)
 
 // recgName is k_lightning_recg's name, or its two-blocks-per-SM twin's.
 func recgName(two bool) string {
