@@ -369,6 +369,8 @@ func BenchmarkOps(b *testing.B) {
 //   - rgb: k_lightning_recg (1) or k_lightning_recg2 (2, two blocks per SM), 0
 //     to choose by how many clusters fit (RINGO_CUDA_REC_MINB)
 //   - f8t: gemv_fp8t8 (bulk copies into shared memory), the default, or gemv_fp8v8 (RINGO_CUDA_FP8_TMA), 1 or 0
+//   - b16t: gemv_bf16t4n (bulk copies) for gemv_bf16v4n (RINGO_CUDA_BF16_TMA), 0 or 1
+//   - dclt: moe_dclt2_fp8 (bulk copies) for moe_dcl2_fp8 (RINGO_CUDA_DCL_TMA), 0 or 1
 //   - gv: moe_gd_bf16v's variant (RINGO_CUDA_GD_VAR): 0 for the default, u4
 //     for the kernel before the twenty-fourth session, s2 for rounds of two
 //     chunks, any for the knobs as arguments (to vary gs, gsp, gf, gna, gp
@@ -555,6 +557,8 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"rl":    flag(&g.recLoadsLate, true),
 		"rgb":   number(&g.recMinB, 0, 2),
 		"f8t":   flag(&g.fp8TMA, false),
+		"b16t":  flag(&g.bf16TMA, false),
+		"dclt":  flag(&g.dclTMA, false),
 		"acs":   flag(&g.attnCombineSeq, false),
 		"rt":    flag(&g.ropeTab, false),
 		"np":    flag(&g.normPlain, false),
@@ -628,7 +632,8 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 	// the backend's values now, which restore puts back
 	fuseRope, recLate, guEarly, dcSplit, normRoute, ldNA := g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.normRoute, g.ldNA
 	segFirst, segRest, gemv2, readPinned, dcPre, ng := g.segFirst, g.segRest, g.gemv2, g.readPinned, g.dcPre, g.normGEMV
-	gv, acs, rl, rt, np, rgb, f8t := g.gdVar, g.attnCombineSeq, g.recLoadsLate, g.ropeTab, g.normPlain, g.recMinB, g.fp8TMA
+	gv, acs, rl, rt, np, rgb, f8t, b16t := g.gdVar, g.attnCombineSeq, g.recLoadsLate, g.ropeTab, g.normPlain, g.recMinB, g.fp8TMA, g.bf16TMA
+	dclt := g.dclTMA
 	f8r, gu2, dcl, f84 := g.fp8Rows, g.guPairs, g.dclRows, g.fp8Rows4Min
 	wr, g4, dr, rg, ru, gd, gs, gsp, gf, gna, gp, rd := g.warpRoute, g.gemv4n, g.dcReg, g.recGate, g.routeUnroll, g.moeFused, g.gdStage, g.gdSharedPre, g.gdFlip, g.gdNA, g.gdPipe, g.readDirect
 	restore := map[string]func(){
@@ -641,18 +646,20 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"rg": func() { g.recGate = rg }, "ru": func() { g.routeUnroll = ru }, "gd": func() { g.moeFused = gd },
 		"gs": func() { g.gdStage = gs }, "gsp": func() { g.gdSharedPre = gsp },
 		"gf": func() { g.gdFlip = gf }, "gna": func() { g.gdNA = gna }, "gp": func() { g.gdPipe = gp }, "rd": func() { g.readDirect = rd },
-		"na":  func() { setNA(ldNA) },
-		"gv":  func() { g.gdVar = gv },
-		"acs": func() { g.attnCombineSeq = acs },
-		"rl":  func() { g.recLoadsLate = rl },
-		"rgb": func() { g.recMinB = rgb },
-		"f8t": func() { g.fp8TMA = f8t },
-		"rt":  func() { g.ropeTab = rt },
-		"np":  func() { g.normPlain = np },
-		"f8r": func() { g.fp8Rows = f8r },
-		"gu2": func() { g.guPairs = gu2 },
-		"dcl": func() { g.dclRows = dcl },
-		"f84": func() { g.fp8Rows4Min = f84 },
+		"na":   func() { setNA(ldNA) },
+		"gv":   func() { g.gdVar = gv },
+		"acs":  func() { g.attnCombineSeq = acs },
+		"rl":   func() { g.recLoadsLate = rl },
+		"rgb":  func() { g.recMinB = rgb },
+		"f8t":  func() { g.fp8TMA = f8t },
+		"b16t": func() { g.bf16TMA = b16t },
+		"dclt": func() { g.dclTMA = dclt },
+		"rt":   func() { g.ropeTab = rt },
+		"np":   func() { g.normPlain = np },
+		"f8r":  func() { g.fp8Rows = f8r },
+		"gu2":  func() { g.guPairs = gu2 },
+		"dcl":  func() { g.dclRows = dcl },
+		"f84":  func() { g.fp8Rows4Min = f84 },
 	}
 	for name, kn := range k {
 		kn.restore = restore[name]

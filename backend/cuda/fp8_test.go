@@ -128,20 +128,24 @@ func TestFastFP8(t *testing.T) {
 				// two gate|up pairs per warp (moe_gu2_fp8) and moe_dcl*_fp8
 				// (each warp's rows' slots one after another), early or
 				// not: the same sums, against moe_gu_fp8 + moe_dc_fp8
-				run := func(pairs, dcl int, early bool) backend.Tensor {
+				// (tma: moe_dclt2_fp8, the slots' rows streamed by bulk copies, for moe_dcl2_fp8)
+				run := func(pairs, dcl int, early, tma bool) backend.Tensor {
 					o := g.Alloc(T, c.D)
-					savedP, savedL, savedR := g.guPairs, g.dclRows, g.dcReg
-					g.guPairs, g.dclRows, g.dcReg = pairs, dcl, early
+					savedP, savedL, savedR, savedT := g.guPairs, g.dclRows, g.dcReg, g.dclTMA
+					g.guPairs, g.dclRows, g.dcReg, g.dclTMA = pairs, dcl, early, tma
 					mark := kernelMark(g)
 					g.MoE(o, x.g, g.Route(l.g, nil, p), ge)
 					ks := queuedKernels(g, mark)
-					g.guPairs, g.dclRows, g.dcReg = savedP, savedL, savedR
+					g.guPairs, g.dclRows, g.dcReg, g.dclTMA = savedP, savedL, savedR, savedT
 					want := []string{"moe_gu_fp8", "moe_dc_fp8"}
 					if pairs > 1 {
 						want[0] = fmt.Sprintf("moe_gu%d_fp8", pairs)
 					}
 					if dcl > 0 {
 						want[1] = map[int]string{1: "moe_dcl_fp8", 2: "moe_dcl2_fp8", 4: "moe_dcl4_fp8"}[dcl]
+					}
+					if tma {
+						want[1] = "moe_dclt2_fp8"
 					}
 					for _, k := range want {
 						if !slices.Contains(ks, k) {
@@ -150,12 +154,19 @@ func TestFastFP8(t *testing.T) {
 					}
 					return o
 				}
-				base := run(1, 0, true)
+				base := run(1, 0, true, false)
 				for i, dcl := range []int{0, 1, 2, 4, 1, 2, 4} {
 					pairs, early := []int{1, 2, 4}[i%3], i < 4
-					o := run(pairs, dcl, early)
+					o := run(pairs, dcl, early, false)
 					sameTensors(t, fmt.Sprintf("fp8 moe %+v T=%d: %d pairs per warp, moe_dcl rows %d (early %v)", c, T, pairs, dcl, early), g, o, base, 0)
 					g.Free(o)
+				}
+				if g.ccMaj >= 9 && g.smemOptin >= dcltSmem+(2<<10) && c.I <= 1024 && g.moeWarps[1] == 8 {
+					for _, early := range []bool{true, false} {
+						o := run(2, 2, early, true)
+						sameTensors(t, fmt.Sprintf("fp8 moe %+v T=%d: moe_dclt2_fp8 (early %v)", c, T, early), g, o, base, 0)
+						g.Free(o)
+					}
 				}
 				g.Free(base)
 			}

@@ -294,24 +294,32 @@ func TestNormRoute(t *testing.T) {
 func TestNormGEMV(t *testing.T) {
 	g := gpu(t, false)
 	rng := rand.New(rand.NewSource(31))
-	defer func(on bool, g4 int) { g.normGEMV, g.gemv4n = on, g4 }(g.normGEMV, g.gemv4n)
+	defer func(on bool, g4 int, tma bool) { g.normGEMV, g.gemv4n, g.bf16TMA = on, g4, tma }(g.normGEMV, g.gemv4n, g.bf16TMA)
+	tmaOK := g.ccMaj >= 9 && g.smemOptin >= bf16tSmem+(17<<10)
 	for _, c := range []struct {
 		T, N, K int
 		then    string // "gemv", or "add" (an Add of the norm's output comes first)
 		fused   bool
-		g4      int // gemv4n: four rows per warp from this many rows (gemv_bf16v4n)
+		g4      int  // gemv4n: four rows per warp from this many rows (gemv_bf16v4n)
+		tma     bool // gemv_bf16t4n for gemv_bf16v4n (sm_90)
 	}{
-		{1, 8192, 2048, "gemv", true, 0},    // Ring-mini's qkv|gate: two rows per warp
-		{1, 8192, 2048, "gemv", true, 4096}, // four rows per warp
-		{1, 5000, 2048, "gemv", true, 4096}, // four rows per warp, a ragged last block
-		{1, 3072, 2048, "gemv", true, 0},    // softmax layers' qkv: one row per warp
-		{1, 1000, 512, "gemv", true, 0},
-		{1, 7, 64, "gemv", true, 0},
-		{1, 3072, 2048, "add", false, 0},
-		{2, 3072, 2048, "gemv", false, 0},
+		{1, 8192, 2048, "gemv", true, 0, false},    // Ring-mini's qkv|gate: two rows per warp
+		{1, 8192, 2048, "gemv", true, 4096, false}, // four rows per warp
+		{1, 5000, 2048, "gemv", true, 4096, false}, // four rows per warp, a ragged last block
+		{1, 8192, 2048, "gemv", true, 4096, true},  // four rows per warp streamed by bulk copies
+		{1, 5000, 2048, "gemv", true, 4096, true},
+		{1, 5000, 1800, "gemv", true, 4096, true}, // a last round of one chunk
+		{1, 3072, 2048, "gemv", true, 0, false},   // softmax layers' qkv: one row per warp
+		{1, 1000, 512, "gemv", true, 0, false},
+		{1, 7, 64, "gemv", true, 0, false},
+		{1, 3072, 2048, "add", false, 0, false},
+		{2, 3072, 2048, "gemv", false, 0, false},
 	} {
+		if c.tma && !tmaOK {
+			continue
+		}
 		what := fmt.Sprintf("%+v", c)
-		g.gemv4n = c.g4
+		g.gemv4n, g.bf16TMA = c.g4, c.tma
 		cw, gw := upload(t, g, hostWeight(rng, "w", backend.BF16, c.N, c.K, 0.5))
 		cn, nw := upload(t, g, hostWeight(rng, "norm", backend.F32, 1, c.K, 1))
 		x, a := randT(t, g, rng, c.T, c.K, 1), randT(t, g, rng, c.T, c.K, 1)
@@ -330,8 +338,12 @@ func TestNormGEMV(t *testing.T) {
 				g.Add(r.h, r.h, r.h)
 			}
 			g.MatMul(r.out, r.h, gw)
-			if ks := queuedKernels(g, mark); on && c.g4 > 0 && !slices.Contains(ks, "gemv_bf16v4n") {
-				t.Errorf("%s: four rows per warp did not run: %v", what, ks)
+			want := "gemv_bf16v4n"
+			if c.tma {
+				want = "gemv_bf16t4n"
+			}
+			if ks := queuedKernels(g, mark); on && c.g4 > 0 && !slices.Contains(ks, want) {
+				t.Errorf("%s: %s did not run: %v", what, want, ks)
 			}
 			g.Sync()
 			kernels[s] = g.Stats().Kernels - k0

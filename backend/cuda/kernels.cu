@@ -1208,23 +1208,24 @@ __device__ __forceinline__ void bulk_g2s(u32 dst, const void* src, u32 bytes, u3
                : "memory");
 }
 #endif
-// gemv_fp8t: gemv_fp8_rows' sums (R rows per warp, each lane's chunks in
-// order, gv_rows_chunk: the same as gemv_fp81's) with the weights streamed
-// into shared memory by bulk copies instead of loaded into registers: each
-// of a block's W warps keeps S rounds of its R rows (32 chunks of each:
-// R·512 bytes) in flight in a ring of stages with an mbarrier each, asks
-// for its first S before the PDL wait (the weights are read-only), and
-// refills a stage as soon as its lanes have read it. So a block keeps
-// W·S·R·512 bytes in flight (96 KB for 8, 3, 8) where gemv_fp8v8 keeps 64 KB
-// in registers: Ring-flash's qkv|gate 16.9 µs against gemv_fp8v8's 18.2
-// (a producer warp feeding all W, the first version, took 21.7).
-template <int R, int W, int S>
-__device__ __forceinline__ void gemv_fp8t(const float* X, const unsigned char* __restrict__ Wt, int N, int K, const float* Sc, int sc, int br, int bc,
-                                          float* Y) {
+// gv_stream: the one-row GEMVs' sums (R rows per warp in format F, each
+// lane's chunks in order, gv_rows_chunk: the same as gemv_fp81's and
+// gemv_bf16v1's) with the weights streamed into shared memory by bulk copies
+// instead of loaded into registers: each of a block's W warps keeps S rounds
+// of its R rows (32 chunks of each: R·512 bytes) in flight in a ring of
+// stages with an mbarrier each, asks for its first S before the PDL wait
+// (the weights are read-only), and refills a stage as soon as its lanes have
+// read it. So a block keeps W·S·R·512 bytes in flight (96 KB for gemv_fp8t8)
+// where gemv_fp8v8 keeps 64 KB in registers: Ring-flash's qkv|gate 16.9 µs
+// against gemv_fp8v8's 18.2 (a producer warp feeding all W, the first
+// version, took 21.7). xf runs after the ring's first copies are asked for:
+// it passes the PDL wait (and may normalise the input first) and returns x.
+template <class F, int R, int W, int S, class XF>
+__device__ __forceinline__ void gv_stream(const unsigned char* __restrict__ Wt, int N, int K, const float* Sc, int sc, int br, int bc, float* Y, XF xf) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   extern __shared__ __align__(128) uint4 wsm[];  // [W][S][R][32] chunks
   __shared__ __align__(8) unsigned long long bars[W * S];
-  int w = threadIdx.x >> 5, lane = threadIdx.x & 31, KC = K / 16, NR = (KC + 31) / 32;
+  int w = threadIdx.x >> 5, lane = threadIdx.x & 31, KC = K / F::N, NR = (KC + 31) / 32;
   int n0 = (blockIdx.x * W + w) * R;
   u32 full0 = smem_addr(bars), wsm0 = smem_addr(wsm);
   if (lane == 0) {
@@ -1238,13 +1239,13 @@ __device__ __forceinline__ void gemv_fp8t(const float* X, const unsigned char* _
     u32 bytes = (u32)min(32, KC - 32 * u) * 16;  // per row
     if (lane == 0) mbar_expect(full0 + 8 * b, bytes * R);
     __syncwarp();
-    if (lane < R) bulk_g2s(wsm0 + (u32)((b * R + lane) * 512), Wt + (i64)min(n0 + lane, N - 1) * K + 512 * u, bytes, full0 + 8 * b);
+    if (lane < R) bulk_g2s(wsm0 + (u32)((b * R + lane) * 512), Wt + (i64)min(n0 + lane, N - 1) * KC * 16 + 512 * u, bytes, full0 + 8 * b);
   };
   for (int u = 0; u < S && u < NR; u++) issue(u);
   const float* sr[R];
 #pragma unroll
-  for (int j = 0; j < R; j++) sr[j] = Sc + (i64)(min(n0 + j, N - 1) / br) * sc;
-  PDL_ENTER();
+  for (int j = 0; j < R; j++) sr[j] = F::S ? Sc + (i64)(min(n0 + j, N - 1) / br) * sc : nullptr;
+  const float* x = xf();
   float acc[R];
 #pragma unroll
   for (int j = 0; j < R; j++) acc[j] = 0.f;
@@ -1259,7 +1260,7 @@ __device__ __forceinline__ void gemv_fp8t(const float* X, const unsigned char* _
       asm volatile("fence.proxy.async.shared::cta;" ::: "memory");  // the reads before the copy's writes
       issue(u + S);
     }
-    if (kc < KC) gv_rows_chunk<R, GvFP8>(v, X + kc * 16, acc, sr, kc, bc);
+    if (kc < KC) gv_rows_chunk<R, F>(v, x + kc * F::N, acc, sr, kc, bc);
   }
   gv_store_rows<R>(acc, Y, n0, N);
 #endif
@@ -1272,7 +1273,29 @@ __device__ __forceinline__ void gemv_fp8t(const float* X, const unsigned char* _
 #define FP8T_S 3
 extern "C" __global__ void __launch_bounds__(32 * FP8T_W, 2) gemv_fp8t8(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N,
                                                                               int K, const float* S, int sc, int br, int bc, float* Y, i64 ldy) {
-  gemv_fp8t<FP8T_R, FP8T_W, FP8T_S>(X, Wt, N, K, S, sc, br, bc, Y);
+  gv_stream<GvFP8, FP8T_R, FP8T_W, FP8T_S>(Wt, N, K, S, sc, br, bc, Y, [&] {
+    PDL_ENTER();
+    return X;
+  });
+}
+// gemv_bf16t4n: gemv_bf16v4n (the input norm in every block, four rows per
+// warp, the same sums) with its rows streamed into shared memory by bulk
+// copies (gv_stream): each warp keeps BF16T_S of the 8 rounds of its rows
+// in flight, asked for before the wait, where gemv_bf16v4n loads half of
+// each row before the wait and the rest after it in one round
+// (RINGO_CUDA_BF16_TMA=1). 96 KB of stages and the norm's 16 KB: two blocks
+// per SM.
+#define BF16T_S 6
+extern "C" __global__ void __launch_bounds__(256, 2) gemv_bf16t4n(const float* X, const float* A, const float* nw, float* Yres, float* H, int nt, float eps,
+                                                                 const u16* __restrict__ Wt, int N, int K, float* Y) {
+  __shared__ __align__(16) float hs[GVN_MAXK];
+  gv_stream<GvBF16, 4, 8, BF16T_S>((const unsigned char*)Wt, N, K, nullptr, 0, 1, 1, Y, [&] {
+    float wv[NU];
+    addnorm_w(nw, K, nt, wv);
+    PDL_ENTER();
+    gv_norm(hs, X, A, wv, Yres, H, K, nt, eps);
+    return (const float*)hs;
+  });
 }
 extern "C" __global__ void gemv_fp8v2(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br,
                                       int bc, float* Y, i64 ldy) {
@@ -2021,6 +2044,99 @@ __device__ __forceinline__ void moe_dcl(const float* A, const int* ids, const fl
   for (int j = 0; j < R; j++)
     if (n0 + j < N && lane == 0) D[(i64)t * ldd + n0 + j] = out[j];
   tl_probe(9, t0);
+}
+// moe_dclt: moe_dcl (the same sums in the same order) with each warp's
+// slots streamed into shared memory by bulk copies (gv_stream's ring: a
+// stage per slot holds its R rows, S slots in flight) instead of AH slots
+// in registers; with early set the first S slots are asked for before
+// PDL_ENTER (the routing ran two or more launches back). Dynamic shared
+// memory: warps·S·R·C·512 bytes.
+template <class F, int C, int R, int S>
+__device__ __forceinline__ void moe_dclt(const float* A, const int* ids, const float* wts, int topk, const uint4* Wt, const float* Sf, int br, int bc,
+                                         int N, int K, float* D, i64 ldd, const uint4* Ws, const float* Ss, int ns, int early) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  extern __shared__ __align__(128) uint4 wsm[];  // [warps][S][R][32·C] chunks
+  __shared__ __align__(8) unsigned long long bars[32 * S];
+  int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  int t = blockIdx.y, n0 = (blockIdx.x * (blockDim.x >> 5) + w) * R;
+  int KC = K / F::N, m = topk + (Ws ? 1 : 0);
+  u32 full0 = smem_addr(bars), wsm0 = smem_addr(wsm);
+  auto slot = [&](int q) { return q < topk ? t * topk + q : ns + t; };
+  if (lane == 0) {
+    for (int i = 0; i < S; i++) mbar_init(full0 + 8 * (w * S + i), 1);
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncwarp();
+  auto issue = [&](int q) {
+    int b = w * S + q % S;
+    i64 e = q < topk ? ids[slot(q)] : 0;
+    if (lane == 0) mbar_expect(full0 + 8 * b, (u32)(R * KC * 16));
+    __syncwarp();
+    if (lane < R)
+      bulk_g2s(wsm0 + (u32)((b * R + lane) * C * 512), (q < topk ? Wt : Ws) + (e * N + min(n0 + lane, N - 1)) * KC, (u32)(KC * 16), full0 + 8 * b);
+  };
+  unsigned long long t0 = tl_now();
+  if (early)
+    for (int q = 0; q < S && q < m; q++) issue(q);
+  PDL_ENTER();
+  tl_probe(8, t0);
+  t0 = tl_now();
+  if (!early)
+    for (int q = 0; q < S && q < m; q++) issue(q);
+  float out[R];
+#pragma unroll
+  for (int j = 0; j < R; j++) out[j] = 0.f;
+  for (int q = 0; q < m; q++) {
+    int b = w * S + q % S;
+    mbar_wait(full0 + 8 * b, (u32)(q / S) & 1);
+    uint4 v[C][R];
+#pragma unroll
+    for (int c = 0; c < C; c++)
+#pragma unroll
+      for (int j = 0; j < R; j++) v[c][j] = wsm[(b * R + j) * C * 32 + lane + 32 * c];
+    __syncwarp();  // every lane has its chunks of the stage: refill it
+    if (q + S < m) {
+      asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+      issue(q + S);
+    }
+    int s = slot(q);
+    i64 e = q < topk ? ids[s] : 0;
+    const float* Sc = q < topk ? Sf : Ss;  // set for every slot of block-scaled experts
+    const float* ar = A + (i64)s * K;
+    float acc[R];
+    const float* sr[R];
+#pragma unroll
+    for (int j = 0; j < R; j++) {
+      acc[j] = 0.f;
+      sr[j] = F::S ? Sc + e * (N / br) * (K / bc) + (i64)(min(n0 + j, N - 1) / br) * (K / bc) : 0;
+    }
+#pragma unroll
+    for (int c = 0; c < C; c++) {
+      int kc = lane + 32 * c;
+      if (kc >= KC) break;
+      gv_rows_chunk<R, F>(v[c], ar + kc * F::N, acc, sr, kc, bc);
+    }
+#pragma unroll
+    for (int j = 0; j < R; j++) {
+      float x = warp_sum(acc[j]);
+      out[j] += q < topk ? x * wts[t * topk + q] : x;
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < R; j++)
+    if (n0 + j < N && lane == 0) D[(i64)t * ldd + n0 + j] = out[j];
+  tl_probe(9, t0);
+#endif
+}
+// moe_dclt2_fp8: moe_dclt for FP8 rows of up to 1,024 values with two
+// output rows per warp and DCLT_S slots in flight (8 warps: 96 KB of
+// stages, two blocks per SM); RINGO_CUDA_DCL_TMA=1
+#define DCLT_S 6
+extern "C" __global__ void __launch_bounds__(256, 2) moe_dclt2_fp8(const float* A, const int* ids, const float* wts, int topk,
+                                                                  const unsigned char* __restrict__ Wt, const float* S, int br, int bc, int N, int K,
+                                                                  float* D, i64 ldd, const unsigned char* __restrict__ Ws, const float* Ss, int ns,
+                                                                  int early) {
+  moe_dclt<GvFP8, 2, 2, DCLT_S>(A, ids, wts, topk, (const uint4*)Wt, S, br, bc, N, K, D, ldd, (const uint4*)Ws, Ss, ns, early);
 }
 // moe_dcl_fp8, moe_dcl2_fp8, moe_dcl4_fp8: moe_dcl for FP8 rows of up to
 // 1,024 values (two chunks per lane; Ring-flash's I) with one, two or four

@@ -413,7 +413,11 @@ func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *wei
 				name, rows = "gemv_bf16v4n", 32
 			}
 		}
-		b.launch(name, dim3{(N + rows - 1) / rows, 1, 1}, dim3{256, 1, 1}, 0, pArg(r.x), pArg(r.a), pArg(r.w.p), pArg(r.y), pArg(r.d),
+		smem := 0
+		if name == "gemv_bf16v4n" && b.bf16TMA {
+			name, smem = "gemv_bf16t4n", bf16tSmem // its rows streamed by bulk copies
+		}
+		b.launch(name, dim3{(N + rows - 1) / rows, 1, 1}, dim3{256, 1, 1}, smem, pArg(r.x), pArg(r.a), pArg(r.w.p), pArg(r.y), pArg(r.d),
 			iArg(addNormThreads(K)), fArg(r.eps), pArg(w.p), iArg(N), iArg(K), pArg(pd))
 		return
 	}
@@ -965,6 +969,10 @@ func (b *Backend) recGateNorm(dst, x, gate backend.Tensor, w *weight, wfull bool
 const (
 	fp8tRows, fp8tWarps, fp8tStages = 8, 8, 3
 	fp8tSmem                        = fp8tWarps * fp8tStages * fp8tRows * 512
+	// gemv_bf16t4n's: 8 warps of 4 rows, BF16T_S stages
+	bf16tSmem = 8 * 6 * 4 * 512
+	// moe_dclt2_fp8's: 8 warps of 2 rows of up to 1,024 FP8 values, DCLT_S slots
+	dcltSmem = 8 * 6 * 2 * 2 * 512
 )
 
 // recgName is k_lightning_recg's name, or its two-blocks-per-SM twin's.
@@ -1851,7 +1859,11 @@ func (b *Backend) moeVector(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rI
 		if r := b.dclRows; fp8 && r > 0 && I <= 1024 {
 			// r rows per warp, their slots one after another (moe_dcl)
 			name := [...]string{1: "moe_dcl_fp8", 2: "moe_dcl2_fp8", 4: "moe_dcl4_fp8"}[r] // no formatting per launch
-			b.launch(name, dim3{(D + wd*r - 1) / (wd * r), T, 1}, dim3{32 * wd, 1, 1}, 0, append(append(a, shared(down)...), bArg(b.dcReg))...)
+			smem := 0
+			if r == 2 && wd == 8 && b.dclTMA {
+				name, smem = "moe_dclt2_fp8", dcltSmem // the slots' rows streamed by bulk copies
+			}
+			b.launch(name, dim3{(D + wd*r - 1) / (wd * r), T, 1}, dim3{32 * wd, 1, 1}, smem, append(append(a, shared(down)...), bArg(b.dcReg))...)
 		} else if sp := b.dcSplit; (sp == 2 || sp == 3) && !fp8 && sp*wd <= 32 {
 			b.launch([...]string{2: "moe_dc2_bf16v", 3: "moe_dc3_bf16v"}[sp], dim3{(D + wd - 1) / wd, T, 1}, dim3{sp * 32 * wd, 1, 1}, 0, append(append(a, shared(down)...), bArg(b.dcPre), bArg(b.dcReg))...)
 		} else {
