@@ -128,15 +128,16 @@ func TestFastFP8(t *testing.T) {
 				// two gate|up pairs per warp (moe_gu2_fp8) and moe_dcl*_fp8
 				// (each warp's rows' slots one after another), early or
 				// not: the same sums, against moe_gu_fp8 + moe_dc_fp8
-				// (tma: moe_dclt2_fp8, the slots' rows streamed by bulk copies, for moe_dcl2_fp8)
+				// (tma: moe_gut2_fp8 and moe_dclt2_fp8, the rows streamed by
+				// bulk copies, for moe_gu2_fp8 and moe_dcl2_fp8)
 				run := func(pairs, dcl int, early, tma bool) backend.Tensor {
 					o := g.Alloc(T, c.D)
-					savedP, savedL, savedR, savedT := g.guPairs, g.dclRows, g.dcReg, g.dclTMA
-					g.guPairs, g.dclRows, g.dcReg, g.dclTMA = pairs, dcl, early, tma
+					savedP, savedL, savedR, savedT, savedG := g.guPairs, g.dclRows, g.dcReg, g.dclTMA, g.guTMA
+					g.guPairs, g.dclRows, g.dcReg, g.dclTMA, g.guTMA = pairs, dcl, early, tma, tma
 					mark := kernelMark(g)
 					g.MoE(o, x.g, g.Route(l.g, nil, p), ge)
 					ks := queuedKernels(g, mark)
-					g.guPairs, g.dclRows, g.dcReg, g.dclTMA = savedP, savedL, savedR, savedT
+					g.guPairs, g.dclRows, g.dcReg, g.dclTMA, g.guTMA = savedP, savedL, savedR, savedT, savedG
 					want := []string{"moe_gu_fp8", "moe_dc_fp8"}
 					if pairs > 1 {
 						want[0] = fmt.Sprintf("moe_gu%d_fp8", pairs)
@@ -145,7 +146,7 @@ func TestFastFP8(t *testing.T) {
 						want[1] = map[int]string{1: "moe_dcl_fp8", 2: "moe_dcl2_fp8", 4: "moe_dcl4_fp8"}[dcl]
 					}
 					if tma {
-						want[1] = "moe_dclt2_fp8"
+						want = []string{"moe_gut2_fp8", "moe_dclt2_fp8"}
 					}
 					for _, k := range want {
 						if !slices.Contains(ks, k) {
@@ -161,10 +162,10 @@ func TestFastFP8(t *testing.T) {
 					sameTensors(t, fmt.Sprintf("fp8 moe %+v T=%d: %d pairs per warp, moe_dcl rows %d (early %v)", c, T, pairs, dcl, early), g, o, base, 0)
 					g.Free(o)
 				}
-				if g.ccMaj >= 9 && g.smemOptin >= dcltSmem+(2<<10) && c.I <= 1024 && g.moeWarps[1] == 8 {
+				if g.ccMaj >= 9 && g.smemOptin >= dcltSmem+(2<<10) && c.I <= 1024 && g.moeWarps == [2]int{4, 8} {
 					for _, early := range []bool{true, false} {
 						o := run(2, 2, early, true)
-						sameTensors(t, fmt.Sprintf("fp8 moe %+v T=%d: moe_dclt2_fp8 (early %v)", c, T, early), g, o, base, 0)
+						sameTensors(t, fmt.Sprintf("fp8 moe %+v T=%d: moe_gut2_fp8 + moe_dclt2_fp8 (early %v)", c, T, early), g, o, base, 0)
 						g.Free(o)
 					}
 				}

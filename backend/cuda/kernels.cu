@@ -1940,6 +1940,85 @@ extern "C" __global__ void moe_gu2_fp8(const float* X, i64 ldx, const int* ids, 
                                        int bc, int I, int K, float* A, const unsigned char* __restrict__ Ws, const float* Ss, int ns, int early) {
   moe_gu<GvFP8, 2>(X, ldx, ids, topk, (const uint4*)Wt, S, br, bc, I, K, A, (const uint4*)Ws, Ss, ns, early);
 }
+// moe_gut: moe_gu with PR pairs per warp (gu_pairs' sums, the same in the
+// same order) whose 2·PR rows stream into shared memory by bulk copies
+// (gv_stream's ring: a stage holds 32 chunks of each row, S stages per
+// warp) instead of rounds of loads into registers. The shared expert's
+// warps ask for their first stages before anything else when early (they
+// skip the wait, as in moe_gu); the routed ones after the wait (they need
+// the routing's ids). Dynamic shared memory: warps·S·2·PR·512 bytes.
+template <class F, int PR, int S>
+__device__ __forceinline__ void moe_gut(const float* X, i64 ldx, const int* ids, int topk, const uint4* Wt, const float* Sf, int br, int bc, int I,
+                                        int K, float* A, const uint4* Ws, const float* Ss, int ns, int early) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  extern __shared__ __align__(128) uint4 wsm[];  // [warps][S][2·PR][32] chunks
+  __shared__ __align__(8) unsigned long long bars[32 * S];
+  constexpr int RR = 2 * PR;  // rows: gate and up of each pair
+  int s = blockIdx.y, w = threadIdx.x >> 5, k = (blockIdx.x * (blockDim.x >> 5) + w) * PR, lane = threadIdx.x & 31;
+  int KC = K / F::N, NR = (KC + 31) / 32;
+  u32 full0 = smem_addr(bars), wsm0 = smem_addr(wsm);
+  if (lane == 0) {
+    for (int i = 0; i < S; i++) mbar_init(full0 + 8 * (w * S + i), 1);
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncwarp();
+  unsigned long long t0 = tl_now();
+  bool wait = !early || s < ns;
+  if (wait) PDL_ENTER();
+  tl_probe(6, t0);
+  t0 = tl_now();
+  if (k >= I) return;
+  i64 e = s < ns ? ids[s] : 0;
+  const uint4* W = s < ns ? Wt : Ws;
+  const float* Sc = s < ns ? Sf : Ss;
+  // row r: gate (r even) or up (r odd) of pair r / 2
+  auto row = [&](int r) { return W + (e * 2 * I + (r & 1) * I + min(k + r / 2, I - 1)) * KC; };
+  auto issue = [&](int u) {
+    int b = w * S + u % S;
+    u32 bytes = (u32)min(32, KC - 32 * u) * 16;  // per row
+    if (lane == 0) mbar_expect(full0 + 8 * b, bytes * RR);
+    __syncwarp();
+    if (lane < RR) bulk_g2s(wsm0 + (u32)((b * RR + lane) * 512), row(lane) + 32 * u, bytes, full0 + 8 * b);
+  };
+  for (int u = 0; u < S && u < NR; u++) issue(u);
+  float acc[RR];
+  const float* sr[RR];
+#pragma unroll
+  for (int r = 0; r < RR; r++) {
+    acc[r] = 0.f;
+    int kp = min(k + r / 2, I - 1);
+    sr[r] = Sc ? Sc + e * (2 * I / br) * (K / bc) + (i64)(((r & 1) * I + kp) / br) * (K / bc) : 0;
+  }
+  const float* x = X + (s < ns ? s / topk : s - ns) * ldx;
+  for (int u = 0; u < NR; u++) {
+    int b = w * S + u % S, kc = 32 * u + lane;
+    mbar_wait(full0 + 8 * b, (u32)(u / S) & 1);
+    uint4 v[RR];
+#pragma unroll
+    for (int r = 0; r < RR; r++) v[r] = wsm[(b * RR + r) * 32 + lane];
+    __syncwarp();  // every lane has its chunks of the stage: refill it
+    if (u + S < NR) {
+      asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+      issue(u + S);
+    }
+    if (kc < KC) gv_rows_chunk<RR, F>(v, x + kc * F::N, acc, sr, kc, bc);
+  }
+#pragma unroll
+  for (int p = 0; p < PR; p++) {
+    float g = warp_sum(acc[2 * p]), u = warp_sum(acc[2 * p + 1]);
+    if (lane == 0 && k + p < I) A[(i64)s * I + k + p] = silu_mul(g, u);
+  }
+  tl_probe(7, t0);
+#endif
+}
+// moe_gut2_fp8: moe_gut with two pairs per warp and GUT_S stages (blocks of
+// 4 warps: 32 KB); RINGO_CUDA_GU_TMA=1
+#define GUT_S 4
+extern "C" __global__ void __launch_bounds__(128, 6) moe_gut2_fp8(const float* X, i64 ldx, const int* ids, int topk, const unsigned char* __restrict__ Wt,
+                                                                const float* S, int br, int bc, int I, int K, float* A,
+                                                                const unsigned char* __restrict__ Ws, const float* Ss, int ns, int early) {
+  moe_gut<GvFP8, 2, GUT_S>(X, ldx, ids, topk, (const uint4*)Wt, S, br, bc, I, K, A, (const uint4*)Ws, Ss, ns, early);
+}
 // moe_gu4_fp8: four pairs per warp in rounds of two chunks (the same 64
 // weight registers as moe_gu2_fp8), x loaded once for eight rows
 extern "C" __global__ void moe_gu4_fp8(const float* X, i64 ldx, const int* ids, int topk, const unsigned char* __restrict__ Wt, const float* S, int br,

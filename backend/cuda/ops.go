@@ -973,6 +973,8 @@ const (
 	bf16tSmem = 8 * 6 * 4 * 512
 	// moe_dclt2_fp8's: 8 warps of 2 rows of up to 1,024 FP8 values, DCLT_S slots
 	dcltSmem = 8 * 6 * 2 * 2 * 512
+	// moe_gut2_fp8's: 4 warps of 2 pairs (4 rows), GUT_S stages
+	gutSmem = 4 * 4 * 4 * 512
 )
 
 // recgName is k_lightning_recg's name, or its two-blocks-per-SM twin's.
@@ -1847,10 +1849,14 @@ func (b *Backend) moeVector(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rI
 		// last command queued is the routing (it writes neither x nor act)
 		early := b.guEarly && gateUp != nil && xs == nil && b.routeEnd == len(b.queue)
 		gu, pr := "moe_gu_"+vsuf, 1 // pairs per warp
+		guSmem := 0
 		if fp8 && (b.guPairs == 2 || b.guPairs == 4) {
 			gu, pr = [...]string{2: "moe_gu2_fp8", 4: "moe_gu4_fp8"}[b.guPairs], b.guPairs
+			if pr == 2 && wg == 4 && b.guTMA {
+				gu, guSmem = "moe_gut2_fp8", gutSmem // the pairs' rows streamed by bulk copies
+			}
 		}
-		b.launch(gu, dim3{(I + wg*pr - 1) / (wg * pr), slots, 1}, dim3{32 * wg, 1, 1}, 0, append(append(a, shared(gateUp)...), bArg(early))...)
+		b.launch(gu, dim3{(I + wg*pr - 1) / (wg * pr), slots, 1}, dim3{32 * wg, 1, 1}, guSmem, append(append(a, shared(gateUp)...), bArg(early))...)
 		if fp8 {
 			a = []uint64{pArg(act.p), pArg(rIDs), pArg(rW), iArg(K), pArg(e.down), pArg(e.downScale), iArg(e.br), iArg(e.bc), iArg(D), iArg(I), pArg(pdst), lArg(ldd)}
 		} else {
