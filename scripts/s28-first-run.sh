@@ -5,7 +5,7 @@
 # down projections, each warp's slots streamed, RINGO_CUDA_DCL_TMA=1, knob dclt) and
 # moe_gut2_fp8 (its gate|up pairs streamed, RINGO_CUDA_GU_TMA=1, knob gut), all compiled
 # offline only, with bit-identity tests; gemv_fp8t8 now runs through the shared
-# gv_stream (TestGEMVSingleRow checks it again). Tests first, then A/Bs on the eight-layer
+# gv_stream (TestGEMVSingleRow checks it again, now also with 128×128 FP8 blocks). Tests first, then A/Bs on the eight-layer
 # Ring-flash model (bin/rf8.json) and on Ring-mini, and timelines.
 #   CGO_ENABLED=0 go test -c -o bin/cuda.test ./backend/cuda/ && go build -o bin/ringo ./cmd/ringo
 #   python3 -c 'import json; c=json.load(open("testdata/configs/Ring-flash-linear-2.0.inferred.json")); c["num_hidden_layers"]=8; json.dump(c, open("bin/rf8.json","w"))'

@@ -544,6 +544,17 @@ func sameAsMoE3(t *testing.T, what string, g *Backend, got backend.Tensor, run f
 	}
 }
 
+// reblock gives an FP8 host weight square scale blocks of b rows and
+// columns (new random scales).
+func reblock(rng *rand.Rand, hw backend.HostWeight, b int) backend.HostWeight {
+	hw.BlockRows, hw.BlockCols = b, b
+	hw.Scale = make([]float32, ((hw.Rows+b-1)/b)*((hw.Cols+b-1)/b))
+	for i := range hw.Scale {
+		hw.Scale[i] = 0.5 / 200 * (0.5 + rng.Float32())
+	}
+	return hw
+}
+
 // TestGEMVSingleRow checks the decode GEMVs against the CPU, and the ones
 // compiled for one activation row (gemv_bf16v1, gemv_fp81) against those for
 // up to 8 (the same sums in the same order): rows longer than the first
@@ -551,12 +562,24 @@ func sameAsMoE3(t *testing.T, what string, g *Backend, got backend.Tensor, run f
 func TestGEMVSingleRow(t *testing.T) {
 	g := gpu(t, false)
 	rng := rand.New(rand.NewSource(9))
-	for _, kind := range []backend.Kind{backend.BF16, backend.F8E4M3} {
+	// FP8 in 16×16 blocks and in DeepSeek-style checkpoints' 128×128
+	for _, kb := range []struct {
+		kind  backend.Kind
+		block int
+	}{{backend.BF16, 0}, {backend.F8E4M3, 16}, {backend.F8E4M3, 128}} {
+		kind := kb.kind
 		for _, nk := range [][2]int{{1, 2048}, {7, 256}, {200, 2064}, {3000, 5120}, {9, 4112}, {2048, 4112}, {4099, 2048}, {33, 8}} {
 			N, K := nk[0], nk[1]
-			cw, gw := upload(t, g, hostWeight(rng, "w", kind, N, K, 0.5))
+			hw := hostWeight(rng, "w", kind, N, K, 0.5)
+			if kb.block == 128 {
+				if K%128 != 0 {
+					continue
+				}
+				hw = reblock(rng, hw, 128)
+			}
+			cw, gw := upload(t, g, hw)
 			for _, T := range []int{1, 3, 8} {
-				what := fmt.Sprintf("%v N=%d K=%d T=%d", kind, N, K, T)
+				what := fmt.Sprintf("%v/%d N=%d K=%d T=%d", kind, kb.block, N, K, T)
 				x := randT(t, g, rng, T, K, 1)
 				d := zeroT(g, T, N)
 				host().MatMul(d.c, x.c, cw)
