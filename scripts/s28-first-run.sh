@@ -3,8 +3,9 @@
 # gemv_bf16t4n (Ring-mini's qkv|gate with its input norm, the rows streamed into shared
 # memory by bulk copies, RINGO_CUDA_BF16_TMA=1, knob b16t), moe_dclt2_fp8 (Ring-flash's
 # down projections, each warp's slots streamed, RINGO_CUDA_DCL_TMA=1, knob dclt) and
-# moe_gut2_fp8 (its gate|up pairs streamed, RINGO_CUDA_GU_TMA=1, knob gut), all compiled
-# offline only, with bit-identity tests; gemv_fp8t8 now runs through the shared
+# moe_gut2_fp8 (its gate|up pairs streamed, RINGO_CUDA_GU_TMA=1, knob gut) and gemv_fp8t8n
+# (Ring-flash's input norm inside its qkv|gate GEMV, 512-thread blocks, RINGO_CUDA_FP8_NORM_TMA=1,
+# knob f8n), all compiled offline only, with bit-identity tests; gemv_fp8t8 now runs through the shared
 # gv_stream (TestGEMVSingleRow checks it again, now also with 128×128 FP8 blocks). Tests first, then A/Bs on the eight-layer
 # Ring-flash model (bin/rf8.json) and on Ring-mini, and timelines.
 #   CGO_ENABLED=0 go test -c -o bin/cuda.test ./backend/cuda/ && go build -o bin/ringo ./cmd/ringo
@@ -13,14 +14,14 @@
 set -u
 RINGO_CUDA_REGS=1 TEST_BIN=bin/cuda.test BENCH=0 RUN='TestGEMVSingleRow|TestNormGEMV$|TestFastFP8' TEST_TIMEOUT=150s OUT=$OUT/t scripts/gpu-check.sh > $OUT/t.txt 2>&1
 grep -A1 "== Summary" $OUT/t.txt
-grep -E "cuda kernel (gemv_fp8t8|gemv_bf16[vt]4n|moe_dclt?2_fp8|moe_gut?2_fp8) " $OUT/t/test.log | sort -u
-grep -E -- "--- FAIL|panic|gemv_bf16t4n|moe_gut2|gemv_fp8t8" $OUT/t/test.log | head -16
+grep -E "cuda kernel (gemv_fp8t8n?|gemv_bf16[vt]4n|moe_dclt?2_fp8|moe_gut?2_fp8) " $OUT/t/test.log | sort -u
+grep -E -- "--- FAIL|panic|gemv_bf16t4n|moe_gut2|gemv_fp8t8|fp8:true" $OUT/t/test.log | head -20
 grep -q -- "--- FAIL\|panic" $OUT/t/test.log && exit 1
 export RINGO_CUDA_LIB_PATH=$(grep -o 'RINGO_CUDA_LIB_PATH=.*' $OUT/t.txt | head -1 | cut -d= -f2-)
 bin/ringo synth --config bin/rf8.json --dtype fp8 --out /dev/shm/rf8 > /dev/null 2>&1
-TEST_BIN=bin/cuda.test TESTS=0 BENCH=1 BENCHRE=DecodeAB BENCHTIME=4000x RINGO_BENCH_MODEL=/dev/shm/rf8 RINGO_BENCH_AB=";dclt=1;gut=1;dclt=1,gut=1;;dclt=1;gut=1;dclt=1,gut=1;" OUT=$OUT/ab scripts/gpu-check.sh > $OUT/ab.txt 2>&1
-grep -E "µs|panic|FAIL|rror" $OUT/ab/bench.log | tail -10
-RINGO_CUDA_DCL_TMA=1 RINGO_CUDA_GU_TMA=1 RINGO_CUDA_TIMELINE=1 RINGO_CUDA_STATS=64 timeout 60 bin/ringo bench --device cuda --model /dev/shm/rf8 --prompt 512 --gen 128 --context 1k --batch 1 > $OUT/tl.txt 2>&1
+TEST_BIN=bin/cuda.test TESTS=0 BENCH=1 BENCHRE=DecodeAB BENCHTIME=5000x RINGO_BENCH_MODEL=/dev/shm/rf8 RINGO_BENCH_AB=";dclt=1;gut=1;f8n=1;dclt=1,gut=1,f8n=1;;dclt=1;gut=1;f8n=1;dclt=1,gut=1,f8n=1;" OUT=$OUT/ab scripts/gpu-check.sh > $OUT/ab.txt 2>&1
+grep -E "µs|panic|FAIL|rror" $OUT/ab/bench.log | tail -12
+RINGO_CUDA_DCL_TMA=1 RINGO_CUDA_GU_TMA=1 RINGO_CUDA_FP8_NORM_TMA=1 RINGO_CUDA_TIMELINE=1 RINGO_CUDA_STATS=64 timeout 60 bin/ringo bench --device cuda --model /dev/shm/rf8 --prompt 512 --gen 128 --context 1k --batch 1 > $OUT/tl.txt 2>&1
 awk '/cuda timeline/{c++} c==2' $OUT/tl.txt | grep -E "^  \S|probe  [6789]:" | head -12
 rm -rf /dev/shm/rf8
 STAGES=none scripts/gpu-bench.sh > $OUT/rm.txt 2>&1

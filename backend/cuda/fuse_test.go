@@ -294,33 +294,44 @@ func TestNormRoute(t *testing.T) {
 func TestNormGEMV(t *testing.T) {
 	g := gpu(t, false)
 	rng := rand.New(rand.NewSource(31))
-	defer func(on bool, g4 int, tma bool) { g.normGEMV, g.gemv4n, g.bf16TMA = on, g4, tma }(g.normGEMV, g.gemv4n, g.bf16TMA)
+	defer func(on bool, g4 int, tma, f8n bool) {
+		g.normGEMV, g.gemv4n, g.bf16TMA, g.fp8NormTMA = on, g4, tma, f8n
+	}(g.normGEMV, g.gemv4n, g.bf16TMA, g.fp8NormTMA)
 	tmaOK := g.ccMaj >= 9 && g.smemOptin >= bf16tSmem+(17<<10)
+	fp8OK := g.ccMaj >= 9 && g.smemOptin >= fp8tnSmem+(17<<10) && g.fp8TMA && g.fp8Rows == 8
 	for _, c := range []struct {
 		T, N, K int
 		then    string // "gemv", or "add" (an Add of the norm's output comes first)
 		fused   bool
 		g4      int  // gemv4n: four rows per warp from this many rows (gemv_bf16v4n)
 		tma     bool // gemv_bf16t4n for gemv_bf16v4n (sm_90)
+		fp8     bool // FP8 weights: gemv_fp8t8n (sm_90)
 	}{
-		{1, 8192, 2048, "gemv", true, 0, false},    // Ring-mini's qkv|gate: two rows per warp
-		{1, 8192, 2048, "gemv", true, 4096, false}, // four rows per warp
-		{1, 5000, 2048, "gemv", true, 4096, false}, // four rows per warp, a ragged last block
-		{1, 8192, 2048, "gemv", true, 4096, true},  // four rows per warp streamed by bulk copies
-		{1, 5000, 2048, "gemv", true, 4096, true},
-		{1, 5000, 1800, "gemv", true, 4096, true}, // a last round of one chunk
-		{1, 3072, 2048, "gemv", true, 0, false},   // softmax layers' qkv: one row per warp
-		{1, 1000, 512, "gemv", true, 0, false},
-		{1, 7, 64, "gemv", true, 0, false},
-		{1, 3072, 2048, "add", false, 0, false},
-		{2, 3072, 2048, "gemv", false, 0, false},
+		{1, 16384, 4096, "gemv", true, 0, false, true},    // Ring-flash's qkv|gate: 512 threads' norm
+		{1, 16500, 3968, "gemv", true, 0, false, true},    // a ragged last block, a last round of 24 chunks
+		{1, 4096, 4096, "gemv", false, 0, false, true},    // too few rows for gemv_fp8t8n: k_addrmsnorm
+		{1, 8192, 2048, "gemv", true, 0, false, false},    // Ring-mini's qkv|gate: two rows per warp
+		{1, 8192, 2048, "gemv", true, 4096, false, false}, // four rows per warp
+		{1, 5000, 2048, "gemv", true, 4096, false, false}, // four rows per warp, a ragged last block
+		{1, 8192, 2048, "gemv", true, 4096, true, false},  // four rows per warp streamed by bulk copies
+		{1, 5000, 2048, "gemv", true, 4096, true, false},
+		{1, 5000, 1800, "gemv", true, 4096, true, false}, // a last round of one chunk
+		{1, 3072, 2048, "gemv", true, 0, false, false},   // softmax layers' qkv: one row per warp
+		{1, 1000, 512, "gemv", true, 0, false, false},
+		{1, 7, 64, "gemv", true, 0, false, false},
+		{1, 3072, 2048, "add", false, 0, false, false},
+		{2, 3072, 2048, "gemv", false, 0, false, false},
 	} {
-		if c.tma && !tmaOK {
+		if c.tma && !tmaOK || c.fp8 && !fp8OK {
 			continue
 		}
 		what := fmt.Sprintf("%+v", c)
-		g.gemv4n, g.bf16TMA = c.g4, c.tma
-		cw, gw := upload(t, g, hostWeight(rng, "w", backend.BF16, c.N, c.K, 0.5))
+		g.gemv4n, g.bf16TMA, g.fp8NormTMA = c.g4, c.tma, c.fp8
+		kind := backend.BF16
+		if c.fp8 {
+			kind = backend.F8E4M3
+		}
+		cw, gw := upload(t, g, hostWeight(rng, "w", kind, c.N, c.K, 0.5))
 		cn, nw := upload(t, g, hostWeight(rng, "norm", backend.F32, 1, c.K, 1))
 		x, a := randT(t, g, rng, c.T, c.K, 1), randT(t, g, rng, c.T, c.K, 1)
 		x0 := gpuCopy(g, x.g)
@@ -342,7 +353,10 @@ func TestNormGEMV(t *testing.T) {
 			if c.tma {
 				want = "gemv_bf16t4n"
 			}
-			if ks := queuedKernels(g, mark); on && c.g4 > 0 && !slices.Contains(ks, want) {
+			if c.fp8 {
+				want = "gemv_fp8t8n"
+			}
+			if ks := queuedKernels(g, mark); on && (c.g4 > 0 || c.fp8 && c.fused) && !slices.Contains(ks, want) {
 				t.Errorf("%s: %s did not run: %v", what, want, ks)
 			}
 			g.Sync()

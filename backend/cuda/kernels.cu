@@ -1278,6 +1278,25 @@ extern "C" __global__ void __launch_bounds__(32 * FP8T_W, 2) gemv_fp8t8(const fl
     return X;
   });
 }
+// gemv_fp8t8n: gemv_fp8t8 (8 rows per warp, 3 stages) of h = RMSNorm(x +
+// a)·w, the norm done by every block after the wait (k_addrmsnorm's
+// arithmetic with nt <= 512 threads, gv_norm, so the same h bit for bit; block
+// 0 also stores y = x + a and h) instead of a k_addrmsnorm kernel before:
+// blocks of 16 warps (128 rows: Ring-flash's 16,384-row qkv|gate in 128
+// blocks, one per SM) with 192 KB of stages (RINGO_CUDA_FP8_NORM_TMA=1).
+#define FP8TN_W 16
+extern "C" __global__ void __launch_bounds__(32 * FP8TN_W, 1) gemv_fp8t8n(const float* X, const float* A, const float* nw, float* Yres, float* H, int nt,
+                                                                         float eps, const unsigned char* __restrict__ Wt, int N, int K, const float* S,
+                                                                         int sc, int br, int bc, float* Y) {
+  __shared__ __align__(16) float hs[GVN_MAXK];
+  gv_stream<GvFP8, FP8T_R, FP8TN_W, FP8T_S>(Wt, N, K, S, sc, br, bc, Y, [&] {
+    float wv[NU];
+    addnorm_w(nw, K, nt, wv);
+    PDL_ENTER();
+    gv_norm(hs, X, A, wv, Yres, H, K, nt, eps);
+    return (const float*)hs;
+  });
+}
 // gemv_bf16t4n: gemv_bf16v4n (the input norm in every block, four rows per
 // warp, the same sums) with its rows streamed into shared memory by bulk
 // copies (gv_stream): each warp keeps BF16T_S of the 8 rounds of its rows

@@ -366,6 +366,15 @@ func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *wei
 		b.bigStep = true
 	}
 	if w.kind == backend.F8E4M3 {
+		if r := b.pendingNorm; r != nil && T == 1 && px == r.d && r.a != 0 && K == r.cols && b.fp8NormTMA && b.fp8TMA && b.fp8Rows == 8 &&
+			N >= b.fp8Rows8Min && !b.gemvT8 {
+			// the input norm in the blocks of gemv_fp8t8n (up to 512 threads' sums)
+			b.pendingNorm = nil
+			b.launch("gemv_fp8t8n", dim3{(N + fp8tRows*fp8tnWarps - 1) / (fp8tRows * fp8tnWarps), 1, 1}, dim3{32 * fp8tnWarps, 1, 1}, fp8tnSmem,
+				pArg(r.x), pArg(r.a), pArg(r.w.p), pArg(r.y), pArg(r.d), iArg(addNormThreads(K)), fArg(r.eps), pArg(w.p), iArg(N), iArg(K),
+				pArg(w.scale), iArg(w.sc), iArg(w.br), iArg(w.bc), pArg(pd))
+			return
+		}
 		if T <= GEMVRows {
 			px, ldx, xs := b.aligned16(px, ldx, T, K)
 			name, rows := "gemv_fp8", 8 // rows per block
@@ -403,7 +412,7 @@ func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *wei
 		b.release(wb)
 		return
 	}
-	if r := b.pendingNorm; r != nil && T == 1 && px == r.d && w.kind == backend.BF16 && K == r.cols && !b.gemvT8 {
+	if r := b.pendingNorm; r != nil && T == 1 && px == r.d && w.kind == backend.BF16 && K == r.cols && addNormThreads(K) <= 256 && !b.gemvT8 {
 		// the norm that made x, in this GEMV's blocks
 		b.pendingNorm = nil
 		name, rows := "gemv_bf16v1n", 8
@@ -609,7 +618,8 @@ func (b *Backend) addNormOp(op string, dst, y, x, a backend.Tensor, wt backend.W
 		return
 	}
 	pd, py, px, pa := b.ptr(op, dst), b.ptr(op, y), b.ptr(op, x), b.ptr(op, a)
-	if py != px && b.normGEMV && x.Rows == 1 && x.Cols <= gvnMaxK && x.Cols%8 == 0 && addNormThreads(x.Cols) <= 256 && pd%16 == 0 {
+	// (up to 512 threads' sums: the BF16 GEMVs' blocks take 256, gemv_fp8t8n's 512)
+	if py != px && b.normGEMV && x.Rows == 1 && x.Cols <= gvnMaxK && x.Cols%8 == 0 && addNormThreads(x.Cols) <= 512 && pd%16 == 0 {
 		b.emitPending() // at most one operation waits at a time
 		b.normBuf = normReq{pd, py, px, pa, w, x.Cols, eps}
 		b.pendingNorm = &b.normBuf
@@ -975,6 +985,9 @@ const (
 	dcltSmem = 8 * 6 * 2 * 2 * 512
 	// moe_gut2_fp8's: 4 warps of 2 pairs (4 rows), GUT_S stages
 	gutSmem = 4 * 4 * 4 * 512
+	// gemv_fp8t8n's warps (FP8TN_W) and stages
+	fp8tnWarps = 16
+	fp8tnSmem  = fp8tnWarps * fp8tStages * fp8tRows * 512
 )
 
 // recgName is k_lightning_recg's name, or its two-blocks-per-SM twin's.
