@@ -5,17 +5,19 @@
 # down projections, each warp's slots streamed, RINGO_CUDA_DCL_TMA=1, knob dclt) and
 # moe_gut2_fp8 (its gate|up pairs streamed, RINGO_CUDA_GU_TMA=1, knob gut) and gemv_fp8t8n
 # (Ring-flash's input norm inside its qkv|gate GEMV, 512-thread blocks, RINGO_CUDA_FP8_NORM_TMA=1,
-# knob f8n), all compiled offline only, with bit-identity tests; gemv_fp8t8 now runs through the shared
+# knob f8n), and for Ring-mini's two-kernel MoE (RINGO_CUDA_MOE_FUSED=0, knob gd=0)
+# moe_gut2_bf16 and moe_dclt2_bf16 (the same knobs gut and dclt), all compiled offline only,
+# with bit-identity tests; gemv_fp8t8 now runs through the shared
 # gv_stream (TestGEMVSingleRow checks it again, now also with 128×128 FP8 blocks). Tests first, then A/Bs on the eight-layer
 # Ring-flash model (bin/rf8.json) and on Ring-mini, and timelines.
 #   CGO_ENABLED=0 go test -c -o bin/cuda.test ./backend/cuda/ && go build -o bin/ringo ./cmd/ringo
 #   python3 -c 'import json; c=json.load(open("testdata/configs/Ring-flash-linear-2.0.inferred.json")); c["num_hidden_layers"]=8; json.dump(c, open("bin/rf8.json","w"))'
 #   run: bash scripts/s28-first-run.sh   (carry bin; ~5 minutes)
 set -u
-RINGO_CUDA_REGS=1 TEST_BIN=bin/cuda.test BENCH=0 RUN='TestGEMVSingleRow|TestNormGEMV$|TestFastFP8' TEST_TIMEOUT=150s OUT=$OUT/t scripts/gpu-check.sh > $OUT/t.txt 2>&1
+RINGO_CUDA_REGS=1 TEST_BIN=bin/cuda.test BENCH=0 RUN='TestGEMVSingleRow|TestNormGEMV$|TestFastFP8|TestMoEShared$' TEST_TIMEOUT=200s OUT=$OUT/t scripts/gpu-check.sh > $OUT/t.txt 2>&1
 grep -A1 "== Summary" $OUT/t.txt
-grep -E "cuda kernel (gemv_fp8t8n?|gemv_bf16[vt]4n|moe_dclt?2_fp8|moe_gut?2_fp8) " $OUT/t/test.log | sort -u
-grep -E -- "--- FAIL|panic|gemv_bf16t4n|moe_gut2|gemv_fp8t8|fp8:true" $OUT/t/test.log | head -20
+grep -E "cuda kernel (gemv_fp8t8n?|gemv_bf16[vt]4n|moe_dclt?2_(fp8|bf16)|moe_gut?2_(fp8|bf16)) " $OUT/t/test.log | sort -u
+grep -E -- "--- FAIL|panic|gemv_bf16t4n|moe_gut2|gemv_fp8t8|fp8:true" $OUT/t/test.log | head -24
 grep -q -- "--- FAIL\|panic" $OUT/t/test.log && exit 1
 export RINGO_CUDA_LIB_PATH=$(grep -o 'RINGO_CUDA_LIB_PATH=.*' $OUT/t.txt | head -1 | cut -d= -f2-)
 bin/ringo synth --config bin/rf8.json --dtype fp8 --out /dev/shm/rf8 > /dev/null 2>&1
@@ -25,7 +27,7 @@ RINGO_CUDA_DCL_TMA=1 RINGO_CUDA_GU_TMA=1 RINGO_CUDA_FP8_NORM_TMA=1 RINGO_CUDA_TI
 awk '/cuda timeline/{c++} c==2' $OUT/tl.txt | grep -E "^  \S|probe  [6789]:" | head -12
 rm -rf /dev/shm/rf8
 STAGES=none scripts/gpu-bench.sh > $OUT/rm.txt 2>&1
-TEST_BIN=bin/cuda.test TESTS=0 BENCH=1 BENCHRE=DecodeAB BENCHTIME=4000x RINGO_BENCH_MODEL=/dev/shm/rm RINGO_BENCH_AB=";b16t=1;;b16t=1;" OUT=$OUT/abm scripts/gpu-check.sh > $OUT/abm.txt 2>&1
-grep -E "µs|panic|FAIL|rror" $OUT/abm/bench.log | tail -6
+TEST_BIN=bin/cuda.test TESTS=0 BENCH=1 BENCHRE=DecodeAB BENCHTIME=4000x RINGO_BENCH_MODEL=/dev/shm/rm RINGO_BENCH_AB=";b16t=1;gd=0;gd=0,gut=1;gd=0,dclt=1;gd=0,gut=1,dclt=1;;b16t=1;gd=0,gut=1,dclt=1;" OUT=$OUT/abm scripts/gpu-check.sh > $OUT/abm.txt 2>&1
+grep -E "µs|panic|FAIL|rror" $OUT/abm/bench.log | tail -10
 RINGO_CUDA_BF16_TMA=1 RINGO_CUDA_TIMELINE=1 RINGO_CUDA_STATS=64 timeout 60 bin/ringo bench --device cuda --model /dev/shm/rm --prompt 512 --gen 128 --context 1k --batch 1 > $OUT/tlm.txt 2>&1
 awk '/cuda timeline/{c++} c==2' $OUT/tlm.txt | grep -E "^  \S|probe 2[56]:" | head -10

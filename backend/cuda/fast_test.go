@@ -392,6 +392,36 @@ func TestMoEShared(t *testing.T) {
 						g.Free(one)
 					}
 				}
+				// the two-kernel MoE with the rows streamed by bulk copies
+				// (moe_gut2_bf16, moe_dclt2_bf16; sm_90) against moe_gu +
+				// moe_dc (one warp per output row): the same sums
+				if g.ccMaj >= 9 && g.smemOptin >= dcltSmem+(2<<10) && c.I <= 512 && g.moeWarps == [2]int{4, 8} {
+					for _, shared := range []bool{true, false} {
+						tma, one := g.Alloc(T, c.D), g.Alloc(T, c.D)
+						for _, on := range []bool{true, false} {
+							dst := one
+							if on {
+								dst = tma
+							}
+							savedF, savedS, savedG, savedD := g.moeFused, g.dcSplit, g.guTMA, g.dclTMA
+							g.moeFused, g.dcSplit, g.guTMA, g.dclTMA = false, 1, on, on
+							q0 := kernelMark(g)
+							if shared {
+								g.MoEShared(dst, x.g, g.Route(l.g, nil, p), ge, ggu, gdn)
+							} else {
+								g.MoE(dst, x.g, g.Route(l.g, nil, p), ge)
+							}
+							ks := queuedKernels(g, q0)
+							g.moeFused, g.dcSplit, g.guTMA, g.dclTMA = savedF, savedS, savedG, savedD
+							if on && (!slices.Contains(ks, "moe_gut2_bf16") || !slices.Contains(ks, "moe_dclt2_bf16")) {
+								t.Errorf("%s: kernels %v, want moe_gut2_bf16 and moe_dclt2_bf16", what, ks)
+							}
+						}
+						sameTensors(t, fmt.Sprintf("%s: moe_gut2_bf16 + moe_dclt2_bf16 (shared %v)", what, shared), g, tma, one, 0)
+						g.Free(tma)
+						g.Free(one)
+					}
+				}
 				sameAsMoE3(t, what, g, d.g, func(dst backend.Tensor) bool { return g.MoEShared(dst, x.g, g.Route(l.g, nil, p), ge, ggu, gdn) })
 				u := g.Alloc(T, c.D)
 				unfusedSharedMoE(g, u, x.g, g.Route(l.g, nil, p), ge, ggu, gdn)

@@ -2038,6 +2038,11 @@ extern "C" __global__ void __launch_bounds__(128, 6) moe_gut2_fp8(const float* X
                                                                 const unsigned char* __restrict__ Ws, const float* Ss, int ns, int early) {
   moe_gut<GvFP8, 2, GUT_S>(X, ldx, ids, topk, (const uint4*)Wt, S, br, bc, I, K, A, (const uint4*)Ws, Ss, ns, early);
 }
+// moe_gut2_bf16: moe_gut for BF16 experts (moe_gu_bf16v's arguments)
+extern "C" __global__ void __launch_bounds__(128, 6) moe_gut2_bf16(const float* X, i64 ldx, const int* ids, int topk, const u16* __restrict__ Wt, int I,
+                                                                 int K, float* A, const u16* __restrict__ Ws, int ns, int early) {
+  moe_gut<GvBF16, 2, GUT_S>(X, ldx, ids, topk, (const uint4*)Wt, 0, 1, 1, I, K, A, (const uint4*)Ws, 0, ns, early);
+}
 // moe_gu4_fp8: four pairs per warp in rounds of two chunks (the same 64
 // weight registers as moe_gu2_fp8), x loaded once for eight rows
 extern "C" __global__ void moe_gu4_fp8(const float* X, i64 ldx, const int* ids, int topk, const unsigned char* __restrict__ Wt, const float* S, int br,
@@ -2235,6 +2240,12 @@ extern "C" __global__ void __launch_bounds__(256, 2) moe_dclt2_fp8(const float* 
                                                                   float* D, i64 ldd, const unsigned char* __restrict__ Ws, const float* Ss, int ns,
                                                                   int early) {
   moe_dclt<GvFP8, 2, 2, DCLT_S>(A, ids, wts, topk, (const uint4*)Wt, S, br, bc, N, K, D, ldd, (const uint4*)Ws, Ss, ns, early);
+}
+// moe_dclt2_bf16: moe_dclt for BF16 rows of up to 512 values (Ring-mini's
+// I) with moe_dc_bf16v's arguments and sums (not moe_dc2_bf16v's order)
+extern "C" __global__ void __launch_bounds__(256, 2) moe_dclt2_bf16(const float* A, const int* ids, const float* wts, int topk, const u16* __restrict__ Wt,
+                                                                   int N, int K, float* D, i64 ldd, const u16* __restrict__ Ws, int ns, int pre, int reg) {
+  moe_dclt<GvBF16, 2, 2, DCLT_S>(A, ids, wts, topk, (const uint4*)Wt, 0, 1, 1, N, K, D, ldd, (const uint4*)Ws, 0, ns, pre && reg);
 }
 // moe_dcl_fp8, moe_dcl2_fp8, moe_dcl4_fp8: moe_dcl for FP8 rows of up to
 // 1,024 values (two chunks per lane; Ring-flash's I) with one, two or four

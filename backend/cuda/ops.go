@@ -1868,6 +1868,8 @@ func (b *Backend) moeVector(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rI
 			if pr == 2 && wg == 4 && b.guTMA {
 				gu, guSmem = "moe_gut2_fp8", gutSmem // the pairs' rows streamed by bulk copies
 			}
+		} else if !fp8 && wg == 4 && b.guTMA {
+			gu, pr, guSmem = "moe_gut2_bf16", 2, gutSmem
 		}
 		b.launch(gu, dim3{(I + wg*pr - 1) / (wg * pr), slots, 1}, dim3{32 * wg, 1, 1}, guSmem, append(append(a, shared(gateUp)...), bArg(early))...)
 		if fp8 {
@@ -1883,6 +1885,9 @@ func (b *Backend) moeVector(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rI
 				name, smem = "moe_dclt2_fp8", dcltSmem // the slots' rows streamed by bulk copies
 			}
 			b.launch(name, dim3{(D + wd*r - 1) / (wd * r), T, 1}, dim3{32 * wd, 1, 1}, smem, append(append(a, shared(down)...), bArg(b.dcReg))...)
+		} else if !fp8 && wd == 8 && I <= 512 && b.dclTMA {
+			// each warp's slots streamed by bulk copies (moe_dc_bf16v's sums)
+			b.launch("moe_dclt2_bf16", dim3{(D + 2*wd - 1) / (2 * wd), T, 1}, dim3{32 * wd, 1, 1}, dcltSmem, append(append(a, shared(down)...), bArg(b.dcPre), bArg(b.dcReg))...)
 		} else if sp := b.dcSplit; (sp == 2 || sp == 3) && !fp8 && sp*wd <= 32 {
 			b.launch([...]string{2: "moe_dc2_bf16v", 3: "moe_dc3_bf16v"}[sp], dim3{(D + wd - 1) / wd, T, 1}, dim3{sp * 32 * wd, 1, 1}, 0, append(append(a, shared(down)...), bArg(b.dcPre), bArg(b.dcReg))...)
 		} else {
