@@ -7,7 +7,8 @@
 # (Ring-flash's input norm inside its qkv|gate GEMV, 512-thread blocks, RINGO_CUDA_FP8_NORM_TMA=1,
 # knob f8n), and for Ring-mini's two-kernel MoE (RINGO_CUDA_MOE_FUSED=0, knob gd=0)
 # moe_gut2_bf16 and moe_dclt2_bf16 (the same knobs gut and dclt), all compiled offline only,
-# with bit-identity tests; gemv_fp8t8 now runs through the shared
+# with bit-identity tests (moe_dcl and moe_dclt now share dcl_slot: moe_dcl2_fp8 should
+# still show 102 registers and no local bytes, and the defaults ~1,141 µs per step on rf8); gemv_fp8t8 now runs through the shared
 # gv_stream (TestGEMVSingleRow checks it again, now also with 128×128 FP8 blocks). Tests first, then A/Bs on the eight-layer
 # Ring-flash model (bin/rf8.json) and on Ring-mini, and timelines.
 #   CGO_ENABLED=0 go test -c -o bin/cuda.test ./backend/cuda/ && go build -o bin/ringo ./cmd/ringo

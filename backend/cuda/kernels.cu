@@ -2070,6 +2070,39 @@ extern "C" __global__ void moe_dc_fp8(const float* A, const int* ids, const floa
   moe_dcs<GvFP8, 1>(A, ids, wts, topk, (const uint4*)Wt, S, br, bc, N, K, D, ldd, (const uint4*)Ws, Ss, ns, pre && reg);
 }
 
+// dcl_slot adds slot q (activation row s, of token t) of a warp's R output
+// rows from n0 to out[j]: each row's chunks in order (wc(c, j) is row j's
+// chunk lane + 32·c), gv_rows_chunk, the warp's sum, times the routing
+// weight for routed slots (the shared expert's, q == topk, by 1). Sc: the
+// slot's experts' block scales (F::S).
+template <class F, int C, int R, class WC>
+__device__ __forceinline__ void dcl_slot(WC wc, int q, int s, int t, const int* ids, const float* wts, int topk, const float* A, const float* Sc, int br,
+                                         int bc, int N, int K, int n0, float (&out)[R]) {
+  int lane = threadIdx.x & 31, KC = K / F::N;
+  i64 e = q < topk ? ids[s] : 0;
+  const float* ar = A + (i64)s * K;
+  float acc[R];
+  const float* sr[R];
+#pragma unroll
+  for (int j = 0; j < R; j++) {
+    acc[j] = 0.f;
+    sr[j] = F::S ? Sc + e * (N / br) * (K / bc) + (i64)(min(n0 + j, N - 1) / br) * (K / bc) : 0;
+  }
+#pragma unroll
+  for (int c = 0; c < C; c++) {
+    int kc = lane + 32 * c;
+    if (kc >= KC) break;
+    uint4 w[R];
+#pragma unroll
+    for (int j = 0; j < R; j++) w[j] = wc(c, j);
+    gv_rows_chunk<R, F>(w, ar + kc * F::N, acc, sr, kc, bc);
+  }
+#pragma unroll
+  for (int j = 0; j < R; j++) {
+    float v = warp_sum(acc[j]);
+    out[j] += q < topk ? v * wts[t * topk + q] : v;
+  }
+}
 // moe_dcl: moe_dcs (SPLIT 1) with R output rows per warp taking their
 // slots one after another, the next AH slots' chunks in flight while one is
 // summed, instead of every slot at once: the same sums in the same order
@@ -2117,31 +2150,8 @@ __device__ __forceinline__ void moe_dcl(const float* A, const int* ids, const fl
   for (int q = 0; q < MOE_DC_MAXS; q++) {
     if (q >= m) break;
     if (q + AH < MOE_DC_MAXS && q + AH < m) load(q + AH, buf[q + AH]);
-    int s = slot(q);
-    i64 e = q < topk ? ids[s] : 0;
-    const float* Sc = q < topk ? S : Ss;  // set for every slot of block-scaled experts
-    const float* ar = A + (i64)s * K;
-    float acc[R];
-    const float* sr[R];
-#pragma unroll
-    for (int j = 0; j < R; j++) {
-      acc[j] = 0.f;
-      sr[j] = F::S ? Sc + e * (N / br) * (K / bc) + (i64)(min(n0 + j, N - 1) / br) * (K / bc) : 0;
-    }
-#pragma unroll
-    for (int c = 0; c < C; c++) {
-      int kc = lane + 32 * c;
-      if (kc >= KC) break;
-      uint4 w[R];
-#pragma unroll
-      for (int j = 0; j < R; j++) w[j] = buf[q][j][c];
-      gv_rows_chunk<R, F>(w, ar + kc * F::N, acc, sr, kc, bc);
-    }
-#pragma unroll
-    for (int j = 0; j < R; j++) {
-      float v = warp_sum(acc[j]);
-      out[j] += q < topk ? v * wts[t * topk + q] : v;
-    }
+    // (the scales are set for every slot of block-scaled experts)
+    dcl_slot<F, C, R>([&](int c, int j) { return buf[q][j][c]; }, q, slot(q), t, ids, wts, topk, A, q < topk ? S : Ss, br, bc, N, K, n0, out);
   }
 #pragma unroll
   for (int j = 0; j < R; j++)
@@ -2202,28 +2212,7 @@ __device__ __forceinline__ void moe_dclt(const float* A, const int* ids, const f
       asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
       issue(q + S);
     }
-    int s = slot(q);
-    i64 e = q < topk ? ids[s] : 0;
-    const float* Sc = q < topk ? Sf : Ss;  // set for every slot of block-scaled experts
-    const float* ar = A + (i64)s * K;
-    float acc[R];
-    const float* sr[R];
-#pragma unroll
-    for (int j = 0; j < R; j++) {
-      acc[j] = 0.f;
-      sr[j] = F::S ? Sc + e * (N / br) * (K / bc) + (i64)(min(n0 + j, N - 1) / br) * (K / bc) : 0;
-    }
-#pragma unroll
-    for (int c = 0; c < C; c++) {
-      int kc = lane + 32 * c;
-      if (kc >= KC) break;
-      gv_rows_chunk<R, F>(v[c], ar + kc * F::N, acc, sr, kc, bc);
-    }
-#pragma unroll
-    for (int j = 0; j < R; j++) {
-      float x = warp_sum(acc[j]);
-      out[j] += q < topk ? x * wts[t * topk + q] : x;
-    }
+    dcl_slot<F, C, R>([&](int c, int j) { return v[c][j]; }, q, slot(q), t, ids, wts, topk, A, q < topk ? Sf : Ss, br, bc, N, K, n0, out);
   }
 #pragma unroll
   for (int j = 0; j < R; j++)
