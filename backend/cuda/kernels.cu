@@ -1193,7 +1193,6 @@ __device__ __forceinline__ void mbar_init(u32 bar, u32 count) { asm volatile("mb
 __device__ __forceinline__ void mbar_expect(u32 bar, u32 bytes) {
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
 }
-__device__ __forceinline__ void mbar_arrive(u32 bar) { asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory"); }
 __device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
   u32 ok;
   do {
@@ -1207,6 +1206,44 @@ __device__ __forceinline__ void bulk_g2s(u32 dst, const void* src, u32 bytes, u3
   asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(dst), "l"(src), "r"(bytes), "r"(bar)
                : "memory");
 }
+// warp_ring is one warp's ring of S stages in shared memory, each holding
+// R rows of up to 32·C chunks (16 bytes) and filled by bulk copies that
+// complete on the stage's mbarrier: ask(k, rows, from, n) asks for chunks
+// [from, from + n) of each row rows(j) into stage k % S (the k-th fill);
+// take(k, v) waits for the k-th fill and gives the lane its chunks lane +
+// 32·c of each row, after which the stage may be asked for again (release
+// orders those reads before the next fill's writes). bars: S mbarriers of
+// this warp; sm: its S·R·C·32 chunks.
+template <int R, int C, int S>
+struct warp_ring {
+  u32 bar0, sm0;
+  const uint4* sm;
+  __device__ __forceinline__ warp_ring(unsigned long long* bars, uint4* smem) : bar0(smem_addr(bars)), sm0(smem_addr(smem)), sm(smem) {
+    if ((threadIdx.x & 31) == 0) {
+      for (int i = 0; i < S; i++) mbar_init(bar0 + 8 * i, 1);
+      asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    __syncwarp();
+  }
+  template <class Rows>
+  __device__ __forceinline__ void ask(int k, Rows rows, int from, int n) {
+    int lane = threadIdx.x & 31, b = k % S;
+    if (lane == 0) mbar_expect(bar0 + 8 * b, (u32)(R * n * 16));
+    __syncwarp();
+    if (lane < R) bulk_g2s(sm0 + (u32)((b * R + lane) * C * 512), rows(lane) + from, (u32)(n * 16), bar0 + 8 * b);
+  }
+  __device__ __forceinline__ void take(int k, uint4 (&v)[C][R]) {
+    int lane = threadIdx.x & 31, b = k % S;
+    mbar_wait(bar0 + 8 * b, (u32)(k / S) & 1);
+#pragma unroll
+    for (int c = 0; c < C; c++)
+#pragma unroll
+      for (int j = 0; j < R; j++) v[c][j] = sm[(b * R + j) * C * 32 + lane + 32 * c];
+    __syncwarp();  // every lane has its chunks of the stage
+  }
+  // release: before asking for a stage just taken
+  __device__ __forceinline__ void release() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
+};
 #endif
 // gv_stream: the one-row GEMVs' sums (R rows per warp in format F, each
 // lane's chunks in order, gv_rows_chunk: the same as gemv_fp81's and
@@ -1227,21 +1264,10 @@ __device__ __forceinline__ void gv_stream(const unsigned char* __restrict__ Wt, 
   __shared__ __align__(8) unsigned long long bars[W * S];
   int w = threadIdx.x >> 5, lane = threadIdx.x & 31, KC = K / F::N, NR = (KC + 31) / 32;
   int n0 = (blockIdx.x * W + w) * R;
-  u32 full0 = smem_addr(bars), wsm0 = smem_addr(wsm);
-  if (lane == 0) {
-    for (int i = 0; i < S; i++) mbar_init(full0 + 8 * (w * S + i), 1);
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-  }
-  __syncwarp();
-  // the warp asks for round u of its rows into stage u % S
-  auto issue = [&](int u) {
-    int b = w * S + u % S;
-    u32 bytes = (u32)min(32, KC - 32 * u) * 16;  // per row
-    if (lane == 0) mbar_expect(full0 + 8 * b, bytes * R);
-    __syncwarp();
-    if (lane < R) bulk_g2s(wsm0 + (u32)((b * R + lane) * 512), Wt + (i64)min(n0 + lane, N - 1) * KC * 16 + 512 * u, bytes, full0 + 8 * b);
-  };
-  for (int u = 0; u < S && u < NR; u++) issue(u);
+  warp_ring<R, 1, S> ring(bars + w * S, wsm + w * S * R * 32);
+  auto rows = [&](int j) { return (const uint4*)Wt + (i64)min(n0 + j, N - 1) * KC; };
+  auto ask = [&](int u) { ring.ask(u, rows, 32 * u, min(32, KC - 32 * u)); };  // round u of the rows
+  for (int u = 0; u < S && u < NR; u++) ask(u);
   const float* sr[R];
 #pragma unroll
   for (int j = 0; j < R; j++) sr[j] = F::S ? Sc + (i64)(min(n0 + j, N - 1) / br) * sc : nullptr;
@@ -1250,17 +1276,14 @@ __device__ __forceinline__ void gv_stream(const unsigned char* __restrict__ Wt, 
 #pragma unroll
   for (int j = 0; j < R; j++) acc[j] = 0.f;
   for (int u = 0; u < NR; u++) {
-    int b = w * S + u % S, kc = 32 * u + lane;
-    mbar_wait(full0 + 8 * b, (u32)(u / S) & 1);
-    uint4 v[R];
-#pragma unroll
-    for (int j = 0; j < R; j++) v[j] = wsm[(b * R + j) * 32 + lane];
-    __syncwarp();  // every lane has its chunks of the stage: refill it
+    int kc = 32 * u + lane;
+    uint4 v[1][R];
+    ring.take(u, v);
     if (u + S < NR) {
-      asm volatile("fence.proxy.async.shared::cta;" ::: "memory");  // the reads before the copy's writes
-      issue(u + S);
+      ring.release();
+      ask(u + S);
     }
-    if (kc < KC) gv_rows_chunk<R, F>(v, x + kc * F::N, acc, sr, kc, bc);
+    if (kc < KC) gv_rows_chunk<R, F>(v[0], x + kc * F::N, acc, sr, kc, bc);
   }
   gv_store_rows<R>(acc, Y, n0, N);
 #endif
@@ -1975,12 +1998,7 @@ __device__ __forceinline__ void moe_gut(const float* X, i64 ldx, const int* ids,
   constexpr int RR = 2 * PR;  // rows: gate and up of each pair
   int s = blockIdx.y, w = threadIdx.x >> 5, k = (blockIdx.x * (blockDim.x >> 5) + w) * PR, lane = threadIdx.x & 31;
   int KC = K / F::N, NR = (KC + 31) / 32;
-  u32 full0 = smem_addr(bars), wsm0 = smem_addr(wsm);
-  if (lane == 0) {
-    for (int i = 0; i < S; i++) mbar_init(full0 + 8 * (w * S + i), 1);
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-  }
-  __syncwarp();
+  warp_ring<RR, 1, S> ring(bars + w * S, wsm + w * S * RR * 32);
   unsigned long long t0 = tl_now();
   bool wait = !early || s < ns;
   if (wait) PDL_ENTER();
@@ -1991,15 +2009,9 @@ __device__ __forceinline__ void moe_gut(const float* X, i64 ldx, const int* ids,
   const uint4* W = s < ns ? Wt : Ws;
   const float* Sc = s < ns ? Sf : Ss;
   // row r: gate (r even) or up (r odd) of pair r / 2
-  auto row = [&](int r) { return W + (e * 2 * I + (r & 1) * I + min(k + r / 2, I - 1)) * KC; };
-  auto issue = [&](int u) {
-    int b = w * S + u % S;
-    u32 bytes = (u32)min(32, KC - 32 * u) * 16;  // per row
-    if (lane == 0) mbar_expect(full0 + 8 * b, bytes * RR);
-    __syncwarp();
-    if (lane < RR) bulk_g2s(wsm0 + (u32)((b * RR + lane) * 512), row(lane) + 32 * u, bytes, full0 + 8 * b);
-  };
-  for (int u = 0; u < S && u < NR; u++) issue(u);
+  auto rows = [&](int r) { return W + (e * 2 * I + (r & 1) * I + min(k + r / 2, I - 1)) * KC; };
+  auto ask = [&](int u) { ring.ask(u, rows, 32 * u, min(32, KC - 32 * u)); };  // round u of the rows
+  for (int u = 0; u < S && u < NR; u++) ask(u);
   float acc[RR];
   const float* sr[RR];
 #pragma unroll
@@ -2010,17 +2022,14 @@ __device__ __forceinline__ void moe_gut(const float* X, i64 ldx, const int* ids,
   }
   const float* x = X + (s < ns ? s / topk : s - ns) * ldx;
   for (int u = 0; u < NR; u++) {
-    int b = w * S + u % S, kc = 32 * u + lane;
-    mbar_wait(full0 + 8 * b, (u32)(u / S) & 1);
-    uint4 v[RR];
-#pragma unroll
-    for (int r = 0; r < RR; r++) v[r] = wsm[(b * RR + r) * 32 + lane];
-    __syncwarp();  // every lane has its chunks of the stage: refill it
+    int kc = 32 * u + lane;
+    uint4 v[1][RR];
+    ring.take(u, v);
     if (u + S < NR) {
-      asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-      issue(u + S);
+      ring.release();
+      ask(u + S);
     }
-    if (kc < KC) gv_rows_chunk<RR, F>(v, x + kc * F::N, acc, sr, kc, bc);
+    if (kc < KC) gv_rows_chunk<RR, F>(v[0], x + kc * F::N, acc, sr, kc, bc);
   }
 #pragma unroll
   for (int p = 0; p < PR; p++) {
@@ -2173,44 +2182,29 @@ __device__ __forceinline__ void moe_dclt(const float* A, const int* ids, const f
   int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
   int t = blockIdx.y, n0 = (blockIdx.x * (blockDim.x >> 5) + w) * R;
   int KC = K / F::N, m = topk + (Ws ? 1 : 0);
-  u32 full0 = smem_addr(bars), wsm0 = smem_addr(wsm);
+  warp_ring<R, C, S> ring(bars + w * S, wsm + w * S * R * C * 32);
   auto slot = [&](int q) { return q < topk ? t * topk + q : ns + t; };
-  if (lane == 0) {
-    for (int i = 0; i < S; i++) mbar_init(full0 + 8 * (w * S + i), 1);
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-  }
-  __syncwarp();
-  auto issue = [&](int q) {
-    int b = w * S + q % S;
+  auto ask = [&](int q) {  // slot q's rows
     i64 e = q < topk ? ids[slot(q)] : 0;
-    if (lane == 0) mbar_expect(full0 + 8 * b, (u32)(R * KC * 16));
-    __syncwarp();
-    if (lane < R)
-      bulk_g2s(wsm0 + (u32)((b * R + lane) * C * 512), (q < topk ? Wt : Ws) + (e * N + min(n0 + lane, N - 1)) * KC, (u32)(KC * 16), full0 + 8 * b);
+    ring.ask(q, [&](int j) { return (q < topk ? Wt : Ws) + (e * N + min(n0 + j, N - 1)) * KC; }, 0, KC);
   };
   unsigned long long t0 = tl_now();
   if (early)
-    for (int q = 0; q < S && q < m; q++) issue(q);
+    for (int q = 0; q < S && q < m; q++) ask(q);
   PDL_ENTER();
   tl_probe(8, t0);
   t0 = tl_now();
   if (!early)
-    for (int q = 0; q < S && q < m; q++) issue(q);
+    for (int q = 0; q < S && q < m; q++) ask(q);
   float out[R];
 #pragma unroll
   for (int j = 0; j < R; j++) out[j] = 0.f;
   for (int q = 0; q < m; q++) {
-    int b = w * S + q % S;
-    mbar_wait(full0 + 8 * b, (u32)(q / S) & 1);
     uint4 v[C][R];
-#pragma unroll
-    for (int c = 0; c < C; c++)
-#pragma unroll
-      for (int j = 0; j < R; j++) v[c][j] = wsm[(b * R + j) * C * 32 + lane + 32 * c];
-    __syncwarp();  // every lane has its chunks of the stage: refill it
+    ring.take(q, v);
     if (q + S < m) {
-      asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-      issue(q + S);
+      ring.release();
+      ask(q + S);
     }
     dcl_slot<F, C, R>([&](int c, int j) { return v[c][j]; }, q, slot(q), t, ids, wts, topk, A, q < topk ? Sf : Ss, br, bc, N, K, n0, out);
   }
