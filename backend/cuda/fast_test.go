@@ -396,15 +396,16 @@ func TestMoEShared(t *testing.T) {
 				// (moe_gut2_bf16, moe_dclt2_bf16; sm_90) against moe_gu +
 				// moe_dc (one warp per output row): the same sums
 				if g.ccMaj >= 9 && g.smemOptin >= dcltSmem+(2<<10) && c.I <= 512 && g.moeWarps == [2]int{4, 8} {
-					for _, shared := range []bool{true, false} {
+					for i, shared := range []bool{true, false, true} {
+						alt := i == 2 // the _b variants (other numbers of stages)
 						tma, one := g.Alloc(T, c.D), g.Alloc(T, c.D)
 						for _, on := range []bool{true, false} {
 							dst := one
 							if on {
 								dst = tma
 							}
-							savedF, savedS, savedG, savedD := g.moeFused, g.dcSplit, g.guTMA, g.dclTMA
-							g.moeFused, g.dcSplit, g.guTMA, g.dclTMA = false, 1, on, on
+							savedF, savedS, savedG, savedD, savedA := g.moeFused, g.dcSplit, g.guTMA, g.dclTMA, g.tmaAlt
+							g.moeFused, g.dcSplit, g.guTMA, g.dclTMA, g.tmaAlt = false, 1, on, on, alt
 							q0 := kernelMark(g)
 							if shared {
 								g.MoEShared(dst, x.g, g.Route(l.g, nil, p), ge, ggu, gdn)
@@ -412,12 +413,16 @@ func TestMoEShared(t *testing.T) {
 								g.MoE(dst, x.g, g.Route(l.g, nil, p), ge)
 							}
 							ks := queuedKernels(g, q0)
-							g.moeFused, g.dcSplit, g.guTMA, g.dclTMA = savedF, savedS, savedG, savedD
-							if on && (!slices.Contains(ks, "moe_gut2_bf16") || !slices.Contains(ks, "moe_dclt2_bf16")) {
-								t.Errorf("%s: kernels %v, want moe_gut2_bf16 and moe_dclt2_bf16", what, ks)
+							g.moeFused, g.dcSplit, g.guTMA, g.dclTMA, g.tmaAlt = savedF, savedS, savedG, savedD, savedA
+							suf := ""
+							if alt {
+								suf = "_b"
+							}
+							if on && (!slices.Contains(ks, "moe_gut2_bf16"+suf) || !slices.Contains(ks, "moe_dclt2_bf16"+suf)) {
+								t.Errorf("%s: kernels %v, want moe_gut2_bf16%s and moe_dclt2_bf16%s", what, ks, suf, suf)
 							}
 						}
-						sameTensors(t, fmt.Sprintf("%s: moe_gut2_bf16 + moe_dclt2_bf16 (shared %v)", what, shared), g, tma, one, 0)
+						sameTensors(t, fmt.Sprintf("%s: moe_gut2_bf16 + moe_dclt2_bf16 (shared %v, _b %v)", what, shared, alt), g, tma, one, 0)
 						g.Free(tma)
 						g.Free(one)
 					}

@@ -147,6 +147,9 @@ func TestFastFP8(t *testing.T) {
 					}
 					if tma {
 						want = []string{"moe_gut2_fp8", "moe_dclt2_fp8"}
+						if g.tmaAlt {
+							want = []string{"moe_gut2_fp8_b", "moe_dclt2_fp8_b"}
+						}
 					}
 					for _, k := range want {
 						if !slices.Contains(ks, k) {
@@ -163,9 +166,14 @@ func TestFastFP8(t *testing.T) {
 					g.Free(o)
 				}
 				if g.ccMaj >= 9 && g.smemOptin >= dcltSmem+(2<<10) && c.I <= 1024 && g.moeWarps == [2]int{4, 8} {
-					for _, early := range []bool{true, false} {
+					// (alt: their _b variants, other numbers of stages)
+					for i, early := range []bool{true, false, true} {
+						alt := i == 2
+						saved := g.tmaAlt
+						g.tmaAlt = alt
 						o := run(2, 2, early, true)
-						sameTensors(t, fmt.Sprintf("fp8 moe %+v T=%d: moe_gut2_fp8 + moe_dclt2_fp8 (early %v)", c, T, early), g, o, base, 0)
+						g.tmaAlt = saved
+						sameTensors(t, fmt.Sprintf("fp8 moe %+v T=%d: moe_gut2_fp8 + moe_dclt2_fp8 (early %v, _b %v)", c, T, early, alt), g, o, base, 0)
 						g.Free(o)
 					}
 				}

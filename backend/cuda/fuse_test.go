@@ -294,9 +294,9 @@ func TestNormRoute(t *testing.T) {
 func TestNormGEMV(t *testing.T) {
 	g := gpu(t, false)
 	rng := rand.New(rand.NewSource(31))
-	defer func(on bool, g4 int, tma, f8n bool) {
-		g.normGEMV, g.gemv4n, g.bf16TMA, g.fp8NormTMA = on, g4, tma, f8n
-	}(g.normGEMV, g.gemv4n, g.bf16TMA, g.fp8NormTMA)
+	defer func(on bool, g4 int, tma, f8n, alt bool) {
+		g.normGEMV, g.gemv4n, g.bf16TMA, g.fp8NormTMA, g.tmaAlt = on, g4, tma, f8n, alt
+	}(g.normGEMV, g.gemv4n, g.bf16TMA, g.fp8NormTMA, g.tmaAlt)
 	tmaOK := g.ccMaj >= 9 && g.smemOptin >= bf16tSmem+(17<<10)
 	fp8OK := g.ccMaj >= 9 && g.smemOptin >= fp8tnSmem+(17<<10) && g.fp8TMA && g.fp8Rows == 8
 	for _, c := range []struct {
@@ -306,27 +306,30 @@ func TestNormGEMV(t *testing.T) {
 		g4      int  // gemv4n: four rows per warp from this many rows (gemv_bf16v4n)
 		tma     bool // gemv_bf16t4n for gemv_bf16v4n (sm_90)
 		fp8     bool // FP8 weights: gemv_fp8t8n (sm_90)
+		alt     bool // the _b variant (other stages)
 	}{
-		{1, 16384, 4096, "gemv", true, 0, false, true},    // Ring-flash's qkv|gate: 512 threads' norm
-		{1, 16500, 3968, "gemv", true, 0, false, true},    // a ragged last block, a last round of 24 chunks
-		{1, 4096, 4096, "gemv", false, 0, false, true},    // too few rows for gemv_fp8t8n: k_addrmsnorm
-		{1, 8192, 2048, "gemv", true, 0, false, false},    // Ring-mini's qkv|gate: two rows per warp
-		{1, 8192, 2048, "gemv", true, 4096, false, false}, // four rows per warp
-		{1, 5000, 2048, "gemv", true, 4096, false, false}, // four rows per warp, a ragged last block
-		{1, 8192, 2048, "gemv", true, 4096, true, false},  // four rows per warp streamed by bulk copies
-		{1, 5000, 2048, "gemv", true, 4096, true, false},
-		{1, 5000, 1800, "gemv", true, 4096, true, false}, // a last round of one chunk
-		{1, 3072, 2048, "gemv", true, 0, false, false},   // softmax layers' qkv: one row per warp
-		{1, 1000, 512, "gemv", true, 0, false, false},
-		{1, 7, 64, "gemv", true, 0, false, false},
-		{1, 3072, 2048, "add", false, 0, false, false},
-		{2, 3072, 2048, "gemv", false, 0, false, false},
+		{1, 16384, 4096, "gemv", true, 0, false, true, false},    // Ring-flash's qkv|gate: 512 threads' norm
+		{1, 16500, 3968, "gemv", true, 0, false, true, false},    // a ragged last block, a last round of 24 chunks
+		{1, 4096, 4096, "gemv", false, 0, false, true, false},    // too few rows for gemv_fp8t8n: k_addrmsnorm
+		{1, 8192, 2048, "gemv", true, 0, false, false, false},    // Ring-mini's qkv|gate: two rows per warp
+		{1, 8192, 2048, "gemv", true, 4096, false, false, false}, // four rows per warp
+		{1, 5000, 2048, "gemv", true, 4096, false, false, false}, // four rows per warp, a ragged last block
+		{1, 8192, 2048, "gemv", true, 4096, true, false, false},  // four rows per warp streamed by bulk copies
+		{1, 5000, 2048, "gemv", true, 4096, true, false, false},
+		{1, 5000, 1800, "gemv", true, 4096, true, false, false}, // a last round of one chunk
+		{1, 8192, 2048, "gemv", true, 4096, true, false, true},  // gemv_bf16t4n_b (4 stages)
+		{1, 5000, 1800, "gemv", true, 4096, true, false, true},
+		{1, 3072, 2048, "gemv", true, 0, false, false, false}, // softmax layers' qkv: one row per warp
+		{1, 1000, 512, "gemv", true, 0, false, false, false},
+		{1, 7, 64, "gemv", true, 0, false, false, false},
+		{1, 3072, 2048, "add", false, 0, false, false, false},
+		{2, 3072, 2048, "gemv", false, 0, false, false, false},
 	} {
 		if c.tma && !tmaOK || c.fp8 && !fp8OK {
 			continue
 		}
 		what := fmt.Sprintf("%+v", c)
-		g.gemv4n, g.bf16TMA, g.fp8NormTMA = c.g4, c.tma, c.fp8
+		g.gemv4n, g.bf16TMA, g.fp8NormTMA, g.tmaAlt = c.g4, c.tma, c.fp8, c.alt
 		kind := backend.BF16
 		if c.fp8 {
 			kind = backend.F8E4M3
@@ -352,6 +355,9 @@ func TestNormGEMV(t *testing.T) {
 			want := "gemv_bf16v4n"
 			if c.tma {
 				want = "gemv_bf16t4n"
+				if c.alt {
+					want += "_b"
+				}
 			}
 			if c.fp8 {
 				want = "gemv_fp8t8n"

@@ -1328,16 +1328,28 @@ extern "C" __global__ void __launch_bounds__(32 * FP8TN_W, 1) gemv_fp8t8n(const 
 // (RINGO_CUDA_BF16_TMA=1). 96 KB of stages and the norm's 16 KB: two blocks
 // per SM.
 #define BF16T_S 6
-extern "C" __global__ void __launch_bounds__(256, 2) gemv_bf16t4n(const float* X, const float* A, const float* nw, float* Yres, float* H, int nt, float eps,
-                                                                 const u16* __restrict__ Wt, int N, int K, float* Y) {
+template <int S>
+__device__ __forceinline__ void gemv_bf16t4n_s(const float* X, const float* A, const float* nw, float* Yres, float* H, int nt, float eps,
+                                               const u16* __restrict__ Wt, int N, int K, float* Y) {
   __shared__ __align__(16) float hs[GVN_MAXK];
-  gv_stream<GvBF16, 4, 8, BF16T_S>((const unsigned char*)Wt, N, K, nullptr, 0, 1, 1, Y, [&] {
+  gv_stream<GvBF16, 4, 8, S>((const unsigned char*)Wt, N, K, nullptr, 0, 1, 1, Y, [&] {
     float wv[NU];
     addnorm_w(nw, K, nt, wv);
     PDL_ENTER();
     gv_norm(hs, X, A, wv, Yres, H, K, nt, eps);
     return (const float*)hs;
   });
+}
+extern "C" __global__ void __launch_bounds__(256, 2) gemv_bf16t4n(const float* X, const float* A, const float* nw, float* Yres, float* H, int nt, float eps,
+                                                                 const u16* __restrict__ Wt, int N, int K, float* Y) {
+  gemv_bf16t4n_s<BF16T_S>(X, A, nw, Yres, H, nt, eps, Wt, N, K, Y);
+}
+// gemv_bf16t4n_b, moe_gut2_fp8_b, moe_gut2_bf16_b, moe_dclt2_fp8_b,
+// moe_dclt2_bf16_b: the streaming kernels with other numbers of stages (4,
+// 8, 8, 4, 4: 64 KB each), for comparisons (RINGO_CUDA_TMA_ALT=1)
+extern "C" __global__ void __launch_bounds__(256, 2) gemv_bf16t4n_b(const float* X, const float* A, const float* nw, float* Yres, float* H, int nt,
+                                                                   float eps, const u16* __restrict__ Wt, int N, int K, float* Y) {
+  gemv_bf16t4n_s<4>(X, A, nw, Yres, H, nt, eps, Wt, N, K, Y);
 }
 extern "C" __global__ void gemv_fp8v2(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br,
                                       int bc, float* Y, i64 ldy) {
@@ -2052,6 +2064,15 @@ extern "C" __global__ void __launch_bounds__(128, 6) moe_gut2_bf16(const float* 
                                                                  int K, float* A, const u16* __restrict__ Ws, int ns, int early) {
   moe_gut<GvBF16, 2, GUT_S>(X, ldx, ids, topk, (const uint4*)Wt, 0, 1, 1, I, K, A, (const uint4*)Ws, 0, ns, early);
 }
+extern "C" __global__ void __launch_bounds__(128, 3) moe_gut2_fp8_b(const float* X, i64 ldx, const int* ids, int topk, const unsigned char* __restrict__ Wt,
+                                                                  const float* S, int br, int bc, int I, int K, float* A,
+                                                                  const unsigned char* __restrict__ Ws, const float* Ss, int ns, int early) {
+  moe_gut<GvFP8, 2, 8>(X, ldx, ids, topk, (const uint4*)Wt, S, br, bc, I, K, A, (const uint4*)Ws, Ss, ns, early);
+}
+extern "C" __global__ void __launch_bounds__(128, 3) moe_gut2_bf16_b(const float* X, i64 ldx, const int* ids, int topk, const u16* __restrict__ Wt, int I,
+                                                                   int K, float* A, const u16* __restrict__ Ws, int ns, int early) {
+  moe_gut<GvBF16, 2, 8>(X, ldx, ids, topk, (const uint4*)Wt, 0, 1, 1, I, K, A, (const uint4*)Ws, 0, ns, early);
+}
 // moe_gu4_fp8: four pairs per warp in rounds of two chunks (the same 64
 // weight registers as moe_gu2_fp8), x loaded once for eight rows
 extern "C" __global__ void moe_gu4_fp8(const float* X, i64 ldx, const int* ids, int topk, const unsigned char* __restrict__ Wt, const float* S, int br,
@@ -2229,6 +2250,17 @@ extern "C" __global__ void __launch_bounds__(256, 2) moe_dclt2_fp8(const float* 
 extern "C" __global__ void __launch_bounds__(256, 2) moe_dclt2_bf16(const float* A, const int* ids, const float* wts, int topk, const u16* __restrict__ Wt,
                                                                    int N, int K, float* D, i64 ldd, const u16* __restrict__ Ws, int ns, int pre, int reg) {
   moe_dclt<GvBF16, 2, 2, DCLT_S>(A, ids, wts, topk, (const uint4*)Wt, 0, 1, 1, N, K, D, ldd, (const uint4*)Ws, 0, ns, pre && reg);
+}
+extern "C" __global__ void __launch_bounds__(256, 2) moe_dclt2_fp8_b(const float* A, const int* ids, const float* wts, int topk,
+                                                                    const unsigned char* __restrict__ Wt, const float* S, int br, int bc, int N, int K,
+                                                                    float* D, i64 ldd, const unsigned char* __restrict__ Ws, const float* Ss, int ns,
+                                                                    int early) {
+  moe_dclt<GvFP8, 2, 2, 4>(A, ids, wts, topk, (const uint4*)Wt, S, br, bc, N, K, D, ldd, (const uint4*)Ws, Ss, ns, early);
+}
+extern "C" __global__ void __launch_bounds__(256, 2) moe_dclt2_bf16_b(const float* A, const int* ids, const float* wts, int topk,
+                                                                     const u16* __restrict__ Wt, int N, int K, float* D, i64 ldd,
+                                                                     const u16* __restrict__ Ws, int ns, int pre, int reg) {
+  moe_dclt<GvBF16, 2, 2, 4>(A, ids, wts, topk, (const uint4*)Wt, 0, 1, 1, N, K, D, ldd, (const uint4*)Ws, 0, ns, pre && reg);
 }
 // moe_dcl_fp8, moe_dcl2_fp8, moe_dcl4_fp8: moe_dcl for FP8 rows of up to
 // 1,024 values (two chunks per lane; Ring-flash's I) with one, two or four

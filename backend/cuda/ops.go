@@ -425,6 +425,9 @@ func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *wei
 		smem := 0
 		if name == "gemv_bf16v4n" && b.bf16TMA {
 			name, smem = "gemv_bf16t4n", bf16tSmem // its rows streamed by bulk copies
+			if b.tmaAlt {
+				name, smem = "gemv_bf16t4n_b", tmaAltSmem
+			}
 		}
 		b.launch(name, dim3{(N + rows - 1) / rows, 1, 1}, dim3{256, 1, 1}, smem, pArg(r.x), pArg(r.a), pArg(r.w.p), pArg(r.y), pArg(r.d),
 			iArg(addNormThreads(K)), fArg(r.eps), pArg(w.p), iArg(N), iArg(K), pArg(pd))
@@ -985,6 +988,8 @@ const (
 	dcltSmem = 8 * 6 * 2 * 2 * 512
 	// moe_gut2_fp8's: 4 warps of 2 pairs (4 rows), GUT_S stages
 	gutSmem = 4 * 4 * 4 * 512
+	// the _b variants' (RINGO_CUDA_TMA_ALT): 64 KB each
+	tmaAltSmem = 64 << 10
 	// gemv_fp8t8n's warps (FP8TN_W) and stages
 	fp8tnWarps = 16
 	fp8tnSmem  = fp8tnWarps * fp8tStages * fp8tRows * 512
@@ -1867,9 +1872,15 @@ func (b *Backend) moeVector(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rI
 			gu, pr = [...]string{2: "moe_gu2_fp8", 4: "moe_gu4_fp8"}[b.guPairs], b.guPairs
 			if pr == 2 && wg == 4 && b.guTMA {
 				gu, guSmem = "moe_gut2_fp8", gutSmem // the pairs' rows streamed by bulk copies
+				if b.tmaAlt {
+					gu, guSmem = "moe_gut2_fp8_b", tmaAltSmem
+				}
 			}
 		} else if !fp8 && wg == 4 && b.guTMA {
 			gu, pr, guSmem = "moe_gut2_bf16", 2, gutSmem
+			if b.tmaAlt {
+				gu, guSmem = "moe_gut2_bf16_b", tmaAltSmem
+			}
 		}
 		b.launch(gu, dim3{(I + wg*pr - 1) / (wg * pr), slots, 1}, dim3{32 * wg, 1, 1}, guSmem, append(append(a, shared(gateUp)...), bArg(early))...)
 		if fp8 {
@@ -1883,11 +1894,18 @@ func (b *Backend) moeVector(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rI
 			smem := 0
 			if r == 2 && wd == 8 && b.dclTMA {
 				name, smem = "moe_dclt2_fp8", dcltSmem // the slots' rows streamed by bulk copies
+				if b.tmaAlt {
+					name, smem = "moe_dclt2_fp8_b", tmaAltSmem
+				}
 			}
 			b.launch(name, dim3{(D + wd*r - 1) / (wd * r), T, 1}, dim3{32 * wd, 1, 1}, smem, append(append(a, shared(down)...), bArg(b.dcReg))...)
 		} else if !fp8 && wd == 8 && I <= 512 && b.dclTMA {
 			// each warp's slots streamed by bulk copies (moe_dc_bf16v's sums)
-			b.launch("moe_dclt2_bf16", dim3{(D + 2*wd - 1) / (2 * wd), T, 1}, dim3{32 * wd, 1, 1}, dcltSmem, append(append(a, shared(down)...), bArg(b.dcPre), bArg(b.dcReg))...)
+			name, smem := "moe_dclt2_bf16", dcltSmem
+			if b.tmaAlt {
+				name, smem = "moe_dclt2_bf16_b", tmaAltSmem
+			}
+			b.launch(name, dim3{(D + 2*wd - 1) / (2 * wd), T, 1}, dim3{32 * wd, 1, 1}, smem, append(append(a, shared(down)...), bArg(b.dcPre), bArg(b.dcReg))...)
 		} else if sp := b.dcSplit; (sp == 2 || sp == 3) && !fp8 && sp*wd <= 32 {
 			b.launch([...]string{2: "moe_dc2_bf16v", 3: "moe_dc3_bf16v"}[sp], dim3{(D + wd - 1) / wd, T, 1}, dim3{sp * 32 * wd, 1, 1}, 0, append(append(a, shared(down)...), bArg(b.dcPre), bArg(b.dcReg))...)
 		} else {
