@@ -5,7 +5,8 @@
 # down projections, each warp's slots streamed, RINGO_CUDA_DCL_TMA=1, knob dclt) and
 # moe_gut2_fp8 (its gate|up pairs streamed, RINGO_CUDA_GU_TMA=1, knob gut) and gemv_fp8t8n
 # (Ring-flash's input norm inside its qkv|gate GEMV, 512-thread blocks, RINGO_CUDA_FP8_NORM_TMA=1,
-# knob f8n), and for Ring-mini's two-kernel MoE (RINGO_CUDA_MOE_FUSED=0, knob gd=0)
+# knob f8n), gemv_fp8t2 (Ring-flash's 4,096-row dense GEMVs streamed, RINGO_CUDA_FP8_TMA2=1,
+# knob f8t2), and for Ring-mini's two-kernel MoE (RINGO_CUDA_MOE_FUSED=0, knob gd=0)
 # moe_gut2_bf16 and moe_dclt2_bf16 (the same knobs gut and dclt), all compiled offline only,
 # with bit-identity tests, and their _b variants with other numbers of stages (RINGO_CUDA_TMA_ALT=1,
 # knob alt) (moe_dcl and moe_dclt now share dcl_slot: moe_dcl2_fp8 should
@@ -18,14 +19,14 @@
 set -u
 RINGO_CUDA_REGS=1 TEST_BIN=bin/cuda.test BENCH=0 RUN='TestGEMVSingleRow|TestNormGEMV$|TestFastFP8|TestMoEShared$' TEST_TIMEOUT=200s OUT=$OUT/t scripts/gpu-check.sh > $OUT/t.txt 2>&1
 grep -A1 "== Summary" $OUT/t.txt
-grep -E "cuda kernel (gemv_fp8t8n?|gemv_bf16[vt]4n(_b)?|moe_dclt?2_(fp8|bf16)(_b)?|moe_gut?2_(fp8|bf16)(_b)?) " $OUT/t/test.log | sort -u
+grep -E "cuda kernel (gemv_fp8t[28]n?|gemv_fp8v2|gemv_bf16[vt]4n(_b)?|moe_dclt?2_(fp8|bf16)(_b)?|moe_gut?2_(fp8|bf16)(_b)?) " $OUT/t/test.log | sort -u
 grep -E -- "--- FAIL|panic|gemv_bf16t4n|moe_gut2|gemv_fp8t8|fp8:true" $OUT/t/test.log | head -24
 grep -q -- "--- FAIL\|panic" $OUT/t/test.log && exit 1
 export RINGO_CUDA_LIB_PATH=$(grep -o 'RINGO_CUDA_LIB_PATH=.*' $OUT/t.txt | head -1 | cut -d= -f2-)
 bin/ringo synth --config bin/rf8.json --dtype fp8 --out /dev/shm/rf8 > /dev/null 2>&1
-TEST_BIN=bin/cuda.test TESTS=0 BENCH=1 BENCHRE=DecodeAB BENCHTIME=5000x RINGO_BENCH_MODEL=/dev/shm/rf8 RINGO_BENCH_AB=";dclt=1;gut=1;f8n=1;dclt=1,gut=1,f8n=1;dclt=1,gut=1,alt=1;;dclt=1;gut=1;f8n=1;dclt=1,gut=1,f8n=1;dclt=1,gut=1,alt=1;" OUT=$OUT/ab scripts/gpu-check.sh > $OUT/ab.txt 2>&1
-grep -E "µs|panic|FAIL|rror" $OUT/ab/bench.log | tail -14
-RINGO_CUDA_DCL_TMA=1 RINGO_CUDA_GU_TMA=1 RINGO_CUDA_FP8_NORM_TMA=1 RINGO_CUDA_TIMELINE=1 RINGO_CUDA_STATS=64 timeout 60 bin/ringo bench --device cuda --model /dev/shm/rf8 --prompt 512 --gen 128 --context 1k --batch 1 > $OUT/tl.txt 2>&1
+TEST_BIN=bin/cuda.test TESTS=0 BENCH=1 BENCHRE=DecodeAB BENCHTIME=5000x RINGO_BENCH_MODEL=/dev/shm/rf8 RINGO_BENCH_AB=";dclt=1;gut=1;f8n=1;f8t2=1;dclt=1,gut=1,f8n=1,f8t2=1;dclt=1,gut=1,alt=1;;dclt=1;gut=1;f8n=1;f8t2=1;dclt=1,gut=1,f8n=1,f8t2=1;dclt=1,gut=1,alt=1;" OUT=$OUT/ab scripts/gpu-check.sh > $OUT/ab.txt 2>&1
+grep -E "µs|panic|FAIL|rror" $OUT/ab/bench.log | tail -16
+RINGO_CUDA_DCL_TMA=1 RINGO_CUDA_GU_TMA=1 RINGO_CUDA_FP8_NORM_TMA=1 RINGO_CUDA_FP8_TMA2=1 RINGO_CUDA_TIMELINE=1 RINGO_CUDA_STATS=64 timeout 60 bin/ringo bench --device cuda --model /dev/shm/rf8 --prompt 512 --gen 128 --context 1k --batch 1 > $OUT/tl.txt 2>&1
 awk '/cuda timeline/{c++} c==2' $OUT/tl.txt | grep -E "^  \S|probe  [6789]:" | head -12
 rm -rf /dev/shm/rf8
 STAGES=none scripts/gpu-bench.sh > $OUT/rm.txt 2>&1

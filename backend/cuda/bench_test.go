@@ -374,6 +374,7 @@ func BenchmarkOps(b *testing.B) {
 //   - gut: moe_gut2_fp8 (bulk copies) for moe_gu2_fp8 (RINGO_CUDA_GU_TMA), 0 or 1
 //   - f8n: the input norm inside the FP8 qkv|gate GEMV, gemv_fp8t8n (RINGO_CUDA_FP8_NORM_TMA), 0 or 1
 //   - alt: the streaming kernels' _b variants, other numbers of stages (RINGO_CUDA_TMA_ALT), 0 or 1
+//   - f8t2: gemv_fp8t2 (bulk copies) for gemv_fp8v2 (RINGO_CUDA_FP8_TMA2), 0 or 1
 //   - gv: moe_gd_bf16v's variant (RINGO_CUDA_GD_VAR): 0 for the default, u4
 //     for the kernel before the twenty-fourth session, s2 for rounds of two
 //     chunks, any for the knobs as arguments (to vary gs, gsp, gf, gna, gp
@@ -565,6 +566,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"gut":   flag(&g.guTMA, false),
 		"f8n":   flag(&g.fp8NormTMA, false),
 		"alt":   flag(&g.tmaAlt, false),
+		"f8t2":  flag(&g.fp8TMA2, false),
 		"acs":   flag(&g.attnCombineSeq, false),
 		"rt":    flag(&g.ropeTab, false),
 		"np":    flag(&g.normPlain, false),
@@ -639,7 +641,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 	fuseRope, recLate, guEarly, dcSplit, normRoute, ldNA := g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.normRoute, g.ldNA
 	segFirst, segRest, gemv2, readPinned, dcPre, ng := g.segFirst, g.segRest, g.gemv2, g.readPinned, g.dcPre, g.normGEMV
 	gv, acs, rl, rt, np, rgb, f8t, b16t := g.gdVar, g.attnCombineSeq, g.recLoadsLate, g.ropeTab, g.normPlain, g.recMinB, g.fp8TMA, g.bf16TMA
-	dclt, gut, f8n, alt := g.dclTMA, g.guTMA, g.fp8NormTMA, g.tmaAlt
+	dclt, gut, f8n, alt, f8t2 := g.dclTMA, g.guTMA, g.fp8NormTMA, g.tmaAlt, g.fp8TMA2
 	f8r, gu2, dcl, f84 := g.fp8Rows, g.guPairs, g.dclRows, g.fp8Rows4Min
 	wr, g4, dr, rg, ru, gd, gs, gsp, gf, gna, gp, rd := g.warpRoute, g.gemv4n, g.dcReg, g.recGate, g.routeUnroll, g.moeFused, g.gdStage, g.gdSharedPre, g.gdFlip, g.gdNA, g.gdPipe, g.readDirect
 	restore := map[string]func(){
@@ -663,6 +665,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"gut":  func() { g.guTMA = gut },
 		"f8n":  func() { g.fp8NormTMA = f8n },
 		"alt":  func() { g.tmaAlt = alt },
+		"f8t2": func() { g.fp8TMA2 = f8t2 },
 		"rt":   func() { g.ropeTab = rt },
 		"np":   func() { g.normPlain = np },
 		"f8r":  func() { g.fp8Rows = f8r },

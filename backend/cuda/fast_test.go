@@ -652,24 +652,24 @@ func TestGEMVSingleRow(t *testing.T) {
 						// two, four and eight rows per warp (four and eight
 						// from fp8Rows4Min and fp8Rows8Min rows, both set to
 						// min here): the same sums as one
-						// (tma: gemv_fp8t8, eight rows per warp streamed by
-						// bulk copies, sm_90)
+						// (tma: gemv_fp8t8 or gemv_fp8t2, the rows streamed
+						// by bulk copies, sm_90)
 						for _, v := range []struct {
 							rows, min int
 							want      string
 							tma       bool
 						}{{2, 0, "gemv_fp8v2", false}, {4, 0, "gemv_fp8v4", false}, {4, N + 1, "gemv_fp8v2", false}, {8, 0, "gemv_fp8v8", false},
-							{8, N + 1, "gemv_fp8v2", false}, {8, 0, "gemv_fp8t8", true}} {
+							{8, N + 1, "gemv_fp8v2", false}, {8, 0, "gemv_fp8t8", true}, {2, 0, "gemv_fp8t2", true}} {
 							if v.tma && (g.ccMaj < 9 || g.smemOptin < fp8tSmem+1024) {
 								continue
 							}
 							got := gpuCopy(g, d.g)
-							saved, savedMin, saved8, savedT := g.fp8Rows, g.fp8Rows4Min, g.fp8Rows8Min, g.fp8TMA
-							g.fp8Rows, g.fp8Rows4Min, g.fp8Rows8Min, g.fp8TMA = v.rows, v.min, v.min, v.tma
+							saved, savedMin, saved8, savedT, savedT2 := g.fp8Rows, g.fp8Rows4Min, g.fp8Rows8Min, g.fp8TMA, g.fp8TMA2
+							g.fp8Rows, g.fp8Rows4Min, g.fp8Rows8Min, g.fp8TMA, g.fp8TMA2 = v.rows, v.min, v.min, v.tma, v.tma
 							mark := kernelMark(g)
 							g.MatMul(got, x.g, gw)
 							ks := queuedKernels(g, mark)
-							g.fp8Rows, g.fp8Rows4Min, g.fp8Rows8Min, g.fp8TMA = saved, savedMin, saved8, savedT
+							g.fp8Rows, g.fp8Rows4Min, g.fp8Rows8Min, g.fp8TMA, g.fp8TMA2 = saved, savedMin, saved8, savedT, savedT2
 							sameTensors(t, fmt.Sprintf("%s: %s", what, v.want), g, got, d.g, 0)
 							if !slices.Equal(ks, []string{v.want}) {
 								t.Errorf("%s: kernels %v with %d rows per warp from %d rows, want %s", what, ks, v.rows, v.min, v.want)

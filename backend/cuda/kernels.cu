@@ -1301,6 +1301,19 @@ extern "C" __global__ void __launch_bounds__(32 * FP8T_W, 2) gemv_fp8t8(const fl
     return X;
   });
 }
+// gemv_fp8t2: gv_stream with two rows per warp and all 8 rounds of a
+// 4,096-column FP8 row in flight (64 KB per block), for the products
+// gemv_fp8v2 takes (Ring-flash's 4,096-row dense GEMVs): the whole rows asked
+// for before the wait, as gemv_fp8v2 does into 64 registers, in ~40 fewer
+// registers, so that more of its blocks are resident beside the kernel
+// before it (RINGO_CUDA_FP8_TMA2=1)
+extern "C" __global__ void __launch_bounds__(256, 3) gemv_fp8t2(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K,
+                                                               const float* S, int sc, int br, int bc, float* Y, i64 ldy) {
+  gv_stream<GvFP8, 2, 8, 8>(Wt, N, K, S, sc, br, bc, Y, [&] {
+    PDL_ENTER();
+    return X;
+  });
+}
 // gemv_fp8t8n: gemv_fp8t8 (8 rows per warp, 3 stages) of h = RMSNorm(x +
 // a)·w, the norm done by every block after the wait (k_addrmsnorm's
 // arithmetic with nt <= 512 threads, gv_norm, so the same h bit for bit; block

@@ -395,6 +395,9 @@ func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *wei
 				// the same rows per warp, streamed by bulk copies
 				name, threads, smem = "gemv_fp8t8", 32*fp8tWarps, fp8tSmem
 			}
+			if name == "gemv_fp8v2" && b.fp8TMA2 {
+				name, smem = "gemv_fp8t2", fp8t2Smem
+			}
 			b.launch(name, dim3{(N + rows - 1) / rows, 1, 1}, dim3{threads, 1, 1}, smem, pArg(px), lArg(ldx), iArg(T), pArg(w.p), iArg(N), iArg(K),
 				pArg(w.scale), iArg(w.sc), iArg(w.br), iArg(w.bc), pArg(pd), lArg(ldd))
 			b.release(xs...)
@@ -990,6 +993,8 @@ const (
 	gutSmem = 4 * 4 * 4 * 512
 	// the _b variants' (RINGO_CUDA_TMA_ALT): 64 KB each
 	tmaAltSmem = 64 << 10
+	// gemv_fp8t2's: 8 warps of 2 rows, 8 stages
+	fp8t2Smem = 8 * 8 * 2 * 512
 	// gemv_fp8t8n's warps (FP8TN_W) and stages
 	fp8tnWarps = 16
 	fp8tnSmem  = fp8tnWarps * fp8tStages * fp8tRows * 512
