@@ -1,21 +1,22 @@
 #!/usr/bin/env bash
-# next session's first GPU run (branch next/stream; delete this script before merging):
-# gemv_bf16t4n (Ring-mini's qkv|gate with its input norm, the rows streamed into shared
-# memory by bulk copies, RINGO_CUDA_BF16_TMA=1, knob b16t), moe_dclt2_fp8 (Ring-flash's
-# down projections, each warp's slots streamed, RINGO_CUDA_DCL_TMA=1, knob dclt) and
-# moe_gut2_fp8 (its gate|up pairs streamed, RINGO_CUDA_GU_TMA=1, knob gut) and gemv_fp8t8n
-# (Ring-flash's input norm inside its qkv|gate GEMV, 512-thread blocks, RINGO_CUDA_FP8_NORM_TMA=1,
-# knob f8n), gemv_fp8t2 (Ring-flash's 4,096-row dense GEMVs streamed, RINGO_CUDA_FP8_TMA2=1,
-# knob f8t2), and for Ring-mini's two-kernel MoE (RINGO_CUDA_MOE_FUSED=0, knob gd=0)
-# moe_gut2_bf16 and moe_dclt2_bf16 (the same knobs gut and dclt), all compiled offline only,
-# with bit-identity tests, and their _b variants with other numbers of stages (RINGO_CUDA_TMA_ALT=1,
-# knob alt) (moe_dcl and moe_dclt now share dcl_slot: moe_dcl2_fp8 should
-# still show 102 registers and no local bytes, and the defaults ~1,141 µs per step on rf8); gemv_fp8t8 now runs through the shared
-# gv_stream (TestGEMVSingleRow checks it again, now also with 128×128 FP8 blocks). Tests first, then A/Bs on the eight-layer
-# Ring-flash model (bin/rf8.json) and on Ring-mini, and timelines.
+# The next session's first GPU run (branch next/stream; delete this script before merging).
+# Everything below was compiled offline only; each kernel has a bit-identity test.
+# Streaming kernels (rows into shared memory by bulk copies, warp_ring), each off by default:
+#   gemv_bf16t4n   Ring-mini's qkv|gate with its input norm     RINGO_CUDA_BF16_TMA=1      knob b16t
+#   moe_dclt2_fp8  Ring-flash's down projections, slots streamed  RINGO_CUDA_DCL_TMA=1     knob dclt
+#   moe_gut2_fp8   Ring-flash's gate|up pairs                   RINGO_CUDA_GU_TMA=1        knob gut
+#   gemv_fp8t8n    Ring-flash's input norm inside its qkv|gate  RINGO_CUDA_FP8_NORM_TMA=1  knob f8n
+#   gemv_fp8t2     Ring-flash's 4,096-row dense GEMVs           RINGO_CUDA_FP8_TMA2=1      knob f8t2
+#   moe_gut2_bf16, moe_dclt2_bf16: Ring-mini's two-kernel MoE (knobs gd=0,gut=1,dclt=1)
+#   _b variants with other numbers of stages                    RINGO_CUDA_TMA_ALT=1       knob alt
+# Also: gemv_fp8t8 (the default) now runs through gv_stream, and moe_dcl through dcl_slot:
+# moe_dcl2_fp8 should still show 102 registers and no local bytes, and the defaults ~1,141 µs
+# per step on rf8. TestGEMVSingleRow now also covers 128×128-block FP8 weights.
+# Tests first, then A/Bs on the eight-layer Ring-flash model (bin/rf8.json) and on Ring-mini,
+# and timelines (~7 minutes).
 #   CGO_ENABLED=0 go test -c -o bin/cuda.test ./backend/cuda/ && go build -o bin/ringo ./cmd/ringo
 #   python3 -c 'import json; c=json.load(open("testdata/configs/Ring-flash-linear-2.0.inferred.json")); c["num_hidden_layers"]=8; json.dump(c, open("bin/rf8.json","w"))'
-#   run: bash scripts/s28-first-run.sh   (carry bin; ~5 minutes)
+#   run: bash scripts/s28-first-run.sh   (carry bin)
 set -u
 RINGO_CUDA_REGS=1 TEST_BIN=bin/cuda.test BENCH=0 RUN='TestGEMVSingleRow|TestNormGEMV$|TestFastFP8|TestMoEShared$' TEST_TIMEOUT=200s OUT=$OUT/t scripts/gpu-check.sh > $OUT/t.txt 2>&1
 grep -A1 "== Summary" $OUT/t.txt
