@@ -1001,6 +1001,14 @@ __device__ __forceinline__ void gv_load_rows(const void* __restrict__ Wt, int n0
     gv_load<F, P>(wr[j], K, wp[j]);
   }
 }
+// gv_row_scales points sr[j] at the block scales of row min(n0 + j, N - 1)
+// (one row of sc scales per br rows) for block-scaled formats (F::S), else
+// null.
+template <int R, class F>
+__device__ __forceinline__ void gv_row_scales(const float* (&sr)[R], const float* S, int n0, int N, int br, int sc) {
+#pragma unroll
+  for (int j = 0; j < R; j++) sr[j] = F::S ? S + (i64)(min(n0 + j, N - 1) / br) * sc : nullptr;
+}
 // gv_store_rows sums each of R rows' lane partials over the warp and lane 0
 // stores those below N at Y[n0 + j].
 template <int R>
@@ -1167,8 +1175,7 @@ __device__ __forceinline__ void gemv_fp8_rows(const float* X, const unsigned cha
   uint4 wp[R][P];
   const float* sr[R];
   gv_load_rows<R, P, GvFP8>(Wt, n0, N, K, wr, wp);
-#pragma unroll
-  for (int j = 0; j < R; j++) sr[j] = S + (i64)(min(n0 + j, N - 1) / br) * sc;
+  gv_row_scales<R, GvFP8>(sr, S, n0, N, br, sc);
   PDL_ENTER();
   float acc[R];
 #pragma unroll
@@ -1244,6 +1251,25 @@ struct warp_ring {
   // release: before asking for a stage just taken
   __device__ __forceinline__ void release() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
 };
+// ring_dot adds the NR rounds of R rows streamed through ring (one round of
+// 32 chunks per stage; ask(u) asks for round u, the first S already asked
+// for) times x to acc[j], each row's chunks in order as gv_dot_rows sums
+// them, asking for round u + S as soon as round u is taken.
+template <int R, int S, class F, class Ask>
+__device__ __forceinline__ void ring_dot(warp_ring<R, 1, S>& ring, Ask ask, int NR, int KC, const float* x, float (&acc)[R], const float* const* sr,
+                                         int bc) {
+  int lane = threadIdx.x & 31;
+  for (int u = 0; u < NR; u++) {
+    int kc = 32 * u + lane;
+    uint4 v[1][R];
+    ring.take(u, v);
+    if (u + S < NR) {
+      ring.release();
+      ask(u + S);
+    }
+    if (kc < KC) gv_rows_chunk<R, F>(v[0], x + kc * F::N, acc, sr, kc, bc);
+  }
+}
 #endif
 // gv_stream: the one-row GEMVs' sums (R rows per warp in format F, each
 // lane's chunks in order, gv_rows_chunk: the same as gemv_fp81's and
@@ -1269,22 +1295,12 @@ __device__ __forceinline__ void gv_stream(const unsigned char* __restrict__ Wt, 
   auto ask = [&](int u) { ring.ask(u, rows, 32 * u, min(32, KC - 32 * u)); };  // round u of the rows
   for (int u = 0; u < S && u < NR; u++) ask(u);
   const float* sr[R];
-#pragma unroll
-  for (int j = 0; j < R; j++) sr[j] = F::S ? Sc + (i64)(min(n0 + j, N - 1) / br) * sc : nullptr;
+  gv_row_scales<R, F>(sr, Sc, n0, N, br, sc);
   const float* x = xf();
   float acc[R];
 #pragma unroll
   for (int j = 0; j < R; j++) acc[j] = 0.f;
-  for (int u = 0; u < NR; u++) {
-    int kc = 32 * u + lane;
-    uint4 v[1][R];
-    ring.take(u, v);
-    if (u + S < NR) {
-      ring.release();
-      ask(u + S);
-    }
-    if (kc < KC) gv_rows_chunk<R, F>(v[0], x + kc * F::N, acc, sr, kc, bc);
-  }
+  ring_dot<R, S, F>(ring, ask, NR, KC, x, acc, sr, bc);
   gv_store_rows<R>(acc, Y, n0, N);
 #endif
 }
@@ -2046,16 +2062,7 @@ __device__ __forceinline__ void moe_gut(const float* X, i64 ldx, const int* ids,
     sr[r] = Sc ? Sc + e * (2 * I / br) * (K / bc) + (i64)(((r & 1) * I + kp) / br) * (K / bc) : 0;
   }
   const float* x = X + (s < ns ? s / topk : s - ns) * ldx;
-  for (int u = 0; u < NR; u++) {
-    int kc = 32 * u + lane;
-    uint4 v[1][RR];
-    ring.take(u, v);
-    if (u + S < NR) {
-      ring.release();
-      ask(u + S);
-    }
-    if (kc < KC) gv_rows_chunk<RR, F>(v[0], x + kc * F::N, acc, sr, kc, bc);
-  }
+  ring_dot<RR, S, F>(ring, ask, NR, KC, x, acc, sr, bc);
 #pragma unroll
   for (int p = 0; p < PR; p++) {
     float g = warp_sum(acc[2 * p]), u = warp_sum(acc[2 * p + 1]);
