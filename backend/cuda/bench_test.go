@@ -339,6 +339,11 @@ func BenchmarkOps(b *testing.B) {
 //   - rope: the QK norm and RoPE inside k_lightning_rec (RINGO_CUDA_FUSE), 0 or 1
 //   - rec: that kernel's state loads before PDL_ENTER (RINGO_CUDA_REC_EARLY), 0 or 1
 //   - gu: moe_gu's shared-expert blocks before it (RINGO_CUDA_GU_EARLY), 0 or 1
+//   - guf: those blocks first in moe_gu's grid (RINGO_CUDA_GU_FIRST), 0 or 1
+//   - f8i: the one-row FP8 kernels decoding E4M3 by integer operations
+//     (RINGO_CUDA_FP8_INT), 0 or 1
+//   - nrt: k_norm_route_t, the router's rows past the registers' copied into
+//     shared memory before its wait (RINGO_CUDA_NR_TMA), 0 or 1
 //   - dc: the warps per output row of moe_dc (RINGO_CUDA_DC_SPLIT), 1 to 3
 //   - nr: k_norm_route (RINGO_CUDA_NORM_ROUTE), 0 or 1
 //   - seg: decode steps in segments (RINGO_CUDA_SEG): 0 for one graph per
@@ -571,6 +576,9 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"rt":    flag(&g.ropeTab, false),
 		"np":    flag(&g.normPlain, false),
 		"gu":    flag(&g.guEarly, false),
+		"guf":   flag(&g.guFirst, false),
+		"nrt":   flag(&g.nrTMA, false),
+		"f8i":   flag(&g.fp8Int, false),
 		"dc":    number(&g.dcSplit, 1, 3),
 		"gemv2": number(&g.gemv2, 0, math.MaxInt32),
 		"rp":    flag(&g.readPinned, false),
@@ -641,7 +649,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 	fuseRope, recLate, guEarly, dcSplit, normRoute, ldNA := g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.normRoute, g.ldNA
 	segFirst, segRest, gemv2, readPinned, dcPre, ng := g.segFirst, g.segRest, g.gemv2, g.readPinned, g.dcPre, g.normGEMV
 	gv, acs, rl, rt, np, rgb, f8t, b16t := g.gdVar, g.attnCombineSeq, g.recLoadsLate, g.ropeTab, g.normPlain, g.recMinB, g.fp8TMA, g.bf16TMA
-	dclt, gut, f8n, alt, f8t2 := g.dclTMA, g.guTMA, g.fp8NormTMA, g.tmaAlt, g.fp8TMA2
+	dclt, gut, f8n, alt, f8t2, guf, nrt, f8i := g.dclTMA, g.guTMA, g.fp8NormTMA, g.tmaAlt, g.fp8TMA2, g.guFirst, g.nrTMA, g.fp8Int
 	f8r, gu2, dcl, f84 := g.fp8Rows, g.guPairs, g.dclRows, g.fp8Rows4Min
 	wr, g4, dr, rg, ru, gd, gs, gsp, gf, gna, gp, rd := g.warpRoute, g.gemv4n, g.dcReg, g.recGate, g.routeUnroll, g.moeFused, g.gdStage, g.gdSharedPre, g.gdFlip, g.gdNA, g.gdPipe, g.readDirect
 	restore := map[string]func(){
@@ -666,6 +674,9 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"f8n":  func() { g.fp8NormTMA = f8n },
 		"alt":  func() { g.tmaAlt = alt },
 		"f8t2": func() { g.fp8TMA2 = f8t2 },
+		"guf":  func() { g.guFirst = guf },
+		"nrt":  func() { g.nrTMA = nrt },
+		"f8i":  func() { g.fp8Int = f8i },
 		"rt":   func() { g.ropeTab = rt },
 		"np":   func() { g.normPlain = np },
 		"f8r":  func() { g.fp8Rows = f8r },
@@ -1037,6 +1048,101 @@ func BenchmarkMoEPattern(b *testing.B) {
 				{"moe_gd_bf16v", gd(true)}, {"moe_gd, L1 rows", gd(false)}} {
 				us := chainTime(g, calls, r.call).Seconds() / calls * 1e6
 				b.Logf("%-19s %7.2f µs per call, %6.0f GB/s of the routed 50.3 MB", r.name, us, bytes/us/1e3)
+			}
+		}
+	}
+}
+
+// BenchmarkFP8MoEHot asks whether Ring-flash's FP8 decode MoE kernels
+// (moe_gu2_fp8, moe_dcl2_fp8; 256 experts of 1,024 × 4,096, 128 × 128
+// scale blocks) are bound by HBM or by their own work: chains of 400 calls
+// of k slots each, the experts drawn at random per call (cold: 2.1 GB of
+// gate|up rows, little found in L2) or experts 0..k-1 every call (hot: two
+// slots' 16.8 MB of gate|up, 8.4 MB of down rows stay in L2), against
+// k_readsum over the same number of bytes, cold (cycling through the
+// gate|up buffer) and hot (one range). Hot as slow as cold means the
+// kernel's work or latency, not HBM, sets its time. Settings alternate,
+// twice.
+func BenchmarkFP8MoEHot(b *testing.B) {
+	g := gpu(b, false)
+	if !g.fp8 {
+		b.Skip("FP8 weights need fast mode")
+	}
+	const E, I, D, br, calls = 256, 1024, 4096, 128, 400
+	wg, wd := g.moeWarps[0], g.moeWarps[1]
+	guBytes, dnBytes := 2*I*D, D*I
+	// gate|up, down, their scales, x, ids (random, fixed), weights, act, y, out, the rate kernels' out
+	bufs := benchBuffers(b, g, E*guBytes, E*dnBytes, 4*E*(2*I/br)*(D/br), 4*E*(D/br)*(I/br), 4*D, 4*calls*8, 4*calls*8, 4*8, 4*9*I, 4*D, 256, 4*g.sms*8*256)
+	gu, dn, gus, dns, x, idr, idf, wts, act, y, out := bufs[0], bufs[1], bufs[2], bufs[3], bufs[4], bufs[5], bufs[6], bufs[7], bufs[8], bufs[9], bufs[10]
+	rout := bufs[11]
+	rng := rand.New(rand.NewSource(1))
+	random, fixed := make([]int32, calls*8), make([]int32, calls*8)
+	for c := range calls {
+		for j, e := range rng.Perm(E)[:8] {
+			random[c*8+j], fixed[c*8+j] = int32(e), int32(j)
+		}
+	}
+	func() {
+		defer g.enter()()
+		ccall(g.d.cuMemcpyHtoD, idr, uintptr(unsafe.Pointer(&random[0])), uintptr(4*len(random)))
+		ccall(g.d.cuMemcpyHtoD, idf, uintptr(unsafe.Pointer(&fixed[0])), uintptr(4*len(fixed)))
+	}()
+	guCall := func(name string, k int, ids uintptr) func(c int) {
+		return func(c int) {
+			g.launch(name, dim3{I / (wg * 2), k, 1}, dim3{32 * wg, 1, 1}, 0, pArg(x), lArg(D), pArg(ids+uintptr(4*8*c)), iArg(k), pArg(gu), pArg(gus),
+				iArg(br), iArg(br), iArg(I), iArg(D), pArg(act), pArg(0), pArg(0), iArg(k), bArg(false))
+		}
+	}
+	dcCall := func(k int, ids uintptr) func(c int) {
+		return func(c int) {
+			g.launch("moe_dcl2_fp8", dim3{D / (wd * 2), 1, 1}, dim3{32 * wd, 1, 1}, 0, pArg(act), pArg(ids+uintptr(4*8*c)), pArg(wts), iArg(k), pArg(dn),
+				pArg(dns), iArg(br), iArg(br), iArg(D), iArg(I), pArg(y), lArg(D), pArg(0), pArg(0), iArg(k), bArg(true))
+		}
+	}
+	read := func(bytes int, hot bool) func(c int) {
+		return func(c int) {
+			off := 0
+			if !hot {
+				off = (c * bytes) % (E*guBytes - bytes) &^ 255
+			}
+			g.launch("k_readsum", dim3{g.sms * 8, 1, 1}, dim3{512, 1, 1}, 0, pArg(gu+uintptr(off)), lArg(bytes/16), pArg(out))
+		}
+	}
+	b.ResetTimer()
+	for it := 0; it < b.N; it++ {
+		for range 2 {
+			for _, r := range []struct {
+				name  string
+				bytes int
+				call  func(c int)
+			}{
+				{"moe_gu2_fp8 8 cold", 8 * guBytes, guCall("moe_gu2_fp8", 8, idr)},
+				{"moe_gu2_fp8 2 cold", 2 * guBytes, guCall("moe_gu2_fp8", 2, idr)},
+				{"moe_gu2_fp8 2 hot", 2 * guBytes, guCall("moe_gu2_fp8", 2, idf)},
+				{"k_readsum 8 cold", 8 * guBytes, read(8*guBytes, false)},
+				{"k_readsum 2 cold", 2 * guBytes, read(2*guBytes, false)},
+				{"k_readsum 2 hot", 2 * guBytes, read(2*guBytes, true)},
+				{"moe_dcl2_fp8 8 cold", 8 * dnBytes, dcCall(8, idr)},
+				{"moe_dcl2_fp8 2 cold", 2 * dnBytes, dcCall(2, idr)},
+				{"moe_dcl2_fp8 2 hot", 2 * dnBytes, dcCall(2, idf)},
+				{"moe_gu2_fp8i 8 cold", 8 * guBytes, guCall("moe_gu2_fp8i", 8, idr)},
+				{"moe_gu2_fp8i 2 hot", 2 * guBytes, guCall("moe_gu2_fp8i", 2, idf)},
+			} {
+				us := chainTime(g, calls, r.call).Seconds() / calls * 1e6
+				b.Logf("%-20s %7.2f µs per call, %6.0f GB/s (%.1f MB)", r.name, us, float64(r.bytes)/us/1e3, float64(r.bytes)/1e6)
+			}
+			// decoding alone: values per µs per SM (16 E4M3 or 8 BF16 per chunk)
+			for _, k := range []struct {
+				name string
+				n    int
+			}{{"k_fp8rate_hw", 16}, {"k_fp8rate_int", 16}, {"k_bf16rate", 8}} {
+				const iters = 2048
+				blocks := g.sms * 8
+				us := chainTime(g, 20, func(int) {
+					g.launch(k.name, dim3{blocks, 1, 1}, dim3{256, 1, 1}, 0, iArg(iters), pArg(rout))
+				}).Seconds() / 20 * 1e6
+				vals := float64(blocks*256*iters*4*k.n) / us / float64(g.sms)
+				b.Logf("%-20s %7.2f µs per call, %6.0f values per µs per SM", k.name, us, vals)
 			}
 		}
 	}

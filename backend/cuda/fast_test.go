@@ -298,6 +298,13 @@ func TestMoEShared(t *testing.T) {
 				if e := gpuRelErr(g, early, d.g); e != 0 {
 					t.Errorf("%s: relative error %.3g with moe_gu's shared blocks early=%v", what, e, !saved)
 				}
+				// and first in its grid (RINGO_CUDA_GU_FIRST)
+				g.guEarly, g.guFirst = true, !g.guFirst
+				g.MoEShared(early, x.g, g.Route(l.g, nil, p), ge, ggu, gdn)
+				g.guEarly, g.guFirst = saved, !g.guFirst
+				if e := gpuRelErr(g, early, d.g); e != 0 {
+					t.Errorf("%s: relative error %.3g with moe_gu's shared blocks first=%v", what, e, !g.guFirst)
+				}
 				g.Free(early)
 				// moe_dc's L2 requests for its rows before the PDL wait
 				// (RINGO_CUDA_DC_PRE), and with them the rows' first
@@ -654,22 +661,25 @@ func TestGEMVSingleRow(t *testing.T) {
 						// min here): the same sums as one
 						// (tma: gemv_fp8t8 or gemv_fp8t2, the rows streamed
 						// by bulk copies, sm_90)
+						// (int: gemv_fp8v2i and gemv_fp8t8i, E4M3 decoded by
+						// integer operations)
 						for _, v := range []struct {
 							rows, min int
 							want      string
-							tma       bool
-						}{{2, 0, "gemv_fp8v2", false}, {4, 0, "gemv_fp8v4", false}, {4, N + 1, "gemv_fp8v2", false}, {8, 0, "gemv_fp8v8", false},
-							{8, N + 1, "gemv_fp8v2", false}, {8, 0, "gemv_fp8t8", true}, {2, 0, "gemv_fp8t2", true}} {
+							tma, int  bool
+						}{{2, 0, "gemv_fp8v2", false, false}, {4, 0, "gemv_fp8v4", false, false}, {4, N + 1, "gemv_fp8v2", false, false}, {8, 0, "gemv_fp8v8", false, false},
+							{8, N + 1, "gemv_fp8v2", false, false}, {8, 0, "gemv_fp8t8", true, false}, {2, 0, "gemv_fp8t2", true, false},
+							{2, 0, "gemv_fp8v2i", false, true}, {8, 0, "gemv_fp8t8i", true, true}} {
 							if v.tma && (g.ccMaj < 9 || g.smemOptin < fp8tSmem+1024) {
 								continue
 							}
 							got := gpuCopy(g, d.g)
-							saved, savedMin, saved8, savedT, savedT2 := g.fp8Rows, g.fp8Rows4Min, g.fp8Rows8Min, g.fp8TMA, g.fp8TMA2
-							g.fp8Rows, g.fp8Rows4Min, g.fp8Rows8Min, g.fp8TMA, g.fp8TMA2 = v.rows, v.min, v.min, v.tma, v.tma
+							saved, savedMin, saved8, savedT, savedT2, savedI := g.fp8Rows, g.fp8Rows4Min, g.fp8Rows8Min, g.fp8TMA, g.fp8TMA2, g.fp8Int
+							g.fp8Rows, g.fp8Rows4Min, g.fp8Rows8Min, g.fp8TMA, g.fp8TMA2, g.fp8Int = v.rows, v.min, v.min, v.tma, v.tma && v.rows == 2, v.int
 							mark := kernelMark(g)
 							g.MatMul(got, x.g, gw)
 							ks := queuedKernels(g, mark)
-							g.fp8Rows, g.fp8Rows4Min, g.fp8Rows8Min, g.fp8TMA, g.fp8TMA2 = saved, savedMin, saved8, savedT, savedT2
+							g.fp8Rows, g.fp8Rows4Min, g.fp8Rows8Min, g.fp8TMA, g.fp8TMA2, g.fp8Int = saved, savedMin, saved8, savedT, savedT2, savedI
 							sameTensors(t, fmt.Sprintf("%s: %s", what, v.want), g, got, d.g, 0)
 							if !slices.Equal(ks, []string{v.want}) {
 								t.Errorf("%s: kernels %v with %d rows per warp from %d rows, want %s", what, ks, v.rows, v.min, v.want)

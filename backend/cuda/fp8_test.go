@@ -150,6 +150,8 @@ func TestFastFP8(t *testing.T) {
 						if g.tmaAlt {
 							want = []string{"moe_gut2_fp8_b", "moe_dclt2_fp8_b"}
 						}
+					} else if g.fp8Int {
+						want = []string{fp8IntName(want[0]), fp8IntName(want[1])}
 					}
 					for _, k := range want {
 						if !slices.Contains(ks, k) {
@@ -163,6 +165,15 @@ func TestFastFP8(t *testing.T) {
 					pairs, early := []int{1, 2, 4}[i%3], i < 4
 					o := run(pairs, dcl, early, false)
 					sameTensors(t, fmt.Sprintf("fp8 moe %+v T=%d: %d pairs per warp, moe_dcl rows %d (early %v)", c, T, pairs, dcl, early), g, o, base, 0)
+					g.Free(o)
+				}
+				// E4M3 decoded by integer operations (moe_gu2_fp8i, moe_dcl2_fp8i)
+				for _, early := range []bool{true, false} {
+					saved := g.fp8Int
+					g.fp8Int = true
+					o := run(2, 2, early, false)
+					g.fp8Int = saved
+					sameTensors(t, fmt.Sprintf("fp8 moe %+v T=%d: moe_gu2_fp8i + moe_dcl2_fp8i (early %v)", c, T, early), g, o, base, 0)
 					g.Free(o)
 				}
 				if g.ccMaj >= 9 && g.smemOptin >= dcltSmem+(2<<10) && c.I <= 1024 && g.moeWarps == [2]int{4, 8} {

@@ -247,31 +247,42 @@ func TestNormRoute(t *testing.T) {
 		}
 		p := backend.RouteParams{TopK: c.topk, Groups: c.groups, TopKGroups: c.keep, Sigmoid: c.sigmoid, Normalize: true, Scale: 2.5}
 		x0, a := randT(t, g, rng, c.T, c.K, 2), randT(t, g, rng, c.T, c.K, 1)
-		var xs, hs, ls [2]backend.Tensor
-		var ids [2][]int32
-		var wts [2][]float32
-		for s, on := range []bool{false, true} {
-			saved := g.normRoute
-			g.normRoute = on
+		// unfused, fused, fused with the rows' tails copied into shared
+		// memory (k_norm_route_t, where rows are longer than the registers
+		// hold and the GPU has the shared memory)
+		tmaOK := g.smemOptin >= nrTMASmem(nrMaxCols)+(34<<10)
+		var xs, hs, ls [3]backend.Tensor
+		var ids [3][]int32
+		var wts [3][]float32
+		for s, on := range []bool{false, true, true} {
+			saved, savedT := g.normRoute, g.nrTMA
+			g.normRoute, g.nrTMA = on, s == 2 && tmaOK
 			xs[s], hs[s], ls[s] = gpuCopy(g, x0.g), g.Alloc(c.T, c.K), g.Alloc(c.T, c.E)
 			mark := kernelMark(g)
 			r := backend.AddRMSNormRoute(g, hs[s], xs[s], a.g, nw, 1e-6, ls[s], rw, bias, p)
 			ks := queuedKernels(g, mark)
-			g.normRoute = saved
+			g.normRoute, g.nrTMA = saved, savedT
 			ids[s], wts[s] = make([]int32, c.T*c.topk), make([]float32, c.T*c.topk)
 			for i := range c.T {
 				r.Selected(i, ids[s][i*c.topk:(i+1)*c.topk], wts[s][i*c.topk:(i+1)*c.topk])
 			}
-			if fused := slices.Contains(ks, "k_norm_route"); fused != (on && c.fused) || fused == slices.Contains(ks, "k_route") {
-				t.Errorf("%s: kernels %v", what, ks)
+			name := "k_norm_route"
+			if s == 2 && tmaOK && nrTMASmem(c.K) > 0 {
+				name = "k_norm_route_t"
+			}
+			if fused := slices.Contains(ks, name); fused != (on && c.fused) || fused == slices.Contains(ks, "k_route") {
+				t.Errorf("%s: kernels %v, want %s: %v", what, ks, name, on && c.fused)
 			}
 		}
-		sameTensors(t, what+": residual", g, xs[1], xs[0], 0)
-		sameTensors(t, what+": norm", g, hs[1], hs[0], 0)
-		sameTensors(t, what+": logits", g, ls[1], ls[0], 0)
-		for i := range ids[0] {
-			if ids[1][i] != ids[0][i] || math.Float32bits(wts[1][i]) != math.Float32bits(wts[0][i]) {
-				t.Errorf("%s: slot %d: expert %d weight %v fused, %d %v unfused", what, i, ids[1][i], wts[1][i], ids[0][i], wts[0][i])
+		for s := 1; s < 3; s++ {
+			w := fmt.Sprintf("%s (%s)", what, []string{"", "fused", "fused, the rows' tails in shared memory"}[s])
+			sameTensors(t, w+": residual", g, xs[s], xs[0], 0)
+			sameTensors(t, w+": norm", g, hs[s], hs[0], 0)
+			sameTensors(t, w+": logits", g, ls[s], ls[0], 0)
+			for i := range ids[0] {
+				if ids[s][i] != ids[0][i] || math.Float32bits(wts[s][i]) != math.Float32bits(wts[0][i]) {
+					t.Errorf("%s: slot %d: expert %d weight %v fused, %d %v unfused", w, i, ids[s][i], wts[s][i], ids[0][i], wts[0][i])
+				}
 			}
 		}
 		if e := gpuRelErr(g, xs[0], x0.g); e == 0 {

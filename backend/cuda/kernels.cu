@@ -874,6 +874,32 @@ struct GvFP8 {
   static constexpr bool S = true;
   static __device__ __forceinline__ void dec(uint4 v, float* w) { fp8x16(v, w); }
 };
+// fp8x4i is fp8x4 by integer operations instead of the conversion units:
+// byte b's sign goes to bit 31 and its other seven bits to bits 20–26 (the
+// float's exponent field holds E4M3's exponent, 120 too small, and its top
+// three mantissa bits E4M3's), then one exact multiplication by 2^120 —
+// subnormal E4M3 values land on subnormal floats, which that multiplication
+// makes normal without rounding. Equal to fp8x4 for every value but NaN
+// (0x7f, 0xff), which becomes ±480. Per byte: the byte moved to the top
+// (sign in bit 31), an arithmetic shift right by 4, a mask.
+__device__ __forceinline__ void fp8x4i(u32 w, float* f) {
+  f[0] = __int_as_float(((int)(w << 24) >> 4) & 0x87f00000) * 0x1p120f;
+  f[1] = __int_as_float(((int)(w << 16) >> 4) & 0x87f00000) * 0x1p120f;
+  f[2] = __int_as_float(((int)(w << 8) >> 4) & 0x87f00000) * 0x1p120f;
+  f[3] = __int_as_float(((int)w >> 4) & 0x87f00000) * 0x1p120f;
+}
+// GvFP8I: GvFP8 decoded by fp8x4i (RINGO_CUDA_FP8_INT=1, the kernels named
+// with a final i)
+struct GvFP8I {
+  static constexpr int N = 16;
+  static constexpr bool S = true;
+  static __device__ __forceinline__ void dec(uint4 v, float* w) {
+    fp8x4i(v.x, w);
+    fp8x4i(v.y, w + 4);
+    fp8x4i(v.z, w + 8);
+    fp8x4i(v.w, w + 12);
+  }
+};
 // ldx8 loads 8 activations from memory (16-byte aligned).
 __device__ __forceinline__ void ldx8(const float* x, float* o) {
   float4 a = ((const float4*)x)[0], b = ((const float4*)x)[1];
@@ -962,7 +988,8 @@ __device__ __forceinline__ void gv_rows_chunk(const uint4 (&w)[R], const float* 
 // activation row x to acc[j], each summed as gv_dot sums it, loading each
 // chunk of x once for all R rows; the rest of the rows in rounds of U
 // chunks per row and lane (the same sums for any U).
-template <int R, int P = GV_P, class F = GvBF16, int U = GV_U>
+// With SH, wr[j] points into shared memory (plain loads: k_norm_route_t).
+template <int R, int P = GV_P, class F = GvBF16, int U = GV_U, bool SH = false>
 __device__ __forceinline__ void gv_dot_rows(const uint4 (&wp)[R][P], const uint4* const (&wr)[R], const float* x, int K, float (&acc)[R],
                                             const float* const* sr = nullptr, int bc = 1) {
   int lane = threadIdx.x & 31, KC = K / F::N;
@@ -981,7 +1008,7 @@ __device__ __forceinline__ void gv_dot_rows(const uint4 (&wp)[R][P], const uint4
 #pragma unroll
     for (int j = 0; j < R; j++)
 #pragma unroll
-      for (int u = 0; u < U; u++) wv[u][j] = k0 + 32 * u < KC ? ldw(wr[j] + k0 + 32 * u) : make_uint4(0, 0, 0, 0);
+      for (int u = 0; u < U; u++) wv[u][j] = k0 + 32 * u < KC ? (SH ? wr[j][k0 + 32 * u] : ldw(wr[j] + k0 + 32 * u)) : make_uint4(0, 0, 0, 0);
 #pragma unroll
     for (int u = 0; u < U; u++) {
       int kc = k0 + 32 * u;
@@ -1167,20 +1194,20 @@ extern "C" __global__ void gemv_fp81(const float* X, i64 ldx, int T, const unsig
 // PDL_ENTER and each chunk of x loaded once for the R rows: the same sums
 // as gemv_fp81. gemv_fp8v2 takes whole rows of K <= 4096 before the wait,
 // gemv_fp8v4 half of them (as gemv_bf16v4n, 64 weight registers).
-template <int R, int P, int U = GV_U>
+template <int R, int P, int U = GV_U, class F = GvFP8>
 __device__ __forceinline__ void gemv_fp8_rows(const float* X, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br, int bc,
                                               float* Y) {
   int n0 = R * gv_row();
   const uint4* wr[R];
   uint4 wp[R][P];
   const float* sr[R];
-  gv_load_rows<R, P, GvFP8>(Wt, n0, N, K, wr, wp);
-  gv_row_scales<R, GvFP8>(sr, S, n0, N, br, sc);
+  gv_load_rows<R, P, F>(Wt, n0, N, K, wr, wp);
+  gv_row_scales<R, F>(sr, S, n0, N, br, sc);
   PDL_ENTER();
   float acc[R];
 #pragma unroll
   for (int j = 0; j < R; j++) acc[j] = 0.f;
-  gv_dot_rows<R, P, GvFP8, U>(wp, wr, X, K, acc, sr, bc);
+  gv_dot_rows<R, P, F, U>(wp, wr, X, K, acc, sr, bc);
   gv_store_rows<R>(acc, Y, n0, N);
 }
 // gemv_fp8v8: eight rows per warp, two chunks of each before the wait and
@@ -1317,6 +1344,14 @@ extern "C" __global__ void __launch_bounds__(32 * FP8T_W, 2) gemv_fp8t8(const fl
     return X;
   });
 }
+// gemv_fp8t8i: gemv_fp8t8 decoding by integer operations (GvFP8I)
+extern "C" __global__ void __launch_bounds__(32 * FP8T_W, 2) gemv_fp8t8i(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N,
+                                                                               int K, const float* S, int sc, int br, int bc, float* Y, i64 ldy) {
+  gv_stream<GvFP8I, FP8T_R, FP8T_W, FP8T_S>(Wt, N, K, S, sc, br, bc, Y, [&] {
+    PDL_ENTER();
+    return X;
+  });
+}
 // gemv_fp8t2: gv_stream with two rows per warp and all 8 rounds of a
 // 4,096-column FP8 row in flight (64 KB per block), for the products
 // gemv_fp8v2 takes (Ring-flash's 4,096-row dense GEMVs): the whole rows asked
@@ -1383,6 +1418,10 @@ extern "C" __global__ void __launch_bounds__(256, 2) gemv_bf16t4n_b(const float*
 extern "C" __global__ void gemv_fp8v2(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br,
                                       int bc, float* Y, i64 ldy) {
   gemv_fp8_rows<2, GV_P>(X, Wt, N, K, S, sc, br, bc, Y);
+}
+extern "C" __global__ void gemv_fp8v2i(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br,
+                                       int bc, float* Y, i64 ldy) {
+  gemv_fp8_rows<2, GV_P, GV_U, GvFP8I>(X, Wt, N, K, S, sc, br, bc, Y);
 }
 extern "C" __global__ void __launch_bounds__(256, 2) gemv_fp8v4(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K,
                                                                const float* S, int sc, int br, int bc, float* Y, i64 ldy) {
@@ -1864,12 +1903,19 @@ __device__ __forceinline__ void gu_pairs(const uint4* const (&wg)[PR], const uin
 // neither X nor A), the shared expert's blocks skip PDL_ENTER: their inputs
 // (X, written two or more launches back, and the weights) are ready, so
 // they run while the routing does. The routed slots need its ids.
+// With early's second bit set too, the grid's first rows of blocks are the
+// shared expert's slots (gu_slot): blocks start in the order of their
+// index, so that these are resident, and stream their rows, while the
+// routing runs, instead of after every routed block has started.
 // moe_gu's warps compute PR pairs each (k, k+1, ...: gu_pairs, the same
 // sums as one pair per warp).
+// gu_slot is the slot of a moe_gu block: blockIdx.y, or with early & 2 the
+// grid's rows rotated so that the shared expert's slots ns.. come first.
+__device__ __forceinline__ int gu_slot(int ns, int early) { return early & 2 ? (blockIdx.y + ns) % gridDim.y : blockIdx.y; }
 template <class F, int PR = 1, int U = GV_U>
 __device__ __forceinline__ void moe_gu(const float* X, i64 ldx, const int* ids, int topk, const uint4* Wt, const float* S, int br, int bc, int I, int K,
                                        float* A, const uint4* Ws, const float* Ss, int ns, int early) {
-  int s = blockIdx.y, k = (blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5)) * PR, lane = threadIdx.x & 31;
+  int s = gu_slot(ns, early), k = (blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5)) * PR, lane = threadIdx.x & 31;
   unsigned long long t0 = tl_now();
   if (!early || s < ns) PDL_ENTER();
   tl_probe(6, t0);
@@ -2023,6 +2069,10 @@ extern "C" __global__ void moe_gu2_fp8(const float* X, i64 ldx, const int* ids, 
                                        int bc, int I, int K, float* A, const unsigned char* __restrict__ Ws, const float* Ss, int ns, int early) {
   moe_gu<GvFP8, 2>(X, ldx, ids, topk, (const uint4*)Wt, S, br, bc, I, K, A, (const uint4*)Ws, Ss, ns, early);
 }
+extern "C" __global__ void moe_gu2_fp8i(const float* X, i64 ldx, const int* ids, int topk, const unsigned char* __restrict__ Wt, const float* S, int br,
+                                        int bc, int I, int K, float* A, const unsigned char* __restrict__ Ws, const float* Ss, int ns, int early) {
+  moe_gu<GvFP8I, 2>(X, ldx, ids, topk, (const uint4*)Wt, S, br, bc, I, K, A, (const uint4*)Ws, Ss, ns, early);
+}
 // moe_gut: moe_gu with PR pairs per warp (gu_pairs' sums, the same in the
 // same order) whose 2·PR rows stream into shared memory by bulk copies
 // (gv_stream's ring: a stage holds 32 chunks of each row, S stages per
@@ -2037,7 +2087,7 @@ __device__ __forceinline__ void moe_gut(const float* X, i64 ldx, const int* ids,
   extern __shared__ __align__(128) uint4 wsm[];  // [warps][S][2·PR][32] chunks
   __shared__ __align__(8) unsigned long long bars[32 * S];
   constexpr int RR = 2 * PR;  // rows: gate and up of each pair
-  int s = blockIdx.y, w = threadIdx.x >> 5, k = (blockIdx.x * (blockDim.x >> 5) + w) * PR, lane = threadIdx.x & 31;
+  int s = gu_slot(ns, early), w = threadIdx.x >> 5, k = (blockIdx.x * (blockDim.x >> 5) + w) * PR, lane = threadIdx.x & 31;
   int KC = K / F::N, NR = (KC + 31) / 32;
   warp_ring<RR, 1, S> ring(bars + w * S, wsm + w * S * RR * 32);
   unsigned long long t0 = tl_now();
@@ -2286,15 +2336,17 @@ extern "C" __global__ void __launch_bounds__(256, 2) moe_dclt2_bf16_b(const floa
 // 1,024 values (two chunks per lane; Ring-flash's I) with one, two or four
 // output rows per warp (each chunk of the activations loaded once for
 // them), two, two or one slots ahead.
-#define MOE_DCL_FP8(NAME, R, AH)                                                                                                               \
+// (moe_dcl2_fp8i: moe_dcl2_fp8 decoding by integer operations, GvFP8I)
+#define MOE_DCL_FP8(NAME, R, AH, F)                                                                                                            \
   extern "C" __global__ void NAME(const float* A, const int* ids, const float* wts, int topk, const unsigned char* __restrict__ Wt, const float* S, \
                                   int br, int bc, int N, int K, float* D, i64 ldd, const unsigned char* __restrict__ Ws, const float* Ss, int ns,    \
                                   int early) {                                                                                                    \
-    moe_dcl<GvFP8, 2, R, AH>(A, ids, wts, topk, (const uint4*)Wt, S, br, bc, N, K, D, ldd, (const uint4*)Ws, Ss, ns, early);                     \
+    moe_dcl<F, 2, R, AH>(A, ids, wts, topk, (const uint4*)Wt, S, br, bc, N, K, D, ldd, (const uint4*)Ws, Ss, ns, early);                         \
   }
-MOE_DCL_FP8(moe_dcl_fp8, 1, 2)
-MOE_DCL_FP8(moe_dcl2_fp8, 2, 2)
-MOE_DCL_FP8(moe_dcl4_fp8, 4, 1)
+MOE_DCL_FP8(moe_dcl_fp8, 1, 2, GvFP8)
+MOE_DCL_FP8(moe_dcl2_fp8, 2, 2, GvFP8)
+MOE_DCL_FP8(moe_dcl4_fp8, 4, 1, GvFP8)
+MOE_DCL_FP8(moe_dcl2_fp8i, 2, 2, GvFP8I)
 
 // k_moe_combine: d[t, c] = sum_k w[t*K+k] * Y[posOf[t*K+k], c], in k order
 // (posOf null: Y rows are slots), then + Ys[t, c] (stride ldy) when Ys is
@@ -2616,19 +2668,43 @@ extern "C" __global__ void k_route(const float* logits, i64 ld, int E, const flo
 #else
 #define NR_CLUSTER
 #endif
-extern "C" __global__ void NR_CLUSTER __launch_bounds__(512) k_norm_route(float* h, float* x, const float* a, const float* w, int cols, int nt, float eps,
-                                                                         const u16* __restrict__ Wr, int E, float* logits, const float* bias, int groups,
-                                                                         int keepGroups, int topk, int sigm, int normalize, float rscale, int* ids,
-                                                                         float* wts, int warp) {
+//
+// k_norm_route_t (RINGO_CUDA_NR_TMA=1) is the same kernel with the rest of
+// each warp's rows past the GV_P chunks per lane in registers (Ring-flash's
+// 4,096 columns: half of each row) copied into shared memory by bulk copies
+// before the PDL wait, instead of loaded after the norm in rounds of GV_U
+// chunks: the router's rows are read-only, and the blocks start several µs
+// before the wait. Dynamic shared memory: warps·NR_ROWS·(cols/8 − 32·GV_P)
+// chunks (128 KB for 4,096 columns).
+template <bool TMA>
+__device__ __forceinline__ void norm_route(float* h, float* x, const float* a, const float* w, int cols, int nt, float eps, const u16* __restrict__ Wr,
+                                           int E, float* logits, const float* bias, int groups, int keepGroups, int topk, int sigm, int normalize,
+                                           float rscale, int* ids, float* wts, int warp) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   __shared__ __align__(16) float xs[NR_MAXC];  // h
   __shared__ float vs[NR_MAXC];                // x + a
   __shared__ float lg[NR_MAXE];                // block 0: the logits
   __shared__ double sh[32];
+  __shared__ __align__(8) unsigned long long tbar[32];  // TMA: each warp's copies
+  extern __shared__ __align__(128) uint4 tsm[];         // TMA: [warp][NR_ROWS][tail] chunks
   unsigned long long tst = tl_now();
   u32 rank;
   asm("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
   int lane = threadIdx.x & 31, wi = threadIdx.x >> 5, nw = blockDim.x >> 5, RB = E / NR_CL;
+  int tail = cols / GvBF16::N - 32 * GV_P;  // chunks of a row past the registers'
+  if (TMA && tail > 0) {
+    u32 bar = smem_addr(tbar + wi);
+    if (lane == 0) {
+      mbar_init(bar, 1);
+      asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+      mbar_expect(bar, (u32)(NR_ROWS * tail * 16));
+    }
+    __syncwarp();
+    if (lane < NR_ROWS) {
+      int i = min(wi + lane * nw, RB - 1);
+      bulk_g2s(smem_addr(tsm + (wi * NR_ROWS + lane) * tail), (const uint4*)(Wr + (i64)(rank * RB + i) * cols) + 32 * GV_P, (u32)(tail * 16), bar);
+    }
+  }
   uint4 wp[NR_ROWS][GV_P];
 #pragma unroll
   for (int j = 0; j < NR_ROWS; j++) {
@@ -2662,7 +2738,15 @@ extern "C" __global__ void NR_CLUSTER __launch_bounds__(512) k_norm_route(float*
     acc[j] = 0.f;
     wr[j] = (const uint4*)(Wr + (i64)(rank * RB + min(wi + j * nw, RB - 1)) * cols);
   }
-  gv_dot_rows<NR_ROWS>(wp, wr, xs, cols, acc);
+  if (TMA && tail > 0) {
+    // chunk kc >= 32·GV_P of row j at tsm[(wi·NR_ROWS + j)·tail + kc − 32·GV_P]
+#pragma unroll
+    for (int j = 0; j < NR_ROWS; j++) wr[j] = tsm + (wi * NR_ROWS + j) * tail - 32 * GV_P;
+    mbar_wait(smem_addr(tbar + wi), 0);
+    gv_dot_rows<NR_ROWS, GV_P, GvBF16, GV_U, true>(wp, wr, xs, cols, acc);
+  } else {
+    gv_dot_rows<NR_ROWS>(wp, wr, xs, cols, acc);
+  }
 #pragma unroll
   for (int j = 0; j < NR_ROWS; j++) {
     int i = wi + j * nw;
@@ -2682,6 +2766,18 @@ extern "C" __global__ void NR_CLUSTER __launch_bounds__(512) k_norm_route(float*
   tl_probe(4, t0);
   tl_end();
 #endif
+}
+extern "C" __global__ void NR_CLUSTER __launch_bounds__(512) k_norm_route(float* h, float* x, const float* a, const float* w, int cols, int nt, float eps,
+                                                                         const u16* __restrict__ Wr, int E, float* logits, const float* bias, int groups,
+                                                                         int keepGroups, int topk, int sigm, int normalize, float rscale, int* ids,
+                                                                         float* wts, int warp) {
+  norm_route<false>(h, x, a, w, cols, nt, eps, Wr, E, logits, bias, groups, keepGroups, topk, sigm, normalize, rscale, ids, wts, warp);
+}
+extern "C" __global__ void NR_CLUSTER __launch_bounds__(512) k_norm_route_t(float* h, float* x, const float* a, const float* w, int cols, int nt,
+                                                                           float eps, const u16* __restrict__ Wr, int E, float* logits, const float* bias,
+                                                                           int groups, int keepGroups, int topk, int sigm, int normalize, float rscale,
+                                                                           int* ids, float* wts, int warp) {
+  norm_route<true>(h, x, a, w, cols, nt, eps, Wr, E, logits, bias, groups, keepGroups, topk, sigm, normalize, rscale, ids, wts, warp);
 }
 
 // ---------------------------------------------------------------------------
@@ -4985,6 +5081,35 @@ extern "C" __global__ void __launch_bounds__(32 * GD_WARPS, 2) moe_gd_bf16v_s2(M
 }
 
 // ---------------------------------------------------------------------------
+// k_fp8rate_hw, k_fp8rate_int, k_bf16rate: decoding throughput alone (no
+// memory traffic): every thread decodes n chunks of 16 E4M3 values (GvFP8,
+// GvFP8I) or 8 BF16 ones (GvBF16) held in registers and sums their products
+// with x, as gv_rows_chunk does with four rows per chunk of x; out keeps the
+// sums from being optimised away (BenchmarkFP8MoEHot).
+template <class F>
+__device__ __forceinline__ void dec_rate(int n, float* out) {
+  u32 s = threadIdx.x * 0x9e3779b9u + blockIdx.x;
+  uint4 w[4];
+#pragma unroll
+  for (int j = 0; j < 4; j++) w[j] = make_uint4(s ^ (j * 0x01010101u), s * 3u + j, s * 5u + j, s * 7u + j);
+  float x[F::N], acc[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+  for (int i = 0; i < F::N; i++) x[i] = (float)(i + 1) * 1e-3f;
+  for (int k = 0; k < n; k++) {
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+      float wf[F::N];
+      w[j] = make_uint4(w[j].x + 0x01010101u, w[j].y + 0x01010101u, w[j].z + 0x01010101u, w[j].w + 0x01010101u);  // (4 adds per chunk)
+      F::dec(w[j], wf);
+      acc[j] += dotn<F::N>(wf, x);
+    }
+  }
+  out[blockIdx.x * blockDim.x + threadIdx.x] = acc[0] + acc[1] + acc[2] + acc[3];
+}
+extern "C" __global__ void k_fp8rate_hw(int n, float* out) { dec_rate<GvFP8>(n, out); }
+extern "C" __global__ void k_fp8rate_int(int n, float* out) { dec_rate<GvFP8I>(n, out); }
+extern "C" __global__ void k_bf16rate(int n, float* out) { dec_rate<GvBF16>(n, out); }
+
 // Roofline helpers: k_readsum streams a buffer (HBM read bandwidth);
 // k_randbf16 fills a BF16 buffer with small pseudo-random values.
 extern "C" __global__ void k_readsum(const float4* p, i64 n4, float* out) { PDL_ENTER();

@@ -398,6 +398,9 @@ func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *wei
 			if name == "gemv_fp8v2" && b.fp8TMA2 {
 				name, smem = "gemv_fp8t2", fp8t2Smem
 			}
+			if b.fp8Int {
+				name = fp8IntName(name)
+			}
 			b.launch(name, dim3{(N + rows - 1) / rows, 1, 1}, dim3{threads, 1, 1}, smem, pArg(px), lArg(ldx), iArg(T), pArg(w.p), iArg(N), iArg(K),
 				pArg(w.scale), iArg(w.sc), iArg(w.br), iArg(w.bc), pArg(pd), lArg(ldd))
 			b.release(xs...)
@@ -1574,6 +1577,11 @@ const (
 	nrMaxCols = 4096
 )
 
+// nrTMASmem is k_norm_route_t's dynamic shared memory for K columns: the
+// chunks of its 16 warps' 2 rows past the 8 per lane held in registers
+// (GV_P), 0 when the registers hold whole rows.
+func nrTMASmem(K int) int { return 16 * 2 * max(0, K/8-32*8) * 16 }
+
 // AddRMSNormRoute implements backend.AddRMSNormRouter for one row (decode)
 // on sm_90 and newer: k_norm_route, one cluster of 8 blocks, does
 // AddRMSNorm, the router's GEMV and the routing in one kernel instead of
@@ -1595,7 +1603,11 @@ func (b *Backend) AddRMSNormRoute(dst, x, a backend.Tensor, wt backend.Weight, e
 	defer b.enter()()
 	groups, keep, pb := routeArgs("AddRMSNormRoute", E, bias, p)
 	r := b.newRouting(1, p.TopK)
-	b.launch("k_norm_route", dim3{nrCluster, 1, 1}, dim3{512, 1, 1}, 0, pArg(b.ptr("AddRMSNormRoute", dst)), pArg(b.ptr("AddRMSNormRoute", x)),
+	name, smem := "k_norm_route", 0
+	if b.nrTMA && nrTMASmem(K) > 0 {
+		name, smem = "k_norm_route_t", nrTMASmem(K)
+	}
+	b.launch(name, dim3{nrCluster, 1, 1}, dim3{512, 1, 1}, smem, pArg(b.ptr("AddRMSNormRoute", dst)), pArg(b.ptr("AddRMSNormRoute", x)),
 		pArg(b.ptr("AddRMSNormRoute", a)), pArg(w.p), iArg(K), iArg(nt), fArg(eps), pArg(rw.p), iArg(E), pArg(b.ptr("AddRMSNormRoute", logits)),
 		pArg(pb), iArg(groups), iArg(keep), iArg(p.TopK), bArg(p.Sigmoid), bArg(p.Normalize), fArg(p.Scale), pArg(r.p), pArg(r.p+uintptr(4*p.TopK)), iArg(b.routeMode()))
 	return r
@@ -1807,6 +1819,23 @@ func (b *Backend) combine(pdst uintptr, ldd int, py uintptr, D int, posOf, rW ui
 	b.launch(name, g, bl, 0, pArg(pdst), lArg(ldd), pArg(py), lArg(D), pArg(posOf), pArg(rW), iArg(T), iArg(K), iArg(D), pArg(ys))
 }
 
+// fp8IntName returns the name of the kernel that does what kernel name does
+// with E4M3 decoded by integer operations (GvFP8I in kernels.cu), or name
+// where there is none.
+func fp8IntName(name string) string {
+	switch name {
+	case "gemv_fp8v2":
+		return "gemv_fp8v2i"
+	case "gemv_fp8t8":
+		return "gemv_fp8t8i"
+	case "moe_gu2_fp8":
+		return "moe_gu2_fp8i"
+	case "moe_dcl2_fp8":
+		return "moe_dcl2_fp8i"
+	}
+	return name
+}
+
 // moeDCMaxTopK is the most experts per row of the two-kernel decode MoE
 // (MOE_DC_MAXS - 1 in kernels.cu); more take the three kernels.
 const moeDCMaxTopK = 8
@@ -1887,7 +1916,14 @@ func (b *Backend) moeVector(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rI
 				gu, guSmem = "moe_gut2_bf16_b", tmaAltSmem
 			}
 		}
-		b.launch(gu, dim3{(I + wg*pr - 1) / (wg * pr), slots, 1}, dim3{32 * wg, 1, 1}, guSmem, append(append(a, shared(gateUp)...), bArg(early))...)
+		ea := bArg(early)
+		if early && b.guFirst {
+			ea = iArg(3) // and the shared expert's blocks first (gu_slot)
+		}
+		if b.fp8Int {
+			gu = fp8IntName(gu)
+		}
+		b.launch(gu, dim3{(I + wg*pr - 1) / (wg * pr), slots, 1}, dim3{32 * wg, 1, 1}, guSmem, append(append(a, shared(gateUp)...), ea)...)
 		if fp8 {
 			a = []uint64{pArg(act.p), pArg(rIDs), pArg(rW), iArg(K), pArg(e.down), pArg(e.downScale), iArg(e.br), iArg(e.bc), iArg(D), iArg(I), pArg(pdst), lArg(ldd)}
 		} else {
@@ -1902,6 +1938,9 @@ func (b *Backend) moeVector(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rI
 				if b.tmaAlt {
 					name, smem = "moe_dclt2_fp8_b", tmaAltSmem
 				}
+			}
+			if b.fp8Int {
+				name = fp8IntName(name)
 			}
 			b.launch(name, dim3{(D + wd*r - 1) / (wd * r), T, 1}, dim3{32 * wd, 1, 1}, smem, append(append(a, shared(down)...), bArg(b.dcReg))...)
 		} else if !fp8 && wd == 8 && I <= 512 && b.dclTMA {
