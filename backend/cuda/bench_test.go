@@ -339,11 +339,6 @@ func BenchmarkOps(b *testing.B) {
 //   - rope: the QK norm and RoPE inside k_lightning_rec (RINGO_CUDA_FUSE), 0 or 1
 //   - rec: that kernel's state loads before PDL_ENTER (RINGO_CUDA_REC_EARLY), 0 or 1
 //   - gu: moe_gu's shared-expert blocks before it (RINGO_CUDA_GU_EARLY), 0 or 1
-//   - guf: those blocks first in moe_gu's grid (RINGO_CUDA_GU_FIRST), 0 or 1
-//   - f8i: the one-row FP8 kernels decoding E4M3 by integer operations
-//     (RINGO_CUDA_FP8_INT), 0 or 1
-//   - nrt: k_norm_route_t, the router's rows past the registers' copied into
-//     shared memory before its wait (RINGO_CUDA_NR_TMA), 0 or 1
 //   - dc: the warps per output row of moe_dc (RINGO_CUDA_DC_SPLIT), 1 to 3
 //   - nr: k_norm_route (RINGO_CUDA_NORM_ROUTE), 0 or 1
 //   - seg: decode steps in segments (RINGO_CUDA_SEG): 0 for one graph per
@@ -374,12 +369,7 @@ func BenchmarkOps(b *testing.B) {
 //   - rgb: k_lightning_recg (1) or k_lightning_recg2 (2, two blocks per SM), 0
 //     to choose by how many clusters fit (RINGO_CUDA_REC_MINB)
 //   - f8t: gemv_fp8t8 (bulk copies into shared memory), the default, or gemv_fp8v8 (RINGO_CUDA_FP8_TMA), 1 or 0
-//   - b16t: gemv_bf16t4n (bulk copies) for gemv_bf16v4n (RINGO_CUDA_BF16_TMA), 0 or 1
-//   - dclt: moe_dclt2_fp8 (bulk copies) for moe_dcl2_fp8 (RINGO_CUDA_DCL_TMA), 0 or 1
-//   - gut: moe_gut2_fp8 (bulk copies) for moe_gu2_fp8 (RINGO_CUDA_GU_TMA), 0 or 1
-//   - f8n: the input norm inside the FP8 qkv|gate GEMV, gemv_fp8t8n (RINGO_CUDA_FP8_NORM_TMA), 0 or 1
-//   - alt: the streaming kernels' _b variants, other numbers of stages (RINGO_CUDA_TMA_ALT), 0 or 1
-//   - f8t2: gemv_fp8t2 (bulk copies) for gemv_fp8v2 (RINGO_CUDA_FP8_TMA2), 0 or 1
+//   - b16t: gemv_bf16t4n (bulk copies), the default, or gemv_bf16v4n (RINGO_CUDA_BF16_TMA), 1 or 0
 //   - gv: moe_gd_bf16v's variant (RINGO_CUDA_GD_VAR): 0 for the default, u4
 //     for the kernel before the twenty-fourth session, s2 for rounds of two
 //     chunks, any for the knobs as arguments (to vary gs, gsp, gf, gna, gp
@@ -567,18 +557,10 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"rgb":   number(&g.recMinB, 0, 2),
 		"f8t":   flag(&g.fp8TMA, false),
 		"b16t":  flag(&g.bf16TMA, false),
-		"dclt":  flag(&g.dclTMA, false),
-		"gut":   flag(&g.guTMA, false),
-		"f8n":   flag(&g.fp8NormTMA, false),
-		"alt":   flag(&g.tmaAlt, false),
-		"f8t2":  flag(&g.fp8TMA2, false),
 		"acs":   flag(&g.attnCombineSeq, false),
 		"rt":    flag(&g.ropeTab, false),
 		"np":    flag(&g.normPlain, false),
 		"gu":    flag(&g.guEarly, false),
-		"guf":   flag(&g.guFirst, false),
-		"nrt":   flag(&g.nrTMA, false),
-		"f8i":   flag(&g.fp8Int, false),
 		"dc":    number(&g.dcSplit, 1, 3),
 		"gemv2": number(&g.gemv2, 0, math.MaxInt32),
 		"rp":    flag(&g.readPinned, false),
@@ -649,7 +631,6 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 	fuseRope, recLate, guEarly, dcSplit, normRoute, ldNA := g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.normRoute, g.ldNA
 	segFirst, segRest, gemv2, readPinned, dcPre, ng := g.segFirst, g.segRest, g.gemv2, g.readPinned, g.dcPre, g.normGEMV
 	gv, acs, rl, rt, np, rgb, f8t, b16t := g.gdVar, g.attnCombineSeq, g.recLoadsLate, g.ropeTab, g.normPlain, g.recMinB, g.fp8TMA, g.bf16TMA
-	dclt, gut, f8n, alt, f8t2, guf, nrt, f8i := g.dclTMA, g.guTMA, g.fp8NormTMA, g.tmaAlt, g.fp8TMA2, g.guFirst, g.nrTMA, g.fp8Int
 	f8r, gu2, dcl, f84 := g.fp8Rows, g.guPairs, g.dclRows, g.fp8Rows4Min
 	wr, g4, dr, rg, ru, gd, gs, gsp, gf, gna, gp, rd := g.warpRoute, g.gemv4n, g.dcReg, g.recGate, g.routeUnroll, g.moeFused, g.gdStage, g.gdSharedPre, g.gdFlip, g.gdNA, g.gdPipe, g.readDirect
 	restore := map[string]func(){
@@ -669,14 +650,6 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"rgb":  func() { g.recMinB = rgb },
 		"f8t":  func() { g.fp8TMA = f8t },
 		"b16t": func() { g.bf16TMA = b16t },
-		"dclt": func() { g.dclTMA = dclt },
-		"gut":  func() { g.guTMA = gut },
-		"f8n":  func() { g.fp8NormTMA = f8n },
-		"alt":  func() { g.tmaAlt = alt },
-		"f8t2": func() { g.fp8TMA2 = f8t2 },
-		"guf":  func() { g.guFirst = guf },
-		"nrt":  func() { g.nrTMA = nrt },
-		"f8i":  func() { g.fp8Int = f8i },
 		"rt":   func() { g.ropeTab = rt },
 		"np":   func() { g.normPlain = np },
 		"f8r":  func() { g.fp8Rows = f8r },
@@ -1125,8 +1098,6 @@ func BenchmarkFP8MoEHot(b *testing.B) {
 				{"moe_dcl2_fp8 8 cold", 8 * dnBytes, dcCall(8, idr)},
 				{"moe_dcl2_fp8 2 cold", 2 * dnBytes, dcCall(2, idr)},
 				{"moe_dcl2_fp8 2 hot", 2 * dnBytes, dcCall(2, idf)},
-				{"moe_gu2_fp8i 8 cold", 8 * guBytes, guCall("moe_gu2_fp8i", 8, idr)},
-				{"moe_gu2_fp8i 2 hot", 2 * guBytes, guCall("moe_gu2_fp8i", 2, idf)},
 			} {
 				us := chainTime(g, calls, r.call).Seconds() / calls * 1e6
 				b.Logf("%-20s %7.2f µs per call, %6.0f GB/s (%.1f MB)", r.name, us, float64(r.bytes)/us/1e3, float64(r.bytes)/1e6)

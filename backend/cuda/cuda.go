@@ -283,29 +283,11 @@ type Backend struct {
 	// into shared memory by bulk copies (−2.2 % per step on Ring-flash's
 	// shapes, +5.8 % tok/s on the whole model; twenty-seventh session)
 	fp8TMA bool
-	// bf16TMA (sm_90; RINGO_CUDA_BF16_TMA=1): gemv_bf16t4n for the
-	// products gemv_bf16v4n takes (the input norm in the GEMV), its rows
-	// streamed into shared memory by bulk copies
+	// bf16TMA (sm_90; RINGO_CUDA_BF16_TMA=0 turns it off): gemv_bf16t4n
+	// for the products gemv_bf16v4n takes (the input norm in the GEMV), its
+	// rows streamed into shared memory by bulk copies (−1.1 to −1.3 % per
+	// step on Ring-mini; twenty-eighth session)
 	bf16TMA bool
-	// dclTMA (sm_90; RINGO_CUDA_DCL_TMA=1): moe_dclt2_fp8 for moe_dcl2_fp8
-	// (8 warps per block), each warp's slots streamed by bulk copies; for
-	// BF16 experts of up to 512 columns, moe_dclt2_bf16 in the two-kernel
-	// MoE (RINGO_CUDA_MOE_FUSED=0 or where moe_gd does not fit)
-	dclTMA bool
-	// guTMA (sm_90; RINGO_CUDA_GU_TMA=1): moe_gut2_fp8 for moe_gu2_fp8
-	// (4 warps per block), each warp's pairs streamed by bulk copies; for
-	// BF16 experts moe_gut2_bf16 in the two-kernel MoE
-	guTMA bool
-	// fp8NormTMA (sm_90, with fp8TMA; RINGO_CUDA_FP8_NORM_TMA=1): the
-	// input norm (AddRMSNormTo of one row) inside the FP8 qkv|gate GEMV
-	// after it, gemv_fp8t8n
-	fp8NormTMA bool
-	// tmaAlt (RINGO_CUDA_TMA_ALT=1): the _b variants of gemv_bf16t4n,
-	// moe_gut2_* and moe_dclt2_* (other numbers of stages), for comparisons
-	tmaAlt bool
-	// fp8TMA2 (sm_90; RINGO_CUDA_FP8_TMA2=1): gemv_fp8t2 for the products
-	// gemv_fp8v2 takes, its rows streamed by bulk copies
-	fp8TMA2 bool
 	// guPairs: FP8 experts' gate|up pairs per warp in moe_gu (1, 2 for
 	// moe_gu2_fp8, the default, or 4 for moe_gu4_fp8; RINGO_CUDA_GU_PAIRS)
 	guPairs int
@@ -347,15 +329,6 @@ type Backend struct {
 	// comparisons)
 	routeEnd int
 	guEarly  bool
-	// guFirst (RINGO_CUDA_GU_FIRST=1) puts those blocks first in moe_gu's
-	// grid, so that they are resident while the routing runs
-	guFirst bool
-	// nrTMA (RINGO_CUDA_NR_TMA=1) runs k_norm_route_t, the router's rows
-	// past the registers' copied into shared memory before the wait
-	nrTMA bool
-	// fp8Int (RINGO_CUDA_FP8_INT=1) runs the one-row FP8 kernels that
-	// decode E4M3 by integer operations (fp8IntName)
-	fp8Int bool
 	// moeFused (RINGO_CUDA_MOE_FUSED=0 turns it off) runs the one-row BF16
 	// MoE with its shared expert as one kernel, moe_gd_bf16v, where all its
 	// blocks fit on the GPU at once (gdFits); gdBar is its grid barrier's
@@ -538,7 +511,7 @@ func New(device int, opts Options) (*Backend, error) {
 	}
 	// the chunked lightning kernels need more than the default 48 KiB of shared memory
 	if b.smemOptin > 48<<10 {
-		for _, k := range []string{"k_lightning_chunk", "k_ltc_out64", "k_ltc_out128", "moe_mmb", "moe_mmb_gu", "moe_mmb_wg", "moe_mmb_gu_wg", "moe_mmb_yb", "moe_mmb_yb_wg", "moe_mmb_yb_wgs", "moe_mmb_gu_wg8", "moe_mmb_wg8", "moe_mmb_yb_wg8", "moe_mmb_yb_wgs8", "k_fattn4_128", "k_fattn4w_128", "k_fattn2_64", "k_fattn2_128", "k_fattn3_64", "k_fattn3_128", "moe_gd_bf16v", "moe_gd_bf16v_any", "moe_gd_bf16v_u4", "moe_gd_bf16v_s2", "k_readgd", "gemv_fp8t8", "gemv_bf16t4n", "moe_dclt2_fp8", "gemv_fp8t8n", "moe_dclt2_bf16", "gemv_bf16t4n_b", "moe_gut2_fp8_b", "moe_gut2_bf16_b", "moe_dclt2_fp8_b", "moe_dclt2_bf16_b", "gemv_fp8t2", "k_norm_route_t", "gemv_fp8t8i"} {
+		for _, k := range []string{"k_lightning_chunk", "k_ltc_out64", "k_ltc_out128", "moe_mmb", "moe_mmb_gu", "moe_mmb_wg", "moe_mmb_gu_wg", "moe_mmb_yb", "moe_mmb_yb_wg", "moe_mmb_yb_wgs", "moe_mmb_gu_wg8", "moe_mmb_wg8", "moe_mmb_yb_wg8", "moe_mmb_yb_wgs8", "k_fattn4_128", "k_fattn4w_128", "k_fattn2_64", "k_fattn2_128", "k_fattn3_64", "k_fattn3_128", "moe_gd_bf16v", "moe_gd_bf16v_any", "moe_gd_bf16v_u4", "moe_gd_bf16v_s2", "k_readgd", "gemv_fp8t8", "gemv_bf16t4n"} {
 			// the dynamic part may take what static shared memory leaves
 			var static int32
 			ccall(d.cuFuncGetAttribute, uintptr(unsafe.Pointer(&static)), cuFuncAttrSharedSizeBytes, b.fns[k])
@@ -590,16 +563,8 @@ func New(device int, opts Options) (*Backend, error) {
 		ccall(d.cuFuncSetAttribute, b.fns["k_lightning_recg2"], cuFuncAttrNonPortableCluster, 1) == 0
 	b.recMinB, _ = strconv.Atoi(os.Getenv("RINGO_CUDA_REC_MINB"))
 	b.fp8TMA = b.ccMaj >= 9 && b.smemOptin >= fp8tSmem+1024 && os.Getenv("RINGO_CUDA_FP8_TMA") != "0"
-	b.bf16TMA = b.ccMaj >= 9 && b.smemOptin >= bf16tSmem+(17<<10) && os.Getenv("RINGO_CUDA_BF16_TMA") == "1"
-	b.dclTMA = b.ccMaj >= 9 && b.smemOptin >= dcltSmem+(2<<10) && os.Getenv("RINGO_CUDA_DCL_TMA") == "1"
-	b.guTMA = b.ccMaj >= 9 && os.Getenv("RINGO_CUDA_GU_TMA") == "1"
-	b.fp8NormTMA = b.ccMaj >= 9 && b.smemOptin >= fp8tnSmem+(17<<10) && os.Getenv("RINGO_CUDA_FP8_NORM_TMA") == "1"
-	b.tmaAlt = os.Getenv("RINGO_CUDA_TMA_ALT") == "1"
-	b.fp8TMA2 = b.ccMaj >= 9 && b.smemOptin >= fp8t2Smem+1024 && os.Getenv("RINGO_CUDA_FP8_TMA2") == "1"
+	b.bf16TMA = b.ccMaj >= 9 && b.smemOptin >= bf16tSmem+(17<<10) && os.Getenv("RINGO_CUDA_BF16_TMA") != "0"
 	b.guEarly = os.Getenv("RINGO_CUDA_GU_EARLY") != "0"
-	b.guFirst = os.Getenv("RINGO_CUDA_GU_FIRST") == "1"
-	b.fp8Int = os.Getenv("RINGO_CUDA_FP8_INT") == "1"
-	b.nrTMA = b.ccMaj >= 9 && b.smemOptin >= nrTMASmem(nrMaxCols)+(34<<10) && os.Getenv("RINGO_CUDA_NR_TMA") == "1"
 	b.gdSharedPre = os.Getenv("RINGO_CUDA_GD_SPRE") != "0"
 	b.gdFlip = os.Getenv("RINGO_CUDA_GD_FLIP") != "0"
 	b.gdNA = os.Getenv("RINGO_CUDA_GD_NA") != "0"
@@ -712,13 +677,12 @@ func New(device int, opts Options) (*Backend, error) {
 var kernelNames = []string{
 	"k_copy", "k_fill", "k_add", "k_addv", "k_silu", "k_silumul", "k_sigmul", "k_gather", "k_tobf16", "k_tobf16v", "k_split3bf16", "k_split3bf16v",
 	"embed_f32", "embed_f16", "embed_bf16", "embed_fp8", "k_rmsnorm", "k_addrmsnorm", "k_rope", "k_silumul_bf16", "k_rmsnorm_sigmul", "k_rmsnorm_sigmul_w2", "k_rmsnorm_sigmul_w4", "k_rmsnorm_sigmul_w8", "k_rmsnorm_sigmul_w16", "k_rmsnorm_rope", "k_rmsnorm_rope_w21", "k_rmsnorm_rope_w41", "k_rmsnorm_rope_w42",
-	"gemv_f32", "gemv_f16", "gemv_bf16", "gemv_bf16v", "gemv_fp8", "gemv_bf16v1", "gemv_bf16v2", "gemv_bf16v1n", "gemv_bf16v2n", "gemv_bf16v4n", "gemv_bf16t4n", "gemv_fp81", "gemv_fp8v2", "gemv_fp8v4", "gemv_fp8v8", "gemv_fp8t8", "gemv_fp8t8n", "gemv_fp8t2", "k_fp8_bf16", "gemm_f32", "gemm_f16", "gemm_bf16",
-	"moe_gu_bf16v", "moe_gu_fp8", "moe_gd_bf16v", "moe_gd_bf16v_any", "moe_gd_bf16v_u4", "moe_gd_bf16v_s2", "moe_dc_bf16v", "moe_dc2_bf16v", "moe_dc3_bf16v", "moe_dc_fp8", "moe_dcl_fp8", "moe_dcl2_fp8", "moe_dcl4_fp8", "moe_dclt2_fp8", "moe_gu2_fp8", "moe_gu4_fp8", "moe_gut2_fp8", "moe_gut2_bf16", "moe_dclt2_bf16", "gemv_bf16t4n_b", "moe_gut2_fp8_b", "moe_gut2_bf16_b", "moe_dclt2_fp8_b", "moe_dclt2_bf16_b", "moe_gemv_f32", "moe_gemv_f16", "moe_gemv_bf16", "moe_gemv_bf16v", "moe_down_bf16v", "moe_gemv_fp8", "moe_down_fp8", "moe_mma16_fp8", "moe_mma64_fp8",
-	"k_moe_count", "k_moe_tiles", "k_moe_scatter", "moe_gemm_f32", "moe_gemm_f16", "moe_gemm_bf16", "k_moe_combine", "k_moe_combine4", "k_moe_combine4b", "k_moe_combineb", "k_quant_fp8", "k_bf16_f32", "k_route", "k_norm_route", "k_norm_route_t",
+	"gemv_f32", "gemv_f16", "gemv_bf16", "gemv_bf16v", "gemv_fp8", "gemv_bf16v1", "gemv_bf16v2", "gemv_bf16v1n", "gemv_bf16v2n", "gemv_bf16v4n", "gemv_bf16t4n", "gemv_fp81", "gemv_fp8v2", "gemv_fp8v4", "gemv_fp8v8", "gemv_fp8t8", "k_fp8_bf16", "gemm_f32", "gemm_f16", "gemm_bf16",
+	"moe_gu_bf16v", "moe_gu_fp8", "moe_gd_bf16v", "moe_gd_bf16v_any", "moe_gd_bf16v_u4", "moe_gd_bf16v_s2", "moe_dc_bf16v", "moe_dc2_bf16v", "moe_dc3_bf16v", "moe_dc_fp8", "moe_dcl_fp8", "moe_dcl2_fp8", "moe_dcl4_fp8", "moe_gu2_fp8", "moe_gu4_fp8", "moe_gemv_f32", "moe_gemv_f16", "moe_gemv_bf16", "moe_gemv_bf16v", "moe_down_bf16v", "moe_gemv_fp8", "moe_down_fp8", "moe_mma16_fp8", "moe_mma64_fp8",
+	"k_moe_count", "k_moe_tiles", "k_moe_scatter", "moe_gemm_f32", "moe_gemm_f16", "moe_gemm_bf16", "k_moe_combine", "k_moe_combine4", "k_moe_combine4b", "k_moe_combineb", "k_quant_fp8", "k_bf16_f32", "k_route", "k_norm_route",
 	"k_lightning_rec", "k_lightning_recg", "k_lightning_recg2", "k_lightning_chunk", "k_kvstore", "k_attn", "k_attn_g2", "k_attn_g4", "k_attn_g8", "k_attn_combine", "k_attn_combine_seq",
 	"moe_mma16", "moe_mma64", "k_fattn64", "k_fattn128", "moe_mmb", "moe_mmb_gu", "moe_mmb_wg", "moe_mmb_gu_wg", "moe_mmb_yb", "moe_mmb_yb_wg", "moe_mmb_yb_wgs", "moe_mmb_gu_wg8", "moe_mmb_wg8", "moe_mmb_yb_wg8", "moe_mmb_yb_wgs8", "k_kvbf16", "k_vtbf16", "k_fattn4_128", "k_fattn4w_128", "k_fattn2_64", "k_fattn2_128", "k_fattn3_64", "k_fattn3_128", "k_ltc_kv64", "k_ltc_kv128", "k_ltc_scan", "k_ltc_out64", "k_ltc_out128",
 	"k_readsum", "k_readexp", "k_readgd", "k_spin", "k_randbf16", "k_fp8rate_hw", "k_fp8rate_int", "k_bf16rate",
-	"gemv_fp8v2i", "gemv_fp8t8i", "moe_gu2_fp8i", "moe_dcl2_fp8i",
 }
 
 // enter locks the backend and makes its context current on this OS thread;

@@ -247,42 +247,31 @@ func TestNormRoute(t *testing.T) {
 		}
 		p := backend.RouteParams{TopK: c.topk, Groups: c.groups, TopKGroups: c.keep, Sigmoid: c.sigmoid, Normalize: true, Scale: 2.5}
 		x0, a := randT(t, g, rng, c.T, c.K, 2), randT(t, g, rng, c.T, c.K, 1)
-		// unfused, fused, fused with the rows' tails copied into shared
-		// memory (k_norm_route_t, where rows are longer than the registers
-		// hold and the GPU has the shared memory)
-		tmaOK := g.smemOptin >= nrTMASmem(nrMaxCols)+(34<<10)
-		var xs, hs, ls [3]backend.Tensor
-		var ids [3][]int32
-		var wts [3][]float32
-		for s, on := range []bool{false, true, true} {
-			saved, savedT := g.normRoute, g.nrTMA
-			g.normRoute, g.nrTMA = on, s == 2 && tmaOK
+		var xs, hs, ls [2]backend.Tensor
+		var ids [2][]int32
+		var wts [2][]float32
+		for s, on := range []bool{false, true} {
+			saved := g.normRoute
+			g.normRoute = on
 			xs[s], hs[s], ls[s] = gpuCopy(g, x0.g), g.Alloc(c.T, c.K), g.Alloc(c.T, c.E)
 			mark := kernelMark(g)
 			r := backend.AddRMSNormRoute(g, hs[s], xs[s], a.g, nw, 1e-6, ls[s], rw, bias, p)
 			ks := queuedKernels(g, mark)
-			g.normRoute, g.nrTMA = saved, savedT
+			g.normRoute = saved
 			ids[s], wts[s] = make([]int32, c.T*c.topk), make([]float32, c.T*c.topk)
 			for i := range c.T {
 				r.Selected(i, ids[s][i*c.topk:(i+1)*c.topk], wts[s][i*c.topk:(i+1)*c.topk])
 			}
-			name := "k_norm_route"
-			if s == 2 && tmaOK && nrTMASmem(c.K) > 0 {
-				name = "k_norm_route_t"
-			}
-			if fused := slices.Contains(ks, name); fused != (on && c.fused) || fused == slices.Contains(ks, "k_route") {
-				t.Errorf("%s: kernels %v, want %s: %v", what, ks, name, on && c.fused)
+			if fused := slices.Contains(ks, "k_norm_route"); fused != (on && c.fused) || fused == slices.Contains(ks, "k_route") {
+				t.Errorf("%s: kernels %v", what, ks)
 			}
 		}
-		for s := 1; s < 3; s++ {
-			w := fmt.Sprintf("%s (%s)", what, []string{"", "fused", "fused, the rows' tails in shared memory"}[s])
-			sameTensors(t, w+": residual", g, xs[s], xs[0], 0)
-			sameTensors(t, w+": norm", g, hs[s], hs[0], 0)
-			sameTensors(t, w+": logits", g, ls[s], ls[0], 0)
-			for i := range ids[0] {
-				if ids[s][i] != ids[0][i] || math.Float32bits(wts[s][i]) != math.Float32bits(wts[0][i]) {
-					t.Errorf("%s: slot %d: expert %d weight %v fused, %d %v unfused", w, i, ids[s][i], wts[s][i], ids[0][i], wts[0][i])
-				}
+		sameTensors(t, what+": residual", g, xs[1], xs[0], 0)
+		sameTensors(t, what+": norm", g, hs[1], hs[0], 0)
+		sameTensors(t, what+": logits", g, ls[1], ls[0], 0)
+		for i := range ids[0] {
+			if ids[1][i] != ids[0][i] || math.Float32bits(wts[1][i]) != math.Float32bits(wts[0][i]) {
+				t.Errorf("%s: slot %d: expert %d weight %v fused, %d %v unfused", what, i, ids[1][i], wts[1][i], ids[0][i], wts[0][i])
 			}
 		}
 		if e := gpuRelErr(g, xs[0], x0.g); e == 0 {
@@ -305,47 +294,33 @@ func TestNormRoute(t *testing.T) {
 func TestNormGEMV(t *testing.T) {
 	g := gpu(t, false)
 	rng := rand.New(rand.NewSource(31))
-	defer func(on bool, g4 int, tma, f8n, alt bool) {
-		g.normGEMV, g.gemv4n, g.bf16TMA, g.fp8NormTMA, g.tmaAlt = on, g4, tma, f8n, alt
-	}(g.normGEMV, g.gemv4n, g.bf16TMA, g.fp8NormTMA, g.tmaAlt)
+	defer func(on bool, g4 int, tma bool) { g.normGEMV, g.gemv4n, g.bf16TMA = on, g4, tma }(g.normGEMV, g.gemv4n, g.bf16TMA)
 	tmaOK := g.ccMaj >= 9 && g.smemOptin >= bf16tSmem+(17<<10)
-	fp8OK := g.ccMaj >= 9 && g.smemOptin >= fp8tnSmem+(17<<10) && g.fp8TMA && g.fp8Rows == 8
 	for _, c := range []struct {
 		T, N, K int
 		then    string // "gemv", or "add" (an Add of the norm's output comes first)
 		fused   bool
 		g4      int  // gemv4n: four rows per warp from this many rows (gemv_bf16v4n)
-		tma     bool // gemv_bf16t4n for gemv_bf16v4n (sm_90)
-		fp8     bool // FP8 weights: gemv_fp8t8n (sm_90)
-		alt     bool // the _b variant (other stages)
+		tma     bool // gemv_bf16t4n for gemv_bf16v4n, the rows streamed by bulk copies (sm_90)
 	}{
-		{1, 16384, 4096, "gemv", true, 0, false, true, false},    // Ring-flash's qkv|gate: 512 threads' norm
-		{1, 16500, 3968, "gemv", true, 0, false, true, false},    // a ragged last block, a last round of 24 chunks
-		{1, 4096, 4096, "gemv", false, 0, false, true, false},    // too few rows for gemv_fp8t8n: k_addrmsnorm
-		{1, 8192, 2048, "gemv", true, 0, false, false, false},    // Ring-mini's qkv|gate: two rows per warp
-		{1, 8192, 2048, "gemv", true, 4096, false, false, false}, // four rows per warp
-		{1, 5000, 2048, "gemv", true, 4096, false, false, false}, // four rows per warp, a ragged last block
-		{1, 8192, 2048, "gemv", true, 4096, true, false, false},  // four rows per warp streamed by bulk copies
-		{1, 5000, 2048, "gemv", true, 4096, true, false, false},
-		{1, 5000, 1800, "gemv", true, 4096, true, false, false}, // a last round of one chunk
-		{1, 8192, 2048, "gemv", true, 4096, true, false, true},  // gemv_bf16t4n_b (4 stages)
-		{1, 5000, 1800, "gemv", true, 4096, true, false, true},
-		{1, 3072, 2048, "gemv", true, 0, false, false, false}, // softmax layers' qkv: one row per warp
-		{1, 1000, 512, "gemv", true, 0, false, false, false},
-		{1, 7, 64, "gemv", true, 0, false, false, false},
-		{1, 3072, 2048, "add", false, 0, false, false, false},
-		{2, 3072, 2048, "gemv", false, 0, false, false, false},
+		{1, 8192, 2048, "gemv", true, 0, false},    // Ring-mini's qkv|gate: two rows per warp
+		{1, 8192, 2048, "gemv", true, 4096, false}, // four rows per warp
+		{1, 5000, 2048, "gemv", true, 4096, false}, // four rows per warp, a ragged last block
+		{1, 8192, 2048, "gemv", true, 4096, true},  // four rows per warp streamed by bulk copies
+		{1, 5000, 2048, "gemv", true, 4096, true},
+		{1, 5000, 1800, "gemv", true, 4096, true}, // a last round of one chunk
+		{1, 3072, 2048, "gemv", true, 0, false},   // softmax layers' qkv: one row per warp
+		{1, 1000, 512, "gemv", true, 0, false},
+		{1, 7, 64, "gemv", true, 0, false},
+		{1, 3072, 2048, "add", false, 0, false},
+		{2, 3072, 2048, "gemv", false, 0, false},
 	} {
-		if c.tma && !tmaOK || c.fp8 && !fp8OK {
+		if c.tma && !tmaOK {
 			continue
 		}
 		what := fmt.Sprintf("%+v", c)
-		g.gemv4n, g.bf16TMA, g.fp8NormTMA, g.tmaAlt = c.g4, c.tma, c.fp8, c.alt
-		kind := backend.BF16
-		if c.fp8 {
-			kind = backend.F8E4M3
-		}
-		cw, gw := upload(t, g, hostWeight(rng, "w", kind, c.N, c.K, 0.5))
+		g.gemv4n, g.bf16TMA = c.g4, c.tma
+		cw, gw := upload(t, g, hostWeight(rng, "w", backend.BF16, c.N, c.K, 0.5))
 		cn, nw := upload(t, g, hostWeight(rng, "norm", backend.F32, 1, c.K, 1))
 		x, a := randT(t, g, rng, c.T, c.K, 1), randT(t, g, rng, c.T, c.K, 1)
 		x0 := gpuCopy(g, x.g)
@@ -366,14 +341,8 @@ func TestNormGEMV(t *testing.T) {
 			want := "gemv_bf16v4n"
 			if c.tma {
 				want = "gemv_bf16t4n"
-				if c.alt {
-					want += "_b"
-				}
 			}
-			if c.fp8 {
-				want = "gemv_fp8t8n"
-			}
-			if ks := queuedKernels(g, mark); on && (c.g4 > 0 || c.fp8 && c.fused) && !slices.Contains(ks, want) {
+			if ks := queuedKernels(g, mark); on && c.g4 > 0 && !slices.Contains(ks, want) {
 				t.Errorf("%s: %s did not run: %v", what, want, ks)
 			}
 			g.Sync()

@@ -888,8 +888,9 @@ __device__ __forceinline__ void fp8x4i(u32 w, float* f) {
   f[2] = __int_as_float(((int)(w << 8) >> 4) & 0x87f00000) * 0x1p120f;
   f[3] = __int_as_float(((int)w >> 4) & 0x87f00000) * 0x1p120f;
 }
-// GvFP8I: GvFP8 decoded by fp8x4i (RINGO_CUDA_FP8_INT=1, the kernels named
-// with a final i)
+// GvFP8I: GvFP8 decoded by fp8x4i, for k_fp8rate_int (BenchmarkFP8MoEHot:
+// half the rate of the conversion units, and 7 % slower decode steps on
+// Ring-flash's shapes in the kernels that used it)
 struct GvFP8I {
   static constexpr int N = 16;
   static constexpr bool S = true;
@@ -988,8 +989,7 @@ __device__ __forceinline__ void gv_rows_chunk(const uint4 (&w)[R], const float* 
 // activation row x to acc[j], each summed as gv_dot sums it, loading each
 // chunk of x once for all R rows; the rest of the rows in rounds of U
 // chunks per row and lane (the same sums for any U).
-// With SH, wr[j] points into shared memory (plain loads: k_norm_route_t).
-template <int R, int P = GV_P, class F = GvBF16, int U = GV_U, bool SH = false>
+template <int R, int P = GV_P, class F = GvBF16, int U = GV_U>
 __device__ __forceinline__ void gv_dot_rows(const uint4 (&wp)[R][P], const uint4* const (&wr)[R], const float* x, int K, float (&acc)[R],
                                             const float* const* sr = nullptr, int bc = 1) {
   int lane = threadIdx.x & 31, KC = K / F::N;
@@ -1008,7 +1008,7 @@ __device__ __forceinline__ void gv_dot_rows(const uint4 (&wp)[R][P], const uint4
 #pragma unroll
     for (int j = 0; j < R; j++)
 #pragma unroll
-      for (int u = 0; u < U; u++) wv[u][j] = k0 + 32 * u < KC ? (SH ? wr[j][k0 + 32 * u] : ldw(wr[j] + k0 + 32 * u)) : make_uint4(0, 0, 0, 0);
+      for (int u = 0; u < U; u++) wv[u][j] = k0 + 32 * u < KC ? ldw(wr[j] + k0 + 32 * u) : make_uint4(0, 0, 0, 0);
 #pragma unroll
     for (int u = 0; u < U; u++) {
       int kc = k0 + 32 * u;
@@ -1344,59 +1344,20 @@ extern "C" __global__ void __launch_bounds__(32 * FP8T_W, 2) gemv_fp8t8(const fl
     return X;
   });
 }
-// gemv_fp8t8i: gemv_fp8t8 decoding by integer operations (GvFP8I)
-extern "C" __global__ void __launch_bounds__(32 * FP8T_W, 2) gemv_fp8t8i(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N,
-                                                                               int K, const float* S, int sc, int br, int bc, float* Y, i64 ldy) {
-  gv_stream<GvFP8I, FP8T_R, FP8T_W, FP8T_S>(Wt, N, K, S, sc, br, bc, Y, [&] {
-    PDL_ENTER();
-    return X;
-  });
-}
-// gemv_fp8t2: gv_stream with two rows per warp and all 8 rounds of a
-// 4,096-column FP8 row in flight (64 KB per block), for the products
-// gemv_fp8v2 takes (Ring-flash's 4,096-row dense GEMVs): the whole rows asked
-// for before the wait, as gemv_fp8v2 does into 64 registers, in ~40 fewer
-// registers, so that more of its blocks are resident beside the kernel
-// before it (RINGO_CUDA_FP8_TMA2=1)
-extern "C" __global__ void __launch_bounds__(256, 3) gemv_fp8t2(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K,
-                                                               const float* S, int sc, int br, int bc, float* Y, i64 ldy) {
-  gv_stream<GvFP8, 2, 8, 8>(Wt, N, K, S, sc, br, bc, Y, [&] {
-    PDL_ENTER();
-    return X;
-  });
-}
-// gemv_fp8t8n: gemv_fp8t8 (8 rows per warp, 3 stages) of h = RMSNorm(x +
-// a)·w, the norm done by every block after the wait (k_addrmsnorm's
-// arithmetic with nt <= 512 threads, gv_norm, so the same h bit for bit; block
-// 0 also stores y = x + a and h) instead of a k_addrmsnorm kernel before:
-// blocks of 16 warps (128 rows: Ring-flash's 16,384-row qkv|gate in 128
-// blocks, one per SM) with 192 KB of stages (RINGO_CUDA_FP8_NORM_TMA=1).
-#define FP8TN_W 16
-extern "C" __global__ void __launch_bounds__(32 * FP8TN_W, 1) gemv_fp8t8n(const float* X, const float* A, const float* nw, float* Yres, float* H, int nt,
-                                                                         float eps, const unsigned char* __restrict__ Wt, int N, int K, const float* S,
-                                                                         int sc, int br, int bc, float* Y) {
-  __shared__ __align__(16) float hs[GVN_MAXK];
-  gv_stream<GvFP8, FP8T_R, FP8TN_W, FP8T_S>(Wt, N, K, S, sc, br, bc, Y, [&] {
-    float wv[NU];
-    addnorm_w(nw, K, nt, wv);
-    PDL_ENTER();
-    gv_norm(hs, X, A, wv, Yres, H, K, nt, eps);
-    return (const float*)hs;
-  });
-}
 // gemv_bf16t4n: gemv_bf16v4n (the input norm in every block, four rows per
 // warp, the same sums) with its rows streamed into shared memory by bulk
 // copies (gv_stream): each warp keeps BF16T_S of the 8 rounds of its rows
 // in flight, asked for before the wait, where gemv_bf16v4n loads half of
-// each row before the wait and the rest after it in one round
-// (RINGO_CUDA_BF16_TMA=1). 96 KB of stages and the norm's 16 KB: two blocks
-// per SM.
-#define BF16T_S 6
-template <int S>
-__device__ __forceinline__ void gemv_bf16t4n_s(const float* X, const float* A, const float* nw, float* Yres, float* H, int nt, float eps,
-                                               const u16* __restrict__ Wt, int N, int K, float* Y) {
+// each row before the wait and the rest after it in one round. 64 KB of
+// stages and the norm's 16 KB: two blocks per SM. The default for the
+// products gemv_bf16v4n would take (Ring-mini's qkv|gate): −1.1 to −1.3 %
+// per decode step; six stages were +0.3 to +0.4 % (RINGO_CUDA_BF16_TMA=0
+// runs gemv_bf16v4n).
+#define BF16T_S 4
+extern "C" __global__ void __launch_bounds__(256, 2) gemv_bf16t4n(const float* X, const float* A, const float* nw, float* Yres, float* H, int nt, float eps,
+                                                                 const u16* __restrict__ Wt, int N, int K, float* Y) {
   __shared__ __align__(16) float hs[GVN_MAXK];
-  gv_stream<GvBF16, 4, 8, S>((const unsigned char*)Wt, N, K, nullptr, 0, 1, 1, Y, [&] {
+  gv_stream<GvBF16, 4, 8, BF16T_S>((const unsigned char*)Wt, N, K, nullptr, 0, 1, 1, Y, [&] {
     float wv[NU];
     addnorm_w(nw, K, nt, wv);
     PDL_ENTER();
@@ -1404,24 +1365,9 @@ __device__ __forceinline__ void gemv_bf16t4n_s(const float* X, const float* A, c
     return (const float*)hs;
   });
 }
-extern "C" __global__ void __launch_bounds__(256, 2) gemv_bf16t4n(const float* X, const float* A, const float* nw, float* Yres, float* H, int nt, float eps,
-                                                                 const u16* __restrict__ Wt, int N, int K, float* Y) {
-  gemv_bf16t4n_s<BF16T_S>(X, A, nw, Yres, H, nt, eps, Wt, N, K, Y);
-}
-// gemv_bf16t4n_b, moe_gut2_fp8_b, moe_gut2_bf16_b, moe_dclt2_fp8_b,
-// moe_dclt2_bf16_b: the streaming kernels with other numbers of stages (4,
-// 8, 8, 4, 4: 64 KB each), for comparisons (RINGO_CUDA_TMA_ALT=1)
-extern "C" __global__ void __launch_bounds__(256, 2) gemv_bf16t4n_b(const float* X, const float* A, const float* nw, float* Yres, float* H, int nt,
-                                                                   float eps, const u16* __restrict__ Wt, int N, int K, float* Y) {
-  gemv_bf16t4n_s<4>(X, A, nw, Yres, H, nt, eps, Wt, N, K, Y);
-}
 extern "C" __global__ void gemv_fp8v2(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br,
                                       int bc, float* Y, i64 ldy) {
   gemv_fp8_rows<2, GV_P>(X, Wt, N, K, S, sc, br, bc, Y);
-}
-extern "C" __global__ void gemv_fp8v2i(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br,
-                                       int bc, float* Y, i64 ldy) {
-  gemv_fp8_rows<2, GV_P, GV_U, GvFP8I>(X, Wt, N, K, S, sc, br, bc, Y);
 }
 extern "C" __global__ void __launch_bounds__(256, 2) gemv_fp8v4(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K,
                                                                const float* S, int sc, int br, int bc, float* Y, i64 ldy) {
@@ -1903,19 +1849,12 @@ __device__ __forceinline__ void gu_pairs(const uint4* const (&wg)[PR], const uin
 // neither X nor A), the shared expert's blocks skip PDL_ENTER: their inputs
 // (X, written two or more launches back, and the weights) are ready, so
 // they run while the routing does. The routed slots need its ids.
-// With early's second bit set too, the grid's first rows of blocks are the
-// shared expert's slots (gu_slot): blocks start in the order of their
-// index, so that these are resident, and stream their rows, while the
-// routing runs, instead of after every routed block has started.
 // moe_gu's warps compute PR pairs each (k, k+1, ...: gu_pairs, the same
 // sums as one pair per warp).
-// gu_slot is the slot of a moe_gu block: blockIdx.y, or with early & 2 the
-// grid's rows rotated so that the shared expert's slots ns.. come first.
-__device__ __forceinline__ int gu_slot(int ns, int early) { return early & 2 ? (blockIdx.y + ns) % gridDim.y : blockIdx.y; }
 template <class F, int PR = 1, int U = GV_U>
 __device__ __forceinline__ void moe_gu(const float* X, i64 ldx, const int* ids, int topk, const uint4* Wt, const float* S, int br, int bc, int I, int K,
                                        float* A, const uint4* Ws, const float* Ss, int ns, int early) {
-  int s = gu_slot(ns, early), k = (blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5)) * PR, lane = threadIdx.x & 31;
+  int s = blockIdx.y, k = (blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5)) * PR, lane = threadIdx.x & 31;
   unsigned long long t0 = tl_now();
   if (!early || s < ns) PDL_ENTER();
   tl_probe(6, t0);
@@ -2069,80 +2008,6 @@ extern "C" __global__ void moe_gu2_fp8(const float* X, i64 ldx, const int* ids, 
                                        int bc, int I, int K, float* A, const unsigned char* __restrict__ Ws, const float* Ss, int ns, int early) {
   moe_gu<GvFP8, 2>(X, ldx, ids, topk, (const uint4*)Wt, S, br, bc, I, K, A, (const uint4*)Ws, Ss, ns, early);
 }
-extern "C" __global__ void moe_gu2_fp8i(const float* X, i64 ldx, const int* ids, int topk, const unsigned char* __restrict__ Wt, const float* S, int br,
-                                        int bc, int I, int K, float* A, const unsigned char* __restrict__ Ws, const float* Ss, int ns, int early) {
-  moe_gu<GvFP8I, 2>(X, ldx, ids, topk, (const uint4*)Wt, S, br, bc, I, K, A, (const uint4*)Ws, Ss, ns, early);
-}
-// moe_gut: moe_gu with PR pairs per warp (gu_pairs' sums, the same in the
-// same order) whose 2·PR rows stream into shared memory by bulk copies
-// (gv_stream's ring: a stage holds 32 chunks of each row, S stages per
-// warp) instead of rounds of loads into registers. The shared expert's
-// warps ask for their first stages before anything else when early (they
-// skip the wait, as in moe_gu); the routed ones after the wait (they need
-// the routing's ids). Dynamic shared memory: warps·S·2·PR·512 bytes.
-template <class F, int PR, int S>
-__device__ __forceinline__ void moe_gut(const float* X, i64 ldx, const int* ids, int topk, const uint4* Wt, const float* Sf, int br, int bc, int I,
-                                        int K, float* A, const uint4* Ws, const float* Ss, int ns, int early) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  extern __shared__ __align__(128) uint4 wsm[];  // [warps][S][2·PR][32] chunks
-  __shared__ __align__(8) unsigned long long bars[32 * S];
-  constexpr int RR = 2 * PR;  // rows: gate and up of each pair
-  int s = gu_slot(ns, early), w = threadIdx.x >> 5, k = (blockIdx.x * (blockDim.x >> 5) + w) * PR, lane = threadIdx.x & 31;
-  int KC = K / F::N, NR = (KC + 31) / 32;
-  warp_ring<RR, 1, S> ring(bars + w * S, wsm + w * S * RR * 32);
-  unsigned long long t0 = tl_now();
-  bool wait = !early || s < ns;
-  if (wait) PDL_ENTER();
-  tl_probe(6, t0);
-  t0 = tl_now();
-  if (k >= I) return;
-  i64 e = s < ns ? ids[s] : 0;
-  const uint4* W = s < ns ? Wt : Ws;
-  const float* Sc = s < ns ? Sf : Ss;
-  // row r: gate (r even) or up (r odd) of pair r / 2
-  auto rows = [&](int r) { return W + (e * 2 * I + (r & 1) * I + min(k + r / 2, I - 1)) * KC; };
-  auto ask = [&](int u) { ring.ask(u, rows, 32 * u, min(32, KC - 32 * u)); };  // round u of the rows
-  for (int u = 0; u < S && u < NR; u++) ask(u);
-  float acc[RR];
-  const float* sr[RR];
-#pragma unroll
-  for (int r = 0; r < RR; r++) {
-    acc[r] = 0.f;
-    int kp = min(k + r / 2, I - 1);
-    sr[r] = Sc ? Sc + e * (2 * I / br) * (K / bc) + (i64)(((r & 1) * I + kp) / br) * (K / bc) : 0;
-  }
-  const float* x = X + (s < ns ? s / topk : s - ns) * ldx;
-  ring_dot<RR, S, F>(ring, ask, NR, KC, x, acc, sr, bc);
-#pragma unroll
-  for (int p = 0; p < PR; p++) {
-    float g = warp_sum(acc[2 * p]), u = warp_sum(acc[2 * p + 1]);
-    if (lane == 0 && k + p < I) A[(i64)s * I + k + p] = silu_mul(g, u);
-  }
-  tl_probe(7, t0);
-#endif
-}
-// moe_gut2_fp8: moe_gut with two pairs per warp and GUT_S stages (blocks of
-// 4 warps: 32 KB); RINGO_CUDA_GU_TMA=1
-#define GUT_S 4
-extern "C" __global__ void __launch_bounds__(128, 6) moe_gut2_fp8(const float* X, i64 ldx, const int* ids, int topk, const unsigned char* __restrict__ Wt,
-                                                                const float* S, int br, int bc, int I, int K, float* A,
-                                                                const unsigned char* __restrict__ Ws, const float* Ss, int ns, int early) {
-  moe_gut<GvFP8, 2, GUT_S>(X, ldx, ids, topk, (const uint4*)Wt, S, br, bc, I, K, A, (const uint4*)Ws, Ss, ns, early);
-}
-// moe_gut2_bf16: moe_gut for BF16 experts (moe_gu_bf16v's arguments)
-extern "C" __global__ void __launch_bounds__(128, 6) moe_gut2_bf16(const float* X, i64 ldx, const int* ids, int topk, const u16* __restrict__ Wt, int I,
-                                                                 int K, float* A, const u16* __restrict__ Ws, int ns, int early) {
-  moe_gut<GvBF16, 2, GUT_S>(X, ldx, ids, topk, (const uint4*)Wt, 0, 1, 1, I, K, A, (const uint4*)Ws, 0, ns, early);
-}
-extern "C" __global__ void __launch_bounds__(128, 3) moe_gut2_fp8_b(const float* X, i64 ldx, const int* ids, int topk, const unsigned char* __restrict__ Wt,
-                                                                  const float* S, int br, int bc, int I, int K, float* A,
-                                                                  const unsigned char* __restrict__ Ws, const float* Ss, int ns, int early) {
-  moe_gut<GvFP8, 2, 8>(X, ldx, ids, topk, (const uint4*)Wt, S, br, bc, I, K, A, (const uint4*)Ws, Ss, ns, early);
-}
-extern "C" __global__ void __launch_bounds__(128, 3) moe_gut2_bf16_b(const float* X, i64 ldx, const int* ids, int topk, const u16* __restrict__ Wt, int I,
-                                                                   int K, float* A, const u16* __restrict__ Ws, int ns, int early) {
-  moe_gut<GvBF16, 2, 8>(X, ldx, ids, topk, (const uint4*)Wt, 0, 1, 1, I, K, A, (const uint4*)Ws, 0, ns, early);
-}
 // moe_gu4_fp8: four pairs per warp in rounds of two chunks (the same 64
 // weight registers as moe_gu2_fp8), x loaded once for eight rows
 extern "C" __global__ void moe_gu4_fp8(const float* X, i64 ldx, const int* ids, int topk, const unsigned char* __restrict__ Wt, const float* S, int br,
@@ -2258,95 +2123,19 @@ __device__ __forceinline__ void moe_dcl(const float* A, const int* ids, const fl
     if (n0 + j < N && lane == 0) D[(i64)t * ldd + n0 + j] = out[j];
   tl_probe(9, t0);
 }
-// moe_dclt: moe_dcl (the same sums in the same order) with each warp's
-// slots streamed into shared memory by bulk copies (gv_stream's ring: a
-// stage per slot holds its R rows, S slots in flight) instead of AH slots
-// in registers; with early set the first S slots are asked for before
-// PDL_ENTER (the routing ran two or more launches back). Dynamic shared
-// memory: warps·S·R·C·512 bytes.
-template <class F, int C, int R, int S>
-__device__ __forceinline__ void moe_dclt(const float* A, const int* ids, const float* wts, int topk, const uint4* Wt, const float* Sf, int br, int bc,
-                                         int N, int K, float* D, i64 ldd, const uint4* Ws, const float* Ss, int ns, int early) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  extern __shared__ __align__(128) uint4 wsm[];  // [warps][S][R][32·C] chunks
-  __shared__ __align__(8) unsigned long long bars[32 * S];
-  int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  int t = blockIdx.y, n0 = (blockIdx.x * (blockDim.x >> 5) + w) * R;
-  int KC = K / F::N, m = topk + (Ws ? 1 : 0);
-  warp_ring<R, C, S> ring(bars + w * S, wsm + w * S * R * C * 32);
-  auto slot = [&](int q) { return q < topk ? t * topk + q : ns + t; };
-  auto ask = [&](int q) {  // slot q's rows
-    i64 e = q < topk ? ids[slot(q)] : 0;
-    ring.ask(q, [&](int j) { return (q < topk ? Wt : Ws) + (e * N + min(n0 + j, N - 1)) * KC; }, 0, KC);
-  };
-  unsigned long long t0 = tl_now();
-  if (early)
-    for (int q = 0; q < S && q < m; q++) ask(q);
-  PDL_ENTER();
-  tl_probe(8, t0);
-  t0 = tl_now();
-  if (!early)
-    for (int q = 0; q < S && q < m; q++) ask(q);
-  float out[R];
-#pragma unroll
-  for (int j = 0; j < R; j++) out[j] = 0.f;
-  for (int q = 0; q < m; q++) {
-    uint4 v[C][R];
-    ring.take(q, v);
-    if (q + S < m) {
-      ring.release();
-      ask(q + S);
-    }
-    dcl_slot<F, C, R>([&](int c, int j) { return v[c][j]; }, q, slot(q), t, ids, wts, topk, A, q < topk ? Sf : Ss, br, bc, N, K, n0, out);
-  }
-#pragma unroll
-  for (int j = 0; j < R; j++)
-    if (n0 + j < N && lane == 0) D[(i64)t * ldd + n0 + j] = out[j];
-  tl_probe(9, t0);
-#endif
-}
-// moe_dclt2_fp8: moe_dclt for FP8 rows of up to 1,024 values with two
-// output rows per warp and DCLT_S slots in flight (8 warps: 96 KB of
-// stages, two blocks per SM); RINGO_CUDA_DCL_TMA=1
-#define DCLT_S 6
-extern "C" __global__ void __launch_bounds__(256, 2) moe_dclt2_fp8(const float* A, const int* ids, const float* wts, int topk,
-                                                                  const unsigned char* __restrict__ Wt, const float* S, int br, int bc, int N, int K,
-                                                                  float* D, i64 ldd, const unsigned char* __restrict__ Ws, const float* Ss, int ns,
-                                                                  int early) {
-  moe_dclt<GvFP8, 2, 2, DCLT_S>(A, ids, wts, topk, (const uint4*)Wt, S, br, bc, N, K, D, ldd, (const uint4*)Ws, Ss, ns, early);
-}
-// moe_dclt2_bf16: moe_dclt for BF16 rows of up to 512 values (Ring-mini's
-// I) with moe_dc_bf16v's arguments and sums (not moe_dc2_bf16v's order)
-extern "C" __global__ void __launch_bounds__(256, 2) moe_dclt2_bf16(const float* A, const int* ids, const float* wts, int topk, const u16* __restrict__ Wt,
-                                                                   int N, int K, float* D, i64 ldd, const u16* __restrict__ Ws, int ns, int pre, int reg) {
-  moe_dclt<GvBF16, 2, 2, DCLT_S>(A, ids, wts, topk, (const uint4*)Wt, 0, 1, 1, N, K, D, ldd, (const uint4*)Ws, 0, ns, pre && reg);
-}
-extern "C" __global__ void __launch_bounds__(256, 2) moe_dclt2_fp8_b(const float* A, const int* ids, const float* wts, int topk,
-                                                                    const unsigned char* __restrict__ Wt, const float* S, int br, int bc, int N, int K,
-                                                                    float* D, i64 ldd, const unsigned char* __restrict__ Ws, const float* Ss, int ns,
-                                                                    int early) {
-  moe_dclt<GvFP8, 2, 2, 4>(A, ids, wts, topk, (const uint4*)Wt, S, br, bc, N, K, D, ldd, (const uint4*)Ws, Ss, ns, early);
-}
-extern "C" __global__ void __launch_bounds__(256, 2) moe_dclt2_bf16_b(const float* A, const int* ids, const float* wts, int topk,
-                                                                     const u16* __restrict__ Wt, int N, int K, float* D, i64 ldd,
-                                                                     const u16* __restrict__ Ws, int ns, int pre, int reg) {
-  moe_dclt<GvBF16, 2, 2, 4>(A, ids, wts, topk, (const uint4*)Wt, 0, 1, 1, N, K, D, ldd, (const uint4*)Ws, 0, ns, pre && reg);
-}
 // moe_dcl_fp8, moe_dcl2_fp8, moe_dcl4_fp8: moe_dcl for FP8 rows of up to
 // 1,024 values (two chunks per lane; Ring-flash's I) with one, two or four
 // output rows per warp (each chunk of the activations loaded once for
 // them), two, two or one slots ahead.
-// (moe_dcl2_fp8i: moe_dcl2_fp8 decoding by integer operations, GvFP8I)
-#define MOE_DCL_FP8(NAME, R, AH, F)                                                                                                            \
+#define MOE_DCL_FP8(NAME, R, AH)                                                                                                               \
   extern "C" __global__ void NAME(const float* A, const int* ids, const float* wts, int topk, const unsigned char* __restrict__ Wt, const float* S, \
                                   int br, int bc, int N, int K, float* D, i64 ldd, const unsigned char* __restrict__ Ws, const float* Ss, int ns,    \
                                   int early) {                                                                                                    \
-    moe_dcl<F, 2, R, AH>(A, ids, wts, topk, (const uint4*)Wt, S, br, bc, N, K, D, ldd, (const uint4*)Ws, Ss, ns, early);                         \
+    moe_dcl<GvFP8, 2, R, AH>(A, ids, wts, topk, (const uint4*)Wt, S, br, bc, N, K, D, ldd, (const uint4*)Ws, Ss, ns, early);                     \
   }
-MOE_DCL_FP8(moe_dcl_fp8, 1, 2, GvFP8)
-MOE_DCL_FP8(moe_dcl2_fp8, 2, 2, GvFP8)
-MOE_DCL_FP8(moe_dcl4_fp8, 4, 1, GvFP8)
-MOE_DCL_FP8(moe_dcl2_fp8i, 2, 2, GvFP8I)
+MOE_DCL_FP8(moe_dcl_fp8, 1, 2)
+MOE_DCL_FP8(moe_dcl2_fp8, 2, 2)
+MOE_DCL_FP8(moe_dcl4_fp8, 4, 1)
 
 // k_moe_combine: d[t, c] = sum_k w[t*K+k] * Y[posOf[t*K+k], c], in k order
 // (posOf null: Y rows are slots), then + Ys[t, c] (stride ldy) when Ys is
@@ -2668,43 +2457,19 @@ extern "C" __global__ void k_route(const float* logits, i64 ld, int E, const flo
 #else
 #define NR_CLUSTER
 #endif
-//
-// k_norm_route_t (RINGO_CUDA_NR_TMA=1) is the same kernel with the rest of
-// each warp's rows past the GV_P chunks per lane in registers (Ring-flash's
-// 4,096 columns: half of each row) copied into shared memory by bulk copies
-// before the PDL wait, instead of loaded after the norm in rounds of GV_U
-// chunks: the router's rows are read-only, and the blocks start several µs
-// before the wait. Dynamic shared memory: warps·NR_ROWS·(cols/8 − 32·GV_P)
-// chunks (128 KB for 4,096 columns).
-template <bool TMA>
-__device__ __forceinline__ void norm_route(float* h, float* x, const float* a, const float* w, int cols, int nt, float eps, const u16* __restrict__ Wr,
-                                           int E, float* logits, const float* bias, int groups, int keepGroups, int topk, int sigm, int normalize,
-                                           float rscale, int* ids, float* wts, int warp) {
+extern "C" __global__ void NR_CLUSTER __launch_bounds__(512) k_norm_route(float* h, float* x, const float* a, const float* w, int cols, int nt, float eps,
+                                                                         const u16* __restrict__ Wr, int E, float* logits, const float* bias, int groups,
+                                                                         int keepGroups, int topk, int sigm, int normalize, float rscale, int* ids,
+                                                                         float* wts, int warp) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   __shared__ __align__(16) float xs[NR_MAXC];  // h
   __shared__ float vs[NR_MAXC];                // x + a
   __shared__ float lg[NR_MAXE];                // block 0: the logits
   __shared__ double sh[32];
-  __shared__ __align__(8) unsigned long long tbar[32];  // TMA: each warp's copies
-  extern __shared__ __align__(128) uint4 tsm[];         // TMA: [warp][NR_ROWS][tail] chunks
   unsigned long long tst = tl_now();
   u32 rank;
   asm("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
   int lane = threadIdx.x & 31, wi = threadIdx.x >> 5, nw = blockDim.x >> 5, RB = E / NR_CL;
-  int tail = cols / GvBF16::N - 32 * GV_P;  // chunks of a row past the registers'
-  if (TMA && tail > 0) {
-    u32 bar = smem_addr(tbar + wi);
-    if (lane == 0) {
-      mbar_init(bar, 1);
-      asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-      mbar_expect(bar, (u32)(NR_ROWS * tail * 16));
-    }
-    __syncwarp();
-    if (lane < NR_ROWS) {
-      int i = min(wi + lane * nw, RB - 1);
-      bulk_g2s(smem_addr(tsm + (wi * NR_ROWS + lane) * tail), (const uint4*)(Wr + (i64)(rank * RB + i) * cols) + 32 * GV_P, (u32)(tail * 16), bar);
-    }
-  }
   uint4 wp[NR_ROWS][GV_P];
 #pragma unroll
   for (int j = 0; j < NR_ROWS; j++) {
@@ -2738,15 +2503,7 @@ __device__ __forceinline__ void norm_route(float* h, float* x, const float* a, c
     acc[j] = 0.f;
     wr[j] = (const uint4*)(Wr + (i64)(rank * RB + min(wi + j * nw, RB - 1)) * cols);
   }
-  if (TMA && tail > 0) {
-    // chunk kc >= 32·GV_P of row j at tsm[(wi·NR_ROWS + j)·tail + kc − 32·GV_P]
-#pragma unroll
-    for (int j = 0; j < NR_ROWS; j++) wr[j] = tsm + (wi * NR_ROWS + j) * tail - 32 * GV_P;
-    mbar_wait(smem_addr(tbar + wi), 0);
-    gv_dot_rows<NR_ROWS, GV_P, GvBF16, GV_U, true>(wp, wr, xs, cols, acc);
-  } else {
-    gv_dot_rows<NR_ROWS>(wp, wr, xs, cols, acc);
-  }
+  gv_dot_rows<NR_ROWS>(wp, wr, xs, cols, acc);
 #pragma unroll
   for (int j = 0; j < NR_ROWS; j++) {
     int i = wi + j * nw;
@@ -2766,18 +2523,6 @@ __device__ __forceinline__ void norm_route(float* h, float* x, const float* a, c
   tl_probe(4, t0);
   tl_end();
 #endif
-}
-extern "C" __global__ void NR_CLUSTER __launch_bounds__(512) k_norm_route(float* h, float* x, const float* a, const float* w, int cols, int nt, float eps,
-                                                                         const u16* __restrict__ Wr, int E, float* logits, const float* bias, int groups,
-                                                                         int keepGroups, int topk, int sigm, int normalize, float rscale, int* ids,
-                                                                         float* wts, int warp) {
-  norm_route<false>(h, x, a, w, cols, nt, eps, Wr, E, logits, bias, groups, keepGroups, topk, sigm, normalize, rscale, ids, wts, warp);
-}
-extern "C" __global__ void NR_CLUSTER __launch_bounds__(512) k_norm_route_t(float* h, float* x, const float* a, const float* w, int cols, int nt,
-                                                                           float eps, const u16* __restrict__ Wr, int E, float* logits, const float* bias,
-                                                                           int groups, int keepGroups, int topk, int sigm, int normalize, float rscale,
-                                                                           int* ids, float* wts, int warp) {
-  norm_route<true>(h, x, a, w, cols, nt, eps, Wr, E, logits, bias, groups, keepGroups, topk, sigm, normalize, rscale, ids, wts, warp);
 }
 
 // ---------------------------------------------------------------------------

@@ -366,15 +366,6 @@ func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *wei
 		b.bigStep = true
 	}
 	if w.kind == backend.F8E4M3 {
-		if r := b.pendingNorm; r != nil && T == 1 && px == r.d && r.a != 0 && K == r.cols && b.fp8NormTMA && b.fp8TMA && b.fp8Rows == 8 &&
-			N >= b.fp8Rows8Min && !b.gemvT8 {
-			// the input norm in the blocks of gemv_fp8t8n (up to 512 threads' sums)
-			b.pendingNorm = nil
-			b.launch("gemv_fp8t8n", dim3{(N + fp8tRows*fp8tnWarps - 1) / (fp8tRows * fp8tnWarps), 1, 1}, dim3{32 * fp8tnWarps, 1, 1}, fp8tnSmem,
-				pArg(r.x), pArg(r.a), pArg(r.w.p), pArg(r.y), pArg(r.d), iArg(addNormThreads(K)), fArg(r.eps), pArg(w.p), iArg(N), iArg(K),
-				pArg(w.scale), iArg(w.sc), iArg(w.br), iArg(w.bc), pArg(pd))
-			return
-		}
 		if T <= GEMVRows {
 			px, ldx, xs := b.aligned16(px, ldx, T, K)
 			name, rows := "gemv_fp8", 8 // rows per block
@@ -395,12 +386,6 @@ func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *wei
 				// the same rows per warp, streamed by bulk copies
 				name, threads, smem = "gemv_fp8t8", 32*fp8tWarps, fp8tSmem
 			}
-			if name == "gemv_fp8v2" && b.fp8TMA2 {
-				name, smem = "gemv_fp8t2", fp8t2Smem
-			}
-			if b.fp8Int {
-				name = fp8IntName(name)
-			}
 			b.launch(name, dim3{(N + rows - 1) / rows, 1, 1}, dim3{threads, 1, 1}, smem, pArg(px), lArg(ldx), iArg(T), pArg(w.p), iArg(N), iArg(K),
 				pArg(w.scale), iArg(w.sc), iArg(w.br), iArg(w.bc), pArg(pd), lArg(ldd))
 			b.release(xs...)
@@ -418,7 +403,7 @@ func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *wei
 		b.release(wb)
 		return
 	}
-	if r := b.pendingNorm; r != nil && T == 1 && px == r.d && w.kind == backend.BF16 && K == r.cols && addNormThreads(K) <= 256 && !b.gemvT8 {
+	if r := b.pendingNorm; r != nil && T == 1 && px == r.d && w.kind == backend.BF16 && K == r.cols && !b.gemvT8 {
 		// the norm that made x, in this GEMV's blocks
 		b.pendingNorm = nil
 		name, rows := "gemv_bf16v1n", 8
@@ -431,9 +416,6 @@ func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *wei
 		smem := 0
 		if name == "gemv_bf16v4n" && b.bf16TMA {
 			name, smem = "gemv_bf16t4n", bf16tSmem // its rows streamed by bulk copies
-			if b.tmaAlt {
-				name, smem = "gemv_bf16t4n_b", tmaAltSmem
-			}
 		}
 		b.launch(name, dim3{(N + rows - 1) / rows, 1, 1}, dim3{256, 1, 1}, smem, pArg(r.x), pArg(r.a), pArg(r.w.p), pArg(r.y), pArg(r.d),
 			iArg(addNormThreads(K)), fArg(r.eps), pArg(w.p), iArg(N), iArg(K), pArg(pd))
@@ -627,8 +609,7 @@ func (b *Backend) addNormOp(op string, dst, y, x, a backend.Tensor, wt backend.W
 		return
 	}
 	pd, py, px, pa := b.ptr(op, dst), b.ptr(op, y), b.ptr(op, x), b.ptr(op, a)
-	// (up to 512 threads' sums: the BF16 GEMVs' blocks take 256, gemv_fp8t8n's 512)
-	if py != px && b.normGEMV && x.Rows == 1 && x.Cols <= gvnMaxK && x.Cols%8 == 0 && addNormThreads(x.Cols) <= 512 && pd%16 == 0 {
+	if py != px && b.normGEMV && x.Rows == 1 && x.Cols <= gvnMaxK && x.Cols%8 == 0 && addNormThreads(x.Cols) <= 256 && pd%16 == 0 {
 		b.emitPending() // at most one operation waits at a time
 		b.normBuf = normReq{pd, py, px, pa, w, x.Cols, eps}
 		b.pendingNorm = &b.normBuf
@@ -989,18 +970,7 @@ const (
 	fp8tRows, fp8tWarps, fp8tStages = 8, 8, 3
 	fp8tSmem                        = fp8tWarps * fp8tStages * fp8tRows * 512
 	// gemv_bf16t4n's: 8 warps of 4 rows, BF16T_S stages
-	bf16tSmem = 8 * 6 * 4 * 512
-	// moe_dclt2_fp8's: 8 warps of 2 rows of up to 1,024 FP8 values, DCLT_S slots
-	dcltSmem = 8 * 6 * 2 * 2 * 512
-	// moe_gut2_fp8's: 4 warps of 2 pairs (4 rows), GUT_S stages
-	gutSmem = 4 * 4 * 4 * 512
-	// the _b variants' (RINGO_CUDA_TMA_ALT): 64 KB each
-	tmaAltSmem = 64 << 10
-	// gemv_fp8t2's: 8 warps of 2 rows, 8 stages
-	fp8t2Smem = 8 * 8 * 2 * 512
-	// gemv_fp8t8n's warps (FP8TN_W) and stages
-	fp8tnWarps = 16
-	fp8tnSmem  = fp8tnWarps * fp8tStages * fp8tRows * 512
+	bf16tSmem = 8 * 4 * 4 * 512
 )
 
 // recgName is k_lightning_recg's name, or its two-blocks-per-SM twin's.
@@ -1577,11 +1547,6 @@ const (
 	nrMaxCols = 4096
 )
 
-// nrTMASmem is k_norm_route_t's dynamic shared memory for K columns: the
-// chunks of its 16 warps' 2 rows past the 8 per lane held in registers
-// (GV_P), 0 when the registers hold whole rows.
-func nrTMASmem(K int) int { return 16 * 2 * max(0, K/8-32*8) * 16 }
-
 // AddRMSNormRoute implements backend.AddRMSNormRouter for one row (decode)
 // on sm_90 and newer: k_norm_route, one cluster of 8 blocks, does
 // AddRMSNorm, the router's GEMV and the routing in one kernel instead of
@@ -1603,11 +1568,7 @@ func (b *Backend) AddRMSNormRoute(dst, x, a backend.Tensor, wt backend.Weight, e
 	defer b.enter()()
 	groups, keep, pb := routeArgs("AddRMSNormRoute", E, bias, p)
 	r := b.newRouting(1, p.TopK)
-	name, smem := "k_norm_route", 0
-	if b.nrTMA && nrTMASmem(K) > 0 {
-		name, smem = "k_norm_route_t", nrTMASmem(K)
-	}
-	b.launch(name, dim3{nrCluster, 1, 1}, dim3{512, 1, 1}, smem, pArg(b.ptr("AddRMSNormRoute", dst)), pArg(b.ptr("AddRMSNormRoute", x)),
+	b.launch("k_norm_route", dim3{nrCluster, 1, 1}, dim3{512, 1, 1}, 0, pArg(b.ptr("AddRMSNormRoute", dst)), pArg(b.ptr("AddRMSNormRoute", x)),
 		pArg(b.ptr("AddRMSNormRoute", a)), pArg(w.p), iArg(K), iArg(nt), fArg(eps), pArg(rw.p), iArg(E), pArg(b.ptr("AddRMSNormRoute", logits)),
 		pArg(pb), iArg(groups), iArg(keep), iArg(p.TopK), bArg(p.Sigmoid), bArg(p.Normalize), fArg(p.Scale), pArg(r.p), pArg(r.p+uintptr(4*p.TopK)), iArg(b.routeMode()))
 	return r
@@ -1819,23 +1780,6 @@ func (b *Backend) combine(pdst uintptr, ldd int, py uintptr, D int, posOf, rW ui
 	b.launch(name, g, bl, 0, pArg(pdst), lArg(ldd), pArg(py), lArg(D), pArg(posOf), pArg(rW), iArg(T), iArg(K), iArg(D), pArg(ys))
 }
 
-// fp8IntName returns the name of the kernel that does what kernel name does
-// with E4M3 decoded by integer operations (GvFP8I in kernels.cu), or name
-// where there is none.
-func fp8IntName(name string) string {
-	switch name {
-	case "gemv_fp8v2":
-		return "gemv_fp8v2i"
-	case "gemv_fp8t8":
-		return "gemv_fp8t8i"
-	case "moe_gu2_fp8":
-		return "moe_gu2_fp8i"
-	case "moe_dcl2_fp8":
-		return "moe_dcl2_fp8i"
-	}
-	return name
-}
-
 // moeDCMaxTopK is the most experts per row of the two-kernel decode MoE
 // (MOE_DC_MAXS - 1 in kernels.cu); more take the three kernels.
 const moeDCMaxTopK = 8
@@ -1901,29 +1845,10 @@ func (b *Backend) moeVector(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rI
 		// last command queued is the routing (it writes neither x nor act)
 		early := b.guEarly && gateUp != nil && xs == nil && b.routeEnd == len(b.queue)
 		gu, pr := "moe_gu_"+vsuf, 1 // pairs per warp
-		guSmem := 0
 		if fp8 && (b.guPairs == 2 || b.guPairs == 4) {
 			gu, pr = [...]string{2: "moe_gu2_fp8", 4: "moe_gu4_fp8"}[b.guPairs], b.guPairs
-			if pr == 2 && wg == 4 && b.guTMA {
-				gu, guSmem = "moe_gut2_fp8", gutSmem // the pairs' rows streamed by bulk copies
-				if b.tmaAlt {
-					gu, guSmem = "moe_gut2_fp8_b", tmaAltSmem
-				}
-			}
-		} else if !fp8 && wg == 4 && b.guTMA {
-			gu, pr, guSmem = "moe_gut2_bf16", 2, gutSmem
-			if b.tmaAlt {
-				gu, guSmem = "moe_gut2_bf16_b", tmaAltSmem
-			}
 		}
-		ea := bArg(early)
-		if early && b.guFirst {
-			ea = iArg(3) // and the shared expert's blocks first (gu_slot)
-		}
-		if b.fp8Int {
-			gu = fp8IntName(gu)
-		}
-		b.launch(gu, dim3{(I + wg*pr - 1) / (wg * pr), slots, 1}, dim3{32 * wg, 1, 1}, guSmem, append(append(a, shared(gateUp)...), ea)...)
+		b.launch(gu, dim3{(I + wg*pr - 1) / (wg * pr), slots, 1}, dim3{32 * wg, 1, 1}, 0, append(append(a, shared(gateUp)...), bArg(early))...)
 		if fp8 {
 			a = []uint64{pArg(act.p), pArg(rIDs), pArg(rW), iArg(K), pArg(e.down), pArg(e.downScale), iArg(e.br), iArg(e.bc), iArg(D), iArg(I), pArg(pdst), lArg(ldd)}
 		} else {
@@ -1932,24 +1857,7 @@ func (b *Backend) moeVector(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rI
 		if r := b.dclRows; fp8 && r > 0 && I <= 1024 {
 			// r rows per warp, their slots one after another (moe_dcl)
 			name := [...]string{1: "moe_dcl_fp8", 2: "moe_dcl2_fp8", 4: "moe_dcl4_fp8"}[r] // no formatting per launch
-			smem := 0
-			if r == 2 && wd == 8 && b.dclTMA {
-				name, smem = "moe_dclt2_fp8", dcltSmem // the slots' rows streamed by bulk copies
-				if b.tmaAlt {
-					name, smem = "moe_dclt2_fp8_b", tmaAltSmem
-				}
-			}
-			if b.fp8Int {
-				name = fp8IntName(name)
-			}
-			b.launch(name, dim3{(D + wd*r - 1) / (wd * r), T, 1}, dim3{32 * wd, 1, 1}, smem, append(append(a, shared(down)...), bArg(b.dcReg))...)
-		} else if !fp8 && wd == 8 && I <= 512 && b.dclTMA {
-			// each warp's slots streamed by bulk copies (moe_dc_bf16v's sums)
-			name, smem := "moe_dclt2_bf16", dcltSmem
-			if b.tmaAlt {
-				name, smem = "moe_dclt2_bf16_b", tmaAltSmem
-			}
-			b.launch(name, dim3{(D + 2*wd - 1) / (2 * wd), T, 1}, dim3{32 * wd, 1, 1}, smem, append(append(a, shared(down)...), bArg(b.dcPre), bArg(b.dcReg))...)
+			b.launch(name, dim3{(D + wd*r - 1) / (wd * r), T, 1}, dim3{32 * wd, 1, 1}, 0, append(append(a, shared(down)...), bArg(b.dcReg))...)
 		} else if sp := b.dcSplit; (sp == 2 || sp == 3) && !fp8 && sp*wd <= 32 {
 			b.launch([...]string{2: "moe_dc2_bf16v", 3: "moe_dc3_bf16v"}[sp], dim3{(D + wd - 1) / wd, T, 1}, dim3{sp * 32 * wd, 1, 1}, 0, append(append(a, shared(down)...), bArg(b.dcPre), bArg(b.dcReg))...)
 		} else {
