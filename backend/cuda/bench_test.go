@@ -1034,7 +1034,11 @@ func BenchmarkMoEPattern(b *testing.B) {
 // slots' 16.8 MB of gate|up, 8.4 MB of down rows stay in L2), against
 // k_readsum over the same number of bytes, cold (cycling through the
 // gate|up buffer) and hot (one range). Hot as slow as cold means the
-// kernel's work or latency, not HBM, sets its time. Settings alternate,
+// kernel's work or latency, not HBM, sets its time. Then the rate of
+// decoding and multiplying alone, values per µs per SM (k_fp8rate_hw: E4M3
+// by the conversion units, as every FP8 kernel decodes; k_fp8rate_int: by
+// integer operations; k_bf16rate: BF16), to set against the 34,000 per µs
+// per SM that 4.5 TB/s of FP8 weights needs on 132 SMs. Settings alternate,
 // twice.
 func BenchmarkFP8MoEHot(b *testing.B) {
 	g := gpu(b, false)

@@ -285,7 +285,7 @@ type Backend struct {
 	fp8TMA bool
 	// bf16TMA (sm_90; RINGO_CUDA_BF16_TMA=0 turns it off): gemv_bf16t4n
 	// for the products gemv_bf16v4n takes (the input norm in the GEMV), its
-	// rows streamed into shared memory by bulk copies (−1.1 to −1.3 % per
+	// rows streamed into shared memory by bulk copies (−1.5 to −1.7 % per
 	// step on Ring-mini; twenty-eighth session)
 	bf16TMA bool
 	// guPairs: FP8 experts' gate|up pairs per warp in moe_gu (1, 2 for

@@ -1194,20 +1194,20 @@ extern "C" __global__ void gemv_fp81(const float* X, i64 ldx, int T, const unsig
 // PDL_ENTER and each chunk of x loaded once for the R rows: the same sums
 // as gemv_fp81. gemv_fp8v2 takes whole rows of K <= 4096 before the wait,
 // gemv_fp8v4 half of them (as gemv_bf16v4n, 64 weight registers).
-template <int R, int P, int U = GV_U, class F = GvFP8>
+template <int R, int P, int U = GV_U>
 __device__ __forceinline__ void gemv_fp8_rows(const float* X, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br, int bc,
                                               float* Y) {
   int n0 = R * gv_row();
   const uint4* wr[R];
   uint4 wp[R][P];
   const float* sr[R];
-  gv_load_rows<R, P, F>(Wt, n0, N, K, wr, wp);
-  gv_row_scales<R, F>(sr, S, n0, N, br, sc);
+  gv_load_rows<R, P, GvFP8>(Wt, n0, N, K, wr, wp);
+  gv_row_scales<R, GvFP8>(sr, S, n0, N, br, sc);
   PDL_ENTER();
   float acc[R];
 #pragma unroll
   for (int j = 0; j < R; j++) acc[j] = 0.f;
-  gv_dot_rows<R, P, F, U>(wp, wr, X, K, acc, sr, bc);
+  gv_dot_rows<R, P, GvFP8, U>(wp, wr, X, K, acc, sr, bc);
   gv_store_rows<R>(acc, Y, n0, N);
 }
 // gemv_fp8v8: eight rows per warp, two chunks of each before the wait and
@@ -1350,9 +1350,9 @@ extern "C" __global__ void __launch_bounds__(32 * FP8T_W, 2) gemv_fp8t8(const fl
 // in flight, asked for before the wait, where gemv_bf16v4n loads half of
 // each row before the wait and the rest after it in one round. 64 KB of
 // stages and the norm's 16 KB: two blocks per SM. The default for the
-// products gemv_bf16v4n would take (Ring-mini's qkv|gate): −1.1 to −1.3 %
-// per decode step; six stages were +0.3 to +0.4 % (RINGO_CUDA_BF16_TMA=0
-// runs gemv_bf16v4n).
+// products gemv_bf16v4n would take (Ring-mini's qkv|gate): −1.5 to −1.7 %
+// per decode step (9.98 µs per launch against 11.3); six stages were +0.3
+// to +0.4 % (RINGO_CUDA_BF16_TMA=0 runs gemv_bf16v4n).
 #define BF16T_S 4
 extern "C" __global__ void __launch_bounds__(256, 2) gemv_bf16t4n(const float* X, const float* A, const float* nw, float* Yres, float* H, int nt, float eps,
                                                                  const u16* __restrict__ Wt, int N, int K, float* Y) {
