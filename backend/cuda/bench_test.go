@@ -369,6 +369,8 @@ func BenchmarkOps(b *testing.B) {
 //   - rgb: k_lightning_recg (1) or k_lightning_recg2 (2, two blocks per SM), 0
 //     to choose by how many clusters fit (RINGO_CUDA_REC_MINB)
 //   - f8t: gemv_fp8t8 (bulk copies into shared memory), the default, or gemv_fp8v8 (RINGO_CUDA_FP8_TMA), 1 or 0
+//   - dcm: moe_dcmmat (tensor cores), the default, or moe_dcl2_fp8 for the
+//     FP8 down projections (RINGO_CUDA_DC_MMA), 1 or 0
 //   - b16t: gemv_bf16t4n (bulk copies), the default, or gemv_bf16v4n (RINGO_CUDA_BF16_TMA), 1 or 0
 //   - gv: moe_gd_bf16v's variant (RINGO_CUDA_GD_VAR): 0 for the default, u4
 //     for the kernel before the twenty-fourth session, s2 for rounds of two
@@ -557,6 +559,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"rgb":   number(&g.recMinB, 0, 2),
 		"f8t":   flag(&g.fp8TMA, false),
 		"b16t":  flag(&g.bf16TMA, false),
+		"dcm":   flag(&g.dcMMA, false),
 		"acs":   flag(&g.attnCombineSeq, false),
 		"rt":    flag(&g.ropeTab, false),
 		"np":    flag(&g.normPlain, false),
@@ -630,7 +633,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 	// the backend's values now, which restore puts back
 	fuseRope, recLate, guEarly, dcSplit, normRoute, ldNA := g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.normRoute, g.ldNA
 	segFirst, segRest, gemv2, readPinned, dcPre, ng := g.segFirst, g.segRest, g.gemv2, g.readPinned, g.dcPre, g.normGEMV
-	gv, acs, rl, rt, np, rgb, f8t, b16t := g.gdVar, g.attnCombineSeq, g.recLoadsLate, g.ropeTab, g.normPlain, g.recMinB, g.fp8TMA, g.bf16TMA
+	gv, acs, rl, rt, np, rgb, f8t, b16t, dcm := g.gdVar, g.attnCombineSeq, g.recLoadsLate, g.ropeTab, g.normPlain, g.recMinB, g.fp8TMA, g.bf16TMA, g.dcMMA
 	f8r, gu2, dcl, f84 := g.fp8Rows, g.guPairs, g.dclRows, g.fp8Rows4Min
 	wr, g4, dr, rg, ru, gd, gs, gsp, gf, gna, gp, rd := g.warpRoute, g.gemv4n, g.dcReg, g.recGate, g.routeUnroll, g.moeFused, g.gdStage, g.gdSharedPre, g.gdFlip, g.gdNA, g.gdPipe, g.readDirect
 	restore := map[string]func(){
@@ -650,6 +653,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"rgb":  func() { g.recMinB = rgb },
 		"f8t":  func() { g.fp8TMA = f8t },
 		"b16t": func() { g.bf16TMA = b16t },
+		"dcm":  func() { g.dcMMA = dcm },
 		"rt":   func() { g.ropeTab = rt },
 		"np":   func() { g.normPlain = np },
 		"f8r":  func() { g.fp8Rows = f8r },
@@ -1027,11 +1031,12 @@ func BenchmarkMoEPattern(b *testing.B) {
 }
 
 // BenchmarkFP8MoEHot asks whether Ring-flash's FP8 decode MoE kernels
-// (moe_gu2_fp8, moe_dcl2_fp8; 256 experts of 1,024 × 4,096, 128 × 128
-// scale blocks) are bound by HBM or by their own work: chains of 400 calls
-// of k slots each, the experts drawn at random per call (cold: 2.1 GB of
-// gate|up rows, little found in L2) or experts 0..k-1 every call (hot: two
-// slots' 16.8 MB of gate|up, 8.4 MB of down rows stay in L2), against
+// (moe_gu2_fp8, moe_dcl2_fp8, and moe_dcmmat, the default on sm_90; 256
+// experts of 1,024 × 4,096, 128 × 128 scale blocks) are bound by HBM or by
+// their own work: chains of 400 calls of k slots each, the experts drawn
+// at random per call (cold: 2.1 GB of gate|up rows, little found in L2) or
+// experts 0..k-1 every call (hot: two slots' 16.8 MB of gate|up, 8.4 MB of
+// down rows stay in L2), against
 // k_readsum over the same number of bytes, cold (cycling through the
 // gate|up buffer) and hot (one range). Hot as slow as cold means the
 // kernel's work or latency, not HBM, sets its time. Then the rate of
@@ -1076,6 +1081,12 @@ func BenchmarkFP8MoEHot(b *testing.B) {
 				pArg(dns), iArg(br), iArg(br), iArg(D), iArg(I), pArg(y), lArg(D), pArg(0), pArg(0), iArg(k), bArg(true))
 		}
 	}
+	dcmCall := func(k int, ids uintptr) func(c int) { // the default on sm_90
+		return func(c int) {
+			g.launch("moe_dcmmat", dim3{D / 16, 1, 1}, dim3{32 * k, 1, 1}, dcmmatSmem(k, I), pArg(act), pArg(ids+uintptr(4*8*c)), pArg(wts), iArg(k),
+				pArg(dn), pArg(dns), iArg(br), iArg(br), iArg(D), iArg(I), pArg(y), lArg(D), pArg(0), pArg(0), iArg(k), bArg(true))
+		}
+	}
 	read := func(bytes int, hot bool) func(c int) {
 		return func(c int) {
 			off := 0
@@ -1102,6 +1113,9 @@ func BenchmarkFP8MoEHot(b *testing.B) {
 				{"moe_dcl2_fp8 8 cold", 8 * dnBytes, dcCall(8, idr)},
 				{"moe_dcl2_fp8 2 cold", 2 * dnBytes, dcCall(2, idr)},
 				{"moe_dcl2_fp8 2 hot", 2 * dnBytes, dcCall(2, idf)},
+				{"moe_dcmmat 8 cold", 8 * dnBytes, dcmCall(8, idr)},
+				{"moe_dcmmat 2 cold", 2 * dnBytes, dcmCall(2, idr)},
+				{"moe_dcmmat 2 hot", 2 * dnBytes, dcmCall(2, idf)},
 			} {
 				us := chainTime(g, calls, r.call).Seconds() / calls * 1e6
 				b.Logf("%-20s %7.2f µs per call, %6.0f GB/s (%.1f MB)", r.name, us, float64(r.bytes)/us/1e3, float64(r.bytes)/1e6)

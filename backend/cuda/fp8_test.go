@@ -130,12 +130,12 @@ func TestFastFP8(t *testing.T) {
 				// not: the same sums, against moe_gu_fp8 + moe_dc_fp8
 				run := func(pairs, dcl int, early bool) backend.Tensor {
 					o := g.Alloc(T, c.D)
-					savedP, savedL, savedR := g.guPairs, g.dclRows, g.dcReg
-					g.guPairs, g.dclRows, g.dcReg = pairs, dcl, early
+					savedP, savedL, savedR, savedM := g.guPairs, g.dclRows, g.dcReg, g.dcMMA
+					g.guPairs, g.dclRows, g.dcReg, g.dcMMA = pairs, dcl, early, false
 					mark := kernelMark(g)
 					g.MoE(o, x.g, g.Route(l.g, nil, p), ge)
 					ks := queuedKernels(g, mark)
-					g.guPairs, g.dclRows, g.dcReg = savedP, savedL, savedR
+					g.guPairs, g.dclRows, g.dcReg, g.dcMMA = savedP, savedL, savedR, savedM
 					want := []string{"moe_gu_fp8", "moe_dc_fp8"}
 					if pairs > 1 {
 						want[0] = fmt.Sprintf("moe_gu%d_fp8", pairs)
@@ -231,6 +231,69 @@ func TestFP8BlockScaledGEMM(t *testing.T) {
 			g.Free(got)
 			g.Free(want)
 			g.Free(x)
+		}
+	}
+}
+
+// TestFP8MMAMoE checks the decode MoE with its down projections on tensor
+// cores (moe_dcmmat, the default on sm_90; FP16 activations) against the
+// float32 path and against moe_dcl2_fp8 within tolerance: 128×128 scale
+// blocks, with and without a shared expert, the rows asked for before the
+// wait or not, 1 and 3 rows.
+func TestFP8MMAMoE(t *testing.T) {
+	g := gpu(t, false)
+	if !g.fp8 || g.ccMaj < 9 {
+		t.Skip("the MoE's down projections on tensor cores need fast mode and sm_90")
+	}
+	defer func(reg, dcm bool) { g.dcReg, g.dcMMA = reg, dcm }(g.dcReg, g.dcMMA)
+	if !g.dcMMA {
+		t.Errorf("moe_dcmmat is not the default on sm_90")
+	}
+	rng := rand.New(rand.NewSource(43))
+	const E, I, D = 8, 256, 512
+	mk := func(name string, rows, cols int) backend.HostWeight {
+		return reblock(rng, hostWeight(rng, name, backend.F8E4M3, rows, cols, 0.5), 128)
+	}
+	ce, ge, _, _, _ := randExperts(t, g, E, I, D, mk)
+	_, ggu := upload(t, g, mk("shared gate_up", 2*I, D))
+	_, gdn := upload(t, g, mk("shared down", D, I))
+	p := backend.RouteParams{TopK: 4, Groups: 1, TopKGroups: 1, Sigmoid: true, Normalize: true, Scale: 2.5}
+	for _, T := range []int{1, 3} {
+		l := randT(t, g, rng, T, E, 3)
+		x := contiguousT(g, rng, T, D)
+		for _, shared := range []bool{false, true} {
+			for _, early := range []bool{true, false} {
+				what := fmt.Sprintf("T=%d shared=%v early=%v", T, shared, early)
+				run := func(dcm bool, o backend.Tensor) {
+					g.dcReg, g.dcMMA = early, dcm
+					mark := kernelMark(g)
+					if shared {
+						if !g.MoEShared(o, x.g, g.Route(l.g, nil, p), ge, ggu, gdn) {
+							t.Fatalf("MoEShared declined")
+						}
+					} else {
+						g.MoE(o, x.g, g.Route(l.g, nil, p), ge)
+					}
+					want := map[bool]string{true: "moe_dcmmat", false: "moe_dcl2_fp8"}[dcm]
+					if ks := queuedKernels(g, mark); !slices.Contains(ks, want) {
+						t.Errorf("%s: kernels %v, no %s", what, ks, want)
+					}
+				}
+				d := zeroT(g, T, D)
+				run(true, d.g)
+				if !shared {
+					host().MoE(d.c, x.c, host().Route(l.c, nil, p), ce)
+					compare(t, "moe_dcmmat against the float32 path "+what, g, d, fastTol)
+				}
+				base := g.Alloc(T, D)
+				run(false, base)
+				if e := gpuRelErr(g, d.g, base); e > 2e-3 || math.IsNaN(e) {
+					t.Errorf("%s: moe_dcmmat differs from moe_dcl2_fp8 by %.3g", what, e)
+				} else {
+					t.Logf("%s: moe_dcmmat against moe_dcl2_fp8: relative error %.2g", what, e)
+				}
+				g.Free(base)
+			}
 		}
 	}
 }

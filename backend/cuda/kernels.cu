@@ -2139,6 +2139,153 @@ __device__ __forceinline__ void moe_dcl(const float* A, const int* ids, const fl
 MOE_DCL_FP8(moe_dcl_fp8, 1, 2)
 MOE_DCL_FP8(moe_dcl2_fp8, 2, 3)
 MOE_DCL_FP8(moe_dcl4_fp8, 4, 1)
+// e4m3x2_h2 widens two E4M3 values (the low 16 bits of w16) to an FP16 pair.
+__device__ __forceinline__ u32 e4m3x2_h2(u32 w16) {
+  u32 r;
+  asm("{.reg .b16 a;\n mov.b16 a, %1;\n cvt.rn.f16x2.e4m3x2 %0, a;}" : "=r"(r) : "h"((unsigned short)w16));
+  return r;
+}
+// mma16816: d += a·b, one m16n8k16 tensor-core product of FP16 inputs
+// with FP32 sums (a: the 16 × 16 tile in the mma A layout, b: 16 × 8).
+__device__ __forceinline__ void mma16816(float (&d)[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+               : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+// A stage of moe_dcmmat holds a slot's 16 rows' 256 bytes at a stride of
+// FMT_RS = 320 bytes, so that the two rows a quarter of the warp reads at
+// once fall in different banks.
+#define FMT_RS 320
+#define FMT_STAGE (16 * FMT_RS)
+// moe_dcmmat: moe_dcl2_fp8's down projections and weighted sum on tensor
+// cores, the default on sm_90 (RINGO_CUDA_DC_MMA=0 runs moe_dcl2_fp8). A
+// block of m warps (the slots of a token: topk routed, then the shared
+// expert's if any) makes a tile of 16 output rows: warp q streams slot q's
+// 16 rows (K columns in rounds of 256 by bulk copies, DCM_S rounds in
+// flight, the first asked for before the PDL wait when early: the routing
+// ran two launches back) against its own activation row, staged in FP16 by
+// the warp alone (a power-of-two scale, undone with the routing weight), so
+// that each E4M3 pair costs one conversion and the products run as mma
+// (moe_dcl2_fp8 spends most of its issue slots widening to FP32 and
+// multiplying); the block then adds the slots' rows in order q = 0..m-1
+// through shared memory. Ring-flash's 4,096 rows are 256 blocks of 9
+// warps, one wave of two per SM: 11.6–13.1 µs per launch against 18.0,
+// −4.5 % per decode step, +8.7 % tok/s on the whole model (twenty-ninth
+// session). Not moe_dcl's sums: FP16 activations (TestFP8MMAMoE). Needs
+// bc % 128 == 0, br % 16 == 0, K % 256 == 0, m <= MOE_DC_MAXS. Dynamic
+// shared memory: m·(DCM_S·16·FMT_RS + 2·K) bytes.
+#define DCM_S 2
+extern "C" __global__ void __launch_bounds__(32 * MOE_DC_MAXS, 2) moe_dcmmat(const float* A, const int* ids, const float* wts, int topk,
+                                                                          const unsigned char* __restrict__ Wt, const float* Sf, int br, int bc, int N,
+                                                                          int K, float* D, i64 ldd, const unsigned char* __restrict__ Ws, const float* Ss,
+                                                                          int ns, int early) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  extern __shared__ __align__(128) unsigned char fsm[];  // [warp][stage][16 rows][FMT_RS], then [warp][K] FP16
+  __shared__ __align__(8) unsigned long long bars[MOE_DC_MAXS * DCM_S];
+  __shared__ float part[MOE_DC_MAXS][2][32];
+  int q = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, m = blockDim.x >> 5;
+  int tk = blockIdx.y, n0 = blockIdx.x * 16, NR = K / 256;
+  int s = q < topk ? tk * topk + q : ns + tk;
+  const unsigned char* st = fsm + q * DCM_S * FMT_STAGE;
+  u32 bar0 = smem_addr(bars + q * DCM_S), st0 = smem_addr(st);
+  if (lane == 0) {
+    for (int i = 0; i < DCM_S; i++) mbar_init(bar0 + 8 * i, 1);
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncwarp();
+  i64 e = 0;
+  const unsigned char* Wm = q < topk ? Wt : Ws;
+  auto ask = [&](int u) {  // round u: columns 256u .. +255 of the slot's 16 rows, lane j copying row j
+    int b = u % DCM_S;
+    if (lane == 0) mbar_expect(bar0 + 8 * b, 16 * 256);
+    __syncwarp();
+    if (lane < 16) bulk_g2s(st0 + b * FMT_STAGE + lane * FMT_RS, Wm + (e * N + min(n0 + lane, N - 1)) * K + 256 * u, 256, bar0 + 8 * b);
+  };
+  if (early) {
+    if (q < topk) e = ids[s];
+    for (int u = 0; u < DCM_S && u < NR; u++) ask(u);
+  }
+  PDL_ENTER();
+  if (!early) {
+    if (q < topk) e = ids[s];
+    for (int u = 0; u < DCM_S && u < NR; u++) ask(u);
+  }
+  const float* Sc = (q < topk ? Sf : Ss) + e * (N / br) * (K / bc) + (i64)(min(n0, N - 1) / br) * (K / bc);
+  // the slot's activation row to FP16 by this warp, scaled by 2^e2
+  const float* a = A + (i64)s * K;
+  u32* xh = (u32*)(fsm + m * DCM_S * FMT_STAGE) + q * (K / 2);
+  float mx = 0.f;
+  for (int k = lane; k < K; k += 32) mx = fmaxf(mx, fabsf(a[k]));
+  mx = __shfl_sync(0xffffffffu, warp_max(mx), 0);
+  int e2 = 0;
+  if (mx > 0.f) {
+    frexpf(mx, &e2);
+    e2 = min(max(15 - e2, -100), 100);
+  }
+  float s2 = ldexpf(1.f, e2), inv = ldexpf(1.f, -e2) * (q < topk ? wts[tk * topk + q] : 1.f);
+  for (int k = 2 * lane; k < K; k += 64) {
+    u32 h;
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(h) : "f"(a[k + 1] * s2), "f"(a[k] * s2));
+    xh[k / 2] = h;
+  }
+  __syncwarp();
+  const uint4* xr = (const uint4*)xh;
+  bool xon = g == 0;
+  float tot[4] = {0.f, 0.f, 0.f, 0.f};
+  for (int u = 0; u < NR; u++) {
+    int b = u % DCM_S;
+    mbar_wait(bar0 + 8 * b, (u32)(u / DCM_S) & 1);
+    const unsigned char* sb = st + b * FMT_STAGE;
+    uint4 wa[2][2], wb[2][2];
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+#pragma unroll
+      for (int c = 0; c < 2; c++) {
+        wa[h][c] = *(const uint4*)(sb + g * FMT_RS + 128 * h + 64 * c + 16 * t);
+        wb[h][c] = *(const uint4*)(sb + (g + 8) * FMT_RS + 128 * h + 64 * c + 16 * t);
+      }
+    __syncwarp();
+    if (u + DCM_S < NR) {
+      asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+      ask(u + DCM_S);
+    }
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      int kb = 2 * u + h;
+      float d[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+      for (int c = 0; c < 2; c++) {
+        uint4 x0 = make_uint4(0, 0, 0, 0), x1 = x0;
+        if (xon) {
+          int qx = (128 * kb + 64 * c + 16 * t) / 8;
+          x0 = xr[qx];
+          x1 = xr[qx + 1];
+        }
+        uint4 aa = wa[h][c], bb = wb[h][c];
+        u32 aw[4] = {aa.x, aa.y, aa.z, aa.w}, bw[4] = {bb.x, bb.y, bb.z, bb.w}, xw[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+          mma16816(d, e4m3x2_h2(aw[i] & 0xffff), e4m3x2_h2(bw[i] & 0xffff), e4m3x2_h2(aw[i] >> 16), e4m3x2_h2(bw[i] >> 16), xw[2 * i], xw[2 * i + 1]);
+      }
+      float sc = Sc[(128 * kb) / bc];
+      tot[0] += sc * d[0];
+      tot[2] += sc * d[2];
+    }
+  }
+  part[q][0][lane] = tot[0] * inv;
+  part[q][1][lane] = tot[2] * inv;
+  __syncthreads();
+  if (q != 0 || t != 0) return;
+#pragma unroll
+  for (int j = 0; j < 2; j++) {
+    float v = part[0][j][lane];
+    for (int r = 1; r < m; r++) v += part[r][j][lane];
+    int row = n0 + g + 8 * j;
+    if (row < N) D[(i64)tk * ldd + row] = v;
+  }
+#endif
+}
+
 
 // k_moe_combine: d[t, c] = sum_k w[t*K+k] * Y[posOf[t*K+k], c], in k order
 // (posOf null: Y rows are slots), then + Ys[t, c] (stride ldy) when Ys is

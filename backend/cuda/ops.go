@@ -1854,7 +1854,14 @@ func (b *Backend) moeVector(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rI
 		} else {
 			a = []uint64{pArg(act.p), pArg(rIDs), pArg(rW), iArg(K), pArg(e.down), iArg(D), iArg(I), pArg(pdst), lArg(ldd)}
 		}
-		if r := b.dclRows; fp8 && r > 0 && I <= 1024 {
+		m := K // the slots of a token
+		if down != nil {
+			m++
+		}
+		if fp8 && b.dcMMA && e.bc%128 == 0 && e.br%16 == 0 && I%256 == 0 && m <= moeDCMaxTopK+1 && dcmmatSmem(m, I)+(6<<10) <= b.smemOptin {
+			// the down projections on tensor cores, a warp per slot
+			b.launch("moe_dcmmat", dim3{(D + 15) / 16, T, 1}, dim3{32 * m, 1, 1}, dcmmatSmem(m, I), append(append(a, shared(down)...), bArg(b.dcReg))...)
+		} else if r := b.dclRows; fp8 && r > 0 && I <= 1024 {
 			// r rows per warp, their slots one after another (moe_dcl)
 			name := [...]string{1: "moe_dcl_fp8", 2: "moe_dcl2_fp8", 4: "moe_dcl4_fp8"}[r] // no formatting per launch
 			b.launch(name, dim3{(D + wd*r - 1) / (wd * r), T, 1}, dim3{32 * wd, 1, 1}, 0, append(append(a, shared(down)...), bArg(b.dcReg))...)
@@ -1881,6 +1888,11 @@ func (b *Backend) moeVector(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rI
 	b.release(gu, y)
 	b.release(xs...)
 }
+
+// dcmmatSmem is moe_dcmmat's dynamic shared memory for m slots of I
+// columns: each warp's DCM_S stages of 16 rows at FMT_RS bytes, and its
+// activation row in FP16 (kernels.cu).
+func dcmmatSmem(m, I int) int { return m * (2*16*320 + 2*I) }
 
 // moe_gd_bf16v's output rows and warps per block (GD_ROWS, GD_WARPS in
 // kernels.cu).
