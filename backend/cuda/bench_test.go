@@ -371,6 +371,10 @@ func BenchmarkOps(b *testing.B) {
 //   - f8t: gemv_fp8t8 (bulk copies into shared memory), the default, or gemv_fp8v8 (RINGO_CUDA_FP8_TMA), 1 or 0
 //   - dcm: moe_dcmmat (tensor cores), the default, or moe_dcl2_fp8 for the
 //     FP8 down projections (RINGO_CUDA_DC_MMA), 1 or 0
+//   - dcw: moe_dcmmatw (rounds of 512 columns), the default, or moe_dcmmat
+//     (RINGO_CUDA_DC_WIDE), 1 or 0
+//   - gum: moe_gummat9w (one token's FP8 gate|up pairs on tensor cores), the
+//     default where its grid fills the GPU, or moe_gu2_fp8 (RINGO_CUDA_GU_MMA), 1 or 0
 //   - b16t: gemv_bf16t4n (bulk copies), the default, or gemv_bf16v4n (RINGO_CUDA_BF16_TMA), 1 or 0
 //   - gv: moe_gd_bf16v's variant (RINGO_CUDA_GD_VAR): 0 for the default, u4
 //     for the kernel before the twenty-fourth session, s2 for rounds of two
@@ -560,6 +564,8 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"f8t":   flag(&g.fp8TMA, false),
 		"b16t":  flag(&g.bf16TMA, false),
 		"dcm":   flag(&g.dcMMA, false),
+		"dcw":   flag(&g.dcWide, false),
+		"gum":   flag(&g.guMMA, false),
 		"acs":   flag(&g.attnCombineSeq, false),
 		"rt":    flag(&g.ropeTab, false),
 		"np":    flag(&g.normPlain, false),
@@ -634,6 +640,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 	fuseRope, recLate, guEarly, dcSplit, normRoute, ldNA := g.fuseRope, g.recLate, g.guEarly, g.dcSplit, g.normRoute, g.ldNA
 	segFirst, segRest, gemv2, readPinned, dcPre, ng := g.segFirst, g.segRest, g.gemv2, g.readPinned, g.dcPre, g.normGEMV
 	gv, acs, rl, rt, np, rgb, f8t, b16t, dcm := g.gdVar, g.attnCombineSeq, g.recLoadsLate, g.ropeTab, g.normPlain, g.recMinB, g.fp8TMA, g.bf16TMA, g.dcMMA
+	dcw, gum := g.dcWide, g.guMMA
 	f8r, gu2, dcl, f84 := g.fp8Rows, g.guPairs, g.dclRows, g.fp8Rows4Min
 	wr, g4, dr, rg, ru, gd, gs, gsp, gf, gna, gp, rd := g.warpRoute, g.gemv4n, g.dcReg, g.recGate, g.routeUnroll, g.moeFused, g.gdStage, g.gdSharedPre, g.gdFlip, g.gdNA, g.gdPipe, g.readDirect
 	restore := map[string]func(){
@@ -654,6 +661,8 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"f8t":  func() { g.fp8TMA = f8t },
 		"b16t": func() { g.bf16TMA = b16t },
 		"dcm":  func() { g.dcMMA = dcm },
+		"dcw":  func() { g.dcWide = dcw },
+		"gum":  func() { g.guMMA = gum },
 		"rt":   func() { g.ropeTab = rt },
 		"np":   func() { g.normPlain = np },
 		"f8r":  func() { g.fp8Rows = f8r },
@@ -1083,7 +1092,7 @@ func BenchmarkFP8MoEHot(b *testing.B) {
 	}
 	dcmCall := func(k int, ids uintptr) func(c int) { // the default on sm_90
 		return func(c int) {
-			g.launch("moe_dcmmat", dim3{D / 16, 1, 1}, dim3{32 * k, 1, 1}, dcmmatSmem(k, I), pArg(act), pArg(ids+uintptr(4*8*c)), pArg(wts), iArg(k),
+			g.launch("moe_dcmmat", dim3{D / 16, 1, 1}, dim3{32 * k, 1, 1}, dcmmatSmem(k, I, false), pArg(act), pArg(ids+uintptr(4*8*c)), pArg(wts), iArg(k),
 				pArg(dn), pArg(dns), iArg(br), iArg(br), iArg(D), iArg(I), pArg(y), lArg(D), pArg(0), pArg(0), iArg(k), bArg(true))
 		}
 	}

@@ -235,22 +235,29 @@ func TestFP8BlockScaledGEMM(t *testing.T) {
 	}
 }
 
-// TestFP8MMAMoE checks the decode MoE with its down projections on tensor
-// cores (moe_dcmmat, the default on sm_90; FP16 activations) against the
-// float32 path and against moe_dcl2_fp8 within tolerance: 128×128 scale
-// blocks, with and without a shared expert, the rows asked for before the
-// wait or not, 1 and 3 rows.
+// TestFP8MMAMoE checks the decode MoE on tensor cores (sm_90; FP16
+// activations): the default (moe_gummat9w for one token's gate|up pairs,
+// moe_dcmmatw for the down projections) against the float32 path, and each
+// of moe_dcmmat, moe_dcmmatw and moe_gummat9w against the kernels before
+// them (moe_gu2_fp8, moe_dcl2_fp8) within tolerance: 128×128 scale blocks,
+// with and without a shared expert, the rows asked for before the wait or
+// not, 1 and 3 rows, shapes whose rounds are refilled (1,536 columns: three
+// rounds of moe_gummat9w; 1,024: two of moe_dcmmatw, four of moe_dcmmat).
+// moe_gummat9w runs here whatever the grid's fill (guMMAAnyGrid).
 func TestFP8MMAMoE(t *testing.T) {
 	g := gpu(t, false)
 	if !g.fp8 || g.ccMaj < 9 {
-		t.Skip("the MoE's down projections on tensor cores need fast mode and sm_90")
+		t.Skip("the MoE on tensor cores needs fast mode and sm_90")
 	}
-	defer func(reg, dcm bool) { g.dcReg, g.dcMMA = reg, dcm }(g.dcReg, g.dcMMA)
-	if !g.dcMMA {
-		t.Errorf("moe_dcmmat is not the default on sm_90")
+	defer func(reg, dcm, wide, gum bool) {
+		g.dcReg, g.dcMMA, g.dcWide, g.guMMA, g.guMMAAnyGrid = reg, dcm, wide, gum, false
+	}(g.dcReg, g.dcMMA, g.dcWide, g.guMMA)
+	if !g.dcMMA || !g.dcWide || !g.guMMA {
+		t.Errorf("moe_dcmmatw and moe_gummat9w are not the defaults on sm_90")
 	}
+	g.guMMAAnyGrid = true
 	rng := rand.New(rand.NewSource(43))
-	const E, I, D = 8, 256, 512
+	const E, I, D = 8, 1024, 1536
 	mk := func(name string, rows, cols int) backend.HostWeight {
 		return reblock(rng, hostWeight(rng, name, backend.F8E4M3, rows, cols, 0.5), 128)
 	}
@@ -258,14 +265,24 @@ func TestFP8MMAMoE(t *testing.T) {
 	_, ggu := upload(t, g, mk("shared gate_up", 2*I, D))
 	_, gdn := upload(t, g, mk("shared down", D, I))
 	p := backend.RouteParams{TopK: 4, Groups: 1, TopKGroups: 1, Sigmoid: true, Normalize: true, Scale: 2.5}
+	type setting struct{ dcm, wide, gum bool }
+	kernels := func(c setting, T int) []string {
+		gu, dc := "moe_gu2_fp8", "moe_dcl2_fp8"
+		if c.gum && T == 1 {
+			gu = "moe_gummat9w"
+		}
+		if c.dcm {
+			dc = map[bool]string{false: "moe_dcmmat", true: "moe_dcmmatw"}[c.wide]
+		}
+		return []string{gu, dc}
+	}
 	for _, T := range []int{1, 3} {
 		l := randT(t, g, rng, T, E, 3)
 		x := contiguousT(g, rng, T, D)
 		for _, shared := range []bool{false, true} {
 			for _, early := range []bool{true, false} {
-				what := fmt.Sprintf("T=%d shared=%v early=%v", T, shared, early)
-				run := func(dcm bool, o backend.Tensor) {
-					g.dcReg, g.dcMMA = early, dcm
+				run := func(c setting, o backend.Tensor) {
+					g.dcReg, g.dcMMA, g.dcWide, g.guMMA = early, c.dcm, c.wide, c.gum
 					mark := kernelMark(g)
 					if shared {
 						if !g.MoEShared(o, x.g, g.Route(l.g, nil, p), ge, ggu, gdn) {
@@ -274,23 +291,29 @@ func TestFP8MMAMoE(t *testing.T) {
 					} else {
 						g.MoE(o, x.g, g.Route(l.g, nil, p), ge)
 					}
-					want := map[bool]string{true: "moe_dcmmat", false: "moe_dcl2_fp8"}[dcm]
-					if ks := queuedKernels(g, mark); !slices.Contains(ks, want) {
-						t.Errorf("%s: kernels %v, no %s", what, ks, want)
+					ks := queuedKernels(g, mark)
+					for _, k := range kernels(c, T) {
+						if !slices.Contains(ks, k) {
+							t.Errorf("T=%d shared=%v early=%v %+v: kernels %v, no %s", T, shared, early, c, ks, k)
+						}
 					}
 				}
-				d := zeroT(g, T, D)
-				run(true, d.g)
-				if !shared {
-					host().MoE(d.c, x.c, host().Route(l.c, nil, p), ce)
-					compare(t, "moe_dcmmat against the float32 path "+what, g, d, fastTol)
-				}
 				base := g.Alloc(T, D)
-				run(false, base)
-				if e := gpuRelErr(g, d.g, base); e > 2e-3 || math.IsNaN(e) {
-					t.Errorf("%s: moe_dcmmat differs from moe_dcl2_fp8 by %.3g", what, e)
-				} else {
-					t.Logf("%s: moe_dcmmat against moe_dcl2_fp8: relative error %.2g", what, e)
+				run(setting{}, base)
+				for _, c := range []setting{{true, true, true}, {true, false, false}, {true, true, false}, {false, false, true}} {
+					what := fmt.Sprintf("%v T=%d shared=%v early=%v", kernels(c, T), T, shared, early)
+					d := zeroT(g, T, D)
+					run(c, d.g)
+					if c == (setting{true, true, true}) && !shared {
+						host().MoE(d.c, x.c, host().Route(l.c, nil, p), ce)
+						compare(t, what+" against the float32 path", g, d, fastTol)
+					}
+					if e := gpuRelErr(g, d.g, base); e > 2e-3 || math.IsNaN(e) {
+						t.Errorf("%s: relative error %.3g against moe_gu2_fp8 + moe_dcl2_fp8", what, e)
+					} else {
+						t.Logf("%s: relative error %.2g against moe_gu2_fp8 + moe_dcl2_fp8", what, e)
+					}
+					g.Free(d.g)
 				}
 				g.Free(base)
 			}

@@ -1848,7 +1848,12 @@ func (b *Backend) moeVector(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rI
 		if fp8 && (b.guPairs == 2 || b.guPairs == 4) {
 			gu, pr = [...]string{2: "moe_gu2_fp8", 4: "moe_gu4_fp8"}[b.guPairs], b.guPairs
 		}
-		b.launch(gu, dim3{(I + wg*pr - 1) / (wg * pr), slots, 1}, dim3{32 * wg, 1, 1}, 0, append(append(a, shared(gateUp)...), bArg(early))...)
+		if fp8 && T == 1 && b.guMMAFits(e, slots) {
+			// the pairs on tensor cores, the warps numbered across the slots' tiles
+			b.launch("moe_gummat9w", dim3{(slots*I/8 + 8) / 9, 1, 1}, dim3{32 * 9, 1, 1}, gummat9wSmem(D), append(append(a, shared(gateUp)...), bArg(early), iArg(1))...)
+		} else {
+			b.launch(gu, dim3{(I + wg*pr - 1) / (wg * pr), slots, 1}, dim3{32 * wg, 1, 1}, 0, append(append(a, shared(gateUp)...), bArg(early))...)
+		}
 		if fp8 {
 			a = []uint64{pArg(act.p), pArg(rIDs), pArg(rW), iArg(K), pArg(e.down), pArg(e.downScale), iArg(e.br), iArg(e.bc), iArg(D), iArg(I), pArg(pdst), lArg(ldd)}
 		} else {
@@ -1858,9 +1863,13 @@ func (b *Backend) moeVector(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rI
 		if down != nil {
 			m++
 		}
-		if fp8 && b.dcMMA && e.bc%128 == 0 && e.br%16 == 0 && I%256 == 0 && m <= moeDCMaxTopK+1 && dcmmatSmem(m, I)+(6<<10) <= b.smemOptin {
+		if fp8 && b.dcMMA && e.bc%128 == 0 && e.br%16 == 0 && I%256 == 0 && m <= moeDCMaxTopK+1 && dcmmatSmem(m, I, false)+(6<<10) <= b.smemOptin {
 			// the down projections on tensor cores, a warp per slot
-			b.launch("moe_dcmmat", dim3{(D + 15) / 16, T, 1}, dim3{32 * m, 1, 1}, dcmmatSmem(m, I), append(append(a, shared(down)...), bArg(b.dcReg))...)
+			name, wide := "moe_dcmmat", b.dcWide && I%512 == 0 && dcmmatSmem(m, I, true)+(6<<10) <= b.smemOptin
+			if wide {
+				name = "moe_dcmmatw"
+			}
+			b.launch(name, dim3{(D + 15) / 16, T, 1}, dim3{32 * m, 1, 1}, dcmmatSmem(m, I, wide), append(append(a, shared(down)...), bArg(b.dcReg))...)
 		} else if r := b.dclRows; fp8 && r > 0 && I <= 1024 {
 			// r rows per warp, their slots one after another (moe_dcl)
 			name := [...]string{1: "moe_dcl_fp8", 2: "moe_dcl2_fp8", 4: "moe_dcl4_fp8"}[r] // no formatting per launch
@@ -1889,10 +1898,36 @@ func (b *Backend) moeVector(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rI
 	b.release(xs...)
 }
 
-// dcmmatSmem is moe_dcmmat's dynamic shared memory for m slots of I
-// columns: each warp's DCM_S stages of 16 rows at FMT_RS bytes, and its
+// dcmmatSmem is moe_dcmmat's (or, wide, moe_dcmmatw's) dynamic shared
+// memory for m slots of I columns: each warp's 2 stages of 16 rows of 256
+// bytes at a stride of 320 (wide: one stage of 512 at 576), and its
 // activation row in FP16 (kernels.cu).
-func dcmmatSmem(m, I int) int { return m * (2*16*320 + 2*I) }
+func dcmmatSmem(m, I int, wide bool) int {
+	if wide {
+		return m * (16*576 + 2*I)
+	}
+	return m * (2*16*320 + 2*I)
+}
+
+// gummat9wSmem is moe_gummat9w's dynamic shared memory for K columns: 9
+// warps of 2 stages of 16 rows of 512 bytes at a stride of 576, and the
+// activation row in FP16 (kernels.cu).
+func gummat9wSmem(K int) int { return 9*2*16*576 + 2*K }
+
+// guMMAFits says whether one token's gate|up pairs of FP8 experts e in
+// slots slots run as moe_gummat9w: sm_90, the shapes it needs, and a grid
+// of one block per SM that fills at least 90 % of the SMs in one wave
+// (Ring-flash's 9 × 128 tiles: 128 blocks on 132 SMs); smaller ones keep
+// moe_gu2_fp8, whose many small blocks fill the GPU.
+func (b *Backend) guMMAFits(e *experts, slots int) bool {
+	I, K := e.inter, e.dim
+	if !b.guMMA || e.kind != backend.F8E4M3 || I%8 != 0 || K%512 != 0 || e.br%8 != 0 || e.bc%128 != 0 || slots > moeDCMaxTopK+1 ||
+		gummat9wSmem(K)+(6<<10) > b.smemOptin {
+		return false
+	}
+	blocks := (slots*I/8 + 8) / 9
+	return b.guMMAAnyGrid || blocks <= b.sms && 10*blocks >= 9*b.sms
+}
 
 // moe_gd_bf16v's output rows and warps per block (GD_ROWS, GD_WARPS in
 // kernels.cu).
