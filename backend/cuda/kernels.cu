@@ -2021,6 +2021,70 @@ __device__ __forceinline__ void mma16816(float (&d)[4], u32 a0, u32 a1, u32 a2, 
                : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
+// f16_pow2 gives the power of two s2 = 2^e that brings a row's largest
+// magnitude m below 2^15 (so that the row fits FP16), and inv = 2^-e.
+__device__ __forceinline__ void f16_pow2(float m, float& s2, float& inv) {
+  int e = 0;
+  if (m > 0.f) {
+    frexpf(m, &e);  // m < 2^e
+    e = min(max(15 - e, -100), 100);
+  }
+  s2 = ldexpf(1.f, e), inv = ldexpf(1.f, -e);
+}
+// to_f16x2 stores x[k]·s2 (K values) as FP16 pairs in xh, pairs i0, i0 +
+// step, ... by this thread.
+__device__ __forceinline__ void to_f16x2(const float* x, int K, float s2, u32* xh, int i0, int step) {
+  for (int k = 2 * i0; k < K; k += 2 * step) {
+    u32 h;
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(h) : "f"(x[k + 1] * s2), "f"(x[k] * s2));
+    xh[k / 2] = h;
+  }
+}
+// mma_round multiplies a stage of 16 rows of CR E4M3 columns (at a stride
+// of RS bytes) by the matching columns of an FP16 activation row (xr, from
+// 128-column block kb0; lanes with xon false, the mma's other columns,
+// give zeros): for each 128-column block kb it hands the block's sums to
+// sum(kb, d) (d[0]: row g, d[2]: row g + 8, in lanes with t == 0). Every
+// lane reads its bytes of the stage first, 256 columns at a time, and
+// refill() runs once the last are read.
+template <int CR, int RS, class R, class F>
+__device__ __forceinline__ void mma_round(const unsigned char* sb, const uint4* xr, int kb0, int g, int t, bool xon, R refill, F sum) {
+#pragma unroll
+  for (int hh = 0; hh < CR / 256; hh++) {
+    uint4 wa[2][2], wb[2][2];  // [128-column block][64-column half]: rows g and g + 8
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+#pragma unroll
+      for (int c = 0; c < 2; c++) {
+        wa[h][c] = *(const uint4*)(sb + g * RS + 256 * hh + 128 * h + 64 * c + 16 * t);
+        wb[h][c] = *(const uint4*)(sb + (g + 8) * RS + 256 * hh + 128 * h + 64 * c + 16 * t);
+      }
+    if (hh == CR / 256 - 1) {  // every lane has its bytes of the stage
+      __syncwarp();
+      refill();
+    }
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      int kb = kb0 + 2 * hh + h;
+      float d[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+      for (int c = 0; c < 2; c++) {
+        uint4 x0 = make_uint4(0, 0, 0, 0), x1 = x0;
+        if (xon) {
+          int qx = (128 * kb + 64 * c + 16 * t) / 8;
+          x0 = xr[qx];
+          x1 = xr[qx + 1];
+        }
+        uint4 aa = wa[h][c], bb = wb[h][c];
+        u32 aw[4] = {aa.x, aa.y, aa.z, aa.w}, bw[4] = {bb.x, bb.y, bb.z, bb.w}, xw[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+          mma16816(d, e4m3x2_h2(aw[i] & 0xffff), e4m3x2_h2(bw[i] & 0xffff), e4m3x2_h2(aw[i] >> 16), e4m3x2_h2(bw[i] >> 16), xw[2 * i], xw[2 * i + 1]);
+      }
+      sum(kb, d);
+    }
+  }
+}
 // moe_gummat_impl: moe_gu2_fp8's gate|up pairs and SwiGLU on tensor cores,
 // as moe_dcmmat does the down projections: a warp's 16-row tile is 8 pairs
 // (rows g: the gates of pairs p0 + g, rows g + 8: their ups), so that the
@@ -2092,17 +2156,9 @@ __device__ __forceinline__ void moe_gummat_impl(const float* X, i64 ldx, const i
   __syncthreads();
   m = 0.f;
   for (int i = 0; i < W; i++) m = fmaxf(m, red[i]);
-  int e2 = 0;
-  if (m > 0.f) {
-    frexpf(m, &e2);
-    e2 = min(max(15 - e2, -100), 100);
-  }
-  float s2 = ldexpf(1.f, e2), inv = ldexpf(1.f, -e2);
-  for (int k = 2 * threadIdx.x; k < K; k += 2 * blockDim.x) {
-    u32 h;
-    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(h) : "f"(x[k + 1] * s2), "f"(x[k] * s2));
-    xh[k / 2] = h;
-  }
+  float s2, inv;
+  f16_pow2(m, s2, inv);
+  to_f16x2(x, K, s2, xh, threadIdx.x, blockDim.x);
   __syncthreads();
   const uint4* xr = (const uint4*)xh;
   bool xon = g == 0;
@@ -2110,47 +2166,20 @@ __device__ __forceinline__ void moe_gummat_impl(const float* X, i64 ldx, const i
   for (int u = 0; u < NR; u++) {
     int b = u % S;
     mbar_wait(bar0 + 8 * b, (u32)(u / S) & 1);
-    const unsigned char* sb = st + b * STG;
-#pragma unroll
-    for (int h = 0; h < CR / 256; h++) {  // 256 columns at a time
-      uint4 wa[2][2], wb[2][2];
-#pragma unroll
-      for (int q = 0; q < 2; q++)
-#pragma unroll
-        for (int c = 0; c < 2; c++) {
-          wa[q][c] = *(const uint4*)(sb + g * RS + 256 * h + 128 * q + 64 * c + 16 * t);
-          wb[q][c] = *(const uint4*)(sb + (g + 8) * RS + 256 * h + 128 * q + 64 * c + 16 * t);
-        }
-      if (h == CR / 256 - 1) {  // every lane has its bytes of the stage: refill it
-        __syncwarp();
-        if (u + S < NR) {
-          asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-          ask(u + S);
-        }
-      }
-#pragma unroll
-      for (int q = 0; q < 2; q++) {
-        int kb = (k0 + CR * u + 256 * h) / 128 + q;
-        float d[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-        for (int c = 0; c < 2; c++) {
-          uint4 x0 = make_uint4(0, 0, 0, 0), x1 = x0;
-          if (xon) {
-            int qx = (128 * kb + 64 * c + 16 * t) / 8;
-            x0 = xr[qx];
-            x1 = xr[qx + 1];
+    // (k0 + CR·u >= 0: an unsigned division, as the measured kernel had)
+    mma_round<CR, RS>(
+        st + b * STG, xr, (int)((unsigned)(k0 + CR * u) / 128), g, t, xon,
+        [&] {
+          if (u + S < NR) {
+            asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+            ask(u + S);
           }
-          uint4 a = wa[q][c], bb = wb[q][c];
-          u32 aw[4] = {a.x, a.y, a.z, a.w}, bw[4] = {bb.x, bb.y, bb.z, bb.w}, xw[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
-#pragma unroll
-          for (int i = 0; i < 4; i++)
-            mma16816(d, e4m3x2_h2(aw[i] & 0xffff), e4m3x2_h2(bw[i] & 0xffff), e4m3x2_h2(aw[i] >> 16), e4m3x2_h2(bw[i] >> 16), xw[2 * i], xw[2 * i + 1]);
-        }
-        int kc = (128 * kb) / bc;
-        tot[0] += sg[kc] * d[0];
-        tot[2] += su[kc] * d[2];
-      }
-    }
+        },
+        [&](int kb, const float(&d)[4]) {
+          int kc = (128 * kb) / bc;
+          tot[0] += sg[kc] * d[0];
+          tot[2] += su[kc] * d[2];
+        });
   }
   part[w][0][lane] = tot[0];
   part[w][1][lane] = tot[2];
@@ -2370,17 +2399,10 @@ __device__ __forceinline__ void moe_dcmmat_impl(const float* A, const int* ids, 
   float mx = 0.f;
   for (int k = lane; k < K; k += 32) mx = fmaxf(mx, fabsf(a[k]));
   mx = __shfl_sync(0xffffffffu, warp_max(mx), 0);
-  int e2 = 0;
-  if (mx > 0.f) {
-    frexpf(mx, &e2);
-    e2 = min(max(15 - e2, -100), 100);
-  }
-  float s2 = ldexpf(1.f, e2), inv = ldexpf(1.f, -e2) * (q < topk ? wts[tk * topk + q] : 1.f);
-  for (int k = 2 * lane; k < K; k += 64) {
-    u32 h;
-    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(h) : "f"(a[k + 1] * s2), "f"(a[k] * s2));
-    xh[k / 2] = h;
-  }
+  float s2, inv;
+  f16_pow2(mx, s2, inv);
+  inv *= q < topk ? wts[tk * topk + q] : 1.f;
+  to_f16x2(a, K, s2, xh, lane, 32);
   __syncwarp();
   const uint4* xr = (const uint4*)xh;
   bool xon = g == 0;
@@ -2388,47 +2410,19 @@ __device__ __forceinline__ void moe_dcmmat_impl(const float* A, const int* ids, 
   for (int u = 0; u < NR; u++) {
     int b = u % SS;
     mbar_wait(bar0 + 8 * b, (u32)(u / SS) & 1);
-    const unsigned char* sb = st + b * STG;
-#pragma unroll
-    for (int hh = 0; hh < CR / 256; hh++) {  // 256 columns at a time
-      uint4 wa[2][2], wb[2][2];
-#pragma unroll
-      for (int h = 0; h < 2; h++)
-#pragma unroll
-        for (int c = 0; c < 2; c++) {
-          wa[h][c] = *(const uint4*)(sb + g * RS + 256 * hh + 128 * h + 64 * c + 16 * t);
-          wb[h][c] = *(const uint4*)(sb + (g + 8) * RS + 256 * hh + 128 * h + 64 * c + 16 * t);
-        }
-      if (hh == CR / 256 - 1) {
-        __syncwarp();
-        if (u + SS < NR) {
-          asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-          ask(u + SS);
-        }
-      }
-#pragma unroll
-      for (int h = 0; h < 2; h++) {
-        int kb = (CR / 128) * u + 2 * hh + h;
-        float d[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-        for (int c = 0; c < 2; c++) {
-          uint4 x0 = make_uint4(0, 0, 0, 0), x1 = x0;
-          if (xon) {
-            int qx = (128 * kb + 64 * c + 16 * t) / 8;
-            x0 = xr[qx];
-            x1 = xr[qx + 1];
+    mma_round<CR, RS>(
+        st + b * STG, xr, (CR / 128) * u, g, t, xon,
+        [&] {
+          if (u + SS < NR) {
+            asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+            ask(u + SS);
           }
-          uint4 aa = wa[h][c], bb = wb[h][c];
-          u32 aw[4] = {aa.x, aa.y, aa.z, aa.w}, bw[4] = {bb.x, bb.y, bb.z, bb.w}, xw[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
-#pragma unroll
-          for (int i = 0; i < 4; i++)
-            mma16816(d, e4m3x2_h2(aw[i] & 0xffff), e4m3x2_h2(bw[i] & 0xffff), e4m3x2_h2(aw[i] >> 16), e4m3x2_h2(bw[i] >> 16), xw[2 * i], xw[2 * i + 1]);
-        }
-        float sc = Sc[(128 * kb) / bc];
-        tot[0] += sc * d[0];
-        tot[2] += sc * d[2];
-      }
-    }
+        },
+        [&](int kb, const float(&d)[4]) {
+          float sc = Sc[(128 * kb) / bc];
+          tot[0] += sc * d[0];
+          tot[2] += sc * d[2];
+        });
   }
   part[q][0][lane] = tot[0] * inv;
   part[q][1][lane] = tot[2] * inv;
