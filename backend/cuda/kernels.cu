@@ -2125,7 +2125,7 @@ __device__ __forceinline__ void moe_gummat_impl(const float* X, i64 ldx, const i
   __syncwarp();
   i64 e = 0;
   const unsigned char* Wm = routed ? Wt : Ws;
-  // round u: columns k0 + 256u .. +255 of the tile's rows, lane j copying
+  // round u: columns k0 + CR·u .. +CR-1 of the tile's rows, lane j copying
   // row j (j < 8: the gate of pair p0 + j, else the up of pair p0 + j - 8)
   auto ask = [&](int u) {
     int b = u % S;
@@ -2146,7 +2146,7 @@ __device__ __forceinline__ void moe_gummat_impl(const float* X, i64 ldx, const i
   const float* Sc = routed ? Sf : Ss;
   const float* sg = Sc + e * (2 * I / br) * (K / bc) + (i64)(min(p0, I - 1) / br) * (K / bc);
   const float* su = Sc + e * (2 * I / br) * (K / bc) + (i64)((I + min(p0, I - 1)) / br) * (K / bc);
-  // the slot's activation row to FP16, scaled by 2^e2 so that its largest magnitude is below 2^15
+  // the slot's activation row to FP16, scaled so that its largest magnitude is below 2^15 (f16_pow2)
   const float* x = FLAT ? X : X + (routed ? s / topk : s - ns) * ldx;
   u32* xh = (u32*)(fsm + W * S * STG);
   float m = 0.f;
@@ -2393,7 +2393,7 @@ __device__ __forceinline__ void moe_dcmmat_impl(const float* A, const int* ids, 
     for (int u = 0; u < SS && u < NR; u++) ask(u);
   }
   const float* Sc = (q < topk ? Sf : Ss) + e * (N / br) * (K / bc) + (i64)(min(n0, N - 1) / br) * (K / bc);
-  // the slot's activation row to FP16 by this warp, scaled by 2^e2
+  // the slot's activation row to FP16 by this warp (f16_pow2)
   const float* a = A + (i64)s * K;
   u32* xh = (u32*)(fsm + m * SS * STG) + q * (K / 2);
   float mx = 0.f;
