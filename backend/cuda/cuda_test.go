@@ -645,6 +645,26 @@ func TestAttention(t *testing.T) {
 			} else if e != 0 {
 				t.Logf("attention %+v T=%d: one block per query head differs by %.2g", c, T, e)
 			}
+			// k_attn held to 64 registers (k_attn4, the default) against
+			// k_attn: the same arithmetic
+			if g.attnBounds {
+				g.attnGroup, g.attnBounds = false, false
+				plain := g.Alloc(T, c.H*c.hd)
+				g.Attention(plain, q.g, k.g, v.g, spans, gc, c.hd, scale)
+				g.attnBounds = true
+				mark := kernelMark(g)
+				g.Attention(one, q.g, k.g, v.g, spans, gc, c.hd, scale)
+				if ks := queuedKernels(g, mark); !slices.Contains(ks, "k_attn4") {
+					t.Errorf("attention %+v T=%d: kernels %v, no k_attn4", c, T, ks)
+				}
+				g.attnGroup = true
+				if e := gpuRelErr(g, one, plain); e != 0 || math.IsNaN(e) {
+					t.Errorf("attention %+v T=%d: k_attn4 differs from k_attn by %.3g", c, T, e)
+				}
+				g.Free(plain)
+			} else {
+				t.Errorf("k_attn4 is not the default")
+			}
 			g.Free(one)
 			// the split keys' partials merged one after the other
 			// (k_attn_combine_seq): the same sums

@@ -618,23 +618,26 @@ func TestGEMVSingleRow(t *testing.T) {
 						// from fp8Rows4Min and fp8Rows8Min rows, both set to
 						// min here): the same sums as one
 						// (tma: gemv_fp8t8, eight rows per warp streamed by
-						// bulk copies, sm_90)
+						// bulk copies, sm_90; v3: gemv_fp8v3's three rows
+						// per warp where gemv_fp8v2 would run; t9:
+						// gemv_fp8t9's nine warps where gemv_fp8t8 would)
 						for _, v := range []struct {
 							rows, min int
 							want      string
 							tma       bool
-						}{{2, 0, "gemv_fp8v2", false}, {4, 0, "gemv_fp8v4", false}, {4, N + 1, "gemv_fp8v2", false}, {8, 0, "gemv_fp8v8", false},
-							{8, N + 1, "gemv_fp8v2", false}, {8, 0, "gemv_fp8t8", true}} {
-							if v.tma && (g.ccMaj < 9 || g.smemOptin < fp8tSmem+1024) {
+							v3, t9    int
+						}{{2, 0, "gemv_fp8v2", false, 0, 0}, {4, 0, "gemv_fp8v4", false, 0, 0}, {4, N + 1, "gemv_fp8v2", false, 0, 0}, {8, 0, "gemv_fp8v8", false, 0, 0},
+							{8, N + 1, "gemv_fp8v2", false, 0, 0}, {8, 0, "gemv_fp8t8", true, 0, 0}, {2, 0, "gemv_fp8v3", false, 2, 0}, {8, 0, "gemv_fp8t9", true, 0, 2}} {
+							if v.tma && (g.ccMaj < 9 || g.smemOptin < fp8t9Smem+1024) {
 								continue
 							}
 							got := gpuCopy(g, d.g)
-							saved, savedMin, saved8, savedT := g.fp8Rows, g.fp8Rows4Min, g.fp8Rows8Min, g.fp8TMA
-							g.fp8Rows, g.fp8Rows4Min, g.fp8Rows8Min, g.fp8TMA = v.rows, v.min, v.min, v.tma
+							saved, savedMin, saved8, savedT, savedV3, savedT9 := g.fp8Rows, g.fp8Rows4Min, g.fp8Rows8Min, g.fp8TMA, g.fp8V3, g.fp8T9
+							g.fp8Rows, g.fp8Rows4Min, g.fp8Rows8Min, g.fp8TMA, g.fp8V3, g.fp8T9 = v.rows, v.min, v.min, v.tma, v.v3, v.t9
 							mark := kernelMark(g)
 							g.MatMul(got, x.g, gw)
 							ks := queuedKernels(g, mark)
-							g.fp8Rows, g.fp8Rows4Min, g.fp8Rows8Min, g.fp8TMA = saved, savedMin, saved8, savedT
+							g.fp8Rows, g.fp8Rows4Min, g.fp8Rows8Min, g.fp8TMA, g.fp8V3, g.fp8T9 = saved, savedMin, saved8, savedT, savedV3, savedT9
 							sameTensors(t, fmt.Sprintf("%s: %s", what, v.want), g, got, d.g, 0)
 							if !slices.Equal(ks, []string{v.want}) {
 								t.Errorf("%s: kernels %v with %d rows per warp from %d rows, want %s", what, ks, v.rows, v.min, v.want)

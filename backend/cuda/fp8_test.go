@@ -235,27 +235,36 @@ func TestFP8BlockScaledGEMM(t *testing.T) {
 	}
 }
 
-// TestFP8MMAMoE checks the decode MoE on tensor cores (sm_90; FP16
-// activations): the default (moe_gummat9w for one token's gate|up pairs,
-// moe_dcmmatw for the down projections) against the float32 path, and each
-// of moe_dcmmat, moe_dcmmatw and moe_gummat9w against the kernels before
-// them (moe_gu2_fp8, moe_dcl2_fp8) within tolerance: 128×128 scale blocks,
-// with and without a shared expert, the rows asked for before the wait or
-// not, 1 and 3 rows, shapes whose rounds are refilled (1,536 columns: three
-// rounds of moe_gummat9w; 1,024: two of moe_dcmmatw, four of moe_dcmmat).
-// moe_gummat9w runs here whatever the grid's fill (guMMAAnyGrid).
+// TestFP8MMAMoE checks the decode MoE on tensor cores (sm_90): the default
+// (moe_gummat9q for one token's gate|up pairs, its activations as three
+// E4M3 parts; moe_dcmmatw for the down projections, FP16 activations) and
+// the same with moe_gummat9w against the float32 path, and each of
+// moe_dcmmat, moe_dcmmatw, moe_dcmmatq, moe_gummat9w and moe_gummat9q
+// against the kernels before them (moe_gu2_fp8, moe_dcl2_fp8) within
+// tolerance: 128×128 scale blocks, with and without a shared expert, the
+// rows asked for before the wait or not, 1 and 3 rows, shapes whose rounds
+// are refilled (1,536 columns: three rounds of moe_gummat9w; 1,024: two of
+// moe_dcmmatw, four of moe_dcmmat). moe_gummat9w and moe_gummat9q run here
+// whatever the grid's fill (guMMAAnyGrid).
 func TestFP8MMAMoE(t *testing.T) {
 	g := gpu(t, false)
 	if !g.fp8 || g.ccMaj < 9 {
 		t.Skip("the MoE on tensor cores needs fast mode and sm_90")
 	}
-	defer func(reg, dcm, wide, gum bool) {
-		g.dcReg, g.dcMMA, g.dcWide, g.guMMA, g.guMMAAnyGrid = reg, dcm, wide, gum, false
-	}(g.dcReg, g.dcMMA, g.dcWide, g.guMMA)
-	if !g.dcMMA || !g.dcWide || !g.guMMA {
-		t.Errorf("moe_dcmmatw and moe_gummat9w are not the defaults on sm_90")
+	defer func(reg, dcm, wide, gum bool, q8 int) {
+		g.dcReg, g.dcMMA, g.dcWide, g.guMMA, g.mmaE4M3, g.guMMAAnyGrid = reg, dcm, wide, gum, q8, false
+	}(g.dcReg, g.dcMMA, g.dcWide, g.guMMA, g.mmaE4M3)
+	if !g.dcMMA || !g.dcWide || !g.guMMA || g.mmaE4M3 != 1 {
+		t.Errorf("moe_dcmmatw and moe_gummat9q are not the defaults on sm_90")
 	}
 	g.guMMAAnyGrid = true
+	// two blocks per SM, Ring-flash's one wave of 256 (9 slots of 1,024 columns)
+	for _, k := range []struct {
+		name string
+		smem int
+	}{{"moe_dcmmatw", dcmmatSmem(9, 1024, true)}, {"moe_dcmmatq", dcmmatqSmem(9, 1024)}} {
+		t.Logf("%s: two blocks per SM with 9 slots of 1,024 columns: %v", k.name, g.allResident(k.name, 32*9, k.smem, 2*g.sms))
+	}
 	rng := rand.New(rand.NewSource(43))
 	const E, I, D = 8, 1024, 1536
 	mk := func(name string, rows, cols int) backend.HostWeight {
@@ -265,14 +274,19 @@ func TestFP8MMAMoE(t *testing.T) {
 	_, ggu := upload(t, g, mk("shared gate_up", 2*I, D))
 	_, gdn := upload(t, g, mk("shared down", D, I))
 	p := backend.RouteParams{TopK: 4, Groups: 1, TopKGroups: 1, Sigmoid: true, Normalize: true, Scale: 2.5}
-	type setting struct{ dcm, wide, gum bool }
+	// q8: moe_gummat9q and moe_dcmmatq (E4M3 activations) in place of
+	// moe_gummat9w and moe_dcmmatw
+	type setting struct{ dcm, wide, gum, q8 bool }
 	kernels := func(c setting, T int) []string {
 		gu, dc := "moe_gu2_fp8", "moe_dcl2_fp8"
 		if c.gum && T == 1 {
-			gu = "moe_gummat9w"
+			gu = map[bool]string{false: "moe_gummat9w", true: "moe_gummat9q"}[c.q8]
 		}
 		if c.dcm {
 			dc = map[bool]string{false: "moe_dcmmat", true: "moe_dcmmatw"}[c.wide]
+			if c.wide && c.q8 {
+				dc = "moe_dcmmatq"
+			}
 		}
 		return []string{gu, dc}
 	}
@@ -282,7 +296,7 @@ func TestFP8MMAMoE(t *testing.T) {
 		for _, shared := range []bool{false, true} {
 			for _, early := range []bool{true, false} {
 				run := func(c setting, o backend.Tensor) {
-					g.dcReg, g.dcMMA, g.dcWide, g.guMMA = early, c.dcm, c.wide, c.gum
+					g.dcReg, g.dcMMA, g.dcWide, g.guMMA, g.mmaE4M3 = early, c.dcm, c.wide, c.gum, map[bool]int{false: 0, true: 3}[c.q8]
 					mark := kernelMark(g)
 					if shared {
 						if !g.MoEShared(o, x.g, g.Route(l.g, nil, p), ge, ggu, gdn) {
@@ -300,11 +314,12 @@ func TestFP8MMAMoE(t *testing.T) {
 				}
 				base := g.Alloc(T, D)
 				run(setting{}, base)
-				for _, c := range []setting{{true, true, true}, {true, false, false}, {true, true, false}, {false, false, true}} {
+				for _, c := range []setting{{true, true, true, false}, {true, false, false, false}, {true, true, false, false}, {false, false, true, false},
+					{true, true, true, true}, {false, false, true, true}, {true, true, false, true}} {
 					what := fmt.Sprintf("%v T=%d shared=%v early=%v", kernels(c, T), T, shared, early)
 					d := zeroT(g, T, D)
 					run(c, d.g)
-					if c == (setting{true, true, true}) && !shared {
+					if c.dcm && c.wide && c.gum && !shared {
 						host().MoE(d.c, x.c, host().Route(l.c, nil, p), ce)
 						compare(t, what+" against the float32 path", g, d, fastTol)
 					}

@@ -1344,6 +1344,18 @@ extern "C" __global__ void __launch_bounds__(32 * FP8T_W, 2) gemv_fp8t8(const fl
     return X;
   });
 }
+// gemv_fp8t9: gemv_fp8t8 with 9 warps per block (108 KB: still two per SM),
+// for products whose gemv_fp8t8 grid would run as two waves: the first
+// dense layer's 18,432-row gate|up of Ring-flash in 256 blocks instead of
+// 288 (thirtieth session; the same sums; RINGO_CUDA_FP8_T9=0 keeps
+// gemv_fp8t8).
+extern "C" __global__ void __launch_bounds__(32 * (FP8T_W + 1), 2) gemv_fp8t9(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt,
+                                                                                    int N, int K, const float* S, int sc, int br, int bc, float* Y, i64 ldy) {
+  gv_stream<GvFP8, FP8T_R, FP8T_W + 1, FP8T_S>(Wt, N, K, S, sc, br, bc, Y, [&] {
+    PDL_ENTER();
+    return X;
+  });
+}
 // gemv_bf16t4n: gemv_bf16v4n (the input norm in every block, four rows per
 // warp, the same sums) with its rows streamed into shared memory by bulk
 // copies (gv_stream): each warp keeps BF16T_S of the 8 rounds of its rows
@@ -1368,6 +1380,14 @@ extern "C" __global__ void __launch_bounds__(256, 2) gemv_bf16t4n(const float* X
 extern "C" __global__ void gemv_fp8v2(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br,
                                       int bc, float* Y, i64 ldy) {
   gemv_fp8_rows<2, GV_P>(X, Wt, N, K, S, sc, br, bc, Y);
+}
+// gemv_fp8v3: three whole rows per warp (24 per block), for products whose
+// gemv_fp8v2 grid (16 rows per block, two blocks per SM) would run as two
+// waves: Ring-flash's 5,120-row softmax qkv in 214 blocks instead of 320
+// (thirtieth session; the same sums; RINGO_CUDA_FP8_V3=0 keeps gemv_fp8v2).
+extern "C" __global__ void __launch_bounds__(256, 2) gemv_fp8v3(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K,
+                                                               const float* S, int sc, int br, int bc, float* Y, i64 ldy) {
+  gemv_fp8_rows<3, GV_P>(X, Wt, N, K, S, sc, br, bc, Y);
 }
 extern "C" __global__ void __launch_bounds__(256, 2) gemv_fp8v4(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K,
                                                                const float* S, int sc, int br, int bc, float* Y, i64 ldy) {
@@ -2040,6 +2060,81 @@ __device__ __forceinline__ void to_f16x2(const float* x, int K, float s2, u32* x
     xh[k / 2] = h;
   }
 }
+// mma16832e4: d += a·b, one m16n8k32 tensor-core product of E4M3 inputs
+// with FP32 sums (sm_89 and later).
+__device__ __forceinline__ void mma16832e4(float (&d)[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+  asm volatile("mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+               : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+// f32x2_e4m3x2 rounds two values to E4M3 (to nearest, finite): lo in the
+// low byte of the 16 bits returned, hi in the next.
+__device__ __forceinline__ u32 f32x2_e4m3x2(float lo, float hi) {
+  unsigned short r;
+  asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+// e4m3x2_f32x2 widens two E4M3 values (the low 16 bits of w16; .x the low byte).
+__device__ __forceinline__ float2 e4m3x2_f32x2(u32 w16) {
+  u32 h = e4m3x2_h2(w16);
+  float a, b;
+  asm("{.reg .b16 l, u;\n mov.b32 {l, u}, %2;\n cvt.f32.f16 %0, l;\n cvt.f32.f16 %1, u;}" : "=f"(a), "=f"(b) : "r"(h));
+  return make_float2(a, b);
+}
+// Q8P(K): the stride of to_e4m3x3's planes for K columns in the kernels
+// (64 bytes of padding: planes 0 and 1, read by one quarter of a warp at
+// once, in other banks); q8Smem(K) in ops.go is their shared memory,
+// 3·Q8P(K) + K/32 bytes rounded up to 16.
+#define Q8P(K) ((K) + 64)
+#define Q8SMEM(K) ((3 * Q8P(K) + (K) / 32 + 15) & ~15)
+// to_e4m3x3 stages K activation values x for mma_round's E4M3 products (Q):
+// for each 128-column block kb = i0, i0 + step, ... (one warp a block), the
+// power of two 2^e that brings the block's largest magnitude below 2^8
+// (E4M3's largest finite value is 448), and the scaled values y as the sum
+// of three E4M3 parts, hi = E4M3(y), lo = E4M3(y − hi) and
+// lo2 = E4M3(y − hi − lo) (about 12 significant bits, FP16's 11), stored at
+// their columns in the planes xq, xq + P and xq + 2·P; xinv[kb] = 2^-e.
+// The products then need no widening of the weights: the three planes are
+// three columns of the mma's activation matrix. K % 128 == 0.
+__device__ __forceinline__ void to_e4m3x3(const float* x, int K, unsigned char* xq, int P, float* xinv, int i0, int step, int lane) {
+  constexpr int NB = 4;  // blocks whose values are loaded at once
+  for (int kb0 = i0; kb0 < K / 128; kb0 += NB * step) {
+    float v[NB][4];
+#pragma unroll
+    for (int u = 0; u < NB; u++)
+#pragma unroll
+      for (int j = 0; j < 4; j++) v[u][j] = kb0 + u * step < K / 128 ? x[128 * (kb0 + u * step) + 4 * lane + j] : 0.f;
+#pragma unroll
+    for (int u = 0; u < NB; u++) {
+      int kb = kb0 + u * step;
+      if (kb >= K / 128) break;
+      float m = fmaxf(fmaxf(fabsf(v[u][0]), fabsf(v[u][1])), fmaxf(fabsf(v[u][2]), fabsf(v[u][3])));
+      m = __shfl_sync(0xffffffffu, warp_max(m), 0);
+      int e = 0;
+      if (m > 0.f) {
+        frexpf(m, &e);  // m < 2^e
+        e = min(max(8 - e, -100), 100);
+      }
+      float sc = ldexpf(1.f, e);
+      u32 pq[3] = {0u, 0u, 0u};
+#pragma unroll
+      for (int j = 0; j < 4; j += 2) {
+        float a = v[u][j] * sc, b = v[u][j + 1] * sc;
+#pragma unroll
+        for (int q = 0; q < 3; q++) {
+          u32 h = f32x2_e4m3x2(a, b);
+          float2 f = e4m3x2_f32x2(h);
+          a -= f.x;
+          b -= f.y;
+          pq[q] |= h << (8 * j);
+        }
+      }
+#pragma unroll
+      for (int q = 0; q < 3; q++) *(u32*)(xq + q * P + 128 * kb + 4 * lane) = pq[q];
+      if (lane == 0) xinv[kb] = ldexpf(1.f, -e);
+    }
+  }
+}
 // mma_round multiplies a stage of 16 rows of CR E4M3 columns (at a stride
 // of RS bytes) by the matching columns of an FP16 activation row (xr, from
 // 128-column block kb0; lanes with xon false, the mma's other columns,
@@ -2047,8 +2142,14 @@ __device__ __forceinline__ void to_f16x2(const float* x, int K, float s2, u32* x
 // sum(kb, d) (d[0]: row g, d[2]: row g + 8, in lanes with t == 0). Every
 // lane reads its bytes of the stage first, 256 columns at a time, and
 // refill() runs once the last are read.
-template <int CR, int RS, class R, class F>
-__device__ __forceinline__ void mma_round(const unsigned char* sb, const uint4* xr, int kb0, int g, int t, bool xon, R refill, F sum) {
+//
+// Q: the activations are to_e4m3x3's three E4M3 planes (xr their first
+// byte, P bytes apart; xon: lanes g < 3, plane g as the mma's column g),
+// each 64 columns two m16n8k32 products of the stage's bytes as they are;
+// sum(kb, d) then gets row g's parts in d[0] + d[1] (lanes t == 0: hi and
+// lo; t == 1: lo2) and row g + 8's in d[2] + d[3].
+template <int CR, int RS, bool Q = false, class R, class F>
+__device__ __forceinline__ void mma_round(const unsigned char* sb, const uint4* xr, int kb0, int g, int t, bool xon, R refill, F sum, int P = 0) {
 #pragma unroll
   for (int hh = 0; hh < CR / 256; hh++) {
     uint4 wa[2][2], wb[2][2];  // [128-column block][64-column half]: rows g and g + 8
@@ -2069,6 +2170,13 @@ __device__ __forceinline__ void mma_round(const unsigned char* sb, const uint4* 
       float d[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
       for (int c = 0; c < 2; c++) {
+        if (Q) {
+          uint4 xq = make_uint4(0, 0, 0, 0), aa = wa[h][c], bb = wb[h][c];
+          if (xon) xq = *(const uint4*)((const unsigned char*)xr + g * P + 128 * kb + 64 * c + 16 * t);
+          mma16832e4(d, aa.x, bb.x, aa.y, bb.y, xq.x, xq.y);
+          mma16832e4(d, aa.z, bb.z, aa.w, bb.w, xq.z, xq.w);
+          continue;
+        }
         uint4 x0 = make_uint4(0, 0, 0, 0), x1 = x0;
         if (xon) {
           int qx = (128 * kb + 64 * c + 16 * t) / 8;
@@ -2097,7 +2205,9 @@ __device__ __forceinline__ void mma_round(const unsigned char* sb, const uint4* 
 // first rounds and skip the PDL wait when early & 1, as in moe_gu; the
 // routed ones need the routing's ids first. Needs br % 8 == 0, I % 8 == 0,
 // bc % 128 == 0. Dynamic shared memory: W·S·16·(CR + 64) + 2·K bytes.
-template <int W, int S, bool FLAT, int CR = 256>
+// Q: the activation row as to_e4m3x3's planes, the products E4M3 by E4M3
+// (mma_round's Q): W·S·16·(CR + 64) + q8Smem(K) bytes.
+template <int W, int S, bool FLAT, int CR = 256, bool Q = false>
 __device__ __forceinline__ void moe_gummat_impl(const float* X, i64 ldx, const int* ids, int topk, const unsigned char* __restrict__ Wt, const float* Sf,
                                                 int br, int bc, int I, int K, float* A, const unsigned char* __restrict__ Ws, const float* Ss, int ns,
                                                 int early, int KS) {
@@ -2149,25 +2259,30 @@ __device__ __forceinline__ void moe_gummat_impl(const float* X, i64 ldx, const i
   // the slot's activation row to FP16, scaled so that its largest magnitude is below 2^15 (f16_pow2)
   const float* x = FLAT ? X : X + (routed ? s / topk : s - ns) * ldx;
   u32* xh = (u32*)(fsm + W * S * STG);
-  float m = 0.f;
-  for (int k = threadIdx.x; k < K; k += blockDim.x) m = fmaxf(m, fabsf(x[k]));
-  m = warp_max(m);
-  if (lane == 0) red[w] = m;
-  __syncthreads();
-  m = 0.f;
-  for (int i = 0; i < W; i++) m = fmaxf(m, red[i]);
-  float s2, inv;
-  f16_pow2(m, s2, inv);
-  to_f16x2(x, K, s2, xh, threadIdx.x, blockDim.x);
+  float* xinv = (float*)(fsm + W * S * STG + 3 * Q8P(K));
+  float s2, inv = 1.f;
+  if (Q) {
+    to_e4m3x3(x, K, (unsigned char*)xh, Q8P(K), xinv, w, W, lane);
+  } else {
+    float m = 0.f;
+    for (int k = threadIdx.x; k < K; k += blockDim.x) m = fmaxf(m, fabsf(x[k]));
+    m = warp_max(m);
+    if (lane == 0) red[w] = m;
+    __syncthreads();
+    m = 0.f;
+    for (int i = 0; i < W; i++) m = fmaxf(m, red[i]);
+    f16_pow2(m, s2, inv);
+    to_f16x2(x, K, s2, xh, threadIdx.x, blockDim.x);
+  }
   __syncthreads();
   const uint4* xr = (const uint4*)xh;
-  bool xon = g == 0;
+  bool xon = Q ? g < 3 : g == 0;
   float tot[4] = {0.f, 0.f, 0.f, 0.f};
   for (int u = 0; u < NR; u++) {
     int b = u % S;
     mbar_wait(bar0 + 8 * b, (u32)(u / S) & 1);
     // (k0 + CR·u >= 0: an unsigned division, as the measured kernel had)
-    mma_round<CR, RS>(
+    mma_round<CR, RS, Q>(
         st + b * STG, xr, (int)((unsigned)(k0 + CR * u) / 128), g, t, xon,
         [&] {
           if (u + S < NR) {
@@ -2177,9 +2292,20 @@ __device__ __forceinline__ void moe_gummat_impl(const float* X, i64 ldx, const i
         },
         [&](int kb, const float(&d)[4]) {
           int kc = (128 * kb) / bc;
-          tot[0] += sg[kc] * d[0];
-          tot[2] += su[kc] * d[2];
-        });
+          if (Q) {
+            float xi = xinv[kb];
+            tot[0] += sg[kc] * xi * (d[0] + d[1]);
+            tot[2] += su[kc] * xi * (d[2] + d[3]);
+          } else {
+            tot[0] += sg[kc] * d[0];
+            tot[2] += su[kc] * d[2];
+          }
+        },
+        Q8P(K));
+  }
+  if (Q) {  // lo2's sums (lanes t == 1) to the lanes t == 0
+    tot[0] += __shfl_down_sync(0xffffffffu, tot[0], 1);
+    tot[2] += __shfl_down_sync(0xffffffffu, tot[2], 1);
   }
   part[w][0][lane] = tot[0];
   part[w][1][lane] = tot[2];
@@ -2203,6 +2329,13 @@ extern "C" __global__ void __launch_bounds__(288, 1) moe_gummat9w(const float* X
                                                                 const float* S, int br, int bc, int I, int K, float* A, const unsigned char* __restrict__ Ws,
                                                                 const float* Ss, int ns, int early, int KS) {
   moe_gummat_impl<9, 2, true, 512>(X, ldx, ids, topk, Wt, S, br, bc, I, K, A, Ws, Ss, ns, early, 1);
+}
+// moe_gummat9q: moe_gummat9w with the activation row as three E4M3 parts and
+// the products E4M3 by E4M3 (m16n8k32; RINGO_CUDA_MMA_E4M3=1).
+extern "C" __global__ void __launch_bounds__(288, 1) moe_gummat9q(const float* X, i64 ldx, const int* ids, int topk, const unsigned char* __restrict__ Wt,
+                                                                const float* S, int br, int bc, int I, int K, float* A, const unsigned char* __restrict__ Ws,
+                                                                const float* Ss, int ns, int early, int KS) {
+  moe_gummat_impl<9, 2, true, 512, true>(X, ldx, ids, topk, Wt, S, br, bc, I, K, A, Ws, Ss, ns, early, 1);
 }
 // moe_gu4_fp8: four pairs per warp in rounds of two chunks (the same 64
 // weight registers as moe_gu2_fp8), x loaded once for eight rows
@@ -2355,8 +2488,10 @@ MOE_DCL_FP8(moe_dcl4_fp8, 4, 1)
 // bc % 128 == 0, br % 16 == 0, K % 256 == 0, m <= MOE_DC_MAXS. Dynamic
 // shared memory: m·(SS·16·(CR + 64) + 2·K) bytes (moe_dcmmat: SS = DCM_S
 // stages of CR = 256 columns).
+// Q: the activation rows as to_e4m3x3's planes, the products E4M3 by E4M3
+// (mma_round's Q): m·(SS·16·(CR + 64) + Q8SMEM(K)) bytes.
 #define DCM_S 2
-template <int SS, int CR>
+template <int SS, int CR, bool Q = false>
 __device__ __forceinline__ void moe_dcmmat_impl(const float* A, const int* ids, const float* wts, int topk, const unsigned char* __restrict__ Wt,
                                                 const float* Sf, int br, int bc, int N, int K, float* D, i64 ldd, const unsigned char* __restrict__ Ws,
                                                 const float* Ss, int ns, int early) {
@@ -2395,22 +2530,27 @@ __device__ __forceinline__ void moe_dcmmat_impl(const float* A, const int* ids, 
   const float* Sc = (q < topk ? Sf : Ss) + e * (N / br) * (K / bc) + (i64)(min(n0, N - 1) / br) * (K / bc);
   // the slot's activation row to FP16 by this warp (f16_pow2)
   const float* a = A + (i64)s * K;
-  u32* xh = (u32*)(fsm + m * SS * STG) + q * (K / 2);
-  float mx = 0.f;
-  for (int k = lane; k < K; k += 32) mx = fmaxf(mx, fabsf(a[k]));
-  mx = __shfl_sync(0xffffffffu, warp_max(mx), 0);
-  float s2, inv;
-  f16_pow2(mx, s2, inv);
+  u32* xh = Q ? (u32*)(fsm + m * SS * STG + q * Q8SMEM(K)) : (u32*)(fsm + m * SS * STG) + q * (K / 2);
+  float* xinv = (float*)((unsigned char*)xh + 3 * Q8P(K));
+  float s2, inv = 1.f;
+  if (Q) {
+    to_e4m3x3(a, K, (unsigned char*)xh, Q8P(K), xinv, 0, 1, lane);
+  } else {
+    float mx = 0.f;
+    for (int k = lane; k < K; k += 32) mx = fmaxf(mx, fabsf(a[k]));
+    mx = __shfl_sync(0xffffffffu, warp_max(mx), 0);
+    f16_pow2(mx, s2, inv);
+    to_f16x2(a, K, s2, xh, lane, 32);
+  }
   inv *= q < topk ? wts[tk * topk + q] : 1.f;
-  to_f16x2(a, K, s2, xh, lane, 32);
   __syncwarp();
   const uint4* xr = (const uint4*)xh;
-  bool xon = g == 0;
+  bool xon = Q ? g < 3 : g == 0;
   float tot[4] = {0.f, 0.f, 0.f, 0.f};
   for (int u = 0; u < NR; u++) {
     int b = u % SS;
     mbar_wait(bar0 + 8 * b, (u32)(u / SS) & 1);
-    mma_round<CR, RS>(
+    mma_round<CR, RS, Q>(
         st + b * STG, xr, (CR / 128) * u, g, t, xon,
         [&] {
           if (u + SS < NR) {
@@ -2420,9 +2560,20 @@ __device__ __forceinline__ void moe_dcmmat_impl(const float* A, const int* ids, 
         },
         [&](int kb, const float(&d)[4]) {
           float sc = Sc[(128 * kb) / bc];
-          tot[0] += sc * d[0];
-          tot[2] += sc * d[2];
-        });
+          if (Q) {
+            sc *= xinv[kb];
+            tot[0] += sc * (d[0] + d[1]);
+            tot[2] += sc * (d[2] + d[3]);
+          } else {
+            tot[0] += sc * d[0];
+            tot[2] += sc * d[2];
+          }
+        },
+        Q8P(K));
+  }
+  if (Q) {  // lo2's sums (lanes t == 1) to the lanes t == 0
+    tot[0] += __shfl_down_sync(0xffffffffu, tot[0], 1);
+    tot[2] += __shfl_down_sync(0xffffffffu, tot[2], 1);
   }
   part[q][0][lane] = tot[0] * inv;
   part[q][1][lane] = tot[2] * inv;
@@ -2453,6 +2604,15 @@ extern "C" __global__ void __launch_bounds__(32 * MOE_DC_MAXS, 2) moe_dcmmatw(co
                                                                            int K, float* D, i64 ldd, const unsigned char* __restrict__ Ws, const float* Ss,
                                                                            int ns, int early) {
   moe_dcmmat_impl<1, 512>(A, ids, wts, topk, Wt, Sf, br, bc, N, K, D, ldd, Ws, Ss, ns, early);
+}
+// moe_dcmmatq: moe_dcmmatw with the activations as three E4M3 parts and the
+// products E4M3 by E4M3 (m16n8k32): no widening of the weights, half the
+// mma (RINGO_CUDA_MMA_E4M3=1; thirtieth session).
+extern "C" __global__ void __launch_bounds__(32 * MOE_DC_MAXS, 2) moe_dcmmatq(const float* A, const int* ids, const float* wts, int topk,
+                                                                           const unsigned char* __restrict__ Wt, const float* Sf, int br, int bc, int N,
+                                                                           int K, float* D, i64 ldd, const unsigned char* __restrict__ Ws, const float* Ss,
+                                                                           int ns, int early) {
+  moe_dcmmat_impl<1, 512, true>(A, ids, wts, topk, Wt, Sf, br, bc, N, K, D, ldd, Ws, Ss, ns, early);
 }
 
 
@@ -3335,6 +3495,14 @@ __device__ __forceinline__ void attn_group(float* o, i64 ldo, const float* q, i6
 }
 extern "C" __global__ void k_attn(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, int nspans, const i64* caches, int H, int Hkv,
                                   int hd, float scale, float* part) { PDL_ENTER();
+  attn_group<1>(o, ldo, q, ldq, spans, nspans, caches, H, Hkv, hd, scale, part);
+}
+// k_attn4: k_attn held to 64 registers (it takes 72), so that four blocks
+// fit per SM: Ring-flash's 32 query heads in 16 key splits are 512 blocks,
+// which at three per SM ran as two waves (thirtieth session; the same
+// arithmetic; RINGO_CUDA_ATTN_BOUNDS=0 runs k_attn).
+extern "C" __global__ void __launch_bounds__(256, 4) k_attn4(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, int nspans, const i64* caches,
+                                                            int H, int Hkv, int hd, float scale, float* part) { PDL_ENTER();
   attn_group<1>(o, ldo, q, ldq, spans, nspans, caches, H, Hkv, hd, scale, part);
 }
 extern "C" __global__ void k_attn_g2(float* o, i64 ldo, const float* q, i64 ldq, const int* spans, int nspans, const i64* caches, int H, int Hkv,

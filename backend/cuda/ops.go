@@ -379,12 +379,22 @@ func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *wei
 						r = 2
 					}
 					name, rows = [...]string{2: "gemv_fp8v2", 4: "gemv_fp8v4", 8: "gemv_fp8v8"}[r], 8*r
+					if r == 2 && (b.fp8V3 == 2 || b.fp8V3 == 1 && !b.allResident(name, 256, 0, (N+15)/16) && b.allResident("gemv_fp8v3", 256, 0, (N+23)/24)) {
+						// three rows per warp where two would take two waves
+						name, rows = "gemv_fp8v3", 24
+					}
 				}
 			}
 			threads, smem := 256, 0
 			if name == "gemv_fp8v8" && b.fp8TMA {
 				// the same rows per warp, streamed by bulk copies
 				name, threads, smem = "gemv_fp8t8", 32*fp8tWarps, fp8tSmem
+				t9 := b.fp8T9 == 2 || b.fp8T9 == 1 && !b.allResident(name, threads, smem, (N+rows-1)/rows) &&
+					b.allResident("gemv_fp8t9", 32*(fp8tWarps+1), fp8t9Smem, (N+rows+fp8tRows-1)/(rows+fp8tRows))
+				if t9 && b.smemOptin >= fp8t9Smem+1024 {
+					// a ninth warp per block where eight would take two waves
+					name, threads, smem, rows = "gemv_fp8t9", 32*(fp8tWarps+1), fp8t9Smem, rows+fp8tRows
+				}
 			}
 			b.launch(name, dim3{(N + rows - 1) / rows, 1, 1}, dim3{threads, 1, 1}, smem, pArg(px), lArg(ldx), iArg(T), pArg(w.p), iArg(N), iArg(K),
 				pArg(w.scale), iArg(w.sc), iArg(w.br), iArg(w.bc), pArg(pd), lArg(ldd))
@@ -969,6 +979,7 @@ func (b *Backend) recGateNorm(dst, x, gate backend.Tensor, w *weight, wfull bool
 const (
 	fp8tRows, fp8tWarps, fp8tStages = 8, 8, 3
 	fp8tSmem                        = fp8tWarps * fp8tStages * fp8tRows * 512
+	fp8t9Smem                       = (fp8tWarps + 1) * fp8tStages * fp8tRows * 512 // gemv_fp8t9
 	// gemv_bf16t4n's: 8 warps of 4 rows, BF16T_S stages
 	bf16tSmem = 8 * 4 * 4 * 512
 )
@@ -1289,6 +1300,9 @@ func (b *Backend) Attention(dst, q, k, v backend.Tensor, spans []backend.Span, c
 	}
 	pd, pq := b.ptr("Attention", dst), b.ptr("Attention", q)
 	name := "k_attn"
+	if b.attnBounds {
+		name = "k_attn4"
+	}
 	if grouped {
 		name = [...]string{2: "k_attn_g2", 4: "k_attn_g4", 8: "k_attn_g8"}[G]
 	}
@@ -1850,7 +1864,11 @@ func (b *Backend) moeVector(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rI
 		}
 		if fp8 && T == 1 && b.guMMAFits(e, slots) {
 			// the pairs on tensor cores, the warps numbered across the slots' tiles
-			b.launch("moe_gummat9w", dim3{(slots*I/8 + 8) / 9, 1, 1}, dim3{32 * 9, 1, 1}, gummat9wSmem(D), append(append(a, shared(gateUp)...), bArg(early), iArg(1))...)
+			name, smem := "moe_gummat9w", gummat9wSmem(D)
+			if b.mmaE4M3&1 != 0 {
+				name, smem = "moe_gummat9q", gummat9qSmem(D)
+			}
+			b.launch(name, dim3{(slots*I/8 + 8) / 9, 1, 1}, dim3{32 * 9, 1, 1}, smem, append(append(a, shared(gateUp)...), bArg(early), iArg(1))...)
 		} else {
 			b.launch(gu, dim3{(I + wg*pr - 1) / (wg * pr), slots, 1}, dim3{32 * wg, 1, 1}, 0, append(append(a, shared(gateUp)...), bArg(early))...)
 		}
@@ -1866,10 +1884,14 @@ func (b *Backend) moeVector(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rI
 		if fp8 && b.dcMMA && e.bc%128 == 0 && e.br%16 == 0 && I%256 == 0 && m <= moeDCMaxTopK+1 && dcmmatSmem(m, I, false)+(6<<10) <= b.smemOptin {
 			// the down projections on tensor cores, a warp per slot
 			name, wide := "moe_dcmmat", b.dcWide && I%512 == 0 && dcmmatSmem(m, I, true)+(6<<10) <= b.smemOptin
+			smem := dcmmatSmem(m, I, wide)
 			if wide {
 				name = "moe_dcmmatw"
+				if b.mmaE4M3&2 != 0 && dcmmatqSmem(m, I)+(6<<10) <= b.smemOptin {
+					name, smem = "moe_dcmmatq", dcmmatqSmem(m, I)
+				}
 			}
-			b.launch(name, dim3{(D + 15) / 16, T, 1}, dim3{32 * m, 1, 1}, dcmmatSmem(m, I, wide), append(append(a, shared(down)...), bArg(b.dcReg))...)
+			b.launch(name, dim3{(D + 15) / 16, T, 1}, dim3{32 * m, 1, 1}, smem, append(append(a, shared(down)...), bArg(b.dcReg))...)
 		} else if r := b.dclRows; fp8 && r > 0 && I <= 1024 {
 			// r rows per warp, their slots one after another (moe_dcl)
 			name := [...]string{1: "moe_dcl_fp8", 2: "moe_dcl2_fp8", 4: "moe_dcl4_fp8"}[r] // no formatting per launch
@@ -1914,6 +1936,19 @@ func dcmmatSmem(m, I int, wide bool) int {
 // activation row in FP16 (kernels.cu).
 func gummat9wSmem(K int) int { return 9*2*16*576 + 2*K }
 
+// q8Smem is the shared memory of an activation row of K columns as
+// to_e4m3x3's three E4M3 planes (Q8SMEM in kernels.cu): each K bytes and
+// 64 of padding, then a float per 128 columns, rounded up to 16 bytes.
+func q8Smem(K int) int { return (3*(K+64) + K/32 + 15) &^ 15 }
+
+// gummat9qSmem is moe_gummat9q's dynamic shared memory for K columns:
+// moe_gummat9w's stages and the row as E4M3 planes.
+func gummat9qSmem(K int) int { return 9*2*16*576 + q8Smem(K) }
+
+// dcmmatqSmem is moe_dcmmatq's dynamic shared memory for m slots of I
+// columns: moe_dcmmatw's stage per warp and its row as E4M3 planes.
+func dcmmatqSmem(m, I int) int { return m * (16*576 + q8Smem(I)) }
+
 // guMMAFits says whether one token's gate|up pairs of FP8 experts e in
 // slots slots run as moe_gummat9w: sm_90, the shapes it needs, and a grid
 // of one block per SM that fills at least 90 % of the SMs in one wave
@@ -1922,7 +1957,7 @@ func gummat9wSmem(K int) int { return 9*2*16*576 + 2*K }
 func (b *Backend) guMMAFits(e *experts, slots int) bool {
 	I, K := e.inter, e.dim
 	if !b.guMMA || e.kind != backend.F8E4M3 || I%8 != 0 || K%512 != 0 || e.br%8 != 0 || e.bc%128 != 0 || slots > moeDCMaxTopK+1 ||
-		gummat9wSmem(K)+(6<<10) > b.smemOptin {
+		max(gummat9wSmem(K), gummat9qSmem(K))+(6<<10) > b.smemOptin {
 		return false
 	}
 	blocks := (slots*I/8 + 8) / 9
