@@ -251,11 +251,11 @@ func TestFP8MMAMoE(t *testing.T) {
 	if !g.fp8 || g.ccMaj < 9 {
 		t.Skip("the MoE on tensor cores needs fast mode and sm_90")
 	}
-	defer func(reg, dcm, wide, gum bool, q8 int) {
-		g.dcReg, g.dcMMA, g.dcWide, g.guMMA, g.mmaE4M3, g.guMMAAnyGrid = reg, dcm, wide, gum, q8, false
-	}(g.dcReg, g.dcMMA, g.dcWide, g.guMMA, g.mmaE4M3)
-	if !g.dcMMA || !g.dcWide || !g.guMMA || g.mmaE4M3 != 1 {
-		t.Errorf("moe_dcmmatw and moe_gummat9q are not the defaults on sm_90")
+	defer func(reg, dcm, wide, gum, op bool, q8 int) {
+		g.dcReg, g.dcMMA, g.dcWide, g.guMMA, g.dcOnePass, g.mmaE4M3, g.guMMAAnyGrid = reg, dcm, wide, gum, op, q8, false
+	}(g.dcReg, g.dcMMA, g.dcWide, g.guMMA, g.dcOnePass, g.mmaE4M3)
+	if !g.dcMMA || !g.dcWide || !g.guMMA || !g.dcOnePass || g.mmaE4M3 != 1 {
+		t.Errorf("moe_dcmmatw1 and moe_gummat9q are not the defaults on sm_90")
 	}
 	g.guMMAAnyGrid = true
 	// two blocks per SM, Ring-flash's one wave of 256 (9 slots of 1,024 columns)
@@ -275,8 +275,9 @@ func TestFP8MMAMoE(t *testing.T) {
 	_, gdn := upload(t, g, mk("shared down", D, I))
 	p := backend.RouteParams{TopK: 4, Groups: 1, TopKGroups: 1, Sigmoid: true, Normalize: true, Scale: 2.5}
 	// q8: moe_gummat9q and moe_dcmmatq (E4M3 activations) in place of
-	// moe_gummat9w and moe_dcmmatw
-	type setting struct{ dcm, wide, gum, q8 bool }
+	// moe_gummat9w and moe_dcmmatw; op: moe_dcmmatw1 (one pass of loads)
+	// in place of moe_dcmmatw
+	type setting struct{ dcm, wide, gum, q8, op bool }
 	kernels := func(c setting, T int) []string {
 		gu, dc := "moe_gu2_fp8", "moe_dcl2_fp8"
 		if c.gum && T == 1 {
@@ -286,6 +287,8 @@ func TestFP8MMAMoE(t *testing.T) {
 			dc = map[bool]string{false: "moe_dcmmat", true: "moe_dcmmatw"}[c.wide]
 			if c.wide && c.q8 {
 				dc = "moe_dcmmatq"
+			} else if c.wide && c.op {
+				dc = "moe_dcmmatw1"
 			}
 		}
 		return []string{gu, dc}
@@ -296,7 +299,7 @@ func TestFP8MMAMoE(t *testing.T) {
 		for _, shared := range []bool{false, true} {
 			for _, early := range []bool{true, false} {
 				run := func(c setting, o backend.Tensor) {
-					g.dcReg, g.dcMMA, g.dcWide, g.guMMA, g.mmaE4M3 = early, c.dcm, c.wide, c.gum, map[bool]int{false: 0, true: 3}[c.q8]
+					g.dcReg, g.dcMMA, g.dcWide, g.guMMA, g.dcOnePass, g.mmaE4M3 = early, c.dcm, c.wide, c.gum, c.op, map[bool]int{false: 0, true: 3}[c.q8]
 					mark := kernelMark(g)
 					if shared {
 						if !g.MoEShared(o, x.g, g.Route(l.g, nil, p), ge, ggu, gdn) {
@@ -314,14 +317,22 @@ func TestFP8MMAMoE(t *testing.T) {
 				}
 				base := g.Alloc(T, D)
 				run(setting{}, base)
-				for _, c := range []setting{{true, true, true, false}, {true, false, false, false}, {true, true, false, false}, {false, false, true, false},
-					{true, true, true, true}, {false, false, true, true}, {true, true, false, true}} {
+				wide := zeroT(g, T, D) // moe_dcmmatw's, for moe_dcmmatw1
+				for _, c := range []setting{{true, true, true, false, false}, {true, false, false, false, false}, {true, true, false, false, false},
+					{false, false, true, false, false}, {true, true, true, true, false}, {false, false, true, true, false}, {true, true, false, true, false},
+					{true, true, false, false, true}} {
 					what := fmt.Sprintf("%v T=%d shared=%v early=%v", kernels(c, T), T, shared, early)
 					d := zeroT(g, T, D)
 					run(c, d.g)
 					if c.dcm && c.wide && c.gum && !shared {
 						host().MoE(d.c, x.c, host().Route(l.c, nil, p), ce)
 						compare(t, what+" against the float32 path", g, d, fastTol)
+					}
+					switch c {
+					case setting{true, true, false, false, false}:
+						g.Copy(wide.g, d.g)
+					case setting{true, true, false, false, true}:
+						sameTensors(t, what+" against moe_dcmmatw", g, d.g, wide.g, 0)
 					}
 					if e := gpuRelErr(g, d.g, base); e > 2e-3 || math.IsNaN(e) {
 						t.Errorf("%s: relative error %.3g against moe_gu2_fp8 + moe_dcl2_fp8", what, e)
@@ -331,6 +342,7 @@ func TestFP8MMAMoE(t *testing.T) {
 					g.Free(d.g)
 				}
 				g.Free(base)
+				g.Free(wide.g)
 			}
 		}
 	}

@@ -2060,6 +2060,33 @@ __device__ __forceinline__ void to_f16x2(const float* x, int K, float s2, u32* x
     xh[k / 2] = h;
   }
 }
+// stage_f16_warp is f16_pow2 and to_f16x2(a, K, s2, xh, lane, 32) by one
+// warp from one pass of loads (the same values: the largest magnitude of the
+// row, then its pairs scaled): lane's pairs lane, lane + 32, ... held in
+// registers between the two. K <= 64·NPL, a 8-byte aligned.
+template <int NPL>
+__device__ __forceinline__ void stage_f16_warp(const float* a, int K, u32* xh, int lane, float& inv) {
+  float2 v[NPL];
+  float mx = 0.f;
+#pragma unroll
+  for (int j = 0; j < NPL; j++) {
+    int k = 2 * (lane + 32 * j);
+    v[j] = k < K ? *(const float2*)(a + k) : make_float2(0.f, 0.f);
+    mx = fmaxf(mx, fmaxf(fabsf(v[j].x), fabsf(v[j].y)));
+  }
+  mx = __shfl_sync(0xffffffffu, warp_max(mx), 0);
+  float s2;
+  f16_pow2(mx, s2, inv);
+#pragma unroll
+  for (int j = 0; j < NPL; j++) {
+    int k = 2 * (lane + 32 * j);
+    if (k < K) {
+      u32 h;
+      asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(h) : "f"(v[j].y * s2), "f"(v[j].x * s2));
+      xh[k / 2] = h;
+    }
+  }
+}
 // mma16832e4: d += a·b, one m16n8k32 tensor-core product of E4M3 inputs
 // with FP32 sums (sm_89 and later).
 __device__ __forceinline__ void mma16832e4(float (&d)[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
@@ -2490,8 +2517,10 @@ MOE_DCL_FP8(moe_dcl4_fp8, 4, 1)
 // stages of CR = 256 columns).
 // Q: the activation rows as to_e4m3x3's planes, the products E4M3 by E4M3
 // (mma_round's Q): m·(SS·16·(CR + 64) + Q8SMEM(K)) bytes.
+// OP (not Q; K <= 1024): the activation row staged from one pass of loads
+// (stage_f16_warp: the same values).
 #define DCM_S 2
-template <int SS, int CR, bool Q = false>
+template <int SS, int CR, bool Q = false, bool OP = false>
 __device__ __forceinline__ void moe_dcmmat_impl(const float* A, const int* ids, const float* wts, int topk, const unsigned char* __restrict__ Wt,
                                                 const float* Sf, int br, int bc, int N, int K, float* D, i64 ldd, const unsigned char* __restrict__ Ws,
                                                 const float* Ss, int ns, int early) {
@@ -2535,6 +2564,8 @@ __device__ __forceinline__ void moe_dcmmat_impl(const float* A, const int* ids, 
   float s2, inv = 1.f;
   if (Q) {
     to_e4m3x3(a, K, (unsigned char*)xh, Q8P(K), xinv, 0, 1, lane);
+  } else if (OP) {
+    stage_f16_warp<16>(a, K, xh, lane, inv);
   } else {
     float mx = 0.f;
     for (int k = lane; k < K; k += 32) mx = fmaxf(mx, fabsf(a[k]));
@@ -2604,6 +2635,15 @@ extern "C" __global__ void __launch_bounds__(32 * MOE_DC_MAXS, 2) moe_dcmmatw(co
                                                                            int K, float* D, i64 ldd, const unsigned char* __restrict__ Ws, const float* Ss,
                                                                            int ns, int early) {
   moe_dcmmat_impl<1, 512>(A, ids, wts, topk, Wt, Sf, br, bc, N, K, D, ldd, Ws, Ss, ns, early);
+}
+// moe_dcmmatw1: moe_dcmmatw with each warp's activation row staged from one
+// pass of loads instead of two (the same values; K <= 1024;
+// RINGO_CUDA_DC_ONEPASS=0 runs moe_dcmmatw).
+extern "C" __global__ void __launch_bounds__(32 * MOE_DC_MAXS, 2) moe_dcmmatw1(const float* A, const int* ids, const float* wts, int topk,
+                                                                            const unsigned char* __restrict__ Wt, const float* Sf, int br, int bc, int N,
+                                                                            int K, float* D, i64 ldd, const unsigned char* __restrict__ Ws, const float* Ss,
+                                                                            int ns, int early) {
+  moe_dcmmat_impl<1, 512, false, true>(A, ids, wts, topk, Wt, Sf, br, bc, N, K, D, ldd, Ws, Ss, ns, early);
 }
 // moe_dcmmatq: moe_dcmmatw with the activations as three E4M3 parts and the
 // products E4M3 by E4M3 (m16n8k32): no widening of the weights, half the

@@ -1887,6 +1887,9 @@ func (b *Backend) moeVector(pdst uintptr, ldd int, px uintptr, ldx, T, K int, rI
 			smem := dcmmatSmem(m, I, wide)
 			if wide {
 				name = "moe_dcmmatw"
+				if b.dcOnePass && I <= 1024 {
+					name = "moe_dcmmatw1"
+				}
 				if b.mmaE4M3&2 != 0 && dcmmatqSmem(m, I)+(6<<10) <= b.smemOptin {
 					name, smem = "moe_dcmmatq", dcmmatqSmem(m, I)
 				}
