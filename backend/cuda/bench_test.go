@@ -1158,3 +1158,53 @@ func BenchmarkFP8MoEHot(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkBulkPattern asks whether the FP8 decode kernels' copy pattern
+// costs bandwidth: k_bulkpat streams the bytes of Ring-flash's decode
+// gate|up (1,152 warps of 16 rows × 4,096 bytes, 75.5 MB, moe_gummat9w's
+// grid of 128 blocks of 9 warps, two rounds in flight per warp) with no
+// arithmetic, (a) as moe_gummat9w asks for them (16 pieces of 512 bytes, a
+// row apart), (b) in rounds stored contiguously (one copy of 8 KB, the
+// layout a tile-major copy of the weights would have), (c) the same
+// contiguous rounds in 16 copies of 512 bytes, and k_readsum reading the
+// same buffer; chains of 200 calls over 12 buffers (nothing found in L2),
+// alternated twice. sm_90.
+func BenchmarkBulkPattern(b *testing.B) {
+	g := gpu(b, false)
+	if g.ccMaj < 9 {
+		b.Skip("bulk copies need sm_90")
+	}
+	const nbuf, calls, warps, tile = 12, 200, 1152, 16 * 4096
+	size := warps * tile
+	bufs := benchBuffers(b, g, append(slices.Repeat([]int{size}, nbuf), 256)...)
+	out := bufs[nbuf]
+	type pattern struct {
+		name        string
+		np, psz     int
+		ps, ru      int64
+		readsumOnly bool
+	}
+	pats := []pattern{
+		{"rows (moe_gummat9w)", 16, 512, 4096, 512, false},
+		{"contiguous, 1 copy", 1, 8192, 0, 8192, false},
+		{"contiguous, 16 copies", 16, 512, 512, 8192, false},
+		{"k_readsum", 0, 0, 0, 0, true},
+	}
+	b.ResetTimer()
+	for it := 0; it < b.N; it++ {
+		for range 2 {
+			for _, p := range pats {
+				el := chainTime(g, calls, func(c int) {
+					if p.readsumOnly {
+						g.launch("k_readsum", dim3{g.sms * 8, 1, 1}, dim3{512, 1, 1}, 0, pArg(bufs[c%nbuf]), lArg(size/16), pArg(out))
+						return
+					}
+					g.launch("k_bulkpat", dim3{warps / 9, 1, 1}, dim3{288, 1, 1}, 9*2*p.np*p.psz, pArg(bufs[c%nbuf]), lArg(tile), iArg(8),
+						iArg(p.np), iArg(p.psz), lArg(int(p.ps)), lArg(int(p.ru)), pArg(out))
+				})
+				us := el.Seconds() / calls * 1e6
+				b.Logf("%-22s %7.2f µs per call, %6.0f GB/s", p.name, us, float64(size)/us/1e3)
+			}
+		}
+	}
+}

@@ -5382,6 +5382,49 @@ extern "C" __global__ void k_fp8rate_hw(int n, float* out) { dec_rate<GvFP8>(n, 
 extern "C" __global__ void k_fp8rate_int(int n, float* out) { dec_rate<GvFP8I>(n, out); }
 extern "C" __global__ void k_bf16rate(int n, float* out) { dec_rate<GvBF16>(n, out); }
 
+// k_bulkpat (BenchmarkBulkPattern): the bulk-copy streams of the FP8 decode
+// kernels without their arithmetic. Each of a block's 9 warps streams nr
+// rounds into its ring of 2 stages of np·psz bytes: round u is np pieces
+// of psz bytes (np <= 32), ps bytes apart, from base + w·wb + u·ru (w the
+// warp's index in the grid); it waits for each round, reads a word of it,
+// and asks for the round 2 after it. Dynamic shared memory: 9·2·np·psz.
+extern "C" __global__ void __launch_bounds__(288, 1) k_bulkpat(const unsigned char* base, i64 wb, int nr, int np, int psz, i64 ps, i64 ru, float* out) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  extern __shared__ __align__(128) unsigned char fsm[];
+  __shared__ __align__(8) unsigned long long bars[9 * 2];
+  int w = threadIdx.x >> 5, lane = threadIdx.x & 31, stg = np * psz;
+  const unsigned char* st = fsm + w * 2 * stg;
+  u32 bar0 = smem_addr(bars + w * 2), st0 = smem_addr(st);
+  if (lane == 0) {
+    mbar_init(bar0, 1);
+    mbar_init(bar0 + 8, 1);
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncwarp();
+  const unsigned char* wbase = base + (i64)(blockIdx.x * 9 + w) * wb;
+  auto ask = [&](int u) {
+    int b = u & 1;
+    if (lane == 0) mbar_expect(bar0 + 8 * b, stg);
+    __syncwarp();
+    if (lane < np) bulk_g2s(st0 + b * stg + lane * psz, wbase + u * ru + lane * ps, psz, bar0 + 8 * b);
+  };
+  PDL_ENTER();
+  for (int u = 0; u < 2 && u < nr; u++) ask(u);
+  float acc = 0.f;
+  for (int u = 0; u < nr; u++) {
+    int b = u & 1;
+    mbar_wait(bar0 + 8 * b, (u32)(u >> 1) & 1);
+    acc += *(const float*)(st + b * stg + 4 * lane);
+    __syncwarp();
+    if (u + 2 < nr) {
+      asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+      ask(u + 2);
+    }
+  }
+  if (acc == 1234.5f) out[0] = acc;
+#endif
+}
+
 // Roofline helpers: k_readsum streams a buffer (HBM read bandwidth);
 // k_randbf16 fills a BF16 buffer with small pseudo-random values.
 extern "C" __global__ void k_readsum(const float4* p, i64 n4, float* out) { PDL_ENTER();
