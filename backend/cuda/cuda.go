@@ -310,7 +310,7 @@ type Backend struct {
 	// mmaE4M3 (sm_90): moe_gummat9q (bit 1, the default) and moe_dcmmatq
 	// (bit 2) in place of moe_gummat9w and moe_dcmmatw, the activations as
 	// three E4M3 parts and the products E4M3 by E4M3 (RINGO_CUDA_MMA_E4M3=0,
-	// 1, 2 or 3; moe_gummat9q −1.4 to −1.6 % per decode step on Ring-flash's
+	// 1, 2 or 3; moe_gummat9q −1.1 to −1.6 % per decode step on Ring-flash's
 	// shapes, thirtieth session)
 	mmaE4M3 int
 	// dcOnePass (RINGO_CUDA_DC_ONEPASS=0 turns it off): moe_dcmmatw1, the
