@@ -2220,6 +2220,27 @@ __device__ __forceinline__ void mma_round(const unsigned char* sb, const uint4* 
     }
   }
 }
+// mma_add adds mma_round's sums of one 128-column block to tot: row g's
+// times s0 (tot[0]), row g + 8's times s1 (tot[2]); with Q, the E4M3
+// parts' columns (d[0] + d[1], d[2] + d[3]), whose lanes t == 1 mma_lo2
+// adds to the lanes t == 0 at the end.
+template <bool Q>
+__device__ __forceinline__ void mma_add(float (&tot)[4], const float (&d)[4], float s0, float s1) {
+  if (Q) {
+    tot[0] += s0 * (d[0] + d[1]);
+    tot[2] += s1 * (d[2] + d[3]);
+  } else {
+    tot[0] += s0 * d[0];
+    tot[2] += s1 * d[2];
+  }
+}
+template <bool Q>
+__device__ __forceinline__ void mma_lo2(float (&tot)[4]) {
+  if (Q) {  // lo2's sums (lanes t == 1) to the lanes t == 0
+    tot[0] += __shfl_down_sync(0xffffffffu, tot[0], 1);
+    tot[2] += __shfl_down_sync(0xffffffffu, tot[2], 1);
+  }
+}
 // moe_gummat_impl: moe_gu2_fp8's gate|up pairs and SwiGLU on tensor cores,
 // as moe_dcmmat does the down projections: a warp's 16-row tile is 8 pairs
 // (rows g: the gates of pairs p0 + g, rows g + 8: their ups), so that the
@@ -2319,21 +2340,13 @@ __device__ __forceinline__ void moe_gummat_impl(const float* X, i64 ldx, const i
         },
         [&](int kb, const float(&d)[4]) {
           int kc = (128 * kb) / bc;
-          if (Q) {
-            float xi = xinv[kb];
-            tot[0] += sg[kc] * xi * (d[0] + d[1]);
-            tot[2] += su[kc] * xi * (d[2] + d[3]);
-          } else {
-            tot[0] += sg[kc] * d[0];
-            tot[2] += su[kc] * d[2];
-          }
+          float xi = Q ? xinv[kb] : 1.f, s0 = Q ? sg[kc] * xi : sg[kc];
+          float s1 = Q ? su[kc] * xi : su[kc];
+          mma_add<Q>(tot, d, s0, s1);
         },
         Q8P(K));
   }
-  if (Q) {  // lo2's sums (lanes t == 1) to the lanes t == 0
-    tot[0] += __shfl_down_sync(0xffffffffu, tot[0], 1);
-    tot[2] += __shfl_down_sync(0xffffffffu, tot[2], 1);
-  }
+  mma_lo2<Q>(tot);
   part[w][0][lane] = tot[0];
   part[w][1][lane] = tot[2];
   __syncthreads();
@@ -2591,21 +2604,12 @@ __device__ __forceinline__ void moe_dcmmat_impl(const float* A, const int* ids, 
         },
         [&](int kb, const float(&d)[4]) {
           float sc = Sc[(128 * kb) / bc];
-          if (Q) {
-            sc *= xinv[kb];
-            tot[0] += sc * (d[0] + d[1]);
-            tot[2] += sc * (d[2] + d[3]);
-          } else {
-            tot[0] += sc * d[0];
-            tot[2] += sc * d[2];
-          }
+          if (Q) sc *= xinv[kb];
+          mma_add<Q>(tot, d, sc, sc);
         },
         Q8P(K));
   }
-  if (Q) {  // lo2's sums (lanes t == 1) to the lanes t == 0
-    tot[0] += __shfl_down_sync(0xffffffffu, tot[0], 1);
-    tot[2] += __shfl_down_sync(0xffffffffu, tot[2], 1);
-  }
+  mma_lo2<Q>(tot);
   part[q][0][lane] = tot[0] * inv;
   part[q][1][lane] = tot[2] * inv;
   __syncthreads();
