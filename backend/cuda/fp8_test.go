@@ -347,3 +347,64 @@ func TestFP8MMAMoE(t *testing.T) {
 		}
 	}
 }
+
+// TestRoutePartials checks gemv_fp8v2r + k_route_p (routePartials: the
+// router's partial logits in the blocks of the FP8 product before
+// AddRMSNormRoute, the default on sm_90) against gemv_fp8v2 + k_norm_route: the
+// product, the residual and the norm bit for bit, the logits within 1e-5,
+// the same experts and weights within 1e-5 (their sums differ in order).
+func TestRoutePartials(t *testing.T) {
+	g := gpu(t, false)
+	if !g.fp8 || g.ccMaj < 9 {
+		t.Skip("k_route_p needs fast mode and sm_90 (thread block clusters)")
+	}
+	defer func(on bool) { g.routePartials = on }(g.routePartials)
+	if !g.routePartials {
+		t.Errorf("the router's partial logits are not the default on sm_90")
+	}
+	rng := rand.New(rand.NewSource(53))
+	for _, c := range []struct{ K, E, groups, keep, topk int }{{4096, 256, 8, 4, 8}, {2048, 256, 8, 4, 8}, {3072, 64, 1, 1, 6}} {
+		what := fmt.Sprintf("%+v", c)
+		_, wo := upload(t, g, reblock(rng, hostWeight(rng, "o_proj", backend.F8E4M3, c.K, c.K, 0.5), 128))
+		_, nw := upload(t, g, hostWeight(rng, "model.layers.1.post_attention_layernorm.weight", backend.BF16, 1, c.K, 1))
+		_, rw := upload(t, g, hostWeight(rng, "model.layers.1.mlp.gate.weight", backend.BF16, c.E, c.K, 0.05))
+		_, bias := upload(t, g, hostWeight(rng, "model.layers.1.mlp.gate.expert_bias", backend.F32, 1, c.E, 0.1))
+		p := backend.RouteParams{TopK: c.topk, Groups: c.groups, TopKGroups: c.keep, Sigmoid: true, Normalize: true, Scale: 2.5}
+		x0, in := randT(t, g, rng, 1, c.K, 2), randT(t, g, rng, 1, c.K, 1)
+		var outs, xs, hs, ls [2]backend.Tensor
+		var ids [2][]int32
+		var wts [2][]float32
+		for s, on := range []bool{false, true} {
+			g.routePartials = on
+			outs[s], xs[s], hs[s], ls[s] = g.Alloc(1, c.K), gpuCopy(g, x0.g), g.Alloc(1, c.K), g.Alloc(1, c.E)
+			mark := kernelMark(g)
+			g.MatMul(outs[s], in.g, wo)
+			r := backend.AddRMSNormRoute(g, hs[s], xs[s], outs[s], nw, 1e-6, ls[s], rw, bias, p)
+			ks := queuedKernels(g, mark)
+			ids[s], wts[s] = make([]int32, c.topk), make([]float32, c.topk)
+			r.Selected(0, ids[s], wts[s])
+			if got := slices.Contains(ks, "k_route_p") && slices.Contains(ks, "gemv_fp8v2r"); got != on {
+				t.Errorf("%s: kernels %v", what, ks)
+			}
+		}
+		sameTensors(t, what+": product", g, outs[1], outs[0], 0)
+		sameTensors(t, what+": residual", g, xs[1], xs[0], 0)
+		sameTensors(t, what+": norm", g, hs[1], hs[0], 0)
+		if e := gpuRelErr(g, ls[1], ls[0]); e > 1e-5 || math.IsNaN(e) {
+			t.Errorf("%s: logits differ by %.3g", what, e)
+		} else {
+			t.Logf("%s: logits differ by %.2g", what, e)
+		}
+		for i := range ids[0] {
+			if ids[1][i] != ids[0][i] || math.Abs(float64(wts[1][i]-wts[0][i])) > 1e-5*math.Abs(float64(wts[0][i])) {
+				t.Errorf("%s: slot %d: expert %d weight %v from partials, %d %v", what, i, ids[1][i], wts[1][i], ids[0][i], wts[0][i])
+			}
+		}
+		for s := range xs {
+			g.Free(outs[s])
+			g.Free(xs[s])
+			g.Free(hs[s])
+			g.Free(ls[s])
+		}
+	}
+}

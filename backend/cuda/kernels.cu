@@ -596,9 +596,9 @@ __device__ __forceinline__ void addnorm_w(const float* w, int cols, int nt, floa
 // so the result is the same as with nt threads). The decode path of
 // k_addrmsnorm and k_norm_route. With ar null it is d = RMSNorm(x)·w, the
 // arithmetic of k_rmsnorm with nt threads (nothing is added, nothing is
-// stored to vo).
-__device__ __forceinline__ void addnorm_row(float* dr, float* vo, const float* xr, const float* ar, const float* wv, int cols, int nt, float eps,
-                                            double* sh) {
+// stored to vo). Returns the inverse RMS (every thread).
+__device__ __forceinline__ float addnorm_row(float* dr, float* vo, const float* xr, const float* ar, const float* wv, int cols, int nt, float eps,
+                                             double* sh) {
   int t = threadIdx.x;
   float v[NU];
   double ss = 0;
@@ -622,12 +622,13 @@ __device__ __forceinline__ void addnorm_row(float* dr, float* vo, const float* x
   }
   ss = block_sumd(ss, sh);
   float inv = (float)(1.0 / sqrt(ss / (double)cols + (double)eps));
-  if (t >= nt) return;
+  if (t >= nt) return inv;
 #pragma unroll
   for (int u = 0; u < NU; u++) {
     int i = t + u * nt;
     if (i < cols) dr[i] = v[u] * inv * wv[u];
   }
+  return inv;
 }
 
 // k_addrmsnorm: y = x + a (stored; y may be x), then d = RMSNorm(y) * w
@@ -1380,6 +1381,39 @@ extern "C" __global__ void __launch_bounds__(256, 2) gemv_bf16t4n(const float* X
 extern "C" __global__ void gemv_fp8v2(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br,
                                       int bc, float* Y, i64 ldy) {
   gemv_fp8_rows<2, GV_P>(X, Wt, N, K, S, sc, br, bc, Y);
+}
+// gemv_fp8v2r: gemv_fp8v2 (the same sums and outputs) that also leaves the
+// router's partial logits of its 16 rows for k_route_p: with h = x + y its
+// rows of the residual after this product (as k_norm_route adds them) and
+// hw = h·w (w the next norm's weight), P[block·E + e] = Σ_i R[e][n0 + i]·hw_i
+// over its rows i in order, by thread e < E (R: the router, BF16 [E][N]).
+// So k_route_p needs no router GEMV of its own, the step's one latency
+// chain that reads 2 MB on 8 SMs: its rows ride on this product's 256
+// blocks, asked for before the wait. N % 16 == 0, E <= 256 (the default
+// on sm_90; RINGO_CUDA_ROUTE_PARTIALS=0 turns it off).
+extern "C" __global__ void gemv_fp8v2r(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br,
+                                       int bc, float* Y, i64 ldy, const float* xres, const float* nw, const u16* __restrict__ R, int E, float* P) {
+  __shared__ float hw[16];
+  int n0 = blockIdx.x * 16, tid = threadIdx.x;
+  uint4 r0 = make_uint4(0, 0, 0, 0), r1 = r0;
+  float wn = 0.f;
+  if (tid < E) {  // the router's columns of these rows, before the wait (the weights are read-only)
+    const uint4* rp = (const uint4*)(R + (i64)tid * N + n0);
+    r0 = rp[0];
+    r1 = rp[1];
+  }
+  if (tid < 16) wn = nw[n0 + tid];
+  gemv_fp8_rows<2, GV_P>(X, Wt, N, K, S, sc, br, bc, Y);
+  __syncthreads();  // the block's outputs (its lanes 0 stored them) are visible to it
+  if (tid < 16) hw[tid] = (xres[n0 + tid] + Y[n0 + tid]) * wn;
+  __syncthreads();
+  if (tid < E) {
+    u32 rw[8] = {r0.x, r0.y, r0.z, r0.w, r1.x, r1.y, r1.z, r1.w};
+    float acc = 0.f;
+#pragma unroll
+    for (int i = 0; i < 16; i++) acc += bf16f((u16)(rw[i / 2] >> (16 * (i & 1)))) * hw[i];
+    P[(i64)blockIdx.x * E + tid] = acc;
+  }
 }
 // gemv_fp8v3: three whole rows per warp (24 per block), for products whose
 // gemv_fp8v2 grid (16 rows per block, two blocks per SM) would run as two
@@ -3045,6 +3079,61 @@ extern "C" __global__ void NR_CLUSTER __launch_bounds__(512) k_norm_route(float*
   route_row<NR_MAXE>(threadIdx.x < E ? lg[threadIdx.x] : 0.f, E, bias != 0, bv, groups, keepGroups, topk, sigm, normalize, rscale, ids, wts, warp);
   tl_probe(4, t0);
   tl_end();
+#endif
+}
+
+// k_route_p: k_norm_route with the router's logits from gemv_fp8v2r's
+// partials P (nb blocks of E) instead of its own GEMV: the same residual
+// add and norm (h and x bit for bit), logit e = inv·Σ_b P[b·E + e] (b in
+// the order b = p, p + 16, ... within 16 partial sums, those in order), the
+// same routing. The partials are loaded right after the wait, beside the
+// norm. nb <= 256, E / NR_CL <= 32.
+extern "C" __global__ void NR_CLUSTER __launch_bounds__(512) k_route_p(float* h, float* x, const float* a, const float* w, int cols, int nt, float eps,
+                                                                      const float* P, int nb, int E, float* logits, const float* bias, int groups,
+                                                                      int keepGroups, int topk, int sigm, int normalize, float rscale, int* ids,
+                                                                      float* wts, int warp) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  __shared__ __align__(16) float xs[NR_MAXC];  // h
+  __shared__ float vs[NR_MAXC];                // x + a
+  __shared__ float lg[NR_MAXE];                // block 0: the logits
+  __shared__ float ps[16][32];
+  __shared__ double sh[32];
+  u32 rank;
+  asm("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
+  int tid = threadIdx.x, RB = E / NR_CL, el = tid & 31, part = tid >> 5;
+  float wv[NU];
+  addnorm_w(w, cols, nt, wv);
+  float bv = bias && rank == 0 && tid < E ? bias[tid] : 0.f;
+  asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
+  PDL_ENTER();
+  float pp[16];  // this thread's partials of expert rank·RB + el: blocks part, part + 16, ...
+#pragma unroll
+  for (int j = 0; j < 16; j++) {
+    int b = part + 16 * j;
+    pp[j] = el < RB && b < nb ? P[(i64)b * E + rank * RB + el] : 0.f;
+  }
+  float inv = addnorm_row(xs, vs, x, a, wv, cols, nt, eps, sh);
+  __syncthreads();
+  if (rank == 0)
+    for (int i = tid; i < cols; i += blockDim.x) h[i] = xs[i];
+  float sum = 0.f;
+#pragma unroll
+  for (int j = 0; j < 16; j++) sum += pp[j];
+  ps[part][el] = sum;
+  u32 lg0;  // block 0's lg
+  asm("mapa.shared::cluster.u32 %0, %1, 0;" : "=r"(lg0) : "r"(smem_addr(lg)));
+  asm volatile("barrier.cluster.wait.aligned;" ::: "memory");
+  __syncthreads();
+  if (tid < RB) {
+    float l = 0.f;
+    for (int q = 0; q < 16; q++) l += ps[q][tid];
+    asm volatile("st.shared::cluster.f32 [%0], %1;" ::"r"(lg0 + 4 * (rank * RB + tid)), "f"(l * inv) : "memory");
+  }
+  asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+  if (rank != 0) return;
+  for (int i = tid; i < cols; i += blockDim.x) x[i] = vs[i];
+  if (logits && tid < E) logits[tid] = lg[tid];
+  route_row<NR_MAXE>(tid < E ? lg[tid] : 0.f, E, bias != 0, bv, groups, keepGroups, topk, sigm, normalize, rscale, ids, wts, warp);
 #endif
 }
 

@@ -386,6 +386,13 @@ func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *wei
 				}
 			}
 			threads, smem := 256, 0
+			if name == "gemv_fp8v2" && b.routePartials && N%16 == 0 && N/16 <= 256 && len(xs) == 0 {
+				// it may carry the router's partial logits (AddRMSNormRoute)
+				b.emitPending()
+				b.gemvBuf = gemvReq{pd: pd, px: px, ldd: ldd, ldx: ldx, w: w}
+				b.pendingGEMV = &b.gemvBuf
+				return
+			}
 			if name == "gemv_fp8v8" && b.fp8TMA {
 				// the same rows per warp, streamed by bulk copies
 				name, threads, smem = "gemv_fp8t8", 32*fp8tWarps, fp8tSmem
@@ -659,6 +666,29 @@ const gvnMaxK = 4096
 func (b *Backend) emitPending() {
 	b.emitRec()
 	b.emitNorm()
+	b.emitGEMV()
+}
+
+// gemvReq is a one-row FP8 product by gemv_fp8v2 that waits
+// (Backend.pendingGEMV, routePartials) for the operation after it.
+type gemvReq struct {
+	pd, px   uintptr
+	ldd, ldx int
+	w        *weight
+}
+
+// emitGEMV queues the waiting product, if any, as gemv_fp8v2.
+func (b *Backend) emitGEMV() {
+	if r := b.pendingGEMV; r != nil {
+		b.pendingGEMV = nil
+		b.launch("gemv_fp8v2", dim3{r.w.rows / 16, 1, 1}, dim3{256, 1, 1}, 0, r.gemvArgs()...)
+	}
+}
+
+// gemvArgs are gemv_fp8v2's arguments for r (gemv_fp8v2r's first ones).
+func (r *gemvReq) gemvArgs() []uint64 {
+	w := r.w
+	return []uint64{pArg(r.px), lArg(r.ldx), iArg(1), pArg(w.p), iArg(w.rows), iArg(w.cols), pArg(w.scale), iArg(w.sc), iArg(w.br), iArg(w.bc), pArg(r.pd), lArg(r.ldd)}
 }
 
 // emitNorm queues the waiting AddRMSNormTo, if any, as k_addrmsnorm.
@@ -1582,6 +1612,18 @@ func (b *Backend) AddRMSNormRoute(dst, x, a backend.Tensor, wt backend.Weight, e
 	defer b.enter()()
 	groups, keep, pb := routeArgs("AddRMSNormRoute", E, bias, p)
 	r := b.newRouting(1, p.TopK)
+	if g := b.pendingGEMV; g != nil && g.pd == b.ptr("AddRMSNormRoute", a) && g.w.rows == K && E <= 256 && E/nrCluster <= 32 {
+		// the router's partial logits in the product's blocks, the routing from them
+		b.pendingGEMV = nil
+		nb := K / 16
+		part := b.scratch(4 * nb * E)
+		b.launch("gemv_fp8v2r", dim3{nb, 1, 1}, dim3{256, 1, 1}, 0, append(g.gemvArgs(), pArg(b.ptr("AddRMSNormRoute", x)), pArg(w.p), pArg(rw.p), iArg(E), pArg(part.p))...)
+		b.launch("k_route_p", dim3{nrCluster, 1, 1}, dim3{512, 1, 1}, 0, pArg(b.ptr("AddRMSNormRoute", dst)), pArg(b.ptr("AddRMSNormRoute", x)),
+			pArg(b.ptr("AddRMSNormRoute", a)), pArg(w.p), iArg(K), iArg(nt), fArg(eps), pArg(part.p), iArg(nb), iArg(E), pArg(b.ptr("AddRMSNormRoute", logits)),
+			pArg(pb), iArg(groups), iArg(keep), iArg(p.TopK), bArg(p.Sigmoid), bArg(p.Normalize), fArg(p.Scale), pArg(r.p), pArg(r.p+uintptr(4*p.TopK)), iArg(b.routeMode()))
+		b.release(part)
+		return r
+	}
 	b.launch("k_norm_route", dim3{nrCluster, 1, 1}, dim3{512, 1, 1}, 0, pArg(b.ptr("AddRMSNormRoute", dst)), pArg(b.ptr("AddRMSNormRoute", x)),
 		pArg(b.ptr("AddRMSNormRoute", a)), pArg(w.p), iArg(K), iArg(nt), fArg(eps), pArg(rw.p), iArg(E), pArg(b.ptr("AddRMSNormRoute", logits)),
 		pArg(pb), iArg(groups), iArg(keep), iArg(p.TopK), bArg(p.Sigmoid), bArg(p.Normalize), fArg(p.Scale), pArg(r.p), pArg(r.p+uintptr(4*p.TopK)), iArg(b.routeMode()))
