@@ -118,7 +118,9 @@ __device__ __forceinline__ void tl_started(unsigned long long ts) {
 //   k_lightning_recg (from its wait): 20 the QK norm, 21 the state and
 //     the block's sums, 22 past the first cluster barrier, 23 the gate
 //     norm's factor, 24 the output stored;
-//   gemv_bf16v4n (from its wait): 25 the input norm, 26 the products.
+//   gemv_bf16v4n (from its wait): 25 the input norm, 26 the products;
+//   gv_stream (gemv_fp8t8, gemv_fp8t9, gemv_bf16t4n; from block 0's
+//     start): 27 its rounds asked for before the wait, 28 the wait passed.
 #define TL_PROBES 32
 __device__ unsigned long long tl_probe_sum[TL_PROBES];
 __device__ unsigned int tl_probe_n[TL_PROBES];
@@ -648,6 +650,7 @@ extern "C" __global__ void k_addrmsnorm(float* d, i64 ldd, float* x, i64 ldx, co
     addnorm_w(w, cols, blockDim.x, wv);
     PDL_ENTER();
     addnorm_row(dr, yr, xr, ar, wv, cols, blockDim.x, eps, sh);
+    tl_end();
     return;
   }
   PDL_ENTER();
@@ -1316,20 +1319,25 @@ __device__ __forceinline__ void gv_stream(const unsigned char* __restrict__ Wt, 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   extern __shared__ __align__(128) uint4 wsm[];  // [W][S][R][32] chunks
   __shared__ __align__(8) unsigned long long bars[W * S];
+  unsigned long long tst = tl_now();
   int w = threadIdx.x >> 5, lane = threadIdx.x & 31, KC = K / F::N, NR = (KC + 31) / 32;
   int n0 = (blockIdx.x * W + w) * R;
   warp_ring<R, 1, S> ring(bars + w * S, wsm + w * S * R * 32);
   auto rows = [&](int j) { return (const uint4*)Wt + (i64)min(n0 + j, N - 1) * KC; };
   auto ask = [&](int u) { ring.ask(u, rows, 32 * u, min(32, KC - 32 * u)); };  // round u of the rows
   for (int u = 0; u < S && u < NR; u++) ask(u);
+  tl_probe(27, tst);
   const float* sr[R];
   gv_row_scales<R, F>(sr, Sc, n0, N, br, sc);
   const float* x = xf();
+  tl_started(tst);
+  tl_probe(28, tst);
   float acc[R];
 #pragma unroll
   for (int j = 0; j < R; j++) acc[j] = 0.f;
   ring_dot<R, S, F>(ring, ask, NR, KC, x, acc, sr, bc);
   gv_store_rows<R>(acc, Y, n0, N);
+  tl_end();
 #endif
 }
 // gemv_fp8t8: gemv_fp8t with 8 rows per warp, 8 warps and 3 stages (96 KB
@@ -1414,6 +1422,7 @@ extern "C" __global__ void gemv_fp8v2r(const float* X, i64 ldx, int T, const uns
     for (int i = 0; i < 16; i++) acc += bf16f((u16)(rw[i / 2] >> (16 * (i & 1)))) * hw[i];
     P[(i64)blockIdx.x * E + tid] = acc;
   }
+  tl_end();
 }
 // gemv_fp8v3: three whole rows per warp (24 per block), for products whose
 // gemv_fp8v2 grid (16 rows per block, two blocks per SM) would run as two
@@ -2384,6 +2393,7 @@ __device__ __forceinline__ void moe_gummat_impl(const float* X, i64 ldx, const i
   part[w][0][lane] = tot[0];
   part[w][1][lane] = tot[2];
   __syncthreads();
+  tl_end();
   if (!live || ks != 0 || t != 0) return;
   float gt = part[w][0][lane], up = part[w][1][lane];
   for (int q = 1; q < KS; q++) gt += part[w + q][0][lane], up += part[w + q][1][lane];
@@ -2647,6 +2657,7 @@ __device__ __forceinline__ void moe_dcmmat_impl(const float* A, const int* ids, 
   part[q][0][lane] = tot[0] * inv;
   part[q][1][lane] = tot[2] * inv;
   __syncthreads();
+  tl_end();
   if (q != 0 || t != 0) return;
 #pragma unroll
   for (int j = 0; j < 2; j++) {
@@ -3130,10 +3141,14 @@ extern "C" __global__ void NR_CLUSTER __launch_bounds__(512) k_route_p(float* h,
     asm volatile("st.shared::cluster.f32 [%0], %1;" ::"r"(lg0 + 4 * (rank * RB + tid)), "f"(l * inv) : "memory");
   }
   asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
-  if (rank != 0) return;
+  if (rank != 0) {
+    tl_end();
+    return;
+  }
   for (int i = tid; i < cols; i += blockDim.x) x[i] = vs[i];
   if (logits && tid < E) logits[tid] = lg[tid];
   route_row<NR_MAXE>(tid < E ? lg[tid] : 0.f, E, bias != 0, bv, groups, keepGroups, topk, sigm, normalize, rscale, ids, wts, warp);
+  tl_end();
 #endif
 }
 
