@@ -245,10 +245,9 @@ type Backend struct {
 	normBuf     normReq
 	// routePartials (default on sm_90, where k_norm_route runs;
 	// RINGO_CUDA_ROUTE_PARTIALS=0 turns it off): a one-row FP8 product of
-	// gemv_fp8v2 waits in pendingGEMV;
-	// when the operation after it is AddRMSNormRoute of its output, it runs
-	// as gemv_fp8v2r (the router's partial logits in its blocks) and the
-	// routing as k_route_p
+	// gemv_fp8v2 waits in pendingGEMV; when the operation after it is
+	// AddRMSNormRoute of its output, it runs as gemv_fp8v2r (the router's
+	// partial logits in its blocks) and the routing as k_route_p
 	routePartials bool
 	pendingGEMV   *gemvReq // &gemvBuf or nil
 	gemvBuf       gemvReq
@@ -561,7 +560,7 @@ func New(device int, opts Options) (*Backend, error) {
 	}
 	// the chunked lightning kernels need more than the default 48 KiB of shared memory
 	if b.smemOptin > 48<<10 {
-		for _, k := range []string{"k_lightning_chunk", "k_ltc_out64", "k_ltc_out128", "moe_mmb", "moe_mmb_gu", "moe_mmb_wg", "moe_mmb_gu_wg", "moe_mmb_yb", "moe_mmb_yb_wg", "moe_mmb_yb_wgs", "moe_mmb_gu_wg8", "moe_mmb_wg8", "moe_mmb_yb_wg8", "moe_mmb_yb_wgs8", "k_fattn4_128", "k_fattn4w_128", "k_fattn2_64", "k_fattn2_128", "k_fattn3_64", "k_fattn3_128", "moe_gd_bf16v", "moe_gd_bf16v_any", "moe_gd_bf16v_u4", "moe_gd_bf16v_s2", "k_readgd", "gemv_fp8t8", "gemv_bf16t4n", "moe_dcmmat", "moe_dcmmatw", "moe_dcmmatw1", "moe_gummat9w", "gemv_fp8v2r", "k_route_p", "moe_dcmmatq", "moe_gummat9q", "gemv_fp8t9", "k_bulkpat"} {
+		for _, k := range []string{"k_lightning_chunk", "k_ltc_out64", "k_ltc_out128", "moe_mmb", "moe_mmb_gu", "moe_mmb_wg", "moe_mmb_gu_wg", "moe_mmb_yb", "moe_mmb_yb_wg", "moe_mmb_yb_wgs", "moe_mmb_gu_wg8", "moe_mmb_wg8", "moe_mmb_yb_wg8", "moe_mmb_yb_wgs8", "k_fattn4_128", "k_fattn4w_128", "k_fattn2_64", "k_fattn2_128", "k_fattn3_64", "k_fattn3_128", "moe_gd_bf16v", "moe_gd_bf16v_any", "moe_gd_bf16v_u4", "moe_gd_bf16v_s2", "k_readgd", "gemv_fp8t8", "gemv_bf16t4n", "moe_dcmmat", "moe_dcmmatw", "moe_dcmmatw1", "moe_gummat9w", "moe_dcmmatq", "moe_gummat9q", "gemv_fp8t9", "k_bulkpat"} {
 			// the dynamic part may take what static shared memory leaves
 			var static int32
 			ccall(d.cuFuncGetAttribute, uintptr(unsafe.Pointer(&static)), cuFuncAttrSharedSizeBytes, b.fns[k])

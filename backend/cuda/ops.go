@@ -661,8 +661,8 @@ type normReq struct {
 const gvnMaxK = 4096
 
 // emitPending queues the waiting operation, if any (at most one of
-// pendingRec and pendingNorm is set: each is emitted before the other is
-// set).
+// pendingRec, pendingNorm and pendingGEMV is set: each is emitted before
+// another is set).
 func (b *Backend) emitPending() {
 	b.emitRec()
 	b.emitNorm()
