@@ -1094,7 +1094,7 @@ func (b *Backend) launch(name string, grid, block dim3, smem int, args ...uint64
 	if len(args) > len(b.params.slots) {
 		panic(fmt.Sprintf("cuda: %d arguments for %s", len(args), name))
 	}
-	if b.pendingRec != nil || b.pendingNorm != nil || b.pendingGEMV != nil {
+	if b.pending() {
 		b.emitPending() // before this kernel is traced
 	}
 	if b.trace {

@@ -98,7 +98,7 @@ var graphSeed = maphash.MakeSeed()
 
 // record appends a command (after the waiting AddRMSNormTo, if any).
 func (b *Backend) record(words ...uint64) {
-	if b.pendingRec != nil || b.pendingNorm != nil || b.pendingGEMV != nil {
+	if b.pending() {
 		b.emitPending()
 	}
 	if b.statsEvery > 0 && b.timing.start.IsZero() {

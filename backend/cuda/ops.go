@@ -669,6 +669,11 @@ func (b *Backend) emitPending() {
 	b.emitGEMV()
 }
 
+// pending says whether an operation waits for the one after it.
+func (b *Backend) pending() bool {
+	return b.pendingRec != nil || b.pendingNorm != nil || b.pendingGEMV != nil
+}
+
 // gemvReq is a one-row FP8 product by gemv_fp8v2 that waits
 // (Backend.pendingGEMV, routePartials) for the operation after it.
 type gemvReq struct {
