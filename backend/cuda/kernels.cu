@@ -102,7 +102,8 @@ __device__ __forceinline__ void tl_started(unsigned long long ts) {
 // mean with the timeline, for looking inside one kernel. In place:
 //   k_norm_route: 5 start to the PDL wait passed; from there 0 the norm,
 //     1 the first cluster barrier, 2 the router's rows, 3 the second
-//     cluster barrier, 4 the routing done (block 0);
+//     cluster barrier, 4 the routing done (block 0); k_route_p the same
+//     but 2 and 5 (0 the partials' loads and the norm);
 //   moe_gu: 6 start to the wait, 7 the first warp's pair done after it;
 //   moe_dc2 and moe_dcl: 8 start to the wait, 9 the first block's rows
 //     done after it;
@@ -135,6 +136,18 @@ __device__ __forceinline__ void tl_probe(int i, unsigned long long t0) {
     atomicAdd(&tl_probe_n[i], 1u);
   }
 }
+// tl_span(i, t0) (thread 0 of every block) adds the time since t0 to
+// probe i: its mean over the blocks, where tl_probe has block 0's. In
+// place (every block): gemv_fp8v2r 25 start to the wait passed, 26 the
+// wait to the product stored, 29 start to its end; gv_stream (gemv_fp8t8)
+// 8 start to the wait, 9 the wait to its end; moe_gummat_impl 6 and 30,
+// moe_dcmmat_impl 15 and 31, k_lightning_recg 5 and 7 the same two.
+__device__ __forceinline__ void tl_span(int i, unsigned long long t0) {
+  if (tl_buf && threadIdx.x == 0 && threadIdx.y == 0) {
+    atomicAdd(&tl_probe_sum[i], tl_now() - t0);
+    atomicAdd(&tl_probe_n[i], 1u);
+  }
+}
 #else
 #define tl_mark() \
   do {            \
@@ -143,6 +156,9 @@ __device__ __forceinline__ void tl_probe(int i, unsigned long long t0) {
   do {           \
   } while (0)
 #define tl_started(ts) \
+  do {                 \
+  } while (0)
+#define tl_span(i, t0) \
   do {                 \
   } while (0)
 #define tl_block(gen, ts, tw, tb, tg, ta) \
@@ -1198,9 +1214,12 @@ extern "C" __global__ void gemv_fp81(const float* X, i64 ldx, int T, const unsig
 // PDL_ENTER and each chunk of x loaded once for the R rows: the same sums
 // as gemv_fp81. gemv_fp8v2 takes whole rows of K <= 4096 before the wait,
 // gemv_fp8v4 half of them (as gemv_bf16v4n, 64 weight registers).
-template <int R, int P, int U = GV_U>
+// PR >= 0: probes PR (start to the wait) and PR + 1 (the wait to the
+// outputs stored) of every block (tl_span).
+template <int R, int P, int U = GV_U, int PR = -1>
 __device__ __forceinline__ void gemv_fp8_rows(const float* X, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br, int bc,
                                               float* Y) {
+  unsigned long long tst = tl_now();
   int n0 = R * gv_row();
   const uint4* wr[R];
   uint4 wp[R][P];
@@ -1208,11 +1227,14 @@ __device__ __forceinline__ void gemv_fp8_rows(const float* X, const unsigned cha
   gv_load_rows<R, P, GvFP8>(Wt, n0, N, K, wr, wp);
   gv_row_scales<R, GvFP8>(sr, S, n0, N, br, sc);
   PDL_ENTER();
+  unsigned long long tw = tl_now();
+  if (PR >= 0) tl_span(PR, tst);
   float acc[R];
 #pragma unroll
   for (int j = 0; j < R; j++) acc[j] = 0.f;
   gv_dot_rows<R, P, GvFP8, U>(wp, wr, X, K, acc, sr, bc);
   gv_store_rows<R>(acc, Y, n0, N);
+  if (PR >= 0) tl_span(PR + 1, tw);
 }
 // gemv_fp8v8: eight rows per warp, two chunks of each before the wait and
 // rounds of two after (64 weight registers either way): Ring-flash's
@@ -1314,7 +1336,7 @@ __device__ __forceinline__ void ring_dot(warp_ring<R, 1, S>& ring, Ask ask, int 
 // against gemv_fp8v8's 18.2 (a producer warp feeding all W, the first
 // version, took 21.7). xf runs after the ring's first copies are asked for:
 // it passes the PDL wait (and may normalise the input first) and returns x.
-template <class F, int R, int W, int S, class XF>
+template <class F, int R, int W, int S, int PR = 8, class XF>
 __device__ __forceinline__ void gv_stream(const unsigned char* __restrict__ Wt, int N, int K, const float* Sc, int sc, int br, int bc, float* Y, XF xf) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   extern __shared__ __align__(128) uint4 wsm[];  // [W][S][R][32] chunks
@@ -1331,12 +1353,15 @@ __device__ __forceinline__ void gv_stream(const unsigned char* __restrict__ Wt, 
   gv_row_scales<R, F>(sr, Sc, n0, N, br, sc);
   const float* x = xf();
   tl_started(tst);
+  unsigned long long tw = tl_now();
+  if (PR >= 0) tl_span(PR, tst);
   tl_probe(28, tst);
   float acc[R];
 #pragma unroll
   for (int j = 0; j < R; j++) acc[j] = 0.f;
   ring_dot<R, S, F>(ring, ask, NR, KC, x, acc, sr, bc);
   gv_store_rows<R>(acc, Y, n0, N);
+  if (PR >= 0) tl_span(PR + 1, tw);
   tl_end();
 #endif
 }
@@ -1399,19 +1424,24 @@ extern "C" __global__ void gemv_fp8v2(const float* X, i64 ldx, int T, const unsi
 // chain that reads 2 MB on 8 SMs: its rows ride on this product's 256
 // blocks, asked for before the wait. N % 16 == 0, E <= 256 (the default
 // on sm_90; RINGO_CUDA_ROUTE_PARTIALS=0 turns it off).
-extern "C" __global__ void gemv_fp8v2r(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br,
-                                       int bc, float* Y, i64 ldy, const float* xres, const float* nw, const u16* __restrict__ R, int E, float* P) {
+// route_partials is gemv_fp8v2r's router part around its product prod (the
+// block's 16 rows from n0): the router's columns and the norm weights
+// before it (the weights are read-only), the partials of its outputs
+// after it.
+template <class Prod>
+__device__ __forceinline__ void route_partials(int N, float* Y, const float* xres, const float* nw, const u16* __restrict__ R, int E, float* P, Prod prod) {
   __shared__ float hw[16];
+  unsigned long long tst = tl_now();
   int n0 = blockIdx.x * 16, tid = threadIdx.x;
   uint4 r0 = make_uint4(0, 0, 0, 0), r1 = r0;
   float wn = 0.f;
-  if (tid < E) {  // the router's columns of these rows, before the wait (the weights are read-only)
+  if (tid < E) {
     const uint4* rp = (const uint4*)(R + (i64)tid * N + n0);
     r0 = rp[0];
     r1 = rp[1];
   }
   if (tid < 16) wn = nw[n0 + tid];
-  gemv_fp8_rows<2, GV_P>(X, Wt, N, K, S, sc, br, bc, Y);
+  prod();
   __syncthreads();  // the block's outputs (its lanes 0 stored them) are visible to it
   if (tid < 16) hw[tid] = (xres[n0 + tid] + Y[n0 + tid]) * wn;
   __syncthreads();
@@ -1422,7 +1452,12 @@ extern "C" __global__ void gemv_fp8v2r(const float* X, i64 ldx, int T, const uns
     for (int i = 0; i < 16; i++) acc += bf16f((u16)(rw[i / 2] >> (16 * (i & 1)))) * hw[i];
     P[(i64)blockIdx.x * E + tid] = acc;
   }
+  tl_span(29, tst);
   tl_end();
+}
+extern "C" __global__ void gemv_fp8v2r(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br,
+                                       int bc, float* Y, i64 ldy, const float* xres, const float* nw, const u16* __restrict__ R, int E, float* P) {
+  route_partials(N, Y, xres, nw, R, E, P, [&] { gemv_fp8_rows<2, GV_P, GV_U, 25>(X, Wt, N, K, S, sc, br, bc, Y); });
 }
 // gemv_fp8v3: three whole rows per warp (24 per block), for products whose
 // gemv_fp8v2 grid (16 rows per block, two blocks per SM) would run as two
@@ -2338,9 +2373,12 @@ __device__ __forceinline__ void moe_gummat_impl(const float* X, i64 ldx, const i
     }
   };
   bool pre = (early & 1) && !routed;  // the shared expert's rows before the wait
+  unsigned long long tst = tl_now();
   if (pre)
     for (int u = 0; u < S && u < NR; u++) ask(u);
   if (!pre) PDL_ENTER();
+  unsigned long long tw = tl_now();
+  if (!pre) tl_span(6, tst);
   if (routed) e = ids[s];
   if (!pre)
     for (int u = 0; u < S && u < NR; u++) ask(u);
@@ -2393,6 +2431,7 @@ __device__ __forceinline__ void moe_gummat_impl(const float* X, i64 ldx, const i
   part[w][0][lane] = tot[0];
   part[w][1][lane] = tot[2];
   __syncthreads();
+  tl_span(30, tw);
   tl_end();
   if (!live || ks != 0 || t != 0) return;
   float gt = part[w][0][lane], up = part[w][1][lane];
@@ -2604,11 +2643,14 @@ __device__ __forceinline__ void moe_dcmmat_impl(const float* A, const int* ids, 
     __syncwarp();
     if (lane < 16) bulk_g2s(st0 + b * STG + lane * RS, Wm + (e * N + min(n0 + lane, N - 1)) * K + CR * u, CR, bar0 + 8 * b);
   };
+  unsigned long long tst = tl_now();
   if (early) {
     if (q < topk) e = ids[s];
     for (int u = 0; u < SS && u < NR; u++) ask(u);
   }
   PDL_ENTER();
+  unsigned long long tw = tl_now();
+  tl_span(15, tst);
   if (!early) {
     if (q < topk) e = ids[s];
     for (int u = 0; u < SS && u < NR; u++) ask(u);
@@ -2657,6 +2699,7 @@ __device__ __forceinline__ void moe_dcmmat_impl(const float* A, const int* ids, 
   part[q][0][lane] = tot[0] * inv;
   part[q][1][lane] = tot[2] * inv;
   __syncthreads();
+  tl_span(31, tw);
   tl_end();
   if (q != 0 || t != 0) return;
 #pragma unroll
@@ -3117,6 +3160,7 @@ extern "C" __global__ void NR_CLUSTER __launch_bounds__(512) k_route_p(float* h,
   float bv = bias && rank == 0 && tid < E ? bias[tid] : 0.f;
   asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
   PDL_ENTER();
+  unsigned long long t0 = tl_now();
   float pp[16];  // this thread's partials of expert rank·RB + el: blocks part, part + 16, ...
 #pragma unroll
   for (int j = 0; j < 16; j++) {
@@ -3125,6 +3169,7 @@ extern "C" __global__ void NR_CLUSTER __launch_bounds__(512) k_route_p(float* h,
   }
   float inv = addnorm_row(xs, vs, x, a, wv, cols, nt, eps, sh);
   __syncthreads();
+  tl_probe(0, t0);
   if (rank == 0)
     for (int i = tid; i < cols; i += blockDim.x) h[i] = xs[i];
   float sum = 0.f;
@@ -3135,12 +3180,14 @@ extern "C" __global__ void NR_CLUSTER __launch_bounds__(512) k_route_p(float* h,
   asm("mapa.shared::cluster.u32 %0, %1, 0;" : "=r"(lg0) : "r"(smem_addr(lg)));
   asm volatile("barrier.cluster.wait.aligned;" ::: "memory");
   __syncthreads();
+  tl_probe(1, t0);
   if (tid < RB) {
     float l = 0.f;
     for (int q = 0; q < 16; q++) l += ps[q][tid];
     asm volatile("st.shared::cluster.f32 [%0], %1;" ::"r"(lg0 + 4 * (rank * RB + tid)), "f"(l * inv) : "memory");
   }
   asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+  tl_probe(3, t0);
   if (rank != 0) {
     tl_end();
     return;
@@ -3148,6 +3195,7 @@ extern "C" __global__ void NR_CLUSTER __launch_bounds__(512) k_route_p(float* h,
   for (int i = tid; i < cols; i += blockDim.x) x[i] = vs[i];
   if (logits && tid < E) logits[tid] = lg[tid];
   route_row<NR_MAXE>(tid < E ? lg[tid] : 0.f, E, bias != 0, bv, groups, keepGroups, topk, sigm, normalize, rscale, ids, wts, warp);
+  tl_probe(4, t0);
   tl_end();
 #endif
 }
@@ -3347,6 +3395,7 @@ __device__ __forceinline__ void lightning_recg(RECG_PARAMS) {
   float2 csv = rec_cs(cs, row, d, NB, dim);
   PDL_ENTER();
   tl_started(tst);
+  tl_span(5, tst);
   unsigned long long t0 = tl_now();
   float* qs = sh + R * JB;
   float* ks = qs + d;
@@ -3396,6 +3445,7 @@ __device__ __forceinline__ void lightning_recg(RECG_PARAMS) {
   }
   tl_probe(24, t0);
   asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
+  tl_span(7, t0);
   tl_end();
 #endif
 }
