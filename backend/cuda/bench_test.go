@@ -570,6 +570,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"ka":    flag(&g.attnBounds, false),
 		"dc1":   flag(&g.dcOnePass, false),
 		"nrp":   flag(&g.routePartials, false),
+		"gvm":   flag(&g.gvMMA, false),
 		"v3":    number(&g.fp8V3, 0, 2),
 		"t9":    number(&g.fp8T9, 0, 2),
 		"agm":   number(&g.attnGroupMin, 0, math.MaxInt32),
@@ -649,7 +650,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 	gv, acs, rl, rt, np, rgb, f8t, b16t, dcm := g.gdVar, g.attnCombineSeq, g.recLoadsLate, g.ropeTab, g.normPlain, g.recMinB, g.fp8TMA, g.bf16TMA, g.dcMMA
 	dcw, gum, q8 := g.dcWide, g.guMMA, g.mmaE4M3
 	ka, v3, t9, agm, dc1 := g.attnBounds, g.fp8V3, g.fp8T9, g.attnGroupMin, g.dcOnePass
-	nrp := g.routePartials
+	nrp, gvm := g.routePartials, g.gvMMA
 	f8r, gu2, dcl, f84 := g.fp8Rows, g.guPairs, g.dclRows, g.fp8Rows4Min
 	wr, g4, dr, rg, ru, gd, gs, gsp, gf, gna, gp, rd := g.warpRoute, g.gemv4n, g.dcReg, g.recGate, g.routeUnroll, g.moeFused, g.gdStage, g.gdSharedPre, g.gdFlip, g.gdNA, g.gdPipe, g.readDirect
 	restore := map[string]func(){
@@ -676,6 +677,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"ka":   func() { g.attnBounds = ka },
 		"dc1":  func() { g.dcOnePass = dc1 },
 		"nrp":  func() { g.routePartials = nrp },
+		"gvm":  func() { g.gvMMA = gvm },
 		"v3":   func() { g.fp8V3 = v3 },
 		"t9":   func() { g.fp8T9 = t9 },
 		"agm":  func() { g.attnGroupMin = agm },

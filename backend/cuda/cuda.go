@@ -249,8 +249,11 @@ type Backend struct {
 	// AddRMSNormRoute of its output, it runs as gemv_fp8v2r (the router's
 	// partial logits in its blocks) and the routing as k_route_p
 	routePartials bool
-	pendingGEMV   *gemvReq // &gemvBuf or nil
-	gemvBuf       gemvReq
+	// gvMMA (RINGO_CUDA_GV_MMA=1): gemv_fp8v2 and gemv_fp8v2r run on
+	// tensor cores (gemv_fp8v2m, gemv_fp8v2rm) where their shapes allow
+	gvMMA       bool
+	pendingGEMV *gemvReq // &gemvBuf or nil
+	gemvBuf     gemvReq
 	// gemv4n: the single-row GEMVs with the input norm of at least this
 	// many rows run gemv_bf16v4n, four rows per warp, in one wave for
 	// Ring-mini's qkv|gate (RINGO_CUDA_GEMV4N=N, default 4096; 0: never)
@@ -617,6 +620,7 @@ func New(device int, opts Options) (*Backend, error) {
 	b.dcWide = os.Getenv("RINGO_CUDA_DC_WIDE") != "0"
 	b.dcOnePass = os.Getenv("RINGO_CUDA_DC_ONEPASS") != "0"
 	b.routePartials = b.ccMaj >= 9 && os.Getenv("RINGO_CUDA_ROUTE_PARTIALS") != "0"
+	b.gvMMA = b.ccMaj >= 9 && os.Getenv("RINGO_CUDA_GV_MMA") == "1"
 	b.guMMA = b.ccMaj >= 9 && os.Getenv("RINGO_CUDA_GU_MMA") != "0"
 	if b.ccMaj >= 9 {
 		b.mmaE4M3 = 1
@@ -746,7 +750,7 @@ var kernelNames = []string{
 	"k_copy", "k_fill", "k_add", "k_addv", "k_silu", "k_silumul", "k_sigmul", "k_gather", "k_tobf16", "k_tobf16v", "k_split3bf16", "k_split3bf16v",
 	"embed_f32", "embed_f16", "embed_bf16", "embed_fp8", "k_rmsnorm", "k_addrmsnorm", "k_rope", "k_silumul_bf16", "k_rmsnorm_sigmul", "k_rmsnorm_sigmul_w2", "k_rmsnorm_sigmul_w4", "k_rmsnorm_sigmul_w8", "k_rmsnorm_sigmul_w16", "k_rmsnorm_rope", "k_rmsnorm_rope_w21", "k_rmsnorm_rope_w41", "k_rmsnorm_rope_w42",
 	"gemv_f32", "gemv_f16", "gemv_bf16", "gemv_bf16v", "gemv_fp8", "gemv_bf16v1", "gemv_bf16v2", "gemv_bf16v1n", "gemv_bf16v2n", "gemv_bf16v4n", "gemv_bf16t4n", "gemv_fp81", "gemv_fp8v2", "gemv_fp8v3", "gemv_fp8v4", "gemv_fp8v8", "gemv_fp8t8", "gemv_fp8t9", "k_fp8_bf16", "gemm_f32", "gemm_f16", "gemm_bf16",
-	"moe_gu_bf16v", "moe_gu_fp8", "moe_gd_bf16v", "moe_gd_bf16v_any", "moe_gd_bf16v_u4", "moe_gd_bf16v_s2", "moe_dc_bf16v", "moe_dc2_bf16v", "moe_dc3_bf16v", "moe_dc_fp8", "moe_dcl_fp8", "moe_dcl2_fp8", "moe_dcl4_fp8", "moe_dcmmat", "moe_dcmmatw", "moe_dcmmatw1", "moe_gummat9w", "gemv_fp8v2r", "k_route_p", "moe_dcmmatq", "moe_gummat9q", "moe_gu2_fp8", "moe_gu4_fp8", "moe_gemv_f32", "moe_gemv_f16", "moe_gemv_bf16", "moe_gemv_bf16v", "moe_down_bf16v", "moe_gemv_fp8", "moe_down_fp8", "moe_mma16_fp8", "moe_mma64_fp8",
+	"moe_gu_bf16v", "moe_gu_fp8", "moe_gd_bf16v", "moe_gd_bf16v_any", "moe_gd_bf16v_u4", "moe_gd_bf16v_s2", "moe_dc_bf16v", "moe_dc2_bf16v", "moe_dc3_bf16v", "moe_dc_fp8", "moe_dcl_fp8", "moe_dcl2_fp8", "moe_dcl4_fp8", "moe_dcmmat", "moe_dcmmatw", "moe_dcmmatw1", "moe_gummat9w", "gemv_fp8v2r", "gemv_fp8v2m", "gemv_fp8v2rm", "k_route_p", "moe_dcmmatq", "moe_gummat9q", "moe_gu2_fp8", "moe_gu4_fp8", "moe_gemv_f32", "moe_gemv_f16", "moe_gemv_bf16", "moe_gemv_bf16v", "moe_down_bf16v", "moe_gemv_fp8", "moe_down_fp8", "moe_mma16_fp8", "moe_mma64_fp8",
 	"k_moe_count", "k_moe_tiles", "k_moe_scatter", "moe_gemm_f32", "moe_gemm_f16", "moe_gemm_bf16", "k_moe_combine", "k_moe_combine4", "k_moe_combine4b", "k_moe_combineb", "k_quant_fp8", "k_bf16_f32", "k_route", "k_norm_route",
 	"k_lightning_rec", "k_lightning_recg", "k_lightning_recg2", "k_lightning_chunk", "k_kvstore", "k_attn", "k_attn4", "k_attn_g2", "k_attn_g4", "k_attn_g8", "k_attn_combine", "k_attn_combine_seq",
 	"moe_mma16", "moe_mma64", "k_fattn64", "k_fattn128", "moe_mmb", "moe_mmb_gu", "moe_mmb_wg", "moe_mmb_gu_wg", "moe_mmb_yb", "moe_mmb_yb_wg", "moe_mmb_yb_wgs", "moe_mmb_gu_wg8", "moe_mmb_wg8", "moe_mmb_yb_wg8", "moe_mmb_yb_wgs8", "k_kvbf16", "k_vtbf16", "k_fattn4_128", "k_fattn4w_128", "k_fattn2_64", "k_fattn2_128", "k_fattn3_64", "k_fattn3_128", "k_ltc_kv64", "k_ltc_kv128", "k_ltc_scan", "k_ltc_out64", "k_ltc_out128",

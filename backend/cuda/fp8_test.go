@@ -408,3 +408,87 @@ func TestRoutePartials(t *testing.T) {
 		}
 	}
 }
+
+// TestGEMVMMA checks gemv_fp8v2m and gemv_fp8v2rm (gvMMA: the one-row FP8
+// products on tensor cores, the activations as three E4M3 parts) against
+// gemv_fp8v2 (within 1e-2, as TestFP8MMAMoE allows the MoE's kernels), and
+// gemv_fp8v2rm's router partials against k_norm_route applied to its
+// product: the residual and the norm bit for bit, the logits within 1e-5,
+// the same experts.
+func TestGEMVMMA(t *testing.T) {
+	g := gpu(t, false)
+	if !g.fp8 || g.ccMaj < 9 || !g.routePartials {
+		t.Skip("gemv_fp8v2rm needs fast mode, sm_90 and the router's partial logits")
+	}
+	defer func(on, rp bool) { g.gvMMA, g.routePartials = on, rp }(g.gvMMA, g.routePartials)
+	rng := rand.New(rand.NewSource(61))
+	p := backend.RouteParams{TopK: 8, Groups: 8, TopKGroups: 4, Sigmoid: true, Normalize: true, Scale: 2.5}
+	for _, c := range []struct{ N, K, E int }{{4096, 4096, 256}, {2048, 2048, 256}, {4096, 1024, 64}, {1024, 3072, 256}} {
+		what := fmt.Sprintf("%+v", c)
+		if c.E == 64 {
+			p.Groups, p.TopKGroups = 1, 1
+		} else {
+			p.Groups, p.TopKGroups = 8, 4
+		}
+		_, wo := upload(t, g, reblock(rng, hostWeight(rng, "o_proj", backend.F8E4M3, c.N, c.K, 0.5), 128))
+		_, nw := upload(t, g, hostWeight(rng, "model.layers.1.post_attention_layernorm.weight", backend.BF16, 1, c.N, 1))
+		_, rw := upload(t, g, hostWeight(rng, "model.layers.1.mlp.gate.weight", backend.BF16, c.E, c.N, 0.05))
+		_, bias := upload(t, g, hostWeight(rng, "model.layers.1.mlp.gate.expert_bias", backend.F32, 1, c.E, 0.1))
+		x0, in := randT(t, g, rng, 1, c.N, 2), randT(t, g, rng, 1, c.K, 1)
+		ref, got, out := g.Alloc(1, c.N), g.Alloc(1, c.N), g.Alloc(1, c.N)
+		g.gvMMA = false
+		g.MatMul(ref, in.g, wo)
+		settledKernels(g, kernelMark(g)) // launched now, not when the next operation comes
+		g.gvMMA = true
+		mark := kernelMark(g)
+		g.MatMul(got, in.g, wo)
+		if ks := settledKernels(g, mark); !slices.Equal(ks, []string{"gemv_fp8v2m"}) {
+			t.Errorf("%s: kernels %v, want gemv_fp8v2m", what, ks)
+		}
+		if e := gpuRelErr(g, got, ref); e > 1e-2 || math.IsNaN(e) {
+			t.Errorf("%s: gemv_fp8v2m differs from gemv_fp8v2 by %.3g", what, e)
+		} else {
+			t.Logf("%s: gemv_fp8v2m against gemv_fp8v2: relative error %.2g", what, e)
+		}
+		// the routing from gemv_fp8v2rm's partials, and from k_norm_route on its product
+		var xs, hs, ls [2]backend.Tensor
+		var ids [2][]int32
+		var wts [2][]float32
+		for s := range 2 {
+			xs[s], hs[s], ls[s] = gpuCopy(g, x0.g), g.Alloc(1, c.N), g.Alloc(1, c.E)
+			mark := kernelMark(g)
+			if s == 0 {
+				g.MatMul(out, in.g, wo)
+			} else {
+				g.routePartials = false
+			}
+			r := backend.AddRMSNormRoute(g, hs[s], xs[s], out, nw, 1e-6, ls[s], rw, bias, p)
+			g.routePartials = true
+			ids[s], wts[s] = make([]int32, p.TopK), make([]float32, p.TopK)
+			r.Selected(0, ids[s], wts[s])
+			ks := queuedKernels(g, mark)
+			if want := [2]string{"gemv_fp8v2rm", "k_norm_route"}[s]; !slices.Contains(ks, want) {
+				t.Errorf("%s: kernels %v, want %s among them", what, ks, want)
+			}
+		}
+		sameTensors(t, what+": gemv_fp8v2rm's product", g, out, got, 0)
+		sameTensors(t, what+": residual", g, xs[0], xs[1], 0)
+		sameTensors(t, what+": norm", g, hs[0], hs[1], 0)
+		if e := gpuRelErr(g, ls[0], ls[1]); e > 1e-5 || math.IsNaN(e) {
+			t.Errorf("%s: logits from the partials differ by %.3g", what, e)
+		}
+		for i := range ids[0] {
+			if ids[0][i] != ids[1][i] || math.Abs(float64(wts[0][i]-wts[1][i])) > 1e-5*math.Abs(float64(wts[1][i])) {
+				t.Errorf("%s: slot %d: expert %d weight %v from partials, %d %v", what, i, ids[0][i], wts[0][i], ids[1][i], wts[1][i])
+			}
+		}
+		for s := range 2 {
+			g.Free(xs[s])
+			g.Free(hs[s])
+			g.Free(ls[s])
+		}
+		g.Free(ref)
+		g.Free(got)
+		g.Free(out)
+	}
+}

@@ -2319,6 +2319,97 @@ __device__ __forceinline__ void mma_lo2(float (&tot)[4]) {
     tot[2] += __shfl_down_sync(0xffffffffu, tot[2], 1);
   }
 }
+// gemv_fp8m_rows: a one-row FP8 product on tensor cores, a block's 16 rows
+// from n0 = 16·blockIdx.x (8 warps): warp w takes the columns [w·KS, (w +
+// 1)·KS) (KS = K/8, a multiple of 128 and at most GVM_KS), its lanes
+// holding rows g and g + 8's bytes as mma_round's Q reads them, loaded
+// before the PDL wait with the rows' block scales; after it the block
+// stages X as to_e4m3x3's three E4M3 planes in shared memory (the mma's
+// columns 0–2), each warp sums its 128-column blocks (four m16n8k32
+// products each, scaled by the block scale and the planes' power of two,
+// mma_add), and the eight warps' sums are added in order through shared
+// memory. Where gemv_fp8v2 widens and multiplies every weight on the FP32
+// units (~5.5 µs after its wait for Ring-flash's o_proj, its rows already
+// in registers), this is 64 mma per warp. Not gemv_fp8v2's sums: the
+// activations to about 12 significant bits (TestGEMVMMA). N % 16 == 0,
+// br % 16 == 0, bc % 128 == 0, K % 1024 == 0, K <= 8·GVM_KS.
+#define GVM_KS 512
+template <int PR = -1>
+__device__ __forceinline__ void gemv_fp8m_rows(const float* X, const unsigned char* __restrict__ Wt, int N, int K, const float* S, int sc, int br, int bc,
+                                               float* Y) {
+  constexpr int HB = GVM_KS / 128;  // 128-column blocks per warp, at most
+  __shared__ __align__(16) unsigned char xq[Q8SMEM(8 * GVM_KS)];
+  __shared__ float part[8][16];
+  unsigned long long tst = tl_now();
+  int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  int n0 = blockIdx.x * 16, KS = K / 8, k0 = w * KS, NB = KS / 128;
+  const unsigned char* ra = Wt + (i64)(n0 + g) * K + k0 + 16 * t;
+  const unsigned char* rb = ra + (i64)8 * K;
+  uint4 wa[HB][2], wb[HB][2];
+  float s[HB];
+  const float* srow = S + (i64)(n0 / br) * sc;  // rows n0 .. n0 + 15 share a row of scales (br % 16 == 0)
+#pragma unroll
+  for (int h = 0; h < HB; h++) {
+    bool in = h < NB;
+#pragma unroll
+    for (int c = 0; c < 2; c++) {
+      wa[h][c] = in ? ldw((const uint4*)(ra + 128 * h + 64 * c)) : make_uint4(0, 0, 0, 0);
+      wb[h][c] = in ? ldw((const uint4*)(rb + 128 * h + 64 * c)) : make_uint4(0, 0, 0, 0);
+    }
+    s[h] = in ? srow[(k0 + 128 * h) / bc] : 0.f;
+  }
+  PDL_ENTER();
+  unsigned long long tw = tl_now();
+  if (PR >= 0) tl_span(PR, tst);
+  int P = Q8P(K);
+  float* xinv = (float*)(xq + 3 * P);
+  to_e4m3x3(X, K, xq, P, xinv, w, 8, lane);
+  __syncthreads();
+  float tot[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+  for (int h = 0; h < HB; h++) {
+    if (h >= NB) break;
+    int kb = k0 / 128 + h;
+    float d[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+    for (int c = 0; c < 2; c++) {
+      uint4 xv = make_uint4(0, 0, 0, 0), aa = wa[h][c], bb = wb[h][c];
+      if (g < 3) xv = *(const uint4*)(xq + g * P + 128 * kb + 64 * c + 16 * t);
+      mma16832e4(d, aa.x, bb.x, aa.y, bb.y, xv.x, xv.y);
+      mma16832e4(d, aa.z, bb.z, aa.w, bb.w, xv.z, xv.w);
+    }
+    float sk = s[h] * xinv[kb];
+    mma_add<true>(tot, d, sk, sk);
+  }
+  mma_lo2<true>(tot);
+  if (t == 0) {
+    part[w][g] = tot[0];
+    part[w][g + 8] = tot[2];
+  }
+  __syncthreads();
+  if (threadIdx.x < 16) {
+    float v = 0.f;
+#pragma unroll
+    for (int q = 0; q < 8; q++) v += part[q][threadIdx.x];
+    Y[n0 + threadIdx.x] = v;
+  }
+  if (PR >= 0) tl_span(PR + 1, tw);
+}
+// gemv_fp8v2m, gemv_fp8v2rm: gemv_fp8v2 and gemv_fp8v2r with the product on
+// tensor cores (gemv_fp8m_rows; RINGO_CUDA_GV_MMA=1, knob gvm).
+extern "C" __global__ void __launch_bounds__(256, 2) gemv_fp8v2m(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K,
+                                                                const float* S, int sc, int br, int bc, float* Y, i64 ldy) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  gemv_fp8m_rows(X, Wt, N, K, S, sc, br, bc, Y);
+#endif
+}
+extern "C" __global__ void __launch_bounds__(256, 2) gemv_fp8v2rm(const float* X, i64 ldx, int T, const unsigned char* __restrict__ Wt, int N, int K,
+                                                                 const float* S, int sc, int br, int bc, float* Y, i64 ldy, const float* xres,
+                                                                 const float* nw, const u16* __restrict__ R, int E, float* P) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  route_partials(N, Y, xres, nw, R, E, P, [&] { gemv_fp8m_rows<25>(X, Wt, N, K, S, sc, br, bc, Y); });
+#endif
+}
 // moe_gummat_impl: moe_gu2_fp8's gate|up pairs and SwiGLU on tensor cores,
 // as moe_dcmmat does the down projections: a warp's 16-row tile is 8 pairs
 // (rows g: the gates of pairs p0 + g, rows g + 8: their ups), so that the

@@ -686,8 +686,20 @@ type gemvReq struct {
 func (b *Backend) emitGEMV() {
 	if r := b.pendingGEMV; r != nil {
 		b.pendingGEMV = nil
-		b.launch("gemv_fp8v2", dim3{r.w.rows / 16, 1, 1}, dim3{256, 1, 1}, 0, r.gemvArgs()...)
+		b.launch(r.kernel(b, "gemv_fp8v2"), dim3{r.w.rows / 16, 1, 1}, dim3{256, 1, 1}, 0, r.gemvArgs()...)
 	}
+}
+
+// kernel is the kernel that runs r, given its usual one (gemv_fp8v2 or
+// gemv_fp8v2r): with gvMMA, where the shapes allow, its tensor-core form
+// (gemv_fp8v2m, gemv_fp8v2rm: gemv_fp8m_rows in kernels.cu, eight warps
+// of K/8 columns, at most 512 each).
+func (r *gemvReq) kernel(b *Backend, name string) string {
+	w := r.w
+	if b.gvMMA && w.rows%16 == 0 && w.cols%1024 == 0 && w.cols <= 4096 && w.br > 0 && w.br%16 == 0 && w.bc > 0 && w.bc%128 == 0 {
+		return name + "m"
+	}
+	return name
 }
 
 // gemvArgs are gemv_fp8v2's arguments for r (gemv_fp8v2r's first ones).
@@ -1622,7 +1634,7 @@ func (b *Backend) AddRMSNormRoute(dst, x, a backend.Tensor, wt backend.Weight, e
 		b.pendingGEMV = nil
 		nb := K / 16
 		part := b.scratch(4 * nb * E)
-		b.launch("gemv_fp8v2r", dim3{nb, 1, 1}, dim3{256, 1, 1}, 0, append(g.gemvArgs(), pArg(b.ptr("AddRMSNormRoute", x)), pArg(w.p), pArg(rw.p), iArg(E), pArg(part.p))...)
+		b.launch(g.kernel(b, "gemv_fp8v2r"), dim3{nb, 1, 1}, dim3{256, 1, 1}, 0, append(g.gemvArgs(), pArg(b.ptr("AddRMSNormRoute", x)), pArg(w.p), pArg(rw.p), iArg(E), pArg(part.p))...)
 		b.launch("k_route_p", dim3{nrCluster, 1, 1}, dim3{512, 1, 1}, 0, pArg(b.ptr("AddRMSNormRoute", dst)), pArg(b.ptr("AddRMSNormRoute", x)),
 			pArg(b.ptr("AddRMSNormRoute", a)), pArg(w.p), iArg(K), iArg(nt), fArg(eps), pArg(part.p), iArg(nb), iArg(E), pArg(b.ptr("AddRMSNormRoute", logits)),
 			pArg(pb), iArg(groups), iArg(keep), iArg(p.TopK), bArg(p.Sigmoid), bArg(p.Normalize), fArg(p.Scale), pArg(r.p), pArg(r.p+uintptr(4*p.TopK)), iArg(b.routeMode()))
