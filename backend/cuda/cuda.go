@@ -249,8 +249,9 @@ type Backend struct {
 	// AddRMSNormRoute of its output, it runs as gemv_fp8v2r (the router's
 	// partial logits in its blocks) and the routing as k_route_p
 	routePartials bool
-	// gvMMA (RINGO_CUDA_GV_MMA=1): gemv_fp8v2 and gemv_fp8v2r run on
-	// tensor cores (gemv_fp8v2m, gemv_fp8v2rm) where their shapes allow
+	// gvMMA (default on sm_90; RINGO_CUDA_GV_MMA=0 turns it off):
+	// gemv_fp8v2 and gemv_fp8v2r run on tensor cores (gemv_fp8v2m,
+	// gemv_fp8v2rm) where their shapes allow
 	gvMMA       bool
 	pendingGEMV *gemvReq // &gemvBuf or nil
 	gemvBuf     gemvReq
@@ -620,7 +621,7 @@ func New(device int, opts Options) (*Backend, error) {
 	b.dcWide = os.Getenv("RINGO_CUDA_DC_WIDE") != "0"
 	b.dcOnePass = os.Getenv("RINGO_CUDA_DC_ONEPASS") != "0"
 	b.routePartials = b.ccMaj >= 9 && os.Getenv("RINGO_CUDA_ROUTE_PARTIALS") != "0"
-	b.gvMMA = b.ccMaj >= 9 && os.Getenv("RINGO_CUDA_GV_MMA") == "1"
+	b.gvMMA = b.ccMaj >= 9 && os.Getenv("RINGO_CUDA_GV_MMA") != "0"
 	b.guMMA = b.ccMaj >= 9 && os.Getenv("RINGO_CUDA_GU_MMA") != "0"
 	if b.ccMaj >= 9 {
 		b.mmaE4M3 = 1

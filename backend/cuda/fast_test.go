@@ -644,12 +644,13 @@ func TestGEMVSingleRow(t *testing.T) {
 								continue
 							}
 							got := gpuCopy(g, d.g)
-							saved, savedMin, saved8, savedT, savedV3, savedT9 := g.fp8Rows, g.fp8Rows4Min, g.fp8Rows8Min, g.fp8TMA, g.fp8V3, g.fp8T9
-							g.fp8Rows, g.fp8Rows4Min, g.fp8Rows8Min, g.fp8TMA, g.fp8V3, g.fp8T9 = v.rows, v.min, v.min, v.tma, v.v3, v.t9
+							saved, savedMin, saved8, savedT, savedV3, savedT9, savedM := g.fp8Rows, g.fp8Rows4Min, g.fp8Rows8Min, g.fp8TMA, g.fp8V3, g.fp8T9, g.gvMMA
+							// (gvMMA off: gemv_fp8v2's register form, whose sums are gemv_fp81's; TestGEMVMMA has the other)
+							g.fp8Rows, g.fp8Rows4Min, g.fp8Rows8Min, g.fp8TMA, g.fp8V3, g.fp8T9, g.gvMMA = v.rows, v.min, v.min, v.tma, v.v3, v.t9, false
 							mark := kernelMark(g)
 							g.MatMul(got, x.g, gw)
 							ks := settledKernels(g, mark) // gemv_fp8v2 waits for a routing that may take it
-							g.fp8Rows, g.fp8Rows4Min, g.fp8Rows8Min, g.fp8TMA, g.fp8V3, g.fp8T9 = saved, savedMin, saved8, savedT, savedV3, savedT9
+							g.fp8Rows, g.fp8Rows4Min, g.fp8Rows8Min, g.fp8TMA, g.fp8V3, g.fp8T9, g.gvMMA = saved, savedMin, saved8, savedT, savedV3, savedT9, savedM
 							sameTensors(t, fmt.Sprintf("%s: %s", what, v.want), g, got, d.g, 0)
 							if !slices.Equal(ks, []string{v.want}) {
 								t.Errorf("%s: kernels %v with %d rows per warp from %d rows, want %s", what, ks, v.rows, v.min, v.want)

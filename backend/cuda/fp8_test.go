@@ -358,10 +358,11 @@ func TestRoutePartials(t *testing.T) {
 	if !g.fp8 || g.ccMaj < 9 {
 		t.Skip("k_route_p needs fast mode and sm_90 (thread block clusters)")
 	}
-	defer func(on bool) { g.routePartials = on }(g.routePartials)
+	defer func(on, m bool) { g.routePartials, g.gvMMA = on, m }(g.routePartials, g.gvMMA)
 	if !g.routePartials {
 		t.Errorf("the router's partial logits are not the default on sm_90")
 	}
+	g.gvMMA = false // the register form, whose products gemv_fp8v2 matches bit for bit (TestGEMVMMA has the other)
 	rng := rand.New(rand.NewSource(53))
 	for _, c := range []struct{ K, E, groups, keep, topk int }{{4096, 256, 8, 4, 8}, {2048, 256, 8, 4, 8}, {3072, 64, 1, 1, 6}} {
 		what := fmt.Sprintf("%+v", c)
@@ -419,6 +420,9 @@ func TestGEMVMMA(t *testing.T) {
 	g := gpu(t, false)
 	if !g.fp8 || g.ccMaj < 9 || !g.routePartials {
 		t.Skip("gemv_fp8v2rm needs fast mode, sm_90 and the router's partial logits")
+	}
+	if !g.gvMMA {
+		t.Errorf("gemv_fp8v2m is not the default on sm_90")
 	}
 	defer func(on, rp bool) { g.gvMMA, g.routePartials = on, rp }(g.gvMMA, g.routePartials)
 	rng := rand.New(rand.NewSource(61))
