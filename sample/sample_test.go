@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
+	"slices"
 	"testing"
 )
 
@@ -200,18 +202,99 @@ func TestFiltersMatchDefinition(t *testing.T) {
 	}
 }
 
+// BenchmarkSample draws over Ring's 157,184 tokens: "flat" logits
+// N(0, 2²), where every token is within tailCut of the largest, and
+// "peaked" ones like a language model's (N(−2, 3²) and a few dozen tokens
+// at 10–20), where most of the vocabulary is not.
 func BenchmarkSample(b *testing.B) {
-	logits := make([]float32, 157184)
 	r := rand.New(rand.NewPCG(1, 2))
-	for i := range logits {
-		logits[i] = float32(r.NormFloat64() * 2)
+	flat, peaked := make([]float32, 157184), make([]float32, 157184)
+	for i := range flat {
+		flat[i] = float32(r.NormFloat64() * 2)
+		peaked[i] = float32(r.NormFloat64()*3 - 2)
 	}
-	for _, p := range []Params{{Temperature: 0.7}, {Temperature: 0.7, TopP: 0.9}, {Temperature: 0.7, TopK: 40}} {
-		b.Run(fmt.Sprintf("T=%.1f/k=%d/p=%.1f", p.Temperature, p.TopK, p.TopP), func(b *testing.B) {
-			s := New(p)
-			for i := 0; i < b.N; i++ {
-				s.Sample(logits)
+	for i := 0; i < 40; i++ {
+		peaked[r.IntN(len(peaked))] = float32(10 + 10*r.Float64())
+	}
+	for _, l := range []struct {
+		name   string
+		logits []float32
+	}{{"flat", flat}, {"peaked", peaked}} {
+		for _, p := range []Params{{Temperature: 0.7}, {Temperature: 0.7, TopP: 0.9}, {Temperature: 0.7, TopK: 40}} {
+			b.Run(fmt.Sprintf("%s/T=%.1f/k=%d/p=%.1f", l.name, p.Temperature, p.TopK, p.TopP), func(b *testing.B) {
+				s := New(p)
+				for i := 0; i < b.N; i++ {
+					s.Sample(l.logits)
+				}
+			})
+		}
+	}
+}
+
+// TestWeightsTail checks the weights of a draw: exp(v − max) in float32 for
+// the tokens within tailCut of the largest, none below, and the same sum
+// whether the vocabulary is cut into pieces (parallelMin tokens or more) or
+// not, up to the order of the additions.
+func TestWeightsTail(t *testing.T) {
+	for _, n := range []int{1000, parallelMin, 157184} {
+		x := make([]float32, n)
+		r := rand.New(rand.NewPCG(5, uint64(n)))
+		for i := range x {
+			x[i] = float32(r.NormFloat64() * 12)
+		}
+		mx := x[Argmax(x)]
+		s := New(Params{Temperature: 1})
+		e, z := s.weights(x, mx)
+		if len(e) != n {
+			t.Fatalf("%d tokens: %d weights", n, len(e))
+		}
+		var want float64
+		cut := 0
+		for i, v := range x {
+			w := float32(0)
+			if v >= mx-tailCut {
+				w = float32(math.Exp(float64(v - mx)))
+			} else {
+				cut++
 			}
-		})
+			if e[i] != w {
+				t.Fatalf("%d tokens: weight %d (logit %v, max %v) %v, want %v", n, i, v, mx, e[i], w)
+			}
+			want += float64(w)
+		}
+		if math.Abs(z-want) > 1e-12*want {
+			t.Errorf("%d tokens: sum %v, want %v", n, z, want)
+		}
+		if cut == 0 {
+			t.Errorf("%d tokens: no token below the cut; the test covers nothing there", n)
+		}
+		if pieces := len(s.sums); (n >= parallelMin) != (pieces == weightChunks) {
+			t.Errorf("%d tokens: %d pieces", n, pieces)
+		}
+	}
+}
+
+// TestDrawsIndependentOfCores checks that a seed's draws over a large
+// vocabulary (summed in pieces by goroutines) do not depend on how many
+// cores run them, with and without top-p.
+func TestDrawsIndependentOfCores(t *testing.T) {
+	x := make([]float32, 157184)
+	r := rand.New(rand.NewPCG(7, 7))
+	for i := range x {
+		x[i] = float32(r.NormFloat64() * 3)
+	}
+	for _, p := range []Params{{Temperature: 0.8, Seed: 3}, {Temperature: 0.8, TopP: 0.9, Seed: 3}} {
+		draw := func(procs int) []int32 {
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+			s := New(p)
+			out := make([]int32, 40)
+			for i := range out {
+				out[i] = s.Sample(x)
+			}
+			return out
+		}
+		if a, b := draw(1), draw(4); !slices.Equal(a, b) {
+			t.Errorf("%+v: draws %v on one core, %v on four", p, a, b)
+		}
 	}
 }
