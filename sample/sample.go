@@ -256,8 +256,9 @@ func (s *Sampler) drawSorted(x []float32, idx []int, z float64) int32 {
 }
 
 // sortDesc orders idx by descending x (ties: lower index first), sorting
-// descKey's packed keys: integers, without a comparison function (sort.Slice
-// took most of a top-p draw's 7.7 ms over 157,184 tokens).
+// descKey's packed keys: integers, without a comparison function (with
+// sort.Slice the sort took about a third of a top-p draw's 7.6 ms over
+// 157,184 tokens).
 func sortDesc(idx []int, x []float32) {
 	keys := make([]uint64, len(idx))
 	for i, id := range idx {
