@@ -75,12 +75,7 @@ func (s *Sampler) Sample(logits []float32) int32 {
 	if s.p.Temperature <= 0 {
 		return Argmax(x)
 	}
-	inv := 1 / s.p.Temperature
-	mx := float32(math.Inf(-1))
-	for i := range x {
-		x[i] *= inv
-		mx = max(mx, x[i])
-	}
+	mx := scaleMax(x, 1/s.p.Temperature)
 	topP := s.p.TopP > 0 && s.p.TopP < 1
 	if s.p.TopK > 0 && s.p.TopK < len(x) {
 		return s.drawSorted(x, s.topK(x, s.p.TopK), 0)
@@ -170,6 +165,35 @@ func (s *Sampler) weights(x []float32, mx float32) (e []float32, z float64) {
 		z += v
 	}
 	return e, z
+}
+
+// scaleMax multiplies x by inv and returns the largest product, in
+// weightChunks pieces by goroutines from parallelMin values (the same
+// products and maximum either way).
+func scaleMax(x []float32, inv float32) float32 {
+	part := func(a, b int) float32 {
+		mx := float32(math.Inf(-1))
+		for i := a; i < b; i++ {
+			x[i] *= inv
+			mx = max(mx, x[i])
+		}
+		return mx
+	}
+	n := len(x)
+	if n < parallelMin {
+		return part(0, n)
+	}
+	var mxs [weightChunks]float32
+	var wg sync.WaitGroup
+	for c := range weightChunks {
+		wg.Go(func() { mxs[c] = part(c*n/weightChunks, (c+1)*n/weightChunks) })
+	}
+	wg.Wait()
+	mx := mxs[0]
+	for _, v := range mxs[1:] {
+		mx = max(mx, v)
+	}
+	return mx
 }
 
 // drawAll draws from the whole distribution softmax(x) (x scaled by the

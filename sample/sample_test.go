@@ -174,22 +174,29 @@ func naiveSample(logits []float32, p Params, u float64) int32 {
 }
 
 // TestFiltersMatchDefinition checks the fast filtered sampling against the
-// full-sort definition, draw for draw, on random logits of a large vocabulary.
+// full-sort definition, draw for draw, on random logits of a large vocabulary
+// (and of Ring's 157,184 tokens, summed in pieces, for two of the settings).
 func TestFiltersMatchDefinition(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 3))
-	for _, p := range []Params{
-		{Temperature: 0.7, TopK: 40},
-		{Temperature: 1, TopP: 0.9},
-		{Temperature: 1.3, TopP: 0.999}, // reaches past the first candidate cut
-		{Temperature: 0.8, MinP: 0.05},
-		{Temperature: 1, MinP: 0.1, TopP: 0.8},
-		{Temperature: 0.6, TopK: 100, TopP: 0.95, MinP: 0.02},
+	for _, c := range []struct {
+		p     Params
+		vocab int
+	}{
+		{Params{Temperature: 0.7, TopK: 40}, 20000},
+		{Params{Temperature: 1, TopP: 0.9}, 20000},
+		{Params{Temperature: 1.3, TopP: 0.999}, 20000}, // reaches past the first candidate cut
+		{Params{Temperature: 0.8, MinP: 0.05}, 20000},
+		{Params{Temperature: 1, MinP: 0.1, TopP: 0.8}, 20000},
+		{Params{Temperature: 0.6, TopK: 100, TopP: 0.95, MinP: 0.02}, 20000},
+		{Params{Temperature: 1, TopP: 0.9}, 157184},
+		{Params{Temperature: 0.8, MinP: 0.05}, 157184},
 	} {
+		p := c.p
 		p.Seed = 11
 		s := New(p)
 		ref := rand.New(rand.NewPCG(p.Seed, p.Seed^0x9e3779b97f4a7c15))
 		for n := 0; n < 30; n++ {
-			logits := make([]float32, 20000)
+			logits := make([]float32, c.vocab)
 			for i := range logits {
 				logits[i] = float32(r.NormFloat64() * 3)
 			}
