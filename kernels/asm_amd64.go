@@ -35,6 +35,12 @@ func f32ToBF16Asm(dst *uint16, src *float32, n int)
 //go:noescape
 func expSubAsm(x *float32, n int, m float32) float32
 
+// expWeightsAsm is ExpWeights' loop over n (a multiple of 8) values, adding
+// into z.
+//
+//go:noescape
+func expWeightsAsm(e *float32, x *float32, n int, mx, lo float32, z *[4]float64)
+
 // expSubAsm512 is expSubAsm on 16 lanes (n a multiple of 16).
 //
 //go:noescape

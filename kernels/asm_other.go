@@ -35,6 +35,9 @@ func fmaLoopAsm(n int)                                  { unreachable() }
 func expSubAsm(x *float32, n int, m float32) float32    { unreachable(); return 0 }
 func expSubAsm512(x *float32, n int, m float32) float32 { unreachable(); return 0 }
 func maxAsm(x *float32, n int) float32                  { unreachable(); return 0 }
+func expWeightsAsm(e, x *float32, n int, mx, lo float32, z *[4]float64) {
+	unreachable()
+}
 func prefetchAsm(p unsafe.Pointer, ld, rows, lines int) { unreachable() }
 func lightningStepAsm(s *float32, d int, q, k, v, o *float32, lam float32) {
 	unreachable()

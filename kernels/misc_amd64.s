@@ -568,3 +568,108 @@ exp16_done:
 	VMOVSS X0, ret+24(FP)
 	VZEROUPPER
 	RET
+
+// ExpWeights' constants: ExpNeg's polynomial p0..p5, 1 and the exponent
+// bias 127 as vectors of eight (memory operands), then log2 e, 1.5·2^23
+// and ln 2's two parts (broadcast).
+DATA expwvec<>+0(SB)/8, $0x3950696739506967
+DATA expwvec<>+8(SB)/8, $0x3950696739506967
+DATA expwvec<>+16(SB)/8, $0x3950696739506967
+DATA expwvec<>+24(SB)/8, $0x3950696739506967
+DATA expwvec<>+32(SB)/8, $0x3ab743ce3ab743ce
+DATA expwvec<>+40(SB)/8, $0x3ab743ce3ab743ce
+DATA expwvec<>+48(SB)/8, $0x3ab743ce3ab743ce
+DATA expwvec<>+56(SB)/8, $0x3ab743ce3ab743ce
+DATA expwvec<>+64(SB)/8, $0x3c0889083c088908
+DATA expwvec<>+72(SB)/8, $0x3c0889083c088908
+DATA expwvec<>+80(SB)/8, $0x3c0889083c088908
+DATA expwvec<>+88(SB)/8, $0x3c0889083c088908
+DATA expwvec<>+96(SB)/8, $0x3d2aa9c13d2aa9c1
+DATA expwvec<>+104(SB)/8, $0x3d2aa9c13d2aa9c1
+DATA expwvec<>+112(SB)/8, $0x3d2aa9c13d2aa9c1
+DATA expwvec<>+120(SB)/8, $0x3d2aa9c13d2aa9c1
+DATA expwvec<>+128(SB)/8, $0x3e2aaaaa3e2aaaaa
+DATA expwvec<>+136(SB)/8, $0x3e2aaaaa3e2aaaaa
+DATA expwvec<>+144(SB)/8, $0x3e2aaaaa3e2aaaaa
+DATA expwvec<>+152(SB)/8, $0x3e2aaaaa3e2aaaaa
+DATA expwvec<>+160(SB)/8, $0x3f0000003f000000
+DATA expwvec<>+168(SB)/8, $0x3f0000003f000000
+DATA expwvec<>+176(SB)/8, $0x3f0000003f000000
+DATA expwvec<>+184(SB)/8, $0x3f0000003f000000
+DATA expwvec<>+192(SB)/8, $0x3f8000003f800000
+DATA expwvec<>+200(SB)/8, $0x3f8000003f800000
+DATA expwvec<>+208(SB)/8, $0x3f8000003f800000
+DATA expwvec<>+216(SB)/8, $0x3f8000003f800000
+DATA expwvec<>+224(SB)/8, $0x0000007f0000007f
+DATA expwvec<>+232(SB)/8, $0x0000007f0000007f
+DATA expwvec<>+240(SB)/8, $0x0000007f0000007f
+DATA expwvec<>+248(SB)/8, $0x0000007f0000007f
+GLOBL expwvec<>(SB), RODATA|NOPTR, $256
+DATA expwconst<>+0(SB)/4, $0x3fb8aa3b
+DATA expwconst<>+4(SB)/4, $0x4b400000
+DATA expwconst<>+8(SB)/4, $0x3f318000
+DATA expwconst<>+12(SB)/4, $0xb95e8083
+GLOBL expwconst<>(SB), RODATA|NOPTR, $16
+
+// func expWeightsAsm(e *float32, x *float32, n int, mx float32, lo float32, z *[4]float64)
+// e[i] = x[i] >= lo ? ExpNeg(x[i] - mx) : 0 for i < n (a multiple of 8),
+// the same float32 operations in the same order as ExpNeg (no FMA), and
+// z[j] += the weights of i = j (mod 4) in order of i (the low and then the
+// high half of each eight, widened to float64).
+TEXT ·expWeightsAsm(SB), NOSPLIT, $0-40
+	MOVQ e+0(FP), DI
+	MOVQ x+8(FP), SI
+	MOVQ n+16(FP), CX
+	VBROADCASTSS mx+24(FP), Y15
+	VBROADCASTSS lo+28(FP), Y14
+	MOVQ z+32(FP), DX
+	VBROADCASTSS expwconst<>+0(SB), Y13
+	VBROADCASTSS expwconst<>+4(SB), Y12
+	VBROADCASTSS expwconst<>+8(SB), Y11
+	VBROADCASTSS expwconst<>+12(SB), Y10
+	VMOVUPD (DX), Y6
+	TESTQ CX, CX
+	JEQ expw_done
+expw_loop:
+	VMOVUPS (SI), Y0
+	VCMPPS $0x1d, Y14, Y0, Y1 // x >= lo (ordered: false for NaN)
+	VSUBPS Y15, Y0, Y0        // d = x - mx
+	VMULPS Y13, Y0, Y2
+	VADDPS Y12, Y2, Y2        // t = d·log2e + 1.5·2^23
+	VSUBPS Y12, Y2, Y3        // k = t - 1.5·2^23
+	VMULPS Y11, Y3, Y5
+	VSUBPS Y5, Y0, Y0         // r = d - k·ln2hi
+	VMULPS Y10, Y3, Y5
+	VSUBPS Y5, Y0, Y0         // r -= k·ln2lo
+	VMULPS expwvec<>+0(SB), Y0, Y4
+	VADDPS expwvec<>+32(SB), Y4, Y4
+	VMULPS Y0, Y4, Y4
+	VADDPS expwvec<>+64(SB), Y4, Y4
+	VMULPS Y0, Y4, Y4
+	VADDPS expwvec<>+96(SB), Y4, Y4
+	VMULPS Y0, Y4, Y4
+	VADDPS expwvec<>+128(SB), Y4, Y4
+	VMULPS Y0, Y4, Y4
+	VADDPS expwvec<>+160(SB), Y4, Y4
+	VMULPS Y0, Y0, Y5         // r·r
+	VMULPS Y5, Y4, Y4
+	VADDPS Y0, Y4, Y4
+	VADDPS expwvec<>+192(SB), Y4, Y4
+	VPADDD expwvec<>+224(SB), Y2, Y2
+	VPSLLD $23, Y2, Y2        // 2^k
+	VMULPS Y2, Y4, Y4
+	VANDPS Y1, Y4, Y4
+	VMOVUPS Y4, (DI)
+	VCVTPS2PD X4, Y5
+	VADDPD Y5, Y6, Y6
+	VEXTRACTF128 $1, Y4, X7
+	VCVTPS2PD X7, Y7
+	VADDPD Y7, Y6, Y6
+	ADDQ $32, SI
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JNE expw_loop
+expw_done:
+	VMOVUPD Y6, (DX)
+	VZEROUPPER
+	RET

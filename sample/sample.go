@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+
+	"github.com/ringo-ai/ringo/kernels"
 )
 
 // Params configure a Sampler. The zero value is greedy decoding.
@@ -131,26 +133,20 @@ const (
 )
 
 // weights stores the weights exp(v − mx) of x (scaled logits, mx their
-// largest) in s.exps as float32, none for the tokens more than tailCut
-// below mx, and returns them and their sum: in weightChunks pieces summed
-// apart and then in order for large vocabularies (their sums in s.sums),
-// in one pass otherwise (s.sums empty).
+// largest) in s.exps as float32 (kernels.ExpNeg, eight at a time where
+// there is assembly, the same values either way), none for the tokens more
+// than tailCut below mx, and returns them and their sum: each piece's in
+// kernels.ExpWeights' four lanes, added as (0 + 1) + (2 + 3); in
+// weightChunks pieces summed apart and then in order for large
+// vocabularies (their sums in s.sums), in one piece otherwise (s.sums
+// empty). So a seed's draws are the same on every machine.
 func (s *Sampler) weights(x []float32, mx float32) (e []float32, z float64) {
 	n := len(x)
 	e = slices.Grow(s.exps[:0], n)[:n]
 	s.exps = e
-	lo := mx - tailCut
 	part := func(a, b int) float64 {
-		var z float64
-		for i := a; i < b; i++ {
-			var q float32
-			if v := x[i]; v >= lo {
-				q = float32(math.Exp(float64(v - mx)))
-			}
-			e[i] = q
-			z += float64(q)
-		}
-		return z
+		z := kernels.ExpWeights(e[a:b], x[a:b], mx, mx-tailCut)
+		return (z[0] + z[1]) + (z[2] + z[3])
 	}
 	s.sums = s.sums[:0]
 	if n < parallelMin {
@@ -173,12 +169,8 @@ func (s *Sampler) weights(x []float32, mx float32) (e []float32, z float64) {
 // products and maximum either way).
 func scaleMax(x []float32, inv float32) float32 {
 	part := func(a, b int) float32 {
-		mx := float32(math.Inf(-1))
-		for i := a; i < b; i++ {
-			x[i] *= inv
-			mx = max(mx, x[i])
-		}
-		return mx
+		kernels.Scale(inv, x[a:b])
+		return kernels.Max(x[a:b])
 	}
 	n := len(x)
 	if n < parallelMin {

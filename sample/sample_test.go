@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"slices"
 	"testing"
+
+	"github.com/ringo-ai/ringo/kernels"
 )
 
 func TestGreedy(t *testing.T) {
@@ -238,7 +240,7 @@ func BenchmarkSample(b *testing.B) {
 	}
 }
 
-// TestWeightsTail checks the weights of a draw: exp(v − max) in float32 for
+// TestWeightsTail checks the weights of a draw: kernels.ExpNeg(v − max) for
 // the tokens within tailCut of the largest, none below, and the same sum
 // whether the vocabulary is cut into pieces (parallelMin tokens or more) or
 // not, up to the order of the additions.
@@ -260,7 +262,7 @@ func TestWeightsTail(t *testing.T) {
 		for i, v := range x {
 			w := float32(0)
 			if v >= mx-tailCut {
-				w = float32(math.Exp(float64(v - mx)))
+				w = kernels.ExpNeg(v - mx)
 			} else {
 				cut++
 			}
