@@ -39,7 +39,7 @@ type Sampler struct {
 	probs   []float64
 	exps    []float32
 	sums    []float64 // weights' pieces
-	keys    []uint64  // sortDescKeys' and partialSort's
+	keys    []uint64  // sortDescKeys' and topK's
 }
 
 // New returns a Sampler.
@@ -217,12 +217,45 @@ func (s *Sampler) drawAll(x []float32, mx float32) int32 {
 // (ties: lower index first).
 func (s *Sampler) topK(x []float32, k int) []int {
 	idx := s.idx[:0]
-	for i := range x {
-		idx = append(idx, i)
+	if k >= len(x)/8 {
+		for i := range x {
+			idx = append(idx, i)
+		}
+		s.idx = idx
+		s.keys = sortDescKeys(idx, x, s.keys)
+		return idx[:k]
+	}
+	// selection into a small sorted prefix of keys, in id order: once it
+	// holds k, a value not above its last one's cannot enter (an equal
+	// value has a higher id than every key there), which a plain
+	// comparison rules out for most of the vocabulary
+	top := slices.Grow(s.keys[:0], k)
+	thr := float32(math.Inf(-1))
+	for i, v := range x {
+		if len(top) == k && v <= thr {
+			continue
+		}
+		key := descKey(v, i)
+		if len(top) < k {
+			j, _ := slices.BinarySearch(top, key)
+			top = slices.Insert(top, j, key)
+		} else if key < top[k-1] {
+			j, _ := slices.BinarySearch(top, key)
+			copy(top[j+1:], top[j:k-1])
+			top[j] = key
+		} else {
+			continue
+		}
+		if len(top) == k {
+			thr = x[int(uint32(top[k-1]))]
+		}
+	}
+	s.keys = top
+	for _, key := range top {
+		idx = append(idx, int(uint32(key)))
 	}
 	s.idx = idx
-	s.partialSort(idx, x, k)
-	return idx[:k]
+	return idx
 }
 
 // drawSorted applies min-p and top-p to candidates sorted by descending
@@ -328,34 +361,6 @@ func (s *Sampler) applyPenalties(x []float32) {
 				x[id] -= s.p.PresencePenalty + s.p.FrequencyPenalty*float32(c)
 			}
 		}
-	}
-}
-
-// partialSort orders the first k entries of idx by descending x (ties:
-// lower index first), by descKey's keys.
-func (s *Sampler) partialSort(idx []int, x []float32, k int) {
-	if k >= len(idx)/8 {
-		s.keys = sortDescKeys(idx, x, s.keys)
-		return
-	}
-	// selection into a small sorted prefix
-	top := slices.Grow(s.keys[:0], k)
-	defer func() { s.keys = top }()
-	for _, id := range idx {
-		key := descKey(x[id], id)
-		if len(top) < k {
-			j, _ := slices.BinarySearch(top, key)
-			top = slices.Insert(top, j, key)
-			continue
-		}
-		if key < top[k-1] {
-			j, _ := slices.BinarySearch(top, key)
-			copy(top[j+1:], top[j:k-1])
-			top[j] = key
-		}
-	}
-	for i, key := range top {
-		idx[i] = int(uint32(key))
 	}
 }
 

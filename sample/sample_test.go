@@ -183,15 +183,19 @@ func TestFiltersMatchDefinition(t *testing.T) {
 	for _, c := range []struct {
 		p     Params
 		vocab int
+		ties  bool // logits in steps of 0.5: many equal values, and ±0
 	}{
-		{Params{Temperature: 0.7, TopK: 40}, 20000},
-		{Params{Temperature: 1, TopP: 0.9}, 20000},
-		{Params{Temperature: 1.3, TopP: 0.999}, 20000}, // reaches past the first candidate cut
-		{Params{Temperature: 0.8, MinP: 0.05}, 20000},
-		{Params{Temperature: 1, MinP: 0.1, TopP: 0.8}, 20000},
-		{Params{Temperature: 0.6, TopK: 100, TopP: 0.95, MinP: 0.02}, 20000},
-		{Params{Temperature: 1, TopP: 0.9}, 157184},
-		{Params{Temperature: 0.8, MinP: 0.05}, 157184},
+		{Params{Temperature: 0.7, TopK: 40}, 20000, false},
+		{Params{Temperature: 0.7, TopK: 40}, 20000, true},
+		{Params{Temperature: 0.9, TopK: 3000}, 20000, true}, // the full sort (k ≥ vocab/8)
+		{Params{Temperature: 0.7, TopK: 50}, 157184, true},
+		{Params{Temperature: 1, TopP: 0.9}, 20000, false},
+		{Params{Temperature: 1.3, TopP: 0.999}, 20000, false}, // reaches past the first candidate cut
+		{Params{Temperature: 0.8, MinP: 0.05}, 20000, false},
+		{Params{Temperature: 1, MinP: 0.1, TopP: 0.8}, 20000, false},
+		{Params{Temperature: 0.6, TopK: 100, TopP: 0.95, MinP: 0.02}, 20000, false},
+		{Params{Temperature: 1, TopP: 0.9}, 157184, false},
+		{Params{Temperature: 0.8, MinP: 0.05}, 157184, false},
 	} {
 		p := c.p
 		p.Seed = 11
@@ -201,6 +205,12 @@ func TestFiltersMatchDefinition(t *testing.T) {
 			logits := make([]float32, c.vocab)
 			for i := range logits {
 				logits[i] = float32(r.NormFloat64() * 3)
+				if c.ties {
+					logits[i] = float32(math.Round(float64(logits[i])*2) / 2)
+					if logits[i] == 0 && i%2 == 1 {
+						logits[i] = float32(math.Copysign(0, -1))
+					}
+				}
 			}
 			got := s.Sample(logits)
 			want := naiveSample(logits, p, ref.Float64())
