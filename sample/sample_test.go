@@ -112,15 +112,35 @@ func TestPenalties(t *testing.T) {
 	}
 }
 
+// TestLogSoftmax checks LogSoftmax against the float64 definition, on a
+// few logits and on a vocabulary of 157,184 with some far below the rest.
 func TestLogSoftmax(t *testing.T) {
-	out := make([]float32, 3)
-	LogSoftmax(out, []float32{1, 2, 3})
-	var s float64
-	for _, v := range out {
-		s += math.Exp(float64(v))
+	r := rand.New(rand.NewPCG(9, 9))
+	big := make([]float32, 157184)
+	for i := range big {
+		big[i] = float32(r.NormFloat64() * 6)
 	}
-	if math.Abs(s-1) > 1e-6 {
-		t.Fatalf("probabilities sum to %v", s)
+	for _, logits := range [][]float32{{1, 2, 3}, {-1e4, 5, 5, 4.5}, big} {
+		out := make([]float32, len(logits))
+		LogSoftmax(out, logits)
+		mx := math.Inf(-1)
+		for _, v := range logits {
+			mx = math.Max(mx, float64(v))
+		}
+		var sum, s float64
+		for _, v := range logits {
+			sum += math.Exp(float64(v) - mx)
+		}
+		for i, v := range logits {
+			want := float64(v) - mx - math.Log(sum)
+			if e := math.Abs(float64(out[i]) - want); e > 2e-6*math.Max(1, math.Abs(want)) {
+				t.Fatalf("%d logits: log-probability %d of %v is %v, want %v", len(logits), i, v, out[i], want)
+			}
+			s += math.Exp(float64(out[i]))
+		}
+		if math.Abs(s-1) > 1e-5 {
+			t.Fatalf("%d logits: probabilities sum to %v", len(logits), s)
+		}
 	}
 }
 
@@ -315,5 +335,19 @@ func TestDrawsIndependentOfCores(t *testing.T) {
 		if a, b := draw(1), draw(4); !slices.Equal(a, b) {
 			t.Errorf("%+v: draws %v on one core, %v on four", p, a, b)
 		}
+	}
+}
+
+// BenchmarkLogSoftmax times the log-probabilities of Ring's 157,184 tokens
+// (the server's logprobs, once per generated token).
+func BenchmarkLogSoftmax(b *testing.B) {
+	r := rand.New(rand.NewPCG(1, 1))
+	x := make([]float32, 157184)
+	for i := range x {
+		x[i] = float32(r.NormFloat64() * 3)
+	}
+	dst := make([]float32, len(x))
+	for b.Loop() {
+		LogSoftmax(dst, x)
 	}
 }
