@@ -139,7 +139,8 @@ const (
 // kernels.ExpWeights' four lanes, added as (0 + 1) + (2 + 3); in
 // weightChunks pieces summed apart and then in order for large
 // vocabularies (their sums in s.sums), in one piece otherwise (s.sums
-// empty). So a seed's draws are the same on every machine.
+// empty). So a seed's draws over finite logits are the same on every
+// machine.
 func (s *Sampler) weights(x []float32, mx float32) (e []float32, z float64) {
 	n := len(x)
 	e = slices.Grow(s.exps[:0], n)[:n]
