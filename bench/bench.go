@@ -19,6 +19,7 @@ import (
 	"github.com/ringo-ai/ringo/internal/hugepage"
 	"github.com/ringo-ai/ringo/kernels"
 	"github.com/ringo-ai/ringo/model"
+	"github.com/ringo-ai/ringo/sample"
 )
 
 // Options configure Run.
@@ -39,6 +40,12 @@ type Options struct {
 	// context's figure is then the time of its own steps. (A step that
 	// follows another context's starts with caches that one filled.)
 	Interleave int
+	// Sample, when not nil, draws each decode step's next token from its
+	// logits with these parameters (a sampler per sequence, seeded from
+	// Seed), inside the timed step, as a generation would: the figure then
+	// includes the host's draw. Nil: random next tokens, the model's step
+	// alone.
+	Sample *sample.Params
 }
 
 // Rooflines is implemented by backends that measure their own device:
@@ -91,8 +98,11 @@ type Result struct {
 	// a second one.
 	ColdTTFTms float64 `json:"cold_ttft_ms"`
 	Batch      int     `json:"batch"`
-	Decode     []Point `json:"decode"`
-	PeakRSSMiB float64 `json:"peak_rss_mib"`
+	// Sample is Options.Sample: each decode step includes the host's draw
+	// of the next token with these parameters (nil: it does not).
+	Sample     *sample.Params `json:"sample,omitempty"`
+	Decode     []Point        `json:"decode"`
+	PeakRSSMiB float64        `json:"peak_rss_mib"`
 	// HugeFileMiB and HugeAnonMiB are the memory-mapped files (weights) and
 	// the heap (caches, states, weights built at load) mapped with huge pages
 	// at the end of the decode measurements; -1 where the system does not say.
@@ -170,7 +180,7 @@ func Run(ctx context.Context, name string, m model.Model, o Options) (*Result, e
 		o.Contexts = []int{0}
 	}
 	info := m.Info()
-	res := &Result{Model: name, PromptTokens: o.Prompt, Batch: o.Batch,
+	res := &Result{Model: name, PromptTokens: o.Prompt, Batch: o.Batch, Sample: o.Sample,
 		WeightBytes: info.WeightBytes, ActiveBytes: info.ActiveBytes}
 	r := rand.New(rand.NewPCG(o.Seed, 7))
 	tokens := func(n int) []int32 {
@@ -235,13 +245,30 @@ func Run(ctx context.Context, name string, m model.Model, o Options) (*Result, e
 		}
 		return reqs, m.Forward(ctx, reqs)
 	}
-	// step runs one timed decode step of reqs
+	// step runs one timed decode step of reqs: random tokens in, or (with
+	// o.Sample) the tokens its samplers drew from the step before
+	samplers := map[*model.Request]*sample.Sampler{}
 	step := func(reqs []*model.Request) (time.Duration, error) {
-		for _, q := range reqs {
-			q.Tokens[0] = int32(r.IntN(info.VocabSize))
+		if o.Sample == nil {
+			for _, q := range reqs {
+				q.Tokens[0] = int32(r.IntN(info.VocabSize))
+			}
 		}
 		start := time.Now()
 		err := m.Forward(ctx, reqs)
+		if err == nil && o.Sample != nil {
+			for i, q := range reqs {
+				smp := samplers[q]
+				if smp == nil {
+					p := *o.Sample
+					p.Seed = o.Seed + uint64(i)
+					smp = sample.New(p)
+					samplers[q] = smp
+				}
+				q.Tokens[0] = smp.Sample(q.Logits)
+				smp.Accept(q.Tokens[0])
+			}
+		}
 		return time.Since(start), err
 	}
 	// point is the decode figure of o.Gen steps at context c that took el
@@ -260,6 +287,7 @@ func Run(ctx context.Context, name string, m model.Model, o Options) (*Result, e
 	free := func(reqs []*model.Request) {
 		for _, q := range reqs {
 			q.State.Free()
+			delete(samplers, q)
 		}
 	}
 	if o.Interleave > 0 && len(o.Contexts) > 1 {

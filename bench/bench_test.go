@@ -8,6 +8,7 @@ import (
 	"github.com/ringo-ai/ringo/bench"
 	"github.com/ringo-ai/ringo/engine"
 	"github.com/ringo-ai/ringo/model"
+	"github.com/ringo-ai/ringo/sample"
 )
 
 // rooflines stands in for a device's measured rooflines, so that the test
@@ -93,5 +94,62 @@ func TestStepWeightBytes(t *testing.T) {
 	dense := model.Info{ActiveBytes: 5000}
 	if got := bench.StepWeightBytes(dense, 64); got != 5000 {
 		t.Errorf("without experts, batch 64: %d bytes, want 5000", got)
+	}
+}
+
+// recorder passes Forward on and records, per request, the token each
+// decode step fed in and the greedy choice of its logits.
+type recorder struct {
+	model.Model
+	fed, argmax map[*model.Request][]int32
+}
+
+func (r *recorder) Forward(ctx context.Context, reqs []*model.Request) error {
+	for _, q := range reqs {
+		if len(q.Tokens) == 1 {
+			r.fed[q] = append(r.fed[q], q.Tokens[0])
+		}
+	}
+	err := r.Model.Forward(ctx, reqs)
+	for _, q := range reqs {
+		if len(q.Tokens) == 1 {
+			r.argmax[q] = append(r.argmax[q], sample.Argmax(q.Logits))
+		}
+	}
+	return err
+}
+
+// TestRunSampled checks that with Options.Sample every decode step feeds
+// in the token drawn from the step before: greedy here, so each fed token
+// is the previous step's argmax, for every sequence of a batch.
+func TestRunSampled(t *testing.T) {
+	m, err := engine.Load("../testdata/tiny-softmax", engine.Options{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	rec := &recorder{Model: m, fed: map[*model.Request][]int32{}, argmax: map[*model.Request][]int32{}}
+	res, err := bench.Run(context.Background(), "tiny", rec, bench.Options{
+		Prompt: 8, Gen: 6, Contexts: []int{16}, Batch: 2, Backend: rooflines{}, SkipPrefill: true, Sample: &sample.Params{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Sample == nil || len(res.Decode) != 1 || res.Decode[0].DecodeTokS <= 0 {
+		t.Fatalf("result %+v", res)
+	}
+	checked := 0
+	for q, fed := range rec.fed {
+		am := rec.argmax[q]
+		// the untimed first step, then Gen timed ones: from the second
+		// timed step on, the fed token is the step before's choice
+		for i := 2; i < len(fed); i++ {
+			if fed[i] != am[i-1] {
+				t.Errorf("request %p: step %d fed %d, the step before chose %d", q, i, fed[i], am[i-1])
+			}
+			checked++
+		}
+	}
+	if checked < 2*4 {
+		t.Errorf("%d steps checked; want at least 8", checked)
 	}
 }
