@@ -154,15 +154,21 @@ func (s *Sampler) weights(x []float32, mx float32) (e []float32, z float64) {
 		return e, part(0, n)
 	}
 	s.sums = slices.Grow(s.sums, weightChunks)[:weightChunks]
-	var wg sync.WaitGroup
-	for c := range weightChunks {
-		wg.Go(func() { s.sums[c] = part(c*n/weightChunks, (c+1)*n/weightChunks) })
-	}
-	wg.Wait()
+	inPieces(n, func(c, a, b int) { s.sums[c] = part(a, b) })
 	for _, v := range s.sums {
 		z += v
 	}
 	return e, z
+}
+
+// inPieces calls f(c, a, b) for the weightChunks pieces [a, b) of [0, n),
+// piece c on its own goroutine, and waits for them.
+func inPieces(n int, f func(c, a, b int)) {
+	var wg sync.WaitGroup
+	for c := range weightChunks {
+		wg.Go(func() { f(c, c*n/weightChunks, (c+1)*n/weightChunks) })
+	}
+	wg.Wait()
 }
 
 // scaleMax multiplies x by inv and returns the largest product, in
@@ -178,11 +184,7 @@ func scaleMax(x []float32, inv float32) float32 {
 		return part(0, n)
 	}
 	var mxs [weightChunks]float32
-	var wg sync.WaitGroup
-	for c := range weightChunks {
-		wg.Go(func() { mxs[c] = part(c*n/weightChunks, (c+1)*n/weightChunks) })
-	}
-	wg.Wait()
+	inPieces(n, func(c, a, b int) { mxs[c] = part(a, b) })
 	mx := mxs[0]
 	for _, v := range mxs[1:] {
 		mx = max(mx, v)
@@ -306,14 +308,11 @@ func (s *Sampler) drawSorted(x []float32, idx []int, z float64) int32 {
 	return int32(idx[n-1])
 }
 
-// sortDesc orders idx by descending x (ties: lower index first), sorting
-// descKey's packed keys: integers, without a comparison function (with
-// sort.Slice the sort took about a third of a top-p draw's 7.6 ms over
-// 157,184 tokens).
-func sortDesc(idx []int, x []float32) { sortDescKeys(idx, x, nil) }
-
-// sortDescKeys is sortDesc with keys as the room for the keys (grown as
-// needed and returned, so that a Sampler reuses it from draw to draw).
+// sortDescKeys orders idx by descending x (ties: lower index first),
+// sorting descKey's packed keys: integers, without a comparison function
+// (with sort.Slice the sort took about a third of a top-p draw's 7.6 ms
+// over 157,184 tokens). keys is the room for the keys, grown as needed and
+// returned, so that a Sampler reuses it from draw to draw.
 func sortDescKeys(idx []int, x []float32, keys []uint64) []uint64 {
 	keys = slices.Grow(keys[:0], len(idx))[:len(idx)]
 	for i, id := range idx {

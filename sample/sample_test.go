@@ -155,7 +155,7 @@ func naiveSample(logits []float32, p Params, u float64) int32 {
 	for i := range idx {
 		idx[i] = i
 	}
-	sortDesc(idx, x)
+	sortDescKeys(idx, x, nil)
 	if p.TopK > 0 && p.TopK < len(idx) {
 		idx = idx[:p.TopK]
 	}
