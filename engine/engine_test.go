@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"slices"
 	"testing"
 
 	"github.com/ringo-ai/ringo/ggufmodel"
@@ -134,5 +135,70 @@ func TestWarm(t *testing.T) {
 	defer m.Close()
 	if err := m.Warm(ctx); err == nil {
 		t.Error("warm-up with a cancelled context: no error")
+	}
+}
+
+// drawModel draws the tokens its requests ask for (model.Request.Draw)
+// with sample.Draw, as a model on a backend.Drawer does.
+type drawModel struct {
+	model.Model
+	drawn int
+}
+
+func (m *drawModel) Forward(ctx context.Context, reqs []*model.Request) error {
+	if err := m.Model.Forward(ctx, reqs); err != nil {
+		return err
+	}
+	for _, r := range reqs {
+		if r.Draw != nil {
+			r.Token, r.Drawn = sample.Draw(r.Logits, r.Draw.InvTemp, r.Draw.U), true
+			clear(r.Logits) // (no logits come back)
+			r.Logits = r.Logits[:0]
+			m.drawn++
+		}
+	}
+	return nil
+}
+
+// TestGenerateDrawn generates with the model drawing the tokens and with
+// the draws kept on the host (Logits): the same tokens for a seed, with
+// OnToken given no logits for the drawn ones; filters keep the draws on
+// the host.
+func TestGenerateDrawn(t *testing.T) {
+	l, err := Load("../testdata/tiny-linear", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	prompt := []int32{3, 17, 42, 99}
+	for _, p := range []sample.Params{{}, {Temperature: 0.9, Seed: 4}, {Temperature: 0.9, Seed: 4, TopK: 20}} {
+		var outs [2][]int32
+		for i, onHost := range []bool{false, true} {
+			m := &drawModel{Model: l}
+			noLogits := 0
+			out, _, err := Generate(context.Background(), m, m.NewState(), prompt, GenerateOptions{
+				MaxTokens: 12, Sampler: sample.New(p), Stop: []int32{}, Logits: onHost,
+				OnToken: func(_ int32, logits []float32) bool {
+					if logits == nil {
+						noLogits++
+					}
+					return true
+				},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := 12
+			if onHost || p.TopK > 0 {
+				want = 0
+			}
+			if m.drawn != want || noLogits != want {
+				t.Errorf("%+v, on the host %v: %d drawn by the model, %d without logits, want %d", p, onHost, m.drawn, noLogits, want)
+			}
+			outs[i] = out
+		}
+		if len(outs[0]) != 12 || !slices.Equal(outs[0], outs[1]) {
+			t.Errorf("%+v: drawn by the model %v, on the host %v", p, outs[0], outs[1])
+		}
 	}
 }
