@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Session 34's device-draw run (delete before merging): the draw tests and the
-# fixtures on the H200, then the whole Ring-flash FP8 at 1K alternated: the
-# model's steps alone, with bench --sample drawn on the device, and on the
-# host (--host-draw).
+# The token draws on the GPU (docs/GPU.md, "Token draws"): the draw tests and
+# the fixtures, then the whole Ring-flash FP8 (synthetic) at 1K, one process per
+# figure, alternated twice: the model's steps alone, bench --sample drawn on the
+# GPU, on the host (--host-draw), and greedy on the GPU; then a timeline of the
+# draw kernels. Build first (the device machine has no Go toolchain):
 #   CGO_ENABLED=0 go test -c -o bin/cuda.test ./backend/cuda/ && go build -o bin/ringo ./cmd/ringo
+# and run `bash scripts/gpu-draw-bench.sh` there with bin/ carried and $OUT set
+# (~6 minutes on an H200, 130 s of it writing the checkpoint).
 set -u
 TEST_BIN=bin/cuda.test BENCH=0 RUN='TestDrawTokens$|TestGenerateDrawn$|TestFixtures$|TestFusedDecode$' TEST_TIMEOUT=300s OUT=$OUT/t scripts/gpu-check.sh > $OUT/t.txt 2>&1
 export RINGO_CUDA_LIB_PATH=$(grep -o 'RINGO_CUDA_LIB_PATH=.*' $OUT/t.txt | head -1 | cut -d= -f2-)
