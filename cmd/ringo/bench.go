@@ -24,7 +24,7 @@ func init() {
 	var sampled, hostDraw bool
 	var sp sample.Params
 	cmd := &cobra.Command{
-		Use:   "bench [--model DIR] [--prompt N[,N...]] [--gen N] [--context 1k,8k,32k] [--interleave N] [--threads T] [--batch B[,B...]] [--batch-rows R] [--sample [--temperature T] [--top-p P] [--top-k K]] [--json]",
+		Use:   "bench [--model DIR] [--prompt N[,N...]] [--gen N] [--context 1k,8k,32k] [--interleave N] [--threads T] [--batch B[,B...]] [--batch-rows R] [--sample [--temperature T] [--top-p P] [--top-k K] [--host-draw]] [--json]",
 		Short: "Measure prefill and decode speed against this machine's rooflines",
 		Long: `bench measures prefill tokens/s and time to first token for a random
 prompt (the second prefill of the process; the first, which pays one-time

@@ -3,6 +3,7 @@ package bailing
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/ringo-ai/ringo/backend"
@@ -82,6 +83,15 @@ func TestDrawnTokens(t *testing.T) {
 	}
 	if !slices.Equal(d.rows, []int{2}) {
 		t.Errorf("DrawTokens calls of %v rows, want one of 2", d.rows)
+	}
+	// a draw outside its domain is an error naming the request
+	for _, bad := range []model.Draw{{InvTemp: -1}, {InvTemp: 1, U: 1}, {InvTemp: 1, U: -0.5}} {
+		r := &model.Request{State: m.NewState(), Tokens: []int32{5}, Draw: &bad}
+		err := m.Forward(context.Background(), []*model.Request{r})
+		r.State.Free()
+		if err == nil || !strings.Contains(err.Error(), "request 0: draw") {
+			t.Errorf("draw %+v: error %v", bad, err)
+		}
 	}
 	// turned off: logits as usual
 	d.on = false

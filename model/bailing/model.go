@@ -378,6 +378,9 @@ func (m *Model) Forward(ctx context.Context, reqs []*model.Request) error {
 		if r.All {
 			n = len(r.Tokens) * V
 		}
+		if d := r.Draw; d != nil && (!(d.InvTemp >= 0) || math.IsInf(float64(d.InvTemp), 0) || !(d.U >= 0 && d.U < 1)) {
+			return fmt.Errorf("request %d: draw with 1/temperature %g and uniform number %g (want a finite 1/temperature >= 0 and a number in [0, 1))", i, d.InvTemp, d.U)
+		}
 		r.Drawn = false
 		if m.drawsOn(r) {
 			n = 0 // the backend draws the token
