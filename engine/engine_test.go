@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/ringo-ai/ringo/ggufmodel"
+	"github.com/ringo-ai/ringo/internal/fixture"
 	"github.com/ringo-ai/ringo/model"
 	"github.com/ringo-ai/ringo/quant"
 	"github.com/ringo-ai/ringo/sample"
@@ -138,28 +139,6 @@ func TestWarm(t *testing.T) {
 	}
 }
 
-// drawModel draws the tokens its requests ask for (model.Request.Draw)
-// with sample.Draw, as a model on a backend.Drawer does.
-type drawModel struct {
-	model.Model
-	drawn int
-}
-
-func (m *drawModel) Forward(ctx context.Context, reqs []*model.Request) error {
-	if err := m.Model.Forward(ctx, reqs); err != nil {
-		return err
-	}
-	for _, r := range reqs {
-		if r.Draw != nil {
-			r.Token, r.Drawn = sample.Draw(r.Logits, r.Draw.InvTemp, r.Draw.U), true
-			clear(r.Logits) // (no logits come back)
-			r.Logits = r.Logits[:0]
-			m.drawn++
-		}
-	}
-	return nil
-}
-
 // TestGenerateDrawn generates with the model drawing the tokens and with
 // the draws kept on the host (Logits): the same tokens for a seed, with
 // OnToken given no logits for the drawn ones; filters keep the draws on
@@ -174,7 +153,7 @@ func TestGenerateDrawn(t *testing.T) {
 	for _, p := range []sample.Params{{}, {Temperature: 0.9, Seed: 4}, {Temperature: 0.9, Seed: 4, TopK: 20}} {
 		var outs [2][]int32
 		for i, onHost := range []bool{false, true} {
-			m := &drawModel{Model: l}
+			m := &fixture.DrawModel{Model: l}
 			noLogits := 0
 			out, _, err := Generate(context.Background(), m, m.NewState(), prompt, GenerateOptions{
 				MaxTokens: 12, Sampler: sample.New(p), Stop: []int32{}, Logits: onHost,
@@ -192,8 +171,8 @@ func TestGenerateDrawn(t *testing.T) {
 			if onHost || p.TopK > 0 {
 				want = 0
 			}
-			if m.drawn != want || noLogits != want {
-				t.Errorf("%+v, on the host %v: %d drawn by the model, %d without logits, want %d", p, onHost, m.drawn, noLogits, want)
+			if m.Drawn.Load() != int64(want) || noLogits != want {
+				t.Errorf("%+v, on the host %v: %d drawn by the model, %d without logits, want %d", p, onHost, m.Drawn.Load(), noLogits, want)
 			}
 			outs[i] = out
 		}

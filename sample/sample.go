@@ -442,18 +442,10 @@ func Draw(logits []float32, invTemp float32, u float64) int32 {
 	if invTemp <= 0 {
 		return Argmax(logits)
 	}
-	x := make([]float32, len(logits))
-	for i, v := range logits {
-		x[i] = v * invTemp
-	}
-	mx := kernels.Max(x)
-	e := make([]float32, len(x))
+	x, e := drawWeights(logits, invTemp)
 	var z float64
-	for i, v := range x {
-		if v >= mx-tailCut {
-			e[i] = kernels.ExpNeg(v - mx)
-		}
-		z += float64(e[i])
+	for _, w := range e {
+		z += float64(w)
 	}
 	r := u * z
 	for i, w := range e {
@@ -463,4 +455,20 @@ func Draw(logits []float32, invTemp float32, u float64) int32 {
 		}
 	}
 	return Argmax(x)
+}
+
+// drawWeights returns Draw's scaled logits and their weights.
+func drawWeights(logits []float32, invTemp float32) (x, e []float32) {
+	x = make([]float32, len(logits))
+	for i, v := range logits {
+		x[i] = v * invTemp
+	}
+	mx := kernels.Max(x)
+	e = make([]float32, len(x))
+	for i, v := range x {
+		if v >= mx-tailCut {
+			e[i] = kernels.ExpNeg(v - mx)
+		}
+	}
+	return x, e
 }

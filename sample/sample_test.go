@@ -431,25 +431,17 @@ func nearBoundary(logits []float32, inv float32, u float64, a, c int32) bool {
 	if inv <= 0 {
 		return false
 	}
-	x := make([]float32, len(logits))
-	for i, v := range logits {
-		x[i] = v * inv
-	}
-	mx := kernels.Max(x)
-	e := make([]float64, len(x))
+	_, e := drawWeights(logits, inv)
 	var z float64
-	for i, v := range x {
-		if v >= mx-tailCut {
-			e[i] = float64(kernels.ExpNeg(v - mx))
-		}
-		z += e[i]
+	for _, w := range e {
+		z += float64(w)
 	}
 	r, cum := u*z, 0.0
 	for i := range min(a, c) {
-		cum += e[i]
+		cum += float64(e[i])
 	}
 	for i := min(a, c); i < max(a, c); i++ {
-		cum += e[i]
+		cum += float64(e[i])
 		if math.Abs(cum-r) <= 1e-9*z {
 			return true
 		}

@@ -16,8 +16,8 @@ import (
 
 	"github.com/openai/openai-go/v3"
 	"github.com/ringo-ai/ringo/defaultmodel"
+	"github.com/ringo-ai/ringo/internal/fixture"
 	"github.com/ringo-ai/ringo/model"
-	"github.com/ringo-ai/ringo/sample"
 )
 
 // request is one test request: a prompt with sampling settings.
@@ -397,29 +397,6 @@ func TestEndOfGenerationSnapshot(t *testing.T) {
 	}
 }
 
-// drawModel draws the decode tokens its requests ask for
-// (model.Request.Draw) with sample.Draw, as a model on a backend.Drawer
-// does, counting them.
-type drawModel struct {
-	model.Model
-	drawn atomic.Int64
-}
-
-func (m *drawModel) Forward(ctx context.Context, reqs []*model.Request) error {
-	if err := m.Model.Forward(ctx, reqs); err != nil {
-		return err
-	}
-	for _, r := range reqs {
-		if r.Draw != nil {
-			r.Token, r.Drawn = sample.Draw(r.Logits, r.Draw.InvTemp, r.Draw.U), true
-			clear(r.Logits) // (no logits come back)
-			r.Logits = r.Logits[:0]
-			m.drawn.Add(1)
-		}
-	}
-	return nil
-}
-
 // TestDrawnMatchesHost serves greedy and temperature requests, batched,
 // with the decode tokens drawn by the model and on the host: the same
 // answers; with logprobs the tokens stay on the host; and a second chat
@@ -427,7 +404,7 @@ func (m *drawModel) Forward(ctx context.Context, reqs []*model.Request) error {
 // has no logits, answers as a cold server does.
 func TestDrawnMatchesHost(t *testing.T) {
 	real, _, _ := loadReal(t)
-	dm := &drawModel{Model: real}
+	dm := &fixture.DrawModel{Model: real}
 	drawing := newTestServer(t, Options{Model: dm, MaxBatch: 4, MaxQueue: 64, CacheBytes: 64 << 20})
 	host := newTestServer(t, Options{MaxBatch: 4, MaxQueue: 64})
 	reqs := testRequests(8)
@@ -447,7 +424,7 @@ func TestDrawnMatchesHost(t *testing.T) {
 			t.Errorf("request %d: drawn by the model %q, on the host %q", i, got[i], want)
 		}
 	}
-	n := dm.drawn.Load()
+	n := dm.Drawn.Load()
 	if n == 0 {
 		t.Fatal("the model drew no tokens")
 	}
@@ -459,8 +436,8 @@ func TestDrawnMatchesHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if lp := res.Choices[0].Logprobs.Content; len(lp) != int(res.Usage.CompletionTokens) || dm.drawn.Load() != n {
-		t.Errorf("with logprobs: %d entries for %d tokens, %d tokens drawn by the model", len(lp), res.Usage.CompletionTokens, dm.drawn.Load()-n)
+	if lp := res.Choices[0].Logprobs.Content; len(lp) != int(res.Usage.CompletionTokens) || dm.Drawn.Load() != n {
+		t.Errorf("with logprobs: %d entries for %d tokens, %d tokens drawn by the model", len(lp), res.Usage.CompletionTokens, dm.Drawn.Load()-n)
 	}
 	// a second turn extends the first's cached end
 	history := []openai.ChatCompletionMessageParamUnion{openai.UserMessage("What is the capital of France?")}
