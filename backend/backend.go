@@ -267,6 +267,27 @@ type DeviceMemory interface {
 	Memory() (free, total int64)
 }
 
+// Draw is one row's token draw for a Drawer: greedy when InvTemp is 0,
+// else temperature sampling at 1/InvTemp with U, a uniform number in
+// [0, 1), as sample.Sampler.Plan describes it.
+type Draw struct {
+	InvTemp float32
+	U       float64
+}
+
+// Drawer is implemented by backends that can pick tokens where the logits
+// are, reading back only the tokens (a GPU's step then skips reading a
+// vocabulary of logits and the host's pass over them).
+type Drawer interface {
+	// Draws reports whether DrawTokens may be used (a backend may turn it
+	// off).
+	Draws() bool
+	// DrawTokens draws row i's token of logits (one row of the vocabulary
+	// per draw) with draws[i] into dst[i], as sample.Draw defines it; its
+	// sums may be taken in another order.
+	DrawTokens(dst []int32, logits Tensor, draws []Draw)
+}
+
 // Options select and configure a backend.
 type Options struct {
 	Index   int // device index (cuda:N)

@@ -43,9 +43,12 @@ type Options struct {
 	// Sample, when not nil, draws each decode step's next token from its
 	// logits with these parameters (a sampler per sequence, seeded from
 	// Seed), inside the timed step, as a generation would: the figure then
-	// includes the host's draw. Nil: random next tokens, the model's step
-	// alone.
+	// includes the draw, by the backend where it can (backend.Drawer, for
+	// greedy and plain temperature sampling) and on the host otherwise.
+	// Nil: random next tokens, the model's step alone.
 	Sample *sample.Params
+	// HostDraw keeps Sample's draws on the host (the logits read back).
+	HostDraw bool
 }
 
 // Rooflines is implemented by backends that measure their own device:
@@ -98,9 +101,11 @@ type Result struct {
 	// a second one.
 	ColdTTFTms float64 `json:"cold_ttft_ms"`
 	Batch      int     `json:"batch"`
-	// Sample is Options.Sample: each decode step includes the host's draw
-	// of the next token with these parameters (nil: it does not).
+	// Sample is Options.Sample: each decode step includes the draw of the
+	// next token with these parameters (nil: it does not), DeviceDraw
+	// whether the backend drew them (else the host did).
 	Sample     *sample.Params `json:"sample,omitempty"`
+	DeviceDraw bool           `json:"device_draw,omitempty"`
 	Decode     []Point        `json:"decode"`
 	PeakRSSMiB float64        `json:"peak_rss_mib"`
 	// HugeFileMiB and HugeAnonMiB are the memory-mapped files (weights) and
@@ -255,8 +260,7 @@ func Run(ctx context.Context, name string, m model.Model, o Options) (*Result, e
 			}
 		}
 		start := time.Now()
-		err := m.Forward(ctx, reqs)
-		if err == nil && o.Sample != nil {
+		if o.Sample != nil {
 			for i, q := range reqs {
 				smp := samplers[q]
 				if smp == nil {
@@ -265,8 +269,24 @@ func Run(ctx context.Context, name string, m model.Model, o Options) (*Result, e
 					smp = sample.New(p)
 					samplers[q] = smp
 				}
-				q.Tokens[0] = smp.Sample(q.Logits)
-				smp.Accept(q.Tokens[0])
+				q.Draw = nil
+				if inv, u, ok := smp.Plan(); ok && !o.HostDraw {
+					q.Draw = &model.Draw{InvTemp: inv, U: u}
+				}
+			}
+		}
+		err := m.Forward(ctx, reqs)
+		if err == nil && o.Sample != nil {
+			for _, q := range reqs {
+				smp := samplers[q]
+				id := q.Token
+				if q.Drawn {
+					res.DeviceDraw = true
+				} else {
+					id = smp.Sample(q.Logits)
+				}
+				q.Tokens[0] = id
+				smp.Accept(id)
 			}
 		}
 		return time.Since(start), err

@@ -209,8 +209,14 @@ type GenerateOptions struct {
 	Sampler   *sample.Sampler // nil: greedy
 	Stop      []int32         // ids that end generation (nil: the model's EOS ids)
 	// OnToken is called with each generated token and the logits it was
-	// sampled from; returning false stops generation (FinishStop).
+	// sampled from (nil where the backend drew the token, unless Logits);
+	// returning false stops generation (FinishStop).
 	OnToken func(id int32, logits []float32) bool
+	// Logits keeps every draw on the host, so that OnToken gets the logits.
+	// Otherwise a backend that can draws greedy and plain temperature
+	// tokens where the logits are (backend.Drawer, sample.Sampler.Plan):
+	// the same tokens for a seed, without reading the logits back.
+	Logits bool
 }
 
 // Generate appends prompt to st (which may already hold earlier tokens) and
@@ -233,12 +239,19 @@ func Generate(ctx context.Context, m model.Model, st model.State, prompt []int32
 		if info.MaxContext > 0 && st.Len()+len(req.Tokens) > info.MaxContext {
 			return out, FinishLength, nil
 		}
+		req.Draw = nil
+		if inv, u, ok := smp.Plan(); ok && !o.Logits {
+			req.Draw = &model.Draw{InvTemp: inv, U: u}
+		}
 		if err := m.Forward(ctx, []*model.Request{req}); err != nil {
 			return out, "", err
 		}
-		id := smp.Sample(req.Logits)
+		id, logits := req.Token, []float32(nil)
+		if !req.Drawn {
+			id, logits = smp.Sample(req.Logits), req.Logits
+		}
 		smp.Accept(id)
-		if o.OnToken != nil && !o.OnToken(id, req.Logits) {
+		if o.OnToken != nil && !o.OnToken(id, logits) {
 			return out, FinishStop, nil
 		}
 		for _, s := range stop {

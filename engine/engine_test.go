@@ -2,9 +2,11 @@ package engine
 
 import (
 	"context"
+	"slices"
 	"testing"
 
 	"github.com/ringo-ai/ringo/ggufmodel"
+	"github.com/ringo-ai/ringo/internal/fixture"
 	"github.com/ringo-ai/ringo/model"
 	"github.com/ringo-ai/ringo/quant"
 	"github.com/ringo-ai/ringo/sample"
@@ -134,5 +136,48 @@ func TestWarm(t *testing.T) {
 	defer m.Close()
 	if err := m.Warm(ctx); err == nil {
 		t.Error("warm-up with a cancelled context: no error")
+	}
+}
+
+// TestGenerateDrawn generates with the model drawing the tokens and with
+// the draws kept on the host (Logits): the same tokens for a seed, with
+// OnToken given no logits for the drawn ones; filters keep the draws on
+// the host.
+func TestGenerateDrawn(t *testing.T) {
+	l, err := Load("../testdata/tiny-linear", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	prompt := []int32{3, 17, 42, 99}
+	for _, p := range []sample.Params{{}, {Temperature: 0.9, Seed: 4}, {Temperature: 0.9, Seed: 4, TopK: 20}} {
+		var outs [2][]int32
+		for i, onHost := range []bool{false, true} {
+			m := &fixture.DrawModel{Model: l}
+			noLogits := 0
+			out, _, err := Generate(context.Background(), m, m.NewState(), prompt, GenerateOptions{
+				MaxTokens: 12, Sampler: sample.New(p), Stop: []int32{}, Logits: onHost,
+				OnToken: func(_ int32, logits []float32) bool {
+					if logits == nil {
+						noLogits++
+					}
+					return true
+				},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := 12
+			if onHost || p.TopK > 0 {
+				want = 0
+			}
+			if m.Drawn.Load() != int64(want) || noLogits != want {
+				t.Errorf("%+v, on the host %v: %d drawn by the model, %d without logits, want %d", p, onHost, m.Drawn.Load(), noLogits, want)
+			}
+			outs[i] = out
+		}
+		if len(outs[0]) != 12 || !slices.Equal(outs[0], outs[1]) {
+			t.Errorf("%+v: drawn by the model %v, on the host %v", p, outs[0], outs[1])
+		}
 	}
 }

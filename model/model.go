@@ -60,6 +60,20 @@ type Request struct {
 	All bool
 	// Logits receives the result; it is grown as needed and reused.
 	Logits []float32
+	// Draw, when not nil (and All is false), asks for the next token
+	// instead of its logits where the backend can draw it where the logits
+	// are (backend.Drawer): greedy when InvTemp is 0, else temperature
+	// sampling with U, as sample.Sampler.Plan describes. Forward then sets
+	// Drawn and Token and leaves Logits empty; otherwise it fills Logits.
+	Draw  *Draw
+	Drawn bool
+	Token int32
+}
+
+// Draw is a Request's token draw (see Request.Draw).
+type Draw struct {
+	InvTemp float32
+	U       float64
 }
 
 // Model is a loaded language model.

@@ -40,6 +40,10 @@ type Sampler struct {
 	exps    []float32
 	sums    []float64 // weights' pieces
 	keys    []uint64  // sortDescKeys' and topK's
+	// u is the uniform number Plan took for the next draw (planned): the
+	// next Sample uses it instead of taking its own
+	u       float64
+	planned bool
 }
 
 // New returns a Sampler.
@@ -57,10 +61,50 @@ func (s *Sampler) AcceptPrompt(ids []int32) {
 	}
 }
 
-// Accept records a generated token.
+// Accept records a generated token (and forgets a number Plan took).
 func (s *Sampler) Accept(id int32) {
 	s.seen[id] = true
 	s.counts[id]++
+	s.planned = false
+}
+
+// Plan reports whether the next draw depends on the logits only through
+// their largest value and their softmax weights: greedy decoding, or
+// temperature sampling without top-k, top-p, min-p and penalties. Then a
+// backend can draw the token where the logits are (backend.Drawer) from
+// invTemp (1/temperature, 0 for greedy) and u, the uniform number in
+// [0, 1) that Sample would take from the seeded generator: Plan takes it
+// now, and a Sample before the next Accept uses it, so a seed gives the
+// same tokens whichever of the two draws them. The draw it describes:
+// with x the logits times invTemp and mx their largest, token i weighs
+// ExpNeg(x[i] − mx) for x[i] ≥ mx − 30 (kernels.ExpNeg) and 0 otherwise,
+// and the token drawn is the first whose running sum of weights, in id
+// order, exceeds u times their total (the largest x, lowest id first, if
+// rounding leaves none); greedy takes the largest logit, lowest id first.
+func (s *Sampler) Plan() (invTemp float32, u float64, ok bool) {
+	p := s.p
+	if rp := p.RepetitionPenalty; rp > 0 && rp != 1 || p.PresencePenalty != 0 || p.FrequencyPenalty != 0 {
+		return 0, 0, false
+	}
+	if p.Temperature <= 0 {
+		return 0, 0, true
+	}
+	if p.TopK > 0 || p.TopP > 0 && p.TopP < 1 || p.MinP > 0 {
+		return 0, 0, false
+	}
+	if !s.planned {
+		s.u, s.planned = s.rng.Float64(), true
+	}
+	return 1 / p.Temperature, s.u, true
+}
+
+// uniform returns the number Plan took, or else a new one.
+func (s *Sampler) uniform() float64 {
+	if s.planned {
+		s.planned = false
+		return s.u
+	}
+	return s.rng.Float64()
 }
 
 // Sample returns the next token for logits (which are not modified).
@@ -78,7 +122,7 @@ func (s *Sampler) Sample(logits []float32) int32 {
 	if s.p.Temperature <= 0 {
 		return Argmax(x)
 	}
-	mx := scaleMax(x, 1/s.p.Temperature)
+	mx := scaleMax(x, 1/s.p.Temperature) // (Plan's invTemp)
 	topP := s.p.TopP > 0 && s.p.TopP < 1
 	if s.p.TopK > 0 && s.p.TopK < len(x) {
 		return s.drawSorted(x, s.topK(x, s.p.TopK), 0)
@@ -198,7 +242,7 @@ func scaleMax(x []float32, inv float32) float32 {
 // sampling without filters.
 func (s *Sampler) drawAll(x []float32, mx float32) int32 {
 	e, z := s.weights(x, mx)
-	r := s.rng.Float64() * z
+	r := s.uniform() * z
 	i0 := 0
 	for c, v := range s.sums {
 		if r < v || c == len(s.sums)-1 {
@@ -298,7 +342,7 @@ func (s *Sampler) drawSorted(x []float32, idx []int, z float64) int32 {
 	for _, p := range probs[:n] {
 		tot += p
 	}
-	r := s.rng.Float64() * tot
+	r := s.uniform() * tot
 	for i, p := range probs[:n] {
 		r -= p
 		if r < 0 {
@@ -388,4 +432,43 @@ func LogSoftmax(dst, logits []float32) {
 	for i, v := range logits {
 		dst[i] = v - l
 	}
+}
+
+// Draw is the draw that Plan describes, in the plainest form: a reference
+// for backends that draw where the logits are (backend.Drawer), whose sums
+// may be taken in another order (so that the token differs only when u
+// times the total falls within rounding of a boundary between two tokens).
+func Draw(logits []float32, invTemp float32, u float64) int32 {
+	if invTemp <= 0 {
+		return Argmax(logits)
+	}
+	x, e := drawWeights(logits, invTemp)
+	var z float64
+	for _, w := range e {
+		z += float64(w)
+	}
+	r := u * z
+	for i, w := range e {
+		r -= float64(w)
+		if r < 0 {
+			return int32(i)
+		}
+	}
+	return Argmax(x)
+}
+
+// drawWeights returns Draw's scaled logits and their weights.
+func drawWeights(logits []float32, invTemp float32) (x, e []float32) {
+	x = make([]float32, len(logits))
+	for i, v := range logits {
+		x[i] = v * invTemp
+	}
+	mx := kernels.Max(x)
+	e = make([]float32, len(x))
+	for i, v := range x {
+		if v >= mx-tailCut {
+			e[i] = kernels.ExpNeg(v - mx)
+		}
+	}
+	return x, e
 }

@@ -351,3 +351,100 @@ func BenchmarkLogSoftmax(b *testing.B) {
 		LogSoftmax(dst, x)
 	}
 }
+
+func TestPlan(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		p    Params
+		ok   bool
+	}{
+		{"greedy", Params{}, true},
+		{"temperature", Params{Temperature: 0.6}, true},
+		{"top-p 1, repetition 1", Params{Temperature: 1, TopP: 1, RepetitionPenalty: 1}, true},
+		{"top-k", Params{Temperature: 1, TopK: 40}, false},
+		{"top-p", Params{Temperature: 1, TopP: 0.9}, false},
+		{"min-p", Params{Temperature: 1, MinP: 0.05}, false},
+		{"repetition", Params{Temperature: 1, RepetitionPenalty: 1.1}, false},
+		{"greedy, repetition", Params{RepetitionPenalty: 1.1}, false},
+		{"presence", Params{Temperature: 1, PresencePenalty: 0.5}, false},
+		{"frequency", Params{Temperature: 1, FrequencyPenalty: -0.5}, false},
+	} {
+		inv, _, ok := New(tc.p).Plan()
+		if ok != tc.ok {
+			t.Errorf("%s: Plan ok %v, want %v", tc.name, ok, tc.ok)
+		}
+		if want := float32(0); ok && tc.p.Temperature > 0 {
+			if want = 1 / tc.p.Temperature; inv != want {
+				t.Errorf("%s: invTemp %g, want %g", tc.name, inv, want)
+			}
+		} else if inv != want {
+			t.Errorf("%s: invTemp %g, want 0", tc.name, inv)
+		}
+	}
+	// a seed's tokens are the same whether each draw takes its own number
+	// (own), Plan's (planned), or is Draw on Plan's numbers (drawn), over
+	// flat and peaked logits
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, temp := range []float32{0, 0.6, 1.5} {
+		for _, V := range []int{1000, 157184} {
+			p := Params{Temperature: temp, Seed: 11}
+			own, planned, drawn := New(p), New(p), New(p)
+			excused := 0
+			for step := range 40 {
+				scale := []float64{1, 8}[step%2]
+				logits := make([]float32, V)
+				for i := range logits {
+					logits[i] = float32(rng.NormFloat64() * scale)
+				}
+				a := own.Sample(logits)
+				own.Accept(a)
+				_, u, ok := planned.Plan()
+				if _, u2, _ := planned.Plan(); !ok || u2 != u {
+					t.Fatalf("T %g: Plan ok %v, then another number (%g, %g)", temp, ok, u, u2)
+				}
+				b := planned.Sample(logits)
+				planned.Accept(b)
+				inv, u, _ := drawn.Plan()
+				c := Draw(logits, inv, u)
+				drawn.Accept(c)
+				if a != b {
+					t.Fatalf("T %g, V %d, step %d: Sample after Plan drew %d, Sample alone %d", temp, V, step, b, a)
+				}
+				if a != c {
+					if !nearBoundary(logits, inv, u, a, c) {
+						t.Fatalf("T %g, V %d, step %d: Draw drew %d, Sample %d", temp, V, step, c, a)
+					}
+					excused++
+				}
+			}
+			if excused > 1 {
+				t.Errorf("T %g, V %d: %d of 40 draws fell within rounding of a boundary", temp, V, excused)
+			}
+		}
+	}
+}
+
+// nearBoundary reports whether u times the total weight of Draw's
+// definition lies within 1e-9 of the total from a boundary between tokens
+// a and c (sums in float64).
+func nearBoundary(logits []float32, inv float32, u float64, a, c int32) bool {
+	if inv <= 0 {
+		return false
+	}
+	_, e := drawWeights(logits, inv)
+	var z float64
+	for _, w := range e {
+		z += float64(w)
+	}
+	r, cum := u*z, 0.0
+	for i := range min(a, c) {
+		cum += float64(e[i])
+	}
+	for i := min(a, c); i < max(a, c); i++ {
+		cum += float64(e[i])
+		if math.Abs(cum-r) <= 1e-9*z {
+			return true
+		}
+	}
+	return false
+}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/openai/openai-go/v3"
 	"github.com/ringo-ai/ringo/defaultmodel"
+	"github.com/ringo-ai/ringo/internal/fixture"
 	"github.com/ringo-ai/ringo/model"
 )
 
@@ -352,6 +353,16 @@ func TestPrefixCacheUnit(t *testing.T) {
 	if c.bytes > c.limit || int64(c.len()) != m.cacheEntries.Load() || c.bytes != m.cacheBytes.Load() {
 		t.Fatalf("bytes %d limit %d entries %d/%d", c.bytes, c.limit, c.len(), m.cacheEntries.Load())
 	}
+	// an entry without logits (its last token drawn by the model) serves
+	// longer prompts only
+	c.clear()
+	c.insert([]int32{4, 5}, mk(4, 5), nil)
+	if e := c.lookup([]int32{4, 5}); e != nil {
+		t.Fatalf("entry without logits served its own tokens: %+v", e)
+	}
+	if e := c.lookup([]int32{4, 5, 6}); e == nil || len(e.tokens) != 2 {
+		t.Fatalf("entry without logits missed a longer prompt: %+v", e)
+	}
 	// too large for the bound: rejected and freed
 	c.insert(make([]int32, 200), mk(make([]int32, 200)...), nil)
 	c.clear()
@@ -384,4 +395,67 @@ func TestEndOfGenerationSnapshot(t *testing.T) {
 	if got := second.Usage.PromptTokensDetails.CachedTokens; got != want {
 		t.Fatalf("cached_tokens %d, want %d (prompt %d + completion %d - 1)", got, want, first.Usage.PromptTokens, first.Usage.CompletionTokens)
 	}
+}
+
+// TestDrawnMatchesHost serves greedy and temperature requests, batched,
+// with the decode tokens drawn by the model and on the host: the same
+// answers; with logprobs the tokens stay on the host; and a second chat
+// turn on the drawing server, whose cache entry of the first turn's end
+// has no logits, answers as a cold server does.
+func TestDrawnMatchesHost(t *testing.T) {
+	real, _, _ := loadReal(t)
+	dm := &fixture.DrawModel{Model: real}
+	drawing := newTestServer(t, Options{Model: dm, MaxBatch: 4, MaxQueue: 64, CacheBytes: 64 << 20})
+	host := newTestServer(t, Options{MaxBatch: 4, MaxQueue: 64})
+	reqs := testRequests(8)
+	got := make([]string, len(reqs))
+	errs := make([]error, len(reqs))
+	var wg sync.WaitGroup
+	for i, r := range reqs {
+		wg.Go(func() { got[i], errs[i] = run(t, drawing, r) })
+	}
+	wg.Wait()
+	for i, r := range reqs {
+		want, err := run(t, host, r)
+		if err != nil || errs[i] != nil {
+			t.Fatal(err, errs[i])
+		}
+		if got[i] != want {
+			t.Errorf("request %d: drawn by the model %q, on the host %q", i, got[i], want)
+		}
+	}
+	n := dm.Drawn.Load()
+	if n == 0 {
+		t.Fatal("the model drew no tokens")
+	}
+	// logprobs: on the host
+	res, err := drawing.client.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
+		Model: defaultmodel.Name, Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Hi")},
+		MaxTokens: openai.Int(6), Temperature: openai.Float(0), Logprobs: openai.Bool(true), TopLogprobs: openai.Int(2),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lp := res.Choices[0].Logprobs.Content; len(lp) != int(res.Usage.CompletionTokens) || dm.Drawn.Load() != n {
+		t.Errorf("with logprobs: %d entries for %d tokens, %d tokens drawn by the model", len(lp), res.Usage.CompletionTokens, dm.Drawn.Load()-n)
+	}
+	// a second turn extends the first's cached end
+	history := []openai.ChatCompletionMessageParamUnion{openai.UserMessage("What is the capital of France?")}
+	first, err := chatText(t, drawing, history, 12, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	history = append(history, first.Choices[0].Message.ToParam(), openai.UserMessage("And of Italy?"))
+	w, err := chatText(t, drawing, history, 12, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := chatText(t, host, history, 12, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Choices[0].Message.Content != c.Choices[0].Message.Content || w.Usage.PromptTokensDetails.CachedTokens == 0 {
+		t.Errorf("second turn: drawing server %q (%d cached), host %q", w.Choices[0].Message.Content, w.Usage.PromptTokensDetails.CachedTokens, c.Choices[0].Message.Content)
+	}
+	waitIdle(t, drawing.Server)
 }

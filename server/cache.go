@@ -58,7 +58,9 @@ func prefixHashes(tokens []int32) []uint64 {
 func (c *prefixCache) enabled() bool { return c != nil && c.limit > 0 }
 
 // lookup returns the entry with the longest token sequence that is a
-// prefix of prompt (nil if none), marking it recently used.
+// prefix of prompt (nil if none), marking it recently used. An entry
+// without logits (its last token drawn by the model) only serves prompts
+// longer than it.
 func (c *prefixCache) lookup(prompt []int32) *cacheEntry {
 	if !c.enabled() || len(c.lengths) == 0 {
 		return nil
@@ -77,7 +79,7 @@ func (c *prefixCache) lookup(prompt []int32) *cacheEntry {
 	for i := len(lens) - 1; i >= 0; i-- {
 		l := lens[i]
 		for _, e := range c.byHash[hs[l]] {
-			if len(e.tokens) == l && slices.Equal(e.tokens, prompt[:l]) {
+			if len(e.tokens) == l && slices.Equal(e.tokens, prompt[:l]) && (e.logits != nil || l < len(prompt)) {
 				c.lru.MoveToFront(e.elem)
 				return e
 			}

@@ -112,9 +112,10 @@ type seq struct {
 	pending    []int32 // prompt tokens not yet run
 	generated  []int32
 	req        model.Request
-	haveLogits bool // req.Logits already holds the next-token logits
-	prefilling bool // the current request runs prompt tokens
-	ran        bool // q was in the last forward pass
+	haveLogits bool       // req.Logits already holds the next-token logits
+	draw       model.Draw // req.Draw's room: the next token drawn by the model's backend
+	prefilling bool       // the current request runs prompt tokens
+	ran        bool       // q was in the last forward pass
 	lastTok    time.Time
 	lpScratch  []float32
 }
@@ -278,7 +279,7 @@ func (s *scheduler) admit() {
 func (s *scheduler) start(q *seq) {
 	q.sampler = sample.New(q.sampling)
 	q.sampler.AcceptPrompt(q.prompt)
-	q.req.Logits = nil
+	q.req.Logits, q.req.Draw, q.req.Drawn = nil, nil, false
 	s.met.promptTokens.Add(int64(len(q.prompt)))
 	if e := s.cache.lookup(q.prompt); e != nil {
 		q.state = s.fork(e.state)
@@ -343,8 +344,17 @@ func (s *scheduler) step() {
 			q.req.Tokens = q.pending[:n]
 			q.pending = q.pending[n:]
 			q.prefilling = true
+			q.req.Draw = nil // (the prefix cache keeps the prompt's logits)
 		default:
 			q.req.Tokens = q.generated[len(q.generated)-1:]
+			// a decode step's greedy or plain temperature token drawn
+			// where the logits are, when the backend can and no logprobs
+			// are wanted (the same tokens as the host's draw)
+			q.req.Draw = nil
+			if inv, u, ok := q.sampler.Plan(); ok && !q.logprobs {
+				q.draw = model.Draw{InvTemp: inv, U: u}
+				q.req.Draw = &q.draw
+			}
 		}
 		q.ran = true
 		rows += len(q.req.Tokens)
@@ -411,9 +421,9 @@ func (s *scheduler) fail(q *seq, err error) {
 	s.met.failed.Add(1)
 }
 
-// sampleNext draws q's next token from q.req.Logits. It touches only q,
-// so the sequences of one step are sampled in parallel; a panic is
-// returned as an error.
+// sampleNext draws q's next token from q.req.Logits, or takes the one the
+// model drew. It touches only q, so the sequences of one step are sampled
+// in parallel; a panic is returned as an error.
 func (s *scheduler) sampleNext(q *seq) (ev tokenEvent, err error) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -423,6 +433,11 @@ func (s *scheduler) sampleNext(q *seq) (ev tokenEvent, err error) {
 	}()
 	if s.hook != nil {
 		s.hook(q.prompt)
+	}
+	if q.req.Drawn && !q.haveLogits {
+		id := q.req.Token
+		q.sampler.Accept(id)
+		return tokenEvent{id: id, eos: s.eos[id]}, nil // (no logprobs asked for)
 	}
 	logits := q.req.Logits[:s.vocab]
 	id := q.sampler.Sample(logits)
@@ -477,10 +492,9 @@ func (s *scheduler) commit(q *seq, ev tokenEvent) (keep bool) {
 			keep = false
 		}
 	}()
-	logits := q.req.Logits[:s.vocab]
 	if q.prefilling && s.cache.enabled() && !s.cache.has(q.prompt) {
 		// snapshot at the prompt boundary
-		s.cache.insert(q.prompt, s.fork(q.state), logits)
+		s.cache.insert(q.prompt, s.fork(q.state), q.req.Logits[:s.vocab])
 	}
 	q.haveLogits = false
 	q.prefilling = false
@@ -508,7 +522,13 @@ func (s *scheduler) commit(q *seq, ev tokenEvent) (keep bool) {
 	}
 	// Keep the final state: it has consumed the prompt and every generated
 	// token but the last, which is what a follow-up turn extends.
+	// (Without the logits of its last token when the model drew it: such an
+	// entry serves only prompts that extend it.)
 	key := append(slices.Clone(q.prompt), q.generated[:len(q.generated)-1]...)
+	var logits []float32
+	if !q.req.Drawn {
+		logits = q.req.Logits[:s.vocab]
+	}
 	s.cache.insert(key, q.state, logits)
 	q.state = nil
 	q.out.close(finish, nil)

@@ -167,6 +167,11 @@ type Backend struct {
 	readBuf    uintptr
 	readCap    int
 	readPinned bool
+	// drawOn (RINGO_CUDA_DRAW=0 turns it off): DrawTokens may be used
+	// (backend.Drawer); drawPrm and drawOut are its reused room
+	drawOn  bool
+	drawPrm []int64
+	drawOut []float32
 	// readDirect (RINGO_CUDA_READ_DIRECT=0 turns it off): those reads of
 	// readDirectMin bytes or more go straight into the caller's Go memory,
 	// page-locked (cuMemHostRegister, pinned for the collector with a
@@ -603,6 +608,7 @@ func New(device int, opts Options) (*Backend, error) {
 	b.warpRoute = os.Getenv("RINGO_CUDA_WARP_ROUTE") != "0"
 	b.routeUnroll = os.Getenv("RINGO_CUDA_ROUTE_UNROLL") != "0"
 	b.normGEMV = os.Getenv("RINGO_CUDA_NORM_GEMV") != "0"
+	b.drawOn = os.Getenv("RINGO_CUDA_DRAW") != "0"
 	if v, err := strconv.Atoi(os.Getenv("RINGO_CUDA_GEMV2")); err == nil && v >= 0 {
 		b.gemv2 = v
 	}
@@ -751,7 +757,7 @@ var kernelNames = []string{
 	"k_copy", "k_fill", "k_add", "k_addv", "k_silu", "k_silumul", "k_sigmul", "k_gather", "k_tobf16", "k_tobf16v", "k_split3bf16", "k_split3bf16v",
 	"embed_f32", "embed_f16", "embed_bf16", "embed_fp8", "k_rmsnorm", "k_addrmsnorm", "k_rope", "k_silumul_bf16", "k_rmsnorm_sigmul", "k_rmsnorm_sigmul_w2", "k_rmsnorm_sigmul_w4", "k_rmsnorm_sigmul_w8", "k_rmsnorm_sigmul_w16", "k_rmsnorm_rope", "k_rmsnorm_rope_w21", "k_rmsnorm_rope_w41", "k_rmsnorm_rope_w42",
 	"gemv_f32", "gemv_f16", "gemv_bf16", "gemv_bf16v", "gemv_fp8", "gemv_bf16v1", "gemv_bf16v2", "gemv_bf16v1n", "gemv_bf16v2n", "gemv_bf16v4n", "gemv_bf16t4n", "gemv_fp81", "gemv_fp8v2", "gemv_fp8v3", "gemv_fp8v4", "gemv_fp8v8", "gemv_fp8t8", "gemv_fp8t9", "k_fp8_bf16", "gemm_f32", "gemm_f16", "gemm_bf16",
-	"moe_gu_bf16v", "moe_gu_fp8", "moe_gd_bf16v", "moe_gd_bf16v_any", "moe_gd_bf16v_u4", "moe_gd_bf16v_s2", "moe_dc_bf16v", "moe_dc2_bf16v", "moe_dc3_bf16v", "moe_dc_fp8", "moe_dcl_fp8", "moe_dcl2_fp8", "moe_dcl4_fp8", "moe_dcmmat", "moe_dcmmatw", "moe_dcmmatw1", "moe_gummat9w", "gemv_fp8v2r", "gemv_fp8v2m", "gemv_fp8v2rm", "k_route_p", "moe_dcmmatq", "moe_gummat9q", "moe_gu2_fp8", "moe_gu4_fp8", "moe_gemv_f32", "moe_gemv_f16", "moe_gemv_bf16", "moe_gemv_bf16v", "moe_down_bf16v", "moe_gemv_fp8", "moe_down_fp8", "moe_mma16_fp8", "moe_mma64_fp8",
+	"moe_gu_bf16v", "moe_gu_fp8", "moe_gd_bf16v", "moe_gd_bf16v_any", "moe_gd_bf16v_u4", "moe_gd_bf16v_s2", "moe_dc_bf16v", "moe_dc2_bf16v", "moe_dc3_bf16v", "moe_dc_fp8", "moe_dcl_fp8", "moe_dcl2_fp8", "moe_dcl4_fp8", "moe_dcmmat", "moe_dcmmatw", "moe_dcmmatw1", "moe_gummat9w", "gemv_fp8v2r", "gemv_fp8v2m", "gemv_fp8v2rm", "k_route_p", "k_draw_max", "k_draw_sum", "k_draw_pick", "moe_dcmmatq", "moe_gummat9q", "moe_gu2_fp8", "moe_gu4_fp8", "moe_gemv_f32", "moe_gemv_f16", "moe_gemv_bf16", "moe_gemv_bf16v", "moe_down_bf16v", "moe_gemv_fp8", "moe_down_fp8", "moe_mma16_fp8", "moe_mma64_fp8",
 	"k_moe_count", "k_moe_tiles", "k_moe_scatter", "moe_gemm_f32", "moe_gemm_f16", "moe_gemm_bf16", "k_moe_combine", "k_moe_combine4", "k_moe_combine4b", "k_moe_combineb", "k_quant_fp8", "k_bf16_f32", "k_route", "k_norm_route",
 	"k_lightning_rec", "k_lightning_recg", "k_lightning_recg2", "k_lightning_chunk", "k_kvstore", "k_attn", "k_attn4", "k_attn_g2", "k_attn_g4", "k_attn_g8", "k_attn_combine", "k_attn_combine_seq",
 	"moe_mma16", "moe_mma64", "k_fattn64", "k_fattn128", "moe_mmb", "moe_mmb_gu", "moe_mmb_wg", "moe_mmb_gu_wg", "moe_mmb_yb", "moe_mmb_yb_wg", "moe_mmb_yb_wgs", "moe_mmb_gu_wg8", "moe_mmb_wg8", "moe_mmb_yb_wg8", "moe_mmb_yb_wgs8", "k_kvbf16", "k_vtbf16", "k_fattn4_128", "k_fattn4w_128", "k_fattn2_64", "k_fattn2_128", "k_fattn3_64", "k_fattn3_128", "k_ltc_kv64", "k_ltc_kv128", "k_ltc_scan", "k_ltc_out64", "k_ltc_out128",

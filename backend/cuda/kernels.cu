@@ -5795,3 +5795,170 @@ extern "C" __global__ void k_randbf16(u16* p, i64 n, u32 seed) { PDL_ENTER();
     p[idx] = f2bf16(((float)(x & 0xffff) / 65536.f - 0.5f) * 0.1f);
   }
 }
+
+// Token draws (Backend.DrawTokens, backend.Drawer). Row y of the logits x
+// draws with prm[2y] (u, a double's bits: the uniform number) and
+// prm[2y + 1] (1/temperature, a float's bits in the low half; 0: greedy),
+// over DRAW_NB blocks of columns per row, in three kernels: k_draw_max
+// takes each block's largest scaled logit (lowest column first), k_draw_sum
+// each block's sum of the weights ExpNeg(v − mx) of its v ≥ mx − 30
+// (float64, each thread's piece of consecutive columns in order, then a
+// tree over the threads), and k_draw_pick the token: the block where the
+// blocks' running sum first exceeds u times their total, then the column
+// there by a scan over its threads' pieces (the largest v, lowest column,
+// when rounding leaves none; greedy takes that). The weights are the
+// host's (sample.Draw: kernels.ExpNeg, every product rounded apart); only
+// the order of the sums differs.
+#define DRAW_NB 128
+#define DRAW_T 256
+
+// expneg_rn is kernels.ExpNeg with the same roundings (no contraction into
+// FMAs).
+__device__ __forceinline__ float expneg_rn(float x) {
+  float t = __fadd_rn(__fmul_rn(x, 1.44269504088896341f), 12582912.f);
+  float k = __fsub_rn(t, 12582912.f);
+  float r = __fsub_rn(x, __fmul_rn(k, 0.693359375f));
+  r = __fsub_rn(r, __fmul_rn(k, -2.12194440e-4f));
+  float p = __fadd_rn(__fmul_rn(1.9875691500e-4f, r), 1.3981999507e-3f);
+  p = __fadd_rn(__fmul_rn(p, r), 8.3334519073e-3f);
+  p = __fadd_rn(__fmul_rn(p, r), 4.1665795894e-2f);
+  p = __fadd_rn(__fmul_rn(p, r), 1.6666665459e-1f);
+  p = __fadd_rn(__fmul_rn(p, r), 5.0000001201e-1f);
+  p = __fadd_rn(__fadd_rn(__fmul_rn(p, __fmul_rn(r, r)), r), 1.f);
+  return __fmul_rn(p, __uint_as_float((__float_as_uint(t) + 127u) << 23));
+}
+// draw_better reports whether (v, i) goes before (bv, bi): larger, then
+// lower column.
+__device__ __forceinline__ bool draw_better(float v, int i, float bv, int bi) { return v > bv || (v == bv && i < bi); }
+// draw_piece is thread tid's piece [*a, *e) of block b's columns and
+// returns the sum of their weights (k_draw_sum's and k_draw_pick's).
+__device__ __forceinline__ double draw_piece(const float* xr, int V, int b, int tid, float inv, float mx, int* a, int* e) {
+  int per = (V + DRAW_NB - 1) / DRAW_NB, c1 = min(V, (b + 1) * per), tp = (per + DRAW_T - 1) / DRAW_T;
+  *a = min(c1, b * per + tid * tp);
+  *e = min(c1, *a + tp);
+  float lo = __fsub_rn(mx, 30.f);
+  double s = 0.0;
+  for (int i = *a; i < *e; i++) {
+    float v = __fmul_rn(xr[i], inv);
+    if (v >= lo) s += (double)expneg_rn(__fsub_rn(v, mx));
+  }
+  return s;
+}
+extern "C" __global__ void k_draw_max(const float* x, i64 ldx, int V, const i64* prm, float* pm, int* pi) {
+  PDL_ENTER();
+  __shared__ float sv[DRAW_T / 32];
+  __shared__ int si[DRAW_T / 32];
+  int y = blockIdx.y, b = blockIdx.x, tid = threadIdx.x;
+  float inv = __int_as_float((int)prm[2 * y + 1]);
+  int per = (V + DRAW_NB - 1) / DRAW_NB, c1 = min(V, (b + 1) * per);
+  const float* xr = x + (i64)y * ldx;
+  float bv = NEG_INF;
+  int bi = 0x7fffffff;
+  for (int i = b * per + tid; i < c1; i += DRAW_T) {
+    float v = inv != 0.f ? __fmul_rn(xr[i], inv) : xr[i];
+    if (draw_better(v, i, bv, bi)) bv = v, bi = i;
+  }
+  for (int o = 16; o > 0; o >>= 1) {
+    float v = __shfl_xor_sync(0xffffffffu, bv, o);
+    int i = __shfl_xor_sync(0xffffffffu, bi, o);
+    if (draw_better(v, i, bv, bi)) bv = v, bi = i;
+  }
+  if ((tid & 31) == 0) sv[tid >> 5] = bv, si[tid >> 5] = bi;
+  __syncthreads();
+  if (tid == 0) {
+    for (int w = 1; w < DRAW_T / 32; w++)
+      if (draw_better(sv[w], si[w], bv, bi)) bv = sv[w], bi = si[w];
+    pm[y * DRAW_NB + b] = bv;
+    pi[y * DRAW_NB + b] = bi;
+  }
+}
+extern "C" __global__ void k_draw_sum(const float* x, i64 ldx, int V, const i64* prm, const float* pm, double* ps) {
+  PDL_ENTER();
+  __shared__ double sh[DRAW_T];
+  __shared__ float smx;
+  int y = blockIdx.y, b = blockIdx.x, tid = threadIdx.x;
+  float inv = __int_as_float((int)prm[2 * y + 1]);
+  if (inv == 0.f) return;  // greedy
+  if (tid < 32) {
+    float m = NEG_INF;
+    for (int j = tid; j < DRAW_NB; j += 32) m = fmaxf(m, pm[y * DRAW_NB + j]);
+    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    if (tid == 0) smx = m;
+  }
+  __syncthreads();
+  int a, e;
+  sh[tid] = draw_piece(x + (i64)y * ldx, V, b, tid, inv, smx, &a, &e);
+  __syncthreads();
+  for (int o = DRAW_T / 2; o > 0; o >>= 1) {
+    if (tid < o) sh[tid] += sh[tid + o];
+    __syncthreads();
+  }
+  if (tid == 0) ps[y * DRAW_NB + b] = sh[0];
+}
+extern "C" __global__ void k_draw_pick(const float* x, i64 ldx, int V, const i64* prm, const float* pm, const int* pi, const double* ps,
+                                       int* out) {
+  PDL_ENTER();
+  __shared__ double sc[DRAW_T];
+  __shared__ double sr;
+  __shared__ float smx;
+  __shared__ int sb;
+  int y = blockIdx.x, tid = threadIdx.x;
+  float inv = __int_as_float((int)prm[2 * y + 1]);
+  if (tid == 0) {
+    float bv = NEG_INF;
+    int bi = 0x7fffffff;
+    for (int b = 0; b < DRAW_NB; b++)
+      if (draw_better(pm[y * DRAW_NB + b], pi[y * DRAW_NB + b], bv, bi)) bv = pm[y * DRAW_NB + b], bi = pi[y * DRAW_NB + b];
+    out[y] = bi;  // greedy, or no block reached
+    int pick = -1;
+    double r = 0.0;
+    if (inv != 0.f) {
+      double z = 0.0;
+      for (int b = 0; b < DRAW_NB; b++) z += ps[y * DRAW_NB + b];
+      r = __longlong_as_double(prm[2 * y]) * z;
+      for (int b = 0; b < DRAW_NB; b++) {
+        double v = ps[y * DRAW_NB + b];
+        if (r < v) {
+          pick = b;
+          break;
+        }
+        r -= v;
+      }
+    }
+    sb = pick, sr = r, smx = bv;
+  }
+  __syncthreads();
+  int b = sb;
+  if (b < 0) return;
+  const float* xr = x + (i64)y * ldx;
+  float mx = smx, lo = __fsub_rn(mx, 30.f);
+  int a, e;
+  sc[tid] = draw_piece(xr, V, b, tid, inv, mx, &a, &e);
+  __syncthreads();
+  for (int o = 1; o < DRAW_T; o <<= 1) {  // inclusive scan
+    double v = tid >= o ? sc[tid - o] : 0.0;
+    __syncthreads();
+    sc[tid] += v;
+    __syncthreads();
+  }
+  double r = sr, excl = tid ? sc[tid - 1] : 0.0;
+  // the thread whose piece holds r; if rounding put r past the scan's total,
+  // the last thread with weights
+  bool mine = excl <= r && r < sc[tid];
+  if (r >= sc[DRAW_T - 1] && sc[tid] > excl) {
+    mine = true;
+    for (int t = tid + 1; t < DRAW_T; t++)
+      if (sc[t] > sc[t - 1]) mine = false;
+  }
+  if (!mine) return;
+  double q = r - excl;
+  int last = -1;
+  for (int i = a; i < e; i++) {
+    float v = __fmul_rn(xr[i], inv);
+    if (v < lo) continue;
+    last = i;
+    q -= (double)expneg_rn(__fsub_rn(v, mx));
+    if (q < 0.0) break;
+  }
+  out[y] = last;  // (the piece's last weighted column when rounding left none)
+}

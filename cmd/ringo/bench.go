@@ -21,10 +21,10 @@ func init() {
 	var asJSON bool
 	var interleave int
 	var cpuProfile string
-	var sampled bool
+	var sampled, hostDraw bool
 	var sp sample.Params
 	cmd := &cobra.Command{
-		Use:   "bench [--model DIR] [--prompt N[,N...]] [--gen N] [--context 1k,8k,32k] [--interleave N] [--threads T] [--batch B[,B...]] [--batch-rows R] [--sample [--temperature T] [--top-p P] [--top-k K]] [--json]",
+		Use:   "bench [--model DIR] [--prompt N[,N...]] [--gen N] [--context 1k,8k,32k] [--interleave N] [--threads T] [--batch B[,B...]] [--batch-rows R] [--sample [--temperature T] [--top-p P] [--top-k K] [--host-draw]] [--json]",
 		Short: "Measure prefill and decode speed against this machine's rooflines",
 		Long: `bench measures prefill tokens/s and time to first token for a random
 prompt (the second prefill of the process; the first, which pays one-time
@@ -49,9 +49,11 @@ of a turn starts with the caches the other length filled.
 
 Decode steps take random tokens and leave their logits unused, so the
 figures are the model's steps alone. With --sample each step also draws
-its next token on the host from its logits (--temperature, --top-p,
---top-k as in run; --temperature 0 is greedy), as a generation does, and
-the decode figures include that draw.`,
+its next token from its logits (--temperature, --top-p, --top-k as in
+run; --temperature 0 is greedy), as a generation does, and the decode
+figures include that draw: on the GPU for greedy and plain temperature
+sampling, as run and serve do, and on the host otherwise or with
+--host-draw.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctxs, err := bench.ParseSizes(contexts)
@@ -100,7 +102,7 @@ the decode figures include that draw.`,
 					return fmt.Errorf("--temperature %v, --top-p %v, --top-k %d: want temperature >= 0, top-p in [0, 1], top-k >= 0", sp.Temperature, sp.TopP, sp.TopK)
 				}
 				for i := range runs {
-					runs[i].Sample = &sp
+					runs[i].Sample, runs[i].HostDraw = &sp, hostDraw
 				}
 			}
 			var results []*bench.Result
@@ -128,7 +130,7 @@ the decode figures include that draw.`,
 					fmt.Fprintf(w, "prefill\t%d tokens: %.1f tok/s, %.1f%% of peak (weight products alone %.1f%%), time to first token %.0f ms (first prefill of the process %.0f ms)\n", res.PromptTokens, res.PrefillTokS, 100*res.PrefillPeak, 100*res.PrefillWeightPeak, res.TTFTms, res.ColdTTFTms)
 				}
 				for _, p := range res.Decode {
-					fmt.Fprintf(w, "decode @ %d ctx, batch %d\t%.2f tok/s, %.1f%% of bandwidth roofline (%.1f MiB/token)%s\n", p.Context, res.Batch, p.DecodeTokS, 100*p.Roofline, float64(p.BytesPerToken)/(1<<20), sampleNote(res.Sample))
+					fmt.Fprintf(w, "decode @ %d ctx, batch %d\t%.2f tok/s, %.1f%% of bandwidth roofline (%.1f MiB/token)%s\n", p.Context, res.Batch, p.DecodeTokS, 100*p.Roofline, float64(p.BytesPerToken)/(1<<20), sampleNote(res))
 					if p.Turns > 0 {
 						fmt.Fprintf(w, "\t%.3f× the speed @ %d ctx (median of %d interleaved turns)\n", p.SpeedVsFirst, res.Decode[0].Context, p.Turns)
 					}
@@ -165,20 +167,25 @@ the decode figures include that draw.`,
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().IntVar(&interleave, "interleave", 0, "decode the --context lengths in turns of this many steps (comparisons on a machine whose speed drifts; 0: one after the other)")
 	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the measurements to this file")
-	cmd.Flags().BoolVar(&sampled, "sample", false, "draw each decode step's next token from its logits on the host, inside the timed step")
+	cmd.Flags().BoolVar(&sampled, "sample", false, "draw each decode step's next token from its logits, inside the timed step")
+	cmd.Flags().BoolVar(&hostDraw, "host-draw", false, "with --sample: draw on the host (the logits read back) where the GPU could draw")
 	cmd.Flags().Float32Var(&sp.Temperature, "temperature", 0.6, "with --sample: sampling temperature (0: greedy)")
 	cmd.Flags().Float32Var(&sp.TopP, "top-p", 1, "with --sample: nucleus sampling (1: off)")
 	cmd.Flags().IntVar(&sp.TopK, "top-k", 0, "with --sample: keep the k most likely tokens (0: off)")
 	rootCmd.AddCommand(cmd)
 }
 
-// sampleNote describes the host's draw included in the decode figures, if
-// any.
-func sampleNote(p *sample.Params) string {
+// sampleNote describes the draw included in the decode figures, if any.
+func sampleNote(res *bench.Result) string {
+	p := res.Sample
 	if p == nil {
 		return ""
 	}
-	n := fmt.Sprintf(", with the host's draw at temperature %g", p.Temperature)
+	who := "host's"
+	if res.DeviceDraw {
+		who = "device's"
+	}
+	n := fmt.Sprintf(", with the %s draw at temperature %g", who, p.Temperature)
 	if p.TopP > 0 && p.TopP < 1 {
 		n += fmt.Sprintf(", top-p %g", p.TopP)
 	}

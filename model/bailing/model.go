@@ -58,6 +58,8 @@ type scratch struct {
 	outs    []outRow
 	states  []backend.Tensor
 	caches  []backend.KV
+	draws   []backend.Draw
+	tokens  []int32
 }
 
 // outRow is where a pass's output row goes: the logits row of request req
@@ -376,6 +378,13 @@ func (m *Model) Forward(ctx context.Context, reqs []*model.Request) error {
 		if r.All {
 			n = len(r.Tokens) * V
 		}
+		if d := r.Draw; d != nil && (!(d.InvTemp >= 0) || math.IsInf(float64(d.InvTemp), 0) || !(d.U >= 0 && d.U < 1)) {
+			return fmt.Errorf("request %d: draw with 1/temperature %g and uniform number %g (want a finite 1/temperature >= 0 and a number in [0, 1))", i, d.InvTemp, d.U)
+		}
+		r.Drawn = false
+		if m.drawsOn(r) {
+			n = 0 // the backend draws the token
+		}
 		if cap(r.Logits) < n {
 			r.Logits = make([]float32, n)
 		}
@@ -617,9 +626,37 @@ func (m *Model) forward(pass []piece, rows int) {
 			for e < n && outs[c0+e].req == o.req && outs[c0+e].pos == o.pos+(e-k) {
 				e++
 			}
-			b.Read(logits.RowRange(k, e-k), o.req.Logits[o.pos*V:(o.pos+e-k)*V])
+			if m.drawsOn(o.req) {
+				// a run of rows whose tokens the backend draws
+				for e = k + 1; e < n && m.drawsOn(outs[c0+e].req); e++ {
+				}
+				m.drawTokens(logits.RowRange(k, e-k), outs[c0+k:c0+e])
+			} else {
+				b.Read(logits.RowRange(k, e-k), o.req.Logits[o.pos*V:(o.pos+e-k)*V])
+			}
 			k = e
 		}
+	}
+}
+
+// drawsOn reports whether r's token is drawn by the backend (Request.Draw).
+func (m *Model) drawsOn(r *model.Request) bool {
+	d, ok := m.b.(backend.Drawer)
+	return r.Draw != nil && !r.All && ok && d.Draws()
+}
+
+// drawTokens has the backend draw the tokens of outs (one row of logits
+// each) and stores them in their requests.
+func (m *Model) drawTokens(logits backend.Tensor, outs []outRow) {
+	sc := &m.sc
+	sc.draws, sc.tokens = sc.draws[:0], sc.tokens[:0]
+	for _, o := range outs {
+		sc.draws = append(sc.draws, backend.Draw{InvTemp: o.req.Draw.InvTemp, U: o.req.Draw.U})
+		sc.tokens = append(sc.tokens, 0)
+	}
+	m.b.(backend.Drawer).DrawTokens(sc.tokens, logits, sc.draws)
+	for i, o := range outs {
+		o.req.Token, o.req.Drawn = sc.tokens[i], true
 	}
 }
 
