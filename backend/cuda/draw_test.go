@@ -174,7 +174,8 @@ func TestGenerateDrawn(t *testing.T) {
 // filteredRef is sample.Sampler's draw with filters, written out plainly:
 // the kept tokens in their order, their running probabilities, and u times
 // their total; declined reports the draws the backend leaves to the host
-// by definition (top-p over every token, or more than drawCap candidates).
+// by definition (top-p over every token, more than drawCap candidates, or
+// top-k with fewer than k tokens within 30 of the largest scaled logit).
 func filteredRef(row []float32, d backend.Draw) (ids []int32, cum []float64, r float64, declined bool) {
 	V := len(row)
 	x := make([]float32, V)
@@ -185,8 +186,15 @@ func filteredRef(row []float32, d backend.Draw) (ids []int32, cum []float64, r f
 	var idx []int
 	z := 0.0
 	if d.TopK > 0 && int(d.TopK) < V {
-		for i := range x {
+		near := 0
+		for i, v := range x {
 			idx = append(idx, i)
+			if v >= mx-30 {
+				near++
+			}
+		}
+		if near < int(d.TopK) {
+			return nil, nil, 0, true // (the others weigh under e^-30)
 		}
 		sortDesc(idx, x)
 		idx = idx[:d.TopK]
