@@ -267,12 +267,16 @@ type DeviceMemory interface {
 	Memory() (free, total int64)
 }
 
-// Draw is one row's token draw for a Drawer: greedy when InvTemp is 0,
+// Draw is one row's token draw for a Drawer, as sample.Sampler.Plan
+// describes it (sample.Planned converts to it): greedy when InvTemp is 0,
 // else temperature sampling at 1/InvTemp with U, a uniform number in
-// [0, 1), as sample.Sampler.Plan describes it.
+// [0, 1), after the filters TopK, TopP and MinP (0: off).
 type Draw struct {
 	InvTemp float32
 	U       float64
+	TopK    int32
+	TopP    float32
+	MinP    float32
 }
 
 // Drawer is implemented by backends that can pick tokens where the logits
@@ -283,8 +287,9 @@ type Drawer interface {
 	// off).
 	Draws() bool
 	// DrawTokens draws row i's token of logits (one row of the vocabulary
-	// per draw) with draws[i] into dst[i], as sample.Draw defines it; its
-	// sums may be taken in another order.
+	// per draw) with draws[i] into dst[i], as sample.Sampler.Plan describes
+	// (its sums may be taken in another order), or stores -1 where it
+	// cannot (the caller then reads the row and draws on the host).
 	DrawTokens(dst []int32, logits Tensor, draws []Draw)
 }
 

@@ -43,8 +43,8 @@ type Options struct {
 	// Sample, when not nil, draws each decode step's next token from its
 	// logits with these parameters (a sampler per sequence, seeded from
 	// Seed), inside the timed step, as a generation would: the figure then
-	// includes the draw, by the backend where it can (backend.Drawer, for
-	// greedy and plain temperature sampling) and on the host otherwise.
+	// includes the draw, by the backend where it can (backend.Drawer) and
+	// on the host otherwise.
 	// Nil: random next tokens, the model's step alone.
 	Sample *sample.Params
 	// HostDraw keeps Sample's draws on the host (the logits read back).
@@ -270,8 +270,9 @@ func Run(ctx context.Context, name string, m model.Model, o Options) (*Result, e
 					samplers[q] = smp
 				}
 				q.Draw = nil
-				if inv, u, ok := smp.Plan(); ok && !o.HostDraw {
-					q.Draw = &model.Draw{InvTemp: inv, U: u}
+				if d, ok := smp.Plan(); ok && !o.HostDraw {
+					md := model.Draw(d)
+					q.Draw = &md
 				}
 			}
 		}

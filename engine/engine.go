@@ -213,8 +213,8 @@ type GenerateOptions struct {
 	// returning false stops generation (FinishStop).
 	OnToken func(id int32, logits []float32) bool
 	// Logits keeps every draw on the host, so that OnToken gets the logits.
-	// Otherwise a backend that can draws greedy and plain temperature
-	// tokens where the logits are (backend.Drawer, sample.Sampler.Plan):
+	// Otherwise a backend that can draws the tokens where the logits are
+	// (backend.Drawer, sample.Sampler.Plan: every draw without penalties):
 	// the same tokens for a seed, without reading the logits back.
 	Logits bool
 }
@@ -234,14 +234,16 @@ func Generate(ctx context.Context, m model.Model, st model.State, prompt []int32
 	}
 	smp.AcceptPrompt(prompt)
 	req := &model.Request{State: st, Tokens: prompt}
+	var draw model.Draw
 	var out []int32
 	for {
 		if info.MaxContext > 0 && st.Len()+len(req.Tokens) > info.MaxContext {
 			return out, FinishLength, nil
 		}
 		req.Draw = nil
-		if inv, u, ok := smp.Plan(); ok && !o.Logits {
-			req.Draw = &model.Draw{InvTemp: inv, U: u}
+		if d, ok := smp.Plan(); ok && !o.Logits {
+			req.Draw = &draw
+			draw = model.Draw(d)
 		}
 		if err := m.Forward(ctx, []*model.Request{req}); err != nil {
 			return out, "", err

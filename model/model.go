@@ -62,18 +62,22 @@ type Request struct {
 	Logits []float32
 	// Draw, when not nil (and All is false), asks for the next token
 	// instead of its logits where the backend can draw it where the logits
-	// are (backend.Drawer): greedy when InvTemp is 0, else temperature
-	// sampling with U, as sample.Sampler.Plan describes. Forward then sets
-	// Drawn and Token and leaves Logits empty; otherwise it fills Logits.
+	// are (backend.Drawer), as sample.Sampler.Plan describes. Forward then
+	// sets Drawn and Token and leaves Logits empty; otherwise (also where
+	// the backend declines that draw) it fills Logits.
 	Draw  *Draw
 	Drawn bool
 	Token int32
 }
 
-// Draw is a Request's token draw (see Request.Draw).
+// Draw is a Request's token draw (see Request.Draw; sample.Planned and
+// backend.Draw convert to and from it).
 type Draw struct {
-	InvTemp float32
-	U       float64
+	InvTemp float32 // 1/temperature; 0: greedy
+	U       float64 // uniform number in [0, 1)
+	TopK    int32   // 0: off
+	TopP    float32 // 0: off
+	MinP    float32 // 0: off
 }
 
 // Model is a loaded language model.

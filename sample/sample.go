@@ -68,34 +68,51 @@ func (s *Sampler) Accept(id int32) {
 	s.planned = false
 }
 
-// Plan reports whether the next draw depends on the logits only through
-// their largest value and their softmax weights: greedy decoding, or
-// temperature sampling without top-k, top-p, min-p and penalties. Then a
-// backend can draw the token where the logits are (backend.Drawer) from
-// invTemp (1/temperature, 0 for greedy) and u, the uniform number in
-// [0, 1) that Sample would take from the seeded generator: Plan takes it
-// now, and a Sample before the next Accept uses it, so a seed gives the
-// same tokens whichever of the two draws them. The draw it describes:
-// with x the logits times invTemp and mx their largest, token i weighs
-// ExpNeg(x[i] − mx) for x[i] ≥ mx − 30 (kernels.ExpNeg) and 0 otherwise,
-// and the token drawn is the first whose running sum of weights, in id
-// order, exceeds u times their total (the largest x, lowest id first, if
-// rounding leaves none); greedy takes the largest logit, lowest id first.
-func (s *Sampler) Plan() (invTemp float32, u float64, ok bool) {
+// Planned is a draw as Plan describes it, for a backend to make where the
+// logits are (backend.Drawer; the fields are those of backend.Draw and
+// model.Draw, so that the types convert).
+type Planned struct {
+	InvTemp float32 // 1/temperature; 0: greedy (the filters do not apply)
+	U       float64 // the uniform number in [0, 1) the draw takes
+	TopK    int32   // Params.TopK (0: off)
+	TopP    float32 // Params.TopP (0 or 1: off)
+	MinP    float32 // Params.MinP (0: off)
+}
+
+// Plan reports whether the next draw depends on the logits alone (no
+// penalties), so that a backend can make it where the logits are
+// (backend.Drawer), and returns it: greedy, or temperature sampling with
+// the filters of Params and u, the uniform number in [0, 1) that Sample
+// would take from the seeded generator: Plan takes it now, and a Sample
+// before the next Accept uses it, so a seed gives the same tokens whether
+// the backend or Sample draws. Without filters the draw is sample.Draw's;
+// with them it is Sample's: the candidates (top-k, or the tokens within
+// MinP, or 1e-4 for top-p alone, of the most likely one) by descending
+// logit, lower id first, then min-p and top-p over their probabilities,
+// and the token whose running sum in that order first exceeds u times the
+// total kept.
+func (s *Sampler) Plan() (Planned, bool) {
 	p := s.p
 	if rp := p.RepetitionPenalty; rp > 0 && rp != 1 || p.PresencePenalty != 0 || p.FrequencyPenalty != 0 {
-		return 0, 0, false
+		return Planned{}, false
 	}
 	if p.Temperature <= 0 {
-		return 0, 0, true
-	}
-	if p.TopK > 0 || p.TopP > 0 && p.TopP < 1 || p.MinP > 0 {
-		return 0, 0, false
+		return Planned{}, true
 	}
 	if !s.planned {
 		s.u, s.planned = s.rng.Float64(), true
 	}
-	return 1 / p.Temperature, s.u, true
+	d := Planned{InvTemp: 1 / p.Temperature, U: s.u}
+	if p.TopK > 0 {
+		d.TopK = int32(min(p.TopK, math.MaxInt32))
+	}
+	if p.TopP > 0 && p.TopP < 1 {
+		d.TopP = p.TopP
+	}
+	if p.MinP > 0 {
+		d.MinP = p.MinP
+	}
+	return d, true
 }
 
 // uniform returns the number Plan took, or else a new one.

@@ -357,28 +357,27 @@ func TestPlan(t *testing.T) {
 		name string
 		p    Params
 		ok   bool
+		want Planned // (U aside)
 	}{
-		{"greedy", Params{}, true},
-		{"temperature", Params{Temperature: 0.6}, true},
-		{"top-p 1, repetition 1", Params{Temperature: 1, TopP: 1, RepetitionPenalty: 1}, true},
-		{"top-k", Params{Temperature: 1, TopK: 40}, false},
-		{"top-p", Params{Temperature: 1, TopP: 0.9}, false},
-		{"min-p", Params{Temperature: 1, MinP: 0.05}, false},
-		{"repetition", Params{Temperature: 1, RepetitionPenalty: 1.1}, false},
-		{"greedy, repetition", Params{RepetitionPenalty: 1.1}, false},
-		{"presence", Params{Temperature: 1, PresencePenalty: 0.5}, false},
-		{"frequency", Params{Temperature: 1, FrequencyPenalty: -0.5}, false},
+		{"greedy", Params{}, true, Planned{}},
+		{"greedy, top-k", Params{TopK: 5}, true, Planned{}},
+		{"temperature", Params{Temperature: 0.6}, true, Planned{InvTemp: 1 / float32(0.6)}},
+		{"top-p 1, repetition 1", Params{Temperature: 1, TopP: 1, RepetitionPenalty: 1}, true, Planned{InvTemp: 1}},
+		{"filters", Params{Temperature: 2, TopK: 40, TopP: 0.9, MinP: 0.05}, true, Planned{InvTemp: 0.5, TopK: 40, TopP: 0.9, MinP: 0.05}},
+		{"repetition", Params{Temperature: 1, RepetitionPenalty: 1.1}, false, Planned{}},
+		{"greedy, repetition", Params{RepetitionPenalty: 1.1}, false, Planned{}},
+		{"presence", Params{Temperature: 1, PresencePenalty: 0.5}, false, Planned{}},
+		{"frequency", Params{Temperature: 1, FrequencyPenalty: -0.5}, false, Planned{}},
 	} {
-		inv, _, ok := New(tc.p).Plan()
+		d, ok := New(tc.p).Plan()
 		if ok != tc.ok {
 			t.Errorf("%s: Plan ok %v, want %v", tc.name, ok, tc.ok)
 		}
-		if want := float32(0); ok && tc.p.Temperature > 0 {
-			if want = 1 / tc.p.Temperature; inv != want {
-				t.Errorf("%s: invTemp %g, want %g", tc.name, inv, want)
-			}
-		} else if inv != want {
-			t.Errorf("%s: invTemp %g, want 0", tc.name, inv)
+		if (d.U != 0) != (ok && tc.p.Temperature > 0) || !(d.U >= 0 && d.U < 1) {
+			t.Errorf("%s: uniform number %g", tc.name, d.U)
+		}
+		if d.U = 0; d != tc.want {
+			t.Errorf("%s: %+v, want %+v", tc.name, d, tc.want)
 		}
 	}
 	// a seed's tokens are the same whether each draw takes its own number
@@ -398,13 +397,14 @@ func TestPlan(t *testing.T) {
 				}
 				a := own.Sample(logits)
 				own.Accept(a)
-				_, u, ok := planned.Plan()
-				if _, u2, _ := planned.Plan(); !ok || u2 != u {
-					t.Fatalf("T %g: Plan ok %v, then another number (%g, %g)", temp, ok, u, u2)
+				d, ok := planned.Plan()
+				if d2, _ := planned.Plan(); !ok || d2.U != d.U {
+					t.Fatalf("T %g: Plan ok %v, then another number (%g, %g)", temp, ok, d.U, d2.U)
 				}
 				b := planned.Sample(logits)
 				planned.Accept(b)
-				inv, u, _ := drawn.Plan()
+				d, _ = drawn.Plan()
+				inv, u := d.InvTemp, d.U
 				c := Draw(logits, inv, u)
 				drawn.Accept(c)
 				if a != b {

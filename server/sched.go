@@ -347,12 +347,12 @@ func (s *scheduler) step() {
 			q.req.Draw = nil // (the prefix cache keeps the prompt's logits)
 		default:
 			q.req.Tokens = q.generated[len(q.generated)-1:]
-			// a decode step's greedy or plain temperature token drawn
-			// where the logits are, when the backend can and no logprobs
-			// are wanted (the same tokens as the host's draw)
+			// a decode step's token drawn where the logits are, when the
+			// backend can, the request has no penalties and wants no
+			// logprobs (the same tokens as the host's draw)
 			q.req.Draw = nil
-			if inv, u, ok := q.sampler.Plan(); ok && !q.logprobs {
-				q.draw = model.Draw{InvTemp: inv, U: u}
+			if d, ok := q.sampler.Plan(); ok && !q.logprobs {
+				q.draw = model.Draw(d)
 				q.req.Draw = &q.draw
 			}
 		}

@@ -7,20 +7,26 @@ import (
 	"github.com/ringo-ai/ringo/backend"
 )
 
-// drawBlocks and drawThreads are DRAW_NB and DRAW_T of kernels.cu: the
-// blocks of columns per row of k_draw_max and k_draw_sum, and the threads
-// of the three draw kernels.
+// drawBlocks, drawThreads and drawCap are DRAW_NB, DRAW_T and DRAW_CAP of
+// kernels.cu: the blocks of columns per row of the draw kernels, their
+// threads, and the most candidates of a filtered draw.
 const (
 	drawBlocks  = 128
 	drawThreads = 256
+	drawCap     = 2048
 )
 
 // Draws implements backend.Drawer (RINGO_CUDA_DRAW=0 turns it off).
 func (b *Backend) Draws() bool { return b.drawOn }
 
 // DrawTokens implements backend.Drawer with k_draw_max, k_draw_sum and
-// k_draw_pick (see kernels.cu), reading back only the tokens, after the
-// step's other work (in its graph).
+// k_draw_pick, and for draws with filters k_draw_kcut, k_draw_cand and
+// k_draw_sorted (see kernels.cu), reading back only the tokens, after the
+// step's other work (in its graph). It declines (-1) a filtered draw with
+// more than drawCap candidates, a top-k one with fewer than k tokens within
+// 30 of the largest scaled logit, and a top-p one whose candidates within
+// 1e-4 of the most likely token weigh less than top-p (the host then
+// takes every token).
 func (b *Backend) DrawTokens(dst []int32, logits backend.Tensor, draws []backend.Draw) {
 	R := logits.Rows
 	if len(dst) < R || len(draws) < R {
@@ -48,24 +54,53 @@ func (b *Backend) DrawTokens(dst []int32, logits backend.Tensor, draws []backend
 func (b *Backend) drawLaunch(out, logits backend.Tensor, draws []backend.Draw) {
 	defer b.enter()()
 	R, V := logits.Rows, logits.Cols
-	for _, d := range draws {
-		if !(d.InvTemp >= 0) || !(d.U >= 0 && d.U < 1) {
-			panic(fmt.Sprintf("cuda.DrawTokens: 1/temperature %g, uniform number %g", d.InvTemp, d.U))
-		}
-	}
 	prm := b.drawPrm[:0]
+	filtered := false
 	for _, d := range draws {
-		prm = append(prm, int64(math.Float64bits(d.U)), int64(math.Float32bits(d.InvTemp)))
+		if !(d.InvTemp >= 0) || !(d.U >= 0 && d.U < 1) || d.TopK < 0 || !(d.TopP >= 0 && d.TopP <= 1) || !(d.MinP >= 0 && d.MinP <= 1) {
+			panic(fmt.Sprintf("cuda.DrawTokens: draw %+v", d))
+		}
+		if int(d.TopK) >= V {
+			d.TopK = 0 // (sample keeps every token)
+		}
+		if d.TopP >= 1 {
+			d.TopP = 0
+		}
+		eps := 1e-4 // sample's candidates: within min-p, or 1e-4, of the most likely token
+		if d.MinP > 0 {
+			eps = float64(d.MinP)
+		}
+		lcut := float32(math.Log(eps))
+		filtered = filtered || d.InvTemp > 0 && (d.TopK > 0 || d.TopP > 0 || d.MinP > 0)
+		prm = append(prm, int64(math.Float64bits(d.U)), int64(uint64(math.Float32bits(d.InvTemp))|uint64(math.Float32bits(lcut))<<32),
+			int64(uint64(uint32(d.TopK))|uint64(math.Float32bits(d.TopP))<<32), int64(math.Float32bits(d.MinP)))
 	}
 	b.drawPrm = prm
 	pp := b.stageI64(prm)
 	px, po := b.ptr("DrawTokens", logits), b.ptr("DrawTokens", out)
 	// per row and block: the largest value (float), its column (int), the
-	// sum of weights (double)
-	s := b.scratch(16 * drawBlocks * R)
-	pm, pi, ps := s.p, s.p+uintptr(4*drawBlocks*R), s.p+uintptr(8*drawBlocks*R)
-	b.launch("k_draw_max", dim3{drawBlocks, R, 1}, dim3{drawThreads, 1, 1}, 0, pArg(px), lArg(logits.Stride), iArg(V), pArg(pp), pArg(pm), pArg(pi))
-	b.launch("k_draw_sum", dim3{drawBlocks, R, 1}, dim3{drawThreads, 1, 1}, 0, pArg(px), lArg(logits.Stride), iArg(V), pArg(pp), pArg(pm), pArg(ps))
-	b.launch("k_draw_pick", dim3{R, 1, 1}, dim3{drawThreads, 1, 1}, 0, pArg(px), lArg(logits.Stride), iArg(V), pArg(pp), pArg(pm), pArg(pi), pArg(ps), pArg(po))
+	// sums of weights (double: all, the filtered candidates'), the top-k
+	// histogram (256 ints); per row the filtered draw's state (4 ints) and
+	// candidates (drawCap keys)
+	nb := drawBlocks * R
+	s := b.scratch(4*nb + 4*nb + 8*nb + 8*nb + 4*256*nb + 16*R + 8*drawCap*R)
+	pm := s.p
+	pi := pm + uintptr(4*nb)
+	ps := pi + uintptr(4*nb)
+	pmass := ps + uintptr(8*nb)
+	ph := pmass + uintptr(8*nb)
+	st := ph + uintptr(4*256*nb)
+	cand := st + uintptr(16*R)
+	x := []uint64{pArg(px), lArg(logits.Stride), iArg(V), pArg(pp)}
+	b.launch("k_draw_max", dim3{drawBlocks, R, 1}, dim3{drawThreads, 1, 1}, 0, append(x, pArg(pm), pArg(pi))...)
+	b.launch("k_draw_sum", dim3{drawBlocks, R, 1}, dim3{drawThreads, 1, 1}, 0, append(x, pArg(pm), pArg(ps), pArg(pmass), pArg(ph))...)
+	if filtered {
+		b.launch("k_draw_kcut", dim3{R, 1, 1}, dim3{drawThreads, 1, 1}, 0, pArg(pp), pArg(pm), pArg(ps), pArg(pmass), pArg(ph), pArg(st))
+		b.launch("k_draw_cand", dim3{drawBlocks, R, 1}, dim3{drawThreads, 1, 1}, 0, append(x, pArg(st), pArg(cand))...)
+	}
+	b.launch("k_draw_pick", dim3{R, 1, 1}, dim3{drawThreads, 1, 1}, 0, append(x, pArg(pm), pArg(pi), pArg(ps), pArg(po))...)
+	if filtered {
+		b.launch("k_draw_sorted", dim3{R, 1, 1}, dim3{1024, 1, 1}, 0, pArg(px), lArg(logits.Stride), pArg(pp), pArg(ps), pArg(st), pArg(cand), pArg(po))
+	}
 	b.release(s)
 }

@@ -2,6 +2,7 @@ package cuda
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -167,5 +168,224 @@ func TestGenerateDrawn(t *testing.T) {
 		} else {
 			t.Logf("T %g: %v", temp, outs[0])
 		}
+	}
+}
+
+// filteredRef is sample.Sampler's draw with filters, written out plainly:
+// the kept tokens in their order, their running probabilities, and u times
+// their total; declined reports the draws the backend leaves to the host
+// by definition (top-p over every token, more than drawCap candidates, or
+// top-k with fewer than k tokens within 30 of the largest scaled logit).
+func filteredRef(row []float32, d backend.Draw) (ids []int32, cum []float64, r float64, declined bool) {
+	V := len(row)
+	x := make([]float32, V)
+	for i, v := range row {
+		x[i] = v * d.InvTemp
+	}
+	mx := kernels.Max(x)
+	var idx []int
+	z := 0.0
+	if d.TopK > 0 && int(d.TopK) < V {
+		near := 0
+		for i, v := range x {
+			idx = append(idx, i)
+			if v >= mx-30 {
+				near++
+			}
+		}
+		if near < int(d.TopK) {
+			return nil, nil, 0, true // (the others weigh under e^-30)
+		}
+		sortDesc(idx, x)
+		idx = idx[:d.TopK]
+	} else {
+		eps := 1e-4
+		if d.MinP > 0 {
+			eps = float64(d.MinP)
+		}
+		cut := mx + float32(math.Log(eps))
+		mass := 0.0
+		for i, v := range x {
+			var w float64
+			if v >= mx-30 {
+				w = float64(kernels.ExpNeg(v - mx))
+			}
+			z += w
+			if v >= cut {
+				idx = append(idx, i)
+				mass += w
+			}
+		}
+		if d.MinP <= 0 && mass/z < float64(d.TopP) || len(idx) > drawCap {
+			return nil, nil, 0, true
+		}
+		sortDesc(idx, x)
+	}
+	probs := make([]float64, len(idx))
+	sum := 0.0
+	for i, id := range idx {
+		probs[i] = math.Exp(float64(x[id] - x[idx[0]]))
+		sum += probs[i]
+	}
+	if z == 0 {
+		z = sum
+	}
+	n := len(idx)
+	for d.MinP > 0 && n > 1 && probs[n-1] < float64(d.MinP) {
+		n--
+	}
+	c := 0.0
+	for i := 0; d.TopP > 0 && i < n; i++ {
+		if c += probs[i] / z; c >= float64(d.TopP) {
+			n = i + 1
+			break
+		}
+	}
+	tot := 0.0
+	for i := range n {
+		tot += probs[i]
+		ids, cum = append(ids, int32(idx[i])), append(cum, tot)
+	}
+	return ids, cum, d.U * tot, false
+}
+
+// sortDesc orders idx by descending x, lower index first.
+func sortDesc(idx []int, x []float32) {
+	slices.SortFunc(idx, func(a, b int) int {
+		if x[a] != x[b] {
+			if x[a] > x[b] {
+				return -1
+			}
+			return 1
+		}
+		return a - b
+	})
+}
+
+// TestDrawTokensFiltered draws with top-k, top-p and min-p on the device,
+// each call mixing a filtered row, a plain one, a greedy one and another
+// filtered one, against sample.Sampler (the same planned number): flat,
+// peaked and tied logits at two vocabularies. A token may differ only
+// within rounding of a boundary, and a draw may be declined (-1) only where
+// filteredRef says the host draws, or for more than drawCap candidates; at
+// u just inside chosen kept tokens' intervals the device draws exactly
+// them.
+func TestDrawTokensFiltered(t *testing.T) {
+	g := gpu(t, false)
+	rng := rand.New(rand.NewPCG(53, 2))
+	filters := []sample.Params{{TopK: 1}, {TopK: 40}, {TopK: 500}, {TopP: 0.9}, {TopP: 0.5}, {MinP: 0.05},
+		{TopK: 40, TopP: 0.8}, {TopK: 100, TopP: 0.95, MinP: 0.02}}
+	drawn, declined := 0, 0
+	for _, V := range []int{1000, 157184} {
+		for _, kind := range []string{"flat", "peaked", "tied"} {
+			for fi, f := range filters {
+				temp := []float32{0.7, 1.5}[fi%2]
+				const R = 4
+				vals := make([]float32, R*V)
+				for i := range vals {
+					switch kind {
+					case "flat":
+						vals[i] = float32(rng.NormFloat64())
+					case "peaked":
+						vals[i] = float32(rng.NormFloat64()*3 - 2)
+					case "tied":
+						vals[i] = float32(math.Round(rng.NormFloat64()*4) / 2)
+					}
+				}
+				if kind == "peaked" {
+					for r := range R {
+						for range 40 {
+							vals[r*V+rng.IntN(V)] = 10 + 10*rng.Float32()
+						}
+					}
+				}
+				// rows: filtered, plain, greedy, filtered
+				params := []sample.Params{f, {}, {}, filters[(fi+3)%len(filters)]}
+				params[0].Temperature, params[1].Temperature, params[3].Temperature = temp, temp, temp
+				draws := make([]backend.Draw, R)
+				want := make([]int32, R)
+				for r, p := range params {
+					p.Seed = uint64(rng.IntN(1 << 30))
+					s := sample.New(p)
+					d, ok := s.Plan()
+					if !ok {
+						t.Fatalf("%+v: not planned", p)
+					}
+					draws[r] = backend.Draw(d)
+					want[r] = s.Sample(vals[r*V : (r+1)*V])
+				}
+				p := pairOf(g, R, V, vals)
+				got := make([]int32, R)
+				g.DrawTokens(got, p.g, draws)
+				g.Free(p.g)
+				for r := range R {
+					what := fmt.Sprintf("V %d, %s, row %d %+v", V, kind, r, draws[r])
+					row := vals[r*V : (r+1)*V]
+					filt := draws[r].InvTemp > 0 && (draws[r].TopK > 0 || draws[r].TopP > 0 || draws[r].MinP > 0)
+					if !filt {
+						if got[r] != want[r] {
+							if _, cum, z := drawWeights(row, draws[r].InvTemp); draws[r].InvTemp == 0 || math.Abs(cum[min(got[r], want[r])]-draws[r].U*z) > 1e-9*z {
+								t.Errorf("%s: drew %d, want %d", what, got[r], want[r])
+							}
+						}
+						continue
+					}
+					ids, cum, u, hostOnly := filteredRef(row, draws[r])
+					if got[r] == -1 {
+						declined++
+						if !hostOnly && (kind == "peaked" || draws[r].TopK > 0 && draws[r].TopK <= 500 && draws[r].TopP == 0 && draws[r].MinP == 0) {
+							t.Errorf("%s: declined", what)
+						}
+						continue
+					}
+					drawn++
+					if hostOnly {
+						t.Errorf("%s: drew %d where the host takes every token", what, got[r])
+						continue
+					}
+					if got[r] != want[r] {
+						// within rounding of a boundary of the kept tokens?
+						j := slices.Index(ids, want[r])
+						if j < 0 || !(math.Abs(cum[j]-u) <= 1e-9*cum[len(cum)-1] || j > 0 && math.Abs(cum[j-1]-u) <= 1e-9*cum[len(cum)-1]) {
+							t.Errorf("%s: drew %d, want %d", what, got[r], want[r])
+						}
+					}
+					// u just inside kept tokens' intervals
+					var us []float64
+					var wantIDs []int32
+					tot := cum[len(cum)-1]
+					for j := range ids {
+						pj := cum[j]
+						if j > 0 {
+							pj -= cum[j-1]
+						}
+						if pj > 1e-6*tot && (j < 3 || rng.IntN(len(ids)) < 4) {
+							for _, fr := range []float64{1e-3, 1 - 1e-3} {
+								us = append(us, (cum[j]-pj+fr*pj)/tot)
+								wantIDs = append(wantIDs, ids[j])
+							}
+						}
+					}
+					rows := make([]float32, 0, len(us)*V)
+					ds := make([]backend.Draw, len(us))
+					for k, u := range us {
+						rows = append(rows, row...)
+						ds[k] = draws[r]
+						ds[k].U = u
+					}
+					q := pairOf(g, len(us), V, rows)
+					gotIDs := make([]int32, len(us))
+					g.DrawTokens(gotIDs, q.g, ds)
+					g.Free(q.g)
+					if !slices.Equal(gotIDs, wantIDs) {
+						t.Errorf("%s: u inside kept intervals drew %v, want %v", what, gotIDs, wantIDs)
+					}
+				}
+			}
+		}
+	}
+	t.Logf("%d filtered draws made on the device, %d declined", drawn, declined)
+	if drawn == 0 {
+		t.Error("no filtered draw made on the device")
 	}
 }

@@ -5797,20 +5797,51 @@ extern "C" __global__ void k_randbf16(u16* p, i64 n, u32 seed) { PDL_ENTER();
 }
 
 // Token draws (Backend.DrawTokens, backend.Drawer). Row y of the logits x
-// draws with prm[2y] (u, a double's bits: the uniform number) and
-// prm[2y + 1] (1/temperature, a float's bits in the low half; 0: greedy),
-// over DRAW_NB blocks of columns per row, in three kernels: k_draw_max
-// takes each block's largest scaled logit (lowest column first), k_draw_sum
-// each block's sum of the weights ExpNeg(v − mx) of its v ≥ mx − 30
-// (float64, each thread's piece of consecutive columns in order, then a
-// tree over the threads), and k_draw_pick the token: the block where the
-// blocks' running sum first exceeds u times their total, then the column
-// there by a scan over its threads' pieces (the largest v, lowest column,
-// when rounding leaves none; greedy takes that). The weights are the
-// host's (sample.Draw: kernels.ExpNeg, every product rounded apart); only
-// the order of the sums differs.
+// draws with prm[4y..4y+3] (draw_prm): u (a double's bits: the uniform
+// number), 1/temperature (0: greedy) and lcut = log(min-p, or 1e-4)
+// (floats), top-k (0: off), top-p and min-p (floats, 0: off), over DRAW_NB
+// blocks of columns per row. k_draw_max takes each block's largest scaled
+// logit (lowest column first), k_draw_sum each block's sum of the weights
+// ExpNeg(v − mx) of its v ≥ mx − 30 (float64, each thread's piece of
+// consecutive columns in order, then a tree over the threads). Without
+// filters k_draw_pick then draws: the block where the blocks' running sum
+// first exceeds u times their total, and the column there by a scan over
+// its threads' pieces (the largest v, lowest column, when rounding leaves
+// none; greedy takes that). With filters (sample.Sampler's drawSorted) the
+// candidates are gathered instead: the top-k ones from a histogram of
+// mx − v over 256 bins of [0, 30] (k_draw_sum's, summed by k_draw_kcut: the
+// bins up to the one where the count reaches k hold every top-k token), or
+// the tokens with v ≥ mx + lcut for top-p and min-p (k_draw_kcut checks
+// that their weight reaches top-p of the total, else the host draws, as
+// Sample then takes every token); k_draw_cand gathers their keys (as
+// sample's descKey: descending value, then ascending id) and k_draw_sorted
+// sorts them (at most DRAW_CAP, else the host draws) and draws as
+// drawSorted does: probabilities exp(v − v₀) in float64, min-p, top-p,
+// u times what is kept. The weights are the host's (sample.Draw:
+// kernels.ExpNeg, every product rounded apart) and so are the candidates;
+// only the order of the sums differs. A row the kernels decline gets -1.
 #define DRAW_NB 128
 #define DRAW_T 256
+#define DRAW_CAP 2048
+
+struct DrawPrm {
+  double u;
+  float inv, lcut, topp, minp;
+  int topk;
+  bool filt;  // temperature sampling with a filter
+};
+__device__ __forceinline__ DrawPrm draw_prm(const i64* prm, int y) {
+  DrawPrm d;
+  unsigned long long w1 = (unsigned long long)prm[4 * y + 1], w2 = (unsigned long long)prm[4 * y + 2];
+  d.u = __longlong_as_double(prm[4 * y]);
+  d.inv = __uint_as_float((u32)w1);
+  d.lcut = __uint_as_float((u32)(w1 >> 32));
+  d.topk = (int)(u32)w2;
+  d.topp = __uint_as_float((u32)(w2 >> 32));
+  d.minp = __uint_as_float((u32)(unsigned long long)prm[4 * y + 3]);
+  d.filt = d.inv != 0.f && (d.topk > 0 || d.topp > 0.f || d.minp > 0.f);
+  return d;
+}
 
 // expneg_rn is kernels.ExpNeg with the same roundings (no contraction into
 // FMAs).
@@ -5830,26 +5861,49 @@ __device__ __forceinline__ float expneg_rn(float x) {
 // draw_better reports whether (v, i) goes before (bv, bi): larger, then
 // lower column.
 __device__ __forceinline__ bool draw_better(float v, int i, float bv, int bi) { return v > bv || (v == bv && i < bi); }
-// draw_piece is thread tid's piece [*a, *e) of block b's columns and
-// returns the sum of their weights (k_draw_sum's and k_draw_pick's).
-__device__ __forceinline__ double draw_piece(const float* xr, int V, int b, int tid, float inv, float mx, int* a, int* e) {
+// draw_bin is the histogram bin of v ≥ mx − 30 for top-k.
+__device__ __forceinline__ int draw_bin(float mx, float v) { return min(255, (int)__fmul_rn(__fsub_rn(mx, v), 256.f / 30.f)); }
+// draw_key is sample's descKey: ascending keys order by descending value
+// (−0 as +0), then ascending id.
+__device__ __forceinline__ unsigned long long draw_key(float v, int id) {
+  u32 b = v == 0.f ? 0u : __float_as_uint(v);
+  b = (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+  return ((unsigned long long)(~b) << 32) | (u32)id;
+}
+// draw_piece is thread tid's piece [*a, *e) of block b's columns: it
+// returns the sum of their weights, adds those of v ≥ cut into *mass, and
+// counts the weighted ones into hist (when not null).
+__device__ __forceinline__ double draw_piece(const float* xr, int V, int b, int tid, float inv, float mx, float cut, int* a, int* e, double* mass,
+                                             int* hist) {
   int per = (V + DRAW_NB - 1) / DRAW_NB, c1 = min(V, (b + 1) * per), tp = (per + DRAW_T - 1) / DRAW_T;
   *a = min(c1, b * per + tid * tp);
   *e = min(c1, *a + tp);
   float lo = __fsub_rn(mx, 30.f);
-  double s = 0.0;
+  double s = 0.0, m = 0.0;
   for (int i = *a; i < *e; i++) {
     float v = __fmul_rn(xr[i], inv);
-    if (v >= lo) s += (double)expneg_rn(__fsub_rn(v, mx));
+    if (v >= lo) {
+      double w = (double)expneg_rn(__fsub_rn(v, mx));
+      s += w;
+      if (v >= cut) m += w;
+      if (hist) atomicAdd(&hist[draw_bin(mx, v)], 1);
+    }
   }
+  *mass = m;
   return s;
+}
+// draw_rowmax is the largest of row y's blocks' maxima.
+__device__ __forceinline__ float draw_rowmax(const float* pm, int y) {
+  float m = NEG_INF;
+  for (int j = 0; j < DRAW_NB; j++) m = fmaxf(m, pm[y * DRAW_NB + j]);
+  return m;
 }
 extern "C" __global__ void k_draw_max(const float* x, i64 ldx, int V, const i64* prm, float* pm, int* pi) {
   PDL_ENTER();
   __shared__ float sv[DRAW_T / 32];
   __shared__ int si[DRAW_T / 32];
   int y = blockIdx.y, b = blockIdx.x, tid = threadIdx.x;
-  float inv = __int_as_float((int)prm[2 * y + 1]);
+  float inv = draw_prm(prm, y).inv;
   int per = (V + DRAW_NB - 1) / DRAW_NB, c1 = min(V, (b + 1) * per);
   const float* xr = x + (i64)y * ldx;
   float bv = NEG_INF;
@@ -5872,28 +5926,94 @@ extern "C" __global__ void k_draw_max(const float* x, i64 ldx, int V, const i64*
     pi[y * DRAW_NB + b] = bi;
   }
 }
-extern "C" __global__ void k_draw_sum(const float* x, i64 ldx, int V, const i64* prm, const float* pm, double* ps) {
+extern "C" __global__ void k_draw_sum(const float* x, i64 ldx, int V, const i64* prm, const float* pm, double* ps, double* pmass, int* ph) {
   PDL_ENTER();
-  __shared__ double sh[DRAW_T];
+  __shared__ double sh[DRAW_T], sm[DRAW_T];
+  __shared__ int hist[256];
   __shared__ float smx;
   int y = blockIdx.y, b = blockIdx.x, tid = threadIdx.x;
-  float inv = __int_as_float((int)prm[2 * y + 1]);
-  if (inv == 0.f) return;  // greedy
-  if (tid < 32) {
-    float m = NEG_INF;
-    for (int j = tid; j < DRAW_NB; j += 32) m = fmaxf(m, pm[y * DRAW_NB + j]);
-    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-    if (tid == 0) smx = m;
-  }
+  DrawPrm d = draw_prm(prm, y);
+  if (d.inv == 0.f) return;  // greedy
+  if (tid == 0) smx = draw_rowmax(pm, y);
+  bool hk = d.filt && d.topk > 0;
+  for (int i = tid; i < 256; i += DRAW_T) hist[i] = 0;
   __syncthreads();
+  float mx = smx, cut = d.filt && d.topk == 0 ? __fadd_rn(mx, d.lcut) : __int_as_float(0x7f800000);
   int a, e;
-  sh[tid] = draw_piece(x + (i64)y * ldx, V, b, tid, inv, smx, &a, &e);
+  double mass;
+  sh[tid] = draw_piece(x + (i64)y * ldx, V, b, tid, d.inv, mx, cut, &a, &e, &mass, hk ? hist : nullptr);
+  sm[tid] = mass;
   __syncthreads();
   for (int o = DRAW_T / 2; o > 0; o >>= 1) {
-    if (tid < o) sh[tid] += sh[tid + o];
+    if (tid < o) sh[tid] += sh[tid + o], sm[tid] += sm[tid + o];
     __syncthreads();
   }
-  if (tid == 0) ps[y * DRAW_NB + b] = sh[0];
+  if (tid == 0) ps[y * DRAW_NB + b] = sh[0], pmass[y * DRAW_NB + b] = sm[0];
+  if (hk)
+    for (int i = tid; i < 256; i += DRAW_T) ph[((i64)y * DRAW_NB + b) * 256 + i] = hist[i];
+}
+// k_draw_kcut (DRAW_T = 256 threads, a block per row) sets row y's state
+// st[4y..4y+3] for the filtered draws: the candidates' count (0), whether
+// the host draws (1), the last top-k bin, the row's largest scaled logit.
+extern "C" __global__ void k_draw_kcut(const i64* prm, const float* pm, const double* ps, const double* pmass, const int* ph, int* st) {
+  PDL_ENTER();
+  __shared__ int cs[256];
+  __shared__ int res;
+  int y = blockIdx.x, tid = threadIdx.x;
+  DrawPrm d = draw_prm(prm, y);
+  if (!d.filt) return;
+  if (tid == 0) {
+    st[4 * y] = 0;
+    st[4 * y + 1] = 0;
+    st[4 * y + 2] = 255;
+    st[4 * y + 3] = __float_as_int(draw_rowmax(pm, y));
+    res = 256;
+  }
+  if (d.topk > 0) {
+    int c = 0;
+    for (int b = 0; b < DRAW_NB; b++) c += ph[((i64)y * DRAW_NB + b) * 256 + tid];
+    cs[tid] = c;
+    __syncthreads();
+    for (int o = 1; o < 256; o <<= 1) {  // inclusive scan
+      int v = tid >= o ? cs[tid - o] : 0;
+      __syncthreads();
+      cs[tid] += v;
+      __syncthreads();
+    }
+    if (cs[tid] >= d.topk && (tid == 0 || cs[tid - 1] < d.topk)) res = tid;
+    __syncthreads();
+    if (tid == 0) {
+      if (res == 256)
+        st[4 * y + 1] = 1;  // fewer than k tokens within 30 of the largest
+      else
+        st[4 * y + 2] = res;
+    }
+  } else if (d.minp == 0.f && tid == 0) {
+    double z = 0.0, mass = 0.0;
+    for (int b = 0; b < DRAW_NB; b++) z += ps[y * DRAW_NB + b], mass += pmass[y * DRAW_NB + b];
+    if (mass / z < (double)d.topp) st[4 * y + 1] = 1;  // Sample takes every token
+  }
+}
+extern "C" __global__ void k_draw_cand(const float* x, i64 ldx, int V, const i64* prm, int* st, unsigned long long* cand) {
+  PDL_ENTER();
+  int y = blockIdx.y, b = blockIdx.x, tid = threadIdx.x, lane = tid & 31;
+  DrawPrm d = draw_prm(prm, y);
+  if (!d.filt || st[4 * y + 1]) return;
+  float mx = __int_as_float(st[4 * y + 3]), lo = __fsub_rn(mx, 30.f), cut = __fadd_rn(mx, d.lcut);
+  int kb = st[4 * y + 2];
+  int per = (V + DRAW_NB - 1) / DRAW_NB, c0 = b * per, c1 = min(V, (b + 1) * per);
+  const float* xr = x + (i64)y * ldx;
+  for (int base = c0; base < c1; base += DRAW_T) {
+    int i = base + tid;
+    float v = i < c1 ? __fmul_rn(xr[i], d.inv) : NEG_INF;
+    bool ok = i < c1 && (d.topk > 0 ? v >= lo && draw_bin(mx, v) <= kb : v >= cut);
+    unsigned m = __ballot_sync(0xffffffffu, ok);
+    if (m == 0u) continue;
+    int leader = __ffs(m) - 1, pos = 0;
+    if (lane == leader) pos = atomicAdd(&st[4 * y], __popc(m));
+    pos = __shfl_sync(0xffffffffu, pos, leader) + __popc(m & ((1u << lane) - 1u));
+    if (ok && pos < DRAW_CAP) cand[(i64)y * DRAW_CAP + pos] = draw_key(v, i);
+  }
 }
 extern "C" __global__ void k_draw_pick(const float* x, i64 ldx, int V, const i64* prm, const float* pm, const int* pi, const double* ps,
                                        int* out) {
@@ -5903,7 +6023,9 @@ extern "C" __global__ void k_draw_pick(const float* x, i64 ldx, int V, const i64
   __shared__ float smx;
   __shared__ int sb;
   int y = blockIdx.x, tid = threadIdx.x;
-  float inv = __int_as_float((int)prm[2 * y + 1]);
+  DrawPrm d = draw_prm(prm, y);
+  if (d.filt) return;  // k_draw_sorted's
+  float inv = d.inv;
   if (tid == 0) {
     float bv = NEG_INF;
     int bi = 0x7fffffff;
@@ -5915,7 +6037,7 @@ extern "C" __global__ void k_draw_pick(const float* x, i64 ldx, int V, const i64
     if (inv != 0.f) {
       double z = 0.0;
       for (int b = 0; b < DRAW_NB; b++) z += ps[y * DRAW_NB + b];
-      r = __longlong_as_double(prm[2 * y]) * z;
+      r = d.u * z;
       for (int b = 0; b < DRAW_NB; b++) {
         double v = ps[y * DRAW_NB + b];
         if (r < v) {
@@ -5933,7 +6055,8 @@ extern "C" __global__ void k_draw_pick(const float* x, i64 ldx, int V, const i64
   const float* xr = x + (i64)y * ldx;
   float mx = smx, lo = __fsub_rn(mx, 30.f);
   int a, e;
-  sc[tid] = draw_piece(xr, V, b, tid, inv, mx, &a, &e);
+  double mass;
+  sc[tid] = draw_piece(xr, V, b, tid, inv, mx, __int_as_float(0x7f800000), &a, &e, &mass, nullptr);
   __syncthreads();
   for (int o = 1; o < DRAW_T; o <<= 1) {  // inclusive scan
     double v = tid >= o ? sc[tid - o] : 0.0;
@@ -5961,4 +6084,85 @@ extern "C" __global__ void k_draw_pick(const float* x, i64 ldx, int V, const i64
     if (q < 0.0) break;
   }
   out[y] = last;  // (the piece's last weighted column when rounding left none)
+}
+// k_draw_sorted (1024 threads, a block per row): the filtered draw over the
+// sorted candidates (see above).
+extern "C" __global__ void k_draw_sorted(const float* x, i64 ldx, const i64* prm, const double* ps, const int* st, const unsigned long long* cand,
+                                         int* out) {
+  PDL_ENTER();
+  __shared__ unsigned long long ks[DRAW_CAP];
+  __shared__ double pr[DRAW_CAP];
+  __shared__ double ts[1024];
+  __shared__ double sz;
+  __shared__ int first;
+  int y = blockIdx.x, tid = threadIdx.x, nt = blockDim.x;
+  DrawPrm d = draw_prm(prm, y);
+  if (!d.filt) return;
+  int n = st[4 * y];
+  if (st[4 * y + 1] || n > DRAW_CAP) {
+    if (tid == 0) out[y] = -1;
+    return;
+  }
+  int N = 2;
+  while (N < n) N <<= 1;
+  for (int i = tid; i < N; i += nt) ks[i] = i < n ? cand[(i64)y * DRAW_CAP + i] : ~0ull;
+  __syncthreads();
+  for (int k = 2; k <= N; k <<= 1)  // bitonic sort, ascending
+    for (int j = k >> 1; j > 0; j >>= 1) {
+      for (int i = tid; i < N; i += nt) {
+        int l = i ^ j;
+        if (l > i) {
+          unsigned long long p = ks[i], q = ks[l];
+          if ((p > q) == ((i & k) == 0)) ks[i] = q, ks[l] = p;
+        }
+      }
+      __syncthreads();
+    }
+  int nk = d.topk > 0 ? min(d.topk, n) : n;
+  const float* xr = x + (i64)y * ldx;
+  float v0 = __fmul_rn(xr[(u32)ks[0]], d.inv);
+  for (int i = tid; i < nk; i += nt) pr[i] = exp((double)__fsub_rn(__fmul_rn(xr[(u32)ks[i]], d.inv), v0));
+  if (tid == 0) {
+    first = nk;
+    double z = 0.0;
+    for (int b = 0; b < DRAW_NB; b++) z += ps[y * DRAW_NB + b];
+    sz = z;
+  }
+  __syncthreads();
+  // min-p keeps the prefix with p ≥ min-p (at least one)
+  if (d.minp > 0.f)
+    for (int i = tid; i < nk; i += nt)
+      if (pr[i] < (double)d.minp) atomicMin(&first, max(i, 1));
+  // running sums: thread t adds elements 2t and 2t + 1
+  int i0 = 2 * tid;
+  double a0 = i0 < nk ? pr[i0] : 0.0, a1 = i0 + 1 < nk ? pr[i0 + 1] : 0.0;
+  ts[tid] = a0 + a1;
+  __syncthreads();
+  for (int o = 1; o < nt; o <<= 1) {
+    double v = tid >= o ? ts[tid - o] : 0.0;
+    __syncthreads();
+    ts[tid] += v;
+    __syncthreads();
+  }
+  double excl = tid ? ts[tid - 1] : 0.0;
+  if (i0 < nk) pr[i0] = excl + a0;
+  if (i0 + 1 < nk) pr[i0 + 1] = (excl + a0) + a1;
+  __syncthreads();
+  int n1 = first;
+  double z = d.topk > 0 ? pr[nk - 1] : sz;  // top-k normalises over its k
+  __syncthreads();
+  // top-p keeps the prefix whose running probability reaches top-p
+  if (d.topp > 0.f)
+    for (int i = tid; i < n1; i += nt)
+      if (pr[i] / z >= (double)d.topp) atomicMin(&first, i + 1);
+  __syncthreads();
+  int n2 = first;
+  double r = d.u * pr[n2 - 1];
+  __syncthreads();
+  if (tid == 0) first = n2 - 1;
+  __syncthreads();
+  for (int i = tid; i < n2; i += nt)
+    if (pr[i] > r) atomicMin(&first, i);
+  __syncthreads();
+  if (tid == 0) out[y] = (int)(u32)ks[first];
 }

@@ -378,8 +378,8 @@ func (m *Model) Forward(ctx context.Context, reqs []*model.Request) error {
 		if r.All {
 			n = len(r.Tokens) * V
 		}
-		if d := r.Draw; d != nil && (!(d.InvTemp >= 0) || math.IsInf(float64(d.InvTemp), 0) || !(d.U >= 0 && d.U < 1)) {
-			return fmt.Errorf("request %d: draw with 1/temperature %g and uniform number %g (want a finite 1/temperature >= 0 and a number in [0, 1))", i, d.InvTemp, d.U)
+		if d := r.Draw; d != nil && (!(d.InvTemp >= 0) || math.IsInf(float64(d.InvTemp), 0) || !(d.U >= 0 && d.U < 1) || d.TopK < 0 || !(d.TopP >= 0 && d.TopP <= 1) || !(d.MinP >= 0 && d.MinP <= 1)) {
+			return fmt.Errorf("request %d: draw %+v (want a finite 1/temperature >= 0, a uniform number in [0, 1), top-k >= 0, top-p and min-p in [0, 1])", i, *d)
 		}
 		r.Drawn = false
 		if m.drawsOn(r) {
@@ -630,7 +630,7 @@ func (m *Model) forward(pass []piece, rows int) {
 				// a run of rows whose tokens the backend draws
 				for e = k + 1; e < n && m.drawsOn(outs[c0+e].req); e++ {
 				}
-				m.drawTokens(logits.RowRange(k, e-k), outs[c0+k:c0+e])
+				m.drawTokens(logits.RowRange(k, e-k), outs[c0+k:c0+e], V)
 			} else {
 				b.Read(logits.RowRange(k, e-k), o.req.Logits[o.pos*V:(o.pos+e-k)*V])
 			}
@@ -646,17 +646,26 @@ func (m *Model) drawsOn(r *model.Request) bool {
 }
 
 // drawTokens has the backend draw the tokens of outs (one row of logits
-// each) and stores them in their requests.
-func (m *Model) drawTokens(logits backend.Tensor, outs []outRow) {
+// each) and stores them in their requests; the rows it declines are read
+// back into their requests' Logits (V values) instead.
+func (m *Model) drawTokens(logits backend.Tensor, outs []outRow, V int) {
 	sc := &m.sc
 	sc.draws, sc.tokens = sc.draws[:0], sc.tokens[:0]
 	for _, o := range outs {
-		sc.draws = append(sc.draws, backend.Draw{InvTemp: o.req.Draw.InvTemp, U: o.req.Draw.U})
+		sc.draws = append(sc.draws, backend.Draw(*o.req.Draw))
 		sc.tokens = append(sc.tokens, 0)
 	}
 	m.b.(backend.Drawer).DrawTokens(sc.tokens, logits, sc.draws)
 	for i, o := range outs {
-		o.req.Token, o.req.Drawn = sc.tokens[i], true
+		if sc.tokens[i] >= 0 {
+			o.req.Token, o.req.Drawn = sc.tokens[i], true
+			continue
+		}
+		if cap(o.req.Logits) < V {
+			o.req.Logits = make([]float32, V)
+		}
+		o.req.Logits = o.req.Logits[:V]
+		m.b.Read(logits.RowRange(i, 1), o.req.Logits)
 	}
 }
 
