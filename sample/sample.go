@@ -39,7 +39,9 @@ type Sampler struct {
 	probs   []float64
 	exps    []float32
 	sums    []float64 // weights' pieces
-	keys    []uint64  // sortDescKeys' and topK's
+	keys    []uint64  // sortDescKeys', topK's and drawCut's
+	starts  []int     // drawCut's buckets
+	fill    []int
 	// u is the uniform number Plan took for the next draw (planned): the
 	// next Sample uses it instead of taking its own
 	u       float64
@@ -172,8 +174,98 @@ func (s *Sampler) Sample(logits []float32) int32 {
 		}
 		s.idx = idx
 	}
-	s.keys = sortDescKeys(idx, x, s.keys)
-	return s.drawSorted(x, idx, z)
+	return s.drawCut(x, idx, z, mx)
+}
+
+// cutBuckets bounds the buckets of drawCut (one per two candidates below
+// that).
+const cutBuckets = 1 << 16
+
+// drawCut is drawSorted for the candidates idx of a top-p or min-p draw (z:
+// the whole vocabulary's weight, mx the largest of x, a candidate): the
+// same probabilities, sums and comparisons in the same order, but sorted
+// only as far as the draw goes. The candidates go into buckets by value
+// (bucket b holds (mx − v)·scale in [b, b+1): a value's bucket never
+// decreases as the value does, ties share one), and each bucket is sorted
+// by descKey when the draw reaches it, so that the buckets in turn give
+// the full sort's order. With flat logits top-p keeps most of the
+// vocabulary in its candidates (every token when those within 1e-4 of the
+// most likely one weigh less than top-p), and sorting them all took 40 %
+// of a 20 ms draw over 157,184 tokens on a 2-core machine (now 10 ms).
+func (s *Sampler) drawCut(x []float32, idx []int, z float64, mx float32) int32 {
+	n := len(idx)
+	lo := mx
+	for _, id := range idx {
+		lo = min(lo, x[id])
+	}
+	nb, scale := 1, float32(0)
+	if lo < mx {
+		nb = min(cutBuckets, n/2+1)
+		scale = float32(nb) / (mx - lo)
+	}
+	bucket := func(v float32) int { return min(nb-1, int((mx-v)*scale)) }
+	// a counting sort of the keys into the buckets (starts[b]: the first of
+	// bucket b; keys[n:] holds them in idx's order meanwhile)
+	starts := slices.Grow(s.starts[:0], nb+1)[:nb+1]
+	clear(starts)
+	s.starts = starts
+	keys := slices.Grow(s.keys[:0], 2*n)[:2*n]
+	s.keys = keys
+	for i, id := range idx {
+		keys[n+i] = descKey(x[id], id)
+		starts[bucket(x[id])+1]++
+	}
+	for b := 1; b <= nb; b++ {
+		starts[b] += starts[b-1]
+	}
+	fill := s.fill[:0]
+	fill = append(fill, starts[:nb]...)
+	s.fill = fill
+	for _, k := range keys[n:] {
+		b := bucket(x[int(uint32(k))])
+		keys[fill[b]] = k
+		fill[b]++
+	}
+	// drawSorted's loops over the kept prefix, a bucket at a time
+	lim, topP := float64(s.p.MinP), s.p.TopP > 0 && s.p.TopP < 1
+	probs, order := s.probs[:0], idx[:0] // (idx is read no more)
+	var c float64
+	for b := 0; b < nb; b++ {
+		bk := keys[starts[b]:starts[b+1]]
+		slices.Sort(bk)
+		done := false
+		for _, k := range bk {
+			id := int(uint32(k))
+			p := math.Exp(float64(x[id] - mx))
+			if s.p.MinP > 0 && len(probs) > 0 && p < lim {
+				done = true // min-p: the rest are below too
+				break
+			}
+			probs, order = append(probs, p), append(order, id)
+			if topP {
+				if c += p / z; c >= float64(s.p.TopP) {
+					done = true
+					break
+				}
+			}
+		}
+		if done {
+			break
+		}
+	}
+	s.probs, s.idx = probs, order
+	var tot float64
+	for _, p := range probs {
+		tot += p
+	}
+	r := s.uniform() * tot
+	for i, p := range probs {
+		r -= p
+		if r < 0 {
+			return int32(order[i])
+		}
+	}
+	return int32(order[len(order)-1])
 }
 
 // tailCut is how far below the largest scaled logit a token still gets a

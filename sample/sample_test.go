@@ -247,10 +247,11 @@ func TestFiltersMatchDefinition(t *testing.T) {
 // at 10–20), where most of the vocabulary is not.
 func BenchmarkSample(b *testing.B) {
 	r := rand.New(rand.NewPCG(1, 2))
-	flat, peaked := make([]float32, 157184), make([]float32, 157184)
+	flat, peaked, even := make([]float32, 157184), make([]float32, 157184), make([]float32, 157184)
 	for i := range flat {
 		flat[i] = float32(r.NormFloat64() * 2)
 		peaked[i] = float32(r.NormFloat64()*3 - 2)
+		even[i] = float32(r.NormFloat64() * 0.3) // (a random model's: top-p takes every token)
 	}
 	for i := 0; i < 40; i++ {
 		peaked[r.IntN(len(peaked))] = float32(10 + 10*r.Float64())
@@ -258,7 +259,7 @@ func BenchmarkSample(b *testing.B) {
 	for _, l := range []struct {
 		name   string
 		logits []float32
-	}{{"flat", flat}, {"peaked", peaked}} {
+	}{{"flat", flat}, {"peaked", peaked}, {"even", even}} {
 		for _, p := range []Params{{Temperature: 0.7}, {Temperature: 0.7, TopP: 0.9}, {Temperature: 0.7, TopK: 40}} {
 			b.Run(fmt.Sprintf("%s/T=%.1f/k=%d/p=%.1f", l.name, p.Temperature, p.TopK, p.TopP), func(b *testing.B) {
 				s := New(p)
