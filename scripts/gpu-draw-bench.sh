@@ -14,12 +14,14 @@
 set -u
 SETS=${SETS:-"|--sample|--sample --host-draw|--sample --temperature 0|--sample --top-k 40|--sample --top-k 40 --host-draw|--sample --top-p 0.95|--sample --top-p 0.95 --host-draw"}
 ROUNDS=${ROUNDS:-1}
+CONFIG=${CONFIG:-testdata/configs/Ring-flash-linear-2.0.inferred.json}
+DTYPE=${DTYPE:-fp8}
 TEST_BIN=bin/cuda.test BENCH=0 RUN='TestDrawTokens$|TestDrawTokensFiltered$|TestGenerateDrawn$|TestFixtures$' TEST_TIMEOUT=300s OUT=$OUT/t scripts/gpu-check.sh > $OUT/t.txt 2>&1
 export RINGO_CUDA_LIB_PATH=$(grep -o 'RINGO_CUDA_LIB_PATH=.*' $OUT/t.txt | head -1 | cut -d= -f2-)
 grep -A1 "== Summary" $OUT/t.txt
 grep -E -- "--- FAIL|--- SKIP|panic|draw_test.go" $OUT/t/test.log | head -20
 grep -q -- "--- FAIL\|panic" $OUT/t/test.log && exit 1
-bin/ringo synth --config testdata/configs/Ring-flash-linear-2.0.inferred.json --dtype fp8 --out /dev/shm/rf > $OUT/synth.txt 2>&1
+bin/ringo synth --config "$CONFIG" --dtype "$DTYPE" --out /dev/shm/rf > $OUT/synth.txt 2>&1
 IFS='|' read -r -a sets <<< "$SETS"
 for _ in $(seq "$ROUNDS"); do
   for v in "${sets[@]}"; do
