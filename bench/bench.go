@@ -252,7 +252,11 @@ func Run(ctx context.Context, name string, m model.Model, o Options) (*Result, e
 	}
 	// step runs one timed decode step of reqs: random tokens in, or (with
 	// o.Sample) the tokens its samplers drew from the step before
-	samplers := map[*model.Request]*sample.Sampler{}
+	type drawer struct {
+		smp  *sample.Sampler
+		draw model.Draw // the request's Draw (no allocation per step)
+	}
+	samplers := map[*model.Request]*drawer{}
 	step := func(reqs []*model.Request) (time.Duration, error) {
 		if o.Sample == nil {
 			for _, q := range reqs {
@@ -262,24 +266,24 @@ func Run(ctx context.Context, name string, m model.Model, o Options) (*Result, e
 		start := time.Now()
 		if o.Sample != nil {
 			for i, q := range reqs {
-				smp := samplers[q]
-				if smp == nil {
+				dr := samplers[q]
+				if dr == nil {
 					p := *o.Sample
 					p.Seed = o.Seed + uint64(i)
-					smp = sample.New(p)
-					samplers[q] = smp
+					dr = &drawer{smp: sample.New(p)}
+					samplers[q] = dr
 				}
 				q.Draw = nil
-				if d, ok := smp.Plan(); ok && !o.HostDraw {
-					md := model.Draw(d)
-					q.Draw = &md
+				if d, ok := dr.smp.Plan(); ok && !o.HostDraw {
+					dr.draw = model.Draw(d)
+					q.Draw = &dr.draw
 				}
 			}
 		}
 		err := m.Forward(ctx, reqs)
 		if err == nil && o.Sample != nil {
 			for _, q := range reqs {
-				smp := samplers[q]
+				smp := samplers[q].smp
 				id := q.Token
 				if q.Drawn {
 					res.DeviceDraw = true

@@ -91,16 +91,18 @@ func (b *Backend) drawLaunch(out, logits backend.Tensor, draws []backend.Draw) {
 	ph := pmass + uintptr(8*nb)
 	st := ph + uintptr(4*256*nb)
 	cand := st + uintptr(16*R)
-	x := []uint64{pArg(px), lArg(logits.Stride), iArg(V), pArg(pp)}
-	b.launch("k_draw_max", dim3{drawBlocks, R, 1}, dim3{drawThreads, 1, 1}, 0, append(x, pArg(pm), pArg(pi))...)
-	b.launch("k_draw_sum", dim3{drawBlocks, R, 1}, dim3{drawThreads, 1, 1}, 0, append(x, pArg(pm), pArg(ps), pArg(pmass), pArg(ph))...)
+	// (the arguments written out: a slice built per call would be an
+	// allocation per token)
+	ld := lArg(logits.Stride)
+	b.launch("k_draw_max", dim3{drawBlocks, R, 1}, dim3{drawThreads, 1, 1}, 0, pArg(px), ld, iArg(V), pArg(pp), pArg(pm), pArg(pi))
+	b.launch("k_draw_sum", dim3{drawBlocks, R, 1}, dim3{drawThreads, 1, 1}, 0, pArg(px), ld, iArg(V), pArg(pp), pArg(pm), pArg(ps), pArg(pmass), pArg(ph))
 	if filtered {
 		b.launch("k_draw_kcut", dim3{R, 1, 1}, dim3{drawThreads, 1, 1}, 0, pArg(pp), pArg(pm), pArg(ps), pArg(pmass), pArg(ph), pArg(st))
-		b.launch("k_draw_cand", dim3{drawBlocks, R, 1}, dim3{drawThreads, 1, 1}, 0, append(x, pArg(st), pArg(cand))...)
+		b.launch("k_draw_cand", dim3{drawBlocks, R, 1}, dim3{drawThreads, 1, 1}, 0, pArg(px), ld, iArg(V), pArg(pp), pArg(st), pArg(cand))
 	}
-	b.launch("k_draw_pick", dim3{R, 1, 1}, dim3{drawThreads, 1, 1}, 0, append(x, pArg(pm), pArg(pi), pArg(ps), pArg(po))...)
+	b.launch("k_draw_pick", dim3{R, 1, 1}, dim3{drawThreads, 1, 1}, 0, pArg(px), ld, iArg(V), pArg(pp), pArg(pm), pArg(pi), pArg(ps), pArg(po))
 	if filtered {
-		b.launch("k_draw_sorted", dim3{R, 1, 1}, dim3{1024, 1, 1}, 0, pArg(px), lArg(logits.Stride), pArg(pp), pArg(ps), pArg(st), pArg(cand), pArg(po))
+		b.launch("k_draw_sorted", dim3{R, 1, 1}, dim3{1024, 1, 1}, 0, pArg(px), ld, pArg(pp), pArg(ps), pArg(st), pArg(cand), pArg(po))
 	}
 	b.release(s)
 }
