@@ -389,6 +389,8 @@ func BenchmarkOps(b *testing.B) {
 //     (RINGO_CUDA_DCL), 1, 2 or 4; 0 for moe_dc_fp8
 //   - f84: the fewest rows of a one-row FP8 GEMV with four rows per warp, fewer take two
 //     (RINGO_CUDA_FP8_ROWS4_MIN), 0 for none
+//   - t8l: gemv_fp8t8's refills asked for after each round's sums, the
+//     default, or as each round is taken, gemv_fp8t8e (RINGO_CUDA_T8_LATE), 1 or 0
 //
 // The default list is "rope=1;rope=0". Separate processes on the GPU
 // machine differ by a few per cent; alternating steps resolves less than
@@ -573,6 +575,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"gvm":   flag(&g.gvMMA, false),
 		"v3":    number(&g.fp8V3, 0, 2),
 		"t9":    number(&g.fp8T9, 0, 2),
+		"t8l":   flag(&g.fp8T8Late, false),
 		"agm":   number(&g.attnGroupMin, 0, math.MaxInt32),
 		"acs":   flag(&g.attnCombineSeq, false),
 		"rt":    flag(&g.ropeTab, false),
@@ -649,7 +652,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 	segFirst, segRest, gemv2, readPinned, dcPre, ng := g.segFirst, g.segRest, g.gemv2, g.readPinned, g.dcPre, g.normGEMV
 	gv, acs, rl, rt, np, rgb, f8t, b16t, dcm := g.gdVar, g.attnCombineSeq, g.recLoadsLate, g.ropeTab, g.normPlain, g.recMinB, g.fp8TMA, g.bf16TMA, g.dcMMA
 	dcw, gum, q8 := g.dcWide, g.guMMA, g.mmaE4M3
-	ka, v3, t9, agm, dc1 := g.attnBounds, g.fp8V3, g.fp8T9, g.attnGroupMin, g.dcOnePass
+	ka, v3, t9, agm, dc1, t8l := g.attnBounds, g.fp8V3, g.fp8T9, g.attnGroupMin, g.dcOnePass, g.fp8T8Late
 	nrp, gvm := g.routePartials, g.gvMMA
 	f8r, gu2, dcl, f84 := g.fp8Rows, g.guPairs, g.dclRows, g.fp8Rows4Min
 	wr, g4, dr, rg, ru, gd, gs, gsp, gf, gna, gp, rd := g.warpRoute, g.gemv4n, g.dcReg, g.recGate, g.routeUnroll, g.moeFused, g.gdStage, g.gdSharedPre, g.gdFlip, g.gdNA, g.gdPipe, g.readDirect
@@ -680,6 +683,7 @@ func decodeKnobs(g *Backend) map[string]decodeKnob {
 		"gvm":  func() { g.gvMMA = gvm },
 		"v3":   func() { g.fp8V3 = v3 },
 		"t9":   func() { g.fp8T9 = t9 },
+		"t8l":  func() { g.fp8T8Late = t8l },
 		"agm":  func() { g.attnGroupMin = agm },
 		"rt":   func() { g.ropeTab = rt },
 		"np":   func() { g.normPlain = np },

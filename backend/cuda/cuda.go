@@ -427,6 +427,10 @@ type Backend struct {
 	// two waves as gemv_fp8t9 (9 warps per block) when that fits in one; 0
 	// (RINGO_CUDA_FP8_T9=0) never; 2 (tests) wherever gemv_fp8t8 runs
 	fp8T9 int
+	// fp8T8Late (the default; RINGO_CUDA_T8_LATE=0 turns it off): gemv_fp8t8
+	// asks for each round's refill once the round is summed, rather than
+	// gemv_fp8t8e's as soon as it is taken (thirty-fifth session)
+	fp8T8Late bool
 	// moeWarps are the warps per block of moe_gu and moe_dc (4 and 8;
 	// RINGO_CUDA_MOE_WARPS=g,d for comparisons): with 4, the 1,152 moe_gu
 	// blocks of a Ring-mini step fit on the H200 at once
@@ -569,7 +573,7 @@ func New(device int, opts Options) (*Backend, error) {
 	}
 	// the chunked lightning kernels need more than the default 48 KiB of shared memory
 	if b.smemOptin > 48<<10 {
-		for _, k := range []string{"k_lightning_chunk", "k_ltc_out64", "k_ltc_out128", "moe_mmb", "moe_mmb_gu", "moe_mmb_wg", "moe_mmb_gu_wg", "moe_mmb_yb", "moe_mmb_yb_wg", "moe_mmb_yb_wgs", "moe_mmb_gu_wg8", "moe_mmb_wg8", "moe_mmb_yb_wg8", "moe_mmb_yb_wgs8", "k_fattn4_128", "k_fattn4w_128", "k_fattn2_64", "k_fattn2_128", "k_fattn3_64", "k_fattn3_128", "moe_gd_bf16v", "moe_gd_bf16v_any", "moe_gd_bf16v_u4", "moe_gd_bf16v_s2", "k_readgd", "gemv_fp8t8", "gemv_bf16t4n", "moe_dcmmat", "moe_dcmmatw", "moe_dcmmatw1", "moe_gummat9w", "moe_dcmmatq", "moe_gummat9q", "gemv_fp8t9", "k_bulkpat"} {
+		for _, k := range []string{"k_lightning_chunk", "k_ltc_out64", "k_ltc_out128", "moe_mmb", "moe_mmb_gu", "moe_mmb_wg", "moe_mmb_gu_wg", "moe_mmb_yb", "moe_mmb_yb_wg", "moe_mmb_yb_wgs", "moe_mmb_gu_wg8", "moe_mmb_wg8", "moe_mmb_yb_wg8", "moe_mmb_yb_wgs8", "k_fattn4_128", "k_fattn4w_128", "k_fattn2_64", "k_fattn2_128", "k_fattn3_64", "k_fattn3_128", "moe_gd_bf16v", "moe_gd_bf16v_any", "moe_gd_bf16v_u4", "moe_gd_bf16v_s2", "k_readgd", "gemv_fp8t8", "gemv_bf16t4n", "moe_dcmmat", "moe_dcmmatw", "moe_dcmmatw1", "moe_gummat9w", "moe_dcmmatq", "moe_gummat9q", "gemv_fp8t9", "gemv_fp8t8e", "k_bulkpat"} {
 			// the dynamic part may take what static shared memory leaves
 			var static int32
 			ccall(d.cuFuncGetAttribute, uintptr(unsafe.Pointer(&static)), cuFuncAttrSharedSizeBytes, b.fns[k])
@@ -622,6 +626,7 @@ func New(device int, opts Options) (*Backend, error) {
 		ccall(d.cuFuncSetAttribute, b.fns["k_lightning_recg2"], cuFuncAttrNonPortableCluster, 1) == 0
 	b.recMinB, _ = strconv.Atoi(os.Getenv("RINGO_CUDA_REC_MINB"))
 	b.fp8TMA = b.ccMaj >= 9 && b.smemOptin >= fp8tSmem+1024 && os.Getenv("RINGO_CUDA_FP8_TMA") != "0"
+	b.fp8T8Late = os.Getenv("RINGO_CUDA_T8_LATE") != "0"
 	b.bf16TMA = b.ccMaj >= 9 && b.smemOptin >= bf16tSmem+(17<<10) && os.Getenv("RINGO_CUDA_BF16_TMA") != "0"
 	b.dcMMA = b.ccMaj >= 9 && os.Getenv("RINGO_CUDA_DC_MMA") != "0"
 	b.dcWide = os.Getenv("RINGO_CUDA_DC_WIDE") != "0"
@@ -756,7 +761,7 @@ func New(device int, opts Options) (*Backend, error) {
 var kernelNames = []string{
 	"k_copy", "k_fill", "k_add", "k_addv", "k_silu", "k_silumul", "k_sigmul", "k_gather", "k_tobf16", "k_tobf16v", "k_split3bf16", "k_split3bf16v",
 	"embed_f32", "embed_f16", "embed_bf16", "embed_fp8", "k_rmsnorm", "k_addrmsnorm", "k_rope", "k_silumul_bf16", "k_rmsnorm_sigmul", "k_rmsnorm_sigmul_w2", "k_rmsnorm_sigmul_w4", "k_rmsnorm_sigmul_w8", "k_rmsnorm_sigmul_w16", "k_rmsnorm_rope", "k_rmsnorm_rope_w21", "k_rmsnorm_rope_w41", "k_rmsnorm_rope_w42",
-	"gemv_f32", "gemv_f16", "gemv_bf16", "gemv_bf16v", "gemv_fp8", "gemv_bf16v1", "gemv_bf16v2", "gemv_bf16v1n", "gemv_bf16v2n", "gemv_bf16v4n", "gemv_bf16t4n", "gemv_fp81", "gemv_fp8v2", "gemv_fp8v3", "gemv_fp8v4", "gemv_fp8v8", "gemv_fp8t8", "gemv_fp8t9", "k_fp8_bf16", "gemm_f32", "gemm_f16", "gemm_bf16",
+	"gemv_f32", "gemv_f16", "gemv_bf16", "gemv_bf16v", "gemv_fp8", "gemv_bf16v1", "gemv_bf16v2", "gemv_bf16v1n", "gemv_bf16v2n", "gemv_bf16v4n", "gemv_bf16t4n", "gemv_fp81", "gemv_fp8v2", "gemv_fp8v3", "gemv_fp8v4", "gemv_fp8v8", "gemv_fp8t8", "gemv_fp8t8e", "gemv_fp8t9", "k_fp8_bf16", "gemm_f32", "gemm_f16", "gemm_bf16",
 	"moe_gu_bf16v", "moe_gu_fp8", "moe_gd_bf16v", "moe_gd_bf16v_any", "moe_gd_bf16v_u4", "moe_gd_bf16v_s2", "moe_dc_bf16v", "moe_dc2_bf16v", "moe_dc3_bf16v", "moe_dc_fp8", "moe_dcl_fp8", "moe_dcl2_fp8", "moe_dcl4_fp8", "moe_dcmmat", "moe_dcmmatw", "moe_dcmmatw1", "moe_gummat9w", "gemv_fp8v2r", "gemv_fp8v2m", "gemv_fp8v2rm", "k_route_p", "k_draw_max", "k_draw_sum", "k_draw_kcut", "k_draw_cand", "k_draw_pick", "k_draw_sorted", "moe_dcmmatq", "moe_gummat9q", "moe_gu2_fp8", "moe_gu4_fp8", "moe_gemv_f32", "moe_gemv_f16", "moe_gemv_bf16", "moe_gemv_bf16v", "moe_down_bf16v", "moe_gemv_fp8", "moe_down_fp8", "moe_mma16_fp8", "moe_mma64_fp8",
 	"k_moe_count", "k_moe_tiles", "k_moe_scatter", "moe_gemm_f32", "moe_gemm_f16", "moe_gemm_bf16", "k_moe_combine", "k_moe_combine4", "k_moe_combine4b", "k_moe_combineb", "k_quant_fp8", "k_bf16_f32", "k_route", "k_norm_route",
 	"k_lightning_rec", "k_lightning_recg", "k_lightning_recg2", "k_lightning_chunk", "k_kvstore", "k_attn", "k_attn4", "k_attn_g2", "k_attn_g4", "k_attn_g8", "k_attn_combine", "k_attn_combine_seq",

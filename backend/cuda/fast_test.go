@@ -633,24 +633,28 @@ func TestGEMVSingleRow(t *testing.T) {
 						// bulk copies, sm_90; v3: gemv_fp8v3's three rows
 						// per warp where gemv_fp8v2 would run; t9:
 						// gemv_fp8t9's nine warps where gemv_fp8t8 would)
+						// (early: gemv_fp8t8e, its refills asked for as each
+						// round is taken)
 						for _, v := range []struct {
 							rows, min int
 							want      string
 							tma       bool
 							v3, t9    int
-						}{{2, 0, "gemv_fp8v2", false, 0, 0}, {4, 0, "gemv_fp8v4", false, 0, 0}, {4, N + 1, "gemv_fp8v2", false, 0, 0}, {8, 0, "gemv_fp8v8", false, 0, 0},
-							{8, N + 1, "gemv_fp8v2", false, 0, 0}, {8, 0, "gemv_fp8t8", true, 0, 0}, {2, 0, "gemv_fp8v3", false, 2, 0}, {8, 0, "gemv_fp8t9", true, 0, 2}} {
+							early     bool
+						}{{2, 0, "gemv_fp8v2", false, 0, 0, false}, {4, 0, "gemv_fp8v4", false, 0, 0, false}, {4, N + 1, "gemv_fp8v2", false, 0, 0, false},
+							{8, 0, "gemv_fp8v8", false, 0, 0, false}, {8, N + 1, "gemv_fp8v2", false, 0, 0, false}, {8, 0, "gemv_fp8t8", true, 0, 0, false},
+							{2, 0, "gemv_fp8v3", false, 2, 0, false}, {8, 0, "gemv_fp8t9", true, 0, 2, false}, {8, 0, "gemv_fp8t8e", true, 0, 0, true}} {
 							if v.tma && (g.ccMaj < 9 || g.smemOptin < fp8t9Smem+1024) {
 								continue
 							}
 							got := gpuCopy(g, d.g)
-							saved, savedMin, saved8, savedT, savedV3, savedT9, savedM := g.fp8Rows, g.fp8Rows4Min, g.fp8Rows8Min, g.fp8TMA, g.fp8V3, g.fp8T9, g.gvMMA
+							saved, savedMin, saved8, savedT, savedV3, savedT9, savedM, savedL := g.fp8Rows, g.fp8Rows4Min, g.fp8Rows8Min, g.fp8TMA, g.fp8V3, g.fp8T9, g.gvMMA, g.fp8T8Late
 							// (gvMMA off: gemv_fp8v2's register form, whose sums are gemv_fp81's; TestGEMVMMA has the other)
-							g.fp8Rows, g.fp8Rows4Min, g.fp8Rows8Min, g.fp8TMA, g.fp8V3, g.fp8T9, g.gvMMA = v.rows, v.min, v.min, v.tma, v.v3, v.t9, false
+							g.fp8Rows, g.fp8Rows4Min, g.fp8Rows8Min, g.fp8TMA, g.fp8V3, g.fp8T9, g.gvMMA, g.fp8T8Late = v.rows, v.min, v.min, v.tma, v.v3, v.t9, false, !v.early
 							mark := kernelMark(g)
 							g.MatMul(got, x.g, gw)
 							ks := settledKernels(g, mark) // gemv_fp8v2 waits for a routing that may take it
-							g.fp8Rows, g.fp8Rows4Min, g.fp8Rows8Min, g.fp8TMA, g.fp8V3, g.fp8T9, g.gvMMA = saved, savedMin, saved8, savedT, savedV3, savedT9, savedM
+							g.fp8Rows, g.fp8Rows4Min, g.fp8Rows8Min, g.fp8TMA, g.fp8V3, g.fp8T9, g.gvMMA, g.fp8T8Late = saved, savedMin, saved8, savedT, savedV3, savedT9, savedM, savedL
 							sameTensors(t, fmt.Sprintf("%s: %s", what, v.want), g, got, d.g, 0)
 							if !slices.Equal(ks, []string{v.want}) {
 								t.Errorf("%s: kernels %v with %d rows per warp from %d rows, want %s", what, ks, v.rows, v.min, v.want)

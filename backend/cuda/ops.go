@@ -401,6 +401,8 @@ func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *wei
 				if t9 && b.smemOptin >= fp8t9Smem+1024 {
 					// a ninth warp per block where eight would take two waves
 					name, threads, smem, rows = "gemv_fp8t9", 32*(fp8tWarps+1), fp8t9Smem, rows+fp8tRows
+				} else if !b.fp8T8Late {
+					name = "gemv_fp8t8e"
 				}
 			}
 			b.launch(name, dim3{(N + rows - 1) / rows, 1, 1}, dim3{threads, 1, 1}, smem, pArg(px), lArg(ldx), iArg(T), pArg(w.p), iArg(N), iArg(K),
