@@ -68,8 +68,13 @@ func TestFastFP8(t *testing.T) {
 				}
 				d := zeroT(g, T, c.N)
 				host().MatMul(d.c, x.c, cw)
+				q0 := kernelMark(g)
 				g.MatMul(d.g, x.g, gw)
-				compare(t, fmt.Sprintf("fp8 matmul %+v T=%d aligned=%v", c, T, aligned), g, d, fastTol)
+				tol := fastTol
+				if slices.Contains(queuedKernels(g, q0), "k_quant_fp8") {
+					tol = fp8GEMMTol // the rows in E4M3: the block-scaled FP8 GEMM
+				}
+				compare(t, fmt.Sprintf("fp8 matmul %+v T=%d aligned=%v", c, T, aligned), g, d, tol)
 			}
 		}
 		ids := []int32{0, int32(c.N - 1), 7, 7, int32(c.N / 2)}
@@ -163,6 +168,11 @@ func TestFastFP8(t *testing.T) {
 	}
 }
 
+// fp8GEMMTol bounds the block-scaled FP8 GEMM's error relative to the
+// largest output: its rows quantized to E4M3 (3 mantissa bits, each value
+// rounded by up to 2^-4 of itself) give 2–3.5e-2 on random rows.
+const fp8GEMMTol = 6e-2
+
 // TestFP8BlockScaledGEMM checks prefill products of FP8 weights with 128×128
 // blocks on cuBLASLt's block-scaled FP8 GEMM (the rows quantized to E4M3 per
 // 128 values by k_quant_fp8) against the same products with the weight
@@ -182,9 +192,9 @@ func TestFP8BlockScaledGEMM(t *testing.T) {
 		if gw.(*weight).ltScale == 0 {
 			t.Fatalf("%+v: no cuBLASLt scales for a weight of 128x128 blocks", c)
 		}
-		// rows a multiple of 16 must take the FP8 GEMM; others may fall
-		// back to the widened weight (cuBLASLt has no algorithm for some)
-		for _, T := range []int{9, 64, 320} {
+		// every row count takes the FP8 GEMM: cuBLASLt has none for 9 or
+		// 17 rows on the H200, so those go in padded to 16 and 32
+		for _, T := range []int{9, 17, 64, 320} {
 			// every 128 values of a row at their own scale (2^-8 to 2^8), so
 			// that the rows' scales matter and a wrong layout shows
 			vals := make([]float32, T*c.K)
@@ -209,18 +219,14 @@ func TestFP8BlockScaledGEMM(t *testing.T) {
 				fp8 := slices.Contains(ks, "k_quant_fp8") && !slices.Contains(ks, "k_fp8_bf16")
 				e := gpuRelErr(g, got, want)
 				switch {
-				case !fp8 && T%16 == 0:
-					t.Errorf("%+v T=%d: kernels %v, not the block-scaled FP8 GEMM", c, T, ks)
 				case !fp8:
-					t.Logf("%+v T=%d: no block-scaled FP8 GEMM (kernels %v), relative error %.3g", c, T, ks, e)
-					if e != 0 {
-						t.Errorf("%+v T=%d: the fallback differs from the widened weight by %.3g", c, T, e)
-					}
+					t.Errorf("%+v T=%d: kernels %v, not the block-scaled FP8 GEMM", c, T, ks)
 				default:
+					if T%16 != 0 && !slices.Contains(ks, "k_copy") && !slices.Contains(ks, "k_bf16_f32") {
+						t.Logf("%+v T=%d: cuBLASLt took %d rows as they are (kernels %v)", c, T, T, ks)
+					}
 					t.Logf("%+v T=%d: scales token-major %v: relative error %.3g against the weight widened to BF16", c, T, mn, e)
-					// E4M3 keeps 3 mantissa bits: each value rounded by up
-					// to 2^-4 of itself, 2.5e-2-3.5e-2 of the largest output
-					if mn == def && (e > 6e-2 || e == 0 || math.IsNaN(e)) {
+					if mn == def && (e > fp8GEMMTol || e == 0 || math.IsNaN(e)) {
 						t.Errorf("%+v T=%d: relative error %.3g of the FP8 GEMM against the widened weight (want (0, 6e-2])", c, T, e)
 					}
 					if mn != def && e < 0.3 {

@@ -1492,19 +1492,21 @@ extern "C" __global__ void __launch_bounds__(256, 2) gemv_fp8v4(const float* X, 
 
 // k_quant_fp8 quantizes X (T rows of K FP32 values, row stride ldx; K and
 // ldx multiples of 4, X 16-byte aligned) to E4M3 per 128 values of a row,
-// for the block-scaled FP8 GEMMs of prefill: Q [T][K] bytes, and the scales
-// s = amax/448 (1 for a block of zeros; value = e4m3 · s) at S[kb·T + t]
+// for the block-scaled FP8 GEMMs of prefill: Q [TP][K] bytes, and the scales
+// s = amax/448 (1 for a block of zeros; value = e4m3 · s) at S[kb·TP + t]
 // (mn == 1: cuBLASLt's VEC128_32F layout, measured on the H200) or
-// S[t·KB + kb] (mn == 0), KB = ceil(K/128). One warp per block.
-extern "C" __global__ void k_quant_fp8(unsigned char* Q, float* S, const float* X, i64 ldx, int T, int K, int mn) { PDL_ENTER();
+// S[t·KB + kb] (mn == 0), KB = ceil(K/128); rows T..TP-1 (TP >= T) are
+// zeros, padding for GEMMs that take multiples of 16 rows only. One warp
+// per block.
+extern "C" __global__ void k_quant_fp8(unsigned char* Q, float* S, const float* X, i64 ldx, int T, int TP, int K, int mn) { PDL_ENTER();
   int KB = (K + 127) / 128;
   i64 w = ((i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
   int lane = threadIdx.x & 31;
-  if (w >= (i64)T * KB) return;  // whole warps
+  if (w >= (i64)TP * KB) return;  // whole warps
   i64 t = w / KB;
   int kb = (int)(w % KB), k = kb * 128 + lane * 4;
   float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-  if (k < K) v = *(const float4*)(X + t * ldx + k);
+  if (k < K && t < T) v = *(const float4*)(X + t * ldx + k);
   float a = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
 #pragma unroll
   for (int o = 16; o; o >>= 1) a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, o));
@@ -1515,7 +1517,7 @@ extern "C" __global__ void k_quant_fp8(unsigned char* Q, float* S, const float* 
         : "=r"(q) : "f"(v.x / sc), "f"(v.y / sc), "f"(v.z / sc), "f"(v.w / sc));
     *(u32*)(Q + t * K + k) = q;
   }
-  if (lane == 0) S[mn ? (i64)kb * T + t : t * KB + kb] = sc;
+  if (lane == 0) S[mn ? (i64)kb * TP + t : t * KB + kb] = sc;
 }
 
 // k_bf16_f32 widens a contiguous rows×cols BF16 matrix into d (row stride

@@ -486,17 +486,28 @@ func (b *Backend) matmul(pd uintptr, ldd int, px uintptr, ldx int, T int, w *wei
 
 // matmulFP8 multiplies T > GEMVRows rows by an FP8 weight of 128×128
 // blocks on FP8 tensor cores: x is quantized to E4M3 per 128 values of a row
-// (k_quant_fp8), and cuBLASLt applies both operands' block scales. It
-// reports false, leaving the product to the caller, when the weight has
-// other blocks, K is not a multiple of 128, the path is off
-// (RINGO_CUDA_FP8_GEMM=0), or cuBLASLt has no algorithm for the shape
-// (cuBLAS older than 12.9, not Hopper; noted once).
+// (k_quant_fp8), and cuBLASLt applies both operands' block scales. Where
+// cuBLASLt has no such GEMM for T rows (on the H200 for row counts that
+// are not multiples of 16, as a server's prompts mostly are), the rows go
+// in padded with zero rows to the next multiple of 16, and only the first
+// T rows of the product come out. It reports false, leaving the product to
+// the caller (which widens the weight to BF16), when the weight has other
+// blocks, K is not a multiple of 128, the path is off
+// (RINGO_CUDA_FP8_GEMM=0), or cuBLASLt has no algorithm for the shape even
+// so (cuBLAS older than 12.9, not Hopper; noted once).
 func (b *Backend) matmulFP8(pd uintptr, ldd int, px uintptr, ldx, T int, w *weight) bool {
 	N, K := w.rows, w.cols
 	if !b.fp8GEMM || w.ltScale == 0 || K%128 != 0 {
 		return false
 	}
+	TP := T // the rows cuBLASLt multiplies
 	plan, err := b.lt.plan8(N, T, K, ldd, alignOf(pd, uintptr(4*ldd)))
+	if err != nil && T%16 != 0 {
+		// into a contiguous [TP][N] block of its own (devAlloc's blocks are
+		// 256-byte aligned)
+		TP = (T + 15) &^ 15
+		plan, err = b.lt.plan8(N, TP, K, N, alignOf(uintptr(4*N)))
+	}
 	if err != nil {
 		// that shape is widened to BF16 (cuBLASLt remembers the failure)
 		if !b.fp8Noted {
@@ -507,20 +518,27 @@ func (b *Backend) matmulFP8(pd uintptr, ldd int, px uintptr, ldx, T int, w *weig
 	}
 	px, ldx, xs := b.aligned16(px, ldx, T, K)
 	KB := (K + 127) / 128
-	xq, sc := b.scratch(T*K), b.scratch(4*T*KB)
+	xq, sc := b.scratch(TP*K), b.scratch(4*TP*KB)
 	mn := 0
 	if b.fp8ScaleMN {
 		mn = 1
 	}
-	g, bl := flatGrid(32 * T * KB)
-	b.launch("k_quant_fp8", g, bl, 0, pArg(xq.p), pArg(sc.p), pArg(px), lArg(ldx), iArg(T), iArg(K), iArg(mn))
-	if plan.key.dBF16 {
-		yb := b.scratch(2 * T * N)
+	g, bl := flatGrid(32 * TP * KB)
+	b.launch("k_quant_fp8", g, bl, 0, pArg(xq.p), pArg(sc.p), pArg(px), lArg(ldx), iArg(T), iArg(TP), iArg(K), iArg(mn))
+	switch {
+	case plan.key.dBF16:
+		yb := b.scratch(2 * TP * N)
 		b.record(opLt8, uint64(plan.id), uint64(w.p), uint64(w.ltScale), uint64(xq.p), uint64(sc.p), uint64(yb.p))
 		g, bl = flatGrid(T * N)
 		b.launch("k_bf16_f32", g, bl, 0, pArg(pd), lArg(ldd), pArg(yb.p), iArg(T), iArg(N))
 		b.release(yb)
-	} else {
+	case TP != T:
+		yp := b.scratch(4 * TP * N)
+		b.record(opLt8, uint64(plan.id), uint64(w.p), uint64(w.ltScale), uint64(xq.p), uint64(sc.p), uint64(yp.p))
+		g, bl = flatGrid(T * N)
+		b.launch("k_copy", g, bl, 0, pArg(pd), lArg(ldd), pArg(yp.p), lArg(N), iArg(T), iArg(N))
+		b.release(yp)
+	default:
 		b.record(opLt8, uint64(plan.id), uint64(w.p), uint64(w.ltScale), uint64(xq.p), uint64(sc.p), uint64(pd))
 	}
 	b.release(xq, sc)

@@ -162,6 +162,3 @@ SIGINT or SIGTERM stops accepting requests and waits up to
 	f.DurationVar(&grace, "shutdown-timeout", 30*time.Second, "how long to wait for running requests on shutdown")
 	rootCmd.AddCommand(cmd)
 }
-
-// loadText returns the tokenizer and chat template of a loaded model: from
-// the GGUF file's metadata, or from the model directory's files.
