@@ -1376,7 +1376,7 @@ __device__ __forceinline__ void gv_stream(const unsigned char* __restrict__ Wt, 
 // of shared memory: two blocks per SM), for the products gemv_fp8v8 would
 // take (RINGO_CUDA_FP8_TMA=0 runs gemv_fp8v8), each round's refill asked
 // for once the round is summed (ring_dot's LATE): Ring-flash's qkv|gate
-// 16.4 µs against 16.9, −0.5 to −0.6 % per decode step (thirty-fifth
+// 16.4 µs against 16.9, −0.5 to −0.6 % per eight-layer decode step (thirty-fifth
 // session). gemv_fp8t8e asks as soon as the round is taken, as before
 // (RINGO_CUDA_T8_LATE=0). The same sums.
 #define FP8T_R 8
