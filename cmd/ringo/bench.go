@@ -169,7 +169,7 @@ draws the top-p draws that keep too many tokens), and on the host with
 	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the measurements to this file")
 	cmd.Flags().BoolVar(&sampled, "sample", false, "draw each decode step's next token from its logits, inside the timed step")
 	cmd.Flags().BoolVar(&hostDraw, "host-draw", false, "with --sample: draw on the host (the logits read back) where the GPU could draw")
-	cmd.Flags().Float32Var(&sp.Temperature, "temperature", 0.6, "with --sample: sampling temperature (0: greedy)")
+	cmd.Flags().Float32Var(&sp.Temperature, "temperature", defaultTemperature, "with --sample: sampling temperature (0: greedy)")
 	cmd.Flags().Float32Var(&sp.TopP, "top-p", 1, "with --sample: nucleus sampling (1: off)")
 	cmd.Flags().IntVar(&sp.TopK, "top-k", 0, "with --sample: keep the k most likely tokens (0: off)")
 	rootCmd.AddCommand(cmd)

@@ -36,6 +36,10 @@ func init() {
 	rootCmd.AddCommand(newRunCmd(), newChatCmd())
 }
 
+// defaultTemperature is run's and chat's sampling temperature, which bench
+// --sample draws at too.
+const defaultTemperature = 0.6
+
 // genFlags are the generation flags shared by run and chat.
 type genFlags struct {
 	maxTokens     int
@@ -55,7 +59,7 @@ type genFlags struct {
 func (g *genFlags) register(cmd *cobra.Command, maxTokens int) {
 	f := cmd.Flags()
 	f.IntVar(&g.maxTokens, "max-tokens", maxTokens, "most tokens to generate per answer (0: until end of sequence or context)")
-	f.Float32Var(&g.temperature, "temperature", 0.6, "sampling temperature (0: greedy)")
+	f.Float32Var(&g.temperature, "temperature", defaultTemperature, "sampling temperature (0: greedy)")
 	f.Float32Var(&g.topP, "top-p", 1, "nucleus sampling: keep the smallest set of tokens with this total probability (1: off)")
 	f.IntVar(&g.topK, "top-k", 0, "keep the k most likely tokens (0: off)")
 	f.Float32Var(&g.minP, "min-p", 0, "drop tokens less likely than this fraction of the most likely one (0: off)")
