@@ -254,6 +254,13 @@ func (s *Sampler) drawCut(x []float32, idx []int, z float64, mx float32) int32 {
 		}
 	}
 	s.probs, s.idx = probs, order
+	return s.pick(probs, order)
+}
+
+// pick draws one of ids with probabilities probs (their sum normalises
+// them): the first whose running sum exceeds a uniform number times the
+// total, the last if rounding leaves none.
+func (s *Sampler) pick(probs []float64, ids []int) int32 {
 	var tot float64
 	for _, p := range probs {
 		tot += p
@@ -262,10 +269,10 @@ func (s *Sampler) drawCut(x []float32, idx []int, z float64, mx float32) int32 {
 	for i, p := range probs {
 		r -= p
 		if r < 0 {
-			return int32(order[i])
+			return int32(ids[i])
 		}
 	}
-	return int32(order[len(order)-1])
+	return int32(ids[len(ids)-1])
 }
 
 // tailCut is how far below the largest scaled logit a token still gets a
@@ -447,18 +454,7 @@ func (s *Sampler) drawSorted(x []float32, idx []int, z float64) int32 {
 			}
 		}
 	}
-	var tot float64
-	for _, p := range probs[:n] {
-		tot += p
-	}
-	r := s.uniform() * tot
-	for i, p := range probs[:n] {
-		r -= p
-		if r < 0 {
-			return int32(idx[i])
-		}
-	}
-	return int32(idx[n-1])
+	return s.pick(probs[:n], idx[:n])
 }
 
 // sortDescKeys orders idx by descending x (ties: lower index first),
