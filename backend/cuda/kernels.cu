@@ -5839,10 +5839,17 @@ extern "C" __global__ void k_randbf16(u16* p, i64 n, u32 seed) { PDL_ENTER();
 // drawSorted does: probabilities exp(v − v₀) in float64, min-p, top-p,
 // u times what is kept. The weights are the host's (sample.Draw:
 // kernels.ExpNeg, every product rounded apart) and so are the candidates;
-// only the order of the sums differs. A row the kernels decline gets -1.
+// only the order of the sums differs. Top-p and min-p draws without top-k
+// that those kernels decline (top-p over every token, or more than DRAW_CAP
+// candidates) are made by k_draw_selp and k_draw_sel instead: a radix
+// selection over the same order (below). A row the kernels decline gets -1
+// (top-k with more than DRAW_CAP candidates, or fewer than k tokens within
+// 30 of the largest scaled logit).
 #define DRAW_NB 128
 #define DRAW_T 256
 #define DRAW_CAP 2048
+#define DRAW_HB 2048  // the selection's bins: 11-bit digits (the last 10 bits)
+#define DRAW_SEL_T 1024
 
 struct DrawPrm {
   double u;
@@ -5975,13 +5982,18 @@ extern "C" __global__ void k_draw_sum(const float* x, i64 ldx, int V, const i64*
 // k_draw_kcut (DRAW_T = 256 threads, a block per row) sets row y's state
 // st[4y..4y+3] for the filtered draws: the candidates' count (0), whether
 // the host draws (1), the last top-k bin, the row's largest scaled logit.
-extern "C" __global__ void k_draw_kcut(const i64* prm, const float* pm, const double* ps, const double* pmass, const int* ph, int* st) {
+// With h1 (not null) it also clears row y's first histogram of the
+// selection (k_draw_selp's) for the draws without top-k.
+extern "C" __global__ void k_draw_kcut(const i64* prm, const float* pm, const double* ps, const double* pmass, const int* ph, int* st,
+                                       unsigned long long* h1) {
   PDL_ENTER();
   __shared__ int cs[256];
   __shared__ int res;
   int y = blockIdx.x, tid = threadIdx.x;
   DrawPrm d = draw_prm(prm, y);
   if (!d.filt) return;
+  if (h1 && d.topk == 0)
+    for (int i = tid; i < DRAW_HB; i += DRAW_T) h1[(i64)y * DRAW_HB + i] = 0ull;
   if (tid == 0) {
     st[4 * y] = 0;
     st[4 * y + 1] = 0;
@@ -6185,4 +6197,238 @@ extern "C" __global__ void k_draw_sorted(const float* x, i64 ldx, const i64* prm
     if (pr[i] > r) atomicMin(&first, i);
   __syncthreads();
   if (tid == 0) out[y] = (int)(u32)ks[first];
+}
+
+// The selection (k_draw_selp, k_draw_sel): a top-p or min-p draw without
+// top-k over more candidates than k_draw_sorted holds. Sample's kept tokens
+// are a prefix of the descKey order (descending value, then ascending id):
+// min-p's tokens with p ≥ min-p and, for top-p, the shortest prefix whose
+// probabilities p = exp(v − v₀) (float64) reach top-p of the whole
+// weight; the draw is the first kept token whose running sum exceeds u
+// times the kept total. Each is the first token in that order whose
+// running weight reaches a target, which a radix selection finds without
+// sorting: the value keys (descKey's upper half) in three digits (11, 11
+// and 10 bits), each digit's bins weighted by the tokens' probabilities,
+// then the tied tokens of the key found in id order. The probabilities
+// are summed in fixed point (p·2^S, S = 62 − bits(V), 64-bit integers),
+// so that their sums are exact and do not depend on the order of the
+// atomic adds: a token of p below 2^-S weighs nothing (S = 44 for
+// Ring's vocabulary: under e^-30, which Sample's own weights drop too).
+
+// draw_sel_row reports whether row y's draw is the selection's.
+__device__ __forceinline__ bool draw_sel_row(const DrawPrm& d, const int* st, int y) {
+  return d.filt && d.topk == 0 && (st[4 * y + 1] != 0 || st[4 * y] > DRAW_CAP);
+}
+// draw_vkey is descKey's upper half: ascending keys order by descending value.
+__device__ __forceinline__ u32 draw_vkey(float v) { return (u32)(draw_key(v, 0) >> 32); }
+// draw_qbits is S for a vocabulary of V tokens (V < 2^b; V·2^S < 2^62).
+__device__ __forceinline__ int draw_qbits(int V) {
+  int b = 0;
+  while (b < 31 && (1 << b) <= V) b++;
+  return 62 - b;
+}
+// draw_q is the fixed-point weight of scaled logit v (mx the largest): 0
+// for min-p below its candidates' cut (v < mx + lcut, as Sample's) or p <
+// min-p.
+__device__ __forceinline__ unsigned long long draw_q(float v, float mx, float lcut, float minp, int S) {
+  double p = exp((double)__fsub_rn(v, mx));
+  if (minp > 0.f && (v < __fadd_rn(mx, lcut) || p < (double)minp)) return 0ull;
+  return __double2ull_rn(ldexp(p, S));
+}
+// k_draw_selp (DRAW_NB blocks of DRAW_T threads per row): the selection's
+// rows' fixed-point weights into q (V per row) and the first digit's
+// histogram into h1 (DRAW_HB per row, cleared by k_draw_kcut).
+extern "C" __global__ void k_draw_selp(const float* x, i64 ldx, int V, const i64* prm, const int* st, unsigned long long* q, unsigned long long* h1) {
+  PDL_ENTER();
+  __shared__ unsigned long long h[DRAW_HB];
+  int y = blockIdx.y, b = blockIdx.x, tid = threadIdx.x;
+  DrawPrm d = draw_prm(prm, y);
+  if (!draw_sel_row(d, st, y)) return;
+  for (int i = tid; i < DRAW_HB; i += DRAW_T) h[i] = 0ull;
+  __syncthreads();
+  float mx = __int_as_float(st[4 * y + 3]);
+  int S = draw_qbits(V), per = (V + DRAW_NB - 1) / DRAW_NB, c1 = min(V, (b + 1) * per);
+  const float* xr = x + (i64)y * ldx;
+  unsigned long long* qr = q + (i64)y * V;
+  for (int i = b * per + tid; i < c1; i += DRAW_T) {
+    float v = __fmul_rn(xr[i], d.inv);
+    unsigned long long w = draw_q(v, mx, d.lcut, d.minp, S);
+    qr[i] = w;
+    if (w) atomicAdd(&h[draw_vkey(v) >> 21], w);
+  }
+  __syncthreads();
+  for (int i = tid; i < DRAW_HB; i += DRAW_T)
+    if (h[i]) atomicAdd(&h1[(i64)y * DRAW_HB + i], h[i]);
+}
+// sel_scan is the block's exclusive prefix sum of v (thread order), with
+// the total in *tot; ws: 32 words of shared memory. Every thread calls it.
+__device__ __forceinline__ unsigned long long sel_scan(unsigned long long v, unsigned long long* ws, unsigned long long* tot) {
+  int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  unsigned long long s = v;
+  for (int o = 1; o < 32; o <<= 1) {
+    unsigned long long t = __shfl_up_sync(0xffffffffu, s, o);
+    if (lane >= o) s += t;
+  }
+  if (lane == 31) ws[w] = s;
+  __syncthreads();
+  if (w == 0) {
+    unsigned long long t = lane < nw ? ws[lane] : 0ull;
+    for (int o = 1; o < 32; o <<= 1) {
+      unsigned long long u = __shfl_up_sync(0xffffffffu, t, o);
+      if (lane >= o) t += u;
+    }
+    if (lane < nw) ws[lane] = t;
+  }
+  __syncthreads();
+  unsigned long long ex = (w ? ws[w - 1] : 0ull) + s - v;
+  *tot = ws[nw - 1];
+  __syncthreads();
+  return ex;
+}
+// The selection's cluster: DRAW_SEL_CL blocks per row share its passes
+// (block r the columns [r·per, (r + 1)·per)), their histograms added
+// through distributed shared memory.
+#define DRAW_SEL_CL 8
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define DRAW_SEL_CLUSTER __cluster_dims__(DRAW_SEL_CL, 1, 1)
+__device__ __forceinline__ void sel_csync() { asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory"); }
+__device__ __forceinline__ u32 sel_rank() {
+  u32 r;
+  asm("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+  return r;
+}
+// sel_ld is the 64-bit word at p in block r's shared memory.
+__device__ __forceinline__ unsigned long long sel_ld(const void* p, u32 r) {
+  u32 a;
+  unsigned long long v;
+  asm("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(a) : "r"(smem_addr(p)), "r"(r));
+  asm volatile("ld.shared::cluster.u64 %0, [%1];" : "=l"(v) : "r"(a) : "memory");
+  return v;
+}
+#else
+#define DRAW_SEL_CLUSTER
+__device__ __forceinline__ void sel_csync() {}
+__device__ __forceinline__ u32 sel_rank() { return 0u; }
+__device__ __forceinline__ unsigned long long sel_ld(const void* p, u32 r) { return *(const unsigned long long*)p; }
+#endif
+// draw_keyval is the scaled logit of value key k (draw_vkey's inverse, −0
+// as +0).
+__device__ __forceinline__ float draw_keyval(u32 k) {
+  u32 b = ~k;
+  return __uint_as_float((b & 0x80000000u) ? (b & 0x7fffffffu) : ~b);
+}
+// draw_select (every thread of the cluster) finds the first token of a row
+// (scaled logits xr·inv, weights qr from k_draw_selp, first digit's
+// histogram h0) in descKey order whose running weight reaches target (1 ≤
+// target ≤ the row's total): it returns the running weight up to and with
+// it, and with out (not null) stores its id there. mx, lcut, minp and S
+// are k_draw_selp's. hs, hm: DRAW_HB words of shared memory each (this
+// block's histogram, the cluster's), ws: 32.
+__device__ unsigned long long draw_select(const float* xr, const unsigned long long* qr, int V, float inv, float mx, float lcut, float minp, int S,
+                                          const unsigned long long* h0, unsigned long long target, int* out, unsigned long long* hs,
+                                          unsigned long long* hm, unsigned long long* ws) {
+  __shared__ unsigned long long sA, sCnt;
+  __shared__ u32 sKey;
+  int tid = threadIdx.x, nt = blockDim.x;
+  u32 rank = sel_rank();
+  int per = (V + DRAW_SEL_CL - 1) / DRAW_SEL_CL, c0 = min(V, (int)rank * per), c1 = min(V, c0 + per);
+  unsigned long long A = 0ull, tot;  // A: the weight before the key's range
+  u32 key = 0u;
+  for (int lev = 0; lev < 3; lev++) {
+    int shift = lev == 0 ? 21 : lev == 1 ? 10 : 0, nb = lev == 2 ? 1024 : 2048, hi = shift + (lev == 2 ? 10 : 11);
+    if (lev == 0) {
+      for (int i = tid; i < DRAW_HB; i += nt) hm[i] = h0[i];
+    } else {
+      for (int i = tid; i < DRAW_HB; i += nt) hs[i] = 0ull;
+      __syncthreads();
+      u32 pre = key >> hi;  // the digits found so far
+      for (int i = c0 + tid; i < c1; i += nt) {
+        unsigned long long w = qr[i];
+        if (!w) continue;
+        u32 k = draw_vkey(__fmul_rn(xr[i], inv));
+        if ((k >> hi) == pre) atomicAdd(&hs[(k >> shift) & (nb - 1)], w);
+      }
+      sel_csync();  // every block's histogram is complete
+      for (int i = tid; i < nb; i += nt) {
+        unsigned long long v = 0ull;
+        for (u32 r = 0; r < DRAW_SEL_CL; r++) v += sel_ld(&hs[i], r);
+        hm[i] = v;
+      }
+      sel_csync();  // and read before any block clears it again
+    }
+    __syncthreads();
+    // the bin where the running weight reaches target: thread t's bins 2t, 2t + 1
+    unsigned long long a0 = 2 * tid < nb ? hm[2 * tid] : 0ull, a1 = 2 * tid + 1 < nb ? hm[2 * tid + 1] : 0ull;
+    unsigned long long ex = A + sel_scan(a0 + a1, ws, &tot);
+    if (ex < target && target <= ex + a0 + a1) {
+      int bn = target <= ex + a0 ? 2 * tid : 2 * tid + 1;
+      sA = bn == 2 * tid ? ex : ex + a0;
+      sKey = key | ((u32)bn << shift);
+    }
+    __syncthreads();
+    A = sA;
+    key = sKey;
+    __syncthreads();
+  }
+  // the key's tokens have one value and one weight; the m-th of them in id
+  // order is the one
+  unsigned long long qk = max(1ull, draw_q(draw_keyval(key), mx, lcut, minp, S)), m = (target - A + qk - 1) / qk;
+  if (!out) return A + m * qk;
+  // thread t of block r counts them in its part [a, e) of the block's columns
+  int tp = (c1 - c0 + nt - 1) / nt, a = min(c1, c0 + tid * tp), e = min(c1, a + tp), c = 0;
+  for (int i = a; i < e; i++)
+    if (qr[i] && draw_vkey(__fmul_rn(xr[i], inv)) == key) c++;
+  unsigned long long bt;
+  unsigned long long cx = sel_scan((unsigned long long)c, ws, &bt);
+  if (tid == 0) sCnt = bt;
+  sel_csync();
+  for (u32 r = 0; r < rank; r++) cx += sel_ld(&sCnt, r);
+  if (cx < m && m <= cx + c) {
+    int k = (int)(m - cx);
+    for (int i = a; i < e; i++)
+      if (qr[i] && draw_vkey(__fmul_rn(xr[i], inv)) == key && --k == 0) {
+        *out = i;
+        break;
+      }
+  }
+  sel_csync();  // sCnt read by every block
+  return A + m * qk;
+}
+// k_draw_sel (a cluster of DRAW_SEL_CL blocks of DRAW_SEL_T threads per
+// row): the selection's draw (above) for the rows k_draw_selp prepared:
+// the kept prefix ends at the first token whose running weight reaches
+// top-p times the whole weight (k_draw_sum's, as k_draw_sorted's z), or at
+// the last weighted token; the draw is the first token whose running
+// weight exceeds u times the kept total.
+extern "C" __global__ void DRAW_SEL_CLUSTER __launch_bounds__(DRAW_SEL_T) k_draw_sel(const float* x, i64 ldx, int V, const i64* prm, const double* ps,
+                                                                                    const int* st, const unsigned long long* q,
+                                                                                    const unsigned long long* h1, int* out) {
+  PDL_ENTER();
+  __shared__ unsigned long long hs[DRAW_HB], hm[DRAW_HB], ws[32], sT;
+  int y = blockIdx.y, tid = threadIdx.x;
+  DrawPrm d = draw_prm(prm, y);
+  if (!draw_sel_row(d, st, y)) return;  // (the whole cluster)
+  const float* xr = x + (i64)y * ldx;
+  const unsigned long long* qr = q + (i64)y * V;
+  const unsigned long long* hr = h1 + (i64)y * DRAW_HB;
+  float mx = __int_as_float(st[4 * y + 3]);
+  int S = draw_qbits(V);
+  unsigned long long tot;
+  sel_scan(hr[2 * tid] + hr[2 * tid + 1], ws, &tot);  // (DRAW_SEL_T = DRAW_HB / 2)
+  if (tid == 0) {
+    unsigned long long T = tot;
+    if (d.topp > 0.f) {
+      double z = 0.0;
+      for (int b = 0; b < DRAW_NB; b++) z += ps[y * DRAW_NB + b];
+      double t = ceil(ldexp((double)d.topp * z, S));
+      if (t < (double)tot) T = max(1ull, (unsigned long long)t);
+    }
+    sT = T;
+  }
+  __syncthreads();
+  unsigned long long kept = draw_select(xr, qr, V, d.inv, mx, d.lcut, d.minp, S, hr, sT, nullptr, hs, hm, ws);
+  // the first running weight above u·kept: the first to reach floor(u·kept) + 1
+  double r = floor(d.u * (double)kept);
+  unsigned long long t2 = r < (double)kept ? (unsigned long long)r + 1ull : kept;
+  draw_select(xr, qr, V, d.inv, mx, d.lcut, d.minp, S, hr, t2, out + y, hs, hm, ws);
 }

@@ -172,6 +172,7 @@ draws the top-p draws that keep too many tokens), and on the host with
 	cmd.Flags().Float32Var(&sp.Temperature, "temperature", defaultTemperature, "with --sample: sampling temperature (0: greedy)")
 	cmd.Flags().Float32Var(&sp.TopP, "top-p", 1, "with --sample: nucleus sampling (1: off)")
 	cmd.Flags().IntVar(&sp.TopK, "top-k", 0, "with --sample: keep the k most likely tokens (0: off)")
+	cmd.Flags().Float32Var(&sp.MinP, "min-p", 0, "with --sample: drop tokens less likely than this fraction of the most likely one (0: off)")
 	rootCmd.AddCommand(cmd)
 }
 
