@@ -5,6 +5,7 @@ package sample
 
 import (
 	"math"
+	"math/bits"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -40,6 +41,9 @@ type Sampler struct {
 	exps    []float32
 	sums    []float64 // weights' pieces
 	keys    []uint64  // sortDescKeys', topK's and drawCut's
+	vkeys   []uint32  // drawSelect's value keys,
+	qs      []uint64  // weights
+	selPos  []int     // and candidates in range
 	starts  []int     // drawCut's buckets
 	fill    []int
 	// u is the uniform number Plan took for the next draw (planned): the
@@ -132,8 +136,9 @@ func (s *Sampler) uniform() float64 {
 // probabilities are normalised over what is kept, min-p drops tokens below
 // MinP times the most likely one, and top-p keeps the shortest prefix whose
 // probability reaches TopP. No full sort of the vocabulary is needed: with
-// no filter the draw scans the distribution in id order, and the filters
-// sort only the tokens that can survive them.
+// no filter the draw scans the distribution in id order, the filters sort
+// only the tokens that can survive them, and past selectMin of those (flat
+// logits: top-p over every token) the draw selects instead of sorting.
 func (s *Sampler) Sample(logits []float32) int32 {
 	x := append(s.scratch[:0], logits...)
 	s.scratch = x
@@ -174,7 +179,139 @@ func (s *Sampler) Sample(logits []float32) int32 {
 		}
 		s.idx = idx
 	}
+	if len(idx) > selectMin {
+		return s.drawSelect(x, idx, z, mx)
+	}
 	return s.drawCut(x, idx, z, mx)
+}
+
+// selectMin is the most candidates a top-p or min-p draw sorts (drawCut);
+// more are drawn by selection (drawSelect). The GPU's draws switch at the
+// same count (backend/cuda's drawCap), so that both make a draw alike.
+const selectMin = 2048
+
+// drawSelect is drawCut's draw for many candidates idx (in id order) found
+// by selection instead of sorting, as the GPU makes it (backend/cuda's
+// k_draw_sel): the kept prefix of the descKey order ends at the first
+// candidate whose running probability reaches top-p of z (or at the last
+// weighted one), and the draw is the first kept one whose running
+// probability exceeds u times the kept total. Each is the first candidate
+// in that order whose running weight reaches a target, found by a radix
+// selection on the value half of descKey (digits of 11, 11 and 10 bits,
+// each bin weighted by its candidates' probabilities) and then, among the
+// candidates of the value found, by id. The probabilities are drawCut's,
+// math.Exp(v − mx) (0 below min-p), summed in fixed point (p·2^S, S = 62 −
+// bits(V), uint64: exact sums in any order), so the tokens are drawCut's
+// unless a target falls within rounding (~2^-S) of a boundary.
+func (s *Sampler) drawSelect(x []float32, idx []int, z float64, mx float32) int32 {
+	n := len(idx)
+	S := 62 - bits.Len(uint(len(x)))
+	s.vkeys = slices.Grow(s.vkeys[:0], n)[:n]
+	s.qs = slices.Grow(s.qs[:0], n)[:n]
+	keys, q := s.vkeys, s.qs
+	minP, scale := float64(s.p.MinP), math.Ldexp(1, S)
+	fill := func(a, b int) {
+		for j := a; j < b; j++ {
+			v := x[idx[j]]
+			keys[j] = uint32(descKey(v, 0) >> 32)
+			p := math.Exp(float64(v - mx))
+			if !(p >= minP) { // (and NaN)
+				q[j] = 0
+				continue
+			}
+			q[j] = uint64(math.RoundToEven(p * scale)) // (exact: a power of two)
+		}
+	}
+	if n < parallelMin {
+		fill(0, n)
+	} else {
+		inPieces(n, func(_, a, b int) { fill(a, b) })
+	}
+	var hist0 [selBins]uint64 // the first digit's bins, for both selections
+	var tot uint64
+	for j, k := range keys {
+		hist0[k>>21] += q[j]
+		tot += q[j]
+	}
+	if tot == 0 { // (no finite weight: infinite logits)
+		return s.drawCut(x, idx, z, mx)
+	}
+	target := tot
+	if s.p.TopP > 0 && s.p.TopP < 1 {
+		if t := math.Ceil(math.Ldexp(float64(s.p.TopP)*z, S)); t < float64(tot) {
+			target = max(1, uint64(t))
+		}
+	}
+	kept, _ := s.selectWeight(keys, q, &hist0, target)
+	r := math.Floor(s.uniform() * float64(kept)) // the first running weight above u·kept
+	t2 := kept
+	if r < float64(kept) {
+		t2 = uint64(r) + 1
+	}
+	_, j := s.selectWeight(keys, q, &hist0, t2)
+	return int32(idx[j])
+}
+
+// selBins is the bins of drawSelect's first two digits (the last has half).
+const selBins = 2048
+
+// selectWeight returns the position j (in keys and q) of the first
+// candidate in descKey order whose running weight reaches target (1 ≤
+// target ≤ the total weight), and the running weight up to and with it.
+// hist0 is the first digit's bins.
+func (s *Sampler) selectWeight(keys []uint32, q []uint64, hist0 *[selBins]uint64, target uint64) (through uint64, j int) {
+	var a uint64 // the weight before the digits found so far
+	// reaches returns the bin of h where the running weight from a reaches
+	// target, adding the bins before it to a
+	reaches := func(h []uint64) uint32 {
+		for b, w := range h {
+			if a+w >= target && w > 0 {
+				return uint32(b)
+			}
+			a += w
+		}
+		panic("sample: selection target past the total weight")
+	}
+	key := reaches(hist0[:]) << 21
+	// the candidates of that first digit, then of the first two
+	pos := s.selPos[:0]
+	var hist [selBins]uint64
+	for j, k := range keys {
+		if k>>21 == key>>21 && q[j] > 0 {
+			pos = append(pos, j)
+			hist[k>>10&(selBins-1)] += q[j]
+		}
+	}
+	key |= reaches(hist[:]) << 10
+	clear(hist[:])
+	m := 0
+	for _, j := range pos {
+		if keys[j]>>10 == key>>10 {
+			pos[m] = j
+			m++
+			hist[keys[j]&(selBins/2-1)] += q[j]
+		}
+	}
+	pos = pos[:m]
+	s.selPos = pos
+	key |= reaches(hist[:selBins/2])
+	// the candidates of that value weigh the same: the k-th of them in id
+	// order (pos keeps idx's order) is the one
+	var qk, k uint64
+	for _, j := range pos {
+		if keys[j] != key {
+			continue
+		}
+		if qk == 0 {
+			qk = q[j]
+			k = (target - a + qk - 1) / qk
+			through = a + k*qk
+		}
+		if k--; k == 0 {
+			return through, j
+		}
+	}
+	panic("sample: selection found too few tied candidates")
 }
 
 // cutBuckets bounds the buckets of drawCut (one per two candidates below
@@ -188,10 +325,11 @@ const cutBuckets = 1 << 16
 // (bucket b holds (mx − v)·scale in [b, b+1): a value's bucket never
 // decreases as the value does, ties share one), and each bucket is sorted
 // by descKey when the draw reaches it, so that the buckets in turn give
-// the full sort's order. With flat logits top-p keeps most of the
-// vocabulary in its candidates (every token when those within 1e-4 of the
-// most likely one weigh less than top-p), and sorting them all took 40 %
-// of a 20 ms draw over 157,184 tokens on a 2-core machine (now 10 ms).
+// the full sort's order. Sample takes it for at most selectMin candidates;
+// with flat logits top-p keeps most of the vocabulary in its candidates
+// (every token when those within 1e-4 of the most likely one weigh less
+// than top-p), where drawCut took ~10 ms a draw over 157,184 tokens on a
+// 2-core machine and drawSelect takes ~3.5.
 func (s *Sampler) drawCut(x []float32, idx []int, z float64, mx float32) int32 {
 	n := len(idx)
 	lo := mx

@@ -1,6 +1,7 @@
 package sample
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -201,21 +202,28 @@ func naiveSample(logits []float32, p Params, u float64) int32 {
 func TestFiltersMatchDefinition(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 3))
 	for _, c := range []struct {
-		p     Params
-		vocab int
-		ties  bool // logits in steps of 0.5: many equal values, and ±0
+		p      Params
+		vocab  int
+		ties   bool    // logits in steps of 0.5: many equal values, and ±0
+		spread float64 // the logits' standard deviation (0: 3)
 	}{
-		{Params{Temperature: 0.7, TopK: 40}, 20000, false},
-		{Params{Temperature: 0.7, TopK: 40}, 20000, true},
-		{Params{Temperature: 0.9, TopK: 3000}, 20000, true}, // the full sort (k ≥ vocab/8)
-		{Params{Temperature: 0.7, TopK: 50}, 157184, true},
-		{Params{Temperature: 1, TopP: 0.9}, 20000, false},
-		{Params{Temperature: 1.3, TopP: 0.999}, 20000, false}, // reaches past the first candidate cut
-		{Params{Temperature: 0.8, MinP: 0.05}, 20000, false},
-		{Params{Temperature: 1, MinP: 0.1, TopP: 0.8}, 20000, false},
-		{Params{Temperature: 0.6, TopK: 100, TopP: 0.95, MinP: 0.02}, 20000, false},
-		{Params{Temperature: 1, TopP: 0.9}, 157184, false},
-		{Params{Temperature: 0.8, MinP: 0.05}, 157184, false},
+		{Params{Temperature: 0.7, TopK: 40}, 20000, false, 0},
+		{Params{Temperature: 0.7, TopK: 40}, 20000, true, 0},
+		{Params{Temperature: 0.9, TopK: 3000}, 20000, true, 0}, // the full sort (k ≥ vocab/8)
+		{Params{Temperature: 0.7, TopK: 50}, 157184, true, 0},
+		{Params{Temperature: 1, TopP: 0.9}, 20000, false, 0},
+		{Params{Temperature: 1.3, TopP: 0.999}, 20000, false, 0}, // reaches past the first candidate cut
+		{Params{Temperature: 0.8, MinP: 0.05}, 20000, false, 0},
+		{Params{Temperature: 1, MinP: 0.1, TopP: 0.8}, 20000, false, 0},
+		{Params{Temperature: 0.6, TopK: 100, TopP: 0.95, MinP: 0.02}, 20000, false, 0},
+		{Params{Temperature: 1, TopP: 0.9}, 157184, false, 0},
+		{Params{Temperature: 0.8, MinP: 0.05}, 157184, false, 0},
+		// more than selectMin candidates (drawSelect): with ties, and top-p
+		// over every token of nearly even logits
+		{Params{Temperature: 1, TopP: 0.9}, 20000, true, 0},
+		{Params{Temperature: 0.8, MinP: 0.01}, 20000, true, 0},
+		{Params{Temperature: 0.7, TopP: 0.9}, 157184, false, 0.3},
+		{Params{Temperature: 0.7, TopP: 0.5, MinP: 0.5}, 157184, true, 0.3},
 	} {
 		p := c.p
 		p.Seed = 11
@@ -223,8 +231,9 @@ func TestFiltersMatchDefinition(t *testing.T) {
 		ref := rand.New(rand.NewPCG(p.Seed, p.Seed^0x9e3779b97f4a7c15))
 		for n := 0; n < 30; n++ {
 			logits := make([]float32, c.vocab)
+			spread := cmp.Or(c.spread, 3)
 			for i := range logits {
-				logits[i] = float32(r.NormFloat64() * 3)
+				logits[i] = float32(r.NormFloat64() * spread)
 				if c.ties {
 					logits[i] = float32(math.Round(float64(logits[i])*2) / 2)
 					if logits[i] == 0 && i%2 == 1 {
