@@ -187,7 +187,8 @@ func (s *Sampler) Sample(logits []float32) int32 {
 
 // selectMin is the most candidates a top-p or min-p draw sorts (drawCut);
 // more are drawn by selection (drawSelect). The GPU's draws switch at the
-// same count (backend/cuda's drawCap), so that both make a draw alike.
+// same count (backend/cuda's drawCap; and for top-p over every token at
+// any count), so that both make a large draw alike.
 const selectMin = 2048
 
 // drawSelect is drawCut's draw for many candidates idx (in id order) found

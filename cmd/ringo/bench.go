@@ -49,11 +49,11 @@ of a turn starts with the caches the other length filled.
 
 Decode steps take random tokens and leave their logits unused, so the
 figures are the model's steps alone. With --sample each step also draws
-its next token from its logits (--temperature, --top-p, --top-k as in
-run; --temperature 0 is greedy), as a generation does, and the decode
-figures include that draw: on the GPU, as run and serve do (the host
-draws the top-p draws that keep too many tokens), and on the host with
---host-draw or on the CPU.`,
+its next token from its logits (--temperature, --top-p, --top-k, --min-p
+as in run; --temperature 0 is greedy), as a generation does, and the
+decode figures include that draw: on the GPU, as run and serve do (the
+host draws the top-k draws that keep more than 2,048 candidates), and on
+the host with --host-draw or on the CPU.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctxs, err := bench.ParseSizes(contexts)
