@@ -121,8 +121,11 @@ __device__ __forceinline__ void tl_started(unsigned long long ts) {
 //     norm's factor, 24 the output stored;
 //   gemv_bf16v4n (from its wait): 25 the input norm, 26 the products;
 //   gv_stream (gemv_fp8t8, gemv_fp8t9, gemv_bf16t4n; from block 0's
-//     start): 27 its rounds asked for before the wait, 28 the wait passed.
-#define TL_PROBES 32
+//     start): 27 its rounds asked for before the wait, 28 the wait passed;
+//   moe_gummat_impl (thread 0 of every block, tl_add): 33 its wait to the
+//     activation row staged, then over its rounds 34 waiting for them, 35
+//     their products, 36 asking for the refills.
+#define TL_PROBES 40
 __device__ unsigned long long tl_probe_sum[TL_PROBES];
 __device__ unsigned int tl_probe_n[TL_PROBES];
 __device__ __forceinline__ unsigned long long tl_now() {
@@ -148,7 +151,17 @@ __device__ __forceinline__ void tl_span(int i, unsigned long long t0) {
     atomicAdd(&tl_probe_n[i], 1u);
   }
 }
+// tl_add(i, d) (thread 0 of every block) adds d nanoseconds to probe i.
+__device__ __forceinline__ void tl_add(int i, unsigned long long d) {
+  if (tl_buf && threadIdx.x == 0 && threadIdx.y == 0) {
+    atomicAdd(&tl_probe_sum[i], d);
+    atomicAdd(&tl_probe_n[i], 1u);
+  }
+}
 #else
+#define tl_add(i, d) \
+  do {               \
+  } while (0)
 #define tl_mark() \
   do {            \
   } while (0)
@@ -2517,20 +2530,34 @@ __device__ __forceinline__ void moe_gummat_impl(const float* X, i64 ldx, const i
     to_f16x2(x, K, s2, xh, threadIdx.x, blockDim.x);
   }
   __syncthreads();
+  tl_span(33, tw);
   const uint4* xr = (const uint4*)xh;
   bool xon = Q ? g < 3 : g == 0;
   float tot[4] = {0.f, 0.f, 0.f, 0.f};
+  // (timeline builds) thread 0's time waiting for rounds, in their
+  // products and asking for refills
+  unsigned long long pw = 0, pm = 0, pa = 0, pt = tl_now();
+  auto mark = [&](unsigned long long& d) {
+#ifdef RINGO_TIMELINE
+    unsigned long long t1 = tl_now();
+    d += t1 - pt;
+    pt = t1;
+#endif
+  };
   for (int u = 0; u < NR; u++) {
     int b = u % S;
     mbar_wait(bar0 + 8 * b, (u32)(u / S) & 1);
+    mark(pw);
     // (k0 + CR·u >= 0: an unsigned division, as the measured kernel had)
     mma_round<CR, RS, Q>(
         st + b * STG, xr, (int)((unsigned)(k0 + CR * u) / 128), g, t, xon,
         [&] {
+          mark(pm);
           if (u + S < NR) {
             asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
             ask(u + S);
           }
+          mark(pa);
         },
         [&](int kb, const float(&d)[4]) {
           int kc = (128 * kb) / bc;
@@ -2539,7 +2566,15 @@ __device__ __forceinline__ void moe_gummat_impl(const float* X, i64 ldx, const i
           mma_add<Q>(tot, d, s0, s1);
         },
         Q8P(K));
+#ifdef RINGO_TIMELINE
+#pragma unroll
+    for (int j = 0; j < 4; j++) asm volatile("" ::"f"(tot[j]));  // the products done before the clock is read
+#endif
+    mark(pm);
   }
+  tl_add(34, pw);
+  tl_add(35, pm);
+  tl_add(36, pa);
   mma_lo2<Q>(tot);
   part[w][0][lane] = tot[0];
   part[w][1][lane] = tot[2];
@@ -5795,6 +5830,143 @@ extern "C" __global__ void __launch_bounds__(32 * GD_WARPS, 2) k_readgd(const u1
   }
   s = warp_sum(s);
   if (lane == 0 && s == 12345.678f) out[0] = s;  // never true for zeroed memory; keeps the loads
+}
+// k_pstep (BenchmarkPersistentStep) is the skeleton of a persistent decode
+// step: one resident block per SM runs `steps` steps of np phases, each
+// phase's bytes read once (every block a contiguous slice, summed into
+// out[0] so that none can be dropped; TestPersistentStep checks the sum),
+// with a grid barrier between phases, and no model arithmetic: what such a
+// kernel would reach if its work were free, to weigh against the chain of
+// kernels. ph holds 5 words per phase: byte offset into W, bytes (a
+// multiple of 16), pre (1: its addresses are known ahead, so its first
+// bytes may be asked for before the barriers ahead of it, as the weights of
+// a GEMV; 0: only after its own barrier, as the routed experts'), and the
+// nanoseconds of latency work (all threads spinning) on the critical path
+// before its stream (a norm) and after it (a top-k). The first
+// min(pmax, slice) bytes of a block's slice go to shared memory by bulk
+// copies: right after the barrier that starts the phase, or, when pre, once
+// the block has streamed the last phase with bytes before it (looking over
+// one phase without bytes); the rest, PS_U 16-byte loads in flight per
+// thread. pmax 0: every byte by those loads. bar: [0] arrivals, [32] the
+// barrier's generation (both zero at first use; left ready for the next
+// launch); a barrier waited on for 2 s traps (blocks not all resident).
+#define PS_U 16
+__device__ __forceinline__ void ps_spin(i64 ns) {
+  if (ns <= 0) return;
+  unsigned long long t0, t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+  do {
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  } while ((i64)(t - t0) < ns);
+}
+extern "C" __global__ void __launch_bounds__(512, 1) k_pstep(const unsigned char* W, const i64* ph, int np, int steps, int pmax, u32* bar, u32* out) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  extern __shared__ __align__(128) unsigned char psm[];
+  __shared__ __align__(8) unsigned long long mb;
+  PDL_ENTER();
+  int tid = threadIdx.x, nb = gridDim.x, b = blockIdx.x;
+  u32 mbar = smem_addr(&mb), dst = smem_addr(psm);
+  if (tid == 0) {
+    mbar_init(mbar, 1);
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+  u32 gen;
+  asm volatile("ld.acquire.gpu.u32 %0, [%1];" : "=r"(gen) : "l"(bar + 32) : "memory");
+  u32 acc = 0, fills = 0;
+  int total = np * steps;
+  // the block's slice of phase q % np: [lo, hi) bytes from W
+  auto slice = [&](int q, i64& lo, i64& hi) {
+    const i64* f = ph + 5 * (q % np);
+    i64 n16 = f[1] / 16;
+    lo = f[0] + 16 * (n16 * b / nb);
+    hi = f[0] + 16 * (n16 * (b + 1) / nb);
+  };
+  int asked = -1;  // the phase whose first bytes are in shared memory (or on their way)
+  i64 plen = 0;
+  auto ask = [&](int q) {
+    i64 lo, hi;
+    slice(q, lo, hi);
+    plen = min((i64)pmax, hi - lo);
+    asked = q;
+    if (plen == 0 || tid >= 32) return;
+    constexpr int PC = 16384;  // bytes a copy
+    int n = (int)((plen + PC - 1) / PC);
+    if (tid == 0) mbar_expect(mbar, (u32)plen);
+    __syncwarp();
+    for (int i = tid; i < n; i += 32) {
+      i64 o = (i64)i * PC;
+      bulk_g2s(dst + (u32)o, W + lo + o, (u32)min((i64)PC, plen - o), mbar);
+    }
+  };
+  for (int q = 0; q < total; q++) {
+    const i64* f = ph + 5 * (q % np);
+    i64 lo, hi;
+    slice(q, lo, hi);
+    if (asked != q && hi > lo) ask(q);
+    ps_spin(f[3]);
+    i64 start = lo;
+    if (asked == q && plen > 0) {
+      mbar_wait(mbar, fills & 1);
+      fills++;
+      for (i64 i = 16 * tid; i < plen; i += 16 * blockDim.x) {
+        uint4 v = *(const uint4*)(psm + i);
+        acc += v.x + v.y + v.z + v.w;
+      }
+      start += plen;
+    }
+    __syncthreads();  // shared memory free for the next ask
+    const uint4* w = (const uint4*)(W + start);
+    i64 n4 = (hi - start) / 16;
+    for (i64 i = tid; i < n4; i += PS_U * (i64)blockDim.x) {
+      uint4 v[PS_U];
+#pragma unroll
+      for (int u = 0; u < PS_U; u++) {
+        i64 k = i + u * (i64)blockDim.x;
+        v[u] = k < n4 ? ldg_na(w + k) : make_uint4(0, 0, 0, 0);
+      }
+#pragma unroll
+      for (int u = 0; u < PS_U; u++) acc += v[u].x + v[u].y + v[u].z + v[u].w;
+    }
+    // the next phase with bytes (over at most one without), asked for ahead when pre
+    for (int r = q + 1; r < total && r <= q + 2; r++) {
+      const i64* g = ph + 5 * (r % np);
+      if (g[1] == 0) continue;
+      if (g[2] && asked != r) ask(r);
+      break;
+    }
+    ps_spin(f[4]);
+    if (q == total - 1) break;
+    // grid barrier
+    __syncthreads();
+    if (tid == 0) {
+      __threadfence();
+      u32 a = atomicAdd(bar, 1u);
+      if (a == (u32)nb - 1) {
+        atomicExch(bar, 0u);
+        __threadfence();
+        asm volatile("st.release.gpu.u32 [%0], %1;" ::"l"(bar + 32), "r"(gen + 1) : "memory");
+      } else {
+        u32 g;
+        unsigned long long t0 = 0, t;
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+        do {
+          asm volatile("ld.acquire.gpu.u32 %0, [%1];" : "=r"(g) : "l"(bar + 32) : "memory");
+          asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+          if (t - t0 > 2000000000ull) __trap();  // blocks not all resident: an error, not a hang
+        } while (g == gen);
+      }
+    }
+    gen++;
+    __syncthreads();
+  }
+  acc += __shfl_xor_sync(0xffffffffu, acc, 16);
+  acc += __shfl_xor_sync(0xffffffffu, acc, 8);
+  acc += __shfl_xor_sync(0xffffffffu, acc, 4);
+  acc += __shfl_xor_sync(0xffffffffu, acc, 2);
+  acc += __shfl_xor_sync(0xffffffffu, acc, 1);
+  if ((tid & 31) == 0) atomicAdd(out, acc);
+#endif
 }
 // k_spin holds the GPU for ns nanoseconds (one thread of one block, HBM
 // idle): BenchmarkReadAfterIdle's gap between reads.

@@ -182,7 +182,7 @@ func (t *timeline) reportProbes(b *Backend) {
 	ccall(b.d.cuMemcpyHtoD, t.probeN, uintptr(unsafe.Pointer(&n[0])), 4*tlProbes)
 }
 
-const tlProbes = 32 // TL_PROBES in kernels.cu
+const tlProbes = 40 // TL_PROBES in kernels.cu
 
 const tlBlk = 256 * 19 * 4 // TL_BLK in kernels.cu
 
