@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Prepared in the thirty-sixth session for the next (branch next/guprobe,
-# compiled offline only): where moe_gummat9q's ~23 µs after its wait go.
+# Where moe_gummat9q's ~23 µs after its wait go (prepared in the
+# thirty-sixth session, run in the thirty-seventh: docs/GPU.md, "After the
+# thirty-seventh session").
 # Thread 0 of every block (means over the blocks): probe 33 its wait to the
 # activation row staged, then over its rounds 34 waiting for them, 35 their
 # products, 36 asking for the refills; with probes 6 (start to the wait)
