@@ -5851,6 +5851,7 @@ extern "C" __global__ void __launch_bounds__(32 * GD_WARPS, 2) k_readgd(const u1
 // barrier's generation (both zero at first use; left ready for the next
 // launch); a barrier waited on for 2 s traps (blocks not all resident).
 #define PS_U 16
+// ps_spin holds the calling thread for ns nanoseconds (none when ns <= 0).
 __device__ __forceinline__ void ps_spin(i64 ns) {
   if (ns <= 0) return;
   unsigned long long t0, t;
@@ -5972,11 +5973,7 @@ extern "C" __global__ void __launch_bounds__(512, 1) k_pstep(const unsigned char
 // idle): BenchmarkReadAfterIdle's gap between reads.
 extern "C" __global__ void k_spin(i64 ns) {
   PDL_ENTER();
-  unsigned long long t0, t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
-  do {
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  } while ((i64)(t - t0) < ns);
+  ps_spin(ns);
 }
 extern "C" __global__ void k_randbf16(u16* p, i64 n, u32 seed) { PDL_ENTER();
   GRID_LOOP(n) {
